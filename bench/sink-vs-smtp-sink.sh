@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Postfix smtp-source against our sink (build/kumod --policy sink/sink.lua) and
+# against Postfix's smtp-sink, in one run, on loopback. Postfix's master is
+# never started: smtp-source and smtp-sink are standalone test programs
+# (Debian package postfix).
+#
+#   bench/sink-vs-smtp-sink.sh [REUSE_1K] [REUSE_100K] [PERCONN_1K] [PERCONN_100K]
+#
+# Four scenarios per server, each with 20 parallel sessions:
+#   reuse    smtp-source -s 20 -m N -l SIZE -d   (sessions send message after message)
+#   perconn  smtp-source -s 20 -m N -l SIZE      (one message per connection)
+# with SIZE = 1 KiB and 100 KiB bodies. For each run: messages/s from the wall
+# time of smtp-source, and the server's CPU seconds (utime+stime from
+# /proc/<pid>/stat before/after, all threads). Prints a Markdown table and the
+# ratios (sink / smtp-sink). Every run is bounded: fixed message counts and a
+# `timeout` of RUN_TIMEOUT seconds (default 300) per smtp-source invocation.
+# Environment: KUMOD (default build/kumod), SESSIONS (20), RUN_TIMEOUT (300).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REUSE_1K=${1:-50000}
+REUSE_100K=${2:-10000}
+PERCONN_1K=${3:-5000}
+PERCONN_100K=${4:-2000}
+KUMOD=${KUMOD:-build/kumod}
+SESSIONS=${SESSIONS:-20}
+RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
+
+for bin in "$KUMOD" "$SMTP_SOURCE" "$SMTP_SINK"; do
+	[ -x "$bin" ] || { echo "missing $bin (make; apt-get install postfix)" >&2; exit 2; }
+done
+
+WORK=$(mktemp -d /tmp/sink-bench.XXXXXX)
+SINK_PID=
+PF_PID=
+cleanup() {
+	for pid in $SINK_PID $PF_PID; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in $SINK_PID $PF_PID; do
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port
+	for _ in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	echo "nothing listens on 127.0.0.1:$1" >&2
+	return 1
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pid -> utime+stime in ticks (fields 14 and 15, after the "(comm)")
+	local stat
+	stat=$(cat "/proc/$1/stat")
+	stat=${stat##*) }
+	# shellcheck disable=SC2086
+	set -- $stat
+	echo $(( ${12} + ${13} ))
+}
+
+# --- servers ---------------------------------------------------------------
+SINK_PORT=$(free_port)
+KUMO_SINK_PORT=$SINK_PORT KUMOD_LOG=kumod=warn,kumo_server_common=info LTTNG_UST_REGISTER_TIMEOUT=0 \
+	"$KUMOD" --policy sink/sink.lua >"$WORK/sink.log" 2>&1 &
+SINK_PID=$!
+for _ in $(seq 100); do grep -q "initialization complete" "$WORK/sink.log" && break; sleep 0.1; done
+grep -q "initialization complete" "$WORK/sink.log" || { cat "$WORK/sink.log" >&2; exit 1; }
+wait_port "$SINK_PORT"
+
+PF_PORT=$(free_port)
+PF_USER=()
+[ "$(id -u)" = 0 ] && PF_USER=(-u nobody)
+"$SMTP_SINK" "${PF_USER[@]}" 127.0.0.1:"$PF_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
+PF_PID=$!
+wait_port "$PF_PORT"
+
+# --- runs --------------------------------------------------------------------
+declare -A RATE CPU
+run() { # server-name pid port mode size count
+	local name=$1 pid=$2 port=$3 mode=$4 size=$5 count=$6 reuse=() t0 t1 c0 c1
+	[ "$mode" = reuse ] && reuse=(-d)
+	c0=$(cpu_ticks "$pid")
+	t0=$(date +%s.%N)
+	if ! timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$count" -l "$size" "${reuse[@]}" \
+		-f sender@bench.test -t rcpt@bench.test -M bench.test 127.0.0.1:"$port" \
+		>"$WORK/source.out" 2>&1; then
+		echo "smtp-source against $name ($mode, $size bytes) failed:" >&2
+		tail -5 "$WORK/source.out" >&2
+		exit 1
+	fi
+	t1=$(date +%s.%N)
+	c1=$(cpu_ticks "$pid")
+	RATE[$name/$mode/$size]=$(awk -v n="$count" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
+	CPU[$name/$mode/$size]=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
+	ELAPSED[$name/$mode/$size]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
+}
+declare -A ELAPSED
+
+SCENARIOS=("reuse 1024 $REUSE_1K" "reuse 102400 $REUSE_100K" "perconn 1024 $PERCONN_1K" "perconn 102400 $PERCONN_100K")
+for sc in "${SCENARIOS[@]}"; do
+	# shellcheck disable=SC2086
+	set -- $sc
+	# alternate the order so neither server always runs on a warmer machine
+	run "smtp-sink" "$PF_PID" "$PF_PORT" "$1" "$2" "$3"
+	run "sink" "$SINK_PID" "$SINK_PORT" "$1" "$2" "$3"
+done
+
+# --- report --------------------------------------------------------------------
+label() { [ "$1" = 1024 ] && echo "1 KiB" || echo "100 KiB"; }
+mlabel() { [ "$1" = reuse ] && echo "reuse (-d)" || echo "1 msg/conn"; }
+echo "| scenario | body | messages | server | elapsed s | messages/s | server CPU s | CPU ms / 1000 msgs |"
+echo "|---|---|---:|---|---:|---:|---:|---:|"
+for sc in "${SCENARIOS[@]}"; do
+	# shellcheck disable=SC2086
+	set -- $sc
+	for name in sink smtp-sink; do
+		k=$name/$1/$2
+		srv="kumod sink.lua"
+		[ "$name" = smtp-sink ] && srv="Postfix smtp-sink"
+		per=$(awk -v c="${CPU[$k]}" -v n="$3" 'BEGIN{printf "%.1f", c*1000*1000/n}')
+		echo "| $(mlabel "$1") | $(label "$2") | $3 | $srv | ${ELAPSED[$k]} | ${RATE[$k]} | ${CPU[$k]} | $per |"
+	done
+done
+echo
+echo "| scenario | body | messages/s ratio (sink / smtp-sink) | CPU ratio (sink / smtp-sink) |"
+echo "|---|---|---:|---:|"
+for sc in "${SCENARIOS[@]}"; do
+	# shellcheck disable=SC2086
+	set -- $sc
+	a=sink/$1/$2 b=smtp-sink/$1/$2
+	r=$(awk -v x="${RATE[$a]}" -v y="${RATE[$b]}" 'BEGIN{printf "%.2f", x/y}')
+	c=$(awk -v x="${CPU[$a]}" -v y="${CPU[$b]}" 'BEGIN{if (y > 0) printf "%.2f", x/y; else print "n/a"}')
+	echo "| $(mlabel "$1") | $(label "$2") | ${r}x | ${c}x |"
+done
+if ! kill -0 "$SINK_PID" 2>/dev/null; then
+	echo "the sink died during the run:" >&2
+	tail -20 "$WORK/sink.log" >&2
+	exit 1
+fi

@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The Lua policy engine behind policy.h: one lua_State, the kumo.on event
+ * registry, and the bounded call path every handler runs through (one
+ * coroutine per call, instruction and wall-clock budget, traceback on
+ * error, kumo.reject decoded into a reply). */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lualib.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/xalloc.h"
+#include "ktrace.h"
+#include "lua/lua_int.h"
+#include "policy.h"
+
+#define LUA_CALL_MAX_INSTRUCTIONS 100000000ull
+#define LUA_CALL_DEADLINE_NS (2ull * 1000000000ull)
+#define LUA_HOOK_EVERY 1000
+
+/* Events that take several handlers, run in registration order
+ * (kumo-compat.md §4, kind M); every other name takes one. */
+static const char *const multi_events[] = {
+    "pre_init",
+    "validate_config",
+    "get_queue_config",
+    "get_acl_definition",
+    "throttle_insert_ready_queue",
+    "requeue_message",
+    "should_enqueue_log_record",
+};
+
+struct lua_slot {
+	char *name;
+	int multi;
+	int ref;   /* registry: sequence of handler functions */
+	int count; /* cached so a missing handler costs no Lua call */
+};
+
+/* One bounded handler invocation; found by the count hook through the
+ * thread's extra space (the back-pointer). */
+struct lua_call {
+	const char *event;
+	uint64_t deadline_ns;
+	uint64_t instructions;
+	int exceeded;
+};
+
+static struct {
+	lua_State *L;
+	struct lua_slot *slots;
+	size_t nslots, capslots;
+	int in_handler; /* kumo.on is refused while > 0 */
+	int validating;
+	int loaded; /* load errors go to the caller, later ones to the log */
+} eng;
+
+static struct lua_call **call_slot(lua_State *L)
+{
+	return (struct lua_call **)lua_getextraspace(L);
+}
+
+/* --- registry ------------------------------------------------------------ */
+
+static struct lua_slot *slot_find(const char *event)
+{
+	for (size_t i = 0; i < eng.nslots; i++)
+		if (strcmp(eng.slots[i].name, event) == 0)
+			return &eng.slots[i];
+	return NULL;
+}
+
+static int event_is_multi(const char *event)
+{
+	for (size_t i = 0; i < sizeof(multi_events) / sizeof(multi_events[0]); i++)
+		if (strcmp(multi_events[i], event) == 0)
+			return 1;
+	return 0;
+}
+
+static struct lua_slot *slot_create(lua_State *L, const char *event)
+{
+	if (eng.nslots == eng.capslots) {
+		eng.capslots = eng.capslots ? eng.capslots * 2 : 16;
+		eng.slots = xrealloc(eng.slots, eng.capslots * sizeof(*eng.slots));
+	}
+	struct lua_slot *s = &eng.slots[eng.nslots++];
+	s->name = xstrdup(event);
+	s->multi = event_is_multi(event);
+	s->count = 0;
+	lua_newtable(L);
+	s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return s;
+}
+
+int lua_engine__register(lua_State *L, const char *event, int fn_index)
+{
+	fn_index = lua_absindex(L, fn_index);
+	if (eng.in_handler) {
+		lua_pushfstring(L,
+				"kumo.on('%s'): handlers can only be registered while "
+				"the policy file loads, not from inside an event handler",
+				event);
+		return -1;
+	}
+	struct lua_slot *s = slot_find(event);
+	if (!s)
+		s = slot_create(L, event);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+	if (!s->multi && s->count > 0) {
+		lua_Debug ar;
+		lua_rawgeti(L, -1, 1);
+		lua_getinfo(L, ">S", &ar);
+		lua_pop(L, 1);
+		lua_pushfstring(L, "%s event already has a handler defined at %s:%d", event,
+				ar.short_src, ar.linedefined);
+		return -1;
+	}
+	lua_pushvalue(L, fn_index);
+	lua_rawseti(L, -2, ++s->count);
+	lua_pop(L, 1);
+	return 0;
+}
+
+int lua_engine__validating(void)
+{
+	return eng.validating;
+}
+
+int policy_has_handler(const char *event)
+{
+	struct lua_slot *s = eng.L ? slot_find(event) : NULL;
+	return s && s->count > 0;
+}
+
+/* --- bounded calls ------------------------------------------------------- */
+
+/* Count hook: every LUA_HOOK_EVERY instructions, check the budget. Once
+ * exceeded, fire on every instruction so a pcall loop cannot swallow it. */
+static void call_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	struct lua_call *c = *call_slot(L);
+	if (!c)
+		return;
+	if (!c->exceeded) {
+		c->instructions += LUA_HOOK_EVERY;
+		if (c->instructions < LUA_CALL_MAX_INSTRUCTIONS && clock_mono_ns() < c->deadline_ns)
+			return;
+		c->exceeded = 1;
+		lua_sethook(L, call_hook, LUA_MASKCOUNT, 1);
+	}
+	luaL_where(L, 0);
+	lua_pushliteral(L, "policy call exceeded its budget");
+	lua_concat(L, 2);
+	lua_error(L);
+}
+
+/* First line of a string error, or a description of any other object. */
+static void error_first_line(lua_State *co, int idx, char *out, size_t outlen)
+{
+	int t = lua_type(co, idx);
+	if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+		const char *s = lua_tostring(co, idx);
+		size_t n = strcspn(s, "\n");
+		snprintf(out, outlen, "%.*s", (int)n, s);
+	} else {
+		snprintf(out, outlen, "(error object is a %s value)", lua_typename(co, t));
+	}
+}
+
+static void call_failed(const char *event, lua_State *co, struct policy_result *r)
+{
+	int code = 0, disconnect = 0;
+	int rej = lua_kumo__is_reject(co, -1, &code, r->text, sizeof(r->text), &disconnect);
+	if (rej == 1) {
+		r->status = POLICY_REJECT;
+		r->code = code;
+		r->disconnect = disconnect;
+		return;
+	}
+	r->status = POLICY_ERROR;
+	if (rej == 0)
+		error_first_line(co, -1, r->text, sizeof(r->text));
+	KTRACE(lua_error, event, r->text);
+	if (eng.loaded)
+		log_error("lua", "event %s: %s", event, r->text);
+	/* the dead coroutine keeps its frames: walk them for the traceback */
+	luaL_traceback(eng.L, co, r->text, 0);
+	const char *tb = luaL_gsub(eng.L, lua_tostring(eng.L, -1), "\n\t", " <- ");
+	log_debug("lua", "event %s: %s", event, tb);
+	lua_pop(eng.L, 2);
+}
+
+typedef int (*take_fn)(lua_State *co, int nres, void *ctx, struct policy_result *r);
+
+/* Runs the function and nargs arguments already on co under the budget.
+ * Results are handed to take (may be NULL). Returns 1 when take asked to
+ * stop (first non-nil wins), 0 otherwise. */
+static int call_run(const char *event, lua_State *co, int nargs, int handler, take_fn take,
+		    void *ctx, struct policy_result *r)
+{
+	struct lua_call call = {
+	    .event = event,
+	    .deadline_ns = clock_mono_ns() + LUA_CALL_DEADLINE_NS,
+	};
+	struct lua_call *prev_main = *call_slot(eng.L);
+	/* coroutines created by the handler copy the main thread's extra space */
+	*call_slot(eng.L) = &call;
+	*call_slot(co) = &call;
+	eng.in_handler += handler;
+	lua_sethook(co, call_hook, LUA_MASKCOUNT, LUA_HOOK_EVERY);
+	int nres = 0, stop = 0;
+	int st = lua_resume(co, eng.L, nargs, &nres);
+	if (st == LUA_OK && call.exceeded) {
+		st = LUA_ERRRUN;
+		lua_pushliteral(co, "policy call exceeded its budget");
+	} else if (st == LUA_YIELD) {
+		st = LUA_ERRRUN;
+		lua_pushliteral(co, "event handler yielded, but no asynchronous operation is "
+				    "available to resume it");
+	}
+	if (st != LUA_OK)
+		call_failed(event, co, r);
+	else if (take)
+		stop = take(co, nres, ctx, r);
+	/* __close handlers run here, still under the budget */
+	lua_resetthread(co);
+	lua_sethook(co, NULL, 0, 0);
+	eng.in_handler -= handler;
+	*call_slot(co) = NULL;
+	*call_slot(eng.L) = prev_main;
+	return stop;
+}
+
+/* Pushes the event's arguments onto co; returns their count. */
+typedef int (*push_fn)(lua_State *co, void *ctx);
+
+static void dispatch(const char *event, push_fn push, take_fn take, void *ctx,
+		     struct policy_result *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->status = POLICY_OK;
+	struct lua_slot *s = eng.L ? slot_find(event) : NULL;
+	if (!s || s->count == 0)
+		return;
+	KTRACE(lua_event, event, (int32_t)s->count);
+	for (int i = 1; i <= s->count; i++) {
+		lua_State *co = lua_newthread(eng.L);
+		int ref = luaL_ref(eng.L, LUA_REGISTRYINDEX);
+		lua_rawgeti(eng.L, LUA_REGISTRYINDEX, s->ref);
+		lua_rawgeti(eng.L, -1, i);
+		lua_xmove(eng.L, co, 1);
+		lua_pop(eng.L, 1);
+		int nargs = push ? push(co, ctx) : 0;
+		int stop = call_run(event, co, nargs, 1, take, ctx, r);
+		luaL_unref(eng.L, LUA_REGISTRYINDEX, ref);
+		if (stop || r->status != POLICY_OK)
+			break;
+	}
+}
+
+/* --- loading ------------------------------------------------------------- */
+
+static int lua_panic(lua_State *L)
+{
+	const char *msg = lua_tostring(L, -1);
+	panic("lua: unprotected error: %s", msg ? msg : "(non-string error)");
+}
+
+/* package.path = "<dir of the policy>/?.lua;" .. package.path */
+static void set_package_path(lua_State *L, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	lua_getglobal(L, "package");
+	if (slash)
+		lua_pushlstring(L, path, (size_t)(slash - path));
+	else
+		lua_pushliteral(L, ".");
+	lua_pushliteral(L, "/?.lua;");
+	lua_getfield(L, -3, "path");
+	lua_concat(L, 3);
+	lua_setfield(L, -2, "path");
+	lua_pop(L, 1);
+}
+
+static int load_fail(char *err, size_t errlen, const char *msg)
+{
+	snprintf(err, errlen, "%.*s", (int)strcspn(msg, "\n"), msg);
+	policy_close();
+	return -1;
+}
+
+/* Loads (text only) and runs the main chunk in a bounded coroutine. */
+static int load_chunk(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "policy file '%s': %s", path, strerror(errno));
+		policy_close();
+		return -1;
+	}
+	fclose(f);
+	lua_State *co = lua_newthread(eng.L);
+	int ref = luaL_ref(eng.L, LUA_REGISTRYINDEX);
+	int st = luaL_loadfilex(co, path, "t");
+	if (st == LUA_ERRFILE) {
+		const char *why = strrchr(lua_tostring(co, -1), ':');
+		snprintf(err, errlen, "policy file '%s': %s", path, why ? why + 2 : "cannot read");
+		luaL_unref(eng.L, LUA_REGISTRYINDEX, ref);
+		policy_close();
+		return -1;
+	}
+	if (st != LUA_OK) {
+		char msg[512];
+		error_first_line(co, -1, msg, sizeof(msg));
+		luaL_unref(eng.L, LUA_REGISTRYINDEX, ref);
+		return load_fail(err, errlen, msg);
+	}
+	struct policy_result r = {0};
+	call_run("policy", co, 0, 0, NULL, NULL, &r);
+	luaL_unref(eng.L, LUA_REGISTRYINDEX, ref);
+	return r.status == POLICY_OK ? 0 : load_fail(err, errlen, r.text);
+}
+
+static int run_phase(const char *event, char *err, size_t errlen)
+{
+	struct policy_result r;
+	dispatch(event, NULL, NULL, NULL, &r);
+	if (r.status == POLICY_OK)
+		return 0;
+	if (r.status == POLICY_REJECT) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "%s: kumo.reject(%d, '%s')", event, r.code, r.text);
+		return load_fail(err, errlen, msg);
+	}
+	return load_fail(err, errlen, r.text);
+}
+
+int policy_load(const char *path, int validate, char *err, size_t errlen)
+{
+	policy_close();
+	eng.L = luaL_newstate();
+	if (!eng.L)
+		panic("%s: cannot create a Lua state", __func__);
+	lua_atpanic(eng.L, lua_panic);
+	*call_slot(eng.L) = NULL;
+	eng.validating = validate;
+	luaL_openlibs(eng.L);
+	set_package_path(eng.L, path);
+	/* global `kumo` and package.loaded.kumo, so require 'kumo' works */
+	luaL_requiref(eng.L, "kumo", lua_kumo__open, 1);
+	lua_pop(eng.L, 1);
+	lua_message__register(eng.L);
+	if (load_chunk(path, err, errlen) != 0)
+		return -1;
+	if (run_phase("pre_init", err, errlen) != 0 || run_phase("init", err, errlen) != 0)
+		return -1;
+	if (validate && run_phase("validate_config", err, errlen) != 0)
+		return -1;
+	eng.loaded = 1;
+	log_debug("lua", "policy %s loaded: %zu events with handlers", path, eng.nslots);
+	return 0;
+}
+
+void policy_close(void)
+{
+	if (eng.L) {
+		lua_close(eng.L); /* __gc drops message and conn_meta references */
+		eng.L = NULL;
+	}
+	for (size_t i = 0; i < eng.nslots; i++)
+		free(eng.slots[i].name);
+	xfree(eng.slots);
+	eng.nslots = eng.capslots = 0;
+	eng.in_handler = 0;
+	eng.validating = 0;
+	eng.loaded = 0;
+}
+
+/* --- SMTP server events -------------------------------------------------- */
+
+struct event_args {
+	const char *str[2]; /* leading string arguments (domain, listener) */
+	int nstr;
+	int address; /* str[0] is an envelope address: push an address object */
+	struct message *msg;
+	json_t *conn_meta;
+	struct policy_listener_domain *ld;
+};
+
+static int push_event_args(lua_State *co, void *ctx)
+{
+	struct event_args *a = ctx;
+	int n = 0;
+	for (int i = 0; i < a->nstr; i++, n++) {
+		if (i == 0 && a->address)
+			lua_address__push(co, a->str[0] ? a->str[0] : "");
+		else
+			lua_pushstring(co, a->str[i] ? a->str[i] : "");
+	}
+	if (a->msg) {
+		lua_message__push(co, a->msg);
+		n++;
+	}
+	if (a->conn_meta) {
+		lua_conn_meta__push(co, a->conn_meta);
+		n++;
+	}
+	return n;
+}
+
+void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)
+{
+	struct event_args a = {.conn_meta = conn_meta};
+	dispatch("smtp_server_connection_accepted", push_event_args, NULL, &a, r);
+}
+
+void policy_smtp_ehlo(const char *domain, json_t *conn_meta, struct policy_result *r)
+{
+	struct event_args a = {.str = {domain}, .nstr = 1, .conn_meta = conn_meta};
+	dispatch("smtp_server_ehlo", push_event_args, NULL, &a, r);
+}
+
+void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r)
+{
+	struct event_args a = {.str = {sender}, .nstr = 1, .address = 1, .conn_meta = conn_meta};
+	dispatch("smtp_server_mail_from", push_event_args, NULL, &a, r);
+}
+
+void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r)
+{
+	struct event_args a = {.str = {recipient}, .nstr = 1, .address = 1, .conn_meta = conn_meta};
+	dispatch("smtp_server_rcpt_to", push_event_args, NULL, &a, r);
+}
+
+void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r)
+{
+	struct event_args a = {.msg = msg, .conn_meta = conn_meta};
+	dispatch("smtp_server_message_received", push_event_args, NULL, &a, r);
+}
+
+static int take_listener_domain(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct event_args *a = ctx;
+	if (nres < 1 || lua_isnil(co, -nres))
+		return 0;
+	if (lua_kumo__listener_domain(co, -nres, &a->ld->relay_to, &a->ld->relay_from)) {
+		a->ld->found = 1;
+		return 1;
+	}
+	r->status = POLICY_ERROR;
+	snprintf(r->text, sizeof(r->text),
+		 "get_listener_domain: handler returned a %s; expected "
+		 "kumo.make_listener_domain{...} or nil",
+		 luaL_typename(co, -nres));
+	log_error("lua", "event get_listener_domain: %s", r->text);
+	KTRACE(lua_error, "get_listener_domain", r->text);
+	return 1;
+}
+
+void policy_get_listener_domain(const char *domain, const char *listener, json_t *conn_meta,
+				struct policy_listener_domain *out, struct policy_result *r)
+{
+	memset(out, 0, sizeof(*out));
+	struct event_args a = {
+	    .str = {domain, listener}, .nstr = 2, .conn_meta = conn_meta, .ld = out};
+	dispatch("get_listener_domain", push_event_args, take_listener_domain, &a, r);
+}

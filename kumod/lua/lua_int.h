@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private interface shared by the files of the Lua policy engine
+ * (lua_engine.c, lua_kumo.c, lua_message.c, lua_json.c). Never included
+ * from outside kumod/lua/. */
+#ifndef KUMOD_LUA_LUA_INT_H
+#define KUMOD_LUA_LUA_INT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+struct message;
+
+/* Metatable names (registry keys). */
+#define LUA_KUMO_REJECT_MT "kumod.reject"
+#define LUA_KUMO_MESSAGE_MT "kumod.message"
+#define LUA_KUMO_ADDRESS_MT "kumod.address"
+#define LUA_KUMO_CONN_META_MT "kumod.conn_meta"
+#define LUA_KUMO_LISTENER_DOMAIN_MT "kumod.listener_domain"
+
+/* lua_engine.c: the event registry, used by kumo.on. Returns 0, or -1 with
+ * a message pushed on L (the caller raises it). */
+int lua_engine__register(lua_State *L, const char *event, int fn_index);
+/* 1 in --validate mode: builders check their arguments but start nothing. */
+int lua_engine__validating(void);
+
+/* lua_kumo.c: opens the `kumo` module (pushes the table). */
+int lua_kumo__open(lua_State *L);
+/* Typed reject / disconnect error object at index idx? Fills code, text
+ * (NUL-terminated, sanitised) and disconnect; returns 1 when it is one. */
+int lua_kumo__is_reject(lua_State *L, int idx, int *code, char *text, size_t textlen,
+			int *disconnect);
+/* Reads back a kumo.make_listener_domain{} value at idx; 1 when it is one.
+ * relay_from is a new reference (JSON array of CIDR strings). */
+int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **relay_from);
+
+/* lua_message.c: classes. Registering creates the metatables. */
+void lua_message__register(lua_State *L);
+/* Pushes a new Message userdata holding a reference to m. */
+void lua_message__push(lua_State *L, struct message *m);
+/* Pushes an address object for "user@domain" ("" for the null sender). */
+void lua_address__push(lua_State *L, const char *email);
+/* Pushes a conn_meta userdata holding a reference to meta (an object). */
+void lua_conn_meta__push(lua_State *L, json_t *meta);
+
+/* lua_json.c: conversions. lua_json__to_json returns a new reference or
+ * NULL with a message in err (no Lua error raised: safe outside a call). */
+json_t *lua_json__to_json(lua_State *L, int idx, char *err, size_t errlen);
+/* Pushes the Lua value for v (NULL and JSON null push nil). */
+void lua_json__push(lua_State *L, const json_t *v);
+/* Encodes the Lua value at idx; raises on error. Returns a malloc'd string. */
+char *lua_json__encode(lua_State *L, int idx, int pretty);
+/* Registers json_encode, json_encode_pretty, json_parse, json_load into
+ * the table on top of the stack. */
+void lua_json__register(lua_State *L);
+
+#endif

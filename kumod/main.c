@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kumod: argument parsing, wiring, start-up and shutdown order. */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/task.h"
+#include "io/loop.h"
+#include "ktrace.h"
+#include "policy.h"
+#include "smtp/server.h"
+
+#define SHUTDOWN_GRACE_MS 10000
+
+static struct {
+	const char *policy;
+	const char *user;
+	const char *diag_dir;
+	int validate;
+	int console;
+	enum log_format format;
+	uv_signal_t sigterm, sigint, sighup;
+	uv_timer_t reaper, shutdown_timer;
+	struct task *main_task;
+	uint64_t shutdown_deadline;
+	int exit_code;
+} app;
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: kumod [OPTIONS]\n"
+		"\n"
+		"The kumod mail daemon: ESMTP listener, Lua 5.4 policy, tracepoints.\n"
+		"\n"
+		"Options:\n"
+		"  --policy FILE         policy script (default: $KUMO_POLICY, else policy/init.lua)\n"
+		"  --validate            load the policy, run pre_init/init, exit 0 (valid) or 1\n"
+		"  --user NAME           drop privileges to NAME after binding (when started as root)\n"
+		"  --diag-format FORMAT  diagnostic log format: full (default), compact, json\n"
+		"  --diag-log-dir DIR    write diagnostics to DIR/log.YYYY-MM-DD-HH instead of stderr\n"
+		"  --tokio-console       serve live tasks and queues (alias --console)\n"
+		"  -h, --help            print this help\n"
+		"  -V, --version         print the version\n"
+		"\n"
+		"Environment:\n"
+		"  KUMOD_LOG             diagnostic filter, e.g. kumod=trace or warn,kumod=debug\n"
+		"  KUMO_POLICY           default policy path\n"
+		"  NO_COLOR              disable ANSI colour in diagnostics\n"
+		"\n"
+		"Docs: docs/getting-started.md, docs/kumod-log.md, docs/tracing.md, docs/policy-api.md\n");
+}
+
+static int parse_args(int argc, char **argv)
+{
+	enum { OPT_POLICY = 256, OPT_VALIDATE, OPT_USER, OPT_FORMAT, OPT_DIR, OPT_CONSOLE };
+	static const struct option opts[] = {
+		{"policy", required_argument, NULL, OPT_POLICY},
+		{"validate", no_argument, NULL, OPT_VALIDATE},
+		{"user", required_argument, NULL, OPT_USER},
+		{"diag-format", required_argument, NULL, OPT_FORMAT},
+		{"diag-log-dir", required_argument, NULL, OPT_DIR},
+		{"tokio-console", no_argument, NULL, OPT_CONSOLE},
+		{"console", no_argument, NULL, OPT_CONSOLE},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_POLICY:
+			app.policy = optarg;
+			break;
+		case OPT_VALIDATE:
+			app.validate = 1;
+			break;
+		case OPT_USER:
+			app.user = optarg;
+			break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "full") == 0)
+				app.format = LOG_FORMAT_FULL;
+			else if (strcmp(optarg, "compact") == 0)
+				app.format = LOG_FORMAT_COMPACT;
+			else if (strcmp(optarg, "json") == 0)
+				app.format = LOG_FORMAT_JSON;
+			else {
+				fprintf(stderr, "kumod: invalid --diag-format '%s' (full, compact, json)\n", optarg);
+				return 2;
+			}
+			break;
+		case OPT_DIR:
+			app.diag_dir = optarg;
+			break;
+		case OPT_CONSOLE:
+			app.console = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("kumod %s\n", KUMOD_VERSION);
+			exit(0);
+		case ':':
+			fprintf(stderr, "kumod: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+			return 2;
+		default:
+			fprintf(stderr, "kumod: unknown option '%s' (see --help)\n", argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kumod: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return 2;
+	}
+	if (!app.policy)
+		app.policy = getenv("KUMO_POLICY") ? getenv("KUMO_POLICY") : "policy/init.lua";
+	return 0;
+}
+
+static int setup_logging(void)
+{
+	char err[512];
+	const char *env = getenv("KUMOD_LOG");
+	const char *filter = env ? env : app.validate ? "error" : LOG_DEFAULT_FILTER;
+	if (log_set_filter(filter, err, sizeof(err)) != 0) {
+		fprintf(stderr, "kumod: invalid KUMOD_LOG: %s\n", err);
+		return 1;
+	}
+	log_set_format(app.format);
+	if (app.diag_dir) {
+		int rc = log_set_dir(app.diag_dir);
+		if (rc < 0) {
+			fprintf(stderr, "kumod: --diag-log-dir '%s': %s\n", app.diag_dir, strerror(-rc));
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int drop_privileges(void)
+{
+	if (!app.user) {
+		if (geteuid() == 0)
+			log_warn("kumod", "running as root: pass --user NAME to drop privileges");
+		return 0;
+	}
+	struct passwd *pw = getpwnam(app.user);
+	if (!pw) {
+		fprintf(stderr, "kumod: --user '%s': no such user\n", app.user);
+		return 1;
+	}
+	if (geteuid() != 0) {
+		if (pw->pw_uid == geteuid())
+			return 0;
+		fprintf(stderr, "kumod: --user '%s': must be started as root to switch user\n", app.user);
+		return 1;
+	}
+	if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+	    setuid(pw->pw_uid) != 0) {
+		fprintf(stderr, "kumod: --user '%s': %s\n", app.user, strerror(errno));
+		return 1;
+	}
+	log_info("kumod", "dropped privileges to user %s", app.user);
+	return 0;
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void finish_shutdown(void)
+{
+	uv_timer_stop(&app.shutdown_timer);
+	KTRACE(shutdown_complete);
+	task_close(app.main_task);
+	app.main_task = NULL;
+	uv_walk(kumod_loop(), close_walk_cb, NULL);
+}
+
+static void shutdown_tick(uv_timer_t *t)
+{
+	struct task *prev = task_enter(app.main_task);
+	size_t left = smtp_server_session_count();
+	if (left == 0) {
+		task_exit(app.main_task, prev);
+		finish_shutdown();
+		return;
+	}
+	if (clock_mono_ns() >= app.shutdown_deadline) {
+		log_warn("kumod", "shutdown grace period over with %zu sessions open; closing them", left);
+		task_exit(app.main_task, prev);
+		finish_shutdown();
+		return;
+	}
+	task_exit(app.main_task, prev);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct task *prev = task_enter(app.main_task);
+	if (signum == SIGHUP) {
+		log_info("kumod", "SIGHUP: reopening log files");
+		log_reopen();
+		task_exit(app.main_task, prev);
+		return;
+	}
+	if (!kumod_shutting_down()) {
+		KTRACE(shutdown_begin, strsignal(signum));
+		kumod_set_shutting_down();
+		task_set_phase(app.main_task, "ShuttingDown", NULL);
+		smtp_server_shutdown();
+		app.shutdown_deadline = clock_mono_ns() + SHUTDOWN_GRACE_MS * 1000000ull;
+		uv_timer_start(&app.shutdown_timer, shutdown_tick, 0, 50);
+	}
+	task_exit(app.main_task, prev);
+}
+
+static void reaper_cb(uv_timer_t *t)
+{
+	task_registry_reap(clock_wall_ns());
+}
+
+static void start_runtime(uv_loop_t *loop)
+{
+	uv_signal_init(loop, &app.sigterm);
+	uv_signal_init(loop, &app.sigint);
+	uv_signal_init(loop, &app.sighup);
+	uv_signal_start(&app.sigterm, on_signal, SIGTERM);
+	uv_signal_start(&app.sigint, on_signal, SIGINT);
+	uv_signal_start(&app.sighup, on_signal, SIGHUP);
+	uv_timer_init(loop, &app.reaper);
+	uv_timer_start(&app.reaper, reaper_cb, 1000, 1000);
+	uv_timer_init(loop, &app.shutdown_timer);
+}
+
+int main(int argc, char **argv)
+{
+	int rc = parse_args(argc, argv);
+	if (rc)
+		return rc;
+	signal(SIGPIPE, SIG_IGN);
+	if (setup_logging())
+		return 1;
+	raise_nofile();
+	uv_loop_t *loop = kumod_loop();
+	app.main_task = task_spawn("main", "kumod", 0);
+	task_set_phase(app.main_task, "Starting", NULL);
+	KTRACE(kumod_start, KUMOD_VERSION, (uint64_t)getpid());
+	if (access(app.policy, R_OK) != 0) {
+		fprintf(stderr, "kumod: policy file '%s': %s\n", app.policy, strerror(errno));
+		return 1;
+	}
+	char err[1024];
+	struct task *prev = task_enter(app.main_task);
+	rc = policy_load(app.policy, app.validate, err, sizeof(err));
+	task_exit(app.main_task, prev);
+	if (rc != 0) {
+		fprintf(stderr, "kumod: policy error: %s\n", err);
+		return 1;
+	}
+	if (app.validate) {
+		printf("policy %s is valid\n", app.policy);
+		return 0;
+	}
+	if (drop_privileges())
+		return 1;
+	if (app.console)
+		log_warn("kumod", "--tokio-console: the introspection server is not built yet; flag accepted");
+	start_runtime(loop);
+	task_set_phase(app.main_task, "Running", NULL);
+	KTRACE(init_complete);
+	uv_run(loop, UV_RUN_DEFAULT);
+	policy_close();
+	uv_loop_close(loop);
+	task_registry_clear();
+	return app.exit_code;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Engine-neutral policy interface: what the daemon asks of its policy
+ * (Lua today, implemented in kumod/lua/). Callers in L3 and above use only
+ * this header; only kumod/lua/ includes Lua headers.
+ * Calls are synchronous on the loop thread and bounded (instruction budget
+ * and wall-clock deadline); an error in a handler never escapes as a crash. */
+#ifndef KUMOD_POLICY_H
+#define KUMOD_POLICY_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct message;
+
+enum policy_status {
+	POLICY_OK = 0,   /* handler ran (or none defined) */
+	POLICY_REJECT,   /* kumo.reject(code, text): send code + text */
+	POLICY_ERROR,    /* Lua error, bad return, budget exceeded: caller answers 451 4.3.0 */
+};
+
+struct policy_result {
+	enum policy_status status;
+	int code;         /* for POLICY_REJECT: 400..599 */
+	char text[512];   /* reply text (may start with an enhanced code) or error message */
+	int disconnect;   /* kumo.disconnect(): close after the reply */
+};
+
+/* Loads the policy file, runs pre_init and init. validate: --validate mode
+ * (also runs validate_config handlers when defined). On failure returns -1
+ * with "file:line: message" in err. */
+int policy_load(const char *path, int validate, char *err, size_t errlen);
+void policy_close(void);
+int policy_has_handler(const char *event);
+
+/* SMTP server events (KumoMTA signatures). conn_meta is the connection
+ * metadata object (JSON object, borrowed; handlers may set keys). */
+void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r);
+void policy_smtp_ehlo(const char *domain, json_t *conn_meta, struct policy_result *r);
+void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r);
+void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r);
+void policy_smtp_message_received(struct message *msg, json_t *conn_meta,
+				  struct policy_result *r);
+
+/* get_listener_domain(domain, listener, conn_meta): *found = 1 when the
+ * handler returned a listener domain; then relay_to and relay_from (a JSON
+ * array of CIDR strings, new reference, may be NULL) are filled. */
+struct policy_listener_domain {
+	int found;
+	int relay_to;
+	json_t *relay_from;
+};
+void policy_get_listener_domain(const char *domain, const char *listener, json_t *conn_meta,
+				struct policy_listener_domain *out, struct policy_result *r);
+
+#endif

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ESMTP listeners: bind, accept, enforce max_connections, graceful stop. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/task.h"
+#include "base/xalloc.h"
+#include "io/loop.h"
+#include "io/tls.h"
+#include "ktrace.h"
+#include "smtp/server_int.h"
+
+void smtp_session__accept(struct smtp_listener *l);
+void smtp_session__shutdown_all(void);
+size_t smtp_session__count(void);
+
+static struct smtp_listener *listeners;
+
+void smtp_listener_config_init(struct smtp_listener_config *cfg)
+{
+	char host[256] = "localhost";
+	memset(cfg, 0, sizeof(*cfg));
+	gethostname(host, sizeof(host) - 1);
+	cfg->listen = xstrdup("127.0.0.1:2025");
+	cfg->hostname = xstrdup(host);
+	cfg->banner = xstrdup("KumoMTA");
+	cidr_list_add(&cfg->relay_hosts, "127.0.0.1");
+	cidr_list_add(&cfg->relay_hosts, "::1");
+	cfg->max_connections = 32768;
+	cfg->client_timeout_ms = 60000;
+	cfg->data_processing_timeout_ms = 300000;
+	cfg->max_message_size = 20u << 20;
+	cfg->max_recipients_per_message = 1024;
+	cfg->max_messages_per_connection = 10000;
+	cfg->line_length_hard_limit = 998;
+	cfg->invalid_line_endings = SMTP_EOL_DENY;
+	cfg->received_header = 1;
+	cfg->supplemental_header = 1;
+	cfg->trace_header_name = xstrdup("X-KumoRef");
+}
+
+void smtp_listener_config_free(struct smtp_listener_config *cfg)
+{
+	free(cfg->listen);
+	free(cfg->hostname);
+	free(cfg->banner);
+	free(cfg->tls_certificate);
+	free(cfg->tls_private_key);
+	free(cfg->trace_header_name);
+	cidr_list_free(&cfg->relay_hosts);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* "127.0.0.1:2025", "[::1]:25", "0:2026" (all IPv4), "::1:25" is ambiguous
+ * and rejected: IPv6 needs brackets. */
+static int listener_parse_addr(const char *s, struct sockaddr_storage *ss)
+{
+	char host[128];
+	const char *colon;
+	if (s[0] == '[') {
+		const char *end = strchr(s, ']');
+		if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s + 1, (size_t)(end - s - 1));
+		host[end - s - 1] = 0;
+		colon = end + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || (size_t)(colon - s) >= sizeof(host) || strchr(s, ':') != colon)
+			return -EINVAL;
+		memcpy(host, s, (size_t)(colon - s));
+		host[colon - s] = 0;
+	}
+	char *endp;
+	long port = strtol(colon + 1, &endp, 10);
+	if (!colon[1] || *endp || port < 0 || port > 65535)
+		return -EINVAL;
+	if (strcmp(host, "0") == 0 || host[0] == 0)
+		strcpy(host, "0.0.0.0");
+	if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
+		return 0;
+	if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
+		return 0;
+	return -EINVAL;
+}
+
+static void listener_on_connection(uv_stream_t *server, int status)
+{
+	struct smtp_listener *l = server->data;
+	struct task *prev = task_enter(l->task);
+	if (l->closed)
+		;
+	else if (status < 0)
+		log_warn("kumod::smtp_server", "accept on %s failed: %s", l->addr, uv_strerror(status));
+	else
+		smtp_session__accept(l);
+	task_exit(l->task, prev);
+}
+
+int smtp_listener_start(uv_loop_t *loop, struct smtp_listener_config *cfg, char *err,
+			size_t errlen)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	if (listener_parse_addr(cfg->listen, &ss) != 0) {
+		snprintf(err, errlen, "start_esmtp_listener: invalid listen address '%s'",
+			 cfg->listen);
+		return -EINVAL;
+	}
+	struct smtp_listener *l = xcalloc(1, sizeof(*l));
+	l->tls_ctx = tls_server_ctx_new(cfg->tls_certificate, cfg->tls_private_key, cfg->hostname,
+					err, errlen);
+	if (!l->tls_ctx) {
+		free(l);
+		return -EINVAL;
+	}
+	uv_tcp_init(loop, &l->tcp);
+	l->tcp.data = l;
+	int rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&l->tcp, 1024, listener_on_connection);
+	if (rc < 0) {
+		snprintf(err, errlen, "start_esmtp_listener: cannot listen on %s: %s", cfg->listen,
+			 uv_strerror(rc));
+		SSL_CTX_free(l->tls_ctx);
+		uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
+		return rc;
+	}
+	int len = sizeof(ss);
+	uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
+	conn_format_addr((struct sockaddr *)&ss, l->addr, sizeof(l->addr), NULL, 0, NULL, NULL);
+	l->cfg = *cfg;
+	memset(cfg, 0, sizeof(*cfg));
+	char name[80];
+	snprintf(name, sizeof(name), "esmtp %s", l->addr);
+	l->task = task_spawn("listener", name, 0);
+	task_set_field(l->task, "addr", l->addr);
+	task_set_phase(l->task, "Accepting", "accept");
+	l->next = listeners;
+	listeners = l;
+	KTRACE(listener_start, "smtp", l->addr);
+	return 0;
+}
+
+/* A listener is freed once its handle closed and its last session ended:
+ * sessions read its configuration until then. */
+void smtp_listener__maybe_free(struct smtp_listener *l)
+{
+	if (l->closed != 2 || l->nconn)
+		return;
+	SSL_CTX_free(l->tls_ctx);
+	smtp_listener_config_free(&l->cfg);
+	free(l);
+}
+
+static void listener_close_cb(uv_handle_t *h)
+{
+	struct smtp_listener *l = h->data;
+	task_close(l->task);
+	l->task = NULL;
+	l->closed = 2;
+	smtp_listener__maybe_free(l);
+}
+
+void smtp_server_shutdown(void)
+{
+	for (struct smtp_listener *l = listeners; l; l = l->next) {
+		if (!l->closed) {
+			l->closed = 1;
+			task_set_phase(l->task, "Closed", NULL);
+			uv_close((uv_handle_t *)&l->tcp, listener_close_cb);
+		}
+	}
+	listeners = NULL;
+	smtp_session__shutdown_all();
+}
+
+size_t smtp_server_session_count(void)
+{
+	return smtp_session__count();
+}
+
+void smtp_server_close_all(void)
+{
+	smtp_server_shutdown();
+}

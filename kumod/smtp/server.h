@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ESMTP listeners and server sessions. Listeners are created by the policy
+ * (kumo.start_esmtp_listener) during init; sessions are owned by their
+ * listener and run the table-driven RFC 5321 state machine. */
+#ifndef KUMOD_SMTP_SERVER_H
+#define KUMOD_SMTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/cidr.h"
+#include "proto/smtp_data.h"
+
+struct uv_loop_s;
+
+struct smtp_listener_config {
+	char *listen;          /* "127.0.0.1:2025", "[::1]:2025", "0:2026" */
+	char *hostname;        /* default gethostname() */
+	char *banner;          /* default "KumoMTA" */
+	struct cidr_list relay_hosts; /* default 127.0.0.1, ::1 */
+	size_t max_connections;        /* 32768 */
+	uint64_t client_timeout_ms;    /* 60 s */
+	uint64_t data_processing_timeout_ms; /* 300 s */
+	size_t max_message_size;       /* 20 MiB */
+	size_t max_recipients_per_message; /* 1024 */
+	size_t max_messages_per_connection; /* 10000 */
+	size_t line_length_hard_limit; /* 998 */
+	enum smtp_eol_policy invalid_line_endings; /* Deny */
+	char *tls_certificate;         /* PEM path or NULL (self-signed) */
+	char *tls_private_key;
+	int received_header;           /* trace_headers.received_header, default true */
+	int supplemental_header;       /* trace_headers.supplemental_header, default true */
+	char *trace_header_name;       /* "X-KumoRef" */
+};
+
+/* Fills the KumoMTA defaults (strings allocated). */
+void smtp_listener_config_init(struct smtp_listener_config *cfg);
+void smtp_listener_config_free(struct smtp_listener_config *cfg);
+
+/* Binds and starts accepting. Takes ownership of cfg's contents (cfg is
+ * reset to defaults-free state). Returns 0 or -errno with a message in err. */
+int smtp_listener_start(struct uv_loop_s *loop, struct smtp_listener_config *cfg, char *err,
+			size_t errlen);
+/* Graceful shutdown: stop accepting; idle sessions get 421 4.3.2 and close;
+ * sessions in a transaction finish it, then get 421. */
+void smtp_server_shutdown(void);
+/* Sessions still open. */
+size_t smtp_server_session_count(void);
+/* Close every listener handle (after shutdown). */
+void smtp_server_close_all(void);
+
+#endif

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private layout shared by the smtp server files (listener.c, session.c). */
+#ifndef KUMOD_SMTP_SERVER_INT_H
+#define KUMOD_SMTP_SERVER_INT_H
+
+#include <jansson.h>
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "base/buf.h"
+#include "io/conn.h"
+#include "proto/smtp_cmd.h"
+#include "proto/smtp_data.h"
+#include "proto/smtp_line.h"
+#include "smtp/server.h"
+
+struct task;
+struct message;
+
+struct smtp_listener {
+	uv_tcp_t tcp;
+	struct smtp_listener_config cfg;
+	struct task *task;
+	SSL_CTX *tls_ctx;
+	size_t nconn;
+	char addr[64];
+	int closed;
+	struct smtp_listener *next;
+};
+
+enum smtp_state {
+	SMTP_STATE_GREETING = 0, /* before our 220 */
+	SMTP_STATE_HELO,         /* greeted, waiting for EHLO/HELO */
+	SMTP_STATE_READY,        /* after EHLO, no transaction */
+	SMTP_STATE_MAIL,         /* MAIL accepted */
+	SMTP_STATE_RCPT,         /* at least one RCPT accepted */
+	SMTP_STATE_DATA,         /* reading content */
+	SMTP_STATE_TLS,          /* handshake in progress */
+	SMTP_STATE_REJECTED,     /* 554 greeting: only QUIT */
+	SMTP_STATE_CLOSING,
+	SMTP_STATE__COUNT,
+};
+
+struct smtp_session {
+	struct conn conn;
+	uv_timer_t timer;
+	int open_handles;
+	struct smtp_listener *l;
+	struct task *task;
+	uint64_t id;
+	enum smtp_state state;
+	struct smtp_line_reader lr;
+	struct smtp_data_framer df;
+	char line[1024];
+	char *helo;
+	int esmtp;
+	int relay_peer;
+	struct message *msg; /* open transaction */
+	size_t messages;     /* transactions completed on this connection */
+	unsigned errors, junk;
+	int tarpit;          /* reply delayed: output held until the timer fires */
+	int processing;      /* inside process_input (re-entrancy guard) */
+	json_t *meta;        /* connection metadata */
+	uint64_t data_started_ns;
+	struct smtp_session *next, *prev;
+};
+
+#endif

@@ -1,0 +1,789 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ESMTP server session: the table-driven RFC 5321 state machine. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/task.h"
+#include "base/xalloc.h"
+#include "io/loop.h"
+#include "ktrace.h"
+#include "policy.h"
+#include "proto/smtp_reply.h"
+#include "smtp/server_int.h"
+#include "spool/message.h"
+
+#define SMTP_SOFT_ERRORS 10
+#define SMTP_HARD_ERRORS 20
+#define SMTP_JUNK_LIMIT 100
+#define SMTP_TARPIT_MS 1000
+
+void smtp_listener__maybe_free(struct smtp_listener *l);
+
+static struct smtp_session *sessions;
+static size_t nsessions;
+
+static const char *const state_names[SMTP_STATE__COUNT] = {
+	[SMTP_STATE_GREETING] = "Greeting", [SMTP_STATE_HELO] = "Helo",
+	[SMTP_STATE_READY] = "Ready",       [SMTP_STATE_MAIL] = "Mail",
+	[SMTP_STATE_RCPT] = "Rcpt",         [SMTP_STATE_DATA] = "Data",
+	[SMTP_STATE_TLS] = "Tls",           [SMTP_STATE_REJECTED] = "Rejected",
+	[SMTP_STATE_CLOSING] = "Closing",
+};
+
+static void session_process(struct smtp_session *s);
+static void session_close(struct smtp_session *s, const char *reason);
+
+/* --- replies and state --------------------------------------------------- */
+
+static void session_enter_state(struct smtp_session *s, enum smtp_state st)
+{
+	if (s->state == st)
+		return;
+	KTRACE(smtp_state, s->id, state_names[s->state], state_names[st]);
+	s->state = st;
+	task_set_phase(s->task, state_names[st], st == SMTP_STATE_TLS ? "tls" : "peer_read");
+}
+
+static int reply_is_error(int code)
+{
+	return code == 500 || code == 501 || code == 502 || code == 503 || code == 504 ||
+	       code == 555;
+}
+
+/* Queues one reply. Protocol errors count towards the error limits; past
+ * the soft limit the reply is held back (tarpit). */
+static void session_reply(struct smtp_session *s, int code, const char *enhanced,
+			  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void session_reply(struct smtp_session *s, int code, const char *enhanced,
+			  const char *fmt, ...)
+{
+	char text[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	KTRACE(smtp_reply, s->id, code, text);
+	smtp_reply_format(&s->conn.out, code, enhanced, text);
+	if (reply_is_error(code)) {
+		s->errors++;
+		if (s->errors > SMTP_SOFT_ERRORS)
+			s->tarpit = 1;
+	}
+}
+
+static void session_reply_policy(struct smtp_session *s, const struct policy_result *r)
+{
+	if (r->status == POLICY_REJECT)
+		session_reply(s, r->code, NULL, "%s", r->text);
+	else
+		session_reply(s, 451, "4.3.0", "policy error; try again later");
+}
+
+static const char *policy_status_name(enum policy_status st)
+{
+	return st == POLICY_OK ? "ok" : st == POLICY_REJECT ? "reject" : "error";
+}
+
+static void session_trace_policy(struct smtp_session *s, const char *event,
+				 const struct policy_result *r)
+{
+	KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
+	if (r->status == POLICY_ERROR)
+		log_error("kumod::smtp_server", "session=%" PRIu64 " %s: %s", s->id, event,
+			  r->text);
+}
+
+static void session_reset_transaction(struct smtp_session *s)
+{
+	if (s->msg) {
+		message_unref(s->msg);
+		s->msg = NULL;
+	}
+	if (s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT ||
+	    s->state == SMTP_STATE_DATA)
+		session_enter_state(s, SMTP_STATE_READY);
+}
+
+/* --- relay decision ------------------------------------------------------ */
+
+static const char *domain_of(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at ? at + 1 : "";
+}
+
+static int session_peer_in(struct smtp_session *s, json_t *cidrs)
+{
+	struct cidr_list l = {0};
+	size_t i;
+	json_t *v;
+	int match = 0;
+	json_array_foreach(cidrs, i, v)
+	{
+		if (json_is_string(v))
+			cidr_list_add(&l, json_string_value(v));
+	}
+	match = cidr_list_match(&l, s->conn.peer_family, s->conn.peer_addr);
+	cidr_list_free(&l);
+	return match;
+}
+
+/* 1 relay allowed, 0 denied (reply sent), -1 policy failure (reply sent). */
+static int session_relay_check(struct smtp_session *s, const char *rcpt, int postmaster,
+			       const char *local, size_t local_len)
+{
+	if (s->relay_peer || postmaster)
+		return 1;
+	/* Routing tricks never grant anything to an untrusted peer. */
+	if (memchr(local, '%', local_len) || memchr(local, '!', local_len) ||
+	    memchr(local, '@', local_len)) {
+		session_reply(s, 550, "5.7.1", "relaying not permitted for %s", s->conn.peer_ip);
+		return 0;
+	}
+	struct policy_listener_domain ld = {0};
+	struct policy_result r = {0};
+	policy_get_listener_domain(domain_of(rcpt), s->l->addr, s->meta, &ld, &r);
+	session_trace_policy(s, "get_listener_domain", &r);
+	if (r.status != POLICY_OK) {
+		json_decref(ld.relay_from);
+		session_reply_policy(s, &r);
+		return -1;
+	}
+	int ok = ld.found && ld.relay_to;
+	json_decref(ld.relay_from);
+	if (!ok && s->msg->sender[0]) {
+		memset(&ld, 0, sizeof(ld));
+		policy_get_listener_domain(domain_of(s->msg->sender), s->l->addr, s->meta, &ld, &r);
+		session_trace_policy(s, "get_listener_domain", &r);
+		if (r.status != POLICY_OK) {
+			json_decref(ld.relay_from);
+			session_reply_policy(s, &r);
+			return -1;
+		}
+		ok = ld.found && ld.relay_from && session_peer_in(s, ld.relay_from);
+		json_decref(ld.relay_from);
+	}
+	if (!ok)
+		session_reply(s, 550, "5.7.1", "relaying not permitted for %s", s->conn.peer_ip);
+	return ok;
+}
+
+/* --- commands ------------------------------------------------------------ */
+
+static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	char domain[300];
+	snprintf(domain, sizeof(domain), "%.*s", (int)cmd->arg.len, cmd->arg.p);
+	struct policy_result r = {0};
+	policy_smtp_ehlo(domain, s->meta, &r);
+	session_trace_policy(s, "smtp_server_ehlo", &r);
+	if (r.status != POLICY_OK) {
+		session_reply_policy(s, &r);
+		return;
+	}
+	session_reset_transaction(s);
+	free(s->helo);
+	s->helo = xstrdup(domain);
+	json_object_set_new(s->meta, "ehlo_domain", json_string(domain));
+	s->esmtp = cmd->verb == SMTP_VERB_EHLO;
+	session_enter_state(s, SMTP_STATE_READY);
+	const char *host = s->l->cfg.hostname;
+	if (!s->esmtp) {
+		session_reply(s, 250, NULL, "Hello %s!", domain);
+		return;
+	}
+	char text[512];
+	int n = snprintf(text, sizeof(text),
+			 "%s Aloha %s\nPIPELINING\nENHANCEDSTATUSCODES\n8BITMIME\nSMTPUTF8\nSIZE %zu",
+			 host, domain, s->l->cfg.max_message_size);
+	if (s->conn.tls == CONN_TLS_NONE && s->l->tls_ctx)
+		snprintf(text + n, sizeof(text) - (size_t)n, "\nSTARTTLS");
+	session_reply(s, 250, NULL, "%s", text);
+}
+
+static void cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	if (s->messages >= s->l->cfg.max_messages_per_connection) {
+		KTRACE(smtp_limit, s->id, s->conn.peer, "max_messages_per_connection");
+		session_reply(s, 451, "4.5.3", "too many messages on this connection");
+		return;
+	}
+	if (cmd->has_size && cmd->size > s->l->cfg.max_message_size) {
+		session_reply(s, 552, "5.3.4", "message too big");
+		return;
+	}
+	char sender[1100];
+	smtp_mailbox_format(&cmd->path, sender, sizeof(sender));
+	struct policy_result r = {0};
+	policy_smtp_mail_from(sender, s->meta, &r);
+	session_trace_policy(s, "smtp_server_mail_from", &r);
+	if (r.status != POLICY_OK) {
+		session_reply_policy(s, &r);
+		return;
+	}
+	s->msg = message_new();
+	message_set_sender(s->msg, sender);
+	session_enter_state(s, SMTP_STATE_MAIL);
+	session_reply(s, 250, NULL, "OK");
+}
+
+static void cmd_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	if (s->msg->nrecipients >= s->l->cfg.max_recipients_per_message) {
+		KTRACE(smtp_limit, s->id, s->conn.peer, "max_recipients_per_message");
+		session_reply(s, 452, "4.5.3", "too many recipients");
+		return;
+	}
+	char rcpt[1100];
+	smtp_mailbox_format(&cmd->path, rcpt, sizeof(rcpt));
+	if (session_relay_check(s, rcpt, cmd->path.postmaster, cmd->path.local.p,
+				cmd->path.local.len) != 1)
+		return;
+	struct policy_result r = {0};
+	policy_smtp_rcpt_to(rcpt, s->meta, &r);
+	session_trace_policy(s, "smtp_server_rcpt_to", &r);
+	if (r.status != POLICY_OK) {
+		session_reply_policy(s, &r);
+		return;
+	}
+	message_add_recipient(s->msg, rcpt);
+	session_enter_state(s, SMTP_STATE_RCPT);
+	session_reply(s, 250, NULL, "OK");
+}
+
+static void cmd_data(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	const struct smtp_listener_config *cfg = &s->l->cfg;
+	smtp_data_framer_init(&s->df, cfg->invalid_line_endings, cfg->max_message_size,
+			      cfg->line_length_hard_limit);
+	buf_reset(&s->msg->data);
+	s->data_started_ns = clock_mono_ns();
+	session_enter_state(s, SMTP_STATE_DATA);
+	session_reply(s, 354, NULL, "Send body; end with CRLF.CRLF");
+}
+
+static void cmd_rset(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	session_reset_transaction(s);
+	session_reply(s, 250, NULL, "Reset state");
+}
+
+static void cmd_noop(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	session_reply(s, 250, NULL, "the goggles do nothing");
+}
+
+static void cmd_quit(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	session_reply(s, 221, NULL, "So long, and thanks for all the fish!");
+	session_close(s, "quit");
+}
+
+static void cmd_vrfy(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	session_reply(s, 252, "2.1.5", "Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_help(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	session_reply(s, 214, "2.0.0",
+		      "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS");
+}
+
+static void cmd_unimplemented(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	session_reply(s, 502, "5.5.1", "Command unimplemented");
+}
+
+static void cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	if (s->conn.tls != CONN_TLS_NONE) {
+		session_reply(s, 501, "5.5.1", "Cannot STARTTLS as TLS is already active");
+		return;
+	}
+	if (!s->l->tls_ctx) {
+		session_reply(s, 454, "4.7.0", "TLS not available");
+		return;
+	}
+	session_reply(s, 220, "2.0.0", "Ready to Start TLS");
+	/* Everything the client knew is forgotten: it must EHLO again. */
+	session_reset_transaction(s);
+	xfree(s->helo);
+	s->esmtp = 0;
+	session_enter_state(s, SMTP_STATE_TLS);
+	size_t dropped = conn_starttls_server(&s->conn, s->l->tls_ctx);
+	KTRACE(smtp_starttls, s->id, dropped);
+	if (dropped)
+		KTRACE(smtp_tls_injection, s->id, s->conn.peer, dropped);
+}
+
+/* Command table: allowed states, flags and handler. */
+enum {
+	CMD_GROUP_END = 1, /* ends a pipelining group: nothing may follow it in the batch */
+	CMD_JUNK = 2,      /* no progress: counted against the junk limit */
+};
+#define ST(x) (1u << SMTP_STATE_##x)
+#define ST_ANY (ST(HELO) | ST(READY) | ST(MAIL) | ST(RCPT))
+
+struct smtp_command {
+	unsigned states;
+	unsigned flags;
+	const char *bad_seq; /* 503 text when the state does not allow it */
+	void (*proceed)(struct smtp_session *s, struct smtp_cmd *cmd);
+};
+
+static const struct smtp_command commands[SMTP_VERB__COUNT] = {
+	[SMTP_VERB_HELO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_helo},
+	[SMTP_VERB_EHLO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_helo},
+	[SMTP_VERB_MAIL] = {ST(READY), 0, "MAIL FROM already issued; you must RSET first", cmd_mail},
+	[SMTP_VERB_RCPT] = {ST(MAIL) | ST(RCPT), 0, "need MAIL first", cmd_rcpt},
+	[SMTP_VERB_DATA] = {ST(RCPT), CMD_GROUP_END, "need RCPT first", cmd_data},
+	[SMTP_VERB_RSET] = {ST_ANY, CMD_JUNK, NULL, cmd_rset},
+	[SMTP_VERB_NOOP] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_noop},
+	[SMTP_VERB_QUIT] = {ST_ANY | ST(REJECTED), 0, NULL, cmd_quit},
+	[SMTP_VERB_VRFY] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_vrfy},
+	[SMTP_VERB_EXPN] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_unimplemented},
+	[SMTP_VERB_HELP] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_help},
+	[SMTP_VERB_STARTTLS] = {ST(READY), CMD_GROUP_END, "STARTTLS not allowed here", cmd_starttls},
+	[SMTP_VERB_AUTH] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+	[SMTP_VERB_BDAT] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+	[SMTP_VERB_XCLIENT] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+	[SMTP_VERB_LHLO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+};
+
+static const char *bad_sequence_text(struct smtp_session *s, enum smtp_verb verb)
+{
+	if (s->state == SMTP_STATE_REJECTED)
+		return "service refused; only QUIT is accepted";
+	if (s->state == SMTP_STATE_HELO && verb != SMTP_VERB_QUIT)
+		return "send EHLO or HELO first";
+	if (verb == SMTP_VERB_MAIL && s->state != SMTP_STATE_READY)
+		return "MAIL FROM already issued; you must RSET first";
+	if (verb == SMTP_VERB_DATA && s->state == SMTP_STATE_MAIL)
+		return "no valid recipients";
+	return commands[verb].bad_seq ? commands[verb].bad_seq : "bad sequence of commands";
+}
+
+static void session_command(struct smtp_session *s, const char *line, size_t len)
+{
+	struct smtp_cmd cmd;
+	struct smtp_reply_err err = {0};
+	memset(&cmd, 0, sizeof(cmd));
+	int rc = smtp_cmd_parse(line, len, &cmd, &err);
+	const struct smtp_command *c = cmd.verb ? &commands[cmd.verb] : NULL;
+	if (c && c->proceed && !(c->states & (1u << s->state))) {
+		session_reply(s, 503, s->state == SMTP_STATE_MAIL ? "5.5.0" : "5.5.1", "%s",
+			      bad_sequence_text(s, cmd.verb));
+		return;
+	}
+	if (rc != 0) {
+		session_reply(s, err.code, err.enhanced, "%s", err.text);
+		return;
+	}
+	if (!c || !c->proceed) {
+		session_reply(s, 500, "5.5.1", "Command unrecognized");
+		return;
+	}
+	if ((c->flags & CMD_JUNK) && ++s->junk > SMTP_JUNK_LIMIT)
+		s->errors++;
+	if ((c->flags & CMD_GROUP_END) && buf_avail(&s->conn.in) > 0 &&
+	    cmd.verb != SMTP_VERB_QUIT) {
+		KTRACE(smtp_sync_violation, s->id, s->conn.peer, smtp_verb_name(cmd.verb),
+		       (uint64_t)buf_avail(&s->conn.in));
+		session_reply(s, 554, "5.5.0", "Error: SMTP protocol synchronization");
+		session_close(s, "pipelining sync violation");
+		return;
+	}
+	c->proceed(s, &cmd);
+}
+
+/* --- end of data --------------------------------------------------------- */
+
+static void neuter(char *dst, size_t cap, const char *src)
+{
+	size_t j = 0;
+	for (; *src && j + 1 < cap; src++) {
+		unsigned char ch = (unsigned char)*src;
+		dst[j++] = (ch < 33 || ch > 126 || ch == '(' || ch == ')' || ch == ';') ? '_' : (char)ch;
+	}
+	dst[j] = 0;
+}
+
+static void session_add_trace_headers(struct smtp_session *s, struct message *m, const char *rcpt)
+{
+	const struct smtp_listener_config *cfg = &s->l->cfg;
+	if (cfg->supplemental_header && cfg->trace_header_name) {
+		json_t *j = json_pack("{s:s, s:s}", "_@_", "\\_o<(Kumo)", "recipient", rcpt);
+		char *js = json_dumps(j, JSON_COMPACT);
+		json_decref(j);
+		size_t n = strlen(js);
+		char *b64 = xmalloc(4 * ((n + 2) / 3) + 1);
+		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)js, (int)n);
+		message_prepend_header(m, cfg->trace_header_name, b64);
+		free(b64);
+		free(js);
+	}
+	if (cfg->received_header) {
+		char helo[256], date[64], value[1024];
+		neuter(helo, sizeof(helo), s->helo ? s->helo : "unknown");
+		time_t now = time(NULL);
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+		snprintf(value, sizeof(value), "from %s (%s) by %s (KumoMTA) with %s id %s for <%s>; %s",
+			 helo, s->conn.peer_ip, cfg->hostname,
+			 s->conn.tls == CONN_TLS_ACTIVE ? "ESMTPS" : "ESMTP", m->id, rcpt, date);
+		message_prepend_header(m, "Received", value);
+	}
+}
+
+/* BifurcateAlways: one message per recipient, each through
+ * smtp_server_message_received. One reply for the whole transaction. */
+static void session_message_received(struct smtp_session *s)
+{
+	struct message *tx = s->msg;
+	struct buf ids;
+	buf_init(&ids);
+	int code = 250;
+	struct policy_result fail = {0};
+	for (size_t i = 0; i < tx->nrecipients && code == 250; i++) {
+		struct message *m = i == 0 && tx->nrecipients == 1 ? message_ref(tx) : message_new();
+		if (m != tx) {
+			message_set_sender(m, tx->sender);
+			message_add_recipient(m, tx->recipients[i]);
+			message_set_data(m, tx->data.data, tx->data.len);
+		}
+		session_add_trace_headers(s, m, tx->recipients[i]);
+		struct policy_result r = {0};
+		policy_smtp_message_received(m, s->meta, &r);
+		session_trace_policy(s, "smtp_server_message_received", &r);
+		const char *queue = message_get_meta_str(m, "queue");
+		if (r.status != POLICY_OK) {
+			fail = r;
+			code = r.status == POLICY_REJECT ? r.code : 451;
+		} else if (queue && strcmp(queue, "null") == 0) {
+			KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], "null",
+			       (uint64_t)m->data.len);
+			buf_printf(&ids, "%s%s", ids.len ? " " : "", m->id);
+		} else {
+			code = 451;
+			fail.status = POLICY_REJECT;
+			fail.code = 451;
+			snprintf(fail.text, sizeof(fail.text),
+				 "4.3.0 queue '%s' cannot be accepted: this build has no spool yet",
+				 queue ? queue : m->recipients[0]);
+		}
+		message_unref(m);
+	}
+	if (code == 250)
+		session_reply(s, 250, NULL, "OK ids=%s", buf_cstr(&ids));
+	else
+		session_reply_policy(s, &fail);
+	if (fail.disconnect)
+		session_close(s, "policy disconnect");
+	buf_free(&ids);
+}
+
+static void session_end_of_data(struct smtp_session *s)
+{
+	struct smtp_data_framer *df = &s->df;
+	KTRACE(smtp_data_end, s->id, (uint64_t)df->size, df->bare_eol, df->line_too_long,
+	       df->too_big);
+	session_enter_state(s, SMTP_STATE_READY);
+	s->messages++;
+	s->junk = 0;
+	if (df->too_big)
+		session_reply(s, 552, "5.3.4", "message too big");
+	else if (df->line_too_long)
+		session_reply(s, 500, "5.2.3", "line too long");
+	else if (df->bare_eol && df->policy == SMTP_EOL_DENY)
+		session_reply(s, 552, "5.6.0", "message data must use CRLF for line endings");
+	else
+		session_message_received(s);
+	message_unref(s->msg);
+	s->msg = NULL;
+	if (kumod_shutting_down() && s->state != SMTP_STATE_CLOSING) {
+		session_reply(s, 421, "4.3.2", "%s shutting down", s->l->cfg.hostname);
+		session_close(s, "shutdown");
+	}
+}
+
+/* --- input loop ---------------------------------------------------------- */
+
+static void session_restart_idle(struct smtp_session *s);
+static void session_timer_cb(uv_timer_t *t);
+
+static int session_handle_line(struct smtp_session *s)
+{
+	size_t line_len = 0, consumed = 0;
+	struct buf *in = &s->conn.in;
+	enum smtp_line_status st =
+		smtp_line_next(&s->lr, buf_rptr(in), buf_avail(in), &line_len, &consumed);
+	if (st != SMTP_LINE_OK) {
+		buf_consume(in, consumed);
+		if (st == SMTP_LINE_TOO_LONG) {
+			session_reply(s, 500, "5.2.3", "line too long");
+		} else if (st == SMTP_LINE_BAD_ENDING) {
+			session_reply(s, 500, "5.5.2", "command line must end with CRLF");
+		}
+		return st != SMTP_LINE_NEED_MORE;
+	}
+	size_t n = line_len < sizeof(s->line) - 1 ? line_len : sizeof(s->line) - 1;
+	memcpy(s->line, buf_rptr(in), n);
+	s->line[n] = 0;
+	buf_consume(in, consumed);
+	KTRACE(smtp_cmd, s->id, state_names[s->state], s->line);
+	session_command(s, s->line, n);
+	session_restart_idle(s);
+	return 1;
+}
+
+static void session_process(struct smtp_session *s)
+{
+	if (s->processing)
+		return;
+	s->processing = 1;
+	struct buf *in = &s->conn.in;
+	while (s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_TLS && !s->tarpit) {
+		if (s->errors >= SMTP_HARD_ERRORS) {
+			KTRACE(smtp_limit, s->id, s->conn.peer, "hard error limit");
+			session_reply(s, 421, "4.7.0", "%s too many errors", s->l->cfg.hostname);
+			session_close(s, "too many errors");
+			break;
+		}
+		if (!buf_avail(in))
+			break;
+		if (s->state == SMTP_STATE_DATA) {
+			size_t n = smtp_data_feed(&s->df, buf_rptr(in), buf_avail(in), &s->msg->data);
+			buf_consume(in, n);
+			if (s->df.done)
+				session_end_of_data(s);
+			continue;
+		}
+		if (!session_handle_line(s))
+			break;
+	}
+	if (s->tarpit && s->state != SMTP_STATE_CLOSING) {
+		/* Hold the reply: the timer flushes it and resumes input. */
+		conn_pause_read(&s->conn);
+		task_set_phase(s->task, state_names[s->state], "tarpit");
+		uv_timer_start(&s->timer, session_timer_cb, SMTP_TARPIT_MS, 0);
+	} else {
+		conn_flush(&s->conn);
+	}
+	s->processing = 0;
+}
+
+static void session_timer_cb(uv_timer_t *t)
+{
+	struct smtp_session *s = t->data;
+	struct task *prev = task_enter(s->task);
+	task_wake(s->task);
+	if (s->tarpit) {
+		s->tarpit = 0;
+		conn_flush(&s->conn);
+		task_set_phase(s->task, state_names[s->state], "peer_read");
+		session_restart_idle(s);
+		conn_resume_read(&s->conn);
+		session_process(s);
+	} else if (s->state != SMTP_STATE_CLOSING) {
+		KTRACE(smtp_limit, s->id, s->conn.peer, "client_timeout");
+		if (s->state == SMTP_STATE_DATA)
+			session_reply(s, 451, "4.4.2", "%s data timeout", s->l->cfg.hostname);
+		else
+			session_reply(s, 421, "4.3.2", "%s idle too long", s->l->cfg.hostname);
+		session_close(s, "timeout");
+	}
+	task_exit(s->task, prev);
+}
+
+static void session_restart_idle(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_CLOSING || s->tarpit)
+		return;
+	uv_timer_start(&s->timer, session_timer_cb, s->l->cfg.client_timeout_ms, 0);
+}
+
+/* --- connection callbacks ------------------------------------------------ */
+
+static void session_on_data(struct conn *c)
+{
+	struct smtp_session *s = c->owner;
+	task_wake(s->task);
+	if (s->state == SMTP_STATE_DATA)
+		session_restart_idle(s); /* progress inside DATA */
+	session_process(s);
+}
+
+static void session_on_eof(struct conn *c, int err)
+{
+	struct smtp_session *s = c->owner;
+	session_close(s, err ? "read error" : "peer closed");
+}
+
+static void session_on_tls(struct conn *c, int ok)
+{
+	struct smtp_session *s = c->owner;
+	if (!ok) {
+		session_close(s, "tls handshake failed");
+		return;
+	}
+	json_object_set_new(s->meta, "tls_protocol_version", json_string(conn_tls_version(c)));
+	json_object_set_new(s->meta, "tls_cipher", json_string(conn_tls_cipher(c)));
+	session_enter_state(s, SMTP_STATE_HELO);
+	session_restart_idle(s);
+	session_process(s);
+}
+
+static void session_free(struct smtp_session *s)
+{
+	struct smtp_listener *l = s->l;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	nsessions--;
+	l->nconn--;
+	if (s->msg)
+		message_unref(s->msg);
+	json_decref(s->meta);
+	free(s->helo);
+	task_close(s->task);
+	free(s);
+	smtp_listener__maybe_free(l);
+}
+
+static void session_handle_closed(struct smtp_session *s)
+{
+	if (--s->open_handles == 0)
+		session_free(s);
+}
+
+static void session_on_closed(struct conn *c)
+{
+	session_handle_closed(c->owner);
+}
+
+static void session_timer_closed(uv_handle_t *h)
+{
+	session_handle_closed(h->data);
+}
+
+static const struct conn_handler session_conn_handler = {
+	.on_data = session_on_data,
+	.on_eof = session_on_eof,
+	.on_tls = session_on_tls,
+	.on_closed = session_on_closed,
+};
+
+static void session_close(struct smtp_session *s, const char *reason)
+{
+	if (s->state == SMTP_STATE_CLOSING)
+		return;
+	KTRACE(smtp_conn_close, s->id, s->conn.peer, reason, (uint64_t)s->messages);
+	session_enter_state(s, SMTP_STATE_CLOSING);
+	task_set_phase(s->task, "Closing", NULL);
+	uv_timer_stop(&s->timer);
+	uv_close((uv_handle_t *)&s->timer, session_timer_closed);
+	conn_close(&s->conn);
+}
+
+/* Connection refused at accept time: one reply, then close. */
+static void session_greet(struct smtp_session *s)
+{
+	struct policy_result r = {0};
+	policy_smtp_connection_accepted(s->meta, &r);
+	session_trace_policy(s, "smtp_server_connection_accepted", &r);
+	if (r.status == POLICY_OK) {
+		session_enter_state(s, SMTP_STATE_HELO);
+		session_reply(s, 220, NULL, "%s %s", s->l->cfg.hostname, s->l->cfg.banner);
+	} else if (r.status == POLICY_REJECT && r.code >= 500 && !r.disconnect) {
+		session_enter_state(s, SMTP_STATE_REJECTED);
+		session_reply(s, r.code, NULL, "%s", r.text);
+	} else {
+		session_reply_policy(s, &r);
+		session_close(s, "refused by policy");
+		return;
+	}
+	conn_flush(&s->conn);
+	session_restart_idle(s);
+}
+
+void smtp_session__accept(struct smtp_listener *l)
+{
+	struct smtp_session *s = xcalloc(1, sizeof(*s));
+	s->l = l;
+	s->task = task_spawn("smtp_server", "", l->task ? l->task->id : 0);
+	s->id = s->task->id;
+	int rc = conn_accept(&s->conn, (uv_stream_t *)&l->tcp, &session_conn_handler, s, s->task);
+	l->nconn++;
+	nsessions++;
+	s->next = sessions;
+	if (sessions)
+		sessions->prev = s;
+	sessions = s;
+	uv_timer_init(l->tcp.loop, &s->timer);
+	s->timer.data = s;
+	s->open_handles = 2;
+	s->meta = json_object();
+	free(s->task->name);
+	s->task->name = xstrdup(s->conn.peer);
+	task_set_field(s->task, "peer", s->conn.peer);
+	task_set_field(s->task, "listener", l->addr);
+	smtp_line_reader_init(&s->lr, l->cfg.line_length_hard_limit);
+	s->state = SMTP_STATE_GREETING;
+	task_set_phase(s->task, "Greeting", NULL);
+	if (rc < 0) {
+		session_close(s, "accept failed");
+		return;
+	}
+	json_object_set_new(s->meta, "received_from", json_string(s->conn.peer));
+	json_object_set_new(s->meta, "received_via", json_string(l->addr));
+	json_object_set_new(s->meta, "reception_protocol", json_string("ESMTP"));
+	KTRACE(smtp_conn_open, s->id, s->conn.peer, l->addr);
+	s->relay_peer = cidr_list_match(&l->cfg.relay_hosts, s->conn.peer_family, s->conn.peer_addr);
+	if (l->nconn > l->cfg.max_connections || kumod_shutting_down()) {
+		const char *why = kumod_shutting_down() ? "shutting down" : "max_connections";
+		KTRACE(smtp_conn_denied, l->addr, s->conn.peer, why);
+		session_reply(s, 421, "4.3.2", "%s too many concurrent sessions. Try later",
+			      l->cfg.hostname);
+		session_close(s, why);
+		return;
+	}
+	conn_start_read(&s->conn);
+	session_greet(s);
+}
+
+/* Idle sessions get 421 now; sessions inside a transaction finish it and
+ * get 421 after its reply (session_end_of_data). */
+void smtp_session__shutdown_all(void)
+{
+	struct smtp_session *s = sessions, *next;
+	for (; s; s = next) {
+		next = s->next;
+		if (s->state == SMTP_STATE_CLOSING || s->state == SMTP_STATE_DATA)
+			continue;
+		struct task *prev = task_enter(s->task);
+		if (s->msg)
+			session_reset_transaction(s);
+		session_reply(s, 421, "4.3.2", "%s shutting down", s->l->cfg.hostname);
+		session_close(s, "shutdown");
+		task_exit(s->task, prev);
+	}
+}
+
+size_t smtp_session__count(void)
+{
+	return nsessions;
+}

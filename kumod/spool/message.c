@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The Message: envelope, JSON metadata and RFC 5322 content, reference
+ * counted. Header edits go through the pure rfc5322 module, which owns
+ * validation (no CR, LF or NUL; printable names without ':') and folding. */
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "base/clock.h"
+#include "base/xalloc.h"
+#include "proto/rfc5322.h"
+#include "spool/message.h"
+
+/* --- ids ----------------------------------------------------------------- */
+
+/* Per-thread id state: ids are strictly increasing within a thread; the
+ * random tail keeps ids from different threads or processes apart. */
+static _Thread_local struct {
+	uint64_t last_ms;
+	uint16_t counter;
+	unsigned char pool[256];
+	size_t pool_off;
+} idgen = {.pool_off = sizeof(idgen.pool)};
+
+static void id_random(unsigned char out[8])
+{
+	if (idgen.pool_off + 8 > sizeof(idgen.pool)) {
+		size_t got = 0;
+		while (got < sizeof(idgen.pool)) {
+			ssize_t n = getrandom(idgen.pool + got, sizeof(idgen.pool) - got, 0);
+			if (n < 0 && errno != EINTR)
+				panic("%s: getrandom: %s", __func__, strerror(errno));
+			if (n > 0)
+				got += (size_t)n;
+		}
+		idgen.pool_off = 0;
+	}
+	memcpy(out, idgen.pool + idgen.pool_off, 8);
+	idgen.pool_off += 8;
+}
+
+void message_make_id(char out[MESSAGE_ID_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint64_t ms = clock_wall_ns() / 1000000u;
+	if (ms <= idgen.last_ms) {
+		/* same millisecond (or the clock stepped back): keep counting, and
+		 * borrow the next millisecond when the counter wraps */
+		ms = idgen.last_ms;
+		if (++idgen.counter == 0)
+			ms++;
+	} else {
+		idgen.counter = 0;
+	}
+	idgen.last_ms = ms;
+	unsigned char b[16];
+	for (int i = 0; i < 6; i++)
+		b[i] = (unsigned char)(ms >> (40 - 8 * i));
+	b[6] = (unsigned char)(idgen.counter >> 8);
+	b[7] = (unsigned char)idgen.counter;
+	id_random(b + 8);
+	for (int i = 0; i < 16; i++) {
+		out[2 * i] = hex[b[i] >> 4];
+		out[2 * i + 1] = hex[b[i] & 15];
+	}
+	out[MESSAGE_ID_LEN] = 0;
+}
+
+/* --- lifetime ------------------------------------------------------------ */
+
+struct message *message_new(void)
+{
+	struct message *m = xcalloc(1, sizeof(*m));
+	m->refs = 1;
+	message_make_id(m->id);
+	m->sender = xstrdup("");
+	m->meta = json_object();
+	if (!m->meta)
+		panic("%s: out of memory", __func__);
+	buf_init(&m->data);
+	m->created_ns = clock_wall_ns();
+	return m;
+}
+
+struct message *message_ref(struct message *m)
+{
+	assert(m->refs > 0);
+	m->refs++;
+	return m;
+}
+
+void message_unref(struct message *m)
+{
+	if (!m)
+		return;
+	assert(m->refs > 0);
+	if (--m->refs)
+		return;
+	free(m->sender);
+	for (size_t i = 0; i < m->nrecipients; i++)
+		free(m->recipients[i]);
+	free(m->recipients);
+	json_decref(m->meta);
+	buf_free(&m->data);
+	free(m);
+}
+
+/* --- envelope, data, meta ------------------------------------------------ */
+
+void message_set_sender(struct message *m, const char *sender)
+{
+	char *s = xstrdup(sender ? sender : "");
+	free(m->sender);
+	m->sender = s;
+}
+
+void message_add_recipient(struct message *m, const char *rcpt)
+{
+	m->recipients = xrealloc(m->recipients, (m->nrecipients + 1) * sizeof(*m->recipients));
+	m->recipients[m->nrecipients++] = xstrdup(rcpt);
+}
+
+void message_set_data(struct message *m, const char *data, size_t len)
+{
+	if (data >= m->data.data && data < m->data.data + m->data.len) {
+		/* setting from our own buffer: copy before resetting it */
+		char *copy = xmalloc(len ? len : 1);
+		memcpy(copy, data, len);
+		buf_reset(&m->data);
+		buf_append(&m->data, copy, len);
+		free(copy);
+		return;
+	}
+	buf_reset(&m->data);
+	buf_append(&m->data, data, len);
+}
+
+int message_set_meta(struct message *m, const char *key, json_t *value)
+{
+	if (!value)
+		return -EINVAL;
+	/* json_object_set_new consumes value even when it fails */
+	return json_object_set_new(m->meta, key, value) == 0 ? 0 : -EINVAL;
+}
+
+json_t *message_get_meta(const struct message *m, const char *key)
+{
+	return json_object_get(m->meta, key);
+}
+
+const char *message_get_meta_str(const struct message *m, const char *key)
+{
+	return json_string_value(json_object_get(m->meta, key));
+}
+
+/* --- headers ------------------------------------------------------------- */
+
+int message_prepend_header(struct message *m, const char *name, const char *value)
+{
+	return rfc5322_prepend_header(&m->data, name, value);
+}
+
+int message_append_header(struct message *m, const char *name, const char *value)
+{
+	return rfc5322_append_header(&m->data, name, value);
+}
+
+size_t message_remove_all_named_headers(struct message *m, const char *name)
+{
+	return rfc5322_remove_all_named(&m->data, name);
+}
+
+int message_get_first_named_header_value(const struct message *m, const char *name, struct buf *out)
+{
+	return rfc5322_get_first(m->data.data ? m->data.data : "", m->data.len, name, out);
+}
+
+size_t message_get_all_named_header_values(const struct message *m, const char *name,
+					   void (*cb)(const char *v, size_t n, void *ctx),
+					   void *ctx)
+{
+	return rfc5322_get_all(m->data.data ? m->data.data : "", m->data.len, name, cb, ctx);
+}
+
+/* "X-Foo-Bar" -> "x_foo_bar" */
+static char *x_header_key(const char *name, size_t n)
+{
+	char *k = xstrndup(name, n);
+	for (char *p = k; *p; p++)
+		*p = *p == '-' ? '_' : (char)tolower((unsigned char)*p);
+	return k;
+}
+
+static int wanted(const char *name, size_t n, const char *const *names, size_t nnames)
+{
+	if (!nnames)
+		return n > 2 && (name[0] == 'X' || name[0] == 'x') && name[1] == '-';
+	for (size_t i = 0; i < nnames; i++)
+		if (strlen(names[i]) == n && strncasecmp(names[i], name, n) == 0)
+			return 1;
+	return 0;
+}
+
+/* Each wanted field in order, so the last of a repeated name wins (as in
+ * KumoMTA). Values that are not UTF-8 cannot be JSON strings and are
+ * skipped. Returns the number of fields imported. */
+size_t message_import_x_headers(struct message *m, const char *const *names, size_t nnames)
+{
+	size_t count = 0, pos = 0;
+	const char *msg = m->data.data + m->data.off;
+	size_t len = m->data.len - m->data.off;
+	size_t hdr_end = msg ? rfc5322_header_end(msg, len) : 0;
+	struct rfc5322_header h;
+	struct buf value;
+	buf_init(&value);
+	while (msg && rfc5322_header_next(msg, hdr_end, &pos, &h)) {
+		if (!wanted(h.name, h.name_len, names, nnames))
+			continue;
+		buf_reset(&value);
+		rfc5322_unfold(h.raw_value, h.raw_len, &value);
+		json_t *v = json_stringn(value.data ? value.data : "", value.len);
+		if (!v)
+			continue;
+		char *key = x_header_key(h.name, h.name_len);
+		count += message_set_meta(m, key, v) == 0;
+		free(key);
+	}
+	buf_free(&value);
+	return count;
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The Message: envelope, metadata (JSON object) and content of one message
+ * being received or queued. Reference counted: the reception path, the
+ * spool and Lua userdata each hold a reference; the last unref frees it. */
+#ifndef KUMOD_SPOOL_MESSAGE_H
+#define KUMOD_SPOOL_MESSAGE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+
+#define MESSAGE_ID_LEN 32
+
+struct message {
+	unsigned refs;
+	char id[MESSAGE_ID_LEN + 1]; /* time-ordered, 32 lowercase hex chars */
+	char *sender;                /* "local@domain" or "" for the null sender */
+	char **recipients;
+	size_t nrecipients;
+	json_t *meta;     /* object: queue, tenant, campaign, routing_domain, free keys */
+	struct buf data;  /* full RFC 5322 content, CRLF line endings */
+	uint64_t created_ns;
+};
+
+/* New message with a fresh id, one reference. */
+struct message *message_new(void);
+struct message *message_ref(struct message *m);
+void message_unref(struct message *m);
+/* Generates a time-ordered id (48-bit ms timestamp, 16-bit counter,
+ * 64 random bits) into out (MESSAGE_ID_LEN + 1 bytes). */
+void message_make_id(char out[MESSAGE_ID_LEN + 1]);
+
+void message_set_sender(struct message *m, const char *sender);
+void message_add_recipient(struct message *m, const char *rcpt);
+void message_set_data(struct message *m, const char *data, size_t len);
+/* Meta: value is stolen (json reference). Returns 0. */
+int message_set_meta(struct message *m, const char *key, json_t *value);
+/* Borrowed reference or NULL. */
+json_t *message_get_meta(const struct message *m, const char *key);
+/* Convenience: string meta value or NULL. */
+const char *message_get_meta_str(const struct message *m, const char *key);
+
+/* Header methods (validated: -EINVAL on CR, LF or NUL in names/values or an
+ * invalid name). Values are folded by the C side. */
+int message_prepend_header(struct message *m, const char *name, const char *value);
+int message_append_header(struct message *m, const char *name, const char *value);
+size_t message_remove_all_named_headers(struct message *m, const char *name);
+/* 1 and the unfolded value appended to out, or 0. */
+int message_get_first_named_header_value(const struct message *m, const char *name,
+					 struct buf *out);
+size_t message_get_all_named_header_values(const struct message *m, const char *name,
+					   void (*cb)(const char *v, size_t n, void *ctx),
+					   void *ctx);
+/* Copies X-* headers into meta: "X-Foo-Bar" -> key "x_foo_bar" (KumoMTA's
+ * import_x_headers; names given restricts the set). Returns count. */
+size_t message_import_x_headers(struct message *m, const char *const *names, size_t nnames);
+
+#endif

@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: Apache-2.0
+"""kumod process behaviour: flags, bad input, signals, diagnostic output."""
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+
+import pytest
+
+from conftest import IS_ROOT, run_kumod
+
+IDLE_POLICY = "kumo.on('init', function() end)\n"
+FLAGS = ["--policy", "--validate", "--user", "--diag-format", "--diag-log-dir",
+         "--tokio-console", "--help", "--version"]
+
+
+def write(tmp_path, text, name="policy.lua"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def one_line(text):
+    lines = [l for l in text.splitlines() if l.strip()]
+    assert len(lines) == 1, f"want one line, got:\n{text}"
+    return lines[0]
+
+
+# --- flags ------------------------------------------------------------------
+
+
+def test_help_lists_flags():
+    r = run_kumod(["--help"])
+    assert r.returncode == 0, r.stderr
+    for flag in FLAGS:
+        assert flag in r.stdout, f"{flag} missing from --help:\n{r.stdout}"
+
+
+def test_version():
+    r = run_kumod(["--version"])
+    assert r.returncode == 0, r.stderr
+    assert re.match(r"kumod \d+\.\d+\.\d+", r.stdout), r.stdout
+
+
+@pytest.mark.parametrize("flag", ["--bogus", "--policyy=x", "-Z"])
+def test_unknown_flag_is_a_usage_error(flag):
+    r = run_kumod([flag])
+    assert r.returncode == 2, r
+    line = one_line(r.stderr)
+    assert flag.split("=")[0] in line, line
+
+
+def test_missing_flag_value_is_a_usage_error():
+    r = run_kumod(["--policy"])
+    assert r.returncode == 2, r
+    assert "--policy" in one_line(r.stderr)
+
+
+# --- bad input ----------------------------------------------------------------
+
+
+def test_missing_policy_file(tmp_path):
+    path = str(tmp_path / "nope.lua")
+    r = run_kumod(["--policy", path])
+    assert r.returncode == 1, r
+    assert path in one_line(r.stderr)
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root can read a mode-000 file")
+def test_unreadable_policy_file(tmp_path):
+    path = write(tmp_path, IDLE_POLICY)
+    os.chmod(path, 0)
+    r = run_kumod(["--policy", path])
+    assert r.returncode == 1, r
+    assert path in one_line(r.stderr)
+
+
+def test_lua_syntax_error(tmp_path):
+    path = write(tmp_path, "kumo.on('init', function()\n  local x = = 1\nend)\n")
+    r = run_kumod(["--policy", path])
+    assert r.returncode == 1, r
+    assert re.search(r"policy\.lua:2:", r.stderr), r.stderr
+    assert "Segmentation" not in r.stderr and "AddressSanitizer" not in r.stderr
+
+
+def test_lua_runtime_error_in_init(tmp_path):
+    path = write(tmp_path, "kumo.on('init', function()\n  error('boom in init')\nend)\n")
+    r = run_kumod(["--policy", path])
+    assert r.returncode == 1, r
+    assert re.search(r"policy\.lua:2: boom in init", r.stderr), r.stderr
+
+
+def test_validate_good_policy(tmp_path):
+    path = write(tmp_path, IDLE_POLICY)
+    r = run_kumod(["--validate", "--policy", path])
+    assert r.returncode == 0, r
+
+
+def test_validate_failing_init(tmp_path):
+    path = write(tmp_path, "kumo.on('init', function()\n  error('nope')\nend)\n")
+    r = run_kumod(["--validate", "--policy", path])
+    assert r.returncode == 1, r
+    assert "nope" in r.stderr, r.stderr
+
+
+def test_invalid_kumod_log_aborts_before_anything_starts(tmp_path):
+    mark = tmp_path / "init-ran"
+    path = write(tmp_path, "kumo.on('init', function()\n"
+                 f"  io.open({str(mark)!r}, 'w'):close()\nend)\n")
+    r = run_kumod(["--policy", path], env={"KUMOD_LOG": "kumod=verbose"})
+    assert r.returncode == 1, r
+    assert "kumod=verbose" in one_line(r.stderr), r.stderr
+    assert not mark.exists(), "init ran although KUMOD_LOG was invalid"
+
+
+def test_unwritable_diag_log_dir(tmp_path):
+    # A path under a regular file can never be a directory, even for root.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    bad = str(blocker / "logs")
+    r = run_kumod(["--policy", write(tmp_path, IDLE_POLICY), "--diag-log-dir", bad])
+    assert r.returncode == 1, r
+    assert bad in one_line(r.stderr)
+
+
+# --- running ----------------------------------------------------------------
+
+
+def test_diag_log_dir_receives_lines(kumod, tmp_path):
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    policy = "kumo.on('init', function()\n  kumo.log_info('hello from policy')\nend)\n"
+    k = kumod(policy, args=["--diag-log-dir", str(logdir)], wait=None)
+    deadline = time.monotonic() + 15
+    text = ""
+    while "initialization complete" not in text:
+        assert k.running(), f"kumod exited ({k.proc.returncode}): {k.stderr()}"
+        assert time.monotonic() < deadline, f"no 'initialization complete' in {logdir}: {text}"
+        time.sleep(0.1)
+        text = "".join(p.read_text(errors="replace") for p in logdir.iterdir())
+    assert k.stop() == 0
+    files = sorted(p.name for p in logdir.iterdir())
+    assert files and all(re.fullmatch(r"log\.\d{4}-\d{2}-\d{2}-\d{2}", f) for f in files), files
+    text = "".join(p.read_text(errors="replace") for p in logdir.iterdir())
+    assert "hello from policy" in text, text
+    assert "initialization complete" not in k.stderr(), "diagnostics went to stderr too"
+
+
+def test_diag_format_json(kumod):
+    k = kumod(IDLE_POLICY, args=["--diag-format", "json"])
+    assert k.stop() == 0
+    records = []
+    for line in k.lines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)  # every line is one JSON object
+        records.append(rec)
+        for key in ("timestamp", "level", "fields", "target"):
+            assert key in rec, f"{key} missing: {line}"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", rec["timestamp"]), line
+        assert rec["level"] in ("ERROR", "WARN", "INFO", "DEBUG", "TRACE"), line
+    init = [r for r in records if r["fields"].get("message") == "initialization complete"]
+    assert init and init[0]["target"] == "kumo_server_common::start", records
+
+
+def test_full_format_line_shape(kumod):
+    k = kumod(IDLE_POLICY)
+    line = k.wait_for("initialization complete")
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z  INFO \S+ "
+                    r"kumo_server_common::start: initialization complete$", line), line
+    assert "\x1b[" not in k.stderr(), "NO_COLOR=1 must disable colour"
+
+
+@pytest.mark.nosan
+def test_sigterm_exits_zero_quickly(kumod):
+    k = kumod(IDLE_POLICY)  # waits for 'initialization complete'
+    t0 = time.monotonic()
+    status = k.stop(signal.SIGTERM, timeout=5)
+    assert status == 0, k.stderr()
+    assert time.monotonic() - t0 < 5
+    lines = k.lines()
+    init = next(i for i, l in enumerate(lines) if "initialization complete" in l)
+    assert init >= 0
+
+
+def test_sigint_exits_zero(kumod):
+    k = kumod(IDLE_POLICY)
+    assert k.stop(signal.SIGINT, timeout=5) == 0, k.stderr()
+
+
+def test_sighup_does_not_kill(kumod):
+    k = kumod(IDLE_POLICY)
+    os.kill(k.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    assert k.running(), f"SIGHUP killed kumod: {k.stderr()}"
+    assert k.stop() == 0
+
+
+def test_log_info_from_policy(kumod):
+    policy = ("local kumo = require('kumo')\n"
+              "kumo.on('init', function()\n"
+              "  kumo.log_info('x', 1, true)\n"
+              "end)\n")
+    k = kumod(policy)
+    line = k.wait_for("x 1 true")
+    assert re.search(r" lua: .*policy\.lua:3: x 1 true$", line), line
+    assert k.stop() == 0
+
+
+def test_listener_line_gives_real_port(kumod):
+    policy = ("kumo.on('init', function()\n"
+              "  kumo.start_esmtp_listener({ listen = '127.0.0.1:0' })\n"
+              "end)\n")
+    k = kumod(policy)
+    assert k.listeners["smtp"][0][0] == "127.0.0.1"
+    port = k.smtp_port
+    assert 0 < port < 65536
+    assert f"smtp listener on 127.0.0.1:{port}" in k.stderr()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.settimeout(5)
+        assert s.recv(512).startswith(b"220"), "no 220 greeting"
+    assert k.stop() == 0
