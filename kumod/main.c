@@ -17,6 +17,7 @@
 #include "io/loop.h"
 #include "ktrace.h"
 #include "policy.h"
+#include "proto/smtp_cmd.h"
 #include "smtp/server.h"
 
 #define SHUTDOWN_GRACE_MS 10000
@@ -133,6 +134,9 @@ static int setup_logging(void)
 {
 	char err[512];
 	const char *env = getenv("KUMOD_LOG");
+	/* as upstream: a value that is not valid UTF-8 counts as unset */
+	if (env && !smtp_utf8_valid(env, strlen(env)))
+		env = NULL;
 	const char *filter = env ? env : app.validate ? "error" : LOG_DEFAULT_FILTER;
 	if (log_set_filter(filter, err, sizeof(err)) != 0) {
 		fprintf(stderr, "kumod: invalid KUMOD_LOG: %s\n", err);

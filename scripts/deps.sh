@@ -47,9 +47,12 @@ need clang-format cmd clang-format
 need lttng-tools cmd lttng-sessiond
 need babeltrace2 cmd babeltrace2
 need swaks cmd swaks
+need libnet-ssleay-perl perl -MNet::SSLeay -e1
+need libio-socket-ssl-perl perl -MIO::Socket::SSL -e1
 need python3 test -x /usr/bin/python3
 need python3-pytest pyimp pytest
 need postfix test -x /usr/sbin/smtp-sink
+need bpftrace cmd bpftrace
 need nodejs cmd node
 need npm cmd npm
 

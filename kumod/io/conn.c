@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <openssl/err.h>
 
@@ -310,6 +311,19 @@ void conn_resume_read(struct conn *c)
 {
 	if (!c->reading && !c->closing)
 		conn_start_read(c);
+}
+
+size_t conn_input_pending(struct conn *c)
+{
+	size_t n = buf_avail(&c->in);
+	uv_os_fd_t fd;
+	if (!c->closing && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+		char peek[64];
+		ssize_t r = recv(fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+		if (r > 0)
+			n += (size_t)r;
+	}
+	return n;
 }
 
 size_t conn_starttls_server(struct conn *c, SSL_CTX *ctx)

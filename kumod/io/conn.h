@@ -79,6 +79,9 @@ size_t conn_starttls_server(struct conn *c, SSL_CTX *ctx);
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
 /* Flushes pending output then closes; on_closed follows exactly once. */
+/* Bytes the peer has sent that we have not processed: our input buffer plus what
+ * the kernel holds (peeked, not read). Used for the pre-greeting sync check. */
+size_t conn_input_pending(struct conn *c);
 void conn_close(struct conn *c);
 /* Closes at once, dropping pending output. */
 void conn_abort(struct conn *c);

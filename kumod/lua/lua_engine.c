@@ -186,13 +186,11 @@ static void call_failed(const char *event, lua_State *co, struct policy_result *
 	r->status = POLICY_ERROR;
 	if (rej == 0)
 		error_first_line(co, -1, r->text, sizeof(r->text));
-	KTRACE(lua_error, event, r->text);
-	if (eng.loaded)
-		log_error("lua", "event %s: %s", event, r->text);
+	KTRACE(lua_error, event, r->text); /* logs at ERROR under kumod::lua */
 	/* the dead coroutine keeps its frames: walk them for the traceback */
 	luaL_traceback(eng.L, co, r->text, 0);
 	const char *tb = luaL_gsub(eng.L, lua_tostring(eng.L, -1), "\n\t", " <- ");
-	log_debug("lua", "event %s: %s", event, tb);
+	log_debug("kumod::lua", "event %s traceback: %s", event, tb);
 	lua_pop(eng.L, 2);
 }
 
@@ -458,7 +456,6 @@ static int take_listener_domain(lua_State *co, int nres, void *ctx, struct polic
 		 "get_listener_domain: handler returned a %s; expected "
 		 "kumo.make_listener_domain{...} or nil",
 		 luaL_typename(co, -nres));
-	log_error("lua", "event get_listener_domain: %s", r->text);
 	KTRACE(lua_error, "get_listener_domain", r->text);
 	return 1;
 }

@@ -25,6 +25,7 @@
 #define SMTP_HARD_ERRORS 20
 #define SMTP_JUNK_LIMIT 100
 #define SMTP_TARPIT_MS 1000
+#define SMTP_DATA_MIN_RATE 500 /* bytes per second, averaged per client_timeout window */
 
 void smtp_listener__maybe_free(struct smtp_listener *l);
 
@@ -80,12 +81,16 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 	}
 }
 
+/* A policy rejection or error: one reply; kumo.reject(421, ...) or a
+ * disconnect request also closes the session after it. */
 static void session_reply_policy(struct smtp_session *s, const struct policy_result *r)
 {
 	if (r->status == POLICY_REJECT)
 		session_reply(s, r->code, NULL, "%s", r->text);
 	else
 		session_reply(s, 451, "4.3.0", "policy error; try again later");
+	if (r->status == POLICY_REJECT && (r->disconnect || r->code == 421))
+		session_close(s, "policy disconnect");
 }
 
 static const char *policy_status_name(enum policy_status st)
@@ -96,10 +101,8 @@ static const char *policy_status_name(enum policy_status st)
 static void session_trace_policy(struct smtp_session *s, const char *event,
 				 const struct policy_result *r)
 {
+	/* a POLICY_ERROR was already logged once by the engine (lua_error) */
 	KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
-	if (r->status == POLICY_ERROR)
-		log_error("kumod::smtp_server", "session=%" PRIu64 " %s: %s", s->id, event,
-			  r->text);
 }
 
 static void session_reset_transaction(struct smtp_session *s)
@@ -232,6 +235,7 @@ static void cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	}
 	s->msg = message_new();
 	message_set_sender(s->msg, sender);
+	s->txn_smtputf8 = cmd->smtputf8;
 	session_enter_state(s, SMTP_STATE_MAIL);
 	session_reply(s, 250, NULL, "OK");
 }
@@ -241,6 +245,11 @@ static void cmd_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 	if (s->msg->nrecipients >= s->l->cfg.max_recipients_per_message) {
 		KTRACE(smtp_limit, s->id, s->conn.peer, "max_recipients_per_message");
 		session_reply(s, 452, "4.5.3", "too many recipients");
+		return;
+	}
+	struct smtp_reply_err err = {0};
+	if (smtp_cmd_check_utf8(cmd, s->txn_smtputf8, &err) != 0) {
+		session_reply(s, err.code, err.enhanced, "%s", err.text);
 		return;
 	}
 	char rcpt[1100];
@@ -267,6 +276,7 @@ static void cmd_data(struct smtp_session *s, struct smtp_cmd *cmd)
 			      cfg->line_length_hard_limit);
 	buf_reset(&s->msg->data);
 	s->data_started_ns = clock_mono_ns();
+	s->data_window_bytes = 0;
 	session_enter_state(s, SMTP_STATE_DATA);
 	session_reply(s, 354, NULL, "Send body; end with CRLF.CRLF");
 }
@@ -322,8 +332,12 @@ static void cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 	session_enter_state(s, SMTP_STATE_TLS);
 	size_t dropped = conn_starttls_server(&s->conn, s->l->tls_ctx);
 	KTRACE(smtp_starttls, s->id, dropped);
-	if (dropped)
+	if (dropped) {
 		KTRACE(smtp_tls_injection, s->id, s->conn.peer, dropped);
+		log_warn("kumod::smtp_server",
+			 "session=%" PRIu64 " peer=%s discarded %zu plaintext bytes sent after STARTTLS",
+			 s->id, s->conn.peer, dropped);
+	}
 }
 
 /* Command table: allowed states, flags and handler. */
@@ -373,6 +387,28 @@ static const char *bad_sequence_text(struct smtp_session *s, enum smtp_verb verb
 	return commands[verb].bad_seq ? commands[verb].bad_seq : "bad sequence of commands";
 }
 
+/* A group-ending command with input already buffered behind it breaks the
+ * pipelining synchronisation point (RFC 2920 §3.1): 554 and close, before any
+ * state check, so content pipelined after a refused DATA never runs as
+ * commands. STARTTLS that will proceed is exempt: cmd_starttls discards the
+ * buffered plaintext (response injection) instead. */
+static int session_sync_violation(struct smtp_session *s, const struct smtp_command *c,
+				  enum smtp_verb verb)
+{
+	if (!c || !(c->flags & CMD_GROUP_END) || verb == SMTP_VERB_QUIT || !buf_avail(&s->conn.in))
+		return 0;
+	if (verb == SMTP_VERB_STARTTLS && (c->states & (1u << s->state)))
+		return 0;
+	KTRACE(smtp_sync_violation, s->id, s->conn.peer, smtp_verb_name(verb),
+	       (uint64_t)buf_avail(&s->conn.in));
+	log_warn("kumod::smtp_server",
+		 "session=%" PRIu64 " peer=%s pipelining sync violation after %s: %zu bytes buffered",
+		 s->id, s->conn.peer, smtp_verb_name(verb), buf_avail(&s->conn.in));
+	session_reply(s, 554, "5.5.0", "Error: SMTP protocol synchronization");
+	session_close(s, "pipelining sync violation");
+	return 1;
+}
+
 static void session_command(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_cmd cmd;
@@ -380,6 +416,8 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
 	memset(&cmd, 0, sizeof(cmd));
 	int rc = smtp_cmd_parse(line, len, &cmd, &err);
 	const struct smtp_command *c = cmd.verb ? &commands[cmd.verb] : NULL;
+	if (session_sync_violation(s, c, cmd.verb))
+		return;
 	if (c && c->proceed && !(c->states & (1u << s->state))) {
 		session_reply(s, 503, s->state == SMTP_STATE_MAIL ? "5.5.0" : "5.5.1", "%s",
 			      bad_sequence_text(s, cmd.verb));
@@ -393,15 +431,12 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
 		session_reply(s, 500, "5.5.1", "Command unrecognized");
 		return;
 	}
-	if ((c->flags & CMD_JUNK) && ++s->junk > SMTP_JUNK_LIMIT)
+	/* Commands that make no progress: past the junk limit each one is an
+	 * error, and errors past the soft limit are tarpitted. */
+	if ((c->flags & CMD_JUNK) && ++s->junk > SMTP_JUNK_LIMIT) {
 		s->errors++;
-	if ((c->flags & CMD_GROUP_END) && buf_avail(&s->conn.in) > 0 &&
-	    cmd.verb != SMTP_VERB_QUIT) {
-		KTRACE(smtp_sync_violation, s->id, s->conn.peer, smtp_verb_name(cmd.verb),
-		       (uint64_t)buf_avail(&s->conn.in));
-		session_reply(s, 554, "5.5.0", "Error: SMTP protocol synchronization");
-		session_close(s, "pipelining sync violation");
-		return;
+		if (s->errors > SMTP_SOFT_ERRORS)
+			s->tarpit = 1;
 	}
 	c->proceed(s, &cmd);
 }
@@ -488,8 +523,6 @@ static void session_message_received(struct smtp_session *s)
 		session_reply(s, 250, NULL, "OK ids=%s", buf_cstr(&ids));
 	else
 		session_reply_policy(s, &fail);
-	if (fail.disconnect)
-		session_close(s, "policy disconnect");
 	buf_free(&ids);
 }
 
@@ -565,6 +598,7 @@ static void session_process(struct smtp_session *s)
 		if (s->state == SMTP_STATE_DATA) {
 			size_t n = smtp_data_feed(&s->df, buf_rptr(in), buf_avail(in), &s->msg->data);
 			buf_consume(in, n);
+			s->data_window_bytes += n;
 			if (s->df.done)
 				session_end_of_data(s);
 			continue;
@@ -595,12 +629,25 @@ static void session_timer_cb(uv_timer_t *t)
 		session_restart_idle(s);
 		conn_resume_read(&s->conn);
 		session_process(s);
+	} else if (s->state == SMTP_STATE_DATA &&
+		   s->data_window_bytes >= SMTP_DATA_MIN_RATE * s->l->cfg.client_timeout_ms / 1000) {
+		/* DATA made enough progress in this client_timeout window. */
+		s->data_window_bytes = 0;
+		session_restart_idle(s);
 	} else if (s->state != SMTP_STATE_CLOSING) {
-		KTRACE(smtp_limit, s->id, s->conn.peer, "client_timeout");
-		if (s->state == SMTP_STATE_DATA)
-			session_reply(s, 451, "4.4.2", "%s data timeout", s->l->cfg.hostname);
-		else
+		if (s->state == SMTP_STATE_DATA) {
+			KTRACE(smtp_limit, s->id, s->conn.peer, "data_min_rate");
+			log_info("kumod::smtp_server",
+				 "session=%" PRIu64 " peer=%s DATA below %d B/s: %" PRIu64
+				 " bytes in %" PRIu64 " ms; message not accepted",
+				 s->id, s->conn.peer, SMTP_DATA_MIN_RATE, s->data_window_bytes,
+				 (uint64_t)s->l->cfg.client_timeout_ms);
+			session_reply(s, 421, "4.4.2", "%s data too slow; closing",
+				      s->l->cfg.hostname);
+		} else {
+			KTRACE(smtp_limit, s->id, s->conn.peer, "client_timeout");
 			session_reply(s, 421, "4.3.2", "%s idle too long", s->l->cfg.hostname);
+		}
 		session_close(s, "timeout");
 	}
 	task_exit(s->task, prev);
@@ -619,8 +666,8 @@ static void session_on_data(struct conn *c)
 {
 	struct smtp_session *s = c->owner;
 	task_wake(s->task);
-	if (s->state == SMTP_STATE_DATA)
-		session_restart_idle(s); /* progress inside DATA */
+	/* No timer restart here: inside DATA the timer checks the minimum rate
+	 * per client_timeout window (a trickle cannot hold a session forever). */
 	session_process(s);
 }
 
@@ -705,6 +752,17 @@ static void session_greet(struct smtp_session *s)
 	struct policy_result r = {0};
 	policy_smtp_connection_accepted(s->meta, &r);
 	session_trace_policy(s, "smtp_server_connection_accepted", &r);
+	size_t early = r.status == POLICY_OK ? conn_input_pending(&s->conn) : 0;
+	if (early) {
+		/* The client spoke before our greeting: the first sync point. */
+		KTRACE(smtp_sync_violation, s->id, s->conn.peer, "greeting", (uint64_t)early);
+		log_warn("kumod::smtp_server",
+			 "session=%" PRIu64 " peer=%s sent %zu bytes before the greeting", s->id,
+			 s->conn.peer, early);
+		session_reply(s, 554, "5.5.0", "Error: SMTP protocol synchronization");
+		session_close(s, "talked before greeting");
+		return;
+	}
 	if (r.status == POLICY_OK) {
 		session_enter_state(s, SMTP_STATE_HELO);
 		session_reply(s, 220, NULL, "%s %s", s->l->cfg.hostname, s->l->cfg.banner);

@@ -116,6 +116,17 @@ def test_invalid_kumod_log_aborts_before_anything_starts(tmp_path):
     assert not mark.exists(), "init ran although KUMOD_LOG was invalid"
 
 
+def test_non_utf8_kumod_log_counts_as_unset(tmp_path):
+    # As upstream: not valid UTF-8 -> the default filter, not a parse error.
+    # The same text in valid UTF-8 is an invalid level and aborts.
+    path = write(tmp_path, IDLE_POLICY)
+    bad = run_kumod(["--policy", path, "--validate"], env={"KUMOD_LOG": "kumod=verbose"})
+    assert bad.returncode == 1, bad
+    r = run_kumod(["--policy", path, "--validate"],
+                  env={"KUMOD_LOG": "kumod=verbose\udcff"})
+    assert r.returncode == 0, r.stderr
+
+
 def test_unwritable_diag_log_dir(tmp_path):
     # A path under a regular file can never be a directory, even for root.
     blocker = tmp_path / "file"
