@@ -38,43 +38,52 @@ static struct {
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-		"Usage: kumod [OPTIONS]\n"
-		"\n"
-		"The kumod mail daemon: ESMTP listener, Lua 5.4 policy, tracepoints.\n"
-		"\n"
-		"Options:\n"
-		"  --policy FILE         policy script (default: $KUMO_POLICY, else policy/init.lua)\n"
-		"  --validate            load the policy, run pre_init/init, exit 0 (valid) or 1\n"
-		"  --user NAME           drop privileges to NAME after binding (when started as root)\n"
-		"  --diag-format FORMAT  diagnostic log format: full (default), compact, json\n"
-		"  --diag-log-dir DIR    write diagnostics to DIR/log.YYYY-MM-DD-HH instead of stderr\n"
-		"  --tokio-console       serve live tasks and queues (alias --console)\n"
-		"  -h, --help            print this help\n"
-		"  -V, --version         print the version\n"
-		"\n"
-		"Environment:\n"
-		"  KUMOD_LOG             diagnostic filter, e.g. kumod=trace or warn,kumod=debug\n"
-		"  KUMO_POLICY           default policy path\n"
-		"  NO_COLOR              disable ANSI colour in diagnostics\n"
-		"\n"
-		"Docs: docs/getting-started.md, docs/kumod-log.md, docs/tracing.md, docs/policy-api.md\n");
+	fprintf(
+	    out,
+	    "Usage: kumod [OPTIONS]\n"
+	    "\n"
+	    "The kumod mail daemon: ESMTP listener, Lua 5.4 policy, tracepoints.\n"
+	    "\n"
+	    "Options:\n"
+	    "  --policy FILE         policy script (default: $KUMO_POLICY, else policy/init.lua)\n"
+	    "  --validate            load the policy, run pre_init/init, exit 0 (valid) or 1\n"
+	    "  --user NAME           drop privileges to NAME after binding (when started as root)\n"
+	    "  --diag-format FORMAT  diagnostic log format: full (default), compact, json\n"
+	    "  --diag-log-dir DIR    write diagnostics to DIR/log.YYYY-MM-DD-HH instead of stderr\n"
+	    "  --tokio-console       serve live tasks and queues (alias --console)\n"
+	    "  -h, --help            print this help\n"
+	    "  -V, --version         print the version\n"
+	    "\n"
+	    "Environment:\n"
+	    "  KUMOD_LOG             diagnostic filter, e.g. kumod=trace or warn,kumod=debug\n"
+	    "  KUMO_POLICY           default policy path\n"
+	    "  NO_COLOR              disable ANSI colour in diagnostics\n"
+	    "\n"
+	    "Docs: docs/getting-started.md, docs/kumod-log.md, docs/tracing.md, "
+	    "docs/policy-api.md\n");
 }
 
 static int parse_args(int argc, char **argv)
 {
-	enum { OPT_POLICY = 256, OPT_VALIDATE, OPT_USER, OPT_FORMAT, OPT_DIR, OPT_CONSOLE };
+	enum {
+		OPT_POLICY = 256,
+		OPT_VALIDATE,
+		OPT_USER,
+		OPT_FORMAT,
+		OPT_DIR,
+		OPT_CONSOLE
+	};
 	static const struct option opts[] = {
-		{"policy", required_argument, NULL, OPT_POLICY},
-		{"validate", no_argument, NULL, OPT_VALIDATE},
-		{"user", required_argument, NULL, OPT_USER},
-		{"diag-format", required_argument, NULL, OPT_FORMAT},
-		{"diag-log-dir", required_argument, NULL, OPT_DIR},
-		{"tokio-console", no_argument, NULL, OPT_CONSOLE},
-		{"console", no_argument, NULL, OPT_CONSOLE},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"policy", required_argument, NULL, OPT_POLICY},
+	    {"validate", no_argument, NULL, OPT_VALIDATE},
+	    {"user", required_argument, NULL, OPT_USER},
+	    {"diag-format", required_argument, NULL, OPT_FORMAT},
+	    {"diag-log-dir", required_argument, NULL, OPT_DIR},
+	    {"tokio-console", no_argument, NULL, OPT_CONSOLE},
+	    {"console", no_argument, NULL, OPT_CONSOLE},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	opterr = 0;
 	int c;
@@ -97,7 +106,9 @@ static int parse_args(int argc, char **argv)
 			else if (strcmp(optarg, "json") == 0)
 				app.format = LOG_FORMAT_JSON;
 			else {
-				fprintf(stderr, "kumod: invalid --diag-format '%s' (full, compact, json)\n", optarg);
+				fprintf(stderr,
+					"kumod: invalid --diag-format '%s' (full, compact, json)\n",
+					optarg);
 				return 2;
 			}
 			break;
@@ -114,10 +125,12 @@ static int parse_args(int argc, char **argv)
 			printf("kumod %s\n", KUMOD_VERSION);
 			exit(0);
 		case ':':
-			fprintf(stderr, "kumod: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+			fprintf(stderr, "kumod: option '%s' needs a value (see --help)\n",
+				argv[optind - 1]);
 			return 2;
 		default:
-			fprintf(stderr, "kumod: unknown option '%s' (see --help)\n", argv[optind - 1]);
+			fprintf(stderr, "kumod: unknown option '%s' (see --help)\n",
+				argv[optind - 1]);
 			return 2;
 		}
 	}
@@ -146,7 +159,8 @@ static int setup_logging(void)
 	if (app.diag_dir) {
 		int rc = log_set_dir(app.diag_dir);
 		if (rc < 0) {
-			fprintf(stderr, "kumod: --diag-log-dir '%s': %s\n", app.diag_dir, strerror(-rc));
+			fprintf(stderr, "kumod: --diag-log-dir '%s': %s\n", app.diag_dir,
+				strerror(-rc));
 			return 1;
 		}
 	}
@@ -177,7 +191,8 @@ static int drop_privileges(void)
 	if (geteuid() != 0) {
 		if (pw->pw_uid == geteuid())
 			return 0;
-		fprintf(stderr, "kumod: --user '%s': must be started as root to switch user\n", app.user);
+		fprintf(stderr, "kumod: --user '%s': must be started as root to switch user\n",
+			app.user);
 		return 1;
 	}
 	if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
@@ -214,7 +229,8 @@ static void shutdown_tick(uv_timer_t *t)
 		return;
 	}
 	if (clock_mono_ns() >= app.shutdown_deadline) {
-		log_warn("kumod", "shutdown grace period over with %zu sessions open; closing them", left);
+		log_warn("kumod", "shutdown grace period over with %zu sessions open; closing them",
+			 left);
 		task_exit(app.main_task, prev);
 		finish_shutdown();
 		return;
@@ -292,7 +308,9 @@ int main(int argc, char **argv)
 	if (drop_privileges())
 		return 1;
 	if (app.console)
-		log_warn("kumod", "--tokio-console: the introspection server is not built yet; flag accepted");
+		log_warn(
+		    "kumod",
+		    "--tokio-console: the introspection server is not built yet; flag accepted");
 	start_runtime(loop);
 	task_set_phase(app.main_task, "Running", NULL);
 	KTRACE(init_complete);

@@ -13,16 +13,16 @@
 struct message;
 
 enum policy_status {
-	POLICY_OK = 0,   /* handler ran (or none defined) */
-	POLICY_REJECT,   /* kumo.reject(code, text): send code + text */
-	POLICY_ERROR,    /* Lua error, bad return, budget exceeded: caller answers 451 4.3.0 */
+	POLICY_OK = 0, /* handler ran (or none defined) */
+	POLICY_REJECT, /* kumo.reject(code, text): send code + text */
+	POLICY_ERROR,  /* Lua error, bad return, budget exceeded: caller answers 451 4.3.0 */
 };
 
 struct policy_result {
 	enum policy_status status;
-	int code;         /* for POLICY_REJECT: 400..599 */
-	char text[512];   /* reply text (may start with an enhanced code) or error message */
-	int disconnect;   /* kumo.disconnect(): close after the reply */
+	int code;	/* for POLICY_REJECT: 400..599 */
+	char text[512]; /* reply text (may start with an enhanced code) or error message */
+	int disconnect; /* kumo.disconnect(): close after the reply */
 };
 
 /* Loads the policy file, runs pre_init and init. validate: --validate mode
@@ -38,8 +38,7 @@ void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)
 void policy_smtp_ehlo(const char *domain, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r);
-void policy_smtp_message_received(struct message *msg, json_t *conn_meta,
-				  struct policy_result *r);
+void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r);
 
 /* get_listener_domain(domain, listener, conn_meta): *found = 1 when the
  * handler returned a listener domain; then relay_to and relay_from (a JSON

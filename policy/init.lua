@@ -1,23 +1,23 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- Default policy for `make run`: an ESMTP listener on 127.0.0.1:2025 that
 -- relays for loopback clients. Edit freely; see docs/policy-api.md.
-local kumo = require('kumo')
+local kumo = require("kumo")
 
-kumo.on('init', function()
-  kumo.start_esmtp_listener({
-    listen = os.getenv('KUMO_LISTEN') or '127.0.0.1:2025',
-    hostname = 'localhost',
-    relay_hosts = { '127.0.0.1', '::1' },
-  })
-  kumo.log_info('policy loaded; listening for SMTP')
+kumo.on("init", function()
+	kumo.start_esmtp_listener({
+		listen = os.getenv("KUMO_LISTEN") or "127.0.0.1:2025",
+		hostname = "localhost",
+		relay_hosts = { "127.0.0.1", "::1" },
+	})
+	kumo.log_info("policy loaded; listening for SMTP")
 end)
 
-kumo.on('smtp_server_message_received', function(msg)
-  -- Route by the X-Tenant header when present (KumoMTA convention).
-  local tenant = msg:get_first_named_header_value('X-Tenant')
-  if tenant then
-    msg:set_meta('tenant', tenant)
-    msg:remove_all_named_headers('X-Tenant')
-  end
-  kumo.log_debug('received', msg:id(), 'from', tostring(msg:sender()))
+kumo.on("smtp_server_message_received", function(msg)
+	-- Route by the X-Tenant header when present (KumoMTA convention).
+	local tenant = msg:get_first_named_header_value("X-Tenant")
+	if tenant then
+		msg:set_meta("tenant", tenant)
+		msg:remove_all_named_headers("X-Tenant")
+	end
+	kumo.log_debug("received", msg:id(), "from", tostring(msg:sender()))
 end)

@@ -8,87 +8,87 @@
 --   KUMO_SINK_BOUNCE_PERCENT  random 550 for this share of recipients (0-100)
 --   KUMO_SINK_CAPTURE_DIR     store accepted messages maildir-style (tmp/ then new/)
 -- See sink/README.md for the magic local parts.
-local kumo = require('kumo')
+local kumo = require("kumo")
 
-local port = os.getenv('KUMO_SINK_PORT') or '2026'
-local listen = os.getenv('KUMO_SINK_LISTEN') or ('127.0.0.1:' .. port)
-local defer_percent = tonumber(os.getenv('KUMO_SINK_DEFER_PERCENT') or '0') or 0
-local bounce_percent = tonumber(os.getenv('KUMO_SINK_BOUNCE_PERCENT') or '0') or 0
-local capture_dir = os.getenv('KUMO_SINK_CAPTURE_DIR')
+local port = os.getenv("KUMO_SINK_PORT") or "2026"
+local listen = os.getenv("KUMO_SINK_LISTEN") or ("127.0.0.1:" .. port)
+local defer_percent = tonumber(os.getenv("KUMO_SINK_DEFER_PERCENT") or "0") or 0
+local bounce_percent = tonumber(os.getenv("KUMO_SINK_BOUNCE_PERCENT") or "0") or 0
+local capture_dir = os.getenv("KUMO_SINK_CAPTURE_DIR")
 
-kumo.on('init', function()
-  kumo.start_esmtp_listener({
-    listen = listen,
-    -- A sink accepts mail for any destination from any peer.
-    relay_hosts = { '0.0.0.0/0', '::/0' },
-  })
-  if capture_dir then
-    -- Operator-supplied path (never envelope data), shell-quoted.
-    local q = "'" .. capture_dir:gsub("'", "'\\''") .. "'"
-    assert(os.execute('mkdir -p ' .. q .. '/tmp ' .. q .. '/new'), 'cannot create ' .. capture_dir)
-  end
+kumo.on("init", function()
+	kumo.start_esmtp_listener({
+		listen = listen,
+		-- A sink accepts mail for any destination from any peer.
+		relay_hosts = { "0.0.0.0/0", "::/0" },
+	})
+	if capture_dir then
+		-- Operator-supplied path (never envelope data), shell-quoted.
+		local q = "'" .. capture_dir:gsub("'", "'\\''") .. "'"
+		assert(os.execute("mkdir -p " .. q .. "/tmp " .. q .. "/new"), "cannot create " .. capture_dir)
+	end
 end)
 
 -- Magic local parts, first match wins (KumoMTA's test sink, with our codes).
 local function magic(user)
-  if user:find('full-enh', 1, true) then
-    return 452, '4.1.1 mailbox is full'
-  elseif user:find('full', 1, true) then
-    return 452, 'mailbox is full'
-  elseif user:find('tempfail', 1, true) then
-    return 451, '4.7.1 tempfail requested'
-  elseif user:find('permfail', 1, true) then
-    return 550, '5.7.1 permfail requested'
-  end
-  local code = user:match('^(%d%d%d)%-')
-  if code then
-    code = tonumber(code)
-    if code >= 400 and code <= 599 then
-      return code, 'you said ' .. user
-    end
-  end
-  return nil
+	if user:find("full-enh", 1, true) then
+		return 452, "4.1.1 mailbox is full"
+	elseif user:find("full", 1, true) then
+		return 452, "mailbox is full"
+	elseif user:find("tempfail", 1, true) then
+		return 451, "4.7.1 tempfail requested"
+	elseif user:find("permfail", 1, true) then
+		return 550, "5.7.1 permfail requested"
+	end
+	local code = user:match("^(%d%d%d)%-")
+	if code then
+		code = tonumber(code)
+		if code >= 400 and code <= 599 then
+			return code, "you said " .. user
+		end
+	end
+	return nil
 end
 
 local function check(addr)
-  local code, text = magic(addr.user)
-  if code == 421 then
-    kumo.disconnect(421, 'disconnecting ' .. addr.user)
-  elseif code then
-    kumo.reject(code, text)
-  end
+	local code, text = magic(addr.user)
+	if code == 421 then
+		kumo.disconnect(421, "disconnecting " .. addr.user)
+	elseif code then
+		kumo.reject(code, text)
+	end
 end
 
-kumo.on('smtp_server_mail_from', function(sender)
-  check(sender)
+kumo.on("smtp_server_mail_from", function(sender)
+	check(sender)
 end)
 
-kumo.on('smtp_server_rcpt_to', function(recipient)
-  check(recipient)
-  local roll = math.random() * 100
-  if roll < bounce_percent then
-    kumo.reject(550, '5.7.1 boing!')
-  elseif roll < bounce_percent + defer_percent then
-    kumo.reject(451, '4.7.1 later!')
-  end
+kumo.on("smtp_server_rcpt_to", function(recipient)
+	check(recipient)
+	local roll = math.random() * 100
+	if roll < bounce_percent then
+		kumo.reject(550, "5.7.1 boing!")
+	elseif roll < bounce_percent + defer_percent then
+		kumo.reject(451, "4.7.1 later!")
+	end
 end)
 
 local function capture(msg)
-  local tmp = capture_dir .. '/tmp/' .. msg:id()
-  local f = assert(io.open(tmp, 'wb'))
-  f:write(msg:get_data())
-  f:close()
-  assert(os.rename(tmp, capture_dir .. '/new/' .. msg:id() .. '.eml'))
+	local tmp = capture_dir .. "/tmp/" .. msg:id()
+	local f = assert(io.open(tmp, "wb"))
+	f:write(msg:get_data())
+	f:close()
+	assert(os.rename(tmp, capture_dir .. "/new/" .. msg:id() .. ".eml"))
 end
 
-kumo.on('smtp_server_message_received', function(msg)
-  local sender = msg:sender()
-  if sender.user:find('^disconnect%-in%-data') then
-    kumo.disconnect(451, 'disconnecting ' .. sender.user)
-  end
-  if capture_dir then
-    capture(msg)
-  end
-  -- The 'null' queue counts the message and discards it.
-  msg:set_meta('queue', 'null')
+kumo.on("smtp_server_message_received", function(msg)
+	local sender = msg:sender()
+	if sender.user:find("^disconnect%-in%-data") then
+		kumo.disconnect(451, "disconnecting " .. sender.user)
+	end
+	if capture_dir then
+		capture(msg)
+	end
+	-- The 'null' queue counts the message and discards it.
+	msg:set_meta("queue", "null")
 end)

@@ -46,8 +46,8 @@ static inline int log_site_enabled(struct log_site *site)
 }
 
 /* Default filter when KUMOD_LOG is unset. */
-#define LOG_DEFAULT_FILTER                                                                         \
-	"kumod=info,config=info,kumo_server_common=info,kumo_server_runtime=info,lruttl=info,"     \
+#define LOG_DEFAULT_FILTER                                                                     \
+	"kumod=info,config=info,kumo_server_common=info,kumo_server_runtime=info,lruttl=info," \
 	"mod_memoize=info,spool=info,lua=info,kumo_api_types=info"
 
 /* Installs a filter from text (strict). On error returns -EINVAL, keeps the
@@ -66,13 +66,13 @@ void log_set_thread_name(const char *name);
 /* Emits one event for an enabled site. `msg` is already rendered. */
 void log_emit(const struct log_site *site, const char *msg);
 void log_emitf(const struct log_site *site, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
-#define KLOG(lvl, tgt, ...)                                                                        \
-	do {                                                                                       \
-		static struct log_site klog_site_ = {(tgt), (lvl), ~0u, 0};                        \
-		if (log_site_enabled(&klog_site_))                                                 \
-			log_emitf(&klog_site_, __VA_ARGS__);                                       \
+#define KLOG(lvl, tgt, ...)                                                 \
+	do {                                                                \
+		static struct log_site klog_site_ = {(tgt), (lvl), ~0u, 0}; \
+		if (log_site_enabled(&klog_site_))                          \
+			log_emitf(&klog_site_, __VA_ARGS__);                \
 	} while (0)
 
 #define log_error(tgt, ...) KLOG(LOG_LEVEL_ERROR, tgt, __VA_ARGS__)

@@ -34,7 +34,8 @@ static void task_touch(struct task *t)
 	t->change_seq = ++reg.seq;
 }
 
-struct task *task_spawn_at(const char *kind, const char *name, uint64_t parent, const char *location)
+struct task *task_spawn_at(const char *kind, const char *name, uint64_t parent,
+			   const char *location)
 {
 	struct task *t = xcalloc(1, sizeof(*t));
 	t->id = reg.next_id++;

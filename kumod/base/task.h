@@ -29,7 +29,7 @@ struct task {
 	uint64_t id;
 	uint64_t parent;
 	const char *kind;     /* static string: "listener", "smtp_server", ... */
-	char *name;           /* owned */
+	char *name;	      /* owned */
 	const char *location; /* static "file:line" of the spawning code */
 	struct task_field fields[TASK_MAX_FIELDS];
 	size_t nfields;
@@ -49,9 +49,11 @@ struct task {
 
 #define TASK_STR_(x) #x
 #define TASK_STR(x) TASK_STR_(x)
-#define task_spawn(kind, name, parent) task_spawn_at((kind), (name), (parent), __FILE__ ":" TASK_STR(__LINE__))
+#define task_spawn(kind, name, parent) \
+	task_spawn_at((kind), (name), (parent), __FILE__ ":" TASK_STR(__LINE__))
 
-struct task *task_spawn_at(const char *kind, const char *name, uint64_t parent, const char *location);
+struct task *task_spawn_at(const char *kind, const char *name, uint64_t parent,
+			   const char *location);
 void task_set_field(struct task *t, const char *key, const char *value);
 /* Sets the MTA phase (copied) and wait reason (static string or NULL);
  * emits a phase tracepoint when the phase text changes. */

@@ -15,10 +15,10 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void panic(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* Free and clear, so no reachable pointer dangles. */
-#define xfree(p)                                                                                   \
-	do {                                                                                       \
-		free(p);                                                                           \
-		(p) = NULL;                                                                        \
+#define xfree(p)            \
+	do {                \
+		free(p);    \
+		(p) = NULL; \
 	} while (0)
 
 #endif

@@ -256,8 +256,8 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 		struct sockaddr_storage ss;
 		int len = sizeof(ss);
 		if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
-			conn_format_addr((struct sockaddr *)&ss, c->local, sizeof(c->local), NULL, 0,
-					 NULL, NULL);
+			conn_format_addr((struct sockaddr *)&ss, c->local, sizeof(c->local), NULL,
+					 0, NULL, NULL);
 		uv_tcp_nodelay(&c->tcp, 1);
 	}
 	c->h->on_connect(c, status);

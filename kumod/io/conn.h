@@ -17,11 +17,11 @@ struct conn;
 struct task;
 
 struct conn_handler {
-	void (*on_data)(struct conn *c);          /* new plaintext appended to c->in */
-	void (*on_eof)(struct conn *c, int err);  /* peer closed (0) or error (<0) */
-	void (*on_tls)(struct conn *c, int ok);   /* STARTTLS handshake finished */
-	void (*on_drain)(struct conn *c);         /* optional: every queued byte written */
-	void (*on_closed)(struct conn *c);        /* handle closed: owner may free */
+	void (*on_data)(struct conn *c);		/* new plaintext appended to c->in */
+	void (*on_eof)(struct conn *c, int err);	/* peer closed (0) or error (<0) */
+	void (*on_tls)(struct conn *c, int ok);		/* STARTTLS handshake finished */
+	void (*on_drain)(struct conn *c);		/* optional: every queued byte written */
+	void (*on_closed)(struct conn *c);		/* handle closed: owner may free */
 	void (*on_connect)(struct conn *c, int status); /* client side: 0 or -errno */
 };
 
@@ -36,7 +36,7 @@ struct conn {
 	const struct conn_handler *h;
 	void *owner;
 	struct task *task;
-	struct buf in;  /* plaintext received, not yet consumed by the owner */
+	struct buf in;	/* plaintext received, not yet consumed by the owner */
 	struct buf out; /* plaintext queued by conn_write, sent by conn_flush */
 	SSL *ssl;
 	BIO *net_in, *net_out;
@@ -45,7 +45,7 @@ struct conn {
 	int reading;
 	int read_paused;
 	size_t inflight; /* bytes handed to uv_write and not yet completed */
-	char peer[64];   /* "ip:port" or "[v6]:port" */
+	char peer[64];	 /* "ip:port" or "[v6]:port" */
 	char peer_ip[48];
 	int peer_family; /* 4 or 6 */
 	uint8_t peer_addr[16];

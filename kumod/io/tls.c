@@ -64,7 +64,8 @@ SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char *hostn
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
 	if (cert || key) {
 		if (!cert || !key) {
-			snprintf(err, errlen, "tls_certificate and tls_private_key must be set together");
+			snprintf(err, errlen,
+				 "tls_certificate and tls_private_key must be set together");
 			goto fail;
 		}
 		if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {

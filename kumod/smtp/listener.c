@@ -95,14 +95,14 @@ static void listener_on_connection(uv_stream_t *server, int status)
 	if (l->closed)
 		;
 	else if (status < 0)
-		log_warn("kumod::smtp_server", "accept on %s failed: %s", l->addr, uv_strerror(status));
+		log_warn("kumod::smtp_server", "accept on %s failed: %s", l->addr,
+			 uv_strerror(status));
 	else
 		smtp_session__accept(l);
 	task_exit(l->task, prev);
 }
 
-int smtp_listener_start(uv_loop_t *loop, struct smtp_listener_config *cfg, char *err,
-			size_t errlen)
+int smtp_listener_start(uv_loop_t *loop, struct smtp_listener_config *cfg, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));

@@ -14,23 +14,23 @@
 struct uv_loop_s;
 
 struct smtp_listener_config {
-	char *listen;          /* "127.0.0.1:2025", "[::1]:2025", "0:2026" */
-	char *hostname;        /* default gethostname() */
-	char *banner;          /* default "KumoMTA" */
-	struct cidr_list relay_hosts; /* default 127.0.0.1, ::1 */
-	size_t max_connections;        /* 32768 */
-	uint64_t client_timeout_ms;    /* 60 s */
-	uint64_t data_processing_timeout_ms; /* 300 s */
-	size_t max_message_size;       /* 20 MiB */
-	size_t max_recipients_per_message; /* 1024 */
-	size_t max_messages_per_connection; /* 10000 */
-	size_t line_length_hard_limit; /* 998 */
+	char *listen;				   /* "127.0.0.1:2025", "[::1]:2025", "0:2026" */
+	char *hostname;				   /* default gethostname() */
+	char *banner;				   /* default "KumoMTA" */
+	struct cidr_list relay_hosts;		   /* default 127.0.0.1, ::1 */
+	size_t max_connections;			   /* 32768 */
+	uint64_t client_timeout_ms;		   /* 60 s */
+	uint64_t data_processing_timeout_ms;	   /* 300 s */
+	size_t max_message_size;		   /* 20 MiB */
+	size_t max_recipients_per_message;	   /* 1024 */
+	size_t max_messages_per_connection;	   /* 10000 */
+	size_t line_length_hard_limit;		   /* 998 */
 	enum smtp_eol_policy invalid_line_endings; /* Deny */
-	char *tls_certificate;         /* PEM path or NULL (self-signed) */
+	char *tls_certificate;			   /* PEM path or NULL (self-signed) */
 	char *tls_private_key;
-	int received_header;           /* trace_headers.received_header, default true */
-	int supplemental_header;       /* trace_headers.supplemental_header, default true */
-	char *trace_header_name;       /* "X-KumoRef" */
+	int received_header;	 /* trace_headers.received_header, default true */
+	int supplemental_header; /* trace_headers.supplemental_header, default true */
+	char *trace_header_name; /* "X-KumoRef" */
 };
 
 /* Fills the KumoMTA defaults (strings allocated). */

@@ -30,13 +30,13 @@ struct smtp_listener {
 
 enum smtp_state {
 	SMTP_STATE_GREETING = 0, /* before our 220 */
-	SMTP_STATE_HELO,         /* greeted, waiting for EHLO/HELO */
-	SMTP_STATE_READY,        /* after EHLO, no transaction */
-	SMTP_STATE_MAIL,         /* MAIL accepted */
-	SMTP_STATE_RCPT,         /* at least one RCPT accepted */
-	SMTP_STATE_DATA,         /* reading content */
-	SMTP_STATE_TLS,          /* handshake in progress */
-	SMTP_STATE_REJECTED,     /* 554 greeting: only QUIT */
+	SMTP_STATE_HELO,	 /* greeted, waiting for EHLO/HELO */
+	SMTP_STATE_READY,	 /* after EHLO, no transaction */
+	SMTP_STATE_MAIL,	 /* MAIL accepted */
+	SMTP_STATE_RCPT,	 /* at least one RCPT accepted */
+	SMTP_STATE_DATA,	 /* reading content */
+	SMTP_STATE_TLS,		 /* handshake in progress */
+	SMTP_STATE_REJECTED,	 /* 554 greeting: only QUIT */
 	SMTP_STATE_CLOSING,
 	SMTP_STATE__COUNT,
 };
@@ -58,12 +58,12 @@ struct smtp_session {
 	struct message *msg; /* open transaction */
 	size_t messages;     /* transactions completed on this connection */
 	unsigned errors, junk;
-	int tarpit;          /* reply delayed: output held until the timer fires */
-	int processing;      /* inside process_input (re-entrancy guard) */
-	json_t *meta;        /* connection metadata */
+	int tarpit;	/* reply delayed: output held until the timer fires */
+	int processing; /* inside process_input (re-entrancy guard) */
+	json_t *meta;	/* connection metadata */
 	uint64_t data_started_ns;
 	uint64_t data_window_bytes; /* DATA bytes since the last client_timeout window */
-	int txn_smtputf8;           /* the open transaction's MAIL carried SMTPUTF8 */
+	int txn_smtputf8;	    /* the open transaction's MAIL carried SMTPUTF8 */
 	struct smtp_session *next, *prev;
 };
 

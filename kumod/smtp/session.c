@@ -33,11 +33,11 @@ static struct smtp_session *sessions;
 static size_t nsessions;
 
 static const char *const state_names[SMTP_STATE__COUNT] = {
-	[SMTP_STATE_GREETING] = "Greeting", [SMTP_STATE_HELO] = "Helo",
-	[SMTP_STATE_READY] = "Ready",       [SMTP_STATE_MAIL] = "Mail",
-	[SMTP_STATE_RCPT] = "Rcpt",         [SMTP_STATE_DATA] = "Data",
-	[SMTP_STATE_TLS] = "Tls",           [SMTP_STATE_REJECTED] = "Rejected",
-	[SMTP_STATE_CLOSING] = "Closing",
+    [SMTP_STATE_GREETING] = "Greeting", [SMTP_STATE_HELO] = "Helo",
+    [SMTP_STATE_READY] = "Ready",	[SMTP_STATE_MAIL] = "Mail",
+    [SMTP_STATE_RCPT] = "Rcpt",		[SMTP_STATE_DATA] = "Data",
+    [SMTP_STATE_TLS] = "Tls",		[SMTP_STATE_REJECTED] = "Rejected",
+    [SMTP_STATE_CLOSING] = "Closing",
 };
 
 static void session_process(struct smtp_session *s);
@@ -62,10 +62,10 @@ static int reply_is_error(int code)
 
 /* Queues one reply. Protocol errors count towards the error limits; past
  * the soft limit the reply is held back (tarpit). */
-static void session_reply(struct smtp_session *s, int code, const char *enhanced,
-			  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void session_reply(struct smtp_session *s, int code, const char *enhanced,
-			  const char *fmt, ...)
+static void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt,
+			  ...) __attribute__((format(printf, 4, 5)));
+static void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt,
+			  ...)
 {
 	char text[600];
 	va_list ap;
@@ -205,9 +205,10 @@ static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 		return;
 	}
 	char text[512];
-	int n = snprintf(text, sizeof(text),
-			 "%s Aloha %s\nPIPELINING\nENHANCEDSTATUSCODES\n8BITMIME\nSMTPUTF8\nSIZE %zu",
-			 host, domain, s->l->cfg.max_message_size);
+	int n =
+	    snprintf(text, sizeof(text),
+		     "%s Aloha %s\nPIPELINING\nENHANCEDSTATUSCODES\n8BITMIME\nSMTPUTF8\nSIZE %zu",
+		     host, domain, s->l->cfg.max_message_size);
 	if (s->conn.tls == CONN_TLS_NONE && s->l->tls_ctx)
 		snprintf(text + n, sizeof(text) - (size_t)n, "\nSTARTTLS");
 	session_reply(s, 250, NULL, "%s", text);
@@ -300,7 +301,8 @@ static void cmd_quit(struct smtp_session *s, struct smtp_cmd *cmd)
 
 static void cmd_vrfy(struct smtp_session *s, struct smtp_cmd *cmd)
 {
-	session_reply(s, 252, "2.1.5", "Cannot VRFY user, but will accept message and attempt delivery");
+	session_reply(s, 252, "2.1.5",
+		      "Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 static void cmd_help(struct smtp_session *s, struct smtp_cmd *cmd)
@@ -335,7 +337,8 @@ static void cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 	if (dropped) {
 		KTRACE(smtp_tls_injection, s->id, s->conn.peer, dropped);
 		log_warn("kumod::smtp_server",
-			 "session=%" PRIu64 " peer=%s discarded %zu plaintext bytes sent after STARTTLS",
+			 "session=%" PRIu64
+			 " peer=%s discarded %zu plaintext bytes sent after STARTTLS",
 			 s->id, s->conn.peer, dropped);
 	}
 }
@@ -343,7 +346,7 @@ static void cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 /* Command table: allowed states, flags and handler. */
 enum {
 	CMD_GROUP_END = 1, /* ends a pipelining group: nothing may follow it in the batch */
-	CMD_JUNK = 2,      /* no progress: counted against the junk limit */
+	CMD_JUNK = 2,	   /* no progress: counted against the junk limit */
 };
 #define ST(x) (1u << SMTP_STATE_##x)
 #define ST_ANY (ST(HELO) | ST(READY) | ST(MAIL) | ST(RCPT))
@@ -356,22 +359,22 @@ struct smtp_command {
 };
 
 static const struct smtp_command commands[SMTP_VERB__COUNT] = {
-	[SMTP_VERB_HELO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_helo},
-	[SMTP_VERB_EHLO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_helo},
-	[SMTP_VERB_MAIL] = {ST(READY), 0, "MAIL FROM already issued; you must RSET first", cmd_mail},
-	[SMTP_VERB_RCPT] = {ST(MAIL) | ST(RCPT), 0, "need MAIL first", cmd_rcpt},
-	[SMTP_VERB_DATA] = {ST(RCPT), CMD_GROUP_END, "need RCPT first", cmd_data},
-	[SMTP_VERB_RSET] = {ST_ANY, CMD_JUNK, NULL, cmd_rset},
-	[SMTP_VERB_NOOP] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_noop},
-	[SMTP_VERB_QUIT] = {ST_ANY | ST(REJECTED), 0, NULL, cmd_quit},
-	[SMTP_VERB_VRFY] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_vrfy},
-	[SMTP_VERB_EXPN] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_unimplemented},
-	[SMTP_VERB_HELP] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_help},
-	[SMTP_VERB_STARTTLS] = {ST(READY), CMD_GROUP_END, "STARTTLS not allowed here", cmd_starttls},
-	[SMTP_VERB_AUTH] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
-	[SMTP_VERB_BDAT] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
-	[SMTP_VERB_XCLIENT] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
-	[SMTP_VERB_LHLO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+    [SMTP_VERB_HELO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_helo},
+    [SMTP_VERB_EHLO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_helo},
+    [SMTP_VERB_MAIL] = {ST(READY), 0, "MAIL FROM already issued; you must RSET first", cmd_mail},
+    [SMTP_VERB_RCPT] = {ST(MAIL) | ST(RCPT), 0, "need MAIL first", cmd_rcpt},
+    [SMTP_VERB_DATA] = {ST(RCPT), CMD_GROUP_END, "need RCPT first", cmd_data},
+    [SMTP_VERB_RSET] = {ST_ANY, CMD_JUNK, NULL, cmd_rset},
+    [SMTP_VERB_NOOP] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_noop},
+    [SMTP_VERB_QUIT] = {ST_ANY | ST(REJECTED), 0, NULL, cmd_quit},
+    [SMTP_VERB_VRFY] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_vrfy},
+    [SMTP_VERB_EXPN] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_unimplemented},
+    [SMTP_VERB_HELP] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_help},
+    [SMTP_VERB_STARTTLS] = {ST(READY), CMD_GROUP_END, "STARTTLS not allowed here", cmd_starttls},
+    [SMTP_VERB_AUTH] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+    [SMTP_VERB_BDAT] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+    [SMTP_VERB_XCLIENT] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+    [SMTP_VERB_LHLO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
 };
 
 static const char *bad_sequence_text(struct smtp_session *s, enum smtp_verb verb)
@@ -402,7 +405,8 @@ static int session_sync_violation(struct smtp_session *s, const struct smtp_comm
 	KTRACE(smtp_sync_violation, s->id, s->conn.peer, smtp_verb_name(verb),
 	       (uint64_t)buf_avail(&s->conn.in));
 	log_warn("kumod::smtp_server",
-		 "session=%" PRIu64 " peer=%s pipelining sync violation after %s: %zu bytes buffered",
+		 "session=%" PRIu64
+		 " peer=%s pipelining sync violation after %s: %zu bytes buffered",
 		 s->id, s->conn.peer, smtp_verb_name(verb), buf_avail(&s->conn.in));
 	session_reply(s, 554, "5.5.0", "Error: SMTP protocol synchronization");
 	session_close(s, "pipelining sync violation");
@@ -448,7 +452,8 @@ static void neuter(char *dst, size_t cap, const char *src)
 	size_t j = 0;
 	for (; *src && j + 1 < cap; src++) {
 		unsigned char ch = (unsigned char)*src;
-		dst[j++] = (ch < 33 || ch > 126 || ch == '(' || ch == ')' || ch == ';') ? '_' : (char)ch;
+		dst[j++] =
+		    (ch < 33 || ch > 126 || ch == '(' || ch == ')' || ch == ';') ? '_' : (char)ch;
 	}
 	dst[j] = 0;
 }
@@ -474,8 +479,9 @@ static void session_add_trace_headers(struct smtp_session *s, struct message *m,
 		struct tm tm;
 		gmtime_r(&now, &tm);
 		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-		snprintf(value, sizeof(value), "from %s (%s) by %s (KumoMTA) with %s id %s for <%s>; %s",
-			 helo, s->conn.peer_ip, cfg->hostname,
+		snprintf(value, sizeof(value),
+			 "from %s (%s) by %s (KumoMTA) with %s id %s for <%s>; %s", helo,
+			 s->conn.peer_ip, cfg->hostname,
 			 s->conn.tls == CONN_TLS_ACTIVE ? "ESMTPS" : "ESMTP", m->id, rcpt, date);
 		message_prepend_header(m, "Received", value);
 	}
@@ -491,7 +497,8 @@ static void session_message_received(struct smtp_session *s)
 	int code = 250;
 	struct policy_result fail = {0};
 	for (size_t i = 0; i < tx->nrecipients && code == 250; i++) {
-		struct message *m = i == 0 && tx->nrecipients == 1 ? message_ref(tx) : message_new();
+		struct message *m =
+		    i == 0 && tx->nrecipients == 1 ? message_ref(tx) : message_new();
 		if (m != tx) {
 			message_set_sender(m, tx->sender);
 			message_add_recipient(m, tx->recipients[i]);
@@ -560,7 +567,7 @@ static int session_handle_line(struct smtp_session *s)
 	size_t line_len = 0, consumed = 0;
 	struct buf *in = &s->conn.in;
 	enum smtp_line_status st =
-		smtp_line_next(&s->lr, buf_rptr(in), buf_avail(in), &line_len, &consumed);
+	    smtp_line_next(&s->lr, buf_rptr(in), buf_avail(in), &line_len, &consumed);
 	if (st != SMTP_LINE_OK) {
 		buf_consume(in, consumed);
 		if (st == SMTP_LINE_TOO_LONG) {
@@ -596,7 +603,8 @@ static void session_process(struct smtp_session *s)
 		if (!buf_avail(in))
 			break;
 		if (s->state == SMTP_STATE_DATA) {
-			size_t n = smtp_data_feed(&s->df, buf_rptr(in), buf_avail(in), &s->msg->data);
+			size_t n =
+			    smtp_data_feed(&s->df, buf_rptr(in), buf_avail(in), &s->msg->data);
 			buf_consume(in, n);
 			s->data_window_bytes += n;
 			if (s->df.done)
@@ -630,7 +638,8 @@ static void session_timer_cb(uv_timer_t *t)
 		conn_resume_read(&s->conn);
 		session_process(s);
 	} else if (s->state == SMTP_STATE_DATA &&
-		   s->data_window_bytes >= SMTP_DATA_MIN_RATE * s->l->cfg.client_timeout_ms / 1000) {
+		   s->data_window_bytes >=
+		       SMTP_DATA_MIN_RATE * s->l->cfg.client_timeout_ms / 1000) {
 		/* DATA made enough progress in this client_timeout window. */
 		s->data_window_bytes = 0;
 		session_restart_idle(s);
@@ -728,10 +737,10 @@ static void session_timer_closed(uv_handle_t *h)
 }
 
 static const struct conn_handler session_conn_handler = {
-	.on_data = session_on_data,
-	.on_eof = session_on_eof,
-	.on_tls = session_on_tls,
-	.on_closed = session_on_closed,
+    .on_data = session_on_data,
+    .on_eof = session_on_eof,
+    .on_tls = session_on_tls,
+    .on_closed = session_on_closed,
 };
 
 static void session_close(struct smtp_session *s, const char *reason)
@@ -810,7 +819,8 @@ void smtp_session__accept(struct smtp_listener *l)
 	json_object_set_new(s->meta, "received_via", json_string(l->addr));
 	json_object_set_new(s->meta, "reception_protocol", json_string("ESMTP"));
 	KTRACE(smtp_conn_open, s->id, s->conn.peer, l->addr);
-	s->relay_peer = cidr_list_match(&l->cfg.relay_hosts, s->conn.peer_family, s->conn.peer_addr);
+	s->relay_peer =
+	    cidr_list_match(&l->cfg.relay_hosts, s->conn.peer_family, s->conn.peer_addr);
 	if (l->nconn > l->cfg.max_connections || kumod_shutting_down()) {
 		const char *why = kumod_shutting_down() ? "shutting down" : "max_connections";
 		KTRACE(smtp_conn_denied, l->addr, s->conn.peer, why);

@@ -16,11 +16,11 @@
 struct message {
 	unsigned refs;
 	char id[MESSAGE_ID_LEN + 1]; /* time-ordered, 32 lowercase hex chars */
-	char *sender;                /* "local@domain" or "" for the null sender */
+	char *sender;		     /* "local@domain" or "" for the null sender */
 	char **recipients;
 	size_t nrecipients;
-	json_t *meta;     /* object: queue, tenant, campaign, routing_domain, free keys */
-	struct buf data;  /* full RFC 5322 content, CRLF line endings */
+	json_t *meta;	 /* object: queue, tenant, campaign, routing_domain, free keys */
+	struct buf data; /* full RFC 5322 content, CRLF line endings */
 	uint64_t created_ns;
 };
 
