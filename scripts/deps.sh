@@ -41,6 +41,15 @@ need openssl cmd openssl
 need liblttng-ust-dev pc lttng-ust
 need systemtap-sdt-dev hdr sys/sdt.h
 need libjansson-dev pc jansson
+need libc-ares-dev pc libcares
+need libzstd-dev pc libzstd
+need zlib1g-dev pc zlib
+need libncurses-dev pc ncursesw
+need zstd cmd zstd
+need curl cmd curl
+need tmux cmd tmux
+need python3-dnslib pyimp dnslib
+need python3-prometheus-client pyimp prometheus_client
 need clang cmd clang
 need libclang-rt-14-dev hdr ../lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
 need clang-format cmd clang-format
