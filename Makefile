@@ -126,7 +126,7 @@ $(foreach t,$(TOOLS),$(eval $(call TOOL_RULE,$(t))))
 
 # --- running -------------------------------------------------------------
 run: $(BIN)/kumod
-	KUMOD_LOG=$${KUMOD_LOG-kumod=info,lua=info} $(BIN)/kumod --policy $${KUMO_POLICY:-policy/init.lua}
+	@scripts/run.sh $(BIN)
 
 sink: $(BIN)/kumod
 	KUMOD_LOG=$${KUMOD_LOG-kumod=info} $(BIN)/kumod --policy sink/sink.lua

@@ -19,6 +19,12 @@
 #include "policy.h"
 #include "proto/smtp_cmd.h"
 #include "smtp/server.h"
+#include "dispatch/ready.h"
+#include "dns/resolver.h"
+#include "queue/queue.h"
+#include "spool/logrec.h"
+#include "spool/message.h"
+#include "spool/spool.h"
 
 #define SHUTDOWN_GRACE_MS 10000
 
@@ -213,6 +219,10 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 static void finish_shutdown(void)
 {
 	uv_timer_stop(&app.shutdown_timer);
+	/* Delivery stops; whatever is queued or in flight stays in the spool. */
+	ready_shutdown();
+	dns_shutdown();
+	queue_shutdown();
 	KTRACE(shutdown_complete);
 	task_close(app.main_task);
 	app.main_task = NULL;
@@ -258,6 +268,32 @@ static void on_signal(uv_signal_t *h, int signum)
 	task_exit(app.main_task, prev);
 }
 
+static void recovered_cb(struct message *m, void *ctx)
+{
+	queue_insert(m, "Enumerated");
+}
+
+static void recovery_done_cb(void *ctx, size_t loaded, size_t quarantined)
+{
+	log_info("kumod::spool", "spool recovery complete: %zu messages queued, %zu quarantined",
+		 loaded, quarantined);
+}
+
+/* After the loop ended (or --validate): flush logs, close the spool, free. */
+static void shutdown_subsystems(uv_loop_t *loop)
+{
+	queue_shutdown();
+	dns_shutdown();
+	ready_free_all();
+	/* pending spool and resolver handles are closed by now; run their close callbacks */
+	uv_walk(loop, close_walk_cb, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+	spool_close();
+	logrec_shutdown();
+	policy_close();
+	uv_loop_close(loop);
+}
+
 static void reaper_cb(uv_timer_t *t)
 {
 	task_registry_reap(clock_wall_ns());
@@ -294,6 +330,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	char err[1024];
+	if (dns_init(loop, NULL, err, sizeof(err)) != 0) {
+		fprintf(stderr, "kumod: dns: %s\n", err);
+		return 1;
+	}
+	queue_init(loop);
+	ready_init(loop);
 	struct task *prev = task_enter(app.main_task);
 	rc = policy_load(app.policy, app.validate, err, sizeof(err));
 	task_exit(app.main_task, prev);
@@ -303,6 +345,7 @@ int main(int argc, char **argv)
 	}
 	if (app.validate) {
 		printf("policy %s is valid\n", app.policy);
+		shutdown_subsystems(loop);
 		return 0;
 	}
 	if (drop_privileges())
@@ -312,11 +355,15 @@ int main(int argc, char **argv)
 		    "kumod",
 		    "--tokio-console: the introspection server is not built yet; flag accepted");
 	start_runtime(loop);
+	if (spool_is_open()) {
+		/* queued mail from a previous run goes back into its queues */
+		task_set_phase(app.main_task, "Recovering", "spool");
+		spool_recover(recovered_cb, recovery_done_cb, NULL);
+	}
 	task_set_phase(app.main_task, "Running", NULL);
 	KTRACE(init_complete);
 	uv_run(loop, UV_RUN_DEFAULT);
-	policy_close();
-	uv_loop_close(loop);
+	shutdown_subsystems(loop);
 	task_registry_clear();
 	return app.exit_code;
 }

@@ -51,4 +51,22 @@ struct policy_listener_domain {
 void policy_get_listener_domain(const char *domain, const char *listener, json_t *conn_meta,
 				struct policy_listener_domain *out, struct policy_result *r);
 
+/* get_queue_config(domain, tenant, campaign, routing_domain): handlers run in
+ * order, the first kumo.make_queue_config{} result wins. *out is a new JSON
+ * object with the normalised keys (durations in milliseconds as
+ * "<key>_ms", protocol.smtp.mx_list as an array of strings), or NULL when no
+ * handler returned one (KumoMTA defaults apply). */
+void policy_get_queue_config(const char *domain, const char *tenant, const char *campaign,
+			     const char *routing_domain, json_t **out, struct policy_result *r);
+
+/* get_egress_path_config(routing_domain, egress_source, site_name): *out is a
+ * new JSON object of the kumo.make_egress_path{} result (durations as
+ * "<key>_ms"), or NULL (defaults). */
+void policy_get_egress_path_config(const char *routing_domain, const char *egress_source,
+				   const char *site_name, json_t **out, struct policy_result *r);
+
+/* get_egress_pool(name) / get_egress_source(name): the made object as JSON or NULL. */
+void policy_get_egress_pool(const char *name, json_t **out, struct policy_result *r);
+void policy_get_egress_source(const char *name, json_t **out, struct policy_result *r);
+
 #endif

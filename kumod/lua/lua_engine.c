@@ -383,12 +383,16 @@ void policy_close(void)
 /* --- SMTP server events -------------------------------------------------- */
 
 struct event_args {
-	const char *str[2]; /* leading string arguments (domain, listener) */
+	const char *str[4]; /* leading string arguments (domain, listener) */
 	int nstr;
 	int address; /* str[0] is an envelope address: push an address object */
 	struct message *msg;
 	json_t *conn_meta;
 	struct policy_listener_domain *ld;
+	/* tagged configuration results (get_queue_config, ...) */
+	const char *mt;	  /* metatable the result must carry */
+	const char *want; /* "kumo.make_queue_config{...}" for the error text */
+	json_t **out;
 };
 
 static int push_event_args(lua_State *co, void *ctx)
@@ -467,4 +471,93 @@ void policy_get_listener_domain(const char *domain, const char *listener, json_t
 	struct event_args a = {
 	    .str = {domain, listener}, .nstr = 2, .conn_meta = conn_meta, .ld = out};
 	dispatch("get_listener_domain", push_event_args, take_listener_domain, &a, r);
+}
+
+/* --- configuration events ---------------------------------------------------- */
+
+/* A handler result: nil (next handler / defaults) or a table made by the
+ * matching kumo.make_*{} builder, returned as JSON. */
+static int take_tagged(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct event_args *a = ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	if (nres < 1 || lua_isnil(co, idx))
+		return 0;
+	int ok = 0;
+	if (lua_type(co, idx) == LUA_TTABLE && lua_getmetatable(co, idx)) {
+		luaL_getmetatable(co, a->mt);
+		ok = lua_rawequal(co, -1, -2);
+		lua_pop(co, 2);
+	}
+	if (ok) {
+		char err[256] = "";
+		lua_pushvalue(co, idx);
+		lua_pushnil(co);
+		lua_setmetatable(co, -2); /* plain table for the converter */
+		*a->out = lua_json__to_json(co, -1, err, sizeof(err));
+		lua_pop(co, 1);
+		/* restore the tag: the table may be cached by the policy */
+		luaL_getmetatable(co, a->mt);
+		lua_setmetatable(co, idx);
+		if (*a->out)
+			return 1;
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text), "%s: %s", a->want, err);
+		return 1;
+	}
+	r->status = POLICY_ERROR;
+	snprintf(r->text, sizeof(r->text), "handler returned a %s; expected %s or nil",
+		 luaL_typename(co, idx), a->want);
+	KTRACE(lua_error, a->want, r->text);
+	return 1;
+}
+
+static void dispatch_tagged(const char *event, struct event_args *a, json_t **out,
+			    struct policy_result *r)
+{
+	*out = NULL;
+	a->out = out;
+	dispatch(event, push_event_args, take_tagged, a, r);
+	if (r->status != POLICY_OK && *out) {
+		json_decref(*out);
+		*out = NULL;
+	}
+}
+
+void policy_get_queue_config(const char *domain, const char *tenant, const char *campaign,
+			     const char *routing_domain, json_t **out, struct policy_result *r)
+{
+	struct event_args a = {.str = {domain, tenant, campaign, routing_domain},
+			       .nstr = 4,
+			       .mt = LUA_KUMO_QUEUE_CONFIG_MT,
+			       .want = "kumo.make_queue_config{...}"};
+	dispatch_tagged("get_queue_config", &a, out, r);
+}
+
+void policy_get_egress_path_config(const char *routing_domain, const char *egress_source,
+				   const char *site_name, json_t **out, struct policy_result *r)
+{
+	struct event_args a = {.str = {routing_domain, egress_source, site_name},
+			       .nstr = 3,
+			       .mt = LUA_KUMO_EGRESS_PATH_MT,
+			       .want = "kumo.make_egress_path{...}"};
+	dispatch_tagged("get_egress_path_config", &a, out, r);
+}
+
+void policy_get_egress_pool(const char *name, json_t **out, struct policy_result *r)
+{
+	struct event_args a = {.str = {name},
+			       .nstr = 1,
+			       .mt = LUA_KUMO_EGRESS_POOL_MT,
+			       .want = "kumo.make_egress_pool{...}"};
+	dispatch_tagged("get_egress_pool", &a, out, r);
+}
+
+void policy_get_egress_source(const char *name, json_t **out, struct policy_result *r)
+{
+	struct event_args a = {.str = {name},
+			       .nstr = 1,
+			       .mt = LUA_KUMO_EGRESS_SOURCE_MT,
+			       .want = "kumo.make_egress_source{...}"};
+	dispatch_tagged("get_egress_source", &a, out, r);
 }

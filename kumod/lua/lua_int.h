@@ -19,6 +19,11 @@ struct message;
 #define LUA_KUMO_ADDRESS_MT "kumod.address"
 #define LUA_KUMO_CONN_META_MT "kumod.conn_meta"
 #define LUA_KUMO_LISTENER_DOMAIN_MT "kumod.listener_domain"
+#define LUA_KUMO_QUEUE_CONFIG_MT "kumod.queue_config"
+#define LUA_KUMO_EGRESS_PATH_MT "kumod.egress_path"
+#define LUA_KUMO_EGRESS_POOL_MT "kumod.egress_pool"
+#define LUA_KUMO_EGRESS_SOURCE_MT "kumod.egress_source"
+#define LUA_KUMO_LOGS_MT "kumod.local_logs"
 
 /* lua_engine.c: the event registry, used by kumo.on. Returns 0, or -1 with
  * a message pushed on L (the caller raises it). */

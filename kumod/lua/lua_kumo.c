@@ -17,6 +17,9 @@
 #include "lua/lua_int.h"
 #include "proto/cidr.h"
 #include "smtp/server.h"
+#include "dns/resolver.h"
+#include "spool/logrec.h"
+#include "spool/spool.h"
 
 /* --- kumo.on ------------------------------------------------------------- */
 
@@ -582,8 +585,28 @@ static int l_define_spool(lua_State *L)
 		return luaL_error(L, "define_spool: missing key 'name'");
 	if (!d.path)
 		return luaL_error(L, "define_spool: missing key 'path'");
-	log_debug("lua", "define_spool name=%s path=%s kind=%s flush=%d", d.name, d.path, d.kind,
-		  d.flush);
+	if (strcmp(d.name, "data") != 0 && strcmp(d.name, "meta") != 0)
+		return luaL_error(L, "define_spool: name must be 'data' or 'meta', got '%s'",
+				  d.name);
+	log_debug("kumod::spool", "define_spool name=%s path=%s kind=%s flush=%d", d.name, d.path,
+		  d.kind, d.flush);
+	static char *paths[2];
+	static int flush = 1;
+	int i = strcmp(d.name, "data") == 0 ? 0 : 1;
+	free(paths[i]);
+	paths[i] = strdup(d.path);
+	if (!d.flush)
+		flush = 0;
+	if (!paths[0] || !paths[1] || lua_engine__validating() || spool_is_open())
+		return 0;
+	struct spool_config sc = {.data_path = paths[0], .meta_path = paths[1], .flush = flush};
+	char err[512] = "";
+	int rc = spool_open(kumod_loop(), &sc, err, sizeof(err));
+	free(paths[0]);
+	free(paths[1]);
+	paths[0] = paths[1] = NULL;
+	if (rc != 0)
+		return luaL_error(L, "define_spool: %s", err[0] ? err : "cannot open the spool");
 	return 0;
 }
 
@@ -660,6 +683,370 @@ int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **rel
 	return 1;
 }
 
+/* --- tagged configuration builders ------------------------------------------ */
+
+enum cfg_type {
+	CT_DUR,
+	CT_STR,
+	CT_INT,
+	CT_BOOL,
+	CT_STRLIST,
+	CT_ANY,
+	CT_TLS,
+	CT_CIDRS,
+	CT_PROTO
+};
+
+struct cfg_key {
+	const char *key;
+	enum cfg_type type;
+};
+
+/* Validates every key of the table at 1 against spec and returns a new
+ * table with normalised values (durations as "<key>_ms" milliseconds)
+ * tagged with metatable mt. Unknown keys are an error naming the key. */
+static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *spec, const char *mt)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_newtable(L);
+	int out = lua_gettop(L);
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		if (lua_type(L, -2) != LUA_TSTRING)
+			return luaL_error(L, "%s: keys must be strings, got %s", fname,
+					  luaL_typename(L, -2));
+		const char *k = lua_tostring(L, -2);
+		const struct cfg_key *c = spec;
+		while (c->key && strcmp(c->key, k) != 0)
+			c++;
+		if (!c->key)
+			return luaL_error(L, "%s: unknown key '%s'", fname, k);
+		char what[128];
+		snprintf(what, sizeof(what), "%s: %s", fname, k);
+		int v = lua_gettop(L);
+		switch (c->type) {
+		case CT_DUR: {
+			uint64_t ms = check_duration(L, v, what);
+			char key[96];
+			snprintf(key, sizeof(key), "%s_ms", k);
+			lua_pushinteger(L, (lua_Integer)ms);
+			lua_setfield(L, out, key);
+			break;
+		}
+		case CT_STR:
+			check_str(L, v, what);
+			break;
+		case CT_INT:
+			check_size(L, v, what);
+			break;
+		case CT_BOOL:
+			check_bool(L, v, what);
+			break;
+		case CT_CIDRS:
+			check_cidrs(L, v, what, NULL);
+			break;
+		case CT_STRLIST: {
+			check_table(L, v, what);
+			size_t n = lua_rawlen(L, v);
+			for (size_t i = 1; i <= n; i++) {
+				lua_rawgeti(L, v, (lua_Integer)i);
+				check_str(L, -1, what);
+				lua_pop(L, 1);
+			}
+			break;
+		}
+		case CT_TLS: {
+			static const char *const modes[] = {"Opportunistic",
+							    "OpportunisticInsecure", "Required",
+							    "RequiredInsecure", "Disabled"};
+			const char *m = check_str(L, v, what);
+			size_t i = 0;
+			while (i < 5 && strcmp(modes[i], m) != 0)
+				i++;
+			if (i == 5)
+				return luaL_error(
+				    L,
+				    "%s: expected Opportunistic, OpportunisticInsecure, "
+				    "Required, RequiredInsecure or Disabled, got '%s'",
+				    what, m);
+			break;
+		}
+		case CT_PROTO: {
+			check_table(L, v, what);
+			lua_getfield(L, v, "smtp");
+			if (!lua_isnil(L, -1)) {
+				check_table(L, -1, what);
+				lua_getfield(L, -1, "mx_list");
+				if (!lua_isnil(L, -1)) {
+					check_table(L, -1, what);
+					size_t n = lua_rawlen(L, -1);
+					if (n == 0)
+						return luaL_error(L, "%s: smtp.mx_list is empty",
+								  what);
+					for (size_t i = 1; i <= n; i++) {
+						lua_rawgeti(L, -1, (lua_Integer)i);
+						check_str(L, -1, what);
+						lua_pop(L, 1);
+					}
+				}
+				lua_pop(L, 1);
+			} else {
+				lua_pushnil(L);
+				if (lua_next(L, v)) {
+					const char *pk = lua_type(L, -2) == LUA_TSTRING
+							     ? lua_tostring(L, -2)
+							     : "?";
+					return luaL_error(L,
+							  "%s: only the 'smtp' protocol is "
+							  "supported, got '%s'",
+							  what, pk);
+				}
+			}
+			lua_pop(L, 1);
+			break;
+		}
+		case CT_ANY:
+			break;
+		}
+		if (c->type != CT_DUR) {
+			lua_pushvalue(L, v);
+			lua_setfield(L, out, k);
+		}
+		lua_settop(L, v - 1); /* keep the key for lua_next */
+	}
+	luaL_setmetatable(L, mt);
+	return 1;
+}
+
+static const struct cfg_key queue_config_keys[] = {
+    {"retry_interval", CT_DUR},
+    {"max_retry_interval", CT_DUR},
+    {"max_age", CT_DUR},
+    {"egress_pool", CT_STR},
+    {"protocol", CT_PROTO},
+    {"max_message_rate", CT_STR},
+    {"reap_interval", CT_DUR},
+    {"refresh_interval", CT_DUR},
+    {"refresh_strategy", CT_STR},
+    {"strategy", CT_STR},
+    {"timerwheel_tick_interval", CT_DUR},
+    {"shrink_policy", CT_ANY},
+    {"provider_name", CT_STR},
+    {NULL, CT_ANY},
+};
+
+static int l_make_queue_config(lua_State *L)
+{
+	return make_tagged(L, "make_queue_config", queue_config_keys, LUA_KUMO_QUEUE_CONFIG_MT);
+}
+
+static const struct cfg_key egress_path_keys[] = {
+    {"connection_limit", CT_INT},
+    {"max_ready", CT_INT},
+    {"max_deliveries_per_connection", CT_INT},
+    {"max_recipients_per_batch", CT_INT},
+    {"max_message_rate", CT_STR},
+    {"max_connection_rate", CT_STR},
+    {"enable_tls", CT_TLS},
+    {"enable_pipelining", CT_BOOL},
+    {"enable_rset", CT_BOOL},
+    {"enable_mta_sts", CT_BOOL},
+    {"enable_dane", CT_BOOL},
+    {"smtp_port", CT_INT},
+    {"prohibited_hosts", CT_CIDRS},
+    {"skip_hosts", CT_CIDRS},
+    {"ehlo_domain", CT_STR},
+    {"consecutive_connection_failures_before_delay", CT_INT},
+    {"reconnect_strategy", CT_STR},
+    {"connect_timeout", CT_DUR},
+    {"banner_timeout", CT_DUR},
+    {"auth_timeout", CT_DUR},
+    {"ehlo_timeout", CT_DUR},
+    {"mail_from_timeout", CT_DUR},
+    {"rcpt_to_timeout", CT_DUR},
+    {"data_timeout", CT_DUR},
+    {"data_dot_timeout", CT_DUR},
+    {"rset_timeout", CT_DUR},
+    {"idle_timeout", CT_DUR},
+    {"starttls_timeout", CT_DUR},
+    {"refresh_interval", CT_DUR},
+    {"source_selection_rate", CT_STR},
+    {"dispatcher_progress_watchdog_timeout", CT_DUR},
+    {NULL, CT_ANY},
+};
+
+static int l_make_egress_path(lua_State *L)
+{
+	return make_tagged(L, "make_egress_path", egress_path_keys, LUA_KUMO_EGRESS_PATH_MT);
+}
+
+static const struct cfg_key egress_source_keys[] = {
+    {"name", CT_STR},
+    {"source_address", CT_STR},
+    {"ehlo_domain", CT_STR},
+    {"remote_port", CT_INT},
+    {"ttl", CT_DUR},
+    {"ha_proxy_server", CT_STR},
+    {"ha_proxy_source_address", CT_STR},
+    {"socks5_proxy_server", CT_STR},
+    {"socks5_proxy_source_address", CT_STR},
+    {"suspend_when_unplumbed", CT_BOOL},
+    {NULL, CT_ANY},
+};
+
+static int l_make_egress_source(lua_State *L)
+{
+	make_tagged(L, "make_egress_source", egress_source_keys, LUA_KUMO_EGRESS_SOURCE_MT);
+	lua_getfield(L, -1, "name");
+	if (lua_isnil(L, -1))
+		return luaL_error(L, "make_egress_source: missing key 'name'");
+	lua_pop(L, 1);
+	return 1;
+}
+
+static const struct cfg_key egress_pool_keys[] = {
+    {"name", CT_STR},
+    {"entries", CT_ANY},
+    {"ttl", CT_DUR},
+    {NULL, CT_ANY},
+};
+
+static int l_make_egress_pool(lua_State *L)
+{
+	make_tagged(L, "make_egress_pool", egress_pool_keys, LUA_KUMO_EGRESS_POOL_MT);
+	lua_getfield(L, -1, "name");
+	if (lua_isnil(L, -1))
+		return luaL_error(L, "make_egress_pool: missing key 'name'");
+	lua_pop(L, 1);
+	lua_getfield(L, -1, "entries");
+	if (lua_type(L, -1) != LUA_TTABLE)
+		return luaL_error(L,
+				  "make_egress_pool: 'entries' must be a list of {name=, weight=}");
+	size_t n = lua_rawlen(L, -1);
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, -1, (lua_Integer)i);
+		if (lua_type(L, -1) != LUA_TTABLE)
+			return luaL_error(L, "make_egress_pool: entries[%d] must be a table",
+					  (int)i);
+		lua_getfield(L, -1, "name");
+		if (lua_type(L, -1) != LUA_TSTRING)
+			return luaL_error(L, "make_egress_pool: entries[%d].name must be a string",
+					  (int)i);
+		lua_pop(L, 2);
+	}
+	lua_pop(L, 1);
+	return 1;
+}
+
+/* --- configure_local_logs ---------------------------------------------------- */
+
+static const struct cfg_key local_logs_keys[] = {
+    {"log_dir", CT_STR},
+    {"max_file_size", CT_INT},
+    {"max_segment_duration", CT_DUR},
+    {"compression_level", CT_INT},
+    {"back_pressure", CT_INT},
+    {"meta", CT_STRLIST},
+    {"headers", CT_STRLIST},
+    {"per_record", CT_ANY},
+    {"filter_event", CT_ANY},
+    {NULL, CT_ANY},
+};
+
+static size_t collect_strs(lua_State *L, int t, const char *key, const char **out, size_t max)
+{
+	lua_getfield(L, t, key);
+	size_t n = 0;
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		size_t len = lua_rawlen(L, -1);
+		for (size_t i = 1; i <= len && n < max; i++) {
+			lua_rawgeti(L, -1, (lua_Integer)i);
+			out[n++] = lua_tostring(L, -1);
+			lua_pop(L, 1); /* the string stays alive in the table */
+		}
+	}
+	lua_pop(L, 1);
+	return n;
+}
+
+static int l_configure_local_logs(lua_State *L)
+{
+	make_tagged(L, "configure_local_logs", local_logs_keys, LUA_KUMO_LOGS_MT);
+	int t = lua_gettop(L);
+	lua_getfield(L, t, "log_dir");
+	const char *dir = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	if (!dir)
+		return luaL_error(L, "configure_local_logs: missing key 'log_dir'");
+	struct logrec_config c = {.log_dir = dir};
+	lua_getfield(L, t, "max_file_size");
+	c.max_file_size = (uint64_t)lua_tointeger(L, -1);
+	lua_getfield(L, t, "max_segment_duration_ms");
+	c.max_segment_duration_ms = (uint64_t)lua_tointeger(L, -1);
+	lua_getfield(L, t, "compression_level");
+	c.compression_level = lua_isnil(L, -1) ? 3 : (int)lua_tointeger(L, -1);
+	lua_getfield(L, t, "back_pressure");
+	c.back_pressure = (size_t)lua_tointeger(L, -1);
+	lua_pop(L, 4);
+	const char *headers[64], *meta[64];
+	c.headers = headers;
+	c.nheaders = collect_strs(L, t, "headers", headers, 64);
+	c.meta = meta;
+	c.nmeta = collect_strs(L, t, "meta", meta, 64);
+	if (lua_engine__validating())
+		return 0;
+	char err[512] = "";
+	if (logrec_configure(&c, err, sizeof(err)) != 0)
+		return luaL_error(L, "configure_local_logs: %s", err[0] ? err : "failed");
+	return 0;
+}
+
+/* --- kumo.dns ------------------------------------------------------------------ */
+
+static int l_dns_configure_resolver(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	char servers[1024] = "";
+	size_t off = 0;
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(k, "name_servers") == 0) {
+			check_table(L, -1, "dns.configure_resolver: name_servers");
+			size_t n = lua_rawlen(L, -1);
+			for (size_t i = 1; i <= n; i++) {
+				lua_rawgeti(L, -1, (lua_Integer)i);
+				const char *sv =
+				    check_str(L, -1, "dns.configure_resolver: name_servers");
+				int w = snprintf(servers + off, sizeof(servers) - off, "%s%s",
+						 off ? "," : "", sv);
+				if (w < 0 || (size_t)w >= sizeof(servers) - off)
+					return luaL_error(
+					    L, "dns.configure_resolver: too many servers");
+				off += (size_t)w;
+				lua_pop(L, 1);
+			}
+		} else if (strcmp(k, "options") != 0 && strcmp(k, "domain") != 0 &&
+			   strcmp(k, "search") != 0) {
+			return luaL_error(L, "dns.configure_resolver: unknown key '%s'", k);
+		}
+		lua_pop(L, 1);
+	}
+	if (!off)
+		return luaL_error(L, "dns.configure_resolver: name_servers is required");
+	if (lua_engine__validating())
+		return 0;
+	char err[256] = "";
+	if (dns_set_servers(servers, err, sizeof(err)) != 0)
+		return luaL_error(L, "dns.configure_resolver: %s", err);
+	return 0;
+}
+
+static const luaL_Reg dns_funcs[] = {
+    {"configure_resolver", l_dns_configure_resolver},
+    {NULL, NULL},
+};
+
 /* --- module ------------------------------------------------------------------ */
 
 static const luaL_Reg kumo_funcs[] = {
@@ -682,6 +1069,11 @@ static const luaL_Reg kumo_funcs[] = {
     {"start_esmtp_listener", l_start_esmtp_listener},
     {"define_spool", l_define_spool},
     {"make_listener_domain", l_make_listener_domain},
+    {"make_queue_config", l_make_queue_config},
+    {"make_egress_path", l_make_egress_path},
+    {"make_egress_source", l_make_egress_source},
+    {"make_egress_pool", l_make_egress_pool},
+    {"configure_local_logs", l_configure_local_logs},
     {NULL, NULL},
 };
 
@@ -699,6 +1091,15 @@ static void create_metatables(lua_State *L)
 	lua_pushboolean(L, 0);
 	lua_setfield(L, -2, "__metatable");
 	lua_pop(L, 1);
+	static const char *const tagged[] = {LUA_KUMO_QUEUE_CONFIG_MT, LUA_KUMO_EGRESS_PATH_MT,
+					     LUA_KUMO_EGRESS_POOL_MT, LUA_KUMO_EGRESS_SOURCE_MT,
+					     LUA_KUMO_LOGS_MT};
+	for (size_t i = 0; i < sizeof(tagged) / sizeof(tagged[0]); i++) {
+		luaL_newmetatable(L, tagged[i]);
+		lua_pushstring(L, tagged[i]);
+		lua_setfield(L, -2, "__name");
+		lua_pop(L, 1);
+	}
 	luaL_newmetatable(L, LISTENER_CFG_MT);
 	lua_pushcfunction(L, listener_cfg_gc);
 	lua_setfield(L, -2, "__gc");
@@ -710,5 +1111,7 @@ int lua_kumo__open(lua_State *L)
 	create_metatables(L);
 	luaL_newlib(L, kumo_funcs);
 	lua_json__register(L);
+	luaL_newlib(L, dns_funcs);
+	lua_setfield(L, -2, "dns");
 	return 1;
 }

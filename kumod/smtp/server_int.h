@@ -36,6 +36,7 @@ enum smtp_state {
 	SMTP_STATE_RCPT,	 /* at least one RCPT accepted */
 	SMTP_STATE_DATA,	 /* reading content */
 	SMTP_STATE_TLS,		 /* handshake in progress */
+	SMTP_STATE_SPOOLING,	 /* end of data: the reply waits for the spool */
 	SMTP_STATE_REJECTED,	 /* 554 greeting: only QUIT */
 	SMTP_STATE_CLOSING,
 	SMTP_STATE__COUNT,
@@ -64,6 +65,7 @@ struct smtp_session {
 	uint64_t data_started_ns;
 	uint64_t data_window_bytes; /* DATA bytes since the last client_timeout window */
 	int txn_smtputf8;	    /* the open transaction's MAIL carried SMTPUTF8 */
+	struct smtp_rx_txn *txn;    /* spooling transaction awaiting its reply */
 	struct smtp_session *next, *prev;
 };
 

@@ -19,7 +19,10 @@
 #include "policy.h"
 #include "proto/smtp_reply.h"
 #include "smtp/server_int.h"
+#include "queue/queue.h"
+#include "spool/logrec.h"
 #include "spool/message.h"
+#include "spool/spool.h"
 
 #define SMTP_SOFT_ERRORS 10
 #define SMTP_HARD_ERRORS 20
@@ -41,6 +44,7 @@ static const char *const state_names[SMTP_STATE__COUNT] = {
 };
 
 static void session_process(struct smtp_session *s);
+static void session_restart_idle(struct smtp_session *s);
 static void session_close(struct smtp_session *s, const char *reason);
 
 /* --- replies and state --------------------------------------------------- */
@@ -487,13 +491,81 @@ static void session_add_trace_headers(struct smtp_session *s, struct message *m,
 	}
 }
 
+/* A transaction whose messages are being made durable: the reply waits for
+ * the spool (R1: 250 only after data and meta are durable). Outlives the
+ * session if the client goes away meanwhile: what was stored is delivered. */
+struct smtp_rx_txn {
+	struct smtp_session *s; /* NULL once the session closed */
+	struct message **msgs;
+	size_t n, pending;
+	int err; /* first spool error (-errno) */
+	struct buf ids;
+	char peer_ip[64], helo[256];
+	uint64_t started_ns;
+};
+
+static void session_after_reply(struct smtp_session *s);
+
+static void rx_txn_free(struct smtp_rx_txn *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		message_unref(t->msgs[i]);
+	free(t->msgs);
+	buf_free(&t->ids);
+	free(t);
+}
+
+static void rx_stored_cb(void *ctx, int err)
+{
+	struct smtp_rx_txn *t = ctx;
+	if (err && !t->err)
+		t->err = err;
+	if (--t->pending)
+		return;
+	struct smtp_session *s = t->s;
+	struct task *prev = s ? task_enter(s->task) : NULL;
+	if (!t->err) {
+		for (size_t i = 0; i < t->n; i++) {
+			struct message *m = t->msgs[i];
+			struct logrec_response resp = {.code = 250, .content = "OK"};
+			struct logrec_peer peer = {.name = t->helo, .addr = t->peer_ip};
+			logrec_log("Reception", m, NULL, &resp, &peer, NULL, NULL, NULL, NULL,
+				   "ESMTP");
+			queue_insert(m, "Received");
+		}
+	} else {
+		/* nothing is acknowledged: remove whatever did reach the disk */
+		for (size_t i = 0; i < t->n; i++)
+			spool_remove(t->msgs[i]->id, NULL, NULL);
+		log_error("kumod::smtp_server", "spool error: %s; transaction refused with 4xx",
+			  strerror(-t->err));
+	}
+	if (s) {
+		s->txn = NULL;
+		session_enter_state(s, SMTP_STATE_READY);
+		if (!t->err)
+			session_reply(s, 250, NULL, "OK ids=%s", buf_cstr(&t->ids));
+		else if (t->err == -ENOSPC || t->err == -EDQUOT)
+			session_reply(s, 452, "4.3.1", "insufficient system storage");
+		else
+			session_reply(s, 451, "4.3.0", "spool error; try again later");
+		session_after_reply(s);
+		conn_resume_read(&s->conn);
+		session_restart_idle(s);
+		session_process(s);
+		task_exit(s->task, prev);
+	}
+	rx_txn_free(t);
+}
+
 /* BifurcateAlways: one message per recipient, each through
  * smtp_server_message_received. One reply for the whole transaction. */
 static void session_message_received(struct smtp_session *s)
 {
 	struct message *tx = s->msg;
-	struct buf ids;
-	buf_init(&ids);
+	struct smtp_rx_txn *t = xcalloc(1, sizeof(*t));
+	buf_init(&t->ids);
+	t->msgs = xcalloc(tx->nrecipients, sizeof(*t->msgs));
 	int code = 250;
 	struct policy_result fail = {0};
 	for (size_t i = 0; i < tx->nrecipients && code == 250; i++) {
@@ -512,25 +584,46 @@ static void session_message_received(struct smtp_session *s)
 		if (r.status != POLICY_OK) {
 			fail = r;
 			code = r.status == POLICY_REJECT ? r.code : 451;
-		} else if (queue && strcmp(queue, "null") == 0) {
-			KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], "null",
-			       (uint64_t)m->data.len);
-			buf_printf(&ids, "%s%s", ids.len ? " " : "", m->id);
-		} else {
-			code = 451;
-			fail.status = POLICY_REJECT;
-			fail.code = 451;
-			snprintf(fail.text, sizeof(fail.text),
-				 "4.3.0 queue '%s' cannot be accepted: this build has no spool yet",
-				 queue ? queue : m->recipients[0]);
+			message_unref(m);
+			continue;
 		}
-		message_unref(m);
+		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], queue ? queue : "",
+		       (uint64_t)m->data.len);
+		buf_printf(&t->ids, "%s%s", t->ids.len ? " " : "", m->id);
+		if (queue && strcmp(queue, "null") == 0)
+			message_unref(m); /* accepted and discarded (KumoMTA null queue) */
+		else
+			t->msgs[t->n++] = m;
 	}
-	if (code == 250)
-		session_reply(s, 250, NULL, "OK ids=%s", buf_cstr(&ids));
-	else
+	if (code == 250 && t->n && !spool_is_open()) {
+		code = 451;
+		fail.status = POLICY_REJECT;
+		fail.code = 451;
+		snprintf(fail.text, sizeof(fail.text),
+			 "4.3.0 no spool is defined (kumo.define_spool); message not accepted");
+	}
+	if (code != 250) {
 		session_reply_policy(s, &fail);
-	buf_free(&ids);
+		rx_txn_free(t);
+		return;
+	}
+	if (!t->n) {
+		session_reply(s, 250, NULL, "OK ids=%s", buf_cstr(&t->ids));
+		rx_txn_free(t);
+		return;
+	}
+	t->s = s;
+	s->txn = t;
+	snprintf(t->peer_ip, sizeof(t->peer_ip), "%s", s->conn.peer_ip);
+	snprintf(t->helo, sizeof(t->helo), "%s", s->helo ? s->helo : "");
+	t->pending = t->n;
+	t->started_ns = clock_mono_ns();
+	session_enter_state(s, SMTP_STATE_SPOOLING);
+	task_set_phase(s->task, "Spooling", "spool");
+	conn_pause_read(&s->conn);
+	uv_timer_stop(&s->timer);
+	for (size_t i = 0; i < t->n; i++)
+		spool_store(t->msgs[i], rx_stored_cb, t);
 }
 
 static void session_end_of_data(struct smtp_session *s)
@@ -551,6 +644,13 @@ static void session_end_of_data(struct smtp_session *s)
 		session_message_received(s);
 	message_unref(s->msg);
 	s->msg = NULL;
+	if (s->state != SMTP_STATE_SPOOLING)
+		session_after_reply(s);
+}
+
+/* After the final reply of a transaction: a shutdown closes the session. */
+static void session_after_reply(struct smtp_session *s)
+{
 	if (kumod_shutting_down() && s->state != SMTP_STATE_CLOSING) {
 		session_reply(s, 421, "4.3.2", "%s shutting down", s->l->cfg.hostname);
 		session_close(s, "shutdown");
@@ -593,7 +693,8 @@ static void session_process(struct smtp_session *s)
 		return;
 	s->processing = 1;
 	struct buf *in = &s->conn.in;
-	while (s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_TLS && !s->tarpit) {
+	while (s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_TLS &&
+	       s->state != SMTP_STATE_SPOOLING && !s->tarpit) {
 		if (s->errors >= SMTP_HARD_ERRORS) {
 			KTRACE(smtp_limit, s->id, s->conn.peer, "hard error limit");
 			session_reply(s, 421, "4.7.0", "%s too many errors", s->l->cfg.hostname);
@@ -711,6 +812,8 @@ static void session_free(struct smtp_session *s)
 		s->next->prev = s->prev;
 	nsessions--;
 	l->nconn--;
+	if (s->txn)
+		s->txn->s = NULL; /* the spool completes it; what was stored is delivered */
 	if (s->msg)
 		message_unref(s->msg);
 	json_decref(s->meta);
@@ -840,7 +943,8 @@ void smtp_session__shutdown_all(void)
 	struct smtp_session *s = sessions, *next;
 	for (; s; s = next) {
 		next = s->next;
-		if (s->state == SMTP_STATE_CLOSING || s->state == SMTP_STATE_DATA)
+		if (s->state == SMTP_STATE_CLOSING || s->state == SMTP_STATE_DATA ||
+		    s->state == SMTP_STATE_SPOOLING)
 			continue;
 		struct task *prev = task_enter(s->task);
 		if (s->msg)

@@ -1,0 +1,711 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Ready queues, routing and SMTP dispatchers. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/task.h"
+#include "base/xalloc.h"
+#include "dispatch/ready.h"
+#include "dns/resolver.h"
+#include "io/conn.h"
+#include "ktrace.h"
+#include "policy.h"
+#include "proto/cidr.h"
+#include "queue/queue.h"
+#include "smtp/client.h"
+#include "spool/logrec.h"
+#include "spool/message.h"
+#include "spool/spool.h"
+
+#define READY_MAX_HOSTS 32
+#define READY_REFRESH_MS (60ull * 1000)
+
+struct ready_addr {
+	struct sockaddr_storage ss;
+	char host[256];
+	char addr[64]; /* ip:port text */
+};
+
+struct egress_path {
+	size_t connection_limit, max_ready, max_deliveries_per_connection;
+	enum smtp_client_tls_mode tls;
+	int port;
+	struct cidr_list prohibited;
+	char ehlo_domain[256];
+	uint64_t connect_timeout_ms, banner_timeout_ms, reply_timeout_ms, dot_timeout_ms;
+};
+
+struct ready_queue {
+	char *name, *site, *source, *pool;
+	struct egress_path path;
+	uint64_t path_loaded_ms;
+	struct ready_addr addrs[READY_MAX_HOSTS];
+	size_t naddrs;
+	struct qmsg *head, *tail;
+	size_t count;
+	size_t ndispatchers;
+	struct dispatcher *dispatchers; /* live ones */
+	uint64_t delivered, transfail, failed;
+	uint64_t next_dispatcher_id;
+	struct task *task;
+	struct ready_queue *next;
+};
+
+struct dispatcher {
+	struct ready_queue *rq;
+	struct smtp_client *client;
+	struct task *task;
+	size_t addr_idx;
+	size_t delivered_here;
+	struct qmsg *current;
+	struct iovec iov;
+	const char *rcpts[1];
+	int ready;
+	char last_error[256];
+	struct dispatcher *next, *prev;
+};
+
+static struct {
+	uv_loop_t *loop;
+	struct ready_queue *all;
+	char hostname[256];
+	int shutting_down;
+} R;
+
+static uint64_t now_ms(void)
+{
+	return clock_wall_ns() / 1000000u;
+}
+
+/* --- egress path configuration ------------------------------------------- */
+
+static size_t json_size(json_t *o, const char *k, size_t dflt)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_number(v) && json_number_value(v) >= 0 ? (size_t)json_number_value(v) : dflt;
+}
+
+static void path_load(struct ready_queue *rq, const char *routing_domain)
+{
+	struct egress_path *p = &rq->path;
+	json_t *o = NULL;
+	struct policy_result r;
+	policy_get_egress_path_config(routing_domain, rq->source, rq->site, &o, &r);
+	if (r.status != POLICY_OK)
+		log_warn("kumod::smtp_dispatcher", "ready_queue=%s get_egress_path_config: %s",
+			 rq->name, r.text);
+	cidr_list_free(&p->prohibited);
+	memset(p, 0, sizeof(*p));
+	p->connection_limit = json_size(o, "connection_limit", 32);
+	p->max_ready = json_size(o, "max_ready", 1024);
+	p->max_deliveries_per_connection = json_size(o, "max_deliveries_per_connection", 1024);
+	p->port = (int)json_size(o, "smtp_port", 25);
+	if (p->connection_limit == 0)
+		p->connection_limit = 1;
+	const char *tls = json_string_value(json_object_get(o, "enable_tls"));
+	if (!tls || !strcmp(tls, "Opportunistic") || !strcmp(tls, "OpportunisticInsecure"))
+		p->tls = SMTP_CLIENT_TLS_OPPORTUNISTIC_INSECURE;
+	else if (!strcmp(tls, "Required") || !strcmp(tls, "RequiredInsecure"))
+		p->tls = SMTP_CLIENT_TLS_REQUIRED_INSECURE;
+	else
+		p->tls = SMTP_CLIENT_TLS_OFF;
+	json_t *ph = json_object_get(o, "prohibited_hosts");
+	if (json_is_array(ph)) {
+		size_t i;
+		json_t *v;
+		json_array_foreach(ph, i, v)
+		{
+			if (json_is_string(v))
+				cidr_list_add(&p->prohibited, json_string_value(v));
+		}
+	} else {
+		static const char *const dflt[] = {"127.0.0.0/8", "::1", "0.0.0.0", "::"};
+		for (size_t i = 0; i < 4; i++)
+			cidr_list_add(&p->prohibited, dflt[i]);
+	}
+	const char *ehlo = json_string_value(json_object_get(o, "ehlo_domain"));
+	snprintf(p->ehlo_domain, sizeof(p->ehlo_domain), "%s", ehlo ? ehlo : "");
+	p->connect_timeout_ms = json_size(o, "connect_timeout_ms", 60000);
+	p->banner_timeout_ms = json_size(o, "banner_timeout_ms", 60000);
+	p->reply_timeout_ms = json_size(o, "data_timeout_ms", 300000);
+	p->dot_timeout_ms = json_size(o, "data_dot_timeout_ms", 300000);
+	rq->path_loaded_ms = now_ms();
+	json_decref(o);
+}
+
+/* --- ready queues ---------------------------------------------------------- */
+
+static struct ready_queue *ready_get(const char *source, const char *site, const char *pool,
+				     const char *routing_domain)
+{
+	char name[1200];
+	snprintf(name, sizeof(name), "%s->%s@smtp", source, site);
+	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
+		if (strcmp(rq->name, name) == 0) {
+			if (now_ms() - rq->path_loaded_ms > READY_REFRESH_MS)
+				path_load(rq, routing_domain);
+			return rq;
+		}
+	struct ready_queue *rq = xcalloc(1, sizeof(*rq));
+	rq->name = xstrdup(name);
+	rq->site = xstrdup(site);
+	rq->source = xstrdup(source);
+	rq->pool = xstrdup(pool);
+	rq->task = task_spawn("ready_queue", name, 0);
+	task_set_field(rq->task, "queue", name);
+	task_set_phase(rq->task, "Idle", NULL);
+	path_load(rq, routing_domain);
+	rq->next = R.all;
+	R.all = rq;
+	return rq;
+}
+
+static void rq_phase(struct ready_queue *rq)
+{
+	char phase[48];
+	snprintf(phase, sizeof(phase), "%zu ready, %zu conn", rq->count, rq->ndispatchers);
+	task_set_phase(rq->task, rq->count || rq->ndispatchers ? phase : "Idle", NULL);
+}
+
+static struct qmsg *rq_pop(struct ready_queue *rq)
+{
+	struct qmsg *qm = rq->head;
+	if (!qm)
+		return NULL;
+	rq->head = qm->next;
+	if (!rq->head)
+		rq->tail = NULL;
+	qm->next = NULL;
+	rq->count--;
+	rq_phase(rq);
+	return qm;
+}
+
+/* --- outcomes -------------------------------------------------------------- */
+
+static void log_outcome(const char *type, struct qmsg *qm, struct ready_queue *rq, int code,
+			const char *enh, const char *text, const char *addr, const char *host)
+{
+	struct logrec_response resp = {
+	    .code = code, .enhanced = enh && *enh ? enh : NULL, .content = text ? text : ""};
+	struct logrec_peer peer = {.name = host, .addr = addr};
+	logrec_log(type, qm->m, NULL, &resp, addr ? &peer : NULL, queue_name(qm->q),
+		   rq ? rq->site : NULL, rq ? rq->pool : NULL, rq ? rq->source : NULL, NULL);
+}
+
+static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
+			      const char *text, const char *addr, const char *host,
+			      uint64_t latency_ns)
+{
+	KTRACE(delivery_outcome, qm->m->id, rq->name, "Delivery", code, text,
+	       latency_ns / 1000u);
+	log_outcome("Delivery", qm, rq, code, enh, text, addr, host);
+	rq->delivered++;
+	spool_remove(qm->m->id, NULL, NULL);
+	queue_done(qm);
+}
+
+static void outcome_bounce(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
+			   const char *text, const char *addr, const char *host)
+{
+	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "Bounce", code, text, 0);
+	log_outcome("Bounce", qm, rq, code, enh, text, addr, host);
+	if (rq)
+		rq->failed++;
+	spool_remove(qm->m->id, NULL, NULL);
+	queue_done(qm);
+}
+
+static void outcome_transient(struct qmsg *qm, struct ready_queue *rq, int code,
+			      const char *enh, const char *text, const char *addr,
+			      const char *host, const char *reason)
+{
+	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "TransientFailure", code, text,
+	       0);
+	log_outcome("TransientFailure", qm, rq, code, enh, text, addr, host);
+	if (rq)
+		rq->transfail++;
+	queue_requeue(qm, reason, 1, NULL, text);
+}
+
+/* --- dispatchers ------------------------------------------------------------ */
+
+static void dispatcher_next(struct dispatcher *d);
+static void dispatcher_connect_next(struct dispatcher *d);
+
+static void dispatcher_phase(struct dispatcher *d, const char *phase)
+{
+	KTRACE(dispatcher_phase, d->task->id, d->rq->name, phase);
+	task_set_phase(d->task, phase, NULL);
+}
+
+static void dispatcher_free(struct dispatcher *d)
+{
+	struct ready_queue *rq = d->rq;
+	rq->ndispatchers--;
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		rq->dispatchers = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	rq_phase(rq);
+	task_close(d->task);
+	free(d);
+}
+
+/* The last dispatcher could not reach any host: every ready message gets
+ * a transient failure (KumoMTA: connection failures fail the queue). */
+static void dispatcher_fail_queue(struct dispatcher *d)
+{
+	struct ready_queue *rq = d->rq;
+	if (rq->ndispatchers > 1)
+		return;
+	struct qmsg *qm;
+	while ((qm = rq_pop(rq)))
+		outcome_transient(qm, rq, 451, "4.4.1", d->last_error, NULL, NULL,
+				  "LoggedTransientFailure");
+}
+
+static void d_on_ready(struct smtp_client *c, void *ud)
+{
+	struct dispatcher *d = ud;
+	struct task *prev = task_enter(d->task);
+	d->ready = 1;
+	dispatcher_next(d);
+	task_exit(d->task, prev);
+}
+
+static void d_on_done(struct smtp_client *c, const struct smtp_client_result *r, void *ud)
+{
+	struct dispatcher *d = ud;
+	struct task *prev = task_enter(d->task);
+	struct qmsg *qm = d->current;
+	d->current = NULL;
+	struct ready_addr *a = &d->rq->addrs[d->addr_idx < d->rq->naddrs ? d->addr_idx : 0];
+	if (qm) {
+		int code = r->rcpt_codes && r->nrcpt ? r->rcpt_codes[0] : r->code;
+		if (r->status == SMTP_CLIENT_OK && code >= 200 && code < 300)
+			outcome_delivered(qm, d->rq, code, r->enhanced, r->text, a->addr, a->host,
+					  r->latency_ns);
+		else if (r->status == SMTP_CLIENT_PERMFAIL ||
+			 (r->status == SMTP_CLIENT_OK && code >= 500))
+			outcome_bounce(qm, d->rq, r->code ? r->code : code, r->enhanced, r->text,
+				       a->addr, a->host);
+		else
+			outcome_transient(qm, d->rq, r->code ? r->code : 451,
+					  r->code ? r->enhanced : "4.4.2", r->text, a->addr,
+					  a->host, "LoggedTransientFailure");
+	}
+	d->delivered_here++;
+	if (r->session_usable)
+		dispatcher_next(d);
+	task_exit(d->task, prev);
+}
+
+static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *r, void *ud)
+{
+	struct dispatcher *d = ud;
+	struct task *prev = task_enter(d->task);
+	smtp_client_free(d->client);
+	d->client = NULL;
+	if (d->current) {
+		/* closed with a message in flight and no on_done: transient */
+		struct qmsg *qm = d->current;
+		d->current = NULL;
+		outcome_transient(qm, d->rq, 451, "4.4.2", r && r->text ? r->text : "connection lost",
+				  NULL, NULL, "LoggedTransientFailure");
+	}
+	if (!d->ready && !R.shutting_down) {
+		/* never greeted: this host failed, try the next one */
+		snprintf(d->last_error, sizeof(d->last_error), "%s: %s",
+			 d->addr_idx < d->rq->naddrs ? d->rq->addrs[d->addr_idx].addr : "?",
+			 r && r->text ? r->text : "connection failed");
+		KTRACE(dispatcher_connect_fail, d->task->id,
+		       d->addr_idx < d->rq->naddrs ? d->rq->addrs[d->addr_idx].addr : "?",
+		       r && r->text ? r->text : "connection failed");
+		d->addr_idx++;
+		dispatcher_connect_next(d);
+		task_exit(d->task, prev);
+		return;
+	}
+	if (d->rq->count && !R.shutting_down && d->ready) {
+		/* more work and the session ended (limit, 421): reconnect */
+		d->ready = 0;
+		d->delivered_here = 0;
+		d->addr_idx = 0;
+		dispatcher_connect_next(d);
+		task_exit(d->task, prev);
+		return;
+	}
+	dispatcher_phase(d, "Closing");
+	task_exit(d->task, prev);
+	dispatcher_free(d);
+}
+
+static const struct smtp_client_ops dispatcher_ops = {
+    .on_ready = d_on_ready,
+    .on_done = d_on_done,
+    .on_closed = d_on_closed,
+};
+
+static void dispatcher_connect_next(struct dispatcher *d)
+{
+	struct ready_queue *rq = d->rq;
+	if (d->addr_idx >= rq->naddrs || R.shutting_down) {
+		if (!R.shutting_down)
+			dispatcher_fail_queue(d);
+		dispatcher_phase(d, "Closing");
+		dispatcher_free(d);
+		return;
+	}
+	struct ready_addr *a = &rq->addrs[d->addr_idx];
+	struct smtp_client_opts o = {
+	    .ehlo_name = rq->path.ehlo_domain[0] ? rq->path.ehlo_domain : R.hostname,
+	    .tls = rq->path.tls,
+	    .parent_task = d->task->id,
+	    .task_name = a->addr,
+	    .connect_timeout_ms = rq->path.connect_timeout_ms,
+	    .banner_timeout_ms = rq->path.banner_timeout_ms,
+	    .reply_timeout_ms = rq->path.reply_timeout_ms,
+	    .dot_timeout_ms = rq->path.dot_timeout_ms,
+	};
+	dispatcher_phase(d, "AttemptingConnection");
+	KTRACE(dispatcher_connect, d->task->id, rq->name, a->host, a->addr);
+	task_set_field(d->task, "peer", a->addr);
+	d->client = smtp_client_new(R.loop, &o, &dispatcher_ops, d);
+	int rc = smtp_client_connect(d->client, (struct sockaddr *)&a->ss);
+	if (rc < 0) {
+		snprintf(d->last_error, sizeof(d->last_error), "%s: %s", a->addr, uv_strerror(rc));
+		KTRACE(dispatcher_connect_fail, d->task->id, a->addr, uv_strerror(rc));
+		smtp_client_free(d->client);
+		d->client = NULL;
+		d->addr_idx++;
+		dispatcher_connect_next(d);
+	}
+}
+
+static void dispatcher_next(struct dispatcher *d)
+{
+	struct ready_queue *rq = d->rq;
+	if (R.shutting_down || d->delivered_here >= rq->path.max_deliveries_per_connection ||
+	    !rq->head) {
+		dispatcher_phase(d, "Closing");
+		smtp_client_quit(d->client);
+		return;
+	}
+	struct qmsg *qm = rq_pop(rq);
+	d->current = qm;
+	d->iov.iov_base = qm->m->data.data;
+	d->iov.iov_len = qm->m->data.len;
+	struct smtp_client_msg msg = {
+	    .sender = qm->m->sender,
+	    .recipients = (const char *const *)qm->m->recipients,
+	    .nrecipients = qm->m->nrecipients,
+	    .content = &d->iov,
+	    .ncontent = 1,
+	};
+	dispatcher_phase(d, "DeliveringMessage");
+	task_set_field(d->task, "message_id", qm->m->id);
+	if (smtp_client_send(d->client, &msg) != 0) {
+		d->current = NULL;
+		outcome_transient(qm, rq, 451, "4.4.2", "dispatcher not ready", NULL, NULL,
+				  "DispatcherDrop");
+		smtp_client_quit(d->client);
+	}
+}
+
+static void ready_maybe_dispatch(struct ready_queue *rq)
+{
+	while (!R.shutting_down && rq->ndispatchers < rq->path.connection_limit &&
+	       rq->ndispatchers < rq->count) {
+		struct dispatcher *d = xcalloc(1, sizeof(*d));
+		d->rq = rq;
+		d->task = task_spawn("smtp_dispatcher", rq->name, rq->task->id);
+		task_set_field(d->task, "queue", rq->name);
+		rq->ndispatchers++;
+		d->next = rq->dispatchers;
+		if (d->next)
+			d->next->prev = d;
+		rq->dispatchers = d;
+		dispatcher_phase(d, "Starting");
+		dispatcher_connect_next(d);
+	}
+	rq_phase(rq);
+}
+
+/* --- routing ------------------------------------------------------------------ */
+
+struct route {
+	struct qmsg *qm;
+	size_t pending;
+	int permanent, any_ok;
+	char error[256];
+	char site[512];
+	const char *hosts_done[READY_MAX_HOSTS];
+	struct ready_addr addrs[READY_MAX_HOSTS];
+	size_t naddrs;
+	int port_override[READY_MAX_HOSTS];
+};
+
+static void route_add_result(struct route *rt, const struct dns_mx_result *r, int port)
+{
+	for (size_t h = 0; h < r->nhosts; h++) {
+		const struct dns_host *dh = &r->hosts[h];
+		for (size_t i = 0; i < dh->naddrs && rt->naddrs < READY_MAX_HOSTS; i++) {
+			struct ready_addr *a = &rt->addrs[rt->naddrs];
+			memcpy(&a->ss, &dh->addrs[i], sizeof(a->ss));
+			snprintf(a->host, sizeof(a->host), "%s", dh->name ? dh->name : "");
+			rt->port_override[rt->naddrs] = port;
+			rt->naddrs++;
+		}
+	}
+}
+
+static void route_finish(struct route *rt)
+{
+	struct qmsg *qm = rt->qm;
+	const char *rdom = queue_routing_domain(qm->q);
+	if (R.shutting_down) {
+		queue_requeue(qm, "ReadyQueueWasReaped", 0, NULL, NULL);
+		free(rt);
+		return;
+	}
+	if (!rt->naddrs) {
+		KTRACE(route_fail, qm->m->id, queue_name(qm->q), rt->error, rt->permanent);
+		if (rt->permanent)
+			outcome_bounce(qm, NULL, 550, "5.1.2", rt->error, NULL, NULL);
+		else
+			outcome_transient(qm, NULL, 451, "4.4.4", rt->error, NULL, NULL,
+					  "MxResolvedToZeroHosts");
+		free(rt);
+		return;
+	}
+	const struct queue_config *cfg = queue_config_of(qm->q);
+	const char *pool = cfg->egress_pool[0] ? cfg->egress_pool : "unspecified";
+	const char *source = "unspecified";
+	char source_buf[128];
+	if (cfg->egress_pool[0]) {
+		/* first entry of the pool (weights not yet honoured) */
+		json_t *o = NULL;
+		struct policy_result pr;
+		policy_get_egress_pool(cfg->egress_pool, &o, &pr);
+		json_t *e0 = json_array_get(json_object_get(o, "entries"), 0);
+		const char *nm = json_string_value(json_object_get(e0, "name"));
+		if (nm) {
+			snprintf(source_buf, sizeof(source_buf), "%s", nm);
+			source = source_buf;
+		}
+		json_decref(o);
+	}
+	struct ready_queue *rq = ready_get(source, rt->site, pool, rdom);
+	/* the latest routing wins: addresses refreshed from this answer */
+	rq->naddrs = 0;
+	size_t prohibited = 0;
+	for (size_t i = 0; i < rt->naddrs; i++) {
+		struct ready_addr *a = &rt->addrs[i];
+		int port = rt->port_override[i] ? rt->port_override[i] : rq->path.port;
+		char ip[INET6_ADDRSTRLEN] = "";
+		const uint8_t *raw;
+		int fam = a->ss.ss_family;
+		if (fam == AF_INET) {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&a->ss;
+			s4->sin_port = htons((uint16_t)port);
+			raw = (const uint8_t *)&s4->sin_addr;
+			inet_ntop(AF_INET, raw, ip, sizeof(ip));
+			snprintf(a->addr, sizeof(a->addr), "%s:%d", ip, port);
+		} else {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->ss;
+			s6->sin6_port = htons((uint16_t)port);
+			raw = (const uint8_t *)&s6->sin6_addr;
+			inet_ntop(AF_INET6, raw, ip, sizeof(ip));
+			snprintf(a->addr, sizeof(a->addr), "[%s]:%d", ip, port);
+		}
+		if (cidr_list_match(&rq->path.prohibited, fam, raw)) {
+			prohibited++;
+			continue;
+		}
+		rq->addrs[rq->naddrs++] = *a;
+	}
+	if (!rq->naddrs) {
+		char why[700];
+		snprintf(why, sizeof(why), "all %zu addresses for %s are prohibited_hosts", prohibited,
+			 rt->site);
+		KTRACE(route_fail, qm->m->id, queue_name(qm->q), why, 0);
+		outcome_transient(qm, rq, 451, "4.4.4", why, NULL, NULL, "MxWasProhibited");
+		free(rt);
+		return;
+	}
+	free(rt);
+	if (rq->count >= rq->path.max_ready) {
+		KTRACE(ready_full, qm->m->id, rq->name, (uint64_t)rq->path.max_ready);
+		queue_requeue(qm, "ReadyQueueWasFull", 0, NULL, NULL);
+		return;
+	}
+	qm->next = NULL;
+	if (rq->tail)
+		rq->tail->next = qm;
+	else
+		rq->head = qm;
+	rq->tail = qm;
+	rq->count++;
+	KTRACE(ready_insert, qm->m->id, rq->name, (uint64_t)rq->count);
+	ready_maybe_dispatch(rq);
+}
+
+static void route_dns_cb(void *ctx, const struct dns_mx_result *r)
+{
+	struct route *rt = ctx;
+	if (r->status == DNS_OK) {
+		route_add_result(rt, r, 0);
+		rt->any_ok = 1;
+		if (!rt->site[0])
+			snprintf(rt->site, sizeof(rt->site), "%s", r->site_name);
+	} else {
+		snprintf(rt->error, sizeof(rt->error), "%s", r->error);
+		rt->permanent = r->status == DNS_NULL_MX || r->status == DNS_NO_HOST;
+	}
+	if (--rt->pending == 0)
+		route_finish(rt);
+}
+
+/* mx_list: each entry resolved as a host; ports kept per entry. */
+struct mx_lookup {
+	struct route *rt;
+	int port;
+};
+
+static void route_mxlist_cb(void *ctx, const struct dns_mx_result *r)
+{
+	struct mx_lookup *ml = ctx;
+	struct route *rt = ml->rt;
+	if (r->status == DNS_OK) {
+		route_add_result(rt, r, ml->port);
+		rt->any_ok = 1;
+	} else if (!rt->error[0]) {
+		snprintf(rt->error, sizeof(rt->error), "mx_list: %s", r->error);
+	}
+	free(ml);
+	if (--rt->pending == 0) {
+		if (!rt->naddrs)
+			rt->permanent = 0; /* a configured route failing is never a bounce */
+		route_finish(rt);
+	}
+}
+
+/* Splits "host:port", "[v6]:port", "v4", "v6" into host and port (0 = default). */
+static void split_host_port(const char *s, char *host, size_t hostlen, int *port)
+{
+	*port = 0;
+	if (s[0] == '[') {
+		const char *end = strchr(s, ']');
+		size_t n = end ? (size_t)(end - s - 1) : strlen(s + 1);
+		snprintf(host, hostlen, "%.*s", (int)n, s + 1);
+		if (end && end[1] == ':')
+			*port = atoi(end + 2);
+		return;
+	}
+	const char *colon = strrchr(s, ':');
+	if (colon && strchr(s, ':') == colon) {
+		snprintf(host, hostlen, "%.*s", (int)(colon - s), s);
+		*port = atoi(colon + 1);
+	} else {
+		snprintf(host, hostlen, "%s", s);
+	}
+}
+
+static void ready_route(struct qmsg *qm)
+{
+	struct route *rt = xcalloc(1, sizeof(*rt));
+	rt->qm = qm;
+	const struct queue_config *cfg = queue_config_of(qm->q);
+	if (cfg->nmx) {
+		size_t off = (size_t)snprintf(rt->site, sizeof(rt->site), "mx_list:");
+		for (size_t i = 0; i < cfg->nmx && off < sizeof(rt->site); i++)
+			off += (size_t)snprintf(rt->site + off, sizeof(rt->site) - off, "%s%s",
+						i ? "," : "", cfg->mx_list[i]);
+		rt->pending = cfg->nmx;
+		for (size_t i = 0; i < cfg->nmx; i++) {
+			struct mx_lookup *ml = xcalloc(1, sizeof(*ml));
+			ml->rt = rt;
+			char host[256];
+			split_host_port(cfg->mx_list[i], host, sizeof(host), &ml->port);
+			dns_resolve_host(host, route_mxlist_cb, ml);
+		}
+		return;
+	}
+	rt->pending = 1;
+	dns_resolve_mx(queue_routing_domain(qm->q), route_dns_cb, rt);
+}
+
+/* --- API ----------------------------------------------------------------------- */
+
+int ready_init(uv_loop_t *loop)
+{
+	R.loop = loop;
+	gethostname(R.hostname, sizeof(R.hostname) - 1);
+	queue_set_router(ready_route);
+	return 0;
+}
+
+void ready_shutdown(void)
+{
+	R.shutting_down = 1;
+	queue_set_router(NULL);
+	for (struct ready_queue *rq = R.all; rq; rq = rq->next) {
+		struct qmsg *qm;
+		while ((qm = rq_pop(rq)))
+			queue_done(qm); /* stays in the spool: delivered after restart */
+		while (rq->dispatchers) {
+			struct dispatcher *d = rq->dispatchers;
+			smtp_client_free(d->client); /* aborts: no callback follows */
+			d->client = NULL;
+			if (d->current)
+				queue_done(d->current); /* in flight: retried after restart */
+			d->current = NULL;
+			dispatcher_free(d);
+		}
+	}
+}
+
+void ready_free_all(void)
+{
+	struct ready_queue *rq = R.all, *next;
+	for (; rq; rq = next) {
+		next = rq->next;
+		cidr_list_free(&rq->path.prohibited);
+		task_close(rq->task);
+		free(rq->name);
+		free(rq->site);
+		free(rq->source);
+		free(rq->pool);
+		free(rq);
+	}
+	R.all = NULL;
+}
+
+void ready_foreach(void (*fn)(const struct ready_info *ri, void *ctx), void *ctx)
+{
+	for (struct ready_queue *rq = R.all; rq; rq = rq->next) {
+		struct ready_info ri = {
+		    .name = rq->name,
+		    .count = rq->count,
+		    .connections = rq->ndispatchers,
+		    .connection_limit = rq->path.connection_limit,
+		    .max_ready = rq->path.max_ready,
+		    .delivered = rq->delivered,
+		    .transfail = rq->transfail,
+		    .failed = rq->failed,
+		};
+		fn(&ri, ctx);
+	}
+}

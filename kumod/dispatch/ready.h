@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Ready queues and dispatchers: due messages are routed (protocol.smtp.mx_list
+ * or DNS MX) into a ready queue named `<egress_source>-><site>@smtp`, shaped
+ * by get_egress_path_config (connection_limit, max_ready,
+ * max_deliveries_per_connection, enable_tls, smtp_port, prohibited_hosts,
+ * timeouts). Up to connection_limit dispatchers per ready queue, each one
+ * task whose phase is KumoMTA's (Starting, AttemptingConnection,
+ * DeliveringMessage, Idle, Closing), deliver with the SMTP client
+ * (kumod/smtp/client.h). Outcomes: 2xx Delivery (removed from the spool),
+ * 5xx Bounce (removed), anything else TransientFailure (back to the
+ * scheduled queue with backoff, or Expiration).
+ * Callers: kumod/main.c (init/shutdown), kumod/ctl (snapshots). */
+#ifndef KUMOD_DISPATCH_READY_H
+#define KUMOD_DISPATCH_READY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+int ready_init(uv_loop_t *loop);
+/* Aborts dispatchers; in-flight messages stay spooled (a later retry may
+ * duplicate one whose reply was lost: never a loss). */
+void ready_shutdown(void);
+/* After the loop ended: frees the ready queues. */
+void ready_free_all(void);
+
+struct ready_info {
+	const char *name;
+	size_t count;
+	size_t connections, connection_limit, max_ready;
+	uint64_t delivered, transfail, failed;
+};
+void ready_foreach(void (*fn)(const struct ready_info *ri, void *ctx), void *ctx);
+
+#endif

@@ -1,0 +1,540 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Scheduled queues: names, configuration, the due-time heap and retries. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/task.h"
+#include "base/xalloc.h"
+#include "ktrace.h"
+#include "policy.h"
+#include "queue/queue.h"
+#include "spool/logrec.h"
+#include "spool/message.h"
+#include "spool/spool.h"
+
+#define QUEUE_DEFAULT_RETRY_MS (20ull * 60 * 1000)
+#define QUEUE_DEFAULT_MAX_AGE_MS (7ull * 24 * 3600 * 1000)
+#define QUEUE_REFRESH_MS (60ull * 1000)
+#define QUEUE_BUCKETS 1024
+/* Due messages handed to the router per timer callback: keeps the loop
+ * responsive when a large backlog becomes due at once. */
+#define QUEUE_DUE_BATCH 256
+
+struct sched_queue {
+	char *name, *domain, *tenant, *campaign, *routing_domain;
+	struct queue_config cfg;
+	uint64_t cfg_loaded_ms;
+	size_t count; /* messages owned by this queue (scheduled or routed) */
+	struct task *task;
+	struct sched_queue *next_hash, *next_all;
+};
+
+static struct {
+	uv_loop_t *loop;
+	uv_timer_t timer;
+	int timer_init;
+	struct task *task; /* the maintainer */
+	struct qmsg **heap;
+	size_t nheap, capheap;
+	struct sched_queue *buckets[QUEUE_BUCKETS];
+	struct sched_queue *all;
+	size_t total;
+	queue_router_fn router;
+	int shutting_down;
+} Q;
+
+static uint64_t now_ms(void)
+{
+	return clock_wall_ns() / 1000000u;
+}
+
+/* --- pure helpers ---------------------------------------------------------- */
+
+uint64_t queue_retry_delay_ms(const struct queue_config *cfg, unsigned attempts)
+{
+	uint64_t d = cfg->retry_interval_ms ? cfg->retry_interval_ms : QUEUE_DEFAULT_RETRY_MS;
+	for (unsigned i = 0; i < attempts && i < 40; i++) {
+		if (cfg->max_retry_interval_ms && d >= cfg->max_retry_interval_ms)
+			break;
+		d *= 2;
+	}
+	if (cfg->max_retry_interval_ms && d > cfg->max_retry_interval_ms)
+		d = cfg->max_retry_interval_ms;
+	return d;
+}
+
+void queue_make_name(char *out, size_t outlen, const char *campaign, const char *tenant,
+		     const char *domain, const char *routing_domain)
+{
+	int has_c = campaign && *campaign, has_t = tenant && *tenant;
+	snprintf(out, outlen, "%s%s%s%s%s%s%s", has_c ? campaign : "", has_c ? ":" : "",
+		 has_t ? tenant : "", (has_c || has_t) ? "@" : "", domain,
+		 routing_domain && *routing_domain ? "!" : "",
+		 routing_domain && *routing_domain ? routing_domain : "");
+}
+
+/* Jitter as KumoMTA: J = min(retry_interval / 20, 60 s), uniform in [-J/2, J/2]. */
+static int64_t jitter_ms(const struct queue_config *cfg)
+{
+	uint64_t j = cfg->retry_interval_ms / 20;
+	if (j > 60000)
+		j = 60000;
+	if (j == 0)
+		return 0;
+	return (int64_t)((uint64_t)random() % (j + 1)) - (int64_t)(j / 2);
+}
+
+/* ms since the epoch from the time-ordered id (48-bit ms timestamp). */
+static uint64_t message_created_ms(const struct message *m)
+{
+	uint64_t ms = 0;
+	for (int i = 0; i < 12; i++) {
+		char c = m->id[i];
+		int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (v < 0)
+			return m->created_ns / 1000000u;
+		ms = ms << 4 | (uint64_t)v;
+	}
+	return ms;
+}
+
+/* --- heap ---------------------------------------------------------------- */
+
+static void heap_set(size_t i, struct qmsg *qm)
+{
+	Q.heap[i] = qm;
+	qm->heap_idx = i;
+}
+
+static void heap_up(size_t i)
+{
+	struct qmsg *qm = Q.heap[i];
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		if (Q.heap[p]->due_ms <= qm->due_ms)
+			break;
+		heap_set(i, Q.heap[p]);
+		i = p;
+	}
+	heap_set(i, qm);
+}
+
+static void heap_down(size_t i)
+{
+	struct qmsg *qm = Q.heap[i];
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		uint64_t best = qm->due_ms;
+		if (l < Q.nheap && Q.heap[l]->due_ms < best) {
+			m = l;
+			best = Q.heap[l]->due_ms;
+		}
+		if (r < Q.nheap && Q.heap[r]->due_ms < best)
+			m = r;
+		if (m == i)
+			break;
+		heap_set(i, Q.heap[m]);
+		i = m;
+	}
+	heap_set(i, qm);
+}
+
+static void heap_push(struct qmsg *qm)
+{
+	if (Q.nheap == Q.capheap) {
+		Q.capheap = Q.capheap ? Q.capheap * 2 : 256;
+		Q.heap = xrealloc(Q.heap, Q.capheap * sizeof(*Q.heap));
+	}
+	Q.heap[Q.nheap] = qm;
+	qm->heap_idx = Q.nheap++;
+	heap_up(qm->heap_idx);
+}
+
+static struct qmsg *heap_pop(void)
+{
+	struct qmsg *top = Q.heap[0];
+	Q.nheap--;
+	if (Q.nheap) {
+		Q.heap[0] = Q.heap[Q.nheap];
+		heap_down(0);
+	}
+	top->heap_idx = SIZE_MAX;
+	return top;
+}
+
+/* --- queues -------------------------------------------------------------- */
+
+static uint32_t hash_str(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static void config_free(struct queue_config *c)
+{
+	for (size_t i = 0; i < c->nmx; i++)
+		free(c->mx_list[i]);
+	free(c->mx_list);
+	memset(c, 0, sizeof(*c));
+}
+
+static uint64_t json_ms(json_t *o, const char *key, uint64_t dflt)
+{
+	json_t *v = json_object_get(o, key);
+	return json_is_number(v) ? (uint64_t)json_number_value(v) : dflt;
+}
+
+/* Runs get_queue_config; on failure keeps the previous config (or defaults). */
+static void queue_load_config(struct sched_queue *q)
+{
+	json_t *o = NULL;
+	struct policy_result r;
+	policy_get_queue_config(q->domain, q->tenant, q->campaign, q->routing_domain, &o, &r);
+	q->cfg_loaded_ms = now_ms();
+	if (r.status != POLICY_OK) {
+		KTRACE(queue_config_error, q->name, r.text);
+		json_decref(o);
+		if (q->cfg.retry_interval_ms == 0) {
+			q->cfg.retry_interval_ms = QUEUE_DEFAULT_RETRY_MS;
+			q->cfg.max_age_ms = QUEUE_DEFAULT_MAX_AGE_MS;
+		}
+		return;
+	}
+	config_free(&q->cfg);
+	q->cfg.retry_interval_ms = json_ms(o, "retry_interval_ms", QUEUE_DEFAULT_RETRY_MS);
+	if (q->cfg.retry_interval_ms == 0)
+		q->cfg.retry_interval_ms = 1000;
+	q->cfg.max_retry_interval_ms = json_ms(o, "max_retry_interval_ms", 0);
+	q->cfg.max_age_ms = json_ms(o, "max_age_ms", QUEUE_DEFAULT_MAX_AGE_MS);
+	const char *pool = json_string_value(json_object_get(o, "egress_pool"));
+	snprintf(q->cfg.egress_pool, sizeof(q->cfg.egress_pool), "%s", pool ? pool : "");
+	json_t *mx = json_object_get(json_object_get(json_object_get(o, "protocol"), "smtp"),
+				     "mx_list");
+	if (json_is_array(mx) && json_array_size(mx)) {
+		q->cfg.mx_list = xcalloc(json_array_size(mx), sizeof(char *));
+		size_t i;
+		json_t *v;
+		json_array_foreach(mx, i, v)
+		{
+			if (json_is_string(v))
+				q->cfg.mx_list[q->cfg.nmx++] = xstrdup(json_string_value(v));
+		}
+	}
+	json_decref(o);
+}
+
+/* Splits a queue name into its parts (kumo-compat.md §7). */
+static void parse_queue_name(struct sched_queue *q)
+{
+	char *s = xstrdup(q->name);
+	char *bang = strchr(s, '!');
+	if (bang) {
+		*bang = 0;
+		q->routing_domain = xstrdup(bang + 1);
+	} else {
+		q->routing_domain = xstrdup("");
+	}
+	char *at = strchr(s, '@');
+	if (at) {
+		*at = 0;
+		q->domain = xstrdup(at + 1);
+		char *colon = strchr(s, ':');
+		if (colon) {
+			*colon = 0;
+			q->campaign = xstrdup(s);
+			q->tenant = xstrdup(colon + 1);
+		} else {
+			q->campaign = xstrdup("");
+			q->tenant = xstrdup(s);
+		}
+	} else {
+		char *colon = strchr(s, ':');
+		q->domain = xstrdup(colon ? colon + 1 : s);
+		if (colon)
+			*colon = 0;
+		q->campaign = xstrdup(colon ? s : "");
+		q->tenant = xstrdup("");
+	}
+	free(s);
+}
+
+static struct sched_queue *queue_get(const char *name)
+{
+	uint32_t b = hash_str(name) % QUEUE_BUCKETS;
+	for (struct sched_queue *q = Q.buckets[b]; q; q = q->next_hash)
+		if (strcmp(q->name, name) == 0)
+			return q;
+	struct sched_queue *q = xcalloc(1, sizeof(*q));
+	q->name = xstrdup(name);
+	parse_queue_name(q);
+	q->task = task_spawn("scheduled_queue", name, Q.task ? Q.task->id : 0);
+	task_set_field(q->task, "queue", name);
+	task_set_phase(q->task, "Idle", NULL);
+	q->next_hash = Q.buckets[b];
+	Q.buckets[b] = q;
+	q->next_all = Q.all;
+	Q.all = q;
+	queue_load_config(q);
+	KTRACE(queue_created, q->name, q->cfg.retry_interval_ms, q->cfg.max_age_ms);
+	return q;
+}
+
+/* The queue name a message belongs to: meta queue, else from its parts. */
+static void message_queue_name(const struct message *m, char *out, size_t outlen)
+{
+	const char *explicit = message_get_meta_str(m, "queue");
+	if (explicit && *explicit) {
+		snprintf(out, outlen, "%s", explicit);
+		return;
+	}
+	const char *rcpt = m->nrecipients ? m->recipients[0] : "";
+	const char *at = strrchr(rcpt, '@');
+	char domain[300];
+	snprintf(domain, sizeof(domain), "%s", at ? at + 1 : rcpt);
+	for (char *p = domain; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	queue_make_name(out, outlen, message_get_meta_str(m, "campaign"),
+			message_get_meta_str(m, "tenant"), domain,
+			message_get_meta_str(m, "routing_domain"));
+}
+
+static void queue_update_phase(struct sched_queue *q)
+{
+	char phase[48];
+	snprintf(phase, sizeof(phase), q->count ? "Holding %zu" : "Idle", q->count);
+	task_set_phase(q->task, phase, q->count ? "due_time" : NULL);
+}
+
+/* --- timer --------------------------------------------------------------- */
+
+static void queue_arm(void);
+
+static void queue_timer_cb(uv_timer_t *t)
+{
+	struct task *prev = task_enter(Q.task);
+	task_wake(Q.task);
+	uint64_t now = now_ms();
+	size_t n = 0;
+	while (Q.nheap && Q.heap[0]->due_ms <= now && n < QUEUE_DUE_BATCH && !Q.shutting_down) {
+		struct qmsg *qm = heap_pop();
+		n++;
+		KTRACE(queue_due, qm->m->id, qm->q->name);
+		if (now - qm->q->cfg_loaded_ms > QUEUE_REFRESH_MS)
+			queue_load_config(qm->q);
+		if (Q.router) {
+			Q.router(qm);
+		} else {
+			/* nothing can deliver yet: keep it, try again later */
+			qm->due_ms = now + 1000;
+			heap_push(qm);
+		}
+	}
+	task_set_phase(Q.task, Q.nheap ? "Waiting" : "Idle", Q.nheap ? "next_due" : NULL);
+	queue_arm();
+	task_exit(Q.task, prev);
+}
+
+static void queue_arm(void)
+{
+	if (!Q.timer_init || Q.shutting_down)
+		return;
+	if (!Q.nheap) {
+		uv_timer_stop(&Q.timer);
+		return;
+	}
+	uint64_t now = now_ms(), due = Q.heap[0]->due_ms;
+	uv_timer_start(&Q.timer, queue_timer_cb, due > now ? due - now : 0, 0);
+}
+
+/* --- API ----------------------------------------------------------------- */
+
+int queue_init(uv_loop_t *loop)
+{
+	Q.loop = loop;
+	Q.task = task_spawn("queue_maintainer", "scheduled queues", 0);
+	task_set_phase(Q.task, "Idle", NULL);
+	uv_timer_init(loop, &Q.timer);
+	Q.timer_init = 1;
+	srandom((unsigned)clock_mono_ns());
+	return 0;
+}
+
+void queue_set_router(queue_router_fn fn)
+{
+	Q.router = fn;
+}
+
+static void schedule(struct qmsg *qm, uint64_t due, const char *reason)
+{
+	uint64_t now = now_ms();
+	qm->due_ms = due;
+	heap_push(qm);
+	KTRACE(queue_insert, qm->m->id, qm->q->name, reason, due > now ? due - now : 0,
+	       (int32_t)qm->attempts);
+	queue_update_phase(qm->q);
+	if (qm->heap_idx == 0)
+		queue_arm();
+}
+
+/* Expiration: logged and removed from the spool. */
+static void queue_expire(struct qmsg *qm, uint64_t next_delay_ms)
+{
+	char text[256];
+	snprintf(text, sizeof(text),
+		 "Next delivery time would be %" PRIu64 "s after creation, which exceeds "
+		 "max_age=%" PRIu64 "s",
+		 (now_ms() + next_delay_ms - message_created_ms(qm->m)) / 1000,
+		 qm->q->cfg.max_age_ms / 1000);
+	struct logrec_response resp = {.code = 551, .enhanced = "5.4.7", .content = text};
+	logrec_log("Expiration", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
+	KTRACE(queue_expire, qm->m->id, qm->q->name, (int32_t)qm->attempts);
+	spool_remove(qm->m->id, NULL, NULL);
+	queue_done(qm);
+}
+
+void queue_insert(struct message *m, const char *reason)
+{
+	char name[1024];
+	message_queue_name(m, name, sizeof(name));
+	struct sched_queue *q = queue_get(name);
+	struct qmsg *qm = xcalloc(1, sizeof(*qm));
+	qm->m = message_ref(m);
+	qm->q = q;
+	qm->heap_idx = SIZE_MAX;
+	q->count++;
+	Q.total++;
+	uint64_t now = now_ms(), due = now;
+	if (strcmp(reason, "Enumerated") == 0) {
+		/* attempts inferred from age and the retry schedule (KumoMTA) */
+		uint64_t created = message_created_ms(m), t = created;
+		unsigned n = 0;
+		while (n < 1000) {
+			uint64_t d = queue_retry_delay_ms(&q->cfg, n);
+			if (t + d > now)
+				break;
+			t += d;
+			n++;
+		}
+		qm->attempts = n;
+		if (now - created > q->cfg.max_age_ms) {
+			queue_expire(qm, 0);
+			return;
+		}
+	}
+	schedule(qm, due, reason);
+}
+
+void queue_requeue(struct qmsg *qm, const char *reason, int increment, const char *why_code,
+		   const char *why_text)
+{
+	struct sched_queue *q = qm->q;
+	uint64_t delay;
+	if (increment) {
+		delay = queue_retry_delay_ms(&q->cfg, qm->attempts);
+		qm->attempts++;
+		json_t *v = json_integer(qm->attempts);
+		message_set_meta(qm->m, "num_attempts", v);
+		int64_t j = jitter_ms(&q->cfg);
+		if (j < 0 && (uint64_t)-j >= delay)
+			j = 0;
+		delay = (uint64_t)((int64_t)delay + j);
+		uint64_t age = now_ms() - message_created_ms(qm->m);
+		if (age + delay > q->cfg.max_age_ms) {
+			queue_expire(qm, delay);
+			return;
+		}
+	} else {
+		/* not an attempt (ready queue full, routing deferred): short delay */
+		delay = 1000 + (uint64_t)(random() % 1000);
+	}
+	(void)why_code;
+	(void)why_text;
+	schedule(qm, now_ms() + delay, reason);
+}
+
+void queue_done(struct qmsg *qm)
+{
+	struct sched_queue *q = qm->q;
+	q->count--;
+	Q.total--;
+	queue_update_phase(q);
+	message_unref(qm->m);
+	free(qm);
+}
+
+void queue_shutdown(void)
+{
+	Q.shutting_down = 1;
+	if (Q.timer_init) {
+		uv_timer_stop(&Q.timer);
+		uv_close((uv_handle_t *)&Q.timer, NULL);
+		Q.timer_init = 0;
+	}
+	/* Scheduled messages stay in the spool; free the in-memory copies. */
+	while (Q.nheap) {
+		struct qmsg *qm = heap_pop();
+		queue_done(qm);
+	}
+	free(Q.heap);
+	Q.heap = NULL;
+	Q.capheap = 0;
+	struct sched_queue *q = Q.all, *next;
+	for (; q; q = next) {
+		next = q->next_all;
+		config_free(&q->cfg);
+		task_close(q->task);
+		free(q->name);
+		free(q->domain);
+		free(q->tenant);
+		free(q->campaign);
+		free(q->routing_domain);
+		free(q);
+	}
+	Q.all = NULL;
+	memset(Q.buckets, 0, sizeof(Q.buckets));
+	if (Q.task) {
+		task_close(Q.task);
+		Q.task = NULL;
+	}
+}
+
+const char *queue_name(const struct sched_queue *q)
+{
+	return q->name;
+}
+
+const char *queue_domain(const struct sched_queue *q)
+{
+	return q->domain;
+}
+
+const char *queue_routing_domain(const struct sched_queue *q)
+{
+	return q->routing_domain[0] ? q->routing_domain : q->domain;
+}
+
+const struct queue_config *queue_config_of(const struct sched_queue *q)
+{
+	return &q->cfg;
+}
+
+void queue_foreach(void (*fn)(const struct queue_info *qi, void *ctx), void *ctx)
+{
+	for (struct sched_queue *q = Q.all; q; q = q->next_all) {
+		struct queue_info qi = {.name = q->name, .count = q->count};
+		fn(&qi, ctx);
+	}
+}
+
+size_t queue_total(void)
+{
+	return Q.total;
+}

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Scheduled queues: every spooled message waits here until it is due.
+ * Queue names follow KumoMTA (`campaign:tenant@domain!routing_domain`, or
+ * meta `queue`); a queue is created on first insert and configured by the
+ * get_queue_config event (retry_interval, max_retry_interval, max_age,
+ * egress_pool, protocol.smtp.mx_list). Due times live in one binary heap
+ * over all queues (O(log n) insert and pop, one uv_timer for the earliest),
+ * so a million queued messages stay cheap.
+ * When a message is due it is handed to the router registered by the ready
+ * queue layer (kumod/dispatch), which calls back queue_requeue() or
+ * queue_done() for it. Each queue and the maintainer are tasks.
+ * Callers: kumod/smtp (Received), spool recovery (Enumerated),
+ * kumod/dispatch (outcomes), kumod/ctl (snapshots). */
+#ifndef KUMOD_QUEUE_QUEUE_H
+#define KUMOD_QUEUE_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct message;
+struct sched_queue;
+
+struct queue_config {
+	uint64_t retry_interval_ms;	/* default 20 min */
+	uint64_t max_retry_interval_ms; /* 0 = none */
+	uint64_t max_age_ms;		/* default 7 days */
+	char egress_pool[128];		/* "" = unspecified */
+	char **mx_list;			/* protocol.smtp.mx_list entries ("host[:port]") */
+	size_t nmx;
+};
+
+/* One queued message (owned by the queue layer while it exists). */
+struct qmsg {
+	struct message *m; /* one reference */
+	struct sched_queue *q;
+	uint64_t due_ms; /* wall clock ms */
+	unsigned attempts;
+	size_t heap_idx; /* SIZE_MAX when not in the heap */
+	struct qmsg *next; /* ready-queue FIFO link (kumod/dispatch) */
+};
+
+int queue_init(uv_loop_t *loop);
+/* Stops timers; messages stay spooled. */
+void queue_shutdown(void);
+
+/* Inserts a spooled message (takes a reference): due now. reason is a
+ * KumoMTA InsertReason name ("Received", "Enumerated"). For "Enumerated"
+ * the attempt count is inferred from the message age and the schedule;
+ * a message already past max_age expires. */
+void queue_insert(struct message *m, const char *reason);
+
+/* Router: called on the loop thread for each due message. It takes
+ * ownership of qm and must eventually call queue_requeue() or
+ * queue_done() for it. */
+typedef void (*queue_router_fn)(struct qmsg *qm);
+void queue_set_router(queue_router_fn fn);
+
+/* Back to the scheduled queue after a failure. increment: count an
+ * attempt (transient failure) or not (ready queue full). A message whose
+ * next due time would exceed max_age expires instead (Expiration record,
+ * removal from the spool). */
+void queue_requeue(struct qmsg *qm, const char *reason, int increment, const char *why_code,
+		   const char *why_text);
+/* The message left the system (delivered or bounced): frees qm. The
+ * caller already logged and removed it from the spool. */
+void queue_done(struct qmsg *qm);
+
+const char *queue_name(const struct sched_queue *q);
+const char *queue_domain(const struct sched_queue *q);
+const char *queue_routing_domain(const struct sched_queue *q); /* routing or recipient domain */
+const struct queue_config *queue_config_of(const struct sched_queue *q);
+
+/* Snapshot of the scheduled queues for metrics / console. */
+struct queue_info {
+	const char *name;
+	size_t count;
+	uint64_t next_due_ms; /* 0 when empty */
+};
+void queue_foreach(void (*fn)(const struct queue_info *qi, void *ctx), void *ctx);
+size_t queue_total(void);
+
+/* Pure helpers (tested in tests/unit): delay before attempt n+1 (after n
+ * failures) without jitter, and the KumoMTA queue name for parts. */
+uint64_t queue_retry_delay_ms(const struct queue_config *cfg, unsigned attempts);
+void queue_make_name(char *out, size_t outlen, const char *campaign, const char *tenant,
+		     const char *domain, const char *routing_domain);
+
+#endif

@@ -1,0 +1,27 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# `make run`: the sink on 127.0.0.1:2026 and kumod with
+# policy/simple_policy.lua on 127.0.0.1:2025, in one command. Ctrl-C (or
+# SIGTERM) stops both. Usage: scripts/run.sh BIN_DIR
+set -u
+bin=${1:-build}
+export LTTNG_UST_REGISTER_TIMEOUT=${LTTNG_UST_REGISTER_TIMEOUT:-0}
+mkdir -p var
+KUMOD_LOG=${SINK_LOG:-kumod=warn} "$bin/kumod" --policy sink/sink.lua &
+sink=$!
+KUMOD_LOG=${KUMOD_LOG:-kumod=info,lua=info} "$bin/kumod" --policy "${KUMO_POLICY:-policy/simple_policy.lua}" &
+relay=$!
+stop() {
+	kill -TERM "$relay" "$sink" 2>/dev/null
+	wait "$relay" 2>/dev/null
+	wait "$sink" 2>/dev/null
+	exit 0
+}
+trap stop INT TERM
+echo "run: sink pid $sink on 127.0.0.1:2026, kumod pid $relay on 127.0.0.1:2025 (Ctrl-C stops both)"
+echo "run: try: swaks --server 127.0.0.1:2025 --to someone@example.com"
+# Whichever exits first ends the pair.
+while kill -0 "$relay" 2>/dev/null && kill -0 "$sink" 2>/dev/null; do
+	sleep 1
+done
+stop
