@@ -9,7 +9,7 @@ export LTTNG_UST_REGISTER_TIMEOUT=${LTTNG_UST_REGISTER_TIMEOUT:-0}
 mkdir -p var
 KUMOD_LOG=${SINK_LOG:-kumod=warn} "$bin/kumod" --policy sink/sink.lua &
 sink=$!
-KUMOD_LOG=${KUMOD_LOG:-kumod=info,lua=info} "$bin/kumod" --policy "${KUMO_POLICY:-policy/simple_policy.lua}" &
+"$bin/kumod" --policy "${KUMO_POLICY:-policy/simple_policy.lua}" &
 relay=$!
 stop() {
 	kill -TERM "$relay" "$sink" 2>/dev/null

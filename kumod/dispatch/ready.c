@@ -68,7 +68,7 @@ struct dispatcher {
 	size_t delivered_here;
 	struct qmsg *current;
 	struct iovec iov;
-	const char *rcpts[1];
+	struct smtp_client_msg msg; /* must outlive the transaction (client keeps a pointer) */
 	int ready;
 	char last_error[256];
 	struct dispatcher *next, *prev;
@@ -407,7 +407,7 @@ static void dispatcher_next(struct dispatcher *d)
 	d->current = qm;
 	d->iov.iov_base = qm->m->data.data;
 	d->iov.iov_len = qm->m->data.len;
-	struct smtp_client_msg msg = {
+	d->msg = (struct smtp_client_msg){
 	    .sender = qm->m->sender,
 	    .recipients = (const char *const *)qm->m->recipients,
 	    .nrecipients = qm->m->nrecipients,
@@ -416,7 +416,7 @@ static void dispatcher_next(struct dispatcher *d)
 	};
 	dispatcher_phase(d, "DeliveringMessage");
 	task_set_field(d->task, "message_id", qm->m->id);
-	if (smtp_client_send(d->client, &msg) != 0) {
+	if (smtp_client_send(d->client, &d->msg) != 0) {
 		d->current = NULL;
 		outcome_transient(qm, rq, 451, "4.4.2", "dispatcher not ready", NULL, NULL,
 				  "DispatcherDrop");

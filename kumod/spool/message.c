@@ -73,17 +73,42 @@ void message_make_id(char out[MESSAGE_ID_LEN + 1])
 
 /* --- lifetime ------------------------------------------------------------ */
 
-struct message *message_new(void)
+static struct message *message_alloc(void)
 {
 	struct message *m = xcalloc(1, sizeof(*m));
 	m->refs = 1;
-	message_make_id(m->id);
 	m->sender = xstrdup("");
 	m->meta = json_object();
 	if (!m->meta)
 		panic("%s: out of memory", __func__);
 	buf_init(&m->data);
 	m->created_ns = clock_wall_ns();
+	return m;
+}
+
+struct message *message_new(void)
+{
+	struct message *m = message_alloc();
+	message_make_id(m->id);
+	return m;
+}
+
+int message_id_valid(const char *id)
+{
+	if (!id || strnlen(id, MESSAGE_ID_LEN + 1) != MESSAGE_ID_LEN)
+		return 0;
+	for (size_t i = 0; i < MESSAGE_ID_LEN; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+struct message *message_new_with_id(const char *id)
+{
+	if (!message_id_valid(id))
+		return NULL;
+	struct message *m = message_alloc();
+	memcpy(m->id, id, MESSAGE_ID_LEN + 1);
 	return m;
 }
 

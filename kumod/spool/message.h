@@ -22,10 +22,20 @@ struct message {
 	json_t *meta;	 /* object: queue, tenant, campaign, routing_domain, free keys */
 	struct buf data; /* full RFC 5322 content, CRLF line endings */
 	uint64_t created_ns;
+	/* Queue state persisted by the meta spool (spool_store/update_meta)
+	 * and restored by spool_recover: attempts made so far and the next due
+	 * time in unix ms (0 = due now). */
+	uint32_t attempts;
+	uint64_t due_ms;
 };
 
 /* New message with a fresh id, one reference. */
 struct message *message_new(void);
+/* New message with a given id (spool recovery), one reference; NULL unless
+ * id is MESSAGE_ID_LEN lowercase hex characters. */
+struct message *message_new_with_id(const char *id);
+/* 1 when id is MESSAGE_ID_LEN lowercase hex characters. */
+int message_id_valid(const char *id);
 struct message *message_ref(struct message *m);
 void message_unref(struct message *m);
 /* Generates a time-ordered id (48-bit ms timestamp, 16-bit counter,

@@ -1,0 +1,598 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Spool recovery and the file shapes: the meta JSON, reading and validating
+ * both files of a message, and the restart enumeration. Enumeration reads
+ * on the thread pool in chunks (the oldest bucket first) and hands each
+ * chunk to the loop thread; nothing here moves a file: quarantine and
+ * pruning are queued to the flusher, which revalidates in its serialized
+ * lane so a store or remove in flight is never mistaken for damage. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/task.h"
+#include "base/xalloc.h"
+#include "ktrace.h"
+#include "proto/spool_record.h"
+#include "spool/message.h"
+#include "spool/spool_int.h"
+
+#define SPOOL_META_MAX (64u << 20)   /* a meta file is JSON: bounded */
+#define SPOOL_DATA_MAX (1024u << 20) /* beyond any sane message size */
+#define RECOVER_CHUNK_MSGS 256
+#define RECOVER_CHUNK_BYTES (32u << 20)
+#define RECOVER_CHUNK_ENTRIES 4096
+#define RECOVER_PROGRESS_NS (30ull * 1000000000ull)
+
+/* --- meta JSON ------------------------------------------------------------------ */
+
+static json_t *recipients_json(const struct message *m)
+{
+	if (m->nrecipients == 1)
+		return json_string(m->recipients[0]);
+	json_t *a = json_array();
+	for (size_t i = 0; i < m->nrecipients; i++) {
+		json_t *r = json_string(m->recipients[i]);
+		if (!r || json_array_append_new(a, r) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+/* {"id", "sender", "recipient" (string, or array when several), "meta",
+ * "created" (unix ms), "attempts", "due" (unix ms, 0 = now)}. */
+char *spool__meta_encode(const struct message *m, size_t *len, const char **why)
+{
+	json_t *sender = json_string(m->sender ? m->sender : "");
+	json_t *rcpt = m->nrecipients ? recipients_json(m) : NULL;
+	char *out = NULL;
+	if (!sender || !rcpt) {
+		*why = !sender		? "sender is not valid UTF-8"
+		       : m->nrecipients ? "a recipient is not valid UTF-8"
+					: "message has no recipient";
+		json_decref(sender);
+		json_decref(rcpt);
+		return NULL;
+	}
+	json_t *o = json_object();
+	json_object_set_new(o, "id", json_string(m->id));
+	json_object_set_new(o, "sender", sender);
+	json_object_set_new(o, "recipient", rcpt);
+	json_object_set(o, "meta", json_is_object(m->meta) ? m->meta : json_object());
+	json_object_set_new(o, "created", json_integer((json_int_t)(m->created_ns / 1000000u)));
+	json_object_set_new(o, "attempts", json_integer((json_int_t)m->attempts));
+	json_object_set_new(o, "due", json_integer((json_int_t)m->due_ms));
+	out = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!out) {
+		*why = "meta cannot be serialized";
+		return NULL;
+	}
+	*len = strlen(out);
+	return out;
+}
+
+static int meta_int(json_t *o, const char *key, int required, uint64_t max, uint64_t *out)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v)
+		return required ? -1 : 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) > max)
+		return -1;
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int meta_recipients(json_t *r, struct message *m)
+{
+	if (json_is_string(r)) {
+		message_add_recipient(m, json_string_value(r));
+		return 0;
+	}
+	if (!json_is_array(r) || json_array_size(r) == 0)
+		return -1;
+	size_t i;
+	json_t *v;
+	json_array_foreach(r, i, v)
+	{
+		if (!json_is_string(v))
+			return -1;
+		message_add_recipient(m, json_string_value(v));
+	}
+	return 0;
+}
+
+/* The fields into a new message with the given id, or NULL and *why. */
+static struct message *meta_decode(const unsigned char *p, size_t n, const char *id,
+				   const char **why)
+{
+	json_error_t je;
+	json_t *o = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &je);
+	struct message *m = NULL;
+	uint64_t created = 0, attempts = 0, due = 0;
+	*why = "meta JSON does not parse";
+	if (!o)
+		return NULL;
+	json_t *jid = json_object_get(o, "id"), *sender = json_object_get(o, "sender");
+	json_t *meta = json_object_get(o, "meta");
+	if (!json_is_object(o) || !json_is_string(jid) || strcmp(json_string_value(jid), id) != 0)
+		*why = "meta JSON: missing id or id does not match the file name";
+	else if (!json_is_string(sender))
+		*why = "meta JSON: sender is not a string";
+	else if (!json_is_object(meta))
+		*why = "meta JSON: meta is not an object";
+	else if (meta_int(o, "created", 1, UINT64_MAX / 1000000u, &created) ||
+		 meta_int(o, "attempts", 0, UINT32_MAX, &attempts) ||
+		 meta_int(o, "due", 0, INT64_MAX, &due))
+		*why = "meta JSON: created, attempts or due is not a valid integer";
+	else
+		m = message_new_with_id(id);
+	if (m) {
+		message_set_sender(m, json_string_value(sender));
+		json_decref(m->meta);
+		m->meta = json_incref(meta);
+		m->created_ns = created * 1000000u;
+		m->attempts = (uint32_t)attempts;
+		m->due_ms = due;
+		if (meta_recipients(json_object_get(o, "recipient"), m) != 0) {
+			*why =
+			    "meta JSON: recipient is not a string or a non-empty array of strings";
+			message_unref(m);
+			m = NULL;
+		}
+	}
+	json_decref(o);
+	return m;
+}
+
+/* --- reading and validating ------------------------------------------------------- */
+
+int spool__read_file(int dirfd, const char *rel, size_t max, struct buf *out)
+{
+	int fd = openat(dirfd, rel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int rc = 0;
+	if (fstat(fd, &st) != 0)
+		rc = -errno;
+	else if (!S_ISREG(st.st_mode))
+		rc = -EISDIR;
+	else if ((uint64_t)st.st_size > max)
+		rc = -EFBIG;
+	if (rc == 0)
+		buf_reserve(out, (size_t)st.st_size + 1);
+	while (rc == 0) {
+		if (out->cap - out->len < 2)
+			buf_reserve(out, out->len < 4096 ? 4096 : out->len);
+		ssize_t n = read(fd, out->data + out->len, out->cap - out->len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			rc = -errno;
+		else if (n == 0)
+			break;
+		else if ((out->len += (size_t)n) > max)
+			rc = -EFBIG;
+	}
+	close(fd);
+	return rc;
+}
+
+static int load_fail(char *why, size_t whylen, const char *file, const char *what)
+{
+	snprintf(why, whylen, "%s file: %s", file, what);
+	return -EBADMSG;
+}
+
+static int read_record(enum spool_which which, const char *rel, const char *id, struct buf *b,
+		       struct spool_record *rec, char *why, size_t whylen)
+{
+	const char *file = which == SPOOL_DATA ? "data" : "meta";
+	int rc = spool__read_file(spool__root[which], rel,
+				  which == SPOOL_DATA ? SPOOL_DATA_MAX : SPOOL_META_MAX, b);
+	if (rc == -ENOENT && which == SPOOL_META) {
+		snprintf(why, whylen, "meta file vanished");
+		return -ENOENT;
+	}
+	if (rc == -ENOENT)
+		return load_fail(why, whylen, "data",
+				 "missing (a meta file without its data file)");
+	if (rc < 0)
+		return load_fail(why, whylen, file, rc == -EFBIG ? "too large" : strerror(-rc));
+	if (spool_record_decode(b->data ? b->data : "", b->len,
+				which == SPOOL_DATA ? SPOOL_RECORD_DATA : SPOOL_RECORD_META,
+				rec) != 0)
+		return load_fail(why, whylen, file, rec->error);
+	if (strcmp(rec->id, id) != 0)
+		return load_fail(why, whylen, file,
+				 "id in the header does not match the file name");
+	return 0;
+}
+
+int spool__load(const char *id, struct message **out, char *why, size_t whylen)
+{
+	char rel[SPOOL_REL_MAX];
+	struct buf b;
+	struct spool_record rec;
+	const char *jwhy = NULL;
+	struct message *m = NULL;
+	spool__rel_path(rel, id);
+	buf_init(&b);
+	int rc = read_record(SPOOL_META, rel, id, &b, &rec, why, whylen);
+	if (rc == 0 && !(m = meta_decode(rec.payload, rec.len, id, &jwhy)))
+		rc = load_fail(why, whylen, "meta", jwhy);
+	buf_reset(&b);
+	if (rc == 0)
+		rc = read_record(SPOOL_DATA, rel, id, &b, &rec, why, whylen);
+	if (rc < 0) {
+		message_unref(m);
+		buf_free(&b);
+		return rc;
+	}
+	/* the file buffer becomes the message content: no copy */
+	memmove(b.data, rec.payload, rec.len);
+	b.len = rec.len;
+	buf_free(&m->data);
+	m->data = b;
+	*out = m;
+	return 0;
+}
+
+/* --- enumeration (worker side) ------------------------------------------------------ */
+
+struct recover_item {
+	enum spool_op_kind kind; /* QUARANTINE (id), QUARANTINE_FILE or PRUNE (which, rel) */
+	enum spool_which which;
+	char id[MESSAGE_ID_LEN + 1];
+	char rel[SPOOL_NAME_MAX];
+	char reason[160];
+};
+
+struct recover_chunk {
+	struct message **msgs;
+	size_t nmsgs, capmsgs, bytes;
+	struct recover_item *items;
+	size_t nitems, capitems;
+};
+
+struct spool_recovery {
+	uv_work_t req;
+	void (*fn)(struct message *m, void *ctx);
+	void (*done)(void *ctx, size_t loaded, size_t quarantined);
+	void *ctx;
+	/* worker cursor: the meta spool first, then the data spool (orphans) */
+	enum spool_which walking;
+	int finished;
+	char (*buckets)[SPOOL_BUCKET_LEN + 1];
+	size_t nbuckets, bi;
+	DIR *dir;
+	size_t bucket_live;
+	struct recover_chunk chunk; /* filled by the worker */
+	/* loop side */
+	int running, stopping;
+	size_t loaded, quarantined, skipped, outstanding;
+	uint64_t start_ns, last_progress_ns;
+};
+
+/* One recovery at a time; quarantine completions find it here. */
+static struct spool_recovery *active;
+
+static struct recover_item *chunk_item(struct recover_chunk *c, enum spool_op_kind kind,
+				       enum spool_which which)
+{
+	if (c->nitems == c->capitems) {
+		c->capitems = c->capitems ? c->capitems * 2 : 16;
+		c->items = xrealloc(c->items, c->capitems * sizeof(*c->items));
+	}
+	struct recover_item *it = &c->items[c->nitems++];
+	memset(it, 0, sizeof(*it));
+	it->kind = kind;
+	it->which = which;
+	return it;
+}
+
+static void chunk_msg(struct recover_chunk *c, struct message *m)
+{
+	if (c->nmsgs == c->capmsgs) {
+		c->capmsgs = c->capmsgs ? c->capmsgs * 2 : 64;
+		c->msgs = xrealloc(c->msgs, c->capmsgs * sizeof(*c->msgs));
+	}
+	c->msgs[c->nmsgs++] = m;
+	c->bytes += m->data.len;
+}
+
+static int is_bucket_name(const char *s)
+{
+	if (strlen(s) != SPOOL_BUCKET_LEN)
+		return 0;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return 0;
+	return 1;
+}
+
+static int cmp_bucket(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* Bucket directories of the spool being walked, oldest first. Other names
+ * (new, quarantine, lock, an operator's files) are left alone. */
+static void list_buckets(struct spool_recovery *r)
+{
+	size_t cap = 0;
+	int fd = openat(spool__root[r->walking], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+	r->nbuckets = r->bi = 0;
+	r->buckets = xmalloc(sizeof(*r->buckets));
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((e = readdir(d))) {
+		if (!is_bucket_name(e->d_name))
+			continue;
+		if (r->nbuckets == cap) {
+			cap = cap ? cap * 2 : 64;
+			r->buckets = xrealloc(r->buckets, cap * sizeof(*r->buckets));
+		}
+		memcpy(r->buckets[r->nbuckets++], e->d_name, SPOOL_BUCKET_LEN + 1);
+	}
+	closedir(d);
+	qsort(r->buckets, r->nbuckets, sizeof(*r->buckets), cmp_bucket);
+}
+
+static void visit_meta(struct spool_recovery *r, const char *rel, const char *id)
+{
+	struct message *m = NULL;
+	char why[160];
+	int rc = spool__load(id, &m, why, sizeof(why));
+	if (rc == 0) {
+		chunk_msg(&r->chunk, m);
+		r->bucket_live++;
+	} else if (rc != -ENOENT) {
+		struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_QUARANTINE, SPOOL_META);
+		memcpy(it->id, id, MESSAGE_ID_LEN + 1); /* validated */
+		snprintf(it->rel, sizeof(it->rel), "%s", rel);
+		snprintf(it->reason, sizeof(it->reason), "%s", why);
+	}
+}
+
+static void visit_data(struct spool_recovery *r, const char *rel, const char *id)
+{
+	if (faccessat(spool__root[SPOOL_META], rel, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		r->bucket_live++;
+		return;
+	}
+	struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_QUARANTINE, SPOOL_DATA);
+	memcpy(it->id, id, MESSAGE_ID_LEN + 1); /* validated */
+	snprintf(it->rel, sizeof(it->rel), "%s", rel);
+	snprintf(it->reason, sizeof(it->reason), "data file without meta file");
+}
+
+static void visit(struct spool_recovery *r, const char *bucket, const char *name)
+{
+	char rel[SPOOL_REL_MAX];
+	if (!message_id_valid(name) || memcmp(name, bucket, SPOOL_BUCKET_LEN) != 0) {
+		struct recover_item *it =
+		    chunk_item(&r->chunk, SPOOL_OP_QUARANTINE_FILE, r->walking);
+		snprintf(it->rel, sizeof(it->rel), "%s/%s", bucket, name);
+		snprintf(it->reason, sizeof(it->reason), "unexpected file name in the %s spool",
+			 r->walking == SPOOL_META ? "meta" : "data");
+		return;
+	}
+	spool__rel_path(rel, name);
+	if (r->walking == SPOOL_META)
+		visit_meta(r, rel, name);
+	else
+		visit_data(r, rel, name);
+}
+
+/* Opens the next bucket, or moves on to the next spool; 0 when finished. */
+static int next_bucket(struct spool_recovery *r)
+{
+	while (!r->dir) {
+		if (!r->buckets)
+			list_buckets(r);
+		if (r->bi == r->nbuckets) {
+			xfree(r->buckets);
+			if (r->walking == SPOOL_DATA) {
+				r->finished = 1;
+				return 0;
+			}
+			r->walking = SPOOL_DATA;
+			continue;
+		}
+		int fd = openat(spool__root[r->walking], r->buckets[r->bi],
+				O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r->dir = fd >= 0 ? fdopendir(fd) : NULL;
+		r->bucket_live = 0;
+		if (!r->dir) {
+			if (fd >= 0)
+				close(fd);
+			r->bi++;
+		}
+	}
+	return 1;
+}
+
+static void end_bucket(struct spool_recovery *r)
+{
+	closedir(r->dir);
+	r->dir = NULL;
+	if (!r->bucket_live) {
+		struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_PRUNE, r->walking);
+		snprintf(it->rel, sizeof(it->rel), "%s", r->buckets[r->bi]);
+	}
+	r->bi++;
+}
+
+static void recover_step(uv_work_t *req)
+{
+	struct spool_recovery *r = req->data;
+	size_t examined = 0;
+	while (r->chunk.nmsgs < RECOVER_CHUNK_MSGS && r->chunk.bytes < RECOVER_CHUNK_BYTES &&
+	       examined < RECOVER_CHUNK_ENTRIES && next_bucket(r)) {
+		struct dirent *e = readdir(r->dir);
+		if (!e) {
+			end_bucket(r);
+			continue;
+		}
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		examined++;
+		visit(r, r->buckets[r->bi], e->d_name);
+	}
+}
+
+/* --- loop side ------------------------------------------------------------------------ */
+
+static void maybe_complete(struct spool_recovery *r)
+{
+	if (r->running || r->outstanding || !(r->finished || r->stopping))
+		return;
+	uint64_t ms = (clock_mono_ns() - r->start_ns) / 1000000u;
+	KTRACE(spool_recovered, r->loaded, r->quarantined, r->skipped, ms);
+	active = NULL;
+	spool__recovery_finished();
+	if (r->dir)
+		closedir(r->dir);
+	free(r->buckets);
+	free(r->chunk.msgs);
+	free(r->chunk.items);
+	void (*done)(void *, size_t, size_t) = r->done;
+	void *ctx = r->ctx;
+	size_t loaded = r->loaded, quarantined = r->quarantined;
+	free(r);
+	if (done)
+		done(ctx, loaded, quarantined);
+	spool__hold(-1);
+}
+
+static void trace_move(const struct spool_op *op, enum spool_which which, const char *from)
+{
+	char src[4096], dst[4096];
+	snprintf(src, sizeof(src), "%s/%s", spool__path[which], from);
+	snprintf(dst, sizeof(dst), "%s/%s", spool__path[which], op->moved_to[which]);
+	KTRACE(spool_quarantine, src, op->reason[0] ? op->reason : "corrupt", dst);
+}
+
+void spool__quarantine_done(struct spool_op *op)
+{
+	char rel[SPOOL_REL_MAX];
+	if (op->kind == SPOOL_OP_QUARANTINE_FILE) {
+		if (op->moved[op->which])
+			trace_move(op, op->which, op->rel);
+	} else {
+		spool__rel_path(rel, op->id);
+		for (int w = SPOOL_META; w >= SPOOL_DATA; w--)
+			if (op->moved[w])
+				trace_move(op, (enum spool_which)w, rel);
+	}
+	struct spool_recovery *r = active;
+	if (!r)
+		return;
+	r->quarantined += op->moved[SPOOL_DATA] || op->moved[SPOOL_META];
+	r->outstanding--;
+	maybe_complete(r);
+}
+
+static void submit_items(struct spool_recovery *r, struct recover_item *items, size_t n)
+{
+	for (size_t i = 0; i < n && !r->stopping; i++) {
+		struct recover_item *it = &items[i];
+		struct spool_op *op = spool__op_new(it->kind, it->id[0] ? it->id : NULL);
+		op->which = it->which;
+		snprintf(op->rel, sizeof(op->rel), "%s", it->rel);
+		if (it->kind == SPOOL_OP_QUARANTINE_FILE)
+			snprintf(op->reason, sizeof(op->reason), "%s", it->reason);
+		r->outstanding += it->kind != SPOOL_OP_PRUNE;
+		spool__submit(op);
+	}
+}
+
+static void recover_after(uv_work_t *req, int status);
+
+static void deliver(struct spool_recovery *r, struct message **msgs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct message *m = msgs[i];
+		if (!spool_is_open())
+			r->stopping = 1; /* closed from fn: deliver no more */
+		if (r->stopping || spool__stored_here(m->id)) {
+			/* stored by this process: its owner queued it already */
+			r->skipped += !r->stopping;
+		} else {
+			r->loaded++;
+			KTRACE(spool_load, m->id, (uint64_t)m->data.len);
+			if (r->fn)
+				r->fn(m, r->ctx);
+		}
+		message_unref(m);
+	}
+}
+
+static void recover_after(uv_work_t *req, int status)
+{
+	struct spool_recovery *r = req->data;
+	struct task *prev = task_enter(spool__task());
+	struct recover_chunk c = r->chunk;
+	memset(&r->chunk, 0, sizeof(r->chunk));
+	int finished = r->finished;
+	r->running = 0;
+	if (!spool_is_open())
+		r->stopping = 1;
+	submit_items(r, c.items, c.nitems);
+	if (!finished && !r->stopping) {
+		/* read the next chunk while this one is delivered */
+		r->running = 1;
+		uv_queue_work(spool__loop(), &r->req, recover_step, recover_after);
+	}
+	deliver(r, c.msgs, c.nmsgs);
+	free(c.msgs);
+	free(c.items);
+	uint64_t now = clock_mono_ns();
+	if (now - r->last_progress_ns >= RECOVER_PROGRESS_NS && !finished) {
+		r->last_progress_ns = now;
+		log_info("kumod::spool", "recovery in progress loaded=%zu quarantined=%zu",
+			 r->loaded, r->quarantined);
+	}
+	task_exit(spool__task(), prev);
+	maybe_complete(r);
+}
+
+void spool_recover(void (*fn)(struct message *m, void *ctx),
+		   void (*done)(void *ctx, size_t loaded, size_t quarantined), void *ctx)
+{
+	if (!spool_is_open())
+		panic("%s: spool is not open", __func__);
+	if (active)
+		panic("%s: a recovery is already running", __func__);
+	struct spool_recovery *r = xcalloc(1, sizeof(*r));
+	r->req.data = r;
+	r->fn = fn;
+	r->done = done;
+	r->ctx = ctx;
+	r->walking = SPOOL_META;
+	r->start_ns = r->last_progress_ns = clock_mono_ns();
+	r->running = 1;
+	active = r;
+	spool__hold(1);
+	log_info("kumod::spool", "recovery started meta=%s data=%s", spool__path[SPOOL_META],
+		 spool__path[SPOOL_DATA]);
+	uv_queue_work(spool__loop(), &r->req, recover_step, recover_after);
+}

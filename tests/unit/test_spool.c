@@ -1,0 +1,881 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The durable spool against real files in a mkdtemp directory under /tmp
+ * with a running uv loop: group commit, recovery with identical bytes,
+ * quarantine of corrupt and orphaned files, flush=false, remove and update,
+ * injected I/O errors and a full tmpfs. Includes spool_int.h for the fault
+ * injection hook (the one user outside kumod/spool/). */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "proto/spool_record.h"
+#include "spool/message.h"
+#include "spool/spool.h"
+#include "spool/spool_int.h"
+#include "test.h"
+
+static uv_loop_t loop;
+static char dir[64], data_path[128], meta_path[128];
+static int sync_fs_mode;
+
+/* --- fixture ------------------------------------------------------------------ */
+
+static void rm_rf(const char *path)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup of %s failed\n", path);
+}
+
+static void setup_in(const char *base)
+{
+	char err[256];
+	/* the failures these tests provoke are expected: keep the output quiet */
+	ASSERT_EQ(log_set_filter("kumod::spool=off", err, sizeof(err)), 0);
+	ASSERT_EQ(uv_loop_init(&loop), 0);
+	snprintf(data_path, sizeof(data_path), "%s/data", base);
+	snprintf(meta_path, sizeof(meta_path), "%s/meta", base);
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/kumod-spool-test.XXXXXX");
+	ASSERT(mkdtemp(dir) != NULL);
+	setup_in(dir);
+}
+
+static void open_spool(int flush)
+{
+	char err[256] = "";
+	struct spool_config cfg = {data_path, meta_path, flush, sync_fs_mode};
+	int rc = spool_open(&loop, &cfg, err, sizeof(err));
+	if (rc != 0)
+		TEST_FAIL("spool_open: %d %s", rc, err);
+}
+
+/* Closes and runs the loop until the spool let go of its files. */
+static void close_spool(void)
+{
+	spool_close();
+	uv_run(&loop, UV_RUN_DEFAULT);
+	ASSERT(!spool_is_open());
+}
+
+static void teardown(void)
+{
+	close_spool();
+	ASSERT_EQ(uv_loop_close(&loop), 0);
+	rm_rf(dir);
+}
+
+static struct message *make_msg(unsigned i, size_t size)
+{
+	struct message *m = message_new();
+	char s[64];
+	snprintf(s, sizeof(s), "sender%u@example.com", i);
+	message_set_sender(m, s);
+	snprintf(s, sizeof(s), "rcpt%u@example.net", i);
+	message_add_recipient(m, s);
+	if (i % 2)
+		message_add_recipient(m, "second@example.org");
+	message_set_meta(m, "queue", json_sprintf("q%u", i % 3));
+	message_set_meta(m, "n", json_integer(i));
+	char *data = malloc(size ? size : 1);
+	for (size_t k = 0; k < size; k++)
+		data[k] = (char)((k * 7 + i) & 0xff); /* 8-bit, NULs, bare CR/LF */
+	message_set_data(m, data, size);
+	free(data);
+	m->attempts = i % 5;
+	m->due_ms = i % 2 ? 1700000000000ull + i : 0;
+	return m;
+}
+
+static void assert_same(const struct message *a, const struct message *b)
+{
+	ASSERT_STR_EQ(a->id, b->id);
+	ASSERT_STR_EQ(a->sender, b->sender);
+	ASSERT_EQ(a->nrecipients, b->nrecipients);
+	for (size_t i = 0; i < a->nrecipients; i++)
+		ASSERT_STR_EQ(a->recipients[i], b->recipients[i]);
+	ASSERT(json_equal(a->meta, b->meta));
+	ASSERT_EQ(a->data.len, b->data.len);
+	ASSERT(a->data.len == 0 || memcmp(a->data.data, b->data.data, a->data.len) == 0);
+	ASSERT_EQ(a->created_ns / 1000000u, b->created_ns / 1000000u);
+	ASSERT_EQ(a->attempts, b->attempts);
+	ASSERT_EQ(a->due_ms, b->due_ms);
+}
+
+static void file_path(char *out, size_t cap, const char *root, const char *id)
+{
+	snprintf(out, cap, "%s/%.8s/%s", root, id, id);
+}
+
+static int exists(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+static size_t count_dir(const char *path)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", path);
+	FILE *f = popen(cmd, "r");
+	size_t n = 0;
+	ASSERT(f && fscanf(f, "%zu", &n) == 1);
+	pclose(f);
+	return n;
+}
+
+/* --- completions ------------------------------------------------------------------ */
+
+struct results {
+	int err[2048];
+	size_t done;
+};
+
+static void on_done(void *ctx, int err)
+{
+	struct results *r = ctx;
+	r->err[r->done++] = err;
+}
+
+/* Stores each message and waits for every callback; returns the errors in
+ * completion order (which is submission order). */
+static void store_all(struct message **m, size_t n, struct results *r)
+{
+	memset(r, 0, sizeof(*r));
+	for (size_t i = 0; i < n; i++)
+		spool_store(m[i], on_done, r);
+	ASSERT_EQ(r->done, 0); /* never called from inside spool_store */
+	while (r->done < n)
+		uv_run(&loop, UV_RUN_ONCE);
+}
+
+struct collected {
+	struct message *msgs[2048];
+	size_t n, loaded, quarantined;
+	int done, close_on_first;
+};
+
+static void on_msg(struct message *m, void *ctx)
+{
+	struct collected *c = ctx;
+	c->msgs[c->n++] = message_ref(m);
+	if (c->close_on_first && c->n == 1)
+		spool_close();
+}
+
+static void on_recovered(void *ctx, size_t loaded, size_t quarantined)
+{
+	struct collected *c = ctx;
+	c->loaded = loaded;
+	c->quarantined = quarantined;
+	c->done = 1;
+}
+
+static void recover(struct collected *c)
+{
+	memset(c, 0, sizeof(*c));
+	spool_recover(on_msg, on_recovered, c);
+	ASSERT(!c->done);
+	while (!c->done)
+		uv_run(&loop, UV_RUN_ONCE);
+}
+
+static void collected_free(struct collected *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		message_unref(c->msgs[i]);
+	c->n = 0;
+}
+
+static const struct message *find(struct collected *c, const char *id)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (strcmp(c->msgs[i]->id, id) == 0)
+			return c->msgs[i];
+	return NULL;
+}
+
+/* --- tests ------------------------------------------------------------------------- */
+
+TEST_IMPL(spool_store_batches_and_recovers_identical_bytes)
+{
+	enum {
+		N = 200
+	};
+	struct message *m[N];
+	struct results r;
+	struct collected c;
+	struct spool_stats st;
+	setup();
+	open_spool(1);
+	for (unsigned i = 0; i < N; i++)
+		m[i] = make_msg(i, i * 37 % 5000);
+	store_all(m, N, &r);
+	for (size_t i = 0; i < N; i++)
+		ASSERT_EQ(r.err[i], 0);
+	spool_get_stats(&st);
+	ASSERT_EQ(st.stored, N);
+	ASSERT_EQ(st.errors, 0);
+	ASSERT_EQ(st.pending, 0);
+	ASSERT_LT(st.batches, N); /* concurrent stores shared batches */
+	ASSERT_GT(st.batch_msgs_max, 1);
+	ASSERT_EQ(st.file_syncs, 2 * N);
+	ASSERT_LT(st.dir_syncs, 2 * N);
+	char p[256];
+	file_path(p, sizeof(p), data_path, m[0]->id);
+	ASSERT(exists(p));
+	file_path(p, sizeof(p), meta_path, m[0]->id);
+	ASSERT(exists(p));
+	snprintf(p, sizeof(p), "%s/new", data_path);
+	ASSERT_EQ(count_dir(p), 0);
+
+	close_spool(); /* a restart */
+	open_spool(1);
+	recover(&c);
+	ASSERT_EQ(c.loaded, N);
+	ASSERT_EQ(c.quarantined, 0);
+	ASSERT_EQ(c.n, N);
+	for (size_t i = 0; i < N; i++) {
+		const struct message *got = find(&c, m[i]->id);
+		if (!got)
+			TEST_FAIL("message %zu (%s) not recovered", i, m[i]->id);
+		assert_same(m[i], got);
+	}
+	/* oldest bucket first, and ids are time-ordered within this test */
+	ASSERT(strncmp(c.msgs[0]->id, c.msgs[N - 1]->id, 8) <= 0);
+	collected_free(&c);
+	for (size_t i = 0; i < N; i++)
+		message_unref(m[i]);
+	teardown();
+}
+
+TEST_IMPL(spool_recover_twice_is_idempotent)
+{
+	struct message *m[3];
+	struct results r;
+	struct collected c;
+	setup();
+	open_spool(1);
+	for (unsigned i = 0; i < 3; i++)
+		m[i] = make_msg(i, 100);
+	store_all(m, 3, &r);
+	close_spool();
+	for (int round = 0; round < 2; round++) {
+		open_spool(1);
+		recover(&c);
+		ASSERT_EQ(c.loaded, 3);
+		ASSERT_EQ(c.quarantined, 0);
+		collected_free(&c);
+		close_spool();
+	}
+	open_spool(1);
+	for (unsigned i = 0; i < 3; i++)
+		message_unref(m[i]);
+	teardown();
+}
+
+static void corrupt_byte(const char *path, off_t off)
+{
+	int fd = open(path, O_RDWR);
+	ASSERT(fd >= 0);
+	unsigned char c;
+	ASSERT_EQ(pread(fd, &c, 1, off), 1);
+	c ^= 0x20;
+	ASSERT_EQ(pwrite(fd, &c, 1, off), 1);
+	close(fd);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+	ASSERT(fd >= 0);
+	ASSERT_EQ(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	ASSERT(f);
+	static char buf[65536];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	return buf;
+}
+
+TEST_IMPL(spool_corrupt_and_orphan_files_are_quarantined)
+{
+	enum {
+		N = 6
+	};
+	struct message *m[N];
+	struct results r;
+	struct collected c;
+	char p[256], q[256], lerr[64];
+	setup();
+	open_spool(1);
+	for (unsigned i = 0; i < N; i++)
+		m[i] = make_msg(i, 300);
+	store_all(m, N, &r);
+	close_spool();
+
+	file_path(p, sizeof(p), meta_path, m[1]->id); /* bit flip in meta */
+	corrupt_byte(p, SPOOL_RECORD_HEADER_LEN + 5);
+	file_path(p, sizeof(p), data_path, m[2]->id); /* torn data file */
+	ASSERT_EQ(truncate(p, 100), 0);
+	file_path(p, sizeof(p), data_path, m[3]->id); /* meta without data */
+	ASSERT_EQ(unlink(p), 0);
+	file_path(p, sizeof(p), meta_path, m[4]->id); /* data without meta */
+	ASSERT_EQ(unlink(p), 0);
+	snprintf(p, sizeof(p), "%s/%.8s/garbage", meta_path, m[0]->id);
+	write_file(p, "not a spool file");
+	snprintf(p, sizeof(p), "%s/new/.tmp-%s-1", meta_path, m[5]->id); /* crash leftover */
+	write_file(p, "half");
+
+	/* capture the warnings */
+	snprintf(q, sizeof(q), "%s/stderr.log", dir);
+	int saved = dup(2), fd = open(q, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+	ASSERT(fd >= 0 && saved >= 0);
+	dup2(fd, 2);
+	close(fd);
+	ASSERT_EQ(log_set_filter("kumod::spool=warn", lerr, sizeof(lerr)), 0);
+	open_spool(1);
+	snprintf(p, sizeof(p), "%s/new", meta_path);
+	ASSERT_EQ(count_dir(p), 0); /* temp files removed at open */
+	recover(&c);
+	dup2(saved, 2);
+	close(saved);
+
+	ASSERT_EQ(c.loaded, 2);
+	ASSERT(find(&c, m[0]->id) && find(&c, m[5]->id));
+	ASSERT_EQ(c.quarantined, 5);
+	struct spool_stats st;
+	spool_get_stats(&st);
+	ASSERT_EQ(st.quarantined, 5);
+	/* moved aside, not deleted; nothing corrupt left in the buckets */
+	const struct {
+		const char *root;
+		int i;
+		int in_quarantine;
+	} want[] = {
+	    {meta_path, 1, 1}, {data_path, 1, 1}, {meta_path, 2, 1}, {data_path, 2, 1},
+	    {meta_path, 3, 1}, {data_path, 4, 1}, {meta_path, 0, 0}, {data_path, 5, 0},
+	};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		snprintf(p, sizeof(p), "%s/quarantine/%s", want[i].root, m[want[i].i]->id);
+		if (exists(p) != want[i].in_quarantine)
+			TEST_FAIL("%s: want in quarantine %d", p, want[i].in_quarantine);
+		file_path(p, sizeof(p), want[i].root, m[want[i].i]->id);
+		if (exists(p) == want[i].in_quarantine)
+			TEST_FAIL("%s: want in the spool %d", p, !want[i].in_quarantine);
+	}
+	snprintf(p, sizeof(p), "%s/quarantine/garbage", meta_path);
+	ASSERT(exists(p));
+	const char *log = slurp(q);
+	snprintf(p, sizeof(p), "%.8s/%s", m[1]->id, m[1]->id);
+	ASSERT(strstr(log, p) != NULL);
+	ASSERT(strstr(log, "meta file: checksum mismatch") != NULL);
+	ASSERT(strstr(log, "data file: truncated") != NULL);
+	ASSERT(strstr(log, "data file: missing") != NULL);
+	ASSERT(strstr(log, "data file without meta file") != NULL);
+	ASSERT(strstr(log, "unexpected file name in the meta spool") != NULL);
+	collected_free(&c);
+
+	/* a second recovery finds the same two messages and nothing to move */
+	close_spool();
+	open_spool(1);
+	recover(&c);
+	ASSERT_EQ(c.loaded, 2);
+	ASSERT_EQ(c.quarantined, 0);
+	collected_free(&c);
+	for (unsigned i = 0; i < N; i++)
+		message_unref(m[i]);
+	teardown();
+}
+
+/* spool_close from inside recovery's callback while quarantine moves are
+ * queued: every completion still runs, done() is called once, and the spool
+ * is released after the last one. */
+TEST_IMPL(spool_close_during_recovery)
+{
+	enum {
+		N = 40
+	};
+	struct message *m[N];
+	struct results r;
+	struct collected c;
+	char p[256];
+	setup();
+	open_spool(1);
+	for (unsigned i = 0; i < N; i++)
+		m[i] = make_msg(i, 100);
+	store_all(m, N, &r);
+	close_spool();
+	for (unsigned i = 0; i < N; i += 2) {
+		file_path(p, sizeof(p), data_path, m[i]->id);
+		ASSERT_EQ(truncate(p, 10), 0);
+	}
+	open_spool(1);
+	memset(&c, 0, sizeof(c));
+	c.close_on_first = 1;
+	spool_recover(on_msg, on_recovered, &c);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	ASSERT(!spool_is_open());
+	ASSERT(c.done);
+	ASSERT_EQ(c.n, 1);		 /* the rest of the chunk was dropped */
+	ASSERT_EQ(c.quarantined, N / 2); /* queued before the close: completed */
+	collected_free(&c);
+	open_spool(1); /* released */
+	recover(&c);
+	ASSERT_EQ(c.loaded, N / 2);
+	ASSERT_EQ(c.quarantined, 0);
+	collected_free(&c);
+	for (unsigned i = 0; i < N; i++)
+		message_unref(m[i]);
+	teardown();
+}
+
+TEST_IMPL(spool_no_flush_skips_fsync)
+{
+	struct message *m[20];
+	struct results r;
+	struct collected c;
+	struct spool_stats st;
+	setup();
+	open_spool(0);
+	spool__inject_fault("fdatasync", 1, -EIO); /* would fail if called */
+	spool__inject_fault("fsync_dir", 1, -EIO);
+	for (unsigned i = 0; i < 20; i++)
+		m[i] = make_msg(i, 1000);
+	store_all(m, 20, &r);
+	for (size_t i = 0; i < 20; i++)
+		ASSERT_EQ(r.err[i], 0);
+	spool_get_stats(&st);
+	ASSERT_EQ(st.file_syncs, 0);
+	ASSERT_EQ(st.dir_syncs, 0);
+	close_spool();
+	open_spool(0);
+	recover(&c);
+	ASSERT_EQ(c.loaded, 20);
+	for (size_t i = 0; i < 20; i++)
+		assert_same(m[i], find(&c, m[i]->id));
+	collected_free(&c);
+	for (unsigned i = 0; i < 20; i++)
+		message_unref(m[i]);
+	teardown();
+}
+
+TEST_IMPL(spool_remove_and_update)
+{
+	struct message *m[2];
+	struct results r;
+	struct collected c;
+	char p[256];
+	setup();
+	open_spool(1);
+	m[0] = make_msg(0, 10);
+	m[1] = make_msg(1, 10);
+	store_all(m, 2, &r);
+
+	m[1]->attempts = 3;
+	m[1]->due_ms = 1234567;
+	message_set_meta(m[1], "queue", json_string("retry.example"));
+	memset(&r, 0, sizeof(r));
+	spool_update_meta(m[1], on_done, &r);
+	spool_remove(m[0]->id, on_done, &r);
+	spool_remove(m[0]->id, on_done, &r); /* same batch: already gone */
+	while (r.done < 3)
+		uv_run(&loop, UV_RUN_ONCE);
+	ASSERT_EQ(r.err[0], 0);
+	ASSERT_EQ(r.err[1], 0);
+	ASSERT_EQ(r.err[2], -ENOENT);
+	file_path(p, sizeof(p), data_path, m[0]->id);
+	ASSERT(!exists(p));
+	file_path(p, sizeof(p), meta_path, m[0]->id);
+	ASSERT(!exists(p));
+
+	/* an update never resurrects a removed message */
+	memset(&r, 0, sizeof(r));
+	spool_update_meta(m[0], on_done, &r);
+	spool_remove(m[0]->id, NULL, NULL);
+	while (r.done < 1)
+		uv_run(&loop, UV_RUN_ONCE);
+	ASSERT_EQ(r.err[0], -ENOENT);
+	ASSERT(!exists(p));
+	uv_run(&loop, UV_RUN_DEFAULT);
+
+	struct spool_stats st;
+	spool_get_stats(&st);
+	ASSERT_EQ(st.removed, 1);
+	ASSERT_EQ(st.updated, 1);
+	close_spool();
+	open_spool(1);
+	recover(&c);
+	ASSERT_EQ(c.n, 1);
+	assert_same(m[1], c.msgs[0]);
+	ASSERT_STR_EQ(message_get_meta_str(c.msgs[0], "queue"), "retry.example");
+	collected_free(&c);
+	message_unref(m[0]);
+	message_unref(m[1]);
+	teardown();
+}
+
+TEST_IMPL(spool_invalid_message_fails_async)
+{
+	struct results r = {0};
+	setup();
+	open_spool(1);
+	struct message *m = message_new(); /* no recipient */
+	spool_store(m, on_done, &r);
+	ASSERT_EQ(r.done, 0);
+	struct message *bad = make_msg(1, 10);
+	message_set_sender(bad, "\xff\xfe@example.com"); /* not UTF-8 */
+	spool_store(bad, on_done, &r);
+	while (r.done < 2)
+		uv_run(&loop, UV_RUN_ONCE);
+	ASSERT_EQ(r.err[0], -EINVAL);
+	ASSERT_EQ(r.err[1], -EINVAL);
+	message_unref(m);
+	message_unref(bad);
+	teardown();
+}
+
+/* Every file of the spool except lock files: the ids still visible. */
+static size_t count_visible(const char *root)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "find '%s' -type f ! -name lock | wc -l", root);
+	FILE *f = popen(cmd, "r");
+	size_t n = 0;
+	ASSERT(f && fscanf(f, "%zu", &n) == 1);
+	pclose(f);
+	return n;
+}
+
+static void fault_case(const char *syscall, unsigned nth, int err, size_t want_failed)
+{
+	enum {
+		N = 8
+	};
+	struct message *m[N];
+	struct results r;
+	setup();
+	open_spool(1);
+	/* m[0] is stored before the fault is armed; of the next seven, the
+	 * first starts a batch alone and the other six share the next one */
+	for (unsigned i = 0; i < N; i++)
+		m[i] = make_msg(i, 500);
+	store_all(m, 1, &r);
+	ASSERT_EQ(r.err[0], 0);
+	spool__inject_fault(syscall, nth, err);
+	store_all(m + 1, N - 1, &r);
+	size_t failed = 0;
+	for (size_t i = 0; i < N - 1; i++) {
+		ASSERT(r.err[i] == 0 || r.err[i] == err);
+		char p[256];
+		file_path(p, sizeof(p), meta_path, m[i + 1]->id);
+		ASSERT_EQ(exists(p), r.err[i] == 0); /* a failed store is not visible */
+		file_path(p, sizeof(p), data_path, m[i + 1]->id);
+		ASSERT_EQ(exists(p), r.err[i] == 0);
+		failed += r.err[i] != 0;
+	}
+	if (failed != want_failed)
+		TEST_FAIL("%s fault: %zu stores failed, want %zu", syscall, failed, want_failed);
+	ASSERT_EQ(count_visible(data_path), N - failed);
+	ASSERT_EQ(count_visible(meta_path), N - failed);
+	for (unsigned i = 0; i < N; i++)
+		message_unref(m[i]);
+	teardown();
+}
+
+TEST_IMPL(spool_fault_write_enospc)
+{
+	fault_case("write", 3, -ENOSPC, 1); /* m2's data file */
+}
+
+TEST_IMPL(spool_fault_fdatasync_eio)
+{
+	fault_case("fdatasync", 5, -EIO, 1); /* m3's data file */
+}
+
+TEST_IMPL(spool_fault_rename_eio)
+{
+	fault_case("rename", 2, -EIO, 1); /* m1's meta: its data rolled back */
+}
+
+TEST_IMPL(spool_fault_fsync_dir_eio_fails_whole_batch)
+{
+	/* batch [m1] syncs two bucket directories, then [m2..m7] fails */
+	fault_case("fsync_dir", 3, -EIO, 6);
+}
+
+TEST_IMPL(spool_fault_syncfs_eio_fails_whole_batch)
+{
+	sync_fs_mode = 1;
+	fault_case("syncfs", 2, -EIO, 6);
+}
+
+TEST_IMPL(spool_sync_fs_mode)
+{
+	struct message *m[30];
+	struct results r;
+	struct collected c;
+	struct spool_stats st;
+	sync_fs_mode = 1;
+	setup();
+	open_spool(1);
+	for (unsigned i = 0; i < 30; i++)
+		m[i] = make_msg(i, 2000);
+	store_all(m, 30, &r);
+	for (size_t i = 0; i < 30; i++)
+		ASSERT_EQ(r.err[i], 0);
+	spool_get_stats(&st);
+	ASSERT_EQ(st.file_syncs, 0);
+	ASSERT_EQ(st.dir_syncs, 0);
+	ASSERT_EQ(st.fs_syncs, st.batches); /* data and meta share /tmp's file system */
+	close_spool();
+	open_spool(1);
+	recover(&c);
+	ASSERT_EQ(c.loaded, 30);
+	for (size_t i = 0; i < 30; i++)
+		assert_same(m[i], find(&c, m[i]->id));
+	collected_free(&c);
+	for (unsigned i = 0; i < 30; i++)
+		message_unref(m[i]);
+	teardown();
+}
+
+TEST_IMPL(spool_disk_full_tmpfs)
+{
+	enum {
+		N = 12
+	};
+	snprintf(dir, sizeof(dir), "/tmp/kumod-spool-tmpfs.XXXXXX");
+	ASSERT(mkdtemp(dir) != NULL);
+	if (mount("none", dir, "tmpfs", 0, "size=256k") != 0) {
+		fprintf(stderr, "  skipped: cannot mount a tmpfs on %s: %s\n", dir,
+			strerror(errno));
+		rmdir(dir);
+		return;
+	}
+	setup_in(dir);
+	open_spool(1);
+	struct message *m[N];
+	struct results r;
+	for (unsigned i = 0; i < N; i++)
+		m[i] = make_msg(i, 40000);
+	store_all(m, N, &r);
+	size_t ok = 0, full = 0;
+	for (size_t i = 0; i < N; i++) {
+		ok += r.err[i] == 0;
+		full += r.err[i] == -ENOSPC;
+		char p[256];
+		file_path(p, sizeof(p), data_path, m[i]->id);
+		ASSERT_EQ(exists(p), r.err[i] == 0);
+		file_path(p, sizeof(p), meta_path, m[i]->id);
+		ASSERT_EQ(exists(p), r.err[i] == 0);
+	}
+	fprintf(stderr, "  tmpfs 256k: %zu stored, %zu ENOSPC\n", ok, full);
+	ASSERT_GT(ok, 0);
+	ASSERT_GT(full, 0);
+	ASSERT_EQ(ok + full, N);
+	char p[256];
+	snprintf(p, sizeof(p), "%s/new", data_path);
+	ASSERT_EQ(count_dir(p), 0);
+	snprintf(p, sizeof(p), "%s/new", meta_path);
+	ASSERT_EQ(count_dir(p), 0);
+	/* what was acknowledged is all there after a restart */
+	close_spool();
+	open_spool(1);
+	struct collected c;
+	recover(&c);
+	ASSERT_EQ(c.loaded, ok);
+	ASSERT_EQ(c.quarantined, 0);
+	for (size_t i = 0; i < N; i++)
+		if (r.err[i] == 0)
+			assert_same(m[i], find(&c, m[i]->id));
+	collected_free(&c);
+	for (unsigned i = 0; i < N; i++)
+		message_unref(m[i]);
+	close_spool();
+	ASSERT_EQ(uv_loop_close(&loop), 0);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+}
+
+TEST_IMPL(spool_recover_skips_messages_stored_meanwhile)
+{
+	struct message *old[4], *fresh[3];
+	struct results r;
+	struct collected c;
+	setup();
+	open_spool(1);
+	for (unsigned i = 0; i < 4; i++)
+		old[i] = make_msg(i, 64);
+	store_all(old, 4, &r);
+	close_spool();
+	open_spool(1);
+	/* new receptions before and during recovery are queued by their owner */
+	for (unsigned i = 0; i < 3; i++)
+		fresh[i] = make_msg(10 + i, 64);
+	store_all(fresh, 2, &r);
+	memset(&c, 0, sizeof(c));
+	spool_recover(on_msg, on_recovered, &c);
+	spool_store(fresh[2], NULL, NULL);
+	while (!c.done)
+		uv_run(&loop, UV_RUN_ONCE);
+	ASSERT_EQ(c.loaded, 4);
+	for (unsigned i = 0; i < 3; i++)
+		ASSERT(find(&c, fresh[i]->id) == NULL);
+	collected_free(&c);
+	for (unsigned i = 0; i < 4; i++)
+		message_unref(old[i]);
+	for (unsigned i = 0; i < 3; i++)
+		message_unref(fresh[i]);
+	teardown();
+}
+
+TEST_IMPL(spool_open_errors)
+{
+	char err[256];
+	setup();
+	open_spool(1);
+	struct spool_config cfg = {data_path, meta_path, 1, 0};
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), -EBUSY);
+	/* another process holding the lock */
+	pid_t pid = fork();
+	if (pid == 0) {
+		close_spool();
+		int rc = spool_open(&loop, &cfg, err, sizeof(err));
+		_exit(rc == -EWOULDBLOCK && strstr(err, "unable to lock pid file") &&
+			      strstr(err, "held by pid")
+			  ? 0
+			  : 1);
+	}
+	int status;
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close_spool();
+	struct spool_config same = {data_path, data_path, 1, 0};
+	ASSERT_EQ(spool_open(&loop, &same, err, sizeof(err)), -EINVAL);
+	ASSERT(strstr(err, "different directories") != NULL);
+	struct spool_config none = {NULL, meta_path, 1, 0};
+	ASSERT_EQ(spool_open(&loop, &none, err, sizeof(err)), -EINVAL);
+	open_spool(1); /* everything was released */
+	teardown();
+}
+
+/* --- group commit measurement ---------------------------------------------------------- */
+
+struct bench {
+	struct message **m;
+	size_t n, next, done;
+	uint64_t lat_sum_ns, lat_max_ns;
+};
+
+struct bench_client {
+	struct bench *b;
+	uint64_t t0;
+};
+
+static void bench_next(struct bench_client *cl);
+
+static void bench_done(void *ctx, int err)
+{
+	struct bench_client *cl = ctx;
+	ASSERT_EQ(err, 0);
+	uint64_t d = clock_mono_ns() - cl->t0;
+	cl->b->lat_sum_ns += d;
+	if (d > cl->b->lat_max_ns)
+		cl->b->lat_max_ns = d;
+	cl->b->done++;
+	bench_next(cl);
+}
+
+static void bench_next(struct bench_client *cl)
+{
+	if (cl->b->next == cl->b->n)
+		return;
+	cl->t0 = clock_mono_ns();
+	spool_store(cl->b->m[cl->b->next++], bench_done, cl);
+}
+
+/* n messages of size bytes from `clients` closed-loop clients (each stores
+ * its next message when the previous one is durable, as SMTP sessions do). */
+static void bench_run(size_t n, size_t clients, size_t size)
+{
+	struct bench b = {.n = n};
+	struct bench_client *cl = calloc(clients, sizeof(*cl));
+	struct spool_stats st0, st;
+	b.m = calloc(n, sizeof(*b.m));
+	for (size_t i = 0; i < n; i++)
+		b.m[i] = make_msg((unsigned)i, size);
+	spool_get_stats(&st0);
+	uint64_t t0 = clock_mono_ns();
+	for (size_t i = 0; i < clients; i++) {
+		cl[i].b = &b;
+		bench_next(&cl[i]);
+	}
+	while (b.done < n)
+		uv_run(&loop, UV_RUN_ONCE);
+	double secs = (double)(clock_mono_ns() - t0) / 1e9;
+	spool_get_stats(&st);
+	uint64_t batches = st.batches - st0.batches;
+	uint64_t fsyncs = st.file_syncs - st0.file_syncs + st.dir_syncs - st0.dir_syncs +
+			  st.fs_syncs - st0.fs_syncs;
+	fprintf(stderr,
+		"  %s: %4zu stores x %6zu B, %3zu clients: %6.0f msg/s, %5.1f msg/batch, "
+		"%.3f syncs/msg (%.3f dir), mean %.2f ms, max %.2f ms\n",
+		sync_fs_mode ? "syncfs " : "fdatasync", n, size, clients, (double)n / secs,
+		(double)n / (double)batches, (double)fsyncs / (double)n,
+		(double)(st.dir_syncs - st0.dir_syncs) / (double)n,
+		(double)b.lat_sum_ns / (double)n / 1e6, (double)b.lat_max_ns / 1e6);
+	ASSERT(clients == 1 || batches < n);
+	for (size_t i = 0; i < n; i++) {
+		spool_remove(b.m[i]->id, NULL, NULL);
+		message_unref(b.m[i]);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	free(b.m);
+	free(cl);
+}
+
+/* KUMOD_SPOOL_BENCH=1 build/unit-tests spool_group_commit: the full
+ * measurement (1000 stores at 1, 10, 50 and 200 clients); otherwise a
+ * short run that only checks that concurrent stores batch. */
+TEST_IMPL(spool_group_commit)
+{
+	setup();
+	open_spool(1);
+	if (getenv("KUMOD_SPOOL_BENCH")) {
+		alarm(600);
+		bench_run(200, 1, 1024);
+		bench_run(1000, 10, 1024);
+		bench_run(1000, 50, 1024);
+		bench_run(1000, 200, 1024);
+		bench_run(1000, 50, 100 * 1024);
+		close_spool();
+		sync_fs_mode = 1;
+		open_spool(1);
+		bench_run(200, 1, 1024);
+		bench_run(1000, 10, 1024);
+		bench_run(1000, 50, 1024);
+		bench_run(1000, 200, 1024);
+		bench_run(1000, 50, 100 * 1024);
+	} else {
+		bench_run(200, 20, 1024);
+	}
+	teardown();
+}
