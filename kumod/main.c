@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/task.h"
+#include "ctl/introspect.h"
 #include "io/loop.h"
 #include "ktrace.h"
 #include "policy.h"
@@ -224,6 +225,7 @@ static void finish_shutdown(void)
 	dns_shutdown();
 	queue_shutdown();
 	KTRACE(shutdown_complete);
+	introspect_stop();
 	task_close(app.main_task);
 	app.main_task = NULL;
 	uv_walk(kumod_loop(), close_walk_cb, NULL);
@@ -297,6 +299,7 @@ static void shutdown_subsystems(uv_loop_t *loop)
 static void reaper_cb(uv_timer_t *t)
 {
 	task_registry_reap(clock_wall_ns());
+	logrec_poll(); /* the log writer's phase and errors, reported from the loop */
 }
 
 static void start_runtime(uv_loop_t *loop)
@@ -350,10 +353,14 @@ int main(int argc, char **argv)
 	}
 	if (drop_privileges())
 		return 1;
-	if (app.console)
-		log_warn(
-		    "kumod",
-		    "--tokio-console: the introspection server is not built yet; flag accepted");
+	if (app.console) {
+		struct introspect_config ccfg;
+		if (introspect_config_from_env(&ccfg, err, sizeof(err)) != 0 ||
+		    introspect_start(loop, &ccfg, err, sizeof(err)) != 0) {
+			fprintf(stderr, "kumod: --tokio-console: %s\n", err);
+			return 1;
+		}
+	}
 	start_runtime(loop);
 	if (spool_is_open()) {
 		/* queued mail from a previous run goes back into its queues */

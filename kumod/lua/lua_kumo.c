@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "ctl/http.h"
 #include "io/loop.h"
 #include "lua/lua_int.h"
 #include "proto/cidr.h"
@@ -944,7 +945,7 @@ static const struct cfg_key local_logs_keys[] = {
     {"log_dir", CT_STR},
     {"max_file_size", CT_INT},
     {"max_segment_duration", CT_DUR},
-    {"compression_level", CT_INT},
+    {"compression_level", CT_ANY},
     {"back_pressure", CT_INT},
     {"meta", CT_STRLIST},
     {"headers", CT_STRLIST},
@@ -984,7 +985,17 @@ static int l_configure_local_logs(lua_State *L)
 	lua_getfield(L, t, "max_segment_duration_ms");
 	c.max_segment_duration_ms = (uint64_t)lua_tointeger(L, -1);
 	lua_getfield(L, t, "compression_level");
-	c.compression_level = lua_isnil(L, -1) ? 3 : (int)lua_tointeger(L, -1);
+	/* KumoMTA: 0 (the default) means zstd's default level 3; ours adds
+	 * "none" for plain-text segments. */
+	if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "none") == 0)
+		c.compression_level = 0;
+	else if (lua_isnil(L, -1) || (lua_isinteger(L, -1) && lua_tointeger(L, -1) == 0))
+		c.compression_level = 3;
+	else if (lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0 && lua_tointeger(L, -1) <= 22)
+		c.compression_level = (int)lua_tointeger(L, -1);
+	else
+		return luaL_error(L, "configure_local_logs: compression_level must be 0..22 or "
+				     "\"none\"");
 	lua_getfield(L, t, "back_pressure");
 	c.back_pressure = (size_t)lua_tointeger(L, -1);
 	lua_pop(L, 4);
@@ -1047,6 +1058,65 @@ static const luaL_Reg dns_funcs[] = {
     {NULL, NULL},
 };
 
+/* --- start_http_listener ---------------------------------------------------- */
+
+#define HTTP_CFG_MT "kumod.http_listener_config"
+
+static int http_cfg_gc(lua_State *L)
+{
+	http_listener_config_free(luaL_checkudata(L, 1, HTTP_CFG_MT));
+	return 0;
+}
+
+static void http_listener_key(lua_State *L, const char *k, void *ctx)
+{
+	struct http_listener_config *cfg = ctx;
+	char what[96];
+	snprintf(what, sizeof(what), "start_http_listener: %s", k);
+	if (strcmp(k, "listen") == 0) {
+		set_str(&cfg->listen, check_str(L, -1, what));
+	} else if (strcmp(k, "hostname") == 0) {
+		set_str(&cfg->hostname, check_str(L, -1, what));
+	} else if (strcmp(k, "use_tls") == 0) {
+		cfg->use_tls = check_bool(L, -1, what);
+	} else if (strcmp(k, "tls_certificate") == 0) {
+		set_str(&cfg->tls_certificate, check_str(L, -1, what));
+	} else if (strcmp(k, "tls_private_key") == 0) {
+		set_str(&cfg->tls_private_key, check_str(L, -1, what));
+	} else if (strcmp(k, "trusted_hosts") == 0) {
+		cidr_list_free(&cfg->trusted_hosts);
+		memset(&cfg->trusted_hosts, 0, sizeof(cfg->trusted_hosts));
+		check_cidrs(L, lua_gettop(L), what, &cfg->trusted_hosts);
+	} else if (strcmp(k, "request_body_limit") == 0) {
+		cfg->request_body_limit = check_size(L, -1, what);
+	} else {
+		luaL_error(L, "start_http_listener: unknown key '%s'", k);
+	}
+}
+
+static int l_start_http_listener(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	struct http_listener_config *cfg = lua_newuserdatauv(L, sizeof(*cfg), 0);
+	memset(cfg, 0, sizeof(*cfg)); /* safe empty state before anything can fail */
+	if (luaL_newmetatable(L, HTTP_CFG_MT)) {
+		lua_pushcfunction(L, http_cfg_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	http_listener_config_init(cfg);
+	each_key(L, 1, "start_http_listener", http_listener_key, cfg);
+	if (lua_engine__validating()) {
+		log_debug("lua", "start_http_listener %s: not started in --validate mode",
+			  cfg->listen);
+		return 0;
+	}
+	char err[512] = "";
+	if (http_listener_start(kumod_loop(), cfg, err, sizeof(err)) != 0)
+		return luaL_error(L, "%s", err[0] ? err : "start_http_listener: failed");
+	return 0;
+}
+
 /* --- module ------------------------------------------------------------------ */
 
 static const luaL_Reg kumo_funcs[] = {
@@ -1067,6 +1137,7 @@ static const luaL_Reg kumo_funcs[] = {
     {"set_spoolin_threads", l_set_threads},
     {"set_logging_threads", l_set_threads},
     {"start_esmtp_listener", l_start_esmtp_listener},
+    {"start_http_listener", l_start_http_listener},
     {"define_spool", l_define_spool},
     {"make_listener_domain", l_make_listener_domain},
     {"make_queue_config", l_make_queue_config},

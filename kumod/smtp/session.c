@@ -578,6 +578,10 @@ static void session_message_received(struct smtp_session *s)
 			message_set_data(m, tx->data.data, tx->data.len);
 		}
 		session_add_trace_headers(s, m, tx->recipients[i]);
+		/* KumoMTA copies these into the message meta (log records use them) */
+		message_set_meta(m, "reception_protocol", json_string("ESMTP"));
+		message_set_meta(m, "received_from", json_string(s->conn.peer));
+		message_set_meta(m, "received_via", json_string(s->l->addr));
 		struct policy_result r = {0};
 		policy_smtp_message_received(m, s->meta, &r);
 		session_trace_policy(s, "smtp_server_message_received", &r);

@@ -6,7 +6,11 @@
  * rolled by max_segment_duration and max_file_size. The loop thread only
  * formats and enqueues; a bounded queue gives back-pressure (the enqueue
  * waits, traced and counted) instead of unbounded memory.
- * Callers: kumod/smtp, kumod/queue, kumod/dispatch, kumod/lua. */
+ * Owns: the writer thread, its queue, the open segment and the "log_writer"
+ * task. Every function here is for the loop thread only (the task registry
+ * and the diagnostic log are loop-side state: the writer thread never calls
+ * them, the loop side reports for it).
+ * Callers: kumod/smtp, kumod/queue, kumod/dispatch, kumod/lua, kumod/main.c. */
 #ifndef KUMOD_SPOOL_LOGREC_H
 #define KUMOD_SPOOL_LOGREC_H
 
@@ -17,26 +21,32 @@
 struct message;
 
 struct logrec_config {
-	const char *log_dir;
+	const char *log_dir;		  /* created (mkdir -p) when missing */
 	uint64_t max_segment_duration_ms; /* 0: no time-based roll */
-	uint64_t max_file_size;		  /* bytes of uncompressed JSON; default 1 GB */
-	int compression_level;		  /* zstd level; 0 = plain text */
-	const char *const *headers;	  /* header names to capture ("Subject", "X-*"...) */
+	uint64_t max_file_size;		  /* bytes of uncompressed JSON; 0: default 1e9 */
+	/* zstd level; 0 = plain text. NB KumoMTA's compression_level=0 means
+	 * "zstd default (3)": the Lua binding maps it. */
+	int compression_level;
+	const char *const *headers; /* header names to capture ("Subject", "X-*"...) */
 	size_t nheaders;
-	const char *const *meta;	  /* meta keys to capture */
+	const char *const *meta; /* meta keys to capture ("*" or "prefix*" too) */
 	size_t nmeta;
-	size_t back_pressure;		  /* max queued records; default 128000 */
+	size_t back_pressure; /* max queued records; 0: default 128000 */
 };
 
+/* Creates log_dir, starts the writer thread and its task. One logger per
+ * process: -EALREADY while one runs (logrec_shutdown() allows a new one).
+ * Returns 0 or -errno with a one-line reason in err. */
 int logrec_configure(const struct logrec_config *cfg, char *err, size_t errlen);
 int logrec_enabled(void);
 
 /* The response part of a record (KumoMTA "response"). */
 struct logrec_response {
-	int code;		/* 250, 451, ... */
-	const char *enhanced;	/* "2.0.0" or NULL */
-	const char *content;	/* reply text */
-	const char *command;	/* the command that got it, or NULL */
+	int code;	      /* 250, 451, ... */
+	const char *enhanced; /* "2.0.0" or NULL (then a leading "x.y.z " of
+				 content whose class matches code is split off) */
+	const char *content;  /* reply text */
+	const char *command;  /* the command that got it, or NULL */
 };
 
 /* Peer part ("peer_address": {"name", "addr"}); NULL fields are omitted. */
@@ -46,19 +56,69 @@ struct logrec_peer {
 };
 
 /* Builds and enqueues one record. type: "Reception", "Delivery", ...
- * recipient may be NULL (then m->recipients[0]). queue, site, egress_pool,
- * egress_source may be NULL. Never fails the caller: when logging is not
- * configured this is a no-op. */
+ * recipient may be NULL: then every recipient of m (a string for one, an
+ * array for a batch). queue NULL: m's queue name from its meta, as the
+ * scheduled queue computes it. site, egress_pool, egress_source may be
+ * NULL. reception_protocol NULL: meta "reception_protocol". Never fails the
+ * caller: when logging is not configured this is a no-op. May block while
+ * back_pressure records are pending. */
 void logrec_log(const char *type, const struct message *m, const char *recipient,
 		const struct logrec_response *resp, const struct logrec_peer *peer,
 		const char *queue, const char *site, const char *egress_pool,
 		const char *egress_source, const char *reception_protocol);
 
+/* TLS facts of the session the record is about. */
+struct logrec_tls {
+	const char *cipher;	      /* "TLS_AES_256_GCM_SHA384" */
+	const char *protocol_version; /* "TLSv1.3" */
+	const char *const *peer_subject_name;
+	size_t npeer_subject_name;
+};
+
+/* Every field of a record; logrec_log() is this with the optional ones
+ * NULL. All pointers are borrowed for the duration of the call. */
+struct logrec_event {
+	const char *type;
+	const struct message *m; /* NULL for a Rejection before any message exists */
+	const char *sender;	 /* used when m is NULL */
+	json_t *meta;		 /* used when m is NULL: meta object to select from */
+	const char *recipient;
+	const struct logrec_response *resp;
+	const struct logrec_peer *peer;
+	const char *queue, *site, *egress_pool, *egress_source;
+	const char *reception_protocol;
+	const char *delivery_protocol; /* NULL: "ESMTP" when site is set, else null */
+	/* NULL: unknown (omitted); Reception and Rejection fall back to the
+	 * connection meta tls_cipher, tls_protocol_version, tls_peer_subject_name */
+	const struct logrec_tls *tls;
+	const char *source_address; /* our "ip:port" when sending, or NULL */
+	const char *provider_name;  /* or NULL (omitted) */
+	const char *session_id;	    /* connection UUID or NULL (omitted) */
+};
+void logrec_log_event(const struct logrec_event *ev);
+
+/* Loop side housekeeping: reports what the writer did since the last call
+ * (segment open/close traces, write errors to the diagnostic log) and shows
+ * its phase (Idle, Writing, Rolling) on the task. Cheap; also done by every
+ * logrec_log() and logrec_get_stats(). Call it from a periodic timer so an
+ * idle logger is reported too. */
+void logrec_poll(void);
+
 /* Flushes and closes the current segment, joins the writer (shutdown). */
 void logrec_shutdown(void);
 
+/* This node's id for "nodeid": KUMO_NODE_ID, else the id stored in
+ * KUMO_NODE_ID_PATH (created there when missing), else a random UUID chosen
+ * once per process. Lower-case hyphenated UUID. */
+const char *logrec_nodeid(void);
+
 struct logrec_stats {
 	uint64_t written, dropped_never, waits, segments, queued;
+	uint64_t errors;    /* failed open/write/compress/close operations */
+	uint64_t lost;	    /* records that did not reach a file */
+	uint64_t bytes_in;  /* JSON bytes handed to segments */
+	uint64_t bytes_out; /* bytes written to segment files */
+	uint64_t wait_ns;   /* loop time spent waiting on back-pressure */
 };
 void logrec_get_stats(struct logrec_stats *st);
 

@@ -1,0 +1,821 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Log records, loop side: configuration, the KumoMTA record shape (field
+ * names and types of kumo-log-types' JsonLogRecord), the producer end of the
+ * bounded queue with back-pressure, and reporting what the writer thread
+ * (logrec_writer.c) did: traces, errors and the task phase. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/task.h"
+#include "base/xalloc.h"
+#include "ktrace.h"
+#include "proto/rfc5322.h"
+#include "spool/logrec.h"
+#include "spool/logrec_int.h"
+#include "spool/message.h"
+
+#define DEFAULT_MAX_FILE_SIZE 1000000000ull
+#define DEFAULT_BACK_PRESSURE 128000u
+#define NODEID_LEN 36
+
+static const char *const phase_names[] = {"Idle", "Writing", "Rolling"};
+
+static struct {
+	int configured;
+	struct logrec_writer w;
+	char **headers, **meta; /* what to capture */
+	size_t nheaders, nmeta;
+	struct task *task;
+	int shown_phase;
+	uint64_t notes_dropped_seen;
+	struct buf line, tmp; /* scratch: the JSON line, a header value */
+	uint64_t waits, wait_ns;
+} lr;
+
+static char nodeid[NODEID_LEN + 1];
+
+/* --- node id ----------------------------------------------------------------- */
+
+static int uuid_valid(const char *s)
+{
+	if (strlen(s) != NODEID_LEN)
+		return 0;
+	for (int i = 0; i < NODEID_LEN; i++) {
+		int dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !strchr("0123456789abcdefABCDEF", s[i]))
+			return 0;
+	}
+	return 1;
+}
+
+static void uuid_lower(char *s)
+{
+	for (; *s; s++)
+		if (*s >= 'A' && *s <= 'F')
+			*s = (char)(*s - 'A' + 'a');
+}
+
+/* A random (version 4) UUID. */
+static void uuid_random(char out[NODEID_LEN + 1])
+{
+	unsigned char b[16];
+	size_t got = 0;
+	while (got < sizeof(b)) {
+		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+		if (n < 0 && errno != EINTR)
+			panic("%s: getrandom: %s", __func__, strerror(errno));
+		if (n > 0)
+			got += (size_t)n;
+	}
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	snprintf(out, NODEID_LEN + 1,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+		 b[15]);
+}
+
+/* The id stored in path, or a new one written there. */
+static void nodeid_from_file(const char *path, char out[NODEID_LEN + 1])
+{
+	char text[64] = "";
+	FILE *f = fopen(path, "r");
+	if (f) {
+		size_t n = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+		text[n] = 0;
+		text[strcspn(text, " \t\r\n")] = 0;
+		if (uuid_valid(text)) {
+			memcpy(out, text, NODEID_LEN + 1);
+			return;
+		}
+		log_warn("kumod::logging", "node id file %s holds no UUID; writing a new one",
+			 path);
+	}
+	uuid_random(out);
+	f = fopen(path, "w");
+	int ok = f && fprintf(f, "%s\n", out) > 0;
+	if (f && fclose(f) != 0)
+		ok = 0;
+	if (!ok)
+		log_warn("kumod::logging", "cannot store node id in %s: %s", path, strerror(errno));
+}
+
+const char *logrec_nodeid(void)
+{
+	if (nodeid[0])
+		return nodeid;
+	const char *env = getenv("KUMO_NODE_ID");
+	const char *path = getenv("KUMO_NODE_ID_PATH");
+	if (env && uuid_valid(env))
+		memcpy(nodeid, env, NODEID_LEN + 1);
+	else if (path && *path)
+		nodeid_from_file(path, nodeid);
+	else
+		uuid_random(nodeid);
+	if (env && !uuid_valid(env))
+		log_warn("kumod::logging", "KUMO_NODE_ID=%s is not a UUID; using %s", env, nodeid);
+	uuid_lower(nodeid);
+	return nodeid;
+}
+
+/* --- JSON values -------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s, or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0], cp, min;
+	size_t len;
+	if (c < 0x80)
+		return 1;
+	if ((c & 0xe0) == 0xc0)
+		len = 2, cp = c & 0x1f, min = 0x80;
+	else if ((c & 0xf0) == 0xe0)
+		len = 3, cp = c & 0x0f, min = 0x800;
+	else if ((c & 0xf8) == 0xf0)
+		len = 4, cp = c & 0x07, min = 0x10000;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* A JSON string; invalid UTF-8 bytes become U+FFFD (as Rust's
+ * from_utf8_lossy), so a record is always valid JSON. */
+static json_t *jstrn(const char *s, size_t n)
+{
+	json_t *j = json_stringn(s, n);
+	if (j)
+		return j;
+	struct buf b;
+	buf_init(&b);
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_len((const unsigned char *)s + i, n - i);
+		if (k) {
+			buf_append(&b, s + i, k);
+			i += k;
+		} else {
+			buf_append(&b, "\xef\xbf\xbd", 3);
+			i++;
+		}
+	}
+	j = json_stringn(b.data ? b.data : "", b.len);
+	buf_free(&b);
+	if (!j)
+		panic("%s: json_stringn failed", __func__);
+	return j;
+}
+
+static json_t *jstr(const char *s)
+{
+	return jstrn(s ? s : "", s ? strlen(s) : 0);
+}
+
+static json_t *jstr_or_null(const char *s)
+{
+	return s ? jstr(s) : json_null();
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ" */
+static json_t *jtime(uint64_t ns)
+{
+	time_t s = (time_t)(ns / 1000000000u);
+	struct tm tm;
+	char text[48];
+	gmtime_r(&s, &tm);
+	size_t n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(text + n, sizeof(text) - n, ".%09uZ", (unsigned)(ns % 1000000000u));
+	return json_string(text);
+}
+
+static void set(json_t *o, const char *key, json_t *v)
+{
+	if (json_object_set_new(o, key, v) != 0)
+		panic("%s: json_object_set_new(%s) failed", __func__, key);
+}
+
+/* --- response ------------------------------------------------------------------ */
+
+/* Parses "c.s.d" (class 2, 4 or 5; subject and detail 1-3 digits) at s;
+ * returns the length or 0. */
+static size_t parse_enhanced(const char *s, int v[3])
+{
+	const char *p = s;
+	if (*p != '2' && *p != '4' && *p != '5')
+		return 0;
+	v[0] = *p++ - '0';
+	for (int i = 1; i < 3; i++) {
+		if (*p++ != '.')
+			return 0;
+		int digits = 0, n = 0;
+		while (*p >= '0' && *p <= '9' && digits < 4)
+			n = n * 10 + (*p++ - '0'), digits++;
+		if (digits < 1 || digits > 3)
+			return 0;
+		v[i] = n;
+	}
+	return (size_t)(p - s);
+}
+
+static json_t *jenhanced(const int v[3])
+{
+	return json_pack("{s:i,s:i,s:i}", "class", v[0], "subject", v[1], "detail", v[2]);
+}
+
+/* {code, enhanced_code, content, command} as rfc5321::Response. */
+static json_t *jresponse(const struct logrec_response *r)
+{
+	static const struct logrec_response none = {0, NULL, "", NULL};
+	int v[3];
+	json_t *enh = json_null();
+	if (!r)
+		r = &none;
+	const char *content = r->content ? r->content : "";
+	if (r->enhanced) {
+		size_t n = parse_enhanced(r->enhanced, v);
+		if (n && !r->enhanced[n])
+			enh = jenhanced(v);
+	} else {
+		/* a reply whose text leads with its enhanced code */
+		size_t n = parse_enhanced(content, v);
+		if (n && v[0] == r->code / 100 && (content[n] == ' ' || !content[n])) {
+			enh = jenhanced(v);
+			content += n + (content[n] == ' ');
+		}
+	}
+	json_t *o = json_object();
+	set(o, "code", json_integer(r->code));
+	set(o, "enhanced_code", enh);
+	set(o, "content", jstr(content));
+	set(o, "command", jstr_or_null(r->command));
+	return o;
+}
+
+/* --- message-derived fields --------------------------------------------------- */
+
+static json_t *jrecipient(const struct logrec_event *ev)
+{
+	const struct message *m = ev->m;
+	if (ev->recipient || !m)
+		return jstr(ev->recipient ? ev->recipient : "");
+	if (m->nrecipients <= 1)
+		return jstr(m->nrecipients ? m->recipients[0] : "");
+	json_t *a = json_array();
+	for (size_t i = 0; i < m->nrecipients; i++)
+		json_array_append_new(a, jstr(m->recipients[i]));
+	return a;
+}
+
+/* The scheduled queue name: meta "queue", else campaign:tenant@domain!routing
+ * (the rule of kumod/queue/queue.c, which this layer cannot include). */
+static json_t *jqueue(const struct logrec_event *ev)
+{
+	const struct message *m = ev->m;
+	if (ev->queue || !m)
+		return jstr(ev->queue ? ev->queue : "");
+	const char *explicit = message_get_meta_str(m, "queue");
+	if (explicit && *explicit)
+		return jstr(explicit);
+	const char *rcpt = m->nrecipients ? m->recipients[0] : "";
+	const char *at = strrchr(rcpt, '@');
+	const char *c = message_get_meta_str(m, "campaign");
+	const char *t = message_get_meta_str(m, "tenant");
+	const char *r = message_get_meta_str(m, "routing_domain");
+	int has_c = c && *c, has_t = t && *t, has_r = r && *r;
+	struct buf *b = &lr.tmp;
+	buf_reset(b);
+	if (has_c)
+		buf_printf(b, "%s:", c);
+	if (has_t)
+		buf_appends(b, t);
+	if (has_c || has_t)
+		buf_appendc(b, '@');
+	for (const char *p = at ? at + 1 : rcpt; *p; p++)
+		buf_appendc(b, *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p);
+	if (has_r)
+		buf_printf(b, "!%s", r);
+	return jstrn(b->data ? b->data : "", b->len);
+}
+
+static int num_attempts(const struct message *m)
+{
+	json_t *v = m ? message_get_meta(m, "num_attempts") : NULL;
+	if (json_is_integer(v))
+		return (int)json_integer_value(v);
+	return m ? (int)m->attempts : 0;
+}
+
+/* Reception time: the message's, else the time in its id (48-bit ms). */
+static uint64_t created_ns(const struct message *m, uint64_t now)
+{
+	if (!m)
+		return now;
+	if (m->created_ns)
+		return m->created_ns;
+	uint64_t ms = 0;
+	for (int i = 0; i < 12 && m->id[i]; i++) {
+		char c = m->id[i];
+		ms = ms << 4 | (uint64_t)(c <= '9' ? c - '0' : c - 'a' + 10);
+	}
+	return ms ? ms * 1000000u : now;
+}
+
+/* The meta keys listed in the config ("name", "prefix*", "*"); null values
+ * are left out, as KumoMTA does. */
+static json_t *jmeta(json_t *meta)
+{
+	json_t *out = json_object();
+	if (!json_is_object(meta))
+		return out;
+	for (size_t i = 0; i < lr.nmeta; i++) {
+		const char *name = lr.meta[i];
+		size_t n = strlen(name);
+		if (n && name[n - 1] == '*') {
+			const char *key;
+			json_t *v;
+			json_object_foreach(meta, key, v)
+			{
+				if (strncmp(key, name, n - 1) == 0)
+					set(out, key, json_incref(v));
+			}
+		} else {
+			json_t *v = json_object_get(meta, name);
+			if (v && !json_is_null(v))
+				set(out, name, json_incref(v));
+		}
+	}
+	return out;
+}
+
+/* Captures every field named (ASCII case-insensitively) name[0..nlen) under
+ * the spelling of its first occurrence: a string, or an array when the
+ * message has several. */
+static void capture_header(json_t *out, const char *msg, size_t hend, const char *name, size_t nlen)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(out, key, v)
+	{
+		if (strlen(key) == nlen && strncasecmp(key, name, nlen) == 0)
+			return;
+	}
+	json_t *values = json_array();
+	char *orig = NULL;
+	size_t pos = 0;
+	struct rfc5322_header h;
+	while (rfc5322_header_next(msg, hend, &pos, &h)) {
+		if (h.name_len != nlen || strncasecmp(h.name, name, nlen) != 0)
+			continue;
+		if (!orig)
+			orig = xstrndup(h.name, h.name_len);
+		buf_reset(&lr.tmp);
+		rfc5322_unfold(h.raw_value, h.raw_len, &lr.tmp);
+		json_array_append_new(values, jstrn(lr.tmp.data ? lr.tmp.data : "", lr.tmp.len));
+	}
+	if (orig && json_array_size(values) == 1)
+		set(out, orig, json_incref(json_array_get(values, 0)));
+	else if (orig)
+		set(out, orig, json_incref(values));
+	json_decref(values);
+	free(orig);
+}
+
+/* The headers listed in the config ("Subject", "X-*"), with their unfolded
+ * values, as KumoMTA's Logger::extract_fields. */
+static json_t *jheaders(const struct message *m)
+{
+	json_t *out = json_object();
+	if (!m || !lr.nheaders || !m->data.len)
+		return out;
+	const char *msg = m->data.data;
+	size_t hend = rfc5322_header_end(msg, m->data.len);
+	for (size_t i = 0; i < lr.nheaders; i++) {
+		const char *name = lr.headers[i];
+		size_t n = strlen(name);
+		if (!n || name[n - 1] != '*') {
+			capture_header(out, msg, hend, name, n);
+			continue;
+		}
+		size_t pos = 0;
+		struct rfc5322_header h;
+		while (rfc5322_header_next(msg, hend, &pos, &h))
+			if (h.name_len >= n - 1 && strncasecmp(h.name, name, n - 1) == 0)
+				capture_header(out, msg, hend, h.name, h.name_len);
+	}
+	return out;
+}
+
+static int reception_side(const char *type)
+{
+	return strcmp(type, "Reception") == 0 || strcmp(type, "Rejection") == 0;
+}
+
+/* tls_cipher, tls_protocol_version, tls_peer_subject_name when known. */
+static void set_tls(json_t *o, const struct logrec_event *ev, json_t *meta)
+{
+	const struct logrec_tls *t = ev->tls;
+	if (t) {
+		if (t->cipher)
+			set(o, "tls_cipher", jstr(t->cipher));
+		if (t->protocol_version)
+			set(o, "tls_protocol_version", jstr(t->protocol_version));
+		if (t->npeer_subject_name) {
+			json_t *a = json_array();
+			for (size_t i = 0; i < t->npeer_subject_name; i++)
+				json_array_append_new(a, jstr(t->peer_subject_name[i]));
+			set(o, "tls_peer_subject_name", a);
+		}
+		return;
+	}
+	if (!reception_side(ev->type) || !json_is_object(meta))
+		return;
+	json_t *c = json_object_get(meta, "tls_cipher");
+	json_t *v = json_object_get(meta, "tls_protocol_version");
+	json_t *s = json_object_get(meta, "tls_peer_subject_name");
+	if (json_is_string(c))
+		set(o, "tls_cipher", json_incref(c));
+	if (json_is_string(v))
+		set(o, "tls_protocol_version", json_incref(v));
+	if (json_is_string(s))
+		set(o, "tls_peer_subject_name", json_pack("[O]", s));
+	else if (json_is_array(s))
+		set(o, "tls_peer_subject_name", json_incref(s));
+}
+
+/* --- the record ---------------------------------------------------------------- */
+
+static json_t *jpeer(const struct logrec_peer *p)
+{
+	if (!p)
+		return json_null();
+	json_t *o = json_object();
+	if (p->name)
+		set(o, "name", jstr(p->name));
+	if (p->addr)
+		set(o, "addr", jstr(p->addr));
+	return o;
+}
+
+/* Field order follows kumo-log-types' JsonLogRecord. */
+static json_t *build_record(const struct logrec_event *ev, uint64_t now)
+{
+	const struct message *m = ev->m;
+	json_t *meta = m ? m->meta : ev->meta;
+	uint64_t created = created_ns(m, now);
+	const char *rp = ev->reception_protocol;
+	if (!rp && json_is_object(meta))
+		rp = json_string_value(json_object_get(meta, "reception_protocol"));
+	const char *dp = ev->delivery_protocol;
+	if (!dp && ev->site && *ev->site)
+		dp = "ESMTP";
+
+	json_t *o = json_object();
+	set(o, "type", jstr(ev->type));
+	set(o, "id", jstr(m ? m->id : ""));
+	set(o, "sender", jstr(m ? m->sender : ev->sender));
+	set(o, "recipient", jrecipient(ev));
+	set(o, "queue", jqueue(ev));
+	set(o, "site", jstr(ev->site));
+	set(o, "size", json_integer(m ? (json_int_t)m->data.len : 0));
+	set(o, "response", jresponse(ev->resp));
+	set(o, "peer_address", jpeer(ev->peer));
+	set(o, "timestamp", json_integer((json_int_t)(now / 1000000000u)));
+	set(o, "created", json_integer((json_int_t)(created / 1000000000u)));
+	set(o, "event_time", jtime(now));
+	set(o, "created_time", jtime(created));
+	set(o, "num_attempts", json_integer(num_attempts(m)));
+	set(o, "bounce_classification", json_string("Uncategorized"));
+	set(o, "egress_pool", jstr_or_null(ev->egress_pool));
+	set(o, "egress_source", jstr_or_null(ev->egress_source));
+	set(o, "source_address",
+	    ev->source_address ? json_pack("{s:o}", "address", jstr(ev->source_address))
+			       : json_null());
+	set(o, "feedback_report", json_null());
+	set(o, "meta", jmeta(meta));
+	set(o, "headers", jheaders(m));
+	set(o, "delivery_protocol", jstr_or_null(dp));
+	set(o, "reception_protocol", jstr_or_null(rp));
+	set(o, "nodeid", json_string(logrec_nodeid()));
+	set_tls(o, ev, meta);
+	if (ev->provider_name)
+		set(o, "provider_name", jstr(ev->provider_name));
+	if (ev->session_id)
+		set(o, "session_id", jstr(ev->session_id));
+	return o;
+}
+
+static int dump_cb(const char *p, size_t n, void *ctx)
+{
+	buf_append(ctx, p, n);
+	return 0;
+}
+
+/* --- reporting ------------------------------------------------------------------ */
+
+/* Fires the traces for the writer's notes (segment open/close, errors). */
+static void report_notes(struct logrec_note *n)
+{
+	while (n) {
+		struct logrec_note *next = n->next;
+		switch (n->kind) {
+		case LOGREC_NOTE_OPEN:
+			KTRACE(logrec_segment_open, n->path);
+			break;
+		case LOGREC_NOTE_CLOSE:
+			KTRACE(logrec_segment_close, n->path, n->what, n->records, n->bytes_in,
+			       n->bytes_out);
+			break;
+		case LOGREC_NOTE_ERROR:
+			KTRACE(logrec_write_error, n->path, n->what, n->err, n->lost);
+			break;
+		}
+		free(n);
+		n = next;
+	}
+}
+
+/* With w->mu held: takes the unreported notes. */
+static struct logrec_note *take_notes(uint64_t *dropped)
+{
+	struct logrec_note *n = lr.w.notes;
+	lr.w.notes = lr.w.notes_tail = NULL;
+	lr.w.nnotes = 0;
+	*dropped = lr.w.notes_dropped;
+	return n;
+}
+
+static void report(struct logrec_note *notes, uint64_t dropped)
+{
+	report_notes(notes);
+	if (dropped != lr.notes_dropped_seen) {
+		log_warn("kumod::logging",
+			 "%llu log writer reports were dropped (too many at once)",
+			 (unsigned long long)(dropped - lr.notes_dropped_seen));
+		lr.notes_dropped_seen = dropped;
+	}
+	int p = __atomic_load_n(&lr.w.phase, __ATOMIC_RELAXED);
+	if (p != lr.shown_phase && p >= 0 && p <= LOGREC_PHASE_ROLLING) {
+		lr.shown_phase = p;
+		task_set_phase(lr.task, phase_names[p],
+			       p == LOGREC_PHASE_IDLE ? "log records" : NULL);
+	}
+}
+
+void logrec_poll(void)
+{
+	if (!lr.configured)
+		return;
+	uint64_t dropped;
+	pthread_mutex_lock(&lr.w.mu);
+	struct logrec_note *notes = take_notes(&dropped);
+	pthread_mutex_unlock(&lr.w.mu);
+	report(notes, dropped);
+}
+
+/* --- submission ----------------------------------------------------------------- */
+
+/* Queues it, waiting while back_pressure records are pending. */
+static void enqueue(struct logrec_item *it, const char *type, const char *id)
+{
+	struct logrec_writer *w = &lr.w;
+	uint64_t waited = 0, dropped;
+	size_t full_at = 0;
+	pthread_mutex_lock(&w->mu);
+	if (w->pending >= w->back_pressure) {
+		uint64_t t0 = clock_mono_ns();
+		full_at = w->pending;
+		while (w->pending >= w->back_pressure)
+			pthread_cond_wait(&w->room, &w->mu);
+		waited = clock_mono_ns() - t0;
+	}
+	if (w->tail)
+		w->tail->next = it;
+	else
+		w->head = it;
+	w->tail = it;
+	size_t pending = ++w->pending, len = it->len; /* the writer owns it now */
+	if (w->head == it)
+		pthread_cond_signal(&w->wake);
+	dropped = w->notes_dropped;
+	struct logrec_note *notes = w->notes ? take_notes(&dropped) : NULL;
+	pthread_mutex_unlock(&w->mu);
+
+	if (full_at) {
+		lr.waits++;
+		lr.wait_ns += waited;
+		KTRACE(logrec_backpressure, full_at, waited / 1000u);
+	}
+	KTRACE(logrec_record, type, id, len, pending);
+	report(notes, dropped);
+}
+
+void logrec_log_event(const struct logrec_event *ev)
+{
+	if (!lr.configured || !ev || !ev->type)
+		return;
+	json_t *rec = build_record(ev, clock_wall_ns());
+	buf_reset(&lr.line);
+	if (json_dump_callback(rec, dump_cb, &lr.line, JSON_COMPACT) != 0)
+		panic("%s: json_dump_callback failed", __func__);
+	json_decref(rec);
+	buf_appendc(&lr.line, '\n');
+	struct logrec_item *it = xmalloc(sizeof(*it) + lr.line.len);
+	it->next = NULL;
+	it->len = lr.line.len;
+	memcpy(it->line, lr.line.data, lr.line.len);
+	enqueue(it, ev->type, ev->m ? ev->m->id : "");
+}
+
+void logrec_log(const char *type, const struct message *m, const char *recipient,
+		const struct logrec_response *resp, const struct logrec_peer *peer,
+		const char *queue, const char *site, const char *egress_pool,
+		const char *egress_source, const char *reception_protocol)
+{
+	struct logrec_event ev = {
+	    .type = type,
+	    .m = m,
+	    .recipient = recipient,
+	    .resp = resp,
+	    .peer = peer,
+	    .queue = queue,
+	    .site = site,
+	    .egress_pool = egress_pool,
+	    .egress_source = egress_source,
+	    .reception_protocol = reception_protocol,
+	};
+	logrec_log_event(&ev);
+}
+
+/* --- configuration ------------------------------------------------------------------ */
+
+/* mkdir -p; 0 or -errno. */
+static int mkdir_p(const char *dir)
+{
+	char *p = xstrdup(dir);
+	int rc = 0;
+	for (char *s = p + 1;; s++) {
+		if (*s != '/' && *s)
+			continue;
+		char c = *s;
+		*s = 0;
+		if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+			rc = -errno;
+			break;
+		}
+		*s = c;
+		if (!c)
+			break;
+	}
+	free(p);
+	return rc;
+}
+
+static char **copy_strs(const char *const *v, size_t n)
+{
+	char **out = n ? xcalloc(n, sizeof(*out)) : NULL;
+	for (size_t i = 0; i < n; i++)
+		out[i] = xstrdup(v[i] ? v[i] : "");
+	return out;
+}
+
+static void free_strs(char ***v, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free((*v)[i]);
+	xfree(*v);
+	*n = 0;
+}
+
+static int check_config(const struct logrec_config *cfg, char *err, size_t errlen)
+{
+	if (lr.configured) {
+		snprintf(err, errlen, "local logs are already configured (log_dir %s)",
+			 lr.w.log_dir);
+		return -EALREADY;
+	}
+	if (!cfg->log_dir || !*cfg->log_dir) {
+		snprintf(err, errlen, "log_dir is required");
+		return -EINVAL;
+	}
+	int lvl = cfg->compression_level;
+	if (lvl && (lvl < ZSTD_minCLevel() || lvl > ZSTD_maxCLevel())) {
+		snprintf(err, errlen, "compression_level %d is outside %d..%d (0: plain text)", lvl,
+			 ZSTD_minCLevel(), ZSTD_maxCLevel());
+		return -EINVAL;
+	}
+	int rc = mkdir_p(cfg->log_dir);
+	struct stat st;
+	if (rc == 0 && stat(cfg->log_dir, &st) != 0)
+		rc = -errno;
+	if (rc == 0 && !S_ISDIR(st.st_mode))
+		rc = -ENOTDIR;
+	if (rc == 0 && access(cfg->log_dir, W_OK | X_OK) != 0)
+		rc = -errno;
+	if (rc < 0)
+		snprintf(err, errlen, "log directory %s: %s", cfg->log_dir, strerror(-rc));
+	return rc;
+}
+
+int logrec_configure(const struct logrec_config *cfg, char *err, size_t errlen)
+{
+	char dummy[1];
+	if (!err || !errlen)
+		err = dummy, errlen = sizeof(dummy);
+	int rc = check_config(cfg, err, errlen);
+	if (rc < 0)
+		return rc;
+	struct logrec_writer *w = &lr.w;
+	*w = (struct logrec_writer){0};
+	w->log_dir = xstrdup(cfg->log_dir);
+	w->max_file_size = cfg->max_file_size ? cfg->max_file_size : DEFAULT_MAX_FILE_SIZE;
+	w->max_segment_ns = cfg->max_segment_duration_ms * 1000000u;
+	w->level = cfg->compression_level;
+	w->back_pressure = cfg->back_pressure ? cfg->back_pressure : DEFAULT_BACK_PRESSURE;
+	rc = logrec__writer_start(w, err, errlen);
+	if (rc < 0) {
+		xfree(w->log_dir);
+		return rc;
+	}
+	lr.headers = copy_strs(cfg->headers, cfg->nheaders);
+	lr.nheaders = cfg->nheaders;
+	lr.meta = copy_strs(cfg->meta, cfg->nmeta);
+	lr.nmeta = cfg->nmeta;
+	buf_init(&lr.line);
+	buf_init(&lr.tmp);
+	(void)logrec_nodeid(); /* read KUMO_NODE_ID_PATH now, not at the first record */
+	lr.task = task_spawn("log_writer", w->log_dir, 0);
+	char comp[32];
+	snprintf(comp, sizeof(comp), w->level ? "zstd:%d" : "none", w->level);
+	task_set_field(lr.task, "compression", comp);
+	lr.shown_phase = LOGREC_PHASE_IDLE;
+	task_set_phase(lr.task, phase_names[LOGREC_PHASE_IDLE], "log records");
+	lr.configured = 1;
+	KTRACE(logrec_configure, w->log_dir, w->level, w->max_file_size,
+	       cfg->max_segment_duration_ms, w->back_pressure);
+	return 0;
+}
+
+int logrec_enabled(void)
+{
+	return lr.configured;
+}
+
+void logrec_get_stats(struct logrec_stats *st)
+{
+	*st = (struct logrec_stats){0};
+	if (!lr.configured)
+		return;
+	logrec_poll();
+	pthread_mutex_lock(&lr.w.mu);
+	st->written = lr.w.total.written;
+	st->segments = lr.w.total.segments;
+	st->errors = lr.w.total.errors;
+	st->lost = lr.w.total.lost;
+	st->bytes_in = lr.w.total.bytes_in;
+	st->bytes_out = lr.w.total.bytes_out;
+	st->queued = lr.w.pending;
+	pthread_mutex_unlock(&lr.w.mu);
+	st->waits = lr.waits;
+	st->wait_ns = lr.wait_ns;
+}
+
+void logrec_shutdown(void)
+{
+	if (!lr.configured)
+		return;
+	logrec__writer_stop(&lr.w);
+	struct logrec_stats st;
+	logrec_get_stats(&st);
+	KTRACE(logrec_shutdown, st.written, st.segments, st.errors, st.lost);
+	task_close(lr.task);
+	lr.task = NULL;
+	logrec__writer_destroy(&lr.w);
+	xfree(lr.w.log_dir);
+	free_strs(&lr.headers, &lr.nheaders);
+	free_strs(&lr.meta, &lr.nmeta);
+	buf_free(&lr.line);
+	buf_free(&lr.tmp);
+	lr.configured = 0;
+	lr.waits = lr.wait_ns = 0;
+	lr.notes_dropped_seen = 0;
+}
