@@ -199,7 +199,7 @@ static void log_outcome(const char *type, struct qmsg *qm, struct ready_queue *r
 	    .code = code, .enhanced = enh && *enh ? enh : NULL, .content = text ? text : ""};
 	struct logrec_peer peer = {.name = host, .addr = addr};
 	logrec_log(type, qm->m, NULL, &resp, addr ? &peer : NULL, queue_name(qm->q),
-		   rq ? rq->site : NULL, rq ? rq->pool : NULL, rq ? rq->source : NULL, NULL);
+		   rq ? rq->name : NULL, rq ? rq->pool : NULL, rq ? rq->source : NULL, NULL);
 }
 
 static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,

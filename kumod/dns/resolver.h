@@ -25,7 +25,7 @@ enum dns_status {
 #define DNS_MAX_ADDRS 16
 
 struct dns_host {
-	char *name;		 /* MX exchange or the domain for an implicit MX */
+	char *name; /* MX exchange or the domain for an implicit MX */
 	unsigned preference;
 	size_t naddrs;
 	struct sockaddr_storage addrs[DNS_MAX_ADDRS]; /* port 0; AAAA then A order as found */
@@ -33,32 +33,74 @@ struct dns_host {
 
 struct dns_mx_result {
 	enum dns_status status;
-	char error[160];	 /* human reason when status != DNS_OK */
-	int implicit;		 /* no MX record: the domain itself (RFC 5321 §5.1) */
+	char error[160]; /* human reason when status != DNS_OK */
+	int implicit;	 /* no MX record: the domain itself (RFC 5321 §5.1) */
 	size_t nhosts;
-	struct dns_host *hosts;	 /* sorted by preference (ties shuffled) */
-	uint32_t ttl;		 /* smallest TTL seen */
-	char site_name[256];	 /* KumoMTA-style site: sorted MX names joined, e.g.
-				    "(alt1|alt2).aspmx.l.google.com"-like rollup, or the
-				    host list joined with ',' */
+	struct dns_host *hosts; /* sorted by preference (ties shuffled) */
+	uint32_t ttl;		/* smallest TTL seen (of a cached result: the time left) */
+	char site_name[256];	/* KumoMTA's rollup of the MX host names with a trailing
+				   dot, e.g. "(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.com."
+				   (proto/dns_name.h dns_site_name()); an address literal as
+				   written; truncated to fit */
 };
+
+/* More MX hosts than this are dropped (highest preferences first). */
+#define DNS_MX_MAX_HOSTS 16
+
+/* Resolver tuning; dns_options_default() gives the values in brackets. */
+struct dns_options {
+	unsigned timeout_ms;   /* c-ares timeout of a first try [2000]; later tries double */
+	unsigned tries;	       /* tries per name server [3] */
+	uint32_t max_ttl;      /* cache cap for answers, seconds [3600] */
+	uint32_t negative_ttl; /* NXDOMAIN / no MX / no address: cap on the SOA's negative
+				  TTL and the value without one, seconds [300] */
+	uint32_t tempfail_ttl; /* how long a TEMPFAIL is cached, seconds [0 = never] */
+	int use_hosts_file;    /* host names are looked up in /etc/hosts (or CARES_HOSTS)
+				  before DNS, as KumoMTA's resolver does [1] */
+};
+
+void dns_options_default(struct dns_options *o);
+/* Applies options; before dns_init() they are kept for it. Lookups in flight are re-sent
+ * on a new c-ares channel. Returns 0 or -1 with err. */
+int dns_set_options(const struct dns_options *o, char *err, size_t errlen);
+
+/* "OK", "NULL_MX", "NO_HOST", "TEMPFAIL". */
+const char *dns_status_name(enum dns_status s);
+
+struct dns_stats {
+	uint64_t lookups;    /* dns_resolve_mx/host calls */
+	uint64_t cache_hits; /* answered from a cached result */
+	uint64_t coalesced;  /* joined an identical lookup in flight */
+	uint64_t queries;    /* DNS queries sent */
+	uint64_t answers;    /* DNS queries finished, whatever the outcome */
+	size_t cached;	     /* results in the cache */
+	size_t inflight;     /* queries outstanding */
+};
+void dns_get_stats(struct dns_stats *st);
 
 /* Sets up c-ares on the loop. servers: NULL for /etc/resolv.conf, else a
  * comma list of "ip" or "ip:port" ("[v6]:port"). Returns 0 or -1 with err. */
 int dns_init(uv_loop_t *loop, const char *servers, char *err, size_t errlen);
-/* Replaces the name servers (kumo.dns.configure_resolver); clears the cache. */
+/* Replaces the name servers (kumo.dns.configure_resolver); clears the cache. Lookups in
+ * flight are re-sent to the new servers. */
 int dns_set_servers(const char *servers, char *err, size_t errlen);
+/* Lookups in flight complete with DNS_TEMPFAIL (callbacks run inside this call), c-ares
+ * handles are closed (their close callbacks need one more loop run). Idempotent. A lookup
+ * started afterwards completes with DNS_TEMPFAIL on a zero timer. */
 void dns_shutdown(void);
 
 typedef void (*dns_mx_cb)(void *ctx, const struct dns_mx_result *r);
 /* Resolves domain's MX set and the addresses of each host. r is valid only
- * during the callback. A domain literal "[1.2.3.4]" resolves without DNS. */
+ * during the callback. A domain literal "[1.2.3.4]" resolves without DNS.
+ * cb runs exactly once, never inside this call; identical lookups in flight are
+ * joined and answers are cached (see docs/dns.md for the rules). */
 void dns_resolve_mx(const char *domain, dns_mx_cb cb, void *ctx);
 
 /* Resolves one host name (or IP literal) to addresses: used for mx_list
  * entries. The result has one host with preference 0. */
 void dns_resolve_host(const char *host, dns_mx_cb cb, void *ctx);
 
+/* Forgets every cached result (lookups in flight are kept). */
 void dns_cache_clear(void);
 
 #endif
