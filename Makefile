@@ -65,7 +65,7 @@ else ifneq ($(SANITIZER),)
 $(error SANITIZER must be address or undefined, not '$(SANITIZER)')
 endif
 ALL_CFLAGS = $(CFLAGS_BASE) $(PKG_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
-LIBS = $(PKG_LIBS) $(if $(filter 1,$(USE_LTTNG)),-ldl) -lm -lpthread
+LIBS = $(PKG_LIBS) -lhttp_parser $(if $(filter 1,$(USE_LTTNG)),-ldl) -lm -lpthread
 ALL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
 
 # --- sources -------------------------------------------------------------
@@ -120,6 +120,7 @@ $$(BIN)/$(1): $$($(1)_OBJS) $$(LIB_OBJS) $$(FLAGS_STAMP)
 	$$(Q)mkdir -p $$(@D) && $$(CC) $$(ALL_LDFLAGS) -o $$@ $$($(1)_OBJS) $$(LIB_OBJS) $$(LIBS) $$(TOOL_LIBS_$(1))
 endef
 TOOL_LIBS_kumo-console := -lncursesw
+TOOL_LIBS_kcli := -lcurl
 $(foreach t,$(TOOLS),$(eval $(call TOOL_RULE,$(t))))
 
 -include $(shell find $(OBJDIR) -name '*.d' 2>/dev/null)

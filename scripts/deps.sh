@@ -47,6 +47,8 @@ need zlib1g-dev pc zlib
 need libncurses-dev pc ncursesw
 need zstd cmd zstd
 need curl cmd curl
+need libhttp-parser-dev hdr http_parser.h
+need libcurl4-openssl-dev pc libcurl
 need tmux cmd tmux
 need python3-dnslib pyimp dnslib
 need python3-prometheus-client pyimp prometheus_client

@@ -279,16 +279,18 @@ static void dispatcher_fail_queue(struct dispatcher *d)
 static void d_on_ready(struct smtp_client *c, void *ud)
 {
 	struct dispatcher *d = ud;
-	struct task *prev = task_enter(d->task);
+	struct task *t = d->task; /* d may be freed before task_exit */
+	struct task *prev = task_enter(t);
 	d->ready = 1;
 	dispatcher_next(d);
-	task_exit(d->task, prev);
+	task_exit(t, prev);
 }
 
 static void d_on_done(struct smtp_client *c, const struct smtp_client_result *r, void *ud)
 {
 	struct dispatcher *d = ud;
-	struct task *prev = task_enter(d->task);
+	struct task *t = d->task; /* d may be freed before task_exit */
+	struct task *prev = task_enter(t);
 	struct qmsg *qm = d->current;
 	d->current = NULL;
 	struct ready_addr *a = &d->rq->addrs[d->addr_idx < d->rq->naddrs ? d->addr_idx : 0];
@@ -309,13 +311,14 @@ static void d_on_done(struct smtp_client *c, const struct smtp_client_result *r,
 	d->delivered_here++;
 	if (r->session_usable)
 		dispatcher_next(d);
-	task_exit(d->task, prev);
+	task_exit(t, prev);
 }
 
 static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *r, void *ud)
 {
 	struct dispatcher *d = ud;
-	struct task *prev = task_enter(d->task);
+	struct task *t = d->task; /* d may be freed before task_exit */
+	struct task *prev = task_enter(t);
 	smtp_client_free(d->client);
 	d->client = NULL;
 	if (d->current) {
@@ -335,7 +338,7 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 		       r && r->text ? r->text : "connection failed");
 		d->addr_idx++;
 		dispatcher_connect_next(d);
-		task_exit(d->task, prev);
+		task_exit(t, prev);
 		return;
 	}
 	if (d->rq->count && !R.shutting_down && d->ready) {
@@ -344,11 +347,11 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 		d->delivered_here = 0;
 		d->addr_idx = 0;
 		dispatcher_connect_next(d);
-		task_exit(d->task, prev);
+		task_exit(t, prev);
 		return;
 	}
 	dispatcher_phase(d, "Closing");
-	task_exit(d->task, prev);
+	task_exit(t, prev);
 	dispatcher_free(d);
 }
 

@@ -561,3 +561,42 @@ void policy_get_egress_source(const char *name, json_t **out, struct policy_resu
 			       .want = "kumo.make_egress_source{...}"};
 	dispatch_tagged("get_egress_source", &a, out, r);
 }
+
+/* --- HTTP listener events -------------------------------------------------- */
+
+void policy_http_message_generated(struct message *msg, struct policy_result *r)
+{
+	struct event_args a = {.msg = msg};
+	dispatch("http_message_generated", push_event_args, NULL, &a, r);
+}
+
+struct auth_basic_args {
+	const char *user, *password;
+	int *ok;
+};
+
+static int push_auth_basic(lua_State *co, void *ctx)
+{
+	struct auth_basic_args *a = ctx;
+	lua_pushstring(co, a->user);
+	lua_pushstring(co, a->password);
+	return 2;
+}
+
+/* Only a true result accepts; anything else (false, nil, a string) refuses. */
+static int take_auth_basic(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct auth_basic_args *a = ctx;
+	*a->ok = nres >= 1 && lua_isboolean(co, -nres) && lua_toboolean(co, -nres);
+	return 1;
+}
+
+void policy_http_validate_auth_basic(const char *user, const char *password, int *ok,
+				     struct policy_result *r)
+{
+	*ok = 0;
+	struct auth_basic_args a = {.user = user, .password = password, .ok = ok};
+	dispatch("http_server_validate_auth_basic", push_auth_basic, take_auth_basic, &a, r);
+	if (r->status != POLICY_OK)
+		*ok = 0;
+}

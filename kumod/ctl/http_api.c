@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The HTTP API's route table and its read-mostly endpoints: /metrics,
+ * /metrics.json, liveness, the diagnostic log filter, ready-queue states
+ * and scheduled-queue inspection. Injection lives in http_inject.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "base/log.h"
+#include "base/metrics.h"
+#include "ctl/http_int.h"
+#include "dispatch/ready.h"
+#include "io/loop.h"
+#include "ktrace.h"
+#include "queue/queue.h"
+
+const char *http__json_unknown_key(json_t *obj, const char *const *allowed)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(obj, key, v)
+	{
+		size_t i = 0;
+		while (allowed[i] && strcmp(allowed[i], key) != 0)
+			i++;
+		if (!allowed[i])
+			return key;
+	}
+	return NULL;
+}
+
+static void api_metrics(struct http_conn *hc, struct http_request *req)
+{
+	struct buf out;
+	buf_init(&out);
+	metrics_render_text(&out);
+	http__respond(hc, 200, "text/plain; version=0.0.4; charset=utf-8", out.data ? out.data : "",
+		      out.len);
+	buf_free(&out);
+}
+
+static void api_metrics_json(struct http_conn *hc, struct http_request *req)
+{
+	struct buf out;
+	buf_init(&out);
+	metrics_render_json(&out);
+	http__respond(hc, 200, "application/json", out.data, out.len);
+	buf_free(&out);
+}
+
+static void api_liveness(struct http_conn *hc, struct http_request *req)
+{
+	if (kumod_shutting_down()) {
+		http__error(hc, 503, "shutting down");
+		return;
+	}
+	http__respond(hc, 200, "text/plain; charset=utf-8", "OK\n", 3);
+}
+
+static void api_set_log_filter(struct http_conn *hc, struct http_request *req)
+{
+	static const char *const keys[] = {"filter", NULL};
+	json_t *j = http__json_body(hc, req);
+	if (!j)
+		return;
+	const char *unknown = http__json_unknown_key(j, keys);
+	json_t *f = json_object_get(j, "filter");
+	if (unknown || !json_is_string(f)) {
+		if (unknown)
+			http__error(hc, 422, "unknown field '%s' (expected {\"filter\": \"...\"})",
+				    unknown);
+		else
+			http__error(hc, 422, "field 'filter' must be a string");
+		json_decref(j);
+		return;
+	}
+	char err[512];
+	if (log_set_filter(json_string_value(f), err, sizeof(err)) != 0) {
+		http__error(hc, 400, "%s", err);
+		json_decref(j);
+		return;
+	}
+	KTRACE(http_admin, hc->id, req->identity, "set_diagnostic_log_filter",
+	       json_string_value(f));
+	json_decref(j);
+	http__respond_json(hc, 200, json_pack("{s:s}", "filter", log_filter_text()));
+}
+
+static double now_unix(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static void ready_state_cb(const struct ready_info *ri, void *ctx)
+{
+	json_t *states = ctx;
+	json_object_set_new(
+	    states, ri->name,
+	    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b}", "ready_count",
+		      (json_int_t)ri->count, "connection_count", (json_int_t)ri->connections,
+		      "connection_limit", (json_int_t)ri->connection_limit, "max_ready",
+		      (json_int_t)ri->max_ready, "delivered", (json_int_t)ri->delivered,
+		      "transfail", (json_int_t)ri->transfail, "failed", (json_int_t)ri->failed,
+		      "connection_limited",
+		      ri->connection_limit && ri->connections >= ri->connection_limit, "ready_full",
+		      ri->max_ready && ri->count >= ri->max_ready));
+}
+
+static void api_ready_q_states(struct http_conn *hc, struct http_request *req)
+{
+	json_t *states = json_object();
+	ready_foreach(ready_state_cb, states);
+	http__respond_json(
+	    hc, 200, json_pack("{s:o, s:f}", "states_by_ready_queue", states, "now", now_unix()));
+}
+
+struct sched_find {
+	const char *name;
+	int found;
+	size_t count;
+	uint64_t next_due_ms;
+	json_t *all;
+};
+
+static void sched_find_cb(const struct queue_info *qi, void *ctx)
+{
+	struct sched_find *f = ctx;
+	if (f->all) {
+		json_object_set_new(f->all, qi->name, json_integer((json_int_t)qi->count));
+		return;
+	}
+	if (strcmp(qi->name, f->name) != 0)
+		return;
+	f->found = 1;
+	f->count = qi->count;
+	f->next_due_ms = qi->next_due_ms;
+}
+
+static void api_inspect_sched_q(struct http_conn *hc, struct http_request *req)
+{
+	char name[512];
+	int rc = http__query_get(req, "queue_name", name, sizeof(name));
+	if (rc < 0) {
+		http__error(hc, 400, "queue_name: badly encoded or too long");
+		return;
+	}
+	if (rc == 0) {
+		struct sched_find f = {.all = json_object()};
+		queue_foreach(sched_find_cb, &f);
+		http__respond_json(
+		    hc, 200, json_pack("{s:o, s:f}", "scheduled_queues", f.all, "now", now_unix()));
+		return;
+	}
+	struct sched_find f = {.name = name};
+	queue_foreach(sched_find_cb, &f);
+	if (!f.found) {
+		http__error(hc, 404, "no scheduled queue named '%s'", name);
+		return;
+	}
+	json_t *next = f.next_due_ms ? json_real((double)f.next_due_ms / 1000.0) : json_null();
+	http__respond_json(hc, 200,
+			   json_pack("{s:s, s:I, s:I, s:o, s:f}", "queue_name", name,
+				     "num_scheduled", (json_int_t)f.count, "delayed_metric",
+				     (json_int_t)f.count, "next_due", next, "now", now_unix()));
+}
+
+static const struct http_route routes[] = {
+    {"/metrics", HTTP_GET, 0, api_metrics},
+    {"/metrics.json", HTTP_GET, 0, api_metrics_json},
+    {"/api/check-liveness/v1", HTTP_GET, 1, api_liveness},
+    {"/api/inject/v1", HTTP_POST, 0, http_inject__handle},
+    {"/api/admin/set_diagnostic_log_filter/v1", HTTP_POST, 0, api_set_log_filter},
+    {"/api/admin/ready-q-states/v1", HTTP_GET, 0, api_ready_q_states},
+    {"/api/admin/inspect-sched-q/v1", HTTP_GET, 0, api_inspect_sched_q},
+};
+
+const struct http_route *http_api__find(const char *path, const struct http_route **other_method,
+					int method_id)
+{
+	*other_method = NULL;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		if (strcmp(routes[i].path, path) != 0)
+			continue;
+		if (routes[i].method_id == method_id ||
+		    (routes[i].method_id == HTTP_GET && method_id == HTTP_HEAD))
+			return &routes[i];
+		*other_method = &routes[i];
+	}
+	return NULL;
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Private layout shared by the HTTP listener files (http.c, http_api.c,
+ * http_inject.c). Never included from outside kumod/ctl/. */
+#ifndef KUMOD_CTL_HTTP_INT_H
+#define KUMOD_CTL_HTTP_INT_H
+
+#include <http_parser.h>
+#include <jansson.h>
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "base/buf.h"
+#include "ctl/http.h"
+#include "io/conn.h"
+
+struct task;
+
+struct http_listener {
+	uv_tcp_t tcp;
+	struct http_listener_config cfg;
+	struct task *task;
+	SSL_CTX *tls_ctx; /* NULL without use_tls */
+	char addr[64];
+	size_t nconn;
+	int closed; /* 1: close requested, 2: handle closed */
+	struct http_listener *next;
+};
+
+/* One request: the parts of the head the API uses, and the body. */
+struct http_request {
+	const char *method; /* static name: "GET", "POST", ... */
+	int method_id;	    /* enum http_method */
+	struct buf url;
+	struct buf path, query;	 /* split from url once the head is complete */
+	struct buf field, value; /* header being parsed */
+	int in_value;
+	size_t nheaders;
+	char *content_type, *content_encoding, *authorization, *host, *expect;
+	struct buf body;
+	int keep_alive;
+	int reject_status; /* set by a parser callback: answer this and close */
+	const char *reject_why;
+	uint64_t start_ns;
+	char identity[160]; /* "trusted 127.0.0.1" or "user alice" (audit) */
+};
+
+struct http_conn {
+	struct conn conn;
+	uv_timer_t timer;
+	int open_handles;
+	struct http_listener *l;
+	struct task *task;
+	uint64_t id;
+	http_parser parser;
+	struct http_request req;
+	int in_request; /* a request head started and was not answered yet */
+	int busy;	/* the handler answers later (injection waits for the spool) */
+	int gone;	/* closing: async completions must not answer */
+	struct http_conn *next, *prev;
+};
+
+typedef void (*http_handler_fn)(struct http_conn *hc, struct http_request *req);
+
+struct http_route {
+	const char *path;
+	int method_id; /* enum http_method */
+	int open;      /* no access control (liveness) */
+	http_handler_fn fn;
+};
+
+/* http_api.c: the route table. NULL when no route has that path. */
+const struct http_route *http_api__find(const char *path, const struct http_route **other_method,
+					int method_id);
+/* The first key of obj not in the NULL-terminated allowed list, or NULL. */
+const char *http__json_unknown_key(json_t *obj, const char *const *allowed);
+/* http_inject.c: POST /api/inject/v1. */
+void http_inject__handle(struct http_conn *hc, struct http_request *req);
+
+/* http.c: answers. Each request gets exactly one answer; a handler that
+ * cannot answer at once sets hc->busy and answers later, finding the
+ * connection again by id (it may be gone by then). */
+void http__respond(struct http_conn *hc, int status, const char *content_type, const char *body,
+		   size_t len);
+/* Answers with the JSON value (reference stolen). */
+void http__respond_json(struct http_conn *hc, int status, json_t *j);
+/* Answers {"error": "<text>"}. */
+void http__error(struct http_conn *hc, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The live connection with that id, or NULL. */
+struct http_conn *http__conn_lookup(uint64_t id);
+/* Decoded query parameter into out (NUL-terminated); 1 found, 0 absent,
+ * -1 too long or badly encoded. */
+int http__query_get(const struct http_request *req, const char *key, char *out, size_t outlen);
+/* The request body as a JSON object: on failure answers (415 without
+ * Content-Type: application/json, 400 syntax, 422 not an object) and
+ * returns NULL. New reference. */
+json_t *http__json_body(struct http_conn *hc, struct http_request *req);
+/* The listener hostname a request came in on. */
+const struct http_listener_config *http__config(const struct http_conn *hc);
+
+#endif

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Pull collectors for the metrics registry: at each scrape they read the
+ * state other modules already keep (sessions, ready and scheduled queues,
+ * spool and log-record statistics, process memory), so those modules need
+ * no metric bookkeeping. Registered by the HTTP listener when it starts. */
+#ifndef KUMOD_CTL_METRICS_COLLECT_H
+#define KUMOD_CTL_METRICS_COLLECT_H
+
+#include <stddef.h>
+
+/* Registers every collector (idempotent). */
+void metrics_collect_register(void);
+
+/* The `smtp_client:<site>` service label of a ready queue named
+ * `<source>-><site>@smtp` (site only, summed over egress sources, as in
+ * the seed sample). Writes into out; returns 0, or -1 when the name has
+ * another shape (then out holds `smtp_client:<name>`). */
+int metrics_collect_service_label(const char *ready_queue, char *out, size_t outlen);
+
+#endif
