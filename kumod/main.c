@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/task.h"
+#include "ctl/http.h"
 #include "ctl/introspect.h"
 #include "io/loop.h"
 #include "ktrace.h"
@@ -224,6 +225,7 @@ static void finish_shutdown(void)
 	ready_shutdown();
 	dns_shutdown();
 	queue_shutdown();
+	http_server_shutdown(); /* kept open while sessions drained: liveness said 503 */
 	KTRACE(shutdown_complete);
 	introspect_stop();
 	task_close(app.main_task);

@@ -63,6 +63,7 @@ need libio-socket-ssl-perl perl -MIO::Socket::SSL -e1
 need python3 test -x /usr/bin/python3
 need python3-pytest pyimp pytest
 need postfix test -x /usr/sbin/smtp-sink
+need time test -x /usr/bin/time
 need bpftrace cmd bpftrace
 need nodejs cmd node
 need npm cmd npm
