@@ -16,6 +16,7 @@
 #include "base/task.h"
 #include "ctl/http.h"
 #include "ctl/introspect.h"
+#include "proto/console_proto.h"
 #include "io/loop.h"
 #include "ktrace.h"
 #include "policy.h"
@@ -272,6 +273,36 @@ static void on_signal(uv_signal_t *h, int signum)
 	task_exit(app.main_task, prev);
 }
 
+/* Queue snapshots for the console (kumo-console's Queues view). */
+static void sched_q_cb(const struct queue_info *qi, void *ctx)
+{
+	struct buf *b = introspect_queue_begin(ctx, "scheduled", qi->name);
+	console_json_kv_u64(b, "count", qi->count);
+	console_json_kv_bool(b, "suspended", 0);
+	introspect_queue_end(ctx);
+}
+
+static void ready_q_cb(const struct ready_info *ri, void *ctx)
+{
+	struct buf *b = introspect_queue_begin(ctx, "ready", ri->name);
+	console_json_kv_u64(b, "count", ri->count);
+	console_json_kv_u64(b, "connections", ri->connections);
+	console_json_kv_u64(b, "connection_limit", ri->connection_limit);
+	console_json_kv_u64(b, "max_ready", ri->max_ready);
+	console_json_kv_u64(b, "delivered", ri->delivered);
+	console_json_kv_u64(b, "transfail", ri->transfail);
+	console_json_kv_u64(b, "failed", ri->failed);
+	console_json_kv_bool(b, "suspended", 0);
+	console_json_kv_bool(b, "throttled", 0);
+	introspect_queue_end(ctx);
+}
+
+static void queue_source(struct introspect_queues *qs, void *ctx)
+{
+	queue_foreach(sched_q_cb, qs);
+	ready_foreach(ready_q_cb, qs);
+}
+
 static void recovered_cb(struct message *m, void *ctx)
 {
 	queue_insert(m, "Enumerated");
@@ -341,6 +372,7 @@ int main(int argc, char **argv)
 	}
 	queue_init(loop);
 	ready_init(loop);
+	introspect_register_queue_source(queue_source, NULL);
 	struct task *prev = task_enter(app.main_task);
 	rc = policy_load(app.policy, app.validate, err, sizeof(err));
 	task_exit(app.main_task, prev);

@@ -13,6 +13,18 @@
 
 #define TASK_HASH_SIZE 4096
 
+/* Task events go to the log under target runtime::task. The seed's filter
+ * `KUMOD_LOG=tokio=trace,runtime=trace,info` names `tokio` too, whose own
+ * task instrumentation uses target tokio::task: when runtime::task is off
+ * for an event but tokio::task is on, the line goes out under tokio::task.
+ * One line at most per event; probes (USDT, LTTng) fire once either way. */
+#define TASK_TRACE(name, ...)                                                                     \
+	do {                                                                                      \
+		static struct log_site rt_site_ = KTRACE_SITE_INIT(name);                         \
+		static struct log_site tk_site_ = {"tokio::task", KT_LEVEL_##name, ~0u, 0};       \
+		kt_##name##_at(log_site_enabled(&rt_site_) ? &rt_site_ : &tk_site_, __VA_ARGS__); \
+	} while (0)
+
 /* One registry per loop thread (kumod runs one loop today). */
 static struct {
 	struct task *head, *tail;
@@ -21,8 +33,13 @@ static struct {
 	uint64_t next_id;
 	uint64_t seq;
 	uint64_t retention_ns;
+	uint64_t hold_seq;
+	size_t retained_max;
 	size_t count, live;
-} reg = {.next_id = 1, .retention_ns = 3600ull * 1000000000ull};
+	uint64_t polls;
+	uint64_t longest_poll_ns, longest_poll_task;
+	struct hist *poll_hist;
+} reg = {.next_id = 1, .retention_ns = 0, .hold_seq = UINT64_MAX, .retained_max = SIZE_MAX};
 
 static size_t task_hash(uint64_t id)
 {
@@ -58,7 +75,7 @@ struct task *task_spawn_at(const char *kind, const char *name, uint64_t parent,
 	reg.count++;
 	reg.live++;
 	task_touch(t);
-	KTRACE(task_spawn, t->id, kind, t->name, parent, location);
+	TASK_TRACE(task_spawn, t->id, kind, t->name, parent, location);
 	return t;
 }
 
@@ -90,7 +107,7 @@ void task_set_phase(struct task *t, const char *phase, const char *wait)
 	}
 	t->wait = wait;
 	task_touch(t);
-	KTRACE(task_phase, t->id, t->kind, t->phase, wait ? wait : "");
+	TASK_TRACE(task_phase, t->id, t->kind, t->phase, wait ? wait : "");
 }
 
 void task_wake(struct task *t)
@@ -103,14 +120,18 @@ void task_wake(struct task *t)
 	}
 	t->last_wake_ns = clock_wall_ns();
 	task_touch(t);
+	TASK_TRACE(task_wake, t->id, t->wakes, t->state == TASK_RUNNING);
 }
 
 struct task *task_enter(struct task *t)
 {
 	struct task *prev = reg.current;
 	uint64_t now = clock_wall_ns();
-	if (t->state == TASK_SCHEDULED && t->last_wake_ns && now > t->last_wake_ns)
+	if (t->state == TASK_SCHEDULED && t->last_wake_ns && now > t->last_wake_ns) {
 		t->scheduled_ns += now - t->last_wake_ns;
+		if (t->hists)
+			hist_record(&t->hists->sched, now - t->last_wake_ns);
+	}
 	t->state = TASK_RUNNING;
 	t->polls++;
 	if (!t->first_poll_ns)
@@ -127,12 +148,21 @@ void task_exit(struct task *t, struct task *prev)
 	t->busy_ns += d;
 	if (d > t->longest_poll_ns)
 		t->longest_poll_ns = d;
+	reg.polls++;
+	if (d > reg.longest_poll_ns) {
+		reg.longest_poll_ns = d;
+		reg.longest_poll_task = t->id;
+	}
+	if (t->hists)
+		hist_record(&t->hists->poll, d);
+	if (reg.poll_hist)
+		hist_record(reg.poll_hist, d);
 	t->last_poll_ended_ns = now;
 	if (t->state == TASK_RUNNING)
 		t->state = TASK_IDLE;
 	reg.current = prev;
 	task_touch(t);
-	KTRACE(task_poll, t->id, t->polls, d);
+	TASK_TRACE(task_poll, t->id, t->polls, d);
 }
 
 void task_close(struct task *t)
@@ -145,7 +175,7 @@ void task_close(struct task *t)
 	t->dropped_ns = clock_wall_ns();
 	reg.live--;
 	task_touch(t);
-	KTRACE(task_close, t->id, t->kind, t->polls, t->busy_ns);
+	TASK_TRACE(task_close, t->id, t->kind, t->polls, t->busy_ns);
 	if (reg.current == t)
 		reg.current = NULL;
 }
@@ -187,6 +217,7 @@ static void task_free(struct task *t)
 		free(t->fields[i].value);
 	}
 	free(t->name);
+	free(t->hists);
 	reg.count--;
 	free(t);
 }
@@ -196,14 +227,67 @@ void task_registry_set_retention(uint64_t ns)
 	reg.retention_ns = ns;
 }
 
+uint64_t task_registry_retention(void)
+{
+	return reg.retention_ns;
+}
+
+void task_registry_hold(uint64_t seq)
+{
+	reg.hold_seq = seq;
+}
+
+void task_registry_set_retained_max(size_t n)
+{
+	reg.retained_max = n;
+}
+
 void task_registry_reap(uint64_t now_ns)
 {
+	size_t done = reg.count - reg.live;
+	size_t excess = done > reg.retained_max ? done - reg.retained_max : 0;
 	struct task *t = reg.head, *next;
 	for (; t; t = next) {
 		next = t->next_all;
-		if (t->state == TASK_DONE && now_ns - t->dropped_ns >= reg.retention_ns)
-			task_free(t);
+		if (t->state != TASK_DONE || t->change_seq > reg.hold_seq)
+			continue;
+		if (excess || now_ns - t->dropped_ns >= reg.retention_ns) {
+			excess -= excess ? 1 : 0;
+			task_free(t); /* oldest first: the list is in creation order */
+		}
 	}
+}
+
+void task_watch(struct task *t, int on)
+{
+	if (on) {
+		if (!t->hists) {
+			t->hists = xmalloc(sizeof(*t->hists));
+			t->hists->watchers = 0;
+			hist_init(&t->hists->poll);
+			hist_init(&t->hists->sched);
+		}
+		t->hists->watchers++;
+		return;
+	}
+	if (!t->hists || !t->hists->watchers)
+		panic("%s: task %" PRIu64 " is not watched", __func__, t->id);
+	if (--t->hists->watchers == 0)
+		xfree(t->hists);
+}
+
+void task_registry_loop_stats(struct task_loop_stats *out)
+{
+	out->polls = reg.polls;
+	out->longest_poll_ns = reg.longest_poll_ns;
+	out->longest_poll_task = reg.longest_poll_task;
+	reg.longest_poll_ns = 0;
+	reg.longest_poll_task = 0;
+}
+
+void task_registry_set_poll_hist(struct hist *h)
+{
+	reg.poll_hist = h;
 }
 
 void task_foreach(void (*fn)(struct task *t, void *ctx), void *ctx)
@@ -213,6 +297,25 @@ void task_foreach(void (*fn)(struct task *t, void *ctx), void *ctx)
 		next = t->next_all;
 		fn(t, ctx);
 	}
+}
+
+int task_foreach_after(uint64_t after_id, int (*fn)(struct task *t, void *ctx), void *ctx)
+{
+	struct task *t = after_id ? task_lookup(after_id) : NULL;
+	t = t ? t->next_all : reg.head;
+	for (; t; t = t->next_all) {
+		if (t->id <= after_id)
+			continue;
+		int rc = fn(t, ctx);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+uint64_t task_registry_last_id(void)
+{
+	return reg.next_id - 1;
 }
 
 size_t task_count(size_t *live)

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/hist.h"
+
 enum task_state {
 	TASK_IDLE = 0,
 	TASK_SCHEDULED,
@@ -19,6 +21,13 @@ enum task_state {
 };
 
 #define TASK_MAX_FIELDS 6
+
+/* Poll-time and scheduled-time histograms, kept only while someone watches
+ * the task (the console's task details): task_watch(). */
+struct task_hists {
+	unsigned watchers;
+	struct hist poll, sched;
+};
 
 struct task_field {
 	char *key;
@@ -42,7 +51,8 @@ struct task {
 	uint64_t polls, wakes, self_wakes;
 	uint64_t last_wake_ns, first_poll_ns, last_poll_started_ns, last_poll_ended_ns;
 	uint64_t longest_poll_ns;
-	uint64_t change_seq; /* registry sequence of the last change (for deltas) */
+	uint64_t change_seq;	  /* registry sequence of the last change (for deltas) */
+	struct task_hists *hists; /* NULL unless watched */
 	struct task *next_all, *prev_all;
 	struct task *next_hash;
 };
@@ -71,11 +81,42 @@ struct task *task_current(void);
 uint64_t task_current_id(void);
 struct task *task_lookup(uint64_t id);
 
-/* Completed tasks are kept this long (ns) before being freed. */
+/* Completed tasks are kept this long (ns) before being freed. The default
+ * is 0 (freed at the next reap): only a viewer needs them, and the
+ * introspection server sets TOKIO_CONSOLE_RETENTION when it starts. */
 void task_registry_set_retention(uint64_t ns);
+uint64_t task_registry_retention(void);
+/* Frees completed tasks older than the retention, except those changed
+ * after the hold sequence (task_registry_hold). */
 void task_registry_reap(uint64_t now_ns);
+/* Completed tasks whose last change is newer than seq are not reaped, so a
+ * viewer that has seen the registry up to seq learns of every close.
+ * UINT64_MAX (the default) holds nothing back. */
+void task_registry_hold(uint64_t seq);
+/* At most n completed tasks are kept whatever their age; the oldest go
+ * first (default SIZE_MAX). The hold still applies. */
+void task_registry_set_retained_max(size_t n);
+/* Starts (on=1) or stops (on=0) keeping t->hists; watchers are counted. */
+void task_watch(struct task *t, int on);
+
+/* Loop-wide poll accounting since the last call, for the console's loop
+ * panel; longest_poll_* are reset by each call. */
+struct task_loop_stats {
+	uint64_t polls;		  /* total polls ever */
+	uint64_t longest_poll_ns; /* longest poll since the previous call */
+	uint64_t longest_poll_task;
+};
+void task_registry_loop_stats(struct task_loop_stats *out);
+/* Records every poll's duration into h (NULL stops); the caller owns h. */
+void task_registry_set_poll_hist(struct hist *h);
 /* Iterate all tasks (live and retained) in creation order. */
 void task_foreach(void (*fn)(struct task *t, void *ctx), void *ctx);
+/* Iterates, in creation order, the tasks with an id above after_id until fn
+ * returns non-zero (that value is returned; 0 when the end was reached).
+ * fn must not close or free tasks. */
+int task_foreach_after(uint64_t after_id, int (*fn)(struct task *t, void *ctx), void *ctx);
+/* Id of the most recently spawned task (0 before the first). */
+uint64_t task_registry_last_id(void);
 size_t task_count(size_t *live);
 uint64_t task_registry_seq(void);
 const char *task_state_name(enum task_state s);

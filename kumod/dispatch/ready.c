@@ -206,8 +206,7 @@ static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq, int code,
 			      const char *text, const char *addr, const char *host,
 			      uint64_t latency_ns)
 {
-	KTRACE(delivery_outcome, qm->m->id, rq->name, "Delivery", code, text,
-	       latency_ns / 1000u);
+	KTRACE(delivery_outcome, qm->m->id, rq->name, "Delivery", code, text, latency_ns / 1000u);
 	log_outcome("Delivery", qm, rq, code, enh, text, addr, host);
 	rq->delivered++;
 	spool_remove(qm->m->id, NULL, NULL);
@@ -225,12 +224,11 @@ static void outcome_bounce(struct qmsg *qm, struct ready_queue *rq, int code, co
 	queue_done(qm);
 }
 
-static void outcome_transient(struct qmsg *qm, struct ready_queue *rq, int code,
-			      const char *enh, const char *text, const char *addr,
-			      const char *host, const char *reason)
+static void outcome_transient(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
+			      const char *text, const char *addr, const char *host,
+			      const char *reason)
 {
-	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "TransientFailure", code, text,
-	       0);
+	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "TransientFailure", code, text, 0);
 	log_outcome("TransientFailure", qm, rq, code, enh, text, addr, host);
 	if (rq)
 		rq->transfail++;
@@ -325,8 +323,9 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 		/* closed with a message in flight and no on_done: transient */
 		struct qmsg *qm = d->current;
 		d->current = NULL;
-		outcome_transient(qm, d->rq, 451, "4.4.2", r && r->text ? r->text : "connection lost",
-				  NULL, NULL, "LoggedTransientFailure");
+		outcome_transient(qm, d->rq, 451, "4.4.2",
+				  r && r->text ? r->text : "connection lost", NULL, NULL,
+				  "LoggedTransientFailure");
 	}
 	if (!d->ready && !R.shutting_down) {
 		/* never greeted: this host failed, try the next one */
@@ -541,8 +540,8 @@ static void route_finish(struct route *rt)
 	}
 	if (!rq->naddrs) {
 		char why[700];
-		snprintf(why, sizeof(why), "all %zu addresses for %s are prohibited_hosts", prohibited,
-			 rt->site);
+		snprintf(why, sizeof(why), "all %zu addresses for %s are prohibited_hosts",
+			 prohibited, rt->site);
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), why, 0);
 		outcome_transient(qm, rq, 451, "4.4.4", why, NULL, NULL, "MxWasProhibited");
 		free(rt);

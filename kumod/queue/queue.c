@@ -215,8 +215,8 @@ static void queue_load_config(struct sched_queue *q)
 	q->cfg.max_age_ms = json_ms(o, "max_age_ms", QUEUE_DEFAULT_MAX_AGE_MS);
 	const char *pool = json_string_value(json_object_get(o, "egress_pool"));
 	snprintf(q->cfg.egress_pool, sizeof(q->cfg.egress_pool), "%s", pool ? pool : "");
-	json_t *mx = json_object_get(json_object_get(json_object_get(o, "protocol"), "smtp"),
-				     "mx_list");
+	json_t *mx =
+	    json_object_get(json_object_get(json_object_get(o, "protocol"), "smtp"), "mx_list");
 	if (json_is_array(mx) && json_array_size(mx)) {
 		q->cfg.mx_list = xcalloc(json_array_size(mx), sizeof(char *));
 		size_t i;

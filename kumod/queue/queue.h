@@ -36,7 +36,7 @@ struct qmsg {
 	struct sched_queue *q;
 	uint64_t due_ms; /* wall clock ms */
 	unsigned attempts;
-	size_t heap_idx; /* SIZE_MAX when not in the heap */
+	size_t heap_idx;   /* SIZE_MAX when not in the heap */
 	struct qmsg *next; /* ready-queue FIFO link (kumod/dispatch) */
 };
 

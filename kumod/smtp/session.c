@@ -40,8 +40,7 @@ static const char *const state_names[SMTP_STATE__COUNT] = {
     [SMTP_STATE_READY] = "Ready",	[SMTP_STATE_MAIL] = "Mail",
     [SMTP_STATE_RCPT] = "Rcpt",		[SMTP_STATE_DATA] = "Data",
     [SMTP_STATE_TLS] = "Tls",		[SMTP_STATE_REJECTED] = "Rejected",
-	[SMTP_STATE_SPOOLING] = "Spooling",
-    [SMTP_STATE_CLOSING] = "Closing",
+    [SMTP_STATE_SPOOLING] = "Spooling", [SMTP_STATE_CLOSING] = "Closing",
 };
 
 static void session_process(struct smtp_session *s);
