@@ -152,7 +152,7 @@ ifeq ($(SANITIZER),)
 endif
 
 test-sanitized: all
-	$(BIN)/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 $(BIN)/unit-tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 $(PYTEST) tests/integration -m "not nosan" $(PYTEST_ARGS)
 
 # The generated catalogue is checked in; fail when it is stale.

@@ -186,6 +186,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(one.too_big == (max && ref.size > max));
 	size_t kept = one.too_big ? max : ref.size;
 	CHECK(one.out.len == kept && (!kept || memcmp(one.out.data, ref.out.data, kept) == 0));
+	/* End of data only at CRLF "." CRLF, or "." CRLF as the very first line. */
+	if (one.done)
+		CHECK(one.consumed >= 3 && !memcmp(in + one.consumed - 3, ".\r\n", 3) &&
+		      (one.consumed == 3 || !memcmp(in + one.consumed - 5, "\r\n", 2)));
+	/* Deny and Allow store content as received: bare_eol is set exactly when the stored
+	 * content holds a bare CR or LF (so a clean Deny result has none). */
+	if (one.done && !one.too_big && pol != SMTP_EOL_FIX)
+		CHECK(one.bare == fz_has_bare(one.out.data, one.out.len));
 	if (one.done && one.size && !one.too_big)
 		CHECK(one.out.len >= 2 && !memcmp(one.out.data + one.out.len - 2, "\r\n", 2));
 	if (one.done && !one.too_big && (pol == SMTP_EOL_FIX || !one.bare))

@@ -317,22 +317,44 @@ static int lf_slice(struct lf_ctx *c, size_t a, size_t b, char **out)
 
 /* glibc's regcomp copies what `+` repeats and computes epsilon closures that
  * grow several-fold with every nested repetition of a group ("a+++..." or
- * "((()+)+)+..." take seconds and gigabytes). Upstream's regex crate rejects
+ * "((a+)+)+..." take seconds and gigabytes). Upstream's regex crate rejects
  * stacked repetitions and has a compiled-size limit; here patterns are capped
  * in length, in expanded size and in repetition nesting, all far beyond what a
  * log filter needs. Backreferences (a GNU extension with exponential matching)
- * do not exist upstream either. Intervals cannot occur: `}` ends the field. */
+ * do not exist upstream either. Intervals cannot occur: `}` ends the field.
+ *
+ * Two more shapes cost glibc seconds to minutes within those caps (found by
+ * fuzz/fuzz_log_filter.c). A `*` or `+` over something that can match the
+ * empty string ("(|||)+", "(a|b?)*") is an epsilon cycle, and glibc
+ * recomputes the closures on a cycle for every path into it, so nested or
+ * consecutive ones multiply: "(((|||...)+)+)+" with 40 empty alternatives
+ * takes 3.6 s, "((|||)+)+" twelve times over 20 s. Such a repetition adds
+ * nothing ("(a|)+" is "a*"), so it is refused. And anchors: glibc copies the
+ * closure behind each for its constraint ("\b" 64 times: minutes). `^` and
+ * `$` are capped at 8 and kept out of repetitions; GNU's \b \B \< \> \` \'
+ * are refused (the first two exist upstream; no log filter needs them). */
 #define LF_RE_MAX_LEN 256
 #define LF_RE_MAX_NODES 4096
 #define LF_RE_MAX_DEPTH 32
 #define LF_RE_MAX_NEST 3
+#define LF_RE_MAX_ANCHORS 8
 
 struct lf_re_frame {
 	size_t size;  /* nodes of this group so far */
 	size_t last;  /* nodes of the last atom, what a repetition applies to */
 	int nest;     /* deepest repetition nesting inside this group */
 	int lastnest; /* the same for the last atom */
+	/* Can match the empty string: a finished alternative of this group, the
+	 * current one, the current one before its last atom, the last atom. */
+	int alt_null, branch_null, before_null, last_null;
+	int anchored, last_anchored; /* holds `^` or `$`: this group / its last atom */
 };
+
+static void lf_re_frame_init(struct lf_re_frame *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->branch_null = f->before_null = 1;
+}
 
 /* Skips a bracket expression starting at p[0] == '['; returns the index after it. */
 static size_t lf_re_bracket(const char *p)
@@ -354,7 +376,8 @@ static size_t lf_re_bracket(const char *p)
 }
 
 /* One `?` may follow a repetition (upstream's lazy form); other stacking is an
- * error upstream. `+` doubles the atom (glibc copies it). */
+ * error upstream. `+` doubles the atom (glibc copies it). `*` and `?` make the
+ * atom, and so maybe its alternative, able to match the empty string. */
 static const char *lf_re_repeat(struct lf_re_frame *f, char op, int *stacked)
 {
 	if (*stacked == 1 && op == '?') {
@@ -368,6 +391,14 @@ static const char *lf_re_repeat(struct lf_re_frame *f, char op, int *stacked)
 		return "repetitions nest too deeply";
 	if (f->lastnest > f->nest)
 		f->nest = f->lastnest;
+	if (op != '?' && f->last_null)
+		return "repetition of something that can match the empty string";
+	if (op != '?' && f->last_anchored)
+		return "anchor inside a repetition";
+	if (op != '+') {
+		f->last_null = 1;
+		f->branch_null = f->before_null;
+	}
 	if (op == '+') {
 		f->size += f->last;
 		f->last *= 2;
@@ -375,62 +406,82 @@ static const char *lf_re_repeat(struct lf_re_frame *f, char op, int *stacked)
 	return f->size > LF_RE_MAX_NODES ? "regex too large" : NULL;
 }
 
-/* Adds an atom of `size` nodes whose own repetitions nest `nest` deep. */
-static const char *lf_re_atom(struct lf_re_frame *f, size_t size, int nest, int *stacked)
+/* Adds an atom of `size` nodes whose own repetitions nest `nest` deep; `nullable`: it can
+ * match the empty string; `anchored`: it holds `^` or `$`. */
+static const char *lf_re_atom(struct lf_re_frame *f, size_t size, int nest, int nullable,
+			      int anchored, int *stacked)
 {
 	f->size += size;
 	f->last = size;
 	f->lastnest = nest;
 	if (nest > f->nest)
 		f->nest = nest;
+	f->before_null = f->branch_null;
+	f->branch_null = f->branch_null && nullable;
+	f->last_null = nullable;
+	f->last_anchored = anchored;
+	f->anchored |= anchored;
 	*stacked = 0;
 	return f->size > LF_RE_MAX_NODES ? "regex too large" : NULL;
+}
+
+static void lf_re_alternative(struct lf_re_frame *f, int *stacked)
+{
+	f->alt_null |= f->branch_null;
+	f->branch_null = f->before_null = 1;
+	f->last = 0;
+	f->lastnest = 0;
+	f->last_null = 0;
+	f->last_anchored = 0;
+	*stacked = 0;
 }
 
 /* NULL when the pattern is affordable, else why not. */
 static const char *lf_re_check(const char *p)
 {
 	struct lf_re_frame st[LF_RE_MAX_DEPTH + 1];
-	size_t depth = 0, i = 0;
+	size_t depth = 0, i = 0, anchors = 0;
 	int stacked = 0;
 	const char *why = NULL;
 
 	if (strlen(p) > LF_RE_MAX_LEN)
 		return "regex longer than 256 bytes";
-	memset(st, 0, sizeof(st));
+	lf_re_frame_init(&st[0]);
 	while (p[i] && !why) {
 		struct lf_re_frame *f = &st[depth];
 		switch (p[i]) {
 		case '\\':
 			if (p[i + 1] >= '1' && p[i + 1] <= '9')
 				return "backreferences are not supported";
-			why = lf_re_atom(f, 1, 0, &stacked);
+			if (p[i + 1] && strchr("bB<>`'", p[i + 1]))
+				return "word-boundary and buffer anchors are not supported";
+			why = lf_re_atom(f, 1, 0, 0, 0, &stacked);
 			i += p[i + 1] ? 2 : 1;
 			break;
 		case '[':
-			why = lf_re_atom(f, 1, 0, &stacked);
+			why = lf_re_atom(f, 1, 0, 0, 0, &stacked);
 			i += lf_re_bracket(p + i);
 			break;
 		case '(':
 			if (depth == LF_RE_MAX_DEPTH)
 				return "regex nests too deeply";
-			memset(&st[++depth], 0, sizeof(st[0]));
+			lf_re_frame_init(&st[++depth]);
 			stacked = 0;
 			i++;
 			break;
 		case ')':
 			if (depth > 0) {
 				depth--;
-				why = lf_re_atom(&st[depth], f->size + 1, f->nest, &stacked);
+				why = lf_re_atom(&st[depth], f->size + 1, f->nest,
+						 f->alt_null || f->branch_null, f->anchored,
+						 &stacked);
 			} else {
-				why = lf_re_atom(f, 1, 0, &stacked); /* a literal in ERE */
+				why = lf_re_atom(f, 1, 0, 0, 0, &stacked); /* a literal in ERE */
 			}
 			i++;
 			break;
 		case '|':
-			f->last = 0;
-			f->lastnest = 0;
-			stacked = 0;
+			lf_re_alternative(f, &stacked);
 			i++;
 			break;
 		case '*':
@@ -439,8 +490,15 @@ static const char *lf_re_check(const char *p)
 			why = lf_re_repeat(f, p[i], &stacked);
 			i++;
 			break;
+		case '^':
+		case '$':
+			if (++anchors > LF_RE_MAX_ANCHORS)
+				return "more than 8 anchors";
+			why = lf_re_atom(f, 1, 0, 1, 1, &stacked);
+			i++;
+			break;
 		default:
-			why = lf_re_atom(f, 1, 0, &stacked);
+			why = lf_re_atom(f, 1, 0, 0, 0, &stacked);
 			i++;
 			break;
 		}

@@ -56,7 +56,9 @@ static struct {
 	size_t nslots, capslots;
 	int in_handler; /* kumo.on is refused while > 0 */
 	int validating;
-	int loaded; /* load errors go to the caller, later ones to the log */
+	int loaded;	  /* load errors go to the caller, later ones to the log */
+	lua_State *spare; /* a finished, reset coroutine kept for the next call */
+	int spare_ref;
 } eng;
 
 static struct lua_call **call_slot(lua_State *L)
@@ -238,6 +240,33 @@ static int call_run(const char *event, lua_State *co, int nargs, int handler, ta
 /* Pushes the event's arguments onto co; returns their count. */
 typedef int (*push_fn)(lua_State *co, void *ctx);
 
+/* One spare coroutine, reused across calls: lua_resetthread() leaves a
+ * finished thread clean (status OK, empty stack), and creating a thread per
+ * call was a large share of the per-message cost (allocation and GC). A
+ * nested dispatch simply gets a fresh thread. */
+static lua_State *thread_get(int *ref)
+{
+	if (eng.spare) {
+		lua_State *co = eng.spare;
+		*ref = eng.spare_ref;
+		eng.spare = NULL;
+		return co;
+	}
+	lua_State *co = lua_newthread(eng.L);
+	*ref = luaL_ref(eng.L, LUA_REGISTRYINDEX);
+	return co;
+}
+
+static void thread_put(lua_State *co, int ref)
+{
+	if (!eng.spare && lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
+		eng.spare = co;
+		eng.spare_ref = ref;
+		return;
+	}
+	luaL_unref(eng.L, LUA_REGISTRYINDEX, ref);
+}
+
 static void dispatch(const char *event, push_fn push, take_fn take, void *ctx,
 		     struct policy_result *r)
 {
@@ -248,15 +277,15 @@ static void dispatch(const char *event, push_fn push, take_fn take, void *ctx,
 		return;
 	KTRACE(lua_event, event, (int32_t)s->count);
 	for (int i = 1; i <= s->count; i++) {
-		lua_State *co = lua_newthread(eng.L);
-		int ref = luaL_ref(eng.L, LUA_REGISTRYINDEX);
+		int ref;
+		lua_State *co = thread_get(&ref);
 		lua_rawgeti(eng.L, LUA_REGISTRYINDEX, s->ref);
 		lua_rawgeti(eng.L, -1, i);
 		lua_xmove(eng.L, co, 1);
 		lua_pop(eng.L, 1);
 		int nargs = push ? push(co, ctx) : 0;
 		int stop = call_run(event, co, nargs, 1, take, ctx, r);
-		luaL_unref(eng.L, LUA_REGISTRYINDEX, ref);
+		thread_put(co, ref);
 		if (stop || r->status != POLICY_OK)
 			break;
 	}
@@ -370,6 +399,7 @@ void policy_close(void)
 	if (eng.L) {
 		lua_close(eng.L); /* __gc drops message and conn_meta references */
 		eng.L = NULL;
+		eng.spare = NULL;
 	}
 	for (size_t i = 0; i < eng.nslots; i++)
 		free(eng.slots[i].name);

@@ -9,6 +9,21 @@
 
 #include "base/xalloc.h"
 
+static const uint8_t cidr_v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+/* cidr_list_match() reads an IPv4-mapped peer as IPv4, so an IPv4-mapped IPv6 entry
+ * ("::ffff:127.0.0.1", "::ffff:10.0.0.0/104") must be stored as the IPv4 entry it covers, or it
+ * could never match anything. A shorter prefix also covers non-mapped addresses: kept as is. */
+static void cidr_unmap(struct cidr *c)
+{
+	if (c->family != 6 || c->prefix < 96 || memcmp(c->addr, cidr_v4_mapped, 12) != 0)
+		return;
+	c->family = 4;
+	c->prefix -= 96;
+	memmove(c->addr, c->addr + 12, 4);
+	memset(c->addr + 4, 0, 12);
+}
+
 int cidr_parse(const char *s, struct cidr *out)
 {
 	char tmp[64];
@@ -44,6 +59,7 @@ int cidr_parse(const char *s, struct cidr *out)
 			return -EINVAL;
 		out->prefix = v;
 	}
+	cidr_unmap(out);
 	return 0;
 }
 
@@ -78,8 +94,7 @@ static int prefix_match(const uint8_t *a, const uint8_t *b, unsigned bits)
 
 int cidr_list_match(const struct cidr_list *l, int family, const uint8_t *addr)
 {
-	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-	if (family == 6 && memcmp(addr, mapped, 12) == 0) {
+	if (family == 6 && memcmp(addr, cidr_v4_mapped, 12) == 0) {
 		family = 4;
 		addr += 12;
 	}

@@ -18,7 +18,9 @@ struct cidr_list {
 	size_t n;
 };
 
-/* Parses one CIDR (address with optional /prefix). 0 or -EINVAL. */
+/* Parses one CIDR (address with optional /prefix of 1-3 digits). 0 or -EINVAL. An IPv4-mapped
+ * IPv6 entry with a prefix of at least 96 ("::ffff:10.0.0.0/104") is stored as the IPv4 entry
+ * it covers ("10.0.0.0/8"). */
 int cidr_parse(const char *s, struct cidr *out);
 /* Appends; 0 or -EINVAL (list unchanged). */
 int cidr_list_add(struct cidr_list *l, const char *s);

@@ -60,3 +60,38 @@ TEST_IMPL(cidr_match_table)
 	}
 	cidr_list_free(&l);
 }
+
+/* Fuzz finding (fuzz/corpus/cidr/crash-v4-mapped-entry-never-matches): an IPv4-mapped IPv6
+ * entry was kept as IPv6 while the matcher reads mapped peers as IPv4, so it matched nothing. */
+TEST_IMPL(cidr_v4_mapped_entry)
+{
+	static const struct {
+		const char *entry, *addr;
+		int want;
+	} cases[] = {
+	    {"::ffff:127.0.0.1", "127.0.0.1", 1},
+	    {"::ffff:127.0.0.1", "::ffff:127.0.0.1", 1},
+	    {"::ffff:127.0.0.1", "127.0.0.2", 0},
+	    {"::ffff:10.0.0.0/104", "10.200.0.1", 1},
+	    {"::ffff:10.0.0.0/104", "::ffff:10.1.2.3", 1},
+	    {"::ffff:10.0.0.0/104", "11.0.0.1", 0},
+	    {"::ffff:0.0.0.0/96", "192.0.2.1", 1},
+	    {"::ffff:0:0/95", "2001:db8::1", 0},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct cidr_list l = {0};
+		ASSERT_EQ(cidr_list_add(&l, cases[i].entry), 0);
+		if (cidr_list_match_str(&l, cases[i].addr) != cases[i].want)
+			TEST_FAIL("%s vs %s: want %d", cases[i].entry, cases[i].addr,
+				  cases[i].want);
+		cidr_list_free(&l);
+	}
+	struct cidr c;
+	ASSERT_EQ(cidr_parse("::ffff:10.0.0.0/104", &c), 0);
+	ASSERT_EQ(c.family, 4);
+	ASSERT_EQ(c.prefix, 8);
+	ASSERT_EQ(c.addr[0], 10);
+	ASSERT_EQ(cidr_parse("::ffff:0:0/95", &c), 0);
+	ASSERT_EQ(c.family, 6);
+	ASSERT_EQ(c.prefix, 95);
+}
