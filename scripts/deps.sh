@@ -50,6 +50,7 @@ need curl cmd curl
 need libhttp-parser-dev hdr http_parser.h
 need libcurl4-openssl-dev pc libcurl
 need tmux cmd tmux
+need jq cmd jq
 need python3-dnslib pyimp dnslib
 need python3-prometheus-client pyimp prometheus_client
 need clang cmd clang
