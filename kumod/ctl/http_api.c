@@ -167,6 +167,114 @@ static void api_inspect_sched_q(struct http_conn *hc, struct http_request *req)
 				     (json_int_t)f.count, "next_due", next, "now", now_unix()));
 }
 
+/* --- /api/admin/bounce/v1 ------------------------------------------------------ */
+
+/* POST {domain, campaign, tenant, routing_domain, queue, reason, duration}:
+ * KumoMTA's shape; duration in seconds (number) or text ("5m"), default 5
+ * minutes. GET lists live entries; DELETE {id} cancels one. */
+static int parse_duration_s(json_t *v, uint64_t *ms)
+{
+	if (!v || json_is_null(v)) {
+		*ms = 300000;
+		return 0;
+	}
+	if (json_is_number(v) && json_number_value(v) >= 0) {
+		*ms = (uint64_t)(json_number_value(v) * 1000);
+		return 0;
+	}
+	if (!json_is_string(v))
+		return -1;
+	const char *t = json_string_value(v);
+	char *end;
+	double n = strtod(t, &end);
+	if (end == t || n < 0)
+		return -1;
+	double mul = !*end || !strcmp(end, "s") ? 1e3
+		     : !strcmp(end, "m")	? 6e4
+		     : !strcmp(end, "h")	? 36e5
+		     : !strcmp(end, "d")	? 864e5
+						: -1;
+	if (mul < 0)
+		return -1;
+	*ms = (uint64_t)(n * mul);
+	return 0;
+}
+
+static void api_bounce(struct http_conn *hc, struct http_request *req)
+{
+	static const char *const keys[] = {"domain", "campaign", "tenant",   "routing_domain",
+					   "queue",  "reason",	 "duration", NULL};
+	json_t *j = http__json_body(hc, req);
+	if (!j)
+		return;
+	const char *unknown = http__json_unknown_key(j, keys);
+	if (unknown) {
+		http__error(hc, 422, "unknown field '%s'", unknown);
+		json_decref(j);
+		return;
+	}
+	const char *reason = json_string_value(json_object_get(j, "reason"));
+	if (!reason || !*reason) {
+		http__error(hc, 422, "field 'reason' is required (a string)");
+		json_decref(j);
+		return;
+	}
+	for (size_t i = 0; i < 5; i++) {
+		json_t *v = json_object_get(j, keys[i]);
+		if (v && !json_is_string(v) && !json_is_null(v)) {
+			http__error(hc, 422, "field '%s' must be a string", keys[i]);
+			json_decref(j);
+			return;
+		}
+	}
+	uint64_t ms;
+	if (parse_duration_s(json_object_get(j, "duration"), &ms) != 0) {
+		http__error(hc, 422, "field 'duration' must be seconds or text like \"5m\"");
+		json_decref(j);
+		return;
+	}
+	struct queue_bounce_match mt = {
+	    .queue = json_string_value(json_object_get(j, "queue")),
+	    .domain = json_string_value(json_object_get(j, "domain")),
+	    .campaign = json_string_value(json_object_get(j, "campaign")),
+	    .tenant = json_string_value(json_object_get(j, "tenant")),
+	    .routing_domain = json_string_value(json_object_get(j, "routing_domain")),
+	};
+	size_t n = 0;
+	uint64_t id = queue_admin_bounce(&mt, reason, ms, &n);
+	KTRACE(http_admin, hc->id, req->identity, "bounce", reason);
+	json_decref(j);
+	http__respond_json(
+	    hc, 200, json_pack("{s:I, s:I}", "id", (json_int_t)id, "total_bounced", (json_int_t)n));
+}
+
+static void api_bounce_list(struct http_conn *hc, struct http_request *req)
+{
+	http__respond_json(hc, 200, queue_admin_bounce_list());
+}
+
+static void api_bounce_cancel(struct http_conn *hc, struct http_request *req)
+{
+	static const char *const keys[] = {"id", NULL};
+	json_t *j = http__json_body(hc, req);
+	if (!j)
+		return;
+	json_t *id = json_object_get(j, "id");
+	if (http__json_unknown_key(j, keys) || !json_is_integer(id)) {
+		http__error(hc, 422, "expected {\"id\": <integer>}");
+		json_decref(j);
+		return;
+	}
+	int rc = queue_admin_bounce_cancel((uint64_t)json_integer_value(id));
+	KTRACE(http_admin, hc->id, req->identity, "bounce-cancel", "");
+	if (rc != 0)
+		http__error(hc, 404, "no bounce entry with id %lld",
+			    (long long)json_integer_value(id));
+	else
+		http__respond_json(hc, 200, json_pack("{s:I}", "id", json_integer_value(id)));
+	json_decref(j);
+}
+
 static const struct http_route routes[] = {
     {"/metrics", HTTP_GET, 0, api_metrics},
     {"/metrics.json", HTTP_GET, 0, api_metrics_json},
@@ -175,6 +283,9 @@ static const struct http_route routes[] = {
     {"/api/admin/set_diagnostic_log_filter/v1", HTTP_POST, 0, api_set_log_filter},
     {"/api/admin/ready-q-states/v1", HTTP_GET, 0, api_ready_q_states},
     {"/api/admin/inspect-sched-q/v1", HTTP_GET, 0, api_inspect_sched_q},
+    {"/api/admin/bounce/v1", HTTP_POST, 0, api_bounce},
+    {"/api/admin/bounce/v1", HTTP_GET, 0, api_bounce_list},
+    {"/api/admin/bounce/v1", HTTP_DELETE, 0, api_bounce_cancel},
 };
 
 const struct http_route *http_api__find(const char *path, const struct http_route **other_method,

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -46,7 +47,17 @@ static struct {
 	size_t total;
 	queue_router_fn router;
 	int shutting_down;
+	struct admin_bounce *bounces;
+	uint64_t next_bounce_id;
 } Q;
+
+struct admin_bounce {
+	uint64_t id;
+	char *queue, *domain, *campaign, *tenant, *routing_domain, *reason;
+	uint64_t expires_ms;
+	uint64_t bounced;
+	struct admin_bounce *next;
+};
 
 static uint64_t now_ms(void)
 {
@@ -316,6 +327,8 @@ static void queue_update_phase(struct sched_queue *q)
 /* --- timer --------------------------------------------------------------- */
 
 static void queue_arm(void);
+static struct admin_bounce *bounce_for(const struct sched_queue *q);
+static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b);
 
 static void queue_timer_cb(uv_timer_t *t)
 {
@@ -327,6 +340,11 @@ static void queue_timer_cb(uv_timer_t *t)
 		struct qmsg *qm = heap_pop();
 		n++;
 		KTRACE(queue_due, qm->m->id, qm->q->name);
+		struct admin_bounce *b = Q.bounces ? bounce_for(qm->q) : NULL;
+		if (b) {
+			admin_bounce_one(qm, b);
+			continue;
+		}
 		if (now - qm->q->cfg_loaded_ms > QUEUE_REFRESH_MS)
 			queue_load_config(qm->q);
 		if (Q.router) {
@@ -352,6 +370,137 @@ static void queue_arm(void)
 	}
 	uint64_t now = now_ms(), due = Q.heap[0]->due_ms;
 	uv_timer_start(&Q.timer, queue_timer_cb, due > now ? due - now : 0, 0);
+}
+
+/* --- admin bounces ------------------------------------------------------------ */
+
+static int field_matches(const char *want, const char *have)
+{
+	return !want || !*want || strcasecmp(want, have ? have : "") == 0;
+}
+
+static int bounce_matches(const struct admin_bounce *b, const struct sched_queue *q)
+{
+	return field_matches(b->queue, q->name) && field_matches(b->domain, q->domain) &&
+	       field_matches(b->campaign, q->campaign) && field_matches(b->tenant, q->tenant) &&
+	       field_matches(b->routing_domain, q->routing_domain);
+}
+
+static void admin_bounce_free(struct admin_bounce *b)
+{
+	free(b->queue);
+	free(b->domain);
+	free(b->campaign);
+	free(b->tenant);
+	free(b->routing_domain);
+	free(b->reason);
+	free(b);
+}
+
+/* The live entry matching q, if any (expired entries are dropped). */
+static struct admin_bounce *bounce_for(const struct sched_queue *q)
+{
+	uint64_t now = now_ms();
+	struct admin_bounce **pp = &Q.bounces;
+	while (*pp) {
+		struct admin_bounce *b = *pp;
+		if (b->expires_ms <= now) {
+			*pp = b->next;
+			admin_bounce_free(b);
+			continue;
+		}
+		if (bounce_matches(b, q))
+			return b;
+		pp = &b->next;
+	}
+	return NULL;
+}
+
+static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b)
+{
+	char text[600];
+	snprintf(text, sizeof(text), "KumoMTA internal: Administrator bounced: %s", b->reason);
+	struct logrec_response resp = {.code = 551, .enhanced = "5.6.0", .content = text};
+	logrec_log("AdminBounce", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
+	KTRACE(queue_admin_bounce, qm->m->id, qm->q->name, b->reason);
+	b->bounced++;
+	spool_remove(qm->m->id, NULL, NULL);
+	queue_done(qm);
+}
+
+static char *opt_dup(const char *s)
+{
+	return s && *s ? xstrdup(s) : NULL;
+}
+
+uint64_t queue_admin_bounce(const struct queue_bounce_match *mt, const char *reason,
+			    uint64_t duration_ms, size_t *bounced)
+{
+	struct admin_bounce *b = xcalloc(1, sizeof(*b));
+	b->id = ++Q.next_bounce_id;
+	b->queue = opt_dup(mt->queue);
+	b->domain = opt_dup(mt->domain);
+	b->campaign = opt_dup(mt->campaign);
+	b->tenant = opt_dup(mt->tenant);
+	b->routing_domain = opt_dup(mt->routing_domain);
+	b->reason = xstrdup(reason);
+	b->expires_ms = now_ms() + duration_ms;
+	b->next = Q.bounces;
+	Q.bounces = b;
+	/* bounce what is scheduled now: keep the rest and rebuild the heap */
+	size_t keep = 0, n = 0;
+	for (size_t i = 0; i < Q.nheap; i++) {
+		struct qmsg *qm = Q.heap[i];
+		if (bounce_matches(b, qm->q)) {
+			qm->heap_idx = SIZE_MAX;
+			admin_bounce_one(qm, b);
+			n++;
+		} else {
+			Q.heap[keep++] = qm;
+		}
+	}
+	Q.nheap = keep;
+	for (size_t i = 0; i < Q.nheap; i++)
+		Q.heap[i]->heap_idx = i;
+	for (size_t i = Q.nheap / 2; i-- > 0;)
+		heap_down(i);
+	queue_arm();
+	*bounced = n;
+	return b->id;
+}
+
+int queue_admin_bounce_cancel(uint64_t id)
+{
+	for (struct admin_bounce **pp = &Q.bounces; *pp; pp = &(*pp)->next) {
+		if ((*pp)->id == id) {
+			struct admin_bounce *b = *pp;
+			*pp = b->next;
+			admin_bounce_free(b);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+json_t *queue_admin_bounce_list(void)
+{
+	json_t *a = json_array();
+	uint64_t now = now_ms();
+	for (struct admin_bounce *b = Q.bounces; b; b = b->next) {
+		if (b->expires_ms <= now)
+			continue;
+		json_t *o = json_pack("{s:I, s:s, s:f, s:I}", "id", (json_int_t)b->id, "reason",
+				      b->reason, "expires", (double)b->expires_ms / 1000.0,
+				      "bounced", (json_int_t)b->bounced);
+		const char *keys[] = {"queue", "domain", "campaign", "tenant", "routing_domain"};
+		const char *vals[] = {b->queue, b->domain, b->campaign, b->tenant,
+				      b->routing_domain};
+		for (size_t i = 0; i < 5; i++)
+			json_object_set_new(o, keys[i],
+					    vals[i] ? json_string(vals[i]) : json_null());
+		json_array_append_new(a, o);
+	}
+	return a;
 }
 
 /* --- API ----------------------------------------------------------------- */
@@ -500,6 +649,11 @@ void queue_shutdown(void)
 	}
 	Q.all = NULL;
 	memset(Q.buckets, 0, sizeof(Q.buckets));
+	while (Q.bounces) {
+		struct admin_bounce *b = Q.bounces;
+		Q.bounces = b->next;
+		admin_bounce_free(b);
+	}
 	if (Q.task) {
 		task_close(Q.task);
 		Q.task = NULL;

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 struct message;
@@ -70,6 +71,24 @@ const char *queue_name(const struct sched_queue *q);
 const char *queue_domain(const struct sched_queue *q);
 const char *queue_routing_domain(const struct sched_queue *q); /* routing or recipient domain */
 const struct queue_config *queue_config_of(const struct sched_queue *q);
+
+/* Admin bounces (KumoMTA /api/admin/bounce/v1): every scheduled message
+ * matching all given criteria (NULL or "" = any) is bounced now (an
+ * AdminBounce record, removed from the spool), and for `duration_ms` every
+ * matching message that becomes due is bounced too (retries included).
+ * Messages already in a ready queue or being delivered finish that attempt
+ * first and are caught when they come back. Returns the entry id; *bounced
+ * gets the count bounced now. */
+struct queue_bounce_match {
+	const char *queue, *domain, *campaign, *tenant, *routing_domain;
+};
+uint64_t queue_admin_bounce(const struct queue_bounce_match *mt, const char *reason,
+			    uint64_t duration_ms, size_t *bounced);
+/* Cancels an entry; 0, or -ENOENT. */
+int queue_admin_bounce_cancel(uint64_t id);
+/* Live entries as a JSON array (new reference): id, criteria, reason,
+ * expires (unix seconds), bounced (total so far). */
+json_t *queue_admin_bounce_list(void);
 
 /* Snapshot of the scheduled queues for metrics / console. */
 struct queue_info {

@@ -283,3 +283,75 @@ def test_full_spool_answers_452_and_loses_nothing(kumod, tmp_path):
         relay.stop()
     finally:
         subprocess.run(["umount", "-l", str(spool)])
+
+
+def test_admin_bounce_over_http(kumod, tmp_path):
+    import http.client
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()
+    var = tmp_path / "var"
+    text = RELAY_POLICY.format(var=var, mx_list="'127.0.0.1:%d'" % dead, retry="1h",
+                               max_age="1d", flush="true")
+    text = text.replace("relay_hosts = { '127.0.0.1' } }",
+                        "relay_hosts = { '127.0.0.1' } }\n"
+                        "  kumo.start_http_listener{ listen = '127.0.0.1:0' }")
+    relay = kumod(text, policy_name="relay_http.lua")
+    http_port = relay.listeners["http"][0][1]
+    for i in range(3):
+        send(relay.smtp_port, ["held%d@bounce.test" % i], "held\r\n")
+    send(relay.smtp_port, ["other@keep.test"], "kept\r\n")
+
+    def call(method, body=None):
+        c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        c.request(method, "/api/admin/bounce/v1",
+                  body=json.dumps(body) if body is not None else None, headers=hdrs)
+        r = c.getresponse()
+        data = json.loads(r.read() or b"null")
+        c.close()
+        return r.status, data
+
+    # wait until the first attempt failed and the messages are back in their queues
+    def scheduled():
+        c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+        c.request("GET", "/api/admin/inspect-sched-q/v1")
+        d = json.loads(c.getresponse().read())
+        c.close()
+        return d["scheduled_queues"].get("bounce.test") == 3
+    assert wait_until(scheduled, timeout=15), relay.stderr()
+    st, d = call("POST", {"domain": "bounce.test", "reason": "testing", "duration": "1m"})
+    assert st == 200 and d["total_bounced"] == 3, d
+    st, lst = call("GET")
+    assert st == 200 and len(lst) == 1 and lst[0]["domain"] == "bounce.test", lst
+    # kcli speaks the same API
+    TOOLS_BIN = os.environ.get("TOOLS_BIN") or os.path.join(REPO, "build")
+    kcli = [os.path.join(TOOLS_BIN, "kcli"), "--endpoint", "http://127.0.0.1:%d" % http_port]
+    out = subprocess.run(kcli + ["bounce-list"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "domain=bounce.test" in out.stdout and "testing" in out.stdout, out
+    out = subprocess.run(kcli + ["bounce", "--reason", "x"], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode != 0 and "refusing to bounce everything" in out.stderr, out
+    # later arrivals for the domain are bounced while the entry lives
+    send(relay.smtp_port, ["late@bounce.test"], "late\r\n")
+    time.sleep(1.5)
+    out = subprocess.run(kcli + ["bounce-cancel", str(lst[0]["id"])], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0, out
+    st, d = call("DELETE", {"id": lst[0]["id"]})
+    assert st == 404
+    st, d = call("POST", {"domain": "x.test"})
+    assert st == 422 and "reason" in d["error"]
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    ab = [r for r in recs if r["type"] == "AdminBounce"]
+    assert sorted(r["recipient"] for r in ab) == sorted(
+        ["held0@bounce.test", "held1@bounce.test", "held2@bounce.test", "late@bounce.test"]), ab
+    assert all(r["response"]["code"] == 551 and "testing" in r["response"]["content"] for r in ab)
+    # the kept message is still spooled; the bounced ones are gone
+    ids = [os.path.basename(f) for f in glob.glob(str(var / "spool" / "meta" / "**"),
+                                                   recursive=True)
+           if re.fullmatch(r"[0-9a-f]{32}", os.path.basename(f))]
+    assert len(ids) == 1, ids

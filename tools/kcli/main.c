@@ -460,6 +460,100 @@ static int cmd_inject(int argc, char **argv)
 	return failed;
 }
 
+static int cmd_bounce(int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+					     {"json", no_argument, NULL, 'j'},
+					     {"domain", required_argument, NULL, 'd'},
+					     {"campaign", required_argument, NULL, 'c'},
+					     {"tenant", required_argument, NULL, 't'},
+					     {"queue", required_argument, NULL, 'q'},
+					     {"reason", required_argument, NULL, 'r'},
+					     {"duration", required_argument, NULL, 'D'},
+					     {"routing-domain", required_argument, NULL, 'R'},
+					     {0}};
+	int json = 0, c;
+	json_t *body = json_object();
+	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) {
+		const char *key = c == 'd'   ? "domain"
+				  : c == 'c' ? "campaign"
+				  : c == 't' ? "tenant"
+				  : c == 'q' ? "queue"
+				  : c == 'r' ? "reason"
+				  : c == 'D' ? "duration"
+				  : c == 'R' ? "routing_domain"
+					     : NULL;
+		if (key)
+			json_object_set_new(body, key, json_string(optarg));
+	}
+	if (!json_object_get(body, "reason"))
+		die("bounce: --reason is required (see kcli bounce --help)");
+	if (json_object_size(body) == 1 ||
+	    (json_object_size(body) == 2 && json_object_get(body, "duration")))
+		die("bounce: refusing to bounce everything; give --domain, --campaign, --tenant, "
+		    "--queue or --routing-domain");
+	json_t *r = api_json("POST", "/api/admin/bounce/v1", body);
+	if (json)
+		print_json(r);
+	else
+		printf("bounce entry %lld: %lld messages bounced\n",
+		       (long long)json_integer_value(json_object_get(r, "id")),
+		       (long long)json_integer_value(json_object_get(r, "total_bounced")));
+	json_decref(r);
+	return 0;
+}
+
+static int cmd_bounce_list(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, 'j'}, {0}};
+	int json = 0;
+	while (sub_getopt(argc, argv, opts, &json) != -1)
+		;
+	json_t *r = api_json("GET", "/api/admin/bounce/v1", NULL);
+	if (json) {
+		print_json(r);
+	} else {
+		size_t i;
+		json_t *e;
+		printf("%-6s %-30s %-10s %s\n", "ID", "MATCH", "BOUNCED", "REASON");
+		json_array_foreach(r, i, e)
+		{
+			char match[256] = "";
+			static const char *const keys[] = {"queue", "domain", "campaign", "tenant",
+							   "routing_domain"};
+			for (size_t k = 0; k < 5; k++) {
+				const char *v = json_string_value(json_object_get(e, keys[k]));
+				if (v)
+					snprintf(match + strlen(match),
+						 sizeof(match) - strlen(match), "%s%s=%s",
+						 match[0] ? "," : "", keys[k], v);
+			}
+			printf("%-6lld %-30s %-10lld %s\n",
+			       (long long)json_integer_value(json_object_get(e, "id")), match,
+			       (long long)json_integer_value(json_object_get(e, "bounced")),
+			       json_string_value(json_object_get(e, "reason")));
+		}
+	}
+	json_decref(r);
+	return 0;
+}
+
+static int cmd_bounce_cancel(int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0}};
+	int json = 0;
+	while (sub_getopt(argc, argv, opts, &json) != -1)
+		;
+	char *end;
+	if (optind != argc - 1 || strtoll(argv[optind], &end, 10) <= 0 || *end)
+		die("bounce-cancel: expected one entry ID (see kcli bounce-list)");
+	json_t *r = api_json("DELETE", "/api/admin/bounce/v1",
+			     json_pack("{s:I}", "id", (json_int_t)strtoll(argv[optind], NULL, 10)));
+	json_decref(r);
+	return 0;
+}
+
 static const struct command commands[] = {
     {"set-log-filter", "FILTER",
      "Replaces kumod's diagnostic log filter (KUMOD_LOG syntax, e.g. 'kumod=debug').\n"
@@ -481,6 +575,14 @@ static const struct command commands[] = {
      "Injects a message through /api/inject/v1: a raw RFC 5322 file (or - for stdin), or\n"
      "a plain text body built into a message. Exits 1 when a recipient failed.",
      cmd_inject},
+    {"bounce",
+     "--reason TEXT [--domain D] [--campaign C] [--tenant T] [--queue Q] "
+     "[--routing-domain R] [--duration 5m] [--json]",
+     "Bounces every queued message matching all the criteria now (AdminBounce records)\n"
+     "and, for --duration (default 5m), every matching message that becomes due.",
+     cmd_bounce},
+    {"bounce-list", "[--json]", "Lists the live admin bounce entries.", cmd_bounce_list},
+    {"bounce-cancel", "ID", "Cancels an admin bounce entry.", cmd_bounce_cancel},
 };
 
 static void usage(FILE *out)
