@@ -844,38 +844,6 @@ static void listener_accept(struct http_listener *l)
 
 /* --- listeners ------------------------------------------------------------- */
 
-/* "127.0.0.1:8000", "[::1]:8000", "0:8000" (all IPv4 addresses). */
-static int listen_addr_parse(const char *s, struct sockaddr_storage *ss)
-{
-	char host[128];
-	const char *colon;
-	if (s[0] == '[') {
-		const char *end = strchr(s, ']');
-		if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(end - s - 1));
-		host[end - s - 1] = 0;
-		colon = end + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || (size_t)(colon - s) >= sizeof(host) || strchr(s, ':') != colon)
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = 0;
-	}
-	char *endp;
-	long port = strtol(colon + 1, &endp, 10);
-	if (!colon[1] || *endp || port < 0 || port > 65535)
-		return -EINVAL;
-	if (strcmp(host, "0") == 0 || host[0] == 0)
-		strcpy(host, "0.0.0.0");
-	if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
-		return 0;
-	if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
-		return 0;
-	return -EINVAL;
-}
-
 static int addr_is_loopback(const struct sockaddr_storage *ss)
 {
 	if (ss->ss_family == AF_INET)
@@ -912,7 +880,7 @@ int http_listener_start(uv_loop_t *loop, struct http_listener_config *cfg, char 
 {
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
-	if (listen_addr_parse(cfg->listen, &ss) != 0) {
+	if (conn_parse_listen_addr(cfg->listen, &ss) != 0) {
 		snprintf(err, errlen, "start_http_listener: invalid listen address '%s'",
 			 cfg->listen);
 		return -EINVAL;

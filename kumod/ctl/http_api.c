@@ -13,6 +13,7 @@
 #include "dispatch/ready.h"
 #include "io/loop.h"
 #include "ktrace.h"
+#include "proto/duration.h"
 #include "queue/queue.h"
 
 const char *http__json_unknown_key(json_t *obj, const char *const *allowed)
@@ -182,22 +183,7 @@ static int parse_duration_s(json_t *v, uint64_t *ms)
 		*ms = (uint64_t)(json_number_value(v) * 1000);
 		return 0;
 	}
-	if (!json_is_string(v))
-		return -1;
-	const char *t = json_string_value(v);
-	char *end;
-	double n = strtod(t, &end);
-	if (end == t || n < 0)
-		return -1;
-	double mul = !*end || !strcmp(end, "s") ? 1e3
-		     : !strcmp(end, "m")	? 6e4
-		     : !strcmp(end, "h")	? 36e5
-		     : !strcmp(end, "d")	? 864e5
-						: -1;
-	if (mul < 0)
-		return -1;
-	*ms = (uint64_t)(n * mul);
-	return 0;
+	return json_is_string(v) ? duration_parse_ms(json_string_value(v), ms) : -1;
 }
 
 static void api_bounce(struct http_conn *hc, struct http_request *req)

@@ -82,6 +82,9 @@ const char *conn_tls_cipher(const struct conn *c);
 /* Bytes the peer has sent that we have not processed: our input buffer plus what
  * the kernel holds (peeked, not read). Used for the pre-greeting sync check. */
 size_t conn_input_pending(struct conn *c);
+/* Listener address "127.0.0.1:2025", "[::1]:25", "0:2026" (all IPv4
+ * addresses); IPv6 needs brackets. 0 or -EINVAL. */
+int conn_parse_listen_addr(const char *s, struct sockaddr_storage *ss);
 void conn_close(struct conn *c);
 /* Closes at once, dropping pending output. */
 void conn_abort(struct conn *c);

@@ -17,6 +17,7 @@
 #include "io/loop.h"
 #include "lua/lua_int.h"
 #include "proto/cidr.h"
+#include "proto/duration.h"
 #include "smtp/server.h"
 #include "dns/resolver.h"
 #include "spool/logrec.h"
@@ -288,56 +289,6 @@ static int l_set_threads(lua_State *L)
 
 /* --- configuration tables -------------------------------------------------- */
 
-/* KumoMTA durations: seconds as a number, or text such as "5m", "20 minutes",
- * "1 hour", "1h 30m", "250ms". Returns 0 and milliseconds, or -1. */
-static int parse_duration_ms(const char *s, uint64_t *out)
-{
-	static const struct {
-		const char *unit;
-		double ms;
-	} units[] = {
-	    {"ms", 1},		{"msec", 1},	   {"millis", 1},    {"milliseconds", 1},
-	    {"millisecond", 1}, {"s", 1e3},	   {"sec", 1e3},     {"secs", 1e3},
-	    {"second", 1e3},	{"seconds", 1e3},  {"m", 6e4},	     {"min", 6e4},
-	    {"mins", 6e4},	{"minute", 6e4},   {"minutes", 6e4}, {"h", 36e5},
-	    {"hr", 36e5},	{"hrs", 36e5},	   {"hour", 36e5},   {"hours", 36e5},
-	    {"d", 864e5},	{"day", 864e5},	   {"days", 864e5},  {"w", 6048e5},
-	    {"week", 6048e5},	{"weeks", 6048e5},
-	};
-	double total = 0;
-	int parts = 0;
-	while (*s) {
-		while (isspace((unsigned char)*s))
-			s++;
-		if (!*s)
-			break;
-		char *end;
-		if (!isdigit((unsigned char)*s))
-			return -1;
-		double v = strtod(s, &end);
-		s = end;
-		while (isspace((unsigned char)*s))
-			s++;
-		const char *u = s;
-		while (isalpha((unsigned char)*s))
-			s++;
-		size_t ulen = (size_t)(s - u);
-		double mul = -1;
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-			if (strlen(units[i].unit) == ulen &&
-			    strncasecmp(units[i].unit, u, ulen) == 0)
-				mul = units[i].ms;
-		if (mul < 0)
-			return -1;
-		total += v * mul;
-		parts++;
-	}
-	if (!parts || total > 1e15)
-		return -1;
-	*out = (uint64_t)(total + 0.5);
-	return 0;
-}
-
 /* Reads a duration value at idx (number of seconds or text); raises naming
  * `what` on a bad value. */
 static uint64_t check_duration(lua_State *L, int idx, const char *what)
@@ -352,7 +303,7 @@ static uint64_t check_duration(lua_State *L, int idx, const char *what)
 	if (lua_type(L, idx) != LUA_TSTRING)
 		luaL_error(L, "%s: expected a duration (seconds or text like \"5m\"), got %s", what,
 			   luaL_typename(L, idx));
-	if (parse_duration_ms(lua_tostring(L, idx), &ms) != 0)
+	if (duration_parse_ms(lua_tostring(L, idx), &ms) != 0)
 		luaL_error(L, "%s: invalid duration '%s'", what, lua_tostring(L, idx));
 	return ms;
 }

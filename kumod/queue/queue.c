@@ -100,18 +100,10 @@ static int64_t jitter_ms(const struct queue_config *cfg)
 	return (int64_t)((uint64_t)random() % (j + 1)) - (int64_t)(j / 2);
 }
 
-/* ms since the epoch from the time-ordered id (48-bit ms timestamp). */
+/* Creation time (wall ms): kept by the Message and restored from the spool. */
 static uint64_t message_created_ms(const struct message *m)
 {
-	uint64_t ms = 0;
-	for (int i = 0; i < 12; i++) {
-		char c = m->id[i];
-		int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-		if (v < 0)
-			return m->created_ns / 1000000u;
-		ms = ms << 4 | (uint64_t)v;
-	}
-	return ms;
+	return m->created_ns / 1000000u;
 }
 
 /* --- heap ---------------------------------------------------------------- */
@@ -527,7 +519,7 @@ static void schedule(struct qmsg *qm, uint64_t due, const char *reason)
 	qm->due_ms = due;
 	heap_push(qm);
 	KTRACE(queue_insert, qm->m->id, qm->q->name, reason, due > now ? due - now : 0,
-	       (int32_t)qm->attempts);
+	       (int32_t)qm->m->attempts);
 	queue_update_phase(qm->q);
 	if (qm->heap_idx == 0)
 		queue_arm();
@@ -544,7 +536,7 @@ static void queue_expire(struct qmsg *qm, uint64_t next_delay_ms)
 		 qm->q->cfg.max_age_ms / 1000);
 	struct logrec_response resp = {.code = 551, .enhanced = "5.4.7", .content = text};
 	logrec_log("Expiration", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
-	KTRACE(queue_expire, qm->m->id, qm->q->name, (int32_t)qm->attempts);
+	KTRACE(queue_expire, qm->m->id, qm->q->name, (int32_t)qm->m->attempts);
 	spool_remove(qm->m->id, NULL, NULL);
 	queue_done(qm);
 }
@@ -572,7 +564,7 @@ void queue_insert(struct message *m, const char *reason)
 			t += d;
 			n++;
 		}
-		qm->attempts = n;
+		qm->m->attempts = n;
 		if (now - created > q->cfg.max_age_ms) {
 			queue_expire(qm, 0);
 			return;
@@ -587,10 +579,8 @@ void queue_requeue(struct qmsg *qm, const char *reason, int increment, const cha
 	struct sched_queue *q = qm->q;
 	uint64_t delay;
 	if (increment) {
-		delay = queue_retry_delay_ms(&q->cfg, qm->attempts);
-		qm->attempts++;
-		json_t *v = json_integer(qm->attempts);
-		message_set_meta(qm->m, "num_attempts", v);
+		delay = queue_retry_delay_ms(&q->cfg, qm->m->attempts);
+		qm->m->attempts++; /* the Message's count: spooled and logged from there */
 		int64_t j = jitter_ms(&q->cfg);
 		if (j < 0 && (uint64_t)-j >= delay)
 			j = 0;

@@ -35,8 +35,7 @@ struct queue_config {
 struct qmsg {
 	struct message *m; /* one reference */
 	struct sched_queue *q;
-	uint64_t due_ms; /* wall clock ms */
-	unsigned attempts;
+	uint64_t due_ms;   /* wall clock ms */
 	size_t heap_idx;   /* SIZE_MAX when not in the heap */
 	struct qmsg *next; /* ready-queue FIFO link (kumod/dispatch) */
 };

@@ -55,39 +55,6 @@ void smtp_listener_config_free(struct smtp_listener_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
-/* "127.0.0.1:2025", "[::1]:25", "0:2026" (all IPv4), "::1:25" is ambiguous
- * and rejected: IPv6 needs brackets. */
-static int listener_parse_addr(const char *s, struct sockaddr_storage *ss)
-{
-	char host[128];
-	const char *colon;
-	if (s[0] == '[') {
-		const char *end = strchr(s, ']');
-		if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(end - s - 1));
-		host[end - s - 1] = 0;
-		colon = end + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || (size_t)(colon - s) >= sizeof(host) || strchr(s, ':') != colon)
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = 0;
-	}
-	char *endp;
-	long port = strtol(colon + 1, &endp, 10);
-	if (!colon[1] || *endp || port < 0 || port > 65535)
-		return -EINVAL;
-	if (strcmp(host, "0") == 0 || host[0] == 0)
-		strcpy(host, "0.0.0.0");
-	if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
-		return 0;
-	if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
-		return 0;
-	return -EINVAL;
-}
-
 static void listener_on_connection(uv_stream_t *server, int status)
 {
 	struct smtp_listener *l = server->data;
@@ -106,7 +73,7 @@ int smtp_listener_start(uv_loop_t *loop, struct smtp_listener_config *cfg, char 
 {
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
-	if (listener_parse_addr(cfg->listen, &ss) != 0) {
+	if (conn_parse_listen_addr(cfg->listen, &ss) != 0) {
 		snprintf(err, errlen, "start_esmtp_listener: invalid listen address '%s'",
 			 cfg->listen);
 		return -EINVAL;

@@ -17,6 +17,7 @@
 
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/fsutil.h"
 #include "base/log.h"
 #include "base/task.h"
 #include "base/xalloc.h"
@@ -668,28 +669,6 @@ void logrec_log(const char *type, const struct message *m, const char *recipient
 
 /* --- configuration ------------------------------------------------------------------ */
 
-/* mkdir -p; 0 or -errno. */
-static int mkdir_p(const char *dir)
-{
-	char *p = xstrdup(dir);
-	int rc = 0;
-	for (char *s = p + 1;; s++) {
-		if (*s != '/' && *s)
-			continue;
-		char c = *s;
-		*s = 0;
-		if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-			rc = -errno;
-			break;
-		}
-		*s = c;
-		if (!c)
-			break;
-	}
-	free(p);
-	return rc;
-}
-
 static char **copy_strs(const char *const *v, size_t n)
 {
 	char **out = n ? xcalloc(n, sizeof(*out)) : NULL;
@@ -723,7 +702,7 @@ static int check_config(const struct logrec_config *cfg, char *err, size_t errle
 			 ZSTD_minCLevel(), ZSTD_maxCLevel());
 		return -EINVAL;
 	}
-	int rc = mkdir_p(cfg->log_dir);
+	int rc = fs_mkdir_p(cfg->log_dir, 0755);
 	struct stat st;
 	if (rc == 0 && stat(cfg->log_dir, &st) != 0)
 		rc = -errno;

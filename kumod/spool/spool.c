@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/fsutil.h"
 #include "base/log.h"
 #include "base/task.h"
 #include "base/xalloc.h"
@@ -925,27 +926,6 @@ void spool__hold(int delta)
 
 /* --- open and close ---------------------------------------------------------------- */
 
-static int mkdir_p(const char *path)
-{
-	char *p = xstrdup(path);
-	int rc = 0;
-	for (char *s = p + 1;; s++) {
-		if (*s != '/' && *s)
-			continue;
-		char c = *s;
-		*s = 0;
-		if (mkdir(p, 0750) != 0 && errno != EEXIST) {
-			rc = -errno;
-			break;
-		}
-		*s = c;
-		if (!c)
-			break;
-	}
-	free(p);
-	return rc;
-}
-
 static int lock_root(int which, char *err, size_t errlen)
 {
 	int fd = openat(spool__root[which], "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
@@ -1000,7 +980,7 @@ static int open_root(int which, const char *path, char *err, size_t errlen)
 	static const char *const subdirs[] = {"new", "quarantine"};
 	S.path[which] = xstrdup(path);
 	spool__path[which] = S.path[which];
-	int rc = mkdir_p(path);
+	int rc = fs_mkdir_p(path, 0750);
 	if (rc < 0) {
 		snprintf(err, errlen, "%s spool: cannot create %s: %s", spool_names[which], path,
 			 strerror(-rc));

@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Small file-system helpers shared by the spool and the log writer. */
+#ifndef KUMOD_BASE_FSUTIL_H
+#define KUMOD_BASE_FSUTIL_H
+
+#include <sys/types.h>
+
+/* mkdir -p: creates path and its missing parents with mode; 0 or -errno. */
+int fs_mkdir_p(const char *path, mode_t mode);
+
+#endif
