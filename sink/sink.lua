@@ -30,21 +30,28 @@ kumo.on("init", function()
 end)
 
 -- Magic local parts, first match wins (KumoMTA's test sink, with our codes).
+-- Runs for every MAIL FROM and RCPT TO, so the common case (no magic word,
+-- no leading digit) costs two plain substring searches and a byte test.
 local function magic(user)
-	if user:find("full-enh", 1, true) then
-		return 452, "4.1.1 mailbox is full"
-	elseif user:find("full", 1, true) then
-		return 452, "mailbox is full"
-	elseif user:find("tempfail", 1, true) then
-		return 451, "4.7.1 tempfail requested"
-	elseif user:find("permfail", 1, true) then
-		return 550, "5.7.1 permfail requested"
+	if user:find("full", 1, true) or user:find("fail", 1, true) then
+		if user:find("full-enh", 1, true) then
+			return 452, "4.1.1 mailbox is full"
+		elseif user:find("full", 1, true) then
+			return 452, "mailbox is full"
+		elseif user:find("tempfail", 1, true) then
+			return 451, "4.7.1 tempfail requested"
+		elseif user:find("permfail", 1, true) then
+			return 550, "5.7.1 permfail requested"
+		end
 	end
-	local code = user:match("^(%d%d%d)%-")
-	if code then
-		code = tonumber(code)
-		if code >= 400 and code <= 599 then
-			return code, "you said " .. user
+	local b = user:byte(1)
+	if b and b >= 48 and b <= 57 then
+		local code = user:match("^(%d%d%d)%-")
+		if code then
+			code = tonumber(code)
+			if code >= 400 and code <= 599 then
+				return code, "you said " .. user
+			end
 		end
 	end
 	return nil
@@ -65,11 +72,13 @@ end)
 
 kumo.on("smtp_server_rcpt_to", function(recipient)
 	check(recipient)
-	local roll = math.random() * 100
-	if roll < bounce_percent then
-		kumo.reject(550, "5.7.1 boing!")
-	elseif roll < bounce_percent + defer_percent then
-		kumo.reject(451, "4.7.1 later!")
+	if bounce_percent > 0 or defer_percent > 0 then
+		local roll = math.random() * 100
+		if roll < bounce_percent then
+			kumo.reject(550, "5.7.1 boing!")
+		elseif roll < bounce_percent + defer_percent then
+			kumo.reject(451, "4.7.1 later!")
+		end
 	end
 end)
 
@@ -83,7 +92,7 @@ end
 
 kumo.on("smtp_server_message_received", function(msg)
 	local sender = msg:sender()
-	if sender.user:find("^disconnect%-in%-data") then
+	if sender.user:find("disconnect-in-data", 1, true) == 1 then
 		kumo.disconnect(451, "disconnecting " .. sender.user)
 	end
 	if capture_dir then

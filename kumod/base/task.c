@@ -102,7 +102,9 @@ void task_set_phase(struct task *t, const char *phase, const char *wait)
 	if (strcmp(t->phase, phase) == 0 && t->wait == wait)
 		return;
 	if (strcmp(t->phase, phase) != 0) {
-		snprintf(t->phase, sizeof(t->phase), "%s", phase);
+		size_t n = strnlen(phase, sizeof(t->phase) - 1); /* truncates like snprintf */
+		memcpy(t->phase, phase, n);
+		t->phase[n] = '\0';
 		t->phase_since_ns = clock_wall_ns();
 	}
 	t->wait = wait;

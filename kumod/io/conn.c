@@ -103,6 +103,22 @@ static void conn_send_raw(struct conn *c, const char *p, size_t n)
 {
 	if (!n || uv_is_closing((uv_handle_t *)&c->tcp))
 		return;
+	/* With nothing queued, try the socket first: a reply that fits the send
+	 * buffer then needs no request, no copy and no write callback (libuv
+	 * re-arms epoll after every completed uv_write, one extra system call per
+	 * reply). Connections that pace themselves on drain callbacks keep the
+	 * queued path, so on_drain still follows every write. Errors other than
+	 * EAGAIN fall through to uv_write, which reports them to on_eof. */
+	if (c->inflight == 0 && !c->h->on_drain) {
+		uv_buf_t b0 = uv_buf_init((char *)p, (unsigned)n);
+		int done = uv_try_write((uv_stream_t *)&c->tcp, &b0, 1);
+		if (done > 0 && (size_t)done == n)
+			return;
+		if (done > 0) {
+			p += done;
+			n -= (size_t)done;
+		}
+	}
 	struct conn_wreq *w = xmalloc(sizeof(*w) + n);
 	memcpy(w->data, p, n);
 	w->c = c;

@@ -74,12 +74,31 @@ struct lua_conn_meta {
 	json_t *meta; /* own reference, NULL once closed */
 };
 
+/* Registry key of a weak-valued table: conn_meta object -> its userdata. */
+static const char conn_meta_cache_key;
+
+/* A connection's events share one userdata instead of allocating (and later
+ * finalizing) one per event: three per message on the sink. An entry is
+ * valid only while its userdata still holds that object (the reference it
+ * holds also keeps the address from being reused while it does). */
 void lua_conn_meta__push(lua_State *L, json_t *meta)
 {
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &conn_meta_cache_key);
+	if (lua_rawgetp(L, -1, meta) == LUA_TUSERDATA) {
+		struct lua_conn_meta *hit = lua_touserdata(L, -1);
+		if (hit->meta == meta) {
+			lua_remove(L, -2);
+			return;
+		}
+	}
+	lua_pop(L, 1);
 	struct lua_conn_meta *c = lua_newuserdatauv(L, sizeof(*c), 0);
 	c->meta = NULL;
 	luaL_setmetatable(L, LUA_KUMO_CONN_META_MT);
 	c->meta = json_incref(meta);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, -3, meta);
+	lua_remove(L, -2);
 }
 
 static json_t *check_conn_meta(lua_State *L)
@@ -389,4 +408,10 @@ void lua_message__register(lua_State *L)
 	create_class(L, LUA_KUMO_MESSAGE_MT, msg_meta, msg_methods);
 	create_class(L, LUA_KUMO_ADDRESS_MT, address_meta, NULL);
 	create_class(L, LUA_KUMO_CONN_META_MT, conn_meta_meta, conn_meta_methods);
+	lua_newtable(L);
+	lua_createtable(L, 0, 1);
+	lua_pushliteral(L, "v");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &conn_meta_cache_key);
 }

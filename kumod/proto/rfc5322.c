@@ -171,7 +171,7 @@ static void rfc5322_emit_hard(struct buf *out, size_t *col, const char *p, size_
 
 void rfc5322_format_header(struct buf *out, const char *name, const char *value)
 {
-	size_t nlen = strlen(name), b = 0, e = strlen(value), col;
+	size_t nlen = strlen(name), b = 0, e = strlen(value), col, run;
 
 	while (b < e && rfc5322_is_wsp(value[b]))
 		b++;
@@ -188,7 +188,10 @@ void rfc5322_format_header(struct buf *out, const char *name, const char *value)
 		col++;
 	}
 	/* Segments are a whitespace run (empty for the first) and the word after it; a soft
-	 * fold goes before the whitespace, which then starts the continuation line. */
+	 * fold goes before the whitespace, which then starts the continuation line. Bytes
+	 * copied unchanged accumulate in value[run..) and are appended in one piece when
+	 * something else (a fold, a squashed run) has to go in between. */
+	run = b;
 	for (size_t i = b; i < e;) {
 		size_t ws = i, we;
 		while (ws < e && rfc5322_is_wsp(value[ws]))
@@ -196,20 +199,27 @@ void rfc5322_format_header(struct buf *out, const char *name, const char *value)
 		we = ws;
 		while (we < e && !rfc5322_is_wsp(value[we]))
 			we++;
-		const char *wsp = value + i;
 		size_t wsl = ws - i;
-		if (wsl > RFC5322_HARD_LIMIT / 2) {
-			wsp = " ";
+		int squash = wsl > RFC5322_HARD_LIMIT / 2;
+		if (squash)
 			wsl = 1;
-		}
 		if (i > b && col + wsl + (we - ws) > RFC5322_SOFT_LIMIT) {
+			buf_append(out, value + run, i - run);
 			buf_append(out, "\r\n", 2);
 			col = 0;
+			run = i;
 		}
-		rfc5322_emit_hard(out, &col, wsp, wsl);
-		rfc5322_emit_hard(out, &col, value + ws, we - ws);
+		if (!squash && col + wsl + (we - ws) <= RFC5322_HARD_LIMIT) {
+			col += wsl + (we - ws); /* fits: stays in the run */
+		} else {
+			buf_append(out, value + run, i - run);
+			rfc5322_emit_hard(out, &col, squash ? " " : value + i, wsl);
+			rfc5322_emit_hard(out, &col, value + ws, we - ws);
+			run = we;
+		}
 		i = we;
 	}
+	buf_append(out, value + run, e - run);
 	buf_append(out, "\r\n", 2);
 }
 

@@ -69,7 +69,10 @@ static size_t smtp_reply_emit(struct buf *out, int code, const char *enh, size_t
 	size_t sep;
 	char *w;
 
-	buf_printf(out, "%03d", code);
+	/* code is 200..599 here (smtp_reply_format substitutes anything else) */
+	char digits[3] = {(char)('0' + code / 100), (char)('0' + code / 10 % 10),
+			  (char)('0' + code % 10)};
+	buf_append(out, digits, 3);
 	sep = out->len;
 	buf_appendc(out, '-');
 	if (elen) {

@@ -74,7 +74,13 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 	char text[600];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	if (!strchr(fmt, '%')) { /* most replies are fixed texts */
+		size_t n = strnlen(fmt, sizeof(text) - 1);
+		memcpy(text, fmt, n);
+		text[n] = '\0';
+	} else {
+		vsnprintf(text, sizeof(text), fmt, ap);
+	}
 	va_end(ap);
 	KTRACE(smtp_reply, s->id, code, text);
 	smtp_reply_format(&s->conn.out, code, enhanced, text);
@@ -462,13 +468,50 @@ static void neuter(char *dst, size_t cap, const char *src)
 	dst[j] = 0;
 }
 
+/* The X-KumoRef JSON, as json_dumps(JSON_COMPACT) writes it; an address
+ * that needs no escaping (the usual case) skips building a JSON object. */
+static char *trace_header_json(const char *rcpt)
+{
+	static const char head[] = "{\"_@_\":\"\\\\_o<(Kumo)\",\"recipient\":\"";
+	const char *p = rcpt;
+	while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+		p++;
+	if (*p) {
+		json_t *j = json_pack("{s:s, s:s}", "_@_", "\\_o<(Kumo)", "recipient", rcpt);
+		char *js = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		json_decref(j);
+		if (js)
+			return js;
+		rcpt = ""; /* not UTF-8: cannot happen for an accepted RCPT */
+	}
+	size_t hl = sizeof(head) - 1, rl = strlen(rcpt);
+	char *js = xmalloc(hl + rl + 3);
+	memcpy(js, head, hl);
+	memcpy(js + hl, rcpt, rl);
+	memcpy(js + hl + rl, "\"}", 3);
+	return js;
+}
+
+/* RFC 5322 date for the Received header, formatted once per second. */
+static void received_date(char *out, size_t cap)
+{
+	static time_t cached_at = (time_t)-1;
+	static char cached[64];
+	time_t now = time(NULL);
+	if (now != cached_at) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(cached, sizeof(cached), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+		cached_at = now;
+	}
+	snprintf(out, cap, "%s", cached);
+}
+
 static void session_add_trace_headers(struct smtp_session *s, struct message *m, const char *rcpt)
 {
 	const struct smtp_listener_config *cfg = &s->l->cfg;
 	if (cfg->supplemental_header && cfg->trace_header_name) {
-		json_t *j = json_pack("{s:s, s:s}", "_@_", "\\_o<(Kumo)", "recipient", rcpt);
-		char *js = json_dumps(j, JSON_COMPACT);
-		json_decref(j);
+		char *js = trace_header_json(rcpt);
 		size_t n = strlen(js);
 		char *b64 = xmalloc(4 * ((n + 2) / 3) + 1);
 		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)js, (int)n);
@@ -479,10 +522,7 @@ static void session_add_trace_headers(struct smtp_session *s, struct message *m,
 	if (cfg->received_header) {
 		char helo[256], date[64], value[1024];
 		neuter(helo, sizeof(helo), s->helo ? s->helo : "unknown");
-		time_t now = time(NULL);
-		struct tm tm;
-		gmtime_r(&now, &tm);
-		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+		received_date(date, sizeof(date));
 		snprintf(value, sizeof(value),
 			 "from %s (%s) by %s (KumoMTA) with %s id %s for <%s>; %s", helo,
 			 s->conn.peer_ip, cfg->hostname,

@@ -202,3 +202,33 @@ def test_sink_ipv6_listen(sink):
     k, port = sink(listen_host="::1")
     with connect(port, host="::1") as c:
         check(transaction(c), 250)
+
+
+def test_sink_trace_header_json(sink, tmp_path):
+    """X-KumoRef is base64 of the compact JSON KumoMTA writes, for plain and
+    escaped recipients alike (the plain case is built without jansson)."""
+    import base64
+    import json
+
+    cap = tmp_path / "cap"
+    k, port = sink({"KUMO_SINK_CAPTURE_DIR": str(cap)})
+    rcpts = {
+        "plain.user+tag@example.test": None,
+        '"quoted \\"local\\" part"@example.test': None,
+        '"back\\\\slash"@example.test': None,
+    }
+    with connect(port) as c:
+        for rcpt in rcpts:
+            r = transaction(c, sender="s@example.test", rcpts=[rcpt],
+                            data_bytes=b"Subject: ref\r\n\r\nx\r\n.\r\n")
+            check(r, 250)
+            rcpts[rcpt] = ids_of(r)[0]
+    for rcpt, id_ in rcpts.items():
+        data = (cap / "new" / (id_ + ".eml")).read_bytes()
+        m = re.search(rb"(?:^|\r\n)X-KumoRef: ([A-Za-z0-9+/=]+)\r\n", data)
+        assert m, data[:400]
+        raw = base64.b64decode(m.group(1))
+        want = {"_@_": "\\_o<(Kumo)", "recipient": rcpt}
+        assert json.loads(raw) == want, raw
+        # byte-identical to a compact JSON writer with keys in this order
+        assert raw == json.dumps(want, separators=(",", ":")).encode(), raw
