@@ -15,7 +15,8 @@
 # /proc/<pid>/stat before/after, all threads). Prints a Markdown table and the
 # ratios (sink / smtp-sink). Every run is bounded: fixed message counts and a
 # `timeout` of RUN_TIMEOUT seconds (default 300) per smtp-source invocation.
-# Environment: KUMOD (default build/kumod), SESSIONS (20), RUN_TIMEOUT (300).
+# Environment: KUMOD (default build/kumod), SESSIONS (20), RUN_TIMEOUT (300),
+# ROUNDS (3: interleaved repetitions per scenario; medians are reported).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ PERCONN_100K=${4:-2000}
 KUMOD=${KUMOD:-build/kumod}
 SESSIONS=${SESSIONS:-20}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+ROUNDS=${ROUNDS:-3}
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 
@@ -88,9 +90,12 @@ PF_PID=$!
 wait_port "$PF_PORT"
 
 # --- runs --------------------------------------------------------------------
-declare -A RATE CPU
-run() { # server-name pid port mode size count
-	local name=$1 pid=$2 port=$3 mode=$4 size=$5 count=$6 reuse=() t0 t1 c0 c1
+# Each scenario runs ROUNDS times per server, interleaved (the first server
+# alternates per round); the tables report medians, and each round's
+# messages/s ratio is listed so the spread is visible.
+declare -A RATE CPU ELAPSED
+run() { # server-name pid port mode size count round
+	local name=$1 pid=$2 port=$3 mode=$4 size=$5 count=$6 round=$7 reuse=() t0 t1 c0 c1
 	[ "$mode" = reuse ] && reuse=(-d)
 	c0=$(cpu_ticks "$pid")
 	t0=$(date +%s.%N)
@@ -103,47 +108,74 @@ run() { # server-name pid port mode size count
 	fi
 	t1=$(date +%s.%N)
 	c1=$(cpu_ticks "$pid")
-	RATE[$name/$mode/$size]=$(awk -v n="$count" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
-	CPU[$name/$mode/$size]=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
-	ELAPSED[$name/$mode/$size]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
+	local k=$name/$mode/$size/$round
+	RATE[$k]=$(awk -v n="$count" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
+	CPU[$k]=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
+	ELAPSED[$k]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
 }
-declare -A ELAPSED
+median() { # numbers... -> median (mean of the middle two for an even count)
+	printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
+}
+of() { # array-name server mode size -> the ROUNDS values
+	local -n arr=$1
+	local r
+	for r in $(seq "$ROUNDS"); do echo "${arr[$2/$3/$4/$r]}"; done
+}
 
 SCENARIOS=("reuse 1024 $REUSE_1K" "reuse 102400 $REUSE_100K" "perconn 1024 $PERCONN_1K" "perconn 102400 $PERCONN_100K")
 for sc in "${SCENARIOS[@]}"; do
 	# shellcheck disable=SC2086
 	set -- $sc
-	# alternate the order so neither server always runs on a warmer machine
-	run "smtp-sink" "$PF_PID" "$PF_PORT" "$1" "$2" "$3"
-	run "sink" "$SINK_PID" "$SINK_PORT" "$1" "$2" "$3"
+	for round in $(seq "$ROUNDS"); do
+		if [ $((round % 2)) = 1 ]; then
+			run "smtp-sink" "$PF_PID" "$PF_PORT" "$1" "$2" "$3" "$round"
+			run "sink" "$SINK_PID" "$SINK_PORT" "$1" "$2" "$3" "$round"
+		else
+			run "sink" "$SINK_PID" "$SINK_PORT" "$1" "$2" "$3" "$round"
+			run "smtp-sink" "$PF_PID" "$PF_PORT" "$1" "$2" "$3" "$round"
+		fi
+	done
 done
 
 # --- report --------------------------------------------------------------------
 label() { [ "$1" = 1024 ] && echo "1 KiB" || echo "100 KiB"; }
 mlabel() { [ "$1" = reuse ] && echo "reuse (-d)" || echo "1 msg/conn"; }
+echo "Medians of $ROUNDS interleaved rounds."
+echo
 echo "| scenario | body | messages | server | elapsed s | messages/s | server CPU s | CPU ms / 1000 msgs |"
 echo "|---|---|---:|---|---:|---:|---:|---:|"
 for sc in "${SCENARIOS[@]}"; do
 	# shellcheck disable=SC2086
 	set -- $sc
 	for name in sink smtp-sink; do
-		k=$name/$1/$2
 		srv="kumod sink.lua"
 		[ "$name" = smtp-sink ] && srv="Postfix smtp-sink"
-		per=$(awk -v c="${CPU[$k]}" -v n="$3" 'BEGIN{printf "%.1f", c*1000*1000/n}')
-		echo "| $(mlabel "$1") | $(label "$2") | $3 | $srv | ${ELAPSED[$k]} | ${RATE[$k]} | ${CPU[$k]} | $per |"
+		# shellcheck disable=SC2046
+		el=$(median $(of ELAPSED "$name" "$1" "$2"))
+		# shellcheck disable=SC2046
+		rate=$(median $(of RATE "$name" "$1" "$2"))
+		# shellcheck disable=SC2046
+		cpu=$(median $(of CPU "$name" "$1" "$2"))
+		per=$(awk -v c="$cpu" -v n="$3" 'BEGIN{printf "%.1f", c*1000*1000/n}')
+		echo "| $(mlabel "$1") | $(label "$2") | $3 | $srv | $el | $rate | $cpu | $per |"
 	done
 done
 echo
-echo "| scenario | body | messages/s ratio (sink / smtp-sink) | CPU ratio (sink / smtp-sink) |"
-echo "|---|---|---:|---:|"
+echo "| scenario | body | messages/s ratio (sink / smtp-sink), median | per round | CPU ratio (sink / smtp-sink), median |"
+echo "|---|---|---:|---|---:|"
 for sc in "${SCENARIOS[@]}"; do
 	# shellcheck disable=SC2086
 	set -- $sc
-	a=sink/$1/$2 b=smtp-sink/$1/$2
-	r=$(awk -v x="${RATE[$a]}" -v y="${RATE[$b]}" 'BEGIN{printf "%.2f", x/y}')
-	c=$(awk -v x="${CPU[$a]}" -v y="${CPU[$b]}" 'BEGIN{if (y > 0) printf "%.2f", x/y; else print "n/a"}')
-	echo "| $(mlabel "$1") | $(label "$2") | ${r}x | ${c}x |"
+	rs=() cs=()
+	for round in $(seq "$ROUNDS"); do
+		a=sink/$1/$2/$round b=smtp-sink/$1/$2/$round
+		rs+=("$(awk -v x="${RATE[$a]}" -v y="${RATE[$b]}" 'BEGIN{printf "%.2f", x/y}')")
+		c=$(awk -v x="${CPU[$a]}" -v y="${CPU[$b]}" 'BEGIN{if (y > 0) printf "%.2f", x/y}')
+		[ -n "$c" ] && cs+=("$c")
+	done
+	c="n/a"
+	[ "${#cs[@]}" -gt 0 ] && c="$(median "${cs[@]}")x"
+	echo "| $(mlabel "$1") | $(label "$2") | $(median "${rs[@]}")x | ${rs[*]} | $c |"
 done
 if ! kill -0 "$SINK_PID" 2>/dev/null; then
 	echo "the sink died during the run:" >&2

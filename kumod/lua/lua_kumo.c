@@ -18,6 +18,7 @@
 #include "lua/lua_int.h"
 #include "proto/cidr.h"
 #include "proto/duration.h"
+#include "proto/rfc5322.h"
 #include "smtp/server.h"
 #include "dns/resolver.h"
 #include "spool/logrec.h"
@@ -402,7 +403,10 @@ static void trace_headers_key(lua_State *L, const char *k, void *ctx)
 	} else if (strcmp(k, "supplemental_header") == 0) {
 		cfg->supplemental_header = check_bool(L, -1, what);
 	} else if (strcmp(k, "header_name") == 0) {
-		set_str(&cfg->trace_header_name, check_str(L, -1, what));
+		const char *name = check_str(L, -1, what);
+		if (!rfc5322_name_valid(name, strlen(name)))
+			luaL_error(L, "%s: '%s' is not a valid header field name", what, name);
+		set_str(&cfg->trace_header_name, name);
 	} else if (strcmp(k, "include_meta_names") == 0) {
 		check_table(L, -1, what);
 		size_t n = lua_rawlen(L, -1);

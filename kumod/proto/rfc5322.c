@@ -267,23 +267,31 @@ static size_t rfc5322_open_line(const char *m, size_t len, struct buf *field)
 	return len;
 }
 
-int rfc5322_prepend_header(struct buf *msg, const char *name, const char *value)
+int rfc5322_prepend_headers(struct buf *msg, size_t n, const char *const *names,
+			    const char *const *values)
 {
 	struct buf field;
 	size_t len, at = 0, ce;
 	const char *m = rfc5322_msg(msg, &len);
 
-	if (!rfc5322_check(name, value))
-		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!rfc5322_check(names[i], values[i]))
+			return -EINVAL;
 	while (at < len && rfc5322_is_wsp(m[at]))
 		at = rfc5322_line_end(m, at, len, &ce);
 	buf_init(&field);
 	if (at == len)
 		at = rfc5322_open_line(m, len, &field);
-	rfc5322_format_header(&field, name, value);
-	buf_insert(msg, msg->off + at, field.data, field.len);
+	for (size_t i = 0; i < n; i++)
+		rfc5322_format_header(&field, names[i], values[i]);
+	buf_insert(msg, msg->off + at, field.data, field.len); /* one move of the body */
 	buf_free(&field);
 	return 0;
+}
+
+int rfc5322_prepend_header(struct buf *msg, const char *name, const char *value)
+{
+	return rfc5322_prepend_headers(msg, 1, &name, &value);
 }
 
 int rfc5322_append_header(struct buf *msg, const char *name, const char *value)

@@ -53,6 +53,10 @@ void rfc5322_format_header(struct buf *out, const char *name, const char *value)
  * the blank line, or at the end of a message without one. */
 int rfc5322_prepend_header(struct buf *msg, const char *name, const char *value);
 int rfc5322_append_header(struct buf *msg, const char *name, const char *value);
+/* Inserts n fields, in this order, where rfc5322_prepend_header puts one; all
+ * are validated first (-EINVAL, nothing inserted, if any is invalid). */
+int rfc5322_prepend_headers(struct buf *msg, size_t n, const char *const *names,
+			    const char *const *values);
 /* Removes every field named `name` (ASCII case-insensitive); returns how many. */
 size_t rfc5322_remove_all_named(struct buf *msg, const char *name);
 /* 1 and the unfolded value of the first field named `name` appended to value_out, or 0. */

@@ -510,25 +510,34 @@ static void received_date(char *out, size_t cap)
 static void session_add_trace_headers(struct smtp_session *s, struct message *m, const char *rcpt)
 {
 	const struct smtp_listener_config *cfg = &s->l->cfg;
-	if (cfg->supplemental_header && cfg->trace_header_name) {
-		char *js = trace_header_json(rcpt);
-		size_t n = strlen(js);
-		char *b64 = xmalloc(4 * ((n + 2) / 3) + 1);
-		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)js, (int)n);
-		message_prepend_header(m, cfg->trace_header_name, b64);
-		free(b64);
-		free(js);
-	}
+	const char *names[2], *values[2];
+	size_t n = 0;
+	char *js = NULL, *b64 = NULL;
+	char value[1024];
+	/* Received goes above X-KumoRef, as when each is prepended in turn. */
 	if (cfg->received_header) {
-		char helo[256], date[64], value[1024];
+		char helo[256], date[64];
 		neuter(helo, sizeof(helo), s->helo ? s->helo : "unknown");
 		received_date(date, sizeof(date));
 		snprintf(value, sizeof(value),
 			 "from %s (%s) by %s (KumoMTA) with %s id %s for <%s>; %s", helo,
 			 s->conn.peer_ip, cfg->hostname,
 			 s->conn.tls == CONN_TLS_ACTIVE ? "ESMTPS" : "ESMTP", m->id, rcpt, date);
-		message_prepend_header(m, "Received", value);
+		names[n] = "Received";
+		values[n++] = value;
 	}
+	if (cfg->supplemental_header && cfg->trace_header_name) {
+		js = trace_header_json(rcpt);
+		size_t jl = strlen(js);
+		b64 = xmalloc(4 * ((jl + 2) / 3) + 1);
+		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)js, (int)jl);
+		names[n] = cfg->trace_header_name;
+		values[n++] = b64;
+	}
+	if (n)
+		message_prepend_headers(m, n, names, values); /* one move of the body */
+	free(b64);
+	free(js);
 }
 
 /* A transaction whose messages are being made durable: the reply waits for

@@ -190,6 +190,12 @@ int message_prepend_header(struct message *m, const char *name, const char *valu
 	return rfc5322_prepend_header(&m->data, name, value);
 }
 
+int message_prepend_headers(struct message *m, size_t n, const char *const *names,
+			    const char *const *values)
+{
+	return rfc5322_prepend_headers(&m->data, n, names, values);
+}
+
 int message_append_header(struct message *m, const char *name, const char *value)
 {
 	return rfc5322_append_header(&m->data, name, value);

@@ -55,6 +55,9 @@ const char *message_get_meta_str(const struct message *m, const char *key);
 /* Header methods (validated: -EINVAL on CR, LF or NUL in names/values or an
  * invalid name). Values are folded by the C side. */
 int message_prepend_header(struct message *m, const char *name, const char *value);
+/* Several fields at the top in this order, with one move of the body. */
+int message_prepend_headers(struct message *m, size_t n, const char *const *names,
+			    const char *const *values);
 int message_append_header(struct message *m, const char *name, const char *value);
 size_t message_remove_all_named_headers(struct message *m, const char *name);
 /* 1 and the unfolded value appended to out, or 0. */

@@ -326,6 +326,8 @@ TEST_IMPL(lua_start_esmtp_listener_keys)
 	    {"{trace_headers = {received_header = 1}}",
 	     "trace_headers.received_header: expected a boolean"},
 	    {"{batch_handling = 'BatchByDomain'}", "only 'BifurcateAlways' is supported"},
+	    {"{trace_headers = {header_name = 'X Ref'}}",
+	     "trace_headers.header_name: 'X Ref' is not a valid header field name"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		char src[512], err[512];
