@@ -192,14 +192,23 @@ static struct qmsg *rq_pop(struct ready_queue *rq)
 
 /* --- outcomes -------------------------------------------------------------- */
 
-static void log_outcome(const char *type, struct qmsg *qm, struct ready_queue *rq, int code,
-			const char *enh, const char *text, const char *addr, const char *host)
+/* recipient: NULL for the whole message (an array for a batch), or the one
+ * recipient this record is about. */
+static void log_outcome_rcpt(const char *type, struct qmsg *qm, const char *recipient,
+			     struct ready_queue *rq, int code, const char *enh, const char *text,
+			     const char *addr, const char *host)
 {
 	struct logrec_response resp = {
 	    .code = code, .enhanced = enh && *enh ? enh : NULL, .content = text ? text : ""};
 	struct logrec_peer peer = {.name = host, .addr = addr};
-	logrec_log(type, qm->m, NULL, &resp, addr ? &peer : NULL, queue_name(qm->q),
+	logrec_log(type, qm->m, recipient, &resp, addr ? &peer : NULL, queue_name(qm->q),
 		   rq ? rq->name : NULL, rq ? rq->pool : NULL, rq ? rq->source : NULL, NULL);
+}
+
+static void log_outcome(const char *type, struct qmsg *qm, struct ready_queue *rq, int code,
+			const char *enh, const char *text, const char *addr, const char *host)
+{
+	log_outcome_rcpt(type, qm, NULL, rq, code, enh, text, addr, host);
 }
 
 static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
@@ -233,6 +242,118 @@ static void outcome_transient(struct qmsg *qm, struct ready_queue *rq, int code,
 	if (rq)
 		rq->transfail++;
 	queue_requeue(qm, reason, 1, NULL, text);
+}
+
+/* --- per-recipient outcomes of a batch ---------------------------------------- */
+
+enum rcpt_outcome {
+	RCPT_DELIVERED,
+	RCPT_BOUNCE,
+	RCPT_TRANSIENT
+};
+
+/* The outcome of the whole transaction, as for a single recipient. */
+static enum rcpt_outcome txn_outcome(const struct smtp_client_result *r, int code)
+{
+	if (r->status == SMTP_CLIENT_OK && code >= 200 && code < 300)
+		return RCPT_DELIVERED;
+	if (r->status == SMTP_CLIENT_PERMFAIL || (r->status == SMTP_CLIENT_OK && code >= 500))
+		return RCPT_BOUNCE;
+	return RCPT_TRANSIENT;
+}
+
+/* Recipient i: a refused RCPT decides; an accepted one shares the
+ * transaction's fate (its code is the final reply's once DATA ended); without
+ * an RCPT reply (MAIL refused, connection lost) the transaction decides. */
+static enum rcpt_outcome rcpt_outcome(const struct smtp_client_result *r, size_t i)
+{
+	int c = r->rcpt_replies[i].code ? r->rcpt_replies[i].code : r->rcpt_codes[i];
+	if (c >= 500 && c < 600)
+		return RCPT_BOUNCE;
+	if (c >= 400 && c < 500)
+		return RCPT_TRANSIENT;
+	return txn_outcome(r, r->code);
+}
+
+static void batch_meta_saved(void *ctx, int err)
+{
+	char *id = ctx;
+	if (err && err != -ENOENT)
+		log_warn("kumod::ready_queue",
+			 "message %s: narrowing the recipient list in the spool failed (%s); "
+			 "delivered recipients may be sent again after a restart",
+			 id, strerror(-err));
+	free(id);
+}
+
+/* A batch whose recipients fared differently (some refused at RCPT): one
+ * record per recipient; delivered and bounced recipients leave the message,
+ * whose narrowed recipient list is written to the spool before the rest is
+ * requeued. Returns 0 when every recipient shares one outcome (the caller
+ * handles the message as a whole, with one record for the batch). */
+static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
+			 const struct smtp_client_result *r, const char *addr, const char *host)
+{
+	struct message *m = qm->m;
+	size_t n = m->nrecipients;
+	if (n < 2 || r->nrcpt != n || !r->rcpt_codes || !r->rcpt_replies)
+		return 0;
+	enum rcpt_outcome first = rcpt_outcome(r, 0);
+	size_t same = 1;
+	for (size_t i = 1; i < n; i++)
+		same += rcpt_outcome(r, i) == first;
+	if (same == n)
+		return 0;
+	unsigned char *keep = xcalloc(n, 1);
+	size_t nkeep = 0, kept_first = n;
+	for (size_t i = 0; i < n; i++) {
+		const struct smtp_client_rcpt_reply *rr = &r->rcpt_replies[i];
+		int refused = rr->code != 0;
+		int code = refused ? rr->code : r->code;
+		const char *enh = refused ? rr->enhanced : r->enhanced;
+		const char *text = refused ? rr->text : r->text;
+		const char *rcpt = m->recipients[i];
+		switch (rcpt_outcome(r, i)) {
+		case RCPT_DELIVERED:
+			KTRACE(delivery_outcome, m->id, rq->name, "Delivery", code, text,
+			       r->latency_ns / 1000u);
+			log_outcome_rcpt("Delivery", qm, rcpt, rq, code, enh, text, addr, host);
+			rq->delivered++;
+			break;
+		case RCPT_BOUNCE:
+			KTRACE(delivery_outcome, m->id, rq->name, "Bounce", code, text, 0);
+			log_outcome_rcpt("Bounce", qm, rcpt, rq, code, enh, text, addr, host);
+			rq->failed++;
+			break;
+		case RCPT_TRANSIENT:
+			keep[i] = 1;
+			nkeep++;
+			if (kept_first == n)
+				kept_first = i;
+			break;
+		}
+	}
+	if (!nkeep) {
+		free(keep);
+		spool_remove(m->id, NULL, NULL);
+		queue_done(qm);
+		return 1;
+	}
+	const struct smtp_client_rcpt_reply *kr = &r->rcpt_replies[kept_first];
+	int refused = kr->code != 0;
+	int code = refused ? kr->code : (r->code ? r->code : 451);
+	char enh[16], text[256];
+	snprintf(enh, sizeof(enh), "%s", refused ? kr->enhanced : r->enhanced ? r->enhanced : "");
+	snprintf(text, sizeof(text), "%s", refused ? kr->text : r->text ? r->text : "");
+	log_info("kumod::ready_queue",
+		 "message %s: batch of %zu recipients split: %zu delivered or bounced, %zu "
+		 "requeued",
+		 m->id, n, n - nkeep, nkeep);
+	message_retain_recipients(m, keep);
+	free(keep);
+	spool_update_meta(m, batch_meta_saved, xstrdup(m->id));
+	outcome_transient(qm, rq, code, enh, text, addr, host, "LoggedTransientFailure");
+	return 1;
 }
 
 /* --- dispatchers ------------------------------------------------------------ */
@@ -292,7 +413,9 @@ static void d_on_done(struct smtp_client *c, const struct smtp_client_result *r,
 	struct qmsg *qm = d->current;
 	d->current = NULL;
 	struct ready_addr *a = &d->rq->addrs[d->addr_idx < d->rq->naddrs ? d->addr_idx : 0];
-	if (qm) {
+	if (qm && outcome_batch(qm, d->rq, r, a->addr, a->host)) {
+		/* a batch with mixed outcomes: handled per recipient */
+	} else if (qm) {
 		int code = r->rcpt_codes && r->nrcpt ? r->rcpt_codes[0] : r->code;
 		if (r->status == SMTP_CLIENT_OK && code >= 200 && code < 300)
 			outcome_delivered(qm, d->rq, code, r->enhanced, r->text, a->addr, a->host,

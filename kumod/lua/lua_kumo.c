@@ -475,8 +475,13 @@ static void listener_key(lua_State *L, const char *k, void *ctx)
 		check_size(L, -1, what); /* accepted; reads are sized by the io layer */
 	} else if (strcmp(k, "batch_handling") == 0) {
 		const char *s = check_str(L, -1, what);
-		if (strcmp(s, "BifurcateAlways") != 0)
-			luaL_error(L, "%s: only 'BifurcateAlways' is supported, got '%s'", what, s);
+		if (strcmp(s, "BifurcateAlways") == 0)
+			cfg->batch_by_domain = 0;
+		else if (strcmp(s, "BatchByDomain") == 0)
+			cfg->batch_by_domain = 1;
+		else
+			luaL_error(L, "%s: expected 'BifurcateAlways' or 'BatchByDomain', got '%s'",
+				   what, s);
 	} else {
 		luaL_error(L, "start_esmtp_listener: unknown key '%s'", k);
 	}

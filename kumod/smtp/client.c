@@ -63,6 +63,7 @@ struct smtp_client {
 	int with_rset, need_rset;
 	int mail_ok, abort_dot;
 	int *rcpt_codes;
+	struct smtp_client_rcpt_reply *rcpt_replies;
 	size_t rcpt_cap, accepted;
 	int fail_code;
 	enum smtp_client_state fail_state;
@@ -322,8 +323,10 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
 	if (c->rcpt_cap < msg->nrecipients) {
 		c->rcpt_cap = msg->nrecipients;
 		c->rcpt_codes = xrealloc(c->rcpt_codes, c->rcpt_cap * sizeof(int));
+		c->rcpt_replies = xrealloc(c->rcpt_replies, c->rcpt_cap * sizeof(*c->rcpt_replies));
 	}
 	memset(c->rcpt_codes, 0, msg->nrecipients * sizeof(int));
+	memset(c->rcpt_replies, 0, msg->nrecipients * sizeof(*c->rcpt_replies));
 	c->txn_start_ns = clock_mono_ns();
 	size_t r;
 	client_enter(c, client_cmd_kind(c, 0, &r));
@@ -369,6 +372,7 @@ static void client_txn_report(struct smtp_client *c, enum smtp_client_status st,
 	    .enhanced = enh,
 	    .text = text,
 	    .rcpt_codes = c->rcpt_codes,
+	    .rcpt_replies = c->rcpt_replies,
 	    .nrcpt = msg->nrecipients,
 	    .rcpt_accepted = st == SMTP_CLIENT_OK ? c->accepted : 0,
 	    .latency_ns = clock_mono_ns() - c->txn_start_ns,
@@ -438,6 +442,13 @@ static void client_txn_reply(struct smtp_client *c, const struct smtp_reply *r)
 		break;
 	case SMTP_CLIENT_RCPT:
 		c->rcpt_codes[ri] = r->code;
+		if (!ok) {
+			struct smtp_client_rcpt_reply *rr = &c->rcpt_replies[ri];
+			rr->code = r->code;
+			snprintf(rr->enhanced, sizeof(rr->enhanced), "%s", r->enhanced);
+			snprintf(rr->text, sizeof(rr->text), "%.*s", (int)r->text.len,
+				 r->text.data ? r->text.data : "");
+		}
 		if (ok && c->mail_ok)
 			c->accepted++;
 		else if (c->mail_ok && !c->fail_code && ri + 1 == c->msg->nrecipients &&
@@ -677,6 +688,7 @@ static void client_maybe_release(struct smtp_client *c)
 	smtp_reply_free(&c->rep);
 	buf_free(&c->scratch);
 	free(c->rcpt_codes);
+	free(c->rcpt_replies);
 	free(c->ehlo_name);
 	free(c->sni);
 	free(c);

@@ -99,6 +99,13 @@ enum smtp_client_status {
 	SMTP_CLIENT_ERROR,	  /* connect failure, TLS failure, garbage reply */
 };
 
+/* A refused RCPT's reply, per recipient (code 0: the RCPT was accepted). */
+struct smtp_client_rcpt_reply {
+	int code;
+	char enhanced[16];
+	char text[256];
+};
+
 struct smtp_client_result {
 	enum smtp_client_status status;
 	enum smtp_client_state state; /* state whose reply (or failure) decided */
@@ -106,6 +113,9 @@ struct smtp_client_result {
 	const char *enhanced;	      /* "4.5.3" or "" */
 	const char *text;	      /* reply text (last line, after code/enhanced) or error */
 	const int *rcpt_codes;	      /* per recipient: RCPT reply, or final reply when accepted */
+	/* per recipient: the RCPT reply's texts when it was refused, empty when
+	 * accepted (the final reply, code/enhanced/text above, applies) */
+	const struct smtp_client_rcpt_reply *rcpt_replies;
 	size_t nrcpt;
 	size_t rcpt_accepted; /* recipients the server took the message for */
 	uint64_t latency_ns;  /* from the first command of the transaction to its last reply */

@@ -31,6 +31,7 @@ struct smtp_listener_config {
 	int received_header;	 /* trace_headers.received_header, default true */
 	int supplemental_header; /* trace_headers.supplemental_header, default true */
 	char *trace_header_name; /* "X-KumoRef" */
+	int batch_by_domain;	 /* batch_handling: 0 BifurcateAlways, 1 BatchByDomain */
 };
 
 /* Fills the KumoMTA defaults (strings allocated). */

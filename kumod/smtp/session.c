@@ -468,16 +468,26 @@ static void neuter(char *dst, size_t cap, const char *src)
 	dst[j] = 0;
 }
 
-/* The X-KumoRef JSON, as json_dumps(JSON_COMPACT) writes it; an address
- * that needs no escaping (the usual case) skips building a JSON object. */
-static char *trace_header_json(const char *rcpt)
+/* The X-KumoRef JSON, as json_dumps(JSON_COMPACT) writes it ("recipient"
+ * is an array for a batch); a single address that needs no escaping (the
+ * usual case) skips building a JSON object. */
+static char *trace_header_json(const struct message *m)
 {
 	static const char head[] = "{\"_@_\":\"\\\\_o<(Kumo)\",\"recipient\":\"";
+	const char *rcpt = m->recipients[0];
 	const char *p = rcpt;
 	while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
 		p++;
-	if (*p) {
-		json_t *j = json_pack("{s:s, s:s}", "_@_", "\\_o<(Kumo)", "recipient", rcpt);
+	if (*p || m->nrecipients > 1) {
+		json_t *r;
+		if (m->nrecipients > 1) {
+			r = json_array();
+			for (size_t i = 0; i < m->nrecipients; i++)
+				json_array_append_new(r, json_string(m->recipients[i]));
+		} else {
+			r = json_string(rcpt);
+		}
+		json_t *j = json_pack("{s:s, s:o*}", "_@_", "\\_o<(Kumo)", "recipient", r);
 		char *js = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		json_decref(j);
 		if (js)
@@ -507,7 +517,7 @@ static void received_date(char *out, size_t cap)
 	snprintf(out, cap, "%s", cached);
 }
 
-static void session_add_trace_headers(struct smtp_session *s, struct message *m, const char *rcpt)
+static void session_add_trace_headers(struct smtp_session *s, struct message *m)
 {
 	const struct smtp_listener_config *cfg = &s->l->cfg;
 	const char *names[2], *values[2];
@@ -519,15 +529,18 @@ static void session_add_trace_headers(struct smtp_session *s, struct message *m,
 		char helo[256], date[64];
 		neuter(helo, sizeof(helo), s->helo ? s->helo : "unknown");
 		received_date(date, sizeof(date));
-		snprintf(value, sizeof(value),
-			 "from %s (%s) by %s (KumoMTA) with %s id %s for <%s>; %s", helo,
-			 s->conn.peer_ip, cfg->hostname,
-			 s->conn.tls == CONN_TLS_ACTIVE ? "ESMTPS" : "ESMTP", m->id, rcpt, date);
+		/* RFC 5321 4.4: the "for" clause names a single recipient only */
+		char forc[600] = "";
+		if (m->nrecipients == 1)
+			snprintf(forc, sizeof(forc), " for <%s>", m->recipients[0]);
+		snprintf(value, sizeof(value), "from %s (%s) by %s (KumoMTA) with %s id %s%s; %s",
+			 helo, s->conn.peer_ip, cfg->hostname,
+			 s->conn.tls == CONN_TLS_ACTIVE ? "ESMTPS" : "ESMTP", m->id, forc, date);
 		names[n] = "Received";
 		values[n++] = value;
 	}
 	if (cfg->supplemental_header && cfg->trace_header_name) {
-		js = trace_header_json(rcpt);
+		js = trace_header_json(m);
 		size_t jl = strlen(js);
 		b64 = xmalloc(4 * ((jl + 2) / 3) + 1);
 		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)js, (int)jl);
@@ -607,8 +620,28 @@ static void rx_stored_cb(void *ctx, int err)
 	rx_txn_free(t);
 }
 
-/* BifurcateAlways: one message per recipient, each through
- * smtp_server_message_received. One reply for the whole transaction. */
+static const char *rcpt_domain(const char *rcpt)
+{
+	const char *at = strrchr(rcpt, '@');
+	return at ? at + 1 : "";
+}
+
+/* Which message of the transaction recipient i goes into: BifurcateAlways
+ * gives every recipient its own; BatchByDomain groups the recipients of one
+ * domain (ASCII case-insensitive) into the message of the first of them. */
+static size_t batch_group(const struct smtp_session *s, const struct message *tx, size_t i)
+{
+	if (!s->l->cfg.batch_by_domain)
+		return i;
+	for (size_t j = 0; j < i; j++)
+		if (strcasecmp(rcpt_domain(tx->recipients[j]), rcpt_domain(tx->recipients[i])) == 0)
+			return j;
+	return i;
+}
+
+/* One message per recipient (BifurcateAlways) or per recipient domain
+ * (BatchByDomain), each through smtp_server_message_received. One reply for
+ * the whole transaction. */
 static void session_message_received(struct smtp_session *s)
 {
 	struct message *tx = s->msg;
@@ -617,15 +650,22 @@ static void session_message_received(struct smtp_session *s)
 	t->msgs = xcalloc(tx->nrecipients, sizeof(*t->msgs));
 	int code = 250;
 	struct policy_result fail = {0};
+	size_t *group = xmalloc(tx->nrecipients * sizeof(*group));
+	for (size_t i = 0; i < tx->nrecipients; i++)
+		group[i] = batch_group(s, tx, i);
 	for (size_t i = 0; i < tx->nrecipients && code == 250; i++) {
+		if (group[i] != i)
+			continue; /* in the message of an earlier recipient */
 		struct message *m =
 		    i == 0 && tx->nrecipients == 1 ? message_ref(tx) : message_new();
 		if (m != tx) {
 			message_set_sender(m, tx->sender);
-			message_add_recipient(m, tx->recipients[i]);
+			for (size_t j = i; j < tx->nrecipients; j++)
+				if (group[j] == i)
+					message_add_recipient(m, tx->recipients[j]);
 			message_set_data(m, tx->data.data, tx->data.len);
 		}
-		session_add_trace_headers(s, m, tx->recipients[i]);
+		session_add_trace_headers(s, m);
 		/* KumoMTA copies these into the message meta (log records use them) */
 		message_set_meta(m, "reception_protocol", json_string("ESMTP"));
 		message_set_meta(m, "received_from", json_string(s->conn.peer));
@@ -640,6 +680,7 @@ static void session_message_received(struct smtp_session *s)
 			message_unref(m);
 			continue;
 		}
+		/* a batch shows its first recipient (the Reception record lists all) */
 		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], queue ? queue : "",
 		       (uint64_t)m->data.len);
 		buf_printf(&t->ids, "%s%s", t->ids.len ? " " : "", m->id);
@@ -648,6 +689,7 @@ static void session_message_received(struct smtp_session *s)
 		else
 			t->msgs[t->n++] = m;
 	}
+	free(group);
 	if (code == 250 && t->n && !spool_is_open()) {
 		code = 451;
 		fail.status = POLICY_REJECT;

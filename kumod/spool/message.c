@@ -150,6 +150,18 @@ void message_add_recipient(struct message *m, const char *rcpt)
 	m->recipients[m->nrecipients++] = xstrdup(rcpt);
 }
 
+void message_retain_recipients(struct message *m, const unsigned char *keep)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < m->nrecipients; i++) {
+		if (keep[i])
+			m->recipients[n++] = m->recipients[i];
+		else
+			free(m->recipients[i]);
+	}
+	m->nrecipients = n;
+}
+
 void message_set_data(struct message *m, const char *data, size_t len)
 {
 	if (data >= m->data.data && data < m->data.data + m->data.len) {

@@ -44,6 +44,8 @@ void message_make_id(char out[MESSAGE_ID_LEN + 1]);
 
 void message_set_sender(struct message *m, const char *sender);
 void message_add_recipient(struct message *m, const char *rcpt);
+/* Keeps recipient i when keep[i] (order kept); the others are freed. */
+void message_retain_recipients(struct message *m, const unsigned char *keep);
 void message_set_data(struct message *m, const char *data, size_t len);
 /* Meta: value is stolen (json reference). Returns 0. */
 int message_set_meta(struct message *m, const char *key, json_t *value);

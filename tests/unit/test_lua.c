@@ -325,7 +325,8 @@ TEST_IMPL(lua_start_esmtp_listener_keys)
 	    {"{trace_headers = {colour = 'blue'}}", "unknown key 'trace_headers.colour'"},
 	    {"{trace_headers = {received_header = 1}}",
 	     "trace_headers.received_header: expected a boolean"},
-	    {"{batch_handling = 'BatchByDomain'}", "only 'BifurcateAlways' is supported"},
+	    {"{batch_handling = 'ByMood'}",
+	     "batch_handling: expected 'BifurcateAlways' or 'BatchByDomain', got 'ByMood'"},
 	    {"{trace_headers = {header_name = 'X Ref'}}",
 	     "trace_headers.header_name: 'X Ref' is not a valid header field name"},
 	};
