@@ -278,7 +278,7 @@ static void sched_q_cb(const struct queue_info *qi, void *ctx)
 {
 	struct buf *b = introspect_queue_begin(ctx, "scheduled", qi->name);
 	console_json_kv_u64(b, "count", qi->count);
-	console_json_kv_bool(b, "suspended", 0);
+	console_json_kv_bool(b, "suspended", qi->suspended);
 	introspect_queue_end(ctx);
 }
 
@@ -292,7 +292,7 @@ static void ready_q_cb(const struct ready_info *ri, void *ctx)
 	console_json_kv_u64(b, "delivered", ri->delivered);
 	console_json_kv_u64(b, "transfail", ri->transfail);
 	console_json_kv_u64(b, "failed", ri->failed);
-	console_json_kv_bool(b, "suspended", 0);
+	console_json_kv_bool(b, "suspended", ri->suspended);
 	console_json_kv_bool(b, "throttled", 0);
 	introspect_queue_end(ctx);
 }
