@@ -93,6 +93,10 @@ def test_suspend_holds_then_cancel_delivers_once(kumod, tmp_path):
     # kcli shows the same entry
     out = kcli(port, "suspend-list")
     assert out.returncode == 0 and sid in out.stdout and "domain=susp.test" in out.stdout, out
+    st, text = call(port, "GET", "/metrics")
+    text = text.decode() if isinstance(text, bytes) else text
+    assert 'suspension_count{kind="scheduled"} 1' in text, text
+    assert "suspend_held_total 3" in text, text
     # a later arrival is held too
     send_one(relay.smtp_port, "late@susp.test")
     time.sleep(1)
