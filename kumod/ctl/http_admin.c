@@ -116,7 +116,6 @@ void http_admin__bounce_cancel(struct http_conn *hc, struct http_request *req)
 	json_decref(j);
 }
 
-
 /* --- suspensions: shared request parsing ------------------------------------------ */
 
 struct suspend_req {
@@ -194,7 +193,7 @@ static const char *suspend_cancel_id(struct http_conn *hc, json_t *j)
 
 void http_admin__suspend(struct http_conn *hc, struct http_request *req)
 {
-	static const char *const keys[] = {"domain", "tenant",	 "campaign", "reason",
+	static const char *const keys[] = {"domain",   "tenant",  "campaign", "reason",
 					   "duration", "expires", NULL};
 	json_t *j = http__json_body(hc, req);
 	if (!j)
@@ -229,9 +228,9 @@ void http_admin__suspend_cancel(struct http_conn *hc, struct http_request *req)
 		if (rc != 0)
 			http__error(hc, 404, "no suspension with id '%s'", id);
 		else
-			http__respond_json(hc, 200,
-					   json_pack("{s:s, s:I}", "id", id, "released",
-						     (json_int_t)released));
+			http__respond_json(
+			    hc, 200,
+			    json_pack("{s:s, s:I}", "id", id, "released", (json_int_t)released));
 	}
 	json_decref(j);
 }
@@ -294,9 +293,9 @@ static json_t *inspect_json(const struct qmsg *qm, int want_body)
 	json_t *rcpts = json_array();
 	for (size_t i = 0; i < m->nrecipients; i++)
 		json_array_append_new(rcpts, json_string(m->recipients[i]));
-	json_t *o = json_pack("{s:s, s:o, s:o, s:I, s:s}", "sender", m->sender, "recipient",
-			      rcpts, "meta", m->meta ? json_incref(m->meta) : json_object(), "num_attempts",
-			      (json_int_t)m->attempts, "queue", queue_name(qm->q));
+	json_t *o = json_pack("{s:s, s:o, s:o, s:I, s:s}", "sender", m->sender, "recipient", rcpts,
+			      "meta", m->meta ? json_incref(m->meta) : json_object(),
+			      "num_attempts", (json_int_t)m->attempts, "queue", queue_name(qm->q));
 	if (qm->heap_idx != SIZE_MAX) {
 		char due[40];
 		rfc3339_format_ms(qm->due_ms, due, sizeof(due));
@@ -344,6 +343,6 @@ void http_admin__inspect_message(struct http_conn *hc, struct http_request *req)
 		http__error(hc, 404, "no queued message with id %s", id);
 		return;
 	}
-	http__respond_json(hc, 200,
-			   json_pack("{s:s, s:o}", "id", id, "message", inspect_json(qm, want_body)));
+	http__respond_json(
+	    hc, 200, json_pack("{s:s, s:o}", "id", id, "message", inspect_json(qm, want_body)));
 }

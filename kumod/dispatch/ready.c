@@ -368,6 +368,12 @@ static const struct smtp_client_ops dispatcher_ops = {
 static void dispatcher_connect_next(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
+	if (rq_suspended(rq) && !R.shutting_down) {
+		/* suspended meanwhile: no new connection, and no queue failure */
+		dispatcher_phase(d, "Closing");
+		dispatcher_free(d);
+		return;
+	}
 	if (d->addr_idx >= rq->naddrs || R.shutting_down) {
 		if (!R.shutting_down)
 			dispatcher_fail_queue(d);

@@ -14,9 +14,9 @@ TEST_IMPL(suspend_match_sched_criteria)
 	static const struct {
 		const char *domain, *tenant, *campaign, *want;
 	} cases[] = {
-	    {"example.com", "", "", "r1"},  {"EXAMPLE.COM", "x", "y", "r1"},
+	    {"example.com", "", "", "r1"},	   {"EXAMPLE.COM", "x", "y", "r1"},
 	    {"other.com", "acme", "spring", "r2"}, {"other.com", "acme", "", NULL},
-	    {"other.com", "", "spring", NULL}, {"example.org", "", "", NULL},
+	    {"other.com", "", "spring", NULL},	   {"example.org", "", "", NULL},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const struct suspend_entry *e = suspend_match_sched(
@@ -73,8 +73,12 @@ TEST_IMPL(duration_format_round_trips)
 		uint64_t ms;
 		const char *want;
 	} cases[] = {
-	    {0, "0s"},	       {250, "250ms"},	   {1000, "1s"}, {299000, "4m 59s"},
-	    {3723004, "1h 2m 3s 4ms"}, {90000000, "1d 1h"},
+	    {0, "0s"},
+	    {250, "250ms"},
+	    {1000, "1s"},
+	    {299000, "4m 59s"},
+	    {3723004, "1h 2m 3s 4ms"},
+	    {90000000, "1d 1h"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char out[64];

@@ -462,6 +462,29 @@ static int cmd_inject(int argc, char **argv)
 	return failed;
 }
 
+/* Parses a subcommand's options into a JSON request body: each option
+ * with an argument becomes a string field named like the option with '-'
+ * as '_' (--routing-domain R: "routing_domain": "R"). */
+static json_t *options_body(int argc, char **argv, const struct option *opts, int *json)
+{
+	json_t *body = json_object();
+	int c;
+	while ((c = sub_getopt(argc, argv, opts, json)) != -1) {
+		for (const struct option *o = opts; o->name; o++) {
+			if (o->val != c || o->has_arg != required_argument)
+				continue;
+			char key[64];
+			snprintf(key, sizeof(key), "%s", o->name);
+			for (char *p = key; *p; p++)
+				*p = *p == '-' ? '_' : *p;
+			json_object_set_new(body, key, json_string(optarg));
+		}
+	}
+	if (optind != argc)
+		die("%s: unexpected argument '%s'", current->name, argv[optind]);
+	return body;
+}
+
 static int cmd_bounce(int argc, char **argv)
 {
 	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
@@ -474,20 +497,8 @@ static int cmd_bounce(int argc, char **argv)
 					     {"duration", required_argument, NULL, 'D'},
 					     {"routing-domain", required_argument, NULL, 'R'},
 					     {0}};
-	int json = 0, c;
-	json_t *body = json_object();
-	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) {
-		const char *key = c == 'd'   ? "domain"
-				  : c == 'c' ? "campaign"
-				  : c == 't' ? "tenant"
-				  : c == 'q' ? "queue"
-				  : c == 'r' ? "reason"
-				  : c == 'D' ? "duration"
-				  : c == 'R' ? "routing_domain"
-					     : NULL;
-		if (key)
-			json_object_set_new(body, key, json_string(optarg));
-	}
+	int json = 0;
+	json_t *body = options_body(argc, argv, opts, &json);
 	if (!json_object_get(body, "reason"))
 		die("bounce: --reason is required (see kcli bounce --help)");
 	if (json_object_size(body) == 1 ||
@@ -581,21 +592,8 @@ static int cmd_suspend(int argc, char **argv)
 					     {"duration", required_argument, NULL, 'D'},
 					     {"expires", required_argument, NULL, 'E'},
 					     {0}};
-	int json = 0, c;
-	json_t *body = json_object();
-	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) {
-		const char *key = c == 'd'   ? "domain"
-				  : c == 'c' ? "campaign"
-				  : c == 't' ? "tenant"
-				  : c == 'r' ? "reason"
-				  : c == 'D' ? "duration"
-				  : c == 'E' ? "expires"
-					     : NULL;
-		if (key)
-			json_object_set_new(body, key, json_string(optarg));
-	}
-	if (optind != argc)
-		die("suspend: unexpected argument '%s'", argv[optind]);
+	int json = 0;
+	json_t *body = options_body(argc, argv, opts, &json);
 	if (!json_object_get(body, "reason"))
 		die("suspend: --reason is required (see kcli suspend --help)");
 	if (!json_object_get(body, "domain") && !json_object_get(body, "campaign") &&
@@ -614,19 +612,8 @@ static int cmd_suspend_ready_q(int argc, char **argv)
 					     {"duration", required_argument, NULL, 'D'},
 					     {"expires", required_argument, NULL, 'E'},
 					     {0}};
-	int json = 0, c;
-	json_t *body = json_object();
-	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) {
-		const char *key = c == 'n'   ? "name"
-				  : c == 'r' ? "reason"
-				  : c == 'D' ? "duration"
-				  : c == 'E' ? "expires"
-					     : NULL;
-		if (key)
-			json_object_set_new(body, key, json_string(optarg));
-	}
-	if (optind != argc)
-		die("suspend-ready-q: unexpected argument '%s'", argv[optind]);
+	int json = 0;
+	json_t *body = options_body(argc, argv, opts, &json);
 	if (!json_object_get(body, "name"))
 		die("suspend-ready-q: --name is required (see kcli ready-q-states for names)");
 	if (!json_object_get(body, "reason"))
