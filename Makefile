@@ -10,6 +10,7 @@
 #   OPT=-O2                optimisation flags
 #
 # Targets: all run sink test unit integration fmt fmt-check check-layers
+#          tracepoints-check metrics-doc metrics-doc-check
 #          fuzz fuzz-run fuzz-smoke fuzz-replay bench clean deps
 
 .DEFAULT_GOAL := all
@@ -143,7 +144,7 @@ integration: all
 # The whole suite; without SANITIZER it then re-runs the unit and
 # integration tests against an ASan+UBSan build (LeakSanitizer on: a leak
 # at kumod's exit makes its exit status non-zero and the test fail).
-test: all check-layers fmt-check tracepoints-check
+test: all check-layers fmt-check tracepoints-check metrics-doc-check
 	$(BIN)/unit-tests
 	$(MAKE) --no-print-directory fuzz-replay
 	$(PYTEST) tests/integration $(PYTEST_ARGS)
@@ -159,6 +160,16 @@ test-sanitized: all
 tracepoints-check: docs/tracepoints.md
 	@git diff --exit-code --stat -- docs/tracepoints.md >/dev/null 2>&1 || \
 		{ echo "docs/tracepoints.md is out of date with traces/: commit the regenerated file"; exit 1; }
+
+# docs/metrics.md's table is generated from the metrics registry's
+# declarations (kumod --list-metrics=markdown); the check fails when the
+# committed file is stale.
+metrics-doc: $(BIN)/kumod
+	$(qecho) GEN docs/metrics.md
+	$(Q)$(PYTHON) scripts/gen_metrics_doc.py $(BIN)/kumod docs/metrics.md
+
+metrics-doc-check: $(BIN)/kumod
+	@$(PYTHON) scripts/gen_metrics_doc.py --check $(BIN)/kumod docs/metrics.md
 
 check-layers:
 	@scripts/check-layers.sh
@@ -185,5 +196,5 @@ clean:
 
 include fuzz/fuzz.mk
 
-.PHONY: all run sink unit integration test test-sanitized tracepoints-check check-layers fmt fmt-check deps clean FORCE
+.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check check-layers fmt fmt-check deps clean FORCE
 FORCE:

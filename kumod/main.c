@@ -13,9 +13,11 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/task.h"
 #include "ctl/http.h"
 #include "ctl/introspect.h"
+#include "ctl/metrics_collect.h"
 #include "proto/console_proto.h"
 #include "io/loop.h"
 #include "ktrace.h"
@@ -60,6 +62,8 @@ static void usage(FILE *out)
 	    "  --diag-format FORMAT  diagnostic log format: full (default), compact, json\n"
 	    "  --diag-log-dir DIR    write diagnostics to DIR/log.YYYY-MM-DD-HH instead of stderr\n"
 	    "  --tokio-console       serve live tasks and queues (alias --console)\n"
+	    "  --list-metrics[=markdown]  print every metric family (name, type, label,\n"
+	    "                        meaning) and exit; markdown: the docs/metrics.md table\n"
 	    "  -h, --help            print this help\n"
 	    "  -V, --version         print the version\n"
 	    "\n"
@@ -72,6 +76,18 @@ static void usage(FILE *out)
 	    "docs/policy-api.md\n");
 }
 
+/* --list-metrics: the declared families, as docs/metrics.md shows them. */
+static void list_metrics(int markdown)
+{
+	struct buf out;
+	buf_init(&out);
+	metrics_collect_register();
+	metrics_list(&out, markdown);
+	fwrite(out.data, 1, out.len, stdout);
+	buf_free(&out);
+	metrics_reset();
+}
+
 static int parse_args(int argc, char **argv)
 {
 	enum {
@@ -80,7 +96,8 @@ static int parse_args(int argc, char **argv)
 		OPT_USER,
 		OPT_FORMAT,
 		OPT_DIR,
-		OPT_CONSOLE
+		OPT_CONSOLE,
+		OPT_LIST_METRICS
 	};
 	static const struct option opts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -90,6 +107,7 @@ static int parse_args(int argc, char **argv)
 	    {"diag-log-dir", required_argument, NULL, OPT_DIR},
 	    {"tokio-console", no_argument, NULL, OPT_CONSOLE},
 	    {"console", no_argument, NULL, OPT_CONSOLE},
+	    {"list-metrics", optional_argument, NULL, OPT_LIST_METRICS},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -127,6 +145,15 @@ static int parse_args(int argc, char **argv)
 		case OPT_CONSOLE:
 			app.console = 1;
 			break;
+		case OPT_LIST_METRICS:
+			if (optarg && strcmp(optarg, "markdown") != 0) {
+				fprintf(stderr,
+					"kumod: invalid --list-metrics format '%s' (markdown)\n",
+					optarg);
+				return 2;
+			}
+			list_metrics(optarg != NULL);
+			exit(0);
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -278,7 +305,7 @@ static void sched_q_cb(const struct queue_info *qi, void *ctx)
 {
 	struct buf *b = introspect_queue_begin(ctx, "scheduled", qi->name);
 	console_json_kv_u64(b, "count", qi->count);
-	console_json_kv_bool(b, "suspended", 0);
+	console_json_kv_bool(b, "suspended", qi->suspended);
 	introspect_queue_end(ctx);
 }
 
@@ -292,7 +319,7 @@ static void ready_q_cb(const struct ready_info *ri, void *ctx)
 	console_json_kv_u64(b, "delivered", ri->delivered);
 	console_json_kv_u64(b, "transfail", ri->transfail);
 	console_json_kv_u64(b, "failed", ri->failed);
-	console_json_kv_bool(b, "suspended", 0);
+	console_json_kv_bool(b, "suspended", ri->suspended);
 	console_json_kv_bool(b, "throttled", 0);
 	introspect_queue_end(ctx);
 }

@@ -23,6 +23,9 @@ void buf_reserve(struct buf *b, size_t more);
 void buf_append(struct buf *b, const void *p, size_t n);
 void buf_appends(struct buf *b, const char *s);
 void buf_appendc(struct buf *b, char c);
+/* Appends s with every byte that is not part of valid UTF-8 replaced by
+ * U+FFFD (as Rust's from_utf8_lossy): for JSON strings of raw mail data. */
+void buf_append_utf8_lossy(struct buf *b, const char *s, size_t n);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* Insert n bytes at position pos (pos <= len). */

@@ -30,6 +30,7 @@ struct metrics_series {
 
 struct metrics_family {
 	char *name, *label_name;
+	const char *help; /* declared meaning (static text), or NULL */
 	enum metrics_type type;
 	struct metrics_series *series, **series_tail;
 	struct metrics_series *scrape, **scrape_tail; /* this scrape's samples */
@@ -470,6 +471,55 @@ void metrics_render_json(struct buf *out)
 	}
 	buf_appends(out, "}\n");
 	scrape_end();
+}
+
+void metrics_declare(const struct metrics_decl *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!d[i].help || !*d[i].help)
+			panic("%s: metric %s declared without help text", __func__, d[i].name);
+		metrics_family(d[i].name, d[i].type, d[i].label_name)->help = d[i].help;
+	}
+}
+
+const char *metrics_first_undeclared(void)
+{
+	for (const struct metrics_family *f = reg.families; f; f = f->next)
+		if (!f->help)
+			return f->name;
+	return NULL;
+}
+
+/* Markdown table cell: '|' would end the cell. */
+static void md_cell(struct buf *out, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '|')
+			buf_appendc(out, '\\');
+		buf_appendc(out, *s);
+	}
+}
+
+void metrics_list(struct buf *out, int markdown)
+{
+	if (markdown)
+		buf_appends(out, "| Name | Type | Labels | Meaning |\n|---|---|---|---|\n");
+	for (const struct metrics_family *f = reg.families; f; f = f->next) {
+		const char *help = f->help ? f->help : "(undeclared)";
+		if (!markdown) {
+			buf_printf(out, "%s %s %s %s\n", f->name, type_names[f->type],
+				   f->label_name ? f->label_name : "-", help);
+			continue;
+		}
+		buf_printf(out, "| `%s` | %s | ", f->name, type_names[f->type]);
+		if (f->label_name)
+			buf_printf(out, "`%s`", f->label_name);
+		else
+			buf_appends(out, "—");
+		buf_appends(out, " | ");
+		md_cell(out, help);
+		buf_appends(out, " |\n");
+	}
 }
 
 void metrics_reset(void)

@@ -59,6 +59,24 @@ void metrics_register_collector(metrics_collector_fn fn, void *ctx);
 void metrics_emit(struct metrics_scrape *sc, const char *name, enum metrics_type type,
 		  const char *label_name, const char *label_value, double v);
 
+/* Declarations: every family a module updates or a collector emits is
+ * declared once, from a static table, with its one-line meaning; the
+ * metrics catalogue (kumod --list-metrics, docs/metrics.md) is generated
+ * from them. help must be static text; declaring without help panics.
+ * Declaring registers the family (it renders only once it has samples). */
+struct metrics_decl {
+	const char *name;
+	enum metrics_type type;
+	const char *label_name; /* NULL: unlabeled */
+	const char *help;	/* one-line meaning (Markdown allowed) */
+};
+void metrics_declare(const struct metrics_decl *d, size_t n);
+/* The first registered family without a declaration, or NULL (tests). */
+const char *metrics_first_undeclared(void);
+/* Appends every registered family sorted by name: one "name type label
+ * help" line each, or (markdown) a table | Name | Type | Labels | Meaning |. */
+void metrics_list(struct buf *out, int markdown);
+
 /* Appends the whole registry (collectors run first). Families render sorted
  * by name; families without any sample are left out. */
 void metrics_render_text(struct buf *out);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The HTTP API's route table and its read-mostly endpoints: /metrics,
  * /metrics.json, liveness, the diagnostic log filter, ready-queue states
- * and scheduled-queue inspection. Injection lives in http_inject.c. */
+ * and scheduled-queue inspection. Injection lives in http_inject.c, the
+ * admin bounce, suspend and inspect-message endpoints in http_admin.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,6 @@
 #include "dispatch/ready.h"
 #include "io/loop.h"
 #include "ktrace.h"
-#include "proto/duration.h"
 #include "queue/queue.h"
 
 const char *http__json_unknown_key(json_t *obj, const char *const *allowed)
@@ -108,6 +108,8 @@ static void ready_state_cb(const struct ready_info *ri, void *ctx)
 		      "connection_limited",
 		      ri->connection_limit && ri->connections >= ri->connection_limit, "ready_full",
 		      ri->max_ready && ri->count >= ri->max_ready));
+	json_object_set_new(json_object_get(states, ri->name), "suspended",
+			    json_boolean(ri->suspended));
 }
 
 static void api_ready_q_states(struct http_conn *hc, struct http_request *req)
@@ -123,6 +125,7 @@ struct sched_find {
 	int found;
 	size_t count;
 	uint64_t next_due_ms;
+	int suspended;
 	json_t *all;
 };
 
@@ -138,6 +141,7 @@ static void sched_find_cb(const struct queue_info *qi, void *ctx)
 	f->found = 1;
 	f->count = qi->count;
 	f->next_due_ms = qi->next_due_ms;
+	f->suspended = qi->suspended;
 }
 
 static void api_inspect_sched_q(struct http_conn *hc, struct http_request *req)
@@ -163,102 +167,10 @@ static void api_inspect_sched_q(struct http_conn *hc, struct http_request *req)
 	}
 	json_t *next = f.next_due_ms ? json_real((double)f.next_due_ms / 1000.0) : json_null();
 	http__respond_json(hc, 200,
-			   json_pack("{s:s, s:I, s:I, s:o, s:f}", "queue_name", name,
+			   json_pack("{s:s, s:I, s:I, s:o, s:b, s:f}", "queue_name", name,
 				     "num_scheduled", (json_int_t)f.count, "delayed_metric",
-				     (json_int_t)f.count, "next_due", next, "now", now_unix()));
-}
-
-/* --- /api/admin/bounce/v1 ------------------------------------------------------ */
-
-/* POST {domain, campaign, tenant, routing_domain, queue, reason, duration}:
- * KumoMTA's shape; duration in seconds (number) or text ("5m"), default 5
- * minutes. GET lists live entries; DELETE {id} cancels one. */
-static int parse_duration_s(json_t *v, uint64_t *ms)
-{
-	if (!v || json_is_null(v)) {
-		*ms = 300000;
-		return 0;
-	}
-	if (json_is_number(v) && json_number_value(v) >= 0) {
-		*ms = (uint64_t)(json_number_value(v) * 1000);
-		return 0;
-	}
-	return json_is_string(v) ? duration_parse_ms(json_string_value(v), ms) : -1;
-}
-
-static void api_bounce(struct http_conn *hc, struct http_request *req)
-{
-	static const char *const keys[] = {"domain", "campaign", "tenant",   "routing_domain",
-					   "queue",  "reason",	 "duration", NULL};
-	json_t *j = http__json_body(hc, req);
-	if (!j)
-		return;
-	const char *unknown = http__json_unknown_key(j, keys);
-	if (unknown) {
-		http__error(hc, 422, "unknown field '%s'", unknown);
-		json_decref(j);
-		return;
-	}
-	const char *reason = json_string_value(json_object_get(j, "reason"));
-	if (!reason || !*reason) {
-		http__error(hc, 422, "field 'reason' is required (a string)");
-		json_decref(j);
-		return;
-	}
-	for (size_t i = 0; i < 5; i++) {
-		json_t *v = json_object_get(j, keys[i]);
-		if (v && !json_is_string(v) && !json_is_null(v)) {
-			http__error(hc, 422, "field '%s' must be a string", keys[i]);
-			json_decref(j);
-			return;
-		}
-	}
-	uint64_t ms;
-	if (parse_duration_s(json_object_get(j, "duration"), &ms) != 0) {
-		http__error(hc, 422, "field 'duration' must be seconds or text like \"5m\"");
-		json_decref(j);
-		return;
-	}
-	struct queue_bounce_match mt = {
-	    .queue = json_string_value(json_object_get(j, "queue")),
-	    .domain = json_string_value(json_object_get(j, "domain")),
-	    .campaign = json_string_value(json_object_get(j, "campaign")),
-	    .tenant = json_string_value(json_object_get(j, "tenant")),
-	    .routing_domain = json_string_value(json_object_get(j, "routing_domain")),
-	};
-	size_t n = 0;
-	uint64_t id = queue_admin_bounce(&mt, reason, ms, &n);
-	KTRACE(http_admin, hc->id, req->identity, "bounce", reason);
-	json_decref(j);
-	http__respond_json(
-	    hc, 200, json_pack("{s:I, s:I}", "id", (json_int_t)id, "total_bounced", (json_int_t)n));
-}
-
-static void api_bounce_list(struct http_conn *hc, struct http_request *req)
-{
-	http__respond_json(hc, 200, queue_admin_bounce_list());
-}
-
-static void api_bounce_cancel(struct http_conn *hc, struct http_request *req)
-{
-	static const char *const keys[] = {"id", NULL};
-	json_t *j = http__json_body(hc, req);
-	if (!j)
-		return;
-	json_t *id = json_object_get(j, "id");
-	if (http__json_unknown_key(j, keys) || !json_is_integer(id)) {
-		http__error(hc, 422, "expected {\"id\": <integer>}");
-		json_decref(j);
-		return;
-	}
-	int rc = queue_admin_bounce_cancel((uint64_t)json_integer_value(id));
-	KTRACE(http_admin, hc->id, req->identity, "bounce-cancel", "");
-	if (rc != 0)
-		http__error(hc, 404, "no bounce entry with id %lld",
-			    (long long)json_integer_value(id));
-	else
-		http__respond_json(hc, 200, json_pack("{s:I}", "id", json_integer_value(id)));
-	json_decref(j);
+				     (json_int_t)f.count, "next_due", next, "suspended",
+				     f.suspended, "now", now_unix()));
 }
 
 static const struct http_route routes[] = {
@@ -269,9 +181,16 @@ static const struct http_route routes[] = {
     {"/api/admin/set_diagnostic_log_filter/v1", HTTP_POST, 0, api_set_log_filter},
     {"/api/admin/ready-q-states/v1", HTTP_GET, 0, api_ready_q_states},
     {"/api/admin/inspect-sched-q/v1", HTTP_GET, 0, api_inspect_sched_q},
-    {"/api/admin/bounce/v1", HTTP_POST, 0, api_bounce},
-    {"/api/admin/bounce/v1", HTTP_GET, 0, api_bounce_list},
-    {"/api/admin/bounce/v1", HTTP_DELETE, 0, api_bounce_cancel},
+    {"/api/admin/bounce/v1", HTTP_POST, 0, http_admin__bounce},
+    {"/api/admin/bounce/v1", HTTP_GET, 0, http_admin__bounce_list},
+    {"/api/admin/bounce/v1", HTTP_DELETE, 0, http_admin__bounce_cancel},
+    {"/api/admin/suspend/v1", HTTP_POST, 0, http_admin__suspend},
+    {"/api/admin/suspend/v1", HTTP_GET, 0, http_admin__suspend_list},
+    {"/api/admin/suspend/v1", HTTP_DELETE, 0, http_admin__suspend_cancel},
+    {"/api/admin/suspend-ready-q/v1", HTTP_POST, 0, http_admin__suspend_ready_q},
+    {"/api/admin/suspend-ready-q/v1", HTTP_GET, 0, http_admin__suspend_ready_q_list},
+    {"/api/admin/suspend-ready-q/v1", HTTP_DELETE, 0, http_admin__suspend_ready_q_cancel},
+    {"/api/admin/inspect-message/v1", HTTP_GET, 0, http_admin__inspect_message},
 };
 
 const struct http_route *http_api__find(const char *path, const struct http_route **other_method,

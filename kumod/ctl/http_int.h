@@ -74,6 +74,18 @@ const struct http_route *http_api__find(const char *path, const struct http_rout
 					int method_id);
 /* The first key of obj not in the NULL-terminated allowed list, or NULL. */
 const char *http__json_unknown_key(json_t *obj, const char *const *allowed);
+/* http_admin.c: the admin bounce, suspend, suspend-ready-q and
+ * inspect-message endpoints. */
+void http_admin__bounce(struct http_conn *hc, struct http_request *req);
+void http_admin__bounce_list(struct http_conn *hc, struct http_request *req);
+void http_admin__bounce_cancel(struct http_conn *hc, struct http_request *req);
+void http_admin__suspend(struct http_conn *hc, struct http_request *req);
+void http_admin__suspend_list(struct http_conn *hc, struct http_request *req);
+void http_admin__suspend_cancel(struct http_conn *hc, struct http_request *req);
+void http_admin__suspend_ready_q(struct http_conn *hc, struct http_request *req);
+void http_admin__suspend_ready_q_list(struct http_conn *hc, struct http_request *req);
+void http_admin__suspend_ready_q_cancel(struct http_conn *hc, struct http_request *req);
+void http_admin__inspect_message(struct http_conn *hc, struct http_request *req);
 /* http_inject.c: POST /api/inject/v1. */
 void http_inject__handle(struct http_conn *hc, struct http_request *req);
 

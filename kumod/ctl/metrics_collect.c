@@ -201,8 +201,77 @@ static void collect_memory(struct metrics_scrape *sc, void *ctx)
 			     (double)resident * (double)sysconf(_SC_PAGESIZE));
 }
 
+/* Every family this module's collectors emit, and the http_listener
+ * counters that kumod/ctl/http.c and http_inject.c update (one table for
+ * the ctl layer). The meanings are the docs/metrics.md table. */
+static const struct metrics_decl decls[] = {
+    {"connection_count", METRICS_GAUGE, "service",
+     "open connections: `esmtp_listener` (inbound SMTP sessions) and `smtp_client:<site>` "
+     "(outbound, per destination site)"},
+    {"http_connection_count", METRICS_GAUGE, NULL,
+     "open HTTP API connections. Ours: kept out of `connection_count` so the seed's sample "
+     "(scraped over HTTP) comes out literally"},
+    {"ready_count", METRICS_GAUGE, "service",
+     "messages waiting in the ready queues of `smtp_client:<site>`"},
+    {"total_messages_delivered", METRICS_COUNTER, "service",
+     "2xx delivery outcomes for `smtp_client:<site>` (counted by the ready queues; restarts "
+     "when a ready queue is recreated)"},
+    {"total_messages_transfail", METRICS_COUNTER, "service",
+     "4xx / connection failures for `smtp_client:<site>`"},
+    {"total_messages_fail", METRICS_COUNTER, "service",
+     "5xx outcomes (bounces) for `smtp_client:<site>`"},
+    {"delayed_count", METRICS_GAUGE, "queue", "messages in a scheduled queue (the seed's name)"},
+    {"scheduled_count", METRICS_GAUGE, "queue",
+     "messages in a scheduled queue: `delayed_count` under upstream's current name"},
+    {"scheduled_count_total", METRICS_GAUGE, NULL, "messages in all scheduled queues"},
+    {"scheduled_queue_count", METRICS_GAUGE, NULL, "number of scheduled queues"},
+    {"message_count", METRICS_GAUGE, NULL, "messages held by the queue layer (scheduled or ready)"},
+    {"total_messages_received", METRICS_COUNTER, "service",
+     "messages accepted: `http_listener` (one per injected message)"},
+    {"total_connection_count", METRICS_COUNTER, "service", "connections accepted: `http_listener`"},
+    {"total_connections_denied", METRICS_COUNTER, "service",
+     "connections refused: `http_listener` (over 1024 open)"},
+    {"memory_usage", METRICS_GAUGE, NULL, "resident set size in bytes (`/proc/self/statm`)"},
+    {"spool_stored_total", METRICS_COUNTER, NULL,
+     "messages made durable in the spool (Ours; once a spool is defined)"},
+    {"spool_removed_total", METRICS_COUNTER, NULL,
+     "messages removed from the spool (Ours; once a spool is defined)"},
+    {"spool_errors_total", METRICS_COUNTER, NULL,
+     "failed spool operations (Ours; once a spool is defined)"},
+    {"spool_quarantined_total", METRICS_COUNTER, NULL,
+     "corrupt spool files moved aside (Ours; once a spool is defined)"},
+    {"spool_pending", METRICS_GAUGE, NULL,
+     "spool operations in flight (Ours; once a spool is defined)"},
+    {"log_records_written_total", METRICS_COUNTER, "logger",
+     "log records written by `configure_local_logs` (`local`) (Ours)"},
+    {"log_submit_full", METRICS_COUNTER, "logger",
+     "times a log record had to wait for the writer (back-pressure)"},
+    {"log_records_queued", METRICS_GAUGE, "logger", "log records waiting for the writer (Ours)"},
+    {"suspension_count", METRICS_GAUGE, "kind",
+     "live admin suspensions: `scheduled` (`/api/admin/suspend/v1`) and `ready_queue` "
+     "(`/api/admin/suspend-ready-q/v1`) (Ours)"},
+    {"suspend_held_total", METRICS_COUNTER, NULL,
+     "due messages held by a scheduled-queue suspension, one per TransientFailure record "
+     "it wrote (Ours)"},
+};
+
+/* --- admin suspensions ------------------------------------------------------------ */
+
+static void collect_suspend(struct metrics_scrape *sc, void *ctx)
+{
+	size_t active;
+	uint64_t held;
+	queue_admin_suspend_stats(&active, &held);
+	metrics_emit(sc, "suspension_count", METRICS_GAUGE, "kind", "scheduled", (double)active);
+	metrics_emit(sc, "suspension_count", METRICS_GAUGE, "kind", "ready_queue",
+		     (double)ready_admin_suspend_count());
+	metrics_emit(sc, "suspend_held_total", METRICS_COUNTER, NULL, NULL, (double)held);
+}
+
 void metrics_collect_register(void)
 {
+	metrics_declare(decls, sizeof(decls) / sizeof(decls[0]));
+	metrics_register_collector(collect_suspend, NULL);
 	metrics_register_collector(collect_ready, NULL);
 	metrics_register_collector(collect_sched, NULL);
 	metrics_register_collector(collect_spool, NULL);

@@ -20,7 +20,9 @@
 #include "ktrace.h"
 #include "policy.h"
 #include "proto/cidr.h"
+#include "proto/duration.h"
 #include "queue/queue.h"
+#include "queue/suspend.h"
 #include "smtp/client.h"
 #include "spool/logrec.h"
 #include "spool/message.h"
@@ -85,6 +87,8 @@ static uint64_t now_ms(void)
 {
 	return clock_wall_ns() / 1000000u;
 }
+
+static int rq_suspended(const struct ready_queue *rq);
 
 /* --- egress path configuration ------------------------------------------- */
 
@@ -172,7 +176,8 @@ static struct ready_queue *ready_get(const char *source, const char *site, const
 static void rq_phase(struct ready_queue *rq)
 {
 	char phase[48];
-	snprintf(phase, sizeof(phase), "%zu ready, %zu conn", rq->count, rq->ndispatchers);
+	snprintf(phase, sizeof(phase), "%s%zu ready, %zu conn",
+		 rq_suspended(rq) ? "Suspended, " : "", rq->count, rq->ndispatchers);
 	task_set_phase(rq->task, rq->count || rq->ndispatchers ? phase : "Idle", NULL);
 }
 
@@ -463,7 +468,7 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 		task_exit(t, prev);
 		return;
 	}
-	if (d->rq->count && !R.shutting_down && d->ready) {
+	if (d->rq->count && !R.shutting_down && d->ready && !rq_suspended(d->rq)) {
 		/* more work and the session ended (limit, 421): reconnect */
 		d->ready = 0;
 		d->delivered_here = 0;
@@ -486,6 +491,12 @@ static const struct smtp_client_ops dispatcher_ops = {
 static void dispatcher_connect_next(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
+	if (rq_suspended(rq) && !R.shutting_down) {
+		/* suspended meanwhile: no new connection, and no queue failure */
+		dispatcher_phase(d, "Closing");
+		dispatcher_free(d);
+		return;
+	}
 	if (d->addr_idx >= rq->naddrs || R.shutting_down) {
 		if (!R.shutting_down)
 			dispatcher_fail_queue(d);
@@ -523,7 +534,7 @@ static void dispatcher_next(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
 	if (R.shutting_down || d->delivered_here >= rq->path.max_deliveries_per_connection ||
-	    !rq->head) {
+	    !rq->head || rq_suspended(rq)) {
 		dispatcher_phase(d, "Closing");
 		smtp_client_quit(d->client);
 		return;
@@ -552,7 +563,7 @@ static void dispatcher_next(struct dispatcher *d)
 static void ready_maybe_dispatch(struct ready_queue *rq)
 {
 	while (!R.shutting_down && rq->ndispatchers < rq->path.connection_limit &&
-	       rq->ndispatchers < rq->count) {
+	       rq->ndispatchers < rq->count && !rq_suspended(rq)) {
 		struct dispatcher *d = xcalloc(1, sizeof(*d));
 		d->rq = rq;
 		d->task = task_spawn("smtp_dispatcher", rq->name, rq->task->id);
@@ -782,9 +793,12 @@ int ready_init(uv_loop_t *loop)
 	return 0;
 }
 
+static void ready_suspend_shutdown(void);
+
 void ready_shutdown(void)
 {
 	R.shutting_down = 1;
+	ready_suspend_shutdown();
 	queue_set_router(NULL);
 	for (struct ready_queue *rq = R.all; rq; rq = rq->next) {
 		struct qmsg *qm;
@@ -830,7 +844,138 @@ void ready_foreach(void (*fn)(const struct ready_info *ri, void *ctx), void *ctx
 		    .delivered = rq->delivered,
 		    .transfail = rq->transfail,
 		    .failed = rq->failed,
+		    .suspended = rq_suspended(rq),
 		};
 		fn(&ri, ctx);
+	}
+}
+
+/* --- admin suspensions (suspend-ready-q) ------------------------------------------
+ * A suspended ready queue starts no connection and no transaction; one in
+ * flight finishes and its session closes. Its messages stay in the ready
+ * queue (spooled, in order, counted by ready_count): moving them back to the
+ * scheduled queue would only churn them through routing again, and keeping
+ * them lets delivery resume the moment the suspension ends. Arrivals still
+ * queue up to max_ready; beyond that the usual ReadyQueueWasFull delay
+ * applies. */
+
+static struct {
+	struct suspend_list l;
+	uv_timer_t timer; /* earliest expiry */
+	int timer_init;
+} RS;
+
+static int rq_suspended(const struct ready_queue *rq)
+{
+	return RS.l.head && suspend_match_name(&RS.l, rq->name, now_ms()) != NULL;
+}
+
+static struct ready_queue *ready_find(const char *name)
+{
+	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
+		if (strcmp(rq->name, name) == 0)
+			return rq;
+	return NULL;
+}
+
+/* Starts dispatchers again for a ready queue no entry covers any more. */
+static void ready_resume(const char *name)
+{
+	struct ready_queue *rq = ready_find(name);
+	if (rq && !rq_suspended(rq))
+		ready_maybe_dispatch(rq);
+}
+
+static void ready_suspend_arm(void);
+
+static void suspend_expired_cb(const struct suspend_entry *e, void *ctx)
+{
+	struct ready_queue *rq = ready_find(e->name);
+	KTRACE(ready_suspend, e->id, "expired", e->name, e->reason, rq ? (uint64_t)rq->count : 0);
+}
+
+static void ready_suspend_timer_cb(uv_timer_t *t)
+{
+	suspend_prune(&RS.l, now_ms(), suspend_expired_cb, NULL);
+	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
+		if (!rq_suspended(rq))
+			ready_maybe_dispatch(rq);
+	ready_suspend_arm();
+}
+
+static void ready_suspend_arm(void)
+{
+	if (!RS.timer_init || R.shutting_down)
+		return;
+	uint64_t next = suspend_next_expiry(&RS.l), now = now_ms();
+	if (!next)
+		uv_timer_stop(&RS.timer);
+	else
+		uv_timer_start(&RS.timer, ready_suspend_timer_cb, next > now ? next - now : 0, 0);
+}
+
+const char *ready_admin_suspend(const char *name, const char *reason, uint64_t expires_ms)
+{
+	if (!RS.timer_init) {
+		uv_timer_init(R.loop, &RS.timer);
+		RS.timer_init = 1;
+	}
+	struct suspend_entry *e = suspend_add(&RS.l, NULL, NULL, NULL, name, reason, expires_ms);
+	struct ready_queue *rq = ready_find(name);
+	KTRACE(ready_suspend, e->id, "created", name, reason, rq ? (uint64_t)rq->count : 0);
+	if (rq)
+		rq_phase(rq);
+	ready_suspend_arm();
+	return e->id;
+}
+
+int ready_admin_suspend_cancel(const char *id)
+{
+	struct suspend_entry *e = suspend_take(&RS.l, id);
+	if (!e)
+		return -ENOENT;
+	struct ready_queue *rq = ready_find(e->name);
+	KTRACE(ready_suspend, e->id, "cancelled", e->name, e->reason, rq ? (uint64_t)rq->count : 0);
+	ready_resume(e->name);
+	if (rq)
+		rq_phase(rq);
+	suspend_entry_free(e);
+	ready_suspend_arm();
+	return 0;
+}
+
+json_t *ready_admin_suspend_list(void)
+{
+	json_t *a = json_array();
+	uint64_t now = now_ms();
+	for (const struct suspend_entry *e = RS.l.head; e; e = e->next) {
+		if (e->expires_ms <= now)
+			continue;
+		char left[64], expires[40];
+		duration_format_ms(e->expires_ms - now, left, sizeof(left));
+		rfc3339_format_ms(e->expires_ms, expires, sizeof(expires));
+		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", e->id, "name",
+						   e->name, "reason", e->reason, "duration", left,
+						   "expires", expires));
+	}
+	return a;
+}
+
+size_t ready_admin_suspend_count(void)
+{
+	size_t n = 0;
+	uint64_t now = now_ms();
+	for (const struct suspend_entry *e = RS.l.head; e; e = e->next)
+		n += e->expires_ms > now;
+	return n;
+}
+
+static void ready_suspend_shutdown(void)
+{
+	suspend_clear(&RS.l);
+	if (RS.timer_init) {
+		uv_timer_stop(&RS.timer);
+		uv_close((uv_handle_t *)&RS.timer, NULL);
+		RS.timer_init = 0;
 	}
 }

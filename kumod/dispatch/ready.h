@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 int ready_init(uv_loop_t *loop);
@@ -29,7 +30,22 @@ struct ready_info {
 	size_t count;
 	size_t connections, connection_limit, max_ready;
 	uint64_t delivered, transfail, failed;
+	int suspended; /* an admin suspension (suspend-ready-q) covers it */
 };
 void ready_foreach(void (*fn)(const struct ready_info *ri, void *ctx), void *ctx);
+
+/* Admin ready-queue suspensions (KumoMTA /api/admin/suspend-ready-q/v1):
+ * until expires_ms (unix ms) the ready queue named name (it need not exist
+ * yet) starts no new connection or transaction; a transaction in flight
+ * finishes. Its messages stay queued in the ready queue (spooled); when the
+ * entry is cancelled or expires, dispatchers start again at once. Not
+ * persisted. Returns the entry's UUID (borrowed). */
+const char *ready_admin_suspend(const char *name, const char *reason, uint64_t expires_ms);
+/* 0, or -ENOENT when no entry has that id. */
+int ready_admin_suspend_cancel(const char *id);
+/* Live entries as a JSON array (new reference): id, name, reason, duration
+ * (time left), expires (RFC 3339). */
+json_t *ready_admin_suspend_list(void);
+size_t ready_admin_suspend_count(void);
 
 #endif

@@ -13,7 +13,9 @@
 #include "base/xalloc.h"
 #include "ktrace.h"
 #include "policy.h"
+#include "proto/duration.h"
 #include "queue/queue.h"
+#include "queue/suspend.h"
 #include "spool/logrec.h"
 #include "spool/message.h"
 #include "spool/spool.h"
@@ -49,6 +51,10 @@ static struct {
 	int shutting_down;
 	struct admin_bounce *bounces;
 	uint64_t next_bounce_id;
+	struct suspend_list suspends;
+	uint64_t suspend_held; /* messages held by a suspension so far */
+	struct qmsg **idx;     /* id index: chained buckets, power of two */
+	size_t idx_nb, idx_n;
 } Q;
 
 struct admin_bounce {
@@ -168,6 +174,68 @@ static struct qmsg *heap_pop(void)
 	}
 	top->heap_idx = SIZE_MAX;
 	return top;
+}
+
+/* Restores the heap property after entries were removed or re-timed in place. */
+static void heap_rebuild(void)
+{
+	for (size_t i = 0; i < Q.nheap; i++)
+		Q.heap[i]->heap_idx = i;
+	for (size_t i = Q.nheap / 2; i-- > 0;)
+		heap_down(i);
+}
+
+/* --- id index (inspect-message) ------------------------------------------- */
+
+static uint32_t hash_str(const char *s);
+
+static void idx_put(struct qmsg *qm)
+{
+	size_t slot = hash_str(qm->m->id) & (Q.idx_nb - 1);
+	qm->next_id = Q.idx[slot];
+	Q.idx[slot] = qm;
+}
+
+static void idx_add(struct qmsg *qm)
+{
+	if (Q.idx_n >= Q.idx_nb) {
+		struct qmsg **old = Q.idx;
+		size_t oldnb = Q.idx_nb;
+		Q.idx_nb = oldnb ? oldnb * 2 : 1024;
+		Q.idx = xcalloc(Q.idx_nb, sizeof(*Q.idx));
+		for (size_t i = 0; i < oldnb; i++)
+			for (struct qmsg *e = old[i], *nx; e; e = nx) {
+				nx = e->next_id;
+				idx_put(e);
+			}
+		free(old);
+	}
+	idx_put(qm);
+	Q.idx_n++;
+}
+
+static void idx_del(struct qmsg *qm)
+{
+	if (!Q.idx_nb)
+		return;
+	for (struct qmsg **pp = &Q.idx[hash_str(qm->m->id) & (Q.idx_nb - 1)]; *pp;
+	     pp = &(*pp)->next_id) {
+		if (*pp == qm) {
+			*pp = qm->next_id;
+			Q.idx_n--;
+			return;
+		}
+	}
+}
+
+const struct qmsg *queue_find_message(const char *id)
+{
+	if (!Q.idx_nb)
+		return NULL;
+	for (struct qmsg *e = Q.idx[hash_str(id) & (Q.idx_nb - 1)]; e; e = e->next_id)
+		if (strcmp(e->m->id, id) == 0)
+			return e;
+	return NULL;
 }
 
 /* --- queues -------------------------------------------------------------- */
@@ -309,10 +377,20 @@ static void message_queue_name(const struct message *m, char *out, size_t outlen
 			message_get_meta_str(m, "routing_domain"));
 }
 
+static const struct suspend_entry *suspend_for(const struct sched_queue *q)
+{
+	return Q.suspends.head
+		   ? suspend_match_sched(&Q.suspends, q->domain, q->tenant, q->campaign, now_ms())
+		   : NULL;
+}
+
 static void queue_update_phase(struct sched_queue *q)
 {
-	char phase[48];
-	snprintf(phase, sizeof(phase), q->count ? "Holding %zu" : "Idle", q->count);
+	char phase[64];
+	if (suspend_for(q))
+		snprintf(phase, sizeof(phase), "Suspended, holding %zu", q->count);
+	else
+		snprintf(phase, sizeof(phase), q->count ? "Holding %zu" : "Idle", q->count);
 	task_set_phase(q->task, phase, q->count ? "due_time" : NULL);
 }
 
@@ -321,6 +399,7 @@ static void queue_update_phase(struct sched_queue *q)
 static void queue_arm(void);
 static struct admin_bounce *bounce_for(const struct sched_queue *q);
 static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b);
+static void suspend_hold(struct qmsg *qm, const struct suspend_entry *e, uint64_t now);
 
 static void queue_timer_cb(uv_timer_t *t)
 {
@@ -337,6 +416,12 @@ static void queue_timer_cb(uv_timer_t *t)
 			admin_bounce_one(qm, b);
 			continue;
 		}
+		const struct suspend_entry *se = suspend_for(qm->q);
+		if (se) {
+			suspend_hold(qm, se, now);
+			continue;
+		}
+		qm->held = 0;
 		if (now - qm->q->cfg_loaded_ms > QUEUE_REFRESH_MS)
 			queue_load_config(qm->q);
 		if (Q.router) {
@@ -452,10 +537,7 @@ uint64_t queue_admin_bounce(const struct queue_bounce_match *mt, const char *rea
 		}
 	}
 	Q.nheap = keep;
-	for (size_t i = 0; i < Q.nheap; i++)
-		Q.heap[i]->heap_idx = i;
-	for (size_t i = Q.nheap / 2; i-- > 0;)
-		heap_down(i);
+	heap_rebuild();
 	queue_arm();
 	*bounced = n;
 	return b->id;
@@ -493,6 +575,126 @@ json_t *queue_admin_bounce_list(void)
 		json_array_append_new(a, o);
 	}
 	return a;
+}
+
+/* --- admin suspensions ----------------------------------------------------- */
+
+/* A due message of a suspended queue: logged as KumoMTA does and put back
+ * until the entry expires (no attempt counted; the message stays spooled). */
+static void suspend_hold(struct qmsg *qm, const struct suspend_entry *e, uint64_t now)
+{
+	char text[600];
+	snprintf(text, sizeof(text), "KumoMTA internal: scheduled queue is suspended: %s",
+		 e->reason);
+	struct logrec_response resp = {.code = 451, .enhanced = "4.4.4", .content = text};
+	logrec_log("TransientFailure", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL,
+		   NULL);
+	KTRACE(queue_suspend_hold, qm->m->id, qm->q->name, e->reason, e->expires_ms - now);
+	Q.suspend_held++;
+	qm->held = 1;
+	qm->due_ms = e->expires_ms;
+	heap_push(qm);
+	queue_update_phase(qm->q);
+}
+
+static void suspend_criteria(const struct suspend_entry *e, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "domain=%s tenant=%s campaign=%s", e->domain ? e->domain : "*",
+		 e->tenant ? e->tenant : "*", e->campaign ? e->campaign : "*");
+}
+
+static void suspend_expired_cb(const struct suspend_entry *e, void *ctx)
+{
+	char crit[800];
+	suspend_criteria(e, crit, sizeof(crit));
+	KTRACE(queue_suspend, e->id, "expired", crit, e->reason, 0);
+}
+
+/* Drops expired entries: their held messages are due at the expiry already. */
+static void suspend_prune_expired(void)
+{
+	if (Q.suspends.head)
+		suspend_prune(&Q.suspends, now_ms(), suspend_expired_cb, NULL);
+}
+
+const char *queue_admin_suspend(const char *domain, const char *tenant, const char *campaign,
+				const char *reason, uint64_t expires_ms)
+{
+	suspend_prune_expired();
+	struct suspend_entry *e =
+	    suspend_add(&Q.suspends, domain, tenant, campaign, NULL, reason, expires_ms);
+	char crit[800];
+	suspend_criteria(e, crit, sizeof(crit));
+	KTRACE(queue_suspend, e->id, "created", crit, e->reason, 0);
+	for (struct sched_queue *q = Q.all; q; q = q->next_all)
+		queue_update_phase(q);
+	return e->id;
+}
+
+/* Held messages no live entry covers any more become due now. */
+static size_t suspend_release(void)
+{
+	uint64_t now = now_ms();
+	size_t n = 0;
+	for (size_t i = 0; i < Q.nheap; i++) {
+		struct qmsg *qm = Q.heap[i];
+		if (!qm->held || suspend_for(qm->q))
+			continue;
+		qm->held = 0;
+		qm->due_ms = now;
+		n++;
+	}
+	if (n) {
+		heap_rebuild();
+		queue_arm();
+	}
+	return n;
+}
+
+int queue_admin_suspend_cancel(const char *id, size_t *released)
+{
+	struct suspend_entry *e = suspend_take(&Q.suspends, id);
+	if (!e)
+		return -ENOENT;
+	*released = suspend_release();
+	char crit[800];
+	suspend_criteria(e, crit, sizeof(crit));
+	KTRACE(queue_suspend, e->id, "cancelled", crit, e->reason, (uint64_t)*released);
+	suspend_entry_free(e);
+	for (struct sched_queue *q = Q.all; q; q = q->next_all)
+		queue_update_phase(q);
+	return 0;
+}
+
+static json_t *json_str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+json_t *queue_admin_suspend_list(void)
+{
+	suspend_prune_expired();
+	json_t *a = json_array();
+	uint64_t now = now_ms();
+	for (const struct suspend_entry *e = Q.suspends.head; e; e = e->next) {
+		char left[64], expires[40];
+		duration_format_ms(e->expires_ms > now ? e->expires_ms - now : 0, left,
+				   sizeof(left));
+		rfc3339_format_ms(e->expires_ms, expires, sizeof(expires));
+		json_array_append_new(
+		    a, json_pack("{s:s, s:o, s:o, s:o, s:s, s:s, s:s}", "id", e->id, "domain",
+				 json_str_or_null(e->domain), "tenant", json_str_or_null(e->tenant),
+				 "campaign", json_str_or_null(e->campaign), "reason", e->reason,
+				 "duration", left, "expires", expires));
+	}
+	return a;
+}
+
+void queue_admin_suspend_stats(size_t *active, uint64_t *held_total)
+{
+	suspend_prune_expired();
+	*active = Q.suspends.count;
+	*held_total = Q.suspend_held;
 }
 
 /* --- API ----------------------------------------------------------------- */
@@ -550,6 +752,7 @@ void queue_insert(struct message *m, const char *reason)
 	qm->m = message_ref(m);
 	qm->q = q;
 	qm->heap_idx = SIZE_MAX;
+	idx_add(qm);
 	q->count++;
 	Q.total++;
 	uint64_t now = now_ms(), due = now;
@@ -602,6 +805,7 @@ void queue_requeue(struct qmsg *qm, const char *reason, int increment, const cha
 void queue_done(struct qmsg *qm)
 {
 	struct sched_queue *q = qm->q;
+	idx_del(qm);
 	q->count--;
 	Q.total--;
 	queue_update_phase(q);
@@ -639,6 +843,10 @@ void queue_shutdown(void)
 	}
 	Q.all = NULL;
 	memset(Q.buckets, 0, sizeof(Q.buckets));
+	suspend_clear(&Q.suspends);
+	free(Q.idx);
+	Q.idx = NULL;
+	Q.idx_nb = Q.idx_n = 0;
 	while (Q.bounces) {
 		struct admin_bounce *b = Q.bounces;
 		Q.bounces = b->next;
@@ -673,7 +881,8 @@ const struct queue_config *queue_config_of(const struct sched_queue *q)
 void queue_foreach(void (*fn)(const struct queue_info *qi, void *ctx), void *ctx)
 {
 	for (struct sched_queue *q = Q.all; q; q = q->next_all) {
-		struct queue_info qi = {.name = q->name, .count = q->count};
+		struct queue_info qi = {
+		    .name = q->name, .count = q->count, .suspended = suspend_for(q) != NULL};
 		fn(&qi, ctx);
 	}
 }

@@ -35,9 +35,11 @@ struct queue_config {
 struct qmsg {
 	struct message *m; /* one reference */
 	struct sched_queue *q;
-	uint64_t due_ms;   /* wall clock ms */
-	size_t heap_idx;   /* SIZE_MAX when not in the heap */
-	struct qmsg *next; /* ready-queue FIFO link (kumod/dispatch) */
+	uint64_t due_ms;      /* wall clock ms */
+	size_t heap_idx;      /* SIZE_MAX when not in the heap */
+	struct qmsg *next;    /* ready-queue FIFO link (kumod/dispatch) */
+	struct qmsg *next_id; /* id index chain (queue layer) */
+	int held;	      /* waiting for a suspension to end (due_ms = its expiry) */
 };
 
 int queue_init(uv_loop_t *loop);
@@ -89,11 +91,37 @@ int queue_admin_bounce_cancel(uint64_t id);
  * expires (unix seconds), bounced (total so far). */
 json_t *queue_admin_bounce_list(void);
 
+/* Admin suspensions (KumoMTA /api/admin/suspend/v1): while an entry
+ * lives, messages of a matching scheduled queue (domain, tenant, campaign;
+ * NULL or "" = any) that become due are not routed: each gets a
+ * TransientFailure record (`451 4.4.4 KumoMTA internal: scheduled queue is
+ * suspended: <reason>`) and waits, without counting an attempt, until the
+ * entry expires. Cancelling makes the held messages due at once. Not
+ * persisted (a restart forgets suspensions). Returns the entry's UUID
+ * (borrowed; valid until the entry ends). */
+const char *queue_admin_suspend(const char *domain, const char *tenant, const char *campaign,
+				const char *reason, uint64_t expires_ms);
+/* Cancels an entry by UUID; 0 and the count of released messages in
+ * *released, or -ENOENT. */
+int queue_admin_suspend_cancel(const char *id, size_t *released);
+/* Live entries as a JSON array (new reference): id, domain, tenant,
+ * campaign (null = any), reason, duration (time left, "4m 59s"), expires
+ * (RFC 3339). */
+json_t *queue_admin_suspend_list(void);
+/* Live entries and messages held by a suspension so far (metrics). */
+void queue_admin_suspend_stats(size_t *active, uint64_t *held_total);
+
+/* The queued message with that id (scheduled, routed or being delivered),
+ * or NULL. qm->heap_idx != SIZE_MAX means it waits in its scheduled queue
+ * until qm->due_ms. O(1). */
+const struct qmsg *queue_find_message(const char *id);
+
 /* Snapshot of the scheduled queues for metrics / console. */
 struct queue_info {
 	const char *name;
 	size_t count;
 	uint64_t next_due_ms; /* 0 when empty */
+	int suspended;	      /* an admin suspension matches */
 };
 void queue_foreach(void (*fn)(const struct queue_info *qi, void *ctx), void *ctx);
 size_t queue_total(void);

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include "base/fsutil.h"
 #include "base/log.h"
 #include "base/task.h"
+#include "base/uuid.h"
 #include "base/xalloc.h"
 #include "ktrace.h"
 #include "proto/rfc5322.h"
@@ -68,26 +68,6 @@ static void uuid_lower(char *s)
 			*s = (char)(*s - 'A' + 'a');
 }
 
-/* A random (version 4) UUID. */
-static void uuid_random(char out[NODEID_LEN + 1])
-{
-	unsigned char b[16];
-	size_t got = 0;
-	while (got < sizeof(b)) {
-		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
-		if (n < 0 && errno != EINTR)
-			panic("%s: getrandom: %s", __func__, strerror(errno));
-		if (n > 0)
-			got += (size_t)n;
-	}
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	snprintf(out, NODEID_LEN + 1,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-		 b[15]);
-}
-
 /* The id stored in path, or a new one written there. */
 static void nodeid_from_file(const char *path, char out[NODEID_LEN + 1])
 {
@@ -134,33 +114,6 @@ const char *logrec_nodeid(void)
 
 /* --- JSON values -------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at s, or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0], cp, min;
-	size_t len;
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xe0) == 0xc0)
-		len = 2, cp = c & 0x1f, min = 0x80;
-	else if ((c & 0xf0) == 0xe0)
-		len = 3, cp = c & 0x0f, min = 0x800;
-	else if ((c & 0xf8) == 0xf0)
-		len = 4, cp = c & 0x07, min = 0x10000;
-	else
-		return 0;
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /* A JSON string; invalid UTF-8 bytes become U+FFFD (as Rust's
  * from_utf8_lossy), so a record is always valid JSON. */
 static json_t *jstrn(const char *s, size_t n)
@@ -170,16 +123,7 @@ static json_t *jstrn(const char *s, size_t n)
 		return j;
 	struct buf b;
 	buf_init(&b);
-	for (size_t i = 0; i < n;) {
-		size_t k = utf8_len((const unsigned char *)s + i, n - i);
-		if (k) {
-			buf_append(&b, s + i, k);
-			i += k;
-		} else {
-			buf_append(&b, "\xef\xbf\xbd", 3);
-			i++;
-		}
-	}
+	buf_append_utf8_lossy(&b, s, n);
 	j = json_stringn(b.data ? b.data : "", b.len);
 	buf_free(&b);
 	if (!j)

@@ -14,7 +14,7 @@ from conftest import IS_ROOT, run_kumod
 
 IDLE_POLICY = "kumo.on('init', function() end)\n"
 FLAGS = ["--policy", "--validate", "--user", "--diag-format", "--diag-log-dir",
-         "--tokio-console", "--help", "--version"]
+         "--tokio-console", "--list-metrics", "--help", "--version"]
 
 
 def write(tmp_path, text, name="policy.lua"):
@@ -37,6 +37,18 @@ def test_help_lists_flags():
     assert r.returncode == 0, r.stderr
     for flag in FLAGS:
         assert flag in r.stdout, f"{flag} missing from --help:\n{r.stdout}"
+
+
+def test_list_metrics_markdown_is_the_doc_table():
+    r = run_kumod(["--list-metrics=markdown"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("| Name | Type | Labels | Meaning |\n"), r.stdout
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "metrics.md")).read()
+    assert r.stdout in doc, "docs/metrics.md is stale: run make metrics-doc"
+    r = run_kumod(["--list-metrics"])
+    assert r.returncode == 0 and "\nready_count gauge service " in "\n" + r.stdout, r.stdout
+    r = run_kumod(["--list-metrics=yaml"])
+    assert r.returncode == 2 and "yaml" in one_line(r.stderr), r
 
 
 def test_version():

@@ -133,3 +133,26 @@ TEST_IMPL(metrics_names)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		ASSERT_EQ(metrics_name_valid(cases[i].name, cases[i].label), cases[i].want);
 }
+
+TEST_IMPL(metrics_declared_catalogue)
+{
+	static const struct metrics_decl d[] = {
+	    {"b_total", METRICS_COUNTER, "service", "things | done"},
+	    {"a_gauge", METRICS_GAUGE, NULL, "level"},
+	};
+	metrics_declare(d, 2);
+	metrics_declare(d, 2); /* idempotent */
+	struct buf b;
+	buf_init(&b);
+	metrics_list(&b, 1);
+	ASSERT_STR_EQ(buf_cstr(&b), "| Name | Type | Labels | Meaning |\n|---|---|---|---|\n"
+				    "| `a_gauge` | gauge | — | level |\n"
+				    "| `b_total` | counter | `service` | things \\| done |\n");
+	ASSERT(metrics_first_undeclared() == NULL);
+	metrics_counter_add("c_undeclared", NULL, NULL, 1);
+	ASSERT_STR_EQ(metrics_first_undeclared(), "c_undeclared");
+	/* declared families render only once they have samples, HELP = name */
+	ASSERT(strstr(render(&b), "a_gauge") == NULL);
+	buf_free(&b);
+	metrics_reset();
+}

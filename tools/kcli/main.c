@@ -367,12 +367,14 @@ static int cmd_ready_q_states(int argc, char **argv)
 		{
 			int limited = json_is_true(json_object_get(v, "connection_limited"));
 			int full = json_is_true(json_object_get(v, "ready_full"));
+			int susp = json_is_true(json_object_get(v, "suspended"));
 			printf(
 			    "%-50s %8lld %6lld %6lld %s\n", k,
 			    (long long)json_integer_value(json_object_get(v, "ready_count")),
 			    (long long)json_integer_value(json_object_get(v, "connection_count")),
 			    (long long)json_integer_value(json_object_get(v, "connection_limit")),
-			    full      ? "ready_full"
+			    susp      ? "suspended"
+			    : full    ? "ready_full"
 			    : limited ? "connection_limited"
 				      : "ok");
 		}
@@ -460,6 +462,29 @@ static int cmd_inject(int argc, char **argv)
 	return failed;
 }
 
+/* Parses a subcommand's options into a JSON request body: each option
+ * with an argument becomes a string field named like the option with '-'
+ * as '_' (--routing-domain R: "routing_domain": "R"). */
+static json_t *options_body(int argc, char **argv, const struct option *opts, int *json)
+{
+	json_t *body = json_object();
+	int c;
+	while ((c = sub_getopt(argc, argv, opts, json)) != -1) {
+		for (const struct option *o = opts; o->name; o++) {
+			if (o->val != c || o->has_arg != required_argument)
+				continue;
+			char key[64];
+			snprintf(key, sizeof(key), "%s", o->name);
+			for (char *p = key; *p; p++)
+				*p = *p == '-' ? '_' : *p;
+			json_object_set_new(body, key, json_string(optarg));
+		}
+	}
+	if (optind != argc)
+		die("%s: unexpected argument '%s'", current->name, argv[optind]);
+	return body;
+}
+
 static int cmd_bounce(int argc, char **argv)
 {
 	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
@@ -472,20 +497,8 @@ static int cmd_bounce(int argc, char **argv)
 					     {"duration", required_argument, NULL, 'D'},
 					     {"routing-domain", required_argument, NULL, 'R'},
 					     {0}};
-	int json = 0, c;
-	json_t *body = json_object();
-	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) {
-		const char *key = c == 'd'   ? "domain"
-				  : c == 'c' ? "campaign"
-				  : c == 't' ? "tenant"
-				  : c == 'q' ? "queue"
-				  : c == 'r' ? "reason"
-				  : c == 'D' ? "duration"
-				  : c == 'R' ? "routing_domain"
-					     : NULL;
-		if (key)
-			json_object_set_new(body, key, json_string(optarg));
-	}
+	int json = 0;
+	json_t *body = options_body(argc, argv, opts, &json);
 	if (!json_object_get(body, "reason"))
 		die("bounce: --reason is required (see kcli bounce --help)");
 	if (json_object_size(body) == 1 ||
@@ -554,6 +567,200 @@ static int cmd_bounce_cancel(int argc, char **argv)
 	return 0;
 }
 
+/* --- suspensions ------------------------------------------------------------------- */
+
+/* POSTs a suspend body built from the options; prints the new entry's id. */
+static int suspend_post(const char *path, json_t *body, int json)
+{
+	json_t *r = api_json("POST", path, body);
+	if (json)
+		print_json(r);
+	else
+		printf("suspension %s\n", json_string_value(json_object_get(r, "id")));
+	json_decref(r);
+	return 0;
+}
+
+static int cmd_suspend(int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+					     {"json", no_argument, NULL, 'j'},
+					     {"domain", required_argument, NULL, 'd'},
+					     {"campaign", required_argument, NULL, 'c'},
+					     {"tenant", required_argument, NULL, 't'},
+					     {"reason", required_argument, NULL, 'r'},
+					     {"duration", required_argument, NULL, 'D'},
+					     {"expires", required_argument, NULL, 'E'},
+					     {0}};
+	int json = 0;
+	json_t *body = options_body(argc, argv, opts, &json);
+	if (!json_object_get(body, "reason"))
+		die("suspend: --reason is required (see kcli suspend --help)");
+	if (!json_object_get(body, "domain") && !json_object_get(body, "campaign") &&
+	    !json_object_get(body, "tenant"))
+		die("suspend: refusing to suspend everything; give --domain, --campaign or "
+		    "--tenant");
+	return suspend_post("/api/admin/suspend/v1", body, json);
+}
+
+static int cmd_suspend_ready_q(int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+					     {"json", no_argument, NULL, 'j'},
+					     {"name", required_argument, NULL, 'n'},
+					     {"reason", required_argument, NULL, 'r'},
+					     {"duration", required_argument, NULL, 'D'},
+					     {"expires", required_argument, NULL, 'E'},
+					     {0}};
+	int json = 0;
+	json_t *body = options_body(argc, argv, opts, &json);
+	if (!json_object_get(body, "name"))
+		die("suspend-ready-q: --name is required (see kcli ready-q-states for names)");
+	if (!json_object_get(body, "reason"))
+		die("suspend-ready-q: --reason is required (see kcli suspend-ready-q --help)");
+	return suspend_post("/api/admin/suspend-ready-q/v1", body, json);
+}
+
+/* Lists entries from path; match_keys are the criteria shown in MATCH. */
+static int suspend_list(int argc, char **argv, const char *path, const char *const *match_keys)
+{
+	static const struct option opts[] = {
+	    {"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, 'j'}, {0}};
+	int json = 0;
+	while (sub_getopt(argc, argv, opts, &json) != -1)
+		;
+	if (optind != argc)
+		die("%s: unexpected argument '%s'", current->name, argv[optind]);
+	json_t *r = api_json("GET", path, NULL);
+	if (json) {
+		print_json(r);
+		json_decref(r);
+		return 0;
+	}
+	size_t i;
+	json_t *e;
+	printf("%-36s %-30s %-12s %s\n", "ID", "MATCH", "TIME LEFT", "REASON");
+	json_array_foreach(r, i, e)
+	{
+		char match[512] = "";
+		for (size_t k = 0; match_keys[k]; k++) {
+			const char *v = json_string_value(json_object_get(e, match_keys[k]));
+			if (v)
+				snprintf(match + strlen(match), sizeof(match) - strlen(match),
+					 "%s%s=%s", match[0] ? "," : "", match_keys[k], v);
+		}
+		printf("%-36s %-30s %-12s %s\n", json_string_value(json_object_get(e, "id")),
+		       match[0] ? match : "*", json_string_value(json_object_get(e, "duration")),
+		       json_string_value(json_object_get(e, "reason")));
+	}
+	json_decref(r);
+	return 0;
+}
+
+static int cmd_suspend_list(int argc, char **argv)
+{
+	static const char *const keys[] = {"domain", "tenant", "campaign", NULL};
+	return suspend_list(argc, argv, "/api/admin/suspend/v1", keys);
+}
+
+static int cmd_suspend_ready_q_list(int argc, char **argv)
+{
+	static const char *const keys[] = {"name", NULL};
+	return suspend_list(argc, argv, "/api/admin/suspend-ready-q/v1", keys);
+}
+
+/* DELETE {id} at path; --id ID or a lone ID argument. */
+static int suspend_cancel(int argc, char **argv, const char *path)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+					     {"json", no_argument, NULL, 'j'},
+					     {"id", required_argument, NULL, 'i'},
+					     {0}};
+	int json = 0, c;
+	const char *id = NULL;
+	while ((c = sub_getopt(argc, argv, opts, &json)) != -1)
+		if (c == 'i')
+			id = optarg;
+	if (!id && optind == argc - 1)
+		id = argv[optind++];
+	if (!id || optind != argc)
+		die("%s: expected one suspension id, --id ID (see kcli %s-list)", current->name,
+		    strcmp(current->name, "suspend-cancel") == 0 ? "suspend" : "suspend-ready-q");
+	json_t *r = api_json("DELETE", path, json_pack("{s:s}", "id", id));
+	if (json)
+		print_json(r);
+	else
+		printf("suspension %s cancelled\n", id);
+	json_decref(r);
+	return 0;
+}
+
+static int cmd_suspend_cancel(int argc, char **argv)
+{
+	return suspend_cancel(argc, argv, "/api/admin/suspend/v1");
+}
+
+static int cmd_suspend_ready_q_cancel(int argc, char **argv)
+{
+	return suspend_cancel(argc, argv, "/api/admin/suspend-ready-q/v1");
+}
+
+static int cmd_inspect_message(int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
+					     {"json", no_argument, NULL, 'j'},
+					     {"want-body", no_argument, NULL, 'b'},
+					     {0}};
+	int json = 0, c, want_body = 0;
+	const char *id = NULL;
+	for (;;) { /* options may follow the ID */
+		while ((c = sub_getopt(argc, argv, opts, &json)) != -1)
+			if (c == 'b')
+				want_body = 1;
+		if (optind >= argc)
+			break;
+		if (id)
+			die("inspect-message: expected one message ID (32 hex digits)");
+		id = argv[optind++];
+	}
+	if (!id)
+		die("inspect-message: expected one message ID (32 hex digits)");
+	struct buf path;
+	buf_init(&path);
+	buf_appends(&path, "/api/admin/inspect-message/v1?id=");
+	url_append_encoded(&path, id);
+	buf_appends(&path, want_body ? "&want_body=true" : "&want_body=false");
+	json_t *r = api_json("GET", buf_cstr(&path), NULL);
+	buf_free(&path);
+	json_t *m = json_object_get(r, "message");
+	if (json) {
+		print_json(r);
+	} else {
+		printf("id:       %s\nqueue:    %s\nsender:   %s\n",
+		       json_string_value(json_object_get(r, "id")),
+		       json_string_value(json_object_get(m, "queue")),
+		       json_string_value(json_object_get(m, "sender")));
+		size_t i;
+		json_t *v;
+		json_array_foreach(json_object_get(m, "recipient"), i, v)
+		{
+			printf("to:       %s\n", json_string_value(v));
+		}
+		const char *due = json_string_value(json_object_get(m, "due"));
+		printf("attempts: %lld\ndue:      %s\n",
+		       (long long)json_integer_value(json_object_get(m, "num_attempts")),
+		       due ? due : "(in a ready queue or being delivered)");
+		char *meta = json_dumps(json_object_get(m, "meta"), JSON_COMPACT | JSON_SORT_KEYS);
+		printf("meta:     %s\n", meta ? meta : "{}");
+		free(meta);
+		const char *data = json_string_value(json_object_get(m, "data"));
+		if (data)
+			printf("\n%s", data);
+	}
+	json_decref(r);
+	return 0;
+}
+
 static const struct command commands[] = {
     {"set-log-filter", "FILTER",
      "Replaces kumod's diagnostic log filter (KUMOD_LOG syntax, e.g. 'kumod=debug').\n"
@@ -583,6 +790,31 @@ static const struct command commands[] = {
      cmd_bounce},
     {"bounce-list", "[--json]", "Lists the live admin bounce entries.", cmd_bounce_list},
     {"bounce-cancel", "ID", "Cancels an admin bounce entry.", cmd_bounce_cancel},
+    {"suspend",
+     "--reason TEXT [--domain D] [--campaign C] [--tenant T] [--duration 5m | --expires "
+     "RFC3339] [--json]",
+     "Suspends delivery from the matching scheduled queues: due messages are held\n"
+     "(TransientFailure, no attempt counted) until the suspension is cancelled or\n"
+     "expires (--duration, default 5m), then they are due at once. Not kept across a\n"
+     "restart.",
+     cmd_suspend},
+    {"suspend-list", "[--json]", "Lists the live scheduled-queue suspensions.", cmd_suspend_list},
+    {"suspend-cancel", "--id ID [--json]",
+     "Cancels a scheduled-queue suspension; its held messages become due now.", cmd_suspend_cancel},
+    {"suspend-ready-q",
+     "--name READY_QUEUE --reason TEXT [--duration 5m | --expires RFC3339] [--json]",
+     "Suspends a ready queue (name as in ready-q-states): no new connection or\n"
+     "transaction starts, one in flight finishes; its messages stay queued and\n"
+     "delivery resumes as soon as the suspension is cancelled or expires.",
+     cmd_suspend_ready_q},
+    {"suspend-ready-q-list", "[--json]", "Lists the live ready-queue suspensions.",
+     cmd_suspend_ready_q_list},
+    {"suspend-ready-q-cancel", "--id ID [--json]",
+     "Cancels a ready-queue suspension; delivery resumes at once.", cmd_suspend_ready_q_cancel},
+    {"inspect-message", "ID [--want-body] [--json]",
+     "Shows a queued message: envelope, meta, attempts, due time; --want-body adds\n"
+     "its content.",
+     cmd_inspect_message},
 };
 
 static void usage(FILE *out)
@@ -597,7 +829,7 @@ static void usage(FILE *out)
 		"  -V, --version   print the version\n\nCommands:\n",
 		KCLI_DEFAULT_ENDPOINT);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(out, "  %-16s %.*s\n", commands[i].name,
+		fprintf(out, "  %-22s %.*s\n", commands[i].name,
 			(int)strcspn(commands[i].help, "\n"), commands[i].help);
 }
 
