@@ -27,9 +27,9 @@ def spool_meta(var):
     for f in glob.glob(os.path.join(str(var), "spool", "meta", "**"), recursive=True):
         name = os.path.basename(f)
         if os.path.isfile(f) and len(name) == 32:
-            raw = open(f, "rb").read()
-            start = raw.index(b"{")
-            out[name] = json.loads(raw[start:raw.rindex(b"}") + 1])
+            # the JSON document sits inside the spool record's framing
+            raw = open(f, "rb").read().decode("utf-8", "replace")
+            out[name], _ = json.JSONDecoder().raw_decode(raw, raw.index("{"))
     return out
 
 
