@@ -113,6 +113,7 @@ static void print_json(json_t *j)
 
 struct command {
 	const char *name;
+	const char *summary; /* one line for `kcli --help` */
 	const char *usage;
 	const char *help;
 	int (*run)(int argc, char **argv);
@@ -762,35 +763,38 @@ static int cmd_inspect_message(int argc, char **argv)
 }
 
 static const struct command commands[] = {
-    {"set-log-filter", "FILTER",
+    {"set-log-filter", "replace kumod's diagnostic log filter", "FILTER",
      "Replaces kumod's diagnostic log filter (KUMOD_LOG syntax, e.g. 'kumod=debug').\n"
      "An invalid filter is refused and the old one stays in force.",
      cmd_set_log_filter},
-    {"queue-summary", "[--by-volume] [--limit N] [--json]",
+    {"queue-summary", "ready and scheduled queues with their counts",
+     "[--by-volume] [--limit N] [--json]",
      "Summarises the queues from /metrics.json: ready queues per destination site with\n"
      "D delivered, T transient failures, C open connections, Q queued messages; then the\n"
      "scheduled queues with their message counts. Ordered by name, or by volume.",
      cmd_queue_summary},
-    {"inspect-sched-q", "[QUEUE] [--json]",
+    {"inspect-sched-q", "one scheduled queue, or all of them", "[QUEUE] [--json]",
      "Shows one scheduled queue (count, next due time), or every queue without QUEUE.",
      cmd_inspect_sched_q},
-    {"ready-q-states", "[--json]",
+    {"ready-q-states", "ready queues with counts, connections and limits", "[--json]",
      "Lists the ready queues with ready count, connections and limits.", cmd_ready_q_states},
-    {"inject",
+    {"inject", "inject a message through /api/inject/v1",
      "--from SENDER --to RCPT [--to RCPT...] (--file PATH|- | --text BODY "
      "[--subject S]) [--json]",
      "Injects a message through /api/inject/v1: a raw RFC 5322 file (or - for stdin), or\n"
      "a plain text body built into a message. Exits 1 when a recipient failed.",
      cmd_inject},
-    {"bounce",
+    {"bounce", "bounce matching queued messages (and later arrivals)",
      "--reason TEXT [--domain D] [--campaign C] [--tenant T] [--queue Q] "
      "[--routing-domain R] [--duration 5m] [--json]",
      "Bounces every queued message matching all the criteria now (AdminBounce records)\n"
      "and, for --duration (default 5m), every matching message that becomes due.",
      cmd_bounce},
-    {"bounce-list", "[--json]", "Lists the live admin bounce entries.", cmd_bounce_list},
-    {"bounce-cancel", "ID", "Cancels an admin bounce entry.", cmd_bounce_cancel},
-    {"suspend",
+    {"bounce-list", "list the live admin bounce entries", "[--json]",
+     "Lists the live admin bounce entries.", cmd_bounce_list},
+    {"bounce-cancel", "cancel an admin bounce entry", "ID", "Cancels an admin bounce entry.",
+     cmd_bounce_cancel},
+    {"suspend", "hold delivery from matching scheduled queues",
      "--reason TEXT [--domain D] [--campaign C] [--tenant T] [--duration 5m | --expires "
      "RFC3339] [--json]",
      "Suspends delivery from the matching scheduled queues: due messages are held\n"
@@ -798,20 +802,21 @@ static const struct command commands[] = {
      "expires (--duration, default 5m), then they are due at once. Not kept across a\n"
      "restart.",
      cmd_suspend},
-    {"suspend-list", "[--json]", "Lists the live scheduled-queue suspensions.", cmd_suspend_list},
-    {"suspend-cancel", "--id ID [--json]",
+    {"suspend-list", "list the scheduled-queue suspensions", "[--json]",
+     "Lists the live scheduled-queue suspensions.", cmd_suspend_list},
+    {"suspend-cancel", "cancel a scheduled-queue suspension", "--id ID [--json]",
      "Cancels a scheduled-queue suspension; its held messages become due now.", cmd_suspend_cancel},
-    {"suspend-ready-q",
+    {"suspend-ready-q", "stop new deliveries from one ready queue",
      "--name READY_QUEUE --reason TEXT [--duration 5m | --expires RFC3339] [--json]",
      "Suspends a ready queue (name as in ready-q-states): no new connection or\n"
      "transaction starts, one in flight finishes; its messages stay queued and\n"
      "delivery resumes as soon as the suspension is cancelled or expires.",
      cmd_suspend_ready_q},
-    {"suspend-ready-q-list", "[--json]", "Lists the live ready-queue suspensions.",
-     cmd_suspend_ready_q_list},
-    {"suspend-ready-q-cancel", "--id ID [--json]",
+    {"suspend-ready-q-list", "list the ready-queue suspensions", "[--json]",
+     "Lists the live ready-queue suspensions.", cmd_suspend_ready_q_list},
+    {"suspend-ready-q-cancel", "cancel a ready-queue suspension", "--id ID [--json]",
      "Cancels a ready-queue suspension; delivery resumes at once.", cmd_suspend_ready_q_cancel},
-    {"inspect-message", "ID [--want-body] [--json]",
+    {"inspect-message", "show a queued message (envelope, meta, body)", "ID [--want-body] [--json]",
      "Shows a queued message: envelope, meta, attempts, due time; --want-body adds\n"
      "its content.",
      cmd_inspect_message},
@@ -829,8 +834,7 @@ static void usage(FILE *out)
 		"  -V, --version   print the version\n\nCommands:\n",
 		KCLI_DEFAULT_ENDPOINT);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(out, "  %-22s %.*s\n", commands[i].name,
-			(int)strcspn(commands[i].help, "\n"), commands[i].help);
+		fprintf(out, "  %-22s %s\n", commands[i].name, commands[i].summary);
 }
 
 int main(int argc, char **argv)
