@@ -21,9 +21,15 @@ struct http_req_parser {
 	struct http_req req;
 	size_t body_limit;
 	struct buf field, value; /* the header being read */
-	int in_value;
+	int in_field, in_value;
 	int in_progress;	   /* between message begin and complete */
 	enum http_req_event event; /* set by a callback that paused the parser */
+	/* The first limit the head broke, answered once the head is complete:
+	 * libhttp-parser calls back at token ends or at the end of the input,
+	 * so refusing at once would let the chunking decide between this and
+	 * a syntax error later in the same token. */
+	int head_status;
+	const char *head_why;
 };
 
 /* --- the request ------------------------------------------------------------- */
@@ -94,6 +100,15 @@ static struct http_req_parser *cb_parser(http_parser *hp)
 	return hp->data;
 }
 
+/* Records a refusal of the head, effective at the end of the head. */
+static void cb_defer(struct http_req_parser *p, int status, const char *why)
+{
+	if (!p->head_status) {
+		p->head_status = status;
+		p->head_why = why;
+	}
+}
+
 /* Records the refusal and stops the parser: the connection is answered and closed. */
 static int cb_reject(http_parser *hp, int status, const char *why)
 {
@@ -112,23 +127,26 @@ static int on_message_begin(http_parser *hp)
 	req_init(&p->req);
 	buf_reset(&p->field);
 	buf_reset(&p->value);
-	p->in_value = 0;
+	p->in_field = p->in_value = 0;
+	p->head_status = 0;
+	p->head_why = NULL;
 	p->in_progress = 1;
 	return 0;
 }
 
 static int on_url(http_parser *hp, const char *at, size_t n)
 {
-	struct http_req *r = &cb_parser(hp)->req;
-	if (r->url.len + n > HTTP_REQ_MAX_URL)
-		return cb_reject(hp, 414, "request target too long");
-	buf_append(&r->url, at, n);
+	struct http_req_parser *p = cb_parser(hp);
+	if (p->req.url.len + n > HTTP_REQ_MAX_URL)
+		cb_defer(p, 414, "request target too long");
+	else
+		buf_append(&p->req.url, at, n);
 	return 0;
 }
 
 /* Keeps the headers the API reads (the last of duplicates); the rest only
  * count against the limits. */
-static int header_store(struct http_req_parser *p)
+static void header_store(struct http_req_parser *p)
 {
 	static const struct {
 		const char *name;
@@ -142,8 +160,7 @@ static int header_store(struct http_req_parser *p)
 	    {"connection", offsetof(struct http_req, connection)},
 	};
 	const char *name = buf_cstr(&p->field), *value = buf_cstr(&p->value);
-	int bad = strcspn(value, "\r\n") != p->value.len;
-	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]) && !bad; i++) {
+	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]) && !p->head_status; i++) {
 		if (strcasecmp(name, kept[i].name) != 0)
 			continue;
 		char **slot = (char **)((char *)&p->req + kept[i].off);
@@ -152,31 +169,46 @@ static int header_store(struct http_req_parser *p)
 	}
 	buf_reset(&p->field);
 	buf_reset(&p->value);
-	p->in_value = 0;
-	return bad ? -1 : 0;
+	p->in_field = p->in_value = 0;
 }
 
 static int on_header_field(http_parser *hp, const char *at, size_t n)
 {
 	struct http_req_parser *p = cb_parser(hp);
-	if (p->in_value && header_store(p) != 0)
-		return cb_reject(hp, 400,
-				 "malformed HTTP request: header value holds CR, LF or NUL");
-	if (p->field.len == 0 && ++p->req.nheaders > HTTP_REQ_MAX_HEADERS)
-		return cb_reject(hp, 431, "too many header fields");
+	if (p->in_value)
+		header_store(p);
+	if (!p->in_field && ++p->req.nheaders > HTTP_REQ_MAX_HEADERS)
+		cb_defer(p, 431, "too many header fields");
+	p->in_field = 1;
 	if (p->field.len + n > HTTP_REQ_MAX_NAME)
-		return cb_reject(hp, 431, "header field name too long");
-	buf_append(&p->field, at, n);
+		cb_defer(p, 431, "header field name too long");
+	else
+		buf_append(&p->field, at, n);
 	return 0;
+}
+
+/* libhttp-parser checks every byte of a value but the first: a control
+ * character there (NUL included) is refused here, as it would be later. */
+static int value_chars_valid(const char *at, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)at[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return 1;
 }
 
 static int on_header_value(http_parser *hp, const char *at, size_t n)
 {
 	struct http_req_parser *p = cb_parser(hp);
 	p->in_value = 1;
+	if (!value_chars_valid(at, n))
+		cb_defer(p, 400, "malformed HTTP request: invalid character in header");
 	if (p->value.len + n > HTTP_REQ_MAX_VALUE)
-		return cb_reject(hp, 431, "header field value too long");
-	buf_append(&p->value, at, n);
+		cb_defer(p, 431, "header field value too long");
+	else
+		buf_append(&p->value, at, n);
 	return 0;
 }
 
@@ -184,9 +216,10 @@ static int on_headers_complete(http_parser *hp)
 {
 	struct http_req_parser *p = cb_parser(hp);
 	struct http_req *r = &p->req;
-	if ((p->in_value || p->field.len) && header_store(p) != 0)
-		return cb_reject(hp, 400,
-				 "malformed HTTP request: header value holds CR, LF or NUL");
+	if (p->in_value || p->in_field)
+		header_store(p);
+	if (p->head_status)
+		return cb_reject(hp, p->head_status, p->head_why);
 	r->method = hp->method;
 	r->method_name = http_method_str((enum http_method)hp->method);
 	r->http_major = hp->http_major;
