@@ -34,7 +34,7 @@ struct http_request {
 	struct http_req *r;
 	uint64_t start_ns;
 	int close;	    /* answer with Connection: close, then close */
-	char identity[160]; /* "trusted 127.0.0.1", "user alice", "bearer" (audit) */
+	char identity[160]; /* "trusted 127.0.0.1", "user alice", "bearer token" (audit) */
 };
 
 struct http_conn {
