@@ -57,13 +57,18 @@ $(FUZZ_LIB): $(FUZZ_LIB_OBJS)
 $(REPLAY_LIB): $(REPLAY_LIB_OBJS)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+# Per-target link sets: the (pure, uninstrumented) system libraries a target's
+# modules call beyond libc; see scripts/check-layers.sh for which are allowed.
+FUZZ_LIBS_http_request := -lhttp_parser -lz -ljansson
+FUZZ_LIBS_inject := -ljansson -lhttp_parser -lz
+
 $(BUILD)/fuzz/%: $(FUZZ_OBJDIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 	$(qecho) FUZZLD $@
-	$(Q)mkdir -p $(@D) && $(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ -lm
+	$(Q)mkdir -p $(@D) && $(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(FUZZ_LIBS_$*) -lm
 
 $(BUILD)/fuzz-replay/%: $(REPLAY_OBJDIR)/fuzz/fuzz_%.o $(REPLAY_OBJDIR)/fuzz/replay_main.o $(REPLAY_LIB)
 	$(qecho) LD $@
-	$(Q)mkdir -p $(@D) && $(CC) $(REPLAY_SAN) -o $@ $^ -lm
+	$(Q)mkdir -p $(@D) && $(CC) $(REPLAY_SAN) -o $@ $^ $(FUZZ_LIBS_$*) -lm
 
 # Objects are reached through pattern-rule chains: keep them (no rebuild of
 # everything on every run) and track their header dependencies.

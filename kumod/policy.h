@@ -77,5 +77,8 @@ void policy_http_message_generated(struct message *msg, struct policy_result *r)
  * answers 500. */
 void policy_http_validate_auth_basic(const char *user, const char *password, int *ok,
 				     struct policy_result *r);
+/* http_server_validate_auth_bearer(token): the same for an
+ * "Authorization: Bearer <token>" header. */
+void policy_http_validate_auth_bearer(const char *token, int *ok, struct policy_result *r);
 
 #endif

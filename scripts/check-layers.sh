@@ -2,7 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 # Enforces the layering of docs/architecture.md: a module includes project
 # headers from its own folder, its layer's peers and lower layers only; Lua
-# headers only under kumod/lua/; libuv/OpenSSL never in base or proto.
+# headers only under kumod/lua/; no I/O or event library (libuv, OpenSSL,
+# c-ares, curl, ncurses, LTTng) in base or proto. The pure libraries proto
+# builds on (jansson, zlib, libhttp-parser: bytes in, values out, no I/O and
+# no process-wide state) are allowed there; their fuzz targets link them
+# (fuzz/fuzz.mk, FUZZ_LIBS_<target>).
 set -u
 rank() {
 	case "$1" in
@@ -30,7 +34,7 @@ for f in $(git ls-files 'kumod/*.c' 'kumod/*.h' 2>/dev/null; ls kumod/*/*.[ch] k
 		case "$inc" in
 		lua.h | lauxlib.h | lualib.h | luaconf.h)
 			[ "$own" = lua ] || { echo "$f:$n: Lua header <$inc> outside kumod/lua/"; echo x >>"${TMPDIR:-/tmp}/kumod-layers.$$"; } ;;
-		uv.h | openssl/* | ares.h)
+		uv.h | openssl/* | ares.h | curl/* | ncurses.h | ncursesw/* | lttng/*)
 			if [ "$own_rank" -le 1 ]; then echo "$f:$n: <$inc> in layer $own (pure layers use libc only)"; echo x >>"${TMPDIR:-/tmp}/kumod-layers.$$"; fi ;;
 		esac
 		case "$inc" in

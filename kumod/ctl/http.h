@@ -3,7 +3,8 @@
  * optional TLS, Prometheus /metrics, the liveness check, message injection
  * and the admin API. Owns its listeners and connections; each connection
  * is a task. Access: peers in trusted_hosts pass, others need HTTP Basic
- * credentials accepted by the http_server_validate_auth_basic event.
+ * credentials accepted by the http_server_validate_auth_basic event or a
+ * Bearer token accepted by http_server_validate_auth_bearer.
  * Callers: kumod/lua (start), kumod/main.c (shutdown). */
 #ifndef KUMOD_CTL_HTTP_H
 #define KUMOD_CTL_HTTP_H

@@ -16,21 +16,6 @@
 #include "ktrace.h"
 #include "queue/queue.h"
 
-const char *http__json_unknown_key(json_t *obj, const char *const *allowed)
-{
-	const char *key;
-	json_t *v;
-	json_object_foreach(obj, key, v)
-	{
-		size_t i = 0;
-		while (allowed[i] && strcmp(allowed[i], key) != 0)
-			i++;
-		if (!allowed[i])
-			return key;
-	}
-	return NULL;
-}
-
 static void api_metrics(struct http_conn *hc, struct http_request *req)
 {
 	struct buf out;

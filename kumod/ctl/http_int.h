@@ -13,6 +13,7 @@
 #include "base/buf.h"
 #include "ctl/http.h"
 #include "io/conn.h"
+#include "proto/http_req.h"
 
 struct task;
 
@@ -27,22 +28,13 @@ struct http_listener {
 	struct http_listener *next;
 };
 
-/* One request: the parts of the head the API uses, and the body. */
+/* The request being answered: the parsed request (owned by the
+ * connection's parser) and what the listener adds to it. */
 struct http_request {
-	const char *method; /* static name: "GET", "POST", ... */
-	int method_id;	    /* enum http_method */
-	struct buf url;
-	struct buf path, query;	 /* split from url once the head is complete */
-	struct buf field, value; /* header being parsed */
-	int in_value;
-	size_t nheaders;
-	char *content_type, *content_encoding, *authorization, *host, *expect;
-	struct buf body;
-	int keep_alive;
-	int reject_status; /* set by a parser callback: answer this and close */
-	const char *reject_why;
+	struct http_req *r;
 	uint64_t start_ns;
-	char identity[160]; /* "trusted 127.0.0.1" or "user alice" (audit) */
+	int close;	    /* answer with Connection: close, then close */
+	char identity[160]; /* "trusted 127.0.0.1", "user alice", "bearer token" (audit) */
 };
 
 struct http_conn {
@@ -52,7 +44,7 @@ struct http_conn {
 	struct http_listener *l;
 	struct task *task;
 	uint64_t id;
-	http_parser parser;
+	struct http_req_parser *parser;
 	struct http_request req;
 	int in_request; /* a request head started and was not answered yet */
 	int busy;	/* the handler answers later (injection waits for the spool) */
@@ -73,7 +65,10 @@ struct http_route {
 const struct http_route *http_api__find(const char *path, const struct http_route **other_method,
 					int method_id);
 /* The first key of obj not in the NULL-terminated allowed list, or NULL. */
-const char *http__json_unknown_key(json_t *obj, const char *const *allowed);
+static inline const char *http__json_unknown_key(json_t *obj, const char *const *allowed)
+{
+	return http_req_json_unknown_key(obj, allowed);
+}
 /* http_admin.c: the admin bounce, suspend, suspend-ready-q and
  * inspect-message endpoints. */
 void http_admin__bounce(struct http_conn *hc, struct http_request *req);

@@ -600,8 +600,9 @@ void policy_http_message_generated(struct message *msg, struct policy_result *r)
 	dispatch("http_message_generated", push_event_args, NULL, &a, r);
 }
 
+/* Arguments of the Basic (user, password) and Bearer (token) checks. */
 struct auth_basic_args {
-	const char *user, *password;
+	const char *user, *password, *token;
 	int *ok;
 };
 
@@ -613,7 +614,8 @@ static int push_auth_basic(lua_State *co, void *ctx)
 	return 2;
 }
 
-/* Only a true result accepts; anything else (false, nil, a string) refuses. */
+/* Only a true result accepts; anything else (false, nil, a string) refuses.
+ * Shared by the Basic and Bearer events. */
 static int take_auth_basic(lua_State *co, int nres, void *ctx, struct policy_result *r)
 {
 	struct auth_basic_args *a = ctx;
@@ -627,6 +629,21 @@ void policy_http_validate_auth_basic(const char *user, const char *password, int
 	*ok = 0;
 	struct auth_basic_args a = {.user = user, .password = password, .ok = ok};
 	dispatch("http_server_validate_auth_basic", push_auth_basic, take_auth_basic, &a, r);
+	if (r->status != POLICY_OK)
+		*ok = 0;
+}
+
+static int push_auth_bearer(lua_State *co, void *ctx)
+{
+	lua_pushstring(co, ((struct auth_basic_args *)ctx)->token);
+	return 1;
+}
+
+void policy_http_validate_auth_bearer(const char *token, int *ok, struct policy_result *r)
+{
+	*ok = 0;
+	struct auth_basic_args a = {.token = token, .ok = ok};
+	dispatch("http_server_validate_auth_bearer", push_auth_bearer, take_auth_basic, &a, r);
 	if (r->status != POLICY_OK)
 		*ok = 0;
 }

@@ -473,7 +473,10 @@ def test_untrusted_peer_needs_basic_auth(kumod):
     assert r.status == 200 and b"connection_count" in r.body
     r = req(k.http_port, "GET", "/metrics", headers=basic("boom", "x"))
     assert r.status == 500 and r.json() == {"error": "try again later"}
-    for bad in ("Basic !!!!", "Bearer abc", "Basic " + base64.b64encode(b"nocolon").decode()):
+    # Bearer is a supported scheme now (test_untrusted_peer_bearer_auth); a
+    # malformed Bearer token or another scheme is still 400
+    for bad in ("Basic !!!!", "Bearer a b", "Digest abc",
+                "Basic " + base64.b64encode(b"nocolon").decode()):
         r = req(k.http_port, "GET", "/metrics", headers={"Authorization": bad})
         assert r.status == 400, bad
         assert r.json()["error"] == "Malformed or unsupported Authorization header"
@@ -493,6 +496,66 @@ def test_untrusted_peer_needs_basic_auth(kumod):
 def test_no_validator_means_untrusted_is_refused(kumod):
     k = start(kumod, http=", trusted_hosts = { '10.0.0.0/8' }")
     assert req(k.http_port, "GET", "/metrics", headers=basic("a", "b")).status == 401
+    assert k.stop() == 0
+
+
+BEARER_POLICY = """
+kumo.on('http_server_validate_auth_bearer', function(token)
+  if token == 'explode' then error('bearer validator exploded') end
+  return token == 'tok-3n.x_~+/=='
+end)
+"""
+
+
+def bearer(token):
+    return {"Authorization": "Bearer " + token}
+
+
+def test_untrusted_peer_bearer_auth(kumod):
+    k = start(kumod, http=", trusted_hosts = { '10.0.0.0/8' }", extra=BEARER_POLICY,
+              env={"KUMOD_LOG": "info,kumod::http=debug"})
+    p = "/api/admin/set_diagnostic_log_filter/v1"
+    r = req(k.http_port, "POST", p, {"filter": "kumod::http=debug"},
+            headers=bearer("tok-3n.x_~+/=="))
+    assert r.status == 200, r.body
+    k.wait_for("auth method=bearer result=ok")
+    k.wait_for('admin set_diagnostic_log_filter by "bearer token"')
+    r = req(k.http_port, "GET", "/metrics", headers=bearer("wrong"))
+    assert r.status == 401 and r.json() == {"error": "invalid credentials"}
+    assert "Bearer" in r.headers["www-authenticate"]
+    k.wait_for("auth method=bearer result=denied")
+    # the scheme name is case-insensitive
+    assert req(k.http_port, "GET", "/metrics", headers={
+        "Authorization": "bearer tok-3n.x_~+/=="}).status == 200
+    # an error in the validator: 500 as for Basic, and the listener keeps serving
+    r = req(k.http_port, "GET", "/metrics", headers=bearer("explode"))
+    assert r.status == 500 and r.json() == {"error": "try again later"}
+    k.wait_for("auth method=bearer result=error")
+    # Basic credentials without a Basic validator are refused
+    assert req(k.http_port, "GET", "/metrics", headers=basic("a", "b")).status == 401
+    assert req(k.http_port, "GET", "/metrics", headers=bearer("tok-3n.x_~+/==")).status == 200
+    assert k.stop() == 0
+
+
+def test_bearer_without_validator_is_refused(kumod):
+    k = start(kumod, http=", trusted_hosts = { '10.0.0.0/8' }", extra=AUTH_POLICY)
+    r = req(k.http_port, "GET", "/metrics", headers=bearer("anything"))
+    assert r.status == 401 and r.json() == {"error": "invalid credentials"}
+    assert r.headers["www-authenticate"] == 'Basic realm="kumod", Bearer realm="kumod"'
+    assert req(k.http_port, "GET", "/metrics", headers=basic("admin", "s3cr:et")).status == 200
+    assert k.stop() == 0
+
+
+def test_error_texts_with_client_bytes_are_json(kumod):
+    # a path or header value that is not UTF-8 still gives a JSON error body
+    k = start(kumod)
+    out = raw(k.http_port, b"GET /\xff\xfe HTTP/1.1\r\nHost: localhost\r\n"
+              b"Connection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 404 "), out[:100]
+    assert json.loads(out.partition(b"\r\n\r\n")[2])["error"].startswith("no such endpoint")
+    r = req(k.http_port, "POST", "/api/admin/set_diagnostic_log_filter/v1", b"{}",
+            {"Content-Type": "application/json", "Content-Encoding": "br\xe9"})
+    assert r.status == 415 and "br\\xe9" in r.json()["error"], r.body
     assert k.stop() == 0
 
 

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Base64 (RFC 4648, standard alphabet, '=' padding): the encoder for
+ * RFC 2047 words and HTTP Basic credentials, and a strict decoder for the
+ * latter. Pure functions; anyone may call them. */
+#ifndef KUMOD_BASE_BASE64_H
+#define KUMOD_BASE_BASE64_H
+
+#include <stddef.h>
+
+#include "base/buf.h"
+
+/* Appends the encoding of p[0..n) to out (no line breaks). */
+void base64_encode(struct buf *out, const void *p, size_t n);
+
+/* Decodes s[0..n) into out[0..outlen). Strict: n is a non-zero multiple of
+ * 4, only the alphabet, '=' only as the last one or two characters. The
+ * decoded length (>= 0), or -1 when s is not canonical base64 or does not
+ * fit in outlen bytes. */
+long base64_decode(const char *s, size_t n, unsigned char *out, size_t outlen);
+
+#endif
