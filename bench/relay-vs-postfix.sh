@@ -44,7 +44,9 @@
 # each wait for the sink at most $DRAIN_TIMEOUT (default 60 s).
 # Environment: KUMOD (build/kumod), TG (build/traffic-gen), SESSIONS (20),
 # CONNECTIONS (20), RUN_TIMEOUT (60), DRAIN_TIMEOUT (60), TMPDIR (/tmp: where
-# both relays keep their spool/queue; /dev/shm takes the disk out).
+# both relays keep their spool/queue; /dev/shm takes the disk out),
+# SPOOL_SYNC_MODE (fsync: kumod's define_spool sync_mode, fsync or syncfs;
+# syncfs waits for every dirty file of the TMPDIR file system, Postfix's too).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -58,6 +60,7 @@ SESSIONS=${SESSIONS:-20}
 CONNECTIONS=${CONNECTIONS:-20}
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-60}
+SPOOL_SYNC_MODE=${SPOOL_SYNC_MODE:-fsync}
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 POSTFIX=/usr/sbin/postfix
@@ -176,8 +179,8 @@ cat >"$WORK/kumo/policy.lua" <<EOF
 local kumo = require("kumo")
 local var = "$WORK/kumo"
 kumo.on("init", function()
-	kumo.define_spool({ name = "data", path = var .. "/spool/data", flush = true })
-	kumo.define_spool({ name = "meta", path = var .. "/spool/meta", flush = true })
+	kumo.define_spool({ name = "data", path = var .. "/spool/data", flush = true, sync_mode = "$SPOOL_SYNC_MODE" })
+	kumo.define_spool({ name = "meta", path = var .. "/spool/meta", flush = true, sync_mode = "$SPOOL_SYNC_MODE" })
 	kumo.configure_local_logs({
 		log_dir = var .. "/logs",
 		max_segment_duration = "10s",

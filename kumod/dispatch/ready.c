@@ -19,8 +19,11 @@
 #include "io/conn.h"
 #include "ktrace.h"
 #include "policy.h"
+#include "io/tls.h"
 #include "proto/cidr.h"
 #include "proto/duration.h"
+#include "proto/rate_spec.h"
+#include "queue/egress.h"
 #include "queue/queue.h"
 #include "queue/suspend.h"
 #include "smtp/client.h"
@@ -43,13 +46,26 @@ struct egress_path {
 	int port;
 	struct cidr_list prohibited;
 	char ehlo_domain[256];
+	char tls_ca_file[512];		      /* "" = system trust store */
+	struct rate_spec msg_rate, conn_rate; /* limit 0 = unlimited */
 	uint64_t connect_timeout_ms, banner_timeout_ms, reply_timeout_ms, dot_timeout_ms;
+};
+
+enum ready_throttle {
+	READY_THROTTLE_NONE = 0,
+	READY_THROTTLE_MESSAGE,	   /* max_message_rate: waits before the next message */
+	READY_THROTTLE_CONNECTION, /* max_connection_rate: waits before connecting */
 };
 
 struct ready_queue {
 	char *name, *site, *source, *pool;
 	struct egress_path path;
+	struct egress_source_cfg src;
+	char src_error[300]; /* the source cannot be used: every attempt fails with this */
 	uint64_t path_loaded_ms;
+	struct egress_gcra msg_gcra, conn_gcra;
+	uv_timer_t *throttle_timer; /* wakes throttled dispatchers; freed in its close cb */
+	uint64_t throttle_due_ms;
 	struct ready_addr addrs[READY_MAX_HOSTS];
 	size_t naddrs;
 	struct qmsg *head, *tail;
@@ -72,7 +88,9 @@ struct dispatcher {
 	struct iovec iov;
 	struct smtp_client_msg msg; /* must outlive the transaction (client keeps a pointer) */
 	int ready;
-	char last_error[256];
+	enum ready_throttle throttled;
+	uint64_t throttled_since_ms;
+	char last_error[512];
 	struct dispatcher *next, *prev;
 };
 
@@ -90,12 +108,41 @@ static uint64_t now_ms(void)
 
 static int rq_suspended(const struct ready_queue *rq);
 
+static uint64_t mono_ms(void)
+{
+	return clock_mono_ns() / 1000000u;
+}
+
 /* --- egress path configuration ------------------------------------------- */
 
 static size_t json_size(json_t *o, const char *k, size_t dflt)
 {
 	json_t *v = json_object_get(o, k);
 	return json_is_number(v) && json_number_value(v) >= 0 ? (size_t)json_number_value(v) : dflt;
+}
+
+/* KumoMTA's enable_tls names; the default is Opportunistic. */
+static enum smtp_client_tls_mode path_tls_mode(const char *tls)
+{
+	if (!tls || !strcmp(tls, "Opportunistic"))
+		return SMTP_CLIENT_TLS_OPPORTUNISTIC;
+	if (!strcmp(tls, "OpportunisticInsecure"))
+		return SMTP_CLIENT_TLS_OPPORTUNISTIC_INSECURE;
+	if (!strcmp(tls, "Required"))
+		return SMTP_CLIENT_TLS_REQUIRED;
+	if (!strcmp(tls, "RequiredInsecure"))
+		return SMTP_CLIENT_TLS_REQUIRED_INSECURE;
+	return SMTP_CLIENT_TLS_OFF;
+}
+
+/* A throttle spec (validated by make_egress_path); limit 0 when unset. */
+static void path_rate(json_t *o, const char *key, struct rate_spec *out, const char *rq_name)
+{
+	const char *spec = json_string_value(json_object_get(o, key));
+	memset(out, 0, sizeof(*out));
+	if (spec && rate_spec_parse(spec, out) != 0)
+		log_warn("kumod::smtp_dispatcher", "ready_queue=%s %s '%s' is not a rate; ignored",
+			 rq_name, key, spec);
 }
 
 static void path_load(struct ready_queue *rq, const char *routing_domain)
@@ -115,13 +162,11 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	p->port = (int)json_size(o, "smtp_port", 25);
 	if (p->connection_limit == 0)
 		p->connection_limit = 1;
-	const char *tls = json_string_value(json_object_get(o, "enable_tls"));
-	if (!tls || !strcmp(tls, "Opportunistic") || !strcmp(tls, "OpportunisticInsecure"))
-		p->tls = SMTP_CLIENT_TLS_OPPORTUNISTIC_INSECURE;
-	else if (!strcmp(tls, "Required") || !strcmp(tls, "RequiredInsecure"))
-		p->tls = SMTP_CLIENT_TLS_REQUIRED_INSECURE;
-	else
-		p->tls = SMTP_CLIENT_TLS_OFF;
+	p->tls = path_tls_mode(json_string_value(json_object_get(o, "enable_tls")));
+	path_rate(o, "max_message_rate", &p->msg_rate, rq->name);
+	path_rate(o, "max_connection_rate", &p->conn_rate, rq->name);
+	const char *ca = json_string_value(json_object_get(o, "tls_ca_file"));
+	snprintf(p->tls_ca_file, sizeof(p->tls_ca_file), "%s", ca ? ca : "");
 	json_t *ph = json_object_get(o, "prohibited_hosts");
 	if (json_is_array(ph)) {
 		size_t i;
@@ -144,6 +189,9 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	p->dot_timeout_ms = json_size(o, "data_dot_timeout_ms", 300000);
 	rq->path_loaded_ms = now_ms();
 	json_decref(o);
+	rq->src_error[0] = '\0';
+	if (egress_source_load(rq->source, &rq->src, rq->src_error, sizeof(rq->src_error)) < 0)
+		log_warn("kumod::smtp_dispatcher", "ready_queue=%s %s", rq->name, rq->src_error);
 }
 
 /* --- ready queues ---------------------------------------------------------- */
@@ -198,40 +246,60 @@ static struct qmsg *rq_pop(struct ready_queue *rq)
 /* --- outcomes -------------------------------------------------------------- */
 
 /* recipient: NULL for the whole message (an array for a batch), or the one
- * recipient this record is about. */
+ * recipient this record is about. c: the session of the attempt (our address
+ * and its TLS facts) or NULL. */
 static void log_outcome_rcpt(const char *type, struct qmsg *qm, const char *recipient,
 			     struct ready_queue *rq, int code, const char *enh, const char *text,
-			     const char *addr, const char *host)
+			     const char *addr, const char *host, const struct smtp_client *c)
 {
 	struct logrec_response resp = {
 	    .code = code, .enhanced = enh && *enh ? enh : NULL, .content = text ? text : ""};
 	struct logrec_peer peer = {.name = host, .addr = addr};
-	logrec_log(type, qm->m, recipient, &resp, addr ? &peer : NULL, queue_name(qm->q),
-		   rq ? rq->name : NULL, rq ? rq->pool : NULL, rq ? rq->source : NULL, NULL);
+	const char *local = c ? smtp_client_local_addr(c) : "";
+	struct logrec_tls tls = {
+	    .cipher = c ? smtp_client_tls_cipher(c) : "",
+	    .protocol_version = c ? smtp_client_tls_version(c) : "",
+	};
+	struct logrec_event ev = {
+	    .type = type,
+	    .m = qm->m,
+	    .recipient = recipient,
+	    .resp = &resp,
+	    .peer = addr ? &peer : NULL,
+	    .queue = queue_name(qm->q),
+	    .site = rq ? rq->name : NULL,
+	    .egress_pool = rq ? rq->pool : NULL,
+	    .egress_source = rq ? rq->source : NULL,
+	    .tls = *tls.protocol_version ? &tls : NULL,
+	    .source_address = *local ? local : NULL,
+	};
+	logrec_log_event(&ev);
 }
 
 static void log_outcome(const char *type, struct qmsg *qm, struct ready_queue *rq, int code,
-			const char *enh, const char *text, const char *addr, const char *host)
+			const char *enh, const char *text, const char *addr, const char *host,
+			const struct smtp_client *c)
 {
-	log_outcome_rcpt(type, qm, NULL, rq, code, enh, text, addr, host);
+	log_outcome_rcpt(type, qm, NULL, rq, code, enh, text, addr, host, c);
 }
 
 static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
 			      const char *text, const char *addr, const char *host,
-			      uint64_t latency_ns)
+			      uint64_t latency_ns, const struct smtp_client *c)
 {
 	KTRACE(delivery_outcome, qm->m->id, rq->name, "Delivery", code, text, latency_ns / 1000u);
-	log_outcome("Delivery", qm, rq, code, enh, text, addr, host);
+	log_outcome("Delivery", qm, rq, code, enh, text, addr, host, c);
 	rq->delivered++;
 	spool_remove(qm->m->id, NULL, NULL);
 	queue_done(qm);
 }
 
 static void outcome_bounce(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
-			   const char *text, const char *addr, const char *host)
+			   const char *text, const char *addr, const char *host,
+			   const struct smtp_client *c)
 {
 	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "Bounce", code, text, 0);
-	log_outcome("Bounce", qm, rq, code, enh, text, addr, host);
+	log_outcome("Bounce", qm, rq, code, enh, text, addr, host, c);
 	if (rq)
 		rq->failed++;
 	spool_remove(qm->m->id, NULL, NULL);
@@ -240,10 +308,10 @@ static void outcome_bounce(struct qmsg *qm, struct ready_queue *rq, int code, co
 
 static void outcome_transient(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
 			      const char *text, const char *addr, const char *host,
-			      const char *reason)
+			      const char *reason, const struct smtp_client *c)
 {
 	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "TransientFailure", code, text, 0);
-	log_outcome("TransientFailure", qm, rq, code, enh, text, addr, host);
+	log_outcome("TransientFailure", qm, rq, code, enh, text, addr, host, c);
 	if (rq)
 		rq->transfail++;
 	queue_requeue(qm, reason, 1, NULL, text);
@@ -297,7 +365,8 @@ static void batch_meta_saved(void *ctx, int err)
  * requeued. Returns 0 when every recipient shares one outcome (the caller
  * handles the message as a whole, with one record for the batch). */
 static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
-			 const struct smtp_client_result *r, const char *addr, const char *host)
+			 const struct smtp_client_result *r, const char *addr, const char *host,
+			 const struct smtp_client *c)
 {
 	struct message *m = qm->m;
 	size_t n = m->nrecipients;
@@ -322,12 +391,12 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 		case RCPT_DELIVERED:
 			KTRACE(delivery_outcome, m->id, rq->name, "Delivery", code, text,
 			       r->latency_ns / 1000u);
-			log_outcome_rcpt("Delivery", qm, rcpt, rq, code, enh, text, addr, host);
+			log_outcome_rcpt("Delivery", qm, rcpt, rq, code, enh, text, addr, host, c);
 			rq->delivered++;
 			break;
 		case RCPT_BOUNCE:
 			KTRACE(delivery_outcome, m->id, rq->name, "Bounce", code, text, 0);
-			log_outcome_rcpt("Bounce", qm, rcpt, rq, code, enh, text, addr, host);
+			log_outcome_rcpt("Bounce", qm, rcpt, rq, code, enh, text, addr, host, c);
 			rq->failed++;
 			break;
 		case RCPT_TRANSIENT:
@@ -357,7 +426,7 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 	message_retain_recipients(m, keep);
 	free(keep);
 	spool_update_meta(m, batch_meta_saved, xstrdup(m->id));
-	outcome_transient(qm, rq, code, enh, text, addr, host, "LoggedTransientFailure");
+	outcome_transient(qm, rq, code, enh, text, addr, host, "LoggedTransientFailure", c);
 	return 1;
 }
 
@@ -365,6 +434,7 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 
 static void dispatcher_next(struct dispatcher *d);
 static void dispatcher_connect_next(struct dispatcher *d);
+static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a);
 
 static void dispatcher_phase(struct dispatcher *d, const char *phase)
 {
@@ -387,6 +457,92 @@ static void dispatcher_free(struct dispatcher *d)
 	free(d);
 }
 
+/* --- throttles ------------------------------------------------------------- */
+
+static void rq_throttle_timer_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void rq_throttle_close(struct ready_queue *rq)
+{
+	if (rq->throttle_timer)
+		uv_close((uv_handle_t *)rq->throttle_timer, rq_throttle_timer_closed);
+	rq->throttle_timer = NULL;
+}
+
+static void dispatcher_unthrottle(struct dispatcher *d);
+
+/* Wakes every throttled dispatcher; each asks its rate again (the first
+ * ones get the tokens, the others wait again: no busy loop). */
+static void rq_throttle_cb(uv_timer_t *t)
+{
+	struct ready_queue *rq = t->data;
+	struct dispatcher *d = rq->dispatchers, *next;
+	for (; d; d = next) {
+		next = d->next;
+		if (d->throttled == READY_THROTTLE_NONE)
+			continue;
+		struct task *dt = d->task; /* d may be freed before task_exit */
+		struct task *prev = task_enter(dt);
+		dispatcher_unthrottle(d);
+		task_exit(dt, prev);
+	}
+}
+
+static void rq_throttle_arm(struct ready_queue *rq, uint64_t wait_ms)
+{
+	uint64_t due = mono_ms() + wait_ms;
+	if (!rq->throttle_timer) {
+		rq->throttle_timer = xcalloc(1, sizeof(*rq->throttle_timer));
+		uv_timer_init(R.loop, rq->throttle_timer);
+		rq->throttle_timer->data = rq;
+	} else if (uv_is_active((uv_handle_t *)rq->throttle_timer) && rq->throttle_due_ms <= due) {
+		return; /* an earlier wake-up is armed: it re-arms for the rest */
+	}
+	rq->throttle_due_ms = due;
+	uv_timer_start(rq->throttle_timer, rq_throttle_cb, wait_ms, 0);
+}
+
+static const char *throttle_phase(enum ready_throttle k)
+{
+	return k == READY_THROTTLE_MESSAGE ? "MessageRateThrottled" : "ConnectionRateThrottled";
+}
+
+/* Takes one token of the ready queue's message or connection rate; when
+ * none is left the dispatcher waits (phase *RateThrottled) and 1 is
+ * returned: its messages stay in the ready queue. */
+static int dispatcher_throttle(struct dispatcher *d, enum ready_throttle kind)
+{
+	struct ready_queue *rq = d->rq;
+	int msg = kind == READY_THROTTLE_MESSAGE;
+	const struct rate_spec *r = msg ? &rq->path.msg_rate : &rq->path.conn_rate;
+	if (!r->limit)
+		return 0;
+	uint64_t wait = egress_gcra_take(msg ? &rq->msg_gcra : &rq->conn_gcra, r, mono_ms());
+	if (!wait)
+		return 0;
+	if (d->throttled != kind)
+		d->throttled_since_ms = mono_ms();
+	d->throttled = kind;
+	dispatcher_phase(d, throttle_phase(kind));
+	KTRACE(throttle_enter, d->task->id, rq->name, throttle_phase(kind), wait);
+	rq_throttle_arm(rq, wait);
+	return 1;
+}
+
+static void dispatcher_unthrottle(struct dispatcher *d)
+{
+	enum ready_throttle kind = d->throttled;
+	d->throttled = READY_THROTTLE_NONE;
+	KTRACE(throttle_leave, d->task->id, d->rq->name, throttle_phase(kind),
+	       mono_ms() - d->throttled_since_ms);
+	if (kind == READY_THROTTLE_MESSAGE)
+		dispatcher_next(d);
+	else
+		dispatcher_connect_next(d);
+}
+
 /* The last dispatcher could not reach any host: every ready message gets
  * a transient failure (KumoMTA: connection failures fail the queue). */
 static void dispatcher_fail_queue(struct dispatcher *d)
@@ -397,7 +553,7 @@ static void dispatcher_fail_queue(struct dispatcher *d)
 	struct qmsg *qm;
 	while ((qm = rq_pop(rq)))
 		outcome_transient(qm, rq, 451, "4.4.1", d->last_error, NULL, NULL,
-				  "LoggedTransientFailure");
+				  "LoggedTransientFailure", NULL);
 }
 
 static void d_on_ready(struct smtp_client *c, void *ud)
@@ -406,6 +562,10 @@ static void d_on_ready(struct smtp_client *c, void *ud)
 	struct task *t = d->task; /* d may be freed before task_exit */
 	struct task *prev = task_enter(t);
 	d->ready = 1;
+	if (d->rq->src.has_addr)
+		KTRACE(egress_source_bind, t->id, d->rq->source, d->rq->src.address,
+		       d->rq->addrs[d->addr_idx < d->rq->naddrs ? d->addr_idx : 0].addr, 0,
+		       smtp_client_local_addr(c));
 	dispatcher_next(d);
 	task_exit(t, prev);
 }
@@ -418,21 +578,21 @@ static void d_on_done(struct smtp_client *c, const struct smtp_client_result *r,
 	struct qmsg *qm = d->current;
 	d->current = NULL;
 	struct ready_addr *a = &d->rq->addrs[d->addr_idx < d->rq->naddrs ? d->addr_idx : 0];
-	if (qm && outcome_batch(qm, d->rq, r, a->addr, a->host)) {
+	if (qm && outcome_batch(qm, d->rq, r, a->addr, a->host, c)) {
 		/* a batch with mixed outcomes: handled per recipient */
 	} else if (qm) {
 		int code = r->rcpt_codes && r->nrcpt ? r->rcpt_codes[0] : r->code;
 		if (r->status == SMTP_CLIENT_OK && code >= 200 && code < 300)
 			outcome_delivered(qm, d->rq, code, r->enhanced, r->text, a->addr, a->host,
-					  r->latency_ns);
+					  r->latency_ns, c);
 		else if (r->status == SMTP_CLIENT_PERMFAIL ||
 			 (r->status == SMTP_CLIENT_OK && code >= 500))
 			outcome_bounce(qm, d->rq, r->code ? r->code : code, r->enhanced, r->text,
-				       a->addr, a->host);
+				       a->addr, a->host, c);
 		else
 			outcome_transient(qm, d->rq, r->code ? r->code : 451,
 					  r->code ? r->enhanced : "4.4.2", r->text, a->addr,
-					  a->host, "LoggedTransientFailure");
+					  a->host, "LoggedTransientFailure", c);
 	}
 	d->delivered_here++;
 	if (r->session_usable)
@@ -447,13 +607,14 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 	struct task *prev = task_enter(t);
 	smtp_client_free(d->client);
 	d->client = NULL;
+	d->throttled = READY_THROTTLE_NONE; /* an idle session closed while waiting */
 	if (d->current) {
 		/* closed with a message in flight and no on_done: transient */
 		struct qmsg *qm = d->current;
 		d->current = NULL;
 		outcome_transient(qm, d->rq, 451, "4.4.2",
 				  r && r->text ? r->text : "connection lost", NULL, NULL,
-				  "LoggedTransientFailure");
+				  "LoggedTransientFailure", NULL);
 	}
 	if (!d->ready && !R.shutting_down) {
 		/* never greeted: this host failed, try the next one */
@@ -488,6 +649,25 @@ static const struct smtp_client_ops dispatcher_ops = {
     .on_closed = d_on_closed,
 };
 
+/* The egress source cannot reach address a (its source_address is of the
+ * other family, or the source is unusable): the reason, else NULL. */
+static const char *dispatcher_source_problem(struct dispatcher *d, const struct ready_addr *a)
+{
+	struct ready_queue *rq = d->rq;
+	if (rq->src_error[0])
+		return rq->src_error;
+	if (!rq->src.has_addr || rq->src.addr.ss_family == a->ss.ss_family)
+		return NULL;
+	snprintf(d->last_error, sizeof(d->last_error),
+		 "%s: skipped: egress source '%s' has source_address %s (IPv%d) and cannot "
+		 "reach an IPv%d host",
+		 a->addr, rq->source, rq->src.address, rq->src.addr.ss_family == AF_INET6 ? 6 : 4,
+		 a->ss.ss_family == AF_INET6 ? 6 : 4);
+	KTRACE(egress_source_bind, d->task->id, rq->source, rq->src.address, a->addr, -EAFNOSUPPORT,
+	       "address family mismatch");
+	return d->last_error;
+}
+
 static void dispatcher_connect_next(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
@@ -505,9 +685,55 @@ static void dispatcher_connect_next(struct dispatcher *d)
 		return;
 	}
 	struct ready_addr *a = &rq->addrs[d->addr_idx];
+	const char *problem = dispatcher_source_problem(d, a);
+	if (problem) {
+		if (problem != d->last_error)
+			snprintf(d->last_error, sizeof(d->last_error), "%s", problem);
+		KTRACE(dispatcher_connect_fail, d->task->id, a->addr, d->last_error);
+		d->addr_idx++;
+		dispatcher_connect_next(d);
+		return;
+	}
+	if (dispatcher_throttle(d, READY_THROTTLE_CONNECTION))
+		return;
+	dispatcher_start_client(d, a);
+}
+
+static int is_ip_literal(const char *s)
+{
+	struct in6_addr a;
+	return inet_pton(AF_INET, s, &a) == 1 || inet_pton(AF_INET6, s, &a) == 1;
+}
+
+/* Connects to a, bound to the egress source's address when it has one. */
+static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a)
+{
+	struct ready_queue *rq = d->rq;
+	char name[256];
+	snprintf(name, sizeof(name), "%s", a->host);
+	size_t n = strlen(name);
+	if (n && name[n - 1] == '.')
+		name[n - 1] = '\0'; /* certificates name hosts without the root dot */
+	SSL_CTX *ctx = NULL;
+	if (rq->path.tls == SMTP_CLIENT_TLS_REQUIRED ||
+	    rq->path.tls == SMTP_CLIENT_TLS_OPPORTUNISTIC) {
+		ctx = tls_client_ctx(1, rq->path.tls_ca_file, d->last_error, sizeof(d->last_error));
+		if (!ctx) {
+			d->addr_idx = rq->naddrs; /* no host can be verified: fail the queue */
+			dispatcher_connect_next(d);
+			return;
+		}
+	}
+	const char *ehlo = rq->src.ehlo_domain[0]    ? rq->src.ehlo_domain
+			   : rq->path.ehlo_domain[0] ? rq->path.ehlo_domain
+						     : R.hostname;
 	struct smtp_client_opts o = {
-	    .ehlo_name = rq->path.ehlo_domain[0] ? rq->path.ehlo_domain : R.hostname,
+	    .ehlo_name = ehlo,
 	    .tls = rq->path.tls,
+	    .tls_ctx = ctx,
+	    .sni = name[0] && !is_ip_literal(name) ? name : NULL, /* RFC 6066: names only */
+	    .verify_name = name[0] ? name : NULL,
+	    .source = rq->src.has_addr ? (const struct sockaddr *)&rq->src.addr : NULL,
 	    .parent_task = d->task->id,
 	    .task_name = a->addr,
 	    .connect_timeout_ms = rq->path.connect_timeout_ms,
@@ -521,7 +747,16 @@ static void dispatcher_connect_next(struct dispatcher *d)
 	d->client = smtp_client_new(R.loop, &o, &dispatcher_ops, d);
 	int rc = smtp_client_connect(d->client, (struct sockaddr *)&a->ss);
 	if (rc < 0) {
-		snprintf(d->last_error, sizeof(d->last_error), "%s: %s", a->addr, uv_strerror(rc));
+		if (rq->src.has_addr) {
+			snprintf(d->last_error, sizeof(d->last_error),
+				 "%s: cannot bind egress source '%s' source_address %s: %s",
+				 a->addr, rq->source, rq->src.address, uv_strerror(rc));
+			KTRACE(egress_source_bind, d->task->id, rq->source, rq->src.address,
+			       a->addr, rc, uv_strerror(rc));
+		} else {
+			snprintf(d->last_error, sizeof(d->last_error), "%s: %s", a->addr,
+				 uv_strerror(rc));
+		}
 		KTRACE(dispatcher_connect_fail, d->task->id, a->addr, uv_strerror(rc));
 		smtp_client_free(d->client);
 		d->client = NULL;
@@ -539,6 +774,8 @@ static void dispatcher_next(struct dispatcher *d)
 		smtp_client_quit(d->client);
 		return;
 	}
+	if (dispatcher_throttle(d, READY_THROTTLE_MESSAGE))
+		return; /* the session stays open and idle; the timer resumes here */
 	struct qmsg *qm = rq_pop(rq);
 	d->current = qm;
 	d->iov.iov_base = qm->m->data.data;
@@ -555,7 +792,7 @@ static void dispatcher_next(struct dispatcher *d)
 	if (smtp_client_send(d->client, &d->msg) != 0) {
 		d->current = NULL;
 		outcome_transient(qm, rq, 451, "4.4.2", "dispatcher not ready", NULL, NULL,
-				  "DispatcherDrop");
+				  "DispatcherDrop", NULL);
 		smtp_client_quit(d->client);
 	}
 }
@@ -619,29 +856,26 @@ static void route_finish(struct route *rt)
 	if (!rt->naddrs) {
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), rt->error, rt->permanent);
 		if (rt->permanent)
-			outcome_bounce(qm, NULL, 550, "5.1.2", rt->error, NULL, NULL);
+			outcome_bounce(qm, NULL, 550, "5.1.2", rt->error, NULL, NULL, NULL);
 		else
 			outcome_transient(qm, NULL, 451, "4.4.4", rt->error, NULL, NULL,
-					  "MxResolvedToZeroHosts");
+					  "MxResolvedToZeroHosts", NULL);
 		free(rt);
 		return;
 	}
 	const struct queue_config *cfg = queue_config_of(qm->q);
 	const char *pool = cfg->egress_pool[0] ? cfg->egress_pool : "unspecified";
-	const char *source = "unspecified";
-	char source_buf[128];
+	char source[128] = "unspecified";
 	if (cfg->egress_pool[0]) {
-		/* first entry of the pool (weights not yet honoured) */
-		json_t *o = NULL;
-		struct policy_result pr;
-		policy_get_egress_pool(cfg->egress_pool, &o, &pr);
-		json_t *e0 = json_array_get(json_object_get(o, "entries"), 0);
-		const char *nm = json_string_value(json_object_get(e0, "name"));
-		if (nm) {
-			snprintf(source_buf, sizeof(source_buf), "%s", nm);
-			source = source_buf;
+		char err[300];
+		if (egress_pool_select(cfg->egress_pool, mono_ms(), source, sizeof(source), err,
+				       sizeof(err)) < 0) {
+			KTRACE(route_fail, qm->m->id, queue_name(qm->q), err, 0);
+			outcome_transient(qm, NULL, 451, "4.4.4", err, NULL, NULL,
+					  "FailedToInsertIntoReadyQueue", NULL);
+			free(rt);
+			return;
 		}
-		json_decref(o);
 	}
 	struct ready_queue *rq = ready_get(source, rt->site, pool, rdom);
 	/* the latest routing wins: addresses refreshed from this answer */
@@ -649,7 +883,9 @@ static void route_finish(struct route *rt)
 	size_t prohibited = 0;
 	for (size_t i = 0; i < rt->naddrs; i++) {
 		struct ready_addr *a = &rt->addrs[i];
-		int port = rt->port_override[i] ? rt->port_override[i] : rq->path.port;
+		int port = rt->port_override[i]	 ? rt->port_override[i]
+			   : rq->src.remote_port ? rq->src.remote_port
+						 : rq->path.port;
 		char ip[INET6_ADDRSTRLEN] = "";
 		const uint8_t *raw;
 		int fam = a->ss.ss_family;
@@ -677,7 +913,7 @@ static void route_finish(struct route *rt)
 		snprintf(why, sizeof(why), "all %zu addresses for %s are prohibited_hosts",
 			 prohibited, rt->site);
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), why, 0);
-		outcome_transient(qm, rq, 451, "4.4.4", why, NULL, NULL, "MxWasProhibited");
+		outcome_transient(qm, rq, 451, "4.4.4", why, NULL, NULL, "MxWasProhibited", NULL);
 		free(rt);
 		return;
 	}
@@ -802,6 +1038,7 @@ void ready_shutdown(void)
 	queue_set_router(NULL);
 	for (struct ready_queue *rq = R.all; rq; rq = rq->next) {
 		struct qmsg *qm;
+		rq_throttle_close(rq);
 		while ((qm = rq_pop(rq)))
 			queue_done(qm); /* stays in the spool: delivered after restart */
 		while (rq->dispatchers) {
@@ -821,6 +1058,7 @@ void ready_free_all(void)
 	struct ready_queue *rq = R.all, *next;
 	for (; rq; rq = next) {
 		next = rq->next;
+		rq_throttle_close(rq); /* --validate or an early exit: closed by the next run */
 		cidr_list_free(&rq->path.prohibited);
 		task_close(rq->task);
 		free(rq->name);
@@ -830,6 +1068,7 @@ void ready_free_all(void)
 		free(rq);
 	}
 	R.all = NULL;
+	egress_pools_free();
 }
 
 void ready_foreach(void (*fn)(const struct ready_info *ri, void *ctx), void *ctx)

@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include "base/task.h"
 #include "base/xalloc.h"
@@ -186,6 +188,7 @@ static void conn_tls_read(struct conn *c)
 				return;
 			char why[256];
 			ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+			snprintf(c->tls_error, sizeof(c->tls_error), "%s", why);
 			KTRACE(tls_fail, c->task ? c->task->id : 0, why);
 			ERR_clear_error();
 			c->h->on_tls(c, 0);
@@ -283,26 +286,66 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 int conn_connect(struct conn *c, uv_loop_t *loop, const struct sockaddr *addr,
 		 const struct conn_handler *h, void *owner, struct task *task)
 {
+	return conn_connect_from(c, loop, addr, NULL, h, owner, task);
+}
+
+/* Binds the not yet connected handle to source (port 0 left to connect). */
+static int conn_bind_source(struct conn *c, const struct sockaddr *source)
+{
+	int rc = uv_tcp_bind(&c->tcp, source, 0);
+	if (rc < 0)
+		return rc;
+#ifdef IP_BIND_ADDRESS_NO_PORT
+	/* the port is chosen at connect time: many sessions per source address
+	 * do not exhaust the ephemeral range on bind() */
+	uv_os_fd_t fd;
+	int one = 1;
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+#endif
+	return 0;
+}
+
+int conn_connect_from(struct conn *c, uv_loop_t *loop, const struct sockaddr *addr,
+		      const struct sockaddr *source, const struct conn_handler *h, void *owner,
+		      struct task *task)
+{
 	memset(c, 0, sizeof(*c));
 	c->h = h;
 	c->owner = owner;
 	c->task = task;
-	int rc = uv_tcp_init(loop, &c->tcp);
+	conn_format_addr(addr, c->peer, sizeof(c->peer), c->peer_ip, sizeof(c->peer_ip),
+			 &c->peer_family, c->peer_addr);
+	if (source && source->sa_family != addr->sa_family)
+		return -EAFNOSUPPORT; /* before uv_tcp_init: nothing to close */
+	int rc = uv_tcp_init_ex(loop, &c->tcp, source ? source->sa_family : AF_UNSPEC);
 	if (rc < 0)
 		return rc;
 	c->tcp.data = c;
 	c->connect_req.data = c;
-	conn_format_addr(addr, c->peer, sizeof(c->peer), c->peer_ip, sizeof(c->peer_ip),
-			 &c->peer_family, c->peer_addr);
+	if (source) {
+		rc = conn_bind_source(c, source);
+		if (rc < 0)
+			return rc;
+	}
 	return uv_tcp_connect(&c->connect_req, &c->tcp, addr, conn_connect_cb);
 }
 
-size_t conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni)
+size_t conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni, const char *verify_name)
 {
 	size_t dropped = conn_starttls_server(c, ctx);
 	SSL_set_connect_state(c->ssl);
 	if (sni)
 		SSL_set_tlsext_host_name(c->ssl, sni);
+	if (verify_name && *verify_name) {
+		/* an address literal matches IP SANs only, a name DNS SANs / CN */
+		X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+		if (X509_VERIFY_PARAM_set1_ip_asc(vp, verify_name) != 1) {
+			ERR_clear_error();
+			SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+			SSL_set1_host(c->ssl, verify_name);
+		}
+	}
 	SSL_do_handshake(c->ssl); /* produces the ClientHello */
 	conn_flush_tls_out(c);
 	return dropped;
@@ -365,6 +408,11 @@ const char *conn_tls_version(const struct conn *c)
 const char *conn_tls_cipher(const struct conn *c)
 {
 	return c->ssl && c->tls == CONN_TLS_ACTIVE ? SSL_get_cipher_name(c->ssl) : "";
+}
+
+long conn_tls_verify_result(const struct conn *c)
+{
+	return c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
 }
 
 void conn_close(struct conn *c)

@@ -50,6 +50,7 @@ struct conn {
 	int peer_family; /* 4 or 6 */
 	uint8_t peer_addr[16];
 	char local[64];
+	char tls_error[256]; /* why the handshake failed (OpenSSL's text), or "" */
 	uv_connect_t connect_req;
 };
 
@@ -62,9 +63,20 @@ int conn_accept(struct conn *c, uv_stream_t *server, const struct conn_handler *
  * conn_abort(). */
 int conn_connect(struct conn *c, uv_loop_t *loop, const struct sockaddr *addr,
 		 const struct conn_handler *h, void *owner, struct task *task);
+/* As conn_connect, bound first to the local address `source` (port 0 picks
+ * one at connect time, IP_BIND_ADDRESS_NO_PORT) when it is not NULL.
+ * -EAFNOSUPPORT when source and addr are of different families; a bind
+ * failure (-EADDRNOTAVAIL: not an address of this host) is returned
+ * synchronously too. Same rules as conn_connect otherwise. */
+int conn_connect_from(struct conn *c, uv_loop_t *loop, const struct sockaddr *addr,
+		      const struct sockaddr *source, const struct conn_handler *h, void *owner,
+		      struct task *task);
 /* Client side STARTTLS: unread plaintext is discarded (response injection);
- * on_tls follows. sni may be NULL. Returns bytes dropped. */
-size_t conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni);
+ * on_tls follows. sni may be NULL. verify_name (may be NULL): the host
+ * name or IP address literal the peer certificate must match when ctx
+ * verifies (SSL_VERIFY_PEER); a mismatch fails the handshake. Returns bytes
+ * dropped. */
+size_t conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni, const char *verify_name);
 int conn_start_read(struct conn *c);
 void conn_pause_read(struct conn *c);
 void conn_resume_read(struct conn *c);
@@ -78,6 +90,9 @@ size_t conn_starttls_server(struct conn *c, SSL_CTX *ctx);
 /* TLS facts after the handshake (static strings or "" ). */
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
+/* Certificate verification result of the last handshake: X509_V_OK (0) or
+ * an X509_V_ERR_* code; X509_V_OK when no TLS was started. */
+long conn_tls_verify_result(const struct conn *c);
 /* Flushes pending output then closes; on_closed follows exactly once. */
 /* Bytes the peer has sent that we have not processed: our input buffer plus what
  * the kernel holds (peeked, not read). Used for the pre-greeting sync check. */

@@ -3,12 +3,15 @@
 #include "io/tls.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+
+#include "base/xalloc.h"
 
 static void tls_err(char *err, size_t errlen, const char *what)
 {
@@ -88,4 +91,58 @@ SSL_CTX *tls_server_ctx_new(const char *cert, const char *key, const char *hostn
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* --- client contexts ------------------------------------------------------ */
+
+struct tls_client_ctx {
+	int verify;
+	char *ca_file; /* "" = system trust store */
+	SSL_CTX *ctx;
+	struct tls_client_ctx *next;
+};
+
+static struct tls_client_ctx *tls_client_ctxs;
+
+static SSL_CTX *tls_client_ctx_make(int verify, const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx) {
+		tls_err(err, errlen, "creating a TLS client context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	if (!verify)
+		return ctx;
+	int ok = *ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+			  : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		char what[600];
+		snprintf(what, sizeof(what), "loading tls_ca_file '%s'",
+			 *ca_file ? ca_file : "(system trust store)");
+		tls_err(err, errlen, what);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+SSL_CTX *tls_client_ctx(int verify, const char *ca_file, char *err, size_t errlen)
+{
+	const char *key = verify && ca_file ? ca_file : "";
+	for (struct tls_client_ctx *t = tls_client_ctxs; t; t = t->next)
+		if (t->verify == !!verify && strcmp(t->ca_file, key) == 0)
+			return t->ctx;
+	SSL_CTX *ctx = tls_client_ctx_make(verify, key, err, errlen);
+	if (!ctx)
+		return NULL;
+	struct tls_client_ctx *t = xcalloc(1, sizeof(*t));
+	t->verify = !!verify;
+	t->ca_file = xstrdup(key);
+	t->ctx = ctx;
+	t->next = tls_client_ctxs;
+	tls_client_ctxs = t;
+	return ctx;
 }

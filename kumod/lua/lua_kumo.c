@@ -2,6 +2,7 @@
 /* The `kumo` module: event registration, logging, typed rejections and the
  * configuration builders (start_esmtp_listener, define_spool,
  * make_listener_domain) with KumoMTA's names, defaults and strict keys. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <sched.h>
@@ -18,6 +19,7 @@
 #include "lua/lua_int.h"
 #include "proto/cidr.h"
 #include "proto/duration.h"
+#include "proto/rate_spec.h"
 #include "proto/rfc5322.h"
 #include "smtp/server.h"
 #include "dns/resolver.h"
@@ -511,6 +513,7 @@ static int l_start_esmtp_listener(lua_State *L)
 struct spool_def {
 	const char *name, *path, *kind;
 	int flush;
+	int sync_fs; /* -1 unset, 0 fsync, 1 syncfs */
 };
 
 static void spool_key(lua_State *L, const char *k, void *ctx)
@@ -528,6 +531,14 @@ static void spool_key(lua_State *L, const char *k, void *ctx)
 			luaL_error(L, "%s: only 'LocalDisk' is supported, got '%s'", what, d->kind);
 	} else if (strcmp(k, "flush") == 0) {
 		d->flush = check_bool(L, -1, what);
+	} else if (strcmp(k, "sync_mode") == 0) {
+		const char *m = check_str(L, -1, what);
+		if (strcmp(m, "fsync") == 0)
+			d->sync_fs = 0;
+		else if (strcmp(m, "syncfs") == 0)
+			d->sync_fs = 1;
+		else
+			luaL_error(L, "%s: expected 'fsync' or 'syncfs', got '%s'", what, m);
 	} else if (strcmp(k, "min_free_space") == 0 || strcmp(k, "min_free_inodes") == 0) {
 		/* bytes, or a percentage string such as "10%" */
 		if (lua_type(L, -1) != LUA_TSTRING)
@@ -540,7 +551,7 @@ static void spool_key(lua_State *L, const char *k, void *ctx)
 static int l_define_spool(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	struct spool_def d = {.kind = "LocalDisk", .flush = 1};
+	struct spool_def d = {.kind = "LocalDisk", .flush = 1, .sync_fs = -1};
 	each_key(L, 1, "define_spool", spool_key, &d);
 	if (!d.name)
 		return luaL_error(L, "define_spool: missing key 'name'");
@@ -549,23 +560,31 @@ static int l_define_spool(lua_State *L)
 	if (strcmp(d.name, "data") != 0 && strcmp(d.name, "meta") != 0)
 		return luaL_error(L, "define_spool: name must be 'data' or 'meta', got '%s'",
 				  d.name);
-	log_debug("kumod::spool", "define_spool name=%s path=%s kind=%s flush=%d", d.name, d.path,
-		  d.kind, d.flush);
+	log_debug("kumod::spool", "define_spool name=%s path=%s kind=%s flush=%d sync_mode=%s",
+		  d.name, d.path, d.kind, d.flush, d.sync_fs == 1 ? "syncfs" : "fsync");
 	static char *paths[2];
-	static int flush = 1;
+	static int flush = 1, sync_fs = -1;
 	int i = strcmp(d.name, "data") == 0 ? 0 : 1;
 	free(paths[i]);
 	paths[i] = strdup(d.path);
 	if (!d.flush)
 		flush = 0;
+	/* one flusher serves both spools: they must agree */
+	if (d.sync_fs >= 0 && sync_fs >= 0 && d.sync_fs != sync_fs)
+		return luaL_error(L, "define_spool: sync_mode: 'data' and 'meta' must use the same "
+				     "sync_mode");
+	if (d.sync_fs >= 0)
+		sync_fs = d.sync_fs;
 	if (!paths[0] || !paths[1] || lua_engine__validating() || spool_is_open())
 		return 0;
-	struct spool_config sc = {.data_path = paths[0], .meta_path = paths[1], .flush = flush};
+	struct spool_config sc = {
+	    .data_path = paths[0], .meta_path = paths[1], .flush = flush, .sync_fs = sync_fs == 1};
 	char err[512] = "";
 	int rc = spool_open(kumod_loop(), &sc, err, sizeof(err));
 	free(paths[0]);
 	free(paths[1]);
 	paths[0] = paths[1] = NULL;
+	sync_fs = -1;
 	if (rc != 0)
 		return luaL_error(L, "define_spool: %s", err[0] ? err : "cannot open the spool");
 	return 0;
@@ -655,13 +674,28 @@ enum cfg_type {
 	CT_ANY,
 	CT_TLS,
 	CT_CIDRS,
-	CT_PROTO
+	CT_PROTO,
+	CT_RATE, /* throttle spec "N/period" (proto/rate_spec.h) */
+	CT_IP,	 /* an IPv4 or IPv6 address literal ("[v6]" too) */
 };
 
 struct cfg_key {
 	const char *key;
 	enum cfg_type type;
 };
+
+/* "192.0.2.1", "2001:db8::1", "[2001:db8::1]". */
+static int is_ip_text(const char *s)
+{
+	char host[64];
+	uint8_t buf[16];
+	size_t n = strlen(s);
+	if (n >= 2 && s[0] == '[' && s[n - 1] == ']')
+		snprintf(host, sizeof(host), "%.*s", (int)(n - 2), s + 1);
+	else
+		snprintf(host, sizeof(host), "%s", s);
+	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
 
 /* Validates every key of the table at 1 against spec and returns a new
  * table with normalised values (durations as "<key>_ms" milliseconds)
@@ -766,6 +800,23 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 			lua_pop(L, 1);
 			break;
 		}
+		case CT_RATE: {
+			struct rate_spec rs;
+			const char *text = check_str(L, v, what);
+			if (rate_spec_parse(text, &rs) != 0)
+				return luaL_error(L,
+						  "%s: expected a rate such as '100/s', '1,000/hr' "
+						  "or '10/m', got '%s'",
+						  what, text);
+			break;
+		}
+		case CT_IP: {
+			const char *ip = check_str(L, v, what);
+			if (!is_ip_text(ip))
+				return luaL_error(
+				    L, "%s: expected an IPv4 or IPv6 address, got '%s'", what, ip);
+			break;
+		}
 		case CT_ANY:
 			break;
 		}
@@ -806,9 +857,10 @@ static const struct cfg_key egress_path_keys[] = {
     {"max_ready", CT_INT},
     {"max_deliveries_per_connection", CT_INT},
     {"max_recipients_per_batch", CT_INT},
-    {"max_message_rate", CT_STR},
-    {"max_connection_rate", CT_STR},
+    {"max_message_rate", CT_RATE},
+    {"max_connection_rate", CT_RATE},
     {"enable_tls", CT_TLS},
+    {"tls_ca_file", CT_STR}, /* ours: PEM trust anchors for Required/Opportunistic */
     {"enable_pipelining", CT_BOOL},
     {"enable_rset", CT_BOOL},
     {"enable_mta_sts", CT_BOOL},
@@ -843,7 +895,7 @@ static int l_make_egress_path(lua_State *L)
 
 static const struct cfg_key egress_source_keys[] = {
     {"name", CT_STR},
-    {"source_address", CT_STR},
+    {"source_address", CT_IP},
     {"ehlo_domain", CT_STR},
     {"remote_port", CT_INT},
     {"ttl", CT_DUR},
@@ -893,7 +945,14 @@ static int l_make_egress_pool(lua_State *L)
 		if (lua_type(L, -1) != LUA_TSTRING)
 			return luaL_error(L, "make_egress_pool: entries[%d].name must be a string",
 					  (int)i);
-		lua_pop(L, 2);
+		lua_getfield(L, -2, "weight");
+		if (!lua_isnil(L, -1) && (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
+					  lua_tointeger(L, -1) > 1000000))
+			return luaL_error(L,
+					  "make_egress_pool: entries[%d].weight must be an integer "
+					  "from 0 to 1000000",
+					  (int)i);
+		lua_pop(L, 3);
 	}
 	lua_pop(L, 1);
 	return 1;

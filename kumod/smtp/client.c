@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "base/buf.h"
 #include "base/clock.h"
@@ -18,6 +19,7 @@
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "io/conn.h"
+#include "io/tls.h"
 #include "ktrace.h"
 #include "proto/smtp_data.h"
 #include "proto/smtp_reply.h"
@@ -40,7 +42,9 @@ struct smtp_client {
 	uint64_t id;
 	const struct smtp_client_ops *ops;
 	void *ud;
-	char *ehlo_name, *sni;
+	char *ehlo_name, *sni, *verify_name;
+	struct sockaddr_storage source;
+	int has_source;
 	enum smtp_client_tls_mode tls_mode;
 	SSL_CTX *tls_ctx;
 	int no_pipelining;
@@ -121,20 +125,24 @@ static void client_end(struct smtp_client *c, enum smtp_client_status st, int co
 
 /* --- TLS context ---------------------------------------------------------- */
 
-/* One insecure client context shared by every session on the loop thread:
- * opportunistic TLS to test peers verifies nothing (as KumoMTA's
- * OpportunisticInsecure). Created on first use and kept for the process. */
-static SSL_CTX *client_insecure_ctx(void)
+static int client_tls_verifies(enum smtp_client_tls_mode m)
 {
-	static SSL_CTX *ctx;
-	if (!ctx) {
-		ctx = SSL_CTX_new(TLS_client_method());
-		if (!ctx)
-			panic("%s: SSL_CTX_new failed", __func__);
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-		SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-		SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
-	}
+	return m == SMTP_CLIENT_TLS_OPPORTUNISTIC || m == SMTP_CLIENT_TLS_REQUIRED;
+}
+
+static int client_tls_required(enum smtp_client_tls_mode m)
+{
+	return m == SMTP_CLIENT_TLS_REQUIRED || m == SMTP_CLIENT_TLS_REQUIRED_INSECURE;
+}
+
+/* The context for a session without its own: the shared ones of io/tls.h
+ * (insecure, or verifying against the system trust store). */
+static SSL_CTX *client_default_ctx(enum smtp_client_tls_mode m)
+{
+	char err[256];
+	SSL_CTX *ctx = tls_client_ctx(client_tls_verifies(m), NULL, err, sizeof(err));
+	if (!ctx)
+		panic("%s: %s", __func__, err);
 	return ctx;
 }
 
@@ -214,8 +222,9 @@ static void client_ready(struct smtp_client *c)
 static void client_start_tls(struct smtp_client *c)
 {
 	client_enter(c, SMTP_CLIENT_TLS);
-	SSL_CTX *ctx = c->tls_ctx ? c->tls_ctx : client_insecure_ctx();
-	size_t dropped = conn_starttls_client(&c->conn, ctx, c->sni);
+	SSL_CTX *ctx = c->tls_ctx ? c->tls_ctx : client_default_ctx(c->tls_mode);
+	size_t dropped = conn_starttls_client(
+	    &c->conn, ctx, c->sni, client_tls_verifies(c->tls_mode) ? c->verify_name : NULL);
 	if (dropped)
 		log_warn("kumod::smtp_client",
 			 "session=%" PRIu64 " peer=%s discarded %zu plaintext bytes sent after 220 "
@@ -233,7 +242,7 @@ static void client_after_ehlo(struct smtp_client *c)
 		conn_flush(&c->conn);
 		return;
 	}
-	if (want_tls && c->tls_mode == SMTP_CLIENT_TLS_REQUIRED_INSECURE) {
+	if (want_tls && client_tls_required(c->tls_mode)) {
 		client_end(c, SMTP_CLIENT_ERROR, 0, "", "STARTTLS required but not offered", 0);
 		return;
 	}
@@ -533,7 +542,7 @@ static void client_on_reply(struct smtp_client *c, const struct smtp_reply *r)
 	case SMTP_CLIENT_STARTTLS:
 		if (r->code == 220)
 			client_start_tls(c);
-		else if (c->tls_mode == SMTP_CLIENT_TLS_OPPORTUNISTIC_INSECURE)
+		else if (!client_tls_required(c->tls_mode))
 			client_ready(c); /* refused: opportunistic continues in plaintext */
 		else
 			client_end(c, client_code_status(r->code), r->code, r->enhanced, text, 0);
@@ -643,6 +652,30 @@ static void client_on_eof(struct conn *cn, int err)
 	client_end(c, SMTP_CLIENT_DISCONNECTED, 0, "", why, err ? err : -ECONNRESET);
 }
 
+/* The verification verdict of a verifying handshake, traced. */
+static void client_trace_verify(struct smtp_client *c, int ok)
+{
+	long v = conn_tls_verify_result(&c->conn);
+	KTRACE(smtp_client_tls_verify, c->id, c->verify_name ? c->verify_name : "",
+	       ok && v == X509_V_OK, v == X509_V_OK ? "ok" : X509_verify_cert_error_string(v));
+}
+
+/* Ends the session after a failed handshake with the clearest reason:
+ * the certificate verification error when there is one. */
+static void client_tls_failed(struct smtp_client *c)
+{
+	char why[320];
+	long v = conn_tls_verify_result(&c->conn);
+	if (client_tls_verifies(c->tls_mode) && v != X509_V_OK)
+		snprintf(why, sizeof(why), "TLS certificate verification failed for %s: %s",
+			 c->verify_name && *c->verify_name ? c->verify_name : c->conn.peer,
+			 X509_verify_cert_error_string(v));
+	else
+		snprintf(why, sizeof(why), "TLS handshake failed%s%s",
+			 c->conn.tls_error[0] ? ": " : "", c->conn.tls_error);
+	client_end(c, SMTP_CLIENT_ERROR, 0, "", why, -EPROTO);
+}
+
 static void client_on_tls(struct conn *cn, int ok)
 {
 	struct smtp_client *c = cn->owner;
@@ -651,8 +684,10 @@ static void client_on_tls(struct conn *cn, int ok)
 	KTRACE(smtp_client_tls, c->id, ok, conn_tls_version(cn), dropped);
 	if (c->ending)
 		return;
+	if (client_tls_verifies(c->tls_mode))
+		client_trace_verify(c, ok);
 	if (!ok) {
-		client_end(c, SMTP_CLIENT_ERROR, 0, "", "TLS handshake failed", -EPROTO);
+		client_tls_failed(c);
 		return;
 	}
 	c->tls_active = 1;
@@ -691,6 +726,7 @@ static void client_maybe_release(struct smtp_client *c)
 	free(c->rcpt_replies);
 	free(c->ehlo_name);
 	free(c->sni);
+	free(c->verify_name);
 	free(c);
 }
 
@@ -762,6 +798,13 @@ struct smtp_client *smtp_client_new(uv_loop_t *loop, const struct smtp_client_op
 	c->ud = ud;
 	c->ehlo_name = xstrdup(opts->ehlo_name ? opts->ehlo_name : "localhost");
 	c->sni = opts->sni ? xstrdup(opts->sni) : NULL;
+	c->verify_name = opts->verify_name ? xstrdup(opts->verify_name) : NULL;
+	if (opts->source) {
+		size_t len = opts->source->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								 : sizeof(struct sockaddr_in);
+		memcpy(&c->source, opts->source, len);
+		c->has_source = 1;
+	}
 	c->tls_mode = opts->tls;
 	c->tls_ctx = opts->tls_ctx;
 	c->no_pipelining = opts->no_pipelining;
@@ -788,7 +831,9 @@ int smtp_client_connect(struct smtp_client *c, const struct sockaddr *addr)
 {
 	if (c->conn_init || c->ending)
 		return -EINVAL;
-	int rc = conn_connect(&c->conn, c->loop, addr, &client_conn_handler, c, c->task);
+	int rc = conn_connect_from(&c->conn, c->loop, addr,
+				   c->has_source ? (const struct sockaddr *)&c->source : NULL,
+				   &client_conn_handler, c, c->task);
 	/* uv_tcp_init ran when the handle has its loop: it must be closed */
 	if (c->conn.tcp.loop) {
 		c->conn_init = 1;
@@ -850,4 +895,19 @@ int smtp_client_pipelining(const struct smtp_client *c)
 uint64_t smtp_client_messages(const struct smtp_client *c)
 {
 	return c->messages;
+}
+
+const char *smtp_client_local_addr(const struct smtp_client *c)
+{
+	return c->conn.local;
+}
+
+const char *smtp_client_tls_version(const struct smtp_client *c)
+{
+	return c->tls_active ? conn_tls_version(&c->conn) : "";
+}
+
+const char *smtp_client_tls_cipher(const struct smtp_client *c)
+{
+	return c->tls_active ? conn_tls_cipher(&c->conn) : "";
 }

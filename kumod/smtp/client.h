@@ -57,13 +57,25 @@ enum smtp_client_tls_mode {
 	SMTP_CLIENT_TLS_OPPORTUNISTIC_INSECURE,
 	/* As above but a server without STARTTLS ends the session. */
 	SMTP_CLIENT_TLS_REQUIRED_INSECURE,
+	/* As OPPORTUNISTIC_INSECURE, but when STARTTLS is used the certificate
+	 * chain and verify_name are verified; a failure ends the session
+	 * (KumoMTA: no fallback to plaintext once STARTTLS was offered). */
+	SMTP_CLIENT_TLS_OPPORTUNISTIC,
+	/* STARTTLS required and the certificate verified. */
+	SMTP_CLIENT_TLS_REQUIRED,
 };
 
 struct smtp_client_opts {
 	const char *ehlo_name; /* required; copied */
 	enum smtp_client_tls_mode tls;
-	SSL_CTX *tls_ctx;      /* optional client context (not owned); NULL = shared insecure one */
-	const char *sni;       /* optional; copied */
+	SSL_CTX *tls_ctx; /* optional client context (not owned); NULL = the shared
+			     io/tls.h one for the mode (system trust store) */
+	const char *sni;  /* optional; copied */
+	/* Verifying modes: the name (or IP literal) the certificate must match;
+	 * NULL = the chain only. Copied. */
+	const char *verify_name;
+	/* Optional local address to bind before connecting (port 0); copied. */
+	const struct sockaddr *source;
 	int no_pipelining;     /* 1 = never pipeline even when offered */
 	uint64_t parent_task;  /* parent task id for the registry */
 	const char *task_name; /* task name; default = peer address */
@@ -151,5 +163,10 @@ uint64_t smtp_client_id(const struct smtp_client *c); /* task id */
 int smtp_client_tls_active(const struct smtp_client *c);
 int smtp_client_pipelining(const struct smtp_client *c);    /* offered and in use */
 uint64_t smtp_client_messages(const struct smtp_client *c); /* transactions completed */
+/* Our end of the connection ("ip:port", "" before connect) and, with TLS
+ * active, the protocol version and cipher ("" otherwise). */
+const char *smtp_client_local_addr(const struct smtp_client *c);
+const char *smtp_client_tls_version(const struct smtp_client *c);
+const char *smtp_client_tls_cipher(const struct smtp_client *c);
 
 #endif

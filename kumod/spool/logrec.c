@@ -453,7 +453,8 @@ static json_t *build_record(const struct logrec_event *ev, uint64_t now)
 	set(o, "egress_pool", jstr_or_null(ev->egress_pool));
 	set(o, "egress_source", jstr_or_null(ev->egress_source));
 	set(o, "source_address",
-	    ev->source_address ? json_pack("{s:o}", "address", jstr(ev->source_address))
+	    ev->source_address ? json_pack("{s:o,s:n,s:n}", "address", jstr(ev->source_address),
+					   "protocol", "server")
 			       : json_null());
 	set(o, "feedback_report", json_null());
 	set(o, "meta", jmeta(meta));

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* KumoMTA throttle specs as text: "100/s", "1,000/hr", "10/m", "5/5m",
+ * "local:50/minute" — a count (digits, optionally grouped with ',' or '_')
+ * per period. The period is a unit (s, sec, second, m, min, minute, h, hr,
+ * hour, d, day, case-insensitive) or a duration such as "5m" or "90s"
+ * (proto/duration.h). The "local:" prefix (KumoMTA: not shared through
+ * redis) is accepted; every throttle of ours is local. Pure.
+ * Callers: kumod/lua (make_egress_path validation), kumod/dispatch (the
+ * rates of a ready queue). */
+#ifndef KUMOD_PROTO_RATE_SPEC_H
+#define KUMOD_PROTO_RATE_SPEC_H
+
+#include <stdint.h>
+
+struct rate_spec {
+	uint64_t limit;	    /* events per period, >= 1 */
+	uint64_t period_ms; /* >= 1 */
+};
+
+/* 0 and *out, or -1 when s is not a rate (zero count, zero period, a count
+ * above 10^12, trailing text). *out is untouched on error. */
+int rate_spec_parse(const char *s, struct rate_spec *out);
+
+#endif

@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The `make run` pair (scripts/run.sh): policy/simple_policy.lua relaying to
+sink/sink.lua, with the policy's environment overrides instead of the fixed
+ports 2025/2026. Checks the README's quick start: swaks -> relay (spooled) ->
+sink over STARTTLS, logged as Reception then Delivery."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import REPO
+from test_relay import captured, records, sink_start, wait_until
+
+SIMPLE = os.path.join(REPO, "policy", "simple_policy.lua")
+
+
+@pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed")
+def test_simple_policy_relays_to_the_sink_over_tls(kumod, tmp_path):
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    var = tmp_path / "var"
+    relay = kumod(open(SIMPLE).read(), policy_name="simple_policy.lua",
+                  env={"KUMO_VAR": str(var), "KUMO_LISTEN": "127.0.0.1:0",
+                       "KUMO_SINK": "127.0.0.1:%d" % sink.smtp_port})
+    r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % relay.smtp_port,
+                        "--to", "someone@example.com", "--from", "dev@example.com",
+                        "--header", "Subject: quick start"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert wait_until(lambda: captured(capture)), relay.stderr()
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    types = [x["type"] for x in recs]
+    assert types.index("Reception") < types.index("Delivery"), types
+    d = next(x for x in recs if x["type"] == "Delivery")
+    assert d["recipient"] == "someone@example.com"
+    assert d["response"]["code"] == 250
+    # the sink offers STARTTLS with a self-signed certificate: the policy uses
+    # it without verification (OpportunisticInsecure)
+    assert d.get("tls_protocol_version", "").startswith("TLS"), d
+    assert b"Subject: quick start" in open(captured(capture)[0], "rb").read()
