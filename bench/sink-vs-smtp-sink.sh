@@ -16,7 +16,8 @@
 # ratios (sink / smtp-sink). Every run is bounded: fixed message counts and a
 # `timeout` of RUN_TIMEOUT seconds (default 300) per smtp-source invocation.
 # Environment: KUMOD (default build/kumod), SESSIONS (20), RUN_TIMEOUT (300),
-# ROUNDS (3: interleaved repetitions per scenario; medians are reported).
+# ROUNDS (3: interleaved repetitions per scenario; medians are reported),
+# PIN (1: smtp-source on CPU 0, the server under test on CPU 1; 0: unpinned).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -73,10 +74,21 @@ cpu_ticks() { # pid -> utime+stime in ticks (fields 14 and 15, after the "(comm)
 	echo $(( ${12} + ${13} ))
 }
 
+# --- CPU placement -----------------------------------------------------------
+# smtp-source keeps one core busy by itself. Unpinned, the scheduler
+# sometimes puts it on the server's core and run times swing by up to 2x;
+# pinned (default with 2+ CPUs), the client owns CPU 0 and the server under
+# test CPU 1, the same for both servers.
+SERVER_PIN=() CLIENT_PIN=()
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+	SERVER_PIN=(taskset -c 1)
+	CLIENT_PIN=(taskset -c 0)
+fi
+
 # --- servers ---------------------------------------------------------------
 SINK_PORT=$(free_port)
 KUMO_SINK_PORT=$SINK_PORT KUMOD_LOG=kumod=warn,kumo_server_common=info LTTNG_UST_REGISTER_TIMEOUT=0 \
-	"$KUMOD" --policy sink/sink.lua >"$WORK/sink.log" 2>&1 &
+	"${SERVER_PIN[@]}" "$KUMOD" --policy sink/sink.lua >"$WORK/sink.log" 2>&1 &
 SINK_PID=$!
 for _ in $(seq 100); do grep -q "initialization complete" "$WORK/sink.log" && break; sleep 0.1; done
 grep -q "initialization complete" "$WORK/sink.log" || { cat "$WORK/sink.log" >&2; exit 1; }
@@ -85,7 +97,7 @@ wait_port "$SINK_PORT"
 PF_PORT=$(free_port)
 PF_USER=()
 [ "$(id -u)" = 0 ] && PF_USER=(-u nobody)
-"$SMTP_SINK" "${PF_USER[@]}" 127.0.0.1:"$PF_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
+"${SERVER_PIN[@]}" "$SMTP_SINK" "${PF_USER[@]}" 127.0.0.1:"$PF_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
 PF_PID=$!
 wait_port "$PF_PORT"
 
@@ -99,7 +111,7 @@ run() { # server-name pid port mode size count round
 	[ "$mode" = reuse ] && reuse=(-d)
 	c0=$(cpu_ticks "$pid")
 	t0=$(date +%s.%N)
-	if ! timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$count" -l "$size" "${reuse[@]}" \
+	if ! timeout "$RUN_TIMEOUT" "${CLIENT_PIN[@]}" "$SMTP_SOURCE" -s "$SESSIONS" -m "$count" -l "$size" "${reuse[@]}" \
 		-f sender@bench.test -t rcpt@bench.test -M bench.test 127.0.0.1:"$port" \
 		>"$WORK/source.out" 2>&1; then
 		echo "smtp-source against $name ($mode, $size bytes) failed:" >&2
@@ -140,7 +152,7 @@ done
 # --- report --------------------------------------------------------------------
 label() { [ "$1" = 1024 ] && echo "1 KiB" || echo "100 KiB"; }
 mlabel() { [ "$1" = reuse ] && echo "reuse (-d)" || echo "1 msg/conn"; }
-echo "Medians of $ROUNDS interleaved rounds."
+echo "Medians of $ROUNDS interleaved rounds; CPU pinning: ${SERVER_PIN[*]:-none} (server), ${CLIENT_PIN[*]:-none} (smtp-source)."
 echo
 echo "| scenario | body | messages | server | elapsed s | messages/s | server CPU s | CPU ms / 1000 msgs |"
 echo "|---|---|---:|---|---:|---:|---:|---:|"
