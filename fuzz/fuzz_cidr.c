@@ -16,14 +16,7 @@
 #include <string.h>
 
 #include "proto/cidr.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 /* Written independently of cidr.c: 0 and *out, or -EINVAL. */
 static int ref_parse(const char *s, struct cidr *out)

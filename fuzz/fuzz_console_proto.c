@@ -16,14 +16,7 @@
 
 #include "base/buf.h"
 #include "proto/console_proto.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 static void fz_line(const char *p, size_t len)
 {

@@ -9,14 +9,7 @@
 
 #include "base/buf.h"
 #include "proto/smtp_data.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 struct fz_result {
 	struct buf out;

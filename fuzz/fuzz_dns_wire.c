@@ -14,14 +14,7 @@
 
 #include "proto/dns_name.h"
 #include "proto/dns_wire.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 static void fz_names(const struct dns_wire_answer *a)
 {

@@ -16,17 +16,9 @@
 #include <string.h>
 
 #include "proto/duration.h"
+#include "fuzz_check.h"
 
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
-
-static void check_case(const char *text, int (*parse)(const char *, uint64_t *), int rc,
-		       uint64_t v)
+static void check_case(const char *text, int (*parse)(const char *, uint64_t *), int rc, uint64_t v)
 {
 	char *up = strdup(text), *low = strdup(text);
 	for (char *p = up; *p; p++)

@@ -10,14 +10,7 @@
 #include <string.h>
 
 #include "proto/smtp_cmd.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 struct ref_result {
 	int code; /* 0 = accepted */

@@ -12,14 +12,7 @@
 
 #include "base/buf.h"
 #include "proto/rfc5322.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 static size_t fz_count(const struct buf *m, const char *name)
 {

@@ -21,14 +21,7 @@
 
 #include "base/buf.h"
 #include "proto/http_req.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 #define MAX_REQUESTS 32
 

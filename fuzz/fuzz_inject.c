@@ -23,14 +23,7 @@
 #include "proto/http_req.h"
 #include "proto/inject_req.h"
 #include "proto/rfc5322.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 #define MAX_BUILT 64
 

@@ -9,14 +9,7 @@
 #include <string.h>
 
 #include "proto/smtp_cmd.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 static int fz_slice_in(struct smtp_slice s, const char *base, size_t len)
 {

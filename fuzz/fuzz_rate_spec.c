@@ -13,14 +13,7 @@
 #include <strings.h>
 
 #include "proto/rate_spec.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 /* Reference for "N/unit" only, written independently of rate_spec.c:
  * 1 = valid (limit, period), 0 = invalid, -1 = period is not a bare unit. */

@@ -15,14 +15,7 @@
 
 #include "base/buf.h"
 #include "proto/smtp_reply.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 static void fz_same(const struct smtp_reply *a, const struct smtp_reply *b)
 {

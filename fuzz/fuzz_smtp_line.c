@@ -9,14 +9,7 @@
 
 #include "base/buf.h"
 #include "proto/smtp_line.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 /* Events as text: 'O' + 4-byte length + line, 'L' too long, 'B' bad ending. */
 static void fz_event(struct buf *log, char kind, const char *p, size_t n)

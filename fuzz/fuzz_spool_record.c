@@ -14,14 +14,7 @@
 
 #include "base/buf.h"
 #include "proto/spool_record.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
+#include "fuzz_check.h"
 
 static void fz_same(const struct spool_record *a, const struct spool_record *b)
 {
