@@ -158,6 +158,26 @@ static void api_inspect_sched_q(struct http_conn *hc, struct http_request *req)
 				     f.suspended, "now", now_unix()));
 }
 
+static void api_inspect_ready_q(struct http_conn *hc, struct http_request *req)
+{
+	char name[512];
+	int rc = http__query_get(req, "queue_name", name, sizeof(name));
+	if (rc < 0) {
+		http__error(hc, 400, "queue_name: badly encoded or too long");
+		return;
+	}
+	if (rc == 0) {
+		http__error(hc, 400, "queue_name: required (a name from ready-q-states)");
+		return;
+	}
+	json_t *o = ready_inspect(name);
+	if (!o) {
+		http__error(hc, 404, "no ready queue named '%s'", name);
+		return;
+	}
+	http__respond_json(hc, 200, o);
+}
+
 static const struct http_route routes[] = {
     {"/metrics", HTTP_GET, 0, api_metrics},
     {"/metrics.json", HTTP_GET, 0, api_metrics_json},
@@ -166,6 +186,7 @@ static const struct http_route routes[] = {
     {"/api/admin/set_diagnostic_log_filter/v1", HTTP_POST, 0, api_set_log_filter},
     {"/api/admin/ready-q-states/v1", HTTP_GET, 0, api_ready_q_states},
     {"/api/admin/inspect-sched-q/v1", HTTP_GET, 0, api_inspect_sched_q},
+    {"/api/admin/inspect-ready-q/v1", HTTP_GET, 0, api_inspect_ready_q},
     {"/api/admin/bounce/v1", HTTP_POST, 0, http_admin__bounce},
     {"/api/admin/bounce/v1", HTTP_GET, 0, http_admin__bounce_list},
     {"/api/admin/bounce/v1", HTTP_DELETE, 0, http_admin__bounce_cancel},

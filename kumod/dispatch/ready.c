@@ -1218,3 +1218,83 @@ static void ready_suspend_shutdown(void)
 		RS.timer_init = 0;
 	}
 }
+
+/* --- inspection (GET /api/admin/inspect-ready-q/v1) ------------------------------ */
+
+static const char *tls_mode_name(enum smtp_client_tls_mode m)
+{
+	switch (m) {
+	case SMTP_CLIENT_TLS_OFF:
+		return "Disabled";
+	case SMTP_CLIENT_TLS_OPPORTUNISTIC_INSECURE:
+		return "OpportunisticInsecure";
+	case SMTP_CLIENT_TLS_REQUIRED_INSECURE:
+		return "RequiredInsecure";
+	case SMTP_CLIENT_TLS_OPPORTUNISTIC:
+		return "Opportunistic";
+	case SMTP_CLIENT_TLS_REQUIRED:
+		return "Required";
+	}
+	return "?";
+}
+
+static json_t *rate_json(const struct rate_spec *r)
+{
+	if (!r->limit)
+		return json_null();
+	return json_pack("{s:I, s:I}", "limit", (json_int_t)r->limit, "period_ms",
+			 (json_int_t)r->period_ms);
+}
+
+static double secs(uint64_t ns)
+{
+	return (double)ns / 1e9;
+}
+
+json_t *ready_inspect(const char *name)
+{
+	struct ready_queue *rq = ready_find(name);
+	if (!rq)
+		return NULL;
+	uint64_t now_ns = clock_wall_ns();
+	json_t *mx = json_array();
+	for (size_t i = 0; i < rq->naddrs; i++)
+		json_array_append_new(mx, json_pack("{s:s, s:s}", "host", rq->addrs[i].host, "addr",
+						    rq->addrs[i].addr));
+	int conn_throttled = 0, msg_throttled = 0;
+	json_t *ds = json_array();
+	for (struct dispatcher *d = rq->dispatchers; d; d = d->next) {
+		conn_throttled |= d->throttled == READY_THROTTLE_CONNECTION;
+		msg_throttled |= d->throttled == READY_THROTTLE_MESSAGE;
+		const struct task *t = d->task;
+		const char *detail = d->last_error[0] ? d->last_error : t->wait ? t->wait : "";
+		char when[40];
+		rfc3339_format_ms(t->created_ns / 1000000u, when, sizeof(when));
+		json_array_append_new(
+		    ds, json_pack("{s:I, s:s, s:f, s:s, s:s, s:f, s:I, s:o}", "session_id",
+				  (json_int_t)t->id, "started_at", when, "age",
+				  secs(now_ns - t->created_ns), "phase", t->phase, "detail", detail,
+				  "time_in_current_phase", secs(now_ns - t->phase_since_ns),
+				  "delivered_this_connection", (json_int_t)d->delivered_here,
+				  "message_id",
+				  d->current ? json_string(d->current->m->id) : json_null()));
+	}
+	json_t *path = json_pack(
+	    "{s:I, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "connection_limit",
+	    (json_int_t)rq->path.connection_limit, "max_ready", (json_int_t)rq->path.max_ready,
+	    "max_deliveries_per_connection", (json_int_t)rq->path.max_deliveries_per_connection,
+	    "enable_tls", tls_mode_name(rq->path.tls), "smtp_port", rq->path.port, "ehlo_domain",
+	    rq->path.ehlo_domain, "max_message_rate", rate_json(&rq->path.msg_rate),
+	    "max_connection_rate", rate_json(&rq->path.conn_rate));
+	json_t *state = json_pack(
+	    "{s:I, s:I, s:b, s:b, s:b, s:b}", "ready_count", (json_int_t)rq->count,
+	    "connection_count", (json_int_t)rq->ndispatchers, "connection_limited",
+	    rq->ndispatchers >= rq->path.connection_limit, "connection_rate_throttled",
+	    conn_throttled, "message_rate_throttled", msg_throttled, "suspended", rq_suspended(rq));
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I}, s:o, s:f}",
+			 "queue_name", rq->name, "site_name", rq->site, "egress_source", rq->source,
+			 "egress_pool", rq->pool, "protocol", "smtp", "mx", mx, "state", state,
+			 "path_config", path, "counters", "delivered", (json_int_t)rq->delivered,
+			 "transfail", (json_int_t)rq->transfail, "failed", (json_int_t)rq->failed,
+			 "dispatchers", ds, "now", (double)now_ns / 1e9);
+}

@@ -34,6 +34,15 @@ struct ready_info {
 };
 void ready_foreach(void (*fn)(const struct ready_info *ri, void *ctx), void *ctx);
 
+/* KumoMTA's /api/admin/inspect-ready-q/v1 answer for the ready queue named
+ * name (new reference): queue_name, site_name, egress_source, egress_pool,
+ * protocol, mx [{host, addr}], state {ready_count, connection_count,
+ * connection_limited, connection_rate_throttled, message_rate_throttled,
+ * suspended}, path_config, counters, dispatchers [{session_id, started_at,
+ * age, phase, detail, time_in_current_phase, delivered_this_connection,
+ * message_id}], now. NULL when no ready queue has that name. */
+json_t *ready_inspect(const char *name);
+
 /* Admin ready-queue suspensions (KumoMTA /api/admin/suspend-ready-q/v1):
  * until expires_ms (unix ms) the ready queue named name (it need not exist
  * yet) starts no new connection or transaction; a transaction in flight

@@ -286,3 +286,51 @@ def test_admin_bad_input(kumod, tmp_path):
         out = kcli(port, cmd, "--help")
         assert out.returncode == 0 and ("kcli [--endpoint URL] " + cmd) in out.stdout, out
     relay.stop()
+
+
+def test_inspect_ready_q_shows_state_and_dispatchers(kumod, tmp_path):
+    """A destination that accepts TCP but never greets keeps a dispatcher
+    waiting for the banner: inspect-ready-q shows it with its phase."""
+    import socket
+
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(16)
+    try:
+        mport = mute.getsockname()[1]
+        relay, port = relay_http(kumod, tmp_path / "var", "127.0.0.1:%d" % mport)
+        send_one(relay.smtp_port, "a@stall.test")
+        send_one(relay.smtp_port, "b@stall.test")
+        name = "unspecified->mx_list:127.0.0.1:%d@smtp" % mport
+
+        def inspected():
+            st, d = call(port, "GET", "/api/admin/inspect-ready-q/v1?queue_name="
+                         + urllib.parse.quote(name, safe=""))
+            return d if st == 200 and d["state"]["connection_count"] >= 1 else None
+        d = wait_until(inspected, timeout=10)
+        assert d, relay.stderr()
+        assert d["queue_name"] == name and d["egress_source"] == "unspecified"
+        assert d["mx"] == [{"host": "127.0.0.1", "addr": "127.0.0.1:%d" % mport}], d["mx"]
+        assert d["state"]["ready_count"] + d["state"]["connection_count"] >= 2, d["state"]
+        assert d["state"]["suspended"] is False
+        assert d["path_config"]["connection_limit"] == 4
+        assert d["path_config"]["enable_tls"] == "Disabled"
+        ds = d["dispatchers"]
+        assert ds and all(x["phase"] and x["age"] >= 0 for x in ds), ds
+        assert all(x["started_at"].endswith("Z") for x in ds), ds
+
+        st, e = call(port, "GET", "/api/admin/inspect-ready-q/v1?queue_name=nope")
+        assert st == 404 and "nope" in e["error"], e
+        st, e = call(port, "GET", "/api/admin/inspect-ready-q/v1")
+        assert st == 400 and "queue_name" in e["error"], e
+
+        r = kcli(port, "inspect-ready-q", name)
+        assert r.returncode == 0, r.stderr
+        assert "ready queue %s" % name in r.stdout and "session " in r.stdout, r.stdout
+        r = kcli(port, "inspect-ready-q", name, "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["queue_name"] == name
+        r = kcli(port, "inspect-ready-q", "nope")
+        assert r.returncode == 1 and "nope" in r.stderr, r.stderr
+        relay.stop()
+    finally:
+        mute.close()

@@ -129,7 +129,7 @@ static void usage_command(FILE *out, const struct command *c)
 /* getopt_long over a subcommand's arguments; --help prints its usage. */
 static int sub_getopt(int argc, char **argv, const struct option *opts, int *json)
 {
-	int c = getopt_long(argc, argv, "+h", opts, NULL);
+	int c = getopt_long(argc, argv, "h", opts, NULL);
 	if (c == 'h') {
 		usage_command(stdout, current);
 		exit(0);
@@ -342,6 +342,70 @@ static int cmd_inspect_sched_q(int argc, char **argv)
 			       json_number_value(next) -
 				   json_number_value(json_object_get(r, "now")));
 		putchar('\n');
+	}
+	json_decref(r);
+	return 0;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	const char *v = json_string_value(json_object_get(o, k));
+	return v ? v : "";
+}
+
+static long long jint(json_t *o, const char *k)
+{
+	return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static int cmd_inspect_ready_q(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, 'j'}, {0}};
+	int json = 0;
+	while (sub_getopt(argc, argv, opts, &json) != -1)
+		;
+	if (optind != argc - 1)
+		die("inspect-ready-q: expected one READY_QUEUE argument (see ready-q-states)");
+	struct buf path;
+	buf_init(&path);
+	buf_appends(&path, "/api/admin/inspect-ready-q/v1?queue_name=");
+	url_append_encoded(&path, argv[optind]);
+	json_t *r = api_json("GET", buf_cstr(&path), NULL);
+	buf_free(&path);
+	if (json) {
+		print_json(r);
+		json_decref(r);
+		return 0;
+	}
+	json_t *st = json_object_get(r, "state"), *pc = json_object_get(r, "path_config");
+	printf("ready queue %s (source %s, pool %s)\n", jstr(r, "queue_name"),
+	       jstr(r, "egress_source"), jstr(r, "egress_pool"));
+	printf(
+	    "  ready %lld, connections %lld/%lld%s%s%s%s\n", jint(st, "ready_count"),
+	    jint(st, "connection_count"), jint(pc, "connection_limit"),
+	    json_is_true(json_object_get(st, "suspended")) ? ", suspended" : "",
+	    json_is_true(json_object_get(st, "connection_limited")) ? ", connection limited" : "",
+	    json_is_true(json_object_get(st, "connection_rate_throttled"))
+		? ", connection rate throttled"
+		: "",
+	    json_is_true(json_object_get(st, "message_rate_throttled")) ? ", message rate throttled"
+									: "");
+	json_t *c = json_object_get(r, "counters");
+	printf("  delivered %lld, transient failures %lld, failed %lld; tls %s, port %lld\n",
+	       jint(c, "delivered"), jint(c, "transfail"), jint(c, "failed"),
+	       jstr(pc, "enable_tls"), jint(pc, "smtp_port"));
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(r, "mx"), i, v)
+	    printf("  mx %s (%s)\n", jstr(v, "host"), jstr(v, "addr"));
+	json_array_foreach(json_object_get(r, "dispatchers"), i, v)
+	{
+		printf("  session %lld: %s for %.1fs, %lld delivered on this connection%s%s\n",
+		       jint(v, "session_id"), jstr(v, "phase"),
+		       json_number_value(json_object_get(v, "time_in_current_phase")),
+		       jint(v, "delivered_this_connection"), *jstr(v, "detail") ? "; " : "",
+		       jstr(v, "detail"));
 	}
 	json_decref(r);
 	return 0;
@@ -713,19 +777,12 @@ static int cmd_inspect_message(int argc, char **argv)
 					     {"want-body", no_argument, NULL, 'b'},
 					     {0}};
 	int json = 0, c, want_body = 0;
-	const char *id = NULL;
-	for (;;) { /* options may follow the ID */
-		while ((c = sub_getopt(argc, argv, opts, &json)) != -1)
-			if (c == 'b')
-				want_body = 1;
-		if (optind >= argc)
-			break;
-		if (id)
-			die("inspect-message: expected one message ID (32 hex digits)");
-		id = argv[optind++];
-	}
-	if (!id)
+	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) /* options may follow the ID */
+		if (c == 'b')
+			want_body = 1;
+	if (optind != argc - 1)
 		die("inspect-message: expected one message ID (32 hex digits)");
+	const char *id = argv[optind];
 	struct buf path;
 	buf_init(&path);
 	buf_appends(&path, "/api/admin/inspect-message/v1?id=");
@@ -776,6 +833,10 @@ static const struct command commands[] = {
     {"inspect-sched-q", "one scheduled queue, or all of them", "[QUEUE] [--json]",
      "Shows one scheduled queue (count, next due time), or every queue without QUEUE.",
      cmd_inspect_sched_q},
+    {"inspect-ready-q", "one ready queue: state, limits, MX, dispatchers", "READY_QUEUE [--json]",
+     "Shows one ready queue (name as in ready-q-states): ready count, connections and\n"
+     "limits, throttling and suspension, MX hosts, and every dispatcher with its phase.",
+     cmd_inspect_ready_q},
     {"ready-q-states", "ready queues with counts, connections and limits", "[--json]",
      "Lists the ready queues with ready count, connections and limits.", cmd_ready_q_states},
     {"inject", "inject a message through /api/inject/v1",
@@ -877,7 +938,10 @@ int main(int argc, char **argv)
 		curl_global_init(CURL_GLOBAL_DEFAULT);
 		int sub_argc = argc - optind;
 		char **sub_argv = argv + optind;
-		optind = 1;
+		/* 0, not 1: glibc then re-initialises getopt completely, so the
+		 * subcommand's options may also follow its arguments (the top level
+		 * parsed in "+" order, stopping at the command name) */
+		optind = 0;
 		int rc = commands[i].run(sub_argc, sub_argv);
 		curl_global_cleanup();
 		return rc;
