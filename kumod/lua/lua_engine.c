@@ -228,8 +228,13 @@ static int call_run(const char *event, lua_State *co, int nargs, int handler, ta
 		call_failed(event, co, r);
 	else if (take)
 		stop = take(co, nres, ctx, r);
-	/* __close handlers run here, still under the budget */
-	lua_resetthread(co);
+	/* A handler that returned has closed its to-be-closed variables already:
+	 * dropping its results leaves the thread ready for the next call. After
+	 * an error, __close handlers run here, still under the budget. */
+	if (st == LUA_OK)
+		lua_settop(co, 0);
+	else
+		lua_resetthread(co);
 	lua_sethook(co, NULL, 0, 0);
 	eng.in_handler -= handler;
 	*call_slot(co) = NULL;
