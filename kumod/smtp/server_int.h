@@ -63,6 +63,7 @@ struct smtp_session {
 	int processing; /* inside process_input (re-entrancy guard) */
 	json_t *meta;	/* connection metadata */
 	uint64_t data_started_ns;
+	uint64_t size_hint;	    /* SIZE= of the current MAIL FROM, 0 when none */
 	uint64_t data_window_bytes; /* DATA bytes since the last client_timeout window */
 	int txn_smtputf8;	    /* the open transaction's MAIL carried SMTPUTF8 */
 	struct smtp_rx_txn *txn;    /* spooling transaction awaiting its reply */

@@ -246,6 +246,7 @@ static void cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	}
 	s->msg = message_new();
 	message_set_sender(s->msg, sender);
+	s->size_hint = cmd->has_size ? cmd->size : 0;
 	s->txn_smtputf8 = cmd->smtputf8;
 	session_enter_state(s, SMTP_STATE_MAIL);
 	session_reply(s, 250, NULL, "OK");
@@ -286,6 +287,11 @@ static void cmd_data(struct smtp_session *s, struct smtp_cmd *cmd)
 	smtp_data_framer_init(&s->df, cfg->invalid_line_endings, cfg->max_message_size,
 			      cfg->line_length_hard_limit);
 	buf_reset(&s->msg->data);
+	/* One allocation for most messages instead of doubling from 256 bytes:
+	 * the declared SIZE plus room for our trace headers, else 8 KiB; at most
+	 * 1 MiB up front, so a SIZE claim alone cannot make sessions hold much. */
+	uint64_t hint = s->size_hint ? s->size_hint + 2048 : 8192;
+	buf_reserve(&s->msg->data, (size_t)(hint < (1u << 20) ? hint : (1u << 20)));
 	s->data_started_ns = clock_mono_ns();
 	s->data_window_bytes = 0;
 	session_enter_state(s, SMTP_STATE_DATA);
