@@ -1251,6 +1251,14 @@ static double secs(uint64_t ns)
 	return (double)ns / 1e9;
 }
 
+static void name_once(json_t *seen, json_t *list, const char *name)
+{
+	if (json_object_get(seen, name))
+		return;
+	json_object_set_new(seen, name, json_true());
+	json_array_append_new(list, json_string(name));
+}
+
 json_t *ready_inspect(const char *name)
 {
 	struct ready_queue *rq = ready_find(name);
@@ -1279,6 +1287,14 @@ json_t *ready_inspect(const char *name)
 				  "message_id",
 				  d->current ? json_string(d->current->m->id) : json_null()));
 	}
+	/* the scheduled queues whose messages are here (ready or being sent) */
+	json_t *seen = json_object(), *sched = json_array();
+	for (struct qmsg *qm = rq->head; qm; qm = qm->next)
+		name_once(seen, sched, queue_name(qm->q));
+	for (struct dispatcher *d = rq->dispatchers; d; d = d->next)
+		if (d->current)
+			name_once(seen, sched, queue_name(d->current->q));
+	json_decref(seen);
 	json_t *path = json_pack(
 	    "{s:I, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "connection_limit",
 	    (json_int_t)rq->path.connection_limit, "max_ready", (json_int_t)rq->path.max_ready,
@@ -1291,10 +1307,11 @@ json_t *ready_inspect(const char *name)
 	    "connection_count", (json_int_t)rq->ndispatchers, "connection_limited",
 	    rq->ndispatchers >= rq->path.connection_limit, "connection_rate_throttled",
 	    conn_throttled, "message_rate_throttled", msg_throttled, "suspended", rq_suspended(rq));
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I}, s:o, s:f}",
-			 "queue_name", rq->name, "site_name", rq->site, "egress_source", rq->source,
-			 "egress_pool", rq->pool, "protocol", "smtp", "mx", mx, "state", state,
-			 "path_config", path, "counters", "delivered", (json_int_t)rq->delivered,
-			 "transfail", (json_int_t)rq->transfail, "failed", (json_int_t)rq->failed,
-			 "dispatchers", ds, "now", (double)now_ns / 1e9);
+	return json_pack(
+	    "{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I}, s:o, s:o, s:f}",
+	    "queue_name", rq->name, "site_name", rq->site, "egress_source", rq->source,
+	    "egress_pool", rq->pool, "protocol", "smtp", "mx", mx, "state", state, "path_config",
+	    path, "counters", "delivered", (json_int_t)rq->delivered, "transfail",
+	    (json_int_t)rq->transfail, "failed", (json_int_t)rq->failed, "dispatchers", ds,
+	    "scheduled_queue_names", sched, "now", (double)now_ns / 1e9);
 }

@@ -40,7 +40,8 @@ void ready_foreach(void (*fn)(const struct ready_info *ri, void *ctx), void *ctx
  * connection_limited, connection_rate_throttled, message_rate_throttled,
  * suspended}, path_config, counters, dispatchers [{session_id, started_at,
  * age, phase, detail, time_in_current_phase, delivered_this_connection,
- * message_id}], now. NULL when no ready queue has that name. */
+ * message_id}], scheduled_queue_names (of the messages it holds or sends),
+ * now. NULL when no ready queue has that name. */
 json_t *ready_inspect(const char *name);
 
 /* Admin ready-queue suspensions (KumoMTA /api/admin/suspend-ready-q/v1):

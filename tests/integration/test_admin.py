@@ -326,11 +326,23 @@ def test_inspect_ready_q_shows_state_and_dispatchers(kumod, tmp_path):
 
         r = kcli(port, "inspect-ready-q", name)
         assert r.returncode == 0, r.stderr
-        assert "ready queue %s" % name in r.stdout and "session " in r.stdout, r.stdout
+        assert "ready queue %s" % name in r.stdout and "mx 127.0.0.1" in r.stdout, r.stdout
+        assert "session " not in r.stdout  # only with --connections
         r = kcli(port, "inspect-ready-q", name, "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["queue_name"] == name
+        assert d["scheduled_queue_names"] == ["stall.test"], d
+        r = kcli(port, "inspect-ready-q", name, "--sched-q", "--config", "--connections")
+        assert r.returncode == 0, r.stderr
+        assert "scheduled queues feeding it:\n  stall.test" in r.stdout, r.stdout
+        assert "connection_limit = 4" in r.stdout and "connections:\n  session " in r.stdout
         r = kcli(port, "inspect-ready-q", "nope")
         assert r.returncode == 1 and "nope" in r.stderr, r.stderr
+        # queue-summary --domain keeps the ready queue holding that domain's mail
+        site = "mx_list:127.0.0.1:%d" % mport
+        r = kcli(port, "queue-summary", "--domain", "STALL.test")
+        assert r.returncode == 0 and site in r.stdout, (r.stdout, r.stderr)
+        r = kcli(port, "queue-summary", "--domain", "other.test")
+        assert r.returncode == 0 and site not in r.stdout, r.stdout
         relay.stop()
     finally:
         mute.close()

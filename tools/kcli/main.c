@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -251,18 +252,67 @@ static void summary_print(struct ready_row *rows, size_t n, struct sched_row *s,
 		printf("%-*s %10.0f\n", w, s[i].name, s[i].count);
 }
 
+/* The domain (or routing domain) of a scheduled queue name is domain,
+ * case-insensitively: campaign:tenant@domain!routing_domain. */
+static int sched_queue_for(const char *queue, const char *domain)
+{
+	const char *at = strchr(queue, '@');
+	const char *d = at ? at + 1 : queue;
+	const char *bang = strchr(d, '!');
+	size_t dl = bang ? (size_t)(bang - d) : strlen(d), want = strlen(domain);
+	if (dl == want && strncasecmp(d, domain, want) == 0)
+		return 1;
+	return bang && strcasecmp(bang + 1, domain) == 0;
+}
+
+static void url_append_encoded(struct buf *b, const char *s);
+
+/* Sites (as in smtp_client:<site>) of the ready queues holding or sending
+ * messages of scheduled queues for domain: one inspect-ready-q per ready
+ * queue. */
+static json_t *sites_for_domain(const char *domain)
+{
+	json_t *sites = json_object();
+	json_t *st = api_json("GET", "/api/admin/ready-q-states/v1", NULL);
+	const char *name;
+	json_t *v;
+	json_object_foreach(json_object_get(st, "states_by_ready_queue"), name, v)
+	{
+		struct buf path;
+		buf_init(&path);
+		buf_appends(&path, "/api/admin/inspect-ready-q/v1?queue_name=");
+		url_append_encoded(&path, name);
+		json_t *r = api_json("GET", buf_cstr(&path), NULL);
+		buf_free(&path);
+		size_t i;
+		json_t *q;
+		json_array_foreach(json_object_get(r, "scheduled_queue_names"), i, q)
+		{
+			if (sched_queue_for(json_string_value(q), domain))
+				json_object_set_new(
+				    sites, json_string_value(json_object_get(r, "site_name")),
+				    json_true());
+		}
+		json_decref(r);
+	}
+	json_decref(st);
+	return sites;
+}
+
 static int cmd_queue_summary(int argc, char **argv)
 {
-	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
-					     {"json", no_argument, NULL, 'j'},
-					     {"limit", required_argument, NULL, 'l'},
-					     {"by-volume", no_argument, NULL, 'v'},
-					     {0}};
+	static const struct option opts[] = {
+	    {"help", no_argument, NULL, 'h'},	      {"json", no_argument, NULL, 'j'},
+	    {"limit", required_argument, NULL, 'l'},  {"by-volume", no_argument, NULL, 'v'},
+	    {"domain", required_argument, NULL, 'd'}, {0}};
 	int json = 0, c;
 	long limit = -1;
+	const char *domain = NULL;
 	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) {
 		if (c == 'v')
 			by_volume = 1;
+		else if (c == 'd')
+			domain = optarg;
 		else if (c == 'l' && (limit = strtol(optarg, NULL, 10)) < 0)
 			die("queue-summary: --limit must not be negative");
 	}
@@ -284,6 +334,23 @@ static int cmd_queue_summary(int argc, char **argv)
 	json_object_foreach(sq, k, v)
 	{
 		s[ns++] = (struct sched_row){k, json_number_value(v)};
+	}
+	if (domain) {
+		size_t keep = 0;
+		for (size_t i = 0; i < ns; i++)
+			if (sched_queue_for(s[i].name, domain))
+				s[keep++] = s[i];
+		ns = keep;
+		json_t *sites = sites_for_domain(domain);
+		keep = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (json_object_get(sites, rows[i].site))
+				rows[keep++] = rows[i];
+			else
+				free(rows[i].site);
+		}
+		n = keep;
+		json_decref(sites);
 	}
 	qsort(rows, n, sizeof(*rows), row_cmp);
 	qsort(s, ns, sizeof(*s), sched_cmp);
@@ -361,10 +428,15 @@ static long long jint(json_t *o, const char *k)
 static int cmd_inspect_ready_q(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, 'j'}, {0}};
-	int json = 0;
-	while (sub_getopt(argc, argv, opts, &json) != -1)
-		;
+	    {"help", no_argument, NULL, 'h'},	     {"json", no_argument, NULL, 'j'},
+	    {"connections", no_argument, NULL, 'c'}, {"config", no_argument, NULL, 'g'},
+	    {"sched-q", no_argument, NULL, 's'},     {0}};
+	int json = 0, c, conns = 0, config = 0, sched = 0;
+	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) {
+		conns |= c == 'c';
+		config |= c == 'g';
+		sched |= c == 's';
+	}
 	if (optind != argc - 1)
 		die("inspect-ready-q: expected one READY_QUEUE argument (see ready-q-states)");
 	struct buf path;
@@ -391,21 +463,39 @@ static int cmd_inspect_ready_q(int argc, char **argv)
 		: "",
 	    json_is_true(json_object_get(st, "message_rate_throttled")) ? ", message rate throttled"
 									: "");
-	json_t *c = json_object_get(r, "counters");
-	printf("  delivered %lld, transient failures %lld, failed %lld; tls %s, port %lld\n",
-	       jint(c, "delivered"), jint(c, "transfail"), jint(c, "failed"),
-	       jstr(pc, "enable_tls"), jint(pc, "smtp_port"));
+	json_t *cn = json_object_get(r, "counters");
+	printf("  delivered %lld, transient failures %lld, failed %lld\n", jint(cn, "delivered"),
+	       jint(cn, "transfail"), jint(cn, "failed"));
 	size_t i;
 	json_t *v;
 	json_array_foreach(json_object_get(r, "mx"), i, v)
 	    printf("  mx %s (%s)\n", jstr(v, "host"), jstr(v, "addr"));
-	json_array_foreach(json_object_get(r, "dispatchers"), i, v)
-	{
-		printf("  session %lld: %s for %.1fs, %lld delivered on this connection%s%s\n",
-		       jint(v, "session_id"), jstr(v, "phase"),
-		       json_number_value(json_object_get(v, "time_in_current_phase")),
-		       jint(v, "delivered_this_connection"), *jstr(v, "detail") ? "; " : "",
-		       jstr(v, "detail"));
+	if (config) {
+		printf("config:\n");
+		const char *k;
+		json_object_foreach(pc, k, v)
+		{
+			char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+			printf("  %s = %s\n", k, t ? t : "?");
+			free(t);
+		}
+	}
+	if (sched) {
+		printf("scheduled queues feeding it:\n");
+		json_array_foreach(json_object_get(r, "scheduled_queue_names"), i, v)
+		    printf("  %s\n", json_string_value(v));
+	}
+	if (conns) {
+		printf("connections:\n");
+		json_array_foreach(json_object_get(r, "dispatchers"), i, v)
+		{
+			printf(
+			    "  session %lld: %s for %.1fs, %lld delivered on this connection%s%s\n",
+			    jint(v, "session_id"), jstr(v, "phase"),
+			    json_number_value(json_object_get(v, "time_in_current_phase")),
+			    jint(v, "delivered_this_connection"), *jstr(v, "detail") ? "; " : "",
+			    jstr(v, "detail"));
+		}
 	}
 	json_decref(r);
 	return 0;
@@ -825,17 +915,22 @@ static const struct command commands[] = {
      "An invalid filter is refused and the old one stays in force.",
      cmd_set_log_filter},
     {"queue-summary", "ready and scheduled queues with their counts",
-     "[--by-volume] [--limit N] [--json]",
+     "[--by-volume] [--limit N] [--domain D] [--json]",
      "Summarises the queues from /metrics.json: ready queues per destination site with\n"
      "D delivered, T transient failures, C open connections, Q queued messages; then the\n"
-     "scheduled queues with their message counts. Ordered by name, or by volume.",
+     "scheduled queues with their message counts. Ordered by name, or by volume.\n"
+     "--domain keeps the scheduled queues of that (routing) domain and the ready queues\n"
+     "now holding or sending their messages.",
      cmd_queue_summary},
     {"inspect-sched-q", "one scheduled queue, or all of them", "[QUEUE] [--json]",
      "Shows one scheduled queue (count, next due time), or every queue without QUEUE.",
      cmd_inspect_sched_q},
-    {"inspect-ready-q", "one ready queue: state, limits, MX, dispatchers", "READY_QUEUE [--json]",
+    {"inspect-ready-q", "one ready queue: state, limits, MX, dispatchers",
+     "READY_QUEUE [--connections] [--config] [--sched-q] [--json]",
      "Shows one ready queue (name as in ready-q-states): ready count, connections and\n"
-     "limits, throttling and suspension, MX hosts, and every dispatcher with its phase.",
+     "limits, throttling and suspension, counters and MX hosts; --connections adds every\n"
+     "dispatcher with its phase, --config the egress path configuration, --sched-q the\n"
+     "scheduled queues whose messages it holds or is sending.",
      cmd_inspect_ready_q},
     {"ready-q-states", "ready queues with counts, connections and limits", "[--json]",
      "Lists the ready queues with ready count, connections and limits.", cmd_ready_q_states},
