@@ -352,7 +352,7 @@ static void batch_meta_saved(void *ctx, int err)
 {
 	char *id = ctx;
 	if (err && err != -ENOENT)
-		log_warn("kumod::ready_queue",
+		log_warn("kumod::smtp_dispatcher",
 			 "message %s: narrowing the recipient list in the spool failed (%s); "
 			 "delivered recipients may be sent again after a restart",
 			 id, strerror(-err));
@@ -419,10 +419,7 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 	char enh[16], text[256];
 	snprintf(enh, sizeof(enh), "%s", refused ? kr->enhanced : r->enhanced ? r->enhanced : "");
 	snprintf(text, sizeof(text), "%s", refused ? kr->text : r->text ? r->text : "");
-	log_info("kumod::ready_queue",
-		 "message %s: batch of %zu recipients split: %zu delivered or bounced, %zu "
-		 "requeued",
-		 m->id, n, n - nkeep, nkeep);
+	KTRACE(batch_split, m->id, rq->name, (uint64_t)n, (uint64_t)(n - nkeep), (uint64_t)nkeep);
 	message_retain_recipients(m, keep);
 	free(keep);
 	spool_update_meta(m, batch_meta_saved, xstrdup(m->id));
