@@ -129,14 +129,23 @@ static void sched_find_cb(const struct queue_info *qi, void *ctx)
 	f->suspended = qi->suspended;
 }
 
+/* ?queue_name= into name: 1 found, 0 absent, -1 after answering 400. */
+static int query_queue_name(struct http_conn *hc, struct http_request *req, char *name, size_t cap)
+{
+	int rc = http__query_get(req, "queue_name", name, cap);
+	if (rc < 0) {
+		http__error(hc, 400, "queue_name: badly encoded or too long");
+		return -1;
+	}
+	return rc > 0;
+}
+
 static void api_inspect_sched_q(struct http_conn *hc, struct http_request *req)
 {
 	char name[512];
-	int rc = http__query_get(req, "queue_name", name, sizeof(name));
-	if (rc < 0) {
-		http__error(hc, 400, "queue_name: badly encoded or too long");
+	int rc = query_queue_name(hc, req, name, sizeof(name));
+	if (rc < 0)
 		return;
-	}
 	if (rc == 0) {
 		struct sched_find f = {.all = json_object()};
 		queue_foreach(sched_find_cb, &f);
@@ -161,11 +170,9 @@ static void api_inspect_sched_q(struct http_conn *hc, struct http_request *req)
 static void api_inspect_ready_q(struct http_conn *hc, struct http_request *req)
 {
 	char name[512];
-	int rc = http__query_get(req, "queue_name", name, sizeof(name));
-	if (rc < 0) {
-		http__error(hc, 400, "queue_name: badly encoded or too long");
+	int rc = query_queue_name(hc, req, name, sizeof(name));
+	if (rc < 0)
 		return;
-	}
 	if (rc == 0) {
 		http__error(hc, 400, "queue_name: required (a name from ready-q-states)");
 		return;

@@ -20,6 +20,7 @@
 #include "ktrace.h"
 #include "policy.h"
 #include "proto/inject_req.h"
+#include "proto/rfc5322.h"
 #include "queue/queue.h"
 #include "spool/logrec.h"
 #include "spool/message.h"
@@ -44,10 +45,7 @@ struct inject_txn {
 static struct message *build_message(const struct inject_req *q, size_t i, char *err, size_t errlen)
 {
 	char date[64];
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	rfc5322_format_date(time(NULL), date, sizeof(date));
 	struct message *m = message_new();
 	message_set_sender(m, q->sender);
 	message_add_recipient(m, inject_req_rcpt_email(q, i));

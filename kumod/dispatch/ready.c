@@ -359,6 +359,17 @@ static void batch_meta_saved(void *ctx, int err)
 	free(id);
 }
 
+/* The reply that decided recipient i: its refused RCPT's, else the
+ * transaction's. */
+static void rcpt_reply(const struct smtp_client_result *r, size_t i, int *code, const char **enh,
+		       const char **text)
+{
+	const struct smtp_client_rcpt_reply *rr = &r->rcpt_replies[i];
+	*code = rr->code ? rr->code : r->code;
+	*enh = rr->code ? rr->enhanced : r->enhanced ? r->enhanced : "";
+	*text = rr->code ? rr->text : r->text ? r->text : "";
+}
+
 /* A batch whose recipients fared differently (some refused at RCPT): one
  * record per recipient; delivered and bounced recipients leave the message,
  * whose narrowed recipient list is written to the spool before the rest is
@@ -372,58 +383,52 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 	size_t n = m->nrecipients;
 	if (n < 2 || r->nrcpt != n || !r->rcpt_codes || !r->rcpt_replies)
 		return 0;
-	enum rcpt_outcome first = rcpt_outcome(r, 0);
-	size_t same = 1;
-	for (size_t i = 1; i < n; i++)
-		same += rcpt_outcome(r, i) == first;
-	if (same == n)
-		return 0;
-	unsigned char *keep = xcalloc(n, 1);
-	size_t nkeep = 0, kept_first = n;
+	unsigned char *oc = xmalloc(n), *keep = xmalloc(n);
+	size_t same = 0, nkeep = 0, kept_first = n;
 	for (size_t i = 0; i < n; i++) {
-		const struct smtp_client_rcpt_reply *rr = &r->rcpt_replies[i];
-		int refused = rr->code != 0;
-		int code = refused ? rr->code : r->code;
-		const char *enh = refused ? rr->enhanced : r->enhanced;
-		const char *text = refused ? rr->text : r->text;
-		const char *rcpt = m->recipients[i];
-		switch (rcpt_outcome(r, i)) {
-		case RCPT_DELIVERED:
+		oc[i] = (unsigned char)rcpt_outcome(r, i);
+		same += oc[i] == oc[0];
+		keep[i] = oc[i] == RCPT_TRANSIENT;
+		if (keep[i] && !nkeep++)
+			kept_first = i;
+	}
+	if (same == n) {
+		free(oc);
+		free(keep);
+		return 0;
+	}
+	int code;
+	const char *enh, *text;
+	for (size_t i = 0; i < n; i++) {
+		rcpt_reply(r, i, &code, &enh, &text);
+		if (oc[i] == RCPT_DELIVERED) {
 			KTRACE(delivery_outcome, m->id, rq->name, "Delivery", code, text,
 			       r->latency_ns / 1000u);
-			log_outcome_rcpt("Delivery", qm, rcpt, rq, code, enh, text, addr, host, c);
+			log_outcome_rcpt("Delivery", qm, m->recipients[i], rq, code, enh, text,
+					 addr, host, c);
 			rq->delivered++;
-			break;
-		case RCPT_BOUNCE:
+		} else if (oc[i] == RCPT_BOUNCE) {
 			KTRACE(delivery_outcome, m->id, rq->name, "Bounce", code, text, 0);
-			log_outcome_rcpt("Bounce", qm, rcpt, rq, code, enh, text, addr, host, c);
+			log_outcome_rcpt("Bounce", qm, m->recipients[i], rq, code, enh, text, addr,
+					 host, c);
 			rq->failed++;
-			break;
-		case RCPT_TRANSIENT:
-			keep[i] = 1;
-			nkeep++;
-			if (kept_first == n)
-				kept_first = i;
-			break;
 		}
 	}
+	free(oc);
 	if (!nkeep) {
 		free(keep);
 		spool_remove(m->id, NULL, NULL);
 		queue_done(qm);
 		return 1;
 	}
-	const struct smtp_client_rcpt_reply *kr = &r->rcpt_replies[kept_first];
-	int refused = kr->code != 0;
-	int code = refused ? kr->code : (r->code ? r->code : 451);
-	char enh[16], text[256];
-	snprintf(enh, sizeof(enh), "%s", refused ? kr->enhanced : r->enhanced ? r->enhanced : "");
-	snprintf(text, sizeof(text), "%s", refused ? kr->text : r->text ? r->text : "");
 	KTRACE(batch_split, m->id, rq->name, (uint64_t)n, (uint64_t)(n - nkeep), (uint64_t)nkeep);
 	message_retain_recipients(m, keep);
 	free(keep);
 	spool_update_meta(m, batch_meta_saved, xstrdup(m->id));
-	outcome_transient(qm, rq, code, enh, text, addr, host, "LoggedTransientFailure", c);
+	/* r (the client's result) stays valid until on_done returns */
+	rcpt_reply(r, kept_first, &code, &enh, &text);
+	outcome_transient(qm, rq, code ? code : 451, enh, text, addr, host,
+			  "LoggedTransientFailure", c);
 	return 1;
 }
 

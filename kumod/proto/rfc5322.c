@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 static int rfc5322_is_wsp(char c)
 {
@@ -221,6 +222,13 @@ void rfc5322_format_header(struct buf *out, const char *name, const char *value)
 	}
 	buf_append(out, value + run, e - run);
 	buf_append(out, "\r\n", 2);
+}
+
+void rfc5322_format_date(time_t t, char *out, size_t outlen)
+{
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, outlen, "%a, %d %b %Y %H:%M:%S +0000", &tm);
 }
 
 static int rfc5322_name_eq(const struct rfc5322_header *h, const char *name, size_t nlen)

@@ -9,6 +9,7 @@
 #define KUMOD_PROTO_RFC5322_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include "base/buf.h"
 
@@ -46,6 +47,10 @@ int rfc5322_value_valid(const char *v, size_t len);
  * whitespace run too long for one line is shortened to one SP. Names and values must have
  * been validated by the caller. */
 void rfc5322_format_header(struct buf *out, const char *name, const char *value);
+
+/* The RFC 5322 date-time of t in UTC ("Sun, 29 Nov 2026 10:00:00 +0000") into
+ * out (64 bytes are plenty). */
+void rfc5322_format_date(time_t t, char *out, size_t outlen);
 
 /* Editing a whole message. Both adders return 0, or -EINVAL (message unchanged) when the
  * name or value is invalid. prepend puts the field first (after any stray continuation lines

@@ -8,8 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-
+#include "base/base64.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/task.h"
@@ -17,6 +16,7 @@
 #include "io/loop.h"
 #include "ktrace.h"
 #include "policy.h"
+#include "proto/rfc5322.h"
 #include "proto/smtp_reply.h"
 #include "smtp/server_int.h"
 #include "queue/queue.h"
@@ -509,18 +509,16 @@ static char *trace_header_json(const struct message *m)
 }
 
 /* RFC 5322 date for the Received header, formatted once per second. */
-static void received_date(char *out, size_t cap)
+static const char *received_date(void)
 {
 	static time_t cached_at = (time_t)-1;
 	static char cached[64];
 	time_t now = time(NULL);
 	if (now != cached_at) {
-		struct tm tm;
-		gmtime_r(&now, &tm);
-		strftime(cached, sizeof(cached), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+		rfc5322_format_date(now, cached, sizeof(cached));
 		cached_at = now;
 	}
-	snprintf(out, cap, "%s", cached);
+	return cached;
 }
 
 static void session_add_trace_headers(struct smtp_session *s, struct message *m)
@@ -528,34 +526,34 @@ static void session_add_trace_headers(struct smtp_session *s, struct message *m)
 	const struct smtp_listener_config *cfg = &s->l->cfg;
 	const char *names[2], *values[2];
 	size_t n = 0;
-	char *js = NULL, *b64 = NULL;
+	char *js = NULL;
+	struct buf b64;
 	char value[1024];
+	buf_init(&b64);
 	/* Received goes above X-KumoRef, as when each is prepended in turn. */
 	if (cfg->received_header) {
-		char helo[256], date[64];
+		char helo[256];
 		neuter(helo, sizeof(helo), s->helo ? s->helo : "unknown");
-		received_date(date, sizeof(date));
 		/* RFC 5321 4.4: the "for" clause names a single recipient only */
 		char forc[600] = "";
 		if (m->nrecipients == 1)
 			snprintf(forc, sizeof(forc), " for <%s>", m->recipients[0]);
 		snprintf(value, sizeof(value), "from %s (%s) by %s (KumoMTA) with %s id %s%s; %s",
 			 helo, s->conn.peer_ip, cfg->hostname,
-			 s->conn.tls == CONN_TLS_ACTIVE ? "ESMTPS" : "ESMTP", m->id, forc, date);
+			 s->conn.tls == CONN_TLS_ACTIVE ? "ESMTPS" : "ESMTP", m->id, forc,
+			 received_date());
 		names[n] = "Received";
 		values[n++] = value;
 	}
 	if (cfg->supplemental_header && cfg->trace_header_name) {
 		js = trace_header_json(m);
-		size_t jl = strlen(js);
-		b64 = xmalloc(4 * ((jl + 2) / 3) + 1);
-		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)js, (int)jl);
+		base64_encode(&b64, js, strlen(js));
 		names[n] = cfg->trace_header_name;
-		values[n++] = b64;
+		values[n++] = buf_cstr(&b64);
 	}
 	if (n)
 		message_prepend_headers(m, n, names, values); /* one move of the body */
-	free(b64);
+	buf_free(&b64);
 	free(js);
 }
 

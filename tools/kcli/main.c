@@ -252,6 +252,18 @@ static void summary_print(struct ready_row *rows, size_t n, struct sched_row *s,
 		printf("%-*s %10.0f\n", w, s[i].name, s[i].count);
 }
 
+static void url_append_encoded(struct buf *b, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    strchr("-_.~@", c))
+			buf_appendc(b, (char)c);
+		else
+			buf_printf(b, "%%%02X", c);
+	}
+}
+
 /* The domain (or routing domain) of a scheduled queue name is domain,
  * case-insensitively: campaign:tenant@domain!routing_domain. */
 static int sched_queue_for(const char *queue, const char *domain)
@@ -264,8 +276,6 @@ static int sched_queue_for(const char *queue, const char *domain)
 		return 1;
 	return bang && strcasecmp(bang + 1, domain) == 0;
 }
-
-static void url_append_encoded(struct buf *b, const char *s);
 
 /* Sites (as in smtp_client:<site>) of the ready queues holding or sending
  * messages of scheduled queues for domain: one inspect-ready-q per ready
@@ -365,18 +375,6 @@ static int cmd_queue_summary(int argc, char **argv)
 	free(s);
 	json_decref(m);
 	return 0;
-}
-
-static void url_append_encoded(struct buf *b, const char *s)
-{
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    strchr("-_.~@", c))
-			buf_appendc(b, (char)c);
-		else
-			buf_printf(b, "%%%02X", c);
-	}
 }
 
 static int cmd_inspect_sched_q(int argc, char **argv)
