@@ -10,14 +10,20 @@
 # Four scenarios per server, each with 20 parallel sessions:
 #   reuse    smtp-source -s 20 -m N -l SIZE -d   (sessions send message after message)
 #   perconn  smtp-source -s 20 -m N -l SIZE      (one message per connection)
-# with SIZE = 1 KiB and 100 KiB bodies. For each run: messages/s from the wall
-# time of smtp-source, and the server's CPU seconds (utime+stime from
-# /proc/<pid>/stat before/after, all threads). Prints a Markdown table and the
-# ratios (sink / smtp-sink). Every run is bounded: fixed message counts and a
-# `timeout` of RUN_TIMEOUT seconds (default 300) per smtp-source invocation.
+# with SIZE = 1 KiB and 100 KiB bodies, against three servers: the sink
+# (sink/sink.lua) with busy poll BUSY_POLL (KUMO_SINK_BUSY_POLL,
+# kumo.set_busy_poll: the loop polls without sleeping for that long after
+# input; the sink's default is 50us), the same sink with busy poll off, and
+# Postfix's smtp-sink. For each run:
+# messages/s from the wall time of smtp-source, and the server's CPU seconds
+# (utime+stime from /proc/<pid>/stat before/after, all threads). Prints a
+# Markdown table and the ratios (each sink / smtp-sink). Every run is bounded:
+# fixed message counts and a `timeout` of RUN_TIMEOUT seconds (default 300)
+# per smtp-source invocation.
 # Environment: KUMOD (default build/kumod), SESSIONS (20), RUN_TIMEOUT (300),
 # ROUNDS (3: interleaved repetitions per scenario; medians are reported),
-# PIN (1: smtp-source on CPU 0, the server under test on CPU 1; 0: unpinned).
+# PIN (1: smtp-source on CPU 0, the server under test on CPU 1; 0: unpinned),
+# BUSY_POLL (50us, as sink.lua ships; 0 leaves that sink out).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -86,20 +92,35 @@ if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ];
 fi
 
 # --- servers ---------------------------------------------------------------
-SINK_PORT=$(free_port)
-KUMO_SINK_PORT=$SINK_PORT KUMOD_LOG=kumod=warn,kumo_server_common=info LTTNG_UST_REGISTER_TIMEOUT=0 \
-	"${SERVER_PIN[@]}" "$KUMOD" --policy sink/sink.lua >"$WORK/sink.log" 2>&1 &
-SINK_PID=$!
-for _ in $(seq 100); do grep -q "initialization complete" "$WORK/sink.log" && break; sleep 0.1; done
-grep -q "initialization complete" "$WORK/sink.log" || { cat "$WORK/sink.log" >&2; exit 1; }
-wait_port "$SINK_PORT"
+start_sink() { # name busy-poll -> sets PID_<name> PORT_<name>
+	local port log=$WORK/$1.log
+	port=$(free_port)
+	KUMO_SINK_PORT=$port KUMO_SINK_BUSY_POLL=$2 KUMOD_LOG=kumod=warn,kumo_server_common=info \
+		LTTNG_UST_REGISTER_TIMEOUT=0 "${SERVER_PIN[@]}" "$KUMOD" --policy sink/sink.lua >"$log" 2>&1 &
+	SINK_PID="$SINK_PID $!"
+	printf -v "PID_$1" %s $!
+	printf -v "PORT_$1" %s "$port"
+	for _ in $(seq 100); do grep -q "initialization complete" "$log" && break; sleep 0.1; done
+	grep -q "initialization complete" "$log" || { cat "$log" >&2; exit 1; }
+	wait_port "$port"
+}
+BUSY_POLL=${BUSY_POLL:-50us}
+SINKS=()
+if [ "$BUSY_POLL" != 0 ]; then
+	SINKS+=(sink_bp)
+	start_sink sink_bp "$BUSY_POLL"
+fi
+SINKS+=(sink)
+start_sink sink 0
 
 PF_PORT=$(free_port)
 PF_USER=()
 [ "$(id -u)" = 0 ] && PF_USER=(-u nobody)
 "${SERVER_PIN[@]}" "$SMTP_SINK" "${PF_USER[@]}" 127.0.0.1:"$PF_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
 PF_PID=$!
+PID_smtp_sink=$PF_PID PORT_smtp_sink=$PF_PORT
 wait_port "$PF_PORT"
+SERVERS=("${SINKS[@]}" smtp_sink)
 
 # --- runs --------------------------------------------------------------------
 # Each scenario runs ROUNDS times per server, interleaved (the first server
@@ -139,13 +160,13 @@ for sc in "${SCENARIOS[@]}"; do
 	# shellcheck disable=SC2086
 	set -- $sc
 	for round in $(seq "$ROUNDS"); do
-		if [ $((round % 2)) = 1 ]; then
-			run "smtp-sink" "$PF_PID" "$PF_PORT" "$1" "$2" "$3" "$round"
-			run "sink" "$SINK_PID" "$SINK_PORT" "$1" "$2" "$3" "$round"
-		else
-			run "sink" "$SINK_PID" "$SINK_PORT" "$1" "$2" "$3" "$round"
-			run "smtp-sink" "$PF_PID" "$PF_PORT" "$1" "$2" "$3" "$round"
-		fi
+		# rotate the order per round, so no server always runs first
+		n=${#SERVERS[@]}
+		for i in $(seq 0 $((n - 1))); do
+			srv=${SERVERS[$(((i + round) % n))]}
+			pid_var=PID_$srv port_var=PORT_$srv
+			run "$srv" "${!pid_var}" "${!port_var}" "$1" "$2" "$3" "$round"
+		done
 	done
 done
 
@@ -159,9 +180,10 @@ echo "|---|---|---:|---|---:|---:|---:|---:|"
 for sc in "${SCENARIOS[@]}"; do
 	# shellcheck disable=SC2086
 	set -- $sc
-	for name in sink smtp-sink; do
-		srv="kumod sink.lua"
-		[ "$name" = smtp-sink ] && srv="Postfix smtp-sink"
+	for name in "${SERVERS[@]}"; do
+		srv="kumod sink.lua, busy poll off"
+		[ "$name" = sink_bp ] && srv="kumod sink.lua, busy poll $BUSY_POLL"
+		[ "$name" = smtp_sink ] && srv="Postfix smtp-sink"
 		# shellcheck disable=SC2046
 		el=$(median $(of ELAPSED "$name" "$1" "$2"))
 		# shellcheck disable=SC2046
@@ -173,24 +195,31 @@ for sc in "${SCENARIOS[@]}"; do
 	done
 done
 echo
-echo "| scenario | body | messages/s ratio (sink / smtp-sink), median | per round | CPU ratio (sink / smtp-sink), median |"
-echo "|---|---|---:|---|---:|"
+echo "| scenario | body | sink | messages/s ratio (sink / smtp-sink), median | per round | CPU ratio (sink / smtp-sink), median |"
+echo "|---|---|---|---:|---|---:|"
 for sc in "${SCENARIOS[@]}"; do
 	# shellcheck disable=SC2086
 	set -- $sc
-	rs=() cs=()
-	for round in $(seq "$ROUNDS"); do
-		a=sink/$1/$2/$round b=smtp-sink/$1/$2/$round
-		rs+=("$(awk -v x="${RATE[$a]}" -v y="${RATE[$b]}" 'BEGIN{printf "%.2f", x/y}')")
-		c=$(awk -v x="${CPU[$a]}" -v y="${CPU[$b]}" 'BEGIN{if (y > 0) printf "%.2f", x/y}')
-		[ -n "$c" ] && cs+=("$c")
+	for name in "${SINKS[@]}"; do
+		rs=() cs=()
+		for round in $(seq "$ROUNDS"); do
+			a=$name/$1/$2/$round b=smtp_sink/$1/$2/$round
+			rs+=("$(awk -v x="${RATE[$a]}" -v y="${RATE[$b]}" 'BEGIN{printf "%.2f", x/y}')")
+			c=$(awk -v x="${CPU[$a]}" -v y="${CPU[$b]}" 'BEGIN{if (y > 0) printf "%.2f", x/y}')
+			[ -n "$c" ] && cs+=("$c")
+		done
+		c="n/a"
+		[ "${#cs[@]}" -gt 0 ] && c="$(median "${cs[@]}")x"
+		sname="busy poll off"
+		[ "$name" = sink_bp ] && sname="busy poll $BUSY_POLL"
+		echo "| $(mlabel "$1") | $(label "$2") | $sname | $(median "${rs[@]}")x | ${rs[*]} | $c |"
 	done
-	c="n/a"
-	[ "${#cs[@]}" -gt 0 ] && c="$(median "${cs[@]}")x"
-	echo "| $(mlabel "$1") | $(label "$2") | $(median "${rs[@]}")x | ${rs[*]} | $c |"
 done
-if ! kill -0 "$SINK_PID" 2>/dev/null; then
-	echo "the sink died during the run:" >&2
-	tail -20 "$WORK/sink.log" >&2
-	exit 1
-fi
+for name in "${SINKS[@]}"; do
+	pid_var=PID_$name
+	if ! kill -0 "${!pid_var}" 2>/dev/null; then
+		echo "the sink ($name) died during the run:" >&2
+		tail -20 "$WORK/$name.log" >&2
+		exit 1
+	fi
+done

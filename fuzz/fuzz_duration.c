@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* libFuzzer target `duration`: duration_parse_ms() (every KumoMTA duration in the Lua
+/* libFuzzer target `duration`: duration_parse_ms()/_us() (every KumoMTA duration in the Lua
  * builders and the admin API: retry_interval, max_age, client_timeout, suspend/bounce
  * duration, ...) and rfc3339_parse_ms() (admin `expires`). Byte 0 picks the parser, the
  * rest is the text (NUL-free, at most 256 bytes). Invariants:
  *  - the result is 0 or -1 and the same for the text in upper and in lower case (both
  *    parsers are case-insensitive: units, "T" and "Z");
+ *  - duration_parse_us() accepts exactly the same texts, and its microseconds round to
+ *    the milliseconds of duration_parse_ms() (within half a millisecond);
  *  - a parsed duration formats (duration_format_ms) to text that parses back to the same
  *    number of milliseconds, and whose own format is identical (a fixed point);
  *  - a parsed timestamp formats (rfc3339_format_ms, UTC) to text that parses back to the
@@ -40,8 +42,11 @@ static void check_duration(const char *text)
 	int rc = duration_parse_ms(text, &ms);
 	CHECK(rc == 0 || rc == -1);
 	check_case(text, duration_parse_ms, rc, ms);
+	uint64_t us = 0;
+	CHECK(duration_parse_us(text, &us) == rc);
 	if (rc != 0)
 		return;
+	CHECK(us + 501 >= ms * 1000 && us <= ms * 1000 + 501);
 	char f1[128], f2[128];
 	uint64_t back = 0;
 	duration_format_ms(ms, f1, sizeof(f1));

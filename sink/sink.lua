@@ -7,6 +7,7 @@
 --   KUMO_SINK_DEFER_PERCENT   random 451 for this share of recipients (0-100)
 --   KUMO_SINK_BOUNCE_PERCENT  random 550 for this share of recipients (0-100)
 --   KUMO_SINK_CAPTURE_DIR     store accepted messages maildir-style (tmp/ then new/)
+--   KUMO_SINK_BUSY_POLL       kumo.set_busy_poll after input (default "50us"; "0" is off)
 -- See sink/README.md for the magic local parts.
 local kumo = require("kumo")
 
@@ -15,8 +16,15 @@ local listen = os.getenv("KUMO_SINK_LISTEN") or ("127.0.0.1:" .. port)
 local defer_percent = tonumber(os.getenv("KUMO_SINK_DEFER_PERCENT") or "0") or 0
 local bounce_percent = tonumber(os.getenv("KUMO_SINK_BOUNCE_PERCENT") or "0") or 0
 local capture_dir = os.getenv("KUMO_SINK_CAPTURE_DIR")
+-- A sink under load answers faster when its loop does not fall asleep
+-- between a reply and the client's next command: waking it costs the client
+-- (docs/performance.md). Bounded: the loop sleeps 50us after the last input.
+local busy_poll = os.getenv("KUMO_SINK_BUSY_POLL") or "50us"
 
 kumo.on("init", function()
+	if busy_poll ~= "0" then
+		kumo.set_busy_poll(busy_poll)
+	end
 	kumo.start_esmtp_listener({
 		listen = listen,
 		-- A sink accepts mail for any destination from any peer.

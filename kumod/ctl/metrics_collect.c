@@ -15,6 +15,7 @@
 #include "base/xalloc.h"
 #include "ctl/http.h"
 #include "dispatch/ready.h"
+#include "io/loop.h"
 #include "queue/queue.h"
 #include "smtp/server.h"
 #include "spool/logrec.h"
@@ -250,6 +251,11 @@ static const struct metrics_decl decls[] = {
     {"suspension_count", METRICS_GAUGE, "kind",
      "live admin suspensions: `scheduled` (`/api/admin/suspend/v1`) and `ready_queue` "
      "(`/api/admin/suspend-ready-q/v1`) (Ours)"},
+    {"busy_poll_windows_total", METRICS_COUNTER, NULL,
+     "busy-poll windows that ended (once `kumo.set_busy_poll` is on) (Ours)"},
+    {"busy_poll_tail_seconds_total", METRICS_COUNTER, NULL,
+     "time the loop spun after the last input of each busy-poll window: the CPU "
+     "busy polling cost beyond useful work (Ours)"},
     {"suspend_held_total", METRICS_COUNTER, NULL,
      "due messages held by a scheduled-queue suspension, one per TransientFailure record "
      "it wrote (Ours)"},
@@ -268,6 +274,20 @@ static void collect_suspend(struct metrics_scrape *sc, void *ctx)
 	metrics_emit(sc, "suspend_held_total", METRICS_COUNTER, NULL, NULL, (double)held);
 }
 
+/* --- event loop busy poll --------------------------------------------------------- */
+
+static void collect_busy_poll(struct metrics_scrape *sc, void *ctx)
+{
+	(void)ctx;
+	struct kumod_busy_poll_stats st = kumod_loop_busy_poll_stats();
+	if (!kumod_loop_busy_poll_us() && !st.windows)
+		return; /* never configured: no families */
+	metrics_emit(sc, "busy_poll_windows_total", METRICS_COUNTER, NULL, NULL,
+		     (double)st.windows);
+	metrics_emit(sc, "busy_poll_tail_seconds_total", METRICS_COUNTER, NULL, NULL,
+		     (double)st.tail_ns / 1e9);
+}
+
 void metrics_collect_register(void)
 {
 	metrics_declare(decls, sizeof(decls) / sizeof(decls[0]));
@@ -276,4 +296,5 @@ void metrics_collect_register(void)
 	metrics_register_collector(collect_sched, NULL);
 	metrics_register_collector(collect_spool, NULL);
 	metrics_register_collector(collect_memory, NULL);
+	metrics_register_collector(collect_busy_poll, NULL);
 }

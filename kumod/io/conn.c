@@ -15,6 +15,7 @@
 
 #include "base/task.h"
 #include "base/xalloc.h"
+#include "io/loop.h"
 #include "ktrace.h"
 
 #define CONN_READ_SIZE 65536
@@ -222,6 +223,8 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	struct conn *c = s->data;
 	if (nread == 0)
 		return;
+	if (!c->bulk_input)
+		kumod_loop_note_io();
 	struct task *prev = task_enter(c->task);
 	if (nread < 0) {
 		uv_read_stop(s);
@@ -247,6 +250,7 @@ int conn_accept(struct conn *c, uv_stream_t *server, const struct conn_handler *
 	c->h = h;
 	c->owner = owner;
 	c->task = task;
+	kumod_loop_note_io();
 	int rc = uv_tcp_init(server->loop, &c->tcp);
 	if (rc < 0)
 		return rc;

@@ -44,6 +44,10 @@ struct conn {
 	int closing;
 	int reading;
 	int read_paused;
+	/* Set by the owner while bulk input (a message body) is expected: such
+	 * reads do not extend busy polling, so the loop may sleep and read the
+	 * body in larger pieces (kumod_loop_note_io). */
+	int bulk_input;
 	size_t inflight; /* bytes handed to uv_write and not yet completed */
 	char peer[64];	 /* "ip:port" or "[v6]:port" */
 	char peer_ip[48];

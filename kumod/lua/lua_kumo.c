@@ -290,6 +290,32 @@ static int l_set_threads(lua_State *L)
 	return 0;
 }
 
+/* set_busy_poll(duration): ours. After socket input the loop polls without
+ * sleeping until no input came for this long ("50us", "0.2ms", seconds as a
+ * number; 0 turns it off). Bounded to 1 s. */
+static int l_set_busy_poll(lua_State *L)
+{
+	uint64_t us = 0;
+	if (lua_type(L, 1) == LUA_TNUMBER) {
+		double v = lua_tonumber(L, 1);
+		if (!(v >= 0 && v <= 1))
+			return luaL_error(L, "set_busy_poll: duration must be between 0 and 1s");
+		us = (uint64_t)(v * 1e6 + 0.5);
+	} else if (lua_type(L, 1) == LUA_TSTRING) {
+		if (duration_parse_us(lua_tostring(L, 1), &us) != 0)
+			return luaL_error(L, "set_busy_poll: invalid duration '%s'",
+					  lua_tostring(L, 1));
+		if (us > 1000000)
+			return luaL_error(L, "set_busy_poll: duration must be between 0 and 1s");
+	} else {
+		return luaL_error(
+		    L, "set_busy_poll: expected a duration (\"50us\" or seconds), got %s",
+		    luaL_typename(L, 1));
+	}
+	kumod_loop_set_busy_poll(us);
+	return 0;
+}
+
 /* --- configuration tables -------------------------------------------------- */
 
 /* Reads a duration value at idx (number of seconds or text); raises naming
@@ -1155,6 +1181,7 @@ static const luaL_Reg kumo_funcs[] = {
     {"set_readyq_threads", l_set_threads},
     {"set_spoolin_threads", l_set_threads},
     {"set_logging_threads", l_set_threads},
+    {"set_busy_poll", l_set_busy_poll},
     {"start_esmtp_listener", l_start_esmtp_listener},
     {"start_http_listener", l_start_http_listener},
     {"define_spool", l_define_spool},

@@ -8,19 +8,21 @@
 #include <strings.h>
 #include <time.h>
 
-int duration_parse_ms(const char *s, uint64_t *out)
+/* The sum of the parts in milliseconds (fractional), or -1. */
+static int parse_total_ms(const char *s, double *out)
 {
 	static const struct {
 		const char *unit;
 		double ms;
 	} units[] = {
-	    {"ms", 1},		{"msec", 1},	   {"millis", 1},    {"milliseconds", 1},
-	    {"millisecond", 1}, {"s", 1e3},	   {"sec", 1e3},     {"secs", 1e3},
-	    {"second", 1e3},	{"seconds", 1e3},  {"m", 6e4},	     {"min", 6e4},
-	    {"mins", 6e4},	{"minute", 6e4},   {"minutes", 6e4}, {"h", 36e5},
-	    {"hr", 36e5},	{"hrs", 36e5},	   {"hour", 36e5},   {"hours", 36e5},
-	    {"d", 864e5},	{"day", 864e5},	   {"days", 864e5},  {"w", 6048e5},
-	    {"week", 6048e5},	{"weeks", 6048e5},
+	    {"us", 1e-3},	   {"usec", 1e-3},     {"micros", 1e-3},  {"microseconds", 1e-3},
+	    {"microsecond", 1e-3}, {"ms", 1},	       {"msec", 1},	  {"millis", 1},
+	    {"milliseconds", 1},   {"millisecond", 1}, {"s", 1e3},	  {"sec", 1e3},
+	    {"secs", 1e3},	   {"second", 1e3},    {"seconds", 1e3},  {"m", 6e4},
+	    {"min", 6e4},	   {"mins", 6e4},      {"minute", 6e4},	  {"minutes", 6e4},
+	    {"h", 36e5},	   {"hr", 36e5},       {"hrs", 36e5},	  {"hour", 36e5},
+	    {"hours", 36e5},	   {"d", 864e5},       {"day", 864e5},	  {"days", 864e5},
+	    {"w", 6048e5},	   {"week", 6048e5},   {"weeks", 6048e5},
 	};
 	double total = 0;
 	int parts = 0;
@@ -52,7 +54,25 @@ int duration_parse_ms(const char *s, uint64_t *out)
 	}
 	if (!parts || total > 1e15)
 		return -1;
-	*out = (uint64_t)(total + 0.5);
+	*out = total;
+	return 0;
+}
+
+int duration_parse_ms(const char *s, uint64_t *out)
+{
+	double ms;
+	if (parse_total_ms(s, &ms) != 0)
+		return -1;
+	*out = (uint64_t)(ms + 0.5);
+	return 0;
+}
+
+int duration_parse_us(const char *s, uint64_t *out)
+{
+	double ms;
+	if (parse_total_ms(s, &ms) != 0)
+		return -1;
+	*out = (uint64_t)(ms * 1000 + 0.5);
 	return 0;
 }
 

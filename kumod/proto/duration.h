@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* KumoMTA durations as text: "5m", "20 minutes", "1 hour", "1h 30m",
- * "250ms"; one or more number+unit parts, units ms/s/m/h/d/w and their long
+ * "250ms"; one or more number+unit parts, units us/ms/s/m/h/d/w and their long
  * spellings, case-insensitive; and RFC 3339 timestamps. Pure. Callers: kumod/lua (configuration
  * builders), kumod/ctl (admin API). */
 #ifndef KUMOD_PROTO_DURATION_H
@@ -11,6 +11,8 @@
 
 /* 0 and milliseconds in *out, or -1 when s is not a duration. */
 int duration_parse_ms(const char *s, uint64_t *out);
+/* The same in microseconds ("50us", "0.5ms"). */
+int duration_parse_us(const char *s, uint64_t *out);
 /* ms as KumoMTA (humantime) writes a duration: "1h 4m 5s", "250ms", "0s";
  * parsed back by duration_parse_ms. Truncated to fit outlen. */
 void duration_format_ms(uint64_t ms, char *out, size_t outlen);

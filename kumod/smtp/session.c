@@ -295,6 +295,7 @@ static void cmd_data(struct smtp_session *s, struct smtp_cmd *cmd)
 	s->data_started_ns = clock_mono_ns();
 	s->data_window_bytes = 0;
 	session_enter_state(s, SMTP_STATE_DATA);
+	s->conn.bulk_input = 1; /* body reads do not extend busy polling */
 	session_reply(s, 354, NULL, "Send body; end with CRLF.CRLF");
 }
 
@@ -730,6 +731,7 @@ static void session_end_of_data(struct smtp_session *s)
 	struct smtp_data_framer *df = &s->df;
 	KTRACE(smtp_data_end, s->id, (uint64_t)df->size, df->bare_eol, df->line_too_long,
 	       df->too_big);
+	s->conn.bulk_input = 0;
 	session_enter_state(s, SMTP_STATE_READY);
 	s->messages++;
 	s->junk = 0;

@@ -232,3 +232,19 @@ def test_sink_trace_header_json(sink, tmp_path):
         assert json.loads(raw) == want, raw
         # byte-identical to a compact JSON writer with keys in this order
         assert raw == json.dumps(want, separators=(",", ":")).encode(), raw
+
+
+@pytest.mark.parametrize("setting,budget", [(None, 50), ("200us", 200), ("0", None)])
+def test_sink_busy_poll_setting(sink, setting, budget):
+    """KUMO_SINK_BUSY_POLL: 50us unless set; "0" turns it off (sink/README.md)."""
+    env = {"KUMOD_LOG": "runtime::loop=trace,kumod=info,kumo_server_common=info"}
+    if setting is not None:
+        env["KUMO_SINK_BUSY_POLL"] = setting
+    k, port = sink(env)
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as s:
+        s.sendmail("a@client.test", ["b@dest.test"], b"Subject: bp\r\n\r\nbody\r\n")
+    if budget is None:
+        assert "busy poll" not in k.stderr()
+    else:
+        k.wait_for("busy poll begins, budget_us=%d" % budget)
+        k.wait_for("busy poll ends after")

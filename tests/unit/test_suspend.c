@@ -90,6 +90,36 @@ TEST_IMPL(duration_format_round_trips)
 	}
 }
 
+TEST_IMPL(duration_parse_microseconds)
+{
+	static const struct {
+		const char *in;
+		int rc;
+		uint64_t us, ms;
+	} cases[] = {
+	    {"50us", 0, 50, 0},
+	    {"50 microseconds", 0, 50, 0},
+	    {"1 microsecond", 0, 1, 0},
+	    {"250usec", 0, 250, 0},
+	    {"0.5ms", 0, 500, 1},
+	    {"1ms 500us", 0, 1500, 2},
+	    {"2s", 0, 2000000, 2000},
+	    {"1499micros", 0, 1499, 1},
+	    {"5 parsecs", -1, 0, 0},
+	    {"us", -1, 0, 0},
+	    {"", -1, 0, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t us = 7, ms = 7;
+		ASSERT_EQ(duration_parse_us(cases[i].in, &us), cases[i].rc);
+		ASSERT_EQ(duration_parse_ms(cases[i].in, &ms), cases[i].rc);
+		if (cases[i].rc == 0) {
+			ASSERT_EQ(us, cases[i].us);
+			ASSERT_EQ(ms, cases[i].ms);
+		}
+	}
+}
+
 TEST_IMPL(rfc3339_parse_cases)
 {
 	static const struct {
