@@ -24,6 +24,7 @@
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "io/conn.h"
+#include "io/loop.h"
 #include "ktrace.h"
 #include "proto/console_proto.h"
 
@@ -793,6 +794,10 @@ static void build_loop(uint64_t now)
 	console_json_kv_u64(b, "retained_max", ICL_RETAINED_MAX);
 	console_json_kv_u64(b, "clients", srv.nclients);
 	console_json_kv_u64(b, "dropped_events", srv.dropped_events);
+	struct kumod_busy_poll_stats bp = kumod_loop_busy_poll_stats();
+	console_json_kv_u64(b, "busy_poll_us", kumod_loop_busy_poll_us());
+	console_json_kv_u64(b, "busy_poll_windows", bp.windows);
+	console_json_kv_u64(b, "busy_poll_tail_ns", bp.tail_ns);
 	buf_appendc(b, '}');
 	srv.last_iterations = srv.iterations;
 	srv.last_idle_ns = idle;

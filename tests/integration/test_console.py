@@ -540,3 +540,40 @@ def test_tui_queues_view_sorts(tmp_path):
         assert lines[0].split()[0] == "ready"
     finally:
         t.close()
+
+
+@needs_tmux
+def test_loop_reports_busy_poll(kumod):
+    """kumo.set_busy_poll shows in the LOOP object and the loop view, so a
+    loop that polls instead of sleeping explains its busy fraction."""
+    k = kumod(POLICY.replace("kumo.on('init', function()",
+                             "kumo.on('init', function()\n  kumo.set_busy_poll('200us')"),
+              env=console_env(), args=["--tokio-console"])
+    k.wait_for("console listener on")
+    port = k.listeners["console"][0][1]
+    smtp_open(k.smtp_port, ["EHLO bp.test", "NOOP"]).close()
+    c = Client(port)
+    c.snapshot()
+    u = c.until(lambda f: f["type"] == "update" and f["last"]
+                and f["loop"]["busy_poll_windows"] > 0, "a LOOP with busy-poll windows")
+    assert u["loop"]["busy_poll_us"] == 200
+    # every window spins its whole budget after its last input
+    assert u["loop"]["busy_poll_tail_ns"] >= 200000 * u["loop"]["busy_poll_windows"]
+    c.close()
+    t = Tmux("kc-test-bp", [CONSOLE, "--ascii-only", f"127.0.0.1:{port}"])
+    try:
+        t.wait(lambda x: "CONNECTED" in x, "the tasks view")
+        t.keys("L")
+        scr = t.wait(lambda x: "Busy poll 200us" in x, "the busy-poll line")
+        assert "windows" in scr and "Busy includes polling" in scr
+    finally:
+        t.close()
+
+
+def test_loop_without_busy_poll_says_off(kumod):
+    k = start(kumod)
+    c = Client(k.console_port)
+    c.snapshot()
+    u = c.until(lambda f: f["type"] == "update" and f["last"], "an update")
+    assert (u["loop"]["busy_poll_us"], u["loop"]["busy_poll_windows"]) == (0, 0)
+    c.close()

@@ -506,6 +506,15 @@ static void draw_loop(struct kc_model *m, int y)
 		 " Last interval: busy %s idle %s   Viewers %" PRIu64 "   Dropped events %" PRIu64,
 		 b, c, lu("clients", l), lu("dropped_events", l));
 	mvaddnstr(y++, 0, line, COLS);
+	if (lu("busy_poll_us", l) || lu("busy_poll_windows", l)) {
+		/* A busy-polling loop spends its waits polling, which counts as busy. */
+		kc_fmt_dur(lu("busy_poll_tail_ns", l), a, 16);
+		snprintf(line, sizeof(line),
+			 " Busy poll %" PRIu64 "us (kumo.set_busy_poll): %" PRIu64
+			 " windows, %s spun after their last input; Busy includes polling",
+			 lu("busy_poll_us", l), lu("busy_poll_windows", l), a);
+		mvaddnstr(y++, 0, line, COLS);
+	}
 	y++;
 	draw_hist(y, "Callback durations (all tasks)", json_object_get(l, "poll_hist"));
 }
