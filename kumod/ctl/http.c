@@ -599,11 +599,9 @@ int http_listener_start(uv_loop_t *loop, struct http_listener_config *cfg, char 
 			return -EINVAL;
 		}
 	}
-	uv_tcp_init(loop, &l->tcp);
+	int rc =
+	    conn_listen(loop, &l->tcp, &ss, 128, listener_on_connection, l->addr, sizeof(l->addr));
 	l->tcp.data = l;
-	int rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
-	if (rc == 0)
-		rc = uv_listen((uv_stream_t *)&l->tcp, 128, listener_on_connection);
 	if (rc < 0) {
 		snprintf(err, errlen, "start_http_listener: cannot listen on %s: %s", cfg->listen,
 			 uv_strerror(rc));
@@ -611,9 +609,6 @@ int http_listener_start(uv_loop_t *loop, struct http_listener_config *cfg, char 
 		uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
 		return rc;
 	}
-	int len = sizeof(ss);
-	uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
-	conn_format_addr((struct sockaddr *)&ss, l->addr, sizeof(l->addr), NULL, 0, NULL, NULL);
 	l->cfg = *cfg;
 	memset(cfg, 0, sizeof(*cfg));
 	char name[80];

@@ -1285,21 +1285,13 @@ static void srv_handle_closed(uv_handle_t *h)
 
 static int srv_listen(const struct sockaddr_storage *ss, char *err, size_t errlen)
 {
-	uv_tcp_init(srv.loop, &srv.tcp);
+	int rc =
+	    conn_listen(srv.loop, &srv.tcp, ss, 128, on_connection, srv.addr, sizeof(srv.addr));
 	srv.open_handles++;
-	int rc = uv_tcp_bind(&srv.tcp, (const struct sockaddr *)ss, 0);
-	if (rc == 0)
-		rc = uv_listen((uv_stream_t *)&srv.tcp, 128, on_connection);
-	if (rc < 0) {
+	if (rc < 0)
 		snprintf(err, errlen, "TOKIO_CONSOLE_BIND='%s': cannot listen: %s", srv.cfg.bind,
 			 uv_strerror(rc));
-		return rc;
-	}
-	struct sockaddr_storage got;
-	int len = sizeof(got);
-	uv_tcp_getsockname(&srv.tcp, (struct sockaddr *)&got, &len);
-	conn_format_addr((struct sockaddr *)&got, srv.addr, sizeof(srv.addr), NULL, 0, NULL, NULL);
-	return 0;
+	return rc;
 }
 
 int introspect_start(uv_loop_t *loop, const struct introspect_config *cfg, char *err, size_t errlen)

@@ -469,3 +469,19 @@ int conn_parse_listen_addr(const char *s, struct sockaddr_storage *ss)
 		return 0;
 	return -EINVAL;
 }
+
+int conn_listen(uv_loop_t *loop, uv_tcp_t *tcp, const struct sockaddr_storage *ss, int backlog,
+		uv_connection_cb cb, char *addr, size_t addrlen)
+{
+	uv_tcp_init(loop, tcp);
+	int rc = uv_tcp_bind(tcp, (const struct sockaddr *)ss, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)tcp, backlog, cb);
+	if (rc < 0)
+		return rc;
+	struct sockaddr_storage got;
+	int len = sizeof(got);
+	uv_tcp_getsockname(tcp, (struct sockaddr *)&got, &len);
+	conn_format_addr((struct sockaddr *)&got, addr, addrlen, NULL, 0, NULL, NULL);
+	return 0;
+}

@@ -104,6 +104,12 @@ size_t conn_input_pending(struct conn *c);
 /* Listener address "127.0.0.1:2025", "[::1]:25", "0:2026" (all IPv4
  * addresses); IPv6 needs brackets. 0 or -EINVAL. */
 int conn_parse_listen_addr(const char *s, struct sockaddr_storage *ss);
+/* Initialises tcp on loop, binds it to ss and listens with backlog and cb;
+ * addr gets the bound address as conn_format_addr writes it (the real port
+ * when ss asked for port 0). 0, or a libuv error code: tcp is initialised
+ * either way and the caller closes it on failure. */
+int conn_listen(uv_loop_t *loop, uv_tcp_t *tcp, const struct sockaddr_storage *ss, int backlog,
+		uv_connection_cb cb, char *addr, size_t addrlen);
 void conn_close(struct conn *c);
 /* Closes at once, dropping pending output. */
 void conn_abort(struct conn *c);
