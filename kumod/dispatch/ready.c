@@ -48,7 +48,10 @@ struct egress_path {
 	char ehlo_domain[256];
 	char tls_ca_file[512];		      /* "" = system trust store */
 	struct rate_spec msg_rate, conn_rate; /* limit 0 = unlimited */
-	uint64_t connect_timeout_ms, banner_timeout_ms, reply_timeout_ms, dot_timeout_ms;
+	uint64_t connect_timeout_ms, banner_timeout_ms;
+	uint64_t state_timeout_ms[SMTP_CLIENT_STATE__COUNT]; /* reply timeouts per client state */
+	int no_pipelining;				     /* enable_pipelining = false */
+	uint64_t refresh_ms;				     /* refresh_interval */
 };
 
 enum ready_throttle {
@@ -61,7 +64,7 @@ struct ready_queue {
 	char *name, *site, *source, *pool;
 	struct egress_path path;
 	struct egress_source_cfg src;
-	char src_error[300]; /* the source cannot be used: every attempt fails with this */
+	char src_error[512]; /* path or source unusable: every attempt fails with this */
 	uint64_t path_loaded_ms;
 	struct egress_gcra msg_gcra, conn_gcra;
 	uv_timer_t *throttle_timer; /* wakes throttled dispatchers; freed in its close cb */
@@ -185,13 +188,38 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	snprintf(p->ehlo_domain, sizeof(p->ehlo_domain), "%s", ehlo ? ehlo : "");
 	p->connect_timeout_ms = json_size(o, "connect_timeout_ms", 60000);
 	p->banner_timeout_ms = json_size(o, "banner_timeout_ms", 60000);
-	p->reply_timeout_ms = json_size(o, "data_timeout_ms", 300000);
-	p->dot_timeout_ms = json_size(o, "data_dot_timeout_ms", 300000);
+	/* KumoMTA's per-command reply timeouts and their defaults */
+	static const struct {
+		enum smtp_client_state state;
+		const char *key;
+		uint64_t dflt;
+	} timeouts[] = {
+	    {SMTP_CLIENT_EHLO, "ehlo_timeout_ms", 300000},
+	    {SMTP_CLIENT_HELO, "ehlo_timeout_ms", 300000},
+	    {SMTP_CLIENT_STARTTLS, "starttls_timeout_ms", 5000},
+	    {SMTP_CLIENT_TLS, "starttls_timeout_ms", 5000},
+	    {SMTP_CLIENT_RSET, "rset_timeout_ms", 5000},
+	    {SMTP_CLIENT_MAIL, "mail_from_timeout_ms", 300000},
+	    {SMTP_CLIENT_RCPT, "rcpt_to_timeout_ms", 300000},
+	    {SMTP_CLIENT_DATA, "data_timeout_ms", 300000},
+	    {SMTP_CLIENT_DOT, "data_dot_timeout_ms", 300000},
+	};
+	for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
+		p->state_timeout_ms[timeouts[i].state] =
+		    json_size(o, timeouts[i].key, timeouts[i].dflt);
+	json_t *pl = json_object_get(o, "enable_pipelining");
+	p->no_pipelining = json_is_false(pl);
+	p->refresh_ms = json_size(o, "refresh_interval_ms", READY_REFRESH_MS);
 	rq->path_loaded_ms = now_ms();
 	json_decref(o);
 	rq->src_error[0] = '\0';
 	if (egress_source_load(rq->source, &rq->src, rq->src_error, sizeof(rq->src_error)) < 0)
 		log_warn("kumod::smtp_dispatcher", "ready_queue=%s %s", rq->name, rq->src_error);
+	/* Never deliver under a path the policy did not give (an unimplemented
+	 * option, a Lua error): attempts fail transiently with the reason. */
+	if (r.status != POLICY_OK)
+		snprintf(rq->src_error, sizeof(rq->src_error), "get_egress_path_config: %.480s",
+			 r.text);
 }
 
 /* --- ready queues ---------------------------------------------------------- */
@@ -203,7 +231,7 @@ static struct ready_queue *ready_get(const char *source, const char *site, const
 	snprintf(name, sizeof(name), "%s->%s@smtp", source, site);
 	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
 		if (strcmp(rq->name, name) == 0) {
-			if (now_ms() - rq->path_loaded_ms > READY_REFRESH_MS)
+			if (now_ms() - rq->path_loaded_ms > rq->path.refresh_ms)
 				path_load(rq, routing_domain);
 			return rq;
 		}
@@ -740,9 +768,9 @@ static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a)
 	    .task_name = a->addr,
 	    .connect_timeout_ms = rq->path.connect_timeout_ms,
 	    .banner_timeout_ms = rq->path.banner_timeout_ms,
-	    .reply_timeout_ms = rq->path.reply_timeout_ms,
-	    .dot_timeout_ms = rq->path.dot_timeout_ms,
+	    .no_pipelining = rq->path.no_pipelining,
 	};
+	memcpy(o.state_timeout_ms, rq->path.state_timeout_ms, sizeof(o.state_timeout_ms));
 	dispatcher_phase(d, "AttemptingConnection");
 	KTRACE(dispatcher_connect, d->task->id, rq->name, a->host, a->addr);
 	task_set_field(d->task, "peer", a->addr);
@@ -1298,12 +1326,13 @@ json_t *ready_inspect(const char *name)
 			name_once(seen, sched, queue_name(d->current->q));
 	json_decref(seen);
 	json_t *path = json_pack(
-	    "{s:I, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "connection_limit",
+	    "{s:I, s:I, s:I, s:s, s:i, s:s, s:o, s:o, s:b}", "connection_limit",
 	    (json_int_t)rq->path.connection_limit, "max_ready", (json_int_t)rq->path.max_ready,
 	    "max_deliveries_per_connection", (json_int_t)rq->path.max_deliveries_per_connection,
 	    "enable_tls", tls_mode_name(rq->path.tls), "smtp_port", rq->path.port, "ehlo_domain",
 	    rq->path.ehlo_domain, "max_message_rate", rate_json(&rq->path.msg_rate),
-	    "max_connection_rate", rate_json(&rq->path.conn_rate));
+	    "max_connection_rate", rate_json(&rq->path.conn_rate), "enable_pipelining",
+	    !rq->path.no_pipelining);
 	json_t *state = json_pack(
 	    "{s:I, s:I, s:b, s:b, s:b, s:b}", "ready_count", (json_int_t)rq->count,
 	    "connection_count", (json_int_t)rq->ndispatchers, "connection_limited",

@@ -708,7 +708,55 @@ enum cfg_type {
 struct cfg_key {
 	const char *key;
 	enum cfg_type type;
+	/* A KumoMTA key whose other values kumod does not implement: why says
+	 * so, only lists the accepted values ("false", "Ttl|Epoch", "{}" for an
+	 * empty table, "0" for a zero duration; NULL: none). Anything else is a
+	 * policy error, never silently ignored. */
+	const char *why;
+	const char *only;
 };
+
+/* The value at idx is one of the '|'-separated texts in only (see cfg_key). */
+static int cfg_value_allowed(lua_State *L, int idx, const struct cfg_key *c)
+{
+	if (!c->only)
+		return 0;
+	char val[128];
+	switch (lua_type(L, idx)) {
+	case LUA_TBOOLEAN:
+		snprintf(val, sizeof(val), "%s", lua_toboolean(L, idx) ? "true" : "false");
+		break;
+	case LUA_TTABLE:
+		lua_pushnil(L);
+		if (lua_next(L, idx)) {
+			lua_pop(L, 2);
+			snprintf(val, sizeof(val), "non-empty table");
+		} else {
+			snprintf(val, sizeof(val), "{}");
+		}
+		break;
+	case LUA_TSTRING:
+	case LUA_TNUMBER:
+		if (c->type == CT_DUR) {
+			uint64_t ms = check_duration(L, idx, c->key);
+			snprintf(val, sizeof(val), "%llu", (unsigned long long)ms);
+		} else {
+			snprintf(val, sizeof(val), "%s", lua_tostring(L, idx));
+		}
+		break;
+	default:
+		return 0;
+	}
+	size_t n = strlen(val);
+	for (const char *p = c->only; *p;) {
+		const char *e = strchr(p, '|');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		if (len == n && memcmp(p, val, n) == 0)
+			return 1;
+		p += len + (e ? 1 : 0);
+	}
+	return 0;
+}
 
 /* "192.0.2.1", "2001:db8::1", "[2001:db8::1]". */
 static int is_ip_text(const char *s)
@@ -745,6 +793,12 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 		char what[128];
 		snprintf(what, sizeof(what), "%s: %s", fname, k);
 		int v = lua_gettop(L);
+		if (c->why && !cfg_value_allowed(L, v, c)) {
+			if (c->only)
+				return luaL_error(L, "%s: %s (accepted: %s)", what, c->why,
+						  c->only);
+			return luaL_error(L, "%s: %s", what, c->why);
+		}
 		switch (c->type) {
 		case CT_DUR: {
 			uint64_t ms = check_duration(L, v, what);
@@ -857,20 +911,27 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 }
 
 static const struct cfg_key queue_config_keys[] = {
-    {"retry_interval", CT_DUR},
-    {"max_retry_interval", CT_DUR},
-    {"max_age", CT_DUR},
-    {"egress_pool", CT_STR},
-    {"protocol", CT_PROTO},
-    {"max_message_rate", CT_STR},
-    {"reap_interval", CT_DUR},
-    {"refresh_interval", CT_DUR},
-    {"refresh_strategy", CT_STR},
-    {"strategy", CT_STR},
-    {"timerwheel_tick_interval", CT_DUR},
-    {"shrink_policy", CT_ANY},
-    {"provider_name", CT_STR},
-    {NULL, CT_ANY},
+    {"retry_interval", CT_DUR, NULL, NULL},
+    {"max_retry_interval", CT_DUR, NULL, NULL},
+    {"max_age", CT_DUR, NULL, NULL},
+    {"egress_pool", CT_STR, NULL, NULL},
+    {"protocol", CT_PROTO, NULL, NULL},
+    {"max_message_rate", CT_STR,
+     "a scheduled-queue message rate is not implemented; "
+     "make_egress_path{ max_message_rate } throttles the ready queue",
+     NULL},
+    {"reap_interval", CT_DUR,
+     "reaping idle scheduled queues is not implemented (they live until restart)", NULL},
+    {"refresh_interval", CT_DUR, NULL, NULL},
+    {"refresh_strategy", CT_STR, "only time-based refresh is implemented", "Ttl"},
+    /* KumoMTA's choice of internal timer structure: kumod has one heap for all */
+    {"strategy", CT_STR, "not a KumoMTA queue strategy",
+     "SingletonTimerWheel|SingletonTimerWheelV2|TimerWheel|SkipList"},
+    /* tuning knobs of that structure: no effect here */
+    {"timerwheel_tick_interval", CT_DUR, NULL, NULL},
+    {"shrink_policy", CT_ANY, NULL, NULL},
+    {"provider_name", CT_STR, "provider grouping is not implemented", NULL},
+    {NULL, CT_ANY, NULL, NULL},
 };
 
 static int l_make_queue_config(lua_State *L)
@@ -879,39 +940,47 @@ static int l_make_queue_config(lua_State *L)
 }
 
 static const struct cfg_key egress_path_keys[] = {
-    {"connection_limit", CT_INT},
-    {"max_ready", CT_INT},
-    {"max_deliveries_per_connection", CT_INT},
-    {"max_recipients_per_batch", CT_INT},
-    {"max_message_rate", CT_RATE},
-    {"max_connection_rate", CT_RATE},
-    {"enable_tls", CT_TLS},
-    {"tls_ca_file", CT_STR}, /* ours: PEM trust anchors for Required/Opportunistic */
-    {"enable_pipelining", CT_BOOL},
-    {"enable_rset", CT_BOOL},
-    {"enable_mta_sts", CT_BOOL},
-    {"enable_dane", CT_BOOL},
-    {"smtp_port", CT_INT},
-    {"prohibited_hosts", CT_CIDRS},
-    {"skip_hosts", CT_CIDRS},
-    {"ehlo_domain", CT_STR},
-    {"consecutive_connection_failures_before_delay", CT_INT},
-    {"reconnect_strategy", CT_STR},
-    {"connect_timeout", CT_DUR},
-    {"banner_timeout", CT_DUR},
-    {"auth_timeout", CT_DUR},
-    {"ehlo_timeout", CT_DUR},
-    {"mail_from_timeout", CT_DUR},
-    {"rcpt_to_timeout", CT_DUR},
-    {"data_timeout", CT_DUR},
-    {"data_dot_timeout", CT_DUR},
-    {"rset_timeout", CT_DUR},
-    {"idle_timeout", CT_DUR},
-    {"starttls_timeout", CT_DUR},
-    {"refresh_interval", CT_DUR},
-    {"source_selection_rate", CT_STR},
-    {"dispatcher_progress_watchdog_timeout", CT_DUR},
-    {NULL, CT_ANY},
+    {"connection_limit", CT_INT, NULL, NULL},
+    {"max_ready", CT_INT, NULL, NULL},
+    {"max_deliveries_per_connection", CT_INT, NULL, NULL},
+    {"max_recipients_per_batch", CT_INT,
+     "splitting a message's recipients over several transactions is not implemented; "
+     "a batch holds at most the listener's max_recipients_per_message",
+     NULL},
+    {"max_message_rate", CT_RATE, NULL, NULL},
+    {"max_connection_rate", CT_RATE, NULL, NULL},
+    {"enable_tls", CT_TLS, NULL, NULL},
+    {"tls_ca_file", CT_STR, NULL, NULL}, /* ours: PEM trust anchors for Required/Opportunistic */
+    {"enable_pipelining", CT_BOOL, NULL, NULL},
+    {"enable_rset", CT_BOOL, "closing instead of RSET is not implemented", "true"},
+    {"enable_mta_sts", CT_BOOL, "MTA-STS is not implemented", "false"},
+    {"enable_dane", CT_BOOL, "DANE is not implemented", "false"},
+    {"smtp_port", CT_INT, NULL, NULL},
+    {"prohibited_hosts", CT_CIDRS, NULL, NULL},
+    {"skip_hosts", CT_CIDRS, "skip_hosts is not implemented", "{}"},
+    {"ehlo_domain", CT_STR, NULL, NULL},
+    {"consecutive_connection_failures_before_delay", CT_INT,
+     "delaying a site after connection failures is not implemented", NULL},
+    {"reconnect_strategy", CT_STR, "only trying the next host is implemented", "ConnectNextHost"},
+    {"connect_timeout", CT_DUR, NULL, NULL},
+    {"banner_timeout", CT_DUR, NULL, NULL},
+    {"auth_timeout", CT_DUR, NULL, NULL}, /* kumod never authenticates as a client: no effect */
+    {"ehlo_timeout", CT_DUR, NULL, NULL},
+    {"mail_from_timeout", CT_DUR, NULL, NULL},
+    {"rcpt_to_timeout", CT_DUR, NULL, NULL},
+    {"data_timeout", CT_DUR, NULL, NULL},
+    {"data_dot_timeout", CT_DUR, NULL, NULL},
+    {"rset_timeout", CT_DUR, NULL, NULL},
+    {"idle_timeout", CT_DUR,
+     "keeping an idle connection open is not implemented: a connection closes when its "
+     "ready queue is empty",
+     "0"},
+    {"starttls_timeout", CT_DUR, NULL, NULL},
+    {"refresh_interval", CT_DUR, NULL, NULL},
+    {"source_selection_rate", CT_STR, "source selection rates are not implemented", NULL},
+    {"dispatcher_progress_watchdog_timeout", CT_DUR, "the dispatcher watchdog is not implemented",
+     NULL},
+    {NULL, CT_ANY, NULL, NULL},
 };
 
 static int l_make_egress_path(lua_State *L)
@@ -920,17 +989,18 @@ static int l_make_egress_path(lua_State *L)
 }
 
 static const struct cfg_key egress_source_keys[] = {
-    {"name", CT_STR},
-    {"source_address", CT_IP},
-    {"ehlo_domain", CT_STR},
-    {"remote_port", CT_INT},
-    {"ttl", CT_DUR},
-    {"ha_proxy_server", CT_STR},
-    {"ha_proxy_source_address", CT_STR},
-    {"socks5_proxy_server", CT_STR},
-    {"socks5_proxy_source_address", CT_STR},
-    {"suspend_when_unplumbed", CT_BOOL},
-    {NULL, CT_ANY},
+    {"name", CT_STR, NULL, NULL},
+    {"source_address", CT_IP, NULL, NULL},
+    {"ehlo_domain", CT_STR, NULL, NULL},
+    {"remote_port", CT_INT, NULL, NULL},
+    {"ttl", CT_DUR, NULL, NULL},
+    {"ha_proxy_server", CT_STR, "HAProxy egress is not implemented", NULL},
+    {"ha_proxy_source_address", CT_STR, "HAProxy egress is not implemented", NULL},
+    {"socks5_proxy_server", CT_STR, "SOCKS5 egress is not implemented", NULL},
+    {"socks5_proxy_source_address", CT_STR, "SOCKS5 egress is not implemented", NULL},
+    {"suspend_when_unplumbed", CT_BOOL,
+     "suspending instead of failing an unplumbed source_address is not implemented", "false"},
+    {NULL, CT_ANY, NULL, NULL},
 };
 
 static int l_make_egress_source(lua_State *L)
@@ -944,10 +1014,10 @@ static int l_make_egress_source(lua_State *L)
 }
 
 static const struct cfg_key egress_pool_keys[] = {
-    {"name", CT_STR},
-    {"entries", CT_ANY},
-    {"ttl", CT_DUR},
-    {NULL, CT_ANY},
+    {"name", CT_STR, NULL, NULL},
+    {"entries", CT_ANY, NULL, NULL},
+    {"ttl", CT_DUR, NULL, NULL},
+    {NULL, CT_ANY, NULL, NULL},
 };
 
 static int l_make_egress_pool(lua_State *L)
@@ -987,16 +1057,16 @@ static int l_make_egress_pool(lua_State *L)
 /* --- configure_local_logs ---------------------------------------------------- */
 
 static const struct cfg_key local_logs_keys[] = {
-    {"log_dir", CT_STR},
-    {"max_file_size", CT_INT},
-    {"max_segment_duration", CT_DUR},
-    {"compression_level", CT_ANY},
-    {"back_pressure", CT_INT},
-    {"meta", CT_STRLIST},
-    {"headers", CT_STRLIST},
-    {"per_record", CT_ANY},
-    {"filter_event", CT_ANY},
-    {NULL, CT_ANY},
+    {"log_dir", CT_STR, NULL, NULL},
+    {"max_file_size", CT_INT, NULL, NULL},
+    {"max_segment_duration", CT_DUR, NULL, NULL},
+    {"compression_level", CT_ANY, NULL, NULL},
+    {"back_pressure", CT_INT, NULL, NULL},
+    {"meta", CT_STRLIST, NULL, NULL},
+    {"headers", CT_STRLIST, NULL, NULL},
+    {"per_record", CT_ANY, NULL, NULL},
+    {"filter_event", CT_ANY, NULL, NULL},
+    {NULL, CT_ANY, NULL, NULL},
 };
 
 static size_t collect_strs(lua_State *L, int t, const char *key, const char **out, size_t max)

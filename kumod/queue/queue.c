@@ -275,6 +275,7 @@ static void queue_load_config(struct sched_queue *q)
 		if (q->cfg.retry_interval_ms == 0) {
 			q->cfg.retry_interval_ms = QUEUE_DEFAULT_RETRY_MS;
 			q->cfg.max_age_ms = QUEUE_DEFAULT_MAX_AGE_MS;
+			q->cfg.refresh_ms = QUEUE_REFRESH_MS;
 		}
 		return;
 	}
@@ -284,6 +285,7 @@ static void queue_load_config(struct sched_queue *q)
 		q->cfg.retry_interval_ms = 1000;
 	q->cfg.max_retry_interval_ms = json_ms(o, "max_retry_interval_ms", 0);
 	q->cfg.max_age_ms = json_ms(o, "max_age_ms", QUEUE_DEFAULT_MAX_AGE_MS);
+	q->cfg.refresh_ms = json_ms(o, "refresh_interval_ms", QUEUE_REFRESH_MS);
 	const char *pool = json_string_value(json_object_get(o, "egress_pool"));
 	snprintf(q->cfg.egress_pool, sizeof(q->cfg.egress_pool), "%s", pool ? pool : "");
 	json_t *mx =
@@ -422,7 +424,7 @@ static void queue_timer_cb(uv_timer_t *t)
 			continue;
 		}
 		qm->held = 0;
-		if (now - qm->q->cfg_loaded_ms > QUEUE_REFRESH_MS)
+		if (now - qm->q->cfg_loaded_ms > qm->q->cfg.refresh_ms)
 			queue_load_config(qm->q);
 		if (Q.router) {
 			Q.router(qm);

@@ -26,6 +26,7 @@ struct queue_config {
 	uint64_t retry_interval_ms;	/* default 20 min */
 	uint64_t max_retry_interval_ms; /* 0 = none */
 	uint64_t max_age_ms;		/* default 7 days */
+	uint64_t refresh_ms;		/* refresh_interval: get_queue_config again after (60 s) */
 	char egress_pool[128];		/* "" = unspecified */
 	char **mx_list;			/* protocol.smtp.mx_list entries ("host[:port]") */
 	size_t nmx;

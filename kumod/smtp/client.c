@@ -48,7 +48,7 @@ struct smtp_client {
 	enum smtp_client_tls_mode tls_mode;
 	SSL_CTX *tls_ctx;
 	int no_pipelining;
-	uint64_t connect_ms, banner_ms, reply_ms, dot_ms;
+	uint64_t state_ms[SMTP_CLIENT_STATE__COUNT]; /* reply timeout per waiting state */
 
 	enum smtp_client_state state;
 	int handles;   /* libuv handles not yet closed */
@@ -173,24 +173,10 @@ static void client_enter(struct smtp_client *c, enum smtp_client_state s)
 		c->state = s;
 		task_set_phase(c->task, state_names[s], s == SMTP_CLIENT_IDLE ? NULL : "peer_read");
 	}
-	switch (s) {
-	case SMTP_CLIENT_CONNECTING:
-		client_arm(c, c->connect_ms);
-		break;
-	case SMTP_CLIENT_BANNER:
-		client_arm(c, c->banner_ms);
-		break;
-	case SMTP_CLIENT_DOT:
-		client_arm(c, c->dot_ms);
-		break;
-	case SMTP_CLIENT_IDLE:
-	case SMTP_CLIENT_CLOSED:
+	if (s == SMTP_CLIENT_IDLE || s == SMTP_CLIENT_CLOSED)
 		uv_timer_stop(&c->timer);
-		break;
-	default:
-		client_arm(c, c->reply_ms);
-		break;
-	}
+	else
+		client_arm(c, c->state_ms[s]);
 }
 
 /* Queues one command line; the caller flushes once per batch. */
@@ -808,11 +794,19 @@ struct smtp_client *smtp_client_new(uv_loop_t *loop, const struct smtp_client_op
 	c->tls_mode = opts->tls;
 	c->tls_ctx = opts->tls_ctx;
 	c->no_pipelining = opts->no_pipelining;
-	c->connect_ms =
+	uint64_t reply_ms =
+	    opts->reply_timeout_ms ? opts->reply_timeout_ms : CLIENT_DEFAULT_REPLY_MS;
+	for (int i = 0; i < SMTP_CLIENT_STATE__COUNT; i++)
+		c->state_ms[i] = reply_ms;
+	c->state_ms[SMTP_CLIENT_CONNECTING] =
 	    opts->connect_timeout_ms ? opts->connect_timeout_ms : CLIENT_DEFAULT_CONNECT_MS;
-	c->banner_ms = opts->banner_timeout_ms ? opts->banner_timeout_ms : CLIENT_DEFAULT_BANNER_MS;
-	c->reply_ms = opts->reply_timeout_ms ? opts->reply_timeout_ms : CLIENT_DEFAULT_REPLY_MS;
-	c->dot_ms = opts->dot_timeout_ms ? opts->dot_timeout_ms : CLIENT_DEFAULT_DOT_MS;
+	c->state_ms[SMTP_CLIENT_BANNER] =
+	    opts->banner_timeout_ms ? opts->banner_timeout_ms : CLIENT_DEFAULT_BANNER_MS;
+	c->state_ms[SMTP_CLIENT_DOT] =
+	    opts->dot_timeout_ms ? opts->dot_timeout_ms : CLIENT_DEFAULT_DOT_MS;
+	for (int i = 0; i < SMTP_CLIENT_STATE__COUNT; i++)
+		if (opts->state_timeout_ms[i])
+			c->state_ms[i] = opts->state_timeout_ms[i];
 	c->task = task_spawn("smtp_client", opts->task_name ? opts->task_name : "smtp_client",
 			     opts->parent_task);
 	c->id = c->task->id;

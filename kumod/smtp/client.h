@@ -85,6 +85,9 @@ struct smtp_client_opts {
 	uint64_t reply_timeout_ms; /* [60000] EHLO, STARTTLS, TLS handshake, MAIL, RCPT, DATA, RSET,
 				      QUIT */
 	uint64_t dot_timeout_ms;   /* [600000] reply to the end of data */
+	/* Per waiting state (KumoMTA's ehlo_timeout, mail_from_timeout, ...):
+	 * a non-zero entry wins over the fields above for that state. */
+	uint64_t state_timeout_ms[SMTP_CLIENT_STATE__COUNT];
 };
 
 struct smtp_client_msg {

@@ -315,6 +315,7 @@ def test_inspect_ready_q_shows_state_and_dispatchers(kumod, tmp_path):
         assert d["state"]["suspended"] is False
         assert d["path_config"]["connection_limit"] == 4
         assert d["path_config"]["enable_tls"] == "Disabled"
+        assert d["path_config"]["enable_pipelining"] is True
         ds = d["dispatchers"]
         assert ds and all(x["phase"] and x["age"] >= 0 for x in ds), ds
         assert all(x["started_at"].endswith("Z") for x in ds), ds

@@ -10,10 +10,12 @@ import glob
 import json
 import os
 import re
+import select
 import smtplib
 import socketserver
 import subprocess
 import threading
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -360,18 +362,33 @@ def test_enable_tls_modes_verify_certificates(kumod, tmp_path, pki, mode, ca, ce
 
 
 class PlainSMTP(socketserver.StreamRequestHandler):
-    """A minimal SMTP server without STARTTLS (for Opportunistic's fallback)."""
+    """A minimal SMTP server offering PIPELINING and no STARTTLS (for
+    Opportunistic's fallback). Never replies to the verb in server.stall (if
+    any: timeouts); records each command (server.lines) and, for MAIL,
+    whether the next one was already waiting (pipelining)."""
+
+    rbufsize = 0  # unbuffered: what the client sent and we did not read stays in the socket
+
+    def more_waiting(self):
+        """The next command is already here before we answered this one
+        (the client pipelined)."""
+        return bool(select.select([self.connection], [], [], 0.3)[0])
 
     def handle(self):
+        self.server.sessions += 1
         w = self.wfile.write
-        w(b"220 plain.test ESMTP\r\n")
+        w(b"220 stall.test ESMTP\r\n")
         while True:
             line = self.rfile.readline()
             if not line:
                 return
             verb = line[:4].upper()
+            self.server.lines.append((verb, self.more_waiting() if verb == b"MAIL" else None))
+            if verb == self.server.stall:
+                time.sleep(30)
+                return
             if verb == b"EHLO":
-                w(b"250-plain.test\r\n250 PIPELINING\r\n")
+                w(b"250-stall.test\r\n250 PIPELINING\r\n")
             elif verb == b"DATA":
                 w(b"354 go\r\n")
                 while self.rfile.readline() not in (b".\r\n", b""):
@@ -385,12 +402,18 @@ class PlainSMTP(socketserver.StreamRequestHandler):
                 w(b"250 OK\r\n")
 
 
-def test_opportunistic_without_starttls_delivers_in_plaintext(kumod, tmp_path):
-    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), PlainSMTP)
+def plain_server(handler, stall=None):
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     srv.daemon_threads = True
-    srv.messages = 0
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
+    srv.sessions = srv.messages = 0
+    srv.lines = []
+    srv.stall = stall
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, srv.server_address[1]
+
+
+def test_opportunistic_without_starttls_delivers_in_plaintext(kumod, tmp_path):
+    srv, _ = plain_server(PlainSMTP)
     try:
         var = tmp_path / "var"
         relay = relay_start(kumod, var, "127.0.0.1:%d" % srv.server_address[1],

@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: Apache-2.0
+"""make_egress_path / make_queue_config / make_egress_source: KumoMTA keys
+kumod does not implement are policy errors (never silently ignored), and the
+per-command timeouts, enable_pipelining and refresh_interval take effect
+(docs/relay.md)."""
+
+import time
+
+import pytest
+
+from conftest import run_kumod
+from test_egress import PlainSMTP, by_type, plain_server, relay_start, send_many, spooled_ids
+from test_relay import wait_until
+
+REJECTED = [
+    ("make_egress_path", "enable_mta_sts = true", "enable_mta_sts: MTA-STS is not implemented "
+     "(accepted: false)"),
+    ("make_egress_path", "enable_dane = true", "enable_dane: DANE is not implemented"),
+    ("make_egress_path", "enable_rset = false", "enable_rset: closing instead of RSET is not "
+     "implemented (accepted: true)"),
+    ("make_egress_path", "skip_hosts = { '10.0.0.0/8' }", "skip_hosts: skip_hosts is not "
+     "implemented (accepted: {})"),
+    ("make_egress_path", "max_recipients_per_batch = 50", "max_recipients_per_batch: splitting"),
+    ("make_egress_path", "consecutive_connection_failures_before_delay = 10",
+     "delaying a site after connection failures is not implemented"),
+    ("make_egress_path", "reconnect_strategy = 'TerminateSession'",
+     "(accepted: ConnectNextHost)"),
+    ("make_egress_path", "idle_timeout = '5s'", "idle_timeout: keeping an idle connection open "
+     "is not implemented"),
+    ("make_egress_path", "source_selection_rate = '10/s'", "source selection rates are not "
+     "implemented"),
+    ("make_egress_path", "dispatcher_progress_watchdog_timeout = '1m'",
+     "the dispatcher watchdog is not implemented"),
+    ("make_queue_config", "max_message_rate = '10/s'", "make_queue_config: max_message_rate: a "
+     "scheduled-queue message rate is not implemented"),
+    ("make_queue_config", "reap_interval = '10m'", "reaping idle scheduled queues"),
+    ("make_queue_config", "refresh_strategy = 'Epoch'", "(accepted: Ttl)"),
+    ("make_queue_config", "strategy = 'Heap'", "strategy: not a KumoMTA queue strategy"),
+    ("make_queue_config", "provider_name = 'big'", "provider grouping is not implemented"),
+    ("make_egress_source", "name = 's', socks5_proxy_server = '127.0.0.1:1080'",
+     "SOCKS5 egress is not implemented"),
+    ("make_egress_source", "name = 's', ha_proxy_server = '127.0.0.1:1080'",
+     "HAProxy egress is not implemented"),
+    ("make_egress_source", "name = 's', suspend_when_unplumbed = true", "(accepted: false)"),
+]
+
+
+def validate(tmp_path, body):
+    p = tmp_path / "p.lua"
+    p.write_text("local kumo = require 'kumo'\nkumo.on('init', function()\n  %s\nend)\n" % body)
+    return run_kumod(["--validate", "--policy", str(p)])
+
+
+@pytest.mark.parametrize("fn,arg,want", REJECTED, ids=[r[1].split(" =")[0].split(", ")[-1]
+                                                       for r in REJECTED])
+def test_unimplemented_values_are_policy_errors(tmp_path, fn, arg, want):
+    r = validate(tmp_path, "kumo.%s{ %s }" % (fn, arg))
+    assert r.returncode == 1 and want in r.stderr, r.stderr
+
+
+def test_values_kumod_implements_are_accepted(tmp_path):
+    r = validate(tmp_path, """
+  kumo.make_egress_path{ enable_mta_sts = false, enable_dane = false, enable_rset = true,
+    skip_hosts = {}, reconnect_strategy = 'ConnectNextHost', idle_timeout = '0s',
+    enable_pipelining = false, auth_timeout = '10s', ehlo_timeout = '1m',
+    mail_from_timeout = '1m', rcpt_to_timeout = '1m', rset_timeout = '5s',
+    starttls_timeout = '5s', refresh_interval = '30s' }
+  kumo.make_queue_config{ strategy = 'TimerWheel', refresh_strategy = 'Ttl',
+    timerwheel_tick_interval = '1s', shrink_policy = {}, refresh_interval = '30s' }
+  kumo.make_egress_source{ name = 's', suspend_when_unplumbed = false, ttl = '1m' }""")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_path_config_error_fails_attempts_and_keeps_the_message(kumod, tmp_path):
+    """An unimplemented option in get_egress_path_config is not replaced by
+    defaults: nothing is sent, the message stays with the reason."""
+    srv, port = plain_server(PlainSMTP)
+    try:
+        var = tmp_path / "var"
+        relay = relay_start(kumod, var, "127.0.0.1:%d" % port,
+                            path="enable_tls = 'Disabled', enable_mta_sts = true")
+        send_many(relay.smtp_port, ["sts@example.com"])
+        assert wait_until(lambda: by_type(var, "TransientFailure"), timeout=15), relay.stderr()
+        text = by_type(var, "TransientFailure")[0]["response"]["content"]
+        assert "get_egress_path_config" in text and "MTA-STS is not implemented" in text, text
+        assert srv.sessions == 0  # never connected
+        assert relay.stop() == 0
+        assert len(spooled_ids(var)) == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("verb,key,state", [
+    (b"EHLO", "ehlo_timeout", "Ehlo"),
+    (b"MAIL", "mail_from_timeout", "Mail"),
+    (b"RCPT", "rcpt_to_timeout", "Rcpt"),
+])
+def test_per_command_timeouts(kumod, tmp_path, verb, key, state):
+    srv, port = plain_server(PlainSMTP, stall=verb)
+    try:
+        var = tmp_path / "var"
+        # the other command timeouts stay at their 5-minute defaults
+        relay = relay_start(kumod, var, "127.0.0.1:%d" % port,
+                            path="enable_tls = 'Disabled', enable_pipelining = false, "
+                                 "%s = '1s'" % key)
+        t0 = time.monotonic()
+        send_many(relay.smtp_port, ["slow@example.com"])
+        assert wait_until(lambda: by_type(var, "TransientFailure"), timeout=15), relay.stderr()
+        assert time.monotonic() - t0 < 10
+        text = by_type(var, "TransientFailure")[0]["response"]["content"]
+        assert "timed out waiting in state %s" % state in text, text
+        assert relay.stop() == 0
+        assert srv.messages == 0 and len(spooled_ids(var)) == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_enable_pipelining(kumod, tmp_path, pipelining):
+    srv, port = plain_server(PlainSMTP)
+    try:
+        var = tmp_path / "var"
+        relay = relay_start(kumod, var, "127.0.0.1:%d" % port,
+                            path="enable_tls = 'Disabled', enable_pipelining = %s"
+                                 % str(pipelining).lower())
+        send_many(relay.smtp_port, ["p@example.com"])
+        assert wait_until(lambda: by_type(var, "Delivery"), timeout=15), relay.stderr()
+        assert relay.stop() == 0
+        mail = [batched for v, batched in srv.lines if v == b"MAIL"]
+        # pipelined: RCPT (and DATA) follow MAIL in the same write
+        assert mail == [pipelining], srv.lines
+    finally:
+        srv.shutdown()
+        srv.server_close()
