@@ -920,8 +920,7 @@ static const struct cfg_key queue_config_keys[] = {
      "a scheduled-queue message rate is not implemented; "
      "make_egress_path{ max_message_rate } throttles the ready queue",
      NULL},
-    {"reap_interval", CT_DUR,
-     "reaping idle scheduled queues is not implemented (they live until restart)", NULL},
+    {"reap_interval", CT_DUR, NULL, NULL},
     {"refresh_interval", CT_DUR, NULL, NULL},
     {"refresh_strategy", CT_STR, "only time-based refresh is implemented", "Ttl"},
     /* KumoMTA's choice of internal timer structure: kumod has one heap for all */

@@ -23,6 +23,7 @@
 #define QUEUE_DEFAULT_RETRY_MS (20ull * 60 * 1000)
 #define QUEUE_DEFAULT_MAX_AGE_MS (7ull * 24 * 3600 * 1000)
 #define QUEUE_REFRESH_MS (60ull * 1000)
+#define QUEUE_REAP_MS (10ull * 60 * 1000)
 #define QUEUE_BUCKETS 1024
 /* Due messages handed to the router per timer callback: keeps the loop
  * responsive when a large backlog becomes due at once. */
@@ -32,7 +33,8 @@ struct sched_queue {
 	char *name, *domain, *tenant, *campaign, *routing_domain;
 	struct queue_config cfg;
 	uint64_t cfg_loaded_ms;
-	size_t count; /* messages owned by this queue (scheduled or routed) */
+	size_t count;		 /* messages owned by this queue (scheduled or routed) */
+	uint64_t empty_since_ms; /* when count last dropped to 0 (reaping) */
 	struct task *task;
 	struct sched_queue *next_hash, *next_all;
 };
@@ -40,6 +42,8 @@ struct sched_queue {
 static struct {
 	uv_loop_t *loop;
 	uv_timer_t timer;
+	uv_timer_t reap_timer; /* frees queues empty for their reap_interval */
+	uint64_t reap_due_ms;  /* when reap_timer fires, 0 = not armed */
 	int timer_init;
 	struct task *task; /* the maintainer */
 	struct qmsg **heap;
@@ -276,6 +280,7 @@ static void queue_load_config(struct sched_queue *q)
 			q->cfg.retry_interval_ms = QUEUE_DEFAULT_RETRY_MS;
 			q->cfg.max_age_ms = QUEUE_DEFAULT_MAX_AGE_MS;
 			q->cfg.refresh_ms = QUEUE_REFRESH_MS;
+			q->cfg.reap_ms = QUEUE_REAP_MS;
 		}
 		return;
 	}
@@ -286,6 +291,7 @@ static void queue_load_config(struct sched_queue *q)
 	q->cfg.max_retry_interval_ms = json_ms(o, "max_retry_interval_ms", 0);
 	q->cfg.max_age_ms = json_ms(o, "max_age_ms", QUEUE_DEFAULT_MAX_AGE_MS);
 	q->cfg.refresh_ms = json_ms(o, "refresh_interval_ms", QUEUE_REFRESH_MS);
+	q->cfg.reap_ms = json_ms(o, "reap_interval_ms", QUEUE_REAP_MS);
 	const char *pool = json_string_value(json_object_get(o, "egress_pool"));
 	snprintf(q->cfg.egress_pool, sizeof(q->cfg.egress_pool), "%s", pool ? pool : "");
 	json_t *mx =
@@ -399,6 +405,7 @@ static void queue_update_phase(struct sched_queue *q)
 /* --- timer --------------------------------------------------------------- */
 
 static void queue_arm(void);
+static void reap_arm(uint64_t due);
 static struct admin_bounce *bounce_for(const struct sched_queue *q);
 static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b);
 static void suspend_hold(struct qmsg *qm, const struct suspend_entry *e, uint64_t now);
@@ -699,6 +706,66 @@ void queue_admin_suspend_stats(size_t *active, uint64_t *held_total)
 	*held_total = Q.suspend_held;
 }
 
+/* --- reaping idle queues ------------------------------------------------------ */
+
+static void queue_free(struct sched_queue *q)
+{
+	config_free(&q->cfg);
+	task_close(q->task);
+	free(q->name);
+	free(q->domain);
+	free(q->tenant);
+	free(q->campaign);
+	free(q->routing_domain);
+	free(q);
+}
+
+/* Unlinks and frees q (no message refers to it: count is 0). */
+static void queue_reap(struct sched_queue *q, uint64_t now)
+{
+	struct sched_queue **pp = &Q.buckets[hash_str(q->name) % QUEUE_BUCKETS];
+	while (*pp != q)
+		pp = &(*pp)->next_hash;
+	*pp = q->next_hash;
+	for (pp = &Q.all; *pp != q; pp = &(*pp)->next_all)
+		;
+	*pp = q->next_all;
+	KTRACE(queue_reap, q->name, now - q->empty_since_ms);
+	queue_free(q);
+}
+
+static void reap_cb(uv_timer_t *t)
+{
+	(void)t;
+	struct task *prev = task_enter(Q.task);
+	task_wake(Q.task);
+	Q.reap_due_ms = 0;
+	uint64_t now = now_ms(), next = 0;
+	for (struct sched_queue *q = Q.all, *n; q; q = n) {
+		n = q->next_all;
+		if (q->count)
+			continue;
+		uint64_t due = q->empty_since_ms + q->cfg.reap_ms;
+		if (due <= now)
+			queue_reap(q, now);
+		else if (!next || due < next)
+			next = due;
+	}
+	if (next)
+		reap_arm(next);
+	task_exit(Q.task, prev);
+}
+
+/* Makes reap_timer fire no later than due (wall clock ms). */
+static void reap_arm(uint64_t due)
+{
+	if (!Q.timer_init || Q.shutting_down || (Q.reap_due_ms && Q.reap_due_ms <= due))
+		return;
+	uint64_t now = now_ms();
+	Q.reap_due_ms = due;
+	uv_timer_start(&Q.reap_timer, reap_cb, due > now ? due - now : 0, 0);
+}
+
 /* --- API ----------------------------------------------------------------- */
 
 int queue_init(uv_loop_t *loop)
@@ -707,6 +774,7 @@ int queue_init(uv_loop_t *loop)
 	Q.task = task_spawn("queue_maintainer", "scheduled queues", 0);
 	task_set_phase(Q.task, "Idle", NULL);
 	uv_timer_init(loop, &Q.timer);
+	uv_timer_init(loop, &Q.reap_timer);
 	Q.timer_init = 1;
 	srandom((unsigned)clock_mono_ns());
 	return 0;
@@ -813,6 +881,10 @@ void queue_done(struct qmsg *qm)
 	queue_update_phase(q);
 	message_unref(qm->m);
 	free(qm);
+	if (!q->count) {
+		q->empty_since_ms = now_ms();
+		reap_arm(q->empty_since_ms + q->cfg.reap_ms);
+	}
 }
 
 void queue_shutdown(void)
@@ -821,6 +893,7 @@ void queue_shutdown(void)
 	if (Q.timer_init) {
 		uv_timer_stop(&Q.timer);
 		uv_close((uv_handle_t *)&Q.timer, NULL);
+		uv_close((uv_handle_t *)&Q.reap_timer, NULL);
 		Q.timer_init = 0;
 	}
 	/* Scheduled messages stay in the spool; free the in-memory copies. */
@@ -834,14 +907,7 @@ void queue_shutdown(void)
 	struct sched_queue *q = Q.all, *next;
 	for (; q; q = next) {
 		next = q->next_all;
-		config_free(&q->cfg);
-		task_close(q->task);
-		free(q->name);
-		free(q->domain);
-		free(q->tenant);
-		free(q->campaign);
-		free(q->routing_domain);
-		free(q);
+		queue_free(q);
 	}
 	Q.all = NULL;
 	memset(Q.buckets, 0, sizeof(Q.buckets));

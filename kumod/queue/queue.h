@@ -27,6 +27,7 @@ struct queue_config {
 	uint64_t max_retry_interval_ms; /* 0 = none */
 	uint64_t max_age_ms;		/* default 7 days */
 	uint64_t refresh_ms;		/* refresh_interval: get_queue_config again after (60 s) */
+	uint64_t reap_ms;		/* reap_interval: an empty queue is freed after (10 min) */
 	char egress_pool[128];		/* "" = unspecified */
 	char **mx_list;			/* protocol.smtp.mx_list entries ("host[:port]") */
 	size_t nmx;

@@ -33,7 +33,6 @@ REJECTED = [
      "the dispatcher watchdog is not implemented"),
     ("make_queue_config", "max_message_rate = '10/s'", "make_queue_config: max_message_rate: a "
      "scheduled-queue message rate is not implemented"),
-    ("make_queue_config", "reap_interval = '10m'", "reaping idle scheduled queues"),
     ("make_queue_config", "refresh_strategy = 'Epoch'", "(accepted: Ttl)"),
     ("make_queue_config", "strategy = 'Heap'", "strategy: not a KumoMTA queue strategy"),
     ("make_queue_config", "provider_name = 'big'", "provider grouping is not implemented"),
@@ -66,7 +65,8 @@ def test_values_kumod_implements_are_accepted(tmp_path):
     mail_from_timeout = '1m', rcpt_to_timeout = '1m', rset_timeout = '5s',
     starttls_timeout = '5s', refresh_interval = '30s' }
   kumo.make_queue_config{ strategy = 'TimerWheel', refresh_strategy = 'Ttl',
-    timerwheel_tick_interval = '1s', shrink_policy = {}, refresh_interval = '30s' }
+    timerwheel_tick_interval = '1s', shrink_policy = {}, refresh_interval = '30s',
+    reap_interval = '10m' }
   kumo.make_egress_source{ name = 's', suspend_when_unplumbed = false, ttl = '1m' }""")
     assert r.returncode == 0, r.stderr
 
@@ -131,6 +131,28 @@ def test_enable_pipelining(kumod, tmp_path, pipelining):
         mail = [batched for v, batched in srv.lines if v == b"MAIL"]
         # pipelined: RCPT (and DATA) follow MAIL in the same write
         assert mail == [pipelining], srv.lines
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_an_empty_queue_is_reaped_after_reap_interval(kumod, tmp_path):
+    srv, port = plain_server(PlainSMTP)
+    try:
+        var = tmp_path / "var"
+        relay = relay_start(kumod, var, "127.0.0.1:%d" % port, pool="reap_interval = '1s',",
+                            env={"KUMOD_LOG": "kumod::queue=debug,kumod=info,"
+                                              "kumo_server_common=info"})
+        send_many(relay.smtp_port, ["reap@example.com"])
+        line = relay.wait_for("queue=example.com reaped after", timeout=15)
+        assert int(line.split("reaped after ")[1].split("ms")[0]) >= 1000, line
+        assert by_type(var, "Delivery")
+        # the next message recreates the queue and is delivered as usual
+        send_many(relay.smtp_port, ["reap2@example.com"])
+        assert wait_until(lambda: len(by_type(var, "Delivery")) == 2, timeout=15)
+        assert relay.stderr().count("queue=example.com created") == 2, relay.stderr()
+        assert relay.stop() == 0
+        assert srv.messages == 2
     finally:
         srv.shutdown()
         srv.server_close()
