@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -577,3 +578,36 @@ def test_loop_without_busy_poll_says_off(kumod):
     u = c.until(lambda f: f["type"] == "update" and f["last"], "an update")
     assert (u["loop"]["busy_poll_us"], u["loop"]["busy_poll_windows"]) == (0, 0)
     c.close()
+
+
+def test_once_prints_one_document_when_frames_follow_the_snapshot_in_one_read(kumod):
+    """--once stops at the end of the snapshot even when later frames came in
+    the same read (it used to print the state once per such frame)."""
+    k = start(kumod)
+    c = Client(k.console_port)
+    frames = []
+    while True:
+        f = c.frame()
+        frames.append(f)
+        if f["type"] == "snapshot" and f.get("last"):
+            break
+    frames.append(c.until(lambda f: f["type"] == "update", "an update"))
+    c.close()
+    blob = b"".join(json.dumps(f).encode() + b"\n" for f in frames)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+
+        def serve():
+            conn, _ = srv.accept()
+            with conn:
+                conn.sendall(blob)  # every frame in one write
+                time.sleep(2)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        r = run_console("--once", "--json", "127.0.0.1:%d" % srv.getsockname()[1])
+        t.join(5)
+    assert r.returncode == 0, r.stderr
+    state = json.loads(r.stdout)  # exactly one document
+    assert state["server"]["server"] == "kumod"

@@ -322,6 +322,13 @@ static void on_frame(const char *line, size_t len)
 	}
 }
 
+/* Frames of one read are handled in a loop: with --once, the snapshot is
+ * printed once and any frame after it in the same read is not looked at. */
+static int once_finished(void)
+{
+	return kc.once && kc.model.snapshot_complete;
+}
+
 static void read_alloc(uv_handle_t *h, size_t sug, uv_buf_t *b)
 {
 	buf_reserve(&kc.in, 65536);
@@ -331,6 +338,8 @@ static void read_alloc(uv_handle_t *h, size_t sug, uv_buf_t *b)
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
+	if (once_finished())
+		return; /* printed; the loop is stopping */
 	if (n < 0) {
 		drop_connection(n == UV_EOF ? "server closed the connection" : uv_strerror((int)n));
 		return;
@@ -348,7 +357,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 			break;
 		on_frame(buf_rptr(&kc.in), linelen);
 		buf_consume(&kc.in, (size_t)used);
-		if (!kc.connected)
+		if (!kc.connected || once_finished())
 			return;
 	}
 	buf_compact(&kc.in);
