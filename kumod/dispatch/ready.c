@@ -51,6 +51,7 @@ struct egress_path {
 	uint64_t connect_timeout_ms, banner_timeout_ms;
 	uint64_t state_timeout_ms[SMTP_CLIENT_STATE__COUNT]; /* reply timeouts per client state */
 	int no_pipelining;				     /* enable_pipelining = false */
+	uint64_t idle_ms;				     /* idle_timeout */
 	uint64_t refresh_ms;				     /* refresh_interval */
 };
 
@@ -91,6 +92,8 @@ struct dispatcher {
 	struct iovec iov;
 	struct smtp_client_msg msg; /* must outlive the transaction (client keeps a pointer) */
 	int ready;
+	int idle;		/* connected, ready queue empty: waits idle_timeout */
+	uv_timer_t *idle_timer; /* freed in its close callback */
 	enum ready_throttle throttled;
 	uint64_t throttled_since_ms;
 	char last_error[512];
@@ -210,6 +213,7 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	json_t *pl = json_object_get(o, "enable_pipelining");
 	p->no_pipelining = json_is_false(pl);
 	p->refresh_ms = json_size(o, "refresh_interval_ms", READY_REFRESH_MS);
+	p->idle_ms = json_size(o, "idle_timeout_ms", 5000);
 	rq->path_loaded_ms = now_ms();
 	json_decref(o);
 	rq->src_error[0] = '\0';
@@ -472,9 +476,16 @@ static void dispatcher_phase(struct dispatcher *d, const char *phase)
 	task_set_phase(d->task, phase, NULL);
 }
 
+static void idle_timer_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
 static void dispatcher_free(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
+	if (d->idle_timer)
+		uv_close((uv_handle_t *)d->idle_timer, idle_timer_closed);
 	rq->ndispatchers--;
 	if (d->prev)
 		d->prev->next = d->next;
@@ -638,6 +649,11 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 	smtp_client_free(d->client);
 	d->client = NULL;
 	d->throttled = READY_THROTTLE_NONE; /* an idle session closed while waiting */
+	if (d->idle) {
+		/* the server closed the idle connection first */
+		d->idle = 0;
+		uv_timer_stop(d->idle_timer);
+	}
 	if (d->current) {
 		/* closed with a message in flight and no on_done: transient */
 		struct qmsg *qm = d->current;
@@ -795,9 +811,55 @@ static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a)
 	}
 }
 
+/* idle_timeout ran out with nothing to send: the connection closes. */
+static void dispatcher_idle_cb(uv_timer_t *t)
+{
+	struct dispatcher *d = t->data;
+	struct task *dt = d->task, *prev = task_enter(dt);
+	d->idle = 0;
+	dispatcher_phase(d, "Closing");
+	smtp_client_quit(d->client);
+	task_exit(dt, prev);
+}
+
+/* The ready queue is empty: keep the connection for idle_timeout, so a
+ * message arriving meanwhile goes out without a new connection. */
+static void dispatcher_idle(struct dispatcher *d)
+{
+	if (!d->idle_timer) {
+		d->idle_timer = xcalloc(1, sizeof(*d->idle_timer));
+		uv_timer_init(R.loop, d->idle_timer);
+		d->idle_timer->data = d;
+	}
+	d->idle = 1;
+	dispatcher_phase(d, "Idle");
+	uv_timer_start(d->idle_timer, dispatcher_idle_cb, d->rq->path.idle_ms, 0);
+}
+
+/* Messages arrived: idle dispatchers take them before new ones connect. */
+static void rq_wake_idle(struct ready_queue *rq)
+{
+	struct dispatcher *d = rq->dispatchers, *next;
+	for (; d && rq->head; d = next) {
+		next = d->next;
+		if (!d->idle)
+			continue;
+		d->idle = 0;
+		uv_timer_stop(d->idle_timer);
+		struct task *dt = d->task, *prev = task_enter(dt);
+		dispatcher_next(d);
+		task_exit(dt, prev);
+	}
+}
+
 static void dispatcher_next(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
+	if (!rq->head && rq->path.idle_ms && !R.shutting_down && !rq_suspended(rq) &&
+	    d->delivered_here < rq->path.max_deliveries_per_connection) {
+		dispatcher_idle(d);
+		return;
+	}
 	if (R.shutting_down || d->delivered_here >= rq->path.max_deliveries_per_connection ||
 	    !rq->head || rq_suspended(rq)) {
 		dispatcher_phase(d, "Closing");
@@ -829,6 +891,7 @@ static void dispatcher_next(struct dispatcher *d)
 
 static void ready_maybe_dispatch(struct ready_queue *rq)
 {
+	rq_wake_idle(rq);
 	while (!R.shutting_down && rq->ndispatchers < rq->path.connection_limit &&
 	       rq->ndispatchers < rq->count && !rq_suspended(rq)) {
 		struct dispatcher *d = xcalloc(1, sizeof(*d));

@@ -970,10 +970,7 @@ static const struct cfg_key egress_path_keys[] = {
     {"data_timeout", CT_DUR, NULL, NULL},
     {"data_dot_timeout", CT_DUR, NULL, NULL},
     {"rset_timeout", CT_DUR, NULL, NULL},
-    {"idle_timeout", CT_DUR,
-     "keeping an idle connection open is not implemented: a connection closes when its "
-     "ready queue is empty",
-     "0"},
+    {"idle_timeout", CT_DUR, NULL, NULL},
     {"starttls_timeout", CT_DUR, NULL, NULL},
     {"refresh_interval", CT_DUR, NULL, NULL},
     {"source_selection_rate", CT_STR, "source selection rates are not implemented", NULL},

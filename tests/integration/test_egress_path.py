@@ -25,8 +25,6 @@ REJECTED = [
      "delaying a site after connection failures is not implemented"),
     ("make_egress_path", "reconnect_strategy = 'TerminateSession'",
      "(accepted: ConnectNextHost)"),
-    ("make_egress_path", "idle_timeout = '5s'", "idle_timeout: keeping an idle connection open "
-     "is not implemented"),
     ("make_egress_path", "source_selection_rate = '10/s'", "source selection rates are not "
      "implemented"),
     ("make_egress_path", "dispatcher_progress_watchdog_timeout = '1m'",
@@ -153,6 +151,36 @@ def test_an_empty_queue_is_reaped_after_reap_interval(kumod, tmp_path):
         assert relay.stderr().count("queue=example.com created") == 2, relay.stderr()
         assert relay.stop() == 0
         assert srv.messages == 2
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("idle", ["2s", "0s"])
+def test_idle_timeout_keeps_the_connection_for_the_next_message(kumod, tmp_path, idle):
+    srv, port = plain_server(PlainSMTP)
+    try:
+        var = tmp_path / "var"
+        relay = relay_start(kumod, var, "127.0.0.1:%d" % port,
+                            path="enable_tls = 'Disabled', idle_timeout = %r" % idle,
+                            env={"KUMOD_LOG": "kumod::smtp_dispatcher=trace,kumod=info,"
+                                              "kumo_server_common=info"})
+        send_many(relay.smtp_port, ["one@example.com"])
+        assert wait_until(lambda: len(by_type(var, "Delivery")) == 1, timeout=15)
+        time.sleep(0.3)
+        send_many(relay.smtp_port, ["two@example.com"])
+        assert wait_until(lambda: len(by_type(var, "Delivery")) == 2, timeout=15)
+        # idle: the second message used the first connection; 0s: a new one
+        assert srv.sessions == (1 if idle == "2s" else 2), relay.stderr()
+        if idle == "2s":
+            assert "phase=Idle" in relay.stderr()
+            # after the idle timeout the connection is closed (QUIT) and the
+            # next message connects again
+            assert wait_until(lambda: srv.lines and srv.lines[-1][0] == b"QUIT", timeout=10)
+            send_many(relay.smtp_port, ["three@example.com"])
+            assert wait_until(lambda: len(by_type(var, "Delivery")) == 3, timeout=15)
+            assert srv.sessions == 2
+        assert relay.stop() == 0
     finally:
         srv.shutdown()
         srv.server_close()
