@@ -45,6 +45,7 @@ struct egress_path {
 	enum smtp_client_tls_mode tls;
 	int port;
 	struct cidr_list prohibited;
+	struct cidr_list skip; /* skip_hosts: such MX addresses are left out */
 	char ehlo_domain[256];
 	char tls_ca_file[512];		      /* "" = system trust store */
 	struct rate_spec msg_rate, conn_rate; /* limit 0 = unlimited */
@@ -161,6 +162,7 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 		log_warn("kumod::smtp_dispatcher", "ready_queue=%s get_egress_path_config: %s",
 			 rq->name, r.text);
 	cidr_list_free(&p->prohibited);
+	cidr_list_free(&p->skip);
 	memset(p, 0, sizeof(*p));
 	p->connection_limit = json_size(o, "connection_limit", 32);
 	p->max_ready = json_size(o, "max_ready", 1024);
@@ -174,7 +176,10 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	const char *ca = json_string_value(json_object_get(o, "tls_ca_file"));
 	snprintf(p->tls_ca_file, sizeof(p->tls_ca_file), "%s", ca ? ca : "");
 	json_t *ph = json_object_get(o, "prohibited_hosts");
-	if (json_is_array(ph)) {
+	/* given: its entries ({} from Lua is an empty JSON object); absent: defaults */
+	if (json_is_object(ph)) {
+		/* an empty table: nothing is prohibited */
+	} else if (json_is_array(ph)) {
 		size_t i;
 		json_t *v;
 		json_array_foreach(ph, i, v)
@@ -186,6 +191,16 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 		static const char *const dflt[] = {"127.0.0.0/8", "::1", "0.0.0.0", "::"};
 		for (size_t i = 0; i < 4; i++)
 			cidr_list_add(&p->prohibited, dflt[i]);
+	}
+	json_t *sk = json_object_get(o, "skip_hosts");
+	if (json_is_array(sk)) {
+		size_t i;
+		json_t *v;
+		json_array_foreach(sk, i, v)
+		{
+			if (json_is_string(v))
+				cidr_list_add(&p->skip, json_string_value(v));
+		}
 	}
 	const char *ehlo = json_string_value(json_object_get(o, "ehlo_domain"));
 	snprintf(p->ehlo_domain, sizeof(p->ehlo_domain), "%s", ehlo ? ehlo : "");
@@ -971,9 +986,18 @@ static void route_finish(struct route *rt)
 		}
 	}
 	struct ready_queue *rq = ready_get(source, rt->site, pool, rdom);
+	if (rq->src_error[0]) {
+		/* the path or the source cannot be used: say why, not what its
+		 * defaults would make of the addresses */
+		KTRACE(route_fail, qm->m->id, queue_name(qm->q), rq->src_error, 0);
+		outcome_transient(qm, rq, 451, "4.4.4", rq->src_error, NULL, NULL,
+				  "FailedToInsertIntoReadyQueue", NULL);
+		free(rt);
+		return;
+	}
 	/* the latest routing wins: addresses refreshed from this answer */
 	rq->naddrs = 0;
-	size_t prohibited = 0;
+	size_t prohibited = 0, skipped = 0;
 	for (size_t i = 0; i < rt->naddrs; i++) {
 		struct ready_addr *a = &rt->addrs[i];
 		int port = rt->port_override[i]	 ? rt->port_override[i]
@@ -995,18 +1019,32 @@ static void route_finish(struct route *rt)
 			inet_ntop(AF_INET6, raw, ip, sizeof(ip));
 			snprintf(a->addr, sizeof(a->addr), "[%s]:%d", ip, port);
 		}
-		if (cidr_list_match(&rq->path.prohibited, fam, raw)) {
+		int cfam = fam == AF_INET ? 4 : 6; /* proto/cidr's family numbers */
+		if (cidr_list_match(&rq->path.prohibited, cfam, raw)) {
 			prohibited++;
+			continue;
+		}
+		if (cidr_list_match(&rq->path.skip, cfam, raw)) {
+			KTRACE(route_skip, qm->m->id, rq->name, a->addr);
+			skipped++;
 			continue;
 		}
 		rq->addrs[rq->naddrs++] = *a;
 	}
 	if (!rq->naddrs) {
 		char why[700];
-		snprintf(why, sizeof(why), "all %zu addresses for %s are prohibited_hosts",
-			 prohibited, rt->site);
+		if (skipped)
+			snprintf(
+			    why, sizeof(why),
+			    "all %zu addresses for %s are prohibited_hosts (%zu) or skip_hosts "
+			    "(%zu)",
+			    prohibited + skipped, rt->site, prohibited, skipped);
+		else
+			snprintf(why, sizeof(why), "all %zu addresses for %s are prohibited_hosts",
+				 prohibited, rt->site);
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), why, 0);
-		outcome_transient(qm, rq, 451, "4.4.4", why, NULL, NULL, "MxWasProhibited", NULL);
+		outcome_transient(qm, rq, 451, "4.4.4", why, NULL, NULL,
+				  prohibited ? "MxWasProhibited" : "MxWasSkipped", NULL);
 		free(rt);
 		return;
 	}
@@ -1153,6 +1191,7 @@ void ready_free_all(void)
 		next = rq->next;
 		rq_throttle_close(rq); /* --validate or an early exit: closed by the next run */
 		cidr_list_free(&rq->path.prohibited);
+		cidr_list_free(&rq->path.skip);
 		task_close(rq->task);
 		free(rq->name);
 		free(rq->site);

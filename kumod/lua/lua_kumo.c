@@ -956,7 +956,7 @@ static const struct cfg_key egress_path_keys[] = {
     {"enable_dane", CT_BOOL, "DANE is not implemented", "false"},
     {"smtp_port", CT_INT, NULL, NULL},
     {"prohibited_hosts", CT_CIDRS, NULL, NULL},
-    {"skip_hosts", CT_CIDRS, "skip_hosts is not implemented", "{}"},
+    {"skip_hosts", CT_CIDRS, NULL, NULL},
     {"ehlo_domain", CT_STR, NULL, NULL},
     {"consecutive_connection_failures_before_delay", CT_INT,
      "delaying a site after connection failures is not implemented", NULL},

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conftest import run_kumod
-from test_egress import PlainSMTP, by_type, plain_server, relay_start, send_many, spooled_ids
+from test_egress import (RELAY_POLICY, PlainSMTP, by_type, plain_server, relay_start, send_many,
+                         spooled_ids)
 from test_relay import wait_until
 
 REJECTED = [
@@ -18,8 +19,7 @@ REJECTED = [
     ("make_egress_path", "enable_dane = true", "enable_dane: DANE is not implemented"),
     ("make_egress_path", "enable_rset = false", "enable_rset: closing instead of RSET is not "
      "implemented (accepted: true)"),
-    ("make_egress_path", "skip_hosts = { '10.0.0.0/8' }", "skip_hosts: skip_hosts is not "
-     "implemented (accepted: {})"),
+    ("make_egress_path", "skip_hosts = { 'not-a-cidr' }", "skip_hosts"),
     ("make_egress_path", "max_recipients_per_batch = 50", "max_recipients_per_batch: splitting"),
     ("make_egress_path", "consecutive_connection_failures_before_delay = 10",
      "delaying a site after connection failures is not implemented"),
@@ -181,6 +181,65 @@ def test_idle_timeout_keeps_the_connection_for_the_next_message(kumod, tmp_path,
             assert wait_until(lambda: len(by_type(var, "Delivery")) == 3, timeout=15)
             assert srv.sessions == 2
         assert relay.stop() == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+class LuaList(str):
+    """Text spliced into the relay policy's mx_list as is (several entries)."""
+
+    def __repr__(self):
+        return str(self)
+
+
+def test_skip_hosts_leaves_addresses_out(kumod, tmp_path):
+    srv, port = plain_server(PlainSMTP)
+    try:
+        var = tmp_path / "var"
+        mx = LuaList("'127.0.0.2:%d', '127.0.0.1:%d'" % (port, port))
+        relay = relay_start(kumod, var, mx,
+                            path="enable_tls = 'Disabled', skip_hosts = { '127.0.0.2/32' }",
+                            env={"KUMOD_LOG": "kumod::smtp_dispatcher=debug,kumod=info,"
+                                              "kumo_server_common=info"})
+        send_many(relay.smtp_port, ["skip@example.com"])
+        assert wait_until(lambda: by_type(var, "Delivery"), timeout=15), relay.stderr()
+        log = relay.stderr()
+        assert "skipping 127.0.0.2:%d: skip_hosts" % port in log, log
+        assert 'connecting to "127.0.0.1"' in log and 'connecting to "127.0.0.2"' not in log
+        assert relay.stop() == 0
+        # every address skipped: kept, with the reason
+        var2 = tmp_path / "var2"
+        relay2 = relay_start(kumod, var2, "127.0.0.1:%d" % port, name="relay2.lua",
+                             path="enable_tls = 'Disabled', skip_hosts = { '127.0.0.0/8' }")
+        send_many(relay2.smtp_port, ["skip2@example.com"])
+        assert wait_until(lambda: by_type(var2, "TransientFailure"), timeout=15)
+        text = by_type(var2, "TransientFailure")[0]["response"]["content"]
+        assert "are prohibited_hosts (0) or skip_hosts (1)" in text, text
+        assert relay2.stop() == 0
+        assert len(spooled_ids(var2)) == 1 and srv.messages == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_prohibited_hosts_default_refuses_loopback(kumod, tmp_path):
+    """KumoMTA's default prohibited_hosts (127.0.0.0/8, ::1, 0.0.0.0, ::):
+    a policy that does not clear it never connects to a loopback MX."""
+    srv, port = plain_server(PlainSMTP)
+    try:
+        var = tmp_path / "var"
+        policy = RELAY_POLICY.replace("prohibited_hosts = {}, ", "") % {
+            "var": str(var), "mx": "127.0.0.1:%d" % port, "path": "enable_tls = 'Disabled'",
+            "pool": "", "extra": ""}
+        assert "prohibited_hosts =" not in policy
+        relay = kumod(policy, policy_name="relay.lua")
+        send_many(relay.smtp_port, ["loop@example.com"])
+        assert wait_until(lambda: by_type(var, "TransientFailure"), timeout=15), relay.stderr()
+        text = by_type(var, "TransientFailure")[0]["response"]["content"]
+        assert "all 1 addresses for mx_list:127.0.0.1:%d are prohibited_hosts" % port in text, text
+        assert relay.stop() == 0
+        assert srv.sessions == 0 and len(spooled_ids(var)) == 1
     finally:
         srv.shutdown()
         srv.server_close()
