@@ -114,30 +114,17 @@ cp "$TG" "$WORK/bin/traffic-gen"
 KUMOD=$WORK/bin/kumod
 TG=$WORK/bin/traffic-gen
 
-free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() { # port
-	for _ in $(seq 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	echo "nothing listens on 127.0.0.1:$1" >&2
-	return 1
-}
+# free_port, wait_port, cpu_ticks, CLK_TCK
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 now() { date +%s.%N; }
 
-CLK_TCK=$(getconf CLK_TCK)
 stat_fields() { # pid -> fields 14.. of /proc/<pid>/stat (utime stime cutime cstime ...)
 	local stat
 	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
 	echo "${stat##*) }" | cut -d' ' -f12-15
 }
-kumod_ticks() {
-	local u s cu cs
-	read -r u s cu cs < <(stat_fields "$KUMO_PID")
-	echo $((u + s))
-}
+kumod_ticks() { cpu_ticks "$KUMO_PID"; }
 postfix_ticks() { # master (with reaped children) + its live children
 	local total u s cu cs pid
 	read -r u s cu cs < <(stat_fields "$PF_MASTER")

@@ -21,6 +21,7 @@
 #include "policy.h"
 #include "io/tls.h"
 #include "proto/cidr.h"
+#include "proto/dns_name.h"
 #include "proto/duration.h"
 #include "proto/rate_spec.h"
 #include "queue/egress.h"
@@ -152,6 +153,20 @@ static void path_rate(json_t *o, const char *key, struct rate_spec *out, const c
 			 rq_name, key, spec);
 }
 
+/* A CIDR list key (validated by make_egress_path) into out: 1 when the key
+ * was given (an empty Lua table arrives as an empty JSON object), else 0. */
+static int path_cidrs(json_t *v, struct cidr_list *out)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach(v, i, e)
+	{
+		if (json_is_string(e))
+			cidr_list_add(out, json_string_value(e));
+	}
+	return json_is_array(v) || json_is_object(v);
+}
+
 static void path_load(struct ready_queue *rq, const char *routing_domain)
 {
 	struct egress_path *p = &rq->path;
@@ -175,33 +190,13 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	path_rate(o, "max_connection_rate", &p->conn_rate, rq->name);
 	const char *ca = json_string_value(json_object_get(o, "tls_ca_file"));
 	snprintf(p->tls_ca_file, sizeof(p->tls_ca_file), "%s", ca ? ca : "");
-	json_t *ph = json_object_get(o, "prohibited_hosts");
 	/* given: its entries ({} from Lua is an empty JSON object); absent: defaults */
-	if (json_is_object(ph)) {
-		/* an empty table: nothing is prohibited */
-	} else if (json_is_array(ph)) {
-		size_t i;
-		json_t *v;
-		json_array_foreach(ph, i, v)
-		{
-			if (json_is_string(v))
-				cidr_list_add(&p->prohibited, json_string_value(v));
-		}
-	} else {
+	if (!path_cidrs(json_object_get(o, "prohibited_hosts"), &p->prohibited)) {
 		static const char *const dflt[] = {"127.0.0.0/8", "::1", "0.0.0.0", "::"};
 		for (size_t i = 0; i < 4; i++)
 			cidr_list_add(&p->prohibited, dflt[i]);
 	}
-	json_t *sk = json_object_get(o, "skip_hosts");
-	if (json_is_array(sk)) {
-		size_t i;
-		json_t *v;
-		json_array_foreach(sk, i, v)
-		{
-			if (json_is_string(v))
-				cidr_list_add(&p->skip, json_string_value(v));
-		}
-	}
+	path_cidrs(json_object_get(o, "skip_hosts"), &p->skip);
 	const char *ehlo = json_string_value(json_object_get(o, "ehlo_domain"));
 	snprintf(p->ehlo_domain, sizeof(p->ehlo_domain), "%s", ehlo ? ehlo : "");
 	p->connect_timeout_ms = json_size(o, "connect_timeout_ms", 60000);
@@ -491,7 +486,8 @@ static void dispatcher_phase(struct dispatcher *d, const char *phase)
 	task_set_phase(d->task, phase, NULL);
 }
 
-static void idle_timer_closed(uv_handle_t *h)
+/* Close callback of the heap-allocated timers (throttle, idle). */
+static void timer_free_cb(uv_handle_t *h)
 {
 	free(h);
 }
@@ -500,7 +496,7 @@ static void dispatcher_free(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
 	if (d->idle_timer)
-		uv_close((uv_handle_t *)d->idle_timer, idle_timer_closed);
+		uv_close((uv_handle_t *)d->idle_timer, timer_free_cb);
 	rq->ndispatchers--;
 	if (d->prev)
 		d->prev->next = d->next;
@@ -515,15 +511,10 @@ static void dispatcher_free(struct dispatcher *d)
 
 /* --- throttles ------------------------------------------------------------- */
 
-static void rq_throttle_timer_closed(uv_handle_t *h)
-{
-	free(h);
-}
-
 static void rq_throttle_close(struct ready_queue *rq)
 {
 	if (rq->throttle_timer)
-		uv_close((uv_handle_t *)rq->throttle_timer, rq_throttle_timer_closed);
+		uv_close((uv_handle_t *)rq->throttle_timer, timer_free_cb);
 	rq->throttle_timer = NULL;
 }
 
@@ -760,12 +751,6 @@ static void dispatcher_connect_next(struct dispatcher *d)
 	dispatcher_start_client(d, a);
 }
 
-static int is_ip_literal(const char *s)
-{
-	struct in6_addr a;
-	return inet_pton(AF_INET, s, &a) == 1 || inet_pton(AF_INET6, s, &a) == 1;
-}
-
 /* Connects to a, bound to the egress source's address when it has one. */
 static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a)
 {
@@ -774,7 +759,8 @@ static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a)
 	snprintf(name, sizeof(name), "%s", a->host);
 	size_t n = strlen(name);
 	if (n && name[n - 1] == '.')
-		name[n - 1] = '\0'; /* certificates name hosts without the root dot */
+		name[n - 1] = '\0';  /* certificates name hosts without the root dot */
+	struct sockaddr_storage lit; /* SNI carries names only, never address literals */
 	SSL_CTX *ctx = NULL;
 	if (rq->path.tls == SMTP_CLIENT_TLS_REQUIRED ||
 	    rq->path.tls == SMTP_CLIENT_TLS_OPPORTUNISTIC) {
@@ -792,7 +778,7 @@ static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a)
 	    .ehlo_name = ehlo,
 	    .tls = rq->path.tls,
 	    .tls_ctx = ctx,
-	    .sni = name[0] && !is_ip_literal(name) ? name : NULL, /* RFC 6066: names only */
+	    .sni = name[0] && dns_literal_parse(name, &lit) != 1 ? name : NULL, /* RFC 6066 */
 	    .verify_name = name[0] ? name : NULL,
 	    .source = rq->src.has_addr ? (const struct sockaddr *)&rq->src.addr : NULL,
 	    .parent_task = d->task->id,
@@ -870,13 +856,13 @@ static void rq_wake_idle(struct ready_queue *rq)
 static void dispatcher_next(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
-	if (!rq->head && rq->path.idle_ms && !R.shutting_down && !rq_suspended(rq) &&
-	    d->delivered_here < rq->path.max_deliveries_per_connection) {
+	int may_continue = !R.shutting_down && !rq_suspended(rq) &&
+			   d->delivered_here < rq->path.max_deliveries_per_connection;
+	if (may_continue && !rq->head && rq->path.idle_ms) {
 		dispatcher_idle(d);
 		return;
 	}
-	if (R.shutting_down || d->delivered_here >= rq->path.max_deliveries_per_connection ||
-	    !rq->head || rq_suspended(rq)) {
+	if (!may_continue || !rq->head) {
 		dispatcher_phase(d, "Closing");
 		smtp_client_quit(d->client);
 		return;

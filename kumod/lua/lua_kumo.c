@@ -2,7 +2,6 @@
 /* The `kumo` module: event registration, logging, typed rejections and the
  * configuration builders (start_esmtp_listener, define_spool,
  * make_listener_domain) with KumoMTA's names, defaults and strict keys. */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <sched.h>
@@ -18,6 +17,7 @@
 #include "io/loop.h"
 #include "lua/lua_int.h"
 #include "proto/cidr.h"
+#include "proto/dns_name.h"
 #include "proto/duration.h"
 #include "proto/rate_spec.h"
 #include "proto/rfc5322.h"
@@ -758,19 +758,6 @@ static int cfg_value_allowed(lua_State *L, int idx, const struct cfg_key *c)
 	return 0;
 }
 
-/* "192.0.2.1", "2001:db8::1", "[2001:db8::1]". */
-static int is_ip_text(const char *s)
-{
-	char host[64];
-	uint8_t buf[16];
-	size_t n = strlen(s);
-	if (n >= 2 && s[0] == '[' && s[n - 1] == ']')
-		snprintf(host, sizeof(host), "%.*s", (int)(n - 2), s + 1);
-	else
-		snprintf(host, sizeof(host), "%s", s);
-	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
-
 /* Validates every key of the table at 1 against spec and returns a new
  * table with normalised values (durations as "<key>_ms" milliseconds)
  * tagged with metatable mt. Unknown keys are an error naming the key. */
@@ -892,7 +879,8 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 		}
 		case CT_IP: {
 			const char *ip = check_str(L, v, what);
-			if (!is_ip_text(ip))
+			struct sockaddr_storage ss;
+			if (dns_literal_parse(ip, &ss) != 1)
 				return luaL_error(
 				    L, "%s: expected an IPv4 or IPv6 address, got '%s'", what, ip);
 			break;

@@ -2,7 +2,6 @@
 /* Egress pools (smooth weighted round robin) and throttles (GCRA). */
 #include "queue/egress.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 
 #include "base/log.h"
 #include "base/xalloc.h"
+#include "proto/dns_name.h"
 #include "policy.h"
 
 #define EGRESS_POOL_TTL_MS (60ull * 1000)
@@ -154,29 +154,6 @@ int egress_pool_select(const char *pool, uint64_t now_ms, char *out, size_t outl
 
 /* --- sources ------------------------------------------------------------- */
 
-/* "192.0.2.1", "2001:db8::1" or "[2001:db8::1]" into a port-0 sockaddr. */
-static int source_parse_addr(const char *s, struct sockaddr_storage *ss)
-{
-	char host[64];
-	size_t n = strlen(s);
-	if (n >= 2 && s[0] == '[' && s[n - 1] == ']')
-		snprintf(host, sizeof(host), "%.*s", (int)(n - 2), s + 1);
-	else
-		snprintf(host, sizeof(host), "%s", s);
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		return 0;
-	}
-	if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		return 0;
-	}
-	return -EINVAL;
-}
-
 int egress_source_load(const char *name, struct egress_source_cfg *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof(*out));
@@ -200,7 +177,7 @@ int egress_source_load(const char *name, struct egress_source_cfg *out, char *er
 	if (json_is_integer(port) && json_integer_value(port) > 0 &&
 	    json_integer_value(port) < 65536)
 		out->remote_port = (int)json_integer_value(port);
-	if (addr && source_parse_addr(addr, &out->addr) == 0) {
+	if (addr && dns_literal_parse(addr, &out->addr) == 1) { /* "[v6]" too */
 		snprintf(out->address, sizeof(out->address), "%s", addr);
 		out->has_addr = 1;
 	} else if (addr) {
