@@ -847,6 +847,15 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 								  what);
 					for (size_t i = 1; i <= n; i++) {
 						lua_rawgeti(L, -1, (lua_Integer)i);
+						if (lua_type(L, -1) == LUA_TTABLE)
+							return luaL_error(
+							    L,
+							    "%s: smtp.mx_list entry %d: the "
+							    "{ name = ..., addr = ... } form is a "
+							    "KumoMTA feature kumod does not "
+							    "implement yet; give 'host', "
+							    "'host:port' or '[ip]:port'",
+							    what, (int)i);
 						check_str(L, -1, what);
 						lua_pop(L, 1);
 					}

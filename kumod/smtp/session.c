@@ -685,6 +685,17 @@ static void session_message_received(struct smtp_session *s)
 			message_unref(m);
 			continue;
 		}
+		char qerr[600];
+		if (!(queue && strcmp(queue, "null") == 0) &&
+		    queue_check_config(m, "ESMTP", s->conn.peer_ip, qerr, sizeof(qerr)) != 0) {
+			/* nothing is acknowledged that is not queued under the policy's config */
+			code = 451;
+			fail.status = POLICY_REJECT;
+			fail.code = 451;
+			snprintf(fail.text, sizeof(fail.text), "4.3.0 %.500s", qerr);
+			message_unref(m);
+			continue;
+		}
 		/* a batch shows its first recipient (the Reception record lists all) */
 		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], queue ? queue : "",
 		       (uint64_t)m->data.len);
