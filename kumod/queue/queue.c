@@ -323,7 +323,15 @@ static void queue_load_config(struct sched_queue *q)
 	json_decref(o);
 }
 
-/* Splits a queue name into its parts (kumo-compat.md §7). */
+static void ascii_lower(char *p)
+{
+	for (; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+}
+
+/* Splits a queue name into its parts (kumo-compat.md §7); the domains are
+ * lower-cased for the policy events (an explicit queue name is kept). */
 static void parse_queue_name(struct sched_queue *q)
 {
 	char *s = xstrdup(q->name);
@@ -356,6 +364,8 @@ static void parse_queue_name(struct sched_queue *q)
 		q->tenant = xstrdup("");
 	}
 	free(s);
+	ascii_lower(q->domain);
+	ascii_lower(q->routing_domain);
 }
 
 static struct sched_queue *queue_lookup(const char *name)
@@ -399,12 +409,13 @@ static void message_queue_name(const struct message *m, char *out, size_t outlen
 	const char *at = strrchr(rcpt, '@');
 	char domain[300];
 	snprintf(domain, sizeof(domain), "%s", at ? at + 1 : rcpt);
-	for (char *p = domain; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
+	ascii_lower(domain);
+	char routing[300];
+	const char *rd = message_get_meta_str(m, "routing_domain");
+	snprintf(routing, sizeof(routing), "%s", rd ? rd : "");
+	ascii_lower(routing);
 	queue_make_name(out, outlen, message_get_meta_str(m, "campaign"),
-			message_get_meta_str(m, "tenant"), domain,
-			message_get_meta_str(m, "routing_domain"));
+			message_get_meta_str(m, "tenant"), domain, rd ? routing : NULL);
 }
 
 static const struct suspend_entry *suspend_for(const struct sched_queue *q)
