@@ -9,6 +9,9 @@
 
 #include "base/buf.h"
 #include "lua/lua_int.h"
+#include "proto/rfc5322.h"
+#include "proto/smtp_cmd.h"
+#include "queue/queue.h"
 #include "spool/message.h"
 
 /* --- address ------------------------------------------------------------- */
@@ -380,7 +383,153 @@ static int msg_import_x_headers(lua_State *L)
 	return 0;
 }
 
+/* The envelope address at idx (an address object or a string), checked as
+ * MAIL/RCPT would (UTF-8 allowed); raises naming the method otherwise. */
+static const char *check_envelope(lua_State *L, int idx, int is_sender, const char *method)
+{
+	const char *a = luaL_tolstring(L, idx, NULL); /* address objects via __tostring */
+	lua_replace(L, idx);
+	if (is_sender && !*a)
+		return a; /* the null sender */
+	char path[1100];
+	snprintf(path, sizeof(path), "<%s>", a);
+	struct smtp_mailbox mb;
+	struct smtp_reply_err err;
+	size_t used;
+	if (strlen(a) > 1000 ||
+	    smtp_path_parse(path, strlen(path), is_sender, 1, &mb, &used, &err) != 0 ||
+	    used != strlen(path) || (!is_sender && mb.postmaster))
+		luaL_error(L, "msg:%s: '%s' is not a valid envelope address", method, a);
+	return a;
+}
+
+static int msg_set_sender(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	luaL_checkany(L, 2);
+	message_set_sender(m, check_envelope(L, 2, 1, "set_sender"));
+	return 0;
+}
+
+/* One address, or (KumoMTA's recipient list form) a list of them. */
+static int msg_set_recipient(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	luaL_checkany(L, 2);
+	int list = lua_type(L, 2) == LUA_TTABLE;
+	lua_Integer n = list ? (lua_Integer)lua_rawlen(L, 2) : 1;
+	if (n < 1)
+		return luaL_error(L, "msg:set_recipient: the recipient list is empty");
+	for (lua_Integer i = 1; list && i <= n; i++) { /* check all before changing any */
+		lua_rawgeti(L, 2, i);
+		check_envelope(L, lua_gettop(L), 0, "set_recipient");
+		lua_pop(L, 1);
+	}
+	if (!list)
+		check_envelope(L, 2, 0, "set_recipient");
+	unsigned char none[1] = {0};
+	unsigned char *keep = m->nrecipients > 1 ? calloc(m->nrecipients, 1) : none;
+	if (!keep)
+		return luaL_error(L, "msg:set_recipient: out of memory");
+	message_retain_recipients(m, keep);
+	if (keep != none)
+		free(keep);
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (list)
+			lua_rawgeti(L, 2, i);
+		else
+			lua_pushvalue(L, 2);
+		message_add_recipient(m, luaL_tolstring(L, -1, NULL));
+		lua_pop(L, 2);
+	}
+	return 0;
+}
+
+static int msg_queue_name(lua_State *L)
+{
+	char name[1024];
+	queue_message_name(check_msg(L), name, sizeof(name));
+	lua_pushstring(L, name);
+	return 1;
+}
+
+static int msg_num_attempts(lua_State *L)
+{
+	lua_pushinteger(L, check_msg(L)->attempts);
+	return 1;
+}
+
+static int msg_increment_num_attempts(lua_State *L)
+{
+	check_msg(L)->attempts++;
+	return 0;
+}
+
+/* {{name, value}, ...} in order, values unfolded. */
+static int msg_get_all_headers(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	const char *d = m->data.data ? m->data.data : "";
+	size_t end = rfc5322_header_end(d, m->data.len), pos = 0;
+	struct rfc5322_header h;
+	struct buf v;
+	buf_init(&v);
+	lua_newtable(L);
+	for (lua_Integer i = 1; rfc5322_header_next(d, end, &pos, &h) == 1; i++) {
+		lua_createtable(L, 2, 0);
+		lua_pushlstring(L, h.name, h.name_len);
+		lua_rawseti(L, -2, 1);
+		buf_reset(&v);
+		rfc5322_unfold(h.raw_value, h.raw_len, &v);
+		lua_pushlstring(L, v.data ? v.data : "", v.len);
+		lua_rawseti(L, -2, 2);
+		lua_rawseti(L, -2, i);
+	}
+	buf_free(&v);
+	return 1;
+}
+
+/* Removes X-* headers (all, or those named). */
+static int msg_remove_x_headers(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	if (!lua_isnoneornil(L, 2)) {
+		luaL_checktype(L, 2, LUA_TTABLE);
+		for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, 2); i++) {
+			lua_rawgeti(L, 2, i);
+			const char *name = luaL_checkstring(L, -1);
+			if ((name[0] == 'x' || name[0] == 'X') && name[1] == '-')
+				message_remove_all_named_headers(m, name);
+			lua_pop(L, 1);
+		}
+		return 0;
+	}
+	lua_newtable(L); /* the distinct X- names first: removal moves the data */
+	const char *d = m->data.data ? m->data.data : "";
+	size_t end = rfc5322_header_end(d, m->data.len), pos = 0;
+	struct rfc5322_header h;
+	while (rfc5322_header_next(d, end, &pos, &h) == 1)
+		if (h.name_len > 2 && (h.name[0] == 'x' || h.name[0] == 'X') && h.name[1] == '-') {
+			lua_pushlstring(L, h.name, h.name_len);
+			lua_pushboolean(L, 1);
+			lua_rawset(L, -3);
+		}
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		lua_pop(L, 1);
+		message_remove_all_named_headers(m, lua_tostring(L, -1));
+	}
+	return 0;
+}
+
 static const luaL_Reg msg_methods[] = {
+    {"set_sender", msg_set_sender},
+    {"set_recipient", msg_set_recipient},
+    {"queue_name", msg_queue_name},
+    {"num_attempts", msg_num_attempts},
+    {"increment_num_attempts", msg_increment_num_attempts},
+    {"get_all_headers", msg_get_all_headers},
+    {"remove_x_headers", msg_remove_x_headers},
     {"id", msg_id},
     {"sender", msg_sender},
     {"recipient", msg_recipient},

@@ -80,6 +80,9 @@ void queue_requeue(struct qmsg *qm, const char *reason, int increment, const cha
 void queue_done(struct qmsg *qm);
 
 const char *queue_name(const struct sched_queue *q);
+/* The scheduled queue name m belongs to now (meta queue, else
+ * campaign:tenant@domain!routing_domain with the domains lower-cased). */
+void queue_message_name(const struct message *m, char *out, size_t outlen);
 const char *queue_domain(const struct sched_queue *q);
 const char *queue_routing_domain(const struct sched_queue *q); /* routing or recipient domain */
 const struct queue_config *queue_config_of(const struct sched_queue *q);

@@ -507,7 +507,8 @@ static void neuter(char *dst, size_t cap, const char *src)
  * usual case) skips building a JSON object. */
 static char *trace_header_json(const struct message *m)
 {
-	static const char head[] = "{\"_@_\":\"\\\\_o<(Kumo)\",\"recipient\":\"";
+	/* KumoMTA's marker: its feedback-report parser looks for it */
+	static const char head[] = "{\"_@_\":\"\\\\_/\",\"recipient\":\"";
 	const char *rcpt = m->recipients[0];
 	const char *p = rcpt;
 	while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
@@ -521,7 +522,7 @@ static char *trace_header_json(const struct message *m)
 		} else {
 			r = json_string(rcpt);
 		}
-		json_t *j = json_pack("{s:s, s:o*}", "_@_", "\\_o<(Kumo)", "recipient", r);
+		json_t *j = json_pack("{s:s, s:o*}", "_@_", "\\_/", "recipient", r);
 		char *js = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		json_decref(j);
 		if (js)

@@ -228,7 +228,7 @@ def test_sink_trace_header_json(sink, tmp_path):
         m = re.search(rb"(?:^|\r\n)X-KumoRef: ([A-Za-z0-9+/=]+)\r\n", data)
         assert m, data[:400]
         raw = base64.b64decode(m.group(1))
-        want = {"_@_": "\\_o<(Kumo)", "recipient": rcpt}
+        want = {"_@_": "\\_/", "recipient": rcpt}
         assert json.loads(raw) == want, raw
         # byte-identical to a compact JSON writer with keys in this order
         assert raw == json.dumps(want, separators=(",", ":")).encode(), raw
