@@ -55,6 +55,13 @@ void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_
 void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r);
 
+/* smtp_server_auth_plain(authz, authc, password, conn_meta): *ok = 1 when
+ * the handler returned true (or a KumoMTA AuthInfo table); 0 without a
+ * handler, for false/nil, and on error (r says which). The password never
+ * leaves this call: it is not logged or traced. */
+void policy_smtp_auth_plain(const char *authz, const char *authc, const char *password,
+			    json_t *conn_meta, int *ok, struct policy_result *r);
+
 /* get_listener_domain(domain, listener, conn_meta): *found = 1 when the
  * handler returned a listener domain; then relay_to and relay_from (a JSON
  * array of CIDR strings, new reference, may be NULL) are filled. */
@@ -62,6 +69,7 @@ struct policy_listener_domain {
 	int found;
 	int relay_to;
 	json_t *relay_from;
+	json_t *relay_from_authz; /* AUTH identities that may relay (new reference or NULL) */
 };
 void policy_get_listener_domain(const char *domain, const char *listener, json_t *conn_meta,
 				struct policy_listener_domain *out, struct policy_result *r);

@@ -256,6 +256,8 @@ static const struct metrics_decl decls[] = {
     {"busy_poll_tail_seconds_total", METRICS_COUNTER, NULL,
      "time the loop spun after the last input of each busy-poll window: the CPU "
      "busy polling cost beyond useful work (Ours)"},
+    {"smtp_server_auth_total", METRICS_COUNTER, "result",
+     "SMTP AUTH decisions of smtp_server_auth_plain: `ok`, `denied`, `error` (Ours)"},
     {"suspend_held_total", METRICS_COUNTER, NULL,
      "due messages held by a scheduled-queue suspension, one per TransientFailure record "
      "it wrote (Ours)"},

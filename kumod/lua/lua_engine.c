@@ -583,12 +583,48 @@ void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct
 	dispatch("smtp_server_message_received", push_event_args, NULL, &a, r);
 }
 
+struct auth_plain_args {
+	const char *str[3];
+	json_t *conn_meta;
+	int *ok;
+};
+
+static int push_auth_plain(lua_State *co, void *ctx)
+{
+	struct auth_plain_args *a = ctx;
+	for (int i = 0; i < 3; i++)
+		lua_pushstring(co, a->str[i]);
+	lua_conn_meta__push(co, a->conn_meta);
+	return 4;
+}
+
+/* true, or an AuthInfo table, accepts; anything else refuses. */
+static int take_auth_plain(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct auth_plain_args *a = ctx;
+	int t = nres >= 1 ? lua_type(co, -nres) : LUA_TNIL;
+	*a->ok = (t == LUA_TBOOLEAN && lua_toboolean(co, -nres)) || t == LUA_TTABLE;
+	return 1;
+}
+
+void policy_smtp_auth_plain(const char *authz, const char *authc, const char *password,
+			    json_t *conn_meta, int *ok, struct policy_result *r)
+{
+	*ok = 0;
+	struct auth_plain_args a = {
+	    .str = {authz, authc, password}, .conn_meta = conn_meta, .ok = ok};
+	dispatch("smtp_server_auth_plain", push_auth_plain, take_auth_plain, &a, r);
+	if (r->status != POLICY_OK)
+		*ok = 0;
+}
+
 static int take_listener_domain(lua_State *co, int nres, void *ctx, struct policy_result *r)
 {
 	struct event_args *a = ctx;
 	if (nres < 1 || lua_isnil(co, -nres))
 		return 0;
-	if (lua_kumo__listener_domain(co, -nres, &a->ld->relay_to, &a->ld->relay_from)) {
+	if (lua_kumo__listener_domain(co, -nres, &a->ld->relay_to, &a->ld->relay_from,
+				      &a->ld->relay_from_authz)) {
 		a->ld->found = 1;
 		return 1;
 	}

@@ -40,7 +40,8 @@ int lua_kumo__is_reject(lua_State *L, int idx, int *code, char *text, size_t tex
 			int *disconnect);
 /* Reads back a kumo.make_listener_domain{} value at idx; 1 when it is one.
  * relay_from is a new reference (JSON array of CIDR strings). */
-int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **relay_from);
+int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **relay_from,
+			      json_t **relay_from_authz);
 
 /* lua_message.c: classes. Registering creates the metatables. */
 void lua_message__register(lua_State *L);

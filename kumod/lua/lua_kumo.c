@@ -505,6 +505,8 @@ static void listener_key(lua_State *L, const char *k, void *ctx)
 		each_key(L, -1, what, trace_headers_key, cfg);
 	} else if (strcmp(k, "data_buffer_size") == 0) {
 		check_size(L, -1, what); /* accepted; reads are sized by the io layer */
+	} else if (strcmp(k, "auth_without_tls") == 0) {
+		cfg->auth_without_tls = check_bool(L, -1, what);
 	} else if (strcmp(k, "batch_handling") == 0) {
 		const char *s = check_str(L, -1, what);
 		if (strcmp(s, "BifurcateAlways") == 0)
@@ -623,6 +625,36 @@ static int l_define_spool(lua_State *L)
 
 /* --- make_listener_domain ---------------------------------------------------- */
 
+/* A list of strings at idx (raises naming what otherwise). */
+static void check_str_list(lua_State *L, int idx, const char *what)
+{
+	check_table(L, idx, what);
+	for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, idx); i++) {
+		lua_rawgeti(L, idx, i);
+		check_str(L, -1, what);
+		lua_pop(L, 1);
+	}
+}
+
+/* The strings of the list in field key of the table at idx, as a JSON array. */
+static json_t *str_list_json(lua_State *L, int idx, const char *key)
+{
+	json_t *a = json_array();
+	lua_pushstring(L, key);
+	lua_rawget(L, idx);
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		size_t n = lua_rawlen(L, -1);
+		for (size_t i = 1; i <= n; i++) {
+			lua_rawgeti(L, -1, (lua_Integer)i);
+			if (lua_type(L, -1) == LUA_TSTRING)
+				json_array_append_new(a, json_string(lua_tostring(L, -1)));
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+	return a;
+}
+
 static void listener_domain_key(lua_State *L, const char *k, void *ctx)
 {
 	char what[64];
@@ -631,6 +663,8 @@ static void listener_domain_key(lua_State *L, const char *k, void *ctx)
 		check_bool(L, -1, what);
 	else if (strcmp(k, "relay_from") == 0)
 		check_cidrs(L, lua_gettop(L), what, NULL);
+	else if (strcmp(k, "relay_from_authz") == 0)
+		check_str_list(L, lua_gettop(L), what);
 	else
 		lua_api__unknown_key(L, "make_listener_domain", k, NULL, 0);
 }
@@ -659,11 +693,14 @@ static int l_make_listener_domain(lua_State *L)
 	}
 	lua_pop(L, 1);
 	lua_setfield(L, -2, "relay_from");
+	lua_getfield(L, 1, "relay_from_authz");
+	lua_setfield(L, -2, "relay_from_authz");
 	luaL_setmetatable(L, LUA_KUMO_LISTENER_DOMAIN_MT);
 	return 1;
 }
 
-int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **relay_from)
+int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **relay_from,
+			      json_t **relay_from_authz)
 {
 	idx = lua_absindex(L, idx);
 	if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
@@ -677,20 +714,8 @@ int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **rel
 	lua_rawget(L, idx);
 	*relay_to = lua_toboolean(L, -1);
 	lua_pop(L, 1);
-	*relay_from = json_array();
-	lua_pushliteral(L, "relay_from");
-	lua_rawget(L, idx);
-	if (lua_type(L, -1) == LUA_TTABLE) {
-		size_t n = lua_rawlen(L, -1);
-		for (size_t i = 1; i <= n; i++) {
-			lua_rawgeti(L, -1, (lua_Integer)i);
-			if (lua_type(L, -1) == LUA_TSTRING)
-				json_array_append_new(*relay_from,
-						      json_string(lua_tostring(L, -1)));
-			lua_pop(L, 1);
-		}
-	}
-	lua_pop(L, 1);
+	*relay_from = str_list_json(L, idx, "relay_from");
+	*relay_from_authz = str_list_json(L, idx, "relay_from_authz");
 	return 1;
 }
 

@@ -148,7 +148,11 @@ int policy_validate_handlers(const char *domain, FILE *out)
 		policy_get_listener_domain(doms[i], "127.0.0.1:25", meta, &ld, &r);
 		report(&v, "get_listener_domain", args, &r);
 		json_decref(ld.relay_from);
+		json_decref(ld.relay_from_authz);
 	}
+	int auth_ok;
+	policy_smtp_auth_plain("", "validate", "validate", meta, &auth_ok, &r);
+	report(&v, "smtp_server_auth_plain", "'', validate, <password>, conn_meta", &r);
 	snprintf(args, sizeof(args), "%s, conn_meta", rcpt);
 	policy_smtp_rcpt_to(rcpt, meta, &r);
 	report(&v, "smtp_server_rcpt_to", args, &r);

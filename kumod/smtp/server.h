@@ -32,6 +32,7 @@ struct smtp_listener_config {
 	int supplemental_header; /* trace_headers.supplemental_header, default true */
 	char *trace_header_name; /* "X-KumoRef" */
 	int batch_by_domain;	 /* batch_handling: 0 BifurcateAlways, 1 BatchByDomain */
+	int auth_without_tls;	 /* ours: offer AUTH before STARTTLS (loopback testing) */
 };
 
 /* Fills the KumoMTA defaults (strings allocated). */

@@ -67,6 +67,16 @@ struct smtp_session {
 	uint64_t data_window_bytes; /* DATA bytes since the last client_timeout window */
 	int txn_smtputf8;	    /* the open transaction's MAIL carried SMTPUTF8 */
 	struct smtp_rx_txn *txn;    /* spooling transaction awaiting its reply */
+	/* AUTH (RFC 4954): the exchange in progress, what it learnt so far */
+	enum {
+		AUTH_NONE,
+		AUTH_PLAIN_WAIT,
+		AUTH_LOGIN_USER,
+		AUTH_LOGIN_PASS
+	} auth_step;
+	char *auth_login_user; /* AUTH LOGIN's user name until the password comes */
+	int authenticated;
+	unsigned auth_failures;
 	struct smtp_session *next, *prev;
 };
 

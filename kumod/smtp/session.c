@@ -11,6 +11,7 @@
 #include "base/base64.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "io/loop.h"
@@ -27,6 +28,7 @@
 #define SMTP_SOFT_ERRORS 10
 #define SMTP_HARD_ERRORS 20
 #define SMTP_JUNK_LIMIT 100
+#define SMTP_AUTH_MAX_FAILURES 3 /* failed AUTH attempts before 421 and close */
 #define SMTP_TARPIT_MS 1000
 #define SMTP_DATA_MIN_RATE 500 /* bytes per second, averaged per client_timeout window */
 
@@ -46,6 +48,8 @@ static const char *const state_names[SMTP_STATE__COUNT] = {
 static void session_process(struct smtp_session *s);
 static void session_restart_idle(struct smtp_session *s);
 static void session_close(struct smtp_session *s, const char *reason);
+static int session_auth_offered(const struct smtp_session *s);
+static void session_auth_forget(struct smtp_session *s);
 
 /* --- replies and state --------------------------------------------------- */
 
@@ -156,7 +160,33 @@ static int session_peer_in(struct smtp_session *s, json_t *cidrs)
 	return match;
 }
 
-/* 1 relay allowed, 0 denied (reply sent), -1 policy failure (reply sent). */
+/* The AUTH identity (authz_id) is one of the listed ones. */
+static int session_authz_in(struct smtp_session *s, json_t *ids)
+{
+	const char *authz = json_string_value(json_object_get(s->meta, "authz_id"));
+	size_t i;
+	json_t *v;
+	if (!s->authenticated || !authz)
+		return 0;
+	json_array_foreach(ids, i, v)
+	{
+		if (json_is_string(v) && strcmp(json_string_value(v), authz) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void listener_domain_free(struct policy_listener_domain *ld)
+{
+	json_decref(ld->relay_from);
+	json_decref(ld->relay_from_authz);
+	memset(ld, 0, sizeof(*ld));
+}
+
+/* 1 relay allowed, 0 denied (reply sent), -1 policy failure (reply sent).
+ * Allowed for a relay_hosts peer, a recipient domain with relay_to, or a
+ * sender domain whose relay_from holds the peer or whose relay_from_authz
+ * holds the AUTH identity (KumoMTA's rules). */
 static int session_relay_check(struct smtp_session *s, const char *rcpt, int postmaster,
 			       const char *local, size_t local_len)
 {
@@ -173,25 +203,20 @@ static int session_relay_check(struct smtp_session *s, const char *rcpt, int pos
 	char dom[300];
 	policy_get_listener_domain(domain_of(rcpt, dom, sizeof(dom)), s->l->addr, s->meta, &ld, &r);
 	session_trace_policy(s, "get_listener_domain", &r);
-	if (r.status != POLICY_OK) {
-		json_decref(ld.relay_from);
-		session_reply_policy(s, &r);
-		return -1;
-	}
-	int ok = ld.found && ld.relay_to;
-	json_decref(ld.relay_from);
-	if (!ok && s->msg->sender[0]) {
-		memset(&ld, 0, sizeof(ld));
+	int ok = r.status == POLICY_OK && ld.found && ld.relay_to;
+	listener_domain_free(&ld);
+	if (r.status == POLICY_OK && !ok && s->msg->sender[0]) {
 		policy_get_listener_domain(domain_of(s->msg->sender, dom, sizeof(dom)), s->l->addr,
 					   s->meta, &ld, &r);
 		session_trace_policy(s, "get_listener_domain", &r);
-		if (r.status != POLICY_OK) {
-			json_decref(ld.relay_from);
-			session_reply_policy(s, &r);
-			return -1;
-		}
-		ok = ld.found && ld.relay_from && session_peer_in(s, ld.relay_from);
-		json_decref(ld.relay_from);
+		ok = r.status == POLICY_OK && ld.found &&
+		     ((ld.relay_from && session_peer_in(s, ld.relay_from)) ||
+		      (ld.relay_from_authz && session_authz_in(s, ld.relay_from_authz)));
+		listener_domain_free(&ld);
+	}
+	if (r.status != POLICY_OK) {
+		session_reply_policy(s, &r);
+		return -1;
 	}
 	if (!ok)
 		session_reply(s, 550, "5.7.1", "relaying not permitted for %s", s->conn.peer_ip);
@@ -214,6 +239,8 @@ static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 				"SMTPUTF8", size);
 		if (s->conn.tls == CONN_TLS_NONE && s->l->tls_ctx)
 			json_array_append_new(ext, json_string("STARTTLS"));
+		if (session_auth_offered(s))
+			json_array_append_new(ext, json_string("AUTH PLAIN LOGIN"));
 	}
 	struct policy_result r = {0};
 	policy_smtp_ehlo(domain, s->meta, ext, esmtp ? &policy_ext : NULL, &r);
@@ -375,6 +402,8 @@ static void cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 	session_reset_transaction(s);
 	xfree(s->helo);
 	s->esmtp = 0;
+	session_auth_forget(s);
+	s->authenticated = 0;
 	session_enter_state(s, SMTP_STATE_TLS);
 	size_t dropped = conn_starttls_server(&s->conn, s->l->tls_ctx);
 	KTRACE(smtp_starttls, s->id, dropped);
@@ -384,6 +413,185 @@ static void cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 			 "session=%" PRIu64
 			 " peer=%s discarded %zu plaintext bytes sent after STARTTLS",
 			 s->id, s->conn.peer, dropped);
+	}
+}
+
+/* --- AUTH (RFC 4954) ----------------------------------------------------- */
+
+/* AUTH is offered over TLS (or, with the listener's auth_without_tls, in
+ * plaintext) when the policy can decide: an smtp_server_auth_plain handler. */
+static int session_auth_offered(const struct smtp_session *s)
+{
+	return (s->conn.tls == CONN_TLS_ACTIVE || s->l->cfg.auth_without_tls) &&
+	       policy_has_handler("smtp_server_auth_plain");
+}
+
+static void session_auth_forget(struct smtp_session *s)
+{
+	if (s->auth_login_user) {
+		explicit_bzero(s->auth_login_user, strlen(s->auth_login_user));
+		free(s->auth_login_user);
+		s->auth_login_user = NULL;
+	}
+	s->auth_step = AUTH_NONE;
+}
+
+/* Identities go into logs and conn_meta: no control bytes, bounded. */
+static int auth_id_ok(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+			return 0;
+	return n <= 255;
+}
+
+/* Asks the policy: 235 and the identities in conn_meta, or 535 / 454 / the
+ * policy's rejection. Each failure counts an error; the third closes. */
+static void session_auth_decide(struct smtp_session *s, const char *mech, const char *authz,
+				const char *authc, const char *password)
+{
+	int ok = 0;
+	struct policy_result r = {0};
+	policy_smtp_auth_plain(authz, authc, password, s->meta, &ok, &r);
+	session_trace_policy(s, "smtp_server_auth_plain", &r);
+	const char *result = r.status == POLICY_ERROR ? "error" : ok ? "ok" : "denied";
+	KTRACE(smtp_auth, s->id, mech, authc, authz, result);
+	metrics_counter_add("smtp_server_auth_total", "result", result, 1);
+	if (r.status == POLICY_OK && ok) {
+		s->authenticated = 1;
+		json_object_set_new(s->meta, "authn_id", json_string(authc));
+		json_object_set_new(s->meta, "authz_id", json_string(*authz ? authz : authc));
+		session_reply(s, 235, "2.7.0", "Authentication successful");
+		return;
+	}
+	s->auth_failures++;
+	s->errors++; /* past the soft error limit replies are tarpitted */
+	if (r.status == POLICY_REJECT)
+		session_reply_policy(s, &r);
+	else if (r.status == POLICY_ERROR)
+		session_reply(s, 454, "4.7.0", "Temporary authentication failure");
+	else
+		session_reply(s, 535, "5.7.8", "Authentication credentials invalid");
+	if (s->auth_failures >= SMTP_AUTH_MAX_FAILURES && s->state != SMTP_STATE_CLOSING) {
+		KTRACE(smtp_limit, s->id, s->conn.peer, "authentication failures");
+		session_reply(s, 421, "4.7.0", "%s too many authentication failures",
+			      s->l->cfg.hostname);
+		session_close(s, "too many authentication failures");
+	}
+}
+
+/* Decodes one base64 response ("=" is empty) into out, NUL-terminated; the
+ * length, or -1 on bad base64. */
+static long auth_decode(const char *b64, size_t n, char *out, size_t outlen)
+{
+	if (n == 1 && b64[0] == '=') {
+		out[0] = 0;
+		return 0;
+	}
+	long len = n ? base64_decode(b64, n, (unsigned char *)out, outlen - 1) : -1;
+	if (len >= 0)
+		out[len] = 0;
+	return len;
+}
+
+/* authzid NUL authcid NUL passwd (RFC 4616). */
+static void session_auth_plain(struct smtp_session *s, const char *b64, size_t n)
+{
+	char buf[1024];
+	long len = auth_decode(b64, n, buf, sizeof(buf));
+	if (len < 0) {
+		session_reply(s, 501, "5.5.2", "Invalid base64 in AUTH response");
+		return;
+	}
+	const char *end = buf + len, *authc = memchr(buf, 0, (size_t)len);
+	const char *pass = authc ? memchr(authc + 1, 0, (size_t)(end - authc - 1)) : NULL;
+	if (!pass || memchr(pass + 1, 0, (size_t)(end - pass - 1)) || !authc[1] ||
+	    !auth_id_ok(buf, strlen(buf)) || !auth_id_ok(authc + 1, strlen(authc + 1))) {
+		explicit_bzero(buf, sizeof(buf));
+		session_reply(s, 501, "5.5.2", "Malformed AUTH PLAIN response");
+		return;
+	}
+	session_auth_decide(s, "PLAIN", buf, authc + 1, pass + 1);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+static void session_auth_login_user(struct smtp_session *s, const char *b64, size_t n)
+{
+	char user[600];
+	long len = auth_decode(b64, n, user, sizeof(user));
+	if (len <= 0 || memchr(user, 0, (size_t)len) || !auth_id_ok(user, (size_t)len)) {
+		session_reply(s, 501, "5.5.2", "Invalid AUTH LOGIN user name");
+		return;
+	}
+	s->auth_login_user = xstrdup(user);
+	s->auth_step = AUTH_LOGIN_PASS;
+	session_reply(s, 334, NULL, "UGFzc3dvcmQ6"); /* "Password:" */
+}
+
+/* The client's line after a 334: never a command, never traced. */
+static void session_auth_continue(struct smtp_session *s, const char *line, size_t n)
+{
+	int step = s->auth_step;
+	s->auth_step = AUTH_NONE;
+	if (n == 1 && line[0] == '*') {
+		session_auth_forget(s);
+		session_reply(s, 501, "5.0.0", "Authentication cancelled");
+		return;
+	}
+	if (step == AUTH_PLAIN_WAIT) {
+		session_auth_plain(s, line, n);
+	} else if (step == AUTH_LOGIN_USER) {
+		session_auth_login_user(s, line, n);
+	} else {
+		char pass[600];
+		long len = auth_decode(line, n, pass, sizeof(pass));
+		if (len < 0 || memchr(pass, 0, (size_t)len))
+			session_reply(s, 501, "5.5.2", "Invalid base64 in AUTH response");
+		else
+			session_auth_decide(s, "LOGIN", "", s->auth_login_user, pass);
+		explicit_bzero(pass, sizeof(pass));
+		session_auth_forget(s);
+	}
+}
+
+static void cmd_auth(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	if (s->authenticated) {
+		session_reply(s, 503, "5.5.1", "Already authenticated");
+		return;
+	}
+	if (!policy_has_handler("smtp_server_auth_plain")) {
+		session_reply(s, 502, "5.5.1", "AUTH not available");
+		return;
+	}
+	if (s->conn.tls != CONN_TLS_ACTIVE && !s->l->cfg.auth_without_tls) {
+		session_reply(s, 538, "5.7.11",
+			      "Encryption required for requested authentication mechanism");
+		return;
+	}
+	const char *arg = cmd->arg.p;
+	size_t len = cmd->arg.len, ml = 0;
+	while (ml < len && arg[ml] != ' ')
+		ml++;
+	const char *resp = ml < len ? arg + ml + 1 : NULL;
+	size_t rlen = resp ? len - ml - 1 : 0;
+	if (ml == 5 && strncasecmp(arg, "PLAIN", 5) == 0) {
+		if (resp) {
+			session_auth_plain(s, resp, rlen);
+		} else {
+			s->auth_step = AUTH_PLAIN_WAIT;
+			session_reply(s, 334, NULL, " ");
+		}
+	} else if (ml == 5 && strncasecmp(arg, "LOGIN", 5) == 0) {
+		if (resp) {
+			session_auth_login_user(s, resp, rlen);
+		} else {
+			s->auth_step = AUTH_LOGIN_USER;
+			session_reply(s, 334, NULL, "VXNlcm5hbWU6"); /* "Username:" */
+		}
+	} else {
+		session_reply(s, 504, "5.5.4", "AUTH %.*s not supported", (int)(ml < 40 ? ml : 40),
+			      arg);
 	}
 }
 
@@ -415,7 +623,7 @@ static const struct smtp_command commands[SMTP_VERB__COUNT] = {
     [SMTP_VERB_EXPN] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_unimplemented},
     [SMTP_VERB_HELP] = {ST_ANY, CMD_GROUP_END | CMD_JUNK, NULL, cmd_help},
     [SMTP_VERB_STARTTLS] = {ST(READY), CMD_GROUP_END, "STARTTLS not allowed here", cmd_starttls},
-    [SMTP_VERB_AUTH] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
+    [SMTP_VERB_AUTH] = {ST(READY), CMD_GROUP_END, "AUTH not allowed here", cmd_auth},
     [SMTP_VERB_BDAT] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
     [SMTP_VERB_XCLIENT] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
     [SMTP_VERB_LHLO] = {ST_ANY, CMD_GROUP_END, NULL, cmd_unimplemented},
@@ -703,6 +911,12 @@ static void session_message_received(struct smtp_session *s)
 		message_set_meta(m, "reception_protocol", json_string("ESMTP"));
 		message_set_meta(m, "received_from", json_string(s->conn.peer));
 		message_set_meta(m, "received_via", json_string(s->l->addr));
+		if (s->authenticated) { /* KumoMTA copies the AUTH identities too */
+			message_set_meta(m, "authn_id",
+					 json_incref(json_object_get(s->meta, "authn_id")));
+			message_set_meta(m, "authz_id",
+					 json_incref(json_object_get(s->meta, "authz_id")));
+		}
 		struct policy_result r = {0};
 		policy_smtp_message_received(m, s->meta, &r);
 		session_trace_policy(s, "smtp_server_message_received", &r);
@@ -821,8 +1035,24 @@ static int session_handle_line(struct smtp_session *s)
 	memcpy(s->line, buf_rptr(in), n);
 	s->line[n] = 0;
 	buf_consume(in, consumed);
-	KTRACE(smtp_cmd, s->id, state_names[s->state], s->line);
+	if (s->auth_step != AUTH_NONE) {
+		KTRACE(smtp_cmd, s->id, state_names[s->state], "(AUTH response, not shown)");
+		session_auth_continue(s, s->line, n);
+		explicit_bzero(s->line, n);
+		session_restart_idle(s);
+		return 1;
+	}
+	if (n > 5 && strncasecmp(s->line, "AUTH ", 5) == 0) {
+		/* the mechanism only: an initial response carries the password */
+		char shown[64];
+		snprintf(shown, sizeof(shown), "AUTH %.*s (initial response not shown)",
+			 (int)strcspn(s->line + 5, " "), s->line + 5);
+		KTRACE(smtp_cmd, s->id, state_names[s->state], shown);
+	} else {
+		KTRACE(smtp_cmd, s->id, state_names[s->state], s->line);
+	}
 	session_command(s, s->line, n);
+	explicit_bzero(s->line, n);
 	session_restart_idle(s);
 	return 1;
 }
@@ -958,6 +1188,7 @@ static void session_free(struct smtp_session *s)
 		message_unref(s->msg);
 	json_decref(s->meta);
 	free(s->helo);
+	session_auth_forget(s);
 	task_close(s->task);
 	free(s);
 	smtp_listener__maybe_free(l);

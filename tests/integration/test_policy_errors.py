@@ -145,8 +145,8 @@ IGNORED_BEFORE = [
      "start_esmtp_listener: trace_headers.include_meta_names: copying meta values into the "
      "supplemental trace header is a KumoMTA feature kumod does not implement yet "
      "(accepted: {})"),
-    ("kumo.on('smtp_server_auth_plain', function() return true end)",
-     "kumo.on('smtp_server_auth_plain'): a KumoMTA event that kumod does not implement yet "
+    ("kumo.on('smtp_server_data', function() end)",
+     "kumo.on('smtp_server_data'): a KumoMTA event that kumod does not implement yet "
      "(the handler would never be called)"),
     ("kumo.on('smtp_server_mesage_received', function() end)",
      "kumo.on('smtp_server_mesage_received'): not an event kumod calls (did you mean "
