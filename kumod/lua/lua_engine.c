@@ -451,6 +451,7 @@ void policy_close(void)
 	eng.in_handler = 0;
 	eng.validating = 0;
 	eng.loaded = 0;
+	lua_throttle__free_all();
 }
 
 /* --- SMTP server events -------------------------------------------------- */

@@ -63,6 +63,11 @@ char *lua_json__encode(lua_State *L, int idx, int pretty);
  * the table on top of the stack. */
 void lua_json__register(lua_State *L);
 
+/* lua_throttle.c: kumo.make_throttle into the table on top of the stack;
+ * free_all drops every throttle cell (at policy_close). */
+void lua_throttle__register(lua_State *L);
+void lua_throttle__free_all(void);
+
 /* lua_api.c: KumoMTA's API by name (see the file's header). */
 /* Sets a metatable on the table at idx whose __index raises for a missing
  * member, naming it (path is the table's name, "kumo.dns"). */

@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kumo.make_throttle(name, spec): KumoMTA's named throttles, node-local.
+ *
+ * The spec is "[local:]Q/period[,max_burst=B]" (proto/rate_spec.h for the
+ * rate); objects with the same name, limit, burst and period share one
+ * GCRA cell (KumoMTA's key "<name>:<limit>:<burst>:<period_secs>"), kept
+ * for the life of the process like KumoMTA's, so a per-call
+ * kumo.make_throttle(...) in a handler counts against the same cell.
+ * Without Redis every throttle is local (kumo.configure_redis_throttles is
+ * a KumoMTA API kumod does not implement yet). The methods that wait
+ * (sleep_if_throttled, delay_message_if_throttled) need asynchronous
+ * handlers and say so when called. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/clock.h"
+#include "base/xalloc.h"
+#include "ktrace.h"
+#include "lua/lua_int.h"
+#include "proto/rate_spec.h"
+
+#define THROTTLE_MT "kumod.throttle"
+#define CELL_BUCKETS 256
+
+struct throttle_cell {
+	char *key; /* "<name>:<limit>:<burst>:<period_secs>" */
+	uint64_t tat_us; /* GCRA theoretical arrival time; 0 = never used */
+	struct throttle_cell *next;
+};
+
+static struct throttle_cell *cells[CELL_BUCKETS];
+
+struct lua_throttle {
+	char *key; /* its cell, looked up per call: idle cells are pruned */
+	char *name;
+	uint64_t limit, burst, period_ms;
+};
+
+static uint32_t key_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+/* The cell for key. Cells of the same bucket whose arrival time has
+ * passed hold no state (a new cell is the same) and are freed on the way,
+ * so per-sender or per-tenant throttles do not accumulate. */
+static struct throttle_cell *cell_get(const char *key, uint64_t now_us)
+{
+	uint32_t b = key_hash(key) % CELL_BUCKETS;
+	struct throttle_cell *found = NULL;
+	for (struct throttle_cell **pp = &cells[b]; *pp;) {
+		struct throttle_cell *c = *pp;
+		if (strcmp(c->key, key) == 0) {
+			found = c;
+		} else if (c->tat_us <= now_us) {
+			*pp = c->next;
+			free(c->key);
+			free(c);
+			continue;
+		}
+		pp = &c->next;
+	}
+	if (found)
+		return found;
+	struct throttle_cell *c = xcalloc(1, sizeof(*c));
+	c->key = xstrdup(key);
+	c->next = cells[b];
+	cells[b] = c;
+	return c;
+}
+
+void lua_throttle__free_all(void)
+{
+	for (size_t b = 0; b < CELL_BUCKETS; b++)
+		while (cells[b]) {
+			struct throttle_cell *c = cells[b];
+			cells[b] = c->next;
+			free(c->key);
+			free(c);
+		}
+}
+
+/* "[local:]Q/period[,max_burst=B]": 0, or -1 with why in err. */
+static int throttle_spec_parse(const char *spec, struct rate_spec *r, uint64_t *burst, char *err,
+			       size_t errlen)
+{
+	char rate[128];
+	const char *mb = strstr(spec, ",max_burst=");
+	size_t n = mb ? (size_t)(mb - spec) : strlen(spec);
+	/* another ',' is a digit separator ("1,000/hr") */
+	if (n >= sizeof(rate)) {
+		snprintf(err, errlen, "throttle spec is too long");
+		return -1;
+	}
+	memcpy(rate, spec, n);
+	rate[n] = 0;
+	if (rate_spec_parse(rate, r) != 0) {
+		snprintf(err, errlen,
+			 "invalid throttle spec '%s': expected [local:]quantity/period"
+			 "[,max_burst=N] such as '100/s', '1,000/hr' or '20/30min'",
+			 spec);
+		return -1;
+	}
+	*burst = r->limit;
+	if (mb) {
+		char *end;
+		unsigned long long b = strtoull(mb + 11, &end, 10);
+		if (end == mb + 11 || *end || b < 1 || b > 1000000000000ull) {
+			snprintf(err, errlen, "invalid throttle spec '%s': max_burst must be a "
+				 "positive integer", spec);
+			return -1;
+		}
+		*burst = b;
+	}
+	return 0;
+}
+
+/* GCRA with a burst tolerance of burst - 1 emission intervals. */
+struct gcra_result {
+	int throttled;
+	uint64_t remaining, reset_after_us, retry_after_us;
+};
+
+static struct gcra_result gcra_take(struct lua_throttle *t, uint64_t now_us)
+{
+	struct gcra_result res = {0};
+	struct throttle_cell *cell = cell_get(t->key, now_us);
+	double ti = (double)t->period_ms * 1000.0 / (double)t->limit;
+	uint64_t interval = ti < 1.0 ? 1 : (uint64_t)ti + (ti > (double)(uint64_t)ti);
+	double tau_d = (double)interval * (double)(t->burst - 1);
+	uint64_t tau = tau_d > 1e18 ? (uint64_t)1e18 : (uint64_t)tau_d;
+	uint64_t tat = cell->tat_us > now_us ? cell->tat_us : now_us;
+	if (tat - now_us > tau) {
+		res.throttled = 1;
+		res.retry_after_us = tat - now_us - tau;
+		res.reset_after_us = tat - now_us;
+		return res;
+	}
+	cell->tat_us = tat + interval;
+	uint64_t used = cell->tat_us - now_us; /* the debt after this one */
+	res.reset_after_us = used;
+	res.remaining = used > tau + interval ? 0 : (tau + interval - used) / interval;
+	return res;
+}
+
+static void push_duration(lua_State *L, uint64_t us)
+{
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, (lua_Integer)(us / 1000000u));
+	lua_setfield(L, -2, "secs");
+	lua_pushinteger(L, (lua_Integer)(us % 1000000u) * 1000);
+	lua_setfield(L, -2, "nanos");
+}
+
+static struct lua_throttle *check_throttle(lua_State *L)
+{
+	return luaL_checkudata(L, 1, THROTTLE_MT);
+}
+
+static int l_throttle_throttle(lua_State *L)
+{
+	struct lua_throttle *t = check_throttle(L);
+	struct gcra_result r = gcra_take(t, clock_mono_ns() / 1000u + 1); /* never 0 */
+	KTRACE(lua_throttle, t->name, r.throttled, r.retry_after_us / 1000u);
+	lua_createtable(L, 0, 5);
+	lua_pushboolean(L, r.throttled);
+	lua_setfield(L, -2, "throttled");
+	lua_pushinteger(L, (lua_Integer)t->burst);
+	lua_setfield(L, -2, "limit");
+	lua_pushinteger(L, (lua_Integer)r.remaining);
+	lua_setfield(L, -2, "remaining");
+	push_duration(L, r.reset_after_us);
+	lua_setfield(L, -2, "reset_after");
+	if (r.throttled) {
+		push_duration(L, r.retry_after_us);
+		lua_setfield(L, -2, "retry_after");
+	}
+	return 1;
+}
+
+static int l_throttle_explain(lua_State *L)
+{
+	struct lua_throttle *t = check_throttle(L);
+	lua_pushfstring(L, "throttle '%s': %d per %d ms, max_burst %d (node-local GCRA)", t->name,
+			(int)t->limit, (int)t->period_ms, (int)t->burst);
+	return 1;
+}
+
+/* The waiting methods need a handler that can be suspended. */
+static int l_throttle_wait(lua_State *L)
+{
+	return luaL_error(L, "throttle:%s() is a KumoMTA method that kumod does not implement yet "
+			     "(it needs asynchronous handlers); use throttle:throttle() and "
+			     "kumo.reject(451, ...) instead",
+			  lua_tostring(L, lua_upvalueindex(1)));
+}
+
+static int l_throttle_gc(lua_State *L)
+{
+	struct lua_throttle *t = check_throttle(L);
+	free(t->name);
+	free(t->key);
+	t->name = t->key = NULL;
+	return 0;
+}
+
+static int l_make_throttle(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	const char *spec = luaL_checkstring(L, 2);
+	struct rate_spec r;
+	uint64_t burst;
+	char err[300];
+	if (throttle_spec_parse(spec, &r, &burst, err, sizeof(err)) != 0)
+		return luaL_error(L, "kumo.make_throttle: %s", err);
+	char key[600];
+	snprintf(key, sizeof(key), "lua-user-throttle-%.400s:%" PRIu64 ":%" PRIu64 ":%" PRIu64,
+		 name, r.limit, burst, r.period_ms / 1000u);
+	struct lua_throttle *t = lua_newuserdatauv(L, sizeof(*t), 0);
+	memset(t, 0, sizeof(*t));
+	luaL_setmetatable(L, THROTTLE_MT);
+	t->key = xstrdup(key);
+	t->name = xstrdup(name);
+	t->limit = r.limit;
+	t->burst = burst;
+	t->period_ms = r.period_ms;
+	return 1;
+}
+
+void lua_throttle__register(lua_State *L)
+{
+	if (luaL_newmetatable(L, THROTTLE_MT)) {
+		lua_pushcfunction(L, l_throttle_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_createtable(L, 0, 4);
+		lua_pushcfunction(L, l_throttle_throttle);
+		lua_setfield(L, -2, "throttle");
+		lua_pushcfunction(L, l_throttle_explain);
+		lua_setfield(L, -2, "explain");
+		static const char *const waits[] = {"sleep_if_throttled",
+						    "delay_message_if_throttled"};
+		for (size_t i = 0; i < 2; i++) {
+			lua_pushstring(L, waits[i]);
+			lua_pushcclosure(L, l_throttle_wait, 1);
+			lua_setfield(L, -2, waits[i]);
+		}
+		lua_setfield(L, -2, "__index");
+	}
+	lua_pop(L, 1);
+	lua_pushcfunction(L, l_make_throttle);
+	lua_setfield(L, -2, "make_throttle");
+}
