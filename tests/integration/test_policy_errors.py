@@ -38,6 +38,20 @@ def validate_errors(out):
     return errs
 
 
+def validate_clean(tmp_path, text, done_marker):
+    """Runs --validate on text with lua=info logging; asserts no handler
+    error and that a log line ending with done_marker was written (the
+    handler ran to its end). Returns that line."""
+    (tmp_path / "policy.lua").write_text(text)
+    out = run_kumod(["--validate", "--policy", "policy.lua"], cwd=str(tmp_path),
+                    env={"KUMOD_LOG": "lua=info"})
+    assert validate_errors(out) == [], out.stdout
+    assert out.returncode == 0, out.stdout + out.stderr
+    done = [l for l in out.stderr.splitlines() if done_marker in l]
+    assert len(done) == 1, out.stderr
+    return done[0]
+
+
 def policy_error(out):
     """The one `kumod: policy error:` line of a failed load."""
     lines = [l for l in out.stderr.splitlines() if l.startswith("kumod: policy error: ")]
