@@ -544,17 +544,18 @@ static void client_txn_failed(struct smtp_client *c)
 			  buf_cstr(&c->fail_text), 0, 1);
 }
 
-/* A reply about the session rather than this message: 503 (bad sequence of
- * commands) to a command the transaction so far does not explain, i.e. to
- * MAIL, or to RCPT or DATA after an accepted MAIL with no refusal before.
- * The server's idea of the session differs from ours: the message is a
- * transient failure (never a bounce) and the connection is dropped at once,
- * so that nothing pipelined behind it (a DATA the server might take into a
- * transaction of its own) can deliver. */
+/* A reply about the session rather than this message, to a command the
+ * transaction so far does not explain (MAIL, or RCPT or DATA after an
+ * accepted MAIL with no refusal before): 503, bad sequence of commands (the
+ * server's idea of the session differs from ours), or 530, STARTTLS or
+ * authentication required first (RFC 3207 §4, RFC 4954 §6: a property of the
+ * session). The message is a transient failure (never a bounce) and the
+ * connection is dropped at once, so that nothing pipelined behind it (a DATA
+ * the server might take into a transaction of its own) can deliver. */
 static int client_session_reply(struct smtp_client *c, enum smtp_client_state kind,
 				const struct smtp_reply *r)
 {
-	if (r->code != 503 || c->fail_code)
+	if ((r->code != 503 && r->code != 530) || c->fail_code)
 		return 0;
 	if (kind != SMTP_CLIENT_MAIL && !c->mail_ok)
 		return 0; /* the consequence of a refused MAIL (pipelined) */

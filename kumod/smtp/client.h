@@ -27,8 +27,9 @@
  * (proto/mime8.h); when that is impossible, or a non-ASCII address meets a
  * server without SMTPUTF8, the transaction fails (5xx) without a command
  * sent. After any failed transaction the next one starts with RSET. A 503
- * that the transaction does not explain (to MAIL, or after an accepted
- * MAIL) is about the session: TEMPFAIL and the connection is dropped. */
+ * or 530 that the transaction does not explain (to MAIL, or after an
+ * accepted MAIL) is about the session: TEMPFAIL and the connection is
+ * dropped. */
 #ifndef KUMOD_SMTP_CLIENT_H
 #define KUMOD_SMTP_CLIENT_H
 

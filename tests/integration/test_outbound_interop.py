@@ -50,9 +50,9 @@ class PostfixLike(socketserver.StreamRequestHandler):
     """One SMTP session with Postfix's transaction rules. server.caps: the
     EHLO keywords; server.reject_once: {Message-Id: reply} answered once at
     end of data, keeping the transaction open as Postfix does after an
-    end-of-data restriction rejects; server.bogus_mail_503: MAIL commands to
-    answer with 503 although no transaction is open (a server whose idea of
-    the session differs)."""
+    end-of-data restriction rejects; server.bogus_mail: replies for the first
+    MAIL commands of the server's life, whatever the transaction (a 503 from a
+    server whose idea of the session differs, a 530 STARTTLS required)."""
 
     def reply(self, line):
         self.wfile.write(line.encode() + b"\r\n")
@@ -85,9 +85,11 @@ class PostfixLike(socketserver.StreamRequestHandler):
                 self.reply("221 2.0.0 Bye")
                 return
             elif verb == "MAIL":
-                if mail is not None or srv.bogus_mail_503 > 0:
-                    srv.bogus_mail_503 -= mail is None
+                if mail is not None:
                     self.reply("503 5.5.1 Error: nested MAIL command")
+                    continue
+                if srv.bogus_mail:
+                    self.reply(srv.bogus_mail.pop(0))
                     continue
                 m = re.fullmatch(r"MAIL FROM:<([^>]*)>((?: \S+)*)", line, re.I)
                 params = m.group(2).split()
@@ -158,12 +160,12 @@ class PostfixLike(socketserver.StreamRequestHandler):
 def postfix_like():
     servers = []
 
-    def start(caps=ALL_CAPS, reject_once=None, bogus_mail_503=0):
+    def start(caps=ALL_CAPS, reject_once=None, bogus_mail=()):
         srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), PostfixLike)
         srv.daemon_threads = True
         srv.caps = list(caps)
         srv.reject_once = dict(reject_once or {})
-        srv.bogus_mail_503 = bogus_mail_503
+        srv.bogus_mail = list(bogus_mail)
         srv.sessions = 0
         srv.events, srv.messages = [], []
         srv.lock = threading.Lock()
@@ -265,8 +267,11 @@ def test_rset_after_end_of_data_rejection_keeps_the_connection(kumod, tmp_path, 
         assert d["id"] != f["id"] or code < 500
 
 
-def test_a_503_about_the_session_is_transient_never_a_bounce(kumod, tmp_path, postfix_like):
-    srv = postfix_like(bogus_mail_503=1)
+@pytest.mark.parametrize("reply", ["503 5.5.1 Error: nested MAIL command",
+                                   "530 5.7.0 Must issue a STARTTLS command first"])
+def test_a_reply_about_the_session_is_transient_never_a_bounce(kumod, tmp_path, postfix_like,
+                                                               reply):
+    srv = postfix_like(bogus_mail=[reply])
     var = tmp_path / "var"
     relay = relay_start(kumod, var, srv)
     submit(relay.smtp_port, [("rcpt@example.com", message("<only@t>"))])
@@ -275,10 +280,10 @@ def test_a_503_about_the_session_is_transient_never_a_bounce(kumod, tmp_path, po
     assert not by_type(var, "Bounce")
     t = by_type(var, "TransientFailure")
     assert len(t) == 1, t
-    assert t[0]["response"]["code"] == 503
+    assert t[0]["response"]["code"] == int(reply[:3])
     assert t[0]["response"]["command"] == "MAIL FROM"
-    assert t[0]["response"]["content"] == "Error: nested MAIL command"
-    # the connection that answered 503 was dropped; the retry used a new one
+    assert t[0]["response"]["content"] == reply[10:]
+    # the connection that answered was dropped; the retry used a new one
     assert srv.sessions == 2 and session_of(srv, "<only@t>") == [2], srv.events
 
 
