@@ -528,24 +528,7 @@ def postfix_unavailable():
     return None
 
 
-MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-proxymap  unix  - - n - - proxymap
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
+MASTER_CF = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "postfix-master.cf")
 
 
 @pytest.fixture
@@ -571,7 +554,7 @@ def private_postfix():
     open(os.path.join(etc, "main.cf"), "w").close()
     port = free_port()
     with open(os.path.join(etc, "master.cf"), "w") as f:
-        f.write(MASTER_CF.format(port=port))
+        f.write(open(MASTER_CF).read().replace("@SMTPD_PORT@", str(port)))
     maillog = os.path.join(work, "maillog")
     subprocess.run([POSTCONF, "-c", etc, "-e", "compatibility_level=3.6",
                     "config_directory=" + etc, "meta_directory=" + etc,
