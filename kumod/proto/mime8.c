@@ -211,32 +211,38 @@ static void copy_headers_but_cte(struct buf *out, const char *h, size_t n)
 static void qp_line(struct buf *out, const char *s, size_t n, int had_break)
 {
 	static const char hex[] = "0123456789ABCDEF";
+	/* worst case: every octet encoded (3n), a soft break after at least
+	 * 73 characters (fewer than n/24 + 1 of them, 3 each), the CRLF */
+	buf_reserve(out, n * 3 + (n / 16 + 2) * 3 + 2);
+	char *w = out->data + out->len;
 	size_t col = 0;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
 		int last = i + 1 == n;
-		char tok[3];
-		size_t tl;
 		/* literal: printable ASCII but "=", and space/tab unless last */
-		if ((ch >= 33 && ch <= 126 && ch != '=') || ((ch == ' ' || ch == '\t') && !last)) {
-			tok[0] = (char)ch;
-			tl = 1;
-		} else {
-			tok[0] = '=';
-			tok[1] = hex[ch >> 4];
-			tok[2] = hex[ch & 15];
-			tl = 3;
-		}
+		int lit =
+		    (ch >= 33 && ch <= 126 && ch != '=') || ((ch == ' ' || ch == '\t') && !last);
+		size_t tl = lit ? 1 : 3;
 		/* room for the token and, unless it ends the line, a soft break */
 		if (col + tl > MIME8_QP_LINE - (last ? 0 : 1)) {
-			buf_append(out, "=\r\n", 3);
+			memcpy(w, "=\r\n", 3);
+			w += 3;
 			col = 0;
 		}
-		buf_append(out, tok, tl);
+		if (lit) {
+			*w++ = (char)ch;
+		} else {
+			*w++ = '=';
+			*w++ = hex[ch >> 4];
+			*w++ = hex[ch & 15];
+		}
 		col += tl;
 	}
-	if (had_break)
-		buf_append(out, "\r\n", 2);
+	if (had_break) {
+		memcpy(w, "\r\n", 2);
+		w += 2;
+	}
+	out->len = (size_t)(w - out->data);
 }
 
 static void qp_body(struct buf *out, const char *b, size_t n)

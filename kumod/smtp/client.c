@@ -71,7 +71,7 @@ struct smtp_client {
 	int with_rset, need_rset;
 	int mail_ok, abort_dot;
 	struct buf mail_line; /* "MAIL FROM:<...> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8]" */
-	const char *body;     /* the content when converted (points into conv), else NULL */
+	const char *body;     /* raw content to stuff: the message's, scratch or conv */
 	size_t body_len;
 	struct buf conv;	/* 8-bit content converted for a server without 8BITMIME */
 	const char *local_fail; /* refused before sending anything: reported from the timer */
@@ -412,7 +412,6 @@ static int client_prepare(struct smtp_client *c, const struct smtp_client_msg *m
 		buf_reset(&c->conv);
 		if (mime8_to_7bit(src, len, &c->conv, &res) < 0) {
 			buf_reset(&c->conv);
-			c->local_why_buf[0] = '\0';
 			snprintf(
 			    c->local_why_buf, sizeof(c->local_why_buf),
 			    "8-bit content cannot be converted for a server without 8BITMIME: %s",

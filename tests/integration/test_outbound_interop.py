@@ -239,13 +239,14 @@ def replies(srv):
 # --- 1. RSET after a failed transaction; session replies never bounce --------------
 
 
+@pytest.mark.parametrize("pipelining", ["true", "false"])
 @pytest.mark.parametrize("reject", ["550 5.7.1 Message content rejected",
                                     "451 4.7.1 Try again later"])
 def test_rset_after_end_of_data_rejection_keeps_the_connection(kumod, tmp_path, postfix_like,
-                                                                 reject):
+                                                                 reject, pipelining):
     srv = postfix_like(reject_once={"<first@t>": reject})
     var = tmp_path / "var"
-    relay = relay_start(kumod, var, srv)
+    relay = relay_start(kumod, var, srv, path="enable_pipelining = %s" % pipelining)
     submit(relay.smtp_port, [("rcpt@example.com", message("<first@t>"))])
     assert wait_until(lambda: reject in replies(srv), timeout=15), relay.stderr()
     # the connection stays open (idle_timeout): the next messages use it
