@@ -362,9 +362,10 @@ def test_recipient_refused_records_rcpt_to(kumod, tmp_path, postfix_like):
     srv = postfix_like()
     var = tmp_path / "var"
     relay = relay_start(kumod, var, srv)
-    submit(relay.smtp_port, [("unknown@example.com", message("<unk@t>")),
-                             ("known@example.com", message("<known@t>"))])
-    assert wait_until(lambda: by_type(var, "Bounce") and by_type(var, "Delivery"), timeout=20)
+    submit(relay.smtp_port, [("unknown@example.com", message("<unk@t>"))])
+    assert wait_until(lambda: by_type(var, "Bounce"), timeout=20), (relay.stderr(), srv.events)
+    submit(relay.smtp_port, [("known@example.com", message("<known@t>"))])
+    assert wait_until(lambda: by_type(var, "Delivery"), timeout=20), (relay.stderr(), srv.events)
     assert relay.stop() == 0
     b = by_type(var, "Bounce")[0]
     assert (b["response"]["code"], b["response"]["command"]) == (550, "RCPT TO"), b
