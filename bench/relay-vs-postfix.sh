@@ -219,31 +219,8 @@ cp -r /etc/postfix/postfix-files /etc/postfix/dynamicmaps.cf "$PFDIR/etc/"
 [ -d /etc/postfix/postfix-files.d ] && cp -r /etc/postfix/postfix-files.d "$PFDIR/etc/"
 [ -d /etc/postfix/dynamicmaps.cf.d ] && cp -r /etc/postfix/dynamicmaps.cf.d "$PFDIR/etc/"
 touch "$PFDIR/etc/main.cf"
-# Debian's master.cf minus local delivery, pipes and chroot (chroot would need
-# a populated jail), with smtpd on our loopback port instead of :25.
-cat >"$PFDIR/etc/master.cf" <<EOF
-127.0.0.1:$PF_PORT inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-EOF
+# Debian's master.cf minus local delivery, pipes and chroot, smtpd on our port.
+sed "s/@SMTPD_PORT@/$PF_PORT/" bench/postfix-master.cf >"$PFDIR/etc/master.cf"
 "$POSTCONF" -c "$PFDIR/etc" -e \
 	"compatibility_level=3.6" \
 	"config_directory=$PFDIR/etc" \

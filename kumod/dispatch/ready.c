@@ -55,6 +55,8 @@ struct egress_path {
 	int no_pipelining;				     /* enable_pipelining = false */
 	uint64_t idle_ms;				     /* idle_timeout */
 	uint64_t refresh_ms;				     /* refresh_interval */
+	char *auth_user, *auth_password;		     /* smtp_auth_plain_*: NULL = no AUTH */
+	int auth_without_tls;				     /* allow_smtp_auth_plain_without_tls */
 };
 
 enum ready_throttle {
@@ -167,6 +169,48 @@ static int path_cidrs(json_t *v, struct cidr_list *out)
 	return json_is_array(v) || json_is_object(v);
 }
 
+static void path_auth_free(struct egress_path *p)
+{
+	free(p->auth_user);
+	if (p->auth_password) {
+		explicit_bzero(p->auth_password, strlen(p->auth_password));
+		free(p->auth_password);
+	}
+	p->auth_user = p->auth_password = NULL;
+}
+
+/* smtp_auth_plain_password's keysource (checked by make_egress_path): a
+ * file path, read now (one trailing line break dropped), or {key_data}.
+ * NULL and why in err when it cannot be read. */
+static char *path_secret(json_t *v, char *err, size_t errlen)
+{
+	const char *inline_data = json_string_value(json_object_get(v, "key_data"));
+	if (inline_data)
+		return xstrdup(inline_data);
+	const char *path = json_string_value(v);
+	if (!path) {
+		snprintf(err, errlen, "smtp_auth_plain_password is missing");
+		return NULL;
+	}
+	FILE *f = fopen(path, "r");
+	char buf[4096];
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	int bad = !f || ferror(f) || !feof(f);
+	if (f)
+		fclose(f);
+	if (bad) {
+		snprintf(err, errlen, "smtp_auth_plain_password file '%s': %s", path,
+			 f ? "unreadable or over 4 KiB" : strerror(errno));
+		return NULL;
+	}
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	buf[n] = 0;
+	char *s = xstrdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return s;
+}
+
 static void path_load(struct ready_queue *rq, const char *routing_domain)
 {
 	struct egress_path *p = &rq->path;
@@ -178,6 +222,7 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 			 rq->name, r.text);
 	cidr_list_free(&p->prohibited);
 	cidr_list_free(&p->skip);
+	path_auth_free(p);
 	memset(p, 0, sizeof(*p));
 	p->connection_limit = json_size(o, "connection_limit", 32);
 	p->max_ready = json_size(o, "max_ready", 1024);
@@ -211,6 +256,7 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	    {SMTP_CLIENT_HELO, "ehlo_timeout_ms", 300000},
 	    {SMTP_CLIENT_STARTTLS, "starttls_timeout_ms", 5000},
 	    {SMTP_CLIENT_TLS, "starttls_timeout_ms", 5000},
+	    {SMTP_CLIENT_AUTH, "auth_timeout_ms", 60000},
 	    {SMTP_CLIENT_RSET, "rset_timeout_ms", 5000},
 	    {SMTP_CLIENT_MAIL, "mail_from_timeout_ms", 300000},
 	    {SMTP_CLIENT_RCPT, "rcpt_to_timeout_ms", 300000},
@@ -225,10 +271,22 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	p->refresh_ms = json_size(o, "refresh_interval_ms", READY_REFRESH_MS);
 	p->idle_ms = json_size(o, "idle_timeout_ms", 5000);
 	rq->path_loaded_ms = now_ms();
+	char auth_err[600] = "";
+	const char *user = json_string_value(json_object_get(o, "smtp_auth_plain_username"));
+	if (user && *user) {
+		p->auth_password = path_secret(json_object_get(o, "smtp_auth_plain_password"),
+					       auth_err, sizeof(auth_err));
+		if (p->auth_password)
+			p->auth_user = xstrdup(user);
+		p->auth_without_tls =
+		    json_is_true(json_object_get(o, "allow_smtp_auth_plain_without_tls"));
+	}
 	json_decref(o);
 	rq->src_error[0] = '\0';
 	if (egress_source_load(rq->source, &rq->src, rq->src_error, sizeof(rq->src_error)) < 0)
 		log_warn("kumod::smtp_dispatcher", "ready_queue=%s %s", rq->name, rq->src_error);
+	if (auth_err[0]) /* the credentials it asks for cannot be read: never without them */
+		snprintf(rq->src_error, sizeof(rq->src_error), "%.500s", auth_err);
 	/* Never deliver under a path the policy did not give (an unimplemented
 	 * option, a Lua error): attempts fail transiently with the reason. */
 	if (r.status != POLICY_OK)
@@ -287,15 +345,25 @@ static struct qmsg *rq_pop(struct ready_queue *rq)
 
 /* --- outcomes -------------------------------------------------------------- */
 
+/* The reply a record shows: the server's, or ours for a local failure
+ * (command NULL: none was sent). */
+struct outcome_reply {
+	int code;
+	const char *enh, *text, *command;
+};
+#define LOCAL_REPLY(code, enh, text) (&(struct outcome_reply){(code), (enh), (text), NULL})
+
 /* recipient: NULL for the whole message (an array for a batch), or the one
  * recipient this record is about. c: the session of the attempt (our address
  * and its TLS facts) or NULL. */
 static void log_outcome_rcpt(const char *type, struct qmsg *qm, const char *recipient,
-			     struct ready_queue *rq, int code, const char *enh, const char *text,
+			     struct ready_queue *rq, const struct outcome_reply *rep,
 			     const char *addr, const char *host, const struct smtp_client *c)
 {
-	struct logrec_response resp = {
-	    .code = code, .enhanced = enh && *enh ? enh : NULL, .content = text ? text : ""};
+	struct logrec_response resp = {.code = rep->code,
+				       .enhanced = rep->enh && *rep->enh ? rep->enh : NULL,
+				       .content = rep->text ? rep->text : "",
+				       .command = rep->command};
 	struct logrec_peer peer = {.name = host, .addr = addr};
 	const char *local = c ? smtp_client_local_addr(c) : "";
 	struct logrec_tls tls = {
@@ -318,45 +386,46 @@ static void log_outcome_rcpt(const char *type, struct qmsg *qm, const char *reci
 	logrec_log_event(&ev);
 }
 
-static void log_outcome(const char *type, struct qmsg *qm, struct ready_queue *rq, int code,
-			const char *enh, const char *text, const char *addr, const char *host,
+static void log_outcome(const char *type, struct qmsg *qm, struct ready_queue *rq,
+			const struct outcome_reply *rep, const char *addr, const char *host,
 			const struct smtp_client *c)
 {
-	log_outcome_rcpt(type, qm, NULL, rq, code, enh, text, addr, host, c);
+	log_outcome_rcpt(type, qm, NULL, rq, rep, addr, host, c);
 }
 
-static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
-			      const char *text, const char *addr, const char *host,
+static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq,
+			      const struct outcome_reply *rep, const char *addr, const char *host,
 			      uint64_t latency_ns, const struct smtp_client *c)
 {
-	KTRACE(delivery_outcome, qm->m->id, rq->name, "Delivery", code, text, latency_ns / 1000u);
-	log_outcome("Delivery", qm, rq, code, enh, text, addr, host, c);
+	KTRACE(delivery_outcome, qm->m->id, rq->name, "Delivery", rep->code, rep->text,
+	       latency_ns / 1000u);
+	log_outcome("Delivery", qm, rq, rep, addr, host, c);
 	rq->delivered++;
 	spool_remove(qm->m->id, NULL, NULL);
 	queue_done(qm);
 }
 
-static void outcome_bounce(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
-			   const char *text, const char *addr, const char *host,
-			   const struct smtp_client *c)
+static void outcome_bounce(struct qmsg *qm, struct ready_queue *rq, const struct outcome_reply *rep,
+			   const char *addr, const char *host, const struct smtp_client *c)
 {
-	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "Bounce", code, text, 0);
-	log_outcome("Bounce", qm, rq, code, enh, text, addr, host, c);
+	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "Bounce", rep->code, rep->text, 0);
+	log_outcome("Bounce", qm, rq, rep, addr, host, c);
 	if (rq)
 		rq->failed++;
 	spool_remove(qm->m->id, NULL, NULL);
 	queue_done(qm);
 }
 
-static void outcome_transient(struct qmsg *qm, struct ready_queue *rq, int code, const char *enh,
-			      const char *text, const char *addr, const char *host,
+static void outcome_transient(struct qmsg *qm, struct ready_queue *rq,
+			      const struct outcome_reply *rep, const char *addr, const char *host,
 			      const char *reason, const struct smtp_client *c)
 {
-	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "TransientFailure", code, text, 0);
-	log_outcome("TransientFailure", qm, rq, code, enh, text, addr, host, c);
+	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "TransientFailure", rep->code,
+	       rep->text, 0);
+	log_outcome("TransientFailure", qm, rq, rep, addr, host, c);
 	if (rq)
 		rq->transfail++;
-	queue_requeue(qm, reason, 1, NULL, text);
+	queue_requeue(qm, reason, 1, NULL, rep->text);
 }
 
 /* --- per-recipient outcomes of a batch ---------------------------------------- */
@@ -403,13 +472,13 @@ static void batch_meta_saved(void *ctx, int err)
 
 /* The reply that decided recipient i: its refused RCPT's, else the
  * transaction's. */
-static void rcpt_reply(const struct smtp_client_result *r, size_t i, int *code, const char **enh,
-		       const char **text)
+static struct outcome_reply rcpt_reply(const struct smtp_client_result *r, size_t i)
 {
 	const struct smtp_client_rcpt_reply *rr = &r->rcpt_replies[i];
-	*code = rr->code ? rr->code : r->code;
-	*enh = rr->code ? rr->enhanced : r->enhanced ? r->enhanced : "";
-	*text = rr->code ? rr->text : r->text ? r->text : "";
+	if (rr->code)
+		return (struct outcome_reply){rr->code, rr->enhanced, rr->text, "RCPT TO"};
+	return (struct outcome_reply){r->code, r->enhanced ? r->enhanced : "",
+				      r->text ? r->text : "", r->command};
 }
 
 /* A batch whose recipients fared differently (some refused at RCPT): one
@@ -439,20 +508,16 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 		free(keep);
 		return 0;
 	}
-	int code;
-	const char *enh, *text;
 	for (size_t i = 0; i < n; i++) {
-		rcpt_reply(r, i, &code, &enh, &text);
+		struct outcome_reply rep = rcpt_reply(r, i);
 		if (oc[i] == RCPT_DELIVERED) {
-			KTRACE(delivery_outcome, m->id, rq->name, "Delivery", code, text,
+			KTRACE(delivery_outcome, m->id, rq->name, "Delivery", rep.code, rep.text,
 			       r->latency_ns / 1000u);
-			log_outcome_rcpt("Delivery", qm, m->recipients[i], rq, code, enh, text,
-					 addr, host, c);
+			log_outcome_rcpt("Delivery", qm, m->recipients[i], rq, &rep, addr, host, c);
 			rq->delivered++;
 		} else if (oc[i] == RCPT_BOUNCE) {
-			KTRACE(delivery_outcome, m->id, rq->name, "Bounce", code, text, 0);
-			log_outcome_rcpt("Bounce", qm, m->recipients[i], rq, code, enh, text, addr,
-					 host, c);
+			KTRACE(delivery_outcome, m->id, rq->name, "Bounce", rep.code, rep.text, 0);
+			log_outcome_rcpt("Bounce", qm, m->recipients[i], rq, &rep, addr, host, c);
 			rq->failed++;
 		}
 	}
@@ -468,9 +533,10 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 	free(keep);
 	spool_update_meta(m, batch_meta_saved, xstrdup(m->id));
 	/* r (the client's result) stays valid until on_done returns */
-	rcpt_reply(r, kept_first, &code, &enh, &text);
-	outcome_transient(qm, rq, code ? code : 451, enh, text, addr, host,
-			  "LoggedTransientFailure", c);
+	struct outcome_reply rep = rcpt_reply(r, kept_first);
+	if (!rep.code)
+		rep.code = 451;
+	outcome_transient(qm, rq, &rep, addr, host, "LoggedTransientFailure", c);
 	return 1;
 }
 
@@ -599,7 +665,7 @@ static void dispatcher_fail_queue(struct dispatcher *d)
 		return;
 	struct qmsg *qm;
 	while ((qm = rq_pop(rq)))
-		outcome_transient(qm, rq, 451, "4.4.1", d->last_error, NULL, NULL,
+		outcome_transient(qm, rq, LOCAL_REPLY(451, "4.4.1", d->last_error), NULL, NULL,
 				  "LoggedTransientFailure", NULL);
 }
 
@@ -629,17 +695,20 @@ static void d_on_done(struct smtp_client *c, const struct smtp_client_result *r,
 		/* a batch with mixed outcomes: handled per recipient */
 	} else if (qm) {
 		int code = r->rcpt_codes && r->nrcpt ? r->rcpt_codes[0] : r->code;
-		if (r->status == SMTP_CLIENT_OK && code >= 200 && code < 300)
-			outcome_delivered(qm, d->rq, code, r->enhanced, r->text, a->addr, a->host,
-					  r->latency_ns, c);
-		else if (r->status == SMTP_CLIENT_PERMFAIL ||
-			 (r->status == SMTP_CLIENT_OK && code >= 500))
-			outcome_bounce(qm, d->rq, r->code ? r->code : code, r->enhanced, r->text,
-				       a->addr, a->host, c);
-		else
-			outcome_transient(qm, d->rq, r->code ? r->code : 451,
-					  r->code ? r->enhanced : "4.4.2", r->text, a->addr,
-					  a->host, "LoggedTransientFailure", c);
+		struct outcome_reply rep = {r->code ? r->code : code, r->enhanced, r->text,
+					    r->command};
+		if (r->status == SMTP_CLIENT_OK && code >= 200 && code < 300) {
+			rep.code = code;
+			outcome_delivered(qm, d->rq, &rep, a->addr, a->host, r->latency_ns, c);
+		} else if (r->status == SMTP_CLIENT_PERMFAIL ||
+			   (r->status == SMTP_CLIENT_OK && code >= 500)) {
+			outcome_bounce(qm, d->rq, &rep, a->addr, a->host, c);
+		} else {
+			if (!r->code)
+				rep = (struct outcome_reply){451, "4.4.2", r->text, r->command};
+			outcome_transient(qm, d->rq, &rep, a->addr, a->host,
+					  "LoggedTransientFailure", c);
+		}
 	}
 	d->delivered_here++;
 	if (r->session_usable)
@@ -664,9 +733,10 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 		/* closed with a message in flight and no on_done: transient */
 		struct qmsg *qm = d->current;
 		d->current = NULL;
-		outcome_transient(qm, d->rq, 451, "4.4.2",
-				  r && r->text ? r->text : "connection lost", NULL, NULL,
-				  "LoggedTransientFailure", NULL);
+		outcome_transient(
+		    qm, d->rq,
+		    LOCAL_REPLY(451, "4.4.2", r && r->text ? r->text : "connection lost"), NULL,
+		    NULL, "LoggedTransientFailure", NULL);
 	}
 	if (!d->ready && !R.shutting_down) {
 		/* never greeted: this host failed, try the next one */
@@ -786,6 +856,9 @@ static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a)
 	    .connect_timeout_ms = rq->path.connect_timeout_ms,
 	    .banner_timeout_ms = rq->path.banner_timeout_ms,
 	    .no_pipelining = rq->path.no_pipelining,
+	    .auth_user = rq->path.auth_user,
+	    .auth_password = rq->path.auth_password,
+	    .auth_without_tls = rq->path.auth_without_tls,
 	};
 	memcpy(o.state_timeout_ms, rq->path.state_timeout_ms, sizeof(o.state_timeout_ms));
 	dispatcher_phase(d, "AttemptingConnection");
@@ -884,8 +957,8 @@ static void dispatcher_next(struct dispatcher *d)
 	task_set_field(d->task, "message_id", qm->m->id);
 	if (smtp_client_send(d->client, &d->msg) != 0) {
 		d->current = NULL;
-		outcome_transient(qm, rq, 451, "4.4.2", "dispatcher not ready", NULL, NULL,
-				  "DispatcherDrop", NULL);
+		outcome_transient(qm, rq, LOCAL_REPLY(451, "4.4.2", "dispatcher not ready"), NULL,
+				  NULL, "DispatcherDrop", NULL);
 		smtp_client_quit(d->client);
 	}
 }
@@ -950,10 +1023,11 @@ static void route_finish(struct route *rt)
 	if (!rt->naddrs) {
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), rt->error, rt->permanent);
 		if (rt->permanent)
-			outcome_bounce(qm, NULL, 550, "5.1.2", rt->error, NULL, NULL, NULL);
+			outcome_bounce(qm, NULL, LOCAL_REPLY(550, "5.1.2", rt->error), NULL, NULL,
+				       NULL);
 		else
-			outcome_transient(qm, NULL, 451, "4.4.4", rt->error, NULL, NULL,
-					  "MxResolvedToZeroHosts", NULL);
+			outcome_transient(qm, NULL, LOCAL_REPLY(451, "4.4.4", rt->error), NULL,
+					  NULL, "MxResolvedToZeroHosts", NULL);
 		free(rt);
 		return;
 	}
@@ -965,7 +1039,7 @@ static void route_finish(struct route *rt)
 		if (egress_pool_select(cfg->egress_pool, mono_ms(), source, sizeof(source), err,
 				       sizeof(err)) < 0) {
 			KTRACE(route_fail, qm->m->id, queue_name(qm->q), err, 0);
-			outcome_transient(qm, NULL, 451, "4.4.4", err, NULL, NULL,
+			outcome_transient(qm, NULL, LOCAL_REPLY(451, "4.4.4", err), NULL, NULL,
 					  "FailedToInsertIntoReadyQueue", NULL);
 			free(rt);
 			return;
@@ -976,7 +1050,7 @@ static void route_finish(struct route *rt)
 		/* the path or the source cannot be used: say why, not what its
 		 * defaults would make of the addresses */
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), rq->src_error, 0);
-		outcome_transient(qm, rq, 451, "4.4.4", rq->src_error, NULL, NULL,
+		outcome_transient(qm, rq, LOCAL_REPLY(451, "4.4.4", rq->src_error), NULL, NULL,
 				  "FailedToInsertIntoReadyQueue", NULL);
 		free(rt);
 		return;
@@ -1029,7 +1103,7 @@ static void route_finish(struct route *rt)
 			snprintf(why, sizeof(why), "all %zu addresses for %s are prohibited_hosts",
 				 prohibited, rt->site);
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), why, 0);
-		outcome_transient(qm, rq, 451, "4.4.4", why, NULL, NULL,
+		outcome_transient(qm, rq, LOCAL_REPLY(451, "4.4.4", why), NULL, NULL,
 				  prohibited ? "MxWasProhibited" : "MxWasSkipped", NULL);
 		free(rt);
 		return;
@@ -1178,6 +1252,7 @@ void ready_free_all(void)
 		rq_throttle_close(rq); /* --validate or an early exit: closed by the next run */
 		cidr_list_free(&rq->path.prohibited);
 		cidr_list_free(&rq->path.skip);
+		path_auth_free(&rq->path);
 		task_close(rq->task);
 		free(rq->name);
 		free(rq->site);

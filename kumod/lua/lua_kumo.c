@@ -731,8 +731,9 @@ enum cfg_type {
 	CT_TLS,
 	CT_CIDRS,
 	CT_PROTO,
-	CT_RATE, /* throttle spec "N/period" (proto/rate_spec.h) */
-	CT_IP,	 /* an IPv4 or IPv6 address literal ("[v6]" too) */
+	CT_RATE,   /* throttle spec "N/period" (proto/rate_spec.h) */
+	CT_IP,	   /* an IPv4 or IPv6 address literal ("[v6]" too) */
+	CT_SECRET, /* a KumoMTA keysource: a file path, or { key_data = '...' } */
 };
 
 struct cfg_key {
@@ -745,6 +746,34 @@ struct cfg_key {
 	const char *why;
 	const char *only;
 };
+
+/* A keysource kumod can read: a path string, or { key_data = string }.
+ * Vault and event-based sources are refused by name. */
+static void check_keysource(lua_State *L, int idx, const char *what)
+{
+	if (lua_type(L, idx) == LUA_TSTRING)
+		return;
+	check_table(L, idx, what);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(k, "key_data") == 0) {
+			check_str(L, -1, what);
+		} else if (strncmp(k, "vault_", 6) == 0 || strcmp(k, "event_name") == 0 ||
+			   strcmp(k, "event_args") == 0) {
+			luaL_error(L,
+				   "%s: a keysource with '%s' is a KumoMTA feature kumod does not "
+				   "implement yet; give a file path or { key_data = '...' }",
+				   what, k);
+		} else {
+			luaL_error(L,
+				   "%s: unknown keysource key '%s' (a file path or "
+				   "{ key_data = '...' })",
+				   what, k);
+		}
+		lua_pop(L, 1);
+	}
+}
 
 /* The value at idx is one of the '|'-separated texts in only (see cfg_key). */
 static int cfg_value_allowed(lua_State *L, int idx, const struct cfg_key *c)
@@ -921,6 +950,9 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 						  what, text);
 			break;
 		}
+		case CT_SECRET:
+			check_keysource(L, v, what);
+			break;
 		case CT_IP: {
 			const char *ip = check_str(L, v, what);
 			struct sockaddr_storage ss;
@@ -995,7 +1027,10 @@ static const struct cfg_key egress_path_keys[] = {
     {"reconnect_strategy", CT_STR, "only trying the next host is implemented", "ConnectNextHost"},
     {"connect_timeout", CT_DUR, NULL, NULL},
     {"banner_timeout", CT_DUR, NULL, NULL},
-    {"auth_timeout", CT_DUR, NULL, NULL}, /* kumod never authenticates as a client: no effect */
+    {"auth_timeout", CT_DUR, NULL, NULL},
+    {"smtp_auth_plain_username", CT_STR, NULL, NULL},
+    {"smtp_auth_plain_password", CT_SECRET, NULL, NULL},
+    {"allow_smtp_auth_plain_without_tls", CT_BOOL, NULL, NULL},
     {"ehlo_timeout", CT_DUR, NULL, NULL},
     {"mail_from_timeout", CT_DUR, NULL, NULL},
     {"rcpt_to_timeout", CT_DUR, NULL, NULL},

@@ -26,7 +26,7 @@
 #define CELL_BUCKETS 256
 
 struct throttle_cell {
-	char *key; /* "<name>:<limit>:<burst>:<period_secs>" */
+	char *key;	 /* "<name>:<limit>:<burst>:<period_secs>" */
 	uint64_t tat_us; /* GCRA theoretical arrival time; 0 = never used */
 	struct throttle_cell *next;
 };
@@ -112,8 +112,10 @@ static int throttle_spec_parse(const char *spec, struct rate_spec *r, uint64_t *
 		char *end;
 		unsigned long long b = strtoull(mb + 11, &end, 10);
 		if (end == mb + 11 || *end || b < 1 || b > 1000000000000ull) {
-			snprintf(err, errlen, "invalid throttle spec '%s': max_burst must be a "
-				 "positive integer", spec);
+			snprintf(err, errlen,
+				 "invalid throttle spec '%s': max_burst must be a "
+				 "positive integer",
+				 spec);
 			return -1;
 		}
 		*burst = b;
@@ -195,9 +197,10 @@ static int l_throttle_explain(lua_State *L)
 /* The waiting methods need a handler that can be suspended. */
 static int l_throttle_wait(lua_State *L)
 {
-	return luaL_error(L, "throttle:%s() is a KumoMTA method that kumod does not implement yet "
-			     "(it needs asynchronous handlers); use throttle:throttle() and "
-			     "kumo.reject(451, ...) instead",
+	return luaL_error(L,
+			  "throttle:%s() is a KumoMTA method that kumod does not implement yet "
+			  "(it needs asynchronous handlers); use throttle:throttle() and "
+			  "kumo.reject(451, ...) instead",
 			  lua_tostring(L, lua_upvalueindex(1)));
 }
 

@@ -13,6 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "base/base64.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -21,6 +22,7 @@
 #include "io/conn.h"
 #include "io/tls.h"
 #include "ktrace.h"
+#include "proto/mime8.h"
 #include "proto/smtp_data.h"
 #include "proto/smtp_reply.h"
 
@@ -32,6 +34,10 @@
 enum {
 	CLIENT_CAP_PIPELINING = 1u << 0,
 	CLIENT_CAP_STARTTLS = 1u << 1,
+	CLIENT_CAP_SIZE = 1u << 2,	 /* RFC 1870 */
+	CLIENT_CAP_8BITMIME = 1u << 3,	 /* RFC 6152 */
+	CLIENT_CAP_SMTPUTF8 = 1u << 4,	 /* RFC 6531 */
+	CLIENT_CAP_AUTH_PLAIN = 1u << 5, /* RFC 4954 with the PLAIN mechanism */
 };
 
 struct smtp_client {
@@ -43,6 +49,8 @@ struct smtp_client {
 	const struct smtp_client_ops *ops;
 	void *ud;
 	char *ehlo_name, *sni, *verify_name;
+	char *auth_user, *auth_password; /* NULL: no AUTH */
+	int auth_without_tls;
 	struct sockaddr_storage source;
 	int has_source;
 	enum smtp_client_tls_mode tls_mode;
@@ -66,6 +74,14 @@ struct smtp_client {
 	size_t ncmds, tx_next, rx_next;
 	int with_rset, need_rset;
 	int mail_ok, abort_dot;
+	struct buf mail_line; /* "MAIL FROM:<...> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8]" */
+	const char *body;     /* raw content to stuff: the message's, scratch or conv */
+	size_t body_len;
+	struct buf conv;	/* 8-bit content converted for a server without 8BITMIME */
+	const char *local_fail; /* refused before sending anything: reported from the timer */
+	char local_why_buf[160];
+	int local_code;
+	const char *local_enh;
 	int *rcpt_codes;
 	struct smtp_client_rcpt_reply *rcpt_replies;
 	size_t rcpt_cap, accepted;
@@ -90,6 +106,7 @@ static const char *const state_names[SMTP_CLIENT_STATE__COUNT] = {
     [SMTP_CLIENT_HELO] = "Helo",
     [SMTP_CLIENT_STARTTLS] = "StartTls",
     [SMTP_CLIENT_TLS] = "TlsHandshake",
+    [SMTP_CLIENT_AUTH] = "Auth",
     [SMTP_CLIENT_IDLE] = "Idle",
     [SMTP_CLIENT_RSET] = "Rset",
     [SMTP_CLIENT_MAIL] = "Mail",
@@ -108,6 +125,18 @@ static const char *const status_names[] = {
     [SMTP_CLIENT_TIMEOUT] = "timeout",
     [SMTP_CLIENT_ERROR] = "error",
 };
+
+const char *smtp_client_state_command(enum smtp_client_state s)
+{
+	static const char *const cmds[SMTP_CLIENT_STATE__COUNT] = {
+	    [SMTP_CLIENT_EHLO] = "EHLO",	 [SMTP_CLIENT_HELO] = "HELO",
+	    [SMTP_CLIENT_STARTTLS] = "STARTTLS", [SMTP_CLIENT_RSET] = "RSET",
+	    [SMTP_CLIENT_MAIL] = "MAIL FROM",	 [SMTP_CLIENT_RCPT] = "RCPT TO",
+	    [SMTP_CLIENT_DATA] = "DATA",	 [SMTP_CLIENT_DOT] = ".",
+	    [SMTP_CLIENT_QUIT] = "QUIT",
+	};
+	return s < SMTP_CLIENT_STATE__COUNT ? cmds[s] : NULL;
+}
 
 const char *smtp_client_state_name(enum smtp_client_state s)
 {
@@ -148,10 +177,22 @@ static SSL_CTX *client_default_ctx(enum smtp_client_tls_mode m)
 
 /* --- timers and states ---------------------------------------------------- */
 
+static void client_txn_report(struct smtp_client *c, enum smtp_client_status st, int code,
+			      const char *enh, const char *text, int err, int usable);
+static enum smtp_client_status client_code_status(int code);
+
 static void client_timer_cb(uv_timer_t *t)
 {
 	struct smtp_client *c = t->data;
 	struct task *prev = task_enter(c->task);
+	if (c->local_fail && c->msg) {
+		const char *why = c->local_fail;
+		c->local_fail = NULL;
+		client_txn_report(c, client_code_status(c->local_code), c->local_code, c->local_enh,
+				  why, 0, 1);
+		task_exit(c->task, prev);
+		return;
+	}
 	KTRACE(smtp_client_timeout, c->id, c->conn.peer, state_names[c->state]);
 	char why[96];
 	snprintf(why, sizeof(why), "timed out waiting in state %s", state_names[c->state]);
@@ -219,6 +260,46 @@ static void client_start_tls(struct smtp_client *c)
 	c->end.err = (int)dropped; /* reported by the tls tracepoint */
 }
 
+/* AUTH PLAIN when the path asks for it (RFC 4954 after the last EHLO),
+ * else ready. Never the credentials over plaintext unless allowed. */
+static void client_auth_or_ready(struct smtp_client *c)
+{
+	if (!c->auth_user) {
+		client_ready(c);
+		return;
+	}
+	if (!c->tls_active && !c->auth_without_tls) {
+		client_end(c, SMTP_CLIENT_ERROR, 0, "",
+			   "smtp_auth_plain_username is set but the connection is not using TLS "
+			   "(allow_smtp_auth_plain_without_tls = false): credentials not sent",
+			   0);
+		return;
+	}
+	if (!(c->caps & CLIENT_CAP_AUTH_PLAIN)) {
+		client_end(
+		    c, SMTP_CLIENT_ERROR, 0, "",
+		    "smtp_auth_plain_username is set but the server does not offer AUTH PLAIN", 0);
+		return;
+	}
+	struct buf raw, b64;
+	buf_init(&raw);
+	buf_init(&b64);
+	buf_appendc(&raw, '\0'); /* no authorization identity */
+	buf_append(&raw, c->auth_user, strlen(c->auth_user));
+	buf_appendc(&raw, '\0');
+	buf_append(&raw, c->auth_password, strlen(c->auth_password));
+	base64_encode(&b64, raw.data, raw.len);
+	client_enter(c, SMTP_CLIENT_AUTH);
+	KTRACE(smtp_client_cmd, c->id, state_names[c->state],
+	       "AUTH PLAIN (credentials not shown)\r\n");
+	buf_printf(&c->conn.out, "AUTH PLAIN %s\r\n", buf_cstr(&b64));
+	explicit_bzero(raw.data, raw.len);
+	explicit_bzero(b64.data, b64.len);
+	buf_free(&raw);
+	buf_free(&b64);
+	conn_flush(&c->conn);
+}
+
 static void client_after_ehlo(struct smtp_client *c)
 {
 	int want_tls = c->tls_mode != SMTP_CLIENT_TLS_OFF && !c->tls_active;
@@ -232,7 +313,22 @@ static void client_after_ehlo(struct smtp_client *c)
 		client_end(c, SMTP_CLIENT_ERROR, 0, "", "STARTTLS required but not offered", 0);
 		return;
 	}
-	client_ready(c);
+	client_auth_or_ready(c);
+}
+
+/* word (upper case) is one of the space-separated words of l[0..n). */
+static int client_has_word(const char *l, size_t n, const char *word)
+{
+	size_t wl = strlen(word);
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		while (j < n && l[j] != ' ')
+			j++;
+		if (j - i == wl && strncasecmp(l + i, word, wl) == 0)
+			return 1;
+		i = j + 1;
+	}
+	return 0;
 }
 
 /* Capabilities from the EHLO reply lines (keyword = first word). */
@@ -250,6 +346,16 @@ static void client_parse_caps(struct smtp_client *c, const struct smtp_reply *r)
 			c->caps |= CLIENT_CAP_PIPELINING;
 		else if (w == 8 && strncasecmp(l, "STARTTLS", 8) == 0)
 			c->caps |= CLIENT_CAP_STARTTLS;
+		else if (w == 8 && strncasecmp(l, "8BITMIME", 8) == 0)
+			c->caps |= CLIENT_CAP_8BITMIME;
+		else if (w == 8 && strncasecmp(l, "SMTPUTF8", 8) == 0)
+			c->caps |= CLIENT_CAP_SMTPUTF8;
+		else if (w == 4 && strncasecmp(l, "SIZE", 4) == 0)
+			c->caps |= CLIENT_CAP_SIZE; /* the server checks our SIZE= at MAIL */
+		else if (n > 5 &&
+			 (strncasecmp(l, "AUTH ", 5) == 0 || strncasecmp(l, "AUTH=", 5) == 0) &&
+			 client_has_word(l + 5, n - 5, "PLAIN"))
+			c->caps |= CLIENT_CAP_AUTH_PLAIN;
 	}
 }
 
@@ -280,7 +386,7 @@ static void client_queue_cmd(struct smtp_client *c, size_t i)
 		client_cmd(c, "%s\r\n", "RSET");
 		break;
 	case SMTP_CLIENT_MAIL:
-		client_cmd(c, "MAIL FROM:<%s>\r\n", c->msg->sender);
+		client_cmd(c, "%s\r\n", buf_cstr(&c->mail_line));
 		break;
 	case SMTP_CLIENT_RCPT:
 		client_cmd(c, "RCPT TO:<%s>\r\n", c->msg->recipients[r]);
@@ -301,11 +407,105 @@ static void client_send_next(struct smtp_client *c)
 	conn_flush(&c->conn);
 }
 
+static int client_addrs_8bit(const struct smtp_client_msg *m)
+{
+	int any = mime8_has_8bit(m->sender, strlen(m->sender));
+	for (size_t i = 0; i < m->nrecipients && !any; i++)
+		any = mime8_has_8bit(m->recipients[i], strlen(m->recipients[i]));
+	return any;
+}
+
+/* Refuses the transaction before any command is sent; reported from the
+ * timer (never from inside smtp_client_send). */
+static void client_local_fail(struct smtp_client *c, int code, const char *enh, const char *why)
+{
+	c->local_fail = why;
+	c->local_code = code;
+	c->local_enh = enh;
+	KTRACE(smtp_client_local_fail, c->id, code, why);
+	client_arm(c, 0); /* still Idle: the result names no command */
+}
+
+/* What the message needs from the server and what MAIL FROM declares
+ * (RFC 1870 SIZE, RFC 6152 BODY=8BITMIME, RFC 6531 SMTPUTF8), and the
+ * conversion of 8-bit content for a server without 8BITMIME. Returns 0, or
+ * -1 after client_local_fail(). */
+static int client_prepare(struct smtp_client *c, const struct smtp_client_msg *m)
+{
+	const char *src = NULL;
+	size_t len = 0;
+	int body8 = 0, head8 = 0;
+	c->body = NULL;
+	if (m->ncontent == 1 || !m->wire_form) {
+		if (m->ncontent == 1) {
+			src = m->content[0].iov_base;
+			len = m->content[0].iov_len;
+		} else {
+			buf_reset(&c->scratch);
+			for (size_t i = 0; i < m->ncontent; i++)
+				buf_append(&c->scratch, m->content[i].iov_base,
+					   m->content[i].iov_len);
+			src = c->scratch.data;
+			len = c->scratch.len;
+		}
+		if (!m->wire_form)
+			c->body = src, c->body_len = len;
+		body8 = mime8_has_8bit(src, len);
+		head8 = body8 && mime8_has_8bit(src, mime8_header_len(src, len));
+	} else {
+		for (size_t i = 0; i < m->ncontent; i++) {
+			len += m->content[i].iov_len;
+			body8 =
+			    body8 || mime8_has_8bit(m->content[i].iov_base, m->content[i].iov_len);
+		}
+	}
+	int addr8 = client_addrs_8bit(m);
+	if (addr8 && !(c->caps & CLIENT_CAP_SMTPUTF8)) {
+		client_local_fail(c, 553, "5.6.7",
+				  "SMTPUTF8 is required, but was not offered by the server");
+		return -1;
+	}
+	if (body8 && !(c->caps & CLIENT_CAP_8BITMIME)) {
+		struct mime8_result res = {0};
+		if (m->wire_form) {
+			client_local_fail(c, 554, "5.6.3",
+					  "8-bit content in wire form cannot be converted for a "
+					  "server without 8BITMIME");
+			return -1;
+		}
+		buf_reset(&c->conv);
+		if (mime8_to_7bit(src, len, &c->conv, &res) < 0) {
+			buf_reset(&c->conv);
+			snprintf(
+			    c->local_why_buf, sizeof(c->local_why_buf),
+			    "8-bit content cannot be converted for a server without 8BITMIME: %s",
+			    res.why);
+			client_local_fail(c, 554, "5.6.3", c->local_why_buf);
+			return -1;
+		}
+		KTRACE(smtp_client_8bit_converted, c->id, (uint64_t)res.converted, (uint64_t)len,
+		       (uint64_t)c->conv.len);
+		c->body = c->conv.data;
+		c->body_len = len = c->conv.len;
+		body8 = 0;
+	}
+	buf_reset(&c->mail_line);
+	buf_printf(&c->mail_line, "MAIL FROM:<%s>", m->sender);
+	if (c->caps & CLIENT_CAP_SIZE)
+		buf_printf(&c->mail_line, " SIZE=%zu", len);
+	if (body8) /* 8BITMIME offered: otherwise converted above */
+		buf_appends(&c->mail_line, " BODY=8BITMIME");
+	if ((addr8 || head8) && (c->caps & CLIENT_CAP_SMTPUTF8))
+		buf_appends(&c->mail_line, " SMTPUTF8");
+	return 0;
+}
+
 int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
 {
 	if (c->state != SMTP_CLIENT_IDLE || c->ending || !msg->nrecipients)
 		return -EBUSY;
 	c->msg = msg;
+	c->local_fail = NULL;
 	c->with_rset = c->need_rset;
 	c->need_rset = 0;
 	c->ncmds = (size_t)c->with_rset + 2 + msg->nrecipients;
@@ -323,6 +523,8 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
 	memset(c->rcpt_codes, 0, msg->nrecipients * sizeof(int));
 	memset(c->rcpt_replies, 0, msg->nrecipients * sizeof(*c->rcpt_replies));
 	c->txn_start_ns = clock_mono_ns();
+	if (client_prepare(c, msg) < 0)
+		return 0;
 	size_t r;
 	client_enter(c, client_cmd_kind(c, 0, &r));
 	client_send_next(c);
@@ -360,9 +562,11 @@ static void client_txn_report(struct smtp_client *c, enum smtp_client_status st,
 	if (!msg)
 		return;
 	c->msg = NULL;
+	enum smtp_client_state state = c->fail_code ? c->fail_state : c->state;
 	struct smtp_client_result res = {
 	    .status = st,
-	    .state = c->fail_code ? c->fail_state : c->state,
+	    .state = state,
+	    .command = smtp_client_state_command(state),
 	    .code = code,
 	    .enhanced = enh,
 	    .text = text,
@@ -384,11 +588,45 @@ static void client_txn_report(struct smtp_client *c, enum smtp_client_status st,
 		c->ops->on_done(c, &res, c->ud);
 }
 
+/* After any failed transaction the next one starts with RSET (RFC 5321
+ * 4.1.1.5), as Postfix and Exim do: a server may keep the failed
+ * transaction open (Postfix after an end-of-data rejection) and would
+ * answer the next MAIL with 503 "nested MAIL command". */
+static void client_want_rset(struct smtp_client *c, int code)
+{
+	if (!c->need_rset)
+		KTRACE(smtp_client_rset_due, c->id, state_names[c->state], code);
+	c->need_rset = 1;
+}
+
 /* The transaction ended on a recorded failure (session still usable). */
 static void client_txn_failed(struct smtp_client *c)
 {
+	client_want_rset(c, c->fail_code);
 	client_txn_report(c, client_code_status(c->fail_code), c->fail_code, c->fail_enh,
 			  buf_cstr(&c->fail_text), 0, 1);
+}
+
+/* A reply about the session rather than this message, to a command the
+ * transaction so far does not explain (MAIL, or RCPT or DATA after an
+ * accepted MAIL with no refusal before): 503, bad sequence of commands (the
+ * server's idea of the session differs from ours), or 530, STARTTLS or
+ * authentication required first (RFC 3207 §4, RFC 4954 §6: a property of the
+ * session). The message is a transient failure (never a bounce) and the
+ * connection is dropped at once, so that nothing pipelined behind it (a DATA
+ * the server might take into a transaction of its own) can deliver. */
+static int client_session_reply(struct smtp_client *c, enum smtp_client_state kind,
+				const struct smtp_reply *r)
+{
+	if ((r->code != 503 && r->code != 530) || c->fail_code)
+		return 0;
+	if (kind != SMTP_CLIENT_MAIL && !c->mail_ok)
+		return 0; /* the consequence of a refused MAIL (pipelined) */
+	char text[300];
+	snprintf(text, sizeof(text), "%.*s", (int)r->text.len, r->text.data ? r->text.data : "");
+	KTRACE(smtp_client_session_reply, c->id, state_names[kind], r->code, text);
+	client_end(c, SMTP_CLIENT_TEMPFAIL, r->code, r->enhanced, text, 0);
+	return 1;
 }
 
 static void client_send_content(struct smtp_client *c)
@@ -401,13 +639,9 @@ static void client_send_content(struct smtp_client *c)
 	} else if (m->wire_form) {
 		for (size_t i = 0; i < m->ncontent; i++)
 			conn_write(&c->conn, m->content[i].iov_base, m->content[i].iov_len);
-	} else if (m->ncontent == 1) {
-		smtp_data_stuff(&c->conn.out, m->content[0].iov_base, m->content[0].iov_len);
 	} else {
-		buf_reset(&c->scratch);
-		for (size_t i = 0; i < m->ncontent; i++)
-			buf_append(&c->scratch, m->content[i].iov_base, m->content[i].iov_len);
-		smtp_data_stuff(&c->conn.out, c->scratch.data, c->scratch.len);
+		/* the content, the copy of its pieces or its 7-bit form */
+		smtp_data_stuff(&c->conn.out, c->body, c->body_len);
 	}
 	conn_flush(&c->conn);
 }
@@ -418,6 +652,8 @@ static void client_txn_reply(struct smtp_client *c, const struct smtp_reply *r)
 	size_t ri = 0;
 	int ok = r->code >= 200 && r->code < 300;
 	enum smtp_client_state kind = client_cmd_kind(c, c->rx_next++, &ri);
+	if (client_session_reply(c, kind, r))
+		return;
 	switch (kind) {
 	case SMTP_CLIENT_RSET:
 		if (!ok) {
@@ -452,7 +688,6 @@ static void client_txn_reply(struct smtp_client *c, const struct smtp_reply *r)
 		if (!smtp_client_pipelining(c) && ri + 1 == c->msg->nrecipients && !c->accepted) {
 			if (!c->fail_code)
 				client_fail(c, r);
-			c->need_rset = 1; /* MAIL accepted, no DATA sent */
 			client_txn_failed(c);
 			return;
 		}
@@ -465,7 +700,6 @@ static void client_txn_reply(struct smtp_client *c, const struct smtp_reply *r)
 		}
 		if (!c->fail_code)
 			client_fail(c, r);
-		c->need_rset = c->mail_ok;
 		client_txn_failed(c);
 		return;
 	}
@@ -483,8 +717,10 @@ static void client_dot_reply(struct smtp_client *c, const struct smtp_reply *r)
 	for (size_t i = 0; i < c->msg->nrecipients; i++)
 		if (c->rcpt_codes[i] >= 200 && c->rcpt_codes[i] < 300)
 			c->rcpt_codes[i] = r->code;
-	if (r->code < 200 || r->code >= 300)
+	if (r->code < 200 || r->code >= 300) {
 		c->accepted = 0;
+		client_want_rset(c, r->code);
+	}
 	char text[512];
 	snprintf(text, sizeof(text), "%.*s", (int)r->text.len, r->text.data ? r->text.data : "");
 	client_txn_report(c, client_code_status(r->code), r->code, r->enhanced, text, 0, 1);
@@ -529,9 +765,21 @@ static void client_on_reply(struct smtp_client *c, const struct smtp_reply *r)
 		if (r->code == 220)
 			client_start_tls(c);
 		else if (!client_tls_required(c->tls_mode))
-			client_ready(c); /* refused: opportunistic continues in plaintext */
+			client_auth_or_ready(c); /* refused: opportunistic continues in plaintext */
 		else
 			client_end(c, client_code_status(r->code), r->code, r->enhanced, text, 0);
+		break;
+	case SMTP_CLIENT_AUTH:
+		KTRACE(smtp_client_auth, c->id, c->auth_user, r->code);
+		if (r->code == 235) {
+			client_ready(c);
+		} else {
+			char why[400];
+			snprintf(why, sizeof(why), "AUTH PLAIN as %s refused: %d %s%s%s",
+				 c->auth_user, r->code, r->enhanced, r->enhanced[0] ? " " : "",
+				 text);
+			client_end(c, client_code_status(r->code), r->code, r->enhanced, why, 0);
+		}
 		break;
 	case SMTP_CLIENT_RSET:
 	case SMTP_CLIENT_MAIL:
@@ -708,9 +956,16 @@ static void client_maybe_release(struct smtp_client *c)
 	buf_free(&c->fail_text);
 	smtp_reply_free(&c->rep);
 	buf_free(&c->scratch);
+	buf_free(&c->mail_line);
+	buf_free(&c->conv);
 	free(c->rcpt_codes);
 	free(c->rcpt_replies);
 	free(c->ehlo_name);
+	free(c->auth_user);
+	if (c->auth_password) {
+		explicit_bzero(c->auth_password, strlen(c->auth_password));
+		free(c->auth_password);
+	}
 	free(c->sni);
 	free(c->verify_name);
 	free(c);
@@ -749,8 +1004,12 @@ static void client_end(struct smtp_client *c, enum smtp_client_status st, int co
 	if (c->ending)
 		return;
 	c->ending = 1;
-	c->end = (struct smtp_client_result){
-	    .status = st, .state = c->state, .code = code, .err = err, .session_usable = 0};
+	c->end = (struct smtp_client_result){.status = st,
+					     .state = c->state,
+					     .command = smtp_client_state_command(c->state),
+					     .code = code,
+					     .err = err,
+					     .session_usable = 0};
 	snprintf(c->end_enh, sizeof(c->end_enh), "%s", enh ? enh : "");
 	snprintf(c->end_text, sizeof(c->end_text), "%s", text ? text : "");
 	if (c->msg) {
@@ -784,6 +1043,11 @@ struct smtp_client *smtp_client_new(uv_loop_t *loop, const struct smtp_client_op
 	c->ud = ud;
 	c->ehlo_name = xstrdup(opts->ehlo_name ? opts->ehlo_name : "localhost");
 	c->sni = opts->sni ? xstrdup(opts->sni) : NULL;
+	if (opts->auth_user && *opts->auth_user) {
+		c->auth_user = xstrdup(opts->auth_user);
+		c->auth_password = xstrdup(opts->auth_password ? opts->auth_password : "");
+		c->auth_without_tls = opts->auth_without_tls;
+	}
 	c->verify_name = opts->verify_name ? xstrdup(opts->verify_name) : NULL;
 	if (opts->source) {
 		size_t len = opts->source->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -814,6 +1078,8 @@ struct smtp_client *smtp_client_new(uv_loop_t *loop, const struct smtp_client_op
 	task_set_phase(c->task, state_names[c->state], NULL);
 	buf_init(&c->fail_text);
 	buf_init(&c->scratch);
+	buf_init(&c->mail_line);
+	buf_init(&c->conv);
 	smtp_reply_init(&c->rep);
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;

@@ -18,7 +18,18 @@
  *              smtp_client_free() (it may do so inside on_closed).
  * smtp_client_free() may be called at any time: the connection is aborted,
  * no callback fires after it, and the memory is released once the libuv
- * handles have closed. */
+ * handles have closed.
+ *
+ * Transactions: MAIL FROM declares SIZE= (RFC 1870), BODY=8BITMIME (RFC
+ * 6152, 8-bit content) and SMTPUTF8 (RFC 6531, a non-ASCII address or
+ * header) when the server offers them and the message needs them. 8-bit
+ * content for a server without 8BITMIME is converted to quoted-printable
+ * (proto/mime8.h); when that is impossible, or a non-ASCII address meets a
+ * server without SMTPUTF8, the transaction fails (5xx) without a command
+ * sent. After any failed transaction the next one starts with RSET. A 503
+ * or 530 that the transaction does not explain (to MAIL, or after an
+ * accepted MAIL) is about the session: TEMPFAIL and the connection is
+ * dropped. */
 #ifndef KUMOD_SMTP_CLIENT_H
 #define KUMOD_SMTP_CLIENT_H
 
@@ -37,7 +48,8 @@ enum smtp_client_state {
 	SMTP_CLIENT_EHLO,
 	SMTP_CLIENT_HELO, /* EHLO refused with 5xx */
 	SMTP_CLIENT_STARTTLS,
-	SMTP_CLIENT_TLS, /* handshake in progress */
+	SMTP_CLIENT_TLS,  /* handshake in progress */
+	SMTP_CLIENT_AUTH, /* AUTH PLAIN sent, waiting for 235 */
 	SMTP_CLIENT_IDLE,
 	SMTP_CLIENT_RSET,
 	SMTP_CLIENT_MAIL,
@@ -76,7 +88,12 @@ struct smtp_client_opts {
 	const char *verify_name;
 	/* Optional local address to bind before connecting (port 0); copied. */
 	const struct sockaddr *source;
-	int no_pipelining;     /* 1 = never pipeline even when offered */
+	int no_pipelining; /* 1 = never pipeline even when offered */
+	/* SMTP AUTH PLAIN after EHLO (and STARTTLS) when auth_user is set;
+	 * refused without TLS unless auth_without_tls. Copied (the password is
+	 * wiped when the client is freed and never traced). */
+	const char *auth_user, *auth_password;
+	int auth_without_tls;
 	uint64_t parent_task;  /* parent task id for the registry */
 	const char *task_name; /* task name; default = peer address */
 	/* Timeouts in milliseconds; 0 selects the default in brackets. */
@@ -124,10 +141,13 @@ struct smtp_client_rcpt_reply {
 struct smtp_client_result {
 	enum smtp_client_status status;
 	enum smtp_client_state state; /* state whose reply (or failure) decided */
-	int code;		      /* reply code deciding the outcome; 0 when none */
-	const char *enhanced;	      /* "4.5.3" or "" */
-	const char *text;	      /* reply text (last line, after code/enhanced) or error */
-	const int *rcpt_codes;	      /* per recipient: RCPT reply, or final reply when accepted */
+	/* its command for log records ("MAIL FROM", "RCPT TO", "." for the end
+	 * of data...); NULL when none was sent (refused before MAIL) */
+	const char *command;
+	int code;	       /* reply code deciding the outcome; 0 when none */
+	const char *enhanced;  /* "4.5.3" or "" */
+	const char *text;      /* reply text (last line, after code/enhanced) or error */
+	const int *rcpt_codes; /* per recipient: RCPT reply, or final reply when accepted */
 	/* per recipient: the RCPT reply's texts when it was refused, empty when
 	 * accepted (the final reply, code/enhanced/text above, applies) */
 	const struct smtp_client_rcpt_reply *rcpt_replies;
@@ -161,6 +181,8 @@ void smtp_client_free(struct smtp_client *c);
 
 enum smtp_client_state smtp_client_state(const struct smtp_client *c);
 const char *smtp_client_state_name(enum smtp_client_state s);
+/* The command a state waits on the reply of ("MAIL FROM", "."), or NULL. */
+const char *smtp_client_state_command(enum smtp_client_state s);
 const char *smtp_client_status_name(enum smtp_client_status s);
 uint64_t smtp_client_id(const struct smtp_client *c); /* task id */
 int smtp_client_tls_active(const struct smtp_client *c);

@@ -758,6 +758,19 @@ static const char *received_date(void)
 	return cached;
 }
 
+/* The "with" protocol (RFC 3848, RFC 6531 4.3). */
+static const char *received_with(int esmtp, int smtputf8, int tls, int auth)
+{
+	/* RFC 3848 and RFC 6531 4.3: S for TLS, A for an authenticated client */
+	static const char *const with[2][2][2] = {
+	    {{"ESMTP", "ESMTPA"}, {"ESMTPS", "ESMTPSA"}},
+	    {{"UTF8SMTP", "UTF8SMTPA"}, {"UTF8SMTPS", "UTF8SMTPSA"}},
+	};
+	if (!esmtp)
+		return "SMTP";
+	return with[!!smtputf8][!!tls][!!auth];
+}
+
 static void session_add_trace_headers(struct smtp_session *s, struct message *m)
 {
 	const struct smtp_listener_config *cfg = &s->l->cfg;
@@ -775,10 +788,18 @@ static void session_add_trace_headers(struct smtp_session *s, struct message *m)
 		char forc[600] = "";
 		if (m->nrecipients == 1)
 			snprintf(forc, sizeof(forc), " for <%s>", m->recipients[0]);
-		snprintf(value, sizeof(value), "from %s (%s) by %s (KumoMTA) with %s id %s%s; %s",
-			 helo, s->conn.peer_ip, cfg->hostname,
-			 s->conn.tls == CONN_TLS_ACTIVE ? "ESMTPS" : "ESMTP", m->id, forc,
-			 received_date());
+		/* RFC 5321 4.4 TCP-info is an address literal; the TLS facts
+		 * go in a comment as Postfix writes them */
+		int tls = s->conn.tls == CONN_TLS_ACTIVE;
+		char tlsc[200] = "";
+		if (tls)
+			snprintf(tlsc, sizeof(tlsc), " (using %s with cipher %s)",
+				 conn_tls_version(&s->conn), conn_tls_cipher(&s->conn));
+		snprintf(
+		    value, sizeof(value), "from %s ([%s%s])%s by %s (KumoMTA) with %s id %s%s; %s",
+		    helo, strchr(s->conn.peer_ip, ':') ? "IPv6:" : "", s->conn.peer_ip, tlsc,
+		    cfg->hostname, received_with(s->esmtp, s->txn_smtputf8, tls, s->authenticated),
+		    m->id, forc, received_date());
 		names[n] = "Received";
 		values[n++] = value;
 	}
@@ -804,6 +825,7 @@ struct smtp_rx_txn {
 	int err; /* first spool error (-errno) */
 	struct buf ids;
 	char peer_ip[64], helo[256];
+	char tls_version[32], tls_cipher[128]; /* "" without TLS */
 	uint64_t started_ns;
 };
 
@@ -830,10 +852,19 @@ static void rx_stored_cb(void *ctx, int err)
 	if (!t->err) {
 		for (size_t i = 0; i < t->n; i++) {
 			struct message *m = t->msgs[i];
-			struct logrec_response resp = {.code = 250, .content = "OK"};
+			struct logrec_response resp = {
+			    .code = 250, .content = "OK", .command = "."};
 			struct logrec_peer peer = {.name = t->helo, .addr = t->peer_ip};
-			logrec_log("Reception", m, NULL, &resp, &peer, NULL, NULL, NULL, NULL,
-				   "ESMTP");
+			struct logrec_tls tls = {.cipher = t->tls_cipher,
+						 .protocol_version = t->tls_version};
+			logrec_log_event(&(struct logrec_event){
+			    .type = "Reception",
+			    .m = m,
+			    .resp = &resp,
+			    .peer = &peer,
+			    .reception_protocol = "ESMTP",
+			    .tls = t->tls_version[0] ? &tls : NULL,
+			});
 			queue_insert(m, "Received");
 		}
 	} else {
@@ -969,6 +1000,10 @@ static void session_message_received(struct smtp_session *s)
 	s->txn = t;
 	snprintf(t->peer_ip, sizeof(t->peer_ip), "%s", s->conn.peer_ip);
 	snprintf(t->helo, sizeof(t->helo), "%s", s->helo ? s->helo : "");
+	if (s->conn.tls == CONN_TLS_ACTIVE) {
+		snprintf(t->tls_version, sizeof(t->tls_version), "%s", conn_tls_version(&s->conn));
+		snprintf(t->tls_cipher, sizeof(t->tls_cipher), "%s", conn_tls_cipher(&s->conn));
+	}
 	t->pending = t->n;
 	t->started_ns = clock_mono_ns();
 	session_enter_state(s, SMTP_STATE_SPOOLING);

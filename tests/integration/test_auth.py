@@ -5,11 +5,13 @@ and records, relay_from_authz, failures counted, the password never logged
 or traced."""
 
 import base64
+import os
+import re
 import smtplib
 import socket
 import ssl
 
-from conftest import free_port
+from conftest import free_port, run_kumod
 from test_relay import records, wait_until
 
 PASSWORD = "Tiger-Pa55word-7f3e1c9a-never-logged"
@@ -50,6 +52,12 @@ def start(kumod, tmp_path, listener=""):
                         "dead": free_port()},
               env={"KUMOD_LOG": "kumod=trace,lua=trace,kumo_server_common=info"})
     return k, var
+
+
+def spooled_data(var):
+    """Paths of the message files in the data spool."""
+    return [os.path.join(root, f) for root, _d, files in os.walk(str(var / "spool" / "data"))
+            for f in files if len(f) == 32]
 
 
 def tls_client(port):
@@ -110,6 +118,11 @@ def test_auth_plain_then_relay_from_authz(kumod, tmp_path):
                       timeout=10)
     assert len(recs) == 1, k.stderr()
     assert recs[0]["meta"] == {"authn_id": "daniel", "authz_id": "daniel"}
+    # RFC 3848: authenticated over TLS
+    # (the spool file frames the message: find the header inside it)
+    data = open(spooled_data(var)[0], "rb").read().decode("utf-8", "replace")
+    received = re.search(r"Received: (.*?)\r\n(?![ \t])", data, re.S).group(1)
+    assert re.search(r"\swith ESMTPSA\s", received), received
     assert k.stop() == 0
     assert_password_never_shown(k, var)
 
@@ -183,3 +196,110 @@ def assert_password_never_shown(k, var):
     for f in forms:
         assert f not in text
         assert f not in recs
+
+
+# --- outbound: kumod relaying with AUTH to a receiving kumod that requires it
+
+RECEIVER = """
+kumo.on('init', function()
+  kumo.start_esmtp_listener{ listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' },
+                             hostname = 'receiver.test', %(listener)s }
+end)
+kumo.on('smtp_server_auth_plain', function(authz, authc, password, conn_meta)
+  return authc == 'relay-user' and password == '%(password)s'
+end)
+kumo.on('smtp_server_mail_from', function(sender, conn_meta)
+  if not conn_meta:get_meta('authn_id') then
+    kumo.reject(530, '5.7.0 Authentication required')
+  end
+end)
+kumo.on('smtp_server_message_received', function(msg, conn_meta)
+  kumo.log_info('RECEIVED-AS ' .. msg:get_meta('authn_id'))
+  msg:set_meta('queue', 'null')
+end)
+"""
+
+SENDER = """
+kumo.on('init', function()
+  kumo.define_spool{ name = 'data', path = '%(var)s/spool/data' }
+  kumo.define_spool{ name = 'meta', path = '%(var)s/spool/meta' }
+  kumo.configure_local_logs{ log_dir = '%(var)s/logs', max_segment_duration = '1s' }
+  kumo.start_esmtp_listener{ listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' } }
+end)
+kumo.on('get_queue_config', function()
+  return kumo.make_queue_config{ retry_interval = '1h',
+                                 protocol = { smtp = { mx_list = { '127.0.0.1:%(port)d' } } } }
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path{ prohibited_hosts = {}, enable_tls = '%(tls)s',
+    smtp_auth_plain_username = 'relay-user', smtp_auth_plain_password = %(secret)s,
+    %(extra)s }
+end)
+"""
+
+
+def relay_with_auth(kumod, tmp_path, tls="RequiredInsecure", secret=None, extra="",
+                    receiver_listener=""):
+    rx = kumod(RECEIVER % {"password": PASSWORD, "listener": receiver_listener},
+               env={"KUMOD_LOG": "kumod=trace,lua=info,kumo_server_common=info"},
+               policy_name="receiver.lua")
+    var = tmp_path / "var"
+    tx = kumod(SENDER % {"var": var, "port": rx.smtp_port, "tls": tls,
+                         "secret": secret or "{ key_data = '%s' }" % PASSWORD, "extra": extra},
+               env={"KUMOD_LOG": "kumod=trace,kumo_server_common=info"}, policy_name="sender.lua")
+    with smtplib.SMTP("127.0.0.1", tx.smtp_port, timeout=10) as s:
+        s.sendmail("a@example.com", ["b@example.net"], b"Subject: relayed\r\n\r\nbody\r\n")
+    outcome = wait_until(lambda: [r for r in records(var / "logs")
+                                  if r["type"] in ("Delivery", "TransientFailure", "Bounce")],
+                         timeout=15)
+    assert outcome, tx.stderr()
+    return rx, tx, var, outcome[0]
+
+
+def test_outbound_auth_over_tls(kumod, tmp_path):
+    rx, tx, var, rec = relay_with_auth(kumod, tmp_path)
+    assert rec["type"] == "Delivery", rec
+    rx.wait_for("RECEIVED-AS relay-user")
+    assert tx.stop() == 0 and rx.stop() == 0
+    for text in (tx.stderr(), rx.stderr(), "\n".join(str(r) for r in records(var / "logs"))):
+        assert PASSWORD not in text
+        assert plain("", "relay-user", PASSWORD) not in text
+
+
+def test_outbound_auth_password_from_a_file(kumod, tmp_path):
+    secret = tmp_path / "smtp-password"
+    secret.write_text(PASSWORD + "\n")  # one trailing line break is dropped
+    _, _, _, rec = relay_with_auth(kumod, tmp_path, secret="'%s'" % secret)
+    assert rec["type"] == "Delivery", rec
+
+
+def test_outbound_auth_refused_is_transient(kumod, tmp_path):
+    wrong = "Wrong-Pa55word-e41b7d20"
+    _, tx, var, rec = relay_with_auth(kumod, tmp_path, secret="{ key_data = '%s' }" % wrong)
+    assert rec["type"] == "TransientFailure", rec
+    assert "AUTH PLAIN as relay-user refused: 535 5.7.8" in rec["response"]["content"], rec
+    assert wrong not in tx.stderr()
+
+
+def test_outbound_auth_never_in_plaintext(kumod, tmp_path):
+    _, _, _, rec = relay_with_auth(kumod, tmp_path, tls="Disabled",
+                                   receiver_listener="auth_without_tls = true")
+    assert rec["type"] == "TransientFailure", rec
+    assert "the connection is not using TLS" in rec["response"]["content"], rec
+
+
+def test_outbound_auth_plaintext_when_allowed(kumod, tmp_path):
+    _, _, _, rec = relay_with_auth(kumod, tmp_path, tls="Disabled",
+                                   extra="allow_smtp_auth_plain_without_tls = true",
+                                   receiver_listener="auth_without_tls = true")
+    assert rec["type"] == "Delivery", rec
+
+
+def test_outbound_auth_keysource_vault_refused(tmp_path):
+    (tmp_path / "policy.lua").write_text(
+        "kumo.on('get_egress_path_config', function() return kumo.make_egress_path{ "
+        "smtp_auth_plain_username = 'u', smtp_auth_plain_password = "
+        "{ vault_mount = 'secret', vault_path = 'x' } } end)\n")
+    out = run_kumod(["--validate", "--policy", "policy.lua"], cwd=str(tmp_path))
+    assert out.returncode == 1
+    assert "make_egress_path: smtp_auth_plain_password: a keysource with 'vault_" in out.stdout

@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* 8-bit to 7-bit MIME conversion for a server without 8BITMIME (RFC 6152
+ * §3, RFC 2045 §6.7, RFC 2046 §5.1.1): a recursive walk over the entity
+ * tree that re-encodes 8-bit leaf parts as quoted-printable and copies the
+ * rest. */
+#include "proto/mime8.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+
+#define MIME8_MAX_DEPTH 32
+#define MIME8_BOUNDARY_MAX 200 /* RFC 2046 allows 70; be lenient */
+#define MIME8_QP_LINE 76       /* RFC 2045 §6.7 rule 5, soft break included */
+
+int mime8_has_8bit(const char *p, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		if (w & 0x8080808080808080ull)
+			return 1;
+	}
+	for (; i < n; i++)
+		if ((unsigned char)p[i] & 0x80)
+			return 1;
+	return 0;
+}
+
+/* End of the line starting at p[i] (after its LF, or n). */
+static size_t line_end(const char *p, size_t n, size_t i)
+{
+	const char *lf = memchr(p + i, '\n', n - i);
+	return lf ? (size_t)(lf - p) + 1 : n;
+}
+
+/* Length of the line's content (without CRLF or LF). */
+static size_t line_content(const char *p, size_t start, size_t end)
+{
+	if (end > start && p[end - 1] == '\n')
+		end--;
+	if (end > start && p[end - 1] == '\r')
+		end--;
+	return end - start;
+}
+
+size_t mime8_header_len(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t e = line_end(p, n, i);
+		if (line_content(p, i, e) == 0 && e > i && p[e - 1] == '\n')
+			return e;
+		i = e;
+	}
+	return n;
+}
+
+/* --- header fields ---------------------------------------------------------- */
+
+struct mime8_entity {
+	char type[32], subtype[64];
+	char boundary[MIME8_BOUNDARY_MAX + 1];
+	char cte[32]; /* lower case; "" when absent */
+	int has_mime_version;
+};
+
+static void lower_copy(char *dst, size_t cap, const char *s, size_t n)
+{
+	if (n >= cap)
+		n = cap - 1;
+	for (size_t i = 0; i < n; i++)
+		dst[i] = (char)((s[i] >= 'A' && s[i] <= 'Z') ? s[i] + 32 : s[i]);
+	dst[n] = '\0';
+}
+
+static int is_ws(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+/* RFC 2045 token characters (no tspecials, no space or controls). */
+static int is_token(char ch)
+{
+	return ch > ' ' && ch < 127 && !strchr("()<>@,;:\\\"/[]?=", ch);
+}
+
+/* Skips white space and (nested) comments. */
+static size_t skip_cfws(const char *v, size_t n, size_t i)
+{
+	int depth = 0;
+	for (; i < n; i++) {
+		if (v[i] == '(')
+			depth++;
+		else if (v[i] == ')' && depth)
+			depth--;
+		else if (v[i] == '\\' && depth && i + 1 < n)
+			i++;
+		else if (!depth && !is_ws(v[i]))
+			break;
+	}
+	return i;
+}
+
+static size_t token(const char *v, size_t n, size_t i)
+{
+	while (i < n && is_token(v[i]))
+		i++;
+	return i;
+}
+
+/* Content-Type: type "/" subtype *(";" attribute "=" value). Only the
+ * boundary parameter matters here. */
+static void parse_content_type(struct mime8_entity *e, const char *v, size_t n)
+{
+	size_t i = skip_cfws(v, n, 0), t = token(v, n, i);
+	lower_copy(e->type, sizeof(e->type), v + i, t - i);
+	i = skip_cfws(v, n, t);
+	if (i < n && v[i] == '/') {
+		i = skip_cfws(v, n, i + 1);
+		t = token(v, n, i);
+		lower_copy(e->subtype, sizeof(e->subtype), v + i, t - i);
+		i = t;
+	}
+	for (;;) {
+		i = skip_cfws(v, n, i);
+		if (i >= n || v[i] != ';')
+			return;
+		i = skip_cfws(v, n, i + 1);
+		size_t a = i, ae = token(v, n, i);
+		i = skip_cfws(v, n, ae);
+		if (i >= n || v[i] != '=')
+			return;
+		i = skip_cfws(v, n, i + 1);
+		char val[MIME8_BOUNDARY_MAX + 1];
+		size_t vl = 0;
+		if (i < n && v[i] == '"') {
+			for (i++; i < n && v[i] != '"'; i++) {
+				if (v[i] == '\\' && i + 1 < n)
+					i++;
+				if (v[i] == '\r' || v[i] == '\n')
+					continue; /* folding inside the quotes */
+				if (vl < MIME8_BOUNDARY_MAX)
+					val[vl++] = v[i];
+			}
+			i += i < n;
+		} else {
+			size_t te = token(v, n, i);
+			vl = te - i < MIME8_BOUNDARY_MAX ? te - i : MIME8_BOUNDARY_MAX;
+			memcpy(val, v + i, vl);
+			i = te;
+		}
+		val[vl] = '\0';
+		if (ae - a == 8 && strncasecmp(v + a, "boundary", 8) == 0)
+			memcpy(e->boundary, val, vl + 1);
+	}
+}
+
+/* Visits the fields of the header section h[0..n): name and unfolded-by-
+ * the-parser value (continuation lines included). */
+static void parse_headers(struct mime8_entity *e, const char *h, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t end = line_end(h, n, i);
+		while (end < n && (h[end] == ' ' || h[end] == '\t'))
+			end = line_end(h, n, end); /* folded continuation */
+		const char *colon = memchr(h + i, ':', end - i);
+		if (colon) {
+			size_t nl = (size_t)(colon - (h + i));
+			const char *v = colon + 1;
+			size_t vn = (size_t)(h + end - v);
+			if (nl == 12 && strncasecmp(h + i, "Content-Type", 12) == 0) {
+				parse_content_type(e, v, vn);
+			} else if (nl == 25 &&
+				   strncasecmp(h + i, "Content-Transfer-Encoding", 25) == 0) {
+				size_t a = skip_cfws(v, vn, 0), t = token(v, vn, a);
+				lower_copy(e->cte, sizeof(e->cte), v + a, t - a);
+			} else if (nl == 12 && strncasecmp(h + i, "MIME-Version", 12) == 0) {
+				e->has_mime_version = 1;
+			}
+		}
+		i = end;
+	}
+}
+
+/* Appends the header section without its Content-Transfer-Encoding field(s)
+ * and without the empty line that ends it. */
+static void copy_headers_but_cte(struct buf *out, const char *h, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t end = line_end(h, n, i);
+		while (end < n && (h[end] == ' ' || h[end] == '\t'))
+			end = line_end(h, n, end);
+		int blank = line_content(h, i, end) == 0;
+		int cte = end - i > 26 && strncasecmp(h + i, "Content-Transfer-Encoding:", 26) == 0;
+		if (!blank && !cte) {
+			buf_append(out, h + i, end - i);
+			if (h[end - 1] != '\n')
+				buf_append(out, "\r\n", 2);
+		}
+		i = end;
+	}
+}
+
+/* --- quoted-printable ----------------------------------------------------------- */
+
+/* One line of content (no line break) as quoted-printable lines, each at
+ * most 76 characters including a soft break "=". The original line break
+ * becomes the hard break CRLF (appended when the line had one). */
+static void qp_line(struct buf *out, const char *s, size_t n, int had_break)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	/* worst case: every octet encoded (3n), a soft break after at least
+	 * 73 characters (fewer than n/24 + 1 of them, 3 each), the CRLF */
+	buf_reserve(out, n * 3 + (n / 16 + 2) * 3 + 2);
+	char *w = out->data + out->len;
+	size_t col = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		int last = i + 1 == n;
+		/* literal: printable ASCII but "=", and space/tab unless last */
+		int lit =
+		    (ch >= 33 && ch <= 126 && ch != '=') || ((ch == ' ' || ch == '\t') && !last);
+		size_t tl = lit ? 1 : 3;
+		/* room for the token and, unless it ends the line, a soft break */
+		if (col + tl > MIME8_QP_LINE - (last ? 0 : 1)) {
+			memcpy(w, "=\r\n", 3);
+			w += 3;
+			col = 0;
+		}
+		if (lit) {
+			*w++ = (char)ch;
+		} else {
+			*w++ = '=';
+			*w++ = hex[ch >> 4];
+			*w++ = hex[ch & 15];
+		}
+		col += tl;
+	}
+	if (had_break) {
+		memcpy(w, "\r\n", 2);
+		w += 2;
+	}
+	out->len = (size_t)(w - out->data);
+}
+
+static void qp_body(struct buf *out, const char *b, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t end = line_end(b, n, i);
+		qp_line(out, b + i, line_content(b, i, end), b[end - 1] == '\n');
+		i = end;
+	}
+}
+
+/* --- entities ----------------------------------------------------------------- */
+
+static int convert_entity(const char *p, size_t n, struct buf *out, struct mime8_result *res,
+			  int depth, int is_msg);
+
+static int fail(struct mime8_result *res, const char *why)
+{
+	res->why = why;
+	return -EINVAL;
+}
+
+/* "--boundary" or "--boundary--" followed by optional white space. Returns
+ * 1 for a delimiter, 2 for the close delimiter, 0 otherwise. */
+static int delimiter(const char *l, size_t n, const char *bd, size_t bl)
+{
+	if (n < bl + 2 || l[0] != '-' || l[1] != '-' || memcmp(l + 2, bd, bl) != 0)
+		return 0;
+	size_t i = bl + 2;
+	int close = 0;
+	if (n - i >= 2 && l[i] == '-' && l[i + 1] == '-') {
+		close = 1;
+		i += 2;
+	}
+	for (; i < n; i++)
+		if (l[i] != ' ' && l[i] != '\t')
+			return 0;
+	return close ? 2 : 1;
+}
+
+static int convert_multipart(const struct mime8_entity *e, const char *b, size_t n, struct buf *out,
+			     struct mime8_result *res, int depth)
+{
+	size_t bl = strlen(e->boundary);
+	if (!bl)
+		return fail(res, "8-bit octets in a multipart without a boundary");
+	size_t part = 0;
+	int in_part = 0, closed = 0;
+	for (size_t i = 0; i < n;) {
+		size_t end = line_end(b, n, i);
+		int d = closed ? 0 : delimiter(b + i, line_content(b, i, end), e->boundary, bl);
+		if (d) {
+			if (in_part) {
+				if (convert_entity(b + part, i - part, out, res, depth + 1, 0) < 0)
+					return -EINVAL;
+			} else if (mime8_has_8bit(b, i)) {
+				return fail(res, "8-bit octets in a multipart preamble");
+			} else {
+				buf_append(out, b, i);
+			}
+			buf_append(out, b + i, end - i);
+			in_part = d == 1;
+			closed = d == 2;
+			part = end;
+		}
+		i = end;
+	}
+	if (in_part) /* no close delimiter: the last part runs to the end */
+		return convert_entity(b + part, n - part, out, res, depth + 1, 0);
+	if (!closed && !part) {
+		/* no delimiter at all: only text that is not a part */
+		return fail(res, "8-bit octets in a multipart without any part");
+	}
+	if (mime8_has_8bit(b + part, n - part))
+		return fail(res, "8-bit octets in a multipart epilogue");
+	buf_append(out, b + part, n - part);
+	return 0;
+}
+
+/* is_msg: p is a message (the top level or a message/rfc822 body), whose
+ * header needs MIME-Version for the encoding to count (RFC 2045 §4). */
+static int convert_entity(const char *p, size_t n, struct buf *out, struct mime8_result *res,
+			  int depth, int is_msg)
+{
+	size_t hl = mime8_header_len(p, n);
+	const char *b = p + hl;
+	size_t bn = n - hl;
+	if (!mime8_has_8bit(b, bn)) {
+		if (mime8_has_8bit(p, hl))
+			return fail(res, "8-bit octets in a header field");
+		buf_append(out, p, n);
+		return 0;
+	}
+	if (depth > MIME8_MAX_DEPTH)
+		return fail(res, "MIME parts nested too deep");
+	if (mime8_has_8bit(p, hl))
+		return fail(res, "8-bit octets in a header field");
+	struct mime8_entity e = {0};
+	parse_headers(&e, p, hl);
+	if (strcmp(e.type, "multipart") == 0) {
+		buf_append(out, p, hl);
+		return convert_multipart(&e, b, bn, out, res, depth);
+	}
+	if (strcmp(e.type, "message") == 0) {
+		/* never encoded itself (RFC 2045 6.4): its own parts are */
+		if (strcmp(e.subtype, "rfc822") != 0)
+			return fail(res, "8-bit octets in a message/* part other than rfc822");
+		buf_append(out, p, hl);
+		return convert_entity(b, bn, out, res, depth + 1, 1);
+	}
+	if (e.cte[0] && strcmp(e.cte, "7bit") != 0 && strcmp(e.cte, "8bit") != 0)
+		return fail(res, strcmp(e.cte, "binary") == 0
+				     ? "a binary part"
+				     : "8-bit octets in a part with an encoding that forbids them");
+	copy_headers_but_cte(out, p, hl);
+	if (is_msg && !e.has_mime_version)
+		buf_append(out, "MIME-Version: 1.0\r\n", 19);
+	buf_appends(out, "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+	qp_body(out, b, bn);
+	res->converted++;
+	return 0;
+}
+
+int mime8_to_7bit(const char *in, size_t len, struct buf *out, struct mime8_result *res)
+{
+	res->converted = 0;
+	res->why = NULL;
+	return convert_entity(in, len, out, res, 0, 1);
+}
