@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/xalloc.h"
 #include "ctl/http.h"
 #include "io/loop.h"
 #include "lua/lua_int.h"
@@ -440,13 +441,18 @@ static void trace_headers_key(lua_State *L, const char *k, void *ctx)
 		set_str(&cfg->trace_header_name, name);
 	} else if (strcmp(k, "include_meta_names") == 0) {
 		check_table(L, -1, what);
-		lua_pushnil(L);
-		if (lua_next(L, -2)) /* KumoMTA's default {} is fine; names are not yet */
-			luaL_error(
-			    L,
-			    "%s: copying meta values into the supplemental trace header is a "
-			    "KumoMTA feature kumod does not implement yet (accepted: {})",
-			    what);
+		for (size_t i = 0; i < cfg->ntrace_meta_names; i++)
+			free(cfg->trace_meta_names[i]);
+		size_t n = lua_rawlen(L, -1);
+		cfg->trace_meta_names =
+		    xrealloc(cfg->trace_meta_names, (n ? n : 1) * sizeof(char *));
+		cfg->ntrace_meta_names = 0;
+		for (size_t i = 1; i <= n; i++) {
+			lua_rawgeti(L, -1, (lua_Integer)i);
+			const char *name = check_str(L, -1, what);
+			cfg->trace_meta_names[cfg->ntrace_meta_names++] = xstrdup(name);
+			lua_pop(L, 1);
+		}
 	} else {
 		lua_api__unknown_key(L, "start_esmtp_listener.trace_headers", k, NULL, 0);
 	}

@@ -51,6 +51,9 @@ void smtp_listener_config_free(struct smtp_listener_config *cfg)
 	free(cfg->tls_certificate);
 	free(cfg->tls_private_key);
 	free(cfg->trace_header_name);
+	for (size_t i = 0; i < cfg->ntrace_meta_names; i++)
+		free(cfg->trace_meta_names[i]);
+	free(cfg->trace_meta_names);
 	cidr_list_free(&cfg->relay_hosts);
 	memset(cfg, 0, sizeof(*cfg));
 }

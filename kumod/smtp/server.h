@@ -31,8 +31,10 @@ struct smtp_listener_config {
 	int received_header;	 /* trace_headers.received_header, default true */
 	int supplemental_header; /* trace_headers.supplemental_header, default true */
 	char *trace_header_name; /* "X-KumoRef" */
-	int batch_by_domain;	 /* batch_handling: 0 BifurcateAlways, 1 BatchByDomain */
-	int auth_without_tls;	 /* ours: offer AUTH before STARTTLS (loopback testing) */
+	char **trace_meta_names; /* trace_headers.include_meta_names */
+	size_t ntrace_meta_names;
+	int batch_by_domain;  /* batch_handling: 0 BifurcateAlways, 1 BatchByDomain */
+	int auth_without_tls; /* ours: offer AUTH before STARTTLS (loopback testing) */
 };
 
 /* Fills the KumoMTA defaults (strings allocated). */

@@ -713,7 +713,7 @@ static void neuter(char *dst, size_t cap, const char *src)
 /* The X-KumoRef JSON, as json_dumps(JSON_COMPACT) writes it ("recipient"
  * is an array for a batch); a single address that needs no escaping (the
  * usual case) skips building a JSON object. */
-static char *trace_header_json(const struct message *m)
+static char *trace_header_json(const struct message *m, const struct smtp_listener_config *cfg)
 {
 	/* KumoMTA's marker: its feedback-report parser looks for it */
 	static const char head[] = "{\"_@_\":\"\\\\_/\",\"recipient\":\"";
@@ -721,7 +721,7 @@ static char *trace_header_json(const struct message *m)
 	const char *p = rcpt;
 	while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
 		p++;
-	if (*p || m->nrecipients > 1) {
+	if (*p || m->nrecipients > 1 || cfg->ntrace_meta_names) {
 		json_t *r;
 		if (m->nrecipients > 1) {
 			r = json_array();
@@ -731,6 +731,12 @@ static char *trace_header_json(const struct message *m)
 			r = json_string(rcpt);
 		}
 		json_t *j = json_pack("{s:s, s:o*}", "_@_", "\\_/", "recipient", r);
+		/* include_meta_names: the listed meta values the message has */
+		for (size_t i = 0; j && i < cfg->ntrace_meta_names; i++) {
+			json_t *v = message_get_meta(m, cfg->trace_meta_names[i]);
+			if (v)
+				json_object_set(j, cfg->trace_meta_names[i], v);
+		}
 		char *js = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		json_decref(j);
 		if (js)
@@ -803,14 +809,31 @@ static void session_add_trace_headers(struct smtp_session *s, struct message *m)
 		names[n] = "Received";
 		values[n++] = value;
 	}
-	if (cfg->supplemental_header && cfg->trace_header_name) {
-		js = trace_header_json(m);
+	if (cfg->supplemental_header && cfg->trace_header_name && !cfg->ntrace_meta_names) {
+		js = trace_header_json(m, cfg);
 		base64_encode(&b64, js, strlen(js));
 		names[n] = cfg->trace_header_name;
 		values[n++] = buf_cstr(&b64);
 	}
 	if (n)
 		message_prepend_headers(m, n, names, values); /* one move of the body */
+	buf_free(&b64);
+	free(js);
+}
+
+/* With include_meta_names the supplemental header carries meta values the
+ * policy sets, so it is added after smtp_server_message_received (as
+ * KumoMTA does; without names it goes in with Received: one body move). */
+static void session_add_supplemental_header(struct smtp_session *s, struct message *m)
+{
+	const struct smtp_listener_config *cfg = &s->l->cfg;
+	if (!cfg->supplemental_header || !cfg->trace_header_name || !cfg->ntrace_meta_names)
+		return;
+	char *js = trace_header_json(m, cfg);
+	struct buf b64;
+	buf_init(&b64);
+	base64_encode(&b64, js, strlen(js));
+	message_prepend_header(m, cfg->trace_header_name, buf_cstr(&b64));
 	buf_free(&b64);
 	free(js);
 }
@@ -958,6 +981,7 @@ static void session_message_received(struct smtp_session *s)
 			message_unref(m);
 			continue;
 		}
+		session_add_supplemental_header(s, m);
 		char qerr[600];
 		if (!(queue && strcmp(queue, "null") == 0) &&
 		    queue_check_config(m, "ESMTP", s->conn.peer_ip, qerr, sizeof(qerr)) != 0) {
