@@ -1145,6 +1145,7 @@ static void route_dns_cb(void *ctx, const struct dns_mx_result *r)
 struct mx_lookup {
 	struct route *rt;
 	int port;
+	char *name; /* { name, addr } entry: the MX name for the address (owned) */
 };
 
 static void route_mxlist_cb(void *ctx, const struct dns_mx_result *r)
@@ -1152,11 +1153,15 @@ static void route_mxlist_cb(void *ctx, const struct dns_mx_result *r)
 	struct mx_lookup *ml = ctx;
 	struct route *rt = ml->rt;
 	if (r->status == DNS_OK) {
+		size_t first = rt->naddrs;
 		route_add_result(rt, r, ml->port);
+		for (size_t i = first; ml->name && i < rt->naddrs; i++)
+			snprintf(rt->addrs[i].host, sizeof(rt->addrs[i].host), "%s", ml->name);
 		rt->any_ok = 1;
 	} else if (!rt->error[0]) {
 		snprintf(rt->error, sizeof(rt->error), "mx_list: %s", r->error);
 	}
+	free(ml->name);
 	free(ml);
 	if (--rt->pending == 0) {
 		if (!rt->naddrs)
@@ -1194,12 +1199,14 @@ static void ready_route(struct qmsg *qm)
 	if (cfg->nmx) {
 		size_t off = (size_t)snprintf(rt->site, sizeof(rt->site), "mx_list:");
 		for (size_t i = 0; i < cfg->nmx && off < sizeof(rt->site); i++)
-			off += (size_t)snprintf(rt->site + off, sizeof(rt->site) - off, "%s%s",
-						i ? "," : "", cfg->mx_list[i]);
+			off += (size_t)snprintf(
+			    rt->site + off, sizeof(rt->site) - off, "%s%s", i ? "," : "",
+			    cfg->mx_names[i] ? cfg->mx_names[i] : cfg->mx_list[i]);
 		rt->pending = cfg->nmx;
 		for (size_t i = 0; i < cfg->nmx; i++) {
 			struct mx_lookup *ml = xcalloc(1, sizeof(*ml));
 			ml->rt = rt;
+			ml->name = cfg->mx_names[i] ? xstrdup(cfg->mx_names[i]) : NULL;
 			char host[256];
 			split_host_port(cfg->mx_list[i], host, sizeof(host), &ml->port);
 			dns_resolve_host(host, route_mxlist_cb, ml);

@@ -826,6 +826,39 @@ static int cfg_value_allowed(lua_State *L, int idx, const struct cfg_key *c)
 /* Validates every key of the table at 1 against spec and returns a new
  * table with normalised values (durations as "<key>_ms" milliseconds)
  * tagged with metatable mt. Unknown keys are an error naming the key. */
+/* An mx_list entry { name = 'mx.example', addr = 'IP' or 'IP:port' } (KumoMTA):
+ * connect to addr, use name as the MX host name (TLS name, logs). */
+static void check_mx_entry(lua_State *L, int idx, const char *what, int i)
+{
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(k, "name") != 0 && strcmp(k, "addr") != 0)
+			luaL_error(L, "%s: smtp.mx_list entry %d: unknown key '%s' (name, addr)",
+				   what, i, k);
+		lua_pop(L, 1);
+	}
+	lua_getfield(L, idx, "name");
+	lua_getfield(L, idx, "addr");
+	if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+		luaL_error(L, "%s: smtp.mx_list entry %d: needs name and addr strings", what, i);
+	char host[128];
+	const char *addr = lua_tostring(L, -1);
+	struct sockaddr_storage ss;
+	const char *colon = strrchr(addr, ':');
+	/* "IP", "[v6]", "IP:port", "[v6]:port"; a bare v6 has several colons */
+	size_t n = colon && (addr[0] == '[' || strchr(addr, ':') == colon) ? (size_t)(colon - addr)
+									   : strlen(addr);
+	if (n && addr[n - 1] != ']' && addr[0] == '[')
+		n = strlen(addr);
+	snprintf(host, sizeof(host), "%.*s", (int)n, addr);
+	if (dns_literal_parse(host, &ss) != 1 ||
+	    (n < strlen(addr) && (atoi(addr + n + 1) < 1 || atoi(addr + n + 1) > 65535)))
+		luaL_error(L, "%s: smtp.mx_list entry %d: addr '%s' is not an IP address[:port]",
+			   what, i, addr);
+	lua_pop(L, 2);
+}
+
 static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *spec, const char *mt)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -918,15 +951,10 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 					for (size_t i = 1; i <= n; i++) {
 						lua_rawgeti(L, -1, (lua_Integer)i);
 						if (lua_type(L, -1) == LUA_TTABLE)
-							return luaL_error(
-							    L,
-							    "%s: smtp.mx_list entry %d: the "
-							    "{ name = ..., addr = ... } form is a "
-							    "KumoMTA feature kumod does not "
-							    "implement yet; give 'host', "
-							    "'host:port' or '[ip]:port'",
-							    what, (int)i);
-						check_str(L, -1, what);
+							check_mx_entry(L, lua_gettop(L), what,
+								       (int)i);
+						else
+							check_str(L, -1, what);
 						lua_pop(L, 1);
 					}
 				}

@@ -256,9 +256,12 @@ static uint32_t hash_str(const char *s)
 
 static void config_free(struct queue_config *c)
 {
-	for (size_t i = 0; i < c->nmx; i++)
+	for (size_t i = 0; i < c->nmx; i++) {
 		free(c->mx_list[i]);
+		free(c->mx_names[i]);
+	}
 	free(c->mx_list);
+	free(c->mx_names);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -312,12 +315,19 @@ static void queue_load_config(struct sched_queue *q)
 	    json_object_get(json_object_get(json_object_get(o, "protocol"), "smtp"), "mx_list");
 	if (json_is_array(mx) && json_array_size(mx)) {
 		q->cfg.mx_list = xcalloc(json_array_size(mx), sizeof(char *));
+		q->cfg.mx_names = xcalloc(json_array_size(mx), sizeof(char *));
 		size_t i;
 		json_t *v;
 		json_array_foreach(mx, i, v)
 		{
-			if (json_is_string(v))
-				q->cfg.mx_list[q->cfg.nmx++] = xstrdup(json_string_value(v));
+			/* "host[:port]", or { name, addr } (checked by make_queue_config) */
+			const char *addr =
+			    json_string_value(json_is_object(v) ? json_object_get(v, "addr") : v);
+			const char *name = json_string_value(json_object_get(v, "name"));
+			if (!addr)
+				continue;
+			q->cfg.mx_names[q->cfg.nmx] = name ? xstrdup(name) : NULL;
+			q->cfg.mx_list[q->cfg.nmx++] = xstrdup(addr);
 		}
 	}
 	json_decref(o);

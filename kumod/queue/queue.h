@@ -30,6 +30,8 @@ struct queue_config {
 	uint64_t reap_ms;		/* reap_interval: an empty queue is freed after (10 min) */
 	char egress_pool[128];		/* "" = unspecified */
 	char **mx_list;			/* protocol.smtp.mx_list entries ("host[:port]") */
+	char **mx_names;		/* per entry: the MX name of a { name, addr } entry (mx_list
+					 * then holds addr), else NULL */
 	size_t nmx;
 };
 

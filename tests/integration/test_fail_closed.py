@@ -21,9 +21,9 @@ from test_relay import captured, records, sink_start, wait_until
 BROKEN = {
     # a handler that raises (a database that is down)
     "raises": ("error('queue database is down')", "queue database is down"),
-    # an mx_list entry form kumod does not support
+    # an mx_list entry kumod refuses (addr must be an IP address)
     "mx_entry": ("return kumo.make_queue_config{ protocol = { smtp = { mx_list = "
-                 "{ { name = 'mx.test', addr = '127.0.0.1' } } } } }", "mx_list"),
+                 "{ { name = 'mx.test', addr = 'mx.test' } } } } }", "mx_list"),
     # a protocol kumod does not support
     "protocol": ("return kumo.make_queue_config{ protocol = { maildir_path = '/tmp/md' } }",
                  "maildir_path"),

@@ -355,3 +355,21 @@ def test_admin_bounce_over_http(kumod, tmp_path):
                                                    recursive=True)
            if re.fullmatch(r"[0-9a-f]{32}", os.path.basename(f))]
     assert len(ids) == 1, ids
+
+
+def test_mx_list_name_addr_entries(kumod, tmp_path):
+    """mx_list = { { name = ..., addr = 'IP:port' } }: connect to addr, name the
+    MX by name (site and the Delivery record's peer)."""
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    var = tmp_path / "var"
+    text = RELAY_POLICY.format(var=var, mx_list="{ name = 'mx.sink.test', addr = '127.0.0.1:%d' }"
+                               % sink.smtp_port, retry="1s", max_age="1h", flush="true")
+    relay = kumod(text, policy_name="relay-named.lua")
+    send(relay.smtp_port, ["named@example.com"], "named mx\r\n")
+    assert wait_until(lambda: len(captured(capture)) == 1), relay.stderr()
+    assert relay.stop() == 0
+    recs = [r for r in records(var / "logs") if r["type"] == "Delivery"]
+    assert len(recs) == 1
+    assert recs[0]["peer_address"]["name"] == "mx.sink.test"
+    assert recs[0]["site"].endswith("mx_list:mx.sink.test@smtp"), recs[0]["site"]
