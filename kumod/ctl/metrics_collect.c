@@ -259,6 +259,28 @@ static const struct metrics_decl decls[] = {
     {"suspend_held_total", METRICS_COUNTER, NULL,
      "due messages held by a scheduled-queue suspension, one per TransientFailure record "
      "it wrote (Ours)"},
+    {"memoize_cache_lookup_count", METRICS_COUNTER, "cache_name",
+     "calls of a `kumo.memoize` function"},
+    {"memoize_cache_hit_count", METRICS_COUNTER, "cache_name",
+     "`kumo.memoize` calls answered from the cache"},
+    {"memoize_cache_miss_count", METRICS_COUNTER, "cache_name",
+     "`kumo.memoize` calls that ran the function (absent or expired entry)"},
+    {"memoize_cache_populated_count", METRICS_COUNTER, "cache_name",
+     "`kumo.memoize` entries filled by a successful call of the function"},
+    {"lruttl_lookup_count", METRICS_COUNTER, "cache_name", "cache lookups (`kumo.memoize` caches)"},
+    {"lruttl_hit_count", METRICS_COUNTER, "cache_name", "cache lookups that found a live entry"},
+    {"lruttl_miss_count", METRICS_COUNTER, "cache_name", "cache lookups that found no live entry"},
+    {"lruttl_populated_count", METRICS_COUNTER, "cache_name",
+     "entries populated after a miss (successful populate)"},
+    {"lruttl_insert_count", METRICS_COUNTER, "cache_name",
+     "entries inserted (values and cached populate errors)"},
+    {"lruttl_evict_count", METRICS_COUNTER, "cache_name",
+     "least recently used entries evicted at capacity"},
+    {"lruttl_expire_count", METRICS_COUNTER, "cache_name",
+     "entries found expired at lookup and dropped"},
+    {"lruttl_error_count", METRICS_COUNTER, "cache_name",
+     "populate calls that failed (the error is cached for 60 s)"},
+    {"lruttl_cache_size", METRICS_GAUGE, "cache_name", "entries held by the cache"},
 };
 
 /* --- admin suspensions ------------------------------------------------------------ */

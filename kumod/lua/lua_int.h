@@ -61,4 +61,14 @@ char *lua_json__encode(lua_State *L, int idx, int pretty);
  * the table on top of the stack. */
 void lua_json__register(lua_State *L);
 
+/* Utility modules (docs/policy-utils.md). lua_util__register fills the
+ * kumo table on top of the stack with all of them. */
+void lua_util__register(lua_State *L);
+/* lua_toml.c: toml_* functions and kumo.serde. */
+void lua_toml__register(lua_State *L);
+/* lua_memoize.c: kumo.memoize. push_plain pushes the cached table behind a
+ * memoized view at idx (encoders read through it), else the value itself. */
+void lua_memoize__register(lua_State *L);
+void lua_memoize__push_plain(lua_State *L, int idx);
+
 #endif
