@@ -407,6 +407,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kumod: policy error: %s\n", err);
 		return 1;
 	}
+	if (app.validate && policy_validation_failed()) {
+		fprintf(stderr, "kumod: Validation failed\n");
+		shutdown_subsystems(loop);
+		return 1;
+	}
 	if (app.validate) {
 		printf("policy %s is valid\n", app.policy);
 		shutdown_subsystems(loop);

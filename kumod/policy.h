@@ -31,6 +31,9 @@ struct policy_result {
 int policy_load(const char *path, int validate, char *err, size_t errlen);
 void policy_close(void);
 int policy_has_handler(const char *event);
+/* kumo.validation_failed() was called since the policy loaded (--validate
+ * then exits "Validation failed"). */
+int policy_validation_failed(void);
 
 /* SMTP server events (KumoMTA signatures). conn_meta is the connection
  * metadata object (JSON object, borrowed; handlers may set keys). */

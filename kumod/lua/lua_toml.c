@@ -69,8 +69,7 @@ static int parse_and_push(lua_State *L, const char *what, const char *where, con
 {
 	struct toml_error err;
 	struct toml_value *root = toml_parse(s, len, &err);
-	if (!root)
-	{
+	if (!root) {
 		if (where[0])
 			return luaL_error(L, "%s: %s:%d:%d: %s", what, where, err.line, err.column,
 					  err.msg);
@@ -92,16 +91,8 @@ static int l_toml_parse(lua_State *L)
 static int l_toml_load(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
-	struct buf b;
-	buf_init(&b);
-	int rc = fs_read_file(path, &b);
-	if (rc != 0) {
-		buf_free(&b);
-		return luaL_error(L, "toml_load: %s: %s", path, strerror(-rc));
-	}
-	/* a parse error raises: copy the text so nothing leaks past the longjmp */
-	lua_pushlstring(L, b.data ? b.data : "", b.len);
-	buf_free(&b);
+	lua_util__push_file(L, "toml_load",
+			    path); /* a Lua string: nothing leaks if parsing raises */
 	size_t len;
 	const char *s = lua_tolstring(L, -1, &len);
 	return parse_and_push(L, "toml_load", path, s, len);
@@ -128,7 +119,8 @@ static struct toml_value *datetime_wrapper(lua_State *L, int idx)
 	lua_pushnil(L);
 	if (!lua_next(L, idx))
 		return NULL;
-	int one = lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), TOML_DATETIME_KEY) == 0 &&
+	int one = lua_type(L, -2) == LUA_TSTRING &&
+		  strcmp(lua_tostring(L, -2), TOML_DATETIME_KEY) == 0 &&
 		  lua_type(L, -1) == LUA_TSTRING;
 	lua_pop(L, 1);
 	if (!one) {
@@ -248,7 +240,8 @@ static struct toml_value *to_toml(lua_State *L, int idx, struct conv *c)
 	struct toml_value *v;
 	if (lua_type(L, idx) == LUA_TTABLE) {
 		if (c->depth >= LUA_TOML_MAX_DEPTH)
-			return conv_fail(c, "%s", "nesting too deep (a table that contains itself?)");
+			return conv_fail(c, "%s",
+					 "nesting too deep (a table that contains itself?)");
 		if (!lua_checkstack(L, 8))
 			return conv_fail(c, "%s", "Lua stack exhausted");
 		lua_memoize__push_plain(L, idx);
