@@ -121,7 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			int valid = cidr_parse(p, &parsed) == 0;
 			int zero = 1;
 			if (valid)
-				for (unsigned i = parsed.prefix; i < (parsed.family == 4 ? 32u : 128u); i++)
+				for (unsigned i = parsed.prefix;
+				     i < (parsed.family == 4 ? 32u : 128u); i++)
 					zero &= !bit(parsed.addr, i);
 			CHECK((rc == 0) == (valid && zero));
 			if (rc != 0 && valid) {
@@ -137,7 +138,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			if (rc == 0 && nk < MAXK) {
 				for (size_t i = 0; i < nk; i++)
-					if (live[i] && keys[i].family == k.family && keys[i].prefix >= k.prefix &&
+					if (live[i] && keys[i].family == k.family &&
+					    keys[i].prefix >= k.prefix &&
 					    ref_match(&k, keys[i].family, keys[i].addr))
 						live[i] = 0;
 				keys[nk] = k;

@@ -119,7 +119,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					memcpy(r.name[i], s, sl);
 					r.len[i] = sl;
 					r.set[i] = 0;
-					/* intermediate places count as nodes too: ref_node sees them */
+					/* intermediate places count as nodes too: ref_node sees
+					 * them */
 				}
 				CHECK(had == r.set[i]);
 				if (had)

@@ -41,10 +41,10 @@ static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 static const struct codec codecs[] = {
-    {"base32", B32, 5, 1},	    {"base32_nopad", B32, 5, 0},
-    {"base32hex", B32HEX, 5, 1},    {"base32hex_nopad", B32HEX, 5, 0},
-    {"base64", B64, 6, 1},	    {"base64_nopad", B64, 6, 0},
-    {"base64url", B64URL, 6, 1},    {"base64url_nopad", B64URL, 6, 0},
+    {"base32", B32, 5, 1},	 {"base32_nopad", B32, 5, 0},
+    {"base32hex", B32HEX, 5, 1}, {"base32hex_nopad", B32HEX, 5, 0},
+    {"base64", B64, 6, 1},	 {"base64_nopad", B64, 6, 0},
+    {"base64url", B64URL, 6, 1}, {"base64url_nopad", B64URL, 6, 0},
 };
 
 static void enc(luaL_Buffer *b, const struct codec *c, const unsigned char *p, size_t n)
@@ -445,8 +445,10 @@ void lua_crypto__register(lua_State *L)
 {
 	static const luaL_Reg dmeta[] = {
 	    {"__index", digest_index}, {"__tostring", digest_tostring}, {NULL, NULL}};
-	static const luaL_Reg umeta[] = {
-	    {"__index", uuid_index}, {"__tostring", uuid_tostring}, {"__eq", uuid_eq}, {NULL, NULL}};
+	static const luaL_Reg umeta[] = {{"__index", uuid_index},
+					 {"__tostring", uuid_tostring},
+					 {"__eq", uuid_eq},
+					 {NULL, NULL}};
 	luaL_newmetatable(L, DIGEST_MT);
 	luaL_setfuncs(L, dmeta, 0);
 	lua_pop(L, 1);
@@ -456,8 +458,8 @@ void lua_crypto__register(lua_State *L)
 
 	/* kumo.digest */
 	static const char *const algs[][2] = {
-	    {"sha1", "SHA1"},	    {"sha224", "SHA224"},	{"sha256", "SHA256"},
-	    {"sha384", "SHA384"},   {"sha512", "SHA512"},	{"sha512_256", "SHA512-256"},
+	    {"sha1", "SHA1"},	      {"sha224", "SHA224"},	{"sha256", "SHA256"},
+	    {"sha384", "SHA384"},     {"sha512", "SHA512"},	{"sha512_256", "SHA512-256"},
 	    {"sha3_256", "SHA3-256"}, {"sha3_384", "SHA3-384"}, {"sha3_512", "SHA3-512"},
 	    {"crc32", "crc32"},
 	};

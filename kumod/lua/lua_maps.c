@@ -127,7 +127,8 @@ static int dm_gc(lua_State *L)
 static int l_domain_map_new(lua_State *L)
 {
 	lua_settop(L, 1); /* the seed table or nil; the map goes to 2 */
-	struct l_domain_map *d = new_map(L, sizeof(*d), DOMAIN_MAP_MT, dm_index, dm_newindex, dm_gc);
+	struct l_domain_map *d =
+	    new_map(L, sizeof(*d), DOMAIN_MAP_MT, dm_index, dm_newindex, dm_gc);
 	d->m = domain_map_new();
 	seed(L, lua_gettop(L), 1, dm_newindex);
 	return 1;
@@ -229,10 +230,12 @@ static int rs_index(lua_State *L)
 		}
 		if (rc != PCRE2_ERROR_NOMATCH && rc != PCRE2_ERROR_BADUTFOFFSET) {
 			if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21)
-				return luaL_error(L, "regex_set_map: the subject is not valid UTF-8");
+				return luaL_error(L,
+						  "regex_set_map: the subject is not valid UTF-8");
 			PCRE2_UCHAR msg[160];
 			pcre2_get_error_message(rc, msg, sizeof(msg));
-			return luaL_error(L, "regex_set_map: matching failed: %s", (const char *)msg);
+			return luaL_error(L, "regex_set_map: matching failed: %s",
+					  (const char *)msg);
 		}
 	}
 	return 0;
@@ -240,7 +243,8 @@ static int rs_index(lua_State *L)
 
 static int rs_newindex(lua_State *L)
 {
-	return luaL_error(L, "regex_set_map is immutable: build a new one with kumo.regex_set_map.new");
+	return luaL_error(
+	    L, "regex_set_map is immutable: build a new one with kumo.regex_set_map.new");
 }
 
 static int rs_gc(lua_State *L)
@@ -258,26 +262,29 @@ static int rs_gc(lua_State *L)
 static int l_regex_set_map_new(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	struct l_regex_set *r = new_map(L, sizeof(*r), REGEX_SET_MAP_MT, rs_index, rs_newindex, rs_gc);
+	struct l_regex_set *r =
+	    new_map(L, sizeof(*r), REGEX_SET_MAP_MT, rs_index, rs_newindex, rs_gc);
 	int map = lua_gettop(L);
 	int values = push_values(L, map);
 	size_t cap = 0;
 	lua_pushnil(L);
 	while (lua_next(L, 1)) {
 		if (lua_type(L, -2) != LUA_TSTRING)
-			return luaL_error(L, "regex_set_map: keys must be regular expression strings, not %s",
-					  luaL_typename(L, -2));
+			return luaL_error(
+			    L, "regex_set_map: keys must be regular expression strings, not %s",
+			    luaL_typename(L, -2));
 		size_t plen;
 		const char *pat = lua_tolstring(L, -2, &plen);
 		int errcode;
 		PCRE2_SIZE erroff;
-		pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, plen, PCRE2_UTF | PCRE2_UCP, &errcode,
-					       &erroff, NULL);
+		pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, plen, PCRE2_UTF | PCRE2_UCP,
+					       &errcode, &erroff, NULL);
 		if (!re) {
 			PCRE2_UCHAR msg[160];
 			pcre2_get_error_message(errcode, msg, sizeof(msg));
-			return luaL_error(L, "regex_set_map: invalid regular expression '%s' at offset %d: %s",
-					  pat, (int)erroff, (const char *)msg);
+			return luaL_error(
+			    L, "regex_set_map: invalid regular expression '%s' at offset %d: %s",
+			    pat, (int)erroff, (const char *)msg);
 		}
 		pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* best effort: interpreted otherwise */
 		if (r->n == cap) {

@@ -138,7 +138,8 @@ static size_t *matches(const char *s, size_t sn, const char *sep, size_t pn, int
 				m[b] = t;
 			}
 	} else if (!reverse) {
-		for (const char *p = s; (p = memmem(p, sn - (size_t)(p - s), sep, pn)) != NULL; p += pn)
+		for (const char *p = s; (p = memmem(p, sn - (size_t)(p - s), sep, pn)) != NULL;
+		     p += pn)
 			PUSH((size_t)(p - s));
 	} else {
 		size_t end = sn;
@@ -188,7 +189,8 @@ static int split_impl(lua_State *L, const char *s, size_t sn, const char *sep, s
  * has_n. */
 static int l_split_any(lua_State *L)
 {
-	int reverse = lua_toboolean(L, lua_upvalueindex(1)), has_n = lua_toboolean(L, lua_upvalueindex(2));
+	int reverse = lua_toboolean(L, lua_upvalueindex(1)),
+	    has_n = lua_toboolean(L, lua_upvalueindex(2));
 	size_t sn, pn;
 	const char *s = luaL_checklstring(L, 1, &sn);
 	lua_Integer n = has_n ? luaL_checkinteger(L, 2) : LUA_MAXINTEGER;

@@ -82,9 +82,11 @@ static void push_rfc3339(lua_State *L, int64_t ns)
 	if (frac) {
 		/* as chrono: 3, 6 or 9 digits */
 		if (frac % 1000000 == 0)
-			n += (size_t)snprintf(b + n, sizeof(b) - n, ".%03lld", (long long)(frac / 1000000));
+			n += (size_t)snprintf(b + n, sizeof(b) - n, ".%03lld",
+					      (long long)(frac / 1000000));
 		else if (frac % 1000 == 0)
-			n += (size_t)snprintf(b + n, sizeof(b) - n, ".%06lld", (long long)(frac / 1000));
+			n += (size_t)snprintf(b + n, sizeof(b) - n, ".%06lld",
+					      (long long)(frac / 1000));
 		else
 			n += (size_t)snprintf(b + n, sizeof(b) - n, ".%09lld", (long long)frac);
 	}
@@ -191,9 +193,8 @@ static void human(luaL_Buffer *b, int64_t ns)
 		int64_t unit;
 		const char *one, *many;
 	} parts[] = {
-	    {86400 * NS, "day", "days"}, {3600 * NS, "h", "h"}, {60 * NS, "m", "m"},
-	    {NS, "s", "s"},		 {1000000, "ms", "ms"}, {1000, "us", "us"},
-	    {1, "ns", "ns"},
+	    {86400 * NS, "day", "days"}, {3600 * NS, "h", "h"}, {60 * NS, "m", "m"}, {NS, "s", "s"},
+	    {1000000, "ms", "ms"},	 {1000, "us", "us"},	{1, "ns", "ns"},
 	};
 	int first = 1;
 	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
@@ -285,7 +286,8 @@ static int l_with_ymd_hms(lua_State *L)
 	for (int i = 0; i < 6; i++) {
 		v[i] = luaL_checkinteger(L, i + 1);
 		if (v[i] < lo[i] || v[i] > hi[i])
-			return luaL_error(L, "with_ymd_hms: %s %d is out of range", names[i], (int)v[i]);
+			return luaL_error(L, "with_ymd_hms: %s %d is out of range", names[i],
+					  (int)v[i]);
 	}
 	tm.tm_year = (int)v[0] - 1900;
 	tm.tm_mon = (int)v[1] - 1;
@@ -452,12 +454,12 @@ static void metatable(lua_State *L, const char *name, const luaL_Reg *m)
 void lua_time__register(lua_State *L)
 {
 	static const luaL_Reg tm[] = {
-	    {"__index", t_index}, {"__tostring", t_tostring}, {"__add", t_add},
-	    {"__sub", t_sub},	  {NULL, NULL},
+	    {"__index", t_index}, {"__tostring", t_tostring}, {"__add", t_add}, {"__sub", t_sub},
+	    {NULL, NULL},
 	};
 	static const luaL_Reg dm[] = {
-	    {"__index", d_index}, {"__tostring", d_tostring}, {"__add", d_add},
-	    {"__sub", d_sub},	  {NULL, NULL},
+	    {"__index", d_index}, {"__tostring", d_tostring}, {"__add", d_add}, {"__sub", d_sub},
+	    {NULL, NULL},
 	};
 	static const luaL_Reg timer[] = {{"done", timer_done}, {NULL, NULL}};
 	metatable(L, TIME_MT, tm);

@@ -48,7 +48,8 @@ int cidr_map_addr_parse(const char *s, int *family, uint8_t addr[16])
 		a = s + 1;
 		alen = (size_t)(close - a);
 		const char *rest = close + 1;
-		if (*rest && (*rest != ':' || !rest[1] || strspn(rest + 1, "0123456789") != strlen(rest + 1)))
+		if (*rest && (*rest != ':' || !rest[1] ||
+			      strspn(rest + 1, "0123456789") != strlen(rest + 1)))
 			return -1;
 	} else {
 		const char *colon = strchr(s, ':');

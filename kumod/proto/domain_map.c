@@ -91,8 +91,7 @@ static struct dm_node *dm_add(struct domain_map *m, const char *s, size_t n)
 	return dm_find(m, s, n);
 }
 
-int domain_map_set(struct domain_map *m, const char *name, size_t len, int64_t value,
-		   int64_t *old)
+int domain_map_set(struct domain_map *m, const char *name, size_t len, int64_t value, int64_t *old)
 {
 	/* every label-aligned suffix becomes a node */
 	for (size_t i = len; i-- > 0;)

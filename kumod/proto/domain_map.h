@@ -22,8 +22,7 @@ struct domain_map *domain_map_new(void);
 void domain_map_free(struct domain_map *m);
 /* Sets name's value; returns 1 and the replaced value in *old when there was
  * one, else 0. */
-int domain_map_set(struct domain_map *m, const char *name, size_t len, int64_t value,
-		   int64_t *old);
+int domain_map_set(struct domain_map *m, const char *name, size_t len, int64_t value, int64_t *old);
 /* Removes name's value (its place in the tree stays); 1 and *old if it had one. */
 int domain_map_unset(struct domain_map *m, const char *name, size_t len, int64_t *old);
 /* 1 and *value when name is covered, else 0. */

@@ -449,3 +449,21 @@ def test_digest_encode_uuid(tmp_path):
     assert p1 and p2
     assert uuid.UUID(v7).version == 7 and uuid.UUID(v1).version == 1 and uuid.UUID(v6).version == 6
     assert outs[4].endswith("uuid.parse: 'not-a-uuid' is not a UUID")
+
+
+# --- JSON with comments ---------------------------------------------------------------------
+
+def test_json_parse_and_load_allow_comments(tmp_path):
+    doc = ('{\n  // line comment\n  "a": 1, # shell comment\n  /* block\n comment */\n'
+           '  "b": "not // a comment, nor # this",\n  "c": [1, null, 3]\n}\n')
+    outs, _ = run_policy(tmp_path, """
+        local v = kumo.json_load('conf.json')
+        out({ v.a, v.b, #v.c, v.c[3] })
+        out(kumo.serde.json_parse('[1, /* two */ 2] // end'))
+        out(raises(kumo.json_parse, '{"a": 1 /* open'))
+        out(raises(kumo.json_load, 'bad.json'))
+    """, files={"conf.json": doc, "bad.json": '{\n  "a": 1,\n  "b": ]\n}\n'})
+    assert outs[0] == [1, "not // a comment, nor # this", 3, 3]
+    assert outs[1] == [1, 2]
+    assert outs[2].endswith("json_parse: a /* comment is not closed")
+    assert "json_load: bad.json: " in outs[3] and outs[3].endswith("(line 3 column 8)")
