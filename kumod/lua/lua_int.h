@@ -68,10 +68,8 @@ void lua_util__register(lua_State *L);
 void lua_util__push_file(lua_State *L, const char *what, const char *path);
 /* lua_toml.c: toml_* functions and kumo.serde. */
 void lua_toml__register(lua_State *L);
-/* lua_memoize.c: kumo.memoize. push_plain pushes the cached table behind a
- * memoized view at idx (encoders read through it), else the value itself. */
+/* lua_memoize.c: kumo.memoize. */
 void lua_memoize__register(lua_State *L);
-void lua_memoize__push_plain(lua_State *L, int idx);
 /* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */
 void lua_maps__register(lua_State *L);
 /* lua_string.c, lua_time.c, lua_crypto.c: kumo.string, kumo.time and

@@ -131,9 +131,12 @@ def test_memoize_caches_by_arguments(tmp_path):
         local r3 = f('y', 1)
         out({ calls = calls, first = r1[1].a, second = r1[2], n = #r1, same = r2[1].a,
               other = r3[1].a, list = r1[1].list[2], len = #r1[1].list })
-        -- views: a write lands in the view, the cache is unchanged
+        -- a copy of the top level: a write stays with the caller, the cache is unchanged
         r1[2] = 'changed'
-        out({ mine = r1[2], next = f('x', 1)[2], calls = calls })
+        r1.extra = true
+        local again = f('x', 1)
+        out({ mine = r1[2], next = again[2], extra = again.extra or false, calls = calls,
+              plain = getmetatable(again) == nil and next(again) ~= nil })
         local keys = {}
         for k in pairs(f('x', 1)[1]) do keys[#keys + 1] = k end
         table.sort(keys)
@@ -146,7 +149,8 @@ def test_memoize_caches_by_arguments(tmp_path):
     """)
     assert outs[0] == {"calls": 2, "first": "x", "second": "second", "n": 2, "same": "x",
                        "other": "y", "list": 2, "len": 2}
-    assert outs[1] == {"mine": "changed", "next": "second", "calls": 2}
+    assert outs[1] == {"mine": "changed", "next": "second", "extra": False, "calls": 2,
+                       "plain": True}
     assert outs[2] == ["a", "b", "list"]
     assert json.loads(outs[3]) == [{"a": "x", "b": 1, "list": [1, 2]}, "second"]
     assert outs[4] == {"calls": 3}
