@@ -471,3 +471,46 @@ def test_json_parse_and_load_allow_comments(tmp_path):
     assert outs[1] == [1, 2]
     assert outs[2].endswith("json_parse: a /* comment is not closed")
     assert "json_load: bad.json: " in outs[3] and outs[3].endswith("(line 3 column 8)")
+
+
+# --- kumo.regex, kumo.traceback --------------------------------------------------------------
+
+def test_regex_module(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local re = kumo.regex.compile('(?<user>[a-z]+)@(\\\\w+)\\\\.com')
+        local c = re:captures('mail alice@example.com now')
+        out({ c[0], c[1], c[2], c.user, re:is_match('nothing'), re:find('to b@c.com') })
+        out({ re:captures('none') == nil, re:find('none') == nil })
+        out(re:find_all('a@b.com c@d.com'))
+        out({ re:replace('a@b.com c@d.com', '$2:${user}$$'), re:replace_all('a@b.com c@d.com', '[$1]'),
+              re:replacen('a@b.com c@d.com x@y.com', 2, '*'), re:replace('a@b.com', '$9$nosuch') })
+        out({ kumo.regex.compile(',\\\\s*'):split('a, b,c'), kumo.regex.compile('x*'):find_all('axxb') })
+        out({ kumo.regex.escape('a.b*c(d)') })
+        out(raises(kumo.regex.compile, '(unclosed'))
+    """)
+    assert outs[0] == ["alice@example.com", "alice", "example", "alice", False, "b@c.com"]
+    assert outs[1] == [True, True]
+    assert outs[2] == ["a@b.com", "c@d.com"]
+    assert outs[3] == ["b:a$ c@d.com", "[a] [c]", "* * x@y.com", ""]
+    assert outs[4] == [["a", "b", "c"], ["", "xx", ""]]
+    assert outs[5] == ["a\\.b\\*c\\(d\\)"]
+    assert "regex.compile: invalid regular expression '(unclosed' at offset 9" in outs[6]
+
+
+def test_traceback(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local function inner()
+          local t = kumo.traceback(1)
+          return t
+        end
+        local function outer()
+          local t = inner()
+          return t
+        end
+        local t = outer()
+        out({ t[1].name, t[1].what, t[1].curr_line, t[1].short_src:match('policy.lua') ~= nil,
+              t[1].line_defined, t[2].name, t[2].curr_line, #t >= 3 })
+    """)
+    # the prelude is 6 lines: inner starts on line 8 and calls traceback on line 9;
+    # outer calls inner on line 13
+    assert outs[0] == ["inner", "Lua", 9, True, 8, "outer", 13, True]
