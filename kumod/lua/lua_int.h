@@ -76,6 +76,8 @@ void lua_toml__register(lua_State *L);
 void lua_memoize__register(lua_State *L);
 /* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */
 void lua_maps__register(lua_State *L);
+/* lua_extras.c: the package searcher for kumod's policy-extras helpers. */
+void lua_extras__register(lua_State *L);
 /* lua_regex.c: kumo.regex. */
 void lua_regex__register(lua_State *L);
 /* Compiles a PCRE2 pattern (UTF, Unicode properties, JIT when available);

@@ -79,8 +79,7 @@ static int iter_next(lua_State *L, struct l_regex *r, const char *s, size_t n, s
 }
 
 /* The regex (argument 1), the subject (argument 2) and its first match. */
-static int first_match(lua_State *L, struct l_regex **r, const char **s, size_t *n,
-		       PCRE2_SIZE **ov)
+static int first_match(lua_State *L, struct l_regex **r, const char **s, size_t *n, PCRE2_SIZE **ov)
 {
 	*r = check_re(L);
 	*s = luaL_checklstring(L, 2, n);
@@ -319,11 +318,11 @@ static int l_escape(lua_State *L)
 void lua_regex__register(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
-	    {"captures", l_captures},	  {"replace", l_replace},
-	    {"replace_all", l_replace_all}, {"replacen", l_replacen},
-	    {NULL, NULL},
+	    {"captures", l_captures}, {"replace", l_replace}, {"replace_all", l_replace_all},
+	    {"replacen", l_replacen}, {NULL, NULL},
 	};
-	static const luaL_Reg funcs[] = {{"compile", l_compile}, {"escape", l_escape}, {NULL, NULL}};
+	static const luaL_Reg funcs[] = {
+	    {"compile", l_compile}, {"escape", l_escape}, {NULL, NULL}};
 	lua_util__class(L, REGEX_MT, methods, "__gc", l_gc);
 	luaL_getmetatable(L, REGEX_MT);
 	lua_getfield(L, -1, "__index");

@@ -514,3 +514,56 @@ def test_traceback(tmp_path):
     # the prelude is 6 lines: inner starts on line 8 and calls traceback on line 9;
     # outer calls inner on line 13
     assert outs[0] == ["inner", "Lua", 9, True, 8, "outer", 13, True]
+
+
+# --- policy-extras: kumod's share directory ---------------------------------------------------
+
+def test_policy_extras_policy_utils(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local u = require 'policy-extras.policy_utils'
+        local d = { a = 1, t = { 1, 2, x = 'y' } }
+        u.recursive_merge_into({ t = { 9, nil, z = 1 }, b = 2 }, d)
+        local shallow = { t = { 1 } }
+        u.merge_into({ t = { 5 }, c = 3 }, shallow)
+        local ip, port = u.split_ip_port('[::1]:25')
+        local ip4, port4 = u.split_ip_port('10.0.0.1:2525')
+        local keys = u.table_keys({ x = 1, y = 2 })
+        table.sort(keys)
+        out({ d = d, shallow = shallow, split = { ip, port, ip4, port4 }, keys = keys,
+              contains = { u.table_contains({ 'a', 'b' }, 'b'), u.table_contains({ 'a' }, 'z') },
+              empty = { u.table_is_empty({}), u.table_is_empty({ 1 }) },
+              sw = { u.starts_with('hello', 'he'), u.ends_with('hello', 'lo'), u.ends_with('lo', 'hello') },
+              eq = { u.equals({ 1, { 2 } }, { 1, { 2 } }), u.equals({ 1 }, { 1, 2 }) },
+              toml = u.load_json_or_toml_file('d.toml'), json = u.load_json_or_toml_file('d.json') })
+        out(u.dumps({ b = { 1, 'two' }, a = true }))
+        out(raises(u.assert_eq, { 1 }, { 2 }, 'mismatch'))
+        out(raises(u.assert_matches, 'abc', '^x'))
+        u.assert_ne(1, 2)
+        u.assert_matches('4.7.1 blocked', '^4\\\\.7')
+    """, files={"d.toml": "k = 1\n", "d.json": '{"k": 2} // comment\n'})
+    o = outs[0]
+    assert o["d"] == {"a": 1, "b": 2, "t": {"1": 9, "2": 2, "x": "y", "z": 1}}
+    assert o["shallow"] == {"t": [5], "c": 3}
+    assert o["split"] == ["::1", "25", "10.0.0.1", "2525"]
+    assert o["keys"] == ["x", "y"]
+    assert o["contains"] == [True, False] and o["empty"] == [True, False]
+    assert o["sw"] == [True, True, False] and o["eq"] == [True, False]
+    assert o["toml"] == {"k": 1} and o["json"] == {"k": 2}
+    assert outs[1] == '{\n  a = true,\n  b = {\n    [1] = 1,\n    [2] = "two",\n  },\n}'
+    assert "mismatch. expected\n {\n  [1] = 1,\n}\n to equal\n {\n  [1] = 2,\n}" in outs[2]
+    assert 'expected\n "abc"\n to match\n "^x"' in outs[3]
+
+
+def test_policy_extras_refused_and_user_path_first(tmp_path):
+    (tmp_path / "policy-extras").mkdir()
+    (tmp_path / "policy-extras" / "policy_utils.lua").write_text("return { mine = true }\n")
+    outs, _ = run_policy(tmp_path, """
+        out({ mine = require('policy-extras.policy_utils').mine == true })
+        out(raises(require, 'policy-extras.queue'))
+        out(raises(require, 'policy-extras.dkim_sign'))
+        out(raises(require, 'policy-extras.log_hooks'))
+    """)
+    assert outs[0] == {"mine": True}  # the policy's own directory (package.path) wins
+    assert outs[1].endswith("require 'policy-extras.queue': kumod's queue helper is not implemented yet (issue 16 item 2)")
+    assert "dkim_sign helper comes with DKIM signing, which kumod does not have yet" in outs[2]
+    assert "log_hooks helper comes with log hooks" in outs[3]
