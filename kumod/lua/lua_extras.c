@@ -19,7 +19,6 @@
 static const char *const missing[][2] = {
     {"queue", "is not implemented yet (issue 16 item 2)"},
     {"shaping", "is not implemented yet (issue 16 item 2)"},
-    {"sources", "is not implemented yet (issue 16 item 2)"},
     {"listener_domains", "is not implemented yet (issue 16 item 2)"},
     {"dkim_sign", "comes with DKIM signing, which kumod does not have yet"},
     {"log_hooks", "comes with log hooks (kumo.configure_log_hook), which kumod does not have yet"},
@@ -55,9 +54,11 @@ static int searcher(lua_State *L)
 	static const char *const rel[] = {"../share/kumod/policy-extras", "../policy/policy-extras",
 					  "../../policy/policy-extras"};
 	char dir[PATH_MAX];
-	for (size_t i = 0; exe_dir(dir, sizeof(dir)) == 0 && i < sizeof(rel) / sizeof(rel[0]); i++) {
+	for (size_t i = 0; exe_dir(dir, sizeof(dir)) == 0 && i < sizeof(rel) / sizeof(rel[0]);
+	     i++) {
 		char path[2 * PATH_MAX];
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s/%s.lua", dir, rel[i], mod) >= sizeof(path) ||
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s/%s.lua", dir, rel[i], mod) >=
+			sizeof(path) ||
 		    access(path, R_OK) != 0)
 			continue;
 		if (luaL_loadfile(L, path) != LUA_OK)

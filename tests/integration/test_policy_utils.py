@@ -567,3 +567,58 @@ def test_policy_extras_refused_and_user_path_first(tmp_path):
     assert outs[1].endswith("require 'policy-extras.queue': kumod's queue helper is not implemented yet (issue 16 item 2)")
     assert "dkim_sign helper comes with DKIM signing, which kumod does not have yet" in outs[2]
     assert "log_hooks helper comes with log hooks" in outs[3]
+
+
+def test_policy_extras_sources_deliver_through_pool(kumod, tmp_path):
+    """sources.toml drives real deliveries: a relay kumod with the sources helper
+    delivers to a receiving kumod through pool 'p' (3:1 between two loopback
+    source addresses with their own EHLO names)."""
+    from test_egress import by_type, received, receiver_start, relay_start, send_many
+    from test_relay import wait_until
+    (tmp_path / "sources.toml").write_text(textwrap.dedent("""\
+        [source."a"]
+        source_address = "127.0.0.2"
+        ehlo_domain = "a.sources.test"
+
+        [source."b"]
+        source_address = "127.0.0.3"
+        ehlo_domain = "b.sources.test"
+
+        [pool."p"."a"]
+        weight = 3
+
+        [pool."p"."b"]
+    """))
+    out = tmp_path / "received"
+    rx = receiver_start(kumod, out)
+    var = tmp_path / "var"
+    extra = ("local sources = require 'policy-extras.sources'\n"
+             "sources:setup { %r }\n" % str(tmp_path / "sources.toml"))
+    relay = relay_start(kumod, var, "127.0.0.1:%d" % rx.smtp_port, pool="egress_pool = 'p',",
+                        extra=extra)
+    send_many(relay.smtp_port, ["u%d@example.com" % i for i in range(20)])
+    assert wait_until(lambda: len(received(out)) >= 20, timeout=30), relay.stderr()
+    peers = {}
+    for g in received(out):
+        peers.setdefault(g["received_from"].rsplit(":", 1)[0], set()).add(g["ehlo_domain"])
+    assert peers == {"127.0.0.2": {"a.sources.test"}, "127.0.0.3": {"b.sources.test"}}
+    assert wait_until(lambda: len(by_type(var, "Delivery")) >= 20, timeout=10)
+    count = {}
+    for d in by_type(var, "Delivery"):
+        assert d["egress_pool"] == "p"
+        count[d["egress_source"]] = count.get(d["egress_source"], 0) + 1
+    assert count == {"a": 15, "b": 5}  # smooth weighted round robin, 3:1
+
+
+def test_policy_extras_sources_validation(tmp_path):
+    _, p = run_policy(tmp_path, """
+        local sources = require 'policy-extras.sources'
+        sources:setup { 'sources.toml' }
+        out(raises(function() sources:setup { 'sources.toml' } end))
+    """, files={"sources.toml": '[source."a"]\nsource_address = "not-an-ip"\n'
+                                '[pool."p"."missing"]\n'}, expect_ok=False)
+    assert p.returncode == 1
+    assert "sources module has already been configured" in p.stdout
+    assert "egress source 'a': make_egress_source" in p.stderr
+    assert "egress pool 'p' uses source 'missing', which is not defined" in p.stderr
+    assert "kumod: Validation failed" in p.stderr
