@@ -19,7 +19,6 @@
 static const char *const missing[][2] = {
     {"queue", "is not implemented yet (issue 16 item 2)"},
     {"shaping", "is not implemented yet (issue 16 item 2)"},
-    {"listener_domains", "is not implemented yet (issue 16 item 2)"},
     {"dkim_sign", "comes with DKIM signing, which kumod does not have yet"},
     {"log_hooks", "comes with log hooks (kumo.configure_log_hook), which kumod does not have yet"},
 };

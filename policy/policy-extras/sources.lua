@@ -19,23 +19,15 @@ local utils = require("policy-extras.policy_utils")
 
 local mod = {}
 
-local function describe(item)
-	return type(item) == "string" and item or "an inline table"
-end
-
 local function load_data(data_files)
 	local result = { sources = {}, pools = {} }
-	for _, item in ipairs(data_files) do
-		local data = item
-		if type(item) == "string" then
-			data = utils.load_json_or_toml_file(item)
-		end
+	utils.each_data_item(data_files, function(where, data)
 		for key, value in pairs(data) do
 			if key ~= "source" and key ~= "pool" then
-				error(string.format("sources: %s: unknown section '%s' (expected source, pool)", describe(item), key))
+				error(string.format("sources: %s: unknown section '%s' (expected source, pool)", where, key))
 			end
 			if type(value) ~= "table" then
-				error(string.format("sources: %s: '%s' must be a table", describe(item), key))
+				error(string.format("sources: %s: '%s' must be a table", where, key))
 			end
 		end
 		for name, params in pairs(data.source or {}) do
@@ -64,7 +56,7 @@ local function load_data(data_files)
 			end)
 			result.pools[name] = pool
 		end
-	end
+	end)
 	return result
 end
 
