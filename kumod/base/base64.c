@@ -66,3 +66,14 @@ long base64_decode(const char *s, size_t n, unsigned char *out, size_t outlen)
 	}
 	return (long)len;
 }
+
+int hex_digit_value(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

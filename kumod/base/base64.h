@@ -18,4 +18,7 @@ void base64_encode(struct buf *out, const void *p, size_t n);
  * fit in outlen bytes. */
 long base64_decode(const char *s, size_t n, unsigned char *out, size_t outlen);
 
+/* The value of one hexadecimal digit (either case), or -1. */
+int hex_digit_value(int c);
+
 #endif

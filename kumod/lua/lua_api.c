@@ -844,26 +844,25 @@ static int has_method(lua_State *L, const char *mt, const char *name)
 	return found;
 }
 
+/* A searcher other than ours (the first) finds a loader for the module
+ * (nothing is run: searchers only locate). */
 static int has_module(lua_State *L, const char *name)
 {
 	lua_getglobal(L, "package");
-	lua_getfield(L, -1, "preload");
-	lua_getfield(L, -1, name);
-	int found = !lua_isnil(L, -1);
-	lua_pop(L, 3);
-	if (found)
-		return 1;
-	lua_getglobal(L, "package");
-	lua_getfield(L, -1, "searchpath");
-	lua_pushstring(L, name);
-	lua_getfield(L, -3, "path");
-	lua_call(L, 2, 1);
-	found = !lua_isnil(L, -1);
+	lua_getfield(L, -1, "searchers");
+	int found = 0;
+	for (lua_Integer i = 2; !found && i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+		lua_rawgeti(L, -1, i);
+		lua_pushstring(L, name);
+		/* a Lua chunk; a C loader that only raises "not yet" does not count */
+		if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+			found = lua_isfunction(L, -1) && !lua_iscfunction(L, -1);
+		lua_pop(L, 1);
+	}
 	lua_pop(L, 2);
 	return found;
 }
 
-/* ok: 1 implemented, 2 accepted with no effect, 0 missing. */
 static void row(FILE *out, int markdown, const char *kind, const char *name, int ok)
 {
 	static const char *const md[] = {"not implemented", "implemented", "accepted, no effect"};

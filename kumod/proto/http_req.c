@@ -442,17 +442,6 @@ int http_req_decode_body(struct http_req *r, size_t limit)
 
 /* --- query ------------------------------------------------------------------------ */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes s[0..n) ('+' is a space) into out; -1 on a bad escape, a
  * NUL byte or overflow. */
 static int url_decode(const char *s, size_t n, char *out, size_t outlen)
@@ -465,7 +454,7 @@ static int url_decode(const char *s, size_t n, char *out, size_t outlen)
 		if (c == '%') {
 			if (i + 2 >= n)
 				return -1;
-			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+			int hi = hex_digit_value(s[i + 1]), lo = hex_digit_value(s[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -1;
 			c = (char)(hi * 16 + lo);

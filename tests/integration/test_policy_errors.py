@@ -70,9 +70,9 @@ def test_shipped_policies_validate(policy):
 
 MISSING = [
     # (handler body, event it runs in, expected text)
-    ("kumo.memoize(function() end, { name = 'x', ttl = '1m', capacity = 1 })",
+    ("kumo.configure_log_hook{ name = 'x' }",
      "smtp_server_message_received",
-     "kumo.memoize is a KumoMTA API that kumod does not implement yet"),
+     "kumo.configure_log_hook is a KumoMTA API that kumod does not implement yet"),
     ("kumo.dkim.rsa_sha256_signer{}", "smtp_server_message_received",
      "kumo.dkim is a KumoMTA module that kumod does not implement yet"),
     ("kumo.log_infoo('x')", "smtp_server_message_received",
@@ -182,15 +182,15 @@ def test_formerly_ignored_options_are_policy_errors(tmp_path, text, want):
 
 
 def test_require_of_a_kumomta_module_lists_the_search_path(tmp_path):
-    out = validate(tmp_path, "local q = require 'policy-extras.queue'\n")
+    out = validate(tmp_path, "local q = require 'policy-extras.mail_auth'\n")
     assert out.returncode == 1
     got = policy_error(out)
-    assert got.startswith("policy.lua:1: module 'policy-extras.queue' not found: "
-                          "'policy-extras.queue' is a KumoMTA module that kumod does not "
+    assert got.startswith("policy.lua:1: module 'policy-extras.mail_auth' not found: "
+                          "'policy-extras.mail_auth' is a KumoMTA module that kumod does not "
                           "provide yet; "), got
     # every place Lua looked, on the same line
-    assert "no file './policy-extras/queue.lua'" in got
-    assert "no field package.preload['policy-extras.queue']" in got
+    assert "no file './policy-extras/mail_auth.lua'" in got
+    assert "no field package.preload['policy-extras.mail_auth']" in got
 
 
 def test_user_module_on_the_path_still_loads(tmp_path):
