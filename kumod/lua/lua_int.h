@@ -63,6 +63,9 @@ char *lua_json__encode(lua_State *L, int idx, int pretty);
  * the table on top of the stack. */
 void lua_json__register(lua_State *L);
 
+/* lua_bounce.c: kumo.configure_bounce_classifier into the table on top. */
+void lua_bounce__register(lua_State *L);
+
 /* lua_throttle.c: kumo.make_throttle into the table on top of the stack;
  * free_all drops every throttle cell (at policy_close). */
 void lua_throttle__register(lua_State *L);

@@ -1399,6 +1399,7 @@ int lua_kumo__open(lua_State *L)
 	luaL_newlib(L, kumo_funcs);
 	lua_json__register(L);
 	lua_throttle__register(L);
+	lua_bounce__register(L);
 	lua_util__register(L);
 	luaL_newlib(L, dns_funcs);
 	lua_setfield(L, -2, "dns");

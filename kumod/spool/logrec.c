@@ -22,6 +22,7 @@
 #include "base/uuid.h"
 #include "base/xalloc.h"
 #include "ktrace.h"
+#include "proto/bounce.h"
 #include "proto/rfc5322.h"
 #include "spool/logrec.h"
 #include "spool/logrec_int.h"
@@ -421,6 +422,33 @@ static json_t *jpeer(const struct logrec_peer *p)
 	return o;
 }
 
+/* kumo.configure_bounce_classifier: owned; NULL = everything Uncategorized. */
+static struct bounce_classifier *classifier;
+
+void logrec_set_classifier(struct bounce_classifier *bc)
+{
+	bounce_classifier_free(classifier);
+	classifier = bc;
+}
+
+/* KumoMTA classifies these record types (the others stay Uncategorized). */
+static const char *classify(const struct logrec_event *ev)
+{
+	static const char *const types[] = {
+	    "Bounce", "TransientFailure", "Expiration", "AdminBounce",
+	    "OOB",    "Feedback",	  "Rejection"};
+	if (!classifier || !ev->resp)
+		return BOUNCE_UNCATEGORIZED;
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (strcmp(ev->type, types[i]) == 0) {
+			const char *label = bounce_classify(classifier, ev->resp->code,
+							    ev->resp->enhanced, ev->resp->content);
+			KTRACE(bounce_classified, ev->m ? ev->m->id : "", ev->resp->code, label);
+			return label;
+		}
+	return BOUNCE_UNCATEGORIZED;
+}
+
 /* Field order follows kumo-log-types' JsonLogRecord. */
 static json_t *build_record(const struct logrec_event *ev, uint64_t now)
 {
@@ -449,7 +477,7 @@ static json_t *build_record(const struct logrec_event *ev, uint64_t now)
 	set(o, "event_time", jtime(now));
 	set(o, "created_time", jtime(created));
 	set(o, "num_attempts", json_integer(num_attempts(m)));
-	set(o, "bounce_classification", json_string("Uncategorized"));
+	set(o, "bounce_classification", json_string(classify(ev)));
 	set(o, "egress_pool", jstr_or_null(ev->egress_pool));
 	set(o, "egress_source", jstr_or_null(ev->egress_source));
 	set(o, "source_address",
@@ -725,6 +753,7 @@ void logrec_get_stats(struct logrec_stats *st)
 
 void logrec_shutdown(void)
 {
+	logrec_set_classifier(NULL);
 	if (!lr.configured)
 		return;
 	logrec__writer_stop(&lr.w);

@@ -34,6 +34,12 @@ struct logrec_config {
 	size_t back_pressure; /* max queued records; 0: default 128000 */
 };
 
+struct bounce_classifier;
+/* Installs the bounce classifier (takes ownership; NULL removes it): it
+ * fills bounce_classification of Bounce, TransientFailure, Expiration,
+ * AdminBounce, OOB, Feedback and Rejection records. */
+void logrec_set_classifier(struct bounce_classifier *bc);
+
 /* Creates log_dir, starts the writer thread and its task. One logger per
  * process: -EALREADY while one runs (logrec_shutdown() allows a new one).
  * Returns 0 or -errno with a one-line reason in err. */
