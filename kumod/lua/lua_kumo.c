@@ -1306,5 +1306,6 @@ int lua_kumo__open(lua_State *L)
 	lua_json__register(L);
 	luaL_newlib(L, dns_funcs);
 	lua_setfield(L, -2, "dns");
+	lua_dkim__open(L);
 	return 1;
 }
