@@ -51,7 +51,7 @@ struct dkim_signer {
 	char *headers; /* ':'-joined as configured */
 	enum dkim_canon hc, bc;
 	int over_sign;
-	int64_t expiration; /* seconds, 0: none */
+	int64_t expiration;   /* seconds, 0: none */
 	struct dkim_key *key; /* kept alive by the userdata's user value */
 	EVP_PKEY_CTX *ctx;    /* RSA signing context, made on first use */
 };
@@ -185,13 +185,15 @@ static struct dkim_key *load_key(lua_State *L, int idx, const char *fn, uint64_t
 			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
 			if (strcmp(k, "key_data") != 0) {
 				if (strncmp(k, "vault_", 6) == 0)
-					luaL_error(L,
-						   "%s: key: %s: HashiCorp Vault key sources are a "
-						   "KumoMTA feature kumod does not implement yet (use "
-						   "a path or { key_data = ... })",
-						   fn, k);
-				luaL_error(L, "%s: key: unknown key source field '%s' (expected a "
-					      "path or { key_data = ... })",
+					luaL_error(
+					    L,
+					    "%s: key: %s: HashiCorp Vault key sources are a "
+					    "KumoMTA feature kumod does not implement yet (use "
+					    "a path or { key_data = ... })",
+					    fn, k);
+				luaL_error(L,
+					   "%s: key: unknown key source field '%s' (expected a "
+					   "path or { key_data = ... })",
 					   fn, k);
 			}
 			if (lua_type(L, -1) != LUA_TSTRING)
@@ -392,10 +394,11 @@ static int l_signer(lua_State *L)
 			    lua_type(L, v) == LUA_TBOOLEAN && !lua_toboolean(L, v))
 				known = 2;
 			if (known == 1)
-				return luaL_error(L,
-						  "%s: %s is not supported (KumoMTA refuses it too: "
-						  "\"not currently supported\")",
-						  fn, k);
+				return luaL_error(
+				    L,
+				    "%s: %s is not supported (KumoMTA refuses it too: "
+				    "\"not currently supported\")",
+				    fn, k);
 			if (!known)
 				return lua_api__unknown_key(L, fn, k, NULL, 0);
 		}
@@ -403,7 +406,10 @@ static int l_signer(lua_State *L)
 	}
 	if (!domain || !selector || !have_headers || !key_idx)
 		return luaL_error(L, "%s: %s is required", fn,
-				  !domain ? "domain" : !selector ? "selector" : !key_idx ? "key" : "headers");
+				  !domain     ? "domain"
+				  : !selector ? "selector"
+				  : !key_idx  ? "key"
+					      : "headers");
 	lua_getfield(L, 1, "headers");
 	check_headers(L, lua_gettop(L), fn);
 	int hdr_at = lua_gettop(L);

@@ -50,8 +50,7 @@ static int relaxed_line(const char *p, size_t n, dkim_emit_fn emit, void *ctx)
 	return n > 0;
 }
 
-void dkim_canon_body(enum dkim_canon c, const char *body, size_t len, dkim_emit_fn emit,
-		     void *ctx)
+void dkim_canon_body(enum dkim_canon c, const char *body, size_t len, dkim_emit_fn emit, void *ctx)
 {
 	size_t pos = 0, empty = 0;
 	int any = 0;
@@ -193,8 +192,7 @@ static void append_lower(struct buf *out, const struct name *nm)
 		buf_appendc(out, lower(nm->p[i]));
 }
 
-void dkim_h_list(const char *msg, size_t hdr_end, const char *names, int over_sign,
-		 struct buf *out)
+void dkim_h_list(const char *msg, size_t hdr_end, const char *names, int over_sign, struct buf *out)
 {
 	size_t n;
 	struct name *v = split_names(names, &n);

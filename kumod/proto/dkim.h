@@ -30,8 +30,7 @@ typedef void (*dkim_emit_fn)(void *ctx, const void *p, size_t n);
  * ending gets CRLF; simple makes an empty body one CRLF, relaxed leaves it
  * empty and also reduces each run of SP/HTAB to one SP and drops it at the
  * end of a line. */
-void dkim_canon_body(enum dkim_canon c, const char *body, size_t len, dkim_emit_fn emit,
-		     void *ctx);
+void dkim_canon_body(enum dkim_canon c, const char *body, size_t len, dkim_emit_fn emit, void *ctx);
 
 /* Appends one header field canonicalized, with its CRLF. field[0..len) is the
  * whole field as in the message (name, ':', value with its folding, the final

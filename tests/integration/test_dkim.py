@@ -10,6 +10,7 @@ import base64
 import os
 import smtplib
 import subprocess
+import time
 
 import pytest
 
@@ -246,3 +247,55 @@ def test_bad_keys_and_headers_are_clear_errors(tmp_path, case, expect):
     r = validate(KUMOD_BIN, tmp_path, "kumo.dkim.rsa_sha256_signer{ %s }\n" % p)
     assert r.returncode != 0
     assert expect in r.stderr + r.stdout, r.stderr + r.stdout
+
+
+KEYFILE_POLICY = """
+kumo.on('smtp_server_message_received', function(msg)
+  msg:dkim_sign(kumo.dkim.rsa_sha256_signer{{
+    domain = 'example.com', selector = 'rsa', headers = {{ 'From', 'Subject' }},
+    key = '{path}', ttl = {ttl},
+  }})
+end)
+"""
+
+
+def test_signer_built_per_message_reads_the_key_once(kumod, tmp_path):
+    """The key file is read for the first message only: removed afterwards,
+    the next messages are still signed (from the cache) and verify."""
+    rsa, ed = make_keys(tmp_path)
+    records = dns_records(rsa, ed)
+    key = tmp_path / "cached.pem"
+    key.write_bytes(rsa.read_bytes())
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    relay = relay_start(kumod, tmp_path / "var", ["127.0.0.1:%d" % sink.smtp_port],
+                        extra=KEYFILE_POLICY.format(path=key, ttl=300))
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as s:
+        s.sendmail("sender@example.com", ["first@example.com"],
+                   message(("rsa", "Relaxed", "Relaxed", "plain"), b"first\r\n"))
+        key.unlink()
+        for i in range(5):
+            s.sendmail("sender@example.com", ["later%d@example.com" % i],
+                       message(("rsa", "Relaxed", "Relaxed", "plain"), b"later\r\n"))
+    files = wait_until(lambda: len(captured(capture)) >= 6 and captured(capture))
+    assert files and len(files) == 6, relay.stderr()
+    for f in files:
+        assert verify(open(f, "rb").read(), records)
+
+
+def test_unusable_key_refuses_the_message(kumod, tmp_path):
+    """A signer that cannot be built refuses the message (451 4.3.0): it is
+    never relayed unsigned."""
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    relay = relay_start(kumod, tmp_path / "var", ["127.0.0.1:%d" % sink.smtp_port],
+                        extra=KEYFILE_POLICY.format(path=tmp_path / "absent.pem", ttl=300))
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as s:
+        s.ehlo()
+        s.mail("sender@example.com")
+        s.rcpt("rcpt@example.com")
+        code, text = s.data(message(("rsa", "Relaxed", "Relaxed", "plain"), b"x\r\n"))
+    assert code == 451, (code, text)
+    assert text.startswith(b"4.3.0"), text
+    time.sleep(0.5)
+    assert captured(capture) == []
