@@ -127,9 +127,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (hc == DKIM_RELAXED)
 		check_relaxed_fields(&out, nh);
 
-	struct dkim_sig s = {"rsa-sha256", "example.com", "sel", hc, bc,
-			     "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", buf_cstr(&h),
-			     1700000000, 0};
+	struct dkim_sig s = {"rsa-sha256",
+			     "example.com",
+			     "sel",
+			     hc,
+			     bc,
+			     "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+			     buf_cstr(&h),
+			     1700000000,
+			     0};
 	dkim_sig_format(&field, &s);
 	dkim_sig_finish(&field, "c2lnbmF0dXJl", 12);
 	/* a line passes 77 octets only to hold one header name too long for any line */
