@@ -299,3 +299,29 @@ def test_unusable_key_refuses_the_message(kumod, tmp_path):
     assert text.startswith(b"4.3.0"), text
     time.sleep(0.5)
     assert captured(capture) == []
+
+
+def test_trace_event_per_signature(kumod, tmp_path):
+    """Each signature emits the dkim_sign event (kumod::dkim, DEBUG) with
+    the message id, d=, s=, the algorithm and the sizes."""
+    from test_relay import RELAY_POLICY
+    rsa, ed = make_keys(tmp_path)
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    text = RELAY_POLICY.format(var=tmp_path / "var", mx_list="'127.0.0.1:%d'" % sink.smtp_port,
+                               retry="1s", max_age="1h", flush="true")
+    text += SIGN_POLICY.format(rsa_key=rsa.read_text(), ed_path=str(ed))
+    relay = kumod(text, env={"KUMOD_LOG": "info,kumod::dkim=debug"},
+                  policy_name="relay.lua")
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as s:
+        s.sendmail("sender@example.com", ["t@example.com"],
+                   message(("ed", "Relaxed", "Simple", "plain"), b"traced\r\n"))
+    files = wait_until(lambda: captured(capture))
+    assert files and len(files) == 1
+    line = relay.wait_for("kumod::dkim")
+    fields = dict(kv.split("=", 1) for kv in line.split("kumod::dkim", 1)[1].split()
+                  if "=" in kv)
+    assert fields["d"] == "example.com" and fields["s"] == "ed", line
+    assert fields["a"] == "ed25519-sha256", line
+    assert len(fields["id"]) == 32 and int(fields["id"], 16) >= 0, line
+    assert int(fields["bytes"]) > 0 and int(fields["sign_ns"]) > 0, line
