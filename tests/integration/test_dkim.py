@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""DKIM signing (kumo.dkim, msg:dkim_sign) checked by an independent
-verifier: Debian's python3-dkim (dkimpy) verifies what a relaying kumod
-signed in smtp_server_message_received and a sink captured, with the public
-key handed over without DNS. Relaxed/simple x RSA-2048/Ed25519, folded
+"""DKIM signing (kumo.dkim, msg:dkim_sign) checked by independent
+verifiers: Debian's python3-dkim (dkimpy) and OpenDKIM (`opendkim -t` with
+TestPublicKeys) verify what a relaying kumod signed in
+smtp_server_message_received and a sink captured, with the public keys
+handed over without DNS. Relaxed/simple x RSA-2048/Ed25519, folded
 headers, 8-bit and empty bodies, over-signing; bad parameters and keys fail
 naming the problem."""
 
@@ -63,6 +64,30 @@ def dns_records(rsa, ed):
         b"ed._domainkey.example.com.":
             b"v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_pub),
     }
+
+
+OPENDKIM = "/usr/sbin/opendkim"
+
+
+def opendkim_verify(path, records, tmp_path):
+    """OpenDKIM's own verdict on the message file: (s, d) of the signature
+    it verified, or None when it did not succeed."""
+    keys = tmp_path / "opendkim.keys"
+    if not keys.exists():
+        keys.write_bytes(b"".join(k.rstrip(b".") + b" " + v + b"\n"
+                                  for k, v in records.items()))
+        (tmp_path / "opendkim.conf").write_text("Mode v\nTestPublicKeys %s\nSyslog no\n"
+                                                % keys)
+    r = subprocess.run([OPENDKIM, "-x", str(tmp_path / "opendkim.conf"), "-t", str(path)],
+                       capture_output=True, text=True, timeout=20)
+    # "opendkim: <file>: verification (s=rsa, d=example.com, 2048-bit key) succeeded"
+    verdict = r.stdout.strip().rsplit(": ", 1)[-1]
+    if r.returncode != 0 or not verdict.startswith("verification (") \
+            or not verdict.endswith(") succeeded"):
+        return None
+    tags = dict(t.strip().split("=", 1) for t in verdict[len("verification ("):].split(",")
+                if "=" in t)
+    return tags["s"], tags["d"]
 
 
 def verify(raw, records):
@@ -156,7 +181,13 @@ def test_signatures_verify_independently(kumod, tmp_path):
             assert tags["h"] == "from:to:subject:x-variant:x-folded", tags["h"]
         assert verify(raw, records), (variant, f, raw[:600])
         # tampering breaks it: the verifier is really checking
-        assert not verify(raw.replace(b"Subject: DKIM", b"Subject: DKIX", 1), records)
+        tampered = raw.replace(b"Subject: DKIM", b"Subject: DKIX", 1)
+        assert not verify(tampered, records)
+        if os.path.exists(OPENDKIM):
+            assert opendkim_verify(f, records, tmp_path) == (alg, "example.com"), variant
+            bad = tmp_path / "tampered.eml"
+            bad.write_bytes(tampered)
+            assert opendkim_verify(bad, records, tmp_path) is None
         seen.add(raw.split(b"\r\n\r\n", 1)[1])
     assert len(seen) == len(BODIES)
 
