@@ -571,6 +571,19 @@ int lua_dkim__sign(lua_State *L, struct message *m, int idx)
 	return 0;
 }
 
+/* kumo.dkim.set_signing_threads(n): KumoMTA starts a pool of n signing
+ * threads; kumod signs on the thread that runs the policy, so the count is
+ * checked and has no effect (as the other *_threads knobs). */
+static int l_set_signing_threads(lua_State *L)
+{
+	int isint = 0;
+	lua_Integer n = lua_tointegerx(L, 1, &isint);
+	if (!isint || n < 1)
+		return luaL_error(L, "kumo.dkim.set_signing_threads: expected a thread count of at "
+				     "least 1");
+	return 0;
+}
+
 /* --- registration ---------------------------------------------------------- */
 
 void lua_dkim__open(lua_State *L)
@@ -591,12 +604,14 @@ void lua_dkim__open(lua_State *L)
 	lua_rawsetp(L, LUA_REGISTRYINDEX, &signer_cache_key);
 	lua_newtable(L);
 	lua_rawsetp(L, LUA_REGISTRYINDEX, &key_cache_key);
-	lua_createtable(L, 0, 2);
+	lua_createtable(L, 0, 3);
 	lua_pushinteger(L, 0);
 	lua_pushcclosure(L, l_signer, 1);
 	lua_setfield(L, -2, "rsa_sha256_signer");
 	lua_pushinteger(L, 1);
 	lua_pushcclosure(L, l_signer, 1);
 	lua_setfield(L, -2, "ed25519_signer");
+	lua_pushcfunction(L, l_set_signing_threads);
+	lua_setfield(L, -2, "set_signing_threads");
 	lua_setfield(L, -2, "dkim");
 }

@@ -356,3 +356,17 @@ def test_trace_event_per_signature(kumod, tmp_path):
     assert fields["a"] == "ed25519-sha256", line
     assert len(fields["id"]) == 32 and int(fields["id"], 16) >= 0, line
     assert int(fields["bytes"]) > 0 and int(fields["sign_ns"]) > 0, line
+
+
+def test_set_signing_threads_is_accepted(tmp_path):
+    """KumoMTA policies call it in pre_init: accepted (no effect), a bad
+    count refused."""
+    from conftest import KUMOD_BIN
+    ok = validate(KUMOD_BIN, tmp_path,
+                  "kumo.on('pre_init', function() kumo.dkim.set_signing_threads(4) end)\n")
+    assert ok.returncode == 0, ok.stderr
+    bad = validate(KUMOD_BIN, tmp_path,
+                   "kumo.on('pre_init', function() kumo.dkim.set_signing_threads(0) end)\n")
+    assert bad.returncode != 0
+    assert "set_signing_threads: expected a thread count of at least 1" in bad.stderr, \
+        bad.stderr
