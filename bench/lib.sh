@@ -23,3 +23,20 @@ cpu_ticks() { # pid -> utime+stime in ticks (fields 14 and 15, after the "(comm)
 	set -- $stat
 	echo $((${12} + ${13}))
 }
+
+# An smtp-sink started with -c writing to "$WORK/sink.count" (the benches'
+# final destination): how many messages it has counted, and waiting for a
+# total within $DRAIN_TIMEOUT seconds.
+sink_count() { # -> messages the sink received so far (its -c counter line)
+	tail -c 200 "$WORK/sink.count" | tr '\r' '\n' | sed -n 's/.*mesg=\([0-9][0-9]*\).*/\1/p' | tail -1 | grep . || echo 0
+}
+wait_sink() { # target-count -> 0 when reached within DRAIN_TIMEOUT
+	local deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+	while [ "$(sink_count)" -lt "$1" ]; do
+		if [ "$(date +%s)" -ge "$deadline" ]; then
+			echo "the sink has $(sink_count) of $1 messages after ${DRAIN_TIMEOUT}s" >&2
+			return 1
+		fi
+		sleep 0.02
+	done
+}

@@ -114,7 +114,7 @@ cp "$TG" "$WORK/bin/traffic-gen"
 KUMOD=$WORK/bin/kumod
 TG=$WORK/bin/traffic-gen
 
-# free_port, wait_port, cpu_ticks, CLK_TCK
+# free_port, wait_port, cpu_ticks, CLK_TCK, sink_count, wait_sink
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 now() { date +%s.%N; }
@@ -142,20 +142,6 @@ SINK_PORT=$(free_port)
 "$SMTP_SINK" -u nobody -c 127.0.0.1:"$SINK_PORT" 1024 >"$WORK/sink.count" 2>"$WORK/sink.err" &
 SINK_PID=$!
 wait_port "$SINK_PORT"
-sink_count() { # messages the sink received so far (its -c counter line)
-	tail -c 200 "$WORK/sink.count" | tr '\r' '\n' | sed -n 's/.*mesg=\([0-9][0-9]*\).*/\1/p' | tail -1 | grep . || echo 0
-}
-wait_sink() { # target-count -> 0 when reached within DRAIN_TIMEOUT
-	local deadline
-	deadline=$(awk -v t="$(now)" -v d="$DRAIN_TIMEOUT" 'BEGIN{printf "%.0f", t + d}')
-	while [ "$(sink_count)" -lt "$1" ]; do
-		if [ "$(date +%s)" -ge "$deadline" ]; then
-			echo "the sink has $(sink_count) of $1 messages after ${DRAIN_TIMEOUT}s" >&2
-			return 1
-		fi
-		sleep 0.02
-	done
-}
 
 # --- (a) kumod --------------------------------------------------------------------
 KUMO_PORT=$(free_port)

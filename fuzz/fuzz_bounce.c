@@ -43,7 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			const char *b = bounce_classify(bc, code, NULL, line);
 			CHECK(strcmp(a, b) == 0);
 			char subj[64];
-			CHECK(bounce_subject(subj, sizeof(subj), code, "5.1.1", line) < sizeof(subj));
+			CHECK(bounce_subject(subj, sizeof(subj), code, "5.1.1", line) <
+			      sizeof(subj));
 			p = nl ? nl + 1 : end;
 		}
 	}

@@ -54,6 +54,9 @@ need tmux cmd tmux
 need jq cmd jq
 need python3-dnslib pyimp dnslib
 need python3-prometheus-client pyimp prometheus_client
+need python3-dkim pyimp dkim
+need python3-nacl pyimp nacl
+need opendkim test -x /usr/sbin/opendkim
 need clang cmd clang
 need libclang-rt-14-dev hdr ../lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
 need clang-format cmd clang-format

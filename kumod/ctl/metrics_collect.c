@@ -285,6 +285,19 @@ static const struct metrics_decl decls[] = {
     {"lruttl_cache_size", METRICS_GAUGE, "cache_name", "entries held by the cache"},
     {"user_lua_latency", METRICS_HISTOGRAM, "label",
      "seconds between `kumo.time.start_timer(label)` and its `:done()` (or `<close>`)"},
+    /* DKIM signing (kumod/lua/lua_dkim.c), KumoMTA's names */
+    {"dkim_signer_sign", METRICS_HISTOGRAM, NULL,
+     "seconds to DKIM-sign a message in `msg:dkim_sign` (canonicalize, hash, sign)"},
+    {"dkim_signer_creation", METRICS_HISTOGRAM, NULL,
+     "seconds to create a DKIM signer on a signer cache miss (key load included)"},
+    {"dkim_signer_cache_hit", METRICS_COUNTER, NULL,
+     "DKIM signer constructions answered from the signer cache"},
+    {"dkim_signer_cache_miss", METRICS_COUNTER, NULL,
+     "DKIM signer constructions that built a new signer"},
+    {"dkim_signer_key_cache_hit", METRICS_COUNTER, NULL,
+     "DKIM key loads answered from the key cache"},
+    {"dkim_signer_key_cache_miss", METRICS_COUNTER, NULL,
+     "DKIM key loads that read and parsed the key"},
 };
 
 /* --- admin suspensions ------------------------------------------------------------ */

@@ -36,7 +36,8 @@ static int l_configure_bounce_classifier(lua_State *L)
 		lua_pop(L, 1);
 	}
 	if (cache < 0 || cache > 10000000 || uncache < 0 || uncache > 10000000)
-		return luaL_error(L, "configure_bounce_classifier: cache sizes must be 0..10000000");
+		return luaL_error(L,
+				  "configure_bounce_classifier: cache sizes must be 0..10000000");
 	lua_getfield(L, 1, "files");
 	if (lua_type(L, -1) != LUA_TTABLE || lua_rawlen(L, -1) == 0)
 		return luaL_error(L, "configure_bounce_classifier: files must list at least one "

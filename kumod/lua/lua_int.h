@@ -25,6 +25,7 @@ struct message;
 #define LUA_KUMO_EGRESS_POOL_MT "kumod.egress_pool"
 #define LUA_KUMO_EGRESS_SOURCE_MT "kumod.egress_source"
 #define LUA_KUMO_LOGS_MT "kumod.local_logs"
+#define LUA_KUMO_DKIM_SIGNER_MT "kumod.dkim_signer"
 
 /* lua_engine.c: the event registry, used by kumo.on. Returns 0, or -1 with
  * a message pushed on L (the caller raises it). */
@@ -42,6 +43,11 @@ int lua_kumo__is_reject(lua_State *L, int idx, int *code, char *text, size_t tex
  * relay_from is a new reference (JSON array of CIDR strings). */
 int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **relay_from,
 			      json_t **relay_from_authz);
+
+/* lua_dkim.c: sets kumo.dkim in the table on top of the stack; signs m
+ * with the signer at idx, prepending DKIM-Signature (raises on error). */
+void lua_dkim__open(lua_State *L);
+int lua_dkim__sign(lua_State *L, struct message *m, int idx);
 
 /* lua_message.c: classes. Registering creates the metatables. */
 void lua_message__register(lua_State *L);

@@ -1403,5 +1403,6 @@ int lua_kumo__open(lua_State *L)
 	lua_util__register(L);
 	luaL_newlib(L, dns_funcs);
 	lua_setfield(L, -2, "dns");
+	lua_dkim__open(L);
 	return 1;
 }

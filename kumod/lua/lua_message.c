@@ -522,6 +522,11 @@ static int msg_remove_x_headers(lua_State *L)
 	return 0;
 }
 
+static int msg_dkim_sign(lua_State *L)
+{
+	return lua_dkim__sign(L, check_msg(L), 2);
+}
+
 static const luaL_Reg msg_methods[] = {
     {"set_sender", msg_set_sender},
     {"set_recipient", msg_set_recipient},
@@ -544,6 +549,7 @@ static const luaL_Reg msg_methods[] = {
     {"get_all_named_header_values", msg_get_all_named_header_values},
     {"remove_all_named_headers", msg_remove_all_named_headers},
     {"import_x_headers", msg_import_x_headers},
+    {"dkim_sign", msg_dkim_sign},
     {NULL, NULL},
 };
 

@@ -31,7 +31,7 @@ struct bounce_classifier {
 	char **labels; /* distinct labels, owned */
 	size_t nlabels;
 	pcre2_match_data *md;
-	pcre2_match_context *mctx; /* bounds a pathological rule's work per response */
+	pcre2_match_context *mctx;	       /* bounds a pathological rule's work per response */
 	struct bounce_cache_entry *hit, *miss; /* classified / uncategorized */
 	size_t nhit, nmiss;
 };

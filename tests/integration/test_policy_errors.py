@@ -73,12 +73,12 @@ MISSING = [
     ("kumo.configure_log_hook{ name = 'x' }",
      "smtp_server_message_received",
      "kumo.configure_log_hook is a KumoMTA API that kumod does not implement yet"),
-    ("kumo.dkim.rsa_sha256_signer{}", "smtp_server_message_received",
-     "kumo.dkim is a KumoMTA module that kumod does not implement yet"),
+    ("kumo.amqp.basic_publish{}", "smtp_server_message_received",
+     "kumo.amqp is a KumoMTA module that kumod does not implement yet"),
     ("kumo.log_infoo('x')", "smtp_server_message_received",
      "kumo.log_infoo: unknown name (not a KumoMTA or kumod API); did you mean kumo.log_info?"),
-    ("msg:dkim_sign(nil)", "smtp_server_message_received",
-     "msg:dkim_sign() is a KumoMTA message method that kumod does not implement yet"),
+    ("msg:dkim_verify()", "smtp_server_message_received",
+     "msg:dkim_verify() is a KumoMTA message method that kumod does not implement yet"),
     ("msg:get_metta('x')", "smtp_server_message_received",
      "msg.get_metta: unknown name (not a KumoMTA or kumod API); did you mean get_meta?"),
     ("conn_meta:get_mta('x')", "smtp_server_message_received",
@@ -211,7 +211,7 @@ kumo.on('init', function()
   kumo.start_esmtp_listener{ listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' } }
 end)
 kumo.on('smtp_server_message_received', function(msg)
-  local signer = kumo.dkim.rsa_sha256_signer{ domain = 'example.com' }
+  kumo.amqp.basic_publish{ routing_key = 'x', payload = 'y' }
 end)
 """ % (var, var))
     with smtplib.SMTP("127.0.0.1", k.smtp_port, timeout=10) as s:
@@ -221,7 +221,7 @@ end)
         code, text = s.data(b"Subject: x\r\n\r\nbody\r\n")
     assert code == 451 and text.decode().startswith("4.3.0"), text
     line = k.wait_for("event smtp_server_message_received failed")
-    assert line.endswith("policy.lua:8: kumo.dkim is a KumoMTA module that kumod does not "
+    assert line.endswith("policy.lua:8: kumo.amqp is a KumoMTA module that kumod does not "
                          "implement yet"), line
     assert k.stop() == 0
 
