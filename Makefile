@@ -10,7 +10,7 @@
 #   OPT=-O2                optimisation flags
 #
 # Targets: all run sink test unit integration fmt fmt-check check-layers
-#          tracepoints-check metrics-doc metrics-doc-check
+#          tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check
 #          fuzz fuzz-run fuzz-smoke fuzz-replay bench clean deps
 
 .DEFAULT_GOAL := all
@@ -144,7 +144,7 @@ integration: all
 # The whole suite; without SANITIZER it then re-runs the unit and
 # integration tests against an ASan+UBSan build (LeakSanitizer on: a leak
 # at kumod's exit makes its exit status non-zero and the test fail).
-test: all check-layers fmt-check tracepoints-check metrics-doc-check
+test: all check-layers fmt-check tracepoints-check metrics-doc-check api-doc-check
 	$(BIN)/unit-tests
 	$(MAKE) --no-print-directory fuzz-replay
 	$(PYTEST) tests/integration $(PYTEST_ARGS)
@@ -171,6 +171,15 @@ metrics-doc: $(BIN)/kumod
 metrics-doc-check: $(BIN)/kumod
 	@$(PYTHON) scripts/gen_metrics_doc.py --check $(BIN)/kumod docs/metrics.md
 
+# docs/policy-api.md's status table of KumoMTA's Lua API is generated the
+# same way (kumod --list-api=markdown, from kumod/lua/lua_api.c).
+api-doc: $(BIN)/kumod
+	$(qecho) GEN docs/policy-api.md
+	$(Q)$(PYTHON) scripts/gen_metrics_doc.py --flag=--list-api=markdown $(BIN)/kumod docs/policy-api.md
+
+api-doc-check: $(BIN)/kumod
+	@$(PYTHON) scripts/gen_metrics_doc.py --check --flag=--list-api=markdown $(BIN)/kumod docs/policy-api.md
+
 check-layers:
 	@scripts/check-layers.sh
 
@@ -196,5 +205,5 @@ clean:
 
 include fuzz/fuzz.mk
 
-.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check check-layers fmt fmt-check deps clean FORCE
+.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check check-layers fmt fmt-check deps clean FORCE
 FORCE:

@@ -38,6 +38,7 @@ static struct {
 	const char *user;
 	const char *diag_dir;
 	int validate;
+	const char *validate_domain; /* --validate-domain */
 	int console;
 	enum log_format format;
 	uv_signal_t sigterm, sigint, sighup;
@@ -57,13 +58,18 @@ static void usage(FILE *out)
 	    "\n"
 	    "Options:\n"
 	    "  --policy FILE         policy script (default: $KUMO_POLICY, else policy/init.lua)\n"
-	    "  --validate            load the policy, run pre_init/init, exit 0 (valid) or 1\n"
+	    "  --validate            load the policy, run pre_init/init, then every handler\n"
+	    "                        once with sample arguments; exit 0 (valid) or 1\n"
+	    "  --validate-domain D   the recipient domain of --validate's samples\n"
+	    "                        (default example.com)\n"
 	    "  --user NAME           drop privileges to NAME after binding (when started as root)\n"
 	    "  --diag-format FORMAT  diagnostic log format: full (default), compact, json\n"
 	    "  --diag-log-dir DIR    write diagnostics to DIR/log.YYYY-MM-DD-HH instead of stderr\n"
 	    "  --tokio-console       serve live tasks and queues (alias --console)\n"
 	    "  --list-metrics[=markdown]  print every metric family (name, type, label,\n"
 	    "                        meaning) and exit; markdown: the docs/metrics.md table\n"
+	    "  --list-api[=markdown] print every KumoMTA Lua API name (functions, message\n"
+	    "                        methods, events, modules) and whether kumod has it\n"
 	    "  -h, --help            print this help\n"
 	    "  -V, --version         print the version\n"
 	    "\n"
@@ -97,7 +103,9 @@ static int parse_args(int argc, char **argv)
 		OPT_FORMAT,
 		OPT_DIR,
 		OPT_CONSOLE,
-		OPT_LIST_METRICS
+		OPT_LIST_METRICS,
+		OPT_LIST_API,
+		OPT_VALIDATE_DOMAIN
 	};
 	static const struct option opts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -108,6 +116,8 @@ static int parse_args(int argc, char **argv)
 	    {"tokio-console", no_argument, NULL, OPT_CONSOLE},
 	    {"console", no_argument, NULL, OPT_CONSOLE},
 	    {"list-metrics", optional_argument, NULL, OPT_LIST_METRICS},
+	    {"list-api", optional_argument, NULL, OPT_LIST_API},
+	    {"validate-domain", required_argument, NULL, OPT_VALIDATE_DOMAIN},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -146,14 +156,21 @@ static int parse_args(int argc, char **argv)
 			app.console = 1;
 			break;
 		case OPT_LIST_METRICS:
+		case OPT_LIST_API:
 			if (optarg && strcmp(optarg, "markdown") != 0) {
-				fprintf(stderr,
-					"kumod: invalid --list-metrics format '%s' (markdown)\n",
+				fprintf(stderr, "kumod: invalid %s format '%s' (markdown)\n",
+					c == OPT_LIST_API ? "--list-api" : "--list-metrics",
 					optarg);
 				return 2;
 			}
-			list_metrics(optarg != NULL);
+			if (c == OPT_LIST_API)
+				policy_list_api(stdout, optarg != NULL);
+			else
+				list_metrics(optarg != NULL);
 			exit(0);
+		case OPT_VALIDATE_DOMAIN:
+			app.validate_domain = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -392,7 +409,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kumod: policy file '%s': %s\n", app.policy, strerror(errno));
 		return 1;
 	}
-	char err[1024];
+	char err[2048];
 	if (dns_init(loop, NULL, err, sizeof(err)) != 0) {
 		fprintf(stderr, "kumod: dns: %s\n", err);
 		return 1;
@@ -408,6 +425,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (app.validate) {
+		int errors = policy_validate_handlers(
+		    app.validate_domain ? app.validate_domain : "example.com", stdout);
+		if (errors) {
+			printf("policy %s is not valid: %d handler error%s\n", app.policy, errors,
+			       errors == 1 ? "" : "s");
+			shutdown_subsystems(loop);
+			return 1;
+		}
 		printf("policy %s is valid\n", app.policy);
 		shutdown_subsystems(loop);
 		return 0;

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct message;
 
@@ -20,9 +21,9 @@ enum policy_status {
 
 struct policy_result {
 	enum policy_status status;
-	int code;	/* for POLICY_REJECT: 400..599 */
-	char text[512]; /* reply text (may start with an enhanced code) or error message */
-	int disconnect; /* kumo.disconnect(): close after the reply */
+	int code;	 /* for POLICY_REJECT: 400..599 */
+	char text[1536]; /* reply text (may start with an enhanced code) or error message */
+	int disconnect;	 /* kumo.disconnect(): close after the reply */
 };
 
 /* Loads the policy file, runs pre_init and init. validate: --validate mode
@@ -30,12 +31,26 @@ struct policy_result {
  * with "file:line: message" in err. */
 int policy_load(const char *path, int validate, char *err, size_t errlen);
 void policy_close(void);
+/* --validate: runs each registered handler once with sample arguments for
+ * domain (see kumod/lua/lua_validate.c); prints every error to out, one
+ * line each, and a summary. Returns the number of errors. */
+int policy_validate_handlers(const char *domain, FILE *out);
+/* kumod --list-api: every KumoMTA Lua API name (functions, message methods,
+ * events, modules) and whether kumod implements it; a Markdown table when
+ * markdown, else tab-separated lines. */
+void policy_list_api(FILE *out, int markdown);
 int policy_has_handler(const char *event);
 
 /* SMTP server events (KumoMTA signatures). conn_meta is the connection
  * metadata object (JSON object, borrowed; handlers may set keys). */
 void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r);
-void policy_smtp_ehlo(const char *domain, json_t *conn_meta, struct policy_result *r);
+/* smtp_server_ehlo(domain, conn_meta[, extensions]): for EHLO, extensions
+ * is the JSON array of the extension lines kumod will advertise (passed as
+ * a Lua list); when the handler returns a list, *out_ext gets it (a new
+ * reference: each entry a printable ASCII line) and it replaces them. HELO
+ * passes NULL for both. */
+void policy_smtp_ehlo(const char *domain, json_t *conn_meta, json_t *extensions, json_t **out_ext,
+		      struct policy_result *r);
 void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r);

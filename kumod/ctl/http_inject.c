@@ -33,6 +33,7 @@ struct inject_txn {
 	int *errs;
 	size_t n, pending;
 	size_t success, fail;
+	size_t temp_fail; /* failures the client should retry (queue config, spool) */
 	json_t *failed, *errors;
 	char peer_ip[48];
 	struct inject_slot {
@@ -106,7 +107,14 @@ static void txn_answer(struct inject_txn *t)
 	json_t *j =
 	    json_pack("{s:I, s:I, s:O, s:O}", "success_count", (json_int_t)t->success, "fail_count",
 		      (json_int_t)t->fail, "failed_recipients", t->failed, "errors", t->errors);
-	http__respond_json(hc, 200, j);
+	/* nothing accepted and something worth retrying: a 5xx the client
+	 * retries, with the reasons (the JSON body says which recipients) */
+	int status = 200;
+	if (!t->success && t->temp_fail) {
+		status = 503;
+		json_object_set(j, "error", json_array_get(t->errors, 0));
+	}
+	http__respond_json(hc, status, j);
 	if (enter)
 		task_exit(t_hc, prev);
 }
@@ -121,6 +129,7 @@ static void txn_complete(struct inject_txn *t)
 			KTRACE(http_inject, t->conn_id, m->id, rcpt, "spool_error",
 			       strerror(-t->errs[i]));
 			txn_fail(t, rcpt, "spool error: %s", strerror(-t->errs[i]));
+			t->temp_fail++;
 			continue;
 		}
 		struct logrec_response resp = {.code = 250, .content = "OK"};
@@ -173,6 +182,15 @@ static struct message *generate_one(struct inject_txn *t, const struct inject_re
 		KTRACE(http_inject, t->conn_id, m->id, email, "ok", "null queue");
 		metrics_counter_add("total_messages_received", "service", "http_listener", 1);
 		t->success++;
+		message_unref(m);
+		return NULL;
+	}
+	char qerr[600];
+	if (queue_check_config(m, "HTTP", t->peer_ip, qerr, sizeof(qerr)) != 0) {
+		/* refused, not queued under defaults: the client keeps it */
+		KTRACE(http_inject, t->conn_id, m->id, email, "queue_config_error", qerr);
+		txn_fail(t, email, "451 4.3.0 %s", qerr);
+		t->temp_fail++;
 		message_unref(m);
 		return NULL;
 	}

@@ -162,14 +162,29 @@ static void call_hook(lua_State *L, lua_Debug *ar)
 	lua_error(L);
 }
 
-/* First line of a string error, or a description of any other object. */
+/* A string error on one line (line breaks and the tabs after them become
+ * "; ": require's error lists its whole search path that way), or a
+ * description of any other object. */
 static void error_first_line(lua_State *co, int idx, char *out, size_t outlen)
 {
 	int t = lua_type(co, idx);
 	if (t == LUA_TSTRING || t == LUA_TNUMBER) {
 		const char *s = lua_tostring(co, idx);
-		size_t n = strcspn(s, "\n");
-		snprintf(out, outlen, "%.*s", (int)n, s);
+		size_t o = 0;
+		for (; *s && o + 3 < outlen; s++) {
+			if (*s == '\n' || *s == '\r') {
+				while (s[1] == '\n' || s[1] == '\r' || s[1] == '\t')
+					s++;
+				if (o && s[1]) {
+					if (out[o - 1] != ':')
+						out[o++] = ';';
+					out[o++] = ' ';
+				}
+			} else {
+				out[o++] = *s == '\t' ? ' ' : *s;
+			}
+		}
+		out[o] = 0;
 	} else {
 		snprintf(out, outlen, "(error object is a %s value)", lua_typename(co, t));
 	}
@@ -366,11 +381,38 @@ static int run_phase(const char *event, char *err, size_t errlen)
 	if (r.status == POLICY_OK)
 		return 0;
 	if (r.status == POLICY_REJECT) {
-		char msg[600];
+		char msg[1700];
 		snprintf(msg, sizeof(msg), "%s: kumo.reject(%d, '%s')", event, r.code, r.text);
 		return load_fail(err, errlen, msg);
 	}
 	return load_fail(err, errlen, r.text);
+}
+
+/* Standard libraries, the global `kumo` (also package.loaded.kumo, so
+ * require 'kumo' works) and the object classes; every name a policy may
+ * reach for and kumod lacks raises a clear error (lua_api.c). */
+static void open_state(lua_State *L)
+{
+	luaL_openlibs(L);
+	luaL_requiref(L, "kumo", lua_kumo__open, 1);
+	lua_api__guard_kumo(L, -1);
+	lua_pop(L, 1);
+	lua_message__register(L);
+	lua_api__guard_class(L, LUA_KUMO_MESSAGE_MT, "msg");
+	lua_api__guard_class(L, LUA_KUMO_CONN_META_MT, "conn_meta");
+	lua_api__install_searcher(L);
+}
+
+void policy_list_api(FILE *out, int markdown)
+{
+	lua_State *L = luaL_newstate();
+	if (!L)
+		panic("%s: cannot create a Lua state", __func__);
+	lua_atpanic(L, lua_panic);
+	*call_slot(L) = NULL;
+	open_state(L);
+	lua_api__list(L, out, markdown);
+	lua_close(L);
 }
 
 int policy_load(const char *path, int validate, char *err, size_t errlen)
@@ -382,12 +424,8 @@ int policy_load(const char *path, int validate, char *err, size_t errlen)
 	lua_atpanic(eng.L, lua_panic);
 	*call_slot(eng.L) = NULL;
 	eng.validating = validate;
-	luaL_openlibs(eng.L);
+	open_state(eng.L);
 	set_package_path(eng.L, path);
-	/* global `kumo` and package.loaded.kumo, so require 'kumo' works */
-	luaL_requiref(eng.L, "kumo", lua_kumo__open, 1);
-	lua_pop(eng.L, 1);
-	lua_message__register(eng.L);
 	if (load_chunk(path, err, errlen) != 0)
 		return -1;
 	if (run_phase("pre_init", err, errlen) != 0 || run_phase("init", err, errlen) != 0)
@@ -457,10 +495,74 @@ void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)
 	dispatch("smtp_server_connection_accepted", push_event_args, NULL, &a, r);
 }
 
-void policy_smtp_ehlo(const char *domain, json_t *conn_meta, struct policy_result *r)
+struct ehlo_args {
+	struct event_args a;
+	json_t *extensions, **out;
+};
+
+static int push_ehlo_args(lua_State *co, void *ctx)
 {
-	struct event_args a = {.str = {domain}, .nstr = 1, .conn_meta = conn_meta};
-	dispatch("smtp_server_ehlo", push_event_args, NULL, &a, r);
+	struct ehlo_args *e = ctx;
+	int n = push_event_args(co, &e->a);
+	if (!e->extensions)
+		return n;
+	lua_json__push(co, e->extensions);
+	return n + 1;
+}
+
+/* nil keeps kumod's list; a list of printable ASCII strings replaces it. */
+static int take_ehlo(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct ehlo_args *e = ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	if (!e->out || nres < 1 || lua_isnil(co, idx))
+		return 0;
+	const char *bad = NULL;
+	if (lua_type(co, idx) != LUA_TTABLE)
+		bad = "a list of extension strings or nil";
+	json_t *list = json_array();
+	for (lua_Integer i = 1; !bad && i <= (lua_Integer)lua_rawlen(co, idx); i++) {
+		if (lua_rawgeti(co, idx, i) != LUA_TSTRING) {
+			bad = "a list of extension strings";
+		} else {
+			size_t len;
+			const char *s = lua_tolstring(co, -1, &len);
+			for (size_t j = 0; j < len && !bad; j++)
+				if (s[j] < 0x20 || s[j] > 0x7e)
+					bad = "extensions of printable ASCII, one line each";
+			if (!len || len > 200)
+				bad = "extensions of 1 to 200 characters";
+			if (!bad)
+				json_array_append_new(list, json_stringn(s, len));
+		}
+		lua_pop(co, 1);
+	}
+	if (bad || json_array_size(list) > 64) {
+		json_decref(list);
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "smtp_server_ehlo: handler returned %s; expected %s (at most 64)",
+			 luaL_typename(co, idx), bad ? bad : "fewer extensions");
+		KTRACE(lua_error, "smtp_server_ehlo", r->text);
+		return 1;
+	}
+	*e->out = list;
+	return 1;
+}
+
+void policy_smtp_ehlo(const char *domain, json_t *conn_meta, json_t *extensions, json_t **out_ext,
+		      struct policy_result *r)
+{
+	struct ehlo_args e = {.a = {.str = {domain}, .nstr = 1, .conn_meta = conn_meta},
+			      .extensions = extensions,
+			      .out = out_ext};
+	if (out_ext)
+		*out_ext = NULL;
+	dispatch("smtp_server_ehlo", push_ehlo_args, take_ehlo, &e, r);
+	if (r->status != POLICY_OK && out_ext && *out_ext) {
+		json_decref(*out_ext);
+		*out_ext = NULL;
+	}
 }
 
 void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r)

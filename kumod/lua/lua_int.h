@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -70,5 +71,29 @@ void lua_toml__register(lua_State *L);
  * memoized view at idx (encoders read through it), else the value itself. */
 void lua_memoize__register(lua_State *L);
 void lua_memoize__push_plain(lua_State *L, int idx);
+
+/* lua_api.c: KumoMTA's API by name (see the file's header). */
+/* Sets a metatable on the table at idx whose __index raises for a missing
+ * member, naming it (path is the table's name, "kumo.dns"). */
+void lua_api__guard_table(lua_State *L, int idx, const char *path);
+/* Guards `kumo` at idx and each of its module tables. */
+void lua_api__guard_kumo(lua_State *L, int idx);
+/* Replaces the methods table of class mt with a guarded __index; what names
+ * the object in messages ("msg", "conn_meta"). */
+void lua_api__guard_class(lua_State *L, const char *mt, const char *what);
+/* Raises the missing-member error for what.k (keys_idx: a table of the
+ * object's names for the nearest-name hint, or 0). */
+int lua_api__missing_member(lua_State *L, const char *what, const char *k, int keys_idx);
+/* Raises the error for a key a builder does not take: a KumoMTA option
+ * kumod lacks, or an unknown key with the nearest KumoMTA key or one of
+ * ours (kumod's own keys, may be NULL). */
+int lua_api__unknown_key(lua_State *L, const char *builder, const char *key,
+			 const char *const *ours, size_t nours);
+/* 0 when kumod calls the event, else -1 and why in err. */
+int lua_api__event_check(const char *name, char *err, size_t errlen);
+/* Appends the searcher that names KumoMTA modules to package.searchers. */
+void lua_api__install_searcher(lua_State *L);
+/* kumod --list-api: every KumoMTA name and whether kumod has it. */
+void lua_api__list(lua_State *L, FILE *out, int markdown);
 
 #endif

@@ -32,6 +32,9 @@ static int l_on(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
 	luaL_checktype(L, 2, LUA_TFUNCTION);
+	char why[512];
+	if (lua_api__event_check(name, why, sizeof(why)) != 0)
+		return luaL_error(L, "%s", why);
 	if (lua_engine__register(L, name, 2) != 0)
 		return luaL_error(L, "%s", lua_tostring(L, -1));
 	return 0;
@@ -437,14 +440,15 @@ static void trace_headers_key(lua_State *L, const char *k, void *ctx)
 		set_str(&cfg->trace_header_name, name);
 	} else if (strcmp(k, "include_meta_names") == 0) {
 		check_table(L, -1, what);
-		size_t n = lua_rawlen(L, -1);
-		for (size_t i = 1; i <= n; i++) {
-			lua_rawgeti(L, -1, (lua_Integer)i);
-			check_str(L, -1, what);
-			lua_pop(L, 1);
-		}
+		lua_pushnil(L);
+		if (lua_next(L, -2)) /* KumoMTA's default {} is fine; names are not yet */
+			luaL_error(
+			    L,
+			    "%s: copying meta values into the supplemental trace header is a "
+			    "KumoMTA feature kumod does not implement yet (accepted: {})",
+			    what);
 	} else {
-		luaL_error(L, "start_esmtp_listener: unknown key 'trace_headers.%s'", k);
+		lua_api__unknown_key(L, "start_esmtp_listener.trace_headers", k, NULL, 0);
 	}
 }
 
@@ -511,7 +515,7 @@ static void listener_key(lua_State *L, const char *k, void *ctx)
 			luaL_error(L, "%s: expected 'BifurcateAlways' or 'BatchByDomain', got '%s'",
 				   what, s);
 	} else {
-		luaL_error(L, "start_esmtp_listener: unknown key '%s'", k);
+		lua_api__unknown_key(L, "start_esmtp_listener", k, NULL, 0);
 	}
 }
 
@@ -570,7 +574,8 @@ static void spool_key(lua_State *L, const char *k, void *ctx)
 		if (lua_type(L, -1) != LUA_TSTRING)
 			check_size(L, -1, what);
 	} else {
-		luaL_error(L, "define_spool: unknown key '%s'", k);
+		static const char *const ours[] = {"sync_mode"};
+		lua_api__unknown_key(L, "define_spool", k, ours, 1);
 	}
 }
 
@@ -627,7 +632,7 @@ static void listener_domain_key(lua_State *L, const char *k, void *ctx)
 	else if (strcmp(k, "relay_from") == 0)
 		check_cidrs(L, lua_gettop(L), what, NULL);
 	else
-		luaL_error(L, "make_listener_domain: unknown key '%s'", k);
+		lua_api__unknown_key(L, "make_listener_domain", k, NULL, 0);
 }
 
 /* Returns a table {relay_to=bool, relay_from={cidr...}} tagged with a
@@ -775,8 +780,13 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 		const struct cfg_key *c = spec;
 		while (c->key && strcmp(c->key, k) != 0)
 			c++;
-		if (!c->key)
-			return luaL_error(L, "%s: unknown key '%s'", fname, k);
+		if (!c->key) {
+			const char *ours[64];
+			size_t n = 0;
+			for (c = spec; c->key && n < 64; c++)
+				ours[n++] = c->key;
+			return lua_api__unknown_key(L, fname, k, ours, n);
+		}
 		char what[128];
 		snprintf(what, sizeof(what), "%s: %s", fname, k);
 		int v = lua_gettop(L);
@@ -847,6 +857,15 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 								  what);
 					for (size_t i = 1; i <= n; i++) {
 						lua_rawgeti(L, -1, (lua_Integer)i);
+						if (lua_type(L, -1) == LUA_TTABLE)
+							return luaL_error(
+							    L,
+							    "%s: smtp.mx_list entry %d: the "
+							    "{ name = ..., addr = ... } form is a "
+							    "KumoMTA feature kumod does not "
+							    "implement yet; give 'host', "
+							    "'host:port' or '[ip]:port'",
+							    what, (int)i);
 						check_str(L, -1, what);
 						lua_pop(L, 1);
 					}
@@ -1048,8 +1067,11 @@ static const struct cfg_key local_logs_keys[] = {
     {"back_pressure", CT_INT, NULL, NULL},
     {"meta", CT_STRLIST, NULL, NULL},
     {"headers", CT_STRLIST, NULL, NULL},
-    {"per_record", CT_ANY, NULL, NULL},
-    {"filter_event", CT_ANY, NULL, NULL},
+    {"per_record", CT_ANY,
+     "per-record log settings are a KumoMTA feature kumod does not implement yet", "{}"},
+    {"filter_event", CT_ANY,
+     "filtering records through a Lua event is a KumoMTA feature kumod does not implement yet",
+     NULL},
     {NULL, CT_ANY, NULL, NULL},
 };
 
@@ -1189,7 +1211,7 @@ static void http_listener_key(lua_State *L, const char *k, void *ctx)
 	} else if (strcmp(k, "request_body_limit") == 0) {
 		cfg->request_body_limit = check_size(L, -1, what);
 	} else {
-		luaL_error(L, "start_http_listener: unknown key '%s'", k);
+		lua_api__unknown_key(L, "start_http_listener", k, NULL, 0);
 	}
 }
 

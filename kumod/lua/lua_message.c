@@ -27,7 +27,24 @@ void lua_address__push(lua_State *L, const char *email)
 	memcpy(a->email, email, len + 1);
 	const char *at = strrchr(email, '@');
 	a->at = at ? (size_t)(at - email) : len;
+	/* the domain lower-cased (ASCII), the local part as received: domains
+	 * compare case-insensitively, so policies see one spelling */
+	for (size_t i = a->at + 1; i < len; i++)
+		if (a->email[i] >= 'A' && a->email[i] <= 'Z')
+			a->email[i] = (char)(a->email[i] - 'A' + 'a');
 	luaL_setmetatable(L, LUA_KUMO_ADDRESS_MT);
+}
+
+static int address_missing(lua_State *L, const char *k)
+{
+	lua_createtable(L, 0, 3); /* the names, for the nearest-name hint */
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "user");
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "domain");
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "email");
+	return lua_api__missing_member(L, "address", k, lua_gettop(L));
 }
 
 static int address_index(lua_State *L)
@@ -42,7 +59,7 @@ static int address_index(lua_State *L)
 		lua_pushlstring(L, a->at < a->len ? a->email + a->at + 1 : "",
 				a->at < a->len ? a->len - a->at - 1 : 0);
 	else
-		lua_pushnil(L);
+		return address_missing(L, k);
 	return 1;
 }
 

@@ -33,7 +33,9 @@ struct sched_queue {
 	char *name, *domain, *tenant, *campaign, *routing_domain;
 	struct queue_config cfg;
 	uint64_t cfg_loaded_ms;
-	size_t count;		 /* messages owned by this queue (scheduled or routed) */
+	char
+	    *cfg_error; /* why the last get_queue_config failed; NULL = the policy's config holds */
+	size_t count;	/* messages owned by this queue (scheduled or routed) */
 	uint64_t empty_since_ms; /* when count last dropped to 0 (reaping) */
 	struct task *task;
 	struct sched_queue *next_hash, *next_all;
@@ -266,7 +268,10 @@ static uint64_t json_ms(json_t *o, const char *key, uint64_t dflt)
 	return json_is_number(v) ? (uint64_t)json_number_value(v) : dflt;
 }
 
-/* Runs get_queue_config; on failure keeps the previous config (or defaults). */
+/* Runs get_queue_config. On failure the queue is marked (cfg_error) and
+ * routes nothing until a later call succeeds: its messages are held, never
+ * sent under defaults the policy did not choose. The retry timing fields
+ * fall back to defaults only so held messages are retried with backoff. */
 static void queue_load_config(struct sched_queue *q)
 {
 	json_t *o = NULL;
@@ -274,8 +279,13 @@ static void queue_load_config(struct sched_queue *q)
 	policy_get_queue_config(q->domain, q->tenant, q->campaign, q->routing_domain, &o, &r);
 	q->cfg_loaded_ms = now_ms();
 	if (r.status != POLICY_OK) {
+		if (r.status == POLICY_REJECT) /* kumo.reject() in a config handler */
+			snprintf(r.text + strlen(r.text), sizeof(r.text) - strlen(r.text),
+				 " (kumo.reject %d)", r.code);
 		KTRACE(queue_config_error, q->name, r.text);
 		json_decref(o);
+		free(q->cfg_error);
+		q->cfg_error = xstrdup(r.text);
 		if (q->cfg.retry_interval_ms == 0) {
 			q->cfg.retry_interval_ms = QUEUE_DEFAULT_RETRY_MS;
 			q->cfg.max_age_ms = QUEUE_DEFAULT_MAX_AGE_MS;
@@ -284,6 +294,10 @@ static void queue_load_config(struct sched_queue *q)
 		}
 		return;
 	}
+	if (q->cfg_error)
+		KTRACE(queue_config_ok, q->name);
+	free(q->cfg_error);
+	q->cfg_error = NULL;
 	config_free(&q->cfg);
 	q->cfg.retry_interval_ms = json_ms(o, "retry_interval_ms", QUEUE_DEFAULT_RETRY_MS);
 	if (q->cfg.retry_interval_ms == 0)
@@ -309,7 +323,15 @@ static void queue_load_config(struct sched_queue *q)
 	json_decref(o);
 }
 
-/* Splits a queue name into its parts (kumo-compat.md §7). */
+static void ascii_lower(char *p)
+{
+	for (; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+}
+
+/* Splits a queue name into its parts (kumo-compat.md §7); the domains are
+ * lower-cased for the policy events (an explicit queue name is kept). */
 static void parse_queue_name(struct sched_queue *q)
 {
 	char *s = xstrdup(q->name);
@@ -342,15 +364,25 @@ static void parse_queue_name(struct sched_queue *q)
 		q->tenant = xstrdup("");
 	}
 	free(s);
+	ascii_lower(q->domain);
+	ascii_lower(q->routing_domain);
+}
+
+static struct sched_queue *queue_lookup(const char *name)
+{
+	for (struct sched_queue *q = Q.buckets[hash_str(name) % QUEUE_BUCKETS]; q; q = q->next_hash)
+		if (strcmp(q->name, name) == 0)
+			return q;
+	return NULL;
 }
 
 static struct sched_queue *queue_get(const char *name)
 {
 	uint32_t b = hash_str(name) % QUEUE_BUCKETS;
-	for (struct sched_queue *q = Q.buckets[b]; q; q = q->next_hash)
-		if (strcmp(q->name, name) == 0)
-			return q;
-	struct sched_queue *q = xcalloc(1, sizeof(*q));
+	struct sched_queue *q = queue_lookup(name);
+	if (q)
+		return q;
+	q = xcalloc(1, sizeof(*q));
 	q->name = xstrdup(name);
 	parse_queue_name(q);
 	q->task = task_spawn("scheduled_queue", name, Q.task ? Q.task->id : 0);
@@ -377,12 +409,13 @@ static void message_queue_name(const struct message *m, char *out, size_t outlen
 	const char *at = strrchr(rcpt, '@');
 	char domain[300];
 	snprintf(domain, sizeof(domain), "%s", at ? at + 1 : rcpt);
-	for (char *p = domain; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
+	ascii_lower(domain);
+	char routing[300];
+	const char *rd = message_get_meta_str(m, "routing_domain");
+	snprintf(routing, sizeof(routing), "%s", rd ? rd : "");
+	ascii_lower(routing);
 	queue_make_name(out, outlen, message_get_meta_str(m, "campaign"),
-			message_get_meta_str(m, "tenant"), domain,
-			message_get_meta_str(m, "routing_domain"));
+			message_get_meta_str(m, "tenant"), domain, rd ? routing : NULL);
 }
 
 static const struct suspend_entry *suspend_for(const struct sched_queue *q)
@@ -406,9 +439,27 @@ static void queue_update_phase(struct sched_queue *q)
 
 static void queue_arm(void);
 static void reap_arm(uint64_t due);
+static void schedule(struct qmsg *qm, uint64_t due, const char *reason);
 static struct admin_bounce *bounce_for(const struct sched_queue *q);
 static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b);
 static void suspend_hold(struct qmsg *qm, const struct suspend_entry *e, uint64_t now);
+
+/* A due message whose queue has no configuration from the policy: kept,
+ * a TransientFailure record says why, retried with backoff. It never
+ * expires meanwhile (max_age is the policy's to give). */
+static void config_error_hold(struct qmsg *qm, uint64_t now)
+{
+	struct sched_queue *q = qm->q;
+	char text[700];
+	snprintf(text, sizeof(text), "KumoMTA internal: failed to obtain queue config for %s: %s",
+		 q->name, q->cfg_error);
+	struct logrec_response resp = {.code = 451, .enhanced = "4.3.0", .content = text};
+	logrec_log("TransientFailure", qm->m, NULL, &resp, NULL, q->name, NULL, NULL, NULL, NULL);
+	uint64_t delay = queue_retry_delay_ms(&q->cfg, qm->m->attempts);
+	qm->m->attempts++;
+	KTRACE(queue_config_hold, qm->m->id, q->name, delay, q->cfg_error);
+	schedule(qm, now + delay, "QueueConfigError");
+}
 
 static void queue_timer_cb(uv_timer_t *t)
 {
@@ -431,8 +482,15 @@ static void queue_timer_cb(uv_timer_t *t)
 			continue;
 		}
 		qm->held = 0;
-		if (now - qm->q->cfg_loaded_ms > qm->q->cfg.refresh_ms)
-			queue_load_config(qm->q);
+		struct sched_queue *q = qm->q;
+		/* a failed config is asked again at most once a second */
+		if (now - q->cfg_loaded_ms > q->cfg.refresh_ms ||
+		    (q->cfg_error && now - q->cfg_loaded_ms >= 1000))
+			queue_load_config(q);
+		if (q->cfg_error) {
+			config_error_hold(qm, now);
+			continue;
+		}
 		if (Q.router) {
 			Q.router(qm);
 		} else {
@@ -711,6 +769,7 @@ void queue_admin_suspend_stats(size_t *active, uint64_t *held_total)
 static void queue_free(struct sched_queue *q)
 {
 	config_free(&q->cfg);
+	free(q->cfg_error);
 	task_close(q->task);
 	free(q->name);
 	free(q->domain);
@@ -844,6 +903,37 @@ void queue_insert(struct message *m, const char *reason)
 		}
 	}
 	schedule(qm, due, reason);
+}
+
+int queue_check_config(const struct message *m, const char *protocol, const char *peer_addr,
+		       char *err, size_t errlen)
+{
+	char name[1024];
+	message_queue_name(m, name, sizeof(name));
+	struct sched_queue *q = queue_lookup(name);
+	if (!q)
+		q = queue_get(name); /* creating it runs get_queue_config */
+	else if (q->cfg_error)
+		queue_load_config(q); /* perhaps fixed since (policy reloaded, database back) */
+	if (!q->cfg_error)
+		return 0;
+	snprintf(err, errlen, "failed to obtain queue config for %s: %s", q->name, q->cfg_error);
+	for (char *p = err; *p; p++) /* one line: it goes into an SMTP reply */
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+	/* KumoMTA's record for a message refused at insertion during reception */
+	char text[800];
+	snprintf(text, sizeof(text),
+		 "KumoMTA internal: QueueManager::insert failed during reception: %s", err);
+	struct logrec_response resp = {.code = 500, .content = text};
+	struct logrec_peer peer = {.addr = peer_addr};
+	logrec_log("Bounce", m, NULL, &resp, &peer, q->name, NULL, NULL, NULL, protocol);
+	KTRACE(queue_config_refused, m->id, q->name, q->cfg_error);
+	if (!q->count) { /* freed after its reap_interval unless a message comes */
+		q->empty_since_ms = now_ms();
+		reap_arm(q->empty_since_ms + q->cfg.reap_ms);
+	}
+	return -1;
 }
 
 void queue_requeue(struct qmsg *qm, const char *reason, int increment, const char *why_code,

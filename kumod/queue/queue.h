@@ -54,6 +54,15 @@ void queue_shutdown(void);
  * a message already past max_age expires. */
 void queue_insert(struct message *m, const char *reason);
 
+/* Reception's check, before anything is spooled or acknowledged: the
+ * message's scheduled queue (created when new) has a configuration from
+ * get_queue_config. Returns 0, or -1 with the reason in err after logging
+ * a Bounce record (code 500, "QueueManager::insert failed during
+ * reception: ..." as KumoMTA); the caller refuses the message with 4xx so
+ * the client keeps it. Never routed under defaults. */
+int queue_check_config(const struct message *m, const char *protocol, const char *peer_addr,
+		       char *err, size_t errlen);
+
 /* Router: called on the loop thread for each due message. It takes
  * ownership of qm and must eventually call queue_requeue() or
  * queue_done() for it. */

@@ -128,10 +128,16 @@ static void session_reset_transaction(struct smtp_session *s)
 
 /* --- relay decision ------------------------------------------------------ */
 
-static const char *domain_of(const char *addr)
+/* The domain of addr, ASCII lower-cased into buf: domain names compare
+ * case-insensitively (RFC 5321 2.4), so policy events see one spelling. */
+static const char *domain_of(const char *addr, char *buf, size_t len)
 {
 	const char *at = strrchr(addr, '@');
-	return at ? at + 1 : "";
+	snprintf(buf, len, "%s", at ? at + 1 : "");
+	for (char *p = buf; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	return buf;
 }
 
 static int session_peer_in(struct smtp_session *s, json_t *cidrs)
@@ -164,7 +170,8 @@ static int session_relay_check(struct smtp_session *s, const char *rcpt, int pos
 	}
 	struct policy_listener_domain ld = {0};
 	struct policy_result r = {0};
-	policy_get_listener_domain(domain_of(rcpt), s->l->addr, s->meta, &ld, &r);
+	char dom[300];
+	policy_get_listener_domain(domain_of(rcpt, dom, sizeof(dom)), s->l->addr, s->meta, &ld, &r);
 	session_trace_policy(s, "get_listener_domain", &r);
 	if (r.status != POLICY_OK) {
 		json_decref(ld.relay_from);
@@ -175,7 +182,8 @@ static int session_relay_check(struct smtp_session *s, const char *rcpt, int pos
 	json_decref(ld.relay_from);
 	if (!ok && s->msg->sender[0]) {
 		memset(&ld, 0, sizeof(ld));
-		policy_get_listener_domain(domain_of(s->msg->sender), s->l->addr, s->meta, &ld, &r);
+		policy_get_listener_domain(domain_of(s->msg->sender, dom, sizeof(dom)), s->l->addr,
+					   s->meta, &ld, &r);
 		session_trace_policy(s, "get_listener_domain", &r);
 		if (r.status != POLICY_OK) {
 			json_decref(ld.relay_from);
@@ -196,32 +204,51 @@ static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 {
 	char domain[300];
 	snprintf(domain, sizeof(domain), "%.*s", (int)cmd->arg.len, cmd->arg.p);
+	int esmtp = cmd->verb == SMTP_VERB_EHLO;
+	/* the extensions, as KumoMTA passes them to smtp_server_ehlo */
+	json_t *ext = NULL, *policy_ext = NULL;
+	if (esmtp) {
+		char size[40];
+		snprintf(size, sizeof(size), "SIZE %zu", s->l->cfg.max_message_size);
+		ext = json_pack("[s, s, s, s, s]", "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
+				"SMTPUTF8", size);
+		if (s->conn.tls == CONN_TLS_NONE && s->l->tls_ctx)
+			json_array_append_new(ext, json_string("STARTTLS"));
+	}
 	struct policy_result r = {0};
-	policy_smtp_ehlo(domain, s->meta, &r);
+	policy_smtp_ehlo(domain, s->meta, ext, esmtp ? &policy_ext : NULL, &r);
 	session_trace_policy(s, "smtp_server_ehlo", &r);
 	if (r.status != POLICY_OK) {
+		json_decref(ext);
 		session_reply_policy(s, &r);
 		return;
+	}
+	if (policy_ext) { /* the handler's list replaces the advertised one */
+		json_decref(ext);
+		ext = policy_ext;
 	}
 	session_reset_transaction(s);
 	free(s->helo);
 	s->helo = xstrdup(domain);
 	json_object_set_new(s->meta, "ehlo_domain", json_string(domain));
-	s->esmtp = cmd->verb == SMTP_VERB_EHLO;
+	s->esmtp = esmtp;
 	session_enter_state(s, SMTP_STATE_READY);
-	const char *host = s->l->cfg.hostname;
 	if (!s->esmtp) {
 		session_reply(s, 250, NULL, "Hello %s!", domain);
 		return;
 	}
-	char text[512];
-	int n =
-	    snprintf(text, sizeof(text),
-		     "%s Aloha %s\nPIPELINING\nENHANCEDSTATUSCODES\n8BITMIME\nSMTPUTF8\nSIZE %zu",
-		     host, domain, s->l->cfg.max_message_size);
-	if (s->conn.tls == CONN_TLS_NONE && s->l->tls_ctx)
-		snprintf(text + n, sizeof(text) - (size_t)n, "\nSTARTTLS");
-	session_reply(s, 250, NULL, "%s", text);
+	struct buf text;
+	buf_init(&text);
+	buf_printf(&text, "%s Aloha %s", s->l->cfg.hostname, domain);
+	size_t i;
+	json_t *e;
+	json_array_foreach(ext, i, e)
+	{
+		buf_printf(&text, "\n%s", json_string_value(e));
+	}
+	json_decref(ext);
+	session_reply(s, 250, NULL, "%s", buf_cstr(&text));
+	buf_free(&text);
 }
 
 static void cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
@@ -682,6 +709,17 @@ static void session_message_received(struct smtp_session *s)
 		if (r.status != POLICY_OK) {
 			fail = r;
 			code = r.status == POLICY_REJECT ? r.code : 451;
+			message_unref(m);
+			continue;
+		}
+		char qerr[600];
+		if (!(queue && strcmp(queue, "null") == 0) &&
+		    queue_check_config(m, "ESMTP", s->conn.peer_ip, qerr, sizeof(qerr)) != 0) {
+			/* nothing is acknowledged that is not queued under the policy's config */
+			code = 451;
+			fail.status = POLICY_REJECT;
+			fail.code = 451;
+			snprintf(fail.text, sizeof(fail.text), "4.3.0 %.500s", qerr);
 			message_unref(m);
 			continue;
 		}

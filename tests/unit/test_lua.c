@@ -105,10 +105,14 @@ TEST_IMPL(lua_on_rules)
 		"order = ''\n"
 		"kumo.on('pre_init', function() order = order .. 'a' end)\n"
 		"kumo.on('pre_init', function() order = order .. 'b' end)\n"
-		"kumo.on('init', function() assert(order == 'ab', order) end)\n"
-		"kumo.on('my_custom_event', function() end)\n");
+		"kumo.on('init', function() assert(order == 'ab', order) end)\n");
 	ASSERT(policy_has_handler("init"));
-	ASSERT(policy_has_handler("my_custom_event"));
+	/* an event kumod never calls is refused, never silently kept */
+	ASSERT_EQ(load("kumo.on('my_custom_event', function() end)\n", err, sizeof(err)), -1);
+	assert_contains(err, ":1: kumo.on('my_custom_event'): not an event kumod calls");
+	ASSERT_EQ(load("kumo.on('smtp_server_auth_plain', function() end)\n", err, sizeof(err)),
+		  -1);
+	assert_contains(err, "a KumoMTA event that kumod does not implement yet");
 	ASSERT(!policy_has_handler("smtp_server_ehlo"));
 	/* kumo.on from inside a handler is refused */
 	ASSERT_EQ(load("kumo.on('init', function()\n"
@@ -215,7 +219,7 @@ TEST_IMPL(lua_budget_infinite_loop)
 	ASSERT_LT(took, 2500000000ull);
 	/* a pcall loop cannot swallow the budget error */
 	t0 = clock_mono_ns();
-	policy_smtp_ehlo("client.example", meta, &r);
+	policy_smtp_ehlo("client.example", meta, NULL, NULL, &r);
 	took = clock_mono_ns() - t0;
 	ASSERT_EQ(r.status, POLICY_ERROR);
 	assert_contains(r.text, "policy call exceeded its budget");
@@ -249,7 +253,7 @@ TEST_IMPL(lua_runtime_error_and_yield)
 	policy_smtp_rcpt_to("a@b.example", meta, &r);
 	ASSERT_EQ(r.status, POLICY_ERROR);
 	assert_contains(r.text, "yielded");
-	policy_smtp_ehlo("x", meta, &r);
+	policy_smtp_ehlo("x", meta, NULL, NULL, &r);
 	ASSERT_EQ(r.status, POLICY_ERROR);
 	ASSERT_STR_EQ(r.text, "(error object is a table value)");
 	policy_close();
@@ -313,7 +317,10 @@ TEST_IMPL(lua_start_esmtp_listener_keys)
 		const char *want;
 	} cases[] = {
 	    {"{bogus = 1}", "start_esmtp_listener: unknown key 'bogus'"},
-	    {"{deferred_queue = true}", "start_esmtp_listener: unknown key 'deferred_queue'"},
+	    {"{deferred_queue = true}", "start_esmtp_listener: 'deferred_queue' is a KumoMTA "
+					"option that kumod does not implement yet"},
+	    {"{max_conections = 1}", "start_esmtp_listener: unknown key 'max_conections' (did you "
+				     "mean 'max_connections'?)"},
 	    {"{max_connections = 'many'}", "start_esmtp_listener: max_connections: expected an "
 					   "integer, got string"},
 	    {"{listen = 25}", "start_esmtp_listener: listen: expected a string"},
@@ -322,7 +329,8 @@ TEST_IMPL(lua_start_esmtp_listener_keys)
 	    {"{invalid_line_endings = 'Maybe'}",
 	     "invalid_line_endings: expected 'Deny', 'Allow' or 'Fix'"},
 	    {"{relay_hosts = {'10.0.0.0/33'}}", "relay_hosts: invalid CIDR '10.0.0.0/33'"},
-	    {"{trace_headers = {colour = 'blue'}}", "unknown key 'trace_headers.colour'"},
+	    {"{trace_headers = {colour = 'blue'}}",
+	     "start_esmtp_listener.trace_headers: unknown key 'colour'"},
 	    {"{trace_headers = {received_header = 1}}",
 	     "trace_headers.received_header: expected a boolean"},
 	    {"{batch_handling = 'ByMood'}",
@@ -351,13 +359,14 @@ TEST_IMPL(lua_start_esmtp_listener_keys)
 	    "    invalid_line_endings = 'Fix', data_buffer_size = 4096,\n"
 	    "    batch_handling = 'BifurcateAlways', tls_certificate = '/x.pem',\n"
 	    "    tls_private_key = '/x.key', trace_headers = {received_header = false,\n"
-	    "    supplemental_header = true, header_name = 'X-Ref', include_meta_names = {'a'}}}\n"
+	    "    supplemental_header = true, header_name = 'X-Ref', include_meta_names = {}}}\n"
 	    "  kumo.define_spool{name = 'data', path = '/tmp/x', kind = 'LocalDisk', flush = "
 	    "false}\n"
 	    "  local ok, e = pcall(kumo.define_spool, {name = 'data'})\n"
 	    "  assert(not ok and e:find(\"missing key 'path'\"), e)\n"
 	    "  ok, e = pcall(kumo.define_spool, {name = 'd', path = '/p', rocks_params = {}})\n"
-	    "  assert(not ok and e:find(\"unknown key 'rocks_params'\"), e)\n"
+	    "  assert(not ok and e:find(\"'rocks_params' is a KumoMTA option that kumod does not "
+	    "implement yet\"), e)\n"
 	    "  kumo.configure_accounting_db_path(os.tmpname())\n"
 	    "  kumo.set_spoolin_threads(2)\n"
 	    "  assert(kumo.available_parallelism() >= 1)\n"
