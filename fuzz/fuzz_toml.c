@@ -76,12 +76,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct toml_error err2;
 		struct toml_value *back = toml_parse(out.data ? out.data : "", out.len, &err2);
 		if (!back)
-			fprintf(stderr, "re-parse failed at %d:%d: %s\n%.*s\n", err2.line, err2.column,
-				err2.msg, (int)out.len, out.data);
+			fprintf(stderr, "re-parse failed at %d:%d: %s\n%.*s\n", err2.line,
+				err2.column, err2.msg, (int)out.len, out.data);
 		CHECK(back != NULL);
 		CHECK(same(root, back));
 		CHECK(toml_encode(back, pretty, &again, e, sizeof(e)) == 0);
-		CHECK(again.len == out.len && memcmp(buf_cstr(&again), buf_cstr(&out), out.len) == 0);
+		CHECK(again.len == out.len &&
+		      memcmp(buf_cstr(&again), buf_cstr(&out), out.len) == 0);
 		toml_free(back);
 		buf_free(&out);
 		buf_free(&again);

@@ -255,7 +255,8 @@ static int key_table(lua_State *L, int t, struct buf *b, int depth)
 	char *nums = xmalloc(count * 24 + 1);
 	for (size_t i = 0; i < count; i++) {
 		if (keys[i].is_num) {
-			keys[i].len = (size_t)snprintf(nums + i * 24, 24, "%lld", (long long)keys[i].i);
+			keys[i].len =
+			    (size_t)snprintf(nums + i * 24, 24, "%lld", (long long)keys[i].i);
 			keys[i].s = nums + i * 24;
 		}
 	}
@@ -306,7 +307,8 @@ static int key_append(lua_State *L, int idx, struct buf *b, int depth)
 	case LUA_TTABLE:
 		break;
 	default:
-		lua_pushfstring(L, "cannot use a %s as (part of) a memoize key", luaL_typename(L, idx));
+		lua_pushfstring(L, "cannot use a %s as (part of) a memoize key",
+				luaL_typename(L, idx));
 		return -1;
 	}
 	if (depth > MEMO_KEY_MAX_DEPTH || !lua_checkstack(L, 6)) {
@@ -391,9 +393,8 @@ static int cache_gc(lua_State *L)
 
 static struct metrics_series *series(const char *family, int gauge, const char *name)
 {
-	return metrics_series(metrics_family(family, gauge ? METRICS_GAUGE : METRICS_COUNTER,
-					     "cache_name"),
-			      name);
+	return metrics_series(
+	    metrics_family(family, gauge ? METRICS_GAUGE : METRICS_COUNTER, "cache_name"), name);
 }
 
 static void cache_init(struct memo_cache *c, const char *name, const char *sig, uint64_t ttl_ns,
@@ -425,8 +426,8 @@ static void cache_init(struct memo_cache *c, const char *name, const char *sig, 
 }
 
 /* Stores the value on top (popped) under the key in keybuf. */
-static void insert(lua_State *L, int store, struct memo_cache *c, const char *key,
-		   size_t keylen, uint64_t h, int is_error, uint64_t now)
+static void insert(lua_State *L, int store, struct memo_cache *c, const char *key, size_t keylen,
+		   uint64_t h, int is_error, uint64_t now)
 {
 	struct memo_entry *e = xmalloc(sizeof(*e) + keylen);
 	memcpy(e->key, key, keylen);
@@ -559,10 +560,10 @@ static uint64_t param_duration_ns(lua_State *L, int idx, const char *name)
 	}
 	uint64_t ms;
 	if (lua_type(L, idx) != LUA_TSTRING || duration_parse_ms(lua_tostring(L, idx), &ms) != 0)
-		luaL_error(L, "memoize: %s must be a duration ('5 minutes', '30s' or seconds), not %s",
-			   name,
-			   lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx)
-							   : luaL_typename(L, idx));
+		luaL_error(
+		    L, "memoize: %s must be a duration ('5 minutes', '30s' or seconds), not %s",
+		    name,
+		    lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : luaL_typename(L, idx));
 	return ms * 1000000ull;
 }
 
@@ -588,7 +589,8 @@ static int l_memoize(lua_State *L)
 			have_ttl = 1;
 		} else if (strcmp(k, "capacity") == 0) {
 			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
-				return luaL_error(L, "memoize: capacity must be a positive integer");
+				return luaL_error(L,
+						  "memoize: capacity must be a positive integer");
 			capacity = lua_tointeger(L, -1);
 		} else if (strcmp(k, "populate_timeout") == 0) {
 			(void)param_duration_ns(L, -1, "populate_timeout");

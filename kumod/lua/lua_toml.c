@@ -69,8 +69,7 @@ static int parse_and_push(lua_State *L, const char *what, const char *where, con
 {
 	struct toml_error err;
 	struct toml_value *root = toml_parse(s, len, &err);
-	if (!root)
-	{
+	if (!root) {
 		if (where[0])
 			return luaL_error(L, "%s: %s:%d:%d: %s", what, where, err.line, err.column,
 					  err.msg);
@@ -128,7 +127,8 @@ static struct toml_value *datetime_wrapper(lua_State *L, int idx)
 	lua_pushnil(L);
 	if (!lua_next(L, idx))
 		return NULL;
-	int one = lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), TOML_DATETIME_KEY) == 0 &&
+	int one = lua_type(L, -2) == LUA_TSTRING &&
+		  strcmp(lua_tostring(L, -2), TOML_DATETIME_KEY) == 0 &&
 		  lua_type(L, -1) == LUA_TSTRING;
 	lua_pop(L, 1);
 	if (!one) {
@@ -248,7 +248,8 @@ static struct toml_value *to_toml(lua_State *L, int idx, struct conv *c)
 	struct toml_value *v;
 	if (lua_type(L, idx) == LUA_TTABLE) {
 		if (c->depth >= LUA_TOML_MAX_DEPTH)
-			return conv_fail(c, "%s", "nesting too deep (a table that contains itself?)");
+			return conv_fail(c, "%s",
+					 "nesting too deep (a table that contains itself?)");
 		if (!lua_checkstack(L, 8))
 			return conv_fail(c, "%s", "Lua stack exhausted");
 		lua_memoize__push_plain(L, idx);

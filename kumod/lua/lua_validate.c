@@ -117,7 +117,8 @@ static void validate_queue(struct vctx *v, const struct message *m, const char *
 	policy_get_queue_config(domain, tenant, campaign, routing, &o, &r);
 	if (report(v, "get_queue_config", args, &r)) {
 		const char *pool = json_string_value(json_object_get(o, "egress_pool"));
-		validate_egress(v, pool && *pool ? pool : "unspecified", *routing ? routing : domain);
+		validate_egress(v, pool && *pool ? pool : "unspecified",
+				*routing ? routing : domain);
 	}
 	json_decref(o);
 }
@@ -130,8 +131,8 @@ int policy_validate_handlers(const char *domain, FILE *out)
 	const char *sender = "sender@example.net";
 	snprintf(rcpt, sizeof(rcpt), "postmaster@%s", domain);
 	json_t *meta = json_pack("{s:s, s:s, s:s, s:s}", "reception_protocol", "ESMTP",
-				 "received_from", "127.0.0.1:49152", "received_via",
-				 "127.0.0.1:25", "hostname", "kumod-validate");
+				 "received_from", "127.0.0.1:49152", "received_via", "127.0.0.1:25",
+				 "hostname", "kumod-validate");
 	policy_smtp_connection_accepted(meta, &r);
 	report(&v, "smtp_server_connection_accepted", "conn_meta", &r);
 	policy_smtp_ehlo("client.example.net", meta, NULL, NULL, &r);
@@ -167,7 +168,8 @@ int policy_validate_handlers(const char *domain, FILE *out)
 	policy_http_validate_auth_bearer("validate", &ok, &r);
 	report(&v, "http_server_validate_auth_bearer", "token", &r);
 	json_decref(meta);
-	fprintf(out, "validate: ran %d handler call%s with sample arguments (domain %s): %d error%s\n",
+	fprintf(out,
+		"validate: ran %d handler call%s with sample arguments (domain %s): %d error%s\n",
 		v.ran, v.ran == 1 ? "" : "s", domain, v.errors, v.errors == 1 ? "" : "s");
 	return v.errors;
 }

@@ -23,7 +23,7 @@
 #define TOML_ENC_MAX_DEPTH (2 * TOML_MAX_DEPTH + 2)
 
 enum {
-	TF_DEFINED = 1, /* by a [header] (or an [[array]] element) */
+	TF_DEFINED = 1,	 /* by a [header] (or an [[array]] element) */
 	TF_IMPLICIT = 2, /* created as the parent of a header */
 	TF_DOTTED = 4,	 /* created by a dotted key */
 	TF_INLINE = 8,	 /* inline table or static array: closed */
@@ -202,8 +202,8 @@ struct parser {
 	struct buf keybuf; /* the bytes of the key being parsed */
 	struct key_part *parts;
 	size_t nparts, capparts;
-	struct buf sbuf; /* string scratch */
-	int depth;	 /* arrays and inline tables open */
+	struct buf sbuf;     /* string scratch */
+	int depth;	     /* arrays and inline tables open */
 	size_t header_depth; /* key parts of the current [header] */
 };
 
@@ -222,9 +222,8 @@ static void set_pos(struct toml_error *err, const char *start, const char *at)
 	err->column = col;
 }
 
-__attribute__((noreturn, format(printf, 3, 4))) static void fail_at(struct parser *ps,
-								      const char *at,
-								      const char *fmt, ...)
+__attribute__((noreturn, format(printf, 3, 4))) static void
+fail_at(struct parser *ps, const char *at, const char *fmt, ...)
 {
 	va_list ap;
 	set_pos(ps->err, ps->start, at);
@@ -424,8 +423,7 @@ static void parse_escape(struct parser *ps, struct buf *out)
 	default:
 		if (c < 0)
 			fail_at(ps, at, "unterminated string");
-		fail_at(ps, at, "invalid escape sequence '\\%c'",
-			c >= 0x20 && c < 0x7F ? c : '?');
+		fail_at(ps, at, "invalid escape sequence '\\%c'", c >= 0x20 && c < 0x7F ? c : '?');
 	}
 }
 
@@ -453,7 +451,8 @@ static void parse_string(struct parser *ps, int allow_multi)
 				q++;
 			if (q >= 3) {
 				if (q > 5)
-					fail(ps, "too many quotes at the end of a multi-line string");
+					fail(ps,
+					     "too many quotes at the end of a multi-line string");
 				buf_append(&ps->sbuf, ps->p, q - 3);
 				ps->p += q;
 				return;
@@ -469,7 +468,7 @@ static void parse_string(struct parser *ps, int allow_multi)
 				while (q < ps->end && (*q == ' ' || *q == '\t'))
 					q++;
 				if (q < ps->end && (*q == '\n' || (*q == '\r' && q + 1 < ps->end &&
-								    q[1] == '\n'))) {
+								   q[1] == '\n'))) {
 					ps->p = q;
 					for (;;) {
 						if (peek(ps, 0) == ' ' || peek(ps, 0) == '\t')
@@ -740,7 +739,8 @@ static const char *scan_digits(const char *s, const char *end, int base)
 	while (q < end) {
 		int c = (unsigned char)*q, dv = hex_digit_value(c);
 		if (c == '_') {
-			if (!prev_digit || q + 1 >= end || hex_digit_value((unsigned char)q[1]) < 0 ||
+			if (!prev_digit || q + 1 >= end ||
+			    hex_digit_value((unsigned char)q[1]) < 0 ||
 			    hex_digit_value((unsigned char)q[1]) >= base)
 				return NULL;
 			prev_digit = 0;
@@ -772,7 +772,9 @@ static void parse_number(struct parser *ps, struct toml_value *v)
 		const char *q = scan_digits(s + 2, end, base);
 		if (!q)
 			fail(ps, "invalid %s integer",
-			     base == 16 ? "hexadecimal" : base == 8 ? "octal" : "binary");
+			     base == 16	 ? "hexadecimal"
+			     : base == 8 ? "octal"
+					 : "binary");
 		if ((size_t)(q - s) >= sizeof(tmp))
 			fail(ps, "integer out of range");
 		strip_underscores(tmp, sizeof(tmp), s + 2, q);
@@ -950,9 +952,9 @@ static void parse_value(struct parser *ps, struct toml_value *v)
 		return;
 	}
 	if (c >= '0' && c <= '9' &&
-	    (digits_at(ps->p, ps->end, 4) && ps->end - ps->p > 4 && ps->p[4] == '-' ?
-		 1 :
-		 (digits_at(ps->p, ps->end, 2) && ps->end - ps->p > 2 && ps->p[2] == ':'))) {
+	    (digits_at(ps->p, ps->end, 4) && ps->end - ps->p > 4 && ps->p[4] == '-'
+		 ? 1
+		 : (digits_at(ps->p, ps->end, 2) && ps->end - ps->p > 2 && ps->p[2] == ':'))) {
 		size_t n;
 		const char *why;
 		int k = scan_datetime(ps->p, ps->end, &n, &why);
@@ -1015,7 +1017,8 @@ static struct toml_value *parse_header(struct parser *ps)
 			toml_table_set(t, part_ptr(ps, last), ps->parts[last].len, v);
 		} else if (v->type != TOML_ARRAY || !(v->flags & TF_AOT)) {
 			fail_at(ps, at, "cannot define [[%s]]: the key is already defined as %s",
-				show, v->type == TOML_ARRAY ? "a static array" : toml_type_name(v->type));
+				show,
+				v->type == TOML_ARRAY ? "a static array" : toml_type_name(v->type));
 		}
 		struct toml_value *e = toml_new(TOML_TABLE);
 		e->flags = TF_DEFINED;
@@ -1029,7 +1032,7 @@ static struct toml_value *parse_header(struct parser *ps)
 	if (v->type != TOML_TABLE)
 		fail_at(ps, at, "cannot define table [%s]: the key is already defined as %s", show,
 			v->type == TOML_ARRAY && (v->flags & TF_AOT) ? "an array of tables"
-								      : toml_type_name(v->type));
+								     : toml_type_name(v->type));
 	if (v->flags & (TF_DEFINED | TF_DOTTED | TF_INLINE))
 		fail_at(ps, at, "table [%s] is defined twice", show);
 	v->flags = TF_DEFINED;
@@ -1038,7 +1041,8 @@ static struct toml_value *parse_header(struct parser *ps)
 
 static void check_utf8(struct parser *ps)
 {
-	const unsigned char *p = (const unsigned char *)ps->start, *e = (const unsigned char *)ps->end;
+	const unsigned char *p = (const unsigned char *)ps->start,
+			    *e = (const unsigned char *)ps->end;
 	while (p < e) {
 		if (*p < 0x80) {
 			p++;

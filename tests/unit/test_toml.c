@@ -87,9 +87,10 @@ TEST_IMPL(toml_errors_name_line_and_column)
 
 TEST_IMPL(toml_encode_round_trip)
 {
-	const char *doc = "top = \"v\\\"q\"\nf = 1.0\nneg = -0.0\ni = inf\n"
-			  "arr = [1, [2, 3], { k = \"x\" }]\n\"odd key\" = 1\n"
-			  "[t]\nwhen = 1979-05-27\n[t.u]\nx = 1\n[[aot]]\nn = 1\n[[aot]]\n[aot.sub]\nm = 2\n";
+	const char *doc =
+	    "top = \"v\\\"q\"\nf = 1.0\nneg = -0.0\ni = inf\n"
+	    "arr = [1, [2, 3], { k = \"x\" }]\n\"odd key\" = 1\n"
+	    "[t]\nwhen = 1979-05-27\n[t.u]\nx = 1\n[[aot]]\nn = 1\n[[aot]]\n[aot.sub]\nm = 2\n";
 	struct toml_value *r = parse_ok(doc);
 	for (int pretty = 0; pretty <= 1; pretty++) {
 		struct buf out;
