@@ -499,13 +499,11 @@ static const char *const kumo_require_modules[] = {
     "sqlite",
 };
 
-
 /* Accepted for compatibility with no effect here (kumod runs one loop
  * thread; it keeps no accounting database). */
 static const char *const no_effect[] = {
-    "kumo.configure_accounting_db_path", "kumo.set_httpinject_threads",
-    "kumo.set_logging_threads",		 "kumo.set_qmaint_threads",
-    "kumo.set_readyq_threads",		 "kumo.set_smtpsrv_threads",
+    "kumo.configure_accounting_db_path", "kumo.set_httpinject_threads", "kumo.set_logging_threads",
+    "kumo.set_qmaint_threads",		 "kumo.set_readyq_threads",	"kumo.set_smtpsrv_threads",
     "kumo.set_spoolin_threads",
 };
 
@@ -633,8 +631,10 @@ static int guard_index(lua_State *L)
 	snprintf(prefix, sizeof(prefix), "%s.", path);
 	nearest_level(&n, kumo_functions, NELEM(kumo_functions), prefix);
 	if (n.best[0])
-		snprintf(msg, sizeof(msg), "%s: unknown name (not a KumoMTA or kumod API); did you "
-			 "mean %s.%s?", full, path, n.best);
+		snprintf(msg, sizeof(msg),
+			 "%s: unknown name (not a KumoMTA or kumod API); did you "
+			 "mean %s.%s?",
+			 full, path, n.best);
 	else
 		snprintf(msg, sizeof(msg), "%s: unknown name (not a KumoMTA or kumod API)", full);
 	return raise_at_caller(L, msg);
@@ -700,8 +700,10 @@ int lua_api__missing_member(lua_State *L, const char *what, const char *k, int k
 		for (size_t i = 0; i < NELEM(kumo_message_methods); i++)
 			nearest_try(&n, kumo_message_methods[i]);
 	if (n.best[0])
-		snprintf(msg, sizeof(msg), "%s.%s: unknown name (not a KumoMTA or kumod API); did "
-			 "you mean %s?", what, k, n.best);
+		snprintf(msg, sizeof(msg),
+			 "%s.%s: unknown name (not a KumoMTA or kumod API); did "
+			 "you mean %s?",
+			 what, k, n.best);
 	else
 		snprintf(msg, sizeof(msg), "%s.%s: unknown name (not a KumoMTA or kumod API)", what,
 			 k);
@@ -728,7 +730,8 @@ int lua_api__unknown_key(lua_State *L, const char *builder, const char *key,
 	char full[200], msg[400];
 	snprintf(full, sizeof(full), "%s.%s", builder, key);
 	if (in_list(kumo_builder_keys, NELEM(kumo_builder_keys), full))
-		return luaL_error(L, "%s: '%s' is a KumoMTA option that kumod does not implement yet",
+		return luaL_error(L,
+				  "%s: '%s' is a KumoMTA option that kumod does not implement yet",
 				  builder, key);
 	struct nearest n = {.name = key, .dist = 99};
 	char prefix[160];
@@ -737,8 +740,8 @@ int lua_api__unknown_key(lua_State *L, const char *builder, const char *key,
 	for (size_t i = 0; i < nours; i++)
 		nearest_try(&n, ours[i]);
 	if (n.best[0])
-		snprintf(msg, sizeof(msg), "%s: unknown key '%s' (did you mean '%s'?)", builder, key,
-			 n.best);
+		snprintf(msg, sizeof(msg), "%s: unknown key '%s' (did you mean '%s'?)", builder,
+			 key, n.best);
 	else
 		snprintf(msg, sizeof(msg), "%s: unknown key '%s'", builder, key);
 	return luaL_error(L, "%s", msg);
@@ -780,6 +783,23 @@ int lua_api__event_check(const char *name, char *err, size_t errlen)
 static int kumo_module_searcher(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
+	static const struct {
+		const char *name, *why;
+	} waiting[] = {
+	    {"policy-extras.dkim_sign", "DKIM signing (kumo.dkim.*, msg:dkim_sign)"},
+	    {"policy-extras.log_hooks",
+	     "log hooks (kumo.configure_log_hook, should_enqueue_log_record, custom_lua "
+	     "delivery)"},
+	    {"policy-extras.mail_auth", "SPF/DKIM/DMARC verification (kumo.spf, msg:dkim_verify)"},
+	};
+	for (size_t i = 0; i < NELEM(waiting); i++)
+		if (strcmp(name, waiting[i].name) == 0) {
+			lua_pushfstring(L,
+					"\n\t'%s' is a KumoMTA helper that needs %s, which kumod "
+					"does not implement yet",
+					name, waiting[i].why);
+			return 1;
+		}
 	if (in_list(kumo_require_modules, NELEM(kumo_require_modules), name) ||
 	    strncmp(name, "policy-extras.", 14) == 0)
 		lua_pushfstring(L, "\n\t'%s' is a KumoMTA module that kumod does not provide yet",
@@ -863,8 +883,7 @@ static int has_module(lua_State *L, const char *name)
 /* ok: 1 implemented, 2 accepted with no effect, 0 missing. */
 static void row(FILE *out, int markdown, const char *kind, const char *name, int ok)
 {
-	static const char *const md[] = {"not implemented", "implemented",
-					  "accepted, no effect"};
+	static const char *const md[] = {"not implemented", "implemented", "accepted, no effect"};
 	static const char *const tsv[] = {"missing", "implemented", "no-effect"};
 	if (markdown)
 		fprintf(out, "| `%s` | %s | %s |\n", name, kind, md[ok]);

@@ -1,0 +1,657 @@
+# SPDX-License-Identifier: Apache-2.0
+"""kumod's own policy-extras modules (share/policy-extras): queue, sources,
+shaping, listener_domains, policy_utils, found with no LUA_PATH set, with
+real TOML files and a real receiving server (the sink); KumoMTA's example
+server policy end to end; KumoMTA's own published helper files placed first
+on LUA_PATH (read from the KumoMTA mirror at run time, never committed)."""
+
+import os
+import smtplib
+import subprocess
+
+import pytest
+
+from conftest import REPO, run_kumod
+from test_relay import captured, records, send, sink_start, wait_until
+
+MIRROR = "/work/.mirror/KumoCorp+kumomta/repo"
+
+QUEUES_TOML = """
+# from KumoMTA's queue management docs, adapted: the mail goes to the sink
+tenant_header = "X-Tenant"
+remove_tenant_header = true
+campaign_header = "X-Campaign"
+remove_campaign_header = true
+default_tenant = "default-tenant"
+
+[tenant.'default-tenant']
+egress_pool = 'pool-0'
+
+[tenant.'mytenant']
+egress_pool = 'pool-1'
+max_age = '10 hours'
+
+[tenant.'authz-tenant']
+require_authz = ['daniel']
+
+[queue.default]
+max_age = '24 hours'
+retry_interval = '1s'
+max_retry_interval = '1s'
+
+[queue.'example.com']
+max_age = '22 hours'
+protocol = {{ smtp = {{ mx_list = ['127.0.0.1:{port}'] }} }}
+
+[queue.'example.com'.'mytenant']
+retry_interval = '2s'
+
+[queue.'example.com'.'mytenant'.'welcome-campaign']
+retry_interval = '3s'
+
+[queue.'routed.test']
+routing_domain = 'example.com'
+protocol = {{ smtp = {{ mx_list = ['127.0.0.1:{port}'] }} }}
+"""
+
+SOURCES_TOML = """
+[source."ip-1"]
+source_address = "127.0.0.1"
+ehlo_domain = "ip-1.relay.test"
+
+[source."ip-2"]
+source_address = "127.0.0.1"
+ehlo_domain = "ip-2.relay.test"
+
+[pool."pool-0"]
+[pool."pool-0"."ip-1"]
+
+[pool."pool-1"]
+[pool."pool-1"."ip-2"]
+weight = 1
+"""
+
+SHAPING_TOML = """
+["default"]
+connection_limit = 2
+enable_tls = "Disabled"
+prohibited_hosts = []
+connect_timeout = "2s"
+
+["example.com"]
+max_deliveries_per_connection = 50
+
+# per-source override: what the sink sees in its Received header
+["example.com".sources."ip-2"]
+ehlo_domain = "shaped-ip-2.relay.test"
+"""
+
+LISTENER_DOMAINS_TOML = """
+["example.com"]
+relay_to = true
+"""
+
+# KumoMTA's example server policy (its user guide's "An Example
+# Configuration" page), with the paths and ports of this test. Left out,
+# each because kumod does not implement it yet:
+#   - policy-extras.dkim_sign and the dkim_signer(msg) calls (DKIM signing)
+#   - policy-extras.log_hooks and log_hooks:new_json (log hooks)
+#   - setup_with_automation's publish/subscribe and TSA (shaping automation)
+#   - msg:check_fix_conformance (conformance checks)
+#   - kumo.configure_bounce_classifier (bounce classification)
+#   - the RocksDB spool kind (LocalDisk used), the TLS HTTP listener, the
+#     IPv6 listener and the 0.0.0.0 listen addresses (loopback only here)
+EXAMPLE_POLICY = """
+local kumo = require 'kumo'
+local utils = require 'policy-extras.policy_utils'
+
+local shaping = require 'policy-extras.shaping'
+local queue_module = require 'policy-extras.queue'
+local listener_domains = require 'policy-extras.listener_domains'
+local sources = require 'policy-extras.sources'
+
+sources:setup {{ '{etc}/sources.toml' }}
+
+local shaper = shaping:setup_with_automation {{
+  extra_files = {{ '{etc}/shaping.toml' }},
+}}
+
+local queue_helper =
+  queue_module:setup {{ '{etc}/queues.toml' }}
+
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{var}/spool/data' }}
+  kumo.define_spool {{ name = 'meta', path = '{var}/spool/meta' }}
+  shaper.setup_publish()
+  kumo.configure_local_logs {{
+    log_dir = '{var}/logs',
+    max_segment_duration = '1 minute',
+    headers = {{ 'Subject', 'X-Tenant' }},
+  }}
+  kumo.start_http_listener {{
+    listen = '127.0.0.1:0',
+    trusted_hosts = {{ '127.0.0.1', '::1' }},
+  }}
+  kumo.start_esmtp_listener {{
+    listen = '127.0.0.1:0',
+    hostname = 'mail.example.com',
+    relay_hosts = {{ '127.0.0.1', '192.168.1.0/24' }},
+  }}
+end)
+
+kumo.on(
+  'get_listener_domain',
+  listener_domains:setup {{ '{etc}/listener_domains.toml' }}
+)
+
+kumo.on('get_egress_path_config', shaper.get_egress_path_config)
+
+kumo.on('smtp_server_message_received', function(msg)
+  queue_helper:apply(msg)
+end)
+
+kumo.on('http_message_generated', function(msg)
+  queue_helper:apply(msg)
+end)
+"""
+
+
+def write_etc(tmp_path, sink_port, queues=None, sources=None, shaping=None, ld=None):
+    etc = tmp_path / "etc"
+    etc.mkdir(exist_ok=True)
+    (etc / "queues.toml").write_text(queues if queues is not None
+                                     else QUEUES_TOML.format(port=sink_port))
+    (etc / "sources.toml").write_text(sources if sources is not None else SOURCES_TOML)
+    (etc / "shaping.toml").write_text(shaping if shaping is not None else SHAPING_TOML)
+    (etc / "listener_domains.toml").write_text(ld if ld is not None else LISTENER_DOMAINS_TOML)
+    return etc
+
+
+def no_lua_path():
+    return {"LUA_PATH": None, "LUA_PATH_5_4": None}
+
+
+def validate(tmp_path, policy, env=None):
+    p = tmp_path / "check.lua"
+    p.write_text(policy + "\nkumo.on('init', function() end)\n")
+    env = dict(no_lua_path(), **(env or {}))
+    return run_kumod(["--policy", str(p), "--validate"], env=env, cwd=str(tmp_path))
+
+
+def received_ehlo(raw):
+    """The EHLO name in the sink's Received header (its first line)."""
+    first = raw.split(b"\r\n", 1)[0].decode()
+    assert first.startswith("Received: from "), first
+    return first.split()[2]
+
+
+# --- finding the modules --------------------------------------------------
+
+
+def test_modules_found_without_lua_path(tmp_path):
+    r = validate(tmp_path, """
+for _, m in ipairs { 'policy_utils', 'queue', 'sources', 'shaping', 'listener_domains' } do
+  local mod = require('policy-extras.' .. m)
+  print('loaded ' .. m .. ' ' .. package.searchpath('policy-extras.' .. m, package.path))
+end
+""")
+    assert r.returncode == 0, r.stderr
+    share = os.path.realpath(os.path.join(REPO, "share"))
+    for m in ("policy_utils", "queue", "sources", "shaping", "listener_domains"):
+        assert "loaded %s %s/policy-extras/%s.lua" % (m, share, m) in r.stdout, r.stdout
+
+
+def test_installed_layout_finds_share_kumod(tmp_path):
+    """<prefix>/bin/kumod finds <prefix>/share/kumod/policy-extras (what
+    `make install` lays out)."""
+    import shutil
+    from conftest import KUMOD_BIN, kumod_env
+    prefix = tmp_path / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    shutil.copy(KUMOD_BIN, prefix / "bin" / "kumod")
+    shutil.copytree(os.path.join(REPO, "share", "policy-extras"),
+                    prefix / "share" / "kumod" / "policy-extras")
+    p = tmp_path / "check.lua"
+    p.write_text("print(package.searchpath('policy-extras.queue', package.path))\n"
+                 "require 'policy-extras.queue'\nkumo.on('init', function() end)\n")
+    r = subprocess.run([str(prefix / "bin" / "kumod"), "--policy", str(p), "--validate"],
+                       env=kumod_env(no_lua_path()), cwd=str(tmp_path), capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert "%s/share/kumod/policy-extras/queue.lua" % prefix in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("name,needs", [
+    ("dkim_sign", "DKIM signing"),
+    ("log_hooks", "log hooks"),
+])
+def test_helpers_waiting_for_features_say_so(tmp_path, name, needs):
+    r = validate(tmp_path, "require 'policy-extras.%s'" % name)
+    assert r.returncode != 0
+    assert ("'policy-extras.%s' is a KumoMTA helper that needs %s" % (name, needs)) in r.stderr, \
+        r.stderr
+
+
+def test_user_lua_path_takes_precedence(tmp_path):
+    mine = tmp_path / "mine" / "policy-extras"
+    mine.mkdir(parents=True)
+    (mine / "queue.lua").write_text("return { mine = true }\n")
+    r = validate(tmp_path, "assert(require('policy-extras.queue').mine) print('user module won')",
+                 env={"LUA_PATH": str(tmp_path / "mine" / "?.lua") + ";;"})
+    assert r.returncode == 0, r.stderr
+    assert "user module won" in r.stdout
+
+
+# --- policy_utils -----------------------------------------------------------
+
+
+def test_policy_utils(tmp_path):
+    (tmp_path / "d.toml").write_text("a = 1\n[t]\nb = 'x'\n")
+    (tmp_path / "d.json").write_text('{"a": 2}')
+    r = validate(tmp_path, """
+local u = require 'policy-extras.policy_utils'
+local t = u.merge_into({ a = 1 }, { a = 0, b = 2 })
+u.assert_eq(t, { a = 1, b = 2 })
+u.assert_eq(u.recursive_merge_into({ x = { 10, y = 1 } }, { x = { 1, 2, z = 3 } }),
+  { x = { 10, 2, y = 1, z = 3 } })
+assert(u.table_contains({ 'a', 'b' }, 'b') and not u.table_contains({ 'a' }, 'c'))
+assert(u.table_is_empty({}) and not u.table_is_empty({ 1 }))
+local keys = u.table_keys({ a = 1, b = 2 }); table.sort(keys); u.assert_eq(keys, { 'a', 'b' })
+assert(u.starts_with('foobar', 'foo') and u.ends_with('foobar', 'bar'))
+u.assert_eq({ u.split_ip_port('10.0.0.1:25') }, { '10.0.0.1', '25' })
+u.assert_eq({ u.split_ip_port('[::1]:2525') }, { '::1', '2525' })
+u.assert_eq({ u.split_ip_port('::1') }, { '::1' })
+u.assert_eq(u.load_json_or_toml_file('d.toml'), { a = 1, t = { b = 'x' } })
+u.assert_eq(u.load_json_or_toml_file('d.json').a, 2)
+u.assert_matches('hello world', '^hello')
+u.assert_ne(1, 2)
+assert(not pcall(u.assert_eq, { 1 }, { 2 }))
+local ok, err = pcall(u.load_json_or_toml_file, 'missing.toml')
+assert(not ok and tostring(err):find('missing.toml', 1, true), err)
+print('policy_utils ok')
+""")
+    assert r.returncode == 0, r.stderr
+    assert "policy_utils ok" in r.stdout
+
+
+# --- the example server policy end to end ---------------------------------
+
+
+def start_example(kumod, tmp_path, sink_port):
+    etc = write_etc(tmp_path, sink_port)
+    var = tmp_path / "var"
+    policy = EXAMPLE_POLICY.format(etc=etc, var=var)
+    return kumod(policy, env=no_lua_path(), policy_name="init.lua"), var
+
+
+def message(tenant=None, campaign=None, rcpt="user@example.com", subject="example"):
+    h = "From: <sender@example.com>\r\nTo: <%s>\r\nSubject: %s\r\n" % (rcpt, subject)
+    if tenant:
+        h += "X-Tenant: %s\r\n" % tenant
+    if campaign:
+        h += "X-Campaign: %s\r\n" % campaign
+    return (h + "\r\nbody\r\n").encode()
+
+
+def test_example_server_policy_end_to_end(kumod, tmp_path):
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    relay, var = start_example(kumod, tmp_path, sink.smtp_port)
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=15) as s:
+        s.ehlo("client.test")
+        assert s.sendmail("sender@example.com", ["plain@example.com"],
+                          message(subject="default tenant")) == {}
+        assert s.sendmail("sender@example.com", ["tenant@example.com"],
+                          message(tenant="mytenant", subject="tenant")) == {}
+        assert s.sendmail("sender@example.com", ["campaign@example.com"],
+                          message(tenant="mytenant", campaign="welcome-campaign",
+                                  subject="campaign")) == {}
+        # an undeclared tenant is refused with queue.lua's reason
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("sender@example.com", ["x@example.com"], message(tenant="nobody"))
+        assert e.value.smtp_code == 500
+        assert b"tenant 'nobody' specified by 'X-Tenant' header is not defined" in e.value.smtp_error
+        # a tenant that requires SMTP AUTH: no authz_id here
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("sender@example.com", ["x@example.com"], message(tenant="authz-tenant"))
+        assert b"tenant 'authz-tenant' requires SMTP AUTH" in e.value.smtp_error
+    files = wait_until(lambda: len(captured(capture)) >= 3 and captured(capture))
+    assert len(files) == 3, relay.stderr()
+    got = {}
+    for f in files:
+        raw = open(f, "rb").read()
+        subject = [line for line in raw.split(b"\r\n") if line.startswith(b"Subject: ")][0]
+        got[subject[9:].decode()] = raw
+    assert set(got) == {"default tenant", "tenant", "campaign"}
+    # the pool of the tenant (sources.toml) and the per-source shaping
+    # override (shaping.toml) are what the sink saw in EHLO
+    assert received_ehlo(got["default tenant"]) == "ip-1.relay.test"
+    assert received_ehlo(got["tenant"]) == "shaped-ip-2.relay.test"
+    assert received_ehlo(got["campaign"]) == "shaped-ip-2.relay.test"
+    # remove_tenant_header / remove_campaign_header
+    assert b"X-Tenant:" not in got["tenant"] and b"X-Campaign:" not in got["campaign"]
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    dl = {r["recipient"]: r for r in recs if r["type"] == "Delivery"}
+    assert set(dl) == {"plain@example.com", "tenant@example.com", "campaign@example.com"}, recs
+    assert dl["plain@example.com"]["queue"] == "default-tenant@example.com"
+    assert dl["plain@example.com"]["egress_pool"] == "pool-0"
+    assert dl["plain@example.com"]["egress_source"] == "ip-1"
+    assert dl["tenant@example.com"]["queue"] == "mytenant@example.com"
+    assert dl["tenant@example.com"]["egress_pool"] == "pool-1"
+    assert dl["tenant@example.com"]["egress_source"] == "ip-2"
+    assert dl["campaign@example.com"]["queue"] == "welcome-campaign:mytenant@example.com"
+    assert dl["campaign@example.com"]["egress_source"] == "ip-2"
+    for r in dl.values():
+        assert r["response"]["code"] == 250
+        assert r["site"].endswith("mx_list:127.0.0.1:%d@smtp" % sink.smtp_port), r["site"]
+    # the refused tenants were never received
+    assert sorted(r["type"] for r in recs) == ["Delivery"] * 3 + ["Reception"] * 3, recs
+
+
+def test_queue_resolve_config_precedence(tmp_path):
+    etc = write_etc(tmp_path, 2525)
+    r = validate(tmp_path, """
+local u = require 'policy-extras.policy_utils'
+local qh = require('policy-extras.queue'):setup { '%s/queues.toml' }
+local c = qh:resolve_config('example.com', 'mytenant', 'welcome-campaign')
+u.assert_eq(c.max_age, '10 hours')     -- the tenant beats the domain
+u.assert_eq(c.retry_interval, '3s')    -- the campaign beats domain+tenant
+u.assert_eq(c.egress_pool, 'pool-1')
+u.assert_eq(c.max_retry_interval, '1s') -- from queue.default
+c = qh:resolve_config('other.org', 'default-tenant')
+u.assert_eq(c.max_age, '24 hours')
+u.assert_eq(c.egress_pool, 'pool-0')
+assert(c.protocol == nil)
+print('resolve ok')
+""" % etc)
+    assert r.returncode == 0, r.stderr
+    assert "resolve ok" in r.stdout
+
+
+def test_queue_routing_domain(kumod, tmp_path):
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    relay, var = start_example(kumod, tmp_path, sink.smtp_port)
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=15) as s:
+        assert s.sendmail("sender@example.com", ["someone@routed.test"], message()) == {}
+    assert wait_until(lambda: len(captured(capture)) == 1), relay.stderr()
+    assert relay.stop() == 0
+    d = [r for r in records(var / "logs") if r["type"] == "Delivery"]
+    assert len(d) == 1 and d[0]["queue"] == "default-tenant@routed.test!example.com", d
+
+
+@pytest.mark.parametrize("toml,expect", [
+    ("tenant_heder = 'X-Tenant'\n", "unknown key 'tenant_heder'"),
+    ("[queue.'a.com']\nmax_agee = '1d'\n", "[queue.'a.com']: make_queue_config: unknown key 'max_agee'"),
+    ("[queue.'a.com'.'ghost']\nmax_age = '1d'\n",
+     "[queue.'a.com'.'ghost']: 'ghost' is neither a queue config option nor a tenant"),
+    ("default_tenant = 'ghost'\n", "default_tenant 'ghost' is not defined in [tenant]"),
+    ("[tenant.t]\noverall_max_message_rate = '10/s'\n",
+     "overall_max_message_rate needs kumo.make_throttle"),
+    ("[queue.'*.a.com']\nmax_age = '1d'\n", "wildcard entry '*.a.com' needs kumo.domain_map.new"),
+])
+def test_queue_file_errors_fail_closed(tmp_path, toml, expect):
+    (tmp_path / "q.toml").write_text(toml)
+    r = validate(tmp_path, "require('policy-extras.queue'):setup { 'q.toml' }")
+    assert r.returncode != 0
+    assert expect in r.stderr, r.stderr
+
+
+def test_queue_missing_file(tmp_path):
+    r = validate(tmp_path, "require('policy-extras.queue'):setup { 'nope.toml' }")
+    assert r.returncode != 0
+    assert "queue helper: " in r.stderr and "nope.toml" in r.stderr, r.stderr
+
+
+# --- sources ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("toml,expect", [
+    ("[pool.p.ghost]\n", "pool 'p' references source 'ghost' which is not defined"),
+    ("[source.s]\nsource_adress = '127.0.0.1'\n", "[source.'s']: make_egress_source: unknown key"),
+    ("[sorce.s]\n", "unknown key 'sorce'"),
+    ("[source.s]\n[pool.p.s]\nweight = -1\n", "weight must be a non-negative integer"),
+    ("[source.s]\n[pool.p.s]\nwieght = 2\n", "unknown key 'wieght'"),
+])
+def test_sources_file_errors_fail_closed(tmp_path, toml, expect):
+    (tmp_path / "s.toml").write_text(toml)
+    r = validate(tmp_path, "require('policy-extras.sources'):setup { 's.toml' }")
+    assert r.returncode != 0
+    assert expect in r.stderr, r.stderr
+
+
+def test_sources_pools_and_merge(tmp_path):
+    (tmp_path / "a.toml").write_text(SOURCES_TOML)
+    (tmp_path / "b.toml").write_text(
+        '[source."ip-1"]\nehlo_domain = "later.test"\n[pool."pool-1"."ip-1"]\nweight = 3\n'
+        '[pool.empty]\n')
+    r = validate(tmp_path, """
+local sources = require 'policy-extras.sources'
+sources:setup { 'a.toml', 'b.toml' }
+local d = sources.CONFIGURED.get_data()
+assert(d.sources['ip-1'].ehlo_domain == 'later.test')
+assert(d.sources['ip-1'].source_address == '127.0.0.1')
+local n = 0
+for _, e in ipairs(d.pools['pool-1'].entries) do n = n + e.weight end
+assert(n == 4, n)
+assert(#d.pools.empty.entries == 0)
+print('sources ok')
+""")
+    assert r.returncode == 0, r.stderr
+    assert "sources ok" in r.stdout
+    # a queue naming a pool the sources data lacks fails --validate
+    (tmp_path / "q.toml").write_text("[queue.default]\negress_pool = 'missing'\n")
+    r = validate(tmp_path, """
+require('policy-extras.sources'):setup { 'a.toml' }
+require('policy-extras.queue'):setup { 'q.toml' }
+""")
+    assert r.returncode != 0
+    assert "domain 'default' uses pool 'missing' which is not present" in r.stderr, r.stderr
+
+
+def test_sources_weighted_pool_delivers_through_both(kumod, tmp_path):
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    sources = SOURCES_TOML.replace('[pool."pool-1"."ip-2"]\nweight = 1',
+                                   '[pool."pool-1"."ip-2"]\nweight = 1\n'
+                                   '[pool."pool-1"."ip-1"]\nweight = 1')
+    write_etc(tmp_path, sink.smtp_port, sources=sources)
+    var = tmp_path / "var"
+    relay = kumod(EXAMPLE_POLICY.format(etc=tmp_path / "etc", var=var), env=no_lua_path())
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=15) as s:
+        for i in range(6):
+            assert s.sendmail("sender@example.com", ["w%d@example.com" % i],
+                              message(tenant="mytenant")) == {}
+    assert wait_until(lambda: len(captured(capture)) == 6), relay.stderr()
+    assert relay.stop() == 0
+    used = {r["egress_source"] for r in records(var / "logs") if r["type"] == "Delivery"}
+    assert used == {"ip-1", "ip-2"}, used
+
+
+# --- shaping ------------------------------------------------------------------
+
+
+def test_shaping_precedence(tmp_path):
+    (tmp_path / "s1.toml").write_text("""
+["default"]
+connection_limit = 10
+max_deliveries_per_connection = 100
+["default".sources."ip-1"]
+connect_timeout = "7s"
+["example.com"]
+max_deliveries_per_connection = 50
+["example.com".sources."ip-1"]
+connection_limit = 3
+[provider."big"]
+match = [{DomainSuffix = ".big.test"}]
+max_deliveries_per_connection = 20
+[provider."big".sources."ip-2"]
+connection_limit = 4
+""")
+    (tmp_path / "s2.toml").write_text("""
+["example.com"]
+connection_limit = 6
+["other.org"]
+replace_base = true
+idle_timeout = "9s"
+""")
+    (tmp_path / "s3.toml").write_text("""
+["other.org"]
+connection_limit = 8
+""")
+    r = validate(tmp_path, """
+local u = require 'policy-extras.policy_utils'
+local shaper = require('policy-extras.shaping'):setup_with_automation {
+  no_default_files = true, extra_files = { 's1.toml', 's3.toml', 's2.toml' } }
+local f = shaper.get_egress_path_config
+u.assert_eq(f('example.com', 'ip-1', 'site', true),
+  { connection_limit = 3, max_deliveries_per_connection = 50, connect_timeout = '7s' })
+u.assert_eq(f('example.com', 'ip-2', 'site', true),
+  { connection_limit = 6, max_deliveries_per_connection = 50 })
+u.assert_eq(f('mx.big.test', 'ip-2', 'site', true),
+  { connection_limit = 4, max_deliveries_per_connection = 20 })
+u.assert_eq(f('big.test', 'ip-1', 'site', true),
+  { connection_limit = 10, max_deliveries_per_connection = 20, connect_timeout = '7s' })
+-- replace_base in a later file drops what earlier files said for the block
+u.assert_eq(f('other.org', 'ip-3', 'site', true),
+  { connection_limit = 10, max_deliveries_per_connection = 100, idle_timeout = '9s' })
+print('shaping ok')
+-- the default file ships with kumod
+local d = require('policy-extras.shaping')
+""")
+    assert r.returncode == 0, r.stderr
+    assert "shaping ok" in r.stdout
+
+
+def test_shaping_default_file_shipped(tmp_path):
+    r = validate(tmp_path, """
+local shaper = require('policy-extras.shaping'):setup {}
+local p = shaper('example.com', 'unspecified', 'site', true)
+assert(p.connection_limit == 10, p.connection_limit)
+print('default ok')
+""")
+    assert r.returncode == 0, r.stderr
+    assert "default ok" in r.stdout
+
+
+@pytest.mark.parametrize("toml,expect", [
+    ('["a.com"]\nconection_limit = 3\n', "unknown key 'conection_limit'"),
+    ('[["a.com".automation]]\nregex = "x"\naction = "Suspend"\nduration = "1h"\n',
+     "automation rules (traffic shaping automation, tsa-daemon) are not implemented"),
+    ('["a.com"]\nmx_rollup = true\n', "mx_rollup = true (rolling up by MX site) is not implemented"),
+    ('[provider.p]\nmatch = [{MXSuffix = ".x.com"}]\n',
+     "MXSuffix needs the MX host names (kumo.dns.lookup_mx)"),
+    ('[provider.p]\nmatch = [{Domain = "x.com"}]\n', "unknown rule 'Domain'"),
+    ('[provider.p]\nmatch = [{DomainSuffix = "x.com"}]\nprovider_connection_limit = 3\n',
+     "provider_connection_limit (becomes additional_connection_limits)"),
+    ('["*.a.com"]\nconnection_limit = 3\n', "wildcard entry '*.a.com' needs kumo.domain_map.new"),
+])
+def test_shaping_file_errors_fail_closed(tmp_path, toml, expect):
+    (tmp_path / "s.toml").write_text(toml)
+    r = validate(tmp_path, """
+local shaper = require('policy-extras.shaping'):setup { 's.toml' }
+shaper('a.com', 'unspecified', 'site', true)
+""")
+    assert r.returncode != 0
+    assert expect in r.stderr, r.stderr
+
+
+def test_shaping_automation_options_refused(tmp_path):
+    r = validate(tmp_path, """
+require('policy-extras.shaping'):setup_with_automation {
+  publish = { 'http://127.0.0.1:8008' }, extra_files = {} }
+""")
+    assert r.returncode != 0
+    assert "publish: traffic shaping automation (tsa-daemon) is not implemented" in r.stderr
+
+
+# --- listener_domains ---------------------------------------------------------
+
+
+def test_listener_domains_relay_to(kumod, tmp_path):
+    (tmp_path / "ld.toml").write_text(LISTENER_DOMAINS_TOML + '["other.org"]\nrelay_to = false\n')
+    relay = kumod("""
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '%(var)s/data' }
+  kumo.define_spool { name = 'meta', path = '%(var)s/meta' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', relay_hosts = {} }
+end)
+kumo.on('get_listener_domain',
+  require('policy-extras.listener_domains'):setup { '%(etc)s/ld.toml' })
+kumo.on('get_queue_config', function() return kumo.make_queue_config {
+  protocol = { smtp = { mx_list = { '127.0.0.1:9' } } } } end)
+""" % {"var": tmp_path / "var", "etc": tmp_path}, env=no_lua_path())
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=15) as s:
+        s.ehlo("client.test")
+        s.mail("a@b.test")
+        assert s.rcpt("x@example.com")[0] == 250
+        assert s.rcpt("x@other.org")[0] // 100 == 5
+        assert s.rcpt("x@unlisted.test")[0] // 100 == 5
+
+
+def test_listener_domains_errors_fail_closed(tmp_path):
+    (tmp_path / "ld.toml").write_text('["a.com"]\nrelay_tooo = true\n')
+    r = validate(tmp_path, "require('policy-extras.listener_domains'):setup { 'ld.toml' }")
+    assert r.returncode != 0
+    assert "['a.com']: make_listener_domain: unknown key 'relay_tooo'" in r.stderr, r.stderr
+    (tmp_path / "ld.toml").write_text('["a.com"]\nlog_oob = true\n')
+    r = validate(tmp_path, "require('policy-extras.listener_domains'):setup { 'ld.toml' }")
+    assert r.returncode != 0
+    assert "'log_oob' is a KumoMTA option that kumod does not implement yet" in r.stderr
+
+
+# --- KumoMTA's own helper files, first on LUA_PATH (item 3) ---------------
+
+
+def kumomta_helpers(tmp_path):
+    """KumoMTA's published policy-extras files, from the mirror, into a temp
+    dir (never committed)."""
+    if not os.path.isdir(MIRROR):
+        pytest.skip("KumoMTA source mirror not present (%s)" % MIRROR)
+    d = tmp_path / "kumomta" / "policy-extras"
+    d.mkdir(parents=True)
+    names = subprocess.run(["git", "-C", MIRROR, "ls-tree", "--name-only", "HEAD",
+                            "assets/policy-extras/"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    for n in names:
+        data = subprocess.run(["git", "-C", MIRROR, "show", "HEAD:" + n],
+                              capture_output=True, check=True).stdout
+        (d / os.path.basename(n)).write_bytes(data)
+    return {"LUA_PATH": str(tmp_path / "kumomta" / "?.lua") + ";;"}
+
+
+# Each KumoMTA helper: what its setup needs that kumod lacks (None: works).
+KUMOMTA_MISSING = {
+    "queue": "kumo.on('throttle_insert_ready_queue')",
+    "shaping": "kumo.on('kumo.tsa.config.monitor')",
+    "listener_domains": "kumo.domain_map",
+    "sources": "kumo.validation_failed",
+}
+
+KUMOMTA_SETUP = {
+    "policy_utils": "local u = require 'policy-extras.policy_utils'\n"
+                    "assert(u.table_contains({1, 2}, 2))",
+    "queue": "local qh = require('policy-extras.queue'):setup { 'etc/queues.toml' }\n"
+             "assert(qh:resolve_config('example.com', 'mytenant').max_age == '10 hours')",
+    "sources": "require('policy-extras.sources'):setup { 'etc/sources.toml' }",
+    "listener_domains": "local f = require('policy-extras.listener_domains'):setup "
+                        "{ 'etc/listener_domains.toml' }\n"
+                        "assert(f('example.com', '127.0.0.1:25', nil))",
+    "shaping": "local f = require('policy-extras.shaping'):setup { 'etc/shaping.toml' }",
+}
+
+
+@pytest.mark.parametrize("name", sorted(KUMOMTA_SETUP))
+def test_kumomta_helper_files_first_on_lua_path(tmp_path, name):
+    env = kumomta_helpers(tmp_path)
+    write_etc(tmp_path, 2525)
+    r = validate(tmp_path, KUMOMTA_SETUP[name] + "\nprint('setup ok')\n", env=env)
+    # KumoMTA's file, not kumod's, was loaded
+    if r.returncode != 0:
+        assert "kumomta/policy-extras/" in r.stderr or "kumod" in r.stderr, r.stderr
+        missing = KUMOMTA_MISSING.get(name)
+        if missing and missing in r.stderr:
+            pytest.skip("KumoMTA's %s.lua needs %s, which kumod lacks" % (name, missing))
+    assert r.returncode == 0, r.stderr
+    assert "setup ok" in r.stdout
