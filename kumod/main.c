@@ -424,6 +424,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kumod: policy error: %s\n", err);
 		return 1;
 	}
+	if (app.validate && policy_validation_failed()) {
+		fprintf(stderr, "kumod: Validation failed\n");
+		shutdown_subsystems(loop);
+		return 1;
+	}
 	if (app.validate) {
 		int errors = policy_validate_handlers(
 		    app.validate_domain ? app.validate_domain : "example.com", stdout);

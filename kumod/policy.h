@@ -40,6 +40,9 @@ int policy_validate_handlers(const char *domain, FILE *out);
  * markdown, else tab-separated lines. */
 void policy_list_api(FILE *out, int markdown);
 int policy_has_handler(const char *event);
+/* kumo.validation_failed() was called since the policy loaded (--validate
+ * then exits "Validation failed"). */
+int policy_validation_failed(void);
 
 /* SMTP server events (KumoMTA signatures). conn_meta is the connection
  * metadata object (JSON object, borrowed; handlers may set keys). */

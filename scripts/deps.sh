@@ -42,6 +42,7 @@ need liblttng-ust-dev pc lttng-ust
 need systemtap-sdt-dev hdr sys/sdt.h
 need libjansson-dev pc jansson
 need libc-ares-dev pc libcares
+need libpcre2-dev pc libpcre2-8
 need libzstd-dev pc libzstd
 need zlib1g-dev pc zlib
 need libncurses-dev pc ncursesw

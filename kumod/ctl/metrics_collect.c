@@ -281,6 +281,8 @@ static const struct metrics_decl decls[] = {
     {"lruttl_error_count", METRICS_COUNTER, "cache_name",
      "populate calls that failed (the error is cached for 60 s)"},
     {"lruttl_cache_size", METRICS_GAUGE, "cache_name", "entries held by the cache"},
+    {"user_lua_latency", METRICS_HISTOGRAM, "label",
+     "seconds between `kumo.time.start_timer(label)` and its `:done()` (or `<close>`)"},
 };
 
 /* --- admin suspensions ------------------------------------------------------------ */

@@ -65,12 +65,21 @@ void lua_json__register(lua_State *L);
 /* Utility modules (docs/policy-utils.md). lua_util__register fills the
  * kumo table on top of the stack with all of them. */
 void lua_util__register(lua_State *L);
+/* Pushes the contents of the file at path, or raises "what: path: reason". */
+void lua_util__push_file(lua_State *L, const char *what, const char *path);
 /* lua_toml.c: toml_* functions and kumo.serde. */
 void lua_toml__register(lua_State *L);
 /* lua_memoize.c: kumo.memoize. push_plain pushes the cached table behind a
  * memoized view at idx (encoders read through it), else the value itself. */
 void lua_memoize__register(lua_State *L);
 void lua_memoize__push_plain(lua_State *L, int idx);
+/* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */
+void lua_maps__register(lua_State *L);
+/* lua_string.c, lua_time.c, lua_crypto.c: kumo.string, kumo.time and
+ * kumo.uuid/digest/encode. */
+void lua_string__register(lua_State *L);
+void lua_time__register(lua_State *L);
+void lua_crypto__register(lua_State *L);
 
 /* lua_api.c: KumoMTA's API by name (see the file's header). */
 /* Sets a metatable on the table at idx whose __index raises for a missing

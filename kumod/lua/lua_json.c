@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lua/lua_int.h"
+#include "proto/jsonc.h"
 
 #define LUA_JSON_MAX_DEPTH 128
 
@@ -243,31 +244,48 @@ static int l_json_encode_pretty(lua_State *L)
 	return encode_common(L, 1);
 }
 
-static int l_json_parse(lua_State *L)
+/* Parses text with comments (KumoMTA strips // # and block comments
+ * first); where is "" or the file name for messages. */
+static int parse_commented(lua_State *L, const char *what, const char *where, const char *s,
+			   size_t len)
 {
-	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
+	char *copy = malloc(len + 1);
+	if (!copy)
+		return luaL_error(L, "%s: out of memory", what);
+	memcpy(copy, s, len);
+	copy[len] = 0;
+	int open_comment = jsonc_strip(copy, len) != 0;
 	json_error_t jerr;
-	json_t *v = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+	json_t *v = json_loadb(copy, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+	free(copy);
+	if (!v && open_comment)
+		return luaL_error(L, "%s: %s%sa /* comment is not closed", what, where,
+				  where[0] ? ": " : "");
+	if (!v && where[0])
+		return luaL_error(L, "%s: %s: %s (line %d column %d)", what, where, jerr.text,
+				  jerr.line, jerr.column);
 	if (!v)
-		return luaL_error(L, "json_parse: %s at line %d column %d", jerr.text, jerr.line,
+		return luaL_error(L, "%s: %s at line %d column %d", what, jerr.text, jerr.line,
 				  jerr.column);
 	lua_json__push(L, v);
 	json_decref(v);
 	return 1;
 }
 
+static int l_json_parse(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	return parse_commented(L, "json_parse", "", s, len);
+}
+
 static int l_json_load(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
-	json_error_t jerr;
-	json_t *v = json_load_file(path, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-	if (!v)
-		return luaL_error(L, "json_load: %s: %s (line %d column %d)", path, jerr.text,
-				  jerr.line, jerr.column);
-	lua_json__push(L, v);
-	json_decref(v);
-	return 1;
+	lua_util__push_file(L, "json_load", path);
+	size_t len;
+	const char *s = lua_tolstring(L, -1, &len);
+	return parse_commented(L, "json_load", path, s, len);
 }
 
 static const luaL_Reg json_funcs[] = {

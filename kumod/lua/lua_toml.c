@@ -91,16 +91,8 @@ static int l_toml_parse(lua_State *L)
 static int l_toml_load(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
-	struct buf b;
-	buf_init(&b);
-	int rc = fs_read_file(path, &b);
-	if (rc != 0) {
-		buf_free(&b);
-		return luaL_error(L, "toml_load: %s: %s", path, strerror(-rc));
-	}
-	/* a parse error raises: copy the text so nothing leaks past the longjmp */
-	lua_pushlstring(L, b.data ? b.data : "", b.len);
-	buf_free(&b);
+	lua_util__push_file(L, "toml_load",
+			    path); /* a Lua string: nothing leaks if parsing raises */
 	size_t len;
 	const char *s = lua_tolstring(L, -1, &len);
 	return parse_and_push(L, "toml_load", path, s, len);

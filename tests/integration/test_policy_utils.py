@@ -236,3 +236,234 @@ def test_memoize_metrics_in_daemon(kumod):
     assert metric(text, "memoize_cache_miss_count", "domains") == 2
     assert metric(text, "memoize_cache_populated_count", "domains") == 2
     assert metric(text, "lruttl_cache_size", "domains") == 2
+
+
+# --- domain_map, cidr map, regex_set_map ----------------------------------------------
+
+def test_domain_map_wildcards(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local m = kumo.domain_map.new { ['*.ex.com'] = 'wild', ['x.y.ex.com'] = 'deep',
+                                        ['ex.org'] = 'org', ['*'] = 'any' }
+        local names = { 'a.ex.com', 'a.b.ex.com', 'ex.com', 'x.y.ex.com', 'y.ex.com',
+                        'z.y.ex.com', 'ex.org', 'foo.net', 'foo.org', 'A.EX.COM', 'ex.org.' }
+        local got = {}
+        for _, n in ipairs(names) do got[n] = m[n] or false end
+        out(got)
+        m['ex.com'] = 'explicit'
+        m['b.ex.com'] = { t = 1 }
+        -- an explicit b.ex.com shadows the wildcard for the names under it
+        out({ m['ex.com'], m['a.b.ex.com'] or false, m['b.ex.com'].t })
+        m['ex.com'] = nil
+        out({ m['ex.com'] or false })
+        out(raises(function() m[1] = 2 end))
+        local empty = kumo.domain_map.new()
+        out({ empty['x.com'] or false })
+    """)
+    assert outs[0] == {"a.ex.com": "wild", "a.b.ex.com": "wild", "ex.com": False,
+                       "x.y.ex.com": "deep", "y.ex.com": False, "z.y.ex.com": False,
+                       "ex.org": "org", "foo.net": "any", "foo.org": False,
+                       "A.EX.COM": "any", "ex.org.": "any"}
+    assert outs[1] == ["explicit", False, 1]
+    assert outs[2] == [False]
+    assert outs[3].endswith("domain_map: keys must be domain name strings, not number")
+    assert outs[4] == [False]
+
+
+def test_cidr_map(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local m = kumo.cidr.make_map { ['10.0.0.0/8'] = 'ten', ['::1'] = 'v6-loopback',
+                                       ['2001:db8::/32'] = 'doc' }
+        m['10.1.0.0/16'] = 'ten-one'   -- narrower after broader: longest prefix wins
+        local got = {}
+        for _, a in ipairs { '10.1.2.3', '10.2.3.4', '10.1.2.3:25', '[10.1.2.3]:25', '[::1]',
+                             '[::1]:2525', '::1', '2001:db8::5', '::ffff:10.1.0.1', '11.0.0.1' } do
+          got[a] = m[a] or false
+        end
+        out(got)
+        m['10.0.0.0/8'] = 'broad'      -- a broader insert replaces the covered entries
+        out({ m['10.1.2.3'] })
+        out(raises(function() return m['not-an-ip'] end))
+        out(raises(function() m['10.0.0.1/24'] = 1 end))
+        out(raises(function() m['example.com'] = 1 end))
+    """)
+    assert outs[0] == {"10.1.2.3": "ten-one", "10.2.3.4": "ten", "10.1.2.3:25": "ten-one",
+                       "[10.1.2.3]:25": "ten-one", "[::1]": "v6-loopback",
+                       "[::1]:2525": "v6-loopback", "::1": "v6-loopback",
+                       "2001:db8::5": "doc", "::ffff:10.1.0.1": "ten-one", "11.0.0.1": False}
+    assert outs[1] == ["broad"]
+    assert outs[2].endswith("cidr map: 'not-an-ip' is not an IP address")
+    assert outs[3].endswith("cidr map: '10.0.0.1/24' has host bits set: did you mean 10.0.0.0/24?")
+    assert outs[4].endswith("cidr map: 'example.com' is not an IP address or CIDR block")
+
+
+def test_regex_set_map(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local m = kumo.regex_set_map.new { ['^4\\\\.7\\\\.\\\\d+'] = 'policy', ['mailbox full'] = 'quota' }
+        out({ m['4.7.1 blocked'] or false, m['552 mailbox full'] or false, m['250 ok'] or false })
+        out(raises(kumo.regex_set_map.new, { ['(unclosed'] = 1 }))
+        out(raises(function() m['x'] = 1 end))
+        -- memoizable: the same object comes back
+        local get = kumo.memoize(function() return kumo.regex_set_map.new { a = 1 } end,
+                                 { name = 'rsm', ttl = 60, capacity = 1 })
+        out({ same = get() == get(), v = get()['cat'] })
+    """)
+    assert outs[0] == ["policy", "quota", False]
+    assert "regex_set_map: invalid regular expression '(unclosed' at offset 9: missing closing parenthesis" in outs[1]
+    assert outs[2].endswith("regex_set_map is immutable: build a new one with kumo.regex_set_map.new")
+    assert outs[3] == {"same": True, "v": 1}
+
+
+# --- secrets, validation_failed ----------------------------------------------------------
+
+def test_secrets_load(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        out({ kumo.secrets.load { key_data = 'inline-secret' }, kumo.secrets.load('key.pem') })
+        out(raises(kumo.secrets.load, 'missing.pem'))
+        out(raises(kumo.secrets.load, { vault_mount = 'secret', vault_path = 'dkim/example.com' }))
+        out(raises(kumo.secrets.load, { event_name = 'get_key' }))
+        out(raises(kumo.secrets.load, 42))
+    """, files={"key.pem": b"-----BEGIN KEY-----\nabc\n"})
+    assert outs[0] == ["inline-secret", "-----BEGIN KEY-----\nabc\n"]
+    assert outs[1].endswith("secrets.load: missing.pem: No such file or directory")
+    assert "HashiCorp Vault key sources (vault_mount, vault_path) are not supported by kumod" in outs[2]
+    assert "event key sources (event_name) are not supported by kumod yet" in outs[3]
+    assert "a key source is a file path or a table {key_data = ...}, not number" in outs[4]
+
+
+def test_validation_failed(tmp_path):
+    _, p = run_policy(tmp_path, """
+        kumo.on('validate_config', function() kumo.validation_failed() end)
+        kumo.on('validate_config', function() print('OUT "second handler ran"') end)
+    """, expect_ok=False)
+    assert p.returncode == 1
+    assert "kumod: Validation failed" in p.stderr
+    assert 'OUT "second handler ran"' in p.stdout  # the other checks still run
+    assert "is valid" not in p.stdout
+
+
+# --- kumo.string ---------------------------------------------------------------------------
+
+def test_string_helpers(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local S = kumo.string
+        out({ S.split('a,b,,c', ','), S.split('abc', ''), S.rsplit('a.b.c', '.'),
+              S.splitn('a,b,c', 2, ','), S.rsplitn('a,b,c', 2, ','), S.split('a.b', '%.') })
+        out({ S.replace('a.b.c', '.', '-'), S.replacen('a.b.c', '.', '-', 1), S.replace('abc', '', '|') })
+        out({ S.split_whitespace(' a \\t b\\u{3000}c '), S.split_ascii_whitespace(' a\\u{3000}b c ') })
+        out({ S.trim(' \\u{a0} x y \\n'), S.trim_start('  x '), S.trim_end('  x ') })
+        out({ S.starts_with('hello', 'he'), S.ends_with('hello', 'lo'), S.ends_with('lo', 'hello') })
+        out({ S.wrap(string.rep('word ', 30)), S.wrap('short'), S.wrap(string.rep('x', 12), 5, 10) })
+    """)
+    assert outs[0] == [["a", "b", "", "c"], ["", "a", "b", "c", ""], ["c", "b", "a"],
+                       ["a", "b,c"], ["c", "a,b"], ["a.b"]]
+    assert outs[1] == ["a-b-c", "a-b.c", "|a|b|c|"]
+    assert outs[2] == [["a", "b", "c"], ["a\u3000b", "c"]]
+    assert outs[3] == ["x y", "x ", "  x"]
+    assert outs[4] == [True, True, False]
+    line = " ".join(["word"] * 15)
+    assert outs[5] == [line + "\r\n\t" + line, "short", "xxxxxxxxxx\r\n\txx"]
+
+
+# --- kumo.time --------------------------------------------------------------------------------
+
+def test_time_helpers(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local T = kumo.time
+        local t = T.with_ymd_hms(2024, 2, 29, 12, 30, 45)
+        out({ tostring(t), t.year, t.month, t.day, t.hour, t.minute, t.second, t.unix_timestamp,
+              t.unix_timestamp_millis, t.rfc3339, t.rfc2822, t:format('%Y/%m/%d %H') })
+        local p = T.parse_rfc3339('2024-02-29T13:30:45.25+01:00')
+        out({ p.rfc3339, p.unix_timestamp_millis, T.parse_rfc2822('Thu, 29 Feb 2024 12:30:45 +0000') == t })
+        local d = T.parse_duration('1h 30m')
+        out({ d.seconds, d.milliseconds, d.human, tostring(t + d), (t + d - t).seconds,
+              T.parse_duration(90).human, t < t + d, T.from_unix_timestamp(0).rfc3339 })
+        out(raises(T.with_ymd_hms, 2023, 2, 29, 0, 0, 0))
+        out(raises(T.parse_rfc3339, 'yesterday'))
+        out(raises(T.parse_duration, 'soon'))
+        local timer = T.start_timer('bench')
+        out({ type(timer:done()) })
+    """)
+    assert outs[0] == ["2024-02-29 12:30:45 UTC", 2024, 2, 29, 12, 30, 45, 1709209845,
+                       1709209845000, "2024-02-29T12:30:45+00:00",
+                       "Thu, 29 Feb 2024 12:30:45 +0000", "2024/02/29 12"]
+    assert outs[1] == ["2024-02-29T12:30:45.250+00:00", 1709209845250, True]
+    assert outs[2] == [5400.0, 5400000, "1h 30m", "2024-02-29 14:00:45 UTC", 5400.0, "1m 30s",
+                       True, "1970-01-01T00:00:00+00:00"]
+    assert outs[3].endswith("with_ymd_hms: 2023-02-29 is not a date")
+    assert outs[4].endswith("parse_rfc3339: 'yesterday' is not an RFC 3339 date-time")
+    assert outs[5].endswith("parse_duration: 'soon' is not a duration")
+    assert outs[6] == ["number"]
+
+
+# --- kumo.digest, kumo.encode, kumo.uuid --------------------------------------------------------
+
+def test_digest_encode_uuid(tmp_path):
+    import base64
+    import hashlib
+    import hmac
+    import uuid
+    import zlib
+    outs, _ = run_policy(tmp_path, """
+        local D, E, U = kumo.digest, kumo.encode, kumo.uuid
+        local r = {}
+        for _, alg in ipairs { 'sha1', 'sha224', 'sha256', 'sha384', 'sha512', 'sha512_256',
+                               'sha3_256', 'sha3_384', 'sha3_512', 'crc32' } do
+          r[alg] = D[alg]('hello ', 'world').hex
+        end
+        local d = D.sha256('abc')
+        out({ r, tostring(d), d.base64, d.base64url_nopad, d.base32, d.base32hex_nopad,
+              D.sha256({ a = 1 }).hex, D.hmac_sha256({ key_data = 'key' }, 'msg').hex })
+        out({ E.base64_encode('hi?>'), E.base64url_nopad_encode('hi?>'), E.base32_encode('hello'),
+              E.base32hex_nopad_encode('hello'), E.hex_encode('\\0\\255'),
+              E.base64_decode('aGk/Pg=='), E.base32_decode('NBSWY3DP'), E.hex_decode('00ff') == '\\0\\255' })
+        out({ raises(E.base64_decode, 'aGk/Pg'), raises(E.base64_nopad_decode, 'aGk/Pg=='),
+              raises(E.hex_decode, 'zz') })
+        local u = U.new_v4()
+        local v7 = U.new_v7()
+        out({ u.hyphenated, u.simple, u.braced, u.urn, #u.bytes, U.parse(u.urn) == u,
+              U.parse(u.simple) == u, v7.hyphenated, U.new_v1().hyphenated, U.new_v6().hyphenated })
+        out(raises(U.parse, 'not-a-uuid'))
+    """)
+    data = b"hello world"
+    r = outs[0][0]
+    for alg in ("sha1", "sha224", "sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512"):
+        assert r[alg] == hashlib.new(alg, data).hexdigest(), alg
+    assert r["sha512_256"] == hashlib.new("sha512_256", data).hexdigest()
+    assert r["crc32"] == "%08x" % zlib.crc32(data)
+    dg = hashlib.sha256(b"abc").digest()
+    assert outs[0][1] == dg.hex()
+    assert outs[0][2] == base64.b64encode(dg).decode()
+    assert outs[0][3] == base64.urlsafe_b64encode(dg).decode().rstrip("=")
+    assert outs[0][4] == base64.b32encode(dg).decode()
+    assert outs[0][5] == base64.b32hexencode(dg).decode().rstrip("=")
+    assert outs[0][6] == hashlib.sha256(b'{"a":1}').hexdigest()
+    assert outs[0][7] == hmac.new(b"key", b"msg", hashlib.sha256).hexdigest()
+    assert outs[1] == ["aGk/Pg==", "aGk_Pg", "NBSWY3DP", "D1IMOR3F", "00ff", "hi?>", "hello", True]
+    assert outs[2][0].endswith("base64_decode: the input is not valid base64")
+    assert outs[2][1].endswith("base64_nopad_decode: the input is not valid base64_nopad")
+    assert outs[2][2].endswith("hex_decode: invalid hex digit at offset 0")
+    hy, simple, braced, urn, nbytes, p1, p2, v7, v1, v6 = outs[3]
+    u = uuid.UUID(hy)
+    assert u.version == 4 and u.variant == uuid.RFC_4122
+    assert simple == u.hex and braced == "{%s}" % hy and urn == u.urn and nbytes == 16
+    assert p1 and p2
+    assert uuid.UUID(v7).version == 7 and uuid.UUID(v1).version == 1 and uuid.UUID(v6).version == 6
+    assert outs[4].endswith("uuid.parse: 'not-a-uuid' is not a UUID")
+
+
+# --- JSON with comments ---------------------------------------------------------------------
+
+def test_json_parse_and_load_allow_comments(tmp_path):
+    doc = ('{\n  // line comment\n  "a": 1, # shell comment\n  /* block\n comment */\n'
+           '  "b": "not // a comment, nor # this",\n  "c": [1, null, 3]\n}\n')
+    outs, _ = run_policy(tmp_path, """
+        local v = kumo.json_load('conf.json')
+        out({ v.a, v.b, #v.c, v.c[3] })
+        out(kumo.serde.json_parse('[1, /* two */ 2] // end'))
+        out(raises(kumo.json_parse, '{"a": 1 /* open'))
+        out(raises(kumo.json_load, 'bad.json'))
+    """, files={"conf.json": doc, "bad.json": '{\n  "a": 1,\n  "b": ]\n}\n'})
+    assert outs[0] == [1, "not // a comment, nor # this", 3, 3]
+    assert outs[1] == [1, 2]
+    assert outs[2].endswith("json_parse: a /* comment is not closed")
+    assert "json_load: bad.json: " in outs[3] and outs[3].endswith("(line 3 column 8)")
