@@ -73,6 +73,10 @@ void lua_toml__register(lua_State *L);
  * memoized view at idx (encoders read through it), else the value itself. */
 void lua_memoize__register(lua_State *L);
 void lua_memoize__push_plain(lua_State *L, int idx);
+/* A plain table with what the view at idx shows (its cached content, then
+ * the view's own writes), else the value itself: for builders, which read
+ * their argument with lua_next. */
+void lua_memoize__push_flat(lua_State *L, int idx);
 /* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */
 void lua_maps__register(lua_State *L);
 /* lua_string.c, lua_time.c, lua_crypto.c: kumo.string, kumo.time and

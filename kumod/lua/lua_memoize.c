@@ -74,6 +74,44 @@ void lua_memoize__push_plain(lua_State *L, int idx)
 	lua_pushvalue(L, idx);
 }
 
+/* Views written into a view are flattened too, to this depth (a view
+ * written into itself would not end). */
+#define FLAT_DEPTH 16
+
+static void push_flat(lua_State *L, int idx, int depth)
+{
+	idx = lua_absindex(L, idx);
+	lua_memoize__push_plain(L, idx);
+	if (lua_rawequal(L, -1, idx))
+		return;
+	if (depth >= FLAT_DEPTH)
+		luaL_error(L, "memoized table nested in itself more than %d levels deep",
+			   FLAT_DEPTH);
+	luaL_checkstack(L, 8, "memoize view");
+	int cached = lua_gettop(L);
+	lua_newtable(L);
+	int out = lua_gettop(L);
+	const int from[2] = {cached, idx}; /* the view's writes win */
+	for (int i = 0; i < 2; i++) {
+		lua_pushnil(L);
+		while (lua_next(L, from[i])) {
+			if (i == 1) { /* cached content holds no views; writes may */
+				push_flat(L, -1, depth + 1);
+				lua_replace(L, -2);
+			}
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, out);
+		}
+	}
+	lua_remove(L, cached);
+}
+
+void lua_memoize__push_flat(lua_State *L, int idx)
+{
+	push_flat(L, idx, 0);
+}
+
 /* Pushes the value, wrapped in a view when it is a table. */
 static void wrap_top(lua_State *L)
 {

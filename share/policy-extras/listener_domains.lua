@@ -82,7 +82,7 @@ local function lookup(by_listener, listener, domain, conn_meta)
 		if not entries then
 			return nil
 		end
-		map = utils.domain_map(utils.deep_copy(entries), "listener_domains helper")
+		map = kumo.domain_map.new(utils.deep_copy(entries))
 		compiled[key] = map
 	end
 	local entry = map[domain]

@@ -185,29 +185,6 @@ end
 
 -- Shared by the other policy-extras modules ------------------------------
 
--- A map from domain names to values with KumoMTA's domain_map semantics.
--- Exact names need nothing more than a table; wildcard keys need
--- kumo.domain_map.new, and raise naming it while kumod lacks it.
-function mod.domain_map(tbl, what)
-	for k in pairs(tbl) do
-		if type(k) == "string" and k:find("*", 1, true) then
-			local dm = rawget(kumo, "domain_map")
-			if not dm then
-				error(
-					string.format(
-						"%s: wildcard entry '%s' needs kumo.domain_map.new, which kumod does not implement yet",
-						what,
-						k
-					),
-					0
-				)
-			end
-			return dm.new(tbl)
-		end
-	end
-	return tbl
-end
-
 -- Raises naming the unknown key when `tbl` holds a key not in `known`.
 function mod.check_keys(tbl, known, what)
 	for k in pairs(tbl) do

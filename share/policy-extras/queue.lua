@@ -211,7 +211,7 @@ local function domain_entry(data, domain)
 	local map = compiled[data.generation]
 	if not map then
 		compiled = {}
-		map = utils.domain_map(utils.deep_copy(data.queues), "queue helper")
+		map = kumo.domain_map.new(utils.deep_copy(data.queues))
 		compiled[data.generation] = map
 	end
 	return map[domain]

@@ -219,7 +219,7 @@ local function domain_block(data, domain)
 				plain[name] = utils.deep_copy(b)
 			end
 		end
-		compiled = utils.domain_map(plain, "shaping helper")
+		compiled = kumo.domain_map.new(plain)
 		compiled_generation = data.generation
 	end
 	return compiled[domain]
