@@ -306,6 +306,15 @@ local function apply_impl(msg, data)
 	end
 end
 
+-- KumoMTA derives the provider from the egress path configuration of the
+-- domain's MX site; kumod cannot look MX records up from Lua yet.
+function mod:resolve_provider(_domain, _routing_domain)
+	error(
+		"queue helper: resolve_provider needs kumo.dns.lookup_mx and kumo.invoke_get_egress_path_config, which kumod does not implement yet",
+		2
+	)
+end
+
 function mod:setup(file_names)
 	return self:setup_with_options({ file_names = file_names })
 end

@@ -381,6 +381,72 @@ def test_example_server_policy_end_to_end(kumod, tmp_path):
     assert sorted(r["type"] for r in recs) == ["Delivery"] * 3 + ["Reception"] * 3, recs
 
 
+def test_example_server_policy_http_inject(kumod, tmp_path):
+    """The example policy's http_message_generated: queue_helper:apply on an
+    injected message (tenant and campaign headers from the builder)."""
+    import json
+    import urllib.request
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    relay, var = start_example(kumod, tmp_path, sink.smtp_port)
+    http_port = relay.listeners["http"][0][1]
+    body = {"envelope_sender": "sender@example.com",
+            "content": {"subject": "injected", "text_body": "hi\n",
+                        "from": {"email": "sender@example.com"},
+                        "headers": {"X-Tenant": "mytenant", "X-Campaign": "welcome-campaign"}},
+            "recipients": [{"email": "inj@example.com"}, {"email": "bad@example.com"}]}
+    req = urllib.request.Request("http://127.0.0.1:%d/api/inject/v1" % http_port,
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        answer = json.loads(resp.read())
+    assert answer["success_count"] == 2, answer
+    # an undeclared tenant fails the recipient with queue.lua's reason
+    body["content"]["headers"]["X-Tenant"] = "nobody"
+    body["recipients"] = [{"email": "nobody@example.com"}]
+    req = urllib.request.Request("http://127.0.0.1:%d/api/inject/v1" % http_port,
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        answer = json.loads(e.read())
+    assert answer["fail_count"] == 1, answer
+    assert "tenant 'nobody' specified by 'X-Tenant' header is not defined" in answer["errors"][0]
+    files = wait_until(lambda: len(captured(capture)) >= 2 and captured(capture))
+    assert len(files) == 2, relay.stderr()
+    for f in files:
+        raw = open(f, "rb").read()
+        assert received_ehlo(raw) == "shaped-ip-2.relay.test"
+        assert b"X-Tenant:" not in raw and b"X-Campaign:" not in raw
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    d = [r for r in recs if r["type"] == "Delivery"]
+    assert sorted(r["queue"] for r in d) == ["welcome-campaign:mytenant@example.com"] * 2, d
+    rec = [r for r in recs if r["type"] == "Reception"]
+    assert [r["reception_protocol"] for r in rec] == ["HTTP", "HTTP"], rec
+
+
+def test_queue_scheduling_header_refuses_until_implemented(kumod, tmp_path):
+    """scheduling_header needs msg:import_scheduling_header: until kumod has
+    it, a message is refused (4xx, nothing queued), never sent unscheduled."""
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    queues = "scheduling_header = 'X-Schedule'\n" + QUEUES_TOML.format(port=sink.smtp_port)
+    write_etc(tmp_path, sink.smtp_port, queues=queues)
+    var = tmp_path / "var"
+    relay = kumod(EXAMPLE_POLICY.format(etc=tmp_path / "etc", var=var), env=no_lua_path())
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=15) as s:
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("sender@example.com", ["x@example.com"], message())
+    assert e.value.smtp_code == 451
+    # the reason is logged (the reply does not carry policy errors)
+    relay.wait_for("msg:import_scheduling_header() is a KumoMTA message method that kumod does not "
+                   "implement yet")
+    assert captured(capture) == []
+
+
 def test_queue_resolve_config_precedence(tmp_path):
     etc = write_etc(tmp_path, 2525)
     r = validate(tmp_path, """
@@ -399,6 +465,8 @@ c = qh:resolve_config('other.org', 'default-tenant')
 u.assert_eq(c.max_age, '24 hours')
 u.assert_eq(c.egress_pool, 'pool-0')
 assert(c.protocol == nil)
+local ok, err = pcall(require('policy-extras.queue').resolve_provider, nil, 'example.com')
+assert(not ok and tostring(err):find('needs kumo.dns.lookup_mx'), err)
 print('resolve ok')
 """ % etc)
     assert r.returncode == 0, r.stderr
