@@ -35,8 +35,6 @@ local function check_entry(params, where)
 	end
 end
 
-local generation = 0
-
 local function load_data(files)
 	local by_listener = {}
 	for _, f in ipairs(files) do
@@ -68,24 +66,21 @@ local function load_data(files)
 			end
 		end
 	end
-	generation = generation + 1
-	return { generation = generation, listeners = by_listener }
+	return { listeners = by_listener }
 end
 
-local compiled, compiled_generation = {}, nil
-
-local function lookup(by_listener, listener, domain, conn_meta)
-	local key = listener
-	local map = compiled[key]
-	if not map then
-		local entries = by_listener[listener]
-		if not entries then
-			return nil
-		end
-		map = kumo.domain_map.new(utils.deep_copy(entries))
-		compiled[key] = map
+-- Per listener ('*' for the global blocks), its blocks by domain.
+local function compile(data)
+	local maps = {}
+	for listener, entries in pairs(data.listeners) do
+		maps[listener] = kumo.domain_map.new(entries)
 	end
-	local entry = map[domain]
+	return maps
+end
+
+local function lookup(maps, listener, domain, conn_meta)
+	local map = maps[listener]
+	local entry = map and map[domain]
 	if not entry then
 		return nil
 	end
@@ -115,18 +110,14 @@ function mod:setup(data_files)
 		ttl = "5 minutes",
 		capacity = 10,
 		invalidate_with_epoch = true,
-	})
+	}, compile)
 	mod.CONFIGURED = { data_files = files, get_data = get_data }
 
 	return function(domain, listener, conn_meta)
-		local data = get_data()
-		if data.generation ~= compiled_generation then
-			compiled, compiled_generation = {}, data.generation -- reloaded
-		end
-		local by_listener = data.listeners
-		return lookup(by_listener, listener, domain, conn_meta)
-			or lookup(by_listener, "*", domain, conn_meta)
-			or lookup(by_listener, "*", "*", conn_meta)
+		local _, maps = get_data()
+		return lookup(maps, listener, domain, conn_meta)
+			or lookup(maps, "*", domain, conn_meta)
+			or lookup(maps, "*", "*", conn_meta)
 	end
 end
 

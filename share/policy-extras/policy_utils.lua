@@ -226,12 +226,29 @@ end
 
 -- A helper's data: load(files) memoized with memo_params, loaded once now
 -- so that a missing or malformed file fails the policy load. Returns the
--- getter.
-function mod.memoized_data(load, files, memo_params)
-	local cached = kumo.memoize(load, memo_params)
+-- getter, which answers the plain data and compile(data) (domain maps):
+-- kept from the load while the memoized entry is that load's (lookups then
+-- avoid the memoized view's indirection), copied from the view once when
+-- another Lua state loaded it.
+function mod.memoized_data(load, files, memo_params, compile)
+	local current, seq = {}, 0
+	local function keep(data, generation)
+		current = { generation = generation, data = data, compiled = compile and compile(data) }
+	end
+	local cached = kumo.memoize(function(f)
+		local data = load(f)
+		seq = seq + 1
+		data.generation = string.format("%s/%d/%d", tostring(data), seq, os.time())
+		keep(data, data.generation)
+		return data
+	end, memo_params)
 	cached(files)
 	return function()
-		return cached(files)
+		local view = cached(files)
+		if view.generation ~= current.generation then
+			keep(mod.deep_copy(view), view.generation)
+		end
+		return current.data, current.compiled
 	end
 end
 

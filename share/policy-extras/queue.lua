@@ -55,6 +55,7 @@ local function parse_level(data, where, nested)
 	if type(data) ~= "table" then
 		error(string.format("%s: expected a table, got a %s", where, type(data)), 0)
 	end
+	local rest = {}
 	for k, v in pairs(data) do
 		not_implemented(k, where)
 		if k == "routing_domain" then
@@ -63,18 +64,27 @@ local function parse_level(data, where, nested)
 			end
 			level.routing_domain = v
 		else
-			local ok, err = queue_option(k, v)
-			if ok then
-				level.opts[k] = v
-			elseif nested and type(v) == "table" and not is_array(v) then
-				nested(k, v)
-			else
-				error(string.format("%s: %s", where, err), 0)
-			end
+			rest[k] = v
+		end
+	end
+	-- Commonly every other key is an option: one check. Else key by key,
+	-- to tell tenants (campaigns) from options and name a bad key.
+	if pcall(kumo.make_queue_config, rest) then
+		level.opts = rest
+		return level
+	end
+	for k, v in pairs(rest) do
+		local ok, err = queue_option(k, v)
+		if ok then
+			level.opts[k] = v
+		elseif nested and type(v) == "table" and not is_array(v) then
+			nested(k, v)
+		else
+			error(string.format("%s: %s", where, err), 0)
 		end
 	end
 	-- the options must also be valid together
-	local ok, err = pcall(kumo.make_queue_config, utils.deep_copy(level.opts))
+	local ok, err = pcall(kumo.make_queue_config, level.opts)
 	if not ok then
 		error(string.format("%s: %s", where, tostring(err)), 0)
 	end
@@ -162,15 +172,17 @@ local function parse_file(data, src, declared)
 	return out
 end
 
-local generation = 0
-
 local function load_data(files)
 	local merged = { tenants = {}, queues = {} }
 	local declared = {}
-	for _, f in ipairs(files) do
+	for i, f in ipairs(files) do
 		local data, src = utils.load_data_file(f, "queue helper")
 		local parsed = parse_file(data, "queue helper: " .. src, declared)
-		utils.recursive_merge_into(parsed, merged)
+		if i == 1 then
+			merged = parsed
+		else
+			utils.recursive_merge_into(parsed, merged)
+		end
 	end
 	-- Fail closed: names must refer to declared tenants.
 	if merged.default_tenant and not merged.tenants[merged.default_tenant] then
@@ -199,22 +211,12 @@ local function load_data(files)
 			end
 		end
 	end
-	generation = generation + 1
-	merged.generation = string.format("%d.%s", generation, tostring(os.time()))
 	return merged
 end
 
-local compiled = {}
-
--- The per-domain entry for a domain (exact, wildcard or nil).
-local function domain_entry(data, domain)
-	local map = compiled[data.generation]
-	if not map then
-		compiled = {}
-		map = kumo.domain_map.new(utils.deep_copy(data.queues))
-		compiled[data.generation] = map
-	end
-	return map[domain]
+-- [queue.'D'] entries by domain (exact, wildcard).
+local function compile(data)
+	return kumo.domain_map.new(data.queues)
 end
 
 local function add(params, opts)
@@ -225,7 +227,7 @@ end
 
 -- Merged queue config options for (domain, tenant, campaign); the second
 -- result is the routing_domain found on the way, if any.
-local function resolve(data, domain, tenant, campaign)
+local function resolve(data, map, domain, tenant, campaign)
 	-- KumoMTA starts from refresh_strategy = 'Epoch'; kumod has no config
 	-- epoch yet, so its queues refresh on refresh_interval (Ttl).
 	local params = {}
@@ -237,7 +239,7 @@ local function resolve(data, domain, tenant, campaign)
 		end
 	end
 	level(data.queues.default)
-	local d = domain and domain_entry(data, domain)
+	local d = domain and map[domain]
 	level(d)
 	local t = tenant and data.tenants[tenant]
 	level(t)
@@ -251,7 +253,7 @@ local function resolve(data, domain, tenant, campaign)
 	return params, routing_domain
 end
 
-local function apply_impl(msg, data)
+local function apply_impl(msg, data, map)
 	if data.scheduling_header then
 		msg:import_scheduling_header(data.scheduling_header, true)
 	end
@@ -299,7 +301,7 @@ local function apply_impl(msg, data)
 	end
 	local recip = msg:recipient_list()[1]
 	if recip then
-		local _, routing_domain = resolve(data, recip.domain, msg:get_meta("tenant"), msg:get_meta("campaign"))
+		local _, routing_domain = resolve(data, map, recip.domain, msg:get_meta("tenant"), msg:get_meta("campaign"))
 		if routing_domain then
 			msg:set_meta("routing_domain", routing_domain)
 		end
@@ -338,17 +340,19 @@ function mod:setup_with_options(options)
 		ttl = "1 minute",
 		capacity = 10,
 		invalidate_with_epoch = options.invalidate_with_epoch or false,
-	})
+	}, compile)
 
 	local helper = { file_names = files }
 
 	function helper:resolve_config(domain, tenant, campaign)
-		local params = resolve(get_data(), domain, tenant, campaign)
+		local data, map = get_data()
+		local params = resolve(data, map, domain, tenant, campaign)
 		return params
 	end
 
 	function helper:apply(msg)
-		apply_impl(msg, get_data())
+		local data, map = get_data()
+		apply_impl(msg, data, map)
 	end
 
 	mod.CONFIGURED = {
@@ -359,8 +363,8 @@ function mod:setup_with_options(options)
 
 	if not options.skip_queue_config_hook then
 		kumo.on("get_queue_config", function(domain, tenant, campaign, _routing_domain)
-			local params = resolve(get_data(), domain, tenant, campaign)
-			return kumo.make_queue_config(params)
+			local data, map = get_data()
+			return kumo.make_queue_config((resolve(data, map, domain, tenant, campaign)))
 		end)
 	end
 

@@ -74,14 +74,11 @@ local function parse_block(data, where, extra)
 		elseif extra[k] then
 			b.extra[k] = v
 		else
-			local ok, err = pcall(kumo.make_egress_path, { [k] = v })
-			if not ok then
-				fail("%s: %s", where, tostring(err))
-			end
 			b.opts[k] = v
 		end
 	end
-	local ok, err = pcall(kumo.make_egress_path, utils.deep_copy(b.opts))
+	-- make_egress_path names a bad key or value
+	local ok, err = pcall(kumo.make_egress_path, b.opts)
 	if not ok then
 		fail("%s: %s", where, tostring(err))
 	end
@@ -108,7 +105,7 @@ end
 
 local function merge_block(target, b)
 	if not target or b.replace_base then
-		target = { opts = {}, sources = {}, extra = {} }
+		return b -- freshly parsed: nothing else holds it
 	end
 	merge_opts(target.opts, b.opts)
 	for s, o in pairs(b.sources) do
@@ -163,8 +160,6 @@ local function check_match(rules, where)
 	end
 end
 
-local generation = 0
-
 local function load_data(files)
 	local data = { domains = {}, providers = {}, provider_order = {} }
 	for _, f in ipairs(files) do
@@ -204,25 +199,18 @@ local function load_data(files)
 			end
 		end
 	end
-	generation = generation + 1
-	data.generation = generation
 	return data
 end
 
-local compiled, compiled_generation = nil, nil
-
-local function domain_block(data, domain)
-	if compiled_generation ~= data.generation then
-		local plain = {}
-		for name, b in pairs(data.domains) do
-			if name ~= "default" then
-				plain[name] = utils.deep_copy(b)
-			end
+-- The domain blocks by domain (exact, wildcard).
+local function compile(data)
+	local blocks = {}
+	for name, b in pairs(data.domains) do
+		if name ~= "default" then
+			blocks[name] = b
 		end
-		compiled = kumo.domain_map.new(plain)
-		compiled_generation = data.generation
 	end
-	return compiled[domain]
+	return kumo.domain_map.new(blocks)
 end
 
 local function provider_matches(p, domain)
@@ -236,7 +224,7 @@ local function provider_matches(p, domain)
 end
 
 -- The merged egress path settings for (domain, source).
-local function resolve(data, domain, source)
+local function resolve(data, map, domain, source)
 	local params = {}
 	local function add(opts)
 		if opts then
@@ -261,7 +249,7 @@ local function resolve(data, domain, source)
 			add(p.sources[source])
 		end
 	end
-	local d = domain_block(data, domain)
+	local d = map[domain]
 	if d then
 		add(d.opts)
 	end
@@ -323,10 +311,11 @@ function mod:setup_with_automation(options)
 		ttl = options.cache_ttl or "1 minute",
 		capacity = 16,
 		invalidate_with_epoch = true,
-	})
+	}, compile)
 
 	local function get_egress_path_config(domain, egress_source, _site_name, skip_make)
-		local params = resolve(get_data(), domain, egress_source)
+		local data, map = get_data()
+		local params = resolve(data, map, domain, egress_source)
 		if skip_make then
 			return params
 		end

@@ -572,6 +572,45 @@ def test_sources_weighted_pool_delivers_through_both(kumod, tmp_path):
     assert used == {"ip-1", "ip-2"}, used
 
 
+def test_10000_entry_files_load_once_and_look_up_fast(tmp_path):
+    """10,000 domains in queues.toml and shaping.toml (plus 10,000 per-source
+    blocks): loaded once at setup, looked up without reloading. The bounds
+    are CPU time and generous (a regression guard, not the benchmark: the
+    numbers are in docs/policy-extras.md)."""
+    with open(tmp_path / "q.toml", "w") as f:
+        f.write("default_tenant = 't0'\n[tenant.t0]\nmax_retry_interval = '1h'\n")
+        for i in range(10000):
+            f.write("[queue.'d%d.example.com']\nmax_age = '%dh'\nretry_interval = '5m'\n"
+                    % (i, i % 48 + 1))
+    with open(tmp_path / "s.toml", "w") as f:
+        f.write('["default"]\nconnection_limit = 10\n')
+        for i in range(10000):
+            f.write('["d%d.example.com"]\nconnection_limit = %d\n'
+                    '["d%d.example.com".sources."ip-1"]\nconnection_limit = 2\n'
+                    % (i, i % 20 + 1, i))
+    r = validate(tmp_path, """
+local t0 = os.clock()
+local qh = require('policy-extras.queue'):setup { 'q.toml' }
+local t1 = os.clock()
+for i = 0, 9999 do
+  assert(qh:resolve_config('d' .. i .. '.example.com', 't0').max_age == (i % 48 + 1) .. 'h')
+end
+local t2 = os.clock()
+local f = require('policy-extras.shaping'):setup_with_automation {
+  no_default_files = true, extra_files = { 's.toml' } }.get_egress_path_config
+local t3 = os.clock()
+for i = 0, 9999 do
+  assert(f('d' .. i .. '.example.com', 'ip-2', 's', true).connection_limit == i % 20 + 1)
+end
+local t4 = os.clock()
+print(string.format('queues.toml %.0f ms, lookup %.1f us; shaping.toml %.0f ms, lookup %.1f us',
+  (t1 - t0) * 1e3, (t2 - t1) * 1e2, (t3 - t2) * 1e3, (t4 - t3) * 1e2))
+assert(t1 - t0 < 1.5 and t3 - t2 < 1.5, 'loading took too long')
+""")
+    assert r.returncode == 0, r.stderr
+    print(r.stdout.splitlines()[0])
+
+
 # --- shaping ------------------------------------------------------------------
 
 
