@@ -65,20 +65,24 @@ void lua_json__register(lua_State *L);
 /* Utility modules (docs/policy-utils.md). lua_util__register fills the
  * kumo table on top of the stack with all of them. */
 void lua_util__register(lua_State *L);
+/* Creates metatable mt: __index = a table of methods, and one metamethod
+ * (event "__gc", "__close", ...) = fn. */
+void lua_util__class(lua_State *L, const char *mt, const luaL_Reg *methods, const char *event,
+		     lua_CFunction fn);
 /* Pushes the contents of the file at path, or raises "what: path: reason". */
 void lua_util__push_file(lua_State *L, const char *what, const char *path);
 /* lua_toml.c: toml_* functions and kumo.serde. */
 void lua_toml__register(lua_State *L);
-/* lua_memoize.c: kumo.memoize. push_plain pushes the cached table behind a
- * memoized view at idx (encoders read through it), else the value itself. */
+/* lua_memoize.c: kumo.memoize. */
 void lua_memoize__register(lua_State *L);
-void lua_memoize__push_plain(lua_State *L, int idx);
-/* A plain table with what the view at idx shows (its cached content, then
- * the view's own writes), else the value itself: for builders, which read
- * their argument with lua_next. */
-void lua_memoize__push_flat(lua_State *L, int idx);
 /* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */
 void lua_maps__register(lua_State *L);
+/* lua_regex.c: kumo.regex. */
+void lua_regex__register(lua_State *L);
+/* Compiles a PCRE2 pattern (UTF, Unicode properties, JIT when available);
+ * raises "what: invalid regular expression '...' at offset N: reason".
+ * Returns a pcre2_code * (void here: lua_int.h does not include pcre2.h). */
+void *lua_regex__compile(lua_State *L, const char *what, const char *pat, size_t plen);
 /* lua_string.c, lua_time.c, lua_crypto.c: kumo.string, kumo.time and
  * kumo.uuid/digest/encode. */
 void lua_string__register(lua_State *L);

@@ -120,11 +120,8 @@ static json_t *table_to_json(lua_State *L, int idx, struct json_enc *e)
 		return enc_fail(e, "%s", "Lua stack exhausted");
 	size_t n;
 	e->depth++;
-	lua_memoize__push_plain(L, idx); /* a memoized view encodes as its content */
-	idx = lua_gettop(L);
 	json_t *v = table_is_sequence(L, idx, &n) ? table_to_array(L, idx, n, e)
 						  : table_to_object(L, idx, e);
-	lua_pop(L, 1);
 	e->depth--;
 	return v;
 }

@@ -644,8 +644,6 @@ static int l_make_listener_domain(lua_State *L)
 		lua_newtable(L);
 	}
 	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_memoize__push_flat(L, 1); /* a memoized table reads as its content */
-	lua_replace(L, 1);
 	each_key(L, 1, "make_listener_domain", listener_domain_key, NULL);
 	lua_createtable(L, 0, 2);
 	lua_getfield(L, 1, "relay_to");
@@ -771,8 +769,6 @@ static int cfg_value_allowed(lua_State *L, int idx, const struct cfg_key *c)
 static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *spec, const char *mt)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_memoize__push_flat(L, 1); /* a memoized table reads as its content */
-	lua_replace(L, 1);
 	lua_newtable(L);
 	int out = lua_gettop(L);
 	lua_pushnil(L);

@@ -275,18 +275,7 @@ static int l_regex_set_map_new(lua_State *L)
 			    luaL_typename(L, -2));
 		size_t plen;
 		const char *pat = lua_tolstring(L, -2, &plen);
-		int errcode;
-		PCRE2_SIZE erroff;
-		pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, plen, PCRE2_UTF | PCRE2_UCP,
-					       &errcode, &erroff, NULL);
-		if (!re) {
-			PCRE2_UCHAR msg[160];
-			pcre2_get_error_message(errcode, msg, sizeof(msg));
-			return luaL_error(
-			    L, "regex_set_map: invalid regular expression '%s' at offset %d: %s",
-			    pat, (int)erroff, (const char *)msg);
-		}
-		pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* best effort: interpreted otherwise */
+		pcre2_code *re = lua_regex__compile(L, "regex_set_map", pat, plen);
 		if (r->n == cap) {
 			cap = cap ? cap * 2 : 8;
 			r->re = xrealloc(r->re, cap * sizeof(*r->re));

@@ -4,10 +4,8 @@
  * §1.1). The key is the JSON text of the arguments (none -> null, one ->
  * that value, several -> an array, so f(1, 2) and f({1, 2}) share an
  * entry; object keys sorted). Several results are cached as one array. A
- * failing fn is cached as that error for 60 s whatever the ttl. Tables come
- * back as read-only views (proxies: index, #, pairs, ipairs; a write lands
- * in the view only, as KumoMTA's top-level copy-on-write), so no caller can
- * change the cached value. Caches live as long as the Lua state; the same
+ * failing fn is cached as that error for 60 s whatever the ttl. A table
+ * comes back as a copy of its top level (copy_top). Caches live as long as the Lua state; the same
  * name with the same parameters reuses its cache (the policy re-runs),
  * changed parameters start a new one. Every lookup updates the
  * memoize_cache_* and lruttl_* metrics and fires the memoize_lookup
@@ -27,7 +25,6 @@
 
 #define MEMO_CACHE_MT "kumod.memoize_cache"
 #define MEMO_CACHES_KEY "kumod.memoize_caches"
-#define MEMO_VIEW_FIELD "__kumo_memoized"
 #define MEMO_ERROR_TTL_NS (60ull * 1000000000ull)
 #define MEMO_KEY_MAX_DEPTH 32
 
@@ -38,6 +35,7 @@ struct memo_entry {
 	uint64_t expires_ns;
 	int ref; /* in the cache's store table */
 	int is_error;
+	int narr, nrec; /* a table value's sizes, so its copies never rehash */
 	size_t keylen;
 	char key[];
 };
@@ -56,157 +54,26 @@ struct memo_cache {
 
 static struct buf keybuf; /* loop thread only */
 
-/* --- views ---------------------------------------------------------------------- */
+/* --- results ------------------------------------------------------------------- */
 
-static void push_view(lua_State *L, int tbl);
-
-/* Pushes the cached table behind the view at idx (or the value itself). */
-void lua_memoize__push_plain(lua_State *L, int idx)
+/* A table result comes back as a fresh copy of its top level (KumoMTA's
+ * top-level copy-on-write): a caller may add, change or remove keys without
+ * changing what the next caller gets, and the result is a plain table that
+ * every builder and encoder reads. Nested tables are the cached ones,
+ * shared: changing them changes the cache (see docs/policy-utils.md). */
+static void copy_top(lua_State *L, const struct memo_entry *e)
 {
-	idx = lua_absindex(L, idx);
-	if (lua_type(L, idx) == LUA_TTABLE && lua_getmetatable(L, idx)) {
-		if (lua_getfield(L, -1, MEMO_VIEW_FIELD) == LUA_TTABLE) {
-			lua_remove(L, -2);
-			return;
-		}
-		lua_pop(L, 2);
-	}
-	lua_pushvalue(L, idx);
-}
-
-/* Views written into a view are flattened too, to this depth (a view
- * written into itself would not end). */
-#define FLAT_DEPTH 16
-
-static void push_flat(lua_State *L, int idx, int depth)
-{
-	idx = lua_absindex(L, idx);
-	lua_memoize__push_plain(L, idx);
-	if (lua_rawequal(L, -1, idx))
+	if (lua_type(L, -1) != LUA_TTABLE)
 		return;
-	if (depth >= FLAT_DEPTH)
-		luaL_error(L, "memoized table nested in itself more than %d levels deep",
-			   FLAT_DEPTH);
-	luaL_checkstack(L, 8, "memoize view");
-	int cached = lua_gettop(L);
-	lua_newtable(L);
-	int out = lua_gettop(L);
-	const int from[2] = {cached, idx}; /* the view's writes win */
-	for (int i = 0; i < 2; i++) {
-		lua_pushnil(L);
-		while (lua_next(L, from[i])) {
-			if (i == 1) { /* cached content holds no views; writes may */
-				push_flat(L, -1, depth + 1);
-				lua_replace(L, -2);
-			}
-			lua_pushvalue(L, -2);
-			lua_insert(L, -2);
-			lua_rawset(L, out);
-		}
-	}
-	lua_remove(L, cached);
-}
-
-void lua_memoize__push_flat(lua_State *L, int idx)
-{
-	push_flat(L, idx, 0);
-}
-
-/* Pushes the value, wrapped in a view when it is a table. */
-static void wrap_top(lua_State *L)
-{
-	if (lua_type(L, -1) == LUA_TTABLE) {
-		push_view(L, lua_gettop(L));
-		lua_remove(L, -2);
-	}
-}
-
-static void push_target(lua_State *L, int view)
-{
-	lua_getmetatable(L, view);
-	lua_getfield(L, -1, MEMO_VIEW_FIELD);
-	lua_remove(L, -2);
-}
-
-static int view_index(lua_State *L)
-{
-	push_target(L, 1);
-	lua_pushvalue(L, 2);
-	lua_rawget(L, -2);
-	wrap_top(L);
-	return 1;
-}
-
-static int view_len(lua_State *L)
-{
-	push_target(L, 1);
-	lua_pushinteger(L, (lua_Integer)lua_rawlen(L, -1));
-	return 1;
-}
-
-/* next() over the view: the cached keys first (a value written into the
- * view shadows the cached one), then keys only the view holds. */
-static int view_next(lua_State *L)
-{
-	lua_settop(L, 2);
-	push_target(L, 1); /* 3 */
-	int in_target = 1;
-	if (!lua_isnil(L, 2)) {
-		lua_pushvalue(L, 2);
-		in_target = lua_rawget(L, 3) != LUA_TNIL;
-		lua_pop(L, 1);
-	}
-	if (in_target) {
-		lua_pushvalue(L, 2);
-		if (lua_next(L, 3)) {
-			lua_pushvalue(L, -2);
-			if (lua_rawget(L, 1) != LUA_TNIL)
-				lua_remove(L, -2);
-			else
-				lua_pop(L, 1);
-			wrap_top(L);
-			return 2;
-		}
-		lua_pushnil(L);
-		lua_replace(L, 2);
-	}
-	lua_pushvalue(L, 2);
-	while (lua_next(L, 1)) {
+	int src = lua_gettop(L);
+	lua_createtable(L, e->narr, e->nrec);
+	lua_pushnil(L);
+	while (lua_next(L, src)) {
 		lua_pushvalue(L, -2);
-		if (lua_rawget(L, 3) == LUA_TNIL) {
-			lua_pop(L, 1);
-			return 2;
-		}
-		lua_pop(L, 2);
+		lua_insert(L, -2);
+		lua_rawset(L, -4);
 	}
-	lua_pushnil(L);
-	return 1;
-}
-
-static int view_pairs(lua_State *L)
-{
-	lua_pushcfunction(L, view_next);
-	lua_pushvalue(L, 1);
-	lua_pushnil(L);
-	return 3;
-}
-
-static void push_view(lua_State *L, int tbl)
-{
-	tbl = lua_absindex(L, tbl);
-	lua_createtable(L, 0, 0);
-	lua_createtable(L, 0, 5);
-	lua_pushvalue(L, tbl);
-	lua_setfield(L, -2, MEMO_VIEW_FIELD);
-	lua_pushcfunction(L, view_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, view_len);
-	lua_setfield(L, -2, "__len");
-	lua_pushcfunction(L, view_pairs);
-	lua_setfield(L, -2, "__pairs");
-	lua_pushliteral(L, "kumo.memoized");
-	lua_setfield(L, -2, "__name");
-	lua_setmetatable(L, -2);
+	lua_remove(L, src);
 }
 
 /* --- keys ----------------------------------------------------------------------- */
@@ -353,10 +220,7 @@ static int key_append(lua_State *L, int idx, struct buf *b, int depth)
 		lua_pushliteral(L, "memoize key nested too deeply (a table that contains itself?)");
 		return -1;
 	}
-	lua_memoize__push_plain(L, idx);
-	int rc = key_table(L, lua_gettop(L), b, depth);
-	lua_remove(L, rc ? -2 : -1);
-	return rc;
+	return key_table(L, lua_absindex(L, idx), b, depth);
 }
 
 static uint64_t hash64(const char *s, size_t n)
@@ -464,8 +328,8 @@ static void cache_init(struct memo_cache *c, const char *name, const char *sig, 
 }
 
 /* Stores the value on top (popped) under the key in keybuf. */
-static void insert(lua_State *L, int store, struct memo_cache *c, const char *key, size_t keylen,
-		   uint64_t h, int is_error, uint64_t now)
+static struct memo_entry *insert(lua_State *L, int store, struct memo_cache *c, const char *key,
+				 size_t keylen, uint64_t h, int is_error, uint64_t now)
 {
 	struct memo_entry *e = xmalloc(sizeof(*e) + keylen);
 	memcpy(e->key, key, keylen);
@@ -473,6 +337,16 @@ static void insert(lua_State *L, int store, struct memo_cache *c, const char *ke
 	e->hash = h;
 	e->is_error = is_error;
 	e->expires_ns = now + (is_error ? MEMO_ERROR_TTL_NS : c->ttl_ns);
+	e->narr = e->nrec = 0;
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		e->narr = (int)lua_rawlen(L, -1);
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			lua_pop(L, 1);
+			e->nrec++;
+		}
+		e->nrec -= e->narr < e->nrec ? e->narr : e->nrec;
+	}
 	e->ref = luaL_ref(L, store);
 	e->prev = e->next = NULL;
 	size_t b = h & (c->nbuckets - 1);
@@ -487,6 +361,7 @@ static void insert(lua_State *L, int store, struct memo_cache *c, const char *ke
 		drop(L, store, c, c->tail);
 	}
 	metrics_set(c->l_size, (double)c->count);
+	return e;
 }
 
 /* upvalues: 1 fn, 2 cache userdata (uservalue 1: the store table).
@@ -525,8 +400,7 @@ static int memo_finish(lua_State *L, int status, lua_KContext ctx)
 	if (old) /* fn yielded and another caller filled the key meanwhile */
 		drop(L, store, c, old);
 	lua_pushvalue(L, -1);
-	insert(L, store, c, key, klen, h, 0, now);
-	wrap_top(L);
+	copy_top(L, insert(L, store, c, key, klen, h, 0, now));
 	return 1;
 }
 
@@ -565,7 +439,7 @@ static int memo_call(lua_State *L)
 		lua_rawgeti(L, store, e->ref);
 		if (e->is_error)
 			return lua_error(L);
-		wrap_top(L);
+		copy_top(L, e);
 		return 1;
 	}
 	if (e) {

@@ -464,12 +464,7 @@ void lua_time__register(lua_State *L)
 	static const luaL_Reg timer[] = {{"done", timer_done}, {NULL, NULL}};
 	metatable(L, TIME_MT, tm);
 	metatable(L, DELTA_MT, dm);
-	luaL_newmetatable(L, TIMER_MT);
-	luaL_newlib(L, timer);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, timer_done);
-	lua_setfield(L, -2, "__close");
-	lua_pop(L, 1);
+	lua_util__class(L, TIMER_MT, timer, "__close", timer_done);
 	luaL_newlib(L, time_funcs);
 	lua_setfield(L, -2, "time");
 }

@@ -4,7 +4,7 @@
  * Conversions as KumoMTA's serde bridge: TOML date-times become a one-key
  * table {["$__toml_private_datetime"] = "1979-05-27T07:32:00Z"} (and encode
  * back from one); an empty Lua table is a TOML table; a sequence 1..n is an
- * array. Memoized tables (lua_memoize.c proxies) encode as their content. */
+ * array. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,10 +244,7 @@ static struct toml_value *to_toml(lua_State *L, int idx, struct conv *c)
 					 "nesting too deep (a table that contains itself?)");
 		if (!lua_checkstack(L, 8))
 			return conv_fail(c, "%s", "Lua stack exhausted");
-		lua_memoize__push_plain(L, idx);
-		v = table_to_toml(L, lua_gettop(L), c);
-		lua_pop(L, 1);
-		return v;
+		return table_to_toml(L, lua_absindex(L, idx), c);
 	}
 	switch (lua_type(L, idx)) {
 	case LUA_TBOOLEAN:

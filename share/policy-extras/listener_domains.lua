@@ -7,6 +7,7 @@
 --     require('policy-extras.listener_domains'):setup { '/etc/kumo/listener_domains.toml' })
 local kumo = require("kumo")
 local utils = require("policy-extras.policy_utils")
+local helpers = require("policy-extras.kumod_helpers")
 
 local mod = {}
 
@@ -29,7 +30,7 @@ local function check_entry(params, where)
 			opts[k] = v
 		end
 	end
-	local ok, err = pcall(kumo.make_listener_domain, utils.deep_copy(opts))
+	local ok, err = pcall(kumo.make_listener_domain, helpers.deep_copy(opts))
 	if not ok then
 		error(string.format("%s: %s", where, tostring(err)), 0)
 	end
@@ -38,7 +39,7 @@ end
 local function load_data(files)
 	local by_listener = {}
 	for _, f in ipairs(files) do
-		local data, src = utils.load_data_file(f, "listener_domains helper")
+		local data, src = helpers.load_data_file(f, "listener_domains helper")
 		local function add(listener, domain, params, where)
 			check_entry(params, where)
 			by_listener[listener] = by_listener[listener] or {}
@@ -87,7 +88,7 @@ local function lookup(maps, listener, domain, conn_meta)
 	local params = {}
 	for k, v in pairs(entry) do
 		if k ~= "relay_from_authz" then
-			params[k] = utils.deep_copy(v)
+			params[k] = helpers.deep_copy(v)
 		end
 	end
 	if entry.relay_from_authz and conn_meta then
@@ -104,8 +105,8 @@ function mod:setup(data_files)
 	if mod.CONFIGURED then
 		error("listener_domains module has already been configured", 2)
 	end
-	local files = utils.check_file_list(data_files, "listener_domains helper")
-	local get_data = utils.memoized_data(load_data, files, {
+	local files = helpers.check_file_list(data_files, "listener_domains helper")
+	local get_data = helpers.memoized_data(load_data, files, {
 		name = "listener_domains_data",
 		ttl = "5 minutes",
 		capacity = 10,

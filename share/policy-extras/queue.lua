@@ -8,6 +8,7 @@
 --   kumo.on('smtp_server_message_received', function(msg) queue_helper:apply(msg) end)
 local kumo = require("kumo")
 local utils = require("policy-extras.policy_utils")
+local helpers = require("policy-extras.kumod_helpers")
 
 local mod = {}
 
@@ -176,7 +177,7 @@ local function load_data(files)
 	local merged = { tenants = {}, queues = {} }
 	local declared = {}
 	for i, f in ipairs(files) do
-		local data, src = utils.load_data_file(f, "queue helper")
+		local data, src = helpers.load_data_file(f, "queue helper")
 		local parsed = parse_file(data, "queue helper: " .. src, declared)
 		if i == 1 then
 			merged = parsed
@@ -190,7 +191,7 @@ local function load_data(files)
 			string.format(
 				"queue helper: default_tenant '%s' is not defined in [tenant] (files: %s)",
 				merged.default_tenant,
-				utils.describe_files(files)
+				helpers.describe_files(files)
 			),
 			0
 		)
@@ -204,7 +205,7 @@ local function load_data(files)
 						domain,
 						tname,
 						tname,
-						utils.describe_files(files)
+						helpers.describe_files(files)
 					),
 					0
 				)
@@ -221,7 +222,7 @@ end
 
 local function add(params, opts)
 	for k, v in pairs(opts or {}) do
-		params[k] = utils.deep_copy(v)
+		params[k] = helpers.deep_copy(v)
 	end
 end
 
@@ -328,14 +329,14 @@ function mod:setup_with_options(options)
 	if type(options) ~= "table" then
 		error("queue helper: setup_with_options expects a table", 2)
 	end
-	utils.check_keys(options, {
+	helpers.check_keys(options, {
 		file_names = true,
 		skip_queue_config_hook = true,
 		invalidate_with_epoch = true,
 	}, "queue helper: setup_with_options")
-	local files = utils.check_file_list(options.file_names, "queue helper: file_names")
+	local files = helpers.check_file_list(options.file_names, "queue helper: file_names")
 
-	local get_data = utils.memoized_data(load_data, files, {
+	local get_data = helpers.memoized_data(load_data, files, {
 		name = "queue_helper_data",
 		ttl = "1 minute",
 		capacity = 10,

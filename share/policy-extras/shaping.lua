@@ -13,6 +13,7 @@
 -- (`MXSuffix`, `HostName`).
 local kumo = require("kumo")
 local utils = require("policy-extras.policy_utils")
+local helpers = require("policy-extras.kumod_helpers")
 
 local mod = {}
 
@@ -98,7 +99,7 @@ local function merge_opts(dest, src)
 		then
 			utils.merge_into(v, dest[k])
 		else
-			dest[k] = utils.deep_copy(v)
+			dest[k] = helpers.deep_copy(v)
 		end
 	end
 end
@@ -166,7 +167,7 @@ local function load_data(files)
 		if type(f) == "string" and f:find("^https?://") then
 			fail("shaping helper: %s: loading shaping data over HTTP is not implemented by kumod yet", f)
 		end
-		local raw, src = utils.load_data_file(f, "shaping helper")
+		local raw, src = helpers.load_data_file(f, "shaping helper")
 		for name, v in pairs(raw) do
 			if name == "provider" then
 				if type(v) ~= "table" then
@@ -287,7 +288,7 @@ function mod:setup_with_automation(options)
 	if type(options) ~= "table" then
 		error("shaping helper: setup_with_automation expects a table", 2)
 	end
-	utils.check_keys(options, OPTIONS, "shaping helper: setup_with_automation")
+	helpers.check_keys(options, OPTIONS, "shaping helper: setup_with_automation")
 	for _, k in ipairs({ "publish", "subscribe" }) do
 		if options[k] ~= nil and not utils.table_is_empty(options[k]) then
 			fail("shaping helper: %s: traffic shaping automation (tsa-daemon) is not implemented by kumod yet", k)
@@ -302,11 +303,11 @@ function mod:setup_with_automation(options)
 	if not options.no_default_files then
 		table.insert(files, default_file())
 	end
-	for _, f in ipairs(utils.check_file_list(options.extra_files or {}, "shaping helper: extra_files")) do
+	for _, f in ipairs(helpers.check_file_list(options.extra_files or {}, "shaping helper: extra_files")) do
 		table.insert(files, f)
 	end
 
-	local get_data = utils.memoized_data(load_data, files, {
+	local get_data = helpers.memoized_data(load_data, files, {
 		name = "shaping_data",
 		ttl = options.cache_ttl or "1 minute",
 		capacity = 16,

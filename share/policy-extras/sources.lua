@@ -6,12 +6,13 @@
 --   require('policy-extras.sources'):setup { '/etc/kumo/sources.toml' }
 local kumo = require("kumo")
 local utils = require("policy-extras.policy_utils")
+local helpers = require("policy-extras.kumod_helpers")
 
 local mod = {}
 
 local function load_file(f, target)
-	local data, src = utils.load_data_file(f, "sources helper")
-	utils.check_keys(data, { source = true, pool = true }, "sources helper: " .. src)
+	local data, src = helpers.load_data_file(f, "sources helper")
+	helpers.check_keys(data, { source = true, pool = true }, "sources helper: " .. src)
 	for name, params in pairs(data.source or {}) do
 		local where = string.format("sources helper: %s: [source.'%s']", src, name)
 		if type(params) ~= "table" then
@@ -20,7 +21,7 @@ local function load_file(f, target)
 		local s = target.sources[name] or { name = name }
 		utils.merge_into(params, s)
 		s.name = name
-		local good, err = pcall(kumo.make_egress_source, utils.deep_copy(s))
+		local good, err = pcall(kumo.make_egress_source, helpers.deep_copy(s))
 		if not good then
 			error(string.format("%s: %s", where, tostring(err)), 0)
 		end
@@ -39,7 +40,7 @@ local function load_file(f, target)
 			if type(e) ~= "table" then
 				error(string.format("%s: entry '%s' must be a table", where, sname), 0)
 			end
-			utils.check_keys(e, { weight = true }, string.format("%s: [pool.'%s'.'%s']", src, name, sname))
+			helpers.check_keys(e, { weight = true }, string.format("%s: [pool.'%s'.'%s']", src, name, sname))
 			if e.weight ~= nil and (math.type(e.weight) ~= "integer" or e.weight < 0) then
 				error(string.format("%s: source '%s': weight must be a non-negative integer", where, sname), 0)
 			end
@@ -62,7 +63,7 @@ local function load_data(files)
 						"sources helper: pool '%s' references source '%s' which is not defined (files: %s)",
 						pname,
 						e.name,
-						utils.describe_files(files)
+						helpers.describe_files(files)
 					),
 					0
 				)
@@ -76,8 +77,8 @@ function mod:setup(data_files)
 	if mod.CONFIGURED then
 		error("sources module has already been configured", 2)
 	end
-	local files = utils.check_file_list(data_files, "sources helper")
-	local get_data = utils.memoized_data(load_data, files, {
+	local files = helpers.check_file_list(data_files, "sources helper")
+	local get_data = helpers.memoized_data(load_data, files, {
 		name = "sources_data",
 		ttl = "5 minutes",
 		capacity = 10,
@@ -92,23 +93,27 @@ function mod:setup(data_files)
 				string.format(
 					"sources helper: source '%s' is not defined in %s",
 					source_name,
-					utils.describe_files(files)
+					helpers.describe_files(files)
 				),
 				0
 			)
 		end
-		return kumo.make_egress_source(utils.deep_copy(params))
+		return kumo.make_egress_source(helpers.deep_copy(params))
 	end)
 
 	kumo.on("get_egress_pool", function(pool_name)
 		local params = get_data().pools[pool_name]
 		if not params then
 			error(
-				string.format("sources helper: pool '%s' is not defined in %s", pool_name, utils.describe_files(files)),
+				string.format(
+					"sources helper: pool '%s' is not defined in %s",
+					pool_name,
+					helpers.describe_files(files)
+				),
 				0
 			)
 		end
-		return kumo.make_egress_pool(utils.deep_copy(params))
+		return kumo.make_egress_pool(helpers.deep_copy(params))
 	end)
 end
 

@@ -131,9 +131,12 @@ def test_memoize_caches_by_arguments(tmp_path):
         local r3 = f('y', 1)
         out({ calls = calls, first = r1[1].a, second = r1[2], n = #r1, same = r2[1].a,
               other = r3[1].a, list = r1[1].list[2], len = #r1[1].list })
-        -- views: a write lands in the view, the cache is unchanged
+        -- a copy of the top level: a write stays with the caller, the cache is unchanged
         r1[2] = 'changed'
-        out({ mine = r1[2], next = f('x', 1)[2], calls = calls })
+        r1.extra = true
+        local again = f('x', 1)
+        out({ mine = r1[2], next = again[2], extra = again.extra or false, calls = calls,
+              plain = getmetatable(again) == nil and next(again) ~= nil })
         local keys = {}
         for k in pairs(f('x', 1)[1]) do keys[#keys + 1] = k end
         table.sort(keys)
@@ -146,7 +149,8 @@ def test_memoize_caches_by_arguments(tmp_path):
     """)
     assert outs[0] == {"calls": 2, "first": "x", "second": "second", "n": 2, "same": "x",
                        "other": "y", "list": 2, "len": 2}
-    assert outs[1] == {"mine": "changed", "next": "second", "calls": 2}
+    assert outs[1] == {"mine": "changed", "next": "second", "extra": False, "calls": 2,
+                       "plain": True}
     assert outs[2] == ["a", "b", "list"]
     assert json.loads(outs[3]) == [{"a": "x", "b": 1, "list": [1, 2]}, "second"]
     assert outs[4] == {"calls": 3}
@@ -467,3 +471,159 @@ def test_json_parse_and_load_allow_comments(tmp_path):
     assert outs[1] == [1, 2]
     assert outs[2].endswith("json_parse: a /* comment is not closed")
     assert "json_load: bad.json: " in outs[3] and outs[3].endswith("(line 3 column 8)")
+
+
+# --- kumo.regex, kumo.traceback --------------------------------------------------------------
+
+def test_regex_module(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local re = kumo.regex.compile('(?<user>[a-z]+)@(\\\\w+)\\\\.com')
+        local c = re:captures('mail alice@example.com now')
+        out({ c[0], c[1], c[2], c.user, re:is_match('nothing'), re:find('to b@c.com') })
+        out({ re:captures('none') == nil, re:find('none') == nil })
+        out(re:find_all('a@b.com c@d.com'))
+        out({ re:replace('a@b.com c@d.com', '$2:${user}$$'), re:replace_all('a@b.com c@d.com', '[$1]'),
+              re:replacen('a@b.com c@d.com x@y.com', 2, '*'), re:replace('a@b.com', '$9$nosuch') })
+        out({ kumo.regex.compile(',\\\\s*'):split('a, b,c'), kumo.regex.compile('x*'):find_all('axxb') })
+        out({ kumo.regex.escape('a.b*c(d)') })
+        out(raises(kumo.regex.compile, '(unclosed'))
+    """)
+    assert outs[0] == ["alice@example.com", "alice", "example", "alice", False, "b@c.com"]
+    assert outs[1] == [True, True]
+    assert outs[2] == ["a@b.com", "c@d.com"]
+    assert outs[3] == ["b:a$ c@d.com", "[a] [c]", "* * x@y.com", ""]
+    assert outs[4] == [["a", "b", "c"], ["", "xx", ""]]
+    assert outs[5] == ["a\\.b\\*c\\(d\\)"]
+    assert "regex.compile: invalid regular expression '(unclosed' at offset 9" in outs[6]
+
+
+def test_traceback(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local function inner()
+          local t = kumo.traceback(1)
+          return t
+        end
+        local function outer()
+          local t = inner()
+          return t
+        end
+        local t = outer()
+        out({ t[1].name, t[1].what, t[1].curr_line, t[1].short_src:match('policy.lua') ~= nil,
+              t[1].line_defined, t[2].name, t[2].curr_line, #t >= 3 })
+    """)
+    # the prelude is 6 lines: inner starts on line 8 and calls traceback on line 9;
+    # outer calls inner on line 13
+    assert outs[0] == ["inner", "Lua", 9, True, 8, "outer", 13, True]
+
+
+# --- policy-extras: kumod's share directory ---------------------------------------------------
+
+def test_policy_extras_policy_utils(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local u = require 'policy-extras.policy_utils'
+        local d = { a = 1, t = { 1, 2, x = 'y' } }
+        u.recursive_merge_into({ t = { 9, nil, z = 1 }, b = 2 }, d)
+        local shallow = { t = { 1 } }
+        u.merge_into({ t = { 5 }, c = 3 }, shallow)
+        local ip, port = u.split_ip_port('[::1]:25')
+        local ip4, port4 = u.split_ip_port('10.0.0.1:2525')
+        local keys = u.table_keys({ x = 1, y = 2 })
+        table.sort(keys)
+        out({ d = d, shallow = shallow, split = { ip, port, ip4, port4 }, keys = keys,
+              contains = { u.table_contains({ 'a', 'b' }, 'b'), u.table_contains({ 'a' }, 'z') },
+              empty = { u.table_is_empty({}), u.table_is_empty({ 1 }) },
+              sw = { u.starts_with('hello', 'he'), u.ends_with('hello', 'lo'), u.ends_with('lo', 'hello') },
+              eq = { u.equals({ 1, { 2 } }, { 1, { 2 } }), u.equals({ 1 }, { 1, 2 }) },
+              toml = u.load_json_or_toml_file('d.toml'), json = u.load_json_or_toml_file('d.json') })
+        out(u.dumps({ b = { 1, 'two' }, a = true }))
+        out(raises(u.assert_eq, { 1 }, { 2 }, 'mismatch'))
+        out(raises(u.assert_matches, 'abc', '^x'))
+        u.assert_ne(1, 2)
+        u.assert_matches('4.7.1 blocked', '^4\\\\.7')
+    """, files={"d.toml": "k = 1\n", "d.json": '{"k": 2} // comment\n'})
+    o = outs[0]
+    assert o["d"] == {"a": 1, "b": 2, "t": {"1": 9, "2": 2, "x": "y", "z": 1}}
+    assert o["shallow"] == {"t": [5], "c": 3}
+    assert o["split"] == ["::1", "25", "10.0.0.1", "2525"]
+    assert o["keys"] == ["x", "y"]
+    assert o["contains"] == [True, False] and o["empty"] == [True, False]
+    assert o["sw"] == [True, True, False] and o["eq"] == [True, False]
+    assert o["toml"] == {"k": 1} and o["json"] == {"k": 2}
+    assert outs[1] == '{\n  a = true,\n  b = {\n    [1] = 1,\n    [2] = "two",\n  },\n}'
+    assert "mismatch. expected\n {\n  [1] = 1,\n}\n to equal\n {\n  [1] = 2,\n}" in outs[2]
+    assert 'expected\n "abc"\n to match\n "^x"' in outs[3]
+
+
+def test_policy_extras_refused_and_user_path_first(tmp_path):
+    (tmp_path / "policy-extras").mkdir()
+    (tmp_path / "policy-extras" / "policy_utils.lua").write_text("return { mine = true }\n")
+    outs, _ = run_policy(tmp_path, """
+        out({ mine = require('policy-extras.policy_utils').mine == true })
+        out(raises(require, 'policy-extras.dkim_sign'))
+        out(raises(require, 'policy-extras.log_hooks'))
+    """)
+    assert outs[0] == {"mine": True}  # the policy's own directory (package.path) wins
+    assert ("'policy-extras.dkim_sign' is a KumoMTA helper that needs DKIM signing"
+            in outs[1]), outs[1]
+    assert "'policy-extras.log_hooks' is a KumoMTA helper that needs log hooks" in outs[2], outs[2]
+
+
+def test_policy_extras_sources_deliver_through_pool(kumod, tmp_path):
+    """sources.toml drives real deliveries: a relay kumod with the sources helper
+    delivers to a receiving kumod through pool 'p' (3:1 between two loopback
+    source addresses with their own EHLO names)."""
+    from test_egress import by_type, received, receiver_start, relay_start, send_many
+    from test_relay import wait_until
+    (tmp_path / "sources.toml").write_text(textwrap.dedent("""\
+        [source."a"]
+        source_address = "127.0.0.2"
+        ehlo_domain = "a.sources.test"
+
+        [source."b"]
+        source_address = "127.0.0.3"
+        ehlo_domain = "b.sources.test"
+
+        [pool."p"."a"]
+        weight = 3
+
+        [pool."p"."b"]
+    """))
+    out = tmp_path / "received"
+    rx = receiver_start(kumod, out)
+    var = tmp_path / "var"
+    extra = ("local sources = require 'policy-extras.sources'\n"
+             "sources:setup { %r }\n" % str(tmp_path / "sources.toml"))
+    relay = relay_start(kumod, var, "127.0.0.1:%d" % rx.smtp_port, pool="egress_pool = 'p',",
+                        extra=extra)
+    send_many(relay.smtp_port, ["u%d@example.com" % i for i in range(20)])
+    assert wait_until(lambda: len(received(out)) >= 20, timeout=30), relay.stderr()
+    peers = {}
+    for g in received(out):
+        peers.setdefault(g["received_from"].rsplit(":", 1)[0], set()).add(g["ehlo_domain"])
+    assert peers == {"127.0.0.2": {"a.sources.test"}, "127.0.0.3": {"b.sources.test"}}
+    assert wait_until(lambda: len(by_type(var, "Delivery")) >= 20, timeout=10)
+    count = {}
+    for d in by_type(var, "Delivery"):
+        assert d["egress_pool"] == "p"
+        count[d["egress_source"]] = count.get(d["egress_source"], 0) + 1
+    assert count == {"a": 15, "b": 5}  # smooth weighted round robin, 3:1
+
+
+def test_policy_extras_sources_validation(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local sources = require 'policy-extras.sources'
+        sources:setup { 'good.toml' }
+        out(raises(function() sources:setup { 'good.toml' } end))
+    """, files={"good.toml": '[source."a"]\nsource_address = "127.0.0.2"\n[pool."p"."a"]\n'})
+    assert "sources module has already been configured" in outs[0]
+    # kumod's helper reads its files at setup: a bad one fails the policy load
+    _, p = run_policy(tmp_path, """
+        require('policy-extras.sources'):setup { 'bad.toml' }
+    """, files={"bad.toml": '[source."a"]\nsource_address = "not-an-ip"\n'}, expect_ok=False)
+    assert p.returncode == 1
+    assert "sources helper: bad.toml: [source.'a']: make_egress_source" in p.stderr, p.stderr
+    _, p = run_policy(tmp_path, """
+        require('policy-extras.sources'):setup { 'bad.toml' }
+    """, files={"bad.toml": '[pool."p"."missing"]\n'}, expect_ok=False)
+    assert p.returncode == 1
+    assert "pool 'p' references source 'missing' which is not defined" in p.stderr, p.stderr
