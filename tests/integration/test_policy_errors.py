@@ -56,9 +56,9 @@ def test_shipped_policies_validate(policy):
 
 MISSING = [
     # (handler body, event it runs in, expected text)
-    ("kumo.memoize(function() end, { name = 'x', ttl = '1m', capacity = 1 })",
+    ("kumo.make_throttle('x', '10/s')",
      "smtp_server_message_received",
-     "kumo.memoize is a KumoMTA API that kumod does not implement yet"),
+     "kumo.make_throttle is a KumoMTA API that kumod does not implement yet"),
     ("kumo.dkim.rsa_sha256_signer{}", "smtp_server_message_received",
      "kumo.dkim is a KumoMTA module that kumod does not implement yet"),
     ("kumo.log_infoo('x')", "smtp_server_message_received",
