@@ -350,6 +350,15 @@ def test_example_server_policy_end_to_end(kumod, tmp_path):
     assert sorted(r["type"] for r in recs) == ["Delivery"] * 3 + ["Reception"] * 3, recs
 
 
+def test_example_server_policy_validates(tmp_path):
+    etc = write_etc(tmp_path, 2525)
+    p = tmp_path / "init.lua"
+    p.write_text(EXAMPLE_POLICY.format(etc=etc, var=tmp_path / "var"))
+    r = run_kumod(["--policy", str(p), "--validate"], env=no_lua_path(), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "0 errors" in r.stdout, r.stdout
+
+
 def test_example_server_policy_http_inject(kumod, tmp_path):
     """The example policy's http_message_generated: queue_helper:apply on an
     injected message (tenant and campaign headers from the builder)."""
