@@ -627,3 +627,43 @@ def test_policy_extras_sources_validation(tmp_path):
     """, files={"bad.toml": '[pool."p"."missing"]\n'}, expect_ok=False)
     assert p.returncode == 1
     assert "pool 'p' references source 'missing' which is not defined" in p.stderr, p.stderr
+
+
+LISTENER_DOMAINS = """\
+["local.test"]
+relay_to = true
+
+["*.wild.test"]
+relay_to = true
+
+["trusted-sender.test"]
+relay_from = ["127.0.0.0/8"]
+
+[listener."127.0.0.1:1"."only-elsewhere.test"]
+relay_to = true
+"""
+
+
+def test_policy_extras_listener_domains_control_relaying(kumod, tmp_path):
+    (tmp_path / "listener_domains.toml").write_text(LISTENER_DOMAINS)
+    k = kumod("""
+        kumo.on('init', function()
+          kumo.start_esmtp_listener { listen = '127.0.0.1:0', relay_hosts = { '192.0.2.0/24' } }
+        end)
+        kumo.on('get_listener_domain',
+                require('policy-extras.listener_domains'):setup { %r })
+    """ % str(tmp_path / "listener_domains.toml"))
+    import smtplib
+    cases = [("a@example.test", "user@local.test", 250),
+             ("a@example.test", "user@x.wild.test", 250),
+             ("a@example.test", "user@wild.test", 550),        # *.wild.test excludes wild.test
+             ("a@trusted-sender.test", "victim@foreign.test", 250),
+             ("a@example.test", "victim@foreign.test", 550),
+             ("a@example.test", "user@only-elsewhere.test", 550)]  # another listener's entry
+    got = []
+    for sender, rcpt, _ in cases:
+        with smtplib.SMTP("127.0.0.1", k.smtp_port, timeout=10) as s:
+            s.ehlo("client.test")
+            s.mail(sender)
+            got.append(s.rcpt(rcpt)[0])
+    assert got == [c[2] for c in cases]
