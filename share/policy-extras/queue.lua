@@ -92,7 +92,7 @@ local function parse_level(data, where, nested)
 	return level
 end
 
-local function parse_file(data, src, declared)
+local function parse_file(data, src)
 	if type(data) ~= "table" then
 		error(string.format("%s: expected a table at the top level", src), 0)
 	end
@@ -150,7 +150,6 @@ local function parse_file(data, src, declared)
 		local level = parse_level(rest, where)
 		tenant.opts = level.opts
 		tenant.routing_domain = level.routing_domain
-		declared[name] = true
 		out.tenants[name] = tenant
 	end
 	for domain, q in pairs(data.queue or {}) do
@@ -164,7 +163,6 @@ local function parse_file(data, src, declared)
 					parse_level(cv, string.format("%s: [queue.'%s'.'%s'.'%s']", src, domain, tname, cname))
 			end)
 			tl.campaigns = campaigns
-			tl.where = tw
 			tenants[tname] = tl
 		end)
 		level.tenants = tenants
@@ -175,10 +173,9 @@ end
 
 local function load_data(files)
 	local merged = { tenants = {}, queues = {} }
-	local declared = {}
 	for i, f in ipairs(files) do
 		local data, src = helpers.load_data_file(f, "queue helper")
-		local parsed = parse_file(data, "queue helper: " .. src, declared)
+		local parsed = parse_file(data, "queue helper: " .. src)
 		if i == 1 then
 			merged = parsed
 		else
