@@ -216,8 +216,8 @@ end
 
 local function provider_matches(p, domain)
 	for _, r in ipairs(p.extra.match) do
-		local suffix = r.DomainSuffix
-		if suffix and (domain == suffix:gsub("^%.", "") or utils.ends_with(domain, suffix)) then
+		-- plain string suffix, as KumoMTA: '.big.test' does not match 'big.test'
+		if r.DomainSuffix and utils.ends_with(domain, r.DomainSuffix) then
 			return true
 		end
 	end

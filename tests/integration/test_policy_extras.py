@@ -644,8 +644,9 @@ u.assert_eq(f('example.com', 'ip-2', 'site', true),
   { connection_limit = 6, max_deliveries_per_connection = 50 })
 u.assert_eq(f('mx.big.test', 'ip-2', 'site', true),
   { connection_limit = 4, max_deliveries_per_connection = 20 })
+-- a plain string suffix: '.big.test' does not match big.test itself
 u.assert_eq(f('big.test', 'ip-1', 'site', true),
-  { connection_limit = 10, max_deliveries_per_connection = 20, connect_timeout = '7s' })
+  { connection_limit = 10, max_deliveries_per_connection = 100, connect_timeout = '7s' })
 -- replace_base in a later file drops what earlier files said for the block
 u.assert_eq(f('other.org', 'ip-3', 'site', true),
   { connection_limit = 10, max_deliveries_per_connection = 100, idle_timeout = '9s' })
