@@ -40,13 +40,7 @@ local function check_params(where, listener, domain, params)
 	local ok, err = pcall(kumo.make_listener_domain, params)
 	if not ok then
 		error(
-			string.format(
-				"listener_domains: %s: listener '%s' domain '%s': %s",
-				where,
-				listener,
-				domain,
-				tostring(err)
-			)
+			string.format("listener_domains: %s: listener '%s' domain '%s': %s", where, listener, domain, tostring(err))
 		)
 	end
 end
