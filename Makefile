@@ -12,6 +12,7 @@
 # Targets: all run sink test unit integration fmt fmt-check check-layers
 #          tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check
 #          fuzz fuzz-run fuzz-smoke fuzz-replay bench clean deps
+#          install (PREFIX=/usr/local DESTDIR=: kumod, tools, share/kumod/{policy-extras,bounce_classifier})
 
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
@@ -200,10 +201,19 @@ fmt-check:
 deps:
 	scripts/deps.sh --mk $(BUILD)/deps.mk
 
+# kumod finds its policy-extras helpers in ../share/kumod next to its binary.
+PREFIX ?= /usr/local
+install: $(BINS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kumod/policy-extras \
+		$(DESTDIR)$(PREFIX)/share/kumod/bounce_classifier
+	install -m 755 $(BIN)/kumod $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 share/policy-extras/* $(DESTDIR)$(PREFIX)/share/kumod/policy-extras/
+	install -m 644 share/bounce_classifier/* $(DESTDIR)$(PREFIX)/share/kumod/bounce_classifier/
+
 clean:
 	rm -rf $(BUILD)
 
 include fuzz/fuzz.mk
 
-.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check check-layers fmt fmt-check deps clean FORCE
+.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check check-layers fmt fmt-check deps install clean FORCE
 FORCE:

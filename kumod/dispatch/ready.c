@@ -841,9 +841,11 @@ static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a)
 			return;
 		}
 	}
-	const char *ehlo = rq->src.ehlo_domain[0]    ? rq->src.ehlo_domain
-			   : rq->path.ehlo_domain[0] ? rq->path.ehlo_domain
-						     : R.hostname;
+	/* KumoMTA's order: the path's ehlo_domain, the source's, the host name
+	 * (so shaping can override a source's EHLO name per destination). */
+	const char *ehlo = rq->path.ehlo_domain[0]  ? rq->path.ehlo_domain
+			   : rq->src.ehlo_domain[0] ? rq->src.ehlo_domain
+						    : R.hostname;
 	struct smtp_client_opts o = {
 	    .ehlo_name = ehlo,
 	    .tls = rq->path.tls,

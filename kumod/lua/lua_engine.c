@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <lualib.h>
 
@@ -388,6 +391,51 @@ static int run_phase(const char *event, char *err, size_t errlen)
 	return load_fail(err, errlen, r.text);
 }
 
+/* kumod's own Lua modules (policy-extras): <bin>/../share/kumod when
+ * installed, the repository's share/ when run from the build tree. */
+static int share_dir(char *out, size_t len)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return -1;
+	exe[n] = 0;
+	char *slash = strrchr(exe, '/');
+	if (!slash)
+		return -1;
+	*slash = 0;
+	static const char *const cand[] = {"/../share/kumod", "/../share"};
+	for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++) {
+		char probe[PATH_MAX + 64];
+		snprintf(probe, sizeof(probe), "%s%s/policy-extras", exe, cand[i]);
+		struct stat st;
+		if (stat(probe, &st) == 0 && S_ISDIR(st.st_mode)) {
+			char *real = realpath(probe, NULL);
+			if (!real)
+				return -1;
+			*strrchr(real, '/') = 0;
+			snprintf(out, len, "%s", real);
+			free(real);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Last on package.path, so the user's LUA_PATH and policy directory win
+ * (KumoMTA's own helper files placed first on LUA_PATH load instead). */
+static void add_share_path(lua_State *L)
+{
+	char dir[PATH_MAX];
+	if (share_dir(dir, sizeof(dir)) != 0)
+		return;
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "path");
+	lua_pushfstring(L, "%s;%s/?.lua", lua_tostring(L, -1), dir);
+	lua_setfield(L, -3, "path");
+	lua_pop(L, 2);
+}
+
 /* Standard libraries, the global `kumo` (also package.loaded.kumo, so
  * require 'kumo' works) and the object classes; every name a policy may
  * reach for and kumod lacks raises a clear error (lua_api.c). */
@@ -401,6 +449,7 @@ static void open_state(lua_State *L)
 	lua_api__guard_class(L, LUA_KUMO_MESSAGE_MT, "msg");
 	lua_api__guard_class(L, LUA_KUMO_CONN_META_MT, "conn_meta");
 	lua_api__install_searcher(L);
+	add_share_path(L);
 }
 
 void policy_list_api(FILE *out, int markdown)

@@ -77,6 +77,33 @@ void lua_bounce__register(lua_State *L);
 void lua_throttle__register(lua_State *L);
 void lua_throttle__free_all(void);
 
+/* Utility modules (docs/policy-utils.md). lua_util__register fills the
+ * kumo table on top of the stack with all of them. */
+void lua_util__register(lua_State *L);
+/* Creates metatable mt: __index = a table of methods, and one metamethod
+ * (event "__gc", "__close", ...) = fn. */
+void lua_util__class(lua_State *L, const char *mt, const luaL_Reg *methods, const char *event,
+		     lua_CFunction fn);
+/* Pushes the contents of the file at path, or raises "what: path: reason". */
+void lua_util__push_file(lua_State *L, const char *what, const char *path);
+/* lua_toml.c: toml_* functions and kumo.serde. */
+void lua_toml__register(lua_State *L);
+/* lua_memoize.c: kumo.memoize. */
+void lua_memoize__register(lua_State *L);
+/* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */
+void lua_maps__register(lua_State *L);
+/* lua_regex.c: kumo.regex. */
+void lua_regex__register(lua_State *L);
+/* Compiles a PCRE2 pattern (UTF, Unicode properties, JIT when available);
+ * raises "what: invalid regular expression '...' at offset N: reason".
+ * Returns a pcre2_code * (void here: lua_int.h does not include pcre2.h). */
+void *lua_regex__compile(lua_State *L, const char *what, const char *pat, size_t plen);
+/* lua_string.c, lua_time.c, lua_crypto.c: kumo.string, kumo.time and
+ * kumo.uuid/digest/encode. */
+void lua_string__register(lua_State *L);
+void lua_time__register(lua_State *L);
+void lua_crypto__register(lua_State *L);
+
 /* lua_api.c: KumoMTA's API by name (see the file's header). */
 /* Sets a metatable on the table at idx whose __index raises for a missing
  * member, naming it (path is the table's name, "kumo.dns"). */
@@ -100,34 +127,5 @@ int lua_api__event_check(const char *name, char *err, size_t errlen);
 void lua_api__install_searcher(lua_State *L);
 /* kumod --list-api: every KumoMTA name and whether kumod has it. */
 void lua_api__list(lua_State *L, FILE *out, int markdown);
-
-/* Utility modules (docs/policy-utils.md). lua_util__register fills the
- * kumo table on top of the stack with all of them. */
-void lua_util__register(lua_State *L);
-/* Creates metatable mt: __index = a table of methods, and one metamethod
- * (event "__gc", "__close", ...) = fn. */
-void lua_util__class(lua_State *L, const char *mt, const luaL_Reg *methods, const char *event,
-		     lua_CFunction fn);
-/* Pushes the contents of the file at path, or raises "what: path: reason". */
-void lua_util__push_file(lua_State *L, const char *what, const char *path);
-/* lua_toml.c: toml_* functions and kumo.serde. */
-void lua_toml__register(lua_State *L);
-/* lua_memoize.c: kumo.memoize. */
-void lua_memoize__register(lua_State *L);
-/* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */
-void lua_maps__register(lua_State *L);
-/* lua_extras.c: the package searcher for kumod's policy-extras helpers. */
-void lua_extras__register(lua_State *L);
-/* lua_regex.c: kumo.regex. */
-void lua_regex__register(lua_State *L);
-/* Compiles a PCRE2 pattern (UTF, Unicode properties, JIT when available);
- * raises "what: invalid regular expression '...' at offset N: reason".
- * Returns a pcre2_code * (void here: lua_int.h does not include pcre2.h). */
-void *lua_regex__compile(lua_State *L, const char *what, const char *pat, size_t plen);
-/* lua_string.c, lua_time.c, lua_crypto.c: kumo.string, kumo.time and
- * kumo.uuid/digest/encode. */
-void lua_string__register(lua_State *L);
-void lua_time__register(lua_State *L);
-void lua_crypto__register(lua_State *L);
 
 #endif

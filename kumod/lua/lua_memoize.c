@@ -476,6 +476,8 @@ static uint64_t param_duration_ns(lua_State *L, int idx, const char *name)
 		    L, "memoize: %s must be a duration ('5 minutes', '30s' or seconds), not %s",
 		    name,
 		    lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : luaL_typename(L, idx));
+	if (ms > UINT64_MAX / 2000000ull)
+		luaL_error(L, "memoize: %s is too long", name);
 	return ms * 1000000ull;
 }
 

@@ -145,7 +145,6 @@ void lua_util__register(lua_State *L)
 	lua_memoize__register(L);
 	lua_maps__register(L);
 	lua_regex__register(L);
-	lua_extras__register(L);
 	lua_string__register(L);
 	lua_time__register(L);
 	lua_crypto__register(L);

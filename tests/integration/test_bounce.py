@@ -12,7 +12,7 @@ from test_relay import RELAY_POLICY, records, sink_start, send, wait_until
 
 TOOLS_BIN = os.environ.get("TOOLS_BIN") or os.path.dirname(KUMOD_BIN)
 KUMO_BOUNCE = os.path.join(TOOLS_BIN, "kumo-bounce")
-RULES = os.path.join(REPO, "policy", "bounce_classifier", "kumod.toml")
+RULES = os.path.join(REPO, "share", "bounce_classifier", "kumod.toml")
 CORPUS = os.path.join(REPO, "tests", "data", "bounce_corpus.tsv")
 
 

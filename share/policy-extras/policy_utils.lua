@@ -107,19 +107,6 @@ function mod.load_json_or_toml_file(filename)
 	return kumo.json_load(filename)
 end
 
--- kumod's addition for its helpers: calls fn(where, data) for each item of
--- a setup list (a path, loaded with load_json_or_toml_file, or an inline
--- table); where names the item for messages.
-function mod.each_data_item(items, fn)
-	for _, item in ipairs(items) do
-		if type(item) == "string" then
-			fn(item, mod.load_json_or_toml_file(item))
-		else
-			fn("an inline table", item)
-		end
-	end
-end
-
 function mod.starts_with(s, prefix)
 	return s:sub(1, #prefix) == prefix
 end
