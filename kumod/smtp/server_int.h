@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/peertab.h"
 #include "io/conn.h"
 #include "proto/smtp_cmd.h"
 #include "proto/smtp_data.h"
@@ -23,6 +24,7 @@ struct smtp_listener {
 	struct task *task;
 	SSL_CTX *tls_ctx;
 	size_t nconn;
+	struct peertab clients; /* per client address (max_connections_per_client) */
 	char addr[64];
 	int closed;
 	struct smtp_listener *next;
@@ -67,6 +69,9 @@ struct smtp_session {
 	uint64_t data_window_bytes; /* DATA bytes since the last client_timeout window */
 	int txn_smtputf8;	    /* the open transaction's MAIL carried SMTPUTF8 */
 	struct smtp_rx_txn *txn;    /* spooling transaction awaiting its reply */
+	struct peer_entry *client;  /* per-client-address counters (listener limits) */
+	size_t rx_accounted;	    /* DATA buffer bytes counted in the memory budget */
+	const char *data_refused;   /* DATA being discarded: "memory" or "allocation" */
 	struct smtp_session *next, *prev;
 };
 
