@@ -254,7 +254,8 @@ static const struct metrics_decl decls[] = {
      "messages accepted: `http_listener` (one per injected message)"},
     {"total_connection_count", METRICS_COUNTER, "service", "connections accepted: `http_listener`"},
     {"total_connections_denied", METRICS_COUNTER, "service",
-     "connections refused: `http_listener` (over 1024 open)"},
+     "connections refused: `http_listener` (over the connection or per-client cap, "
+     "docs/limits.md)"},
     {"memory_usage", METRICS_GAUGE, NULL,
      "memory in bytes that drives the memory limits: resident set size (`/proc/self/statm`, "
      "sampled every 100 ms) plus buffered bytes grown since the sample"},
