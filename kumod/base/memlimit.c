@@ -13,6 +13,7 @@
 #include "ktrace.h"
 
 #define RSS_SAMPLE_NS 100000000ull
+#define TRIM_NS 1000000000ull
 
 static struct {
 	uint64_t soft, hard, low;
@@ -22,16 +23,30 @@ static struct {
 	uint64_t sampled_ns;
 	enum mem_state state;
 	uint64_t over_count, low_count, refusals;
+	uint64_t trimmed_ns; /* last malloc_trim */
 } mem;
+
+/* With a budget, buffers of 1 MiB and more are always mapped on their own
+ * (glibc otherwise raises its threshold after the first free), so a freed
+ * message body goes back to the system and usage falls with it. */
+static void fix_mmap_threshold(void)
+{
+	static int done;
+	if (!done)
+		mallopt(M_MMAP_THRESHOLD, 1 << 20);
+	done = 1;
+}
 
 void memlimit_set_soft(uint64_t bytes)
 {
 	mem.soft = bytes;
+	fix_mmap_threshold();
 }
 
 void memlimit_set_hard(uint64_t bytes)
 {
 	mem.hard = bytes;
+	fix_mmap_threshold();
 }
 
 void memlimit_set_low_thresh(uint64_t bytes)
@@ -75,6 +90,8 @@ int memlimit_from_env(char *err, size_t errlen)
 	if (env_bytes("KUMOD_MEMORY_SOFT_LIMIT", &mem.soft, err, errlen) != 0 ||
 	    env_bytes("KUMOD_MEMORY_HARD_LIMIT", &mem.hard, err, errlen) != 0)
 		return -1;
+	if (mem.soft || mem.hard)
+		fix_mmap_threshold();
 	return 0;
 }
 
@@ -126,6 +143,13 @@ enum mem_state memlimit_check(size_t more)
 	enum mem_state st = usage >= soft		    ? MEM_OVER
 			    : usage > memlimit_low_thresh() ? MEM_LOW
 							    : MEM_OK;
+	if (st == MEM_OVER && mem.state == MEM_OVER &&
+	    clock_mono_ns() - mem.trimmed_ns >= TRIM_NS) {
+		/* still over: give freed memory back, then measure again */
+		malloc_trim(0);
+		mem.trimmed_ns = clock_mono_ns();
+		mem.sampled_ns = 0;
+	}
 	if (st == mem.state)
 		return st;
 	KTRACE(memory_state, memlimit_state_name(mem.state), memlimit_state_name(st), usage, soft,
@@ -134,8 +158,10 @@ enum mem_state memlimit_check(size_t more)
 		mem.over_count++;
 	else if (st == MEM_LOW && mem.state == MEM_OK)
 		mem.low_count++;
-	if (st > MEM_OK)
+	if (st > MEM_OK) {
 		malloc_trim(0); /* give freed arenas back before refusing work */
+		mem.trimmed_ns = clock_mono_ns();
+	}
 	mem.state = st;
 	mem.sampled_ns = 0; /* the next check samples afresh */
 	return st;

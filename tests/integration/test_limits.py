@@ -218,7 +218,7 @@ def test_memory_budget_holds_under_a_data_flood(kumod, tmp_path):
     assert scrapes and scrapes[0]["memory_limit"] == soft
     # after the flood: memory comes back and mail is accepted again
     small = message(2000, "after")
-    assert wait_until(lambda: transaction(k.relay_port, small)[0] == 250, timeout=20)
+    assert wait_until(lambda: transaction(k.relay_port, small)[0] == 250, timeout=30)
     m = metrics(k.http_port)
     assert m["memory_over_limit_count_total"] >= 1 or m.get("memory_over_limit_count", 0) >= 1
     assert m["memory_refused_total"] >= refused
@@ -591,3 +591,48 @@ def test_http_per_client_connection_cap(kumod, tmp_path):
             return None  # the held connections are still closing
     m = wait_until(scrape, timeout=10)
     assert m['total_connections_denied_total{service=http_listener}'] >= 1
+
+
+def test_idle_sessions_are_shed_oldest_first(kumod, tmp_path):
+    """Over the soft limit, DATA is refused and idle sessions are closed
+    oldest first with 421 4.3.2 (the policy lowers the limit at run time)."""
+    extra = """
+kumo.on('smtp_server_mail_from', function(sender, conn_meta)
+  if tostring(sender) == 'trigger@example.com' then
+    kumo.set_memory_soft_limit(1048576)
+  end
+end)
+"""
+    k = start(kumod, tmp_path, 9, extra=extra)
+    idle = []
+    for _ in range(3):
+        c = Smtp(k.relay_port)
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO idle.test")[0] == 250
+        idle.append(c)
+        time.sleep(0.05)  # distinct ages
+    t = Smtp(k.relay_port)
+    try:
+        assert t.reply()[0] == 220
+        assert t.cmd("EHLO trigger.test")[0] == 250
+        assert t.cmd("MAIL FROM:<trigger@example.com>")[0] == 250
+        assert t.cmd("RCPT TO:<b@example.com>")[0] == 250
+        r = t.cmd("DATA")
+        assert (r[0], r[1]) == (451, "4.3.1"), r
+        # the oldest idle session was told and closed; the others were not
+        r = idle[0].reply()
+        assert (r[0], r[1]) == (421, "4.3.2") and "load shedding" in r[2], r
+        for c in idle[1:]:
+            assert c.cmd("NOOP")[0] == 250
+        time.sleep(0.15)  # one shedding round per 100 ms
+        r = t.cmd("DATA")
+        assert (r[0], r[1]) == (451, "4.3.1"), r
+        r = idle[1].reply()
+        assert (r[0], r[1]) == (421, "4.3.2"), r
+        assert idle[2].cmd("NOOP")[0] == 250
+        m = metrics(k.http_port)
+        assert m['smtp_limit_denied_total{limit=memory_shed_idle}'] == 2
+    finally:
+        t.close()
+        for c in idle:
+            c.close()

@@ -40,7 +40,7 @@ TEST_IMPL(peertab_rate_window)
 	ASSERT_EQ(peertab_rate_hit(e, 0, 3, 60000), 0);
 	ASSERT_EQ(peertab_rate_hit(e, 10, 3, 60000), 0);
 	ASSERT_EQ(peertab_rate_hit(e, 20, 3, 60000), 0);
-	ASSERT_EQ(peertab_rate_hit(e, 30, 3, 60000), 1); /* the fourth in a minute */
+	ASSERT_EQ(peertab_rate_hit(e, 30, 3, 60000), 1);    /* the fourth in a minute */
 	ASSERT_EQ(peertab_rate_hit(e, 60001, 3, 60000), 0); /* a new window */
 	ASSERT_EQ(peertab_rate_hit(e, 60002, 0, 0), 0);	    /* no rate */
 	peertab_free(&t);
