@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/fdlimit.h"
 #include "base/log.h"
+#include "base/memlimit.h"
 #include "base/metrics.h"
 #include "base/task.h"
 #include "ctl/http.h"
@@ -220,13 +222,17 @@ static int setup_logging(void)
 	return 0;
 }
 
-static void raise_nofile(void)
+/* Open files raised to the hard limit (the SMTP/HTTP budgets follow it);
+ * KUMOD_MEMORY_SOFT_LIMIT/HARD_LIMIT read before the policy may override. */
+static int raise_nofile(void)
 {
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+	fdlimit_raise();
+	char err[256];
+	if (memlimit_from_env(err, sizeof(err)) != 0) {
+		fprintf(stderr, "kumod: %s\n", err);
+		return 1;
 	}
+	return 0;
 }
 
 static int drop_privileges(void)
@@ -400,7 +406,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (setup_logging())
 		return 1;
-	raise_nofile();
+	if (raise_nofile())
+		return 1;
 	uv_loop_t *loop = kumod_loop();
 	app.main_task = task_spawn("main", "kumod", 0);
 	task_set_phase(app.main_task, "Starting", NULL);

@@ -35,6 +35,33 @@ void buf_reserve(struct buf *b, size_t more)
 	b->cap = cap;
 }
 
+int buf_try_reserve(struct buf *b, size_t more)
+{
+	if (b->len + more + 1 <= b->cap)
+		return 0;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + more + 1)
+		cap *= 2;
+	char *p = realloc(b->data, cap);
+	if (!p)
+		return -1;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+void buf_shrink(struct buf *b, size_t spare)
+{
+	size_t want = b->len + spare + 1;
+	if (b->cap <= want + 4096)
+		return;
+	char *p = realloc(b->data, want);
+	if (p) { /* a failed shrink keeps the larger buffer */
+		b->data = p;
+		b->cap = want;
+	}
+}
+
 void buf_append(struct buf *b, const void *p, size_t n)
 {
 	buf_reserve(b, n);

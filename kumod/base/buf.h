@@ -20,6 +20,11 @@ void buf_reset(struct buf *b);
 /* Ensure room for `more` bytes after len; always keeps one spare byte so
  * data can be NUL-terminated. */
 void buf_reserve(struct buf *b, size_t more);
+/* As buf_reserve, but a failed allocation leaves b as it was and returns
+ * -1 (paths a client controls answer 4xx instead of aborting). */
+int buf_try_reserve(struct buf *b, size_t more);
+/* Gives back capacity beyond len + spare (kept messages hold what they use). */
+void buf_shrink(struct buf *b, size_t spare);
 void buf_append(struct buf *b, const void *p, size_t n);
 void buf_appends(struct buf *b, const char *s);
 void buf_appendc(struct buf *b, char c);

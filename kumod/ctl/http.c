@@ -13,8 +13,11 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/fdlimit.h"
 #include "base/log.h"
+#include "base/memlimit.h"
 #include "base/metrics.h"
+#include "base/peertab.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "ctl/http_int.h"
@@ -24,15 +27,18 @@
 #include "ktrace.h"
 #include "policy.h"
 
-#define HTTP_MAX_CONNECTIONS 1024
+#define HTTP_RESERVED_TIMEOUT_MS 1000 /* a reserved slot is not held idle */
 #define HTTP_REQUEST_TIMEOUT_MS 30000
 #define HTTP_IDLE_TIMEOUT_MS 60000
+#define HTTP_RETRY_AFTER "Retry-After: 5\r\n"
 
 static struct {
 	struct http_listener *listeners;
 	struct http_conn *conns;
 	size_t nconns;
+	size_t nreserved; /* connections in the liveness/metrics slots */
 	uint64_t accepted;
+	struct peertab clients;
 } http;
 
 static void conn_process(struct http_conn *hc);
@@ -52,6 +58,9 @@ void http_listener_config_init(struct http_listener_config *cfg)
 	cidr_list_add(&cfg->trusted_hosts, "127.0.0.1");
 	cidr_list_add(&cfg->trusted_hosts, "::1");
 	cfg->request_body_limit = 2u << 20;
+	cfg->max_connections_per_client = 64;
+	cfg->max_recipients_per_inject = 10000;
+	cfg->max_received_headers = 50;
 }
 
 void http_listener_config_free(struct http_listener_config *cfg)
@@ -74,6 +83,7 @@ const struct http_listener_config *http__config(const struct http_conn *hc)
 /* A request's first bytes arrived. */
 static void request_begin(struct http_conn *hc)
 {
+	memlimit_account(-(int64_t)hc->req.accounted);
 	memset(&hc->req, 0, sizeof(hc->req));
 	hc->req.r = http_req_current(hc->parser);
 	hc->in_request = 1;
@@ -81,10 +91,77 @@ static void request_begin(struct http_conn *hc)
 	conn_arm_timer(hc);
 }
 
+static int request_check_host(struct http_conn *hc, const char *host);
+static int request_authorize(struct http_conn *hc, struct http_request *req);
+
+/* The route of the request target (path only), from the head. */
+static const struct http_route *head_route(struct http_request *req,
+					   const struct http_route **other)
+{
+	char path[512];
+	const struct buf *u = &req->r->url;
+	size_t n = u->len;
+	const char *q = u->data ? memchr(u->data, '?', u->len) : NULL;
+	if (q)
+		n = (size_t)(q - u->data);
+	if (n >= sizeof(path))
+		return NULL;
+	memcpy(path, u->data ? u->data : "", n);
+	path[n] = 0;
+	return http_api__find(path, other, req->r->method);
+}
+
+/* Decides from the head, before any body byte is read: a connection in a
+ * reserved slot serves liveness and metrics only (503 otherwise), access
+ * is checked (401/403 and close), and a body that would take memory over
+ * the soft limit is refused (503 Retry-After). 1: go on; 0: answered. */
+static int request_head_checks(struct http_conn *hc)
+{
+	struct http_request *req = &hc->req;
+	const struct http_route *other = NULL, *rt = head_route(req, &other);
+	if (hc->reserved)
+		req->close = 1; /* one answer per reserved slot */
+	if (hc->reserved && !(rt && (rt->open || strncmp(rt->path, "/metrics", 8) == 0))) {
+		http__error_extra(hc, 503, HTTP_RETRY_AFTER, "too many connections");
+		return 0;
+	}
+	if (!rt || !request_check_host(hc, req->r->host))
+		return 1; /* answered after the body as before (404/405), or 403 and closed */
+	if (!rt->open) {
+		req->close = 1; /* a refusal closes: the body is never read */
+		if (!request_authorize(hc, req))
+			return 0;
+		req->close = 0;
+		req->authorized = 1;
+	}
+	uint64_t clen = req->r->has_content_length ? req->r->content_length : 0;
+	if (clen && clen <= hc->l->cfg.request_body_limit) {
+		if (memlimit_check((size_t)clen) == MEM_OVER) {
+			memlimit_count_refusal();
+			KTRACE(http_limit, hc->id, hc->conn.peer, "memory_soft_limit");
+			req->close = 1;
+			http__error_extra(hc, 503, HTTP_RETRY_AFTER,
+					  "load shedding: over the memory limit");
+			return 0;
+		}
+		req->accounted = (size_t)clen;
+		memlimit_account((int64_t)clen);
+	}
+	return 1;
+}
+
+static void request_release(struct http_conn *hc)
+{
+	memlimit_account(-(int64_t)hc->req.accounted);
+	hc->req.accounted = 0;
+}
+
 /* The head is complete: the body may follow after 100 Continue. */
 static void request_head(struct http_conn *hc)
 {
 	hc->req.start_ns = clock_mono_ns();
+	if (!request_head_checks(hc))
+		return;
 	if (http_req_wants_continue(hc->req.r)) {
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		conn_write(&hc->conn, cont, sizeof(cont) - 1);
@@ -156,6 +233,7 @@ static void respond_extra(struct http_conn *hc, int status, const char *content_
 	uint64_t us = r->start_ns ? (clock_mono_ns() - r->start_ns) / 1000 : 0;
 	KTRACE(http_response, hc->id, status, us);
 	respond_head(hc, status, content_type, len, extra);
+	request_release(hc);
 	if (r->r->method != HTTP_HEAD)
 		conn_write(&hc->conn, body, len);
 	conn_flush(&hc->conn);
@@ -192,7 +270,7 @@ void http__respond_json(struct http_conn *hc, int status, json_t *j)
 	free(s);
 }
 
-static void error_extra(struct http_conn *hc, int status, const char *extra, const char *text)
+void http__error_extra(struct http_conn *hc, int status, const char *extra, const char *text)
 {
 	json_t *j = json_pack("{s:s}", "error", text);
 	if (!j) { /* not UTF-8 (client bytes in the text): escape them */
@@ -215,7 +293,7 @@ void http__error(struct http_conn *hc, int status, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	error_extra(hc, status, NULL, text);
+	http__error_extra(hc, status, NULL, text);
 }
 
 struct http_conn *http__conn_lookup(uint64_t id)
@@ -269,9 +347,9 @@ static void auth_denied(struct http_conn *hc, int status, const char *why)
 {
 	KTRACE(http_auth_fail, hc->id, hc->conn.peer, status, why);
 	if (status == 401)
-		error_extra(hc, 401,
-			    "WWW-Authenticate: Basic realm=\"kumod\", Bearer realm=\"kumod\"\r\n",
-			    why);
+		http__error_extra(
+		    hc, 401, "WWW-Authenticate: Basic realm=\"kumod\", Bearer realm=\"kumod\"\r\n",
+		    why);
 	else
 		http__error(hc, status, "%s", why);
 }
@@ -365,14 +443,14 @@ static void request_dispatch(struct http_conn *hc)
 		snprintf(text, sizeof(text), "method %s not allowed for %s (use %s)",
 			 r->method_name, other->path,
 			 http_method_str((enum http_method)other->method_id));
-		error_extra(hc, 405, allow, text);
+		http__error_extra(hc, 405, allow, text);
 		return;
 	}
 	if (!rt) {
 		http__error(hc, 404, "no such endpoint: %s", path);
 		return;
 	}
-	if (!rt->open && !request_authorize(hc, req))
+	if (!rt->open && !req->authorized && !request_authorize(hc, req))
 		return;
 	if (http_req_decode_body(r, hc->l->cfg.request_body_limit) != 0) {
 		http__error(hc, r->status, "%s", r->error);
@@ -429,7 +507,10 @@ static void conn_arm_timer(struct http_conn *hc)
 	if (hc->gone || hc->busy)
 		return;
 	uv_timer_start(&hc->timer, conn_timer_cb,
-		       hc->in_request ? HTTP_REQUEST_TIMEOUT_MS : HTTP_IDLE_TIMEOUT_MS, 0);
+		       hc->reserved	? HTTP_RESERVED_TIMEOUT_MS
+		       : hc->in_request ? HTTP_REQUEST_TIMEOUT_MS
+					: HTTP_IDLE_TIMEOUT_MS,
+		       0);
 }
 
 static void conn_handle_closed(struct http_conn *hc)
@@ -445,6 +526,10 @@ static void conn_handle_closed(struct http_conn *hc)
 		hc->next->prev = hc->prev;
 	http.nconns--;
 	l->nconn--;
+	http.nreserved -= hc->reserved;
+	if (hc->client)
+		hc->client->conns--;
+	request_release(hc);
 	http_req_parser_free(hc->parser);
 	hc->parser = NULL;
 	task_close(hc->task);
@@ -496,18 +581,21 @@ static const struct conn_handler http_conn_handler = {
     .on_closed = conn_on_closed,
 };
 
-static void conn_refuse_busy(struct http_conn *hc)
+/* 503 before reading anything: over the connection cap with no reserved
+ * slot left, or over the per-client cap. */
+static void conn_refuse_busy(struct http_conn *hc, const char *why)
 {
-	static const char body[] = "{\"error\":\"too many connections\"}\n";
-	char head[160];
+	char body[160], head[200];
+	int b = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", why);
 	int n = snprintf(head, sizeof(head),
 			 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-			 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-			 sizeof(body) - 1);
+			 "Content-Length: %d\r\n" HTTP_RETRY_AFTER "Connection: close\r\n\r\n",
+			 b);
 	conn_write(&hc->conn, head, (size_t)n);
-	conn_write(&hc->conn, body, sizeof(body) - 1);
+	conn_write(&hc->conn, body, (size_t)b);
 	metrics_counter_add("total_connections_denied", "service", "http_listener", 1);
-	hconn_close(hc, "too many connections");
+	KTRACE(http_limit, hc->id, hc->conn.peer, why);
+	hconn_close(hc, why);
 }
 
 static void listener_accept(struct http_listener *l)
@@ -537,9 +625,22 @@ static void listener_accept(struct http_listener *l)
 	task_set_phase(hc->task, "Idle", "peer_read");
 	KTRACE(http_conn_open, hc->id, hc->conn.peer);
 	metrics_counter_add("total_connection_count", "service", "http_listener", 1);
-	if (http.nconns > HTTP_MAX_CONNECTIONS) {
-		conn_refuse_busy(hc);
+	hc->client = peertab_get(&http.clients, hc->conn.peer_family, hc->conn.peer_addr,
+				 clock_mono_ns() / 1000000, 0);
+	hc->client->conns++;
+	size_t per_client = l->cfg.max_connections_per_client;
+	if (per_client && hc->client->conns > per_client) {
+		conn_refuse_busy(hc, "too many connections from your address");
 		return;
+	}
+	if (http.nconns - http.nreserved > fdlimit_http_budget()) {
+		/* over the cap: a reserved slot answers liveness and metrics only */
+		if (http.nreserved >= FDLIMIT_HTTP_RESERVED) {
+			conn_refuse_busy(hc, "too many connections");
+			return;
+		}
+		hc->reserved = 1;
+		http.nreserved++;
 	}
 	if (l->tls_ctx)
 		conn_starttls_server(&hc->conn, l->tls_ctx);

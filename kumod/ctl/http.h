@@ -23,6 +23,10 @@ struct http_listener_config {
 	char *tls_private_key;		/* */
 	struct cidr_list trusted_hosts; /* default 127.0.0.1, ::1 */
 	size_t request_body_limit;	/* after decompression; default 2 MiB */
+	/* Abuse limits (docs/limits.md) */
+	size_t max_connections_per_client; /* 64; 0 = unlimited */
+	size_t max_recipients_per_inject;  /* 10000; 0 = unlimited */
+	size_t max_received_headers;	   /* mail loop on inject: 50; 0 = unchecked */
 };
 
 /* Fills the KumoMTA defaults (strings allocated). */

@@ -9,6 +9,7 @@
 #include <sys/time.h>
 
 #include "base/log.h"
+#include "base/memlimit.h"
 #include "base/metrics.h"
 #include "ctl/http_int.h"
 #include "dispatch/ready.h"
@@ -39,6 +40,10 @@ static void api_liveness(struct http_conn *hc, struct http_request *req)
 {
 	if (kumod_shutting_down()) {
 		http__error(hc, 503, "shutting down");
+		return;
+	}
+	if (memlimit_check(0) == MEM_OVER) { /* as KumoMTA: no headroom, not live */
+		http__error(hc, 503, "load shedding");
 		return;
 	}
 	http__respond(hc, 200, "text/plain; charset=utf-8", "OK\n", 3);

@@ -12,6 +12,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/memlimit.h"
 #include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
@@ -36,6 +37,7 @@ struct inject_txn {
 	size_t temp_fail; /* failures the client should retry (queue config, spool) */
 	json_t *failed, *errors;
 	char peer_ip[48];
+	size_t max_received; /* the listener's max_received_headers */
 	struct inject_slot {
 		struct inject_txn *t;
 		size_t i;
@@ -159,10 +161,28 @@ static struct message *generate_one(struct inject_txn *t, const struct inject_re
 {
 	const char *email = inject_req_rcpt_email(q, i);
 	char err[512];
+	if (memlimit_check(0) == MEM_OVER) {
+		/* the rest of the request is for the client to retry */
+		memlimit_count_refusal();
+		KTRACE(http_inject, t->conn_id, "", email, "memory_soft_limit", "");
+		txn_fail(t, email, "451 4.3.1 insufficient system memory; try again later");
+		t->temp_fail++;
+		return NULL;
+	}
 	struct message *m = build_message(q, i, err, sizeof(err));
 	if (!m) {
 		KTRACE(http_inject, t->conn_id, "", email, "error", err);
 		txn_fail(t, email, "%s", err);
+		return NULL;
+	}
+	size_t received =
+	    t->max_received ? rfc5322_count_named(m->data.data, m->data.len, "Received") : 0;
+	if (received > t->max_received) {
+		KTRACE(http_inject, t->conn_id, m->id, email, "mail_loop", "");
+		txn_fail(t, email,
+			 "554 5.4.6 too many Received headers (%zu, limit %zu): mail loop",
+			 received, t->max_received);
+		message_unref(m);
 		return NULL;
 	}
 	struct policy_result r;
@@ -218,8 +238,25 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req)
 		inject_req_free(&q);
 		return;
 	}
-	size_t nr = inject_req_count(&q);
+	size_t nr = inject_req_count(&q), max = http__config(hc)->max_recipients_per_inject;
+	const char *limit = max && nr > max		    ? "max_recipients_per_inject"
+			    : memlimit_check(0) == MEM_OVER ? "memory_soft_limit"
+							    : NULL;
+	if (limit) {
+		KTRACE(http_limit, hc->id, hc->conn.peer, limit);
+		if (max && nr > max) {
+			http__error(hc, 413, "%zu recipients: max_recipients_per_inject is %zu", nr,
+				    max);
+		} else {
+			memlimit_count_refusal();
+			http__error_extra(hc, 503, "Retry-After: 5\r\n",
+					  "load shedding: over the memory limit");
+		}
+		inject_req_free(&q);
+		return;
+	}
 	struct inject_txn *t = xcalloc(1, sizeof(*t));
+	t->max_received = http__config(hc)->max_received_headers;
 	t->conn_id = hc->id;
 	t->msgs = xcalloc(nr, sizeof(*t->msgs));
 	t->errs = xcalloc(nr, sizeof(*t->errs));

@@ -16,6 +16,7 @@
 #include "proto/http_req.h"
 
 struct task;
+struct peer_entry;
 
 struct http_listener {
 	uv_tcp_t tcp;
@@ -34,6 +35,8 @@ struct http_request {
 	struct http_req *r;
 	uint64_t start_ns;
 	int close;	    /* answer with Connection: close, then close */
+	int authorized;	    /* access checked from the head, before the body */
+	size_t accounted;   /* Content-Length counted in the memory budget */
 	char identity[160]; /* "trusted 127.0.0.1", "user alice", "bearer token" (audit) */
 };
 
@@ -46,9 +49,11 @@ struct http_conn {
 	uint64_t id;
 	struct http_req_parser *parser;
 	struct http_request req;
-	int in_request; /* a request head started and was not answered yet */
-	int busy;	/* the handler answers later (injection waits for the spool) */
-	int gone;	/* closing: async completions must not answer */
+	int in_request;		   /* a request head started and was not answered yet */
+	int busy;		   /* the handler answers later (injection waits for the spool) */
+	int gone;		   /* closing: async completions must not answer */
+	int reserved;		   /* over the connection cap: liveness and metrics only */
+	struct peer_entry *client; /* per-client-address counters */
 	struct http_conn *next, *prev;
 };
 
@@ -91,6 +96,8 @@ void http__respond(struct http_conn *hc, int status, const char *content_type, c
 		   size_t len);
 /* Answers with the JSON value (reference stolen). */
 void http__respond_json(struct http_conn *hc, int status, json_t *j);
+/* Answers {"error": "<text>"} with extra header lines ("Name: v\r\n"). */
+void http__error_extra(struct http_conn *hc, int status, const char *extra, const char *text);
 /* Answers {"error": "<text>"}. */
 void http__error(struct http_conn *hc, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/memlimit.h"
 #include "base/metrics.h"
 #include "base/xalloc.h"
 #include "ctl/http.h"
@@ -189,17 +190,39 @@ static void collect_spool(struct metrics_scrape *sc, void *ctx)
 	metrics_emit(sc, "message_count", METRICS_GAUGE, NULL, NULL, (double)queue_total());
 }
 
-/* Resident set size from /proc/self/statm (second field, in pages). */
+/* The memory budget (base/memlimit) and the listeners' abuse limits
+ * (docs/limits.md). */
 static void collect_memory(struct metrics_scrape *sc, void *ctx)
 {
-	FILE *f = fopen("/proc/self/statm", "r");
-	unsigned long size = 0, resident = 0;
-	int ok = f && fscanf(f, "%lu %lu", &size, &resident) == 2;
-	if (f)
-		fclose(f);
-	if (ok)
-		metrics_emit(sc, "memory_usage", METRICS_GAUGE, NULL, NULL,
-			     (double)resident * (double)sysconf(_SC_PAGESIZE));
+	memlimit_check(0); /* a scrape also notices a state change */
+	metrics_emit(sc, "memory_usage", METRICS_GAUGE, NULL, NULL, (double)memlimit_usage());
+	metrics_emit(sc, "memory_limit", METRICS_GAUGE, NULL, NULL, (double)memlimit_soft());
+	metrics_emit(sc, "memory_hard_limit", METRICS_GAUGE, NULL, NULL, (double)memlimit_hard());
+	metrics_emit(sc, "memory_low_thresh", METRICS_GAUGE, NULL, NULL,
+		     (double)memlimit_low_thresh());
+	metrics_emit(sc, "memory_low_count", METRICS_COUNTER, NULL, NULL,
+		     (double)memlimit_low_count());
+	metrics_emit(sc, "memory_over_limit_count", METRICS_COUNTER, NULL, NULL,
+		     (double)memlimit_over_count());
+	metrics_emit(sc, "memory_buffered_bytes", METRICS_GAUGE, NULL, NULL,
+		     (double)memlimit_accounted());
+	metrics_emit(sc, "memory_refused_total", METRICS_COUNTER, NULL, NULL,
+		     (double)memlimit_refusals());
+	struct smtp_limit_stats st;
+	smtp_server_limit_stats(&st);
+	static const char name[] = "smtp_limit_denied_total";
+	metrics_emit(sc, name, METRICS_COUNTER, "limit", "max_connections_per_client",
+		     (double)st.client_concurrency_denied);
+	metrics_emit(sc, name, METRICS_COUNTER, "limit", "max_connection_rate_per_client",
+		     (double)st.client_rate_denied);
+	metrics_emit(sc, name, METRICS_COUNTER, "limit", "file_descriptors",
+		     (double)st.fd_budget_denied);
+	metrics_emit(sc, name, METRICS_COUNTER, "limit", "memory", (double)st.memory_denied);
+	metrics_emit(sc, name, METRICS_COUNTER, "limit", "memory_shed_idle", (double)st.idle_shed);
+	metrics_emit(sc, name, METRICS_COUNTER, "limit", "max_received_headers",
+		     (double)st.mail_loops);
+	metrics_emit(sc, "listener_accept_errors_total", METRICS_COUNTER, "service",
+		     "esmtp_listener", (double)st.accept_errors);
 }
 
 /* Every family this module's collectors emit, and the http_listener
@@ -231,8 +254,26 @@ static const struct metrics_decl decls[] = {
      "messages accepted: `http_listener` (one per injected message)"},
     {"total_connection_count", METRICS_COUNTER, "service", "connections accepted: `http_listener`"},
     {"total_connections_denied", METRICS_COUNTER, "service",
-     "connections refused: `http_listener` (over 1024 open)"},
-    {"memory_usage", METRICS_GAUGE, NULL, "resident set size in bytes (`/proc/self/statm`)"},
+     "connections refused: `http_listener` (over the connection or per-client cap, "
+     "docs/limits.md)"},
+    {"memory_usage", METRICS_GAUGE, NULL,
+     "memory in bytes that drives the memory limits: resident set size (`/proc/self/statm`, "
+     "sampled every 100 ms) plus buffered bytes grown since the sample"},
+    {"memory_limit", METRICS_GAUGE, NULL,
+     "soft memory limit in bytes (`kumo.set_memory_soft_limit`; 0 = none)"},
+    {"memory_hard_limit", METRICS_GAUGE, NULL,
+     "hard memory limit in bytes (`kumo.set_memory_hard_limit`; 0 = none) (Ours)"},
+    {"memory_low_thresh", METRICS_GAUGE, NULL, "low memory threshold in bytes"},
+    {"memory_low_count", METRICS_COUNTER, NULL, "times the low memory threshold was exceeded"},
+    {"memory_over_limit_count", METRICS_COUNTER, NULL, "times the soft memory limit was exceeded"},
+    {"memory_buffered_bytes", METRICS_GAUGE, NULL,
+     "bytes kumod holds for clients: SMTP DATA and HTTP request bodies being received (Ours)"},
+    {"memory_refused_total", METRICS_COUNTER, NULL,
+     "connections, DATA, transactions and injects refused over the soft memory limit (Ours)"},
+    {"smtp_limit_denied_total", METRICS_COUNTER, "limit",
+     "SMTP connections or messages refused by an abuse limit of docs/limits.md (Ours)"},
+    {"listener_accept_errors_total", METRICS_COUNTER, "service",
+     "accept() failures on a listener (EMFILE, ENFILE, ...) (Ours)"},
     {"spool_stored_total", METRICS_COUNTER, NULL,
      "messages made durable in the spool (Ours; once a spool is defined)"},
     {"spool_removed_total", METRICS_COUNTER, NULL,

@@ -14,6 +14,7 @@
 
 #include "base/log.h"
 #include "base/xalloc.h"
+#include "base/memlimit.h"
 #include "ctl/http.h"
 #include "io/loop.h"
 #include "lua/lua_int.h"
@@ -297,6 +298,52 @@ static int l_set_threads(lua_State *L)
 /* set_busy_poll(duration): ours. After socket input the loop polls without
  * sleeping until no input came for this long ("50us", "0.2ms", seconds as a
  * number; 0 turns it off). Bounded to 1 s. */
+/* --- memory budget (KumoMTA's names) ------------------------------------- */
+
+static uint64_t check_bytes(lua_State *L, const char *what)
+{
+	lua_Integer n = luaL_checkinteger(L, 1);
+	if (n < 0)
+		luaL_error(L, "%s: expected a number of bytes >= 0, got %I", what, n);
+	return (uint64_t)n;
+}
+
+static int l_set_memory_soft_limit(lua_State *L)
+{
+	memlimit_set_soft(check_bytes(L, "set_memory_soft_limit"));
+	return 0;
+}
+
+static int l_set_memory_hard_limit(lua_State *L)
+{
+	memlimit_set_hard(check_bytes(L, "set_memory_hard_limit"));
+	return 0;
+}
+
+static int l_set_memory_low_thresh(lua_State *L)
+{
+	memlimit_set_low_thresh(check_bytes(L, "set_memory_low_thresh"));
+	return 0;
+}
+
+static int l_get_memory_soft_limit(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)memlimit_soft());
+	return 1;
+}
+
+static int l_get_memory_hard_limit(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)memlimit_hard());
+	return 1;
+}
+
+static int l_get_memory_low_thresh(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)memlimit_low_thresh());
+	return 1;
+}
+
 static int l_set_busy_poll(lua_State *L)
 {
 	uint64_t us = 0;
@@ -513,6 +560,17 @@ static void listener_key(lua_State *L, const char *k, void *ctx)
 		check_size(L, -1, what); /* accepted; reads are sized by the io layer */
 	} else if (strcmp(k, "auth_without_tls") == 0) {
 		cfg->auth_without_tls = check_bool(L, -1, what);
+	} else if (strcmp(k, "max_connections_per_client") == 0) {
+		cfg->max_connections_per_client = check_size(L, -1, what);
+	} else if (strcmp(k, "max_connection_rate_per_client") == 0) {
+		struct rate_spec rs;
+		const char *v = check_str(L, -1, what);
+		if (rate_spec_parse(v, &rs) != 0)
+			luaL_error(L, "%s: invalid rate '%s' (expected e.g. '60/min')", what, v);
+		cfg->max_connection_rate_per_client = rs.limit;
+		cfg->connection_rate_period_ms = rs.period_ms;
+	} else if (strcmp(k, "max_received_headers") == 0) {
+		cfg->max_received_headers = check_size(L, -1, what);
 	} else if (strcmp(k, "batch_handling") == 0) {
 		const char *s = check_str(L, -1, what);
 		if (strcmp(s, "BifurcateAlways") == 0)
@@ -1304,6 +1362,12 @@ static void http_listener_key(lua_State *L, const char *k, void *ctx)
 		check_cidrs(L, lua_gettop(L), what, &cfg->trusted_hosts);
 	} else if (strcmp(k, "request_body_limit") == 0) {
 		cfg->request_body_limit = check_size(L, -1, what);
+	} else if (strcmp(k, "max_connections_per_client") == 0) {
+		cfg->max_connections_per_client = check_size(L, -1, what);
+	} else if (strcmp(k, "max_recipients_per_inject") == 0) {
+		cfg->max_recipients_per_inject = check_size(L, -1, what);
+	} else if (strcmp(k, "max_received_headers") == 0) {
+		cfg->max_received_headers = check_size(L, -1, what);
 	} else {
 		lua_api__unknown_key(L, "start_http_listener", k, NULL, 0);
 	}
@@ -1352,6 +1416,12 @@ static const luaL_Reg kumo_funcs[] = {
     {"set_spoolin_threads", l_set_threads},
     {"set_logging_threads", l_set_threads},
     {"set_busy_poll", l_set_busy_poll},
+    {"set_memory_soft_limit", l_set_memory_soft_limit},
+    {"set_memory_hard_limit", l_set_memory_hard_limit},
+    {"set_memory_low_thresh", l_set_memory_low_thresh},
+    {"get_memory_soft_limit", l_get_memory_soft_limit},
+    {"get_memory_hard_limit", l_get_memory_hard_limit},
+    {"get_memory_low_thresh", l_get_memory_low_thresh},
     {"start_esmtp_listener", l_start_esmtp_listener},
     {"start_http_listener", l_start_http_listener},
     {"define_spool", l_define_spool},

@@ -240,6 +240,8 @@ static int on_body(http_parser *hp, const char *at, size_t n)
 	struct http_req_parser *p = cb_parser(hp);
 	if (p->req.body.len + n > p->body_limit)
 		return cb_reject(hp, 413, "request body exceeds request_body_limit");
+	if (buf_try_reserve(&p->req.body, n) != 0) /* a client-sized allocation: 503, no abort */
+		return cb_reject(hp, 503, "insufficient memory for the request body");
 	buf_append(&p->req.body, at, n);
 	return 0;
 }

@@ -378,3 +378,12 @@ size_t rfc5322_get_all(const char *msg, size_t len, const char *name,
 	buf_free(&v);
 	return n;
 }
+
+size_t rfc5322_count_named(const char *msg, size_t len, const char *name)
+{
+	size_t nlen = strlen(name), pos = 0, n = 0, hdr_end = rfc5322_header_end(msg, len);
+	struct rfc5322_header h;
+	while (rfc5322_header_next(msg, hdr_end, &pos, &h))
+		n += rfc5322_name_eq(&h, name, nlen);
+	return n;
+}

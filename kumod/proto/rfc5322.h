@@ -66,6 +66,9 @@ int rfc5322_prepend_headers(struct buf *msg, size_t n, const char *const *names,
 size_t rfc5322_remove_all_named(struct buf *msg, const char *name);
 /* 1 and the unfolded value of the first field named `name` appended to value_out, or 0. */
 int rfc5322_get_first(const char *msg, size_t len, const char *name, struct buf *value_out);
+/* How many fields are named `name` (ASCII case-insensitive): the Received
+ * count of the mail-loop check. */
+size_t rfc5322_count_named(const char *msg, size_t len, const char *name);
 /* Calls cb with each unfolded value named `name`, in order; returns how many. */
 size_t rfc5322_get_all(const char *msg, size_t len, const char *name,
 		       void (*cb)(const char *v, size_t n, void *ctx), void *ctx);

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ESMTP listeners: bind, accept, enforce max_connections, graceful stop. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/clock.h"
+#include "base/fdlimit.h"
 #include "base/log.h"
 #include "base/task.h"
 #include "base/xalloc.h"
@@ -15,6 +18,7 @@
 #include "smtp/server_int.h"
 
 void smtp_session__accept(struct smtp_listener *l);
+void smtp_session__count_accept_error(void);
 void smtp_session__shutdown_all(void);
 size_t smtp_session__count(void);
 
@@ -41,6 +45,8 @@ void smtp_listener_config_init(struct smtp_listener_config *cfg)
 	cfg->received_header = 1;
 	cfg->supplemental_header = 1;
 	cfg->trace_header_name = xstrdup("X-KumoRef");
+	cfg->max_connections_per_client = 50;
+	cfg->max_received_headers = 50;
 }
 
 void smtp_listener_config_free(struct smtp_listener_config *cfg)
@@ -58,6 +64,28 @@ void smtp_listener_config_free(struct smtp_listener_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
+/* accept() failed (EMFILE, ENFILE, ...): counted, and logged at most once
+ * a second with the number of failures since the last line. libuv closes
+ * the pending connection with its reserved descriptor, so the listener does
+ * not spin; the session budget (fdlimit_smtp_budget) normally refuses with
+ * 421 well before this. */
+static void listener_accept_failed(struct smtp_listener *l, int status)
+{
+	static uint64_t logged_ns, suppressed;
+	smtp_session__count_accept_error();
+	KTRACE(listener_accept_error, l->addr, uv_strerror(status));
+	uint64_t now = clock_mono_ns();
+	if (logged_ns && now - logged_ns < 1000000000ull) {
+		suppressed++;
+		return;
+	}
+	log_warn("kumod::smtp_server",
+		 "accept on %s failed: %s (%" PRIu64 " more failures since the last report)",
+		 l->addr, uv_strerror(status), suppressed);
+	logged_ns = now;
+	suppressed = 0;
+}
+
 static void listener_on_connection(uv_stream_t *server, int status)
 {
 	struct smtp_listener *l = server->data;
@@ -65,8 +93,7 @@ static void listener_on_connection(uv_stream_t *server, int status)
 	if (l->closed)
 		;
 	else if (status < 0)
-		log_warn("kumod::smtp_server", "accept on %s failed: %s", l->addr,
-			 uv_strerror(status));
+		listener_accept_failed(l, status);
 	else
 		smtp_session__accept(l);
 	task_exit(l->task, prev);
@@ -100,6 +127,14 @@ int smtp_listener_start(uv_loop_t *loop, struct smtp_listener_config *cfg, char 
 	}
 	l->cfg = *cfg;
 	memset(cfg, 0, sizeof(*cfg));
+	size_t budget = fdlimit_smtp_budget();
+	if (l->cfg.max_connections > budget) {
+		log_warn("kumod::smtp_server",
+			 "%s: max_connections %zu exceeds what %zu open files allow; sessions are "
+			 "limited to %zu (the rest is kept for the spool, logs, DNS and HTTP)",
+			 l->addr, l->cfg.max_connections, fdlimit_nofile(), budget);
+		l->cfg.max_connections = budget;
+	}
 	char name[80];
 	snprintf(name, sizeof(name), "esmtp %s", l->addr);
 	l->task = task_spawn("listener", name, 0);
@@ -119,6 +154,7 @@ void smtp_listener__maybe_free(struct smtp_listener *l)
 		return;
 	SSL_CTX_free(l->tls_ctx);
 	smtp_listener_config_free(&l->cfg);
+	peertab_free(&l->clients);
 	free(l);
 }
 

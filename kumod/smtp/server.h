@@ -35,6 +35,13 @@ struct smtp_listener_config {
 	size_t ntrace_meta_names;
 	int batch_by_domain;  /* batch_handling: 0 BifurcateAlways, 1 BatchByDomain */
 	int auth_without_tls; /* ours: offer AUTH before STARTTLS (loopback testing) */
+	/* Abuse limits (docs/limits.md). Per client IP; relay_hosts are exempt
+	 * unless smtp_server_connection_accepted sets the meta key
+	 * max_connections_per_client for the connection. */
+	size_t max_connections_per_client;	 /* 50; 0 = unlimited */
+	uint64_t max_connection_rate_per_client; /* connections per period; 0 = unlimited */
+	uint64_t connection_rate_period_ms;
+	size_t max_received_headers; /* mail loop: 50; 0 = unchecked */
 };
 
 /* Fills the KumoMTA defaults (strings allocated). */
@@ -50,6 +57,15 @@ int smtp_listener_start(struct uv_loop_s *loop, struct smtp_listener_config *cfg
 void smtp_server_shutdown(void);
 /* Sessions still open. */
 size_t smtp_server_session_count(void);
+/* Abuse-limit counters for /metrics (docs/limits.md). */
+struct smtp_limit_stats {
+	uint64_t client_concurrency_denied, client_rate_denied, fd_budget_denied;
+	uint64_t memory_denied; /* connections, DATA and transactions refused for memory */
+	uint64_t idle_shed;	/* idle sessions closed to free memory */
+	uint64_t mail_loops;	/* messages refused with 554 5.4.6 */
+	uint64_t accept_errors; /* accept() failures (EMFILE, ENFILE, ...) */
+};
+void smtp_server_limit_stats(struct smtp_limit_stats *out);
 /* Close every listener handle (after shutdown). */
 void smtp_server_close_all(void);
 

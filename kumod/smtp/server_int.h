@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/peertab.h"
 #include "io/conn.h"
 #include "proto/smtp_cmd.h"
 #include "proto/smtp_data.h"
@@ -23,6 +24,7 @@ struct smtp_listener {
 	struct task *task;
 	SSL_CTX *tls_ctx;
 	size_t nconn;
+	struct peertab clients; /* per client address (max_connections_per_client) */
 	char addr[64];
 	int closed;
 	struct smtp_listener *next;
@@ -77,6 +79,9 @@ struct smtp_session {
 	char *auth_login_user; /* AUTH LOGIN's user name until the password comes */
 	int authenticated;
 	unsigned auth_failures;
+	struct peer_entry *client; /* per-client-address counters (listener limits) */
+	size_t rx_accounted;	   /* DATA buffer bytes counted in the memory budget */
+	const char *data_refused;  /* DATA being discarded: "memory" or "allocation" */
 	struct smtp_session *next, *prev;
 };
 

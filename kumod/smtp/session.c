@@ -10,8 +10,10 @@
 
 #include "base/base64.h"
 #include "base/clock.h"
+#include "base/fdlimit.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "base/memlimit.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "io/loop.h"
@@ -30,12 +32,18 @@
 #define SMTP_JUNK_LIMIT 100
 #define SMTP_AUTH_MAX_FAILURES 3 /* failed AUTH attempts before 421 and close */
 #define SMTP_TARPIT_MS 1000
-#define SMTP_DATA_MIN_RATE 500 /* bytes per second, averaged per client_timeout window */
+#define SMTP_DATA_MIN_RATE 500		  /* bytes per second, averaged per client_timeout window */
+#define SMTP_DATA_RESERVE_MAX (64u << 10) /* most a SIZE= claim reserves up front */
+#define SMTP_DATA_MEM_FLOOR (64u << 10)	  /* DATA below this is never cut for memory */
+#define SMTP_SHED_INTERVAL_NS 100000000ull
 
 void smtp_listener__maybe_free(struct smtp_listener *l);
 
 static struct smtp_session *sessions;
 static size_t nsessions;
+static struct smtp_limit_stats limits;
+static struct buf discard; /* DATA refused for memory is framed into it */
+static uint64_t shed_at_ns;
 
 static const char *const state_names[SMTP_STATE__COUNT] = {
     [SMTP_STATE_GREETING] = "Greeting", [SMTP_STATE_HELO] = "Helo",
@@ -119,8 +127,63 @@ static void session_trace_policy(struct smtp_session *s, const char *event,
 	KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
 }
 
+/* The DATA buffer in the memory budget: synced after it grew, released
+ * when the transaction ends. */
+static void session_account_sync(struct smtp_session *s)
+{
+	size_t cap = s->msg ? s->msg->data.cap : 0;
+	memlimit_account((int64_t)cap - (int64_t)s->rx_accounted);
+	s->rx_accounted = cap;
+}
+
+static void session_account_release(struct smtp_session *s)
+{
+	memlimit_account(-(int64_t)s->rx_accounted);
+	s->rx_accounted = 0;
+}
+
+/* Over the soft memory limit: idle sessions (greeted, no transaction) are
+ * closed oldest first, a tenth of the sessions at most per 100 ms. */
+static void session_shed_idle(void)
+{
+	uint64_t now = clock_mono_ns();
+	if (now - shed_at_ns < SMTP_SHED_INTERVAL_NS || !sessions)
+		return;
+	shed_at_ns = now;
+	struct smtp_session *s = sessions;
+	while (s->next)
+		s = s->next; /* sessions are prepended: the tail is the oldest */
+	size_t quota = nsessions / 10 + 1;
+	for (; s && quota; s = s->prev) {
+		if (s->state != SMTP_STATE_HELO && s->state != SMTP_STATE_READY &&
+		    s->state != SMTP_STATE_REJECTED)
+			continue;
+		struct task *prev = task_enter(s->task);
+		KTRACE(smtp_limit, s->id, s->conn.peer, "memory_shed_idle");
+		session_reply(s, 421, "4.3.2", "%s load shedding; try again later",
+			      s->l->cfg.hostname);
+		session_close(s, "memory load shedding");
+		task_exit(s->task, prev);
+		limits.idle_shed++;
+		quota--;
+	}
+}
+
+/* 1 when over the soft memory limit: counted, traced, idle sessions shed. */
+static int session_memory_over(struct smtp_session *s, size_t more, const char *what)
+{
+	if (memlimit_check(more) != MEM_OVER)
+		return 0;
+	memlimit_count_refusal();
+	limits.memory_denied++;
+	KTRACE(smtp_limit, s->id, s->conn.peer, what);
+	session_shed_idle();
+	return 1;
+}
+
 static void session_reset_transaction(struct smtp_session *s)
 {
+	session_account_release(s);
 	if (s->msg) {
 		message_unref(s->msg);
 		s->msg = NULL;
@@ -338,14 +401,27 @@ static void cmd_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 static void cmd_data(struct smtp_session *s, struct smtp_cmd *cmd)
 {
 	const struct smtp_listener_config *cfg = &s->l->cfg;
+	/* Over the memory budget nothing new is taken in (docs/limits.md). */
+	if (session_memory_over(s, 0, "memory_soft_limit")) {
+		session_reply(s, 451, "4.3.1", "insufficient system memory; try again later");
+		return;
+	}
 	smtp_data_framer_init(&s->df, cfg->invalid_line_endings, cfg->max_message_size,
 			      cfg->line_length_hard_limit);
 	buf_reset(&s->msg->data);
+	s->data_refused = NULL;
 	/* One allocation for most messages instead of doubling from 256 bytes:
 	 * the declared SIZE plus room for our trace headers, else 8 KiB; at most
-	 * 1 MiB up front, so a SIZE claim alone cannot make sessions hold much. */
+	 * 64 KiB up front, so a SIZE claim alone cannot make sessions hold much. */
 	uint64_t hint = s->size_hint ? s->size_hint + 2048 : 8192;
-	buf_reserve(&s->msg->data, (size_t)(hint < (1u << 20) ? hint : (1u << 20)));
+	if (buf_try_reserve(
+		&s->msg->data,
+		(size_t)(hint < SMTP_DATA_RESERVE_MAX ? hint : SMTP_DATA_RESERVE_MAX)) != 0) {
+		KTRACE(smtp_limit, s->id, s->conn.peer, "allocation_failed");
+		session_reply(s, 451, "4.3.1", "insufficient system memory; try again later");
+		return;
+	}
+	session_account_sync(s);
 	s->data_started_ns = clock_mono_ns();
 	s->data_window_bytes = 0;
 	session_enter_state(s, SMTP_STATE_DATA);
@@ -1047,14 +1123,37 @@ static void session_end_of_data(struct smtp_session *s)
 	session_enter_state(s, SMTP_STATE_READY);
 	s->messages++;
 	s->junk = 0;
-	if (df->too_big)
+	size_t received = 0;
+	const size_t max_received = s->l->cfg.max_received_headers;
+	if (s->data_refused) {
+		log_info("kumod::smtp_server",
+			 "session=%" PRIu64 " peer=%s message of %zu bytes refused: %s", s->id,
+			 s->conn.peer, df->size,
+			 strcmp(s->data_refused, "memory") == 0 ? "over the memory soft limit"
+								: "allocation failed");
+		session_reply(s, 451, "4.3.1", "insufficient system memory; try again later");
+		s->data_refused = NULL;
+	} else if (df->too_big)
 		session_reply(s, 552, "5.3.4", "message too big");
 	else if (df->line_too_long)
 		session_reply(s, 500, "5.2.3", "line too long");
 	else if (df->bare_eol && df->policy == SMTP_EOL_DENY)
 		session_reply(s, 552, "5.6.0", "message data must use CRLF for line endings");
-	else
+	else if (max_received &&
+		 (received = rfc5322_count_named(s->msg->data.data, s->msg->data.len, "Received")) >
+		     max_received) {
+		limits.mail_loops++;
+		KTRACE(smtp_mail_loop, s->id, s->conn.peer, (uint64_t)received,
+		       (uint64_t)max_received);
+		session_reply(s, 554, "5.4.6",
+			      "too many Received headers (%zu, limit %zu): mail loop", received,
+			      max_received);
+	} else {
+		/* a queued message keeps only its bytes, whatever SIZE= claimed */
+		buf_shrink(&s->msg->data, 2048);
 		session_message_received(s);
+	}
+	session_account_release(s);
 	message_unref(s->msg);
 	s->msg = NULL;
 	if (s->state != SMTP_STATE_SPOOLING)
@@ -1116,6 +1215,32 @@ static int session_handle_line(struct smtp_session *s)
 	return 1;
 }
 
+/* Where the next avail bytes of DATA go: the message, or (once refused
+ * for memory or a failed allocation) a scratch buffer, so the framer still
+ * finds the end of data and the client gets 451 4.3.1 there. Growth past
+ * SMTP_DATA_MEM_FLOOR is checked against the soft limit before it happens. */
+static struct buf *session_data_sink(struct smtp_session *s, size_t avail)
+{
+	struct buf *d = &s->msg->data;
+	size_t want = avail * 2; /* invalid_line_endings=Fix may double a chunk */
+	if (!s->data_refused && d->len + want + 1 > d->cap) {
+		if (d->len >= SMTP_DATA_MEM_FLOOR &&
+		    session_memory_over(s, d->cap ? d->cap : want, "memory_soft_limit"))
+			s->data_refused = "memory";
+		else if (buf_try_reserve(d, want) != 0)
+			s->data_refused = "allocation";
+		if (s->data_refused) {
+			if (strcmp(s->data_refused, "allocation") == 0) {
+				KTRACE(smtp_limit, s->id, s->conn.peer, "allocation_failed");
+				limits.memory_denied++;
+			}
+			buf_free(d);
+			session_account_release(s);
+		}
+	}
+	return s->data_refused ? &discard : d;
+}
+
 static void session_process(struct smtp_session *s)
 {
 	if (s->processing)
@@ -1133,8 +1258,12 @@ static void session_process(struct smtp_session *s)
 		if (!buf_avail(in))
 			break;
 		if (s->state == SMTP_STATE_DATA) {
-			size_t n =
-			    smtp_data_feed(&s->df, buf_rptr(in), buf_avail(in), &s->msg->data);
+			struct buf *out = session_data_sink(s, buf_avail(in));
+			size_t n = smtp_data_feed(&s->df, buf_rptr(in), buf_avail(in), out);
+			if (out == &discard)
+				buf_reset(&discard);
+			else
+				session_account_sync(s);
 			buf_consume(in, n);
 			s->data_window_bytes += n;
 			if (s->df.done)
@@ -1241,6 +1370,9 @@ static void session_free(struct smtp_session *s)
 		s->next->prev = s->prev;
 	nsessions--;
 	l->nconn--;
+	if (s->client)
+		s->client->conns--;
+	session_account_release(s);
 	if (s->txn)
 		s->txn->s = NULL; /* the spool completes it; what was stored is delivered */
 	if (s->msg)
@@ -1288,12 +1420,41 @@ static void session_close(struct smtp_session *s, const char *reason)
 	conn_close(&s->conn);
 }
 
+/* Per-client limits, after smtp_server_connection_accepted (which may set
+ * the meta key max_connections_per_client for this client): 1 when refused
+ * with 421 4.7.0 (closed). relay_hosts are exempt unless the policy set it. */
+static int session_client_limited(struct smtp_session *s, int rate_hit)
+{
+	const struct smtp_listener_config *cfg = &s->l->cfg;
+	json_t *o = json_object_get(s->meta, "max_connections_per_client");
+	size_t limit = s->relay_peer ? 0 : cfg->max_connections_per_client;
+	if (json_is_integer(o) && json_integer_value(o) >= 0)
+		limit = (size_t)json_integer_value(o);
+	const char *why = NULL;
+	if (limit && s->client->conns > limit) {
+		why = "max_connections_per_client";
+		limits.client_concurrency_denied++;
+	} else if (rate_hit && !s->relay_peer) {
+		why = "max_connection_rate_per_client";
+		limits.client_rate_denied++;
+	}
+	if (!why)
+		return 0;
+	KTRACE(smtp_conn_denied, s->l->addr, s->conn.peer, why);
+	session_reply(s, 421, "4.7.0", "%s too many connections from %s; try later", cfg->hostname,
+		      s->conn.peer_ip);
+	session_close(s, why);
+	return 1;
+}
+
 /* Connection refused at accept time: one reply, then close. */
-static void session_greet(struct smtp_session *s)
+static void session_greet(struct smtp_session *s, int rate_hit)
 {
 	struct policy_result r = {0};
 	policy_smtp_connection_accepted(s->meta, &r);
 	session_trace_policy(s, "smtp_server_connection_accepted", &r);
+	if (r.status == POLICY_OK && session_client_limited(s, rate_hit))
+		return;
 	size_t early = r.status == POLICY_OK ? conn_input_pending(&s->conn) : 0;
 	if (early) {
 		/* The client spoke before our greeting: the first sync point. */
@@ -1354,16 +1515,36 @@ void smtp_session__accept(struct smtp_listener *l)
 	KTRACE(smtp_conn_open, s->id, s->conn.peer, l->addr);
 	s->relay_peer =
 	    cidr_list_match(&l->cfg.relay_hosts, s->conn.peer_family, s->conn.peer_addr);
-	if (l->nconn > l->cfg.max_connections || kumod_shutting_down()) {
-		const char *why = kumod_shutting_down() ? "shutting down" : "max_connections";
+	uint64_t now_ms = clock_mono_ns() / 1000000;
+	s->client = peertab_get(&l->clients, s->conn.peer_family, s->conn.peer_addr, now_ms,
+				l->cfg.connection_rate_period_ms);
+	s->client->conns++;
+	int rate_hit = peertab_rate_hit(s->client, now_ms, l->cfg.max_connection_rate_per_client,
+					l->cfg.connection_rate_period_ms);
+	const char *why = NULL;
+	if (kumod_shutting_down())
+		why = "shutting down";
+	else if (nsessions > fdlimit_smtp_budget())
+		why = "file_descriptors"; /* the rest is kept for spool, logs, DNS, HTTP */
+	else if (l->nconn > l->cfg.max_connections)
+		why = "max_connections";
+	if (why) {
+		if (strcmp(why, "file_descriptors") == 0)
+			limits.fd_budget_denied++;
 		KTRACE(smtp_conn_denied, l->addr, s->conn.peer, why);
 		session_reply(s, 421, "4.3.2", "%s too many concurrent sessions. Try later",
 			      l->cfg.hostname);
 		session_close(s, why);
 		return;
 	}
+	if (session_memory_over(s, 0, "memory_soft_limit")) {
+		KTRACE(smtp_conn_denied, l->addr, s->conn.peer, "memory_soft_limit");
+		session_reply(s, 421, "4.3.2", "%s load shedding. Try later", l->cfg.hostname);
+		session_close(s, "memory_soft_limit");
+		return;
+	}
 	conn_start_read(&s->conn);
-	session_greet(s);
+	session_greet(s, rate_hit);
 }
 
 /* Idle sessions get 421 now; sessions inside a transaction finish it and
@@ -1388,4 +1569,14 @@ void smtp_session__shutdown_all(void)
 size_t smtp_session__count(void)
 {
 	return nsessions;
+}
+
+void smtp_session__count_accept_error(void)
+{
+	limits.accept_errors++;
+}
+
+void smtp_server_limit_stats(struct smtp_limit_stats *out)
+{
+	*out = limits;
 }

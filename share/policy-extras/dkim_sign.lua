@@ -50,7 +50,13 @@ local function check_block(block, known, where)
 	helpers.check_keys(block, known, where)
 	for _, k in ipairs({ "vault_mount", "vault_path_prefix", "vault_key" }) do
 		if block[k] ~= nil then
-			error(where .. ": " .. k .. ": keys from HashiCorp Vault are a KumoMTA feature kumod does not implement yet; give filename", 0)
+			error(
+				where
+					.. ": "
+					.. k
+					.. ": keys from HashiCorp Vault are a KumoMTA feature kumod does not implement yet; give filename",
+				0
+			)
 		end
 	end
 	if block.algo ~= nil and block.algo ~= "sha256" and block.algo ~= "ed25519" then
@@ -89,7 +95,14 @@ local function load_data(files)
 	end
 	for _, name in ipairs(data.base.additional_signatures or {}) do
 		if not data.signature[name] then
-			error(string.format("dkim_sign helper: base.additional_signatures lists '%s' but no [signature.'%s'] block defines it", name, name), 0)
+			error(
+				string.format(
+					"dkim_sign helper: base.additional_signatures lists '%s' but no [signature.'%s'] block defines it",
+					name,
+					name
+				),
+				0
+			)
 		end
 		if type(data.signature[name].domain) ~= "string" then
 			error(string.format("dkim_sign helper: [signature.'%s'] needs a domain", name), 0)

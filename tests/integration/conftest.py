@@ -192,12 +192,13 @@ def kumod(tmp_path):
     started = []
 
     def start(policy_text, env=None, args=None, wait="initialization complete", timeout=15,
-              policy_name="policy.lua"):
+              policy_name="policy.lua", preexec=None):
         policy = tmp_path / policy_name
         policy.write_text(policy_text)
         proc = subprocess.Popen([KUMOD_BIN, "--policy", str(policy), *(args or [])],
                                 env=kumod_env(env), cwd=str(tmp_path), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=preexec)
         k = Kumod(proc, str(policy))
         started.append(k)
         if wait:
