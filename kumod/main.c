@@ -305,6 +305,8 @@ static void sched_q_cb(const struct queue_info *qi, void *ctx)
 {
 	struct buf *b = introspect_queue_begin(ctx, "scheduled", qi->name);
 	console_json_kv_u64(b, "count", qi->count);
+	if (qi->next_due_ms)
+		console_json_kv_u64(b, "next_due_ms", qi->next_due_ms);
 	console_json_kv_bool(b, "suspended", qi->suspended);
 	introspect_queue_end(ctx);
 }

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "base/buf.h"
+#include "base/xalloc.h"
 
 #define KCLI_DEFAULT_ENDPOINT "http://127.0.0.1:8000"
 
@@ -377,6 +378,32 @@ static int cmd_queue_summary(int argc, char **argv)
 	return 0;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* {"<queue>": count, ...} as a table sorted by name, like queue-summary's. */
+static void sched_table_print(json_t *all)
+{
+	size_t n = json_object_size(all), i = 0;
+	const char **names = xcalloc(n ? n : 1, sizeof(*names));
+	const char *k;
+	json_t *v;
+	int w = 15;
+	json_object_foreach(all, k, v)
+	{
+		names[i++] = k;
+		w = (int)strlen(k) > w ? (int)strlen(k) : w;
+	}
+	qsort(names, n, sizeof(*names), cmp_key);
+	printf("%-*s %10s\n", w, "SCHEDULED QUEUE", "COUNT");
+	for (i = 0; i < n; i++)
+		printf("%-*s %10lld\n", w, names[i],
+		       (long long)json_integer_value(json_object_get(all, names[i])));
+	free(names);
+}
+
 static int cmd_inspect_sched_q(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -395,8 +422,10 @@ static int cmd_inspect_sched_q(int argc, char **argv)
 	}
 	json_t *r = api_json("GET", buf_cstr(&path), NULL);
 	buf_free(&path);
-	if (json || optind == argc) {
+	if (json) {
 		print_json(r);
+	} else if (optind == argc) {
+		sched_table_print(json_object_get(r, "scheduled_queues"));
 	} else {
 		json_t *next = json_object_get(r, "next_due");
 		printf("queue %s: %lld scheduled",
