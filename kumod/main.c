@@ -36,6 +36,8 @@
 static struct {
 	const char *policy;
 	const char *user;
+	uid_t user_uid; /* --user, looked up by check_user() */
+	gid_t user_gid;
 	const char *diag_dir;
 	int validate;
 	int console;
@@ -212,6 +214,27 @@ static void raise_nofile(void)
 	}
 }
 
+/* --user is looked up before the policy runs, so a wrong name is refused
+ * before anything binds or opens a spool; the switch happens after. */
+static int check_user(void)
+{
+	if (!app.user)
+		return 0;
+	struct passwd *pw = getpwnam(app.user);
+	if (!pw) {
+		fprintf(stderr, "kumod: --user '%s': no such user\n", app.user);
+		return 1;
+	}
+	if (geteuid() != 0 && pw->pw_uid != geteuid()) {
+		fprintf(stderr, "kumod: --user '%s': must be started as root to switch user\n",
+			app.user);
+		return 1;
+	}
+	app.user_uid = pw->pw_uid;
+	app.user_gid = pw->pw_gid;
+	return 0;
+}
+
 static int drop_privileges(void)
 {
 	if (!app.user) {
@@ -219,20 +242,10 @@ static int drop_privileges(void)
 			log_warn("kumod", "running as root: pass --user NAME to drop privileges");
 		return 0;
 	}
-	struct passwd *pw = getpwnam(app.user);
-	if (!pw) {
-		fprintf(stderr, "kumod: --user '%s': no such user\n", app.user);
-		return 1;
-	}
-	if (geteuid() != 0) {
-		if (pw->pw_uid == geteuid())
-			return 0;
-		fprintf(stderr, "kumod: --user '%s': must be started as root to switch user\n",
-			app.user);
-		return 1;
-	}
-	if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-	    setuid(pw->pw_uid) != 0) {
+	if (geteuid() != 0)
+		return 0; /* check_user: already that user */
+	if (initgroups(app.user, app.user_gid) != 0 || setgid(app.user_gid) != 0 ||
+	    setuid(app.user_uid) != 0) {
 		fprintf(stderr, "kumod: --user '%s': %s\n", app.user, strerror(errno));
 		return 1;
 	}
@@ -383,7 +396,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc;
 	signal(SIGPIPE, SIG_IGN);
-	if (setup_logging())
+	if (setup_logging() || check_user())
 		return 1;
 	raise_nofile();
 	uv_loop_t *loop = kumod_loop();

@@ -105,6 +105,51 @@ def test_lua_runtime_error_in_init(tmp_path):
     assert re.search(r"policy\.lua:2: boom in init", r.stderr), r.stderr
 
 
+# --- start-up errors: one line each ---------------------------------------------
+
+
+def test_startup_errors_are_one_line(tmp_path):
+    """A port in use, an unwritable spool and an error raised in init are each reported
+    by one stderr line ("kumod: policy error: ..."), not a log line and then that line."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    cases = {
+        "port": "kumo.start_esmtp_listener{ listen = '127.0.0.1:%d' }"
+                % taken.getsockname()[1],
+        "spool": "kumo.define_spool{ name = 'data', path = '%s/data' }\n"
+                 "  kumo.define_spool{ name = 'meta', path = '%s/meta' }" % (afile, afile),
+        "error": "error('boom in init')",
+    }
+    try:
+        for name, body in cases.items():
+            path = write(tmp_path, "local kumo = require 'kumo'\n"
+                         "kumo.on('init', function()\n  %s\nend)\n" % body, name + ".lua")
+            r = run_kumod(["--policy", path])
+            assert r.returncode == 1, (name, r)
+            lines = r.stderr.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("kumod: policy error: "), (name, lines)
+    finally:
+        taken.close()
+
+
+def test_unknown_user_refused_before_the_policy_runs(tmp_path):
+    marker = tmp_path / "ran"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write(tmp_path, "local kumo = require 'kumo'\nkumo.on('init', function()\n"
+                 "  io.open('%s', 'w'):close()\n"
+                 "  kumo.start_esmtp_listener{ listen = '127.0.0.1:%d' }\nend)\n"
+                 % (marker, port))
+    r = run_kumod(["--policy", path, "--user", "nosuchuser-kumod"])
+    assert r.returncode == 1, r
+    assert r.stderr.splitlines() == ["kumod: --user 'nosuchuser-kumod': no such user"], r.stderr
+    assert not marker.exists(), "init ran before --user was checked"
+
+
 def test_validate_good_policy(tmp_path):
     path = write(tmp_path, IDLE_POLICY)
     r = run_kumod(["--validate", "--policy", path])
