@@ -72,7 +72,9 @@ static void usage(FILE *out)
 	    "Environment:\n"
 	    "  KUMOD_LOG             diagnostic filter, e.g. kumod=trace or warn,kumod=debug\n"
 	    "  KUMO_POLICY           default policy path\n"
-	    "  NO_COLOR              disable ANSI colour in diagnostics\n"
+	    "  KUMOD_LOG_COLOR       auto (colour only on a terminal), always or never\n"
+	    "  NO_COLOR              disable ANSI colour in diagnostics (unless\n"
+	    "                        KUMOD_LOG_COLOR=always)\n"
 	    "\n"
 	    "Docs: docs/getting-started.md, docs/kumod-log.md, docs/tracing.md, "
 	    "docs/policy-api.md\n");
@@ -194,6 +196,13 @@ static int setup_logging(void)
 		return 1;
 	}
 	log_set_format(app.format);
+	const char *color = getenv("KUMOD_LOG_COLOR");
+	if (color && *color && log_set_color(color) != 0) {
+		fprintf(stderr,
+			"kumod: invalid KUMOD_LOG_COLOR '%s': expected auto, always or never\n",
+			color);
+		return 1;
+	}
 	if (app.diag_dir) {
 		int rc = log_set_dir(app.diag_dir);
 		if (rc < 0) {

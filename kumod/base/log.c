@@ -39,11 +39,12 @@ static struct {
 	struct logfilter *filter;
 	char *text;
 	enum log_format format;
-	int color; /* -1 until the first line: NO_COLOR is read then */
-	int fd;	   /* -1: stderr */
+	int color;	/* -1 until the first line after a sink change: decided then */
+	int color_mode; /* LOG_COLOR_* */
+	int fd;		/* -1: stderr */
 	char *dir;
 	long hour; /* hours since the epoch of the open file */
-} lg = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, LOG_FORMAT_FULL, -1, -1, NULL, -1};
+} lg = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, LOG_FORMAT_FULL, -1, LOG_COLOR_AUTO, -1, NULL, -1};
 
 static __thread char log_thread[32];
 
@@ -160,6 +161,20 @@ void log_set_format(enum log_format fmt)
 	lg.format = fmt;
 }
 
+int log_set_color(const char *mode)
+{
+	static const char *const names[] = {
+	    [LOG_COLOR_AUTO] = "auto", [LOG_COLOR_ALWAYS] = "always", [LOG_COLOR_NEVER] = "never"};
+	for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+		if (mode && strcmp(mode, names[i]) == 0) {
+			lg.color_mode = i;
+			lg.color = -1;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 void log_set_thread_name(const char *name)
 {
 	snprintf(log_thread, sizeof(log_thread), "%s", name ? name : "");
@@ -192,6 +207,7 @@ static void log__set_sink(int fd, char *dir, long hour)
 	lg.fd = fd;
 	lg.dir = dir;
 	lg.hour = hour;
+	lg.color = -1;
 }
 
 int log_set_dir(const char *dir)
@@ -570,11 +586,16 @@ static void log__format_json(struct log_line *l, const struct log_event *ev)
 	line_puts(l, "}");
 }
 
+/* auto: colour only on a terminal and while NO_COLOR is unset or empty
+ * (files, pipes and `| tee` get plain text); always/never override both. */
 static int log__color(void)
 {
 	if (lg.color < 0) {
 		const char *nc = getenv("NO_COLOR");
-		lg.color = !(nc && *nc);
+		int fd = lg.fd >= 0 ? lg.fd : STDERR_FILENO;
+		lg.color = lg.color_mode == LOG_COLOR_ALWAYS  ? 1
+			   : lg.color_mode == LOG_COLOR_NEVER ? 0
+							      : !(nc && *nc) && isatty(fd);
 	}
 	return lg.color;
 }

@@ -3,14 +3,17 @@
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
-from conftest import IS_ROOT, run_kumod
+from conftest import IS_ROOT, KUMOD_BIN, kumod_env, run_kumod
 
 IDLE_POLICY = "kumo.on('init', function() end)\n"
 FLAGS = ["--policy", "--validate", "--user", "--diag-format", "--diag-log-dir",
@@ -215,6 +218,52 @@ def test_diag_log_dir_receives_lines(kumod, tmp_path):
     text = "".join(p.read_text(errors="replace") for p in logdir.iterdir())
     assert "hello from policy" in text, text
     assert "initialization complete" not in k.stderr(), "diagnostics went to stderr too"
+
+
+def _validate_stderr(tmp_path, env, tty=False):
+    """stderr of `kumod --validate` at debug level, read from a pipe (or a pty)."""
+    args = ["--validate", "--policy", write(tmp_path, IDLE_POLICY)]
+    env = dict({"KUMOD_LOG": "debug", "NO_COLOR": None, "KUMOD_LOG_COLOR": None}, **env)
+    if not tty:
+        r = run_kumod(args, env=env)
+        assert r.returncode == 0, r
+        return r.stderr
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([KUMOD_BIN, *args], env=kumod_env(env), stdout=subprocess.DEVNULL,
+                             stderr=slave)
+        os.close(slave)
+        out = b""
+        while True:  # bounded: the pty reports EIO once kumod exits
+            ready, _, _ = select.select([master], [], [], 10)
+            assert ready, "no output from kumod on the pty within 10s"
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert p.wait(timeout=10) == 0
+        return out.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_log_colour_only_on_a_terminal(tmp_path):
+    # a pipe (2>file, | tee): plain text, even with NO_COLOR unset
+    plain = _validate_stderr(tmp_path, {})
+    assert "starting pid=" in plain and "\x1b[" not in plain, plain
+    # a terminal: coloured, unless NO_COLOR is set or KUMOD_LOG_COLOR=never
+    assert "\x1b[" in _validate_stderr(tmp_path, {}, tty=True)
+    assert "\x1b[" not in _validate_stderr(tmp_path, {"NO_COLOR": "1"}, tty=True)
+    assert "\x1b[" not in _validate_stderr(tmp_path, {"KUMOD_LOG_COLOR": "never"}, tty=True)
+    # KUMOD_LOG_COLOR=always colours a pipe (and wins over NO_COLOR)
+    forced = _validate_stderr(tmp_path, {"KUMOD_LOG_COLOR": "always", "NO_COLOR": "1"})
+    assert "\x1b[" in forced, forced
+    r = run_kumod(["--validate", "--policy", write(tmp_path, IDLE_POLICY)],
+                  env={"KUMOD_LOG_COLOR": "sometimes"})
+    assert r.returncode == 1 and "KUMOD_LOG_COLOR" in one_line(r.stderr), r
 
 
 def test_diag_format_json(kumod):
