@@ -228,15 +228,25 @@ TEST_IMPL(log_format_json)
 	task_registry_clear();
 }
 
-TEST_IMPL(log_color_default_on)
+/* auto (the default): a file is not a terminal, so plain text even with
+ * NO_COLOR unset; "always" colours it; an unknown mode is refused. */
+TEST_IMPL(log_color_only_when_wanted)
 {
 	char *dir = tl_dir(1);
 	tl_filter("info");
 	log_info("kumod", "c");
 	char *out = tl_slurp(dir);
+	tl_match(out, "^" TS_RE "  INFO main kumod: c\n$");
+	free(out);
+	ASSERT_EQ(log_set_color("sometimes"), -EINVAL);
+	ASSERT_EQ(log_set_color("always"), 0);
+	dir = tl_dir(0);
+	log_info("kumod", "c");
+	out = tl_slurp(dir);
 	tl_match(out, "^\x1b\\[2m" TS_RE "\x1b\\[0m \x1b\\[32m INFO\x1b\\[0m main "
 		      "\x1b\\[2mkumod:\x1b\\[0m c\n$");
 	free(out);
+	ASSERT_EQ(log_set_color("auto"), 0);
 }
 
 TEST_IMPL(log_huge_message_truncated)
