@@ -4,8 +4,11 @@ sink/sink.lua, with the policy's environment overrides instead of the fixed
 ports 2025/2026. Checks the README's quick start: swaks -> relay (spooled) ->
 sink over STARTTLS, logged as Reception then Delivery."""
 
+import glob
+import json
 import os
 import shutil
+import smtplib
 import subprocess
 
 import pytest
@@ -14,6 +17,14 @@ from conftest import REPO
 from test_relay import captured, records, sink_start, wait_until
 
 SIMPLE = os.path.join(REPO, "policy", "simple_policy.lua")
+TOOLS_BIN = os.environ.get("TOOLS_BIN") or os.path.join(REPO, "build")
+
+
+def simple_relay(kumod, var, sink):
+    """kumod with policy/simple_policy.lua under var/, relaying to sink."""
+    return kumod(open(SIMPLE).read(), policy_name="simple_policy.lua",
+                 env={"KUMO_VAR": str(var), "KUMO_LISTEN": "127.0.0.1:0",
+                      "KUMO_SINK": "127.0.0.1:%d" % sink.smtp_port})
 
 
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed")
@@ -21,9 +32,7 @@ def test_simple_policy_relays_to_the_sink_over_tls(kumod, tmp_path):
     capture = tmp_path / "capture"
     sink = sink_start(kumod, capture)
     var = tmp_path / "var"
-    relay = kumod(open(SIMPLE).read(), policy_name="simple_policy.lua",
-                  env={"KUMO_VAR": str(var), "KUMO_LISTEN": "127.0.0.1:0",
-                       "KUMO_SINK": "127.0.0.1:%d" % sink.smtp_port})
+    relay = simple_relay(kumod, var, sink)
     r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % relay.smtp_port,
                         "--to", "someone@example.com", "--from", "dev@example.com",
                         "--header", "Subject: quick start"],
@@ -65,3 +74,29 @@ def test_deps_groups_are_split(tmp_path):
     for name, group in hidden.items():
         r = check(group)
         assert r.returncode == 1 and r.stdout.split() == ["deps:", "missing:", name], r.stdout
+
+
+def test_kcli_logs_reads_the_open_segment(kumod, tmp_path):
+    """The README's log command: `kcli logs DIR` prints the records of the segment kumod
+    is still writing and exits 0, where zstdcat stops with an unfinished-frame error."""
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    var = tmp_path / "var"
+    relay = simple_relay(kumod, var, sink)
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as s:
+        s.sendmail("dev@example.com", ["someone@example.com"], "Subject: x\r\n\r\nx\r\n")
+    kcli = os.path.join(TOOLS_BIN, "kcli")
+
+    def types():
+        r = subprocess.run([kcli, "logs", str(var / "logs")], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 0 and r.stderr == "", r
+        return [json.loads(l)["type"] for l in r.stdout.splitlines()]
+    assert wait_until(lambda: "Delivery" in types(), timeout=20), relay.stderr()
+    segs = glob.glob(str(var / "logs" / "*"))
+    assert len(segs) == 1 and os.stat(segs[0]).st_mode & 0o222, "the segment is still open"
+    assert types()[:2] == ["Reception", "Delivery"]
+    assert relay.stop() == 0
+    # closed now (write bits cleared): still read, still exit 0
+    assert not os.stat(segs[0]).st_mode & 0o222
+    assert types()[:2] == ["Reception", "Delivery"]
