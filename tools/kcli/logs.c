@@ -29,7 +29,8 @@ static int cat_zstd(FILE *in, const char *path, int open_segment)
 			ZSTD_outBuffer ob = {obuf, outlen, 0};
 			left = ZSTD_decompressStream(ds, &ob, &ib);
 			if (ZSTD_isError(left)) {
-				fprintf(stderr, "kcli logs: %s: %s\n", path, ZSTD_getErrorName(left));
+				fprintf(stderr, "kcli logs: %s: %s\n", path,
+					ZSTD_getErrorName(left));
 				rc = -1;
 				goto out;
 			}
