@@ -7,6 +7,7 @@ configuration errors and the runtime/tokio log targets."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -324,9 +325,20 @@ def test_once_against_nothing_fails_cleanly():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = run_console("--once", "--timeout", "1500ms", f"127.0.0.1:{port}")
+    t0 = time.monotonic()
+    r = run_console("--once", f"127.0.0.1:{port}")  # default --timeout 10s
     assert r.returncode == 1
-    assert "no state from" in r.stderr
+    assert time.monotonic() - t0 < 5, "a refused connection must fail at once"
+    assert r.stderr == f"kumo-console: cannot connect to 127.0.0.1:{port}: connection refused\n"
+
+
+def test_once_against_a_silent_server_times_out():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = run_console("--once", "--timeout", "1500ms", f"127.0.0.1:{s.getsockname()[1]}")
+    assert r.returncode == 1
+    assert r.stderr.startswith("kumo-console: no state from"), r.stderr
 
 
 # --- recordings and replay -------------------------------------------------------
@@ -340,6 +352,10 @@ def record(kumod, tmp_path):
     s.close()
     time.sleep(0.3)
     assert k.stop() == 0
+    # the start and stop lines end with what they say: no stray empty string
+    msgs = [l.split("kumod::console: ", 1)[1] for l in k.lines() if "console recording" in l]
+    assert msgs == ['console recording "%s" started' % rec,
+                    'console recording "%s" stopped: shutdown' % rec], msgs
     return rec
 
 
@@ -499,7 +515,14 @@ def test_tui_replays_a_recording(kumod, tmp_path):
         t.keys(".")
         t.wait(lambda x: "REPLAY" in x and x != scr, "a step")
         t.keys(" ", "+", "+", "+")
-        t.wait(lambda x: "END" in x and "smtp_server" in x, "the end of the recording", 30)
+        scr = t.wait(lambda x: "END" in x and "smtp_server" in x, "the end of the recording", 30)
+        # the header bar: REPLAY once, and the last frame is frame N of N (the recording's
+        # first line is its header, not a frame)
+        head = scr.splitlines()[0]
+        assert head.count("REPLAY") == 1, head
+        frames = sum(1 for l in open(rec)) - 1
+        m = re.search(r" frame (\d+)/(\d+) END", head)
+        assert m and (int(m.group(1)), int(m.group(2))) == (frames, frames), (head, frames)
     finally:
         t.close()
 

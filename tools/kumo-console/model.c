@@ -358,7 +358,7 @@ static int is_done(const struct kc_task *t)
 const char *kc_state_label(const struct kc_task *t, int ascii)
 {
 	if (!strcmp(t->state, "running"))
-		return ascii ? "BUSY" : "\u25B6 RUNNING";
+		return ascii ? "RUNNING" : "\u25B6 RUNNING";
 	if (!strcmp(t->state, "scheduled"))
 		return ascii ? "SCHED" : "\u23EB SCHED";
 	if (is_done(t))
