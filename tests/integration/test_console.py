@@ -316,7 +316,23 @@ def test_once_json_shows_live_smtp_sessions_in_their_phase(kumod):
         assert t["total_ns"] >= t["busy_ns"] + t["idle_ns"] - 1000
     table = run_console("--once", f"127.0.0.1:{k.console_port}")
     assert table.returncode == 0
-    assert "smtp_server" in table.stdout and "Rcpt" in table.stdout
+    # columns sized to content: every Name/Kind/Phase cell whole, located by the header
+    lines = table.stdout.split("\n\n")[0].splitlines()
+    head = lines[0]
+    cols = ["ID", "State", "Name", "Kind", "Phase"]
+    at = {col: head.index(" %s " % col) + 1 for col in cols}
+    at["end"] = head.index(" Total ") + 1 - len("    ")  # Total is right-aligned in 9
+    cols.append("end")
+    cells = [{col: l[at[col]:at[cols[i + 1]]].strip() for i, col in enumerate(cols[:-1])}
+             for l in lines[1:]]
+    by_id = {int(cell["ID"]): cell for cell in cells}
+    for t in sessions.values():  # still in the same phase in this second snapshot
+        if t["id"] in by_id:
+            cell = by_id[t["id"]]
+            assert (cell["Name"], cell["Kind"], cell["Phase"]) == \
+                (t["name"], t["kind"], t["phase"]), cell
+    rcpt = sessions["%s:%d" % c.sock.getsockname()]
+    assert by_id[rcpt["id"]]["Phase"] == "Rcpt" and by_id[rcpt["id"]]["State"] == "IDLE"
     for sess in (a, b, c):
         sess.close()
 
@@ -404,6 +420,31 @@ QUEUE_RECORDING = [
      "queues_removed": [{"kind": "ready", "name": "unspecified->mx.example.com@smtp"}],
      "loop": {"iterations": 2}},
 ]
+
+
+def test_once_table_sizes_columns_to_content(tmp_path):
+    """Long names, kinds, phases and queue names are printed whole, not cut."""
+    name, kind, phase = "n" * 50 + "-end", "k" * 30 + "-end", "Suspended, holding 12345 (end)"
+    qname = "campaign:tenant@" + "d" * 60 + ".example"
+    frames = json.loads(json.dumps(QUEUE_RECORDING[:3]))
+    frames[2]["tasks"].append({"id": 2, "kind": kind, "name": name, "parent": 1,
+                               "location": "x.c:1", "fields": {},
+                               "stats": {"state": "idle", "phase": phase, "created_at": 600}})
+    frames[2]["queues"][0]["name"] = qname
+    rec = tmp_path / "long.ndjson"
+    rec.write_text("".join(json.dumps(f) + "\n" for f in frames))
+    r = run_console("--replay", str(rec), "--once", "--retain-for", "none")
+    assert r.returncode == 0, r.stderr
+    tasks, queues = r.stdout.split("\n\n")
+    lines = tasks.splitlines()
+    cols = ["Name", "Kind", "Phase"]
+    at = {col: lines[0].index(" %s " % col) + 1 for col in cols}
+    row = next(l for l in lines[1:] if l.split()[0] == "2")  # ID column first (no Warn)
+    assert row[at["Name"]:at["Kind"]].strip() == name, row
+    assert row[at["Kind"]:at["Phase"]].strip() == kind, row
+    assert row[at["Phase"]:].startswith(phase + " "), row
+    assert [l.split()[:2] for l in queues.splitlines()[1:]] == [
+        ["scheduled", qname], ["ready", "unspecified->mx.example.com@smtp"]], queues
 
 
 def test_queues_from_a_recording(tmp_path):
