@@ -3,17 +3,14 @@
 
 import json
 import os
-import pty
 import re
-import select
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
 
-from conftest import IS_ROOT, KUMOD_BIN, kumod_env, run_kumod
+from conftest import IS_ROOT, KUMOD_BIN, kumod_env, run_kumod, run_on_pty
 
 IDLE_POLICY = "kumo.on('init', function() end)\n"
 FLAGS = ["--policy", "--validate", "--user", "--diag-format", "--diag-log-dir",
@@ -228,26 +225,9 @@ def _validate_stderr(tmp_path, env, tty=False):
         r = run_kumod(args, env=env)
         assert r.returncode == 0, r
         return r.stderr
-    master, slave = pty.openpty()
-    try:
-        p = subprocess.Popen([KUMOD_BIN, *args], env=kumod_env(env), stdout=subprocess.DEVNULL,
-                             stderr=slave)
-        os.close(slave)
-        out = b""
-        while True:  # bounded: the pty reports EIO once kumod exits
-            ready, _, _ = select.select([master], [], [], 10)
-            assert ready, "no output from kumod on the pty within 10s"
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        assert p.wait(timeout=10) == 0
-        return out.decode(errors="replace")
-    finally:
-        os.close(master)
+    rc, out = run_on_pty([KUMOD_BIN, *args], env=kumod_env(env))
+    assert rc == 0, out
+    return out.decode(errors="replace")
 
 
 def test_log_colour_only_on_a_terminal(tmp_path):
