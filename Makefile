@@ -134,7 +134,7 @@ run: $(BIN)/kumod
 	@scripts/run.sh $(BIN)
 
 sink: $(BIN)/kumod
-	KUMOD_LOG=$${KUMOD_LOG-kumod=info} $(BIN)/kumod --policy sink/sink.lua
+	KUMOD_LOG=$${KUMOD_LOG-kumod=info,lua=info} KUMOD_LOG_ROLE=$${KUMOD_LOG_ROLE-sink} $(BIN)/kumod --policy sink/sink.lua
 
 # --- tests ---------------------------------------------------------------
 PYTEST = KUMOD_BIN=$(abspath $(BIN)/kumod) TOOLS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider

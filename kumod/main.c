@@ -73,6 +73,7 @@ static void usage(FILE *out)
 	    "  KUMOD_LOG             diagnostic filter, e.g. kumod=trace or warn,kumod=debug\n"
 	    "  KUMO_POLICY           default policy path\n"
 	    "  KUMOD_LOG_COLOR       auto (colour only on a terminal), always or never\n"
+	    "  KUMOD_LOG_ROLE        name shown in every diagnostic line, e.g. [sink]\n"
 	    "  NO_COLOR              disable ANSI colour in diagnostics (unless\n"
 	    "                        KUMOD_LOG_COLOR=always)\n"
 	    "\n"
@@ -196,6 +197,7 @@ static int setup_logging(void)
 		return 1;
 	}
 	log_set_format(app.format);
+	log_set_role(getenv("KUMOD_LOG_ROLE"));
 	const char *color = getenv("KUMOD_LOG_COLOR");
 	if (color && *color && log_set_color(color) != 0) {
 		fprintf(stderr,

@@ -7,9 +7,11 @@ set -u
 bin=${1:-build}
 export LTTNG_UST_REGISTER_TIMEOUT=${LTTNG_UST_REGISTER_TIMEOUT:-0}
 mkdir -p var
-KUMOD_LOG=${SINK_LOG:-kumod=warn} "$bin/kumod" --policy sink/sink.lua &
+# Both log to this terminal: KUMOD_LOG_ROLE prefixes each line with [sink] or
+# [relay]; the sink's own lines (settings, one per message) are lua=info.
+KUMOD_LOG=${SINK_LOG:-kumod=warn,lua=info} KUMOD_LOG_ROLE=sink "$bin/kumod" --policy sink/sink.lua &
 sink=$!
-"$bin/kumod" --policy "${KUMO_POLICY:-policy/simple_policy.lua}" &
+KUMOD_LOG_ROLE=${KUMOD_LOG_ROLE:-relay} "$bin/kumod" --policy "${KUMO_POLICY:-policy/simple_policy.lua}" &
 relay=$!
 stop() {
 	kill -TERM "$relay" "$sink" 2>/dev/null

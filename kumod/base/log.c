@@ -47,6 +47,7 @@ static struct {
 } lg = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, LOG_FORMAT_FULL, -1, LOG_COLOR_AUTO, -1, NULL, -1};
 
 static __thread char log_thread[32];
+static char log_role[32]; /* KUMOD_LOG_ROLE: tells processes apart in one terminal */
 
 /* The last span verdict of this thread: valid while the task, its change
  * sequence and the filter generation are unchanged. */
@@ -173,6 +174,11 @@ int log_set_color(const char *mode)
 		}
 	}
 	return -EINVAL;
+}
+
+void log_set_role(const char *role)
+{
+	snprintf(log_role, sizeof(log_role), "%s", role ? role : "");
 }
 
 void log_set_thread_name(const char *name)
@@ -483,13 +489,18 @@ static void log__timestamp(struct log_event *ev)
 	ev->hour = (long)(ts.tv_sec / 3600);
 }
 
-/* `<ts> <LEVEL> <thread> ` */
+/* `<ts> <LEVEL> [<role>] <thread> ` */
 static void line_head(struct log_line *l, const struct log_event *ev)
 {
 	line_paint(l, LOG_DIM, ev->ts, sizeof(ev->ts));
 	line_puts(l, " ");
 	line_paint(l, log__level_color(ev->site->level), log__level_name(ev->site->level, 1), 8);
 	line_puts(l, " ");
+	if (log_role[0]) {
+		line_puts(l, "[");
+		line_put_capped(l, log_role, sizeof(log_role));
+		line_puts(l, "] ");
+	}
 	line_put_capped(l, log_thread[0] ? log_thread : "main", sizeof(log_thread));
 	line_puts(l, " ");
 }
@@ -582,6 +593,10 @@ static void log__format_json(struct log_line *l, const struct log_event *ev)
 		line_puts(l, "]");
 	}
 	line_puts(l, ",");
+	if (log_role[0]) {
+		line_json_kv(l, "role", log_role, sizeof(log_role));
+		line_puts(l, ",");
+	}
 	line_json_kv(l, "threadName", log_thread[0] ? log_thread : "main", sizeof(log_thread));
 	line_puts(l, "}");
 }

@@ -66,6 +66,10 @@ enum {
 	LOG_COLOR_NEVER
 };
 int log_set_color(const char *mode);
+/* A name for this process shown in every line ("[sink]" after the level;
+ * "role" in JSON), so that several processes sharing a terminal (`make
+ * run`) can be told apart; "" or NULL: none. Set before the first line. */
+void log_set_role(const char *role);
 /* Redirect output to DIR/log.YYYY-MM-DD-HH; 0 or -errno (dir unwritable). */
 int log_set_dir(const char *dir);
 /* SIGHUP: reopen the current output file. */
