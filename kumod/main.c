@@ -39,6 +39,7 @@ static struct {
 	uid_t user_uid; /* --user, looked up by check_user() */
 	gid_t user_gid;
 	const char *diag_dir;
+	const char *pid_file; /* --pid-file: written once listening, removed at exit */
 	int validate;
 	int console;
 	enum log_format format;
@@ -61,6 +62,7 @@ static void usage(FILE *out)
 	    "  --policy FILE         policy script (default: $KUMO_POLICY, else policy/init.lua)\n"
 	    "  --validate            load the policy, run pre_init/init, exit 0 (valid) or 1\n"
 	    "  --user NAME           drop privileges to NAME after binding (when started as root)\n"
+	    "  --pid-file FILE       write the pid to FILE once listening (removed at exit)\n"
 	    "  --diag-format FORMAT  diagnostic log format: full (default), compact, json\n"
 	    "  --diag-log-dir DIR    write diagnostics to DIR/log.YYYY-MM-DD-HH instead of stderr\n"
 	    "  --tokio-console       serve live tasks and queues (alias --console)\n"
@@ -102,7 +104,8 @@ static int parse_args(int argc, char **argv)
 		OPT_FORMAT,
 		OPT_DIR,
 		OPT_CONSOLE,
-		OPT_LIST_METRICS
+		OPT_LIST_METRICS,
+		OPT_PID_FILE
 	};
 	static const struct option opts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -113,6 +116,7 @@ static int parse_args(int argc, char **argv)
 	    {"tokio-console", no_argument, NULL, OPT_CONSOLE},
 	    {"console", no_argument, NULL, OPT_CONSOLE},
 	    {"list-metrics", optional_argument, NULL, OPT_LIST_METRICS},
+	    {"pid-file", required_argument, NULL, OPT_PID_FILE},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -129,6 +133,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case OPT_USER:
 			app.user = optarg;
+			break;
+		case OPT_PID_FILE:
+			app.pid_file = optarg;
 			break;
 		case OPT_FORMAT:
 			if (strcmp(optarg, "full") == 0)
@@ -223,6 +230,21 @@ static void raise_nofile(void)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+}
+
+/* --pid-file: "<pid>\n", so a tracer can pick this process among several
+ * (`bpftrace -p $(cat var/run/kumod.pid)`). Written after the policy's
+ * listeners are bound, before privileges are dropped. */
+static int write_pid_file(void)
+{
+	if (!app.pid_file)
+		return 0;
+	FILE *f = fopen(app.pid_file, "w");
+	if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+		fprintf(stderr, "kumod: --pid-file '%s': %s\n", app.pid_file, strerror(errno));
+		return 1;
+	}
+	return 0;
 }
 
 /* --user is looked up before the policy runs, so a wrong name is refused
@@ -438,7 +460,7 @@ int main(int argc, char **argv)
 		shutdown_subsystems(loop);
 		return 0;
 	}
-	if (drop_privileges())
+	if (write_pid_file() || drop_privileges())
 		return 1;
 	if (app.console) {
 		struct introspect_config ccfg;
@@ -459,5 +481,7 @@ int main(int argc, char **argv)
 	uv_run(loop, UV_RUN_DEFAULT);
 	shutdown_subsystems(loop);
 	task_registry_clear();
+	if (app.pid_file)
+		unlink(app.pid_file);
 	return app.exit_code;
 }

@@ -13,7 +13,7 @@ import pytest
 from conftest import IS_ROOT, KUMOD_BIN, kumod_env, run_kumod, run_on_pty
 
 IDLE_POLICY = "kumo.on('init', function() end)\n"
-FLAGS = ["--policy", "--validate", "--user", "--diag-format", "--diag-log-dir",
+FLAGS = ["--policy", "--validate", "--user", "--pid-file", "--diag-format", "--diag-log-dir",
          "--tokio-console", "--list-metrics", "--help", "--version"]
 
 
@@ -195,6 +195,20 @@ def test_unwritable_diag_log_dir(tmp_path):
 
 
 # --- running ----------------------------------------------------------------
+
+
+def test_pid_file_names_this_process(kumod, tmp_path):
+    """--pid-file picks one kumod among several (make run) for bpftrace -p / lttng."""
+    pid_file = tmp_path / "run" / "kumod.pid"
+    pid_file.parent.mkdir()
+    k = kumod(IDLE_POLICY, args=["--pid-file", str(pid_file)])
+    assert pid_file.read_text() == "%d\n" % k.pid
+    assert k.stop() == 0
+    assert not pid_file.exists(), "the pid file outlived the process"
+    bad = tmp_path / "file"
+    bad.write_text("")
+    r = run_kumod(["--policy", write(tmp_path, IDLE_POLICY), "--pid-file", str(bad / "x.pid")])
+    assert r.returncode == 1 and str(bad / "x.pid") in one_line(r.stderr), r
 
 
 def test_diag_log_dir_receives_lines(kumod, tmp_path):
