@@ -456,6 +456,8 @@ static void line_span_fields(struct log_line *l, const struct task *t, int lead)
 		const char *v = i ? t->fields[i - 1].value : t->name;
 		if (!k || !v || (!i && !*v))
 			continue;
+		if (i && *t->name && strcmp(v, t->name) == 0)
+			continue; /* peer= repeating name= on every line says nothing new */
 		if (lead || l->p[l->len - 1] != '{')
 			line_puts(l, " ");
 		line_put_capped(l, k, LOG_PART_MAX);

@@ -367,7 +367,7 @@ static struct sched_queue *queue_get(const char *name)
 }
 
 /* The queue name a message belongs to: meta queue, else from its parts. */
-static void message_queue_name(const struct message *m, char *out, size_t outlen)
+void queue_name_for(const struct message *m, char *out, size_t outlen)
 {
 	const char *explicit = message_get_meta_str(m, "queue");
 	if (explicit && *explicit) {
@@ -817,7 +817,7 @@ static void queue_expire(struct qmsg *qm, uint64_t next_delay_ms)
 void queue_insert(struct message *m, const char *reason)
 {
 	char name[1024];
-	message_queue_name(m, name, sizeof(name));
+	queue_name_for(m, name, sizeof(name));
 	struct sched_queue *q = queue_get(name);
 	struct qmsg *qm = xcalloc(1, sizeof(*qm));
 	qm->m = message_ref(m);

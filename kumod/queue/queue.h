@@ -133,5 +133,8 @@ size_t queue_total(void);
 uint64_t queue_retry_delay_ms(const struct queue_config *cfg, unsigned attempts);
 void queue_make_name(char *out, size_t outlen, const char *campaign, const char *tenant,
 		     const char *domain, const char *routing_domain);
+/* The scheduled queue m goes to: meta "queue", else the name above from its
+ * first recipient's domain and its meta (what queue_insert() will use). */
+void queue_name_for(const struct message *m, char *out, size_t outlen);
 
 #endif

@@ -7,6 +7,7 @@ sink over STARTTLS, logged as Reception then Delivery."""
 import glob
 import json
 import os
+import re
 import shutil
 import smtplib
 import subprocess
@@ -20,11 +21,13 @@ SIMPLE = os.path.join(REPO, "policy", "simple_policy.lua")
 TOOLS_BIN = os.environ.get("TOOLS_BIN") or os.path.join(REPO, "build")
 
 
-def simple_relay(kumod, var, sink):
+def simple_relay(kumod, var, sink, log=None):
     """kumod with policy/simple_policy.lua under var/, relaying to sink."""
-    return kumod(open(SIMPLE).read(), policy_name="simple_policy.lua",
-                 env={"KUMO_VAR": str(var), "KUMO_LISTEN": "127.0.0.1:0",
-                      "KUMO_SINK": "127.0.0.1:%d" % sink.smtp_port})
+    env = {"KUMO_VAR": str(var), "KUMO_LISTEN": "127.0.0.1:0",
+           "KUMO_SINK": "127.0.0.1:%d" % sink.smtp_port}
+    if log:
+        env["KUMOD_LOG"] = log
+    return kumod(open(SIMPLE).read(), policy_name="simple_policy_%s.lua" % var.name, env=env)
 
 
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed")
@@ -100,3 +103,43 @@ def test_kcli_logs_reads_the_open_segment(kumod, tmp_path):
     # closed now (write bits cleared): still read, still exit 0
     assert not os.stat(segs[0]).st_mode & 0o222
     assert types()[:2] == ["Reception", "Delivery"]
+
+
+MESSAGE_EVENT = re.compile(r"kumod::message: (\w+) id=([0-9a-f]{32}) from=\"([^\"]*)\" "
+                           r"to=\"([^\"]*)\" queue=\"([^\"]*)\" code=(\d+)$")
+
+
+def test_trace_output_for_a_relayed_message(kumod, tmp_path):
+    """At the default level: one kumod::message line when the message is received and one
+    per delivery outcome; routing and delivery events carry their own task's span, not the
+    resolver's; the outbound TLS handshake is a kumod::smtp_client event; the server's
+    per-message debug line names the queue the message goes to."""
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    relay = simple_relay(kumod, tmp_path / "var", sink,
+                         log="kumod=info,kumo_server_common=info,"
+                             "kumod::smtp_client=debug,kumod::smtp_server=debug")
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as s:
+        s.sendmail("dev@example.com", ["someone@example.com"], "Subject: x\r\n\r\nx\r\n")
+    relay.wait_for("kumod::message: Delivery ", timeout=20)
+    assert relay.stop() == 0
+    lines = relay.lines()
+    events = [MESSAGE_EVENT.search(l).groups() for l in lines if "kumod::message: " in l]
+    assert [e[0] for e in events] == ["Reception", "Delivery"], events
+    for e in events:
+        assert e[2:5] == ("dev@example.com", "someone@example.com", "example.com"), e
+    assert events[0][1] == events[1][1] and events[0][5] == "250" and events[1][5] == "250"
+    # no dispatcher or message event under the resolver's span
+    assert not [l for l in lines if "dns_resolver{" in l], lines
+    tls = [l for l in lines if "TLS established" in l]
+    assert len(tls) == 1 and " kumod::smtp_client: conn=" in tls[0], tls
+    msg = [l for l in lines if " message id=%s " % events[0][1] in l]
+    assert len(msg) == 1 and " queue=\"example.com\" " in msg[0], msg
+    # off with a filter
+    relay2 = simple_relay(kumod, tmp_path / "var2", sink,
+                          log="kumod=info,kumo_server_common=info,kumod::message=off")
+    with smtplib.SMTP("127.0.0.1", relay2.smtp_port, timeout=10) as s:
+        s.sendmail("dev@example.com", ["someone@example.com"], "Subject: x\r\n\r\nx\r\n")
+    assert wait_until(lambda: len(captured(capture)) >= 2, timeout=20)
+    assert relay2.stop() == 0
+    assert not [l for l in relay2.lines() if "kumod::message" in l]

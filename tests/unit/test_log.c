@@ -168,6 +168,7 @@ TEST_IMPL(log_format_full_in_span)
 	struct task *t = task_spawn("smtp_server", "127.0.0.1:2025", 0);
 	task_set_field(t, "peer", "10.0.0.1:3333");
 	task_set_field(t, "n", "42");
+	task_set_field(t, "listener", "127.0.0.1:2025"); /* = name: not repeated */
 	struct task *prev = task_enter(t);
 	log_info("kumod::smtp_server", "hello");
 	task_exit(t, prev);
