@@ -21,13 +21,19 @@ SIMPLE = os.path.join(REPO, "policy", "simple_policy.lua")
 TOOLS_BIN = os.environ.get("TOOLS_BIN") or os.path.join(REPO, "build")
 
 
-def simple_relay(kumod, var, sink, log=None):
-    """kumod with policy/simple_policy.lua under var/, relaying to sink."""
+def simple_relay(kumod, var, sink, log=None, segment=None):
+    """kumod with policy/simple_policy.lua under var/, relaying to sink; segment
+    replaces its max_segment_duration."""
     env = {"KUMO_VAR": str(var), "KUMO_LISTEN": "127.0.0.1:0",
            "KUMO_SINK": "127.0.0.1:%d" % sink.smtp_port}
     if log:
         env["KUMOD_LOG"] = log
-    return kumod(open(SIMPLE).read(), policy_name="simple_policy_%s.lua" % var.name, env=env)
+    text = open(SIMPLE).read()
+    if segment:
+        old = 'max_segment_duration = "10s"'
+        assert old in text
+        text = text.replace(old, 'max_segment_duration = "%s"' % segment)
+    return kumod(text, policy_name="simple_policy_%s.lua" % var.name, env=env)
 
 
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed")
@@ -85,7 +91,7 @@ def test_kcli_logs_reads_the_open_segment(kumod, tmp_path):
     capture = tmp_path / "capture"
     sink = sink_start(kumod, capture)
     var = tmp_path / "var"
-    relay = simple_relay(kumod, var, sink)
+    relay = simple_relay(kumod, var, sink, segment="1h")  # open until kumod stops
     with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as s:
         s.sendmail("dev@example.com", ["someone@example.com"], "Subject: x\r\n\r\nx\r\n")
     kcli = os.path.join(TOOLS_BIN, "kcli")
