@@ -423,13 +423,15 @@ QUEUE_RECORDING = [
 
 
 def test_once_table_sizes_columns_to_content(tmp_path):
-    """Long names, kinds, phases and queue names are printed whole, not cut."""
+    """Long names, kinds, phases and queue names are printed whole, not cut; a task in
+    a callback is RUNNING, the TUI's word (not BUSY)."""
     name, kind, phase = "n" * 50 + "-end", "k" * 30 + "-end", "Suspended, holding 12345 (end)"
     qname = "campaign:tenant@" + "d" * 60 + ".example"
     frames = json.loads(json.dumps(QUEUE_RECORDING[:3]))
     frames[2]["tasks"].append({"id": 2, "kind": kind, "name": name, "parent": 1,
                                "location": "x.c:1", "fields": {},
-                               "stats": {"state": "idle", "phase": phase, "created_at": 600}})
+                               "stats": {"state": "running", "phase": phase,
+                                         "created_at": 600}})
     frames[2]["queues"][0]["name"] = qname
     rec = tmp_path / "long.ndjson"
     rec.write_text("".join(json.dumps(f) + "\n" for f in frames))
@@ -440,6 +442,7 @@ def test_once_table_sizes_columns_to_content(tmp_path):
     cols = ["Name", "Kind", "Phase"]
     at = {col: lines[0].index(" %s " % col) + 1 for col in cols}
     row = next(l for l in lines[1:] if l.split()[0] == "2")  # ID column first (no Warn)
+    assert row.split()[1] == "RUNNING", row
     assert row[at["Name"]:at["Kind"]].strip() == name, row
     assert row[at["Kind"]:at["Phase"]].strip() == kind, row
     assert row[at["Phase"]:].startswith(phase + " "), row
