@@ -449,7 +449,11 @@ static int log__is_bare(const char *v)
 }
 
 /* ` name="x" k=v` (leading space before each) or `name="x" k=v` with sep "". */
-static void line_span_fields(struct log_line *l, const struct task *t, int lead)
+/* Span fields in the text formats. A field is left out when its value
+ * repeats the span's name, or when the message already says it (an id or
+ * address of 8+ characters): the same 32-hex id three times on a line made
+ * lines of 400 characters. JSON keeps every field. */
+static void line_span_fields(struct log_line *l, const struct task *t, int lead, const char *msg)
 {
 	for (size_t i = 0; i <= t->nfields && i <= TASK_MAX_FIELDS; i++) {
 		const char *k = i ? t->fields[i - 1].key : "name";
@@ -457,7 +461,9 @@ static void line_span_fields(struct log_line *l, const struct task *t, int lead)
 		if (!k || !v || (!i && !*v))
 			continue;
 		if (i && *t->name && strcmp(v, t->name) == 0)
-			continue; /* peer= repeating name= on every line says nothing new */
+			continue;
+		if (strlen(v) >= 8 && strstr(msg, v))
+			continue;
 		if (lead || l->p[l->len - 1] != '{')
 			line_puts(l, " ");
 		line_put_capped(l, k, LOG_PART_MAX);
@@ -531,7 +537,7 @@ static void log__format_full(struct log_line *l, const struct log_event *ev)
 		line_paint(l, LOG_BOLD, ev->span->kind ? ev->span->kind : "", LOG_PART_MAX);
 		size_t mark = l->len;
 		line_puts(l, "{");
-		line_span_fields(l, ev->span, 0);
+		line_span_fields(l, ev->span, 0, ev->msg);
 		if (l->len == mark + 1)
 			l->len = mark; /* no fields: no braces */
 		else
@@ -552,7 +558,7 @@ static void log__format_compact(struct log_line *l, const struct log_event *ev)
 	line_target(l, ev);
 	line_message(l, ev->msg);
 	if (ev->span)
-		line_span_fields(l, ev->span, 1);
+		line_span_fields(l, ev->span, 1, ev->msg);
 }
 
 static void line_json_span(struct log_line *l, const struct task *t)

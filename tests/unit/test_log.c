@@ -171,6 +171,7 @@ TEST_IMPL(log_format_full_in_span)
 	task_set_field(t, "listener", "127.0.0.1:2025"); /* = name: not repeated */
 	struct task *prev = task_enter(t);
 	log_info("kumod::smtp_server", "hello");
+	log_info("kumod::smtp_server", "from 10.0.0.1:3333 on 127.0.0.1:2025"); /* says both */
 	task_exit(t, prev);
 	struct task *bare = task_spawn("timer", "", 0);
 	prev = task_enter(bare);
@@ -179,7 +180,8 @@ TEST_IMPL(log_format_full_in_span)
 	char *out = tl_slurp(dir);
 	tl_match(out, "^" TS_RE "  INFO main smtp_server\\{name=\"127\\.0\\.0\\.1:2025\" "
 		      "peer=\"10\\.0\\.0\\.1:3333\" n=42\\}: kumod::smtp_server: hello\n" TS_RE
-		      "  INFO main timer: kumod::x: tick\n$");
+		      "  INFO main smtp_server\\{n=42\\}: kumod::smtp_server: from 10\\.0\\.0\\.1:3333 "
+		      "on 127\\.0\\.0\\.1:2025\n" TS_RE "  INFO main timer: kumod::x: tick\n$");
 	free(out);
 	task_registry_clear();
 }
