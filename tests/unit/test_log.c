@@ -178,10 +178,11 @@ TEST_IMPL(log_format_full_in_span)
 	log_info("kumod::x", "tick");
 	task_exit(bare, prev);
 	char *out = tl_slurp(dir);
-	tl_match(out, "^" TS_RE "  INFO main smtp_server\\{name=\"127\\.0\\.0\\.1:2025\" "
-		      "peer=\"10\\.0\\.0\\.1:3333\" n=42\\}: kumod::smtp_server: hello\n" TS_RE
-		      "  INFO main smtp_server\\{n=42\\}: kumod::smtp_server: from 10\\.0\\.0\\.1:3333 "
-		      "on 127\\.0\\.0\\.1:2025\n" TS_RE "  INFO main timer: kumod::x: tick\n$");
+	tl_match(out,
+		 "^" TS_RE "  INFO main smtp_server\\{name=\"127\\.0\\.0\\.1:2025\" "
+		 "peer=\"10\\.0\\.0\\.1:3333\" n=42\\}: kumod::smtp_server: hello\n" TS_RE
+		 "  INFO main smtp_server\\{n=42\\}: kumod::smtp_server: from 10\\.0\\.0\\.1:3333 "
+		 "on 127\\.0\\.0\\.1:2025\n" TS_RE "  INFO main timer: kumod::x: tick\n$");
 	free(out);
 	task_registry_clear();
 }
