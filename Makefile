@@ -11,24 +11,27 @@
 #
 # Targets: all run sink test unit integration fmt fmt-check check-layers
 #          tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check
-#          fuzz fuzz-run fuzz-smoke fuzz-replay bench clean deps
+#          fuzz fuzz-run fuzz-smoke fuzz-replay bench clean
+#          deps (every group) deps-test deps-fmt deps-fuzz
 #          install (PREFIX=/usr/local DESTDIR=: kumod, tools, share/kumod/{policy-extras,bounce_classifier})
 
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
 BUILD := build
 GEN := $(BUILD)/gen
-NOBUILD_GOALS := clean fmt deps
+NOBUILD_GOALS := clean fmt deps deps-test deps-fmt deps-fuzz
 PYTHON ?= /usr/bin/python3
 
 ifeq ($(filter-out $(NOBUILD_GOALS),$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,all),)
 else
-# Runs the deps step before anything is built (GNU make remakes included
-# makefiles first); it re-runs when the script changes or with `make deps`.
+# Runs the deps step for building and running (group `run`) before anything
+# is built (GNU make remakes included makefiles first); it re-runs when the
+# script changes. Goals that need more add their group: test, fmt, fuzz
+# (deps-test, deps-fmt, deps-fuzz below); `make deps` installs every group.
 -include $(BUILD)/deps.mk
 endif
 $(BUILD)/deps.mk: scripts/deps.sh
-	@scripts/deps.sh --mk $@
+	@scripts/deps.sh --for run --mk $@
 
 USE_LTTNG ?= $(or $(DETECTED_LTTNG),1)
 USE_USDT ?= $(or $(DETECTED_USDT),1)
@@ -132,20 +135,20 @@ run: $(BIN)/kumod
 	@scripts/run.sh $(BIN)
 
 sink: $(BIN)/kumod
-	KUMOD_LOG=$${KUMOD_LOG-kumod=info} $(BIN)/kumod --policy sink/sink.lua
+	KUMOD_LOG=$${KUMOD_LOG-kumod=info,lua=info} KUMOD_LOG_ROLE=$${KUMOD_LOG_ROLE-sink} $(BIN)/kumod --policy sink/sink.lua
 
 # --- tests ---------------------------------------------------------------
 PYTEST = KUMOD_BIN=$(abspath $(BIN)/kumod) TOOLS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider
 unit: $(BIN)/unit-tests
 	$(BIN)/unit-tests
 
-integration: all
+integration: all | deps-test
 	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
 # The whole suite; without SANITIZER it then re-runs the unit and
 # integration tests against an ASan+UBSan build (LeakSanitizer on: a leak
 # at kumod's exit makes its exit status non-zero and the test fail).
-test: all check-layers fmt-check tracepoints-check metrics-doc-check api-doc-check
+test: all check-layers fmt-check tracepoints-check metrics-doc-check api-doc-check | deps-test
 	$(BIN)/unit-tests
 	$(MAKE) --no-print-directory fuzz-replay
 	$(PYTEST) tests/integration $(PYTEST_ARGS)
@@ -153,7 +156,7 @@ ifeq ($(SANITIZER),)
 	$(MAKE) --no-print-directory SANITIZER=address test-sanitized
 endif
 
-test-sanitized: all
+test-sanitized: all | deps-test
 	ASAN_OPTIONS=detect_leaks=1 $(BIN)/unit-tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 $(PYTEST) tests/integration -m "not nosan" $(PYTEST_ARGS)
 
@@ -188,18 +191,26 @@ check-layers:
 C_FMT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 LUA_FMT_FILES = $(shell git ls-files '*.lua' 2>/dev/null)
 STYLUA := node_modules/.bin/stylua
-fmt:
-	@test -x $(STYLUA) || scripts/deps.sh
+fmt: | deps-fmt
 	clang-format -i $(C_FMT_FILES)
 	$(if $(LUA_FMT_FILES),$(STYLUA) $(LUA_FMT_FILES))
 
-fmt-check:
+fmt-check: | deps-fmt
 	@clang-format --dry-run --Werror $(C_FMT_FILES)
 	@$(if $(LUA_FMT_FILES),$(STYLUA) --check $(LUA_FMT_FILES))
 	@echo "  FMT-OK"
 
 deps:
-	scripts/deps.sh --mk $(BUILD)/deps.mk
+	scripts/deps.sh --for all --mk $(BUILD)/deps.mk
+
+# The test goals' peers and tracers (and the formatters `make test` checks
+# with), the formatters alone, and clang with libFuzzer.
+deps-test:
+	@scripts/deps.sh --for test --for fmt
+deps-fmt:
+	@scripts/deps.sh --for fmt
+deps-fuzz:
+	@scripts/deps.sh --for fuzz
 
 # kumod finds its policy-extras helpers in ../share/kumod next to its binary.
 PREFIX ?= /usr/local
@@ -215,5 +226,5 @@ clean:
 
 include fuzz/fuzz.mk
 
-.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check check-layers fmt fmt-check deps install clean FORCE
+.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check check-layers fmt fmt-check deps deps-test deps-fmt deps-fuzz install clean FORCE
 FORCE:

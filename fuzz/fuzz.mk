@@ -77,14 +77,14 @@ $(BUILD)/fuzz-replay/%: $(REPLAY_OBJDIR)/fuzz/fuzz_%.o $(REPLAY_OBJDIR)/fuzz/rep
 	$(FUZZ_TARGETS:%=$(REPLAY_OBJDIR)/fuzz/fuzz_%.o) $(REPLAY_OBJDIR)/fuzz/replay_main.o
 -include $(shell find $(FUZZ_OBJDIR) $(REPLAY_OBJDIR) -name '*.d' 2>/dev/null)
 
-fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%) | deps-fuzz
 
 fuzz-check-target:
 	@test -n "$(T)" && test -f fuzz/fuzz_$(T).c || \
 		{ echo "usage: make $(MAKECMDGOALS) T=<target>; targets: $(FUZZ_TARGETS)"; exit 2; }
 
 # Reads the checked-in corpus, writes new inputs only to build/fuzz-corpus/T.
-fuzz-run: fuzz-check-target
+fuzz-run: fuzz-check-target | deps-fuzz
 	@$(MAKE) --no-print-directory $(BUILD)/fuzz/$(T)
 	@mkdir -p $(BUILD)/fuzz-corpus/$(T) $(BUILD)/fuzz-artifacts/$(T)
 	$(BUILD)/fuzz/$(T) -max_total_time=$(SECONDS) -timeout=$(FUZZ_TIMEOUT) -dict=$(call FUZZ_DICT,$(T)) \
@@ -103,7 +103,7 @@ fuzz-smoke: fuzz
 
 # Named seeds and crash-* reproducers are kept as they are; fuzzer-found inputs
 # (from the checked-in corpus and build/fuzz-corpus/T) are reduced to a set cover.
-fuzz-merge: fuzz-check-target
+fuzz-merge: fuzz-check-target | deps-fuzz
 	@$(MAKE) --no-print-directory $(BUILD)/fuzz/$(T)
 	@rm -rf $(BUILD)/fuzz-merge/$(T) && mkdir -p $(BUILD)/fuzz-merge/$(T) $(BUILD)/fuzz-corpus/$(T)
 	@find fuzz/corpus/$(T) -maxdepth 1 -type f ! -regex '.*/[0-9a-f]\{40\}' \

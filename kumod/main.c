@@ -38,7 +38,10 @@
 static struct {
 	const char *policy;
 	const char *user;
+	uid_t user_uid; /* --user, looked up by check_user() */
+	gid_t user_gid;
 	const char *diag_dir;
+	const char *pid_file; /* --pid-file: written once listening, removed at exit */
 	int validate;
 	const char *validate_domain; /* --validate-domain */
 	int console;
@@ -65,6 +68,7 @@ static void usage(FILE *out)
 	    "  --validate-domain D   the recipient domain of --validate's samples\n"
 	    "                        (default example.com)\n"
 	    "  --user NAME           drop privileges to NAME after binding (when started as root)\n"
+	    "  --pid-file FILE       write the pid to FILE once listening (removed at exit)\n"
 	    "  --diag-format FORMAT  diagnostic log format: full (default), compact, json\n"
 	    "  --diag-log-dir DIR    write diagnostics to DIR/log.YYYY-MM-DD-HH instead of stderr\n"
 	    "  --tokio-console       serve live tasks and queues (alias --console)\n"
@@ -78,7 +82,10 @@ static void usage(FILE *out)
 	    "Environment:\n"
 	    "  KUMOD_LOG             diagnostic filter, e.g. kumod=trace or warn,kumod=debug\n"
 	    "  KUMO_POLICY           default policy path\n"
-	    "  NO_COLOR              disable ANSI colour in diagnostics\n"
+	    "  KUMOD_LOG_COLOR       auto (colour only on a terminal), always or never\n"
+	    "  KUMOD_LOG_ROLE        name shown in every diagnostic line, e.g. [sink]\n"
+	    "  NO_COLOR              disable ANSI colour in diagnostics (unless\n"
+	    "                        KUMOD_LOG_COLOR=always)\n"
 	    "\n"
 	    "Docs: docs/getting-started.md, docs/kumod-log.md, docs/tracing.md, "
 	    "docs/policy-api.md\n");
@@ -107,7 +114,8 @@ static int parse_args(int argc, char **argv)
 		OPT_CONSOLE,
 		OPT_LIST_METRICS,
 		OPT_LIST_API,
-		OPT_VALIDATE_DOMAIN
+		OPT_VALIDATE_DOMAIN,
+		OPT_PID_FILE
 	};
 	static const struct option opts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -120,6 +128,7 @@ static int parse_args(int argc, char **argv)
 	    {"list-metrics", optional_argument, NULL, OPT_LIST_METRICS},
 	    {"list-api", optional_argument, NULL, OPT_LIST_API},
 	    {"validate-domain", required_argument, NULL, OPT_VALIDATE_DOMAIN},
+	    {"pid-file", required_argument, NULL, OPT_PID_FILE},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -136,6 +145,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case OPT_USER:
 			app.user = optarg;
+			break;
+		case OPT_PID_FILE:
+			app.pid_file = optarg;
 			break;
 		case OPT_FORMAT:
 			if (strcmp(optarg, "full") == 0)
@@ -211,6 +223,14 @@ static int setup_logging(void)
 		return 1;
 	}
 	log_set_format(app.format);
+	log_set_role(getenv("KUMOD_LOG_ROLE"));
+	const char *color = getenv("KUMOD_LOG_COLOR");
+	if (color && *color && log_set_color(color) != 0) {
+		fprintf(stderr,
+			"kumod: invalid KUMOD_LOG_COLOR '%s': expected auto, always or never\n",
+			color);
+		return 1;
+	}
 	if (app.diag_dir) {
 		int rc = log_set_dir(app.diag_dir);
 		if (rc < 0) {
@@ -235,6 +255,42 @@ static int raise_nofile(void)
 	return 0;
 }
 
+/* --pid-file: "<pid>\n", so a tracer can pick this process among several
+ * (`bpftrace -p $(cat var/run/kumod.pid)`). Written after the policy's
+ * listeners are bound, before privileges are dropped. */
+static int write_pid_file(void)
+{
+	if (!app.pid_file)
+		return 0;
+	FILE *f = fopen(app.pid_file, "w");
+	if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+		fprintf(stderr, "kumod: --pid-file '%s': %s\n", app.pid_file, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+/* --user is looked up before the policy runs, so a wrong name is refused
+ * before anything binds or opens a spool; the switch happens after. */
+static int check_user(void)
+{
+	if (!app.user)
+		return 0;
+	struct passwd *pw = getpwnam(app.user);
+	if (!pw) {
+		fprintf(stderr, "kumod: --user '%s': no such user\n", app.user);
+		return 1;
+	}
+	if (geteuid() != 0 && pw->pw_uid != geteuid()) {
+		fprintf(stderr, "kumod: --user '%s': must be started as root to switch user\n",
+			app.user);
+		return 1;
+	}
+	app.user_uid = pw->pw_uid;
+	app.user_gid = pw->pw_gid;
+	return 0;
+}
+
 static int drop_privileges(void)
 {
 	if (!app.user) {
@@ -242,20 +298,10 @@ static int drop_privileges(void)
 			log_warn("kumod", "running as root: pass --user NAME to drop privileges");
 		return 0;
 	}
-	struct passwd *pw = getpwnam(app.user);
-	if (!pw) {
-		fprintf(stderr, "kumod: --user '%s': no such user\n", app.user);
-		return 1;
-	}
-	if (geteuid() != 0) {
-		if (pw->pw_uid == geteuid())
-			return 0;
-		fprintf(stderr, "kumod: --user '%s': must be started as root to switch user\n",
-			app.user);
-		return 1;
-	}
-	if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-	    setuid(pw->pw_uid) != 0) {
+	if (geteuid() != 0)
+		return 0; /* check_user: already that user */
+	if (initgroups(app.user, app.user_gid) != 0 || setgid(app.user_gid) != 0 ||
+	    setuid(app.user_uid) != 0) {
 		fprintf(stderr, "kumod: --user '%s': %s\n", app.user, strerror(errno));
 		return 1;
 	}
@@ -328,6 +374,8 @@ static void sched_q_cb(const struct queue_info *qi, void *ctx)
 {
 	struct buf *b = introspect_queue_begin(ctx, "scheduled", qi->name);
 	console_json_kv_u64(b, "count", qi->count);
+	if (qi->next_due_ms)
+		console_json_kv_u64(b, "next_due_ms", qi->next_due_ms);
 	console_json_kv_bool(b, "suspended", qi->suspended);
 	introspect_queue_end(ctx);
 }
@@ -404,7 +452,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc;
 	signal(SIGPIPE, SIG_IGN);
-	if (setup_logging())
+	if (setup_logging() || check_user())
 		return 1;
 	if (raise_nofile())
 		return 1;
@@ -449,7 +497,7 @@ int main(int argc, char **argv)
 		shutdown_subsystems(loop);
 		return 0;
 	}
-	if (drop_privileges())
+	if (write_pid_file() || drop_privileges())
 		return 1;
 	if (app.console) {
 		struct introspect_config ccfg;
@@ -470,5 +518,7 @@ int main(int argc, char **argv)
 	uv_run(loop, UV_RUN_DEFAULT);
 	shutdown_subsystems(loop);
 	task_registry_clear();
+	if (app.pid_file)
+		unlink(app.pid_file);
 	return app.exit_code;
 }

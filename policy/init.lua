@@ -1,6 +1,9 @@
 -- SPDX-License-Identifier: Apache-2.0
--- Default policy for `make run`: an ESMTP listener on 127.0.0.1:2025 that
--- relays for loopback clients. Edit freely; see docs/policy-api.md.
+-- kumod's default policy when neither --policy nor KUMO_POLICY is given: an
+-- ESMTP listener on 127.0.0.1:2025 that relays for loopback clients. It
+-- defines no spool, so mail for a real queue is refused with
+-- `451 4.3.0 no spool is defined`; `make run` uses policy/simple_policy.lua
+-- (spool, logs, delivery to the sink). See docs/policy-api.md.
 local kumo = require("kumo")
 
 kumo.on("init", function()

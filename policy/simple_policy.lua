@@ -23,7 +23,8 @@ kumo.on("init", function()
 	kumo.define_spool({ name = "meta", path = var .. "/spool/meta", flush = true })
 
 	-- One JSON line per event (Reception, Delivery, TransientFailure, ...),
-	-- zstd-compressed segments: read them with `zstdcat var/logs/* | jq`.
+	-- zstd-compressed segments: read them with `build/kcli logs | jq` (it also
+	-- reads the segment still being written, where zstdcat stops with an error).
 	kumo.configure_local_logs({
 		log_dir = var .. "/logs",
 		max_segment_duration = "10s",

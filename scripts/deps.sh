@@ -1,26 +1,43 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
-# Detects the Debian 12 packages (and the npm StyLua binary) the build and the
-# tests need, and installs exactly what is missing. As root it runs apt-get
-# itself and prints what it does; otherwise it prints the one command to run.
-# Usage: scripts/deps.sh [--check] [--mk FILE]
+# Detects the Debian 12 packages (and the npm StyLua binary) a make goal needs,
+# and installs exactly what is missing. As root it runs apt-get itself and
+# prints what it does; otherwise it prints the one command to run.
+# Usage: scripts/deps.sh [--for GROUP]... [--check] [--mk FILE]
+#   --for G  run: build and run kumod and the tools, and the README's commands
+#                 (`make`, `make run`; the default include of every goal)
+#            test: the integration tests' peers and tracers (`make test`)
+#            fmt: clang-format and StyLua (`make fmt`, `make fmt-check`)
+#            fuzz: clang and libFuzzer (`make fuzz`, `fuzz-run`, `fuzz-smoke`)
+#            all: every group (`make deps`); without --for: run
 #   --check  only report; exit 1 when something is missing
 #   --mk F   also write make variables (detected USE_* defaults) into F
 set -u
 check_only=0
 mk=""
+groups=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--check) check_only=1 ;;
 	--mk) shift; mk="$1" ;;
+	--for)
+		shift
+		case "$1" in
+		run | test | fmt | fuzz) groups="$groups $1" ;;
+		all) groups="$groups run test fmt fuzz" ;;
+		*) echo "deps.sh: unknown group '$1' (run, test, fmt, fuzz, all)" >&2; exit 2 ;;
+		esac ;;
 	*) echo "deps.sh: unknown option '$1'" >&2; exit 2 ;;
 	esac
 	shift
 done
+[ -n "$groups" ] || groups=" run"
+wants() { case " $groups " in *" $1 "*) return 0 ;; esac; return 1; }
 
 missing=""
-need() { # package, test command...
-	pkg="$1"; shift
+need() { # group, package, test command...
+	wants "$1" || return 0
+	pkg="$2"; shift 2
 	if ! "$@" >/dev/null 2>&1; then
 		case " $missing " in *" $pkg "*) ;; *) missing="$missing $pkg" ;; esac
 	fi
@@ -30,51 +47,56 @@ hdr() { [ -e "/usr/include/$1" ] || [ -e "/usr/include/x86_64-linux-gnu/$1" ]; }
 cmd() { command -v "$1"; }
 pyimp() { /usr/bin/python3 -c "import $1"; }
 
-need pkg-config cmd pkg-config
-need make cmd make
-need gcc cmd gcc
-need binutils cmd readelf
-need libuv1-dev pc libuv
-need liblua5.4-dev pc lua5.4
-need libssl-dev pc openssl
-need openssl cmd openssl
-need liblttng-ust-dev pc lttng-ust
-need systemtap-sdt-dev hdr sys/sdt.h
-need libjansson-dev pc jansson
-need libc-ares-dev pc libcares
-need libpcre2-dev pc libpcre2-8
-need libzstd-dev pc libzstd
-need zlib1g-dev pc zlib
-need libncurses-dev pc ncursesw
-need zstd cmd zstd
-need curl cmd curl
-need libhttp-parser-dev hdr http_parser.h
-need libcurl4-openssl-dev pc libcurl
-need tmux cmd tmux
-need jq cmd jq
-need python3-dnslib pyimp dnslib
-need python3-prometheus-client pyimp prometheus_client
-need python3-dkim pyimp dkim
-need python3-nacl pyimp nacl
-need opendkim test -x /usr/sbin/opendkim
-need clang cmd clang
-need libclang-rt-14-dev hdr ../lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
-need clang-format cmd clang-format
-need lttng-tools cmd lttng-sessiond
-need babeltrace2 cmd babeltrace2
-need swaks cmd swaks
-need libnet-ssleay-perl perl -MNet::SSLeay -e1
-need libio-socket-ssl-perl perl -MIO::Socket::SSL -e1
-need python3 test -x /usr/bin/python3
-need python3-pytest pyimp pytest
-need postfix test -x /usr/sbin/smtp-sink
-need time test -x /usr/bin/time
-need bpftrace cmd bpftrace
-need nodejs cmd node
-need npm cmd npm
+# run: the build (the trace generator runs under /usr/bin/python3) and the
+# README's quick start (swaks to send, zstdcat and jq to read the logs)
+need run pkg-config cmd pkg-config
+need run make cmd make
+need run gcc cmd gcc
+need run binutils cmd readelf
+need run python3 test -x /usr/bin/python3
+need run libuv1-dev pc libuv
+need run liblua5.4-dev pc lua5.4
+need run libssl-dev pc openssl
+need run openssl cmd openssl
+need run liblttng-ust-dev pc lttng-ust
+need run systemtap-sdt-dev hdr sys/sdt.h
+need run libjansson-dev pc jansson
+need run libc-ares-dev pc libcares
+need run libpcre2-dev pc libpcre2-8
+need run libzstd-dev pc libzstd
+need run zlib1g-dev pc zlib
+need run libncurses-dev pc ncursesw
+need run zstd cmd zstd
+need run curl cmd curl
+need run libhttp-parser-dev hdr http_parser.h
+need run libcurl4-openssl-dev pc libcurl
+need run jq cmd jq
+need run swaks cmd swaks
+# test: peers, tracers and Python modules of tests/integration
+need test tmux cmd tmux
+need test python3-dnslib pyimp dnslib
+need test python3-prometheus-client pyimp prometheus_client
+need test lttng-tools cmd lttng-sessiond
+need test babeltrace2 cmd babeltrace2
+need test libnet-ssleay-perl perl -MNet::SSLeay -e1
+need test libio-socket-ssl-perl perl -MIO::Socket::SSL -e1
+need test python3-pytest pyimp pytest
+need test python3-dkim pyimp dkim
+need test python3-nacl pyimp nacl
+need test opendkim test -x /usr/sbin/opendkim
+need test postfix test -x /usr/sbin/smtp-sink
+need test time test -x /usr/bin/time
+need test bpftrace cmd bpftrace
+# fmt: C and Lua formatters
+need fmt clang-format cmd clang-format
+need fmt nodejs cmd node
+need fmt npm cmd npm
+# fuzz: libFuzzer targets (the corpus replay in `make test` builds with gcc)
+need fuzz clang cmd clang
+need fuzz libclang-rt-14-dev hdr ../lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
 
-stylua_ok=0
-[ -x node_modules/.bin/stylua ] && stylua_ok=1
+stylua_ok=1
+wants fmt && [ ! -x node_modules/.bin/stylua ] && stylua_ok=0
 
 if [ -n "$missing" ]; then
 	line="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$missing"

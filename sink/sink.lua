@@ -35,6 +35,17 @@ kumo.on("init", function()
 		local q = "'" .. capture_dir:gsub("'", "'\\''") .. "'"
 		assert(os.execute("mkdir -p " .. q .. "/tmp " .. q .. "/new"), "cannot create " .. capture_dir)
 	end
+	-- The effective settings, so a user sees which KUMO_SINK_* variables took effect.
+	kumo.log_info(
+		string.format(
+			"sink settings: listen=%s defer_percent=%s bounce_percent=%s capture_dir=%s busy_poll=%s",
+			listen,
+			defer_percent,
+			bounce_percent,
+			capture_dir or "-",
+			busy_poll
+		)
+	)
 end)
 
 -- Magic local parts, first match wins (KumoMTA's test sink, with our codes).
@@ -68,7 +79,7 @@ end
 local function check(addr)
 	local code, text = magic(addr.user)
 	if code == 421 then
-		kumo.disconnect(421, "disconnecting " .. addr.user)
+		kumo.disconnect(421, text) -- "421 you said 421-bye", then the connection closes
 	elseif code then
 		kumo.reject(code, text)
 	end
@@ -106,6 +117,14 @@ kumo.on("smtp_server_message_received", function(msg)
 	if capture_dir then
 		capture(msg)
 	end
+	-- One line per accepted message (lua=info; `make run` shows them).
+	local rcpts = {}
+	for i, r in ipairs(msg:recipient_list()) do
+		rcpts[i] = tostring(r)
+	end
+	kumo.log_info(
+		string.format("sink message id=%s from=<%s> to=<%s>", msg:id(), tostring(sender), table.concat(rcpts, ">,<"))
+	)
 	-- The 'null' queue counts the message and discards it.
 	msg:set_meta("queue", "null")
 end)

@@ -39,13 +39,15 @@ static struct {
 	struct logfilter *filter;
 	char *text;
 	enum log_format format;
-	int color; /* -1 until the first line: NO_COLOR is read then */
-	int fd;	   /* -1: stderr */
+	int color;	/* -1 until the first line after a sink change: decided then */
+	int color_mode; /* LOG_COLOR_* */
+	int fd;		/* -1: stderr */
 	char *dir;
 	long hour; /* hours since the epoch of the open file */
-} lg = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, LOG_FORMAT_FULL, -1, -1, NULL, -1};
+} lg = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, LOG_FORMAT_FULL, -1, LOG_COLOR_AUTO, -1, NULL, -1};
 
 static __thread char log_thread[32];
+static char log_role[32]; /* KUMOD_LOG_ROLE: tells processes apart in one terminal */
 
 /* The last span verdict of this thread: valid while the task, its change
  * sequence and the filter generation are unchanged. */
@@ -160,6 +162,25 @@ void log_set_format(enum log_format fmt)
 	lg.format = fmt;
 }
 
+int log_set_color(const char *mode)
+{
+	static const char *const names[] = {
+	    [LOG_COLOR_AUTO] = "auto", [LOG_COLOR_ALWAYS] = "always", [LOG_COLOR_NEVER] = "never"};
+	for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+		if (mode && strcmp(mode, names[i]) == 0) {
+			lg.color_mode = i;
+			lg.color = -1;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+void log_set_role(const char *role)
+{
+	snprintf(log_role, sizeof(log_role), "%s", role ? role : "");
+}
+
 void log_set_thread_name(const char *name)
 {
 	snprintf(log_thread, sizeof(log_thread), "%s", name ? name : "");
@@ -192,6 +213,7 @@ static void log__set_sink(int fd, char *dir, long hour)
 	lg.fd = fd;
 	lg.dir = dir;
 	lg.hour = hour;
+	lg.color = -1;
 }
 
 int log_set_dir(const char *dir)
@@ -427,12 +449,20 @@ static int log__is_bare(const char *v)
 }
 
 /* ` name="x" k=v` (leading space before each) or `name="x" k=v` with sep "". */
-static void line_span_fields(struct log_line *l, const struct task *t, int lead)
+/* Span fields in the text formats. A field is left out when its value
+ * repeats the span's name, or when the message already says it (an id or
+ * address of 8+ characters): the same 32-hex id three times on a line made
+ * lines of 400 characters. JSON keeps every field. */
+static void line_span_fields(struct log_line *l, const struct task *t, int lead, const char *msg)
 {
 	for (size_t i = 0; i <= t->nfields && i <= TASK_MAX_FIELDS; i++) {
 		const char *k = i ? t->fields[i - 1].key : "name";
 		const char *v = i ? t->fields[i - 1].value : t->name;
 		if (!k || !v || (!i && !*v))
+			continue;
+		if (i && *t->name && strcmp(v, t->name) == 0)
+			continue;
+		if (strlen(v) >= 8 && strstr(msg, v))
 			continue;
 		if (lead || l->p[l->len - 1] != '{')
 			line_puts(l, " ");
@@ -467,13 +497,18 @@ static void log__timestamp(struct log_event *ev)
 	ev->hour = (long)(ts.tv_sec / 3600);
 }
 
-/* `<ts> <LEVEL> <thread> ` */
+/* `<ts> <LEVEL> [<role>] <thread> ` */
 static void line_head(struct log_line *l, const struct log_event *ev)
 {
 	line_paint(l, LOG_DIM, ev->ts, sizeof(ev->ts));
 	line_puts(l, " ");
 	line_paint(l, log__level_color(ev->site->level), log__level_name(ev->site->level, 1), 8);
 	line_puts(l, " ");
+	if (log_role[0]) {
+		line_puts(l, "[");
+		line_put_capped(l, log_role, sizeof(log_role));
+		line_puts(l, "] ");
+	}
 	line_put_capped(l, log_thread[0] ? log_thread : "main", sizeof(log_thread));
 	line_puts(l, " ");
 }
@@ -502,7 +537,7 @@ static void log__format_full(struct log_line *l, const struct log_event *ev)
 		line_paint(l, LOG_BOLD, ev->span->kind ? ev->span->kind : "", LOG_PART_MAX);
 		size_t mark = l->len;
 		line_puts(l, "{");
-		line_span_fields(l, ev->span, 0);
+		line_span_fields(l, ev->span, 0, ev->msg);
 		if (l->len == mark + 1)
 			l->len = mark; /* no fields: no braces */
 		else
@@ -523,7 +558,7 @@ static void log__format_compact(struct log_line *l, const struct log_event *ev)
 	line_target(l, ev);
 	line_message(l, ev->msg);
 	if (ev->span)
-		line_span_fields(l, ev->span, 1);
+		line_span_fields(l, ev->span, 1, ev->msg);
 }
 
 static void line_json_span(struct log_line *l, const struct task *t)
@@ -566,15 +601,24 @@ static void log__format_json(struct log_line *l, const struct log_event *ev)
 		line_puts(l, "]");
 	}
 	line_puts(l, ",");
+	if (log_role[0]) {
+		line_json_kv(l, "role", log_role, sizeof(log_role));
+		line_puts(l, ",");
+	}
 	line_json_kv(l, "threadName", log_thread[0] ? log_thread : "main", sizeof(log_thread));
 	line_puts(l, "}");
 }
 
+/* auto: colour only on a terminal and while NO_COLOR is unset or empty
+ * (files, pipes and `| tee` get plain text); always/never override both. */
 static int log__color(void)
 {
 	if (lg.color < 0) {
 		const char *nc = getenv("NO_COLOR");
-		lg.color = !(nc && *nc);
+		int fd = lg.fd >= 0 ? lg.fd : STDERR_FILENO;
+		lg.color = lg.color_mode == LOG_COLOR_ALWAYS  ? 1
+			   : lg.color_mode == LOG_COLOR_NEVER ? 0
+							      : !(nc && *nc) && isatty(fd);
 	}
 	return lg.color;
 }

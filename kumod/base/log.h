@@ -57,6 +57,19 @@ int log_set_filter(const char *text, char *err, size_t errlen);
 const char *log_filter_text(void);
 
 void log_set_format(enum log_format fmt);
+/* ANSI colour in the text formats: LOG_COLOR_AUTO (the default) colours only
+ * a terminal with NO_COLOR unset or empty; "always" and "never" override.
+ * mode is "auto", "always" or "never" (KUMOD_LOG_COLOR); -EINVAL otherwise. */
+enum {
+	LOG_COLOR_AUTO,
+	LOG_COLOR_ALWAYS,
+	LOG_COLOR_NEVER
+};
+int log_set_color(const char *mode);
+/* A name for this process shown in every line ("[sink]" after the level;
+ * "role" in JSON), so that several processes sharing a terminal (`make
+ * run`) can be told apart; "" or NULL: none. Set before the first line. */
+void log_set_role(const char *role);
 /* Redirect output to DIR/log.YYYY-MM-DD-HH; 0 or -errno (dir unwritable). */
 int log_set_dir(const char *dir);
 /* SIGHUP: reopen the current output file. */

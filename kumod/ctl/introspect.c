@@ -341,7 +341,7 @@ static void icl_send(struct iclient *cl, const char *p, size_t n)
 	cl->sent += n;
 	if (cl->rec) {
 		if (cl->rec->pending.len + n > REC_MAX_PENDING) {
-			KTRACE(console_record, cl->rec->path, "stopped", "the disk is too slow");
+			KTRACE(console_record_stop, cl->rec->path, "the disk is too slow");
 			icl_close(cl, "recording: the disk is too slow", 1);
 			return;
 		}
@@ -1127,7 +1127,7 @@ static void rec_write_cb(uv_fs_t *req)
 	uv_fs_req_cleanup(req);
 	r->writing = 0;
 	if (res < 0) {
-		KTRACE(console_record, r->path, "stopped", uv_strerror((int)res));
+		KTRACE(console_record_stop, r->path, uv_strerror((int)res));
 		buf_reset(&r->inflight);
 		buf_reset(&r->pending);
 		if (!r->stopping)
@@ -1179,7 +1179,7 @@ static void rec_start(int fd)
 	buf_appends(&b, "}\n");
 	icl_sendb(cl, &b);
 	buf_free(&b);
-	KTRACE(console_record, srv.cfg.record_path, "started", "");
+	KTRACE(console_record_start, srv.cfg.record_path);
 	icl_hello(cl);
 	icl_snapshot_begin(cl);
 }
@@ -1366,7 +1366,7 @@ void introspect_stop(void)
 	for (cl = srv.clients; cl; cl = next) {
 		next = cl->next;
 		if (cl->rec) {
-			KTRACE(console_record, cl->rec->path, "stopped", "shutdown");
+			KTRACE(console_record_stop, cl->rec->path, "shutdown");
 			icl_close(cl, "server stopping", 0);
 		} else {
 			icl_close(cl, "server stopping", 1);

@@ -98,6 +98,7 @@ struct dns_entry {
 struct dns_waiter {
 	dns_mx_cb cb;
 	void *ctx;
+	uint64_t caller; /* task that asked (by id): the callback runs as it */
 	uint64_t owner;
 	size_t index;
 	struct dns_entry *entry; /* holds a reference */
@@ -489,7 +490,15 @@ static void deliver(struct dns_waiter *w)
 		host_materialize(&e->hosts[i], &r.hosts[i]);
 	if (e->kind == KIND_MX && !e->implicit)
 		shuffle_ties(r.hosts, r.nhosts);
+	/* the caller's work (routing, connecting) is its task's, not the
+	 * resolver's: its events carry the caller's span */
+	struct task *caller = w->caller ? task_lookup(w->caller) : NULL;
+	if (caller && caller->state == TASK_DONE)
+		caller = NULL;
+	struct task *prev = caller ? task_enter(caller) : NULL;
 	w->cb(w->ctx, &r);
+	if (caller)
+		task_exit(caller, prev);
 	free(r.hosts);
 }
 
@@ -1243,6 +1252,7 @@ static void lookup(enum entry_kind kind, const char *input, dns_mx_cb cb, void *
 	struct dns_waiter *w = xcalloc(1, sizeof(*w));
 	w->cb = cb;
 	w->ctx = ctx;
+	w->caller = task_current_id();
 	D.st.lookups++;
 	struct sockaddr_storage ss;
 	char name[256];

@@ -178,8 +178,12 @@ static void conn_tls_read(struct conn *c)
 		conn_flush_tls_out(c);
 		if (rc == 1) {
 			c->tls = CONN_TLS_ACTIVE;
-			KTRACE(tls_handshake, c->task ? c->task->id : 0, conn_tls_version(c),
-			       conn_tls_cipher(c));
+			uint64_t tid = c->task ? c->task->id : 0;
+			if (SSL_is_server(c->ssl))
+				KTRACE(tls_handshake, tid, conn_tls_version(c), conn_tls_cipher(c));
+			else
+				KTRACE(tls_client_handshake, tid, conn_tls_version(c),
+				       conn_tls_cipher(c));
 			c->h->on_tls(c, 1);
 			if (c->closing)
 				return;
@@ -190,7 +194,10 @@ static void conn_tls_read(struct conn *c)
 			char why[256];
 			ERR_error_string_n(ERR_get_error(), why, sizeof(why));
 			snprintf(c->tls_error, sizeof(c->tls_error), "%s", why);
-			KTRACE(tls_fail, c->task ? c->task->id : 0, why);
+			if (SSL_is_server(c->ssl))
+				KTRACE(tls_fail, c->task ? c->task->id : 0, why);
+			else
+				KTRACE(tls_client_fail, c->task ? c->task->id : 0, why);
 			ERR_clear_error();
 			c->h->on_tls(c, 0);
 			return;

@@ -33,6 +33,24 @@ uv_loop_t *kumod_loop(void)
 	return &ctx.loop;
 }
 
+static void close_any(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+int kumod_loop_close(void)
+{
+	if (!ctx.initialised)
+		return 0;
+	uv_walk(&ctx.loop, close_any, NULL);
+	uv_run(&ctx.loop, UV_RUN_DEFAULT);
+	int rc = uv_loop_close(&ctx.loop);
+	if (rc == 0)
+		ctx.initialised = 0;
+	return rc;
+}
+
 int kumod_shutting_down(void)
 {
 	return ctx.shutting_down;

@@ -15,6 +15,10 @@
 uv_loop_t *kumod_loop(void);
 /* 1 once graceful shutdown began (listeners stop accepting). */
 int kumod_shutting_down(void);
+/* For a tool whose work is done: closes every handle still on the loop
+ * (the busy-poll idle handle included), runs their close callbacks and
+ * closes the loop; 0 or uv_loop_close()'s error. */
+int kumod_loop_close(void);
 /* Also ends busy polling for good. */
 void kumod_set_shutting_down(void);
 

@@ -206,7 +206,10 @@ static void call_failed(const char *event, lua_State *co, struct policy_result *
 	r->status = POLICY_ERROR;
 	if (rej == 0)
 		error_first_line(co, -1, r->text, sizeof(r->text));
-	KTRACE(lua_error, event, r->text); /* logs at ERROR under kumod::lua */
+	if (eng.loaded)
+		KTRACE(lua_error, event, r->text); /* logs at ERROR under kumod::lua */
+	else
+		KTRACE(lua_startup_error, event, r->text); /* main prints it, once */
 	/* the dead coroutine keeps its frames: walk them for the traceback */
 	luaL_traceback(eng.L, co, r->text, 0);
 	const char *tb = luaL_gsub(eng.L, lua_tostring(eng.L, -1), "\n\t", " <- ");

@@ -38,6 +38,7 @@ struct sched_queue {
 	size_t count;	/* messages owned by this queue (scheduled or routed) */
 	uint64_t empty_since_ms; /* when count last dropped to 0 (reaping) */
 	struct task *task;
+	uint64_t snap_due_ms; /* queue_foreach's scratch: earliest due_ms in the heap */
 	struct sched_queue *next_hash, *next_all;
 };
 
@@ -1046,11 +1047,24 @@ const struct queue_config *queue_config_of(const struct sched_queue *q)
 	return &q->cfg;
 }
 
+/* The heap is shared by every queue, so each queue's earliest due time is
+ * found by one pass over it: O(scheduled messages) per snapshot, which the
+ * callers (console snapshots, metrics scrapes, admin API) take at most a few
+ * times a second. Routed messages (not in the heap) have no due time. */
 void queue_foreach(void (*fn)(const struct queue_info *qi, void *ctx), void *ctx)
 {
+	for (struct sched_queue *q = Q.all; q; q = q->next_all)
+		q->snap_due_ms = 0;
+	for (size_t i = 0; i < Q.nheap; i++) {
+		struct qmsg *qm = Q.heap[i];
+		if (!qm->q->snap_due_ms || qm->due_ms < qm->q->snap_due_ms)
+			qm->q->snap_due_ms = qm->due_ms;
+	}
 	for (struct sched_queue *q = Q.all; q; q = q->next_all) {
-		struct queue_info qi = {
-		    .name = q->name, .count = q->count, .suspended = suspend_for(q) != NULL};
+		struct queue_info qi = {.name = q->name,
+					.count = q->count,
+					.next_due_ms = q->snap_due_ms,
+					.suspended = suspend_for(q) != NULL};
 		fn(&qi, ctx);
 	}
 }

@@ -1069,8 +1069,11 @@ static void session_message_received(struct smtp_session *s)
 			message_unref(m);
 			continue;
 		}
-		/* a batch shows its first recipient (the Reception record lists all) */
-		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], queue ? queue : "",
+		/* a batch shows its first recipient (the Reception record lists all);
+		 * the queue as queue_insert() will name it, not an unset meta */
+		char qname[512];
+		queue_message_name(m, qname, sizeof(qname));
+		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], qname,
 		       (uint64_t)m->data.len);
 		buf_printf(&t->ids, "%s%s", t->ids.len ? " " : "", m->id);
 		if (queue && strcmp(queue, "null") == 0)

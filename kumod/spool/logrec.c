@@ -603,9 +603,34 @@ static void enqueue(struct logrec_item *it, const char *type, const char *id)
 	report(notes, dropped);
 }
 
+/* The message_event line: the record's gist, with or without local logs.
+ * A batch shows its first recipient and how many there are. */
+static void trace_event(const struct logrec_event *ev)
+{
+	if (!KTRACE_ENABLED(message_event))
+		return;
+	const struct message *m = ev->m;
+	char rcpt[600];
+	if (ev->recipient || !m || m->nrecipients <= 1)
+		snprintf(rcpt, sizeof(rcpt), "%s",
+			 ev->recipient	       ? ev->recipient
+			 : m && m->nrecipients ? m->recipients[0]
+					       : "");
+	else
+		snprintf(rcpt, sizeof(rcpt), "%s (+%zu)", m->recipients[0], m->nrecipients - 1);
+	const char *sender = m ? m->sender : ev->sender;
+	json_t *q = jqueue(ev);
+	KTRACE(message_event, ev->type, m ? m->id : "", sender ? sender : "", rcpt,
+	       json_string_value(q), ev->resp ? ev->resp->code : 0);
+	json_decref(q);
+}
+
 void logrec_log_event(const struct logrec_event *ev)
 {
-	if (!lr.configured || !ev || !ev->type)
+	if (!ev || !ev->type)
+		return;
+	trace_event(ev);
+	if (!lr.configured)
 		return;
 	json_t *rec = build_record(ev, clock_wall_ns());
 	buf_reset(&lr.line);

@@ -11,7 +11,9 @@ stopped at teardown, by pid.
 """
 
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import socket
@@ -70,6 +72,33 @@ def kumod_env(env=None):
             else:
                 e[k] = v
     return e
+
+
+def run_on_pty(cmd, env=None, timeout=30):
+    """Runs cmd with stdout and stderr on a pseudo-terminal (what a user's terminal
+    shows); returns (exit status, bytes written). Bounded: fails after `timeout`
+    seconds without output; the pty reports EIO once cmd exits."""
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen(cmd, env=env, stdout=slave, stderr=slave,
+                             stdin=subprocess.DEVNULL)
+        os.close(slave)
+        out = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            if not ready:
+                p.kill()
+                pytest.fail(f"{cmd[0]} wrote nothing on the pty for {timeout}s")
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return p.wait(timeout=timeout), out
+    finally:
+        os.close(master)
 
 
 def run_kumod(args, env=None, timeout=10, cwd=None):

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from conftest import IS_ROOT, run_kumod
+from conftest import IS_ROOT, KUMOD_BIN, kumod_env, run_kumod, run_on_pty
 
 IDLE_POLICY = "kumo.on('init', function() end)\n"
-FLAGS = ["--policy", "--validate", "--user", "--diag-format", "--diag-log-dir",
+FLAGS = ["--policy", "--validate", "--user", "--pid-file", "--diag-format", "--diag-log-dir",
          "--tokio-console", "--list-metrics", "--help", "--version"]
 
 
@@ -105,6 +105,51 @@ def test_lua_runtime_error_in_init(tmp_path):
     assert re.search(r"policy\.lua:2: boom in init", r.stderr), r.stderr
 
 
+# --- start-up errors: one line each ---------------------------------------------
+
+
+def test_startup_errors_are_one_line(tmp_path):
+    """A port in use, an unwritable spool and an error raised in init are each reported
+    by one stderr line ("kumod: policy error: ..."), not a log line and then that line."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    cases = {
+        "port": "kumo.start_esmtp_listener{ listen = '127.0.0.1:%d' }"
+                % taken.getsockname()[1],
+        "spool": "kumo.define_spool{ name = 'data', path = '%s/data' }\n"
+                 "  kumo.define_spool{ name = 'meta', path = '%s/meta' }" % (afile, afile),
+        "error": "error('boom in init')",
+    }
+    try:
+        for name, body in cases.items():
+            path = write(tmp_path, "local kumo = require 'kumo'\n"
+                         "kumo.on('init', function()\n  %s\nend)\n" % body, name + ".lua")
+            r = run_kumod(["--policy", path])
+            assert r.returncode == 1, (name, r)
+            lines = r.stderr.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("kumod: policy error: "), (name, lines)
+    finally:
+        taken.close()
+
+
+def test_unknown_user_refused_before_the_policy_runs(tmp_path):
+    marker = tmp_path / "ran"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write(tmp_path, "local kumo = require 'kumo'\nkumo.on('init', function()\n"
+                 "  io.open('%s', 'w'):close()\n"
+                 "  kumo.start_esmtp_listener{ listen = '127.0.0.1:%d' }\nend)\n"
+                 % (marker, port))
+    r = run_kumod(["--policy", path, "--user", "nosuchuser-kumod"])
+    assert r.returncode == 1, r
+    assert r.stderr.splitlines() == ["kumod: --user 'nosuchuser-kumod': no such user"], r.stderr
+    assert not marker.exists(), "init ran before --user was checked"
+
+
 def test_validate_good_policy(tmp_path):
     path = write(tmp_path, IDLE_POLICY)
     r = run_kumod(["--validate", "--policy", path])
@@ -152,6 +197,20 @@ def test_unwritable_diag_log_dir(tmp_path):
 # --- running ----------------------------------------------------------------
 
 
+def test_pid_file_names_this_process(kumod, tmp_path):
+    """--pid-file picks one kumod among several (make run) for bpftrace -p / lttng."""
+    pid_file = tmp_path / "run" / "kumod.pid"
+    pid_file.parent.mkdir()
+    k = kumod(IDLE_POLICY, args=["--pid-file", str(pid_file)])
+    assert pid_file.read_text() == "%d\n" % k.pid
+    assert k.stop() == 0
+    assert not pid_file.exists(), "the pid file outlived the process"
+    bad = tmp_path / "file"
+    bad.write_text("")
+    r = run_kumod(["--policy", write(tmp_path, IDLE_POLICY), "--pid-file", str(bad / "x.pid")])
+    assert r.returncode == 1 and str(bad / "x.pid") in one_line(r.stderr), r
+
+
 def test_diag_log_dir_receives_lines(kumod, tmp_path):
     logdir = tmp_path / "logs"
     logdir.mkdir()
@@ -170,6 +229,35 @@ def test_diag_log_dir_receives_lines(kumod, tmp_path):
     text = "".join(p.read_text(errors="replace") for p in logdir.iterdir())
     assert "hello from policy" in text, text
     assert "initialization complete" not in k.stderr(), "diagnostics went to stderr too"
+
+
+def _validate_stderr(tmp_path, env, tty=False):
+    """stderr of `kumod --validate` at debug level, read from a pipe (or a pty)."""
+    args = ["--validate", "--policy", write(tmp_path, IDLE_POLICY)]
+    env = dict({"KUMOD_LOG": "debug", "NO_COLOR": None, "KUMOD_LOG_COLOR": None}, **env)
+    if not tty:
+        r = run_kumod(args, env=env)
+        assert r.returncode == 0, r
+        return r.stderr
+    rc, out = run_on_pty([KUMOD_BIN, *args], env=kumod_env(env))
+    assert rc == 0, out
+    return out.decode(errors="replace")
+
+
+def test_log_colour_only_on_a_terminal(tmp_path):
+    # a pipe (2>file, | tee): plain text, even with NO_COLOR unset
+    plain = _validate_stderr(tmp_path, {})
+    assert "starting pid=" in plain and "\x1b[" not in plain, plain
+    # a terminal: coloured, unless NO_COLOR is set or KUMOD_LOG_COLOR=never
+    assert "\x1b[" in _validate_stderr(tmp_path, {}, tty=True)
+    assert "\x1b[" not in _validate_stderr(tmp_path, {"NO_COLOR": "1"}, tty=True)
+    assert "\x1b[" not in _validate_stderr(tmp_path, {"KUMOD_LOG_COLOR": "never"}, tty=True)
+    # KUMOD_LOG_COLOR=always colours a pipe (and wins over NO_COLOR)
+    forced = _validate_stderr(tmp_path, {"KUMOD_LOG_COLOR": "always", "NO_COLOR": "1"})
+    assert "\x1b[" in forced, forced
+    r = run_kumod(["--validate", "--policy", write(tmp_path, IDLE_POLICY)],
+                  env={"KUMOD_LOG_COLOR": "sometimes"})
+    assert r.returncode == 1 and "KUMOD_LOG_COLOR" in one_line(r.stderr), r
 
 
 def test_diag_format_json(kumod):

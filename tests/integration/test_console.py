@@ -7,6 +7,7 @@ configuration errors and the runtime/tokio log targets."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -315,7 +316,23 @@ def test_once_json_shows_live_smtp_sessions_in_their_phase(kumod):
         assert t["total_ns"] >= t["busy_ns"] + t["idle_ns"] - 1000
     table = run_console("--once", f"127.0.0.1:{k.console_port}")
     assert table.returncode == 0
-    assert "smtp_server" in table.stdout and "Rcpt" in table.stdout
+    # columns sized to content: every Name/Kind/Phase cell whole, located by the header
+    lines = table.stdout.split("\n\n")[0].splitlines()
+    head = lines[0]
+    cols = ["ID", "State", "Name", "Kind", "Phase"]
+    at = {col: head.index(" %s " % col) + 1 for col in cols}
+    at["end"] = head.index(" Total ") + 1 - len("    ")  # Total is right-aligned in 9
+    cols.append("end")
+    cells = [{col: l[at[col]:at[cols[i + 1]]].strip() for i, col in enumerate(cols[:-1])}
+             for l in lines[1:]]
+    by_id = {int(cell["ID"]): cell for cell in cells}
+    for t in sessions.values():  # still in the same phase in this second snapshot
+        if t["id"] in by_id:
+            cell = by_id[t["id"]]
+            assert (cell["Name"], cell["Kind"], cell["Phase"]) == \
+                (t["name"], t["kind"], t["phase"]), cell
+    rcpt = sessions["%s:%d" % c.sock.getsockname()]
+    assert by_id[rcpt["id"]]["Phase"] == "Rcpt" and by_id[rcpt["id"]]["State"] == "IDLE"
     for sess in (a, b, c):
         sess.close()
 
@@ -324,9 +341,20 @@ def test_once_against_nothing_fails_cleanly():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = run_console("--once", "--timeout", "1500ms", f"127.0.0.1:{port}")
+    t0 = time.monotonic()
+    r = run_console("--once", f"127.0.0.1:{port}")  # default --timeout 10s
     assert r.returncode == 1
-    assert "no state from" in r.stderr
+    assert time.monotonic() - t0 < 5, "a refused connection must fail at once"
+    assert r.stderr == f"kumo-console: cannot connect to 127.0.0.1:{port}: connection refused\n"
+
+
+def test_once_against_a_silent_server_times_out():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = run_console("--once", "--timeout", "1500ms", f"127.0.0.1:{s.getsockname()[1]}")
+    assert r.returncode == 1
+    assert r.stderr.startswith("kumo-console: no state from"), r.stderr
 
 
 # --- recordings and replay -------------------------------------------------------
@@ -340,6 +368,10 @@ def record(kumod, tmp_path):
     s.close()
     time.sleep(0.3)
     assert k.stop() == 0
+    # the start and stop lines end with what they say: no stray empty string
+    msgs = [l.split("kumod::console: ", 1)[1] for l in k.lines() if "console recording" in l]
+    assert msgs == ['console recording "%s" started' % rec,
+                    'console recording "%s" stopped: shutdown' % rec], msgs
     return rec
 
 
@@ -388,6 +420,34 @@ QUEUE_RECORDING = [
      "queues_removed": [{"kind": "ready", "name": "unspecified->mx.example.com@smtp"}],
      "loop": {"iterations": 2}},
 ]
+
+
+def test_once_table_sizes_columns_to_content(tmp_path):
+    """Long names, kinds, phases and queue names are printed whole, not cut; a task in
+    a callback is RUNNING, the TUI's word (not BUSY)."""
+    name, kind, phase = "n" * 50 + "-end", "k" * 30 + "-end", "Suspended, holding 12345 (end)"
+    qname = "campaign:tenant@" + "d" * 60 + ".example"
+    frames = json.loads(json.dumps(QUEUE_RECORDING[:3]))
+    frames[2]["tasks"].append({"id": 2, "kind": kind, "name": name, "parent": 1,
+                               "location": "x.c:1", "fields": {},
+                               "stats": {"state": "running", "phase": phase,
+                                         "created_at": 600}})
+    frames[2]["queues"][0]["name"] = qname
+    rec = tmp_path / "long.ndjson"
+    rec.write_text("".join(json.dumps(f) + "\n" for f in frames))
+    r = run_console("--replay", str(rec), "--once", "--retain-for", "none")
+    assert r.returncode == 0, r.stderr
+    tasks, queues = r.stdout.split("\n\n")
+    lines = tasks.splitlines()
+    cols = ["Name", "Kind", "Phase"]
+    at = {col: lines[0].index(" %s " % col) + 1 for col in cols}
+    row = next(l for l in lines[1:] if l.split()[0] == "2")  # ID column first (no Warn)
+    assert row.split()[1] == "RUNNING", row
+    assert row[at["Name"]:at["Kind"]].strip() == name, row
+    assert row[at["Kind"]:at["Phase"]].strip() == kind, row
+    assert row[at["Phase"]:].startswith(phase + " "), row
+    assert [l.split()[:2] for l in queues.splitlines()[1:]] == [
+        ["scheduled", qname], ["ready", "unspecified->mx.example.com@smtp"]], queues
 
 
 def test_queues_from_a_recording(tmp_path):
@@ -499,7 +559,14 @@ def test_tui_replays_a_recording(kumod, tmp_path):
         t.keys(".")
         t.wait(lambda x: "REPLAY" in x and x != scr, "a step")
         t.keys(" ", "+", "+", "+")
-        t.wait(lambda x: "END" in x and "smtp_server" in x, "the end of the recording", 30)
+        scr = t.wait(lambda x: "END" in x and "smtp_server" in x, "the end of the recording", 30)
+        # the header bar: REPLAY once, and the last frame is frame N of N (the recording's
+        # first line is its header, not a frame)
+        head = scr.splitlines()[0]
+        assert head.count("REPLAY") == 1, head
+        frames = sum(1 for l in open(rec)) - 1
+        m = re.search(r" frame (\d+)/(\d+) END", head)
+        assert m and (int(m.group(1)), int(m.group(2))) == (frames, frames), (head, frames)
     finally:
         t.close()
 

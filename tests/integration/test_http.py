@@ -737,7 +737,8 @@ def test_kcli_end_to_end(kumod, tmp_path):
     dead = closed_port()
     k = start(kumod, var=tmp_path / "spool", extra=QUEUE_POLICY.format(port=dead))
     ep = ["--endpoint", "http://127.0.0.1:%d" % k.http_port]
-    assert kcli(*ep, "set-log-filter", "kumod=debug").returncode == 0
+    r = kcli(*ep, "set-log-filter", "kumod=debug")
+    assert r.returncode == 0 and r.stdout == "log filter set to 'kumod=debug'\n", r
     k.wait_for("admin set_diagnostic_log_filter")
     r = kcli(*ep, "inject", "--from", "s@example.com", "--to", "x@gmail.com", "--to",
              "y@gmail.com", "--subject", "hi", "--text", "hello")

@@ -3,6 +3,7 @@
 
 import os
 import re
+import time
 import smtplib
 import socket
 
@@ -52,6 +53,32 @@ def test_sink_accepts_and_discards(sink):
             code, text = s.data(b"Subject: sink %d\r\n\r\nbody\r\n" % i)
             assert code == 250 and re.fullmatch(rb"OK ids=[0-9a-f]{32}", text), text
     assert k.running()
+
+
+def test_sink_says_its_settings_and_each_message(sink, tmp_path):
+    """At lua=info the sink prints its effective settings once and one line per accepted
+    message; KUMOD_LOG_ROLE=sink puts [sink] in every line."""
+    cap = tmp_path / "cap"
+    k, port = sink({"KUMOD_LOG": "kumod=info,kumo_server_common=info,lua=info", "KUMOD_LOG_ROLE": "sink",
+                    "KUMO_SINK_DEFER_PERCENT": "0", "KUMO_SINK_BOUNCE_PERCENT": "0",
+                    "KUMO_SINK_CAPTURE_DIR": str(cap), "KUMO_SINK_BUSY_POLL": "0"})
+    settings = k.wait_for("sink settings: ")
+    kv = dict(re.findall(r"(\w+)=(\S+)", settings.split("sink settings: ", 1)[1]))
+    assert kv == {"listen": "127.0.0.1:%d" % port, "defer_percent": "0", "bounce_percent": "0",
+                  "capture_dir": str(cap), "busy_poll": "0"}, settings
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as s:
+        assert s.sendmail("a@from.test", ["b@to.test", "c@to.test"], b"Subject: x\r\n\r\nx\r\n") == {}
+    k.wait_for("sink message id=")
+    got = set()
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:  # one message per recipient
+        got = {re.search(r"sink message id=([0-9a-f]{32}) from=<(\S*)> to=<(\S*)>$", l).groups()
+               for l in k.lines() if "sink message id=" in l}
+        time.sleep(0.05)
+    assert sorted((f, t) for _, f, t in got) == [("a@from.test", "b@to.test"),
+                                                 ("a@from.test", "c@to.test")], got
+    lines = [l for l in k.lines() if l.strip()]
+    assert lines and all(re.match(r"\S+ +[A-Z]+ \[sink\] ", l) for l in lines), lines
 
 
 # (local part of the RCPT, code, enhanced, text after the enhanced code)
@@ -109,7 +136,7 @@ def test_sink_421_prefix_disconnects(sink):
     with connect(port) as c:
         c.expect("MAIL FROM:<sender@example.test>", 250)
         r = c.cmd("RCPT TO:<421-bye@example.test>")
-        check(r, 421, None, text="^disconnecting 421-bye$")
+        check(r, 421, None, text="^you said 421-bye$")  # sink/README.md: NNN you said <user>
         assert c.closed()
     with connect(port) as c:  # still serving
         check(transaction(c), 250)

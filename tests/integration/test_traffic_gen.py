@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, run_on_pty
 
 TOOLS_BIN = os.environ.get("TOOLS_BIN") or os.path.join(REPO, "build")
 TG = os.path.join(TOOLS_BIN, "traffic-gen")
@@ -293,8 +293,10 @@ def test_exact_count_against_kumod_sink(sink):
     p = run_tg("--target", f"127.0.0.1:{sink.smtp_port}", "--message-count", "1000",
                "--concurrency", "20", timeout=120)
     assert p.returncode == 0, p.stderr + p.stdout
-    assert "sent 1000 messages, failed 0" in p.stdout
-    assert "All clients finished" in p.stdout
+    lines = p.stdout.splitlines()
+    i = lines.index("All clients finished")
+    assert re.fullmatch(r"sent 1000 messages, failed 0 over \S+\.", lines[i + 1]), lines
+    assert lines[i + 2] == "replies: 250=1000", lines
     deadline = time.monotonic() + 10
     while len(captured(sink.capture)) < 1000 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -314,12 +316,22 @@ def test_smart_sink_failures_are_counted(sink):
     p, r = run_json("--target", target, "--message-count", "20", "--concurrency", "2",
                     "--recipient-local", "permfail")
     assert p.returncode == 1
-    assert r["sent"] == 0 and r["failed"] == 2
+    assert r["sent"] == 0 and r["failed"] == 2 and r["replies"] == {"550": 2}, r
+    # the same as text, piped: one stderr line per failure (no blank lines), and the summary
+    # breaks the replies down by code
+    p = run_tg("--target", target, "--message-count", "20", "--concurrency", "2",
+               "--recipient-local", "permfail")
+    assert p.returncode == 1
+    err = [l for l in p.stderr.splitlines() if not l.startswith("Generated body of size")]
+    assert len(err) == 2 and all(re.fullmatch(
+        r"traffic-gen: client \d+: message failed: 550 5\.7\.1 permfail requested", l)
+        for l in err), p.stderr
+    assert "replies: 550=2" in p.stdout.splitlines(), p.stdout
     # with --keep-going every message is attempted and the exit status is 0
     p, r = run_json("--target", target, "--message-count", "20", "--concurrency", "2",
                     "--recipient-local", "tempfail", "--keep-going")
     assert p.returncode == 0, p.stderr
-    assert r["sent"] == 0 and r["failed"] == 20
+    assert r["sent"] == 0 and r["failed"] == 20 and r["replies"] == {"451": 20}, r
     assert captured(sink.capture) == []
 
 
@@ -366,6 +378,20 @@ def test_duration_live_lines_when_piped(smtp_sink):
     assert re.match(r"current rate: [\d,]+ msgs/s, [\d,]+ msgs/minute, [\d,]+ msgs/hour "
                     r"\(sent=[\d,]+, failed=[\d,]+, clients=\d+\)", live[0])
     assert "Deadline reached, stopping" in p.stdout
+
+
+def test_summary_on_its_own_line_on_a_terminal(smtp_sink):
+    """On a terminal the progress line is redrawn in place; the summary starts a new line."""
+    port = smtp_sink()
+    rc, out = run_on_pty([TG, "--target", f"127.0.0.1:{port}", "--duration", "3",
+                          "--concurrency", "2"])
+    assert rc == 0, out
+    # the screen's lines: each \r starts the line over
+    screen = [l.rsplit("\r", 1)[-1].replace("\x1b[K", "")
+              for l in out.decode().replace("\r\n", "\n").split("\n")]
+    sent = [l for l in screen if " messages, failed " in l]
+    assert len(sent) == 1 and sent[0].startswith("sent "), screen
+    assert "Deadline reached, stopping" in screen, screen
 
 
 def test_throttle_holds_rate(smtp_sink):

@@ -168,17 +168,21 @@ TEST_IMPL(log_format_full_in_span)
 	struct task *t = task_spawn("smtp_server", "127.0.0.1:2025", 0);
 	task_set_field(t, "peer", "10.0.0.1:3333");
 	task_set_field(t, "n", "42");
+	task_set_field(t, "listener", "127.0.0.1:2025"); /* = name: not repeated */
 	struct task *prev = task_enter(t);
 	log_info("kumod::smtp_server", "hello");
+	log_info("kumod::smtp_server", "from 10.0.0.1:3333 on 127.0.0.1:2025"); /* says both */
 	task_exit(t, prev);
 	struct task *bare = task_spawn("timer", "", 0);
 	prev = task_enter(bare);
 	log_info("kumod::x", "tick");
 	task_exit(bare, prev);
 	char *out = tl_slurp(dir);
-	tl_match(out, "^" TS_RE "  INFO main smtp_server\\{name=\"127\\.0\\.0\\.1:2025\" "
-		      "peer=\"10\\.0\\.0\\.1:3333\" n=42\\}: kumod::smtp_server: hello\n" TS_RE
-		      "  INFO main timer: kumod::x: tick\n$");
+	tl_match(out,
+		 "^" TS_RE "  INFO main smtp_server\\{name=\"127\\.0\\.0\\.1:2025\" "
+		 "peer=\"10\\.0\\.0\\.1:3333\" n=42\\}: kumod::smtp_server: hello\n" TS_RE
+		 "  INFO main smtp_server\\{n=42\\}: kumod::smtp_server: from 10\\.0\\.0\\.1:3333 "
+		 "on 127\\.0\\.0\\.1:2025\n" TS_RE "  INFO main timer: kumod::x: tick\n$");
 	free(out);
 	task_registry_clear();
 }
@@ -228,15 +232,25 @@ TEST_IMPL(log_format_json)
 	task_registry_clear();
 }
 
-TEST_IMPL(log_color_default_on)
+/* auto (the default): a file is not a terminal, so plain text even with
+ * NO_COLOR unset; "always" colours it; an unknown mode is refused. */
+TEST_IMPL(log_color_only_when_wanted)
 {
 	char *dir = tl_dir(1);
 	tl_filter("info");
 	log_info("kumod", "c");
 	char *out = tl_slurp(dir);
+	tl_match(out, "^" TS_RE "  INFO main kumod: c\n$");
+	free(out);
+	ASSERT_EQ(log_set_color("sometimes"), -EINVAL);
+	ASSERT_EQ(log_set_color("always"), 0);
+	dir = tl_dir(0);
+	log_info("kumod", "c");
+	out = tl_slurp(dir);
 	tl_match(out, "^\x1b\\[2m" TS_RE "\x1b\\[0m \x1b\\[32m INFO\x1b\\[0m main "
 		      "\x1b\\[2mkumod:\x1b\\[0m c\n$");
 	free(out);
+	ASSERT_EQ(log_set_color("auto"), 0);
 }
 
 TEST_IMPL(log_huge_message_truncated)

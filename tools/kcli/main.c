@@ -12,6 +12,8 @@
 #include <jansson.h>
 
 #include "base/buf.h"
+#include "base/xalloc.h"
+#include "kcli.h"
 
 #define KCLI_DEFAULT_ENDPOINT "http://127.0.0.1:8000"
 
@@ -157,7 +159,17 @@ static int cmd_set_log_filter(int argc, char **argv)
 	json_t *r = api_json("POST", "/api/admin/set_diagnostic_log_filter/v1",
 			     json_pack("{s:s}", "filter", argv[optind]));
 	json_decref(r);
+	printf("log filter set to '%s'\n", argv[optind]);
 	return 0;
+}
+
+static int cmd_logs(int argc, char **argv)
+{
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0}};
+	int json = 0;
+	while (sub_getopt(argc, argv, opts, &json) != -1)
+		;
+	return kcli_logs(argc - optind, argv + optind);
 }
 
 struct ready_row {
@@ -377,6 +389,32 @@ static int cmd_queue_summary(int argc, char **argv)
 	return 0;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* {"<queue>": count, ...} as a table sorted by name, like queue-summary's. */
+static void sched_table_print(json_t *all)
+{
+	size_t n = json_object_size(all), i = 0;
+	const char **names = xcalloc(n ? n : 1, sizeof(*names));
+	const char *k;
+	json_t *v;
+	int w = 15;
+	json_object_foreach(all, k, v)
+	{
+		names[i++] = k;
+		w = (int)strlen(k) > w ? (int)strlen(k) : w;
+	}
+	qsort(names, n, sizeof(*names), cmp_key);
+	printf("%-*s %10s\n", w, "SCHEDULED QUEUE", "COUNT");
+	for (i = 0; i < n; i++)
+		printf("%-*s %10lld\n", w, names[i],
+		       (long long)json_integer_value(json_object_get(all, names[i])));
+	free(names);
+}
+
 static int cmd_inspect_sched_q(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -395,8 +433,10 @@ static int cmd_inspect_sched_q(int argc, char **argv)
 	}
 	json_t *r = api_json("GET", buf_cstr(&path), NULL);
 	buf_free(&path);
-	if (json || optind == argc) {
+	if (json) {
 		print_json(r);
+	} else if (optind == argc) {
+		sched_table_print(json_object_get(r, "scheduled_queues"));
 	} else {
 		json_t *next = json_object_get(r, "next_due");
 		printf("queue %s: %lld scheduled",
@@ -912,6 +952,12 @@ static const struct command commands[] = {
      "Replaces kumod's diagnostic log filter (KUMOD_LOG syntax, e.g. 'kumod=debug').\n"
      "An invalid filter is refused and the old one stays in force.",
      cmd_set_log_filter},
+    {"logs", "print the local log records, the open segment included", "[DIR|SEGMENT...]",
+     "Prints every log record (one JSON object per line) of the segments in DIR\n"
+     "(default " KCLI_LOGS_DEFAULT ", the log_dir of `make run`), oldest first. Unlike\n"
+     "zstdcat it also reads the segment kumod is still writing (up to its last flush,\n"
+     "about a second old) without an error. Needs no endpoint: pipe it to jq.",
+     cmd_logs},
     {"queue-summary", "ready and scheduled queues with their counts",
      "[--by-volume] [--limit N] [--domain D] [--json]",
      "Summarises the queues from /metrics.json: ready queues per destination site with\n"
@@ -921,7 +967,8 @@ static const struct command commands[] = {
      "now holding or sending their messages.",
      cmd_queue_summary},
     {"inspect-sched-q", "one scheduled queue, or all of them", "[QUEUE] [--json]",
-     "Shows one scheduled queue (count, next due time), or every queue without QUEUE.",
+     "Shows one scheduled queue (count, next due time), or a table of every queue and\n"
+     "its count without QUEUE.",
      cmd_inspect_sched_q},
     {"inspect-ready-q", "one ready queue: state, limits, MX, dispatchers",
      "READY_QUEUE [--connections] [--config] [--sched-q] [--json]",

@@ -107,6 +107,11 @@ size_t kc_model_rows(const struct kc_model *m, const char *filter, enum kc_col s
 /* Queue rows sorted by column (0 kind, 1 name, 2 count). */
 size_t kc_model_queue_rows(const struct kc_model *m, int sort, int invert, struct kc_queue ***rows);
 
+/* Widths of the text columns (Name, Kind, Phase) sized to their content:
+ * the longest cell of rows, at least the header, at most cap (0: none). */
+void kc_text_col_widths(struct kc_task *const *rows, size_t n, int cap, int *name, int *kind,
+			int *phase);
+
 /* Output of --once. */
 void kc_print_json(const struct kc_model *m, FILE *out);
 void kc_print_table(const struct kc_model *m, FILE *out, int ascii);

@@ -71,7 +71,8 @@ static void usage(FILE *out)
 	    "                       the state at the end of the recording\n"
 	    "  --speed X            replay speed factor (default 1)\n"
 	    "  --retain-for DUR     keep finished tasks this long (default 6s; none = forever)\n"
-	    "  --timeout DUR        with --once: give up connecting after DUR (default 10s)\n"
+	    "  --timeout DUR        with --once: give up waiting for a snapshot after DUR\n"
+	    "                       (default 10s; a refused connection fails at once)\n"
 	    "  --ascii-only         no Unicode glyphs\n"
 	    "  --no-colors          no colours (also when NO_COLOR is set)\n"
 	    "  -W LINT / -A LINT    warn on / allow a lint: long-callback, lost-wake, watchdog,\n"
@@ -365,6 +366,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 
 static void on_connect(uv_connect_t *req, int status)
 {
+	if (status < 0 && kc.once) {
+		/* a script wants an answer now: nothing listens there (--timeout
+		 * bounds a server that accepts but sends no snapshot) */
+		fprintf(stderr, "kumo-console: cannot connect to %s: %s\n", kc.addr_text,
+			uv_strerror(status));
+		finish(1);
+		return;
+	}
 	if (status < 0) {
 		drop_connection(uv_strerror(status));
 		return;
@@ -485,8 +494,10 @@ static void replay_status(void)
 {
 	if (kc.replay_failed)
 		return;
-	snprintf(kc.replay_text, sizeof(kc.replay_text), "REPLAY x%g frame %zu/%zu%s%s", kc.speed,
-		 kc.cur, kc.nlines - 1, kc.replay_paused ? " PAUSED" : "",
+	/* line 0 is the recording's header, not a frame; the header bar
+	 * already says REPLAY */
+	snprintf(kc.replay_text, sizeof(kc.replay_text), "x%g frame %zu/%zu%s%s", kc.speed,
+		 kc.cur ? kc.cur - 1 : 0, kc.nlines - 1, kc.replay_paused ? " PAUSED" : "",
 		 kc.cur >= kc.nlines ? " END" : "");
 }
 

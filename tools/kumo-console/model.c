@@ -358,7 +358,7 @@ static int is_done(const struct kc_task *t)
 const char *kc_state_label(const struct kc_task *t, int ascii)
 {
 	if (!strcmp(t->state, "running"))
-		return ascii ? "BUSY" : "\u25B6 RUNNING";
+		return ascii ? "RUNNING" : "\u25B6 RUNNING";
 	if (!strcmp(t->state, "scheduled"))
 		return ascii ? "SCHED" : "\u23EB SCHED";
 	if (is_done(t))
@@ -633,11 +633,34 @@ void kc_print_json(const struct kc_model *m, FILE *out)
 	json_decref(root);
 }
 
+static int text_width(int w, const char *s, int cap)
+{
+	int n = (int)strlen(s);
+	if (cap && n > cap)
+		n = cap;
+	return n > w ? n : w;
+}
+
+void kc_text_col_widths(struct kc_task *const *rows, size_t n, int cap, int *name, int *kind,
+			int *phase)
+{
+	*name = (int)strlen(kc_col_names[KC_COL_NAME]);
+	*kind = (int)strlen(kc_col_names[KC_COL_KIND]);
+	*phase = (int)strlen(kc_col_names[KC_COL_PHASE]);
+	for (size_t i = 0; i < n; i++) {
+		*name = text_width(*name, rows[i]->name, cap);
+		*kind = text_width(*kind, rows[i]->kind, cap);
+		*phase = text_width(*phase, rows[i]->phase, cap);
+	}
+}
+
 void kc_print_table(const struct kc_model *m, FILE *out, int ascii)
 {
-	fprintf(out, "%-5s %-6s %-7s %-28s %-16s %-14s %9s %9s %9s %9s %7s  %s\n", "Warn", "ID",
-		"State", "Name", "Kind", "Phase", "Total", "Busy", "Sched", "Idle", "Polls",
-		"Fields");
+	int wn, wk, wp;
+	kc_text_col_widths(m->tasks, m->ntasks, 0, &wn, &wk, &wp);
+	fprintf(out, "%-5s %-6s %-7s %-*s %-*s %-*s %9s %9s %9s %9s %7s  %s\n", "Warn", "ID",
+		"State", wn, "Name", wk, "Kind", wp, "Phase", "Total", "Busy", "Sched", "Idle",
+		"Polls", "Fields");
 	for (size_t i = 0; i < m->ntasks; i++) {
 		const struct kc_task *t = m->tasks[i];
 		struct kc_times tm;
@@ -649,15 +672,17 @@ void kc_print_table(const struct kc_model *m, FILE *out, int ascii)
 		kc_fmt_dur(tm.idle, idle, sizeof(idle));
 		kc_task_fields(t, fields, sizeof(fields));
 		fprintf(out,
-			"%-5s %-6" PRIu64
-			" %-7s %-28.28s %-16.16s %-14.14s %9s %9s %9s %9s %7" PRIu64 "  %s\n",
-			t->warnings ? "!" : "", t->id, kc_state_label(t, 1), t->name, t->kind,
-			t->phase, tot, busy, sch, idle, t->polls, fields);
+			"%-5s %-6" PRIu64 " %-7s %-*s %-*s %-*s %9s %9s %9s %9s %7" PRIu64 "  %s\n",
+			t->warnings ? "!" : "", t->id, kc_state_label(t, 1), wn, t->name, wk,
+			t->kind, wp, t->phase, tot, busy, sch, idle, t->polls, fields);
 	}
+	int wq = 40;
+	for (size_t i = 0; i < m->nqueues; i++)
+		wq = text_width(wq, m->queues[i].name, 0);
 	for (size_t i = 0; i < m->nqueues; i++) {
 		if (i == 0)
-			fprintf(out, "\n%-10s %-40s %8s\n", "Queue", "Name", "Count");
-		fprintf(out, "%-10s %-40.40s %8" PRIu64 "\n", m->queues[i].kind, m->queues[i].name,
+			fprintf(out, "\n%-10s %-*s %8s\n", "Queue", wq, "Name", "Count");
+		fprintf(out, "%-10s %-*s %8" PRIu64 "\n", m->queues[i].kind, wq, m->queues[i].name,
 			ju64(m->queues[i].obj, "count"));
 	}
 	(void)ascii;

@@ -178,7 +178,10 @@ static int draw_lints(struct kc_model *m, int y)
 
 /* --- tasks ------------------------------------------------------------------ */
 
-static const int col_w[KC_COL__COUNT] = {4, 6, 10, 24, 14, 14, 8, 8, 8, 8, 8, 7, 0};
+/* Name, Kind and Phase are sized to the rows on screen each frame (at most
+ * TEXT_COL_MAX); Fields takes the rest of the line. */
+#define TEXT_COL_MAX 48
+static int col_w[KC_COL__COUNT] = {4, 6, 10, 24, 14, 14, 8, 8, 8, 8, 8, 7, 0};
 
 static void draw_task_row(struct kc_model *m, const struct kc_task *t, int y, int selected)
 {
@@ -282,6 +285,8 @@ static void draw_tasks(struct kc_model *m, int y)
 		    !strcmp(rows[i]->state, "running") || !strcmp(rows[i]->state, "scheduled");
 		idle += !strcmp(rows[i]->state, "idle");
 	}
+	kc_text_col_widths(rows, n, TEXT_COL_MAX, &col_w[KC_COL_NAME], &col_w[KC_COL_KIND],
+			   &col_w[KC_COL_PHASE]);
 	draw_task_head(y, n, running, idle);
 	y += 2;
 	int avail = LINES - y;

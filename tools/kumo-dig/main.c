@@ -381,7 +381,7 @@ int main(int argc, char **argv)
 	else
 		dig_start(&dig.q[dig.next++]);
 	uv_run(loop, UV_RUN_DEFAULT);
-	int rc = uv_loop_close(loop);
+	int rc = kumod_loop_close();
 	if (rc < 0)
 		fprintf(stderr, "kumo-dig: loop not closed cleanly: %s\n", uv_strerror(rc));
 	task_registry_clear();

@@ -212,14 +212,14 @@ static void http_account(struct tg_http *h, int status, const char *body, size_t
 	KTRACE(tg_http_done, h->base.idx, status, ok, bad);
 	tg->sent += ok;
 	tg->failed += bad;
+	tg_count_reply(tg, status, ok + bad);
 	if (ok)
 		hist_record(&tg->lat, clock_mono_ns() - h->t0);
 	h->batch = 0;
 	h->retries = 0;
 	if (bad && !tg->o.keep_going) {
-		if (!tg->o.json)
-			fprintf(stderr, "\ntraffic-gen: client %u: inject failed: HTTP %d %.*s\n",
-				h->base.idx, status, (int)(len > 200 ? 200 : len), body);
+		tg_warn(tg, "client %u: inject failed: HTTP %d %.*s", h->base.idx, status,
+			(int)(len > 200 ? 200 : len), body);
 		h->stopped = 1;
 	}
 }
@@ -271,10 +271,7 @@ static void http_on_data(struct conn *c)
 			return;
 		if (rc < 0) {
 			h->base.tg->conn_errors++;
-			if (!h->base.tg->o.json)
-				fprintf(stderr,
-					"\ntraffic-gen: client %u: malformed HTTP response\n",
-					h->base.idx);
+			tg_warn(h->base.tg, "client %u: malformed HTTP response", h->base.idx);
 			h->stopped = !h->base.tg->o.keep_going;
 			h->reconnect = !h->stopped;
 			http_drop(h, 1);

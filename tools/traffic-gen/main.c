@@ -77,6 +77,33 @@ void tg_fatal(struct tg *tg, const char *fmt, ...)
 
 static void tg_finish(struct tg *tg);
 
+/* Ends an open live progress line (terminal only) before other output. */
+static void end_live_line(struct tg *tg, FILE *f)
+{
+	if (tg->live_line_open)
+		fputc('\n', f);
+	tg->live_line_open = 0;
+}
+
+void tg_warn(struct tg *tg, const char *fmt, ...)
+{
+	if (tg->o.json)
+		return;
+	end_live_line(tg, stderr);
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("traffic-gen: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+void tg_count_reply(struct tg *tg, int code, uint64_t n)
+{
+	if (code >= 100 && code < TG_REPLY_CODES)
+		tg->replies[code] += n;
+}
+
 void tg_client_finished(struct tg *tg)
 {
 	if (--tg->running == 0)
@@ -123,8 +150,8 @@ static void deadline_cb(uv_timer_t *t)
 	if (!tg_stopping(tg)) {
 		tg->stop = TG_STOP_DEADLINE;
 		if (!tg->o.json) {
-			printf("%sDeadline reached, stopping\n", tg->live_line_open ? "\n" : "");
-			tg->live_line_open = 0;
+			end_live_line(tg, stdout);
+			printf("Deadline reached, stopping\n");
 			fflush(stdout);
 		}
 		tg_stop_all(tg);
@@ -141,8 +168,8 @@ static void sigint_cb(uv_signal_t *h, int sig)
 	}
 	tg->stop = TG_STOP_SIGNAL;
 	if (!tg->o.json) {
-		printf("%sInterrupted, stopping\n", tg->live_line_open ? "\n" : "");
-		tg->live_line_open = 0;
+		end_live_line(tg, stdout);
+		printf("Interrupted, stopping\n");
 	}
 	tg_stop_all(tg);
 }
@@ -156,10 +183,20 @@ static void report_text(struct tg *tg, double elapsed, double rate)
 {
 	char el[40], v[9][40];
 	hist_format_duration(tg->end_ns - tg->start_ns, el, sizeof(el));
+	/* a progress line may have been drawn after "Deadline reached" */
+	end_live_line(tg, stdout);
 	if (tg->stop != TG_STOP_DEADLINE && tg->stop != TG_STOP_SIGNAL)
-		printf("%sAll clients finished\n", tg->live_line_open ? "\n" : "");
+		printf("All clients finished\n");
 	printf("sent %llu messages, failed %llu over %s.\n", (unsigned long long)tg->sent,
 	       (unsigned long long)tg->failed, el);
+	printf("replies:");
+	int any = 0;
+	for (int c = 0; c < TG_REPLY_CODES; c++)
+		if (tg->replies[c]) {
+			printf(" %d=%llu", c, (unsigned long long)tg->replies[c]);
+			any = 1;
+		}
+	printf("%s\n", any ? "" : " none");
 	hist_format_duration(hist_mean(&tg->lat), v[0], sizeof(v[0]));
 	fmt_lat(tg, 0, v[1], sizeof(v[1]));
 	fmt_lat(tg, 100, v[2], sizeof(v[2]));
@@ -204,6 +241,12 @@ static void report_json(struct tg *tg, double elapsed, double rate)
 	       (unsigned long long)hist_percentile(&tg->lat, 95),
 	       (unsigned long long)hist_percentile(&tg->lat, 99),
 	       (unsigned long long)hist_percentile(&tg->lat, 99.9));
+	printf(",\"replies\":{");
+	for (int c = 0, n = 0; c < TG_REPLY_CODES; c++)
+		if (tg->replies[c])
+			printf("%s\"%d\":%llu", n++ ? "," : "", c,
+			       (unsigned long long)tg->replies[c]);
+	printf("}");
 	if (tg->fatal[0]) {
 		struct buf e;
 		buf_init(&e);
@@ -229,8 +272,8 @@ static void tg_finish(struct tg *tg)
 	double elapsed = (double)(tg->end_ns - tg->start_ns) / 1e9;
 	double rate = elapsed > 0 ? (double)tg->sent / elapsed : 0;
 	if (tg->stop == TG_STOP_FATAL) {
-		fprintf(stderr, "%straffic-gen: %s\n", tg->live_line_open ? "\n" : "", tg->fatal);
-		tg->live_line_open = 0;
+		end_live_line(tg, stderr);
+		fprintf(stderr, "traffic-gen: %s\n", tg->fatal);
 	}
 	if (tg->o.json)
 		report_json(tg, elapsed, rate);

@@ -143,6 +143,8 @@ static void on_done(struct smtp_client *c, const struct smtp_client_result *r, v
 	struct tg_smtp *s = ud;
 	struct tg *tg = s->base.tg;
 	s->in_txn = 0;
+	if (r->status == SMTP_CLIENT_OK || !smtp_wants_reconnect(r))
+		tg_count_reply(tg, r->code, 1);
 	if (r->status == SMTP_CLIENT_OK) {
 		tg->sent++;
 		hist_record(&tg->lat, r->latency_ns);
@@ -156,8 +158,7 @@ static void on_done(struct smtp_client *c, const struct smtp_client_result *r, v
 			char why[300];
 			snprintf(why, sizeof(why), "message failed: %d %s %s", r->code,
 				 r->enhanced ? r->enhanced : "", r->text ? r->text : "");
-			if (!tg->o.json)
-				fprintf(stderr, "\ntraffic-gen: client %u: %s\n", s->base.idx, why);
+			tg_warn(tg, "client %u: %s", s->base.idx, why);
 			smtp_finish(s, why);
 		}
 	}
@@ -191,9 +192,8 @@ static void smtp_session_error(struct tg_smtp *s, const struct smtp_client_resul
 	}
 	/* garbage, TLS failure, greeting refused: a connection error */
 	tg->conn_errors++;
-	if (!tg->o.json)
-		fprintf(stderr, "\ntraffic-gen: client %u: session failed in %s: %s\n", s->base.idx,
-			smtp_client_state_name(r->state), r->text ? r->text : "");
+	tg_warn(tg, "client %u: session failed in %s: %s", s->base.idx,
+		smtp_client_state_name(r->state), r->text ? r->text : "");
 	if (tg->o.keep_going && !tg_stopping(tg))
 		s->reconnect = 1;
 	else
@@ -221,11 +221,10 @@ static void on_closed(struct smtp_client *c, const struct smtp_client_result *r,
 	tg->reconnects++;
 	if (++s->retries > TG_MAX_RETRIES) {
 		tg->conn_errors++;
-		if (!tg->o.json)
-			fprintf(stderr,
-				"\ntraffic-gen: client %u: giving up after %u reconnects "
-				"without a delivered message (last: %s)\n",
-				s->base.idx, TG_MAX_RETRIES, r->text ? r->text : "");
+		tg_warn(tg,
+			"client %u: giving up after %u reconnects without a delivered message "
+			"(last: %s)",
+			s->base.idx, TG_MAX_RETRIES, r->text ? r->text : "");
 		smtp_finish(s, "too many reconnects");
 		return;
 	}

@@ -71,6 +71,8 @@ struct tg_client {
 };
 
 /* The run: one per loop. */
+#define TG_REPLY_CODES 600
+
 struct tg {
 	struct tg_opts o;
 	uv_loop_t *loop;
@@ -91,6 +93,7 @@ struct tg {
 	/* Accounting. */
 	uint64_t claimed; /* messages started or done (count mode) */
 	uint64_t sent, failed, reconnects, conn_errors;
+	uint64_t replies[TG_REPLY_CODES]; /* messages per final reply code (100..599) */
 	uint64_t open_conns;
 	int ever_connected;
 	struct hist lat;
@@ -145,6 +148,11 @@ uint64_t tg_throttle_delay(struct tg *tg, uint64_t n);
 void tg_client_finished(struct tg *tg); /* a client stopped for good */
 void tg_fatal(struct tg *tg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int tg_stopping(const struct tg *tg);
+/* One "traffic-gen: ..." line on stderr (not with --json); ends the live
+ * progress line first when one is open on the terminal, and only then. */
+void tg_warn(struct tg *tg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Counts n messages answered with reply code (SMTP, or HTTP for --http). */
+void tg_count_reply(struct tg *tg, int code, uint64_t n);
 
 /* smtp_driver.c / http_driver.c */
 struct tg_client *tg_smtp_client_new(struct tg *tg, unsigned idx);
