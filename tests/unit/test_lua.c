@@ -439,7 +439,9 @@ TEST_IMPL(lua_addresses_and_conn_meta)
 	ASSERT_EQ(ld.relay_to, 1);
 	ASSERT_EQ(json_array_size(ld.relay_from), 1);
 	ASSERT_STR_EQ(json_string_value(json_array_get(ld.relay_from, 0)), "10.0.0.0/8");
+	ASSERT_EQ(json_array_size(ld.relay_from_authz), 0);
 	json_decref(ld.relay_from);
+	json_decref(ld.relay_from_authz);
 	policy_get_listener_domain("other.example", "127.0.0.1:2025", meta, &ld, &r);
 	ASSERT_EQ(r.status, POLICY_OK);
 	ASSERT_EQ(ld.found, 0);
