@@ -20,6 +20,7 @@
 #include "ktrace.h"
 #include "policy.h"
 #include "proto/rfc5322.h"
+#include "proto/sasl.h"
 #include "proto/smtp_reply.h"
 #include "smtp/server_int.h"
 #include "queue/queue.h"
@@ -512,15 +513,6 @@ static void session_auth_forget(struct smtp_session *s)
 	s->auth_step = AUTH_NONE;
 }
 
-/* Identities go into logs and conn_meta: no control bytes, bounded. */
-static int auth_id_ok(const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-			return 0;
-	return n <= 255;
-}
-
 /* Asks the policy: 235 and the identities in conn_meta, or 535 / 454 / the
  * policy's rejection. Each failure counts an error; the third closes. */
 static void session_auth_decide(struct smtp_session *s, const char *mech, const char *authz,
@@ -556,46 +548,27 @@ static void session_auth_decide(struct smtp_session *s, const char *mech, const 
 	}
 }
 
-/* Decodes one base64 response ("=" is empty) into out, NUL-terminated; the
- * length, or -1 on bad base64. */
-static long auth_decode(const char *b64, size_t n, char *out, size_t outlen)
-{
-	if (n == 1 && b64[0] == '=') {
-		out[0] = 0;
-		return 0;
-	}
-	long len = n ? base64_decode(b64, n, (unsigned char *)out, outlen - 1) : -1;
-	if (len >= 0)
-		out[len] = 0;
-	return len;
-}
-
 /* authzid NUL authcid NUL passwd (RFC 4616). */
 static void session_auth_plain(struct smtp_session *s, const char *b64, size_t n)
 {
 	char buf[1024];
-	long len = auth_decode(b64, n, buf, sizeof(buf));
-	if (len < 0) {
+	const char *authz, *authc, *pass;
+	enum sasl_plain_status st =
+	    sasl_plain_decode(b64, n, buf, sizeof(buf), &authz, &authc, &pass);
+	if (st == SASL_PLAIN_BAD_BASE64)
 		session_reply(s, 501, "5.5.2", "Invalid base64 in AUTH response");
-		return;
-	}
-	const char *end = buf + len, *authc = memchr(buf, 0, (size_t)len);
-	const char *pass = authc ? memchr(authc + 1, 0, (size_t)(end - authc - 1)) : NULL;
-	if (!pass || memchr(pass + 1, 0, (size_t)(end - pass - 1)) || !authc[1] ||
-	    !auth_id_ok(buf, strlen(buf)) || !auth_id_ok(authc + 1, strlen(authc + 1))) {
-		explicit_bzero(buf, sizeof(buf));
+	else if (st == SASL_PLAIN_MALFORMED)
 		session_reply(s, 501, "5.5.2", "Malformed AUTH PLAIN response");
-		return;
-	}
-	session_auth_decide(s, "PLAIN", buf, authc + 1, pass + 1);
+	else
+		session_auth_decide(s, "PLAIN", authz, authc, pass);
 	explicit_bzero(buf, sizeof(buf));
 }
 
 static void session_auth_login_user(struct smtp_session *s, const char *b64, size_t n)
 {
 	char user[600];
-	long len = auth_decode(b64, n, user, sizeof(user));
-	if (len <= 0 || memchr(user, 0, (size_t)len) || !auth_id_ok(user, (size_t)len)) {
+	long len = sasl_response_decode(b64, n, user, sizeof(user));
+	if (len <= 0 || memchr(user, 0, (size_t)len) || !sasl_identity_ok(user, (size_t)len)) {
 		session_reply(s, 501, "5.5.2", "Invalid AUTH LOGIN user name");
 		return;
 	}
@@ -620,7 +593,7 @@ static void session_auth_continue(struct smtp_session *s, const char *line, size
 		session_auth_login_user(s, line, n);
 	} else {
 		char pass[600];
-		long len = auth_decode(line, n, pass, sizeof(pass));
+		long len = sasl_response_decode(line, n, pass, sizeof(pass));
 		if (len < 0 || memchr(pass, 0, (size_t)len))
 			session_reply(s, 501, "5.5.2", "Invalid base64 in AUTH response");
 		else
