@@ -395,7 +395,8 @@ static int run_phase(const char *event, char *err, size_t errlen)
 }
 
 /* kumod's own Lua modules (policy-extras): <bin>/../share/kumod when
- * installed, the repository's share/ when run from the build tree. */
+ * installed, the repository's share/ when run from the build tree
+ * (build/kumod, or a sanitizer build's build/address/kumod). */
 static int share_dir(char *out, size_t len)
 {
 	char exe[PATH_MAX];
@@ -407,7 +408,7 @@ static int share_dir(char *out, size_t len)
 	if (!slash)
 		return -1;
 	*slash = 0;
-	static const char *const cand[] = {"/../share/kumod", "/../share"};
+	static const char *const cand[] = {"/../share/kumod", "/../share", "/../../share"};
 	for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++) {
 		char probe[PATH_MAX + 64];
 		snprintf(probe, sizeof(probe), "%s%s/policy-extras", exe, cand[i]);
