@@ -22,12 +22,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (len >= 0)
 		CHECK(buf[len] == 0);
 	const char *authz, *authc, *pass;
-	enum sasl_plain_status st = sasl_plain_decode(in, size, buf, sizeof(buf), &authz, &authc, &pass);
+	enum sasl_plain_status st =
+	    sasl_plain_decode(in, size, buf, sizeof(buf), &authz, &authc, &pass);
 	if (st != SASL_PLAIN_OK)
 		return 0;
 	CHECK(len >= 0);
 	CHECK(authz == buf && authc > authz && pass > authc && pass <= buf + len);
-	CHECK(*authc && sasl_identity_ok(authz, strlen(authz)) && sasl_identity_ok(authc, strlen(authc)));
+	CHECK(*authc && sasl_identity_ok(authz, strlen(authz)) &&
+	      sasl_identity_ok(authc, strlen(authc)));
 	CHECK(strlen(authz) + 1 + strlen(authc) + 1 + strlen(pass) == (size_t)len);
 	if (size == 1 && in[0] == '=')
 		return 0; /* the empty response never holds two NULs */
