@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/fsutil.h"
 #include "base/log.h"
 #include "base/task.h"
 #include "base/xalloc.h"
@@ -192,22 +193,24 @@ static char *path_secret(json_t *v, char *err, size_t errlen)
 		snprintf(err, errlen, "smtp_auth_plain_password is missing");
 		return NULL;
 	}
-	FILE *f = fopen(path, "r");
-	char buf[4096];
-	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-	int bad = !f || ferror(f) || !feof(f);
-	if (f)
-		fclose(f);
-	if (bad) {
+	struct buf b;
+	buf_init(&b);
+	int rc = fs_read_file(path, &b);
+	char *s = NULL;
+	if (rc < 0 || b.len > 4096) {
 		snprintf(err, errlen, "smtp_auth_plain_password file '%s': %s", path,
-			 f ? "unreadable or over 4 KiB" : strerror(errno));
-		return NULL;
+			 rc < 0 ? strerror(-rc) : "over 4 KiB");
+	} else {
+		size_t n = b.len;
+		while (n && (b.data[n - 1] == '\n' || b.data[n - 1] == '\r'))
+			n--;
+		s = xmalloc(n + 1);
+		memcpy(s, b.data ? b.data : "", n);
+		s[n] = 0;
 	}
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-		n--;
-	buf[n] = 0;
-	char *s = xstrdup(buf);
-	explicit_bzero(buf, sizeof(buf));
+	if (b.data)
+		explicit_bzero(b.data, b.len);
+	buf_free(&b);
 	return s;
 }
 

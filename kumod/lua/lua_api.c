@@ -607,6 +607,21 @@ static int raise_at_caller(lua_State *L, const char *text)
 	return lua_error(L);
 }
 
+/* Raises "<full>: unknown name (...)", with "did you mean <prefix><best>?"
+ * when a near name was found. */
+static int raise_unknown(lua_State *L, const char *full, const char *prefix,
+			 const struct nearest *n)
+{
+	char msg[400];
+	if (n->best[0])
+		snprintf(msg, sizeof(msg),
+			 "%s: unknown name (not a KumoMTA or kumod API); did you mean %s%s?", full,
+			 prefix, n->best);
+	else
+		snprintf(msg, sizeof(msg), "%s: unknown name (not a KumoMTA or kumod API)", full);
+	return raise_at_caller(L, msg);
+}
+
 /* __index of `kumo` and its module tables: upvalue 1 is the table's path. */
 static int guard_index(lua_State *L)
 {
@@ -631,14 +646,7 @@ static int guard_index(lua_State *L)
 	char prefix[200];
 	snprintf(prefix, sizeof(prefix), "%s.", path);
 	nearest_level(&n, kumo_functions, NELEM(kumo_functions), prefix);
-	if (n.best[0])
-		snprintf(msg, sizeof(msg),
-			 "%s: unknown name (not a KumoMTA or kumod API); did you "
-			 "mean %s.%s?",
-			 full, path, n.best);
-	else
-		snprintf(msg, sizeof(msg), "%s: unknown name (not a KumoMTA or kumod API)", full);
-	return raise_at_caller(L, msg);
+	return raise_unknown(L, full, prefix, &n);
 }
 
 void lua_api__guard_table(lua_State *L, int idx, const char *path)
@@ -700,15 +708,9 @@ int lua_api__missing_member(lua_State *L, const char *what, const char *k, int k
 	if (is_msg)
 		for (size_t i = 0; i < NELEM(kumo_message_methods); i++)
 			nearest_try(&n, kumo_message_methods[i]);
-	if (n.best[0])
-		snprintf(msg, sizeof(msg),
-			 "%s.%s: unknown name (not a KumoMTA or kumod API); did "
-			 "you mean %s?",
-			 what, k, n.best);
-	else
-		snprintf(msg, sizeof(msg), "%s.%s: unknown name (not a KumoMTA or kumod API)", what,
-			 k);
-	return raise_at_caller(L, msg);
+	char full[200];
+	snprintf(full, sizeof(full), "%s.%s", what, k);
+	return raise_unknown(L, full, "", &n);
 }
 
 void lua_api__guard_class(lua_State *L, const char *mt, const char *what)
