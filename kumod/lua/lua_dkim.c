@@ -26,6 +26,7 @@
 #include "base/base64.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/fsutil.h"
 #include "base/metrics.h"
 #include "ktrace.h"
 #include "lua/lua_int.h"
@@ -154,60 +155,15 @@ static EVP_PKEY *parse_key(const char *data, size_t len, char *err, size_t errle
 	return pkey;
 }
 
-/* Appends the file's bytes to out: 0, or -1 with errno. */
-static int read_file(const char *path, struct buf *out)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return -1;
-	char chunk[4096];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		buf_append(out, chunk, n);
-	int bad = ferror(f);
-	fclose(f);
-	if (bad)
-		errno = EIO;
-	return bad ? -1 : 0;
-}
-
 /* Reads the KeySource at idx (a path, or {key_data = '...'}): pushes the key
  * userdata, from the key cache when fresh. Raises naming the problem. */
 static struct dkim_key *load_key(lua_State *L, int idx, const char *fn, uint64_t ttl_ms)
 {
-	const char *path = NULL, *data = NULL;
-	size_t dlen = 0;
-	if (lua_type(L, idx) == LUA_TSTRING) {
-		path = lua_tostring(L, idx);
-	} else if (lua_type(L, idx) == LUA_TTABLE) {
-		lua_pushnil(L);
-		while (lua_next(L, idx)) {
-			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-			if (strcmp(k, "key_data") != 0) {
-				if (strncmp(k, "vault_", 6) == 0)
-					luaL_error(
-					    L,
-					    "%s: key: %s: HashiCorp Vault key sources are a "
-					    "KumoMTA feature kumod does not implement yet (use "
-					    "a path or { key_data = ... })",
-					    fn, k);
-				luaL_error(L,
-					   "%s: key: unknown key source field '%s' (expected a "
-					   "path or { key_data = ... })",
-					   fn, k);
-			}
-			if (lua_type(L, -1) != LUA_TSTRING)
-				luaL_error(L, "%s: key.key_data: expected a string, got %s", fn,
-					   luaL_typename(L, -1));
-			data = lua_tolstring(L, -1, &dlen);
-			lua_pop(L, 1);
-		}
-		if (!data)
-			luaL_error(L, "%s: key: expected a path or { key_data = ... }", fn);
-	} else {
-		luaL_error(L, "%s: key: expected a path or { key_data = ... }, got %s", fn,
-			   luaL_typename(L, idx));
-	}
+	const char *path, *data;
+	size_t dlen;
+	char what[96];
+	snprintf(what, sizeof(what), "%s: key", fn);
+	lua_util__keysource(L, idx, what, &path, &data, &dlen);
 	if (path)
 		lua_pushfstring(L, "f:%s", path);
 	else {
@@ -224,10 +180,10 @@ static struct dkim_key *load_key(lua_State *L, int idx, const char *fn, uint64_t
 	struct buf file;
 	buf_init(&file);
 	if (path) {
-		if (read_file(path, &file) != 0) {
-			int e = errno;
+		int rc = fs_read_file(path, &file);
+		if (rc != 0) {
 			buf_free(&file);
-			luaL_error(L, "%s: key '%s': %s", fn, path, strerror(e));
+			luaL_error(L, "%s: key '%s': %s", fn, path, strerror(-rc));
 		}
 		data = file.data ? file.data : "";
 		dlen = file.len;

@@ -86,6 +86,11 @@ void lua_util__class(lua_State *L, const char *mt, const luaL_Reg *methods, cons
 		     lua_CFunction fn);
 /* Pushes the contents of the file at path, or raises "what: path: reason". */
 void lua_util__push_file(lua_State *L, const char *what, const char *path);
+/* Checks the KumoMTA KeySource at idx: sets *path (a file path; not read here)
+ * or data and dlen ({ key_data = ... }); raises "what: ..." naming anything
+ * else (vault and event sources are refused by name). */
+void lua_util__keysource(lua_State *L, int idx, const char *what, const char **path,
+			 const char **data, size_t *dlen);
 /* lua_toml.c: toml_* functions and kumo.serde. */
 void lua_toml__register(lua_State *L);
 /* lua_memoize.c: kumo.memoize. */

@@ -811,34 +811,6 @@ struct cfg_key {
 	const char *only;
 };
 
-/* A keysource kumod can read: a path string, or { key_data = string }.
- * Vault and event-based sources are refused by name. */
-static void check_keysource(lua_State *L, int idx, const char *what)
-{
-	if (lua_type(L, idx) == LUA_TSTRING)
-		return;
-	check_table(L, idx, what);
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-		if (strcmp(k, "key_data") == 0) {
-			check_str(L, -1, what);
-		} else if (strncmp(k, "vault_", 6) == 0 || strcmp(k, "event_name") == 0 ||
-			   strcmp(k, "event_args") == 0) {
-			luaL_error(L,
-				   "%s: a keysource with '%s' is a KumoMTA feature kumod does not "
-				   "implement yet; give a file path or { key_data = '...' }",
-				   what, k);
-		} else {
-			luaL_error(L,
-				   "%s: unknown keysource key '%s' (a file path or "
-				   "{ key_data = '...' })",
-				   what, k);
-		}
-		lua_pop(L, 1);
-	}
-}
-
 /* The value at idx is one of the '|'-separated texts in only (see cfg_key). */
 static int cfg_value_allowed(lua_State *L, int idx, const struct cfg_key *c)
 {
@@ -1042,9 +1014,12 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 						  what, text);
 			break;
 		}
-		case CT_SECRET:
-			check_keysource(L, v, what);
+		case CT_SECRET: {
+			const char *path, *data;
+			size_t dlen;
+			lua_util__keysource(L, v, what, &path, &data, &dlen);
 			break;
+		}
 		case CT_IP: {
 			const char *ip = check_str(L, v, what);
 			struct sockaddr_storage ss;

@@ -123,34 +123,6 @@ static int throttle_spec_parse(const char *spec, struct rate_spec *r, uint64_t *
 	return 0;
 }
 
-/* GCRA with a burst tolerance of burst - 1 emission intervals. */
-struct gcra_result {
-	int throttled;
-	uint64_t remaining, reset_after_us, retry_after_us;
-};
-
-static struct gcra_result gcra_take(struct lua_throttle *t, uint64_t now_us)
-{
-	struct gcra_result res = {0};
-	struct throttle_cell *cell = cell_get(t->key, now_us);
-	double ti = (double)t->period_ms * 1000.0 / (double)t->limit;
-	uint64_t interval = ti < 1.0 ? 1 : (uint64_t)ti + (ti > (double)(uint64_t)ti);
-	double tau_d = (double)interval * (double)(t->burst - 1);
-	uint64_t tau = tau_d > 1e18 ? (uint64_t)1e18 : (uint64_t)tau_d;
-	uint64_t tat = cell->tat_us > now_us ? cell->tat_us : now_us;
-	if (tat - now_us > tau) {
-		res.throttled = 1;
-		res.retry_after_us = tat - now_us - tau;
-		res.reset_after_us = tat - now_us;
-		return res;
-	}
-	cell->tat_us = tat + interval;
-	uint64_t used = cell->tat_us - now_us; /* the debt after this one */
-	res.reset_after_us = used;
-	res.remaining = used > tau + interval ? 0 : (tau + interval - used) / interval;
-	return res;
-}
-
 static void push_duration(lua_State *L, uint64_t us)
 {
 	lua_createtable(L, 0, 2);
@@ -168,7 +140,10 @@ static struct lua_throttle *check_throttle(lua_State *L)
 static int l_throttle_throttle(lua_State *L)
 {
 	struct lua_throttle *t = check_throttle(L);
-	struct gcra_result r = gcra_take(t, clock_mono_ns() / 1000u + 1); /* never 0 */
+	uint64_t now_us = clock_mono_ns() / 1000u + 1; /* never 0 */
+	struct throttle_cell *cell = cell_get(t->key, now_us);
+	struct rate_gcra r =
+	    rate_gcra_take(&cell->tat_us, t->limit, t->period_ms, t->burst, now_us);
 	KTRACE(lua_throttle, t->name, r.throttled, r.retry_after_us / 1000u);
 	lua_createtable(L, 0, 5);
 	lua_pushboolean(L, r.throttled);

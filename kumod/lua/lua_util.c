@@ -105,37 +105,67 @@ static int l_traceback(lua_State *L)
 	return 1;
 }
 
-/* kumo.secrets.load(keysource) -> string. A string is a file path (read on
- * every call); {key_data = '...'} is the secret itself. Vault and event
- * sources are refused by name. */
+/* The one reader of KumoMTA KeySources (kumo.secrets.load, DKIM signer
+ * keys, config keys that take a secret): a string is a file path, a table
+ * is { key_data = '...' }. Vault and event sources are refused by name, so
+ * is any other field. Sets *path or *data (and *dlen); reads nothing. */
+void lua_util__keysource(lua_State *L, int idx, const char *what, const char **path,
+			 const char **data, size_t *dlen)
+{
+	idx = lua_absindex(L, idx);
+	*path = NULL;
+	*data = NULL;
+	*dlen = 0;
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		*path = lua_tostring(L, idx);
+		return;
+	}
+	if (lua_type(L, idx) != LUA_TTABLE)
+		luaL_error(L,
+			   "%s: a key source is a file path or a table { key_data = ... }, not %s",
+			   what, luaL_typename(L, idx));
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(k, "key_data") == 0) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				luaL_error(L, "%s: key_data must be a string, got %s", what,
+					   luaL_typename(L, -1));
+			*data = lua_tolstring(L, -1, dlen); /* anchored by the table */
+		} else if (strncmp(k, "vault_", 6) == 0) {
+			luaL_error(L,
+				   "%s: HashiCorp Vault key sources (%s) are a KumoMTA feature "
+				   "kumod does not implement yet; use a file path or "
+				   "{ key_data = ... }",
+				   what, k);
+		} else if (strcmp(k, "event_name") == 0 || strcmp(k, "event_args") == 0) {
+			luaL_error(L,
+				   "%s: event key sources (%s) are a KumoMTA feature kumod does "
+				   "not implement yet; use a file path or { key_data = ... }",
+				   what, k);
+		} else {
+			luaL_error(L,
+				   "%s: unknown key source field '%s' (expected a file path or "
+				   "{ key_data = ... })",
+				   what, k);
+		}
+		lua_pop(L, 1);
+	}
+	if (!*data)
+		luaL_error(L, "%s: a key source is a file path or { key_data = ... }", what);
+}
+
+/* kumo.secrets.load(keysource) -> string. A path is read on every call. */
 static int l_secrets_load(lua_State *L)
 {
-	if (lua_type(L, 1) == LUA_TSTRING) {
-		lua_util__push_file(L, "secrets.load", lua_tostring(L, 1));
-		return 1;
-	}
-	if (lua_type(L, 1) != LUA_TTABLE)
-		return luaL_error(L,
-				  "secrets.load: a key source is a file path or a table "
-				  "{key_data = ...}, not %s",
-				  luaL_typename(L, 1));
-	if (lua_getfield(L, 1, "key_data") != LUA_TNIL) {
-		if (lua_type(L, -1) != LUA_TSTRING)
-			return luaL_error(L, "secrets.load: key_data must be a string");
-		return 1;
-	}
-	lua_pop(L, 1);
-	if (lua_getfield(L, 1, "vault_mount") != LUA_TNIL ||
-	    lua_getfield(L, 1, "vault_path") != LUA_TNIL)
-		return luaL_error(L, "secrets.load: HashiCorp Vault key sources (vault_mount, "
-				     "vault_path) are not supported by kumod; use {key_data = ...} "
-				     "or a file path");
-	lua_settop(L, 1);
-	if (lua_getfield(L, 1, "event_name") != LUA_TNIL)
-		return luaL_error(L, "secrets.load: event key sources (event_name) are not "
-				     "supported by kumod yet; use {key_data = ...} or a file path");
-	return luaL_error(L, "secrets.load: unknown key source (expected a file path, key_data, "
-			     "vault_mount/vault_path or event_name)");
+	const char *path, *data;
+	size_t dlen;
+	lua_util__keysource(L, 1, "secrets.load", &path, &data, &dlen);
+	if (path)
+		lua_util__push_file(L, "secrets.load", path);
+	else
+		lua_pushlstring(L, data, dlen);
+	return 1;
 }
 
 void lua_util__register(lua_State *L)

@@ -69,3 +69,26 @@ int rate_spec_parse(const char *s, struct rate_spec *out)
 	*out = r;
 	return 0;
 }
+
+struct rate_gcra rate_gcra_take(uint64_t *tat_us, uint64_t limit, uint64_t period_ms,
+				uint64_t burst, uint64_t now_us)
+{
+	struct rate_gcra res = {0};
+	/* emission interval T, rounded up: never faster than the spec */
+	double ti = (double)period_ms * 1000.0 / (double)(limit ? limit : 1);
+	uint64_t interval = ti < 1.0 ? 1 : (uint64_t)ti + (ti > (double)(uint64_t)ti);
+	double tau_d = (double)interval * (double)(burst ? burst - 1 : 0);
+	uint64_t tau = tau_d > 1e18 ? (uint64_t)1e18 : (uint64_t)tau_d;
+	uint64_t tat = *tat_us > now_us ? *tat_us : now_us;
+	if (tat - now_us > tau) {
+		res.throttled = 1;
+		res.retry_after_us = tat - now_us - tau;
+		res.reset_after_us = tat - now_us;
+		return res;
+	}
+	*tat_us = tat + interval;
+	uint64_t used = *tat_us - now_us; /* the debt after this one */
+	res.reset_after_us = used;
+	res.remaining = used > tau + interval ? 0 : (tau + interval - used) / interval;
+	return res;
+}

@@ -21,4 +21,17 @@ struct rate_spec {
  * above 10^12, trailing text). *out is untouched on error. */
 int rate_spec_parse(const char *s, struct rate_spec *out);
 
+/* One GCRA decision (the generic cell rate algorithm KumoMTA's throttles
+ * use): limit events per period_ms with a burst tolerance of burst - 1
+ * emission intervals beyond the steady rate. *tat_us is the cell's
+ * theoretical arrival time (0 = never used); now_us > 0. */
+struct rate_gcra {
+	int throttled;		 /* 1: refused, nothing counted */
+	uint64_t remaining;	 /* events still allowed at once after this one */
+	uint64_t reset_after_us; /* until the cell is empty again */
+	uint64_t retry_after_us; /* throttled: until one is allowed */
+};
+struct rate_gcra rate_gcra_take(uint64_t *tat_us, uint64_t limit, uint64_t period_ms,
+				uint64_t burst, uint64_t now_us);
+
 #endif

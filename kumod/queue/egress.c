@@ -36,20 +36,9 @@ int egress_wrr_next(struct egress_wrr_entry *e, size_t n)
 
 uint64_t egress_gcra_take(struct egress_gcra *g, const struct rate_spec *r, uint64_t now_ms)
 {
-	/* emission interval T, rounded up (never faster than the spec), and
-	 * the burst tolerance of limit - 1 events beyond the steady rate */
-	double t = (double)r->period_ms * 1000.0 / (double)r->limit;
-	uint64_t interval = t < 1.0 ? 1 : (uint64_t)t + (t > (double)(uint64_t)t);
-	double tau_d = (double)interval * (double)(r->limit - 1);
-	uint64_t tau = tau_d > 1e18 ? (uint64_t)1e18 : (uint64_t)tau_d;
-	uint64_t now = now_ms * 1000u;
-	uint64_t tat = g->tat_us > now ? g->tat_us : now;
-	if (tat - now > tau) {
-		uint64_t wait_us = tat - now - tau;
-		return (wait_us + 999) / 1000;
-	}
-	g->tat_us = tat + interval;
-	return 0;
+	struct rate_gcra d =
+	    rate_gcra_take(&g->tat_us, r->limit, r->period_ms, r->limit, now_ms * 1000u);
+	return d.throttled ? (d.retry_after_us + 999) / 1000 : 0;
 }
 
 /* --- pools -------------------------------------------------------------- */

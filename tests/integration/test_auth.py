@@ -302,4 +302,5 @@ def test_outbound_auth_keysource_vault_refused(tmp_path):
         "{ vault_mount = 'secret', vault_path = 'x' } } end)\n")
     out = run_kumod(["--validate", "--policy", "policy.lua"], cwd=str(tmp_path))
     assert out.returncode == 1
-    assert "make_egress_path: smtp_auth_plain_password: a keysource with 'vault_" in out.stdout
+    assert "make_egress_path: smtp_auth_plain_password: HashiCorp Vault key sources (vault_" \
+        in out.stdout

@@ -251,7 +251,7 @@ def test_bad_parameters_name_the_key(tmp_path, params, expect):
     ("garbage", "not a PEM or DER private key"),
     ("wrongtype", "the key is an Ed25519 key; use kumo.dkim.ed25519_signer"),
     ("short", "too short"),
-    ("vault", "Vault key sources are a KumoMTA feature"),
+    ("vault", "kumo.dkim.rsa_sha256_signer: key: HashiCorp Vault key sources (vault_"),
     ("nodomain", "domain is required"),
 ])
 def test_bad_keys_and_headers_are_clear_errors(tmp_path, case, expect):

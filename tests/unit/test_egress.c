@@ -139,3 +139,27 @@ TEST_IMPL(egress_gcra_slow_rates)
 		ASSERT_EQ(egress_gcra_take(&f, &fast, 5000), 0);
 	ASSERT_EQ(egress_gcra_take(&f, &fast, 5000), 1);
 }
+
+TEST_IMPL(rate_gcra_burst_and_remaining)
+{
+	/* 10/s with max_burst 3: three at once, remaining counts down, then
+	 * one per 100 ms; reset_after is the time until the cell is empty */
+	uint64_t tat = 0, t = 5000000;
+	struct rate_gcra d = rate_gcra_take(&tat, 10, 1000, 3, t);
+	ASSERT_EQ(d.throttled, 0);
+	ASSERT_EQ(d.remaining, 2);
+	ASSERT_EQ(d.reset_after_us, 100000);
+	d = rate_gcra_take(&tat, 10, 1000, 3, t);
+	ASSERT_EQ(d.remaining, 1);
+	d = rate_gcra_take(&tat, 10, 1000, 3, t);
+	ASSERT_EQ(d.throttled, 0);
+	ASSERT_EQ(d.remaining, 0);
+	ASSERT_EQ(d.reset_after_us, 300000);
+	d = rate_gcra_take(&tat, 10, 1000, 3, t);
+	ASSERT_EQ(d.throttled, 1);
+	ASSERT_EQ(d.retry_after_us, 100000);
+	ASSERT_EQ(d.reset_after_us, 300000);
+	d = rate_gcra_take(&tat, 10, 1000, 3, t + 100000);
+	ASSERT_EQ(d.throttled, 0);
+	ASSERT_EQ(d.remaining, 0);
+}
