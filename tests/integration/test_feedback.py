@@ -30,7 +30,7 @@ kumo.on('get_listener_domain', function(domain, listener, conn_meta)
   elseif domain == 'bounce.example.com' then
     return kumo.make_listener_domain{ log_oob = 'LogThenDrop', log_arf = false }
   elseif domain == 'keep.example.com' then
-    return kumo.make_listener_domain{ log_oob = true }
+    return kumo.make_listener_domain{ log_oob = true, log_arf = 'LogThenRelay' }
   elseif domain == 'out.example.com' then
     return kumo.make_listener_domain{ relay_to = true }
   end
@@ -275,6 +275,17 @@ def test_oob_drop_and_relay(kumod, tmp_path):
     assert ids["bounces@keep.example.com"] in spooled(var)
     assert ids["bounces@bounce.example.com"] not in spooled(var)
     p = parsed(var)["kept dsn"]
+    # an ARF report for a LogThenRelay domain: Feedback instead of Reception, and queued
+    code, text = send(k.smtp_port, "fbl@keep.example.com",
+                      arf("Subject: spam\r\n\r\nx\r\n", subject="kept arf"))
+    assert code == 250, text
+    fb = wait_until(lambda: [r for r in records(var / "logs") if r["type"] == "Feedback"])
+    assert len(fb) == 1 and fb[0]["recipient"] == "fbl@keep.example.com", fb
+    assert fb[0]["feedback_report"]["original_message"] == "Subject: spam\n\nx\n"
+    assert fb[0]["feedback_report"]["supplemental_trace"] is None
+    assert fb[0]["id"] in spooled(var)
+    assert "fbl@keep.example.com" not in {
+        r["recipient"] for r in records(var / "logs") if r["type"] == "Reception"}
     assert p["ok3464"], p
     d = p["dsn"]
     assert d["per_message"]["reporting_mta"] == {"mta_type": "dns", "name": "cs.utk.edu"}
