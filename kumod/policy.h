@@ -68,11 +68,18 @@ void policy_smtp_auth_plain(const char *authz, const char *authc, const char *pa
 /* get_listener_domain(domain, listener, conn_meta): *found = 1 when the
  * handler returned a listener domain; then relay_to and relay_from (a JSON
  * array of CIDR strings, new reference, may be NULL) are filled. */
+/* log_arf / log_oob: what to do with a report (KumoMTA's LogReportDisposition). */
+enum {
+	POLICY_LOG_REPORT_IGNORE = 0, /* not looked at */
+	POLICY_LOG_REPORT_RELAY = 1,  /* LogThenRelay: logged, then queued as usual */
+	POLICY_LOG_REPORT_DROP = 2,   /* LogThenDrop: logged, accepted, not queued */
+};
 struct policy_listener_domain {
 	int found;
 	int relay_to;
 	json_t *relay_from;
 	json_t *relay_from_authz; /* AUTH identities that may relay (new reference or NULL) */
+	int log_arf, log_oob;	  /* POLICY_LOG_REPORT_* */
 };
 void policy_get_listener_domain(const char *domain, const char *listener, json_t *conn_meta,
 				struct policy_listener_domain *out, struct policy_result *r);

@@ -276,6 +276,7 @@ static const char *const kumo_message_methods[] = {
     "num_attempts",
     "parse_mime",
     "parse_rfc3464",
+    "parse_rfc5965",
     "prepend_header",
     "queue_name",
     "recipient",

@@ -679,6 +679,7 @@ static int take_listener_domain(lua_State *co, int nres, void *ctx, struct polic
 		return 0;
 	if (lua_kumo__listener_domain(co, -nres, &a->ld->relay_to, &a->ld->relay_from,
 				      &a->ld->relay_from_authz)) {
+		lua_kumo__listener_domain_logs(co, -nres, &a->ld->log_arf, &a->ld->log_oob);
 		a->ld->found = 1;
 		return 1;
 	}

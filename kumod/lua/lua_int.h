@@ -43,6 +43,8 @@ int lua_kumo__is_reject(lua_State *L, int idx, int *code, char *text, size_t tex
  * relay_from is a new reference (JSON array of CIDR strings). */
 int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **relay_from,
 			      json_t **relay_from_authz);
+/* Its log_arf and log_oob (POLICY_LOG_REPORT_*); idx must be one. */
+void lua_kumo__listener_domain_logs(lua_State *L, int idx, int *log_arf, int *log_oob);
 
 /* lua_dkim.c: sets kumo.dkim in the table on top of the stack; signs m
  * with the signer at idx, prepending DKIM-Signature (raises on error). */

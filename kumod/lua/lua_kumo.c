@@ -18,6 +18,7 @@
 #include "ctl/http.h"
 #include "io/loop.h"
 #include "lua/lua_int.h"
+#include "policy.h"
 #include "proto/cidr.h"
 #include "proto/dns_name.h"
 #include "proto/duration.h"
@@ -719,6 +720,24 @@ static json_t *str_list_json(lua_State *L, int idx, const char *key)
 	return a;
 }
 
+/* log_arf / log_oob: KumoMTA's LogReportDisposition (false = "Ignore",
+ * true = "LogThenRelay", or one of the three names); raises otherwise. */
+static int log_report_value(lua_State *L, int idx, const char *what)
+{
+	static const char *const names[] = {"Ignore", "LogThenRelay", "LogThenDrop"};
+	if (lua_type(L, idx) == LUA_TBOOLEAN)
+		return lua_toboolean(L, idx) ? POLICY_LOG_REPORT_RELAY : POLICY_LOG_REPORT_IGNORE;
+	if (lua_type(L, idx) == LUA_TSTRING)
+		for (int i = 0; i < 3; i++)
+			if (strcmp(lua_tostring(L, idx), names[i]) == 0)
+				return i;
+	return luaL_error(
+	    L,
+	    "%s: expected a boolean value or one of 'Ignore', 'LogThenDrop' or "
+	    "'LogThenRelay', but got %s",
+	    what, lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : luaL_typename(L, idx));
+}
+
 static void listener_domain_key(lua_State *L, const char *k, void *ctx)
 {
 	char what[64];
@@ -729,6 +748,8 @@ static void listener_domain_key(lua_State *L, const char *k, void *ctx)
 		check_cidrs(L, lua_gettop(L), what, NULL);
 	else if (strcmp(k, "relay_from_authz") == 0)
 		check_str_list(L, lua_gettop(L), what);
+	else if (strcmp(k, "log_arf") == 0 || strcmp(k, "log_oob") == 0)
+		(void)log_report_value(L, -1, what);
 	else
 		lua_api__unknown_key(L, "make_listener_domain", k, NULL, 0);
 }
@@ -759,8 +780,29 @@ static int l_make_listener_domain(lua_State *L)
 	lua_setfield(L, -2, "relay_from");
 	lua_getfield(L, 1, "relay_from_authz");
 	lua_setfield(L, -2, "relay_from_authz");
+	static const char *const logs[] = {"log_arf", "log_oob"};
+	for (int i = 0; i < 2; i++) { /* kept as 0 Ignore, 1 LogThenRelay, 2 LogThenDrop */
+		lua_getfield(L, 1, logs[i]);
+		int v =
+		    lua_isnil(L, -1) ? POLICY_LOG_REPORT_IGNORE : log_report_value(L, -1, logs[i]);
+		lua_pop(L, 1);
+		lua_pushinteger(L, v);
+		lua_setfield(L, -2, logs[i]);
+	}
 	luaL_setmetatable(L, LUA_KUMO_LISTENER_DOMAIN_MT);
 	return 1;
+}
+
+void lua_kumo__listener_domain_logs(lua_State *L, int idx, int *log_arf, int *log_oob)
+{
+	idx = lua_absindex(L, idx);
+	lua_pushliteral(L, "log_arf");
+	lua_rawget(L, idx);
+	*log_arf = (int)lua_tointeger(L, -1);
+	lua_pushliteral(L, "log_oob");
+	lua_rawget(L, idx);
+	*log_oob = (int)lua_tointeger(L, -1);
+	lua_pop(L, 2);
 }
 
 int lua_kumo__listener_domain(lua_State *L, int idx, int *relay_to, json_t **relay_from,

@@ -9,6 +9,8 @@
 
 #include "base/buf.h"
 #include "lua/lua_int.h"
+#include "proto/arf.h"
+#include "proto/dsn.h"
 #include "proto/rfc5322.h"
 #include "proto/smtp_cmd.h"
 #include "queue/queue.h"
@@ -527,6 +529,40 @@ static int msg_dkim_sign(lua_State *L)
 	return lua_dkim__sign(L, check_msg(L), 2);
 }
 
+/* --- delivery and feedback reports ---------------------------------------- */
+
+/* msg:parse_rfc3464() / msg:parse_rfc5965(): nil when the message is not a
+ * report of that kind, the report table (proto/dsn.h, proto/arf.h shapes;
+ * JSON null fields are absent) when it is, a Lua error naming the reason
+ * when it is one but malformed (as KumoMTA). */
+static int msg_parse_report(lua_State *L, const char *method,
+			    int (*parse)(const char *, size_t, json_t **, char *, size_t))
+{
+	struct message *m = check_msg(L);
+	json_t *report = NULL;
+	char err[300];
+	int rc = parse(m->data.data ? m->data.data : "", m->data.len, &report, err, sizeof(err));
+	if (rc < 0)
+		return luaL_error(L, "%s: %s", method, err);
+	if (rc == 0) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_json__push(L, report);
+	json_decref(report);
+	return 1;
+}
+
+static int msg_parse_rfc3464(lua_State *L)
+{
+	return msg_parse_report(L, "parse_rfc3464", dsn_parse);
+}
+
+static int msg_parse_rfc5965(lua_State *L)
+{
+	return msg_parse_report(L, "parse_rfc5965", arf_parse);
+}
+
 static const luaL_Reg msg_methods[] = {
     {"set_sender", msg_set_sender},
     {"set_recipient", msg_set_recipient},
@@ -550,6 +586,8 @@ static const luaL_Reg msg_methods[] = {
     {"remove_all_named_headers", msg_remove_all_named_headers},
     {"import_x_headers", msg_import_x_headers},
     {"dkim_sign", msg_dkim_sign},
+    {"parse_rfc3464", msg_parse_rfc3464},
+    {"parse_rfc5965", msg_parse_rfc5965},
     {NULL, NULL},
 };
 

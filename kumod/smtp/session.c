@@ -19,6 +19,8 @@
 #include "io/loop.h"
 #include "ktrace.h"
 #include "policy.h"
+#include "proto/arf.h"
+#include "proto/dsn.h"
 #include "proto/rfc5322.h"
 #include "proto/sasl.h"
 #include "proto/smtp_reply.h"
@@ -247,10 +249,31 @@ static void listener_domain_free(struct policy_listener_domain *ld)
 	memset(ld, 0, sizeof(*ld));
 }
 
+/* The sender domain's relay_from holds the peer or its relay_from_authz the
+ * AUTH identity: 1 yes, 0 no, -1 policy failure (r says why). */
+static int session_sender_may_relay(struct smtp_session *s, const char *sender,
+				    struct policy_result *r)
+{
+	struct policy_listener_domain ld = {0};
+	char dom[300];
+	if (!sender[0])
+		return 0;
+	policy_get_listener_domain(domain_of(sender, dom, sizeof(dom)), s->l->addr, s->meta, &ld,
+				   r);
+	session_trace_policy(s, "get_listener_domain", r);
+	int ok = r->status == POLICY_OK && ld.found &&
+		 ((ld.relay_from && session_peer_in(s, ld.relay_from)) ||
+		  (ld.relay_from_authz && session_authz_in(s, ld.relay_from_authz)));
+	listener_domain_free(&ld);
+	return r->status == POLICY_OK ? ok : -1;
+}
+
 /* 1 relay allowed, 0 denied (reply sent), -1 policy failure (reply sent).
  * Allowed for a relay_hosts peer, a recipient domain with relay_to, or a
  * sender domain whose relay_from holds the peer or whose relay_from_authz
- * holds the AUTH identity (KumoMTA's rules). */
+ * holds the AUTH identity (KumoMTA's rules); a recipient domain that logs
+ * reports (log_arf, log_oob) accepts too, its messages are sorted at the
+ * end of data (session_report_disposition). */
 static int session_relay_check(struct smtp_session *s, const char *rcpt, int postmaster,
 			       const char *local, size_t local_len)
 {
@@ -267,17 +290,10 @@ static int session_relay_check(struct smtp_session *s, const char *rcpt, int pos
 	char dom[300];
 	policy_get_listener_domain(domain_of(rcpt, dom, sizeof(dom)), s->l->addr, s->meta, &ld, &r);
 	session_trace_policy(s, "get_listener_domain", &r);
-	int ok = r.status == POLICY_OK && ld.found && ld.relay_to;
+	int ok = r.status == POLICY_OK && ld.found && (ld.relay_to || ld.log_arf || ld.log_oob);
 	listener_domain_free(&ld);
-	if (r.status == POLICY_OK && !ok && s->msg->sender[0]) {
-		policy_get_listener_domain(domain_of(s->msg->sender, dom, sizeof(dom)), s->l->addr,
-					   s->meta, &ld, &r);
-		session_trace_policy(s, "get_listener_domain", &r);
-		ok = r.status == POLICY_OK && ld.found &&
-		     ((ld.relay_from && session_peer_in(s, ld.relay_from)) ||
-		      (ld.relay_from_authz && session_authz_in(s, ld.relay_from_authz)));
-		listener_domain_free(&ld);
-	}
+	if (r.status == POLICY_OK && !ok)
+		ok = session_sender_may_relay(s, s->msg->sender, &r) == 1;
 	if (r.status != POLICY_OK) {
 		session_reply_policy(s, &r);
 		return -1;
@@ -890,10 +906,16 @@ static void session_add_supplemental_header(struct smtp_session *s, struct messa
 /* A transaction whose messages are being made durable: the reply waits for
  * the spool (R1: 250 only after data and meta are durable). Outlives the
  * session if the client goes away meanwhile: what was stored is delivered. */
+struct smtp_rx_report {
+	json_t *arf, *dsn; /* the parsed report a log_arf/log_oob domain logs, or NULL */
+};
 struct smtp_rx_txn {
 	struct smtp_session *s; /* NULL once the session closed */
 	struct message **msgs;
-	size_t n, pending;
+	struct smtp_rx_report *rep; /* per message in msgs */
+	struct message **dropped;   /* accepted, logged, not queued (LogThenDrop) */
+	struct smtp_rx_report *drep;
+	size_t n, pending, ndropped;
 	int err; /* first spool error (-errno) */
 	struct buf ids;
 	char peer_ip[64], helo[256];
@@ -905,11 +927,42 @@ static void session_after_reply(struct smtp_session *s);
 
 static void rx_txn_free(struct smtp_rx_txn *t)
 {
-	for (size_t i = 0; i < t->n; i++)
+	for (size_t i = 0; i < t->n; i++) {
 		message_unref(t->msgs[i]);
+		json_decref(t->rep[i].arf);
+		json_decref(t->rep[i].dsn);
+	}
+	for (size_t i = 0; i < t->ndropped; i++) {
+		message_unref(t->dropped[i]);
+		json_decref(t->drep[i].arf);
+		json_decref(t->drep[i].dsn);
+	}
 	free(t->msgs);
+	free(t->rep);
+	free(t->dropped);
+	free(t->drep);
 	buf_free(&t->ids);
 	free(t);
+}
+
+/* The Reception record of m, or what a log_arf/log_oob domain logs instead
+ * (logrec_log_report: Feedback, or Reception and OOB records). */
+static void rx_log_reception(struct smtp_rx_txn *t, struct message *m,
+			     const struct smtp_rx_report *rep)
+{
+	struct logrec_response resp = {.code = 250, .content = "OK", .command = "."};
+	struct logrec_peer peer = {.name = t->helo, .addr = t->peer_ip};
+	struct logrec_tls tls = {.cipher = t->tls_cipher, .protocol_version = t->tls_version};
+	logrec_log_report(
+	    &(struct logrec_event){
+		.type = "Reception",
+		.m = m,
+		.resp = &resp,
+		.peer = &peer,
+		.reception_protocol = "ESMTP",
+		.tls = t->tls_version[0] ? &tls : NULL,
+	    },
+	    rep->arf, rep->dsn);
 }
 
 static void rx_stored_cb(void *ctx, int err)
@@ -923,21 +976,8 @@ static void rx_stored_cb(void *ctx, int err)
 	struct task *prev = s ? task_enter(s->task) : NULL;
 	if (!t->err) {
 		for (size_t i = 0; i < t->n; i++) {
-			struct message *m = t->msgs[i];
-			struct logrec_response resp = {
-			    .code = 250, .content = "OK", .command = "."};
-			struct logrec_peer peer = {.name = t->helo, .addr = t->peer_ip};
-			struct logrec_tls tls = {.cipher = t->tls_cipher,
-						 .protocol_version = t->tls_version};
-			logrec_log_event(&(struct logrec_event){
-			    .type = "Reception",
-			    .m = m,
-			    .resp = &resp,
-			    .peer = &peer,
-			    .reception_protocol = "ESMTP",
-			    .tls = t->tls_version[0] ? &tls : NULL,
-			});
-			queue_insert(m, "Received");
+			rx_log_reception(t, t->msgs[i], &t->rep[i]);
+			queue_insert(t->msgs[i], "Received");
 		}
 	} else {
 		/* nothing is acknowledged: remove whatever did reach the disk */
@@ -983,6 +1023,46 @@ static size_t batch_group(const struct smtp_session *s, const struct message *tx
 	return i;
 }
 
+/* What the first recipient's listener domain makes of m when it logs
+ * reports (KumoMTA's order: ARF, then OOB): 1 queue it, 0 accept and drop
+ * it (LogThenDrop, or a non-report the domain does not relay), -1 policy
+ * failure (r says why). rep gets the parsed report to log, if any. */
+static int session_report_disposition(struct smtp_session *s, struct message *m,
+				      struct smtp_rx_report *rep, struct policy_result *r)
+{
+	struct policy_listener_domain ld = {0};
+	char dom[300], err[300];
+	const char *report = "none", *disp;
+	int keep;
+	policy_get_listener_domain(domain_of(m->recipients[0], dom, sizeof(dom)), s->l->addr,
+				   s->meta, &ld, r);
+	session_trace_policy(s, "get_listener_domain", r);
+	int relay_to = ld.found && ld.relay_to, log_arf = ld.log_arf, log_oob = ld.log_oob;
+	listener_domain_free(&ld);
+	if (r->status != POLICY_OK)
+		return -1;
+	if (!log_arf && !log_oob)
+		return 1; /* RCPT decided relaying */
+	const char *d = m->data.data ? m->data.data : "";
+	if (log_arf && arf_parse(d, m->data.len, &rep->arf, err, sizeof(err)) == 1) {
+		report = "Feedback";
+		keep = log_arf == POLICY_LOG_REPORT_RELAY;
+	} else if (log_oob && dsn_parse(d, m->data.len, &rep->dsn, err, sizeof(err)) == 1) {
+		report = "OOB";
+		keep = log_oob == POLICY_LOG_REPORT_RELAY;
+	} else {
+		keep = s->relay_peer || relay_to ? 1 : session_sender_may_relay(s, m->sender, r);
+		if (keep < 0)
+			return -1;
+	}
+	if (strcmp(report, "none") != 0)
+		disp = keep ? "LogThenRelay" : "LogThenDrop";
+	else
+		disp = keep ? "Relay" : "Drop";
+	KTRACE(smtp_report, s->id, m->id, report, disp);
+	return keep;
+}
+
 /* One message per recipient (BifurcateAlways) or per recipient domain
  * (BatchByDomain), each through smtp_server_message_received. One reply for
  * the whole transaction. */
@@ -992,6 +1072,9 @@ static void session_message_received(struct smtp_session *s)
 	struct smtp_rx_txn *t = xcalloc(1, sizeof(*t));
 	buf_init(&t->ids);
 	t->msgs = xcalloc(tx->nrecipients, sizeof(*t->msgs));
+	t->rep = xcalloc(tx->nrecipients, sizeof(*t->rep));
+	t->dropped = xcalloc(tx->nrecipients, sizeof(*t->dropped));
+	t->drep = xcalloc(tx->nrecipients, sizeof(*t->drep));
 	int code = 250;
 	struct policy_result fail = {0};
 	size_t *group = xmalloc(tx->nrecipients * sizeof(*group));
@@ -1042,6 +1125,14 @@ static void session_message_received(struct smtp_session *s)
 			message_unref(m);
 			continue;
 		}
+		struct smtp_rx_report rp = {0};
+		int keep = session_report_disposition(s, m, &rp, &r);
+		if (keep < 0) {
+			fail = r;
+			code = r.status == POLICY_REJECT ? r.code : 451;
+			message_unref(m);
+			continue;
+		}
 		/* a batch shows its first recipient (the Reception record lists all);
 		 * the queue as queue_insert() will name it, not an unset meta */
 		char qname[512];
@@ -1049,10 +1140,17 @@ static void session_message_received(struct smtp_session *s)
 		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], qname,
 		       (uint64_t)m->data.len);
 		buf_printf(&t->ids, "%s%s", t->ids.len ? " " : "", m->id);
-		if (queue && strcmp(queue, "null") == 0)
+		if (queue && strcmp(queue, "null") == 0) {
 			message_unref(m); /* accepted and discarded (KumoMTA null queue) */
-		else
+			json_decref(rp.arf);
+			json_decref(rp.dsn);
+		} else if (!keep) {
+			t->drep[t->ndropped] = rp;
+			t->dropped[t->ndropped++] = m;
+		} else {
+			t->rep[t->n] = rp;
 			t->msgs[t->n++] = m;
+		}
 	}
 	free(group);
 	if (code == 250 && t->n && !spool_is_open()) {
@@ -1067,6 +1165,14 @@ static void session_message_received(struct smtp_session *s)
 		rx_txn_free(t);
 		return;
 	}
+	snprintf(t->peer_ip, sizeof(t->peer_ip), "%s", s->conn.peer_ip);
+	snprintf(t->helo, sizeof(t->helo), "%s", s->helo ? s->helo : "");
+	if (s->conn.tls == CONN_TLS_ACTIVE) {
+		snprintf(t->tls_version, sizeof(t->tls_version), "%s", conn_tls_version(&s->conn));
+		snprintf(t->tls_cipher, sizeof(t->tls_cipher), "%s", conn_tls_cipher(&s->conn));
+	}
+	for (size_t i = 0; i < t->ndropped; i++) /* accepted without a spool write */
+		rx_log_reception(t, t->dropped[i], &t->drep[i]);
 	if (!t->n) {
 		session_reply(s, 250, NULL, "OK ids=%s", buf_cstr(&t->ids));
 		rx_txn_free(t);
@@ -1074,12 +1180,6 @@ static void session_message_received(struct smtp_session *s)
 	}
 	t->s = s;
 	s->txn = t;
-	snprintf(t->peer_ip, sizeof(t->peer_ip), "%s", s->conn.peer_ip);
-	snprintf(t->helo, sizeof(t->helo), "%s", s->helo ? s->helo : "");
-	if (s->conn.tls == CONN_TLS_ACTIVE) {
-		snprintf(t->tls_version, sizeof(t->tls_version), "%s", conn_tls_version(&s->conn));
-		snprintf(t->tls_cipher, sizeof(t->tls_cipher), "%s", conn_tls_cipher(&s->conn));
-	}
 	t->pending = t->n;
 	t->started_ns = clock_mono_ns();
 	session_enter_state(s, SMTP_STATE_SPOOLING);

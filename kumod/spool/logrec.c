@@ -625,14 +625,9 @@ static void trace_event(const struct logrec_event *ev)
 	json_decref(q);
 }
 
-void logrec_log_event(const struct logrec_event *ev)
+/* Serialises rec (consumed) and queues it. */
+static void emit_record(json_t *rec, const char *type, const char *id)
 {
-	if (!ev || !ev->type)
-		return;
-	trace_event(ev);
-	if (!lr.configured)
-		return;
-	json_t *rec = build_record(ev, clock_wall_ns());
 	buf_reset(&lr.line);
 	if (json_dump_callback(rec, dump_cb, &lr.line, JSON_COMPACT) != 0)
 		panic("%s: json_dump_callback failed", __func__);
@@ -642,7 +637,121 @@ void logrec_log_event(const struct logrec_event *ev)
 	it->next = NULL;
 	it->len = lr.line.len;
 	memcpy(it->line, lr.line.data, lr.line.len);
-	enqueue(it, ev->type, ev->m ? ev->m->id : "");
+	enqueue(it, type, id);
+}
+
+void logrec_log_event(const struct logrec_event *ev)
+{
+	if (!ev || !ev->type)
+		return;
+	trace_event(ev);
+	if (!lr.configured)
+		return;
+	emit_record(build_record(ev, clock_wall_ns()), ev->type, ev->m ? ev->m->id : "");
+}
+
+/* --- report records (log_arf, log_oob) ----------------------------------------------- */
+
+static const char *jget_str(json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+/* Wall time of an RFC 3339 "YYYY-MM-DDTHH:MM:SSZ" (proto/report.h's form), or now. */
+static uint64_t report_time_ns(const char *s)
+{
+	struct tm tm = {0};
+	if (s && strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm)) {
+		time_t t = timegm(&tm);
+		if (t >= 0)
+			return (uint64_t)t * 1000000000u;
+	}
+	return clock_wall_ns();
+}
+
+/* One OOB record for a "failed" per-recipient entry r of the report. */
+static void log_oob_one(const struct logrec_event *ev, json_t *dsn, json_t *r)
+{
+	const struct message *m = ev->m;
+	json_t *st = json_object_get(r, "status"), *diag = json_object_get(r, "diagnostic_code");
+	json_t *rcpt = json_object_get(r, "original_recipient");
+	if (!json_is_object(rcpt))
+		rcpt = json_object_get(r, "final_recipient");
+	/* the code and text of an smtp diagnostic "550 text", else 550 and "" */
+	int code = 550;
+	const char *content = "";
+	const char *dt = jget_str(diag, "diagnostic_type"), *dv = jget_str(diag, "diagnostic");
+	if (dt && dv && strcmp(dt, "smtp") == 0) {
+		const char *sp = strchr(dv, ' ');
+		char *end;
+		long c = sp ? strtol(dv, &end, 10) : -1;
+		content = dv;
+		if (sp && end == sp && c >= 0 && c <= 65535) {
+			code = (int)c;
+			content = sp + 1;
+		}
+	}
+	char enh[40];
+	snprintf(enh, sizeof(enh),
+		 "%" JSON_INTEGER_FORMAT ".%" JSON_INTEGER_FORMAT ".%" JSON_INTEGER_FORMAT,
+		 json_integer_value(json_object_get(st, "class")),
+		 json_integer_value(json_object_get(st, "subject")),
+		 json_integer_value(json_object_get(st, "detail")));
+	struct logrec_response resp = {.code = code, .enhanced = enh, .content = content};
+	struct logrec_peer peer = {
+	    .name = jget_str(json_object_get(json_object_get(dsn, "per_message"), "reporting_mta"),
+			     "name"),
+	    .addr = ev->peer && ev->peer->addr ? ev->peer->addr : "0.0.0.0"};
+	struct logrec_event oob = *ev;
+	oob.type = "OOB";
+	oob.recipient = jget_str(rcpt, "recipient");
+	oob.resp = &resp;
+	oob.peer = &peer;
+	oob.tls = NULL;
+	oob.site = NULL;
+	oob.delivery_protocol = NULL;
+	oob.source_address = NULL;
+	trace_event(&oob);
+	if (!lr.configured)
+		return;
+	uint64_t when = report_time_ns(jget_str(r, "last_attempt_date"));
+	json_t *rec = build_record(&oob, when);
+	/* the report is addressed to the original message's envelope sender */
+	set(rec, "sender", jstr(m && m->nrecipients ? m->recipients[0] : ""));
+	set(rec, "size", json_integer(0));
+	set(rec, "num_attempts", json_integer(0));
+	/* any class the report states, not only 2, 4 and 5 */
+	set(json_object_get(rec, "response"), "enhanced_code",
+	    json_pack("{s:O,s:O,s:O}", "class", json_object_get(st, "class"), "subject",
+		      json_object_get(st, "subject"), "detail", json_object_get(st, "detail")));
+	json_object_del(rec, "tls_cipher");
+	json_object_del(rec, "tls_protocol_version");
+	json_object_del(rec, "tls_peer_subject_name");
+	emit_record(rec, "OOB", m ? m->id : "");
+}
+
+void logrec_log_report(const struct logrec_event *ev, json_t *arf, json_t *dsn)
+{
+	if (arf) {
+		struct logrec_event fb = *ev;
+		fb.type = "Feedback";
+		trace_event(&fb);
+		if (!lr.configured)
+			return;
+		json_t *rec = build_record(&fb, clock_wall_ns());
+		set(rec, "feedback_report", json_incref(arf));
+		emit_record(rec, "Feedback", ev->m ? ev->m->id : "");
+		return;
+	}
+	logrec_log_event(ev);
+	size_t i;
+	json_t *r;
+	json_array_foreach(json_object_get(dsn, "per_recipient"), i, r)
+	{
+		if (json_is_string(json_object_get(r, "action")) &&
+		    strcmp(jget_str(r, "action"), "failed") == 0)
+			log_oob_one(ev, dsn, r);
+	}
 }
 
 void logrec_log(const char *type, const struct message *m, const char *recipient,

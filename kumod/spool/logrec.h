@@ -103,6 +103,18 @@ struct logrec_event {
 };
 void logrec_log_event(const struct logrec_event *ev);
 
+/* The records of a received report (listener domains with log_arf or
+ * log_oob), ev being the message's Reception. arf (a proto/arf.h object):
+ * one Feedback record carrying it as feedback_report, in place of the
+ * Reception record. Else dsn (a proto/dsn.h object): the Reception record,
+ * then one OOB record per "failed" recipient entry, as KumoMTA writes it:
+ * sender = the report's envelope recipient, recipient = the entry's
+ * original (else final) recipient, response = the code and text of an
+ * "smtp;" diagnostic (else 550, "") with the entry's Status as enhanced
+ * code, peer_address.name = the Reporting-MTA, timestamp = its
+ * Last-Attempt-Date (else now), size and num_attempts 0. Borrowed. */
+void logrec_log_report(const struct logrec_event *ev, json_t *arf, json_t *dsn);
+
 /* Loop side housekeeping: reports what the writer did since the last call
  * (segment open/close traces, write errors to the diagnostic log) and shows
  * its phase (Idle, Writing, Rolling) on the task. Cheap; also done by every

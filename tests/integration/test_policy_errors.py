@@ -168,8 +168,9 @@ IGNORED_BEFORE = [
      "deferred_spool = true } end)",
      "start_esmtp_listener: 'deferred_spool' is a KumoMTA option that kumod does not "
      "implement yet"),
-    ("kumo.on('init', function() kumo.make_listener_domain{ log_oob = true } end)",
-     "make_listener_domain: 'log_oob' is a KumoMTA option that kumod does not implement yet"),
+    ("kumo.on('init', function() kumo.make_listener_domain{ log_oob = 'Sometimes' } end)",
+     "make_listener_domain: log_oob: expected a boolean value or one of 'Ignore', "
+     "'LogThenDrop' or 'LogThenRelay', but got Sometimes"),
 ]
 
 

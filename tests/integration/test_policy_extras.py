@@ -766,10 +766,15 @@ def test_listener_domains_errors_fail_closed(tmp_path):
     r = validate(tmp_path, "require('policy-extras.listener_domains'):setup { 'ld.toml' }")
     assert r.returncode != 0
     assert "['a.com']: make_listener_domain: unknown key 'relay_tooo'" in r.stderr, r.stderr
-    (tmp_path / "ld.toml").write_text('["a.com"]\nlog_oob = true\n')
+    (tmp_path / "ld.toml").write_text('["a.com"]\nlog_oob = "Maybe"\n')
     r = validate(tmp_path, "require('policy-extras.listener_domains'):setup { 'ld.toml' }")
     assert r.returncode != 0
-    assert "'log_oob' is a KumoMTA option that kumod does not implement yet" in r.stderr
+    assert ("['a.com']: make_listener_domain: log_oob: expected a boolean value or one of "
+            "'Ignore', 'LogThenDrop' or 'LogThenRelay', but got Maybe") in r.stderr, r.stderr
+    # KumoMTA's values pass through to make_listener_domain
+    (tmp_path / "ld.toml").write_text('["a.com"]\nlog_oob = "LogThenDrop"\nlog_arf = true\n')
+    r = validate(tmp_path, "require('policy-extras.listener_domains'):setup { 'ld.toml' }")
+    assert r.returncode == 0, r.stderr
 
 
 # --- KumoMTA's own helper files, first on LUA_PATH (item 3) ---------------
