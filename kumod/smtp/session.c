@@ -1060,6 +1060,13 @@ static int session_report_disposition(struct smtp_session *s, struct message *m,
 	else
 		disp = keep ? "Relay" : "Drop";
 	KTRACE(smtp_report, s->id, m->id, report, disp);
+	if (strcmp(disp, "Drop") == 0) /* accepted, as KumoMTA, but never silently */
+		log_info("kumod::smtp_server",
+			 "message %s for %s is not a %s report and the domain does not relay: "
+			 "accepted and dropped (listener domain with log_arf/log_oob only)",
+			 m->id, dom, log_arf && log_oob ? "feedback or delivery-status"
+				     : log_arf	     ? "feedback"
+						     : "delivery-status");
 	return keep;
 }
 

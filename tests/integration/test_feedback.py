@@ -308,6 +308,9 @@ def test_non_reports_and_malformed(kumod, tmp_path):
     code, text = send(k.smtp_port, "x@bounce.example.com",
                       "Subject: not a report\r\n\r\nhello\r\n")
     assert code == 250, text
+    line = k.wait_for("for bounce.example.com is not a delivery-status report and the "
+                      "domain does not relay: accepted and dropped")
+    assert " INFO " in line, line
     # malformed reports are not reports: same treatment, no OOB/Feedback record
     bad_dsn = dsn(subject="bad dsn", status_part=(
         "Reporting-MTA: dns; cs.utk.edu\r\n\r\n"
