@@ -1064,9 +1064,10 @@ static int session_report_disposition(struct smtp_session *s, struct message *m,
 		log_info("kumod::smtp_server",
 			 "message %s for %s is not a %s report and the domain does not relay: "
 			 "accepted and dropped (listener domain with log_arf/log_oob only)",
-			 m->id, dom, log_arf && log_oob ? "feedback or delivery-status"
-				     : log_arf	     ? "feedback"
-						     : "delivery-status");
+			 m->id, dom,
+			 log_arf && log_oob ? "feedback or delivery-status"
+			 : log_arf	    ? "feedback"
+					    : "delivery-status");
 	return keep;
 }
 
