@@ -77,6 +77,15 @@ struct spool_idset {
 
 int spool__root[2] = {-1, -1};
 const char *spool__path[2];
+enum spool_kind spool__kind;
+
+/* Buckets known to exist (the Syncing step only, so one thread at a time):
+ * a direct-mapped cache that spares the mkdir per file. */
+#define SPOOL_BUCKET_CACHE 64
+static struct {
+	uint32_t bucket;
+	unsigned char valid;
+} known_bucket[2][SPOOL_BUCKET_CACHE];
 
 static struct {
 	int open, closing, completing;
@@ -194,6 +203,11 @@ static int op_fail(struct spool_op *op, int err, const char *what)
 	return err;
 }
 
+int spool__op_fail(struct spool_op *op, int err, const char *what)
+{
+	return op_fail(op, err, what);
+}
+
 /* --- idset ------------------------------------------------------------------- */
 
 static size_t idset_hash(const char *id)
@@ -304,18 +318,35 @@ static int rename_at(enum spool_which which, const char *from, const char *to)
 	return renameat(root, from, root, to) == 0 ? 0 : -errno;
 }
 
-/* mkdir the bucket of id (EEXIST is the common case); a new bucket puts the
- * root directory into the fsync set. */
+static int bucket_known(enum spool_which which, uint32_t bucket)
+{
+	return known_bucket[which][bucket % SPOOL_BUCKET_CACHE].valid &&
+	       known_bucket[which][bucket % SPOOL_BUCKET_CACHE].bucket == bucket;
+}
+
+static void bucket_remember(enum spool_which which, uint32_t bucket, int exists)
+{
+	known_bucket[which][bucket % SPOOL_BUCKET_CACHE].bucket = bucket;
+	known_bucket[which][bucket % SPOOL_BUCKET_CACHE].valid = (unsigned char)exists;
+}
+
+/* mkdir the bucket of id unless this process saw it exist already (the
+ * cache spares a failing mkdir per file); a new bucket puts the root
+ * directory into the fsync set. */
 static int ensure_bucket(struct spool_batch *b, enum spool_which which, const char *id)
 {
 	char bucket[SPOOL_BUCKET_LEN + 1];
+	uint32_t n = bucket_of(id);
+	batch_add_dir(b, dirkey(which, SPOOL_DIR_BUCKET, n));
+	if (bucket_known(which, n))
+		return 0;
 	memcpy(bucket, id, SPOOL_BUCKET_LEN);
 	bucket[SPOOL_BUCKET_LEN] = 0;
 	if (mkdirat(spool__root[which], bucket, 0750) == 0)
 		batch_add_dir(b, dirkey(which, SPOOL_DIR_ROOT, 0));
 	else if (errno != EEXIST)
 		return -errno;
-	batch_add_dir(b, dirkey(which, SPOOL_DIR_BUCKET, bucket_of(id)));
+	bucket_remember(which, n, 1);
 	return 0;
 }
 
@@ -431,6 +462,13 @@ static void commit_store(struct spool_batch *b, struct spool_op *op)
 		int rc = ensure_bucket(b, (enum spool_which)w, op->id);
 		if (rc == 0)
 			rc = rename_at((enum spool_which)w, tmp, rel);
+		if (rc == -ENOENT && bucket_known((enum spool_which)w, bucket_of(op->id))) {
+			/* the bucket was removed behind our back: create it again */
+			bucket_remember((enum spool_which)w, bucket_of(op->id), 0);
+			rc = ensure_bucket(b, (enum spool_which)w, op->id);
+			if (rc == 0)
+				rc = rename_at((enum spool_which)w, tmp, rel);
+		}
 		if (rc < 0) {
 			op_fail(op, rc, rc == -ENOSPC ? "mkdir bucket or rename" : "rename");
 			break;
@@ -518,7 +556,16 @@ static void commit_quarantine(struct spool_batch *b, struct spool_op *op)
 		}
 		quarantine_move(b, op, SPOOL_META, rel);
 	} else if (has_data) {
-		snprintf(op->reason, sizeof(op->reason), "data file without meta file");
+		/* a crash leftover (written and never acknowledged, or half
+		 * removed after delivery): data is renamed before meta and
+		 * removed after it, so this is never an acknowledged message */
+		if (unlinkat(spool__root[SPOOL_DATA], rel, 0) == 0) {
+			op->leftover = 1;
+			batch_add_dir(b, dirkey(SPOOL_DATA, SPOOL_DIR_BUCKET, bucket_of(op->id)));
+		} else if (errno != ENOENT) {
+			op_fail(op, -errno, "unlink leftover data file");
+		}
+		return;
 	}
 	if (has_data)
 		quarantine_move(b, op, SPOOL_DATA, rel);
@@ -530,8 +577,12 @@ static void commit_prune(struct spool_batch *b, struct spool_op *op)
 	spool__bucket_now(now);
 	if (strcmp(op->rel, now) >= 0)
 		return; /* the current bucket fills right now */
-	if (unlinkat(spool__root[op->which], op->rel, AT_REMOVEDIR) == 0)
+	if (unlinkat(spool__root[op->which], op->rel, AT_REMOVEDIR) == 0) {
 		batch_add_dir(b, dirkey(op->which, SPOOL_DIR_ROOT, 0));
+		uint32_t n = (uint32_t)strtoul(op->rel, NULL, 16);
+		if (bucket_known(op->which, n))
+			bucket_remember(op->which, n, 0);
+	}
 }
 
 static void sync_dirs(struct spool_batch *b)
@@ -606,6 +657,10 @@ static void apply_dir_errors(struct spool_batch *b)
 static void commit_step(uv_work_t *req)
 {
 	struct spool_batch *b = req->data;
+	if (spool__kind == SPOOL_KIND_ROCKSDB) {
+		spool__rocks_commit(b->ops, b->n, &b->file_syncs);
+		return;
+	}
 	for (size_t i = 0; i < b->n; i++) {
 		struct spool_op *op = b->ops[i];
 		if (op->err) {
@@ -799,6 +854,10 @@ static void kick(void)
 {
 	if (S.writing || S.wait_sync || !S.head)
 		return;
+	/* RocksDB: one commit at a time, and everything that arrives while it
+	 * runs forms the next one (the WAL sync is the whole cost) */
+	if (spool__kind == SPOOL_KIND_ROCKSDB && S.syncing)
+		return;
 	struct spool_batch *b = xcalloc(1, sizeof(*b));
 	b->req.data = b;
 	b->start_ns = clock_mono_ns();
@@ -815,7 +874,7 @@ static void kick(void)
 	}
 	if (!S.head)
 		S.tail = NULL;
-	if (!b->has_writes) {
+	if (!b->has_writes || spool__kind == SPOOL_KIND_ROCKSDB) {
 		to_sync(b);
 	} else {
 		S.writing = b;
@@ -975,7 +1034,21 @@ static size_t clean_new(int which)
 	return n;
 }
 
-static int open_root(int which, const char *path, char *err, size_t errlen)
+static const char *const kind_names[2] = {"LocalDisk", "RocksDB"};
+
+/* The kind of spool the directory fd holds, -1 when it holds neither: a
+ * RocksDB database has CURRENT and IDENTITY, a LocalDisk spool its lock
+ * file and new/ (both created at its first open). */
+static int layout_of(int fd)
+{
+	if (faccessat(fd, "CURRENT", F_OK, 0) == 0 || faccessat(fd, "IDENTITY", F_OK, 0) == 0)
+		return SPOOL_KIND_ROCKSDB;
+	if (faccessat(fd, "new", F_OK, 0) == 0 || faccessat(fd, "lock", F_OK, 0) == 0)
+		return SPOOL_KIND_LOCALDISK;
+	return -1;
+}
+
+static int open_root(int which, const char *path, enum spool_kind kind, char *err, size_t errlen)
 {
 	static const char *const subdirs[] = {"new", "quarantine"};
 	S.path[which] = xstrdup(path);
@@ -993,6 +1066,17 @@ static int open_root(int which, const char *path, char *err, size_t errlen)
 			 strerror(errno));
 		return rc;
 	}
+	int found = layout_of(spool__root[which]);
+	if (found >= 0 && found != (int)kind) {
+		snprintf(err, errlen,
+			 "%s spool: %s holds a %s spool; refusing to open it as kind '%s' "
+			 "(switching the kind of an existing spool is not supported: drain it "
+			 "or use a new path)",
+			 spool_names[which], path, kind_names[found], kind_names[kind]);
+		return -EEXIST;
+	}
+	if (kind == SPOOL_KIND_ROCKSDB)
+		return 0; /* RocksDB has its own LOCK file and layout */
 	for (size_t i = 0; i < 2; i++) {
 		if (mkdirat(spool__root[which], subdirs[i], 0750) != 0 && errno != EEXIST) {
 			rc = -errno;
@@ -1025,6 +1109,10 @@ static void release(void)
 		spool__path[w] = NULL;
 		xfree(S.path[w]);
 	}
+	if (spool__kind == SPOOL_KIND_ROCKSDB)
+		spool__rocks_close();
+	spool__kind = SPOOL_KIND_LOCALDISK;
+	memset(known_bucket, 0, sizeof(known_bucket));
 	if (S.task)
 		task_close(S.task);
 	idset_free(&S.stored);
@@ -1044,15 +1132,24 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 		return -EINVAL;
 	}
 	int rc = 0;
+	if (cfg->kind != SPOOL_KIND_LOCALDISK && cfg->kind != SPOOL_KIND_ROCKSDB) {
+		snprintf(err, errlen, "unknown spool kind %d", (int)cfg->kind);
+		return -EINVAL;
+	}
 	for (int w = 0; w < 2 && rc == 0; w++)
-		rc = open_root(w, paths[w], err, errlen);
+		rc = open_root(w, paths[w], cfg->kind, err, errlen);
 	if (rc == 0 && same_dir() == 2) {
 		snprintf(err, errlen, "data and meta spools must be different directories (%s)",
 			 paths[0]);
 		rc = -EINVAL;
 	}
-	for (int w = 0; w < 2 && rc == 0; w++)
+	for (int w = 0; w < 2 && rc == 0 && cfg->kind == SPOOL_KIND_LOCALDISK; w++)
 		rc = lock_root(w, err, errlen);
+	if (rc == 0 && cfg->kind == SPOOL_KIND_ROCKSDB) {
+		rc = spool__rocks_open(paths, cfg->rocks, cfg->flush, err, errlen);
+		if (rc == 0)
+			spool__kind = SPOOL_KIND_ROCKSDB;
+	}
 	if (rc < 0) {
 		release();
 		return rc;
@@ -1062,14 +1159,21 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 	S.sync_fs = cfg->sync_fs;
 	S.same_fs = same_dir() == 1;
 	S.open = 1;
-	size_t cleaned = clean_new(SPOOL_DATA) + clean_new(SPOOL_META);
+	size_t cleaned = 0;
+	if (spool__kind == SPOOL_KIND_LOCALDISK)
+		cleaned = clean_new(SPOOL_DATA) + clean_new(SPOOL_META);
 	char name[256];
 	snprintf(name, sizeof(name), "data=%s meta=%s", paths[0], paths[1]);
 	S.task = task_spawn("spool_flusher", name, 0);
-	task_set_field(S.task, "flush", !cfg->flush ? "false" : cfg->sync_fs ? "syncfs" : "true");
+	task_set_field(S.task, "kind", kind_names[spool__kind]);
+	task_set_field(S.task, "flush",
+		       !cfg->flush					     ? "false"
+		       : cfg->sync_fs && spool__kind == SPOOL_KIND_LOCALDISK ? "syncfs"
+									     : "true");
 	task_set_phase(S.task, "Idle", NULL);
-	log_info("kumod::spool", "spool open data=%s meta=%s flush=%s removed_temp_files=%zu",
-		 paths[0], paths[1],
+	log_info("kumod::spool",
+		 "spool open kind=%s data=%s meta=%s flush=%s removed_temp_files=%zu",
+		 kind_names[spool__kind], paths[0], paths[1],
 		 !cfg->flush	? "false"
 		 : cfg->sync_fs ? "syncfs"
 				: "true",
