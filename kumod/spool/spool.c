@@ -98,6 +98,7 @@ static struct {
 	struct spool_op *head, *tail;
 	size_t npending;
 	struct spool_batch *writing, *wait_sync, *syncing;
+	int rocks_inflight, rocks_exclusive; /* RocksDB: batches committing */
 	size_t inflight;
 	int holds;
 	int recovery_done;
@@ -765,7 +766,7 @@ static void set_phase(void)
 {
 	if (!S.task)
 		return;
-	if (S.syncing)
+	if (S.syncing || S.rocks_inflight)
 		task_set_phase(S.task, "Syncing", "disk");
 	else if (S.writing || S.wait_sync)
 		task_set_phase(S.task, "Writing", "disk");
@@ -788,6 +789,10 @@ static void commit_done(uv_work_t *req, int status)
 {
 	struct spool_batch *b = req->data;
 	struct task *t = S.task, *prev = task_enter(t);
+	if (spool__kind == SPOOL_KIND_ROCKSDB) {
+		S.rocks_inflight--;
+		S.rocks_exclusive = 0;
+	}
 	S.syncing = NULL;
 	if (S.wait_sync) {
 		struct spool_batch *next = S.wait_sync;
@@ -848,15 +853,62 @@ static void write_done(uv_work_t *req, int status)
 	task_exit(S.task, prev);
 }
 
+static struct spool_batch *batch_new(void)
+{
+	struct spool_batch *b = xcalloc(1, sizeof(*b));
+	b->req.data = b;
+	b->start_ns = clock_mono_ns();
+	b->ops = xmalloc((S.npending < SPOOL_BATCH_MAX ? S.npending : SPOOL_BATCH_MAX) *
+			 sizeof(*b->ops));
+	return b;
+}
+
+static void batch_take_head(struct spool_batch *b)
+{
+	struct spool_op *op = S.head;
+	S.head = op->next;
+	op->next = NULL;
+	S.npending--;
+	b->ops[b->n++] = op;
+	b->bytes += op->meta_len + op->data_len;
+	if (!S.head)
+		S.tail = NULL;
+}
+
+/* RocksDB: a batch takes every pending op (group commit). While one
+ * commits, a second may start with new stores only (new ids cannot touch
+ * what the first one writes; RocksDB joins concurrent synced writes into one
+ * WAL sync), so a straggler's small batch does not hold back the sessions
+ * that are answered next. Updates, removes and quarantine keep the lane's
+ * order: they start only when nothing else commits, and quarantine commits
+ * alone. */
+static void rocks_kick(void)
+{
+	while (S.head && S.rocks_inflight < 2 && !S.rocks_exclusive) {
+		int stores_only = S.rocks_inflight > 0;
+		if (stores_only && S.head->kind != SPOOL_OP_STORE)
+			return;
+		struct spool_batch *b = batch_new();
+		while (S.head && b->n < SPOOL_BATCH_MAX &&
+		       (!stores_only || S.head->kind == SPOOL_OP_STORE)) {
+			S.rocks_exclusive |= S.head->kind >= SPOOL_OP_QUARANTINE;
+			batch_take_head(b);
+		}
+		S.rocks_inflight++;
+		uv_queue_work(S.loop, &b->req, commit_step, commit_done);
+	}
+	set_phase();
+}
+
 /* Forms the next batch from every pending op when the Writing slot is free
  * (group commit: ops arriving meanwhile wait for the next one). */
 static void kick(void)
 {
-	if (S.writing || S.wait_sync || !S.head)
+	if (spool__kind == SPOOL_KIND_ROCKSDB) {
+		rocks_kick();
 		return;
-	/* RocksDB: one commit at a time, and everything that arrives while it
-	 * runs forms the next one (the WAL sync is the whole cost) */
-	if (spool__kind == SPOOL_KIND_ROCKSDB && S.syncing)
+	}
+	if (S.writing || S.wait_sync || !S.head)
 		return;
 	struct spool_batch *b = xcalloc(1, sizeof(*b));
 	b->req.data = b;
@@ -874,7 +926,7 @@ static void kick(void)
 	}
 	if (!S.head)
 		S.tail = NULL;
-	if (!b->has_writes || spool__kind == SPOOL_KIND_ROCKSDB) {
+	if (!b->has_writes) {
 		to_sync(b);
 	} else {
 		S.writing = b;
@@ -1189,7 +1241,7 @@ int spool_is_open(void)
 static void maybe_finish_close(void)
 {
 	if (!S.closing || S.completing || S.inflight || S.holds || S.writing || S.wait_sync ||
-	    S.syncing)
+	    S.syncing || S.rocks_inflight)
 		return;
 	log_info("kumod::spool",
 		 "spool closed stored=%" PRIu64 " removed=%" PRIu64 " errors=%" PRIu64
