@@ -459,8 +459,11 @@ static void precheck(struct spool_op *op, struct idset *removed)
 		}
 		op->visible[SPOOL_META] =
 		    (unsigned char)spool__rocks_exists(SPOOL_META, op->id, MESSAGE_ID_LEN);
-		op->visible[SPOOL_DATA] =
-		    (unsigned char)spool__rocks_exists(SPOOL_DATA, op->id, MESSAGE_ID_LEN);
+		/* with its meta value the data value is there too (data first), and a
+		 * tombstone for a missing key is harmless: read the data value only
+		 * to tell a remove of nothing */
+		op->visible[SPOOL_DATA] = op->visible[SPOOL_META] ||
+					  spool__rocks_exists(SPOOL_DATA, op->id, MESSAGE_ID_LEN);
 		if (!op->visible[SPOOL_META] && !op->visible[SPOOL_DATA])
 			spool__op_fail(op, -ENOENT, "remove of a message not in the spool");
 	}

@@ -274,3 +274,42 @@ def test_localdisk_leftover_data_file_removed_not_quarantined(kumod, tmp_path):
     assert relay2.stop() == 0
     assert sorted(os.listdir(data / buckets[0])) == kept
     assert os.listdir(data / "quarantine") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_rocks_full_disk_answers_452_and_loses_nothing(kumod, tmp_path):
+    var = tmp_path / "var"
+    spool = var / "spool"
+    spool.mkdir(parents=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(spool)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
+    try:
+        capture = tmp_path / "capture"
+        port = free_port()
+        relay = relay_start(kumod, var, port)
+        acked, full = [], None
+        body = "\r\n" + ("y" * 76 + "\r\n") * 1600  # ~125 KiB
+        with smtplib.SMTP("127.0.0.1", port=relay.smtp_port, timeout=20) as c:
+            c.ehlo("full.test")
+            for i in range(60):
+                tag = "tag-%05d" % i
+                try:
+                    c.sendmail("s@example.com", ["r%d@example.com" % i],
+                               "Subject: %s%s" % (tag, body))
+                    acked.append(tag)
+                except smtplib.SMTPDataError as e:
+                    full = e
+                    break
+        assert full is not None, "a 3 MiB spool accepted 60 x 125 KiB"
+        assert full.smtp_code == 452, full
+        assert b"4.3.1" in full.smtp_error
+        assert acked, "nothing fitted at all"
+        # every acknowledged message is delivered once a sink appears
+        sink_start(kumod, capture, env={"KUMO_SINK_LISTEN": "127.0.0.1:%d" % port})
+        assert wait_until(lambda: set(acked) <= set(tags(capture)), timeout=30), \
+            relay.stderr()
+        relay.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(spool)])
