@@ -16,6 +16,7 @@ import time
 import pytest
 
 from conftest import run_kumod
+from test_console import Client, console_env
 from test_relay import RELAY_POLICY, captured, send, sink_start, wait_until
 
 LDB = shutil.which("ldb")
@@ -31,11 +32,11 @@ def free_port():
     return port
 
 
-def relay_start(kumod, var, port, name="relay.lua", kind="RocksDB", env=None):
+def relay_start(kumod, var, port, name="relay.lua", kind="RocksDB", env=None, args=None):
     policy = ROCKS_POLICY if kind == "RocksDB" else RELAY_POLICY
     text = policy.format(var=var, mx_list="'127.0.0.1:%d'" % port, retry="1s", max_age="1h",
                          flush="true")
-    return kumod(text, policy_name=name, env=env)
+    return kumod(text, policy_name=name, env=env, args=args)
 
 
 def tags(capture):
@@ -313,3 +314,16 @@ def test_rocks_full_disk_answers_452_and_loses_nothing(kumod, tmp_path):
         relay.stop()
     finally:
         subprocess.run(["umount", "-l", str(spool)])
+
+
+def test_rocks_flusher_task_in_the_console(kumod, tmp_path):
+    var = tmp_path / "var"
+    relay = relay_start(kumod, var, free_port(), env=console_env(), args=["--tokio-console"])
+    relay.wait_for("console listener on")
+    c = Client(relay.listeners["console"][0][1])
+    _, tasks, _ = c.snapshot()
+    flushers = [t for t in tasks.values() if t["kind"] == "spool_flusher"]
+    assert len(flushers) == 1, tasks
+    assert flushers[0]["fields"]["kind"] == "RocksDB"
+    assert flushers[0]["fields"]["flush"] == "true"
+    c.close()
