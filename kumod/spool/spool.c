@@ -12,6 +12,9 @@
  * its temp files while batch k syncs; syncs stay in submission order. With flush off both steps
  * skip every fsync.
  *
+ * The RocksDB kind uses the same lane and batches, with one job per batch
+ * (spool_rocks.c) instead of the two steps.
+ *
  * On a failure nothing half-done stays visible: temp files are unlinked, a
  * store whose rename or directory fsync failed is rolled back (its files
  * unlinked), and its callback gets the negative errno. */

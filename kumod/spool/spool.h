@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Durable message spool: KumoMTA's two spools ("data" and "meta"), one file
- * per message in each, written temp -> fsync -> rename -> fsync(dir) off the
- * loop thread. Concurrent stores share one batch (group commit): the flusher
- * takes every pending store, writes and fsyncs the files, renames them and
- * fsyncs each directory once for the batch, then completes every store.
- * Files are self-validating (kumod/proto/spool_record.h); a torn or corrupt
- * file is moved into <path>/quarantine/ and logged, never loaded. Layout,
- * format and the durability contract: docs/spool.md.
- * Owner: the spool keeps a message reference while an operation is in
- * flight. All callbacks run on the loop thread.
- * Callers: kumod/smtp (reception), kumod/queue (requeue, removal, recovery),
- * kumod/lua (kumo.define_spool). */
+/* Durable message spool: KumoMTA's two spools ("data" and "meta"). Kind
+ * LocalDisk (the default): one file per message in each, written temp ->
+ * fsync -> rename -> fsync(dir) off the loop thread. Kind RocksDB: one
+ * database per spool, one synced WriteBatch per spool per batch
+ * (spool_rocks.c); the interface below is the same for both. Concurrent stores share one batch
+ * (group commit): the flusher takes every pending store, writes and fsyncs the files, renames them
+ * and fsyncs each directory once for the batch, then completes every store. Files are
+ * self-validating (kumod/proto/spool_record.h); a torn or corrupt file is moved into
+ * <path>/quarantine/ and logged, never loaded. Layout, format and the durability contract:
+ * docs/spool.md. Owner: the spool keeps a message reference while an operation is in flight. All
+ * callbacks run on the loop thread. Callers: kumod/smtp (reception), kumod/queue (requeue, removal,
+ * recovery), kumod/lua (kumo.define_spool). */
 #ifndef KUMOD_SPOOL_SPOOL_H
 #define KUMOD_SPOOL_SPOOL_H
 
