@@ -70,6 +70,7 @@ need run zstd cmd zstd
 need run curl cmd curl
 need run libhttp-parser-dev hdr http_parser.h
 need run libcurl4-openssl-dev pc libcurl
+need run librocksdb-dev pc rocksdb
 need run jq cmd jq
 need run swaks cmd swaks
 # test: peers, tracers and Python modules of tests/integration
@@ -87,6 +88,7 @@ need test opendkim test -x /usr/sbin/opendkim
 need test postfix test -x /usr/sbin/smtp-sink
 need test time test -x /usr/bin/time
 need test bpftrace cmd bpftrace
+need test rocksdb-tools cmd ldb
 # fmt: C and Lua formatters
 need fmt clang-format cmd clang-format
 need fmt nodejs cmd node

@@ -611,7 +611,72 @@ struct spool_def {
 	const char *name, *path, *kind;
 	int flush;
 	int sync_fs; /* -1 unset, 0 fsync, 1 syncfs */
+	int has_rocks;
+	struct spool_rocks_params rocks;
 };
+
+/* A non-negative integer rocks_params value that fits an int64. */
+static int64_t rocks_int(lua_State *L, const char *what)
+{
+	size_t v = check_size(L, -1, what);
+	if (v > (size_t)INT64_MAX)
+		luaL_error(L, "%s: value too large", what);
+	return (int64_t)v;
+}
+
+/* KumoMTA's rocks_params: the keys RocksDB's C API can apply are applied;
+ * the others are refused by name (never silently ignored). */
+static void rocks_key(lua_State *L, const char *k, void *ctx)
+{
+	struct spool_rocks_params *p = ctx;
+	char what[96];
+	snprintf(what, sizeof(what), "define_spool: rocks_params.%s", k);
+	const char *refused = spool_rocks_refused_key(k);
+	if (refused) {
+		luaL_error(L, "%s: not supported by kumod: %s", what, refused);
+	} else if (strcmp(k, "increase_parallelism") == 0) {
+		p->increase_parallelism = rocks_int(L, what);
+	} else if (strcmp(k, "optimize_level_style_compaction") == 0) {
+		p->optimize_level_style_compaction = rocks_int(L, what);
+	} else if (strcmp(k, "optimize_universal_style_compaction") == 0) {
+		p->optimize_universal_style_compaction = rocks_int(L, what);
+	} else if (strcmp(k, "paranoid_checks") == 0) {
+		p->paranoid_checks = check_bool(L, -1, what);
+	} else if (strcmp(k, "compression_type") == 0) {
+		const char *v = check_str(L, -1, what);
+		if ((p->compression = spool_rocks_compression(v)) < 0)
+			luaL_error(
+			    L,
+			    "%s: expected 'None', 'Snappy', 'Zlib', 'Bz2', 'Lz4', 'Lz4hc' or "
+			    "'Zstd', got '%s'",
+			    what, v);
+	} else if (strcmp(k, "compaction_readahead_size") == 0) {
+		p->compaction_readahead_size = rocks_int(L, what);
+	} else if (strcmp(k, "level_compaction_dynamic_level_bytes") == 0) {
+		p->level_compaction_dynamic_level_bytes = check_bool(L, -1, what);
+	} else if (strcmp(k, "max_open_files") == 0) {
+		p->max_open_files = rocks_int(L, what);
+	} else if (strcmp(k, "write_buffer_size") == 0) {
+		p->write_buffer_size = rocks_int(L, what);
+	} else if (strcmp(k, "level0_stop_writes_trigger") == 0) {
+		p->level0_stop_writes_trigger = rocks_int(L, what);
+	} else if (strcmp(k, "log_level") == 0) {
+		const char *v = check_str(L, -1, what);
+		if ((p->log_level = spool_rocks_log_level(v)) < 0)
+			luaL_error(L,
+				   "%s: expected 'Debug', 'Info', 'Warn', 'Error', 'Fatal' or "
+				   "'Header', got '%s'",
+				   what, v);
+	} else if (strcmp(k, "memtable_huge_page_size") == 0) {
+		p->memtable_huge_page_size = rocks_int(L, what);
+	} else if (strcmp(k, "log_file_time_to_roll") == 0) {
+		p->log_file_time_to_roll_s = check_duration(L, -1, what) / 1000;
+	} else if (strcmp(k, "obsolete_files_period") == 0) {
+		p->obsolete_files_period_us = check_duration(L, -1, what) * 1000;
+	} else {
+		luaL_error(L, "define_spool: rocks_params: unknown key '%s'", k);
+	}
+}
 
 static void spool_key(lua_State *L, const char *k, void *ctx)
 {
@@ -624,8 +689,19 @@ static void spool_key(lua_State *L, const char *k, void *ctx)
 		d->path = check_str(L, -1, what);
 	} else if (strcmp(k, "kind") == 0) {
 		d->kind = check_str(L, -1, what);
-		if (strcmp(d->kind, "LocalDisk") != 0)
-			luaL_error(L, "%s: only 'LocalDisk' is supported, got '%s'", what, d->kind);
+		if (strcmp(d->kind, "LocalDisk") != 0 && strcmp(d->kind, "RocksDB") != 0)
+			luaL_error(L, "%s: expected 'LocalDisk' or 'RocksDB', got '%s'", what,
+				   d->kind);
+	} else if (strcmp(k, "rocks_params") == 0) {
+		check_table(L, -1, what);
+		d->has_rocks = 1;
+		each_key(L, lua_gettop(L), "define_spool: rocks_params", rocks_key, &d->rocks);
+		if (d->rocks.optimize_level_style_compaction >= 0 &&
+		    d->rocks.optimize_universal_style_compaction >= 0)
+			luaL_error(L,
+				   "%s: optimize_level_style_compaction and "
+				   "optimize_universal_style_compaction are exclusive",
+				   what);
 	} else if (strcmp(k, "flush") == 0) {
 		d->flush = check_bool(L, -1, what);
 	} else if (strcmp(k, "sync_mode") == 0) {
@@ -650,6 +726,7 @@ static int l_define_spool(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
 	struct spool_def d = {.kind = "LocalDisk", .flush = 1, .sync_fs = -1};
+	spool_rocks_params_init(&d.rocks);
 	each_key(L, 1, "define_spool", spool_key, &d);
 	if (!d.name)
 		return luaL_error(L, "define_spool: missing key 'name'");
@@ -663,6 +740,21 @@ static int l_define_spool(lua_State *L)
 	static char *paths[2];
 	static int flush = 1, sync_fs = -1;
 	int i = strcmp(d.name, "data") == 0 ? 0 : 1;
+	/* kind and rocks_params, per spool; both spools must share the kind */
+	static int kinds[2] = {-1, -1};
+	static struct spool_rocks_params rocks[2];
+	static int has_rocks[2];
+	int kind = strcmp(d.kind, "RocksDB") == 0 ? SPOOL_KIND_ROCKSDB : SPOOL_KIND_LOCALDISK;
+	if (d.has_rocks && kind != SPOOL_KIND_ROCKSDB)
+		return luaL_error(L, "define_spool: rocks_params: only for kind = 'RocksDB'");
+	if (kinds[!i] >= 0 && kinds[!i] != kind)
+		return luaL_error(L,
+				  "define_spool: kind: 'data' and 'meta' must use the same kind "
+				  "(got '%s' for '%s' and the other kind for '%s')",
+				  d.kind, d.name, i ? "data" : "meta");
+	kinds[i] = kind;
+	rocks[i] = d.rocks;
+	has_rocks[i] = d.has_rocks;
 	free(paths[i]);
 	paths[i] = strdup(d.path);
 	if (!d.flush)
@@ -676,13 +768,19 @@ static int l_define_spool(lua_State *L)
 	if (!paths[0] || !paths[1] || lua_engine__validating() || spool_is_open())
 		return 0;
 	struct spool_config sc = {
-	    .data_path = paths[0], .meta_path = paths[1], .flush = flush, .sync_fs = sync_fs == 1};
+	    .data_path = paths[0],
+	    .meta_path = paths[1],
+	    .flush = flush,
+	    .sync_fs = sync_fs == 1,
+	    .kind = (enum spool_kind)kind,
+	    .rocks = {has_rocks[0] ? &rocks[0] : NULL, has_rocks[1] ? &rocks[1] : NULL}};
 	char err[512] = "";
 	int rc = spool_open(kumod_loop(), &sc, err, sizeof(err));
 	free(paths[0]);
 	free(paths[1]);
 	paths[0] = paths[1] = NULL;
 	sync_fs = -1;
+	kinds[0] = kinds[1] = -1;
 	if (rc != 0)
 		return luaL_error(L, "define_spool: %s", err[0] ? err : "cannot open the spool");
 	return 0;

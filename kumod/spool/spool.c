@@ -12,6 +12,9 @@
  * its temp files while batch k syncs; syncs stay in submission order. With flush off both steps
  * skip every fsync.
  *
+ * The RocksDB kind uses the same lane and batches, with one job per batch
+ * (spool_rocks.c) instead of the two steps.
+ *
  * On a failure nothing half-done stays visible: temp files are unlinked, a
  * store whose rename or directory fsync failed is rolled back (its files
  * unlinked), and its callback gets the negative errno. */
@@ -77,6 +80,15 @@ struct spool_idset {
 
 int spool__root[2] = {-1, -1};
 const char *spool__path[2];
+enum spool_kind spool__kind;
+
+/* Buckets known to exist (the Syncing step only, so one thread at a time):
+ * a direct-mapped cache that spares the mkdir per file. */
+#define SPOOL_BUCKET_CACHE 64
+static struct {
+	uint32_t bucket;
+	unsigned char valid;
+} known_bucket[2][SPOOL_BUCKET_CACHE];
 
 static struct {
 	int open, closing, completing;
@@ -89,6 +101,7 @@ static struct {
 	struct spool_op *head, *tail;
 	size_t npending;
 	struct spool_batch *writing, *wait_sync, *syncing;
+	int rocks_inflight, rocks_exclusive; /* RocksDB: batches committing */
 	size_t inflight;
 	int holds;
 	int recovery_done;
@@ -192,6 +205,11 @@ static int op_fail(struct spool_op *op, int err, const char *what)
 		op->what = what;
 	}
 	return err;
+}
+
+int spool__op_fail(struct spool_op *op, int err, const char *what)
+{
+	return op_fail(op, err, what);
 }
 
 /* --- idset ------------------------------------------------------------------- */
@@ -304,18 +322,35 @@ static int rename_at(enum spool_which which, const char *from, const char *to)
 	return renameat(root, from, root, to) == 0 ? 0 : -errno;
 }
 
-/* mkdir the bucket of id (EEXIST is the common case); a new bucket puts the
- * root directory into the fsync set. */
+static int bucket_known(enum spool_which which, uint32_t bucket)
+{
+	return known_bucket[which][bucket % SPOOL_BUCKET_CACHE].valid &&
+	       known_bucket[which][bucket % SPOOL_BUCKET_CACHE].bucket == bucket;
+}
+
+static void bucket_remember(enum spool_which which, uint32_t bucket, int exists)
+{
+	known_bucket[which][bucket % SPOOL_BUCKET_CACHE].bucket = bucket;
+	known_bucket[which][bucket % SPOOL_BUCKET_CACHE].valid = (unsigned char)exists;
+}
+
+/* mkdir the bucket of id unless this process saw it exist already (the
+ * cache spares a failing mkdir per file); a new bucket puts the root
+ * directory into the fsync set. */
 static int ensure_bucket(struct spool_batch *b, enum spool_which which, const char *id)
 {
 	char bucket[SPOOL_BUCKET_LEN + 1];
+	uint32_t n = bucket_of(id);
+	batch_add_dir(b, dirkey(which, SPOOL_DIR_BUCKET, n));
+	if (bucket_known(which, n))
+		return 0;
 	memcpy(bucket, id, SPOOL_BUCKET_LEN);
 	bucket[SPOOL_BUCKET_LEN] = 0;
 	if (mkdirat(spool__root[which], bucket, 0750) == 0)
 		batch_add_dir(b, dirkey(which, SPOOL_DIR_ROOT, 0));
 	else if (errno != EEXIST)
 		return -errno;
-	batch_add_dir(b, dirkey(which, SPOOL_DIR_BUCKET, bucket_of(id)));
+	bucket_remember(which, n, 1);
 	return 0;
 }
 
@@ -431,6 +466,13 @@ static void commit_store(struct spool_batch *b, struct spool_op *op)
 		int rc = ensure_bucket(b, (enum spool_which)w, op->id);
 		if (rc == 0)
 			rc = rename_at((enum spool_which)w, tmp, rel);
+		if (rc == -ENOENT && bucket_known((enum spool_which)w, bucket_of(op->id))) {
+			/* the bucket was removed behind our back: create it again */
+			bucket_remember((enum spool_which)w, bucket_of(op->id), 0);
+			rc = ensure_bucket(b, (enum spool_which)w, op->id);
+			if (rc == 0)
+				rc = rename_at((enum spool_which)w, tmp, rel);
+		}
 		if (rc < 0) {
 			op_fail(op, rc, rc == -ENOSPC ? "mkdir bucket or rename" : "rename");
 			break;
@@ -518,7 +560,16 @@ static void commit_quarantine(struct spool_batch *b, struct spool_op *op)
 		}
 		quarantine_move(b, op, SPOOL_META, rel);
 	} else if (has_data) {
-		snprintf(op->reason, sizeof(op->reason), "data file without meta file");
+		/* a crash leftover (written and never acknowledged, or half
+		 * removed after delivery): data is renamed before meta and
+		 * removed after it, so this is never an acknowledged message */
+		if (unlinkat(spool__root[SPOOL_DATA], rel, 0) == 0) {
+			op->leftover = 1;
+			batch_add_dir(b, dirkey(SPOOL_DATA, SPOOL_DIR_BUCKET, bucket_of(op->id)));
+		} else if (errno != ENOENT) {
+			op_fail(op, -errno, "unlink leftover data file");
+		}
+		return;
 	}
 	if (has_data)
 		quarantine_move(b, op, SPOOL_DATA, rel);
@@ -530,8 +581,12 @@ static void commit_prune(struct spool_batch *b, struct spool_op *op)
 	spool__bucket_now(now);
 	if (strcmp(op->rel, now) >= 0)
 		return; /* the current bucket fills right now */
-	if (unlinkat(spool__root[op->which], op->rel, AT_REMOVEDIR) == 0)
+	if (unlinkat(spool__root[op->which], op->rel, AT_REMOVEDIR) == 0) {
 		batch_add_dir(b, dirkey(op->which, SPOOL_DIR_ROOT, 0));
+		uint32_t n = (uint32_t)strtoul(op->rel, NULL, 16);
+		if (bucket_known(op->which, n))
+			bucket_remember(op->which, n, 0);
+	}
 }
 
 static void sync_dirs(struct spool_batch *b)
@@ -606,6 +661,10 @@ static void apply_dir_errors(struct spool_batch *b)
 static void commit_step(uv_work_t *req)
 {
 	struct spool_batch *b = req->data;
+	if (spool__kind == SPOOL_KIND_ROCKSDB) {
+		spool__rocks_commit(b->ops, b->n, &b->file_syncs);
+		return;
+	}
 	for (size_t i = 0; i < b->n; i++) {
 		struct spool_op *op = b->ops[i];
 		if (op->err) {
@@ -710,7 +769,7 @@ static void set_phase(void)
 {
 	if (!S.task)
 		return;
-	if (S.syncing)
+	if (S.syncing || S.rocks_inflight)
 		task_set_phase(S.task, "Syncing", "disk");
 	else if (S.writing || S.wait_sync)
 		task_set_phase(S.task, "Writing", "disk");
@@ -733,6 +792,10 @@ static void commit_done(uv_work_t *req, int status)
 {
 	struct spool_batch *b = req->data;
 	struct task *t = S.task, *prev = task_enter(t);
+	if (spool__kind == SPOOL_KIND_ROCKSDB) {
+		S.rocks_inflight--;
+		S.rocks_exclusive = 0;
+	}
 	S.syncing = NULL;
 	if (S.wait_sync) {
 		struct spool_batch *next = S.wait_sync;
@@ -793,10 +856,61 @@ static void write_done(uv_work_t *req, int status)
 	task_exit(S.task, prev);
 }
 
+static struct spool_batch *batch_new(void)
+{
+	struct spool_batch *b = xcalloc(1, sizeof(*b));
+	b->req.data = b;
+	b->start_ns = clock_mono_ns();
+	b->ops = xmalloc((S.npending < SPOOL_BATCH_MAX ? S.npending : SPOOL_BATCH_MAX) *
+			 sizeof(*b->ops));
+	return b;
+}
+
+static void batch_take_head(struct spool_batch *b)
+{
+	struct spool_op *op = S.head;
+	S.head = op->next;
+	op->next = NULL;
+	S.npending--;
+	b->ops[b->n++] = op;
+	b->bytes += op->meta_len + op->data_len;
+	if (!S.head)
+		S.tail = NULL;
+}
+
+/* RocksDB: a batch takes every pending op (group commit). While one
+ * commits, a second may start with new stores only (new ids cannot touch
+ * what the first one writes; RocksDB joins concurrent synced writes into one
+ * WAL sync), so a straggler's small batch does not hold back the sessions
+ * that are answered next. Updates, removes and quarantine keep the lane's
+ * order: they start only when nothing else commits, and quarantine commits
+ * alone. */
+static void rocks_kick(void)
+{
+	while (S.head && S.rocks_inflight < 2 && !S.rocks_exclusive) {
+		int stores_only = S.rocks_inflight > 0;
+		if (stores_only && S.head->kind != SPOOL_OP_STORE)
+			return;
+		struct spool_batch *b = batch_new();
+		while (S.head && b->n < SPOOL_BATCH_MAX &&
+		       (!stores_only || S.head->kind == SPOOL_OP_STORE)) {
+			S.rocks_exclusive |= S.head->kind >= SPOOL_OP_QUARANTINE;
+			batch_take_head(b);
+		}
+		S.rocks_inflight++;
+		uv_queue_work(S.loop, &b->req, commit_step, commit_done);
+	}
+	set_phase();
+}
+
 /* Forms the next batch from every pending op when the Writing slot is free
  * (group commit: ops arriving meanwhile wait for the next one). */
 static void kick(void)
 {
+	if (spool__kind == SPOOL_KIND_ROCKSDB) {
+		rocks_kick();
+		return;
+	}
 	if (S.writing || S.wait_sync || !S.head)
 		return;
 	struct spool_batch *b = xcalloc(1, sizeof(*b));
@@ -975,7 +1089,21 @@ static size_t clean_new(int which)
 	return n;
 }
 
-static int open_root(int which, const char *path, char *err, size_t errlen)
+static const char *const kind_names[2] = {"LocalDisk", "RocksDB"};
+
+/* The kind of spool the directory fd holds, -1 when it holds neither: a
+ * RocksDB database has CURRENT and IDENTITY, a LocalDisk spool its lock
+ * file and new/ (both created at its first open). */
+static int layout_of(int fd)
+{
+	if (faccessat(fd, "CURRENT", F_OK, 0) == 0 || faccessat(fd, "IDENTITY", F_OK, 0) == 0)
+		return SPOOL_KIND_ROCKSDB;
+	if (faccessat(fd, "new", F_OK, 0) == 0 || faccessat(fd, "lock", F_OK, 0) == 0)
+		return SPOOL_KIND_LOCALDISK;
+	return -1;
+}
+
+static int open_root(int which, const char *path, enum spool_kind kind, char *err, size_t errlen)
 {
 	static const char *const subdirs[] = {"new", "quarantine"};
 	S.path[which] = xstrdup(path);
@@ -993,6 +1121,17 @@ static int open_root(int which, const char *path, char *err, size_t errlen)
 			 strerror(errno));
 		return rc;
 	}
+	int found = layout_of(spool__root[which]);
+	if (found >= 0 && found != (int)kind) {
+		snprintf(err, errlen,
+			 "%s spool: %s holds a %s spool; refusing to open it as kind '%s' "
+			 "(switching the kind of an existing spool is not supported: drain it "
+			 "or use a new path)",
+			 spool_names[which], path, kind_names[found], kind_names[kind]);
+		return -EEXIST;
+	}
+	if (kind == SPOOL_KIND_ROCKSDB)
+		return 0; /* RocksDB has its own LOCK file and layout */
 	for (size_t i = 0; i < 2; i++) {
 		if (mkdirat(spool__root[which], subdirs[i], 0750) != 0 && errno != EEXIST) {
 			rc = -errno;
@@ -1025,6 +1164,10 @@ static void release(void)
 		spool__path[w] = NULL;
 		xfree(S.path[w]);
 	}
+	if (spool__kind == SPOOL_KIND_ROCKSDB)
+		spool__rocks_close();
+	spool__kind = SPOOL_KIND_LOCALDISK;
+	memset(known_bucket, 0, sizeof(known_bucket));
 	if (S.task)
 		task_close(S.task);
 	idset_free(&S.stored);
@@ -1044,15 +1187,24 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 		return -EINVAL;
 	}
 	int rc = 0;
+	if (cfg->kind != SPOOL_KIND_LOCALDISK && cfg->kind != SPOOL_KIND_ROCKSDB) {
+		snprintf(err, errlen, "unknown spool kind %d", (int)cfg->kind);
+		return -EINVAL;
+	}
 	for (int w = 0; w < 2 && rc == 0; w++)
-		rc = open_root(w, paths[w], err, errlen);
+		rc = open_root(w, paths[w], cfg->kind, err, errlen);
 	if (rc == 0 && same_dir() == 2) {
 		snprintf(err, errlen, "data and meta spools must be different directories (%s)",
 			 paths[0]);
 		rc = -EINVAL;
 	}
-	for (int w = 0; w < 2 && rc == 0; w++)
+	for (int w = 0; w < 2 && rc == 0 && cfg->kind == SPOOL_KIND_LOCALDISK; w++)
 		rc = lock_root(w, err, errlen);
+	if (rc == 0 && cfg->kind == SPOOL_KIND_ROCKSDB) {
+		rc = spool__rocks_open(paths, cfg->rocks, cfg->flush, err, errlen);
+		if (rc == 0)
+			spool__kind = SPOOL_KIND_ROCKSDB;
+	}
 	if (rc < 0) {
 		release();
 		return rc;
@@ -1062,14 +1214,21 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 	S.sync_fs = cfg->sync_fs;
 	S.same_fs = same_dir() == 1;
 	S.open = 1;
-	size_t cleaned = clean_new(SPOOL_DATA) + clean_new(SPOOL_META);
+	size_t cleaned = 0;
+	if (spool__kind == SPOOL_KIND_LOCALDISK)
+		cleaned = clean_new(SPOOL_DATA) + clean_new(SPOOL_META);
 	char name[256];
 	snprintf(name, sizeof(name), "data=%s meta=%s", paths[0], paths[1]);
 	S.task = task_spawn("spool_flusher", name, 0);
-	task_set_field(S.task, "flush", !cfg->flush ? "false" : cfg->sync_fs ? "syncfs" : "true");
+	task_set_field(S.task, "kind", kind_names[spool__kind]);
+	task_set_field(S.task, "flush",
+		       !cfg->flush					     ? "false"
+		       : cfg->sync_fs && spool__kind == SPOOL_KIND_LOCALDISK ? "syncfs"
+									     : "true");
 	task_set_phase(S.task, "Idle", NULL);
-	log_info("kumod::spool", "spool open data=%s meta=%s flush=%s removed_temp_files=%zu",
-		 paths[0], paths[1],
+	log_info("kumod::spool",
+		 "spool open kind=%s data=%s meta=%s flush=%s removed_temp_files=%zu",
+		 kind_names[spool__kind], paths[0], paths[1],
 		 !cfg->flush	? "false"
 		 : cfg->sync_fs ? "syncfs"
 				: "true",
@@ -1085,7 +1244,7 @@ int spool_is_open(void)
 static void maybe_finish_close(void)
 {
 	if (!S.closing || S.completing || S.inflight || S.holds || S.writing || S.wait_sync ||
-	    S.syncing)
+	    S.syncing || S.rocks_inflight)
 		return;
 	log_info("kumod::spool",
 		 "spool closed stored=%" PRIu64 " removed=%" PRIu64 " errors=%" PRIu64

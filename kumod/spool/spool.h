@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Durable message spool: KumoMTA's two spools ("data" and "meta"), one file
- * per message in each, written temp -> fsync -> rename -> fsync(dir) off the
- * loop thread. Concurrent stores share one batch (group commit): the flusher
- * takes every pending store, writes and fsyncs the files, renames them and
- * fsyncs each directory once for the batch, then completes every store.
- * Files are self-validating (kumod/proto/spool_record.h); a torn or corrupt
- * file is moved into <path>/quarantine/ and logged, never loaded. Layout,
- * format and the durability contract: docs/spool.md.
- * Owner: the spool keeps a message reference while an operation is in
- * flight. All callbacks run on the loop thread.
- * Callers: kumod/smtp (reception), kumod/queue (requeue, removal, recovery),
- * kumod/lua (kumo.define_spool). */
+/* Durable message spool: KumoMTA's two spools ("data" and "meta"). Kind
+ * LocalDisk (the default): one file per message in each, written temp ->
+ * fsync -> rename -> fsync(dir) off the loop thread. Kind RocksDB: one
+ * database per spool, one synced WriteBatch per spool per batch
+ * (spool_rocks.c); the interface below is the same for both. Concurrent stores share one batch
+ * (group commit): the flusher takes every pending store, writes and fsyncs the files, renames them
+ * and fsyncs each directory once for the batch, then completes every store. Files are
+ * self-validating (kumod/proto/spool_record.h); a torn or corrupt file is moved into
+ * <path>/quarantine/ and logged, never loaded. Layout, format and the durability contract:
+ * docs/spool.md. Owner: the spool keeps a message reference while an operation is in flight. All
+ * callbacks run on the loop thread. Callers: kumod/smtp (reception), kumod/queue (requeue, removal,
+ * recovery), kumod/lua (kumo.define_spool). */
 #ifndef KUMOD_SPOOL_SPOOL_H
 #define KUMOD_SPOOL_SPOOL_H
 
@@ -19,6 +19,41 @@
 #include <uv.h>
 
 struct message;
+
+/* The storage kind of both spools (KumoMTA's define_spool `kind`). */
+enum spool_kind {
+	SPOOL_KIND_LOCALDISK = 0, /* one file per message (the default) */
+	SPOOL_KIND_ROCKSDB = 1,	  /* one RocksDB database per spool path */
+};
+
+/* KumoMTA's `rocks_params` that kumod applies (RocksDB's C API); -1 leaves
+ * RocksDB's own default. spool_rocks_params_init sets KumoMTA's defaults. */
+struct spool_rocks_params {
+	int64_t increase_parallelism;
+	int64_t optimize_level_style_compaction; /* memtable budget, bytes */
+	int64_t optimize_universal_style_compaction;
+	int paranoid_checks; /* 0 (KumoMTA's default) */
+	int compression;     /* rocksdb_*_compression; Snappy */
+	int64_t compaction_readahead_size;
+	int level_compaction_dynamic_level_bytes; /* 0 */
+	int64_t max_open_files;
+	int64_t write_buffer_size;
+	int64_t level0_stop_writes_trigger;
+	int log_level; /* 0 Debug .. 5 Header; 1 (Info) */
+	int64_t memtable_huge_page_size;
+	uint64_t log_file_time_to_roll_s;  /* 1 day */
+	uint64_t obsolete_files_period_us; /* 6 hours */
+};
+void spool_rocks_params_init(struct spool_rocks_params *p);
+/* RocksDB's number for a KumoMTA compression name ("None", "Snappy", "Zlib",
+ * "Bz2", "Lz4", "Lz4hc", "Zstd"), or -1. */
+int spool_rocks_compression(const char *name);
+/* RocksDB's info log level for "Debug", "Info", "Warn", "Error", "Fatal",
+ * "Header", or -1. */
+int spool_rocks_log_level(const char *name);
+/* For a KumoMTA rocks_params key kumod does not apply: why (a sentence);
+ * NULL for every other key. */
+const char *spool_rocks_refused_key(const char *key);
 
 struct spool_config {
 	const char *data_path; /* created (mkdir -p) when missing */
@@ -30,10 +65,15 @@ struct spool_config {
 	 * but it also waits for every other dirty file on that file system: for
 	 * spools on their own file system. Default 0. */
 	int sync_fs;
+	/* LocalDisk (0, the default) or RocksDB; both spools share the kind.
+	 * RocksDB ignores sync_fs (its WAL sync is the one flush per batch). */
+	enum spool_kind kind;
+	const struct spool_rocks_params *rocks[2]; /* data, meta; NULL: defaults */
 };
 
 /* Opens (creates) both spools; only one spool pair per process. Returns 0
- * or -errno with a one-line reason in err. */
+ * or -errno with a one-line reason in err. A path holding a spool of the
+ * other kind is refused (-EEXIST, the path named in err). */
 int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_t errlen);
 int spool_is_open(void);
 

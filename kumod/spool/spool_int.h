@@ -65,11 +65,13 @@ struct spool_op {
 	char reason[160];	  /* why (filled in by the flusher's revalidation) */
 	char moved_to[2][SPOOL_NAME_MAX];
 	unsigned char moved[2];
+	unsigned char leftover; /* a data file without meta file was removed */
 };
 
 /* Immutable after spool_open (read by worker threads). */
 extern int spool__root[2];
 extern const char *spool__path[2];
+extern enum spool_kind spool__kind;
 
 /* Queues an op for the flusher (loop thread). Quarantine ops complete
  * through spool__quarantine_done(). */
@@ -97,6 +99,31 @@ char *spool__meta_encode(const struct message *m, size_t *len, const char **why)
 int spool__load(const char *id, struct message **out, char *why, size_t whylen);
 /* Reads a whole file (at most max bytes) relative to dirfd. */
 int spool__read_file(int dirfd, const char *rel, size_t max, struct buf *out);
+/* Worker threads, either kind: the stored record of id in one spool
+ * (-ENOENT when absent), and whether it exists. */
+int spool__fetch(enum spool_which which, const char *id, size_t max, struct buf *out);
+int spool__exists(enum spool_which which, const char *id);
+/* Records the first failure of op (returns err). */
+int spool__op_fail(struct spool_op *op, int err, const char *what);
+
+/* The RocksDB kind (spool_rocks.c). Open and close run on the loop thread;
+ * the rest on the flusher's lane or recovery's worker. */
+int spool__rocks_open(const char *const paths[2], const struct spool_rocks_params *const p[2],
+		      int flush, char *err, size_t errlen);
+void spool__rocks_close(void);
+/* One batch, every op kind: data puts (one synced write), meta puts and
+ * deletes (one synced write), data deletes (unsynced), then quarantine
+ * moves. *syncs counts the synced writes (WAL syncs). */
+void spool__rocks_commit(struct spool_op **ops, size_t n, uint64_t *syncs);
+int spool__rocks_get(enum spool_which which, const char *key, size_t klen, size_t max,
+		     struct buf *out);
+int spool__rocks_exists(enum spool_which which, const char *key, size_t klen);
+struct spool_rocks_iter;
+struct spool_rocks_iter *spool__rocks_iter_new(enum spool_which which);
+int spool__rocks_iter_next(struct spool_rocks_iter *i, char *key, size_t cap, size_t *klen);
+void spool__rocks_iter_free(struct spool_rocks_iter *i);
+/* Tests and `kumod --spool-debug`: raw bytes under key, synced. */
+int spool__rocks_put_raw(enum spool_which which, const char *key, const void *val, size_t len);
 
 /* Fault injection for the unit tests: the nth (1-based) call of syscall
  * ("write", "fdatasync", "rename", "fsync_dir") fails with err. */

@@ -190,18 +190,35 @@ int spool__read_file(int dirfd, const char *rel, size_t max, struct buf *out)
 	return rc;
 }
 
+int spool__fetch(enum spool_which which, const char *id, size_t max, struct buf *out)
+{
+	if (spool__kind == SPOOL_KIND_ROCKSDB)
+		return spool__rocks_get(which, id, MESSAGE_ID_LEN, max, out);
+	char rel[SPOOL_REL_MAX];
+	spool__rel_path(rel, id);
+	return spool__read_file(spool__root[which], rel, max, out);
+}
+
+int spool__exists(enum spool_which which, const char *id)
+{
+	if (spool__kind == SPOOL_KIND_ROCKSDB)
+		return spool__rocks_exists(which, id, MESSAGE_ID_LEN);
+	char rel[SPOOL_REL_MAX];
+	spool__rel_path(rel, id);
+	return faccessat(spool__root[which], rel, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 static int load_fail(char *why, size_t whylen, const char *file, const char *what)
 {
 	snprintf(why, whylen, "%s file: %s", file, what);
 	return -EBADMSG;
 }
 
-static int read_record(enum spool_which which, const char *rel, const char *id, struct buf *b,
+static int read_record(enum spool_which which, const char *id, struct buf *b,
 		       struct spool_record *rec, char *why, size_t whylen)
 {
 	const char *file = which == SPOOL_DATA ? "data" : "meta";
-	int rc = spool__read_file(spool__root[which], rel,
-				  which == SPOOL_DATA ? SPOOL_DATA_MAX : SPOOL_META_MAX, b);
+	int rc = spool__fetch(which, id, which == SPOOL_DATA ? SPOOL_DATA_MAX : SPOOL_META_MAX, b);
 	if (rc == -ENOENT && which == SPOOL_META) {
 		snprintf(why, whylen, "meta file vanished");
 		return -ENOENT;
@@ -223,19 +240,17 @@ static int read_record(enum spool_which which, const char *rel, const char *id, 
 
 int spool__load(const char *id, struct message **out, char *why, size_t whylen)
 {
-	char rel[SPOOL_REL_MAX];
 	struct buf b;
 	struct spool_record rec;
 	const char *jwhy = NULL;
 	struct message *m = NULL;
-	spool__rel_path(rel, id);
 	buf_init(&b);
-	int rc = read_record(SPOOL_META, rel, id, &b, &rec, why, whylen);
+	int rc = read_record(SPOOL_META, id, &b, &rec, why, whylen);
 	if (rc == 0 && !(m = meta_decode(rec.payload, rec.len, id, &jwhy)))
 		rc = load_fail(why, whylen, "meta", jwhy);
 	buf_reset(&b);
 	if (rc == 0)
-		rc = read_record(SPOOL_DATA, rel, id, &b, &rec, why, whylen);
+		rc = read_record(SPOOL_DATA, id, &b, &rec, why, whylen);
 	if (rc < 0) {
 		message_unref(m);
 		buf_free(&b);
@@ -279,7 +294,8 @@ struct spool_recovery {
 	size_t nbuckets, bi;
 	DIR *dir;
 	size_t bucket_live;
-	struct recover_chunk chunk; /* filled by the worker */
+	struct spool_rocks_iter *rit; /* RocksDB: the key cursor instead */
+	struct recover_chunk chunk;   /* filled by the worker */
 	/* loop side */
 	int running, stopping;
 	size_t loaded, quarantined, skipped, outstanding;
@@ -374,14 +390,14 @@ static void visit_meta(struct spool_recovery *r, const char *rel, const char *id
 
 static void visit_data(struct spool_recovery *r, const char *rel, const char *id)
 {
-	if (faccessat(spool__root[SPOOL_META], rel, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+	if (spool__exists(SPOOL_META, id)) {
 		r->bucket_live++;
 		return;
 	}
 	struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_QUARANTINE, SPOOL_DATA);
 	memcpy(it->id, id, MESSAGE_ID_LEN + 1); /* validated */
 	snprintf(it->rel, sizeof(it->rel), "%s", rel);
-	snprintf(it->reason, sizeof(it->reason), "data file without meta file");
+	snprintf(it->reason, sizeof(it->reason), "data without meta (crash leftover)");
 }
 
 static void visit(struct spool_recovery *r, const char *bucket, const char *name)
@@ -441,10 +457,64 @@ static void end_bucket(struct spool_recovery *r)
 	r->bi++;
 }
 
+/* A key that is not a message id: quarantined when it can be named. */
+static void visit_rocks_odd_key(struct spool_recovery *r, const char *key, size_t klen)
+{
+	int printable = klen < SPOOL_NAME_MAX - 16;
+	for (size_t i = 0; printable && i < klen; i++)
+		printable = key[i] > ' ' && key[i] < 0x7f;
+	if (!printable) {
+		log_warn("kumod::spool",
+			 "%s spool: a key of %zu bytes that is not a message id is left in place "
+			 "(not printable or too long to quarantine by name)",
+			 r->walking == SPOOL_META ? "meta" : "data", klen);
+		return;
+	}
+	struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_QUARANTINE_FILE, r->walking);
+	snprintf(it->rel, sizeof(it->rel), "%s", key);
+	snprintf(it->reason, sizeof(it->reason), "unexpected key in the %s spool",
+		 r->walking == SPOOL_META ? "meta" : "data");
+}
+
+/* RocksDB: the meta keys, then the data keys, in key (= id = time) order. */
+static void recover_step_rocks(struct spool_recovery *r)
+{
+	size_t examined = 0;
+	char key[SPOOL_NAME_MAX];
+	while (r->chunk.nmsgs < RECOVER_CHUNK_MSGS && r->chunk.bytes < RECOVER_CHUNK_BYTES &&
+	       examined < RECOVER_CHUNK_ENTRIES && !r->finished) {
+		if (!r->rit)
+			r->rit = spool__rocks_iter_new(r->walking);
+		size_t klen = 0;
+		int rc = spool__rocks_iter_next(r->rit, key, sizeof(key), &klen);
+		if (rc <= 0) {
+			/* a read error ends the walk of that spool: what was not
+			 * read stays stored and is found at the next start */
+			spool__rocks_iter_free(r->rit);
+			r->rit = NULL;
+			if (r->walking == SPOOL_DATA)
+				r->finished = 1;
+			r->walking = SPOOL_DATA;
+			continue;
+		}
+		examined++;
+		if (klen != MESSAGE_ID_LEN || !message_id_valid(key))
+			visit_rocks_odd_key(r, key, klen);
+		else if (r->walking == SPOOL_META)
+			visit_meta(r, key, key);
+		else
+			visit_data(r, key, key);
+	}
+}
+
 static void recover_step(uv_work_t *req)
 {
 	struct spool_recovery *r = req->data;
 	size_t examined = 0;
+	if (spool__kind == SPOOL_KIND_ROCKSDB) {
+		recover_step_rocks(r);
+		return;
+	}
 	while (r->chunk.nmsgs < RECOVER_CHUNK_MSGS && r->chunk.bytes < RECOVER_CHUNK_BYTES &&
 	       examined < RECOVER_CHUNK_ENTRIES && next_bucket(r)) {
 		struct dirent *e = readdir(r->dir);
@@ -471,6 +541,7 @@ static void maybe_complete(struct spool_recovery *r)
 	spool__recovery_finished();
 	if (r->dir)
 		closedir(r->dir);
+	spool__rocks_iter_free(r->rit);
 	free(r->buckets);
 	free(r->chunk.msgs);
 	free(r->chunk.items);
@@ -497,6 +568,14 @@ void spool__quarantine_done(struct spool_op *op)
 	if (op->kind == SPOOL_OP_QUARANTINE_FILE) {
 		if (op->moved[op->which])
 			trace_move(op, op->which, op->rel);
+	} else if (op->leftover) {
+		char path[4096];
+		if (spool__kind == SPOOL_KIND_ROCKSDB)
+			snprintf(path, sizeof(path), "%s", spool__path[SPOOL_DATA]);
+		else
+			snprintf(path, sizeof(path), "%s/%.8s/%s", spool__path[SPOOL_DATA], op->id,
+				 op->id);
+		KTRACE(spool_leftover, op->id, path);
 	} else {
 		spool__rel_path(rel, op->id);
 		for (int w = SPOOL_META; w >= SPOOL_DATA; w--)
