@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Admin endpoints that change or inspect the queues (KumoMTA shapes):
  * /api/admin/bounce/v1, /api/admin/suspend/v1, /api/admin/suspend-ready-q/v1
- * and /api/admin/inspect-message/v1. The route table is in http_api.c. */
+ * /api/admin/inspect-message/v1 and the trace-smtp websockets. The route
+ * table is in http_api.c. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "base/buf.h"
 #include "ctl/http_int.h"
+#include "ctl/trace_smtp.h"
 #include "dispatch/ready.h"
 #include "ktrace.h"
 #include "proto/duration.h"
@@ -345,4 +347,18 @@ void http_admin__inspect_message(struct http_conn *hc, struct http_request *req)
 	}
 	http__respond_json(
 	    hc, 200, json_pack("{s:s, s:o}", "id", id, "message", inspect_json(qm, want_body)));
+}
+
+/* --- /api/admin/trace-smtp-server/v1, /api/admin/trace-smtp-client/v1 ------------- */
+
+/* Websockets (KumoMTA's endpoints): the first text frame is the trace
+ * request; events follow as text frames (ctl/trace_smtp.c). */
+void http_admin__trace_smtp_server(struct http_conn *hc, struct http_request *req)
+{
+	trace_smtp__upgrade(hc, req, SMTP_TRACE_SERVER);
+}
+
+void http_admin__trace_smtp_client(struct http_conn *hc, struct http_request *req)
+{
+	trace_smtp__upgrade(hc, req, SMTP_TRACE_CLIENT);
 }

@@ -209,6 +209,8 @@ static const struct http_route routes[] = {
     {"/api/admin/suspend-ready-q/v1", HTTP_GET, 0, http_admin__suspend_ready_q_list},
     {"/api/admin/suspend-ready-q/v1", HTTP_DELETE, 0, http_admin__suspend_ready_q_cancel},
     {"/api/admin/inspect-message/v1", HTTP_GET, 0, http_admin__inspect_message},
+    {"/api/admin/trace-smtp-server/v1", HTTP_GET, 0, http_admin__trace_smtp_server},
+    {"/api/admin/trace-smtp-client/v1", HTTP_GET, 0, http_admin__trace_smtp_client},
 };
 
 const struct http_route *http_api__find(const char *path, const struct http_route **other_method,

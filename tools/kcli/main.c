@@ -947,6 +947,21 @@ static int cmd_inspect_message(int argc, char **argv)
 	return 0;
 }
 
+static void trace_help(void)
+{
+	usage_command(stdout, current);
+}
+
+static int cmd_trace_smtp_server(int argc, char **argv)
+{
+	return kcli_trace_smtp(argc, argv, endpoint, 0, trace_help);
+}
+
+static int cmd_trace_smtp_client(int argc, char **argv)
+{
+	return kcli_trace_smtp(argc, argv, endpoint, 1, trace_help);
+}
+
 static const struct command commands[] = {
     {"set-log-filter", "replace kumod's diagnostic log filter", "FILTER",
      "Replaces kumod's diagnostic log filter (KUMOD_LOG syntax, e.g. 'kumod=debug').\n"
@@ -1021,6 +1036,32 @@ static const struct command commands[] = {
      "Shows a queued message: envelope, meta, attempts, due time; --want-body adds\n"
      "its content.",
      cmd_inspect_message},
+    {"trace-smtp-server", "live transcript of incoming SMTP sessions",
+     "[--source CIDR...] [--terse] [--data] [--only-new] [--only-one] [--color tty|yes|no] "
+     "[--json]",
+     "Streams every incoming SMTP session as it happens (websocket\n"
+     "/api/admin/trace-smtp-server/v1, KumoMTA's endpoint and events): connection, each\n"
+     "line read (->) and reply written (<-), TLS handshake results, policy callbacks,\n"
+     "AUTH outcomes and the message disposition. AUTH secrets are never sent: the AUTH\n"
+     "line and its continuation lines arrive redacted. DATA is summarised (first line\n"
+     "and size) unless --data. --source keeps sessions from those peers (repeatable);\n"
+     "--only-new ignores sessions that began before; --only-one follows the first\n"
+     "session and exits when it closes; --terse shortens multi-line reads; --json\n"
+     "prints each event as kumod sent it (one JSON object per line). Ctrl-C ends it.",
+     cmd_trace_smtp_server},
+    {"trace-smtp-client", "live transcript of outgoing SMTP sessions",
+     "[--source CIDR...] [--mx-addr CIDR...] [--domain D...] [--mail-from A...] "
+     "[--rcpt-to A...] [--ready-queue Q...] [--egress-source S...] [--terse] [--data] "
+     "[--only-new] [--only-one] [--color tty|yes|no] [--json]",
+     "Streams every delivery session (websocket /api/admin/trace-smtp-client/v1):\n"
+     "begin, connect, each command written (->) and reply read (<-), TLS results and\n"
+     "the close reason. The content is summarised unless --data. Filters are\n"
+     "allow-lists that apply once the session knows the property (the domain, sender\n"
+     "and recipient once a message is obtained): --source (local address), --mx-addr,\n"
+     "--domain, --mail-from, --rcpt-to, --ready-queue, --egress-source. kumod refuses\n"
+     "--campaign, --tenant, --routing-domain, --egress-pool and --mx-host (its client\n"
+     "sessions do not carry them yet) rather than match everything.",
+     cmd_trace_smtp_client},
 };
 
 static void usage(FILE *out)
