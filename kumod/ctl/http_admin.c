@@ -17,6 +17,7 @@
 #include "proto/duration.h"
 #include "queue/queue.h"
 #include "spool/message.h"
+#include "spool/timeline.h"
 
 static double now_unix(void)
 {
@@ -340,13 +341,33 @@ void http_admin__inspect_message(struct http_conn *hc, struct http_request *req)
 		return;
 	}
 	want_body = rc == 1 && strcmp(wb, "true") == 0;
-	const struct qmsg *qm = queue_find_message(id);
-	if (!qm) {
-		http__error(hc, 404, "no queued message with id %s", id);
+	int want_timeline = 0;
+	rc = http__query_get(req, "timeline", wb, sizeof(wb));
+	if (rc < 0 || (rc == 1 && strcmp(wb, "true") != 0 && strcmp(wb, "false") != 0)) {
+		http__error(hc, 400, "timeline: expected true or false");
 		return;
 	}
-	http__respond_json(
-	    hc, 200, json_pack("{s:s, s:o}", "id", id, "message", inspect_json(qm, want_body)));
+	want_timeline = rc == 1 && strcmp(wb, "true") == 0;
+	const struct qmsg *qm = queue_find_message(id);
+	int finished = 0;
+	uint64_t dropped = 0;
+	json_t *tl = want_timeline ? msg_timeline_json(id, &finished, &dropped) : NULL;
+	if (!qm && !tl) {
+		http__error(hc, 404,
+			    want_timeline
+				? "no queued message with id %s, and no timeline kept for it"
+				: "no queued message with id %s",
+			    id);
+		return;
+	}
+	json_t *o = json_pack("{s:s, s:o}", "id", id, "message",
+			      qm ? inspect_json(qm, want_body) : json_null());
+	if (want_timeline) {
+		json_object_set_new(o, "timeline", tl ? tl : json_array());
+		json_object_set_new(o, "timeline_finished", json_boolean(finished));
+		json_object_set_new(o, "timeline_dropped", json_integer((json_int_t)dropped));
+	}
+	http__respond_json(hc, 200, o);
 }
 
 /* --- /api/admin/trace-smtp-server/v1, /api/admin/trace-smtp-client/v1 ------------- */

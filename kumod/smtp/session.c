@@ -28,6 +28,7 @@
 #include "spool/logrec.h"
 #include "spool/message.h"
 #include "spool/spool.h"
+#include "spool/timeline.h"
 
 #define SMTP_SOFT_ERRORS 10
 #define SMTP_HARD_ERRORS 20
@@ -1029,6 +1030,10 @@ static void session_message_received(struct smtp_session *s)
 		struct policy_result r = {0};
 		policy_smtp_message_received(m, s->meta, &r);
 		session_trace_policy(s, "smtp_server_message_received", &r);
+		MSG_TIMELINE(m->id, "Policy", "smtp_server_message_received: %s",
+			     r.status == POLICY_OK	 ? "ok"
+			     : r.status == POLICY_REJECT ? "rejected"
+							 : "error");
 		const char *queue = message_get_meta_str(m, "queue");
 		if (r.status != POLICY_OK) {
 			fail = r;
@@ -1054,6 +1059,8 @@ static void session_message_received(struct smtp_session *s)
 		queue_message_name(m, qname, sizeof(qname));
 		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], qname,
 		       (uint64_t)m->data.len);
+		MSG_TIMELINE(m->id, "Reception", "ESMTP from %s via %s, %zu bytes, queue %s",
+			     s->conn.peer, s->l->addr, m->data.len, qname);
 		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_MESSAGE, .name = m->id, .text = m->sender,
 			       .text2 = qname, .rcpts = (const char *const *)m->recipients,
 			       .nrcpts = m->nrecipients);

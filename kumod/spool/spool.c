@@ -16,6 +16,7 @@
  * store whose rename or directory fsync failed is rolled back (its files
  * unlinked), and its callback gets the negative errno. */
 #include "spool/spool.h"
+#include "spool/timeline.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -666,6 +667,8 @@ static void complete_write(struct spool_op *op, uint64_t now)
 		uint64_t bytes = op->meta_len + op->data_len +
 				 SPOOL_RECORD_OVERHEAD * (op->kind == SPOOL_OP_STORE ? 2 : 1);
 		KTRACE(spool_store, op->id, opname, bytes, (now - op->submit_ns) / 1000);
+		MSG_TIMELINE(op->id, "Spool", "%s %" PRIu64 " bytes durable in %" PRIu64 "us",
+			     opname, bytes, (now - op->submit_ns) / 1000);
 	}
 	if (op->cb)
 		op->cb(op->ctx, op->err);
@@ -685,6 +688,8 @@ static void complete_op(struct spool_op *op, uint64_t now)
 		} else if (!op->err) {
 			S.st.removed++;
 			KTRACE(spool_remove, op->id, (now - op->submit_ns) / 1000);
+			MSG_TIMELINE(op->id, "Spool", "removed in %" PRIu64 "us",
+				     (now - op->submit_ns) / 1000);
 		}
 		if (op->cb)
 			op->cb(op->ctx, op->err);
