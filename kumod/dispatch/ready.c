@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/fsutil.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "dispatch/ready.h"
@@ -418,6 +419,8 @@ static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq,
 	KTRACE(delivery_outcome, qm->m->id, rq->name, "Delivery", rep->code, rep->text,
 	       latency_ns / 1000u);
 	timeline_outcome(qm, "Delivery", rep, latency_ns);
+	metrics_histogram_observe("deliver_message_latency_rollup", "service", "smtp_client",
+				  (double)latency_ns / 1e9);
 	log_outcome("Delivery", qm, rq, rep, addr, host, c);
 	rq->delivered++;
 	spool_remove(qm->m->id, NULL, NULL);

@@ -946,6 +946,7 @@ static void rx_stored_cb(void *ctx, int err)
 			});
 			queue_insert(m, "Received");
 		}
+		metrics_counter_add("total_messages_received", "service", "esmtp_listener", t->n);
 	} else {
 		/* nothing is acknowledged: remove whatever did reach the disk */
 		for (size_t i = 0; i < t->n; i++)
@@ -1513,6 +1514,7 @@ void smtp_session__accept(struct smtp_listener *l)
 	json_object_set_new(s->meta, "received_via", json_string(l->addr));
 	json_object_set_new(s->meta, "reception_protocol", json_string("ESMTP"));
 	KTRACE(smtp_conn_open, s->id, s->conn.peer, l->addr);
+	metrics_counter_add("total_connection_count", "service", "esmtp_listener", 1);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_CONNECTED);
 	s->relay_peer =
 	    cidr_list_match(&l->cfg.relay_hosts, s->conn.peer_family, s->conn.peer_addr);

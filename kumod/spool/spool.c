@@ -35,6 +35,7 @@
 #include "base/clock.h"
 #include "base/fsutil.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "ktrace.h"
@@ -667,6 +668,9 @@ static void complete_write(struct spool_op *op, uint64_t now)
 		uint64_t bytes = op->meta_len + op->data_len +
 				 SPOOL_RECORD_OVERHEAD * (op->kind == SPOOL_OP_STORE ? 2 : 1);
 		KTRACE(spool_store, op->id, opname, bytes, (now - op->submit_ns) / 1000);
+		if (op->kind == SPOOL_OP_STORE) /* KumoMTA's name: a new message made durable */
+			metrics_histogram_observe("message_save_latency", NULL, NULL,
+						  (double)(now - op->submit_ns) / 1e9);
 		MSG_TIMELINE(op->id, "Spool", "%s %" PRIu64 " bytes durable in %" PRIu64 "us",
 			     opname, bytes, (now - op->submit_ns) / 1000);
 	}
