@@ -414,3 +414,22 @@ def test_trace_smtp_client_451_then_250(kumod, tmp_path):
         none.stop()
         mx.close()
     assert k.stop() == 0
+
+
+def test_trace_only_one_follows_first_session_and_exits(kumod, tmp_path):
+    k = kumod(SERVER_POLICY % {"var": tmp_path / "var", "password": PASSWORD,
+                               "dead": free_port()})
+    t = Tracer(http_port(k), "trace-smtp-server", "--json", "--only-one")
+    try:
+        t.wait(started)
+        swaks(k.smtp_port, "--auth", "PLAIN")
+        t.proc.wait(15)  # exits by itself once that session closed
+        assert t.proc.returncode == 0
+        t.reader.join(5)
+        sessions = session_events(t.events())
+        assert len(sessions) == 1, sessions
+        evs = next(iter(sessions.values()))
+        assert payload_kind(evs[0]) == "Connected" and payload_kind(evs[-1]) == "Closed"
+    finally:
+        t.stop()
+    assert k.stop() == 0

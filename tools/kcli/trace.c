@@ -556,11 +556,19 @@ int kcli_trace_smtp(int argc, char **argv, const char *endpoint, int client, voi
 			tdie("kumod sent an event that is not JSON: %s", jerr.text);
 		int end;
 		if (o.json) {
-			puts(text);
-			fflush(stdout);
+			/* --only-one: the first session seen, then only its events */
+			char *key = conn_key(&o, json_object_get(ev, "conn_meta"));
+			if (o.only_one && *key && !wanted)
+				wanted = xstrdup(key);
+			int mine = !o.only_one || !*key || strcmp(key, wanted) == 0;
+			if (mine) {
+				puts(text);
+				fflush(stdout);
+			}
 			json_t *p = json_object_get(ev, "payload");
-			end = o.only_one && json_is_string(p) &&
+			end = o.only_one && *key && mine && json_is_string(p) &&
 			      strcmp(json_string_value(p), "Closed") == 0;
+			free(key);
 		} else {
 			end = print_event(&o, ev, &seen, &wanted);
 		}
@@ -572,5 +580,15 @@ int kcli_trace_smtp(int argc, char **argv, const char *endpoint, int client, voi
 		}
 	}
 	close(c.fd);
+	while (seen) {
+		struct seen *n = seen->next;
+		free(seen->key);
+		json_decref(seen->meta);
+		free(seen);
+		seen = n;
+	}
+	free(wanted);
+	buf_free(&c.in);
+	json_decref(o.request);
 	return 0;
 }
