@@ -22,6 +22,7 @@
 #include "base/xalloc.h"
 #include "ctl/http_int.h"
 #include "ctl/metrics_collect.h"
+#include "ctl/trace_smtp.h"
 #include "io/loop.h"
 #include "io/tls.h"
 #include "ktrace.h"
@@ -296,6 +297,30 @@ void http__error(struct http_conn *hc, int status, const char *fmt, ...)
 	http__error_extra(hc, status, NULL, text);
 }
 
+void http__upgrade(struct http_conn *hc, const char *extra, struct trace_sub *ws)
+{
+	struct http_request *r = &hc->req;
+	uint64_t us = r->start_ns ? (clock_mono_ns() - r->start_ns) / 1000 : 0;
+	KTRACE(http_response, hc->id, 101, us);
+	char head[512];
+	int n = snprintf(head, sizeof(head),
+			 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			 "Connection: Upgrade\r\n%s\r\n",
+			 extra);
+	conn_write(&hc->conn, head, (size_t)n);
+	conn_flush(&hc->conn);
+	request_release(hc);
+	hc->in_request = 0;
+	hc->ws = ws;
+	uv_timer_stop(&hc->timer);
+	task_set_phase(hc->task, "WebSocket", "peer_read");
+}
+
+void http__close(struct http_conn *hc, const char *reason)
+{
+	hconn_close(hc, reason);
+}
+
 struct http_conn *http__conn_lookup(uint64_t id)
 {
 	for (struct http_conn *hc = http.conns; hc; hc = hc->next)
@@ -463,7 +488,11 @@ static void request_dispatch(struct http_conn *hc)
  * at a time: a handler that answers later (busy) stops reading. */
 static void conn_process(struct http_conn *hc)
 {
-	while (!hc->busy && !hc->gone && !hc->conn.closing) {
+	if (hc->ws) {
+		trace_smtp__on_data(hc);
+		return;
+	}
+	while (!hc->busy && !hc->gone && !hc->conn.closing && !hc->ws) {
 		size_t avail = buf_avail(&hc->conn.in), n = 0;
 		if (!avail)
 			break;
@@ -485,6 +514,8 @@ static void conn_process(struct http_conn *hc)
 	}
 	if (hc->busy)
 		conn_pause_read(&hc->conn);
+	if (hc->ws && !hc->gone && buf_avail(&hc->conn.in))
+		trace_smtp__on_data(hc); /* a frame sent right behind the upgrade request */
 }
 
 /* --- connections ----------------------------------------------------------- */
@@ -504,7 +535,7 @@ static void conn_timer_cb(uv_timer_t *t)
 
 static void conn_arm_timer(struct http_conn *hc)
 {
-	if (hc->gone || hc->busy)
+	if (hc->gone || hc->busy || hc->ws)
 		return;
 	uv_timer_start(&hc->timer, conn_timer_cb,
 		       hc->reserved	? HTTP_RESERVED_TIMEOUT_MS
@@ -552,6 +583,8 @@ static void hconn_close(struct http_conn *hc, const char *reason)
 	if (hc->gone)
 		return;
 	hc->gone = 1;
+	if (hc->ws)
+		trace_smtp__detach(hc, reason);
 	KTRACE(http_conn_close, hc->id, reason);
 	task_set_phase(hc->task, "Closing", NULL);
 	uv_close((uv_handle_t *)&hc->timer, timer_closed_cb);

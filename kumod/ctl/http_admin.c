@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Admin endpoints that change or inspect the queues (KumoMTA shapes):
  * /api/admin/bounce/v1, /api/admin/suspend/v1, /api/admin/suspend-ready-q/v1
- * and /api/admin/inspect-message/v1. The route table is in http_api.c. */
+ * /api/admin/inspect-message/v1 and the trace-smtp websockets. The route
+ * table is in http_api.c. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,11 +11,13 @@
 
 #include "base/buf.h"
 #include "ctl/http_int.h"
+#include "ctl/trace_smtp.h"
 #include "dispatch/ready.h"
 #include "ktrace.h"
 #include "proto/duration.h"
 #include "queue/queue.h"
 #include "spool/message.h"
+#include "spool/timeline.h"
 
 static double now_unix(void)
 {
@@ -338,11 +341,45 @@ void http_admin__inspect_message(struct http_conn *hc, struct http_request *req)
 		return;
 	}
 	want_body = rc == 1 && strcmp(wb, "true") == 0;
-	const struct qmsg *qm = queue_find_message(id);
-	if (!qm) {
-		http__error(hc, 404, "no queued message with id %s", id);
+	int want_timeline = 0;
+	rc = http__query_get(req, "timeline", wb, sizeof(wb));
+	if (rc < 0 || (rc == 1 && strcmp(wb, "true") != 0 && strcmp(wb, "false") != 0)) {
+		http__error(hc, 400, "timeline: expected true or false");
 		return;
 	}
-	http__respond_json(
-	    hc, 200, json_pack("{s:s, s:o}", "id", id, "message", inspect_json(qm, want_body)));
+	want_timeline = rc == 1 && strcmp(wb, "true") == 0;
+	const struct qmsg *qm = queue_find_message(id);
+	int finished = 0;
+	uint64_t dropped = 0;
+	json_t *tl = want_timeline ? msg_timeline_json(id, &finished, &dropped) : NULL;
+	if (!qm && !tl) {
+		http__error(hc, 404,
+			    want_timeline
+				? "no queued message with id %s, and no timeline kept for it"
+				: "no queued message with id %s",
+			    id);
+		return;
+	}
+	json_t *o = json_pack("{s:s, s:o}", "id", id, "message",
+			      qm ? inspect_json(qm, want_body) : json_null());
+	if (want_timeline) {
+		json_object_set_new(o, "timeline", tl ? tl : json_array());
+		json_object_set_new(o, "timeline_finished", json_boolean(finished));
+		json_object_set_new(o, "timeline_dropped", json_integer((json_int_t)dropped));
+	}
+	http__respond_json(hc, 200, o);
+}
+
+/* --- /api/admin/trace-smtp-server/v1, /api/admin/trace-smtp-client/v1 ------------- */
+
+/* Websockets (KumoMTA's endpoints): the first text frame is the trace
+ * request; events follow as text frames (ctl/trace_smtp.c). */
+void http_admin__trace_smtp_server(struct http_conn *hc, struct http_request *req)
+{
+	trace_smtp__upgrade(hc, req, SMTP_TRACE_SERVER);
+}
+
+void http_admin__trace_smtp_client(struct http_conn *hc, struct http_request *req)
+{
+	trace_smtp__upgrade(hc, req, SMTP_TRACE_CLIENT);
 }

@@ -17,14 +17,45 @@
 #include "ktrace.h"
 #include "queue/queue.h"
 
+/* Keeps the lines of families whose name starts with prefix: samples and
+ * their "# HELP name" / "# TYPE name" lines (KumoMTA's ?prefix=). */
+static void metrics_filter_prefix(const struct buf *in, const char *prefix, struct buf *out)
+{
+	size_t pl = strlen(prefix);
+	const char *p = in->data ? in->data : "", *end = p + in->len;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *e = nl ? nl + 1 : end;
+		const char *name = p;
+		if (strncmp(p, "# HELP ", 7) == 0 || strncmp(p, "# TYPE ", 7) == 0)
+			name = p + 7;
+		if ((size_t)(e - name) >= pl && strncmp(name, prefix, pl) == 0)
+			buf_append(out, p, (size_t)(e - p));
+		p = e;
+	}
+}
+
 static void api_metrics(struct http_conn *hc, struct http_request *req)
 {
-	struct buf out;
+	char prefix[256];
+	int rc = http__query_get(req, "prefix", prefix, sizeof(prefix));
+	if (rc < 0) {
+		http__error(hc, 400, "prefix: badly encoded or too long");
+		return;
+	}
+	struct buf out, sel;
 	buf_init(&out);
+	buf_init(&sel);
 	metrics_render_text(&out);
-	http__respond(hc, 200, "text/plain; version=0.0.4; charset=utf-8", out.data ? out.data : "",
-		      out.len);
+	const struct buf *b = &out;
+	if (rc == 1 && prefix[0]) {
+		metrics_filter_prefix(&out, prefix, &sel);
+		b = &sel;
+	}
+	http__respond(hc, 200, "text/plain; version=0.0.4; charset=utf-8", b->data ? b->data : "",
+		      b->len);
 	buf_free(&out);
+	buf_free(&sel);
 }
 
 static void api_metrics_json(struct http_conn *hc, struct http_request *req)
@@ -209,6 +240,8 @@ static const struct http_route routes[] = {
     {"/api/admin/suspend-ready-q/v1", HTTP_GET, 0, http_admin__suspend_ready_q_list},
     {"/api/admin/suspend-ready-q/v1", HTTP_DELETE, 0, http_admin__suspend_ready_q_cancel},
     {"/api/admin/inspect-message/v1", HTTP_GET, 0, http_admin__inspect_message},
+    {"/api/admin/trace-smtp-server/v1", HTTP_GET, 0, http_admin__trace_smtp_server},
+    {"/api/admin/trace-smtp-client/v1", HTTP_GET, 0, http_admin__trace_smtp_client},
 };
 
 const struct http_route *http_api__find(const char *path, const struct http_route **other_method,

@@ -25,6 +25,7 @@
 #include "queue/queue.h"
 #include "spool/logrec.h"
 #include "spool/message.h"
+#include "spool/timeline.h"
 #include "spool/spool.h"
 
 /* Messages being made durable; outlives the connection if the client goes. */
@@ -139,6 +140,7 @@ static void txn_complete(struct inject_txn *t)
 		logrec_log("Reception", m, NULL, &resp, &peer, NULL, NULL, NULL, NULL, "HTTP");
 		queue_insert(m, "Received");
 		KTRACE(http_inject, t->conn_id, m->id, rcpt, "ok", "");
+		MSG_TIMELINE(m->id, "Reception", "HTTP inject for %s", rcpt);
 		metrics_counter_add("total_messages_received", "service", "http_listener", 1);
 		t->success++;
 	}

@@ -17,6 +17,7 @@
 
 struct task;
 struct peer_entry;
+struct trace_sub;
 
 struct http_listener {
 	uv_tcp_t tcp;
@@ -54,6 +55,7 @@ struct http_conn {
 	int gone;		   /* closing: async completions must not answer */
 	int reserved;		   /* over the connection cap: liveness and metrics only */
 	struct peer_entry *client; /* per-client-address counters */
+	struct trace_sub *ws;	   /* upgraded to a trace websocket (trace_smtp.c) */
 	struct http_conn *next, *prev;
 };
 
@@ -86,6 +88,8 @@ void http_admin__suspend_ready_q(struct http_conn *hc, struct http_request *req)
 void http_admin__suspend_ready_q_list(struct http_conn *hc, struct http_request *req);
 void http_admin__suspend_ready_q_cancel(struct http_conn *hc, struct http_request *req);
 void http_admin__inspect_message(struct http_conn *hc, struct http_request *req);
+void http_admin__trace_smtp_server(struct http_conn *hc, struct http_request *req);
+void http_admin__trace_smtp_client(struct http_conn *hc, struct http_request *req);
 /* http_inject.c: POST /api/inject/v1. */
 void http_inject__handle(struct http_conn *hc, struct http_request *req);
 
@@ -101,6 +105,11 @@ void http__error_extra(struct http_conn *hc, int status, const char *extra, cons
 /* Answers {"error": "<text>"}. */
 void http__error(struct http_conn *hc, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Answers 101 with the extra header lines and hands the connection to
+ * the websocket ws: its input goes to trace_smtp__on_data(), no timer. */
+void http__upgrade(struct http_conn *hc, const char *extra, struct trace_sub *ws);
+/* Closes the connection (after what is queued is sent). */
+void http__close(struct http_conn *hc, const char *reason);
 /* The live connection with that id, or NULL. */
 struct http_conn *http__conn_lookup(uint64_t id);
 /* Decoded query parameter into out (NUL-terminated); 1 found, 0 absent,

@@ -188,6 +188,12 @@ static void collect_spool(struct metrics_scrape *sc, void *ctx)
 			     (double)ls.queued);
 	}
 	metrics_emit(sc, "message_count", METRICS_GAUGE, NULL, NULL, (double)queue_total());
+	/* a queued message keeps its data and meta in memory (the spool is its
+	 * durable copy): both resident counts are the message count */
+	metrics_emit(sc, "message_data_resident_count", METRICS_GAUGE, NULL, NULL,
+		     (double)queue_total());
+	metrics_emit(sc, "message_meta_resident_count", METRICS_GAUGE, NULL, NULL,
+		     (double)queue_total());
 }
 
 /* The memory budget (base/memlimit) and the listeners' abuse limits
@@ -223,6 +229,9 @@ static void collect_memory(struct metrics_scrape *sc, void *ctx)
 		     (double)st.mail_loops);
 	metrics_emit(sc, "listener_accept_errors_total", METRICS_COUNTER, "service",
 		     "esmtp_listener", (double)st.accept_errors);
+	metrics_emit(
+	    sc, "total_connections_denied", METRICS_COUNTER, "service", "esmtp_listener",
+	    (double)(st.client_concurrency_denied + st.client_rate_denied + st.fd_budget_denied));
 }
 
 /* Every family this module's collectors emit, and the http_listener
@@ -251,11 +260,22 @@ static const struct metrics_decl decls[] = {
     {"scheduled_queue_count", METRICS_GAUGE, NULL, "number of scheduled queues"},
     {"message_count", METRICS_GAUGE, NULL, "messages held by the queue layer (scheduled or ready)"},
     {"total_messages_received", METRICS_COUNTER, "service",
-     "messages accepted: `http_listener` (one per injected message)"},
-    {"total_connection_count", METRICS_COUNTER, "service", "connections accepted: `http_listener`"},
+     "messages accepted: `esmtp_listener` (one per queued message, counted when the 250 is "
+     "due) and `http_listener` (one per injected message)"},
+    {"total_connection_count", METRICS_COUNTER, "service",
+     "connections accepted: `esmtp_listener`, `http_listener`"},
     {"total_connections_denied", METRICS_COUNTER, "service",
-     "connections refused: `http_listener` (over the connection or per-client cap, "
-     "docs/limits.md)"},
+     "connections refused: `esmtp_listener` (per-client concurrency or rate, file descriptor "
+     "budget) and `http_listener` (over the connection or per-client cap), docs/limits.md"},
+    {"message_data_resident_count", METRICS_GAUGE, NULL,
+     "messages whose data is in memory: every queued message (kumod keeps bodies resident)"},
+    {"message_meta_resident_count", METRICS_GAUGE, NULL,
+     "messages whose meta is in memory: every queued message"},
+    {"message_save_latency", METRICS_HISTOGRAM, NULL,
+     "seconds to make a new message durable in the spool (data and meta written, synced)"},
+    {"deliver_message_latency_rollup", METRICS_HISTOGRAM, "service",
+     "seconds of one successful SMTP transaction (MAIL FROM to the reply to the end of data), "
+     "`smtp_client`"},
     {"memory_usage", METRICS_GAUGE, NULL,
      "memory in bytes that drives the memory limits: resident set size (`/proc/self/statm`, "
      "sampled every 100 ms) plus buffered bytes grown since the sample"},

@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/fsutil.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "dispatch/ready.h"
@@ -32,6 +33,7 @@
 #include "spool/logrec.h"
 #include "spool/message.h"
 #include "spool/spool.h"
+#include "spool/timeline.h"
 
 #define READY_MAX_HOSTS 32
 #define READY_REFRESH_MS (60ull * 1000)
@@ -396,12 +398,29 @@ static void log_outcome(const char *type, struct qmsg *qm, struct ready_queue *r
 	log_outcome_rcpt(type, qm, NULL, rq, rep, addr, host, c);
 }
 
+/* The outcome in the message's timeline (spool/timeline.h): the peer's
+ * reply as sent, with the transaction time when known. */
+static void timeline_outcome(const struct qmsg *qm, const char *type,
+			     const struct outcome_reply *rep, uint64_t latency_ns)
+{
+	const char *enh = rep->enh ? rep->enh : "";
+	if (latency_ns)
+		MSG_TIMELINE(qm->m->id, type, "%d%s%s %s (transaction %" PRIu64 "us)", rep->code,
+			     *enh ? " " : "", enh, rep->text, latency_ns / 1000u);
+	else
+		MSG_TIMELINE(qm->m->id, type, "%d%s%s %s", rep->code, *enh ? " " : "", enh,
+			     rep->text);
+}
+
 static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq,
 			      const struct outcome_reply *rep, const char *addr, const char *host,
 			      uint64_t latency_ns, const struct smtp_client *c)
 {
 	KTRACE(delivery_outcome, qm->m->id, rq->name, "Delivery", rep->code, rep->text,
 	       latency_ns / 1000u);
+	timeline_outcome(qm, "Delivery", rep, latency_ns);
+	metrics_histogram_observe("deliver_message_latency_rollup", "service", "smtp_client",
+				  (double)latency_ns / 1e9);
 	log_outcome("Delivery", qm, rq, rep, addr, host, c);
 	rq->delivered++;
 	spool_remove(qm->m->id, NULL, NULL);
@@ -412,6 +431,7 @@ static void outcome_bounce(struct qmsg *qm, struct ready_queue *rq, const struct
 			   const char *addr, const char *host, const struct smtp_client *c)
 {
 	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "Bounce", rep->code, rep->text, 0);
+	timeline_outcome(qm, "Bounce", rep, 0);
 	log_outcome("Bounce", qm, rq, rep, addr, host, c);
 	if (rq)
 		rq->failed++;
@@ -425,6 +445,7 @@ static void outcome_transient(struct qmsg *qm, struct ready_queue *rq,
 {
 	KTRACE(delivery_outcome, qm->m->id, rq ? rq->name : "", "TransientFailure", rep->code,
 	       rep->text, 0);
+	timeline_outcome(qm, "TransientFailure", rep, 0);
 	log_outcome("TransientFailure", qm, rq, rep, addr, host, c);
 	if (rq)
 		rq->transfail++;
@@ -960,6 +981,8 @@ static void dispatcher_next(struct dispatcher *d)
 	};
 	dispatcher_phase(d, "DeliveringMessage");
 	task_set_field(d->task, "message_id", qm->m->id);
+	MSG_TIMELINE(qm->m->id, "Attempt", "attempt %d via %s (session %" PRIu64 ")",
+		     (int)qm->m->attempts + 1, rq->name, smtp_client_id(d->client));
 	if (smtp_client_send(d->client, &d->msg) != 0) {
 		d->current = NULL;
 		outcome_transient(qm, rq, LOCAL_REPLY(451, "4.4.2", "dispatcher not ready"), NULL,
@@ -1127,6 +1150,7 @@ static void route_finish(struct route *rt)
 	rq->tail = qm;
 	rq->count++;
 	KTRACE(ready_insert, qm->m->id, rq->name, (uint64_t)rq->count);
+	MSG_TIMELINE(qm->m->id, "Ready", "ready queue %s (%zu ready)", rq->name, rq->count);
 	ready_maybe_dispatch(rq);
 }
 

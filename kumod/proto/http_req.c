@@ -55,6 +55,9 @@ static void req_free(struct http_req *r)
 	free(r->host);
 	free(r->expect);
 	free(r->connection);
+	free(r->upgrade);
+	free(r->ws_key);
+	free(r->ws_version);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -158,6 +161,9 @@ static void header_store(struct http_req_parser *p)
 	    {"host", offsetof(struct http_req, host)},
 	    {"expect", offsetof(struct http_req, expect)},
 	    {"connection", offsetof(struct http_req, connection)},
+	    {"upgrade", offsetof(struct http_req, upgrade)},
+	    {"sec-websocket-key", offsetof(struct http_req, ws_key)},
+	    {"sec-websocket-version", offsetof(struct http_req, ws_version)},
 	};
 	const char *name = buf_cstr(&p->field), *value = buf_cstr(&p->value);
 	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]) && !p->head_status; i++) {

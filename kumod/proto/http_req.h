@@ -33,6 +33,7 @@ struct http_req {
 	struct buf url;		/* the request target as sent */
 	struct buf path, query; /* split from url when the request is complete */
 	char *content_type, *content_encoding, *authorization, *host, *expect, *connection;
+	char *upgrade, *ws_key, *ws_version; /* Upgrade, Sec-WebSocket-Key, -Version */
 	int has_content_length;
 	uint64_t content_length;
 	size_t nheaders;

@@ -19,6 +19,7 @@
 #include "spool/logrec.h"
 #include "spool/message.h"
 #include "spool/spool.h"
+#include "spool/timeline.h"
 
 #define QUEUE_DEFAULT_RETRY_MS (20ull * 60 * 1000)
 #define QUEUE_DEFAULT_MAX_AGE_MS (7ull * 24 * 3600 * 1000)
@@ -482,6 +483,7 @@ static void queue_timer_cb(uv_timer_t *t)
 		struct qmsg *qm = heap_pop();
 		n++;
 		KTRACE(queue_due, qm->m->id, qm->q->name);
+		MSG_TIMELINE(qm->m->id, "Due", "queue %s", qm->q->name);
 		struct admin_bounce *b = Q.bounces ? bounce_for(qm->q) : NULL;
 		if (b) {
 			admin_bounce_one(qm, b);
@@ -578,6 +580,7 @@ static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b)
 	struct logrec_response resp = {.code = 551, .enhanced = "5.6.0", .content = text};
 	logrec_log("AdminBounce", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
 	KTRACE(queue_admin_bounce, qm->m->id, qm->q->name, b->reason);
+	MSG_TIMELINE(qm->m->id, "AdminBounce", "%s", b->reason);
 	b->bounced++;
 	spool_remove(qm->m->id, NULL, NULL);
 	queue_done(qm);
@@ -668,6 +671,7 @@ static void suspend_hold(struct qmsg *qm, const struct suspend_entry *e, uint64_
 	logrec_log("TransientFailure", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL,
 		   NULL);
 	KTRACE(queue_suspend_hold, qm->m->id, qm->q->name, e->reason, e->expires_ms - now);
+	MSG_TIMELINE(qm->m->id, "Suspended", "held: %s", e->reason);
 	Q.suspend_held++;
 	qm->held = 1;
 	qm->due_ms = e->expires_ms;
@@ -862,6 +866,8 @@ static void schedule(struct qmsg *qm, uint64_t due, const char *reason)
 	heap_push(qm);
 	KTRACE(queue_insert, qm->m->id, qm->q->name, reason, due > now ? due - now : 0,
 	       (int32_t)qm->m->attempts);
+	MSG_TIMELINE(qm->m->id, "Scheduled", "queue %s reason %s due in %" PRIu64 "ms, attempts %d",
+		     qm->q->name, reason, due > now ? due - now : 0, (int)qm->m->attempts);
 	queue_update_phase(qm->q);
 	if (qm->heap_idx == 0)
 		queue_arm();
@@ -879,6 +885,7 @@ static void queue_expire(struct qmsg *qm, uint64_t next_delay_ms)
 	struct logrec_response resp = {.code = 551, .enhanced = "5.4.7", .content = text};
 	logrec_log("Expiration", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
 	KTRACE(queue_expire, qm->m->id, qm->q->name, (int32_t)qm->m->attempts);
+	MSG_TIMELINE(qm->m->id, "Expiration", "after %d attempts", (int)qm->m->attempts);
 	spool_remove(qm->m->id, NULL, NULL);
 	queue_done(qm);
 }

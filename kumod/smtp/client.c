@@ -3,6 +3,7 @@
  * reply handler switches on the state; with PIPELINING the transaction's
  * commands go out in one write and a receive cursor matches the replies. */
 #include "smtp/client.h"
+#include "smtp/smtp_trace.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -227,6 +228,8 @@ static void client_cmd(struct smtp_client *c, const char *fmt, const char *arg)
 	buf_printf(&c->conn.out, fmt, arg);
 	KTRACE(smtp_client_cmd, c->id, state_names[c->state],
 	       buf_cstr(&c->conn.out) + start); /* includes the CRLF; escaped by the log */
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_WRITE, .text = c->conn.out.data + start,
+		       .len = c->conn.out.len - start);
 }
 
 /* --- session start ---------------------------------------------------------- */
@@ -292,6 +295,8 @@ static void client_auth_or_ready(struct smtp_client *c)
 	client_enter(c, SMTP_CLIENT_AUTH);
 	KTRACE(smtp_client_cmd, c->id, state_names[c->state],
 	       "AUTH PLAIN (credentials not shown)\r\n");
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_WRITE,
+		       .text = "AUTH PLAIN (credentials not shown)\r\n");
 	buf_printf(&c->conn.out, "AUTH PLAIN %s\r\n", buf_cstr(&b64));
 	explicit_bzero(raw.data, raw.len);
 	explicit_bzero(b64.data, b64.len);
@@ -523,6 +528,8 @@ int smtp_client_send(struct smtp_client *c, const struct smtp_client_msg *msg)
 	memset(c->rcpt_codes, 0, msg->nrecipients * sizeof(int));
 	memset(c->rcpt_replies, 0, msg->nrecipients * sizeof(*c->rcpt_replies));
 	c->txn_start_ns = clock_mono_ns();
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_MESSAGE, .text = msg->sender, .rcpts = msg->recipients,
+		       .nrcpts = msg->nrecipients);
 	if (client_prepare(c, msg) < 0)
 		return 0;
 	size_t r;
@@ -633,6 +640,7 @@ static void client_send_content(struct smtp_client *c)
 {
 	const struct smtp_client_msg *m = c->msg;
 	client_enter(c, SMTP_CLIENT_DOT);
+	size_t start = c->conn.out.len; /* what is written below, for the live trace */
 	if (c->abort_dot) {
 		/* 354 although nothing may be delivered: end with an empty body */
 		conn_write(&c->conn, ".\r\n", 3);
@@ -643,6 +651,8 @@ static void client_send_content(struct smtp_client *c)
 		/* the content, the copy of its pieces or its 7-bit form */
 		smtp_data_stuff(&c->conn.out, c->body, c->body_len);
 	}
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_DATA, .text = c->conn.out.data + start,
+		       .len = c->conn.out.len - start);
 	conn_flush(&c->conn);
 }
 
@@ -733,6 +743,8 @@ static void client_on_reply(struct smtp_client *c, const struct smtp_reply *r)
 	char text[256];
 	snprintf(text, sizeof(text), "%.*s", (int)r->text.len, r->text.data ? r->text.data : "");
 	KTRACE(smtp_client_reply, c->id, state_names[c->state], r->code, text);
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_READ, .code = r->code, .enhanced = r->enhanced,
+		       .text = r->text.data, .len = r->text.len);
 	if (r->code == 421) {
 		client_end(c, SMTP_CLIENT_DISCONNECTED, r->code, r->enhanced, text, 0);
 		return;
@@ -852,6 +864,7 @@ static void client_on_connect(struct conn *cn, int status)
 		return;
 	}
 	task_set_field(c->task, "local", cn->local);
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_CONNECTED);
 	int rc = conn_start_read(cn);
 	if (rc < 0) {
 		client_end(c, SMTP_CLIENT_ERROR, 0, "", uv_strerror(rc), rc);
@@ -916,6 +929,8 @@ static void client_on_tls(struct conn *cn, int ok)
 	uint64_t dropped = (uint64_t)c->end.err;
 	c->end.err = 0;
 	KTRACE(smtp_client_tls, c->id, ok, conn_tls_version(cn), dropped);
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_TLS, .ok = ok, .text = ok ? conn_tls_version(cn) : "",
+		       .text2 = ok ? conn_tls_cipher(cn) : cn->tls_error);
 	if (c->ending)
 		return;
 	if (client_tls_verifies(c->tls_mode))
@@ -1021,6 +1036,7 @@ static void client_end(struct smtp_client *c, enum smtp_client_status st, int co
 					  c->fail_enh, buf_cstr(&c->fail_text), 0, 0);
 	}
 	KTRACE(smtp_client_close, c->id, c->conn.peer, c->end_text, c->messages);
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_CLOSED, .text = c->end_text);
 	client_enter(c, SMTP_CLIENT_CLOSED);
 	if (c->conn_init) {
 		if (st == SMTP_CLIENT_OK || st == SMTP_CLIENT_DISCONNECTED)
@@ -1103,6 +1119,7 @@ int smtp_client_connect(struct smtp_client *c, const struct sockaddr *addr)
 	if (rc < 0)
 		return rc;
 	KTRACE(smtp_client_connect, c->id, c->conn.peer);
+	SMTP_TRACE_CLI(c, .kind = SMTP_TRACE_BEGIN);
 	client_enter(c, SMTP_CLIENT_CONNECTING);
 	return 0;
 }

@@ -25,10 +25,12 @@
 #include "proto/sasl.h"
 #include "proto/smtp_reply.h"
 #include "smtp/server_int.h"
+#include "smtp/smtp_trace.h"
 #include "queue/queue.h"
 #include "spool/logrec.h"
 #include "spool/message.h"
 #include "spool/spool.h"
+#include "spool/timeline.h"
 
 #define SMTP_SOFT_ERRORS 10
 #define SMTP_HARD_ERRORS 20
@@ -98,6 +100,8 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 	}
 	va_end(ap);
 	KTRACE(smtp_reply, s->id, code, text);
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_WRITE, .code = code, .enhanced = enhanced,
+		       .text = text);
 	smtp_reply_format(&s->conn.out, code, enhanced, text);
 	if (reply_is_error(code)) {
 		s->errors++;
@@ -128,6 +132,8 @@ static void session_trace_policy(struct smtp_session *s, const char *event,
 {
 	/* a POLICY_ERROR was already logged once by the engine (lua_error) */
 	KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_POLICY, .name = event,
+		       .text = policy_status_name(r->status), .code = r->code);
 }
 
 /* The DATA buffer in the memory budget: synced after it grew, released
@@ -540,6 +546,7 @@ static void session_auth_decide(struct smtp_session *s, const char *mech, const 
 	session_trace_policy(s, "smtp_server_auth_plain", &r);
 	const char *result = r.status == POLICY_ERROR ? "error" : ok ? "ok" : "denied";
 	KTRACE(smtp_auth, s->id, mech, authc, authz, result);
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_AUTH, .text = mech, .text2 = result, .name = authc);
 	metrics_counter_add("smtp_server_auth_total", "result", result, 1);
 	if (r.status == POLICY_OK && ok) {
 		s->authenticated = 1;
@@ -979,6 +986,7 @@ static void rx_stored_cb(void *ctx, int err)
 			rx_log_reception(t, t->msgs[i], &t->rep[i]);
 			queue_insert(t->msgs[i], "Received");
 		}
+		metrics_counter_add("total_messages_received", "service", "esmtp_listener", t->n);
 	} else {
 		/* nothing is acknowledged: remove whatever did reach the disk */
 		for (size_t i = 0; i < t->n; i++)
@@ -1114,6 +1122,10 @@ static void session_message_received(struct smtp_session *s)
 		struct policy_result r = {0};
 		policy_smtp_message_received(m, s->meta, &r);
 		session_trace_policy(s, "smtp_server_message_received", &r);
+		MSG_TIMELINE(m->id, "Policy", "smtp_server_message_received: %s",
+			     r.status == POLICY_OK	 ? "ok"
+			     : r.status == POLICY_REJECT ? "rejected"
+							 : "error");
 		const char *queue = message_get_meta_str(m, "queue");
 		if (r.status != POLICY_OK) {
 			fail = r;
@@ -1147,6 +1159,11 @@ static void session_message_received(struct smtp_session *s)
 		queue_message_name(m, qname, sizeof(qname));
 		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], qname,
 		       (uint64_t)m->data.len);
+		MSG_TIMELINE(m->id, "Reception", "ESMTP from %s via %s, %zu bytes, queue %s",
+			     s->conn.peer, s->l->addr, m->data.len, qname);
+		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_MESSAGE, .name = m->id, .text = m->sender,
+			       .text2 = qname, .rcpts = (const char *const *)m->recipients,
+			       .nrcpts = m->nrecipients);
 		buf_printf(&t->ids, "%s%s", t->ids.len ? " " : "", m->id);
 		if (queue && strcmp(queue, "null") == 0) {
 			message_unref(m); /* accepted and discarded (KumoMTA null queue) */
@@ -1201,6 +1218,8 @@ static void session_message_received(struct smtp_session *s)
 static void session_end_of_data(struct smtp_session *s)
 {
 	struct smtp_data_framer *df = &s->df;
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_DATA, .text = s->msg ? s->msg->data.data : NULL,
+		       .len = s->msg ? s->msg->data.len : 0, .code = (int)df->size);
 	KTRACE(smtp_data_end, s->id, (uint64_t)df->size, df->bare_eol, df->line_too_long,
 	       df->too_big);
 	s->conn.bulk_input = 0;
@@ -1279,6 +1298,7 @@ static int session_handle_line(struct smtp_session *s)
 	buf_consume(in, consumed);
 	if (s->auth_step != AUTH_NONE) {
 		KTRACE(smtp_cmd, s->id, state_names[s->state], "(AUTH response, not shown)");
+		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_READ, .text = "(AUTH response, not shown)");
 		session_auth_continue(s, s->line, n);
 		explicit_bzero(s->line, n);
 		session_restart_idle(s);
@@ -1290,8 +1310,10 @@ static int session_handle_line(struct smtp_session *s)
 		snprintf(shown, sizeof(shown), "AUTH %.*s (initial response not shown)",
 			 (int)strcspn(s->line + 5, " "), s->line + 5);
 		KTRACE(smtp_cmd, s->id, state_names[s->state], shown);
+		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_READ, .text = shown);
 	} else {
 		KTRACE(smtp_cmd, s->id, state_names[s->state], s->line);
+		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_READ, .text = s->line, .len = n);
 	}
 	session_command(s, s->line, n);
 	explicit_bzero(s->line, n);
@@ -1432,6 +1454,8 @@ static void session_on_eof(struct conn *c, int err)
 static void session_on_tls(struct conn *c, int ok)
 {
 	struct smtp_session *s = c->owner;
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_TLS, .ok = ok, .text = ok ? conn_tls_version(c) : "",
+		       .text2 = ok ? conn_tls_cipher(c) : c->tls_error);
 	if (!ok) {
 		session_close(s, "tls handshake failed");
 		return;
@@ -1497,6 +1521,7 @@ static void session_close(struct smtp_session *s, const char *reason)
 	if (s->state == SMTP_STATE_CLOSING)
 		return;
 	KTRACE(smtp_conn_close, s->id, s->conn.peer, reason, (uint64_t)s->messages);
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_CLOSED, .text = reason);
 	session_enter_state(s, SMTP_STATE_CLOSING);
 	task_set_phase(s->task, "Closing", NULL);
 	uv_timer_stop(&s->timer);
@@ -1597,6 +1622,8 @@ void smtp_session__accept(struct smtp_listener *l)
 	json_object_set_new(s->meta, "received_via", json_string(l->addr));
 	json_object_set_new(s->meta, "reception_protocol", json_string("ESMTP"));
 	KTRACE(smtp_conn_open, s->id, s->conn.peer, l->addr);
+	metrics_counter_add("total_connection_count", "service", "esmtp_listener", 1);
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_CONNECTED);
 	s->relay_peer =
 	    cidr_list_match(&l->cfg.relay_hosts, s->conn.peer_family, s->conn.peer_addr);
 	uint64_t now_ms = clock_mono_ns() / 1000000;

@@ -27,6 +27,7 @@
 #include "spool/logrec.h"
 #include "spool/logrec_int.h"
 #include "spool/message.h"
+#include "spool/timeline.h"
 
 #define DEFAULT_MAX_FILE_SIZE 1000000000ull
 #define DEFAULT_BACK_PRESSURE 128000u
@@ -603,6 +604,18 @@ static void enqueue(struct logrec_item *it, const char *type, const char *id)
 	report(notes, dropped);
 }
 
+/* Final records (the message's last): where KUMOD_MESSAGE_TIMELINE_LOG
+ * puts the message's timeline. */
+static int logrec_type_is_final(const char *type)
+{
+	static const char *const final[] = {"Delivery", "Bounce", "Expiration", "AdminBounce",
+					    NULL};
+	for (size_t i = 0; final[i]; i++)
+		if (strcmp(type, final[i]) == 0)
+			return 1;
+	return 0;
+}
+
 /* The message_event line: the record's gist, with or without local logs.
  * A batch shows its first recipient and how many there are. */
 static void trace_event(const struct logrec_event *ev)
@@ -645,9 +658,14 @@ void logrec_log_event(const struct logrec_event *ev)
 	if (!ev || !ev->type)
 		return;
 	trace_event(ev);
+	if (ev->m)
+		MSG_TIMELINE(ev->m->id, "Logged", "%s record", ev->type);
 	if (!lr.configured)
 		return;
-	emit_record(build_record(ev, clock_wall_ns()), ev->type, ev->m ? ev->m->id : "");
+	json_t *rec = build_record(ev, clock_wall_ns());
+	if (ev->m && msg_timeline_in_log() && logrec_type_is_final(ev->type))
+		json_object_set_new(rec, "timeline", msg_timeline_json(ev->m->id, NULL, NULL));
+	emit_record(rec, ev->type, ev->m ? ev->m->id : "");
 }
 
 /* --- report records (log_arf, log_oob) ----------------------------------------------- */

@@ -15,6 +15,7 @@
 #include "base/xalloc.h"
 #include "proto/rfc5322.h"
 #include "spool/message.h"
+#include "spool/timeline.h"
 
 /* --- ids ----------------------------------------------------------------- */
 
@@ -126,6 +127,7 @@ void message_unref(struct message *m)
 	assert(m->refs > 0);
 	if (--m->refs)
 		return;
+	msg_timeline_end(m->id);
 	free(m->sender);
 	for (size_t i = 0; i < m->nrecipients; i++)
 		free(m->recipients[i]);

@@ -19,6 +19,7 @@
  * store whose rename or directory fsync failed is rolled back (its files
  * unlinked), and its callback gets the negative errno. */
 #include "spool/spool.h"
+#include "spool/timeline.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -37,6 +38,7 @@
 #include "base/clock.h"
 #include "base/fsutil.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "ktrace.h"
@@ -725,6 +727,11 @@ static void complete_write(struct spool_op *op, uint64_t now)
 		uint64_t bytes = op->meta_len + op->data_len +
 				 SPOOL_RECORD_OVERHEAD * (op->kind == SPOOL_OP_STORE ? 2 : 1);
 		KTRACE(spool_store, op->id, opname, bytes, (now - op->submit_ns) / 1000);
+		if (op->kind == SPOOL_OP_STORE) /* KumoMTA's name: a new message made durable */
+			metrics_histogram_observe("message_save_latency", NULL, NULL,
+						  (double)(now - op->submit_ns) / 1e9);
+		MSG_TIMELINE(op->id, "Spool", "%s %" PRIu64 " bytes durable in %" PRIu64 "us",
+			     opname, bytes, (now - op->submit_ns) / 1000);
 	}
 	if (op->cb)
 		op->cb(op->ctx, op->err);
@@ -744,6 +751,8 @@ static void complete_op(struct spool_op *op, uint64_t now)
 		} else if (!op->err) {
 			S.st.removed++;
 			KTRACE(spool_remove, op->id, (now - op->submit_ns) / 1000);
+			MSG_TIMELINE(op->id, "Spool", "removed in %" PRIu64 "us",
+				     (now - op->submit_ns) / 1000);
 		}
 		if (op->cb)
 			op->cb(op->ctx, op->err);

@@ -898,16 +898,59 @@ static int cmd_suspend_ready_q_cancel(int argc, char **argv)
 	return suspend_cancel(argc, argv, "/api/admin/suspend-ready-q/v1");
 }
 
+/* Microseconds as "850µs", "12.3ms", "4.20s", "3m05s". */
+static void fmt_us(long long us, char *out, size_t n)
+{
+	if (us < 1000)
+		snprintf(out, n, "%lldµs", us);
+	else if (us < 1000000)
+		snprintf(out, n, "%.1fms", (double)us / 1e3);
+	else if (us < 60000000)
+		snprintf(out, n, "%.2fs", (double)us / 1e6);
+	else
+		snprintf(out, n, "%lldm%02llds", us / 60000000, us / 1000000 % 60);
+}
+
+/* The message's story: one line per event with the time since the first
+ * and since the previous event. */
+static void timeline_print(json_t *r)
+{
+	json_t *tl = json_object_get(r, "timeline");
+	long long dropped = json_integer_value(json_object_get(r, "timeline_dropped"));
+	printf("\ntimeline%s:\n",
+	       json_is_true(json_object_get(r, "timeline_finished")) ? " (message finished)" : "");
+	if (dropped)
+		printf("  (%lld earlier events dropped: ring full)\n", dropped);
+	printf("  %-27s %9s %9s  %-16s %s\n", "AT (UTC)", "ELAPSED", "+DELTA", "EVENT", "DETAIL");
+	size_t i;
+	json_t *e;
+	json_array_foreach(tl, i, e)
+	{
+		char el[32], dl[32];
+		fmt_us(json_integer_value(json_object_get(e, "elapsed_us")), el, sizeof(el));
+		fmt_us(json_integer_value(json_object_get(e, "delta_us")), dl, sizeof(dl));
+		/* "µ" is two bytes and one column */
+		printf("  %-27s %*s %*s  %-16s %s\n", json_string_value(json_object_get(e, "at")),
+		       9 + (strstr(el, "µ") != NULL), el, 9 + (strstr(dl, "µ") != NULL), dl,
+		       json_string_value(json_object_get(e, "event")),
+		       json_string_value(json_object_get(e, "detail")));
+	}
+}
+
 static int cmd_inspect_message(int argc, char **argv)
 {
 	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
 					     {"json", no_argument, NULL, 'j'},
 					     {"want-body", no_argument, NULL, 'b'},
+					     {"timeline", no_argument, NULL, 't'},
 					     {0}};
-	int json = 0, c, want_body = 0;
-	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) /* options may follow the ID */
+	int json = 0, c, want_body = 0, timeline = 0;
+	while ((c = sub_getopt(argc, argv, opts, &json)) != -1) { /* options may follow the ID */
 		if (c == 'b')
 			want_body = 1;
+		else if (c == 't')
+			timeline = 1;
+	}
 	if (optind != argc - 1)
 		die("inspect-message: expected one message ID (32 hex digits)");
 	const char *id = argv[optind];
@@ -916,11 +959,16 @@ static int cmd_inspect_message(int argc, char **argv)
 	buf_appends(&path, "/api/admin/inspect-message/v1?id=");
 	url_append_encoded(&path, id);
 	buf_appends(&path, want_body ? "&want_body=true" : "&want_body=false");
+	if (timeline)
+		buf_appends(&path, "&timeline=true");
 	json_t *r = api_json("GET", buf_cstr(&path), NULL);
 	buf_free(&path);
 	json_t *m = json_object_get(r, "message");
 	if (json) {
 		print_json(r);
+	} else if (!json_is_object(m)) {
+		printf("id:       %s\nstate:    finished (no longer queued)\n",
+		       json_string_value(json_object_get(r, "id")));
 	} else {
 		printf("id:       %s\nqueue:    %s\nsender:   %s\n",
 		       json_string_value(json_object_get(r, "id")),
@@ -943,8 +991,25 @@ static int cmd_inspect_message(int argc, char **argv)
 		if (data)
 			printf("\n%s", data);
 	}
+	if (!json && timeline)
+		timeline_print(r);
 	json_decref(r);
 	return 0;
+}
+
+static void trace_help(void)
+{
+	usage_command(stdout, current);
+}
+
+static int cmd_trace_smtp_server(int argc, char **argv)
+{
+	return kcli_trace_smtp(argc, argv, endpoint, 0, trace_help);
+}
+
+static int cmd_trace_smtp_client(int argc, char **argv)
+{
+	return kcli_trace_smtp(argc, argv, endpoint, 1, trace_help);
 }
 
 static const struct command commands[] = {
@@ -1017,10 +1082,40 @@ static const struct command commands[] = {
      "Lists the live ready-queue suspensions.", cmd_suspend_ready_q_list},
     {"suspend-ready-q-cancel", "cancel a ready-queue suspension", "--id ID [--json]",
      "Cancels a ready-queue suspension; delivery resumes at once.", cmd_suspend_ready_q_cancel},
-    {"inspect-message", "show a queued message (envelope, meta, body)", "ID [--want-body] [--json]",
+    {"inspect-message", "show a queued message (envelope, meta, body, timeline)",
+     "ID [--want-body] [--timeline] [--json]",
      "Shows a queued message: envelope, meta, attempts, due time; --want-body adds\n"
-     "its content.",
+     "its content. --timeline adds its whole story: every event from reception to\n"
+     "its last outcome (policy, spool writes, queue moves, each delivery attempt\n"
+     "with the peer's reply) with times since the first and the previous event;\n"
+     "it also answers for one of the last 1024 finished messages.",
      cmd_inspect_message},
+    {"trace-smtp-server", "live transcript of incoming SMTP sessions",
+     "[--source CIDR...] [--terse] [--data] [--only-new] [--only-one] [--color tty|yes|no] "
+     "[--json]",
+     "Streams every incoming SMTP session as it happens (websocket\n"
+     "/api/admin/trace-smtp-server/v1, KumoMTA's endpoint and events): connection, each\n"
+     "line read (->) and reply written (<-), TLS handshake results, policy callbacks,\n"
+     "AUTH outcomes and the message disposition. AUTH secrets are never sent: the AUTH\n"
+     "line and its continuation lines arrive redacted. DATA is summarised (first line\n"
+     "and size) unless --data. --source keeps sessions from those peers (repeatable);\n"
+     "--only-new ignores sessions that began before; --only-one follows the first\n"
+     "session and exits when it closes; --terse shortens multi-line reads; --json\n"
+     "prints each event as kumod sent it (one JSON object per line). Ctrl-C ends it.",
+     cmd_trace_smtp_server},
+    {"trace-smtp-client", "live transcript of outgoing SMTP sessions",
+     "[--source CIDR...] [--mx-addr CIDR...] [--domain D...] [--mail-from A...] "
+     "[--rcpt-to A...] [--ready-queue Q...] [--egress-source S...] [--terse] [--data] "
+     "[--only-new] [--only-one] [--color tty|yes|no] [--json]",
+     "Streams every delivery session (websocket /api/admin/trace-smtp-client/v1):\n"
+     "begin, connect, each command written (->) and reply read (<-), TLS results and\n"
+     "the close reason. The content is summarised unless --data. Filters are\n"
+     "allow-lists that apply once the session knows the property (the domain, sender\n"
+     "and recipient once a message is obtained): --source (local address), --mx-addr,\n"
+     "--domain, --mail-from, --rcpt-to, --ready-queue, --egress-source. kumod refuses\n"
+     "--campaign, --tenant, --routing-domain, --egress-pool and --mx-host (its client\n"
+     "sessions do not carry them yet) rather than match everything.",
+     cmd_trace_smtp_client},
 };
 
 static void usage(FILE *out)
