@@ -16,6 +16,7 @@
 #include "io/loop.h"
 #include "ktrace.h"
 #include "queue/queue.h"
+#include "spool/spool.h"
 
 static void api_metrics(struct http_conn *hc, struct http_request *req)
 {
@@ -44,6 +45,10 @@ static void api_liveness(struct http_conn *hc, struct http_request *req)
 	}
 	if (memlimit_check(0) == MEM_OVER) { /* as KumoMTA: no headroom, not live */
 		http__error(hc, 503, "load shedding");
+		return;
+	}
+	if (spool_space_check(NULL, 0) < 0) { /* as KumoMTA */
+		http__error(hc, 503, "storage is too full");
 		return;
 	}
 	http__respond(hc, 200, "text/plain; charset=utf-8", "OK\n", 3);

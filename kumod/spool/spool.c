@@ -1062,6 +1062,7 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 	S.sync_fs = cfg->sync_fs;
 	S.same_fs = same_dir() == 1;
 	S.open = 1;
+	spool__space_configure(cfg);
 	size_t cleaned = clean_new(SPOOL_DATA) + clean_new(SPOOL_META);
 	char name[256];
 	snprintf(name, sizeof(name), "data=%s meta=%s", paths[0], paths[1]);
@@ -1074,6 +1075,7 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 		 : cfg->sync_fs ? "syncfs"
 				: "true",
 		 cleaned);
+	spool_space_check(NULL, 0); /* logs a shortage at once */
 	return 0;
 }
 

@@ -103,4 +103,7 @@ int spool__read_file(int dirfd, const char *rel, size_t max, struct buf *out);
 void spool__inject_fault(const char *syscall, unsigned nth, int err);
 int spool__fault(const char *syscall);
 
+/* spool_space.c: takes the thresholds of cfg (spool_open). */
+void spool__space_configure(const struct spool_config *cfg);
+
 #endif

@@ -55,7 +55,10 @@ static void setup(void)
 static void open_spool(int flush)
 {
 	char err[256] = "";
-	struct spool_config cfg = {data_path, meta_path, flush, sync_fs_mode};
+	struct spool_config cfg = {.data_path = data_path,
+				   .meta_path = meta_path,
+				   .flush = flush,
+				   .sync_fs = sync_fs_mode};
 	int rc = spool_open(&loop, &cfg, err, sizeof(err));
 	if (rc != 0)
 		TEST_FAIL("spool_open: %d %s", rc, err);
@@ -752,7 +755,7 @@ TEST_IMPL(spool_open_errors)
 	char err[256];
 	setup();
 	open_spool(1);
-	struct spool_config cfg = {data_path, meta_path, 1, 0};
+	struct spool_config cfg = {.data_path = data_path, .meta_path = meta_path, .flush = 1};
 	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), -EBUSY);
 	/* another process holding the lock */
 	pid_t pid = fork();
@@ -768,12 +771,40 @@ TEST_IMPL(spool_open_errors)
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
 	ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	close_spool();
-	struct spool_config same = {data_path, data_path, 1, 0};
+	struct spool_config same = {.data_path = data_path, .meta_path = data_path, .flush = 1};
 	ASSERT_EQ(spool_open(&loop, &same, err, sizeof(err)), -EINVAL);
 	ASSERT(strstr(err, "different directories") != NULL);
-	struct spool_config none = {NULL, meta_path, 1, 0};
+	struct spool_config none = {.meta_path = meta_path, .flush = 1};
 	ASSERT_EQ(spool_open(&loop, &none, err, sizeof(err)), -EINVAL);
 	open_spool(1); /* everything was released */
+	teardown();
+}
+
+/* define_spool's min_free_space / min_free_inodes: an unreachable minimum
+ * refuses with a reason naming the spool; none, or 0%, accepts. */
+TEST_IMPL(spool_min_free_space)
+{
+	char err[256], why[256];
+	setup();
+	struct spool_config cfg = {.data_path = data_path, .meta_path = meta_path, .flush = 1};
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(spool_space_check(why, sizeof(why)), 0);
+	struct spool_space sp;
+	ASSERT_EQ(spool_space_get(0, &sp), 0);
+	ASSERT(sp.space_bytes > 0 && sp.space_pct <= 100);
+	close_spool();
+	cfg.meta_min_free_space = (struct spool_min_free){UINT64_MAX, 0};
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(spool_space_check(why, sizeof(why)), -ENOSPC);
+	ASSERT(strncmp(why, "meta spool ", 11) == 0);
+	ASSERT(strstr(why, "free, minimum 18446744073709551615 bytes") != NULL);
+	close_spool();
+	cfg.meta_min_free_space = (struct spool_min_free){0, 1};
+	cfg.data_min_free_inodes = (struct spool_min_free){101, 1}; /* never reached */
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(spool_space_check(why, sizeof(why)), -ENOSPC);
+	ASSERT(strncmp(why, "data spool ", 11) == 0 && strstr(why, "inodes") != NULL);
+	close_spool();
 	teardown();
 }
 
