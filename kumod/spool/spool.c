@@ -470,8 +470,8 @@ static int quarantine_move(struct spool_batch *b, struct spool_op *op, enum spoo
 			   const char *rel)
 {
 	const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
-	char *dst = op->moved_to[which];
-	size_t cap = sizeof(op->moved_to[which]);
+	char *dst = op->q->moved_to[which];
+	size_t cap = sizeof(op->q->moved_to[which]);
 	int root = spool__root[which];
 	for (int i = 0; i < 1000; i++) {
 		if (i == 0)
@@ -486,7 +486,7 @@ static int quarantine_move(struct spool_batch *b, struct spool_op *op, enum spoo
 			rc = renameat(root, rel, root, dst);
 		}
 		if (rc == 0) {
-			op->moved[which] = 1;
+			op->q->moved[which] = 1;
 			batch_add_dir(b, dirkey(which, SPOOL_DIR_QUARANTINE, 0));
 			/* rel is always "<bucket>/<name>" */
 			batch_add_dir(b, dirkey(which, SPOOL_DIR_BUCKET, bucket_of(rel)));
@@ -504,7 +504,7 @@ static void commit_quarantine(struct spool_batch *b, struct spool_op *op)
 {
 	char rel[SPOOL_REL_MAX];
 	if (op->kind == SPOOL_OP_QUARANTINE_FILE) {
-		quarantine_move(b, op, op->which, op->rel);
+		quarantine_move(b, op, op->q->which, op->q->rel);
 		return;
 	}
 	spool__rel_path(rel, op->id);
@@ -512,13 +512,13 @@ static void commit_quarantine(struct spool_batch *b, struct spool_op *op)
 	int has_data = faccessat(spool__root[SPOOL_DATA], rel, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 	if (has_meta) {
 		struct message *m = NULL;
-		if (spool__load(op->id, &m, op->reason, sizeof(op->reason)) == 0) {
+		if (spool__load(op->id, &m, op->q->reason, sizeof(op->q->reason)) == 0) {
 			message_unref(m);
 			return;
 		}
 		quarantine_move(b, op, SPOOL_META, rel);
 	} else if (has_data) {
-		snprintf(op->reason, sizeof(op->reason), "data file without meta file");
+		snprintf(op->q->reason, sizeof(op->q->reason), "data file without meta file");
 	}
 	if (has_data)
 		quarantine_move(b, op, SPOOL_DATA, rel);
@@ -528,10 +528,10 @@ static void commit_prune(struct spool_batch *b, struct spool_op *op)
 {
 	char now[SPOOL_BUCKET_LEN + 1];
 	spool__bucket_now(now);
-	if (strcmp(op->rel, now) >= 0)
+	if (strcmp(op->q->rel, now) >= 0)
 		return; /* the current bucket fills right now */
-	if (unlinkat(spool__root[op->which], op->rel, AT_REMOVEDIR) == 0)
-		batch_add_dir(b, dirkey(op->which, SPOOL_DIR_ROOT, 0));
+	if (unlinkat(spool__root[op->q->which], op->q->rel, AT_REMOVEDIR) == 0)
+		batch_add_dir(b, dirkey(op->q->which, SPOOL_DIR_ROOT, 0));
 }
 
 static void sync_dirs(struct spool_batch *b)
@@ -695,7 +695,7 @@ static void complete_op(struct spool_op *op, uint64_t now)
 			S.st.errors++;
 			trace_error(op, "quarantine");
 		}
-		S.st.quarantined += op->moved[SPOOL_DATA] || op->moved[SPOOL_META];
+		S.st.quarantined += op->q->moved[SPOOL_DATA] || op->q->moved[SPOOL_META];
 		spool__quarantine_done(op);
 		break;
 	case SPOOL_OP_PRUNE:
@@ -703,6 +703,7 @@ static void complete_op(struct spool_op *op, uint64_t now)
 	}
 	message_unref(op->m);
 	free(op->meta);
+	free(op->q);
 	free(op);
 }
 
@@ -833,6 +834,8 @@ static void kick(void)
 struct spool_op *spool__op_new(enum spool_op_kind kind, const char *id)
 {
 	struct spool_op *op = xcalloc(1, sizeof(*op));
+	if (kind >= SPOOL_OP_QUARANTINE)
+		op->q = xcalloc(1, sizeof(*op->q));
 	op->kind = kind;
 	op->seq = ++S.next_seq;
 	op->submit_ns = clock_mono_ns();

@@ -59,12 +59,15 @@ struct spool_op {
 	const char *wwhat[2];
 	unsigned char tmp[2];	  /* temp file exists, per spool */
 	unsigned char visible[2]; /* renamed into place (store rollback) */
-	/* quarantine / prune */
-	enum spool_which which;
-	char rel[SPOOL_NAME_MAX]; /* file or bucket relative to the root */
-	char reason[160];	  /* why (filled in by the flusher's revalidation) */
-	char moved_to[2][SPOOL_NAME_MAX];
-	unsigned char moved[2];
+	/* quarantine / prune only (1 KiB: not carried by every store, of
+	 * which thousands may be pending after a large inject) */
+	struct spool_op_aside {
+		enum spool_which which;
+		char rel[SPOOL_NAME_MAX]; /* file or bucket relative to the root */
+		char reason[160];	  /* why (filled in by the flusher's revalidation) */
+		char moved_to[2][SPOOL_NAME_MAX];
+		unsigned char moved[2];
+	} * q;
 };
 
 /* Immutable after spool_open (read by worker threads). */
