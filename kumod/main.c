@@ -247,6 +247,7 @@ static int setup_logging(void)
 static int raise_nofile(void)
 {
 	fdlimit_raise();
+	memlimit_init_reserve();
 	char err[256];
 	if (memlimit_from_env(err, sizeof(err)) != 0) {
 		fprintf(stderr, "kumod: %s\n", err);

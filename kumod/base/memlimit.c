@@ -5,15 +5,61 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/log.h"
+#include "base/xalloc.h"
 #include "ktrace.h"
 
 #define RSS_SAMPLE_NS 100000000ull
 #define TRIM_NS 1000000000ull
+#define RESERVE_BYTES (16u << 20)
+
+/* Set (from any thread) when an allocation failed and the emergency
+ * reserve was given up: over the limit until the reserve can be taken
+ * again. */
+static atomic_int emergency;
+static uint64_t emergency_ns; /* last attempt to take the reserve back */
+
+static void reserve_used(void)
+{
+	atomic_store(&emergency, 1);
+}
+
+void memlimit_init_reserve(void)
+{
+	xalloc_set_reserve(RESERVE_BYTES, reserve_used);
+}
+
+/* 1 while the reserve is spent: logged once, retried once a second. */
+static int memlimit_emergency(void)
+{
+	if (!atomic_load(&emergency))
+		return 0;
+	uint64_t now = clock_mono_ns();
+	if (!emergency_ns) {
+		log_warn("kumod::memory",
+			 "an allocation failed: the %u MiB emergency reserve was given up; new "
+			 "work is refused as over the memory limit until it can be taken back",
+			 RESERVE_BYTES >> 20);
+	} else if (now - emergency_ns >= TRIM_NS) {
+		malloc_trim(0);
+		if (xalloc_rearm() == 0) {
+			atomic_store(&emergency, 0);
+			emergency_ns = 0;
+			log_info("kumod::memory", "emergency memory reserve taken back");
+			return 0;
+		}
+	} else {
+		return 1;
+	}
+	emergency_ns = now;
+	return 1;
+}
 
 static struct {
 	uint64_t soft, hard, low;
@@ -136,6 +182,8 @@ const char *memlimit_state_name(enum mem_state st)
 
 enum mem_state memlimit_check(size_t more)
 {
+	if (memlimit_emergency())
+		return MEM_OVER;
 	uint64_t soft = memlimit_soft();
 	if (!soft)
 		return MEM_OK;

@@ -44,6 +44,9 @@ uint64_t memlimit_over_count(void);
 uint64_t memlimit_low_count(void);
 /* Refusals because of the budget (SMTP DATA, injects). */
 void memlimit_count_refusal(void);
+/* Holds the emergency reserve (base/xalloc): once an allocation failed,
+ * memlimit_check() answers MEM_OVER until the reserve is back. */
+void memlimit_init_reserve(void);
 uint64_t memlimit_refusals(void);
 
 #endif

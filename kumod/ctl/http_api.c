@@ -16,6 +16,7 @@
 #include "io/loop.h"
 #include "ktrace.h"
 #include "queue/queue.h"
+#include "spool/spool.h"
 
 /* Keeps the lines of families whose name starts with prefix: samples and
  * their "# HELP name" / "# TYPE name" lines (KumoMTA's ?prefix=). */
@@ -75,6 +76,10 @@ static void api_liveness(struct http_conn *hc, struct http_request *req)
 	}
 	if (memlimit_check(0) == MEM_OVER) { /* as KumoMTA: no headroom, not live */
 		http__error(hc, 503, "load shedding");
+		return;
+	}
+	if (spool_space_check(NULL, 0) < 0) { /* as KumoMTA */
+		http__error(hc, 503, "storage is too full");
 		return;
 	}
 	http__respond(hc, 200, "text/plain; charset=utf-8", "OK\n", 3);

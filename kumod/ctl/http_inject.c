@@ -240,6 +240,12 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req)
 		inject_req_free(&q);
 		return;
 	}
+	if (spool_space_check(NULL, 0) < 0) { /* as KumoMTA */
+		KTRACE(http_limit, hc->id, hc->conn.peer, "min_free_space");
+		http__error_extra(hc, 503, "Retry-After: 5\r\n", "disk is too full");
+		inject_req_free(&q);
+		return;
+	}
 	size_t nr = inject_req_count(&q), max = http__config(hc)->max_recipients_per_inject;
 	const char *limit = max && nr > max		    ? "max_recipients_per_inject"
 			    : memlimit_check(0) == MEM_OVER ? "memory_soft_limit"

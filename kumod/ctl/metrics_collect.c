@@ -176,6 +176,21 @@ static void collect_spool(struct metrics_scrape *sc, void *ctx)
 		metrics_emit(sc, "spool_quarantined_total", METRICS_COUNTER, NULL, NULL,
 			     (double)st.quarantined);
 		metrics_emit(sc, "spool_pending", METRICS_GAUGE, NULL, NULL, (double)st.pending);
+		for (int w = 0; w < 2; w++) {
+			struct spool_space sp;
+			if (spool_space_get(w, &sp) != 0)
+				continue;
+			const char *name = w ? "meta spool" : "data spool";
+			metrics_emit(sc, "disk_free_bytes", METRICS_GAUGE, "name", name,
+				     (double)sp.space_bytes);
+			metrics_emit(sc, "disk_free_percent", METRICS_GAUGE, "name", name,
+				     (double)sp.space_pct);
+			if (sp.inodes != UINT64_MAX)
+				metrics_emit(sc, "disk_free_inodes", METRICS_GAUGE, "name", name,
+					     (double)sp.inodes);
+			metrics_emit(sc, "disk_free_inodes_percent", METRICS_GAUGE, "name", name,
+				     (double)sp.inodes_pct);
+		}
 	}
 	if (logrec_enabled()) {
 		struct logrec_stats ls = {0};
@@ -225,6 +240,8 @@ static void collect_memory(struct metrics_scrape *sc, void *ctx)
 		     (double)st.fd_budget_denied);
 	metrics_emit(sc, name, METRICS_COUNTER, "limit", "memory", (double)st.memory_denied);
 	metrics_emit(sc, name, METRICS_COUNTER, "limit", "memory_shed_idle", (double)st.idle_shed);
+	metrics_emit(sc, name, METRICS_COUNTER, "limit", "fd_shed_idle", (double)st.fd_shed);
+	metrics_emit(sc, name, METRICS_COUNTER, "limit", "min_free_space", (double)st.disk_denied);
 	metrics_emit(sc, name, METRICS_COUNTER, "limit", "max_received_headers",
 		     (double)st.mail_loops);
 	metrics_emit(sc, "listener_accept_errors_total", METRICS_COUNTER, "service",
@@ -304,6 +321,14 @@ static const struct metrics_decl decls[] = {
      "corrupt spool files moved aside (Ours; once a spool is defined)"},
     {"spool_pending", METRICS_GAUGE, NULL,
      "spool operations in flight (Ours; once a spool is defined)"},
+    {"disk_free_bytes", METRICS_GAUGE, "name",
+     "free bytes (for unprivileged users) of the file system of the `data spool` and "
+     "`meta spool`, checked at most once a second"},
+    {"disk_free_percent", METRICS_GAUGE, "name", "the same as a percentage of the file system"},
+    {"disk_free_inodes", METRICS_GAUGE, "name",
+     "free inodes of the spools' file systems (none where the file system has no inode count)"},
+    {"disk_free_inodes_percent", METRICS_GAUGE, "name",
+     "the same as a percentage of the file system's inodes"},
     {"log_records_written_total", METRICS_COUNTER, "logger",
      "log records written by `configure_local_logs` (`local`) (Ours)"},
     {"log_submit_full", METRICS_COUNTER, "logger",

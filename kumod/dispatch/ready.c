@@ -1013,27 +1013,52 @@ static void ready_maybe_dispatch(struct ready_queue *rq)
 
 /* --- routing ------------------------------------------------------------------ */
 
+/* One message being routed. Every due message has one while its lookups
+ * are in flight (thousands at once after a large inject): kept small, the
+ * addresses allocated as they arrive (was 15 KiB of fixed arrays). */
 struct route {
 	struct qmsg *qm;
 	size_t pending;
 	int permanent, any_ok;
-	char error[256];
-	char site[512];
-	const char *hosts_done[READY_MAX_HOSTS];
-	struct ready_addr addrs[READY_MAX_HOSTS];
-	size_t naddrs;
-	int port_override[READY_MAX_HOSTS];
+	char *error; /* NULL until a lookup failed */
+	char *site;  /* NULL until known */
+	struct route_addr {
+		struct ready_addr a;
+		int port_override;
+	} * addrs;
+	size_t naddrs, capaddrs;
 };
+
+static void route_set_error(struct route *rt, const char *fmt, const char *text)
+{
+	char buf[300];
+	snprintf(buf, sizeof(buf), fmt, text);
+	free(rt->error);
+	rt->error = xstrdup(buf);
+}
+
+static void route_free(struct route *rt)
+{
+	free(rt->addrs);
+	free(rt->error);
+	free(rt->site);
+	free(rt);
+}
 
 static void route_add_result(struct route *rt, const struct dns_mx_result *r, int port)
 {
 	for (size_t h = 0; h < r->nhosts; h++) {
 		const struct dns_host *dh = &r->hosts[h];
 		for (size_t i = 0; i < dh->naddrs && rt->naddrs < READY_MAX_HOSTS; i++) {
-			struct ready_addr *a = &rt->addrs[rt->naddrs];
-			memcpy(&a->ss, &dh->addrs[i], sizeof(a->ss));
-			snprintf(a->host, sizeof(a->host), "%s", dh->name ? dh->name : "");
-			rt->port_override[rt->naddrs] = port;
+			if (rt->naddrs == rt->capaddrs) {
+				rt->capaddrs = rt->capaddrs ? rt->capaddrs * 2 : 2;
+				rt->addrs = xrealloc(rt->addrs, rt->capaddrs * sizeof(*rt->addrs));
+			}
+			struct route_addr *ra = &rt->addrs[rt->naddrs];
+			memset(ra, 0, sizeof(*ra));
+			memcpy(&ra->a.ss, &dh->addrs[i], sizeof(ra->a.ss));
+			snprintf(ra->a.host, sizeof(ra->a.host), "%s", dh->name ? dh->name : "");
+			ra->port_override = port;
 			rt->naddrs++;
 		}
 	}
@@ -1045,18 +1070,19 @@ static void route_finish(struct route *rt)
 	const char *rdom = queue_routing_domain(qm->q);
 	if (R.shutting_down) {
 		queue_requeue(qm, "ReadyQueueWasReaped", 0, NULL, NULL);
-		free(rt);
+		route_free(rt);
 		return;
 	}
 	if (!rt->naddrs) {
-		KTRACE(route_fail, qm->m->id, queue_name(qm->q), rt->error, rt->permanent);
+		const char *error = rt->error ? rt->error : "";
+		KTRACE(route_fail, qm->m->id, queue_name(qm->q), error, rt->permanent);
 		if (rt->permanent)
-			outcome_bounce(qm, NULL, LOCAL_REPLY(550, "5.1.2", rt->error), NULL, NULL,
+			outcome_bounce(qm, NULL, LOCAL_REPLY(550, "5.1.2", error), NULL, NULL,
 				       NULL);
 		else
-			outcome_transient(qm, NULL, LOCAL_REPLY(451, "4.4.4", rt->error), NULL,
-					  NULL, "MxResolvedToZeroHosts", NULL);
-		free(rt);
+			outcome_transient(qm, NULL, LOCAL_REPLY(451, "4.4.4", error), NULL, NULL,
+					  "MxResolvedToZeroHosts", NULL);
+		route_free(rt);
 		return;
 	}
 	const struct queue_config *cfg = queue_config_of(qm->q);
@@ -1069,28 +1095,29 @@ static void route_finish(struct route *rt)
 			KTRACE(route_fail, qm->m->id, queue_name(qm->q), err, 0);
 			outcome_transient(qm, NULL, LOCAL_REPLY(451, "4.4.4", err), NULL, NULL,
 					  "FailedToInsertIntoReadyQueue", NULL);
-			free(rt);
+			route_free(rt);
 			return;
 		}
 	}
-	struct ready_queue *rq = ready_get(source, rt->site, pool, rdom);
+	const char *site = rt->site ? rt->site : "";
+	struct ready_queue *rq = ready_get(source, site, pool, rdom);
 	if (rq->src_error[0]) {
 		/* the path or the source cannot be used: say why, not what its
 		 * defaults would make of the addresses */
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), rq->src_error, 0);
 		outcome_transient(qm, rq, LOCAL_REPLY(451, "4.4.4", rq->src_error), NULL, NULL,
 				  "FailedToInsertIntoReadyQueue", NULL);
-		free(rt);
+		route_free(rt);
 		return;
 	}
 	/* the latest routing wins: addresses refreshed from this answer */
 	rq->naddrs = 0;
 	size_t prohibited = 0, skipped = 0;
 	for (size_t i = 0; i < rt->naddrs; i++) {
-		struct ready_addr *a = &rt->addrs[i];
-		int port = rt->port_override[i]	 ? rt->port_override[i]
-			   : rq->src.remote_port ? rq->src.remote_port
-						 : rq->path.port;
+		struct ready_addr *a = &rt->addrs[i].a;
+		int port = rt->addrs[i].port_override ? rt->addrs[i].port_override
+			   : rq->src.remote_port      ? rq->src.remote_port
+						      : rq->path.port;
 		char ip[INET6_ADDRSTRLEN] = "";
 		const uint8_t *raw;
 		int fam = a->ss.ss_family;
@@ -1126,17 +1153,17 @@ static void route_finish(struct route *rt)
 			    why, sizeof(why),
 			    "all %zu addresses for %s are prohibited_hosts (%zu) or skip_hosts "
 			    "(%zu)",
-			    prohibited + skipped, rt->site, prohibited, skipped);
+			    prohibited + skipped, site, prohibited, skipped);
 		else
 			snprintf(why, sizeof(why), "all %zu addresses for %s are prohibited_hosts",
-				 prohibited, rt->site);
+				 prohibited, site);
 		KTRACE(route_fail, qm->m->id, queue_name(qm->q), why, 0);
 		outcome_transient(qm, rq, LOCAL_REPLY(451, "4.4.4", why), NULL, NULL,
 				  prohibited ? "MxWasProhibited" : "MxWasSkipped", NULL);
-		free(rt);
+		route_free(rt);
 		return;
 	}
-	free(rt);
+	route_free(rt);
 	if (rq->count >= rq->path.max_ready) {
 		KTRACE(ready_full, qm->m->id, rq->name, (uint64_t)rq->path.max_ready);
 		queue_requeue(qm, "ReadyQueueWasFull", 0, NULL, NULL);
@@ -1160,10 +1187,10 @@ static void route_dns_cb(void *ctx, const struct dns_mx_result *r)
 	if (r->status == DNS_OK) {
 		route_add_result(rt, r, 0);
 		rt->any_ok = 1;
-		if (!rt->site[0])
-			snprintf(rt->site, sizeof(rt->site), "%s", r->site_name);
+		if (!rt->site)
+			rt->site = xstrdup(r->site_name);
 	} else {
-		snprintf(rt->error, sizeof(rt->error), "%s", r->error);
+		route_set_error(rt, "%s", r->error);
 		rt->permanent = r->status == DNS_NULL_MX || r->status == DNS_NO_HOST;
 	}
 	if (--rt->pending == 0)
@@ -1185,10 +1212,10 @@ static void route_mxlist_cb(void *ctx, const struct dns_mx_result *r)
 		size_t first = rt->naddrs;
 		route_add_result(rt, r, ml->port);
 		for (size_t i = first; ml->name && i < rt->naddrs; i++)
-			snprintf(rt->addrs[i].host, sizeof(rt->addrs[i].host), "%s", ml->name);
+			snprintf(rt->addrs[i].a.host, sizeof(rt->addrs[i].a.host), "%s", ml->name);
 		rt->any_ok = 1;
-	} else if (!rt->error[0]) {
-		snprintf(rt->error, sizeof(rt->error), "mx_list: %s", r->error);
+	} else if (!rt->error) {
+		route_set_error(rt, "mx_list: %s", r->error);
 	}
 	free(ml->name);
 	free(ml);
@@ -1226,11 +1253,13 @@ static void ready_route(struct qmsg *qm)
 	rt->qm = qm;
 	const struct queue_config *cfg = queue_config_of(qm->q);
 	if (cfg->nmx) {
-		size_t off = (size_t)snprintf(rt->site, sizeof(rt->site), "mx_list:");
-		for (size_t i = 0; i < cfg->nmx && off < sizeof(rt->site); i++)
-			off += (size_t)snprintf(
-			    rt->site + off, sizeof(rt->site) - off, "%s%s", i ? "," : "",
-			    cfg->mx_names[i] ? cfg->mx_names[i] : cfg->mx_list[i]);
+		char site[512];
+		size_t off = (size_t)snprintf(site, sizeof(site), "mx_list:");
+		for (size_t i = 0; i < cfg->nmx && off < sizeof(site); i++)
+			off +=
+			    (size_t)snprintf(site + off, sizeof(site) - off, "%s%s", i ? "," : "",
+					     cfg->mx_names[i] ? cfg->mx_names[i] : cfg->mx_list[i]);
+		rt->site = xstrdup(site);
 		rt->pending = cfg->nmx;
 		for (size_t i = 0; i < cfg->nmx; i++) {
 			struct mx_lookup *ml = xcalloc(1, sizeof(*ml));

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,21 +251,27 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	task_exit(c->task, prev);
 }
 
-int conn_accept(struct conn *c, uv_stream_t *server, const struct conn_handler *h, void *owner,
-		struct task *task)
+static int conn_accepted(struct conn *c, uv_loop_t *loop, uv_stream_t *server, int fd,
+			 const struct conn_handler *h, void *owner, struct task *task)
 {
 	memset(c, 0, sizeof(*c));
 	c->h = h;
 	c->owner = owner;
 	c->task = task;
 	kumod_loop_note_io();
-	int rc = uv_tcp_init(server->loop, &c->tcp);
-	if (rc < 0)
+	int rc = uv_tcp_init(loop, &c->tcp);
+	if (rc < 0) {
+		if (fd >= 0)
+			close(fd);
 		return rc;
+	}
 	c->tcp.data = c;
-	rc = uv_accept(server, (uv_stream_t *)&c->tcp);
-	if (rc < 0)
+	rc = server ? uv_accept(server, (uv_stream_t *)&c->tcp) : uv_tcp_open(&c->tcp, fd);
+	if (rc < 0) {
+		if (!server)
+			close(fd);
 		return rc;
+	}
 	uv_tcp_nodelay(&c->tcp, 1);
 	struct sockaddr_storage ss;
 	int len = sizeof(ss);
@@ -276,6 +283,18 @@ int conn_accept(struct conn *c, uv_stream_t *server, const struct conn_handler *
 		conn_format_addr((struct sockaddr *)&ss, c->local, sizeof(c->local), NULL, 0, NULL,
 				 NULL);
 	return 0;
+}
+
+int conn_accept(struct conn *c, uv_stream_t *server, const struct conn_handler *h, void *owner,
+		struct task *task)
+{
+	return conn_accepted(c, server->loop, server, -1, h, owner, task);
+}
+
+int conn_accept_fd(struct conn *c, uv_loop_t *loop, int fd, const struct conn_handler *h,
+		   void *owner, struct task *task)
+{
+	return conn_accepted(c, loop, NULL, fd, h, owner, task);
 }
 
 static void conn_connect_cb(uv_connect_t *req, int status)

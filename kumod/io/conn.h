@@ -61,6 +61,10 @@ struct conn {
 /* Accepts a pending connection from server into c. 0 or -errno. */
 int conn_accept(struct conn *c, uv_stream_t *server, const struct conn_handler *h, void *owner,
 		struct task *task);
+/* The same for a socket the caller accepted itself (fd is owned by c from
+ * now on, closed on failure too). */
+int conn_accept_fd(struct conn *c, uv_loop_t *loop, int fd, const struct conn_handler *h,
+		   void *owner, struct task *task);
 /* Client side: starts connecting to addr; on_connect follows exactly once
  * (never from inside this call). On a synchronous failure returns -errno
  * and on_connect is not called; the handle must still be closed with

@@ -613,6 +613,7 @@ struct spool_def {
 	int sync_fs; /* -1 unset, 0 fsync, 1 syncfs */
 	int has_rocks;
 	struct spool_rocks_params rocks;
+	struct spool_min_free min_space, min_inodes;
 };
 
 /* A non-negative integer rocks_params value that fits an int64. */
@@ -678,6 +679,30 @@ static void rocks_key(lua_State *L, const char *k, void *ctx)
 	}
 }
 
+/* KumoMTA's MinFree: an integer count, a string of digits, or "N%". */
+static struct spool_min_free check_min_free(lua_State *L, int idx, const char *what)
+{
+	struct spool_min_free mf = {0, 0};
+	if (lua_type(L, idx) != LUA_TSTRING) {
+		mf.value = check_size(L, idx, what);
+		return mf;
+	}
+	const char *v = lua_tostring(L, idx);
+	char *end = NULL;
+	errno = 0;
+	unsigned long long n = *v >= '0' && *v <= '9' ? strtoull(v, &end, 10) : 0;
+	if (end && *end == '%' && !end[1] && n <= 100) {
+		mf.value = n;
+		mf.percent = 1;
+	} else if (end && !*end && !errno) {
+		mf.value = n;
+	} else {
+		luaL_error(L, "%s: expected an integer or a percentage such as '10%%', got '%s'",
+			   what, v);
+	}
+	return mf;
+}
+
 static void spool_key(lua_State *L, const char *k, void *ctx)
 {
 	struct spool_def *d = ctx;
@@ -712,10 +737,10 @@ static void spool_key(lua_State *L, const char *k, void *ctx)
 			d->sync_fs = 1;
 		else
 			luaL_error(L, "%s: expected 'fsync' or 'syncfs', got '%s'", what, m);
-	} else if (strcmp(k, "min_free_space") == 0 || strcmp(k, "min_free_inodes") == 0) {
-		/* bytes, or a percentage string such as "10%" */
-		if (lua_type(L, -1) != LUA_TSTRING)
-			check_size(L, -1, what);
+	} else if (strcmp(k, "min_free_space") == 0) {
+		d->min_space = check_min_free(L, -1, what);
+	} else if (strcmp(k, "min_free_inodes") == 0) {
+		d->min_inodes = check_min_free(L, -1, what);
 	} else {
 		static const char *const ours[] = {"sync_mode"};
 		lua_api__unknown_key(L, "define_spool", k, ours, 1);
@@ -725,7 +750,11 @@ static void spool_key(lua_State *L, const char *k, void *ctx)
 static int l_define_spool(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	struct spool_def d = {.kind = "LocalDisk", .flush = 1, .sync_fs = -1};
+	struct spool_def d = {.kind = "LocalDisk",
+			      .flush = 1,
+			      .sync_fs = -1,
+			      .min_space = {10, 1}, /* KumoMTA's defaults: 10% */
+			      .min_inodes = {10, 1}};
 	spool_rocks_params_init(&d.rocks);
 	each_key(L, 1, "define_spool", spool_key, &d);
 	if (!d.name)
@@ -739,6 +768,7 @@ static int l_define_spool(lua_State *L)
 		  d.name, d.path, d.kind, d.flush, d.sync_fs == 1 ? "syncfs" : "fsync");
 	static char *paths[2];
 	static int flush = 1, sync_fs = -1;
+	static struct spool_min_free min_space[2], min_inodes[2];
 	int i = strcmp(d.name, "data") == 0 ? 0 : 1;
 	/* kind and rocks_params, per spool; both spools must share the kind */
 	static int kinds[2] = {-1, -1};
@@ -757,6 +787,8 @@ static int l_define_spool(lua_State *L)
 	has_rocks[i] = d.has_rocks;
 	free(paths[i]);
 	paths[i] = strdup(d.path);
+	min_space[i] = d.min_space;
+	min_inodes[i] = d.min_inodes;
 	if (!d.flush)
 		flush = 0;
 	/* one flusher serves both spools: they must agree */
@@ -773,7 +805,11 @@ static int l_define_spool(lua_State *L)
 	    .flush = flush,
 	    .sync_fs = sync_fs == 1,
 	    .kind = (enum spool_kind)kind,
-	    .rocks = {has_rocks[0] ? &rocks[0] : NULL, has_rocks[1] ? &rocks[1] : NULL}};
+	    .rocks = {has_rocks[0] ? &rocks[0] : NULL, has_rocks[1] ? &rocks[1] : NULL},
+	    .data_min_free_space = min_space[0],
+	    .data_min_free_inodes = min_inodes[0],
+	    .meta_min_free_space = min_space[1],
+	    .meta_min_free_inodes = min_inodes[1]};
 	char err[512] = "";
 	int rc = spool_open(kumod_loop(), &sc, err, sizeof(err));
 	free(paths[0]);

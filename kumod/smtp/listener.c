@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -17,12 +18,15 @@
 #include "ktrace.h"
 #include "smtp/server_int.h"
 
-void smtp_session__accept(struct smtp_listener *l);
+void smtp_session__accept(struct smtp_listener *l, int fd);
 void smtp_session__count_accept_error(void);
+void smtp_session__fd_pressure(void);
 void smtp_session__shutdown_all(void);
 size_t smtp_session__count(void);
 
 static struct smtp_listener *listeners;
+
+static void listener_resume(uv_timer_t *t);
 
 void smtp_listener_config_init(struct smtp_listener_config *cfg)
 {
@@ -64,39 +68,92 @@ void smtp_listener_config_free(struct smtp_listener_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
-/* accept() failed (EMFILE, ENFILE, ...): counted, and logged at most once
- * a second with the number of failures since the last line. libuv closes
- * the pending connection with its reserved descriptor, so the listener does
- * not spin; the session budget (fdlimit_smtp_budget) normally refuses with
- * 421 well before this. */
-static void listener_accept_failed(struct smtp_listener *l, int status)
+/* Backoff after accept() failed for lack of descriptors: the listener stops
+ * polling for LISTENER_BACKOFF_MIN_MS, doubling on each failure in a row up
+ * to LISTENER_BACKOFF_MAX_MS; pending clients wait in the kernel's backlog
+ * instead of being reset. */
+#define LISTENER_BACKOFF_MIN_MS 10
+#define LISTENER_BACKOFF_MAX_MS 1000
+#define LISTENER_ACCEPTS_PER_POLL 128
+
+/* accept() failed (EMFILE, ENFILE, ...): counted, logged at most once a
+ * second with the number of failures since the last line, and for a
+ * descriptor shortage the listener backs off and the sessions give some
+ * descriptors back (smtp_session__fd_pressure) so that the HTTP listener,
+ * the spool and deliveries keep working. */
+static void listener_accept_failed(struct smtp_listener *l, int err)
 {
 	static uint64_t logged_ns, suppressed;
 	smtp_session__count_accept_error();
-	KTRACE(listener_accept_error, l->addr, uv_strerror(status));
+	KTRACE(listener_accept_error, l->addr, strerror(err));
+	int shortage = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+	if (shortage) {
+		l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : LISTENER_BACKOFF_MIN_MS;
+		if (l->backoff_ms > LISTENER_BACKOFF_MAX_MS)
+			l->backoff_ms = LISTENER_BACKOFF_MAX_MS;
+		uv_poll_stop(&l->poll);
+		uv_timer_start(&l->backoff, listener_resume, l->backoff_ms, 0);
+		smtp_session__fd_pressure();
+	}
 	uint64_t now = clock_mono_ns();
 	if (logged_ns && now - logged_ns < 1000000000ull) {
 		suppressed++;
 		return;
 	}
 	log_warn("kumod::smtp_server",
-		 "accept on %s failed: %s (%" PRIu64 " more failures since the last report)",
-		 l->addr, uv_strerror(status), suppressed);
+		 "accept on %s failed: %s (open files limit %zu, %zu sessions); %s%" PRIu64
+		 " ms (%" PRIu64 " more failures since the last report)",
+		 l->addr, strerror(err), fdlimit_nofile(), smtp_session__count(),
+		 shortage ? "accepting paused for " : "no pause", shortage ? l->backoff_ms : 0,
+		 suppressed);
 	logged_ns = now;
 	suppressed = 0;
 }
 
-static void listener_on_connection(uv_stream_t *server, int status)
+static void listener_on_readable(uv_poll_t *h, int status, int events)
 {
-	struct smtp_listener *l = server->data;
+	(void)events;
+	struct smtp_listener *l = h->data;
 	struct task *prev = task_enter(l->task);
-	if (l->closed)
-		;
-	else if (status < 0)
-		listener_accept_failed(l, status);
-	else
-		smtp_session__accept(l);
+	for (int i = 0; !l->closed && status == 0 && i < LISTENER_ACCEPTS_PER_POLL; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				listener_accept_failed(l, errno);
+			break;
+		}
+		l->backoff_ms = 0;
+		smtp_session__accept(l, fd);
+	}
 	task_exit(l->task, prev);
+}
+
+static void listener_resume(uv_timer_t *t)
+{
+	struct smtp_listener *l = t->data;
+	if (!l->closed)
+		uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
+}
+
+/* A non-blocking listening socket on ss (SO_REUSEADDR, as libuv binds):
+ * the fd, or -errno. */
+static int listener_socket(const struct sockaddr_storage *ss, int backlog)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	socklen_t len =
+	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, backlog) != 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
 }
 
 int smtp_listener_start(uv_loop_t *loop, struct smtp_listener_config *cfg, char *err, size_t errlen)
@@ -115,16 +172,26 @@ int smtp_listener_start(uv_loop_t *loop, struct smtp_listener_config *cfg, char 
 		free(l);
 		return -EINVAL;
 	}
-	int rc =
-	    conn_listen(loop, &l->tcp, &ss, 1024, listener_on_connection, l->addr, sizeof(l->addr));
-	l->tcp.data = l;
-	if (rc < 0) {
+	l->fd = listener_socket(&ss, 1024);
+	if (l->fd < 0) {
 		snprintf(err, errlen, "start_esmtp_listener: cannot listen on %s: %s", cfg->listen,
-			 uv_strerror(rc));
+			 strerror(-l->fd));
 		SSL_CTX_free(l->tls_ctx);
-		uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
+		int rc = l->fd;
+		free(l);
 		return rc;
 	}
+	struct sockaddr_storage got;
+	socklen_t glen = sizeof(got);
+	if (getsockname(l->fd, (struct sockaddr *)&got, &glen) == 0)
+		conn_format_addr((struct sockaddr *)&got, l->addr, sizeof(l->addr), NULL, 0, NULL,
+				 NULL);
+	l->loop = loop;
+	uv_poll_init_socket(loop, &l->poll, l->fd);
+	l->poll.data = l;
+	uv_timer_init(loop, &l->backoff);
+	l->backoff.data = l;
+	uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
 	l->cfg = *cfg;
 	memset(cfg, 0, sizeof(*cfg));
 	size_t budget = fdlimit_smtp_budget();
@@ -161,6 +228,9 @@ void smtp_listener__maybe_free(struct smtp_listener *l)
 static void listener_close_cb(uv_handle_t *h)
 {
 	struct smtp_listener *l = h->data;
+	if (--l->open_handles)
+		return;
+	close(l->fd);
 	task_close(l->task);
 	l->task = NULL;
 	l->closed = 2;
@@ -173,7 +243,9 @@ void smtp_server_shutdown(void)
 		if (!l->closed) {
 			l->closed = 1;
 			task_set_phase(l->task, "Closed", NULL);
-			uv_close((uv_handle_t *)&l->tcp, listener_close_cb);
+			l->open_handles = 2;
+			uv_close((uv_handle_t *)&l->poll, listener_close_cb);
+			uv_close((uv_handle_t *)&l->backoff, listener_close_cb);
 		}
 	}
 	listeners = NULL;

@@ -64,6 +64,8 @@ struct smtp_limit_stats {
 	uint64_t idle_shed;	/* idle sessions closed to free memory */
 	uint64_t mail_loops;	/* messages refused with 554 5.4.6 */
 	uint64_t accept_errors; /* accept() failures (EMFILE, ENFILE, ...) */
+	uint64_t fd_shed;	/* idle sessions closed to give descriptors back */
+	uint64_t disk_denied;	/* connections and DATA refused: spool below min_free_* */
 };
 void smtp_server_limit_stats(struct smtp_limit_stats *out);
 /* Close every listener handle (after shutdown). */

@@ -19,7 +19,12 @@ struct task;
 struct message;
 
 struct smtp_listener {
-	uv_tcp_t tcp;
+	uv_poll_t poll; /* readable listening socket: accepted by listener.c itself */
+	uv_timer_t backoff;
+	uv_loop_t *loop;
+	int fd;
+	int open_handles;
+	uint64_t backoff_ms; /* current pause after EMFILE/ENFILE, 0 when accepting */
 	struct smtp_listener_config cfg;
 	struct task *task;
 	SSL_CTX *tls_ctx;

@@ -41,6 +41,9 @@
 #define SMTP_DATA_RESERVE_MAX (64u << 10) /* most a SIZE= claim reserves up front */
 #define SMTP_DATA_MEM_FLOOR (64u << 10)	  /* DATA below this is never cut for memory */
 #define SMTP_SHED_INTERVAL_NS 100000000ull
+/* Sessions closed (and kept from reopening) when accept() runs out of
+ * descriptors, so that the rest of kumod gets some back. */
+#define SMTP_FD_GIVEBACK 16
 
 void smtp_listener__maybe_free(struct smtp_listener *l);
 
@@ -49,6 +52,7 @@ static size_t nsessions;
 static struct smtp_limit_stats limits;
 static struct buf discard; /* DATA refused for memory is framed into it */
 static uint64_t shed_at_ns;
+static size_t fd_cap; /* sessions allowed after accept() ran out of descriptors; 0 = none */
 
 static const char *const state_names[SMTP_STATE__COUNT] = {
     [SMTP_STATE_GREETING] = "Greeting", [SMTP_STATE_HELO] = "Helo",
@@ -427,6 +431,14 @@ static void cmd_data(struct smtp_session *s, struct smtp_cmd *cmd)
 	/* Over the memory budget nothing new is taken in (docs/limits.md). */
 	if (session_memory_over(s, 0, "memory_soft_limit")) {
 		session_reply(s, 451, "4.3.1", "insufficient system memory; try again later");
+		return;
+	}
+	/* The spool's file system is below define_spool's min_free_space or
+	 * min_free_inodes (checked at most once a second). */
+	if (spool_space_check(NULL, 0) < 0) {
+		limits.disk_denied++;
+		KTRACE(smtp_limit, s->id, s->conn.peer, "min_free_space");
+		session_reply(s, 452, "4.3.1", "insufficient system storage; try again later");
 		return;
 	}
 	smtp_data_framer_init(&s->df, cfg->invalid_line_endings, cfg->max_message_size,
@@ -1590,20 +1602,20 @@ static void session_greet(struct smtp_session *s, int rate_hit)
 	session_restart_idle(s);
 }
 
-void smtp_session__accept(struct smtp_listener *l)
+void smtp_session__accept(struct smtp_listener *l, int fd)
 {
 	struct smtp_session *s = xcalloc(1, sizeof(*s));
 	s->l = l;
 	s->task = task_spawn("smtp_server", "", l->task ? l->task->id : 0);
 	s->id = s->task->id;
-	int rc = conn_accept(&s->conn, (uv_stream_t *)&l->tcp, &session_conn_handler, s, s->task);
+	int rc = conn_accept_fd(&s->conn, l->loop, fd, &session_conn_handler, s, s->task);
 	l->nconn++;
 	nsessions++;
 	s->next = sessions;
 	if (sessions)
 		sessions->prev = s;
 	sessions = s;
-	uv_timer_init(l->tcp.loop, &s->timer);
+	uv_timer_init(l->loop, &s->timer);
 	s->timer.data = s;
 	s->open_handles = 2;
 	s->meta = json_object();
@@ -1632,10 +1644,12 @@ void smtp_session__accept(struct smtp_listener *l)
 	s->client->conns++;
 	int rate_hit = peertab_rate_hit(s->client, now_ms, l->cfg.max_connection_rate_per_client,
 					l->cfg.connection_rate_period_ms);
+	if (fd_cap && nsessions <= fd_cap / 2)
+		fd_cap = 0; /* the shortage that set it is over */
 	const char *why = NULL;
 	if (kumod_shutting_down())
 		why = "shutting down";
-	else if (nsessions > fdlimit_smtp_budget())
+	else if (nsessions > fdlimit_smtp_budget() || (fd_cap && nsessions > fd_cap))
 		why = "file_descriptors"; /* the rest is kept for spool, logs, DNS, HTTP */
 	else if (l->nconn > l->cfg.max_connections)
 		why = "max_connections";
@@ -1652,6 +1666,13 @@ void smtp_session__accept(struct smtp_listener *l)
 		KTRACE(smtp_conn_denied, l->addr, s->conn.peer, "memory_soft_limit");
 		session_reply(s, 421, "4.3.2", "%s load shedding. Try later", l->cfg.hostname);
 		session_close(s, "memory_soft_limit");
+		return;
+	}
+	if (spool_space_check(NULL, 0) < 0) { /* as KumoMTA */
+		limits.disk_denied++;
+		KTRACE(smtp_conn_denied, l->addr, s->conn.peer, "min_free_space");
+		session_reply(s, 421, "4.3.2", "%s disk is too full. Try later", l->cfg.hostname);
+		session_close(s, "min_free_space");
 		return;
 	}
 	conn_start_read(&s->conn);
@@ -1685,6 +1706,33 @@ size_t smtp_session__count(void)
 void smtp_session__count_accept_error(void)
 {
 	limits.accept_errors++;
+}
+
+/* accept() ran out of descriptors although the budget allowed another
+ * session (something else holds descriptors): sessions are capped at the
+ * current count less SMTP_FD_GIVEBACK until half of them ended, and the
+ * newest idle sessions above the cap are closed with 421 4.3.2, so that the
+ * spool, deliveries and the HTTP listener get descriptors back. */
+void smtp_session__fd_pressure(void)
+{
+	size_t cap = nsessions > SMTP_FD_GIVEBACK ? nsessions - SMTP_FD_GIVEBACK : 1;
+	if (fd_cap && fd_cap <= cap)
+		return;
+	fd_cap = cap;
+	size_t excess = nsessions - cap;
+	for (struct smtp_session *s = sessions; s && excess; s = s->next) {
+		if (s->state != SMTP_STATE_GREETING && s->state != SMTP_STATE_HELO &&
+		    s->state != SMTP_STATE_READY && s->state != SMTP_STATE_REJECTED)
+			continue;
+		struct task *prev = task_enter(s->task);
+		KTRACE(smtp_limit, s->id, s->conn.peer, "fd_shed_idle");
+		session_reply(s, 421, "4.3.2", "%s too many concurrent sessions. Try later",
+			      s->l->cfg.hostname);
+		session_close(s, "file descriptor shortage");
+		task_exit(s->task, prev);
+		limits.fd_shed++;
+		excess--;
+	}
 }
 
 void smtp_server_limit_stats(struct smtp_limit_stats *out)

@@ -514,8 +514,8 @@ static int quarantine_move(struct spool_batch *b, struct spool_op *op, enum spoo
 			   const char *rel)
 {
 	const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
-	char *dst = op->moved_to[which];
-	size_t cap = sizeof(op->moved_to[which]);
+	char *dst = op->q->moved_to[which];
+	size_t cap = sizeof(op->q->moved_to[which]);
 	int root = spool__root[which];
 	for (int i = 0; i < 1000; i++) {
 		if (i == 0)
@@ -530,7 +530,7 @@ static int quarantine_move(struct spool_batch *b, struct spool_op *op, enum spoo
 			rc = renameat(root, rel, root, dst);
 		}
 		if (rc == 0) {
-			op->moved[which] = 1;
+			op->q->moved[which] = 1;
 			batch_add_dir(b, dirkey(which, SPOOL_DIR_QUARANTINE, 0));
 			/* rel is always "<bucket>/<name>" */
 			batch_add_dir(b, dirkey(which, SPOOL_DIR_BUCKET, bucket_of(rel)));
@@ -548,7 +548,7 @@ static void commit_quarantine(struct spool_batch *b, struct spool_op *op)
 {
 	char rel[SPOOL_REL_MAX];
 	if (op->kind == SPOOL_OP_QUARANTINE_FILE) {
-		quarantine_move(b, op, op->which, op->rel);
+		quarantine_move(b, op, op->q->which, op->q->rel);
 		return;
 	}
 	spool__rel_path(rel, op->id);
@@ -556,7 +556,7 @@ static void commit_quarantine(struct spool_batch *b, struct spool_op *op)
 	int has_data = faccessat(spool__root[SPOOL_DATA], rel, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 	if (has_meta) {
 		struct message *m = NULL;
-		if (spool__load(op->id, &m, op->reason, sizeof(op->reason)) == 0) {
+		if (spool__load(op->id, &m, op->q->reason, sizeof(op->q->reason)) == 0) {
 			message_unref(m);
 			return;
 		}
@@ -581,13 +581,13 @@ static void commit_prune(struct spool_batch *b, struct spool_op *op)
 {
 	char now[SPOOL_BUCKET_LEN + 1];
 	spool__bucket_now(now);
-	if (strcmp(op->rel, now) >= 0)
+	if (strcmp(op->q->rel, now) >= 0)
 		return; /* the current bucket fills right now */
-	if (unlinkat(spool__root[op->which], op->rel, AT_REMOVEDIR) == 0) {
-		batch_add_dir(b, dirkey(op->which, SPOOL_DIR_ROOT, 0));
-		uint32_t n = (uint32_t)strtoul(op->rel, NULL, 16);
-		if (bucket_known(op->which, n))
-			bucket_remember(op->which, n, 0);
+	if (unlinkat(spool__root[op->q->which], op->q->rel, AT_REMOVEDIR) == 0) {
+		batch_add_dir(b, dirkey(op->q->which, SPOOL_DIR_ROOT, 0));
+		uint32_t n = (uint32_t)strtoul(op->q->rel, NULL, 16);
+		if (bucket_known(op->q->which, n))
+			bucket_remember(op->q->which, n, 0);
 	}
 }
 
@@ -763,7 +763,7 @@ static void complete_op(struct spool_op *op, uint64_t now)
 			S.st.errors++;
 			trace_error(op, "quarantine");
 		}
-		S.st.quarantined += op->moved[SPOOL_DATA] || op->moved[SPOOL_META];
+		S.st.quarantined += op->q->moved[SPOOL_DATA] || op->q->moved[SPOOL_META];
 		spool__quarantine_done(op);
 		break;
 	case SPOOL_OP_PRUNE:
@@ -771,6 +771,7 @@ static void complete_op(struct spool_op *op, uint64_t now)
 	}
 	message_unref(op->m);
 	free(op->meta);
+	free(op->q);
 	free(op);
 }
 
@@ -956,6 +957,8 @@ static void kick(void)
 struct spool_op *spool__op_new(enum spool_op_kind kind, const char *id)
 {
 	struct spool_op *op = xcalloc(1, sizeof(*op));
+	if (kind >= SPOOL_OP_QUARANTINE)
+		op->q = xcalloc(1, sizeof(*op->q));
 	op->kind = kind;
 	op->seq = ++S.next_seq;
 	op->submit_ns = clock_mono_ns();
@@ -1223,6 +1226,7 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 	S.sync_fs = cfg->sync_fs;
 	S.same_fs = same_dir() == 1;
 	S.open = 1;
+	spool__space_configure(cfg);
 	size_t cleaned = 0;
 	if (spool__kind == SPOOL_KIND_LOCALDISK)
 		cleaned = clean_new(SPOOL_DATA) + clean_new(SPOOL_META);
@@ -1242,6 +1246,7 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 		 : cfg->sync_fs ? "syncfs"
 				: "true",
 		 cleaned);
+	spool_space_check(NULL, 0); /* logs a shortage at once */
 	return 0;
 }
 

@@ -55,6 +55,14 @@ int spool_rocks_log_level(const char *name);
  * NULL for every other key. */
 const char *spool_rocks_refused_key(const char *key);
 
+/* A free-space threshold (KumoMTA's MinFree): a percentage of the file
+ * system (percent = 1, value 0..100) or an absolute count (bytes or
+ * inodes). All zero: no minimum. */
+struct spool_min_free {
+	uint64_t value;
+	int percent;
+};
+
 struct spool_config {
 	const char *data_path; /* created (mkdir -p) when missing */
 	const char *meta_path;
@@ -69,6 +77,9 @@ struct spool_config {
 	 * RocksDB ignores sync_fs (its WAL sync is the one flush per batch). */
 	enum spool_kind kind;
 	const struct spool_rocks_params *rocks[2]; /* data, meta; NULL: defaults */
+	/* Below these new messages are refused (spool_space_check). */
+	struct spool_min_free data_min_free_space, data_min_free_inodes;
+	struct spool_min_free meta_min_free_space, meta_min_free_inodes;
 };
 
 /* Opens (creates) both spools; only one spool pair per process. Returns 0
@@ -111,6 +122,21 @@ void spool_recover(void (*fn)(struct message *m, void *ctx),
  * recovery stops after its current chunk, and the directories and locks are
  * released after the last completion. */
 void spool_close(void);
+
+/* 0 while both spools' file systems have the configured free space and
+ * inodes; -ENOSPC and a one-line reason (spool, path, what is short, the
+ * minimum) otherwise. Evaluated with fstatvfs at most once a second; the
+ * change to and from short is logged (ERROR / INFO). 0 without a spool. */
+int spool_space_check(char *reason, size_t len);
+
+/* Free space of a spool's file system as of the last check (0 = data,
+ * 1 = meta): 0, or -ENOENT without a spool, -EIO when fstatvfs failed. */
+struct spool_space {
+	uint64_t space_bytes, inodes;
+	unsigned space_pct, inodes_pct;
+	int valid;
+};
+int spool_space_get(int which, struct spool_space *out);
 
 struct spool_stats {
 	uint64_t stored, removed, updated, errors, quarantined;

@@ -59,12 +59,15 @@ struct spool_op {
 	const char *wwhat[2];
 	unsigned char tmp[2];	  /* temp file exists, per spool */
 	unsigned char visible[2]; /* renamed into place (store rollback) */
-	/* quarantine / prune */
-	enum spool_which which;
-	char rel[SPOOL_NAME_MAX]; /* file or bucket relative to the root */
-	char reason[160];	  /* why (filled in by the flusher's revalidation) */
-	char moved_to[2][SPOOL_NAME_MAX];
-	unsigned char moved[2];
+	/* quarantine / prune only (1 KiB: not carried by every store, of
+	 * which thousands may be pending after a large inject) */
+	struct spool_op_aside {
+		enum spool_which which;
+		char rel[SPOOL_NAME_MAX]; /* file or bucket relative to the root */
+		char reason[160];	  /* why (filled in by the flusher's revalidation) */
+		char moved_to[2][SPOOL_NAME_MAX];
+		unsigned char moved[2];
+	} * q;
 	unsigned char leftover; /* a data file without meta file was removed */
 };
 
@@ -129,5 +132,8 @@ int spool__rocks_put_raw(enum spool_which which, const char *key, const void *va
  * ("write", "fdatasync", "rename", "fsync_dir") fails with err. */
 void spool__inject_fault(const char *syscall, unsigned nth, int err);
 int spool__fault(const char *syscall);
+
+/* spool_space.c: takes the thresholds of cfg (spool_open). */
+void spool__space_configure(const struct spool_config *cfg);
 
 #endif

@@ -558,16 +558,16 @@ static void trace_move(const struct spool_op *op, enum spool_which which, const 
 {
 	char src[4096], dst[4096];
 	snprintf(src, sizeof(src), "%s/%s", spool__path[which], from);
-	snprintf(dst, sizeof(dst), "%s/%s", spool__path[which], op->moved_to[which]);
-	KTRACE(spool_quarantine, src, op->reason[0] ? op->reason : "corrupt", dst);
+	snprintf(dst, sizeof(dst), "%s/%s", spool__path[which], op->q->moved_to[which]);
+	KTRACE(spool_quarantine, src, op->q->reason[0] ? op->q->reason : "corrupt", dst);
 }
 
 void spool__quarantine_done(struct spool_op *op)
 {
 	char rel[SPOOL_REL_MAX];
 	if (op->kind == SPOOL_OP_QUARANTINE_FILE) {
-		if (op->moved[op->which])
-			trace_move(op, op->which, op->rel);
+		if (op->q->moved[op->q->which])
+			trace_move(op, op->q->which, op->q->rel);
 	} else if (op->leftover) {
 		char path[4096];
 		if (spool__kind == SPOOL_KIND_ROCKSDB)
@@ -579,13 +579,13 @@ void spool__quarantine_done(struct spool_op *op)
 	} else {
 		spool__rel_path(rel, op->id);
 		for (int w = SPOOL_META; w >= SPOOL_DATA; w--)
-			if (op->moved[w])
+			if (op->q->moved[w])
 				trace_move(op, (enum spool_which)w, rel);
 	}
 	struct spool_recovery *r = active;
 	if (!r)
 		return;
-	r->quarantined += op->moved[SPOOL_DATA] || op->moved[SPOOL_META];
+	r->quarantined += op->q->moved[SPOOL_DATA] || op->q->moved[SPOOL_META];
 	r->outstanding--;
 	maybe_complete(r);
 }
@@ -595,10 +595,10 @@ static void submit_items(struct spool_recovery *r, struct recover_item *items, s
 	for (size_t i = 0; i < n && !r->stopping; i++) {
 		struct recover_item *it = &items[i];
 		struct spool_op *op = spool__op_new(it->kind, it->id[0] ? it->id : NULL);
-		op->which = it->which;
-		snprintf(op->rel, sizeof(op->rel), "%s", it->rel);
+		op->q->which = it->which;
+		snprintf(op->q->rel, sizeof(op->q->rel), "%s", it->rel);
 		if (it->kind == SPOOL_OP_QUARANTINE_FILE)
-			snprintf(op->reason, sizeof(op->reason), "%s", it->reason);
+			snprintf(op->q->reason, sizeof(op->q->reason), "%s", it->reason);
 		r->outstanding += it->kind != SPOOL_OP_PRUNE;
 		spool__submit(op);
 	}

@@ -355,8 +355,8 @@ static int quarantine_key(struct spool_op *op, enum spool_which which, const cha
 			  uint64_t *syncs)
 {
 	struct buf v;
-	char *dst = op->moved_to[which];
-	size_t cap = sizeof(op->moved_to[which]);
+	char *dst = op->q->moved_to[which];
+	size_t cap = sizeof(op->q->moved_to[which]);
 	buf_init(&v);
 	int rc = spool__rocks_get(which, key, strlen(key), SIZE_MAX, &v);
 	for (int i = 0; rc == 0 && i < 1000; i++) {
@@ -379,7 +379,7 @@ static int quarantine_key(struct spool_op *op, enum spool_which which, const cha
 	}
 	buf_free(&v);
 	if (rc == 0)
-		op->moved[which] = 1;
+		op->q->moved[which] = 1;
 	else if (rc != -ENOENT)
 		spool__op_fail(op, rc, "move into quarantine");
 	return rc;
@@ -391,14 +391,14 @@ static int quarantine_key(struct spool_op *op, enum spool_which which, const cha
 static void commit_quarantine(struct spool_op *op, uint64_t *syncs)
 {
 	if (op->kind == SPOOL_OP_QUARANTINE_FILE) {
-		quarantine_key(op, op->which, op->rel, syncs);
+		quarantine_key(op, op->q->which, op->q->rel, syncs);
 		return;
 	}
 	int has_meta = spool__rocks_exists(SPOOL_META, op->id, MESSAGE_ID_LEN);
 	int has_data = spool__rocks_exists(SPOOL_DATA, op->id, MESSAGE_ID_LEN);
 	if (has_meta) {
 		struct message *m = NULL;
-		if (spool__load(op->id, &m, op->reason, sizeof(op->reason)) == 0) {
+		if (spool__load(op->id, &m, op->q->reason, sizeof(op->q->reason)) == 0) {
 			message_unref(m);
 			return;
 		}

@@ -7,6 +7,8 @@ working, and that nothing acknowledged is lost."""
 import concurrent.futures
 import http.client
 import json
+import os
+import re
 import resource
 import socket
 import time
@@ -21,7 +23,7 @@ MIB = 1 << 20
 POLICY = """
 local kumo = require 'kumo'
 kumo.on('init', function()
-  kumo.define_spool{{ name = 'data', path = '{var}/spool/data', flush = false }}
+  kumo.define_spool{{ name = 'data', path = '{var}/spool/data', flush = false {spool} }}
   kumo.define_spool{{ name = 'meta', path = '{var}/spool/meta', flush = false }}
   {init}
   -- trusted clients (relay_hosts) are exempt from the per-client limits
@@ -68,10 +70,10 @@ def kumod(kumod):
 
 
 def start(kumod, tmp_path, mx_port, init="", smtp="", public="", http="", extra="", env=None,
-          preexec=None, name="relay.lua"):
+          preexec=None, name="relay.lua", spool=""):
     var = tmp_path / "var"
     text = POLICY.format(var=var, init=init, smtp=smtp, public=public, http=http,
-                         extra=extra, mx_port=mx_port)
+                         extra=extra, mx_port=mx_port, spool=spool)
     k = kumod(text, env=env, preexec=preexec, policy_name=name)
     smtp_ports = [p for _, p in k.listeners["smtp"]]
     k.relay_port, k.public_port = smtp_ports[0], smtp_ports[1]
@@ -285,6 +287,63 @@ test_size_claims_are_not_reserved_under_an_address_space_limit = pytest.mark.nos
     test_size_claims_are_not_reserved_under_an_address_space_limit)
 
 
+def test_allocation_failure_under_an_address_space_limit(kumod, tmp_path):
+    """RLIMIT_AS 96 MiB above the start and no memory limit configured:
+    concurrent injects of 1 MiB messages to 30 recipients each (30 MiB of
+    built messages per request) run out of address space. kumod aborted
+    (`panic: xrealloc: out of memory`); now the failed allocation uses the
+    emergency reserve, the rest is refused (503 / 451 4.3.1 per recipient),
+    kumod stays up, every acknowledged message is delivered, and once memory
+    is back new mail is accepted."""
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    probe = start(kumod, tmp_path, 9, name="probe.lua")
+    vsz = proc_status(probe.pid, "VmSize")
+    probe.stop()
+    limit = vsz + 96 * MIB
+
+    def as_limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    k = start(kumod, tmp_path, sink.smtp_port, env={"MALLOC_ARENA_MAX": "1"}, preexec=as_limit,
+              http=", request_body_limit = 4000000")
+    content = message(MIB, "big").decode()
+
+    def one(i):
+        try:
+            return inject(k.http_port, {"envelope_sender": "a@example.com", "content": content,
+                                        "recipients": [{"email": "r%d-%d@example.com" % (i, j)}
+                                                       for j in range(30)]})
+        except (OSError, http.client.HTTPException) as e:
+            return (0, {}, {"error": str(e)})
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as ex:
+        results = list(ex.map(one, range(12)))
+    assert k.running(), k.stderr()[-2000:]
+    # 0: refused from the head (503 and close) while the client still sent
+    # its body, so it saw the connection closed
+    statuses = sorted({r[0] for r in results})
+    assert set(statuses) <= {0, 200, 503}, [(r[0], r[2]) for r in results
+                                            if r[0] not in (0, 200, 503)]
+    k.wait_for("emergency reserve was given up")
+    accepted = sum(r[2].get("success_count", 0) for r in results)
+    refused = sum(1 for r in results for e in r[2].get("errors", []) if "451 4.3.1" in e)
+    refused += sum(30 for r in results if r[0] in (0, 503) and "success_count" not in r[2])
+    assert refused > 0 and accepted + refused <= 12 * 30, (accepted, refused)
+    # nothing acknowledged is lost; memory comes back, and mail with it
+    assert wait_until(lambda: len(captured(capture)) >= accepted, timeout=60), (
+        accepted, len(captured(capture)))
+    small = message(2000, "after").decode()
+    assert wait_until(lambda: inject(k.http_port, {
+        "envelope_sender": "a@example.com", "content": small,
+        "recipients": [{"email": "b@example.com"}]})[0] == 200, timeout=30)
+    k.wait_for("emergency memory reserve taken back")
+
+
+test_allocation_failure_under_an_address_space_limit = pytest.mark.nosan(
+    test_allocation_failure_under_an_address_space_limit)
+
+
 # --- mail loops ---------------------------------------------------------------------
 
 
@@ -331,6 +390,32 @@ def test_inject_mail_loop_and_recipient_cap(kumod, tmp_path):
                                                    for i in range(4)]})
     assert st == 413, (st, j)
     assert "max_recipients_per_inject is 3" in j["error"], j
+
+
+def test_inject_per_recipient_memory(kumod, tmp_path):
+    """10,000 recipients in one inject, queued (the MX is closed): kumod's
+    RSS grows by at most 3 KiB per recipient, the message itself (about
+    450 bytes here) included (it was 8 KiB: every message being routed held
+    a 15 KiB route and every pending store a 1 KiB quarantine record)."""
+    n = 10000
+    k = start(kumod, tmp_path, 9, http=", max_recipients_per_inject = 0, "
+              "request_body_limit = 8000000")
+    content = message(300, "many").decode()
+    rcpts = [{"email": "user%d@example%d.com" % (i, i % 50)} for i in range(n)]
+    before = proc_status(k.pid, "VmRSS")
+    st, _, j = inject(k.http_port, {"envelope_sender": "a@example.com", "content": content,
+                                    "recipients": rcpts})
+    assert st == 200 and j["success_count"] == n, (st, j.get("errors", [])[:3])
+    # every message routed once (and deferred: port 9 is closed)
+    def transfail():
+        return sum(v for key, v in metrics(k.http_port).items()
+                   if key.startswith("total_messages_transfail_total{service="))
+    assert wait_until(lambda: transfail() >= n, timeout=60), transfail()
+    grown = proc_status(k.pid, "VmRSS") - before
+    assert grown / n < 3 * 1024, "%.0f bytes per recipient" % (grown / n)
+
+
+test_inject_per_recipient_memory = pytest.mark.nosan(test_inject_per_recipient_memory)
 
 
 # --- per-client limits ----------------------------------------------------------------
@@ -494,6 +579,65 @@ def test_connection_flood_at_rlimit_nofile_256(kumod, tmp_path):
     assert "accept on" not in k.stderr()  # refused with 421, never reset by EMFILE
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process from /proc/<pid>/stat, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+ACCEPT_FAILED = re.compile(
+    r"accept on (?P<addr>\S+) failed: (?P<err>[^(]+) \(open files limit (?P<limit>\d+), "
+    r"(?P<sessions>\d+) sessions\); accepting paused for (?P<pause>\d+) ms")
+
+
+def test_accept_out_of_descriptors_backs_off(kumod, tmp_path):
+    """Something else holds descriptors (the policy keeps 100 files open), so
+    accept() itself fails with EMFILE before the session budget refuses:
+    logged once a second at most naming the listener and the limit, counted,
+    the listener pauses instead of spinning, idle sessions give descriptors
+    back, and /metrics, injection and delivery keep working."""
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    hold = "HOLD = {} for i = 1, 100 do HOLD[i] = assert(io.open('/dev/null')) end"
+    k = start(kumod, tmp_path, sink.smtp_port, init=hold,
+              public=", max_connections_per_client = 0",
+              http=", max_connections_per_client = 0", preexec=nofile(256))
+    socks = []
+    try:
+        for _ in range(250):
+            socks.append(socket.create_connection(("127.0.0.1", k.public_port), timeout=10))
+        line = k.wait_for("accept on 127.0.0.1:%d failed" % k.public_port)
+        m = ACCEPT_FAILED.search(line)
+        assert m, line
+        assert m["addr"] == "127.0.0.1:%d" % k.public_port
+        assert m["err"] == "Too many open files" and int(m["limit"]) == 256, line
+        # every connection is answered (220, or 421 once the budget shrank),
+        # none is reset
+        codes = [read_greeting(s)[:9] for s in socks]
+        assert all(c in (b"220 publi", b"421 4.3.2") for c in codes), sorted(set(codes))
+        assert b"421 4.3.2" in codes
+        # not spinning while the flood is held (the loop was hot before)
+        t0 = cpu_seconds(k.pid)
+        time.sleep(2)
+        assert cpu_seconds(k.pid) - t0 < 0.5
+        got = metrics(k.http_port)
+        assert got["listener_accept_errors_total{service=esmtp_listener}"] > 0
+        assert got["smtp_limit_denied_total{limit=fd_shed_idle}"] > 0
+        st, _, j = inject(k.http_port, {"envelope_sender": "a@example.com",
+                                        "content": message(300, "during").decode(),
+                                        "recipients": [{"email": "b@example.com"}]})
+        assert st == 200 and j["success_count"] == 1, (st, j)
+        assert wait_until(lambda: len(captured(capture)) >= 1, timeout=20)
+        assert k.running()
+    finally:
+        for s in socks:
+            s.close()
+    # at most one report a second
+    reports = [ln for ln in k.lines() if ACCEPT_FAILED.search(ln)]
+    assert 1 <= len(reports) <= 5, reports
+
+
 def test_http_reserved_slot_answers_liveness_and_metrics(kumod, tmp_path):
     """With every ordinary HTTP slot held by idle connections, liveness and
     /metrics are still answered (a reserved slot); other requests get 503."""
@@ -520,6 +664,81 @@ def test_http_reserved_slot_answers_liveness_and_metrics(kumod, tmp_path):
     finally:
         for s in idle:
             s.close()
+
+
+# --- spool free space -----------------------------------------------------------------
+
+
+def http_get(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path)
+    r = c.getresponse()
+    out = (r.status, r.read())
+    c.close()
+    return out
+
+
+def test_spool_min_free_space_refuses_new_mail(kumod, tmp_path):
+    """define_spool{ min_free_space } beyond the file system: connections get
+    421 4.3.2 (as KumoMTA), injects 503 + Retry-After, liveness 503; the free
+    space is in /metrics under KumoMTA's names."""
+    k = start(kumod, tmp_path, 9, spool=", min_free_space = %d" % (1 << 60))
+    line = k.wait_for("new messages are refused")
+    assert "data spool %s: " % (tmp_path / "var/spool/data") in line, line
+    c = Smtp(k.relay_port)
+    r = c.reply()
+    c.close()
+    assert (r[0], r[1]) == (421, "4.3.2") and r[2].endswith("disk is too full. Try later"), r
+    st, headers, j = inject(k.http_port, {"envelope_sender": "a@example.com",
+                                          "content": message(300, "x").decode(),
+                                          "recipients": [{"email": "b@example.com"}]})
+    assert st == 503 and headers.get("retry-after") == "5", (st, headers, j)
+    assert j["error"] == "disk is too full", j
+    st, body = http_get(k.http_port, "/api/check-liveness/v1")
+    assert st == 503 and b"storage is too full" in body, (st, body)
+    m = metrics(k.http_port)
+    vfs = os.statvfs(tmp_path)
+    free = vfs.f_bavail * vfs.f_frsize
+    got = m["disk_free_bytes{name=data spool}"]
+    assert abs(got - free) < 256 * MIB, (got, free)
+    assert 0 <= m["disk_free_percent{name=meta spool}"] <= 100
+    assert m["smtp_limit_denied_total{limit=min_free_space}"] == 1
+
+
+def test_spool_min_free_space_crossed_at_run_time(kumod, tmp_path):
+    """The minimum is set 256 MiB below today's free space; a 768 MiB file
+    (fallocate) crosses it: DATA on an open session gets 452 4.3.1 within a
+    second or so; once the file is gone the same session's mail is accepted."""
+    vfs = os.statvfs(tmp_path)
+    free = vfs.f_bavail * vfs.f_frsize
+    if free < 2048 * MIB:
+        pytest.skip("needs 2 GiB free on the test file system")
+    k = start(kumod, tmp_path, 9, spool=", min_free_space = '%d'" % (free - 256 * MIB))
+    c = Smtp(k.relay_port)
+    filler = tmp_path / "filler"
+    try:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.test")[0] == 250
+        assert c.cmd("MAIL FROM:<a@example.com>")[0] == 250
+        assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+        fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, 768 * MIB)
+        finally:
+            os.close(fd)
+        assert wait_until(lambda: _greeting(k.relay_port) == 421, timeout=10)
+        r = c.cmd("DATA")
+        assert (r[0], r[1]) == (452, "4.3.1"), r
+        os.unlink(filler)
+        assert wait_until(lambda: _greeting(k.relay_port) == 220, timeout=10)
+        assert c.cmd("DATA")[0] == 354
+        c.s.sendall(message(500, "after") + b".\r\n")
+        assert c.reply()[0] == 250
+        k.wait_for("spool free space recovered")
+    finally:
+        c.close()
+        if filler.exists():
+            filler.unlink()
 
 
 # --- HTTP -----------------------------------------------------------------------------

@@ -787,6 +787,34 @@ TEST_IMPL(spool_open_errors)
 	teardown();
 }
 
+/* define_spool's min_free_space / min_free_inodes: an unreachable minimum
+ * refuses with a reason naming the spool; none, or 0%, accepts. */
+TEST_IMPL(spool_min_free_space)
+{
+	char err[256], why[256];
+	setup();
+	struct spool_config cfg = {.data_path = data_path, .meta_path = meta_path, .flush = 1};
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(spool_space_check(why, sizeof(why)), 0);
+	struct spool_space sp;
+	ASSERT_EQ(spool_space_get(0, &sp), 0);
+	ASSERT(sp.space_bytes > 0 && sp.space_pct <= 100);
+	close_spool();
+	cfg.meta_min_free_space = (struct spool_min_free){UINT64_MAX, 0};
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(spool_space_check(why, sizeof(why)), -ENOSPC);
+	ASSERT(strncmp(why, "meta spool ", 11) == 0);
+	ASSERT(strstr(why, "free, minimum 18446744073709551615 bytes") != NULL);
+	close_spool();
+	cfg.meta_min_free_space = (struct spool_min_free){0, 1};
+	cfg.data_min_free_inodes = (struct spool_min_free){101, 1}; /* never reached */
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), 0);
+	ASSERT_EQ(spool_space_check(why, sizeof(why)), -ENOSPC);
+	ASSERT(strncmp(why, "data spool ", 11) == 0 && strstr(why, "inodes") != NULL);
+	close_spool();
+	teardown();
+}
+
 /* --- the RocksDB kind ------------------------------------------------------------------ */
 
 /* Ends a RocksDB test's process without exit handlers: in this forked test
