@@ -62,6 +62,7 @@ $(REPLAY_LIB): $(REPLAY_LIB_OBJS)
 FUZZ_LIBS_http_request := -lhttp_parser -lz -ljansson
 FUZZ_LIBS_inject := -ljansson -lhttp_parser -lz
 FUZZ_LIBS_bounce := -lpcre2-8 -ljansson
+FUZZ_LIBS_template := -ljansson
 
 $(BUILD)/fuzz/%: $(FUZZ_OBJDIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 	$(qecho) FUZZLD $@
