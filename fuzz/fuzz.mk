@@ -63,6 +63,7 @@ FUZZ_LIBS_http_request := -lhttp_parser -lz -ljansson
 FUZZ_LIBS_inject := -ljansson -lhttp_parser -lz
 FUZZ_LIBS_bounce := -lpcre2-8 -ljansson
 FUZZ_LIBS_template := -ljansson
+FUZZ_LIBS_sched_spec := -ljansson
 
 $(BUILD)/fuzz/%: $(FUZZ_OBJDIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 	$(qecho) FUZZLD $@

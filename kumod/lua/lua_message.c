@@ -12,6 +12,7 @@
 #include "proto/rfc5322.h"
 #include "proto/smtp_cmd.h"
 #include "queue/queue.h"
+#include "proto/sched_spec.h"
 #include "spool/message.h"
 
 /* --- address ------------------------------------------------------------- */
@@ -553,6 +554,76 @@ static const luaL_Reg msg_methods[] = {
     {NULL, NULL},
 };
 
+/* --- scheduling: msg:set_scheduling, msg:import_scheduling_header --------------------
+ * The spec (proto/sched_spec.h) is kept, canonical, in the meta key
+ * SCHED_SPEC_META_KEY: spooled with the meta, read by the scheduler
+ * (kumod/queue/queue.c) at insertion and at every requeue. */
+
+/* Validates j (stolen), stores its canonical form and pushes that as a
+ * table; raises "fn: reason" on a bad spec. */
+static int sched_store(lua_State *L, struct message *m, json_t *j, const char *fn, const char *what)
+{
+	struct sched_spec ss;
+	char err[300];
+	int rc = sched_spec_from_json(j, &ss, err, sizeof(err));
+	json_decref(j);
+	if (rc != 0)
+		return luaL_error(L, "%s: %s%s", fn, what, err);
+	json_t *canon = sched_spec_to_json(&ss);
+	lua_json__push(L, canon);
+	message_set_meta(m, SCHED_SPEC_META_KEY, canon);
+	return 1;
+}
+
+static int msg_set_scheduling(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	if (lua_isnoneornil(L, 2)) {
+		if (json_is_object(m->meta))
+			json_object_del(m->meta, SCHED_SPEC_META_KEY);
+		lua_pushnil(L);
+		return 1;
+	}
+	luaL_checktype(L, 2, LUA_TTABLE);
+	char err[200];
+	json_t *j = lua_json__to_json(L, 2, err, sizeof(err));
+	if (!j)
+		return luaL_error(L, "set_scheduling: %s", err);
+	return sched_store(L, m, j, "set_scheduling", "");
+}
+
+static int msg_import_scheduling_header(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	const char *name = check_header_str(L, 2, "import_scheduling_header", "name");
+	int remove = lua_toboolean(L, 3);
+	struct buf v;
+	buf_init(&v);
+	if (!message_get_first_named_header_value(m, name, &v)) {
+		buf_free(&v);
+		lua_pushnil(L);
+		return 1;
+	}
+	json_error_t je;
+	json_t *j = json_loadb(v.data ? v.data : "", v.len, JSON_REJECT_DUPLICATES, &je);
+	buf_free(&v);
+	if (!j)
+		return luaL_error(L, "import_scheduling_header: %s: invalid JSON: %s", name,
+				  je.text);
+	char what[120];
+	snprintf(what, sizeof(what), "%s: ", name);
+	sched_store(L, m, j, "import_scheduling_header", what);
+	if (remove)
+		message_remove_all_named_headers(m, name);
+	return 1;
+}
+
+static const luaL_Reg msg_sched_methods[] = {
+    {"set_scheduling", msg_set_scheduling},
+    {"import_scheduling_header", msg_import_scheduling_header},
+    {NULL, NULL},
+};
+
 static const luaL_Reg msg_meta[] = {
     {"__gc", msg_gc},
     {"__close", msg_gc},
@@ -578,6 +649,10 @@ static void create_class(lua_State *L, const char *name, const luaL_Reg *meta,
 void lua_message__register(lua_State *L)
 {
 	create_class(L, LUA_KUMO_MESSAGE_MT, msg_meta, msg_methods);
+	luaL_getmetatable(L, LUA_KUMO_MESSAGE_MT);
+	lua_getfield(L, -1, "__index");
+	luaL_setfuncs(L, msg_sched_methods, 0);
+	lua_pop(L, 2);
 	create_class(L, LUA_KUMO_ADDRESS_MT, address_meta, NULL);
 	create_class(L, LUA_KUMO_CONN_META_MT, conn_meta_meta, conn_meta_methods);
 	lua_newtable(L);
