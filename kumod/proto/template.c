@@ -924,6 +924,7 @@ struct local {
 
 struct render {
 	json_t *ctx;
+	enum tmpl_escape esc;
 	struct buf *out;
 	size_t out_start;
 	struct tmpl_error *err;
@@ -1576,6 +1577,49 @@ static json_t *eval(struct render *r, const struct expr *e)
 
 static void render_nodes(struct render *r, const struct node *n);
 
+static void emit_escaped(struct render *r, json_t *v, enum tmpl_escape esc)
+{
+	if (esc == TMPL_ESCAPE_JSON) {
+		if (!v)
+			buf_appends(r->out, "null");
+		else
+			json_dump_callback(v, dump_cb, r->out, JSON_ENCODE_ANY | JSON_COMPACT);
+		return;
+	}
+	if (esc == TMPL_ESCAPE_NONE) {
+		emit(r->out, v);
+		return;
+	}
+	struct buf t;
+	buf_init(&t);
+	emit(&t, v);
+	for (size_t i = 0; i < t.len; i++) {
+		switch (t.data[i]) {
+		case '&':
+			buf_appends(r->out, "&amp;");
+			break;
+		case '<':
+			buf_appends(r->out, "&lt;");
+			break;
+		case '>':
+			buf_appends(r->out, "&gt;");
+			break;
+		case '"':
+			buf_appends(r->out, "&quot;");
+			break;
+		case '\'':
+			buf_appends(r->out, "&#x27;");
+			break;
+		case '/':
+			buf_appends(r->out, "&#x2f;");
+			break;
+		default:
+			buf_appendc(r->out, t.data[i]);
+		}
+	}
+	buf_free(&t);
+}
+
 static void push_local(struct render *r, const char *name, json_t *v)
 {
 	r->locals[r->nlocals].name = name;
@@ -1635,8 +1679,10 @@ static void render_nodes(struct render *r, const struct node *n)
 			break;
 		case N_OUT: {
 			json_t *v = eval(r, n->e);
+			int safe =
+			    n->e->k == E_FILTER && (n->e->op == F_SAFE || n->e->op == F_TOJSON);
 			if (!r->failed)
-				emit(r->out, v);
+				emit_escaped(r, v, safe ? TMPL_ESCAPE_NONE : r->esc);
 			json_decref(v);
 			break;
 		}
@@ -1657,13 +1703,35 @@ static void render_nodes(struct render *r, const struct node *n)
 	}
 }
 
-int tmpl_render(const struct tmpl *t, json_t *ctx, struct buf *out, struct tmpl_error *err)
+int tmpl_render_escaped(const struct tmpl *t, json_t *ctx, enum tmpl_escape esc, struct buf *out,
+			struct tmpl_error *err)
 {
 	struct tmpl_error dummy;
 	if (!err)
 		err = &dummy;
 	memset(err, 0, sizeof(*err));
-	struct render r = {.ctx = ctx, .out = out, .out_start = out->len, .err = err};
+	struct render r = {.ctx = ctx, .esc = esc, .out = out, .out_start = out->len, .err = err};
 	render_nodes(&r, t->root);
 	return r.failed ? -1 : 0;
+}
+
+int tmpl_render(const struct tmpl *t, json_t *ctx, struct buf *out, struct tmpl_error *err)
+{
+	return tmpl_render_escaped(t, ctx, TMPL_ESCAPE_NONE, out, err);
+}
+
+enum tmpl_escape tmpl_escape_for_name(const char *name)
+{
+	const char *dot = name ? strrchr(name, '.') : NULL;
+	if (!dot)
+		return TMPL_ESCAPE_NONE;
+	static const char *const html[] = {".html", ".htm", ".xml"};
+	static const char *const json[] = {".json", ".json5", ".js", ".yaml", ".yml"};
+	for (size_t i = 0; i < 3; i++)
+		if (strcmp(dot, html[i]) == 0)
+			return TMPL_ESCAPE_HTML;
+	for (size_t i = 0; i < 5; i++)
+		if (strcmp(dot, json[i]) == 0)
+			return TMPL_ESCAPE_JSON;
+	return TMPL_ESCAPE_NONE;
 }

@@ -38,6 +38,20 @@ struct tmpl *tmpl_compile(const char *src, size_t len, struct tmpl_error *err);
  * output beyond 4 MiB); out may then hold a partial rendering. */
 int tmpl_render(const struct tmpl *t, json_t *ctx, struct buf *out, struct tmpl_error *err);
 
+/* Automatic escaping of {{ }} output, as minijinja picks it from a template
+ * name: .html/.htm/.xml escape HTML (& < > " ' /), .json/.json5/.js/.yaml/.yml
+ * write each value as JSON. An expression whose last filter is safe or
+ * tojson is written as it is. */
+enum tmpl_escape {
+	TMPL_ESCAPE_NONE,
+	TMPL_ESCAPE_HTML,
+	TMPL_ESCAPE_JSON,
+};
+/* The escape mode minijinja would use for a template of this file name. */
+enum tmpl_escape tmpl_escape_for_name(const char *name);
+int tmpl_render_escaped(const struct tmpl *t, json_t *ctx, enum tmpl_escape esc, struct buf *out,
+			struct tmpl_error *err);
+
 void tmpl_free(struct tmpl *t);
 
 /* Names of the supported filters and tests, NULL-terminated (docs, tests). */

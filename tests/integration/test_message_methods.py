@@ -50,3 +50,39 @@ end)
 def test_message_methods(tmp_path):
     line = validate_clean(tmp_path, POLICY, "MESSAGE-METHODS-DONE")
     assert line.endswith("MESSAGE-METHODS-DONE")
+
+
+STRING_POLICY = r"""
+local s = kumo.string
+kumo.on('smtp_server_message_received', function(msg)
+  -- kumo.string.eval_template: KumoMTA's documented example, escaping by name
+  assert(s.eval_template('example.json', [[{{name}}]], { name = 'John' }) == '"John"')
+  local h = s.eval_template('x.html', [[<b>{{ name }}</b>|{{ name | safe }}]], { name = '<a&b>' })
+  assert(h == '<b>&lt;a&amp;b&gt;</b>|<a&b>', h)
+  local t = s.eval_template('x.txt',
+    [[{% for r in rs %}{{ loop.index }}={{ r.code }}{% if not loop.last %},{% endif %}{% endfor %}]],
+    { rs = { { code = 250 }, { code = 451 } } })
+  assert(t == '1=250,2=451', t)
+  assert(s.eval_template('x', [[{{ a }}]], {}, 'Static') == '{{ a }}')
+  local ok, e = pcall(s.eval_template, 'x.txt', [[{{ x | bogus }}]], {})
+  assert(not ok and e:find("x.txt: line 1 column 8: unknown filter 'bogus'", 1, true), e)
+  ok, e = pcall(s.eval_template, 'x.txt', [[{{ a - 1 }}]], { a = 'text' })
+  assert(not ok and e:find("cannot apply '-' to string and integer", 1, true), e)
+  ok, e = pcall(s.eval_template, 'x.txt', 'x', {}, 'Handlebars')
+  assert(not ok and e:find("dialect 'Handlebars' is not implemented", 1, true), e)
+  -- psl_domain / psl_suffix (libpsl's built-in list, private section included)
+  assert(s.psl_domain('www.example.com') == 'example.com')
+  assert(s.psl_suffix('www.example.com') == 'com')
+  assert(s.psl_domain('a.b.Example.CO.uk.') == 'example.co.uk')
+  assert(s.psl_suffix('a.b.example.co.uk') == 'co.uk')
+  assert(s.psl_domain('co.uk') == nil)
+  assert(s.psl_domain('x.github.io') == 'x.github.io')
+  assert(s.psl_suffix('x.github.io') == 'github.io')
+  kumo.log_info('STRING-DONE')
+end)
+"""
+
+
+def test_string_templates_and_psl(tmp_path):
+    line = validate_clean(tmp_path, STRING_POLICY, "STRING-DONE")
+    assert line.endswith("STRING-DONE")
