@@ -6,7 +6,8 @@
  *    a non-empty message;
  *  - rendering returns 0, or -1 with a non-empty message; its output never exceeds the
  *    4 MiB cap by more than one node's output;
- *  - rendering twice gives the same bytes (no hidden state). */
+ *  - rendering twice gives the same bytes (no hidden state);
+ *  - the HTML- and JSON-escaping renderings succeed exactly when the plain one does. */
 #include <stdint.h>
 #include <string.h>
 
@@ -46,6 +47,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rb = tmpl_render(t, ctx, &b, &err);
 	CHECK(ra == rb);
 	CHECK(a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0));
+	for (int esc = TMPL_ESCAPE_HTML; esc <= TMPL_ESCAPE_JSON; esc++) {
+		buf_reset(&b);
+		CHECK(tmpl_render_escaped(t, ctx, (enum tmpl_escape)esc, &b, &err) == ra ||
+		      b.len > (4u << 20));
+	}
 	buf_free(&a);
 	buf_free(&b);
 	tmpl_free(t);

@@ -12,6 +12,7 @@
 #include "proto/rfc5322.h"
 #include "proto/smtp_cmd.h"
 #include "queue/queue.h"
+#include "proto/addr_list.h"
 #include "proto/sched_spec.h"
 #include "spool/message.h"
 
@@ -618,9 +619,169 @@ static int msg_import_scheduling_header(lua_State *L)
 	return 1;
 }
 
+/* --- address headers: msg:from_header, msg:to_header, msg:get_address_header ---------
+ * An AddressHeader is a table { list = { {name, email, user, domain}, ... } }
+ * whose metatable answers name/email/user/domain for a single plain mailbox
+ * (raising otherwise, as KumoMTA) and tostring() with JSON. */
+
+static const char addr_header_mt_key = 0, addr_entry_mt_key = 0;
+
+static void entry_json(lua_State *L, int idx, struct buf *b)
+{
+	lua_getfield(L, idx, "name");
+	lua_getfield(L, idx, "email");
+	json_t *o = json_pack("{s:o,s:o}", "name",
+			      lua_isstring(L, -2) ? json_string(lua_tostring(L, -2)) : json_null(),
+			      "address",
+			      lua_isstring(L, -1) ? json_string(lua_tostring(L, -1)) : json_null());
+	lua_pop(L, 2);
+	char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	buf_appends(b, t ? t : "null");
+	free(t);
+	json_decref(o);
+}
+
+static int addr_entry_tostring(lua_State *L)
+{
+	struct buf b;
+	buf_init(&b);
+	entry_json(L, 1, &b);
+	lua_pushlstring(L, b.data, b.len);
+	buf_free(&b);
+	return 1;
+}
+
+static int addr_header_tostring(lua_State *L)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_appendc(&b, '[');
+	lua_getfield(L, 1, "list");
+	size_t n = lua_rawlen(L, -1);
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, -1, (lua_Integer)i);
+		if (i > 1)
+			buf_appendc(&b, ',');
+		entry_json(L, lua_gettop(L), &b);
+		lua_pop(L, 1);
+	}
+	buf_appendc(&b, ']');
+	lua_pushlstring(L, b.data, b.len);
+	buf_free(&b);
+	return 1;
+}
+
+/* header.name / .email / .user / .domain: the single mailbox's field. */
+static int addr_header_index(lua_State *L)
+{
+	const char *k = luaL_checkstring(L, 2);
+	if (strcmp(k, "name") && strcmp(k, "email") && strcmp(k, "user") && strcmp(k, "domain"))
+		return luaL_error(L,
+				  "addressheader has no field '%s' (list, name, email, user, "
+				  "domain)",
+				  k);
+	lua_getfield(L, 1, "list");
+	lua_getfield(L, 1, "_single");
+	if (!lua_toboolean(L, -1))
+		return luaL_error(L,
+				  "addressheader.%s: the header is not a single simple address "
+				  "(use .list)",
+				  k);
+	lua_rawgeti(L, -2, 1);
+	lua_getfield(L, -1, k);
+	return 1;
+}
+
+static void push_addr_header(lua_State *L, const struct addr_list *l)
+{
+	lua_createtable(L, 0, 2);
+	lua_createtable(L, (int)l->n, 0);
+	size_t mailboxes = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		const struct addr_entry *e = &l->v[i];
+		if (!e->local)
+			continue; /* an empty group */
+		lua_createtable(L, 0, 4);
+		if (e->name) {
+			lua_pushstring(L, e->name);
+			lua_setfield(L, -2, "name");
+		}
+		lua_pushfstring(L, "%s@%s", e->local, e->domain);
+		lua_setfield(L, -2, "email");
+		lua_pushstring(L, e->local);
+		lua_setfield(L, -2, "user");
+		lua_pushstring(L, e->domain);
+		lua_setfield(L, -2, "domain");
+		lua_rawgetp(L, LUA_REGISTRYINDEX, &addr_entry_mt_key);
+		lua_setmetatable(L, -2);
+		lua_rawseti(L, -2, (lua_Integer)++mailboxes);
+	}
+	lua_setfield(L, -2, "list");
+	lua_pushboolean(L, mailboxes == 1 && l->n == 1 && !l->groups);
+	lua_setfield(L, -2, "_single");
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &addr_header_mt_key);
+	lua_setmetatable(L, -2);
+}
+
+/* The first header named name as an AddressHeader, nil when absent; raises
+ * when it is not an address list. */
+static int address_header(lua_State *L, struct message *m, const char *name, const char *fn)
+{
+	struct buf v;
+	buf_init(&v);
+	if (!message_get_first_named_header_value(m, name, &v)) {
+		buf_free(&v);
+		lua_pushnil(L);
+		return 1;
+	}
+	struct addr_list l;
+	char err[200];
+	int rc = addr_list_parse(v.data ? v.data : "", v.len, &l, err, sizeof(err));
+	buf_free(&v);
+	if (rc != 0)
+		return luaL_error(L, "%s: %s header: %s", fn, name, err);
+	push_addr_header(L, &l);
+	addr_list_free(&l);
+	return 1;
+}
+
+static int msg_from_header(lua_State *L)
+{
+	return address_header(L, check_msg(L), "From", "msg:from_header");
+}
+
+static int msg_to_header(lua_State *L)
+{
+	return address_header(L, check_msg(L), "To", "msg:to_header");
+}
+
+static int msg_get_address_header(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	const char *name = check_header_str(L, 2, "msg:get_address_header", "name");
+	return address_header(L, m, name, "msg:get_address_header");
+}
+
+static void register_addr_header(lua_State *L)
+{
+	lua_createtable(L, 0, 2);
+	lua_pushcfunction(L, addr_header_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, addr_header_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &addr_header_mt_key);
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, addr_entry_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &addr_entry_mt_key);
+}
+
 static const luaL_Reg msg_sched_methods[] = {
     {"set_scheduling", msg_set_scheduling},
     {"import_scheduling_header", msg_import_scheduling_header},
+    {"from_header", msg_from_header},
+    {"to_header", msg_to_header},
+    {"get_address_header", msg_get_address_header},
     {NULL, NULL},
 };
 
@@ -653,6 +814,7 @@ void lua_message__register(lua_State *L)
 	lua_getfield(L, -1, "__index");
 	luaL_setfuncs(L, msg_sched_methods, 0);
 	lua_pop(L, 2);
+	register_addr_header(L);
 	create_class(L, LUA_KUMO_ADDRESS_MT, address_meta, NULL);
 	create_class(L, LUA_KUMO_CONN_META_MT, conn_meta_meta, conn_meta_methods);
 	lua_newtable(L);

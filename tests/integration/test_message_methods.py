@@ -86,3 +86,37 @@ end)
 def test_string_templates_and_psl(tmp_path):
     line = validate_clean(tmp_path, STRING_POLICY, "STRING-DONE")
     assert line.endswith("STRING-DONE")
+
+
+ADDRESS_POLICY = r"""
+kumo.on('smtp_server_message_received', function(msg)
+  msg:remove_all_named_headers('From')
+  msg:remove_all_named_headers('To')
+  assert(msg:from_header() == nil and msg:to_header() == nil)
+  msg:append_header('From', '"Smith, John" <John.Smith@Example.com>')
+  msg:append_header('To', 'a@x.example, =?utf-8?Q?J=C3=B6rg?= <j@y.example>, Team: t@z.example;')
+  local f = msg:from_header()
+  assert(f.name == 'Smith, John', f.name)
+  assert(f.email == 'John.Smith@Example.com' and f.user == 'John.Smith', f.email)
+  assert(f.domain == 'Example.com' and #f.list == 1)
+  assert(tostring(f) == '[{"name":"Smith, John","address":"John.Smith@Example.com"}]',
+    tostring(f))
+  local t = msg:to_header()
+  assert(#t.list == 3, #t.list)
+  assert(t.list[1].email == 'a@x.example' and t.list[1].name == nil)
+  assert(t.list[2].name == 'J\xc3\xb6rg' and t.list[2].domain == 'y.example')
+  assert(tostring(t.list[3]) == '{"name":null,"address":"t@z.example"}', tostring(t.list[3]))
+  local ok, e = pcall(function() return t.email end)
+  assert(not ok and e:find('not a single simple address', 1, true), e)
+  msg:append_header('Reply-To', 'nobody at all')
+  ok, e = pcall(msg.get_address_header, msg, 'Reply-To')
+  assert(not ok and e:find("msg:get_address_header: Reply-To header: expected '@'", 1, true), e)
+  assert(msg:get_address_header('to').list[1].user == 'a')
+  kumo.log_info('ADDRESS-DONE')
+end)
+"""
+
+
+def test_address_headers(tmp_path):
+    line = validate_clean(tmp_path, ADDRESS_POLICY, "ADDRESS-DONE")
+    assert line.endswith("ADDRESS-DONE")
