@@ -6,10 +6,12 @@
  * rolled by max_segment_duration and max_file_size. The loop thread only
  * formats and enqueues; a bounded queue gives back-pressure (the enqueue
  * waits, traced and counted) instead of unbounded memory.
- * Owns: the writer thread, its queue, the open segment and the "log_writer"
- * task. Every function here is for the loop thread only (the task registry
- * and the diagnostic log are loop-side state: the writer thread never calls
- * them, the loop side reports for it).
+ * Owns: per logger (one per configure_local_logs call), its writer thread,
+ * queue, open segments (one per per_record file) and "log_writer" task; the
+ * compiled per_record templates. Every function here is for the loop
+ * thread only (the task registry and the diagnostic log are loop-side
+ * state: the writer threads never call them, the loop side reports for
+ * them).
  * Callers: kumod/smtp, kumod/queue, kumod/dispatch, kumod/lua, kumod/main.c. */
 #ifndef KUMOD_SPOOL_LOGREC_H
 #define KUMOD_SPOOL_LOGREC_H
