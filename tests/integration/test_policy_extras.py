@@ -799,10 +799,13 @@ def kumomta_helpers(tmp_path):
     return {"LUA_PATH": str(tmp_path / "kumomta" / "?.lua") + ";;"}
 
 
-# Each KumoMTA helper: what its setup needs that kumod lacks (None: works).
+# Each KumoMTA helper: what its setup needs that kumod lacks (None: works);
+# the first missing name the load meets is reported. A custom event name
+# (kumo.tsa.*) is refused when init has run, so a missing KumoMTA event
+# registered later in the file may be named first.
 KUMOMTA_MISSING = {
-    "queue": "kumo.on('throttle_insert_ready_queue')",
-    "shaping": "kumo.on('kumo.tsa.config.monitor')",
+    "queue": ("kumo.on('throttle_insert_ready_queue')",),
+    "shaping": ("kumo.on('kumo.tsa.config.monitor')", "kumo.on('should_enqueue_log_record')"),
 }
 
 KUMOMTA_SETUP = {
@@ -826,8 +829,8 @@ def test_kumomta_helper_files_first_on_lua_path(tmp_path, name):
     # KumoMTA's file, not kumod's, was loaded
     if r.returncode != 0:
         assert "kumomta/policy-extras/" in r.stderr or "kumod" in r.stderr, r.stderr
-        missing = KUMOMTA_MISSING.get(name)
-        if missing and missing in r.stderr:
-            pytest.skip("KumoMTA's %s.lua needs %s, which kumod lacks" % (name, missing))
+        for missing in KUMOMTA_MISSING.get(name, ()):
+            if missing in r.stderr:
+                pytest.skip("KumoMTA's %s.lua needs %s, which kumod lacks" % (name, missing))
     assert r.returncode == 0, r.stderr
     assert "setup ok" in r.stdout
