@@ -100,7 +100,8 @@ relay_to = true
 #   - policy-extras.dkim_sign (tested on its own: test_dkim_sign_helper.py)
 #   - policy-extras.log_hooks and log_hooks:new_json (log hooks)
 #   - setup_with_automation's publish/subscribe and TSA (shaping automation)
-#   - msg:check_fix_conformance (conformance checks)
+#   - msg:check_fix_conformance: the example asks for fixes that need a MIME
+#     rebuild (LINE_TOO_LONG, NEEDS_TRANSFER_ENCODING...), which kumod refuses
 #   - kumo.configure_bounce_classifier (bounce classification)
 #   - the RocksDB spool kind (LocalDisk used), the TLS HTTP listener, the
 #     IPv6 listener and the 0.0.0.0 listen addresses (loopback only here)
