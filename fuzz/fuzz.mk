@@ -64,6 +64,8 @@ FUZZ_LIBS_inject := -ljansson -lhttp_parser -lz
 FUZZ_LIBS_bounce := -lpcre2-8 -ljansson
 FUZZ_LIBS_arf := -ljansson
 FUZZ_LIBS_dsn := -ljansson
+FUZZ_LIBS_template := -ljansson
+FUZZ_LIBS_sched_spec := -ljansson
 
 $(BUILD)/fuzz/%: $(FUZZ_OBJDIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 	$(qecho) FUZZLD $@

@@ -64,6 +64,7 @@ need run libjansson-dev pc jansson
 need run libc-ares-dev pc libcares
 need run libpcre2-dev pc libpcre2-8
 need run libzstd-dev pc libzstd
+need run libpsl-dev pc libpsl
 need run zlib1g-dev pc zlib
 need run libncurses-dev pc ncursesw
 need run zstd cmd zstd

@@ -765,6 +765,7 @@ int lua_api__event_check(const char *name, char *err, size_t errlen)
 	int st = event_status(name);
 	if (st == 1)
 		return 0;
+	int unknown = st < 0 ? -2 : -1;
 	if (st == 0) {
 		snprintf(err, errlen,
 			 "kumo.on('%s'): a KumoMTA event that kumod does not implement yet "
@@ -776,11 +777,11 @@ int lua_api__event_check(const char *name, char *err, size_t errlen)
 	for (size_t i = 0; i < NELEM(kumo_events); i++)
 		nearest_try(&n, kumo_events[i].name);
 	snprintf(err, errlen,
-		 "kumo.on('%s'): not an event kumod calls%s%s%s; KumoMTA's custom events serve "
-		 "features kumod does not implement yet (custom_lua constructors, log hooks, "
-		 "filter_event)",
+		 "kumo.on('%s'): not an event kumod calls%s%s%s, and no configure_local_logs "
+		 "names it as filter_event; KumoMTA's other custom events serve features kumod "
+		 "does not implement yet (custom_lua constructors, log hooks)",
 		 name, n.best[0] ? " (did you mean '" : "", n.best, n.best[0] ? "'?)" : "");
-	return -1;
+	return unknown;
 }
 
 /* package.searchers entry, after Lua's own: names a KumoMTA module. */

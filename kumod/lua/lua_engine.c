@@ -20,6 +20,7 @@
 #include "ktrace.h"
 #include "lua/lua_int.h"
 #include "policy.h"
+#include "spool/logrec.h"
 
 #define LUA_CALL_MAX_INSTRUCTIONS 100000000ull
 #define LUA_CALL_DEADLINE_NS (2ull * 1000000000ull)
@@ -40,8 +41,9 @@ static const char *const multi_events[] = {
 struct lua_slot {
 	char *name;
 	int multi;
-	int ref;   /* registry: sequence of handler functions */
-	int count; /* cached so a missing handler costs no Lua call */
+	int claimed; /* a custom name that configuration calls (filter_event) */
+	int ref;     /* registry: sequence of handler functions */
+	int count;   /* cached so a missing handler costs no Lua call */
 };
 
 /* One bounded handler invocation; found by the count hook through the
@@ -96,6 +98,7 @@ static struct lua_slot *slot_create(lua_State *L, const char *event)
 	struct lua_slot *s = &eng.slots[eng.nslots++];
 	s->name = xstrdup(event);
 	s->multi = event_is_multi(event);
+	s->claimed = 0;
 	s->count = 0;
 	lua_newtable(L);
 	s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -129,6 +132,14 @@ int lua_engine__register(lua_State *L, const char *event, int fn_index)
 	lua_rawseti(L, -2, ++s->count);
 	lua_pop(L, 1);
 	return 0;
+}
+
+void lua_engine__claim_event(const char *name)
+{
+	struct lua_slot *s = slot_find(name);
+	if (!s)
+		s = slot_create(eng.L, name);
+	s->claimed = 1;
 }
 
 int lua_engine__validating(void)
@@ -468,6 +479,30 @@ void policy_list_api(FILE *out, int markdown)
 	lua_close(L);
 }
 
+/* After init: a handler for a name kumod never calls, and that no
+ * configuration claimed, is refused (it would never run). */
+static int check_custom_events(char *err, size_t errlen)
+{
+	for (size_t i = 0; i < eng.nslots; i++) {
+		struct lua_slot *s = &eng.slots[i];
+		char why[512], msg[1024];
+		if (!s->count || s->claimed ||
+		    lua_api__event_check(s->name, why, sizeof(why)) != -2)
+			continue;
+		/* named where the handler is defined, as a load error would be */
+		lua_Debug ar;
+		lua_rawgeti(eng.L, LUA_REGISTRYINDEX, s->ref);
+		lua_rawgeti(eng.L, -1, 1);
+		lua_getinfo(eng.L, ">S", &ar);
+		lua_pop(eng.L, 1);
+		snprintf(msg, sizeof(msg), "%s:%d: %s", ar.short_src, ar.linedefined, why);
+		return load_fail(err, errlen, msg);
+	}
+	return 0;
+}
+
+static int log_filter(const char *event, const struct message *m, const char **why);
+
 int policy_load(const char *path, int validate, char *err, size_t errlen)
 {
 	policy_close();
@@ -485,6 +520,9 @@ int policy_load(const char *path, int validate, char *err, size_t errlen)
 		return -1;
 	if (validate && run_phase("validate_config", err, errlen) != 0)
 		return -1;
+	if (check_custom_events(err, errlen) != 0)
+		return -1;
+	logrec_set_filter(log_filter);
 	eng.loaded = 1;
 	log_debug("lua", "policy %s loaded: %zu events with handlers", path, eng.nslots);
 	return 0;
@@ -541,6 +579,38 @@ static int push_event_args(lua_State *co, void *ctx)
 		n++;
 	}
 	return n;
+}
+
+/* configure_local_logs' filter_event: one call per record with the
+ * message; only a boolean true logs it. */
+struct filter_args {
+	struct event_args a; /* first: push_event_args reads it */
+	int ok;
+};
+
+static int take_filter(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct filter_args *f = ctx;
+	f->ok = nres >= 1 && lua_isboolean(co, 1) && lua_toboolean(co, 1);
+	return 1;
+}
+
+static int log_filter(const char *event, const struct message *m, const char **why)
+{
+	if (!policy_has_handler(event)) {
+		*why = "no filter_event handler";
+		return 0;
+	}
+	struct policy_result r;
+	/* the handler gets the message object, as KumoMTA's */
+	struct filter_args f = {.a = {.msg = (struct message *)m}};
+	dispatch(event, push_event_args, take_filter, &f, &r);
+	if (r.status != POLICY_OK) {
+		*why = "filter_event handler failed";
+		return 0;
+	}
+	*why = "filter_event returned false";
+	return f.ok;
 }
 
 void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)

@@ -128,8 +128,13 @@ int lua_api__missing_member(lua_State *L, const char *what, const char *k, int k
  * ours (kumod's own keys, may be NULL). */
 int lua_api__unknown_key(lua_State *L, const char *builder, const char *key,
 			 const char *const *ours, size_t nours);
-/* 0 when kumod calls the event, else -1 and why in err. */
+/* 0 when kumod calls the event, else why in err and -1 (a KumoMTA event
+ * kumod does not call) or -2 (a custom name: allowed only when something,
+ * such as configure_local_logs' filter_event, claims it by the end of init). */
 int lua_api__event_check(const char *name, char *err, size_t errlen);
+/* A custom event name some configuration calls (filter_event): kumo.on for
+ * it is then accepted. */
+void lua_engine__claim_event(const char *name);
 /* Appends the searcher that names KumoMTA modules to package.searchers. */
 void lua_api__install_searcher(lua_State *L);
 /* kumod --list-api: every KumoMTA name and whether kumod has it. */

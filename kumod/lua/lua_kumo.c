@@ -24,6 +24,7 @@
 #include "proto/duration.h"
 #include "proto/rate_spec.h"
 #include "proto/rfc5322.h"
+#include "proto/template.h"
 #include "smtp/server.h"
 #include "dns/resolver.h"
 #include "spool/logrec.h"
@@ -36,8 +37,10 @@ static int l_on(lua_State *L)
 	const char *name = luaL_checkstring(L, 1);
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	char why[512];
-	if (lua_api__event_check(name, why, sizeof(why)) != 0)
+	int st = lua_api__event_check(name, why, sizeof(why));
+	if (st == -1)
 		return luaL_error(L, "%s", why);
+	/* a custom name (-2) is checked when init has run: it must be claimed */
 	if (lua_engine__register(L, name, 2) != 0)
 		return luaL_error(L, "%s", lua_tostring(L, -1));
 	return 0;
@@ -1370,11 +1373,8 @@ static const struct cfg_key local_logs_keys[] = {
     {"back_pressure", CT_INT, NULL, NULL},
     {"meta", CT_STRLIST, NULL, NULL},
     {"headers", CT_STRLIST, NULL, NULL},
-    {"per_record", CT_ANY,
-     "per-record log settings are a KumoMTA feature kumod does not implement yet", "{}"},
-    {"filter_event", CT_ANY,
-     "filtering records through a Lua event is a KumoMTA feature kumod does not implement yet",
-     NULL},
+    {"per_record", CT_ANY, NULL, NULL},
+    {"filter_event", CT_STR, NULL, NULL},
     {NULL, CT_ANY, NULL, NULL},
 };
 
@@ -1389,6 +1389,90 @@ static size_t collect_strs(lua_State *L, int t, const char *key, const char **ou
 			out[n++] = lua_tostring(L, -1);
 			lua_pop(L, 1); /* the string stays alive in the table */
 		}
+	}
+	lua_pop(L, 1);
+	return n;
+}
+
+#define MAX_PER_RECORD 16
+
+/* per_record = { <Type>|Any = { suffix, log_dir, enable, template, segment_header } }
+ * into pr (strings borrowed from the config table, which stays on the
+ * stack); returns how many. Raises on an unknown type or key. */
+static size_t collect_per_record(lua_State *L, int t, struct logrec_per_record *pr)
+{
+	static const char *const keys[] = {"suffix", "log_dir", "enable", "template",
+					   "segment_header"};
+	size_t n = 0;
+	lua_getfield(L, t, "per_record");
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	if (!lua_istable(L, -1))
+		luaL_error(L, "configure_local_logs: per_record must be a table of record types");
+	int tab = lua_gettop(L);
+	lua_pushnil(L);
+	while (lua_next(L, tab)) {
+		if (lua_type(L, -2) != LUA_TSTRING)
+			luaL_error(L,
+				   "configure_local_logs: per_record keys are record type names");
+		const char *type = lua_tostring(L, -2);
+		size_t ti = 0;
+		while (logrec_record_types[ti] && strcmp(logrec_record_types[ti], type) != 0)
+			ti++;
+		if (!logrec_record_types[ti])
+			luaL_error(L,
+				   "configure_local_logs: per_record: unknown record type '%s' "
+				   "(Reception, Delivery, Bounce, TransientFailure, Expiration, "
+				   "AdminBounce, OOB, Feedback, Rejection, AdminRebind, "
+				   "DeferredInjectionRebind, Delayed, XferOut, XferIn or Any)",
+				   type);
+		if (!lua_istable(L, -1))
+			luaL_error(L, "configure_local_logs: per_record.%s must be a table", type);
+		if (n == MAX_PER_RECORD)
+			luaL_error(L, "configure_local_logs: per_record: too many entries");
+		struct logrec_per_record *p = &pr[n++];
+		*p = (struct logrec_per_record){.type = type, .enable = 1};
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+			size_t ki = 0;
+			while (ki < sizeof(keys) / sizeof(keys[0]) && strcmp(keys[ki], k) != 0)
+				ki++;
+			if (ki == sizeof(keys) / sizeof(keys[0]))
+				luaL_error(L,
+					   "configure_local_logs: per_record.%s: unknown key '%s' "
+					   "(suffix, log_dir, enable, template, segment_header)",
+					   type, k);
+			if (ki == 2) {
+				if (!lua_isboolean(L, -1))
+					luaL_error(
+					    L,
+					    "configure_local_logs: per_record.%s.enable must "
+					    "be a boolean",
+					    type);
+				p->enable = lua_toboolean(L, -1);
+			} else {
+				if (lua_type(L, -1) != LUA_TSTRING)
+					luaL_error(
+					    L,
+					    "configure_local_logs: per_record.%s.%s must be a "
+					    "string",
+					    type, k);
+				const char *v = lua_tostring(L, -1); /* kept alive by the table */
+				if (ki == 0)
+					p->suffix = v;
+				else if (ki == 1)
+					p->log_dir = v;
+				else if (ki == 3)
+					p->tmpl = v;
+				else
+					p->segment_header = v;
+			}
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);
 	return n;
@@ -1428,8 +1512,29 @@ static int l_configure_local_logs(lua_State *L)
 	c.nheaders = collect_strs(L, t, "headers", headers, 64);
 	c.meta = meta;
 	c.nmeta = collect_strs(L, t, "meta", meta, 64);
-	if (lua_engine__validating())
+	struct logrec_per_record pr[MAX_PER_RECORD];
+	c.per_record = pr;
+	c.nper_record = collect_per_record(L, t, pr);
+	lua_getfield(L, t, "filter_event");
+	c.filter_event = lua_tostring(L, -1); /* kept alive by the table */
+	lua_pop(L, 1);
+	if (c.filter_event)
+		lua_engine__claim_event(c.filter_event);
+	if (lua_engine__validating()) {
+		/* templates are checked when validating too */
+		for (size_t i = 0; i < c.nper_record; i++) {
+			struct tmpl_error te;
+			struct tmpl *tp =
+			    pr[i].tmpl ? tmpl_compile(pr[i].tmpl, strlen(pr[i].tmpl), &te) : NULL;
+			if (pr[i].tmpl && !tp)
+				return luaL_error(L,
+						  "configure_local_logs: per_record.%s.template: "
+						  "line %d column %d: %s",
+						  pr[i].type, te.line, te.column, te.msg);
+			tmpl_free(tp);
+		}
 		return 0;
+	}
 	char err[512] = "";
 	if (logrec_configure(&c, err, sizeof(err)) != 0)
 		return luaL_error(L, "configure_local_logs: %s", err[0] ? err : "failed");

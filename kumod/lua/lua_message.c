@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/buf.h"
 #include "lua/lua_int.h"
@@ -14,6 +15,8 @@
 #include "proto/rfc5322.h"
 #include "proto/smtp_cmd.h"
 #include "queue/queue.h"
+#include "proto/addr_list.h"
+#include "proto/sched_spec.h"
 #include "spool/message.h"
 
 /* --- address ------------------------------------------------------------- */
@@ -591,6 +594,435 @@ static const luaL_Reg msg_methods[] = {
     {NULL, NULL},
 };
 
+/* --- scheduling: msg:set_scheduling, msg:import_scheduling_header --------------------
+ * The spec (proto/sched_spec.h) is kept, canonical, in the meta key
+ * SCHED_SPEC_META_KEY: spooled with the meta, read by the scheduler
+ * (kumod/queue/queue.c) at insertion and at every requeue. */
+
+/* Validates j (stolen), stores its canonical form and pushes that as a
+ * table; raises "fn: reason" on a bad spec. */
+static int sched_store(lua_State *L, struct message *m, json_t *j, const char *fn, const char *what)
+{
+	struct sched_spec ss;
+	char err[300];
+	int rc = sched_spec_from_json(j, &ss, err, sizeof(err));
+	json_decref(j);
+	if (rc != 0)
+		return luaL_error(L, "%s: %s%s", fn, what, err);
+	json_t *canon = sched_spec_to_json(&ss);
+	lua_json__push(L, canon);
+	message_set_meta(m, SCHED_SPEC_META_KEY, canon);
+	return 1;
+}
+
+static int msg_set_scheduling(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	if (lua_isnoneornil(L, 2)) {
+		if (json_is_object(m->meta))
+			json_object_del(m->meta, SCHED_SPEC_META_KEY);
+		lua_pushnil(L);
+		return 1;
+	}
+	luaL_checktype(L, 2, LUA_TTABLE);
+	char err[200];
+	json_t *j = lua_json__to_json(L, 2, err, sizeof(err));
+	if (!j)
+		return luaL_error(L, "set_scheduling: %s", err);
+	return sched_store(L, m, j, "set_scheduling", "");
+}
+
+static int msg_import_scheduling_header(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	const char *name = check_header_str(L, 2, "import_scheduling_header", "name");
+	int remove = lua_toboolean(L, 3);
+	struct buf v;
+	buf_init(&v);
+	if (!message_get_first_named_header_value(m, name, &v)) {
+		buf_free(&v);
+		lua_pushnil(L);
+		return 1;
+	}
+	json_error_t je;
+	json_t *j = json_loadb(v.data ? v.data : "", v.len, JSON_REJECT_DUPLICATES, &je);
+	buf_free(&v);
+	if (!j)
+		return luaL_error(L, "import_scheduling_header: %s: invalid JSON: %s", name,
+				  je.text);
+	char what[120];
+	snprintf(what, sizeof(what), "%s: ", name);
+	sched_store(L, m, j, "import_scheduling_header", what);
+	if (remove)
+		message_remove_all_named_headers(m, name);
+	return 1;
+}
+
+/* --- address headers: msg:from_header, msg:to_header, msg:get_address_header ---------
+ * An AddressHeader is a table { list = { {name, email, user, domain}, ... } }
+ * whose metatable answers name/email/user/domain for a single plain mailbox
+ * (raising otherwise, as KumoMTA) and tostring() with JSON. */
+
+static const char addr_header_mt_key = 0, addr_entry_mt_key = 0;
+
+static void entry_json(lua_State *L, int idx, struct buf *b)
+{
+	lua_getfield(L, idx, "name");
+	lua_getfield(L, idx, "email");
+	json_t *o = json_pack("{s:o,s:o}", "name",
+			      lua_isstring(L, -2) ? json_string(lua_tostring(L, -2)) : json_null(),
+			      "address",
+			      lua_isstring(L, -1) ? json_string(lua_tostring(L, -1)) : json_null());
+	lua_pop(L, 2);
+	char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	buf_appends(b, t ? t : "null");
+	free(t);
+	json_decref(o);
+}
+
+static int addr_entry_tostring(lua_State *L)
+{
+	struct buf b;
+	buf_init(&b);
+	entry_json(L, 1, &b);
+	lua_pushlstring(L, b.data, b.len);
+	buf_free(&b);
+	return 1;
+}
+
+static int addr_header_tostring(lua_State *L)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_appendc(&b, '[');
+	lua_getfield(L, 1, "list");
+	size_t n = lua_rawlen(L, -1);
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, -1, (lua_Integer)i);
+		if (i > 1)
+			buf_appendc(&b, ',');
+		entry_json(L, lua_gettop(L), &b);
+		lua_pop(L, 1);
+	}
+	buf_appendc(&b, ']');
+	lua_pushlstring(L, b.data, b.len);
+	buf_free(&b);
+	return 1;
+}
+
+/* header.name / .email / .user / .domain: the single mailbox's field. */
+static int addr_header_index(lua_State *L)
+{
+	const char *k = luaL_checkstring(L, 2);
+	if (strcmp(k, "name") && strcmp(k, "email") && strcmp(k, "user") && strcmp(k, "domain"))
+		return luaL_error(L,
+				  "addressheader has no field '%s' (list, name, email, user, "
+				  "domain)",
+				  k);
+	lua_getfield(L, 1, "list");
+	lua_getfield(L, 1, "_single");
+	if (!lua_toboolean(L, -1))
+		return luaL_error(L,
+				  "addressheader.%s: the header is not a single simple address "
+				  "(use .list)",
+				  k);
+	lua_rawgeti(L, -2, 1);
+	lua_getfield(L, -1, k);
+	return 1;
+}
+
+static void push_addr_header(lua_State *L, const struct addr_list *l)
+{
+	lua_createtable(L, 0, 2);
+	lua_createtable(L, (int)l->n, 0);
+	size_t mailboxes = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		const struct addr_entry *e = &l->v[i];
+		if (!e->local)
+			continue; /* an empty group */
+		lua_createtable(L, 0, 4);
+		if (e->name) {
+			lua_pushstring(L, e->name);
+			lua_setfield(L, -2, "name");
+		}
+		lua_pushfstring(L, "%s@%s", e->local, e->domain);
+		lua_setfield(L, -2, "email");
+		lua_pushstring(L, e->local);
+		lua_setfield(L, -2, "user");
+		lua_pushstring(L, e->domain);
+		lua_setfield(L, -2, "domain");
+		lua_rawgetp(L, LUA_REGISTRYINDEX, &addr_entry_mt_key);
+		lua_setmetatable(L, -2);
+		lua_rawseti(L, -2, (lua_Integer)++mailboxes);
+	}
+	lua_setfield(L, -2, "list");
+	lua_pushboolean(L, mailboxes == 1 && l->n == 1 && !l->groups);
+	lua_setfield(L, -2, "_single");
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &addr_header_mt_key);
+	lua_setmetatable(L, -2);
+}
+
+/* The first header named name as an AddressHeader, nil when absent; raises
+ * when it is not an address list. */
+static int address_header(lua_State *L, struct message *m, const char *name, const char *fn)
+{
+	struct buf v;
+	buf_init(&v);
+	if (!message_get_first_named_header_value(m, name, &v)) {
+		buf_free(&v);
+		lua_pushnil(L);
+		return 1;
+	}
+	struct addr_list l;
+	char err[200];
+	int rc = addr_list_parse(v.data ? v.data : "", v.len, &l, err, sizeof(err));
+	buf_free(&v);
+	if (rc != 0)
+		return luaL_error(L, "%s: %s header: %s", fn, name, err);
+	push_addr_header(L, &l);
+	addr_list_free(&l);
+	return 1;
+}
+
+static int msg_from_header(lua_State *L)
+{
+	return address_header(L, check_msg(L), "From", "msg:from_header");
+}
+
+static int msg_to_header(lua_State *L)
+{
+	return address_header(L, check_msg(L), "To", "msg:to_header");
+}
+
+static int msg_get_address_header(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	const char *name = check_header_str(L, 2, "msg:get_address_header", "name");
+	return address_header(L, m, name, "msg:get_address_header");
+}
+
+static void register_addr_header(lua_State *L)
+{
+	lua_createtable(L, 0, 2);
+	lua_pushcfunction(L, addr_header_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, addr_header_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &addr_header_mt_key);
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, addr_entry_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &addr_entry_mt_key);
+}
+
+/* --- msg:check_fix_conformance(checks, fixes[, settings]) -------------------------------
+ * KumoMTA's flags, detected on the top-level message: issues named in checks
+ * (and not in fixes) are returned as "Message has conformance issues: A | B";
+ * the missing Date, Message-ID and MIME-Version headers can be fixed. Fixes
+ * that need a MIME rebuild, and INVALID_MIME_HEADERS, are refused by name. */
+
+enum {
+	CF_MISSING_COLON_VALUE = 1 << 0,
+	CF_NON_CANONICAL_LINE_ENDINGS = 1 << 1,
+	CF_NAME_ENDS_WITH_SPACE = 1 << 2,
+	CF_LINE_TOO_LONG = 1 << 3,
+	CF_NEEDS_TRANSFER_ENCODING = 1 << 4,
+	CF_MISSING_DATE_HEADER = 1 << 5,
+	CF_MISSING_MESSAGE_ID_HEADER = 1 << 6,
+	CF_MISSING_MIME_VERSION = 1 << 7,
+	CF_INVALID_MIME_HEADERS = 1 << 8,
+};
+static const char *const cf_names[] = {"MISSING_COLON_VALUE",	    "NON_CANONICAL_LINE_ENDINGS",
+				       "NAME_ENDS_WITH_SPACE",	    "LINE_TOO_LONG",
+				       "NEEDS_TRANSFER_ENCODING",   "MISSING_DATE_HEADER",
+				       "MISSING_MESSAGE_ID_HEADER", "MISSING_MIME_VERSION",
+				       "INVALID_MIME_HEADERS"};
+#define CF_N (sizeof(cf_names) / sizeof(cf_names[0]))
+#define CF_FIXABLE (CF_MISSING_DATE_HEADER | CF_MISSING_MESSAGE_ID_HEADER | CF_MISSING_MIME_VERSION)
+
+/* "A|B" (spaces allowed, empty = none) to a mask; raises on an unknown name. */
+static unsigned cf_parse(lua_State *L, int idx, const char *what)
+{
+	const char *s = luaL_checkstring(L, idx);
+	unsigned mask = 0;
+	while (*s) {
+		while (*s == ' ' || *s == '|')
+			s++;
+		size_t n = strcspn(s, " |");
+		if (!n)
+			break;
+		size_t i = 0;
+		while (i < CF_N && !(strlen(cf_names[i]) == n && strncmp(cf_names[i], s, n) == 0))
+			i++;
+		if (i == CF_N) {
+			char flag[64];
+			snprintf(flag, sizeof(flag), "%.*s", (int)(n < 60 ? n : 60), s);
+			luaL_error(L, "msg:check_fix_conformance: %s: unknown flag '%s'", what,
+				   flag);
+		}
+		mask |= 1u << i;
+		s += n;
+	}
+	return mask;
+}
+
+/* 1 when the header is present and its unfolded value passes ok. */
+static int header_ok(const struct message *m, const char *name, int (*ok)(const char *))
+{
+	struct buf v;
+	buf_init(&v);
+	int r = message_get_first_named_header_value(m, name, &v) && ok(buf_cstr(&v));
+	buf_free(&v);
+	return r;
+}
+
+static int nonblank(const char *v)
+{
+	return v[strspn(v, " \t")] != 0;
+}
+
+static int msgid_like(const char *v)
+{
+	const char *lt = strchr(v, '<'), *at = lt ? strchr(lt, '@') : NULL;
+	return at && strchr(at, '>') != NULL;
+}
+
+static int mime_10(const char *v)
+{
+	v += strspn(v, " \t");
+	return strncmp(v, "1.0", 3) == 0 && v[3 + strspn(v + 3, " \t")] == 0;
+}
+
+static unsigned cf_detect(const struct message *m)
+{
+	const char *d = m->data.data ? m->data.data : "";
+	size_t len = m->data.len, hend = rfc5322_header_end(d, len);
+	unsigned c = 0, line_start = 1;
+	size_t prev = 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)d[i];
+		if (ch >= 0x80)
+			c |= CF_NEEDS_TRANSFER_ENCODING;
+		if ((ch == '\r' && (i + 1 >= len || d[i + 1] != '\n')) ||
+		    (ch == '\n' && (i == 0 || d[i - 1] != '\r')))
+			c |= CF_NON_CANONICAL_LINE_ENDINGS;
+		if (ch == '\n') {
+			/* as KumoMTA: more than 78 bytes from one LF to the next */
+			if (i - prev > 78)
+				c |= CF_LINE_TOO_LONG;
+			prev = i;
+		}
+		if (i < hend && line_start && ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n') {
+			/* a field's first line: "name:" */
+			size_t k = i;
+			while (k < hend && d[k] != ':' && d[k] != '\n')
+				k++;
+			if (k >= hend || d[k] != ':')
+				c |= CF_MISSING_COLON_VALUE;
+			else if (k > i && (d[k - 1] == ' ' || d[k - 1] == '\t'))
+				c |= CF_NAME_ENDS_WITH_SPACE;
+		}
+		line_start = ch == '\n';
+	}
+	if (!header_ok(m, "Date", nonblank))
+		c |= CF_MISSING_DATE_HEADER;
+	if (!header_ok(m, "Message-ID", msgid_like))
+		c |= CF_MISSING_MESSAGE_ID_HEADER;
+	if (!header_ok(m, "MIME-Version", mime_10))
+		c |= CF_MISSING_MIME_VERSION;
+	return c;
+}
+
+static void cf_list(struct buf *b, unsigned mask)
+{
+	for (size_t i = 0; i < CF_N; i++)
+		if (mask & (1u << i))
+			buf_printf(b, "%s%s", b->len ? " | " : "", cf_names[i]);
+}
+
+static int msg_check_fix_conformance(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	unsigned check = cf_parse(L, 2, "checks"), fix = cf_parse(L, 3, "fixes");
+	const char *msgid = NULL;
+	if (!lua_isnoneornil(L, 4)) {
+		luaL_checktype(L, 4, LUA_TTABLE);
+		lua_pushnil(L);
+		while (lua_next(L, 4)) {
+			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+			if (strcmp(k, "message_id") == 0 && lua_type(L, -1) == LUA_TSTRING)
+				msgid = lua_tostring(L, -1); /* kept alive by the table */
+			else if (strcmp(k, "detect_encoding") == 0 && !lua_toboolean(L, -1))
+				;
+			else
+				return luaL_error(L,
+						  "msg:check_fix_conformance: settings.%s is not "
+						  "implemented (message_id is)",
+						  k);
+			lua_pop(L, 1);
+		}
+	}
+	unsigned refused = (fix & ~CF_FIXABLE) | ((check | fix) & CF_INVALID_MIME_HEADERS);
+	if (refused) {
+		struct buf b;
+		buf_init(&b);
+		cf_list(&b, refused);
+		lua_pushfstring(
+		    L,
+		    "msg:check_fix_conformance: %s: not implemented in kumod (fixing "
+		    "these needs a MIME rebuild; INVALID_MIME_HEADERS needs a deep MIME "
+		    "check)",
+		    buf_cstr(&b));
+		buf_free(&b);
+		return lua_error(L);
+	}
+	unsigned found = cf_detect(m);
+	unsigned problems = found & check & ~fix;
+	if (problems) {
+		struct buf l;
+		buf_init(&l);
+		cf_list(&l, problems);
+		lua_pushfstring(L, "Message has conformance issues: %s", buf_cstr(&l));
+		buf_free(&l);
+		return 1;
+	}
+	unsigned to_fix = found & fix;
+	if (to_fix & CF_MISSING_DATE_HEADER) {
+		char date[64];
+		rfc5322_format_date(time(NULL), date, sizeof(date));
+		message_remove_all_named_headers(m, "Date");
+		message_append_header(m, "Date", date);
+	}
+	if (to_fix & CF_MISSING_MIME_VERSION) {
+		message_remove_all_named_headers(m, "MIME-Version");
+		message_append_header(m, "MIME-Version", "1.0");
+	}
+	if (to_fix & CF_MISSING_MESSAGE_ID_HEADER) {
+		char id[600];
+		if (msgid)
+			snprintf(id, sizeof(id), "<%s>", msgid);
+		else {
+			const char *at = m->sender ? strrchr(m->sender, '@') : NULL;
+			snprintf(id, sizeof(id), "<%s@%s>", m->id, at ? at + 1 : "localhost");
+		}
+		message_remove_all_named_headers(m, "Message-ID");
+		if (message_append_header(m, "Message-ID", id) != 0)
+			return luaL_error(L, "msg:check_fix_conformance: invalid message_id");
+	}
+	lua_pushnil(L);
+	return 1;
+}
+
+static const luaL_Reg msg_sched_methods[] = {
+    {"check_fix_conformance", msg_check_fix_conformance},
+    {"set_scheduling", msg_set_scheduling},
+    {"import_scheduling_header", msg_import_scheduling_header},
+    {"from_header", msg_from_header},
+    {"to_header", msg_to_header},
+    {"get_address_header", msg_get_address_header},
+    {NULL, NULL},
+};
+
 static const luaL_Reg msg_meta[] = {
     {"__gc", msg_gc},
     {"__close", msg_gc},
@@ -616,6 +1048,11 @@ static void create_class(lua_State *L, const char *name, const luaL_Reg *meta,
 void lua_message__register(lua_State *L)
 {
 	create_class(L, LUA_KUMO_MESSAGE_MT, msg_meta, msg_methods);
+	luaL_getmetatable(L, LUA_KUMO_MESSAGE_MT);
+	lua_getfield(L, -1, "__index");
+	luaL_setfuncs(L, msg_sched_methods, 0);
+	lua_pop(L, 2);
+	register_addr_header(L);
 	create_class(L, LUA_KUMO_ADDRESS_MT, address_meta, NULL);
 	create_class(L, LUA_KUMO_CONN_META_MT, conn_meta_meta, conn_meta_methods);
 	lua_newtable(L);

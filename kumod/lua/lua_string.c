@@ -4,14 +4,17 @@
  * separator splits between characters (Rust's behaviour: "abc" -> "", "a",
  * "b", "c", ""). Whitespace means Unicode White_Space for split_whitespace
  * and trim*, ASCII whitespace (not vertical tab) for split_ascii_whitespace
- * and wrap. Not implemented: psl_domain, psl_suffix (no public suffix list
- * is built in), eval_template, normalize_smtp_response. */
+ * and wrap. eval_template renders proto/template.h's Jinja subset;
+ * psl_domain and psl_suffix use libpsl's built-in list. Not implemented:
+ * normalize_smtp_response. */
+#include <libpsl.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/buf.h"
 #include "base/xalloc.h"
 #include "lua/lua_int.h"
+#include "proto/template.h"
 
 /* Length of the UTF-8 character at s (1 for a stray byte). */
 static size_t char_len(const char *s, size_t n)
@@ -360,7 +363,103 @@ static int l_wrap(lua_State *L)
 	return 1;
 }
 
+/* kumo.string.eval_template(name, source, context[, dialect]): the template
+ * subset of proto/template.h over context; the name picks the escaping
+ * (.json writes values as JSON, .html escapes HTML), as minijinja does. */
+static int l_eval_template(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	size_t len;
+	const char *src = luaL_checklstring(L, 2, &len);
+	const char *dialect = luaL_optstring(L, 4, "Jinja");
+	if (strcmp(dialect, "Static") == 0) {
+		lua_pushvalue(L, 2);
+		return 1;
+	}
+	if (strcmp(dialect, "Jinja") != 0)
+		return luaL_error(L,
+				  "kumo.string.eval_template: dialect '%s' is not implemented "
+				  "(Jinja and Static are)",
+				  dialect);
+	json_t *ctx = NULL;
+	char err[200];
+	if (!lua_isnoneornil(L, 3) && !(ctx = lua_json__to_json(L, 3, err, sizeof(err))))
+		return luaL_error(L, "kumo.string.eval_template: context: %s", err);
+	struct tmpl_error te;
+	struct tmpl *t = tmpl_compile(src, len, &te);
+	if (!t) {
+		json_decref(ctx);
+		return luaL_error(L, "kumo.string.eval_template: %s: line %d column %d: %s", name,
+				  te.line, te.column, te.msg);
+	}
+	struct buf out;
+	buf_init(&out);
+	int rc = tmpl_render_escaped(t, ctx, tmpl_escape_for_name(name), &out, &te);
+	tmpl_free(t);
+	json_decref(ctx);
+	if (rc != 0) {
+		buf_free(&out);
+		return luaL_error(L, "kumo.string.eval_template: %s: %s", name, te.msg);
+	}
+	lua_pushlstring(L, out.data ? out.data : "", out.len);
+	buf_free(&out);
+	return 1;
+}
+
+/* psl_domain / psl_suffix: Mozilla's Public Suffix List as libpsl builds it
+ * in (with its private section, as KumoMTA's psl crate). The name is
+ * lower-cased and a trailing dot dropped first; nil when there is none
+ * (psl_domain of a bare suffix). */
+static int psl_common(lua_State *L, int want_domain)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	char name[256];
+	if (len >= sizeof(name) || memchr(s, 0, len)) {
+		lua_pushnil(L);
+		return 1;
+	}
+	for (size_t i = 0; i < len; i++)
+		name[i] = s[i] >= 'A' && s[i] <= 'Z' ? (char)(s[i] + 32) : s[i];
+	if (len && name[len - 1] == '.')
+		len--;
+	name[len] = 0;
+	const psl_ctx_t *psl = psl_builtin();
+	const char *r = !psl || !len  ? NULL
+			: want_domain ? psl_registrable_domain(psl, name)
+				      : psl_unregistrable_domain(psl, name);
+	if (r && !want_domain) {
+		/* the longest public suffix: psl_unregistrable_domain gives the
+		 * shortest; walk labels until the rest is a public suffix */
+		const char *p = name;
+		while (p && !psl_is_public_suffix(psl, p)) {
+			p = strchr(p, '.');
+			if (p)
+				p++;
+		}
+		r = p;
+	}
+	if (r)
+		lua_pushstring(L, r);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static int l_psl_domain(lua_State *L)
+{
+	return psl_common(L, 1);
+}
+
+static int l_psl_suffix(lua_State *L)
+{
+	return psl_common(L, 0);
+}
+
 static const luaL_Reg string_funcs[] = {
+    {"psl_domain", l_psl_domain},
+    {"psl_suffix", l_psl_suffix},
+    {"eval_template", l_eval_template},
     {"replace", l_replace},
     {"replacen", l_replacen},
     {"split_whitespace", l_split_whitespace},

@@ -14,6 +14,7 @@
 #include "ktrace.h"
 #include "policy.h"
 #include "proto/duration.h"
+#include "proto/sched_spec.h"
 #include "queue/queue.h"
 #include "queue/suspend.h"
 #include "spool/logrec.h"
@@ -890,6 +891,44 @@ static void queue_expire(struct qmsg *qm, uint64_t next_delay_ms)
 	queue_done(qm);
 }
 
+/* --- per-message scheduling (msg:set_scheduling) ---------------------------------- */
+
+/* 1 and the message's scheduling spec, or 0 when it has none (a spec that
+ * no longer parses is ignored: it was validated when it was set). */
+static int message_sched(const struct message *m, struct sched_spec *ss)
+{
+	json_t *j = message_get_meta(m, SCHED_SPEC_META_KEY);
+	char err[200];
+	return j && sched_spec_from_json(j, ss, err, sizeof(err)) == 0;
+}
+
+/* Expiration at the scheduled expiry: logged and removed from the spool. */
+static void queue_expire_scheduled(struct qmsg *qm, uint64_t due, const struct sched_spec *ss)
+{
+	char text[256], d[40], e[40];
+	rfc3339_format_ms(due, d, sizeof(d));
+	rfc3339_format_ms(ss->expires_ms, e, sizeof(e));
+	snprintf(text, sizeof(text),
+		 "Next delivery time %s would be at or after the scheduled expiration %s", d, e);
+	struct logrec_response resp = {.code = 551, .enhanced = "5.4.7", .content = text};
+	logrec_log("Expiration", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
+	KTRACE(queue_expire, qm->m->id, qm->q->name, (int32_t)qm->m->attempts);
+	spool_remove(qm->m->id, NULL, NULL);
+	queue_done(qm);
+}
+
+/* The due time the message's scheduling allows for wanted; 1 when it is
+ * at or past the scheduled expiry (then *due is that time). */
+static int sched_due(struct qmsg *qm, const struct sched_spec *ss, uint64_t wanted, uint64_t *due)
+{
+	uint64_t now = now_ms();
+	*due = sched_spec_adjust(ss, wanted);
+	if (*due != wanted)
+		KTRACE(queue_scheduled, qm->m->id, qm->q->name, wanted > now ? wanted - now : 0,
+		       *due > now ? *due - now : 0);
+	return ss->has_expires && *due >= ss->expires_ms;
+}
+
 void queue_insert(struct message *m, const char *reason)
 {
 	char name[1024];
@@ -915,10 +954,17 @@ void queue_insert(struct message *m, const char *reason)
 			n++;
 		}
 		qm->m->attempts = n;
-		if (now - created > q->cfg.max_age_ms) {
+		struct sched_spec es;
+		if (now - created > q->cfg.max_age_ms &&
+		    !(message_sched(m, &es) && es.has_expires)) {
 			queue_expire(qm, 0);
 			return;
 		}
+	}
+	struct sched_spec ss;
+	if (message_sched(m, &ss) && sched_due(qm, &ss, now, &due)) {
+		queue_expire_scheduled(qm, due, &ss);
+		return;
 	}
 	schedule(qm, due, reason);
 }
@@ -959,6 +1005,8 @@ void queue_requeue(struct qmsg *qm, const char *reason, int increment, const cha
 {
 	struct sched_queue *q = qm->q;
 	uint64_t delay;
+	struct sched_spec ss;
+	int has_sched = message_sched(qm->m, &ss);
 	if (increment) {
 		delay = queue_retry_delay_ms(&q->cfg, qm->m->attempts);
 		qm->m->attempts++; /* the Message's count: spooled and logged from there */
@@ -967,7 +1015,8 @@ void queue_requeue(struct qmsg *qm, const char *reason, int increment, const cha
 			j = 0;
 		delay = (uint64_t)((int64_t)delay + j);
 		uint64_t age = now_ms() - message_created_ms(qm->m);
-		if (age + delay > q->cfg.max_age_ms) {
+		/* a scheduled expiry replaces max_age (KumoMTA) */
+		if (!(has_sched && ss.has_expires) && age + delay > q->cfg.max_age_ms) {
 			queue_expire(qm, delay);
 			return;
 		}
@@ -977,7 +1026,12 @@ void queue_requeue(struct qmsg *qm, const char *reason, int increment, const cha
 	}
 	(void)why_code;
 	(void)why_text;
-	schedule(qm, now_ms() + delay, reason);
+	uint64_t due = now_ms() + delay;
+	if (has_sched && sched_due(qm, &ss, due, &due)) {
+		queue_expire_scheduled(qm, due, &ss);
+		return;
+	}
+	schedule(qm, due, reason);
 }
 
 void queue_done(struct qmsg *qm)

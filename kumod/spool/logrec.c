@@ -24,6 +24,7 @@
 #include "ktrace.h"
 #include "proto/bounce.h"
 #include "proto/rfc5322.h"
+#include "proto/template.h"
 #include "spool/logrec.h"
 #include "spool/logrec_int.h"
 #include "spool/message.h"
@@ -35,16 +36,53 @@
 
 static const char *const phase_names[] = {"Idle", "Writing", "Rolling"};
 
-static struct {
-	int configured;
+#define MAX_LOGGERS 8
+
+const char *const logrec_record_types[] = {"Reception",
+					   "Delivery",
+					   "Bounce",
+					   "TransientFailure",
+					   "Expiration",
+					   "AdminBounce",
+					   "OOB",
+					   "Feedback",
+					   "Rejection",
+					   "AdminRebind",
+					   "DeferredInjectionRebind",
+					   "Delayed",
+					   "XferOut",
+					   "XferIn",
+					   "Any",
+					   NULL};
+#define NTYPES (sizeof(logrec_record_types) / sizeof(logrec_record_types[0]) - 1)
+#define TYPE_ANY (NTYPES - 1)
+
+/* A record type's per_record settings, resolved at configure time. */
+struct rtype {
+	int set; /* listed in per_record */
+	int enable;
+	unsigned file; /* index in w.files */
+	struct tmpl *tmpl;
+};
+
+/* One configure_local_logs call. */
+struct logger {
 	struct logrec_writer w;
 	char **headers, **meta; /* what to capture */
 	size_t nheaders, nmeta;
+	struct rtype rt[NTYPES];
+	char *filter_event;
 	struct task *task;
 	int shown_phase;
 	uint64_t notes_dropped_seen;
-	struct buf line, tmp; /* scratch: the JSON line, a header value */
 	uint64_t waits, wait_ns;
+};
+
+static struct {
+	struct logger *loggers[MAX_LOGGERS];
+	size_t n;
+	struct buf line, tmp; /* scratch: the record line, a header value */
+	logrec_filter_fn filter;
 } lr;
 
 static char nodeid[NODEID_LEN + 1];
@@ -289,13 +327,13 @@ static uint64_t created_ns(const struct message *m, uint64_t now)
 
 /* The meta keys listed in the config ("name", "prefix*", "*"); null values
  * are left out, as KumoMTA does. */
-static json_t *jmeta(json_t *meta)
+static json_t *jmeta(const struct logger *lg, json_t *meta)
 {
 	json_t *out = json_object();
 	if (!json_is_object(meta))
 		return out;
-	for (size_t i = 0; i < lr.nmeta; i++) {
-		const char *name = lr.meta[i];
+	for (size_t i = 0; i < lg->nmeta; i++) {
+		const char *name = lg->meta[i];
 		size_t n = strlen(name);
 		if (n && name[n - 1] == '*') {
 			const char *key;
@@ -349,15 +387,15 @@ static void capture_header(json_t *out, const char *msg, size_t hend, const char
 
 /* The headers listed in the config ("Subject", "X-*"), with their unfolded
  * values, as KumoMTA's Logger::extract_fields. */
-static json_t *jheaders(const struct message *m)
+static json_t *jheaders(const struct logger *lg, const struct message *m)
 {
 	json_t *out = json_object();
-	if (!m || !lr.nheaders || !m->data.len)
+	if (!m || !lg->nheaders || !m->data.len)
 		return out;
 	const char *msg = m->data.data;
 	size_t hend = rfc5322_header_end(msg, m->data.len);
-	for (size_t i = 0; i < lr.nheaders; i++) {
-		const char *name = lr.headers[i];
+	for (size_t i = 0; i < lg->nheaders; i++) {
+		const char *name = lg->headers[i];
 		size_t n = strlen(name);
 		if (!n || name[n - 1] != '*') {
 			capture_header(out, msg, hend, name, n);
@@ -451,7 +489,8 @@ static const char *classify(const struct logrec_event *ev)
 }
 
 /* Field order follows kumo-log-types' JsonLogRecord. */
-static json_t *build_record(const struct logrec_event *ev, uint64_t now)
+static json_t *build_record(const struct logger *lg, const struct logrec_event *ev, uint64_t now,
+			    const char *classification)
 {
 	const struct message *m = ev->m;
 	json_t *meta = m ? m->meta : ev->meta;
@@ -478,7 +517,7 @@ static json_t *build_record(const struct logrec_event *ev, uint64_t now)
 	set(o, "event_time", jtime(now));
 	set(o, "created_time", jtime(created));
 	set(o, "num_attempts", json_integer(num_attempts(m)));
-	set(o, "bounce_classification", json_string(classify(ev)));
+	set(o, "bounce_classification", json_string(classification));
 	set(o, "egress_pool", jstr_or_null(ev->egress_pool));
 	set(o, "egress_source", jstr_or_null(ev->egress_source));
 	set(o, "source_address",
@@ -486,8 +525,8 @@ static json_t *build_record(const struct logrec_event *ev, uint64_t now)
 					   "protocol", "server")
 			       : json_null());
 	set(o, "feedback_report", json_null());
-	set(o, "meta", jmeta(meta));
-	set(o, "headers", jheaders(m));
+	set(o, "meta", jmeta(lg, meta));
+	set(o, "headers", jheaders(lg, m));
 	set(o, "delivery_protocol", jstr_or_null(dp));
 	set(o, "reception_protocol", jstr_or_null(rp));
 	set(o, "nodeid", json_string(logrec_nodeid()));
@@ -530,49 +569,50 @@ static void report_notes(struct logrec_note *n)
 }
 
 /* With w->mu held: takes the unreported notes. */
-static struct logrec_note *take_notes(uint64_t *dropped)
+static struct logrec_note *take_notes(struct logger *lg, uint64_t *dropped)
 {
-	struct logrec_note *n = lr.w.notes;
-	lr.w.notes = lr.w.notes_tail = NULL;
-	lr.w.nnotes = 0;
-	*dropped = lr.w.notes_dropped;
+	struct logrec_note *n = lg->w.notes;
+	lg->w.notes = lg->w.notes_tail = NULL;
+	lg->w.nnotes = 0;
+	*dropped = lg->w.notes_dropped;
 	return n;
 }
 
-static void report(struct logrec_note *notes, uint64_t dropped)
+static void report(struct logger *lg, struct logrec_note *notes, uint64_t dropped)
 {
 	report_notes(notes);
-	if (dropped != lr.notes_dropped_seen) {
+	if (dropped != lg->notes_dropped_seen) {
 		log_warn("kumod::logging",
 			 "%llu log writer reports were dropped (too many at once)",
-			 (unsigned long long)(dropped - lr.notes_dropped_seen));
-		lr.notes_dropped_seen = dropped;
+			 (unsigned long long)(dropped - lg->notes_dropped_seen));
+		lg->notes_dropped_seen = dropped;
 	}
-	int p = __atomic_load_n(&lr.w.phase, __ATOMIC_RELAXED);
-	if (p != lr.shown_phase && p >= 0 && p <= LOGREC_PHASE_ROLLING) {
-		lr.shown_phase = p;
-		task_set_phase(lr.task, phase_names[p],
+	int p = __atomic_load_n(&lg->w.phase, __ATOMIC_RELAXED);
+	if (p != lg->shown_phase && p >= 0 && p <= LOGREC_PHASE_ROLLING) {
+		lg->shown_phase = p;
+		task_set_phase(lg->task, phase_names[p],
 			       p == LOGREC_PHASE_IDLE ? "log records" : NULL);
 	}
 }
 
 void logrec_poll(void)
 {
-	if (!lr.configured)
-		return;
-	uint64_t dropped;
-	pthread_mutex_lock(&lr.w.mu);
-	struct logrec_note *notes = take_notes(&dropped);
-	pthread_mutex_unlock(&lr.w.mu);
-	report(notes, dropped);
+	for (size_t i = 0; i < lr.n; i++) {
+		struct logger *lg = lr.loggers[i];
+		uint64_t dropped;
+		pthread_mutex_lock(&lg->w.mu);
+		struct logrec_note *notes = take_notes(lg, &dropped);
+		pthread_mutex_unlock(&lg->w.mu);
+		report(lg, notes, dropped);
+	}
 }
 
 /* --- submission ----------------------------------------------------------------- */
 
 /* Queues it, waiting while back_pressure records are pending. */
-static void enqueue(struct logrec_item *it, const char *type, const char *id)
+static void enqueue(struct logger *lg, struct logrec_item *it, const char *type, const char *id)
 {
-	struct logrec_writer *w = &lr.w;
+	struct logrec_writer *w = &lg->w;
 	uint64_t waited = 0, dropped;
 	size_t full_at = 0;
 	pthread_mutex_lock(&w->mu);
@@ -592,16 +632,16 @@ static void enqueue(struct logrec_item *it, const char *type, const char *id)
 	if (w->head == it)
 		pthread_cond_signal(&w->wake);
 	dropped = w->notes_dropped;
-	struct logrec_note *notes = w->notes ? take_notes(&dropped) : NULL;
+	struct logrec_note *notes = w->notes ? take_notes(lg, &dropped) : NULL;
 	pthread_mutex_unlock(&w->mu);
 
 	if (full_at) {
-		lr.waits++;
-		lr.wait_ns += waited;
+		lg->waits++;
+		lg->wait_ns += waited;
 		KTRACE(logrec_backpressure, full_at, waited / 1000u);
 	}
 	KTRACE(logrec_record, type, id, len, pending);
-	report(notes, dropped);
+	report(lg, notes, dropped);
 }
 
 /* Final records (the message's last): where KUMOD_MESSAGE_TIMELINE_LOG
@@ -638,19 +678,97 @@ static void trace_event(const struct logrec_event *ev)
 	json_decref(q);
 }
 
-/* Serialises rec (consumed) and queues it. */
-static void emit_record(json_t *rec, const char *type, const char *id)
+void logrec_set_filter(logrec_filter_fn fn)
+{
+	lr.filter = fn;
+}
+
+/* The settings for a record type: its own entry, else Any's, else the
+ * defaults (enabled, log_dir, JSON). */
+static const struct rtype *resolve(const struct logger *lg, const char *type)
+{
+	static const struct rtype defaults = {.enable = 1};
+	for (size_t i = 0; i < TYPE_ANY; i++)
+		if (strcmp(type, logrec_record_types[i]) == 0 && lg->rt[i].set)
+			return &lg->rt[i];
+	return lg->rt[TYPE_ANY].set ? &lg->rt[TYPE_ANY] : &defaults;
+}
+
+/* The record as the logger writes it, into lr.line, ending in '\n': the
+ * template's rendering (names are the record's fields, and log_record is
+ * the whole record), or compact JSON. */
+static void format_record(struct logger *lg, const struct rtype *rt, json_t *rec,
+			  const struct logrec_event *ev)
 {
 	buf_reset(&lr.line);
+	if (rt->tmpl) {
+		json_t *ctx = json_copy(rec); /* shallow: log_record refers to rec */
+		set(ctx, "log_record", json_incref(rec));
+		struct tmpl_error terr;
+		int rc = tmpl_render(rt->tmpl, ctx, &lr.line, &terr);
+		json_decref(ctx);
+		if (rc == 0) {
+			if (!lr.line.len || lr.line.data[lr.line.len - 1] != '\n')
+				buf_appendc(&lr.line, '\n');
+			return;
+		}
+		KTRACE(logrec_template_error, lg->w.log_dir, ev->type, ev->m ? ev->m->id : "",
+		       terr.msg);
+		buf_reset(&lr.line);
+	}
 	if (json_dump_callback(rec, dump_cb, &lr.line, JSON_COMPACT) != 0)
 		panic("%s: json_dump_callback failed", __func__);
-	json_decref(rec);
 	buf_appendc(&lr.line, '\n');
-	struct logrec_item *it = xmalloc(sizeof(*it) + lr.line.len);
-	it->next = NULL;
-	it->len = lr.line.len;
-	memcpy(it->line, lr.line.data, lr.line.len);
-	enqueue(it, type, id);
+}
+
+/* 1 when the logger's filter_event lets the record through. */
+static int filtered_in(struct logger *lg, const struct logrec_event *ev)
+{
+	if (!lg->filter_event || !ev->m)
+		return 1;
+	const char *why = "no handler";
+	if (lr.filter && lr.filter(lg->filter_event, ev->m, &why))
+		return 1;
+	KTRACE(logrec_skipped, lg->w.log_dir, ev->type, ev->m->id, why);
+	return 0;
+}
+
+/* A logger-independent change to a record after build_record (the report
+ * records' own fields). */
+typedef void (*record_edit_fn)(json_t *rec, void *ctx);
+
+/* Builds ev's record for every logger that takes it (per_record enable,
+ * filter_event), edits it, formats it (template or JSON) and queues it. */
+static void log_to_loggers(const struct logrec_event *ev, uint64_t when, record_edit_fn edit,
+			   void *ctx)
+{
+	const char *classification = NULL;
+	for (size_t i = 0; i < lr.n; i++) {
+		struct logger *lg = lr.loggers[i];
+		const struct rtype *rt = resolve(lg, ev->type);
+		if (!rt->enable) {
+			KTRACE(logrec_skipped, lg->w.log_dir, ev->type, ev->m ? ev->m->id : "",
+			       "disabled by per_record");
+			continue;
+		}
+		if (!filtered_in(lg, ev))
+			continue;
+		if (!classification)
+			classification = classify(ev);
+		json_t *rec = build_record(lg, ev, when, classification);
+		if (edit)
+			edit(rec, ctx);
+		if (ev->m && msg_timeline_in_log() && logrec_type_is_final(ev->type))
+			set(rec, "timeline", msg_timeline_json(ev->m->id, NULL, NULL));
+		format_record(lg, rt, rec, ev);
+		json_decref(rec);
+		struct logrec_item *it = xmalloc(sizeof(*it) + lr.line.len);
+		it->next = NULL;
+		it->file = rt->file;
+		it->len = lr.line.len;
+		memcpy(it->line, lr.line.data, lr.line.len);
+		enqueue(lg, it, ev->type, ev->m ? ev->m->id : "");
+	}
 }
 
 void logrec_log_event(const struct logrec_event *ev)
@@ -660,12 +778,7 @@ void logrec_log_event(const struct logrec_event *ev)
 	trace_event(ev);
 	if (ev->m)
 		MSG_TIMELINE(ev->m->id, "Logged", "%s record", ev->type);
-	if (!lr.configured)
-		return;
-	json_t *rec = build_record(ev, clock_wall_ns());
-	if (ev->m && msg_timeline_in_log() && logrec_type_is_final(ev->type))
-		json_object_set_new(rec, "timeline", msg_timeline_json(ev->m->id, NULL, NULL));
-	emit_record(rec, ev->type, ev->m ? ev->m->id : "");
+	log_to_loggers(ev, clock_wall_ns(), NULL, NULL);
 }
 
 /* --- report records (log_arf, log_oob) ----------------------------------------------- */
@@ -688,6 +801,30 @@ static uint64_t report_time_ns(const char *s)
 }
 
 /* One OOB record for a "failed" per-recipient entry r of the report. */
+struct oob_edit {
+	const struct message *m;
+	json_t *status;
+};
+
+/* The OOB record's own fields (KumoMTA's shape). */
+static void oob_edit(json_t *rec, void *ctx)
+{
+	const struct oob_edit *ed = ctx;
+	const struct message *m = ed->m;
+	json_t *st = ed->status;
+	/* the report is addressed to the original message's envelope sender */
+	set(rec, "sender", jstr(m && m->nrecipients ? m->recipients[0] : ""));
+	set(rec, "size", json_integer(0));
+	set(rec, "num_attempts", json_integer(0));
+	/* any class the report states, not only 2, 4 and 5 */
+	set(json_object_get(rec, "response"), "enhanced_code",
+	    json_pack("{s:O,s:O,s:O}", "class", json_object_get(st, "class"), "subject",
+		      json_object_get(st, "subject"), "detail", json_object_get(st, "detail")));
+	json_object_del(rec, "tls_cipher");
+	json_object_del(rec, "tls_protocol_version");
+	json_object_del(rec, "tls_peer_subject_name");
+}
+
 static void log_oob_one(const struct logrec_event *ev, json_t *dsn, json_t *r)
 {
 	const struct message *m = ev->m;
@@ -730,22 +867,13 @@ static void log_oob_one(const struct logrec_event *ev, json_t *dsn, json_t *r)
 	oob.delivery_protocol = NULL;
 	oob.source_address = NULL;
 	trace_event(&oob);
-	if (!lr.configured)
-		return;
-	uint64_t when = report_time_ns(jget_str(r, "last_attempt_date"));
-	json_t *rec = build_record(&oob, when);
-	/* the report is addressed to the original message's envelope sender */
-	set(rec, "sender", jstr(m && m->nrecipients ? m->recipients[0] : ""));
-	set(rec, "size", json_integer(0));
-	set(rec, "num_attempts", json_integer(0));
-	/* any class the report states, not only 2, 4 and 5 */
-	set(json_object_get(rec, "response"), "enhanced_code",
-	    json_pack("{s:O,s:O,s:O}", "class", json_object_get(st, "class"), "subject",
-		      json_object_get(st, "subject"), "detail", json_object_get(st, "detail")));
-	json_object_del(rec, "tls_cipher");
-	json_object_del(rec, "tls_protocol_version");
-	json_object_del(rec, "tls_peer_subject_name");
-	emit_record(rec, "OOB", m ? m->id : "");
+	struct oob_edit ed = {m, st};
+	log_to_loggers(&oob, report_time_ns(jget_str(r, "last_attempt_date")), oob_edit, &ed);
+}
+
+static void feedback_edit(json_t *rec, void *ctx)
+{
+	set(rec, "feedback_report", json_incref(ctx));
 }
 
 void logrec_log_report(const struct logrec_event *ev, json_t *arf, json_t *dsn)
@@ -754,11 +882,7 @@ void logrec_log_report(const struct logrec_event *ev, json_t *arf, json_t *dsn)
 		struct logrec_event fb = *ev;
 		fb.type = "Feedback";
 		trace_event(&fb);
-		if (!lr.configured)
-			return;
-		json_t *rec = build_record(&fb, clock_wall_ns());
-		set(rec, "feedback_report", json_incref(arf));
-		emit_record(rec, "Feedback", ev->m ? ev->m->id : "");
+		log_to_loggers(&fb, clock_wall_ns(), feedback_edit, arf);
 		return;
 	}
 	logrec_log_event(ev);
@@ -810,12 +934,39 @@ static void free_strs(char ***v, size_t *n)
 	*n = 0;
 }
 
+/* mkdir -p dir and checks it is a writable directory. */
+static int prepare_dir(const char *dir, char *err, size_t errlen)
+{
+	int rc = fs_mkdir_p(dir, 0755);
+	struct stat st;
+	if (rc == 0 && stat(dir, &st) != 0)
+		rc = -errno;
+	if (rc == 0 && !S_ISDIR(st.st_mode))
+		rc = -ENOTDIR;
+	if (rc == 0 && access(dir, W_OK | X_OK) != 0)
+		rc = -errno;
+	if (rc < 0)
+		snprintf(err, errlen, "log directory %s: %s", dir, strerror(-rc));
+	return rc;
+}
+
+/* A directory another logger writes to (its segments would be marked done
+ * at our start, and the names could collide). */
+static const char *dir_in_use(const char *dir)
+{
+	for (size_t i = 0; i < lr.n; i++)
+		for (size_t j = 0; j < lr.loggers[i]->w.nfiles; j++)
+			if (strcmp(lr.loggers[i]->w.files[j].dir, dir) == 0)
+				return lr.loggers[i]->w.log_dir;
+	return NULL;
+}
+
 static int check_config(const struct logrec_config *cfg, char *err, size_t errlen)
 {
-	if (lr.configured) {
-		snprintf(err, errlen, "local logs are already configured (log_dir %s)",
-			 lr.w.log_dir);
-		return -EALREADY;
+	if (lr.n == MAX_LOGGERS) {
+		snprintf(err, errlen, "at most %d local loggers (configure_local_logs calls)",
+			 MAX_LOGGERS);
+		return -ENOSPC;
 	}
 	if (!cfg->log_dir || !*cfg->log_dir) {
 		snprintf(err, errlen, "log_dir is required");
@@ -827,17 +978,99 @@ static int check_config(const struct logrec_config *cfg, char *err, size_t errle
 			 ZSTD_minCLevel(), ZSTD_maxCLevel());
 		return -EINVAL;
 	}
-	int rc = fs_mkdir_p(cfg->log_dir, 0755);
-	struct stat st;
-	if (rc == 0 && stat(cfg->log_dir, &st) != 0)
-		rc = -errno;
-	if (rc == 0 && !S_ISDIR(st.st_mode))
-		rc = -ENOTDIR;
-	if (rc == 0 && access(cfg->log_dir, W_OK | X_OK) != 0)
-		rc = -errno;
-	if (rc < 0)
-		snprintf(err, errlen, "log directory %s: %s", cfg->log_dir, strerror(-rc));
-	return rc;
+	return prepare_dir(cfg->log_dir, err, errlen);
+}
+
+static void logger_free(struct logger *lg)
+{
+	for (size_t i = 0; i < lg->w.nfiles; i++) {
+		free(lg->w.files[i].dir);
+		free(lg->w.files[i].suffix);
+		free(lg->w.files[i].header);
+	}
+	xfree(lg->w.files);
+	xfree(lg->w.log_dir);
+	for (size_t i = 0; i < NTYPES; i++)
+		tmpl_free(lg->rt[i].tmpl);
+	free_strs(&lg->headers, &lg->nheaders);
+	free_strs(&lg->meta, &lg->nmeta);
+	free(lg->filter_event);
+	free(lg);
+}
+
+/* The index of the file (dir, suffix), added when new. */
+static unsigned file_index(struct logrec_writer *w, const char *dir, const char *suffix,
+			   const char *header)
+{
+	for (size_t i = 0; i < w->nfiles; i++)
+		if (strcmp(w->files[i].dir, dir) == 0 &&
+		    strcmp(w->files[i].suffix ? w->files[i].suffix : "", suffix ? suffix : "") == 0)
+			return (unsigned)i;
+	w->files = xrealloc(w->files, (w->nfiles + 1) * sizeof(*w->files));
+	w->files[w->nfiles] = (struct logrec_file){
+	    .dir = xstrdup(dir),
+	    .suffix = suffix && *suffix ? xstrdup(suffix) : NULL,
+	    .header = header && *header ? xstrdup(header) : NULL,
+	};
+	return (unsigned)w->nfiles++;
+}
+
+static int type_index(const char *type)
+{
+	for (size_t i = 0; i < NTYPES; i++)
+		if (strcmp(type, logrec_record_types[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* per_record into lg->rt and lg->w.files; templates compiled here. */
+static int setup_per_record(struct logger *lg, const struct logrec_config *cfg, char *err,
+			    size_t errlen)
+{
+	file_index(&lg->w, cfg->log_dir, NULL, NULL);
+	for (size_t i = 0; i < cfg->nper_record; i++) {
+		const struct logrec_per_record *pr = &cfg->per_record[i];
+		int t = type_index(pr->type ? pr->type : "");
+		if (t < 0) {
+			snprintf(err, errlen, "per_record: unknown record type '%s'",
+				 pr->type ? pr->type : "");
+			return -EINVAL;
+		}
+		struct rtype *rt = &lg->rt[t];
+		if (rt->set) {
+			snprintf(err, errlen, "per_record: %s listed twice", pr->type);
+			return -EINVAL;
+		}
+		rt->set = 1;
+		rt->enable = pr->enable;
+		const char *dir = pr->log_dir && *pr->log_dir ? pr->log_dir : cfg->log_dir;
+		if (dir != cfg->log_dir) {
+			int rc = prepare_dir(dir, err, errlen);
+			if (rc < 0)
+				return rc;
+		}
+		rt->file = file_index(&lg->w, dir, pr->suffix, pr->segment_header);
+		if (pr->tmpl) {
+			struct tmpl_error te;
+			rt->tmpl = tmpl_compile(pr->tmpl, strlen(pr->tmpl), &te);
+			if (!rt->tmpl) {
+				snprintf(err, errlen,
+					 "per_record.%s.template: line %d column %d: %s", pr->type,
+					 te.line, te.column, te.msg);
+				return -EINVAL;
+			}
+		}
+	}
+	for (size_t i = 0; i < lg->w.nfiles; i++) {
+		const char *user = dir_in_use(lg->w.files[i].dir);
+		if (user) {
+			snprintf(err, errlen,
+				 "log directory %s is already written by the logger of %s",
+				 lg->w.files[i].dir, user);
+			return -EEXIST;
+		}
+	}
+	return 0;
 }
 
 int logrec_configure(const struct logrec_config *cfg, char *err, size_t errlen)
@@ -848,32 +1081,37 @@ int logrec_configure(const struct logrec_config *cfg, char *err, size_t errlen)
 	int rc = check_config(cfg, err, errlen);
 	if (rc < 0)
 		return rc;
-	struct logrec_writer *w = &lr.w;
-	*w = (struct logrec_writer){0};
+	struct logger *lg = xcalloc(1, sizeof(*lg));
+	struct logrec_writer *w = &lg->w;
 	w->log_dir = xstrdup(cfg->log_dir);
 	w->max_file_size = cfg->max_file_size ? cfg->max_file_size : DEFAULT_MAX_FILE_SIZE;
 	w->max_segment_ns = cfg->max_segment_duration_ms * 1000000u;
 	w->level = cfg->compression_level;
 	w->back_pressure = cfg->back_pressure ? cfg->back_pressure : DEFAULT_BACK_PRESSURE;
-	rc = logrec__writer_start(w, err, errlen);
+	rc = setup_per_record(lg, cfg, err, errlen);
+	if (rc == 0)
+		rc = logrec__writer_start(w, err, errlen);
 	if (rc < 0) {
-		xfree(w->log_dir);
+		logger_free(lg);
 		return rc;
 	}
-	lr.headers = copy_strs(cfg->headers, cfg->nheaders);
-	lr.nheaders = cfg->nheaders;
-	lr.meta = copy_strs(cfg->meta, cfg->nmeta);
-	lr.nmeta = cfg->nmeta;
-	buf_init(&lr.line);
-	buf_init(&lr.tmp);
+	lg->headers = copy_strs(cfg->headers, cfg->nheaders);
+	lg->nheaders = cfg->nheaders;
+	lg->meta = copy_strs(cfg->meta, cfg->nmeta);
+	lg->nmeta = cfg->nmeta;
+	lg->filter_event = cfg->filter_event ? xstrdup(cfg->filter_event) : NULL;
+	if (!lr.n) {
+		buf_init(&lr.line);
+		buf_init(&lr.tmp);
+	}
 	(void)logrec_nodeid(); /* read KUMO_NODE_ID_PATH now, not at the first record */
-	lr.task = task_spawn("log_writer", w->log_dir, 0);
+	lg->task = task_spawn("log_writer", w->log_dir, 0);
 	char comp[32];
 	snprintf(comp, sizeof(comp), w->level ? "zstd:%d" : "none", w->level);
-	task_set_field(lr.task, "compression", comp);
-	lr.shown_phase = LOGREC_PHASE_IDLE;
-	task_set_phase(lr.task, phase_names[LOGREC_PHASE_IDLE], "log records");
-	lr.configured = 1;
+	task_set_field(lg->task, "compression", comp);
+	lg->shown_phase = LOGREC_PHASE_IDLE;
+	task_set_phase(lg->task, phase_names[LOGREC_PHASE_IDLE], "log records");
+	lr.loggers[lr.n++] = lg;
 	KTRACE(logrec_configure, w->log_dir, w->level, w->max_file_size,
 	       cfg->max_segment_duration_ms, w->back_pressure);
 	return 0;
@@ -881,46 +1119,47 @@ int logrec_configure(const struct logrec_config *cfg, char *err, size_t errlen)
 
 int logrec_enabled(void)
 {
-	return lr.configured;
+	return lr.n > 0;
 }
 
 void logrec_get_stats(struct logrec_stats *st)
 {
 	*st = (struct logrec_stats){0};
-	if (!lr.configured)
-		return;
 	logrec_poll();
-	pthread_mutex_lock(&lr.w.mu);
-	st->written = lr.w.total.written;
-	st->segments = lr.w.total.segments;
-	st->errors = lr.w.total.errors;
-	st->lost = lr.w.total.lost;
-	st->bytes_in = lr.w.total.bytes_in;
-	st->bytes_out = lr.w.total.bytes_out;
-	st->queued = lr.w.pending;
-	pthread_mutex_unlock(&lr.w.mu);
-	st->waits = lr.waits;
-	st->wait_ns = lr.wait_ns;
+	for (size_t i = 0; i < lr.n; i++) {
+		struct logger *lg = lr.loggers[i];
+		pthread_mutex_lock(&lg->w.mu);
+		st->written += lg->w.total.written;
+		st->segments += lg->w.total.segments;
+		st->errors += lg->w.total.errors;
+		st->lost += lg->w.total.lost;
+		st->bytes_in += lg->w.total.bytes_in;
+		st->bytes_out += lg->w.total.bytes_out;
+		st->queued += lg->w.pending;
+		pthread_mutex_unlock(&lg->w.mu);
+		st->waits += lg->waits;
+		st->wait_ns += lg->wait_ns;
+	}
 }
 
 void logrec_shutdown(void)
 {
 	logrec_set_classifier(NULL);
-	if (!lr.configured)
+	if (!lr.n)
 		return;
-	logrec__writer_stop(&lr.w);
+	for (size_t i = 0; i < lr.n; i++)
+		logrec__writer_stop(&lr.loggers[i]->w);
 	struct logrec_stats st;
 	logrec_get_stats(&st);
 	KTRACE(logrec_shutdown, st.written, st.segments, st.errors, st.lost);
-	task_close(lr.task);
-	lr.task = NULL;
-	logrec__writer_destroy(&lr.w);
-	xfree(lr.w.log_dir);
-	free_strs(&lr.headers, &lr.nheaders);
-	free_strs(&lr.meta, &lr.nmeta);
+	for (size_t i = 0; i < lr.n; i++) {
+		struct logger *lg = lr.loggers[i];
+		task_close(lg->task);
+		logrec__writer_destroy(&lg->w);
+		logger_free(lg);
+		lr.loggers[i] = NULL;
+	}
+	lr.n = 0;
 	buf_free(&lr.line);
 	buf_free(&lr.tmp);
-	lr.configured = 0;
-	lr.waits = lr.wait_ns = 0;
-	lr.notes_dropped_seen = 0;
 }

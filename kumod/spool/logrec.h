@@ -6,10 +6,12 @@
  * rolled by max_segment_duration and max_file_size. The loop thread only
  * formats and enqueues; a bounded queue gives back-pressure (the enqueue
  * waits, traced and counted) instead of unbounded memory.
- * Owns: the writer thread, its queue, the open segment and the "log_writer"
- * task. Every function here is for the loop thread only (the task registry
- * and the diagnostic log are loop-side state: the writer thread never calls
- * them, the loop side reports for it).
+ * Owns: per logger (one per configure_local_logs call), its writer thread,
+ * queue, open segments (one per per_record file) and "log_writer" task; the
+ * compiled per_record templates. Every function here is for the loop
+ * thread only (the task registry and the diagnostic log are loop-side
+ * state: the writer threads never call them, the loop side reports for
+ * them).
  * Callers: kumod/smtp, kumod/queue, kumod/dispatch, kumod/lua, kumod/main.c. */
 #ifndef KUMOD_SPOOL_LOGREC_H
 #define KUMOD_SPOOL_LOGREC_H
@@ -19,6 +21,20 @@
 #include <stdint.h>
 
 struct message;
+
+/* One per_record entry: settings of a record type (or "Any", for the types
+ * without an entry of their own; a type's entry replaces Any wholesale). */
+struct logrec_per_record {
+	const char *type;	    /* "Reception", ... or "Any" (logrec_record_types) */
+	const char *log_dir;	    /* NULL: the logger's log_dir; created when missing */
+	const char *suffix;	    /* appended to segment file names, or NULL */
+	int enable;		    /* 0: records of this type are not logged */
+	const char *tmpl;	    /* Jinja-subset template (proto/template.h), or NULL: JSON */
+	const char *segment_header; /* written at the start of each segment, or NULL */
+};
+
+/* The record types per_record accepts, NULL-terminated ("Any" last). */
+extern const char *const logrec_record_types[];
 
 struct logrec_config {
 	const char *log_dir;		  /* created (mkdir -p) when missing */
@@ -32,7 +48,19 @@ struct logrec_config {
 	const char *const *meta; /* meta keys to capture ("*" or "prefix*" too) */
 	size_t nmeta;
 	size_t back_pressure; /* max queued records; 0: default 128000 */
+	const struct logrec_per_record *per_record;
+	size_t nper_record;
+	/* An event called with the message of each record this logger would
+	 * write (records without a message, Rejection, are not filtered): true
+	 * logs it; false, an error or no handler leaves it out. NULL: none. */
+	const char *filter_event;
 };
+
+/* The filter_event call, installed by the policy layer: 1 to log, 0 not;
+ * *why says which ("false", "error", "no handler"). Without one, a logger
+ * with a filter_event logs nothing that has a message. */
+typedef int (*logrec_filter_fn)(const char *event, const struct message *m, const char **why);
+void logrec_set_filter(logrec_filter_fn fn);
 
 struct bounce_classifier;
 /* Installs the bounce classifier (takes ownership; NULL removes it): it
@@ -40,9 +68,12 @@ struct bounce_classifier;
  * AdminBounce, OOB, Feedback and Rejection records. */
 void logrec_set_classifier(struct bounce_classifier *bc);
 
-/* Creates log_dir, starts the writer thread and its task. One logger per
- * process: -EALREADY while one runs (logrec_shutdown() allows a new one).
- * Returns 0 or -errno with a one-line reason in err. */
+/* Adds a logger: creates log_dir (and the per_record directories), compiles
+ * the templates, starts its writer thread and task. Several loggers run side
+ * by side (up to 8), each record going to every logger that enables it; a
+ * directory already used by another logger is refused (-EEXIST). Returns 0
+ * or -errno with a one-line reason in err (a template error names the type,
+ * line and column). */
 int logrec_configure(const struct logrec_config *cfg, char *err, size_t errlen);
 int logrec_enabled(void);
 

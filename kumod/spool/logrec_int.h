@@ -15,6 +15,7 @@
  * side, freed by the writer once the line is in a segment (or lost). */
 struct logrec_item {
 	struct logrec_item *next;
+	unsigned file; /* index in the writer's files */
 	size_t len;
 	char line[];
 };
@@ -51,7 +52,19 @@ struct logrec_counts {
 /* At most this many unreported notes are kept; more are counted. */
 #define LOGREC_NOTES_MAX 256
 
-/* Shared between the loop thread and the writer thread. The settings are
+struct logrec_seg; /* writer-thread private: the open segment of a file */
+
+/* One output of a logger: log_dir itself (files[0]) or a per_record
+ * directory and/or suffix. Set before the thread starts. */
+struct logrec_file {
+	char *dir;
+	char *suffix; /* appended to segment names, or NULL */
+	char *header; /* per_record segment_header, or NULL */
+	struct logrec_seg *seg;
+};
+
+/* One per configure_local_logs call. Shared between the loop thread and the
+ * writer thread. The settings are
  * written before the thread starts and read-only while it runs; everything
  * below `mu` is guarded by it, except `phase` (atomic). */
 struct logrec_writer {
@@ -60,6 +73,9 @@ struct logrec_writer {
 	uint64_t max_segment_ns; /* 0: no time-based roll */
 	int level;		 /* 0: plain text */
 	size_t back_pressure;
+	struct logrec_file *files; /* files[0]: log_dir, no suffix */
+	size_t nfiles;
+	struct logrec_counts delta; /* writer thread only: counts of the batch */
 
 	pthread_mutex_t mu;
 	pthread_cond_t wake; /* writer: records queued or stop */
@@ -77,9 +93,9 @@ struct logrec_writer {
 	int started;
 };
 
-/* Initialises the locks, the compressor and starts the thread. 0 or
+/* Initialises the locks, the compressors and starts the thread. 0 or
  * -errno with a reason in err. On failure nothing is left to free but
- * w->log_dir (the caller's). */
+ * w->log_dir and w->files (the caller's). */
 int logrec__writer_start(struct logrec_writer *w, char *err, size_t errlen);
 /* Asks the writer to drain, close its segment and exit, and joins it. */
 void logrec__writer_stop(struct logrec_writer *w);

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The log-record writer thread: drains the queue of formatted JSON lines into
- * segment files under log_dir (one zstd frame per segment, or plain text),
- * rolls them on size and age as KumoMTA does, and leaves notes of what it did
- * for the loop side to report. It never logs, traces or touches the task
- * registry itself: those are loop-thread state. */
+/* The log-record writer thread of one logger: drains the queue of formatted
+ * lines into segment files (one zstd frame per segment, or plain text) under
+ * log_dir and the per_record files (another directory or a suffix, each with
+ * its own open segment), rolls them on size and age as KumoMTA does, and
+ * leaves notes of what it did for the loop side to report. It never logs, traces or touches the
+ * task registry itself: those are loop-thread state. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,8 +30,9 @@
 #define RETRY_OPEN_NS 1000000000ull
 #define PLAIN_BUF_SIZE (64 * 1024)
 
-/* Writer-thread private state: one open segment at most. */
-static struct {
+/* Writer-thread private state of one file (log_dir plus suffix): one open
+ * segment at most. */
+struct logrec_seg {
 	ZSTD_CCtx *zc; /* NULL: plain text */
 	char *obuf;    /* output not yet written to the file */
 	size_t ocap, olen;
@@ -42,8 +44,7 @@ static struct {
 	uint64_t flush_due_ns;
 	uint64_t retry_ns; /* monotonic: no open before */
 	const char *op;	   /* the step that failed */
-	struct logrec_counts delta;
-} wr = {.fd = -1};
+};
 
 /* --- fault injection (unit tests) ----------------------------------------- */
 
@@ -82,18 +83,18 @@ static int fault(int op)
 
 /* --- notes and phase -------------------------------------------------------- */
 
-static void note(struct logrec_writer *w, enum logrec_note_kind kind, const char *what, int err,
-		 uint64_t lost)
+static void note(struct logrec_writer *w, struct logrec_seg *s, enum logrec_note_kind kind,
+		 const char *what, int err, uint64_t lost)
 {
-	const char *path = wr.path ? wr.path : w->log_dir;
+	const char *path = s && s->path ? s->path : w->log_dir;
 	size_t plen = strlen(path) + 1;
 	struct logrec_note *n = xmalloc(sizeof(*n) + plen);
 	*n = (struct logrec_note){.kind = kind,
 				  .what = what,
 				  .err = err,
-				  .records = wr.records,
-				  .bytes_in = wr.bytes_in,
-				  .bytes_out = wr.bytes_out,
+				  .records = s ? s->records : 0,
+				  .bytes_in = s ? s->bytes_in : 0,
+				  .bytes_out = s ? s->bytes_out : 0,
 				  .lost = lost};
 	memcpy(n->path, path, plen);
 	pthread_mutex_lock(&w->mu);
@@ -119,37 +120,37 @@ static void set_phase(struct logrec_writer *w, enum logrec_phase p)
 /* --- output ----------------------------------------------------------------- */
 
 /* Writes the output buffer to the segment. */
-static int out_drain(void)
+static int out_drain(struct logrec_writer *w, struct logrec_seg *s)
 {
 	size_t off = 0;
-	while (off < wr.olen) {
+	while (off < s->olen) {
 		int ferr = fault(FAULT_WRITE);
-		ssize_t k = ferr ? (errno = ferr, -1) : write(wr.fd, wr.obuf + off, wr.olen - off);
+		ssize_t k = ferr ? (errno = ferr, -1) : write(s->fd, s->obuf + off, s->olen - off);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0) {
-			wr.op = "write";
+			s->op = "write";
 			return -errno;
 		}
 		off += (size_t)k;
-		wr.bytes_out += (size_t)k;
-		wr.delta.bytes_out += (size_t)k;
+		s->bytes_out += (size_t)k;
+		w->delta.bytes_out += (size_t)k;
 	}
-	wr.olen = 0;
+	s->olen = 0;
 	return 0;
 }
 
-static int plain_append(const char *p, size_t n)
+static int plain_append(struct logrec_writer *w, struct logrec_seg *s, const char *p, size_t n)
 {
 	while (n) {
-		if (wr.olen == wr.ocap) {
-			int rc = out_drain();
+		if (s->olen == s->ocap) {
+			int rc = out_drain(w, s);
 			if (rc < 0)
 				return rc;
 		}
-		size_t k = wr.ocap - wr.olen < n ? wr.ocap - wr.olen : n;
-		memcpy(wr.obuf + wr.olen, p, k);
-		wr.olen += k;
+		size_t k = s->ocap - s->olen < n ? s->ocap - s->olen : n;
+		memcpy(s->obuf + s->olen, p, k);
+		s->olen += k;
 		p += k;
 		n -= k;
 	}
@@ -158,44 +159,45 @@ static int plain_append(const char *p, size_t n)
 
 /* Feeds p[0..n) to the compressor with the given directive; for flush and
  * end, until the compressor has nothing left. */
-static int zstd_feed(const void *p, size_t n, ZSTD_EndDirective mode)
+static int zstd_feed(struct logrec_writer *w, struct logrec_seg *s, const void *p, size_t n,
+		     ZSTD_EndDirective mode)
 {
 	ZSTD_inBuffer in = {p, n, 0};
 	for (;;) {
-		if (wr.olen == wr.ocap) {
-			int rc = out_drain();
+		if (s->olen == s->ocap) {
+			int rc = out_drain(w, s);
 			if (rc < 0)
 				return rc;
 		}
-		ZSTD_outBuffer out = {wr.obuf + wr.olen, wr.ocap - wr.olen, 0};
-		size_t left = ZSTD_compressStream2(wr.zc, &out, &in, mode);
+		ZSTD_outBuffer out = {s->obuf + s->olen, s->ocap - s->olen, 0};
+		size_t left = ZSTD_compressStream2(s->zc, &out, &in, mode);
 		if (ZSTD_isError(left)) {
-			wr.op = "compress";
+			s->op = "compress";
 			return -EIO;
 		}
-		wr.olen += out.pos;
+		s->olen += out.pos;
 		if (mode == ZSTD_e_continue ? in.pos == in.size : left == 0)
 			return 0;
 	}
 }
 
 /* Everything given so far is in the file. */
-static void mark_on_disk(void)
+static void mark_on_disk(struct logrec_writer *w, struct logrec_seg *s)
 {
-	wr.delta.written += wr.records - wr.records_on_disk;
-	wr.records_on_disk = wr.records;
-	wr.dirty = 0;
+	w->delta.written += s->records - s->records_on_disk;
+	s->records_on_disk = s->records;
+	s->dirty = 0;
 }
 
 /* Pushes buffered records into the file: plain text is written as is; zstd
  * is flushed (ZSTD_e_flush) so the records can be read from the open file. */
-static int segment_flush(void)
+static int segment_flush(struct logrec_writer *w, struct logrec_seg *s)
 {
-	int rc = wr.zc && wr.dirty ? zstd_feed(NULL, 0, ZSTD_e_flush) : 0;
+	int rc = s->zc && s->dirty ? zstd_feed(w, s, NULL, 0, ZSTD_e_flush) : 0;
 	if (rc == 0)
-		rc = out_drain();
-	if (rc == 0 && (!wr.zc || wr.dirty))
-		mark_on_disk();
+		rc = out_drain(w, s);
+	if (rc == 0 && (!s->zc || s->dirty))
+		mark_on_disk(w, s);
 	return rc;
 }
 
@@ -209,128 +211,144 @@ static void mark_done_fd(int fd)
 		(void)fchmod(fd, st.st_mode & ~(mode_t)0222);
 }
 
-static void segment_reset(void)
+static void segment_reset(struct logrec_seg *s)
 {
-	wr.fd = -1;
-	xfree(wr.path);
-	wr.expires_ns = 0;
-	wr.records = wr.records_on_disk = wr.bytes_in = wr.bytes_out = 0;
-	wr.dirty = 0;
-	wr.olen = 0;
-	if (wr.zc)
-		ZSTD_CCtx_reset(wr.zc, ZSTD_reset_session_only);
+	s->fd = -1;
+	xfree(s->path);
+	s->expires_ns = 0;
+	s->records = s->records_on_disk = s->bytes_in = s->bytes_out = 0;
+	s->dirty = 0;
+	s->olen = 0;
+	if (s->zc)
+		ZSTD_CCtx_reset(s->zc, ZSTD_reset_session_only);
 }
 
 /* The segment cannot be trusted any more: records not known to be in the file
  * are lost, the file is closed as it is and no new one is opened for a while. */
-static void segment_fail(struct logrec_writer *w, int err)
+static void segment_fail(struct logrec_writer *w, struct logrec_seg *s, int err)
 {
-	uint64_t lost = wr.records - wr.records_on_disk;
-	wr.delta.lost += lost;
-	wr.delta.errors++;
-	note(w, LOGREC_NOTE_ERROR, wr.op, err, lost);
-	mark_done_fd(wr.fd);
-	close(wr.fd);
-	wr.records = wr.records_on_disk;
-	note(w, LOGREC_NOTE_CLOSE, "error", 0, 0);
-	segment_reset();
-	wr.retry_ns = clock_mono_ns() + RETRY_OPEN_NS;
+	uint64_t lost = s->records - s->records_on_disk;
+	w->delta.lost += lost;
+	w->delta.errors++;
+	note(w, s, LOGREC_NOTE_ERROR, s->op, err, lost);
+	mark_done_fd(s->fd);
+	close(s->fd);
+	s->records = s->records_on_disk;
+	note(w, s, LOGREC_NOTE_CLOSE, "error", 0, 0);
+	segment_reset(s);
+	s->retry_ns = clock_mono_ns() + RETRY_OPEN_NS;
 }
 
-static void segment_close(struct logrec_writer *w, const char *reason)
+static void segment_close(struct logrec_writer *w, struct logrec_seg *s, const char *reason)
 {
-	if (wr.fd < 0)
+	if (s->fd < 0)
 		return;
 	set_phase(w, LOGREC_PHASE_ROLLING);
-	int rc = wr.zc ? zstd_feed(NULL, 0, ZSTD_e_end) : 0;
+	int rc = s->zc ? zstd_feed(w, s, NULL, 0, ZSTD_e_end) : 0;
 	if (rc == 0)
-		rc = out_drain();
+		rc = out_drain(w, s);
 	if (rc < 0) {
-		segment_fail(w, rc);
+		segment_fail(w, s, rc);
 		return;
 	}
-	mark_on_disk();
-	mark_done_fd(wr.fd);
-	if (close(wr.fd) != 0) {
+	mark_on_disk(w, s);
+	mark_done_fd(s->fd);
+	if (close(s->fd) != 0) {
 		/* the data may not have reached the disk (NFS, quota) */
-		wr.op = "close";
-		wr.delta.errors++;
-		note(w, LOGREC_NOTE_ERROR, wr.op, -errno, 0);
+		s->op = "close";
+		w->delta.errors++;
+		note(w, s, LOGREC_NOTE_ERROR, s->op, -errno, 0);
 	}
-	note(w, LOGREC_NOTE_CLOSE, reason, 0, 0);
-	segment_reset();
+	note(w, s, LOGREC_NOTE_CLOSE, reason, 0, 0);
+	segment_reset(s);
 }
 
-/* <log_dir>/YYYYMMDD-HHMMSS.nnnnnnnnn from the UTC open time, as KumoMTA's
- * "%Y%m%d-%H%M%S%.f" (nine digits always, so names sort by time). */
-static char *segment_name(const char *dir, uint64_t wall_ns)
+/* <dir>/YYYYMMDD-HHMMSS.nnnnnnnnn<suffix> from the UTC open time, as
+ * KumoMTA's "%Y%m%d-%H%M%S%.f" (nine digits always, so names sort by time)
+ * followed by the per_record suffix. */
+static char *segment_name(const struct logrec_file *f, uint64_t wall_ns)
 {
-	time_t s = (time_t)(wall_ns / 1000000000u);
+	time_t t = (time_t)(wall_ns / 1000000000u);
 	struct tm tm;
 	char stamp[32];
-	gmtime_r(&s, &tm);
+	gmtime_r(&t, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
-	return xasprintf("%s/%s.%09u", dir, stamp, (unsigned)(wall_ns % 1000000000u));
+	return xasprintf("%s/%s.%09u%s", f->dir, stamp, (unsigned)(wall_ns % 1000000000u),
+			 f->suffix ? f->suffix : "");
 }
 
-static int segment_open(struct logrec_writer *w, uint64_t now)
+static int segment_open(struct logrec_writer *w, struct logrec_file *f, uint64_t now)
 {
-	if (now < wr.retry_ns)
+	struct logrec_seg *s = f->seg;
+	if (now < s->retry_ns)
 		return -EAGAIN;
 	uint64_t wall = clock_wall_ns();
 	int fd = -1, err = 0;
 	for (int tries = 0; tries < 16; tries++, wall++) {
-		xfree(wr.path);
-		wr.path = segment_name(w->log_dir, wall);
+		xfree(s->path);
+		s->path = segment_name(f, wall);
 		int ferr = fault(FAULT_OPEN);
 		fd = ferr ? (errno = ferr, -1)
-			  : open(wr.path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666);
+			  : open(s->path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666);
 		err = fd < 0 ? errno : 0;
 		if (fd >= 0 || err != EEXIST)
 			break;
 	}
 	if (fd < 0) {
-		wr.delta.errors++;
-		wr.op = "open";
-		note(w, LOGREC_NOTE_ERROR, wr.op, -err, 1);
-		xfree(wr.path);
-		wr.retry_ns = now + RETRY_OPEN_NS;
+		w->delta.errors++;
+		s->op = "open";
+		note(w, s, LOGREC_NOTE_ERROR, s->op, -err, 1);
+		xfree(s->path);
+		s->retry_ns = now + RETRY_OPEN_NS;
 		return -err;
 	}
-	wr.fd = fd;
-	wr.expires_ns = w->max_segment_ns ? now + w->max_segment_ns : 0;
-	wr.delta.segments++;
-	note(w, LOGREC_NOTE_OPEN, "open", 0, 0);
+	s->fd = fd;
+	s->expires_ns = w->max_segment_ns ? now + w->max_segment_ns : 0;
+	w->delta.segments++;
+	note(w, s, LOGREC_NOTE_OPEN, "open", 0, 0);
+	/* per_record segment_header: the first bytes of every segment */
+	if (f->header && *f->header) {
+		size_t n = strlen(f->header);
+		int rc = s->zc ? zstd_feed(w, s, f->header, n, ZSTD_e_continue)
+			       : plain_append(w, s, f->header, n);
+		if (rc < 0) {
+			segment_fail(w, s, rc);
+			return rc;
+		}
+	}
 	return 0;
 }
 
 /* --- records ---------------------------------------------------------------- */
 
-static void write_record(struct logrec_writer *w, const char *line, size_t len)
+static void write_record(struct logrec_writer *w, struct logrec_file *f, const char *line,
+			 size_t len)
 {
+	struct logrec_seg *s = f->seg;
 	uint64_t now = clock_mono_ns();
-	if (wr.fd < 0 && segment_open(w, now) < 0) {
-		wr.delta.lost++;
+	if (s->fd < 0 && segment_open(w, f, now) < 0) {
+		w->delta.lost++;
 		return;
 	}
-	wr.records++;
-	wr.bytes_in += len;
-	wr.delta.bytes_in += len;
-	int rc = wr.zc ? zstd_feed(line, len, ZSTD_e_continue) : plain_append(line, len);
+	s->records++;
+	s->bytes_in += len;
+	w->delta.bytes_in += len;
+	int rc =
+	    s->zc ? zstd_feed(w, s, line, len, ZSTD_e_continue) : plain_append(w, s, line, len);
 	if (rc < 0) {
-		segment_fail(w, rc);
+		segment_fail(w, s, rc);
 		return;
 	}
-	if (wr.zc && !wr.dirty) {
-		wr.dirty = 1;
-		wr.flush_due_ns = now + FLUSH_INTERVAL_NS;
+	if (s->zc && !s->dirty) {
+		s->dirty = 1;
+		s->flush_due_ns = now + FLUSH_INTERVAL_NS;
 	}
 	/* as KumoMTA: checked after the record, so a segment may exceed
 	 * max_file_size by one record */
-	if (wr.bytes_in >= w->max_file_size)
-		segment_close(w, "size");
-	else if (wr.expires_ns && now >= wr.expires_ns)
-		segment_close(w, "age");
+	if (s->bytes_in >= w->max_file_size)
+		segment_close(w, s, "size");
+	else if (s->expires_ns && now >= s->expires_ns)
+		segment_close(w, s, "age");
 	else
 		set_phase(w, LOGREC_PHASE_WRITING);
 }
@@ -342,16 +360,19 @@ static size_t write_batch(struct logrec_writer *w, struct logrec_item *it)
 	set_phase(w, LOGREC_PHASE_WRITING);
 	while (it) {
 		struct logrec_item *next = it->next;
-		write_record(w, it->line, it->len);
+		write_record(w, &w->files[it->file < w->nfiles ? it->file : 0], it->line, it->len);
 		free(it);
 		it = next;
 		n++;
 	}
 	/* plain text goes out with every batch; zstd output as blocks complete */
-	if (wr.fd >= 0) {
-		int rc = wr.zc ? out_drain() : segment_flush();
+	for (size_t i = 0; i < w->nfiles; i++) {
+		struct logrec_seg *s = w->files[i].seg;
+		if (s->fd < 0)
+			continue;
+		int rc = s->zc ? out_drain(w, s) : segment_flush(w, s);
 		if (rc < 0)
-			segment_fail(w, rc);
+			segment_fail(w, s, rc);
 	}
 	return n;
 }
@@ -359,26 +380,32 @@ static size_t write_batch(struct logrec_writer *w, struct logrec_item *it)
 /* Time-driven work: the age roll of an idle segment and the periodic flush. */
 static void timers(struct logrec_writer *w, uint64_t now)
 {
-	if (wr.fd < 0)
-		return;
-	if (wr.expires_ns && now >= wr.expires_ns) {
-		segment_close(w, "age");
-		return;
-	}
-	if (wr.dirty && now >= wr.flush_due_ns) {
-		int rc = segment_flush();
-		if (rc < 0)
-			segment_fail(w, rc);
+	for (size_t i = 0; i < w->nfiles; i++) {
+		struct logrec_seg *s = w->files[i].seg;
+		if (s->fd < 0)
+			continue;
+		if (s->expires_ns && now >= s->expires_ns) {
+			segment_close(w, s, "age");
+			continue;
+		}
+		if (s->dirty && now >= s->flush_due_ns) {
+			int rc = segment_flush(w, s);
+			if (rc < 0)
+				segment_fail(w, s, rc);
+		}
 	}
 }
 
-static uint64_t next_deadline(void)
+static uint64_t next_deadline(struct logrec_writer *w)
 {
 	uint64_t d = 0;
-	if (wr.fd >= 0 && wr.expires_ns)
-		d = wr.expires_ns;
-	if (wr.fd >= 0 && wr.dirty && (!d || wr.flush_due_ns < d))
-		d = wr.flush_due_ns;
+	for (size_t i = 0; i < w->nfiles; i++) {
+		struct logrec_seg *s = w->files[i].seg;
+		if (s->fd >= 0 && s->expires_ns && (!d || s->expires_ns < d))
+			d = s->expires_ns;
+		if (s->fd >= 0 && s->dirty && (!d || s->flush_due_ns < d))
+			d = s->flush_due_ns;
+	}
 	return d;
 }
 
@@ -387,7 +414,7 @@ static uint64_t next_deadline(void)
 static void wait_for_work(struct logrec_writer *w)
 {
 	while (!w->head && !w->stop) {
-		uint64_t deadline = next_deadline();
+		uint64_t deadline = next_deadline(w);
 		if (!deadline) {
 			pthread_cond_wait(&w->wake, &w->mu);
 			continue;
@@ -430,11 +457,23 @@ static void add_counts(struct logrec_counts *to, struct logrec_counts *from)
 	*from = (struct logrec_counts){0};
 }
 
+static void close_all(struct logrec_writer *w, const char *reason)
+{
+	for (size_t i = 0; i < w->nfiles; i++)
+		segment_close(w, w->files[i].seg, reason);
+}
+
 static void *writer_main(void *arg)
 {
 	struct logrec_writer *w = arg;
 	pthread_setname_np(pthread_self(), "kumod-logrec");
-	mark_existing_done(w->log_dir);
+	for (size_t i = 0; i < w->nfiles; i++) {
+		size_t j = 0;
+		while (j < i && strcmp(w->files[j].dir, w->files[i].dir) != 0)
+			j++;
+		if (j == i) /* each directory once */
+			mark_existing_done(w->files[i].dir);
+	}
 	pthread_mutex_lock(&w->mu);
 	for (;;) {
 		set_phase(w, LOGREC_PHASE_IDLE);
@@ -446,13 +485,13 @@ static void *writer_main(void *arg)
 
 		size_t n = batch ? write_batch(w, batch) : 0;
 		if (stop && !batch)
-			segment_close(w, "shutdown");
+			close_all(w, "shutdown");
 		else
 			timers(w, clock_mono_ns());
 
 		pthread_mutex_lock(&w->mu);
 		w->pending -= n;
-		add_counts(&w->total, &wr.delta);
+		add_counts(&w->total, &w->delta);
 		if (n)
 			pthread_cond_broadcast(&w->room);
 		if (stop && !batch)
@@ -465,41 +504,51 @@ static void *writer_main(void *arg)
 
 /* --- start and stop ---------------------------------------------------------- */
 
-static int compressor_new(int level, char *err, size_t errlen)
+static int compressor_new(struct logrec_seg *s, int level, char *err, size_t errlen)
 {
-	wr.zc = ZSTD_createCCtx();
-	if (!wr.zc)
+	s->zc = ZSTD_createCCtx();
+	if (!s->zc)
 		panic("%s: ZSTD_createCCtx: out of memory", __func__);
-	size_t r = ZSTD_CCtx_setParameter(wr.zc, ZSTD_c_compressionLevel, level);
+	size_t r = ZSTD_CCtx_setParameter(s->zc, ZSTD_c_compressionLevel, level);
 	if (!ZSTD_isError(r))
-		r = ZSTD_CCtx_setParameter(wr.zc, ZSTD_c_checksumFlag, 1);
+		r = ZSTD_CCtx_setParameter(s->zc, ZSTD_c_checksumFlag, 1);
 	if (ZSTD_isError(r)) {
 		snprintf(err, errlen, "zstd compression level %d: %s", level, ZSTD_getErrorName(r));
-		ZSTD_freeCCtx(wr.zc);
-		wr.zc = NULL;
+		ZSTD_freeCCtx(s->zc);
+		s->zc = NULL;
 		return -EINVAL;
 	}
 	return 0;
 }
 
-static void writer_free_private(void)
+static void writer_free_private(struct logrec_writer *w)
 {
-	ZSTD_freeCCtx(wr.zc);
-	wr.zc = NULL;
-	xfree(wr.obuf);
-	xfree(wr.path);
-	wr.fd = -1;
-	wr.retry_ns = 0;
-	wr.delta = (struct logrec_counts){0};
+	for (size_t i = 0; i < w->nfiles; i++) {
+		struct logrec_seg *s = w->files[i].seg;
+		if (!s)
+			continue;
+		ZSTD_freeCCtx(s->zc);
+		xfree(s->obuf);
+		xfree(s->path);
+		free(s);
+		w->files[i].seg = NULL;
+	}
+	w->delta = (struct logrec_counts){0};
 }
 
 int logrec__writer_start(struct logrec_writer *w, char *err, size_t errlen)
 {
-	if (w->level && compressor_new(w->level, err, errlen) < 0)
-		return -EINVAL;
-	wr.ocap = wr.zc ? ZSTD_CStreamOutSize() : PLAIN_BUF_SIZE;
-	wr.obuf = xmalloc(wr.ocap);
-	wr.olen = 0;
+	for (size_t i = 0; i < w->nfiles; i++) {
+		struct logrec_seg *s = xcalloc(1, sizeof(*s));
+		s->fd = -1;
+		w->files[i].seg = s;
+		if (w->level && compressor_new(s, w->level, err, errlen) < 0) {
+			writer_free_private(w);
+			return -EINVAL;
+		}
+		s->ocap = s->zc ? ZSTD_CStreamOutSize() : PLAIN_BUF_SIZE;
+		s->obuf = xmalloc(s->ocap);
+	}
 
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -520,7 +569,7 @@ int logrec__writer_start(struct logrec_writer *w, char *err, size_t errlen)
 		pthread_cond_destroy(&w->wake);
 		pthread_cond_destroy(&w->room);
 		pthread_mutex_destroy(&w->mu);
-		writer_free_private();
+		writer_free_private(w);
 		return -rc;
 	}
 	w->started = 1;
@@ -537,7 +586,7 @@ void logrec__writer_stop(struct logrec_writer *w)
 	pthread_mutex_unlock(&w->mu);
 	pthread_join(w->thread, NULL);
 	w->started = 0;
-	writer_free_private();
+	writer_free_private(w);
 }
 
 void logrec__writer_destroy(struct logrec_writer *w)

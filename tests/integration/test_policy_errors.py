@@ -147,13 +147,18 @@ def test_validate_reject_is_not_an_error(tmp_path):
 
 IGNORED_BEFORE = [
     ("kumo.on('init', function() kumo.configure_local_logs{ log_dir = '/tmp/x', "
-     "per_record = { Reception = { suffix = '_r' } } } end)",
-     "configure_local_logs: per_record: per-record log settings are a KumoMTA feature kumod "
-     "does not implement yet (accepted: {})"),
+     "per_record = { Reception = { sufix = '_r' } } } end)",
+     "configure_local_logs: per_record.Reception: unknown key 'sufix' (suffix, log_dir, "
+     "enable, template, segment_header)"),
     ("kumo.on('init', function() kumo.configure_local_logs{ log_dir = '/tmp/x', "
-     "filter_event = 'f' } end)",
-     "configure_local_logs: filter_event: filtering records through a Lua event is a KumoMTA "
-     "feature kumod does not implement yet"),
+     "per_record = { Bounce = { template = '{{ id | nosuch }}' } } } end)",
+     "configure_local_logs: per_record.Bounce.template: line 1 column 9: unknown filter "
+     "'nosuch'"),
+    ("kumo.on('init', function() kumo.configure_local_logs{ log_dir = '/tmp/x', "
+     "per_record = { Bouncy = {} } } end)",
+     "configure_local_logs: per_record: unknown record type 'Bouncy' (Reception, Delivery, "
+     "Bounce, TransientFailure, Expiration, AdminBounce, OOB, Feedback, Rejection, "
+     "AdminRebind, DeferredInjectionRebind, Delayed, XferOut, XferIn or Any)"),
     ("kumo.on('init', function() kumo.start_esmtp_listener{ listen = '127.0.0.1:0', "
      "trace_headers = { include_meta_names = { 1 } } } end)",
      "start_esmtp_listener: trace_headers.include_meta_names: expected a string, got number"),
@@ -162,8 +167,9 @@ IGNORED_BEFORE = [
      "(the handler would never be called)"),
     ("kumo.on('smtp_server_mesage_received', function() end)",
      "kumo.on('smtp_server_mesage_received'): not an event kumod calls (did you mean "
-     "'smtp_server_message_received'?); KumoMTA's custom events serve features kumod does "
-     "not implement yet (custom_lua constructors, log hooks, filter_event)"),
+     "'smtp_server_message_received'?), and no configure_local_logs names it as "
+     "filter_event; KumoMTA's other custom events serve features kumod does not implement "
+     "yet (custom_lua constructors, log hooks)"),
     ("kumo.on('init', function() kumo.start_esmtp_listener{ listen = '127.0.0.1:0', "
      "deferred_spool = true } end)",
      "start_esmtp_listener: 'deferred_spool' is a KumoMTA option that kumod does not "

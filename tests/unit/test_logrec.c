@@ -774,7 +774,27 @@ TEST_IMPL(logrec_configure_errors)
 	snprintf(nested, sizeof(nested), "%s/a/b/logs", dir);
 	cfg.log_dir = nested;
 	ASSERT_EQ(logrec_configure(&cfg, err, sizeof(err)), 0);
-	ASSERT_EQ(logrec_configure(&cfg, err, sizeof(err)), -EALREADY);
+	/* a second logger: not in a directory the first writes to */
+	ASSERT_EQ(logrec_configure(&cfg, err, sizeof(err)), -EEXIST);
+	ASSERT(strstr(err, "already written by the logger of") != NULL);
+	/* per_record: unknown types and template errors refused at configure time */
+	struct logrec_per_record pr[2] = {
+	    {.type = "Bounce", .enable = 1, .tmpl = "id={{ id | nosuch }}"},
+	    {.type = "Bogus", .enable = 1},
+	};
+	char other[160];
+	snprintf(other, sizeof(other), "%s/other", dir);
+	cfg.log_dir = other;
+	cfg.per_record = pr;
+	cfg.nper_record = 1;
+	ASSERT_EQ(logrec_configure(&cfg, err, sizeof(err)), -EINVAL);
+	ASSERT_STR_EQ(err, "per_record.Bounce.template: line 1 column 12: unknown filter 'nosuch'");
+	cfg.per_record = pr + 1;
+	ASSERT_EQ(logrec_configure(&cfg, err, sizeof(err)), -EINVAL);
+	ASSERT_STR_EQ(err, "per_record: unknown record type 'Bogus'");
+	cfg.per_record = NULL;
+	cfg.nper_record = 0;
+	cfg.log_dir = nested;
 	logrec_shutdown();
 	logrec_shutdown(); /* idempotent */
 	logrec_log("Reception", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL); /* no-op */
