@@ -8,6 +8,10 @@
 --   KUMO_SINK_BOUNCE_PERCENT  random 550 for this share of recipients (0-100)
 --   KUMO_SINK_CAPTURE_DIR     store accepted messages maildir-style (tmp/ then new/)
 --   KUMO_SINK_BUSY_POLL       kumo.set_busy_poll after input (default "50us"; "0" is off)
+--   KUMO_SINK_HTTP            mail catcher API listen address (e.g. 127.0.0.1:8025); unset: off
+--   KUMO_SINK_STORE           catcher store directory (default ./kumo-sink-store)
+--   KUMO_SINK_MAX_MESSAGES    catcher retention by count (default 10000; 0 unlimited)
+--   KUMO_SINK_MAX_BYTES       catcher retention by size in bytes (default 1073741824; 0 unlimited)
 -- See sink/README.md for the magic local parts.
 local kumo = require("kumo")
 
@@ -20,6 +24,20 @@ local capture_dir = os.getenv("KUMO_SINK_CAPTURE_DIR")
 -- between a reply and the client's next command: waking it costs the client
 -- (docs/performance.md). Bounded: the loop sleeps 50us after the last input.
 local busy_poll = os.getenv("KUMO_SINK_BUSY_POLL") or "50us"
+-- The mail catcher (kumod extension): captured mail over a JSON API.
+local http_listen = os.getenv("KUMO_SINK_HTTP")
+local store = os.getenv("KUMO_SINK_STORE") or "./kumo-sink-store"
+local function env_count(name, default)
+	local v = os.getenv(name)
+	if v == nil then
+		return default
+	end
+	local n = math.tointeger(tonumber(v))
+	assert(n and n >= 0, name .. ": expected a non-negative integer, got '" .. v .. "'")
+	return n
+end
+local max_messages = env_count("KUMO_SINK_MAX_MESSAGES", 10000)
+local max_bytes = env_count("KUMO_SINK_MAX_BYTES", 1073741824)
 
 kumo.on("init", function()
 	if busy_poll ~= "0" then
@@ -30,6 +48,12 @@ kumo.on("init", function()
 		-- A sink accepts mail for any destination from any peer.
 		relay_hosts = { "0.0.0.0/0", "::/0" },
 	})
+	if http_listen then
+		kumo.start_mail_catcher({ dir = store, max_messages = max_messages, max_bytes = max_bytes })
+		-- trusted_hosts stays loopback-only; a non-loopback address also
+		-- needs credentials (http_server_validate_auth_*).
+		kumo.start_http_listener({ listen = http_listen })
+	end
 	if capture_dir then
 		-- Operator-supplied path (never envelope data), shell-quoted.
 		local q = "'" .. capture_dir:gsub("'", "'\\''") .. "'"
@@ -38,12 +62,17 @@ kumo.on("init", function()
 	-- The effective settings, so a user sees which KUMO_SINK_* variables took effect.
 	kumo.log_info(
 		string.format(
-			"sink settings: listen=%s defer_percent=%s bounce_percent=%s capture_dir=%s busy_poll=%s",
+			"sink settings: listen=%s defer_percent=%s bounce_percent=%s capture_dir=%s busy_poll=%s "
+				.. "catcher=%s store=%s max_messages=%s max_bytes=%s",
 			listen,
 			defer_percent,
 			bounce_percent,
 			capture_dir or "-",
-			busy_poll
+			busy_poll,
+			http_listen and ("http://" .. http_listen .. "/api/v1/messages") or "-",
+			http_listen and store or "-",
+			max_messages,
+			max_bytes
 		)
 	)
 end)
@@ -117,13 +146,25 @@ kumo.on("smtp_server_message_received", function(msg)
 	if capture_dir then
 		capture(msg)
 	end
+	local outcome = "accepted"
+	if http_listen then
+		kumo.mail_catcher_capture(msg)
+		outcome = "captured"
+	end
 	-- One line per accepted message (lua=info; `make run` shows them).
 	local rcpts = {}
 	for i, r in ipairs(msg:recipient_list()) do
 		rcpts[i] = tostring(r)
 	end
 	kumo.log_info(
-		string.format("sink message id=%s from=<%s> to=<%s>", msg:id(), tostring(sender), table.concat(rcpts, ">,<"))
+		string.format(
+			"sink message id=%s from=<%s> to=<%s> size=%d outcome=%s",
+			msg:id(),
+			tostring(sender),
+			table.concat(rcpts, ">,<"),
+			#msg:get_data(),
+			outcome
+		)
 	)
 	-- The 'null' queue counts the message and discards it.
 	msg:set_meta("queue", "null")

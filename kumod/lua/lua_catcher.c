@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kumod's mail catcher from Lua (a kumod extension, not KumoMTA API):
+ * kumo.start_mail_catcher{dir, max_messages, max_bytes} opens the store
+ * served under /api/v1/ by kumo.start_http_listener, and
+ * kumo.mail_catcher_capture(msg) stores a received message there (the
+ * sink calls it from smtp_server_message_received). */
+#include <errno.h>
+#include <string.h>
+
+#include "ctl/catcher.h"
+#include "io/loop.h"
+#include "lua/lua_int.h"
+
+static uint64_t check_count(lua_State *L, int idx, const char *what)
+{
+	int isint = 0;
+	lua_Integer v = lua_type(L, idx) == LUA_TNUMBER ? lua_tointegerx(L, idx, &isint) : 0;
+	if (!isint || v < 0)
+		luaL_error(L, "%s: expected a non-negative integer, got %s", what,
+			   isint ? "a negative number" : luaL_typename(L, idx));
+	return (uint64_t)v;
+}
+
+static int l_start_mail_catcher(lua_State *L)
+{
+	static const char *const keys[] = {"dir", "max_messages", "max_bytes"};
+	luaL_checktype(L, 1, LUA_TTABLE);
+	struct catcher_config cfg = {.max_messages = 10000, .max_bytes = 1ull << 30};
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		if (!k)
+			return luaL_error(L, "start_mail_catcher: keys must be strings");
+		if (strcmp(k, "dir") == 0) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L, "start_mail_catcher: dir: expected a string");
+			cfg.dir = lua_tostring(L, -1); /* the table keeps it alive */
+		} else if (strcmp(k, "max_messages") == 0) {
+			cfg.max_messages = check_count(L, -1, "start_mail_catcher: max_messages");
+		} else if (strcmp(k, "max_bytes") == 0) {
+			cfg.max_bytes = check_count(L, -1, "start_mail_catcher: max_bytes");
+		} else {
+			return lua_api__unknown_key(L, "start_mail_catcher", k, keys,
+						    sizeof(keys) / sizeof(keys[0]));
+		}
+		lua_pop(L, 1);
+	}
+	if (lua_engine__validating())
+		return 0;
+	char err[512] = "";
+	if (catcher_start(kumod_loop(), &cfg, err, sizeof(err)) != 0)
+		return luaL_error(L, "%s", err[0] ? err : "start_mail_catcher: failed");
+	return 0;
+}
+
+static int l_mail_catcher_capture(lua_State *L)
+{
+	struct message *m = lua_message__check(L, 1);
+	char id[64];
+	if (catcher_capture(m, id, sizeof(id)) == -ENOTCONN)
+		return luaL_error(L, "mail_catcher_capture: call kumo.start_mail_catcher first");
+	lua_pushstring(L, id);
+	return 1;
+}
+
+void lua_catcher__register(lua_State *L)
+{
+	lua_pushcfunction(L, l_start_mail_catcher);
+	lua_setfield(L, -2, "start_mail_catcher");
+	lua_pushcfunction(L, l_mail_catcher_capture);
+	lua_setfield(L, -2, "mail_catcher_capture");
+}
