@@ -1628,6 +1628,7 @@ static void api_wait(struct http_conn *hc, struct http_request *req)
 	w->id = ++C.next_waiter;
 	w->conn_id = hc->id;
 	uv_timer_init(C.loop, &w->timer);
+	uv_unref((uv_handle_t *)&w->timer); /* a waiting client never holds up shutdown */
 	w->timer.data = w;
 	uv_timer_start(&w->timer, waiter_timeout, (uint64_t)timeout * 1000, 0);
 	w->next = C.waiters;
