@@ -101,7 +101,8 @@ enum cat_job_kind {
 	CAT_JOB_SEARCH,
 	CAT_JOB_GET,
 	CAT_JOB_RAW,
-	CAT_JOB_HEADERS
+	CAT_JOB_HEADERS,
+	CAT_JOB_HTML,
 };
 
 struct cat_job {
@@ -131,6 +132,25 @@ struct cat_waiter {
 	struct cat_waiter *next;
 };
 
+struct cat_file {
+	char name[64];
+	const char *type;
+	struct buf body;
+	struct cat_file *next;
+};
+
+/* Everything the UI and HTML previews may load: same-origin files, inline
+ * styles and data: images; never scripts in a mail, never remote loads. */
+#define CAT_UI_CSP                                                                           \
+	"Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; " \
+	"img-src 'self' data:; connect-src 'self'; frame-src 'self'; base-uri 'none'; "      \
+	"form-action 'none'; frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\n"  \
+	"Referrer-Policy: no-referrer\r\n"
+#define CAT_MAIL_CSP                                                                               \
+	"Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; img-src data:; "  \
+	"font-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox\r\n" \
+	"X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+
 static struct {
 	uv_loop_t *loop;
 	char *dir;
@@ -150,6 +170,10 @@ static struct {
 	uint64_t next_waiter;
 	struct task *task;
 	int started;
+	struct cat_file *ui; /* share/catcher, read once at start */
+	uint64_t *sse;	     /* connection ids of event streams */
+	size_t nsse, sse_cap;
+	uv_timer_t sse_timer; /* keep-alive comments */
 } C;
 
 /* --- helpers ------------------------------------------------------------------ */
@@ -888,6 +912,21 @@ static void job_work(uv_work_t *req)
 	case CAT_JOB_HEADERS:
 		job_headers(j, &j->refs[0]);
 		break;
+	case CAT_JOB_HTML: {
+		struct buf eml;
+		buf_init(&eml);
+		if (eml_read(j->refs[0].id, &eml) != 0) {
+			j->status = 404;
+			snprintf(j->err, sizeof(j->err), "no message %s", j->refs[0].id);
+		} else {
+			struct bodies b;
+			bodies_extract(eml.data ? eml.data : "", eml.len, &b);
+			buf_append(&j->raw, b.html.data ? b.html.data : "", b.html.len);
+			bodies_free(&b);
+		}
+		buf_free(&eml);
+		break;
+	}
 	case CAT_JOB_RAW:
 		if (eml_read(j->refs[0].id, &j->raw) != 0) {
 			j->status = 404;
@@ -928,6 +967,9 @@ static void job_done(uv_work_t *req, int status)
 		http__respond_extra(hc, 200,
 				    j->download ? "message/rfc822" : "text/plain; charset=utf-8",
 				    j->raw.data ? j->raw.data : "", j->raw.len, extra);
+	} else if (j->kind == CAT_JOB_HTML) {
+		http__respond_extra(hc, 200, "text/html; charset=utf-8",
+				    j->raw.data ? j->raw.data : "", j->raw.len, CAT_MAIL_CSP);
 	} else if (j->kind == CAT_JOB_PAGE || j->kind == CAT_JOB_SEARCH) {
 		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:O}", "total", (json_int_t)C.live,
 				      "unread", (json_int_t)j->unread, "count",
@@ -1044,8 +1086,13 @@ static void op_enqueue(struct cat_op *op)
 	writer_kick();
 }
 
+static void sse_broadcast(const char *event, json_t *data);
+
 static void del_enqueue(const char *id, const char *why)
 {
+	json_t *ev = json_pack("{s:s, s:s}", "ID", id, "Reason", why);
+	sse_broadcast("delete", ev);
+	json_decref(ev);
 	struct cat_op *op = xcalloc(1, sizeof(*op));
 	op->kind = CAT_OP_DEL;
 	snprintf(op->id, sizeof(op->id), "%s", id);
@@ -1088,6 +1135,8 @@ static void batch_done(uv_work_t *req, int status)
 				  (uint32_t)op->line.len - 1);
 			KTRACE(catcher_stored, op->id, (uint64_t)op->size, "stored");
 			waiters_offer(op->summary, op->tag, op->text.data);
+			json_object_del(op->summary, "_ms");
+			sse_broadcast("message", op->summary);
 		}
 		op_free(op);
 	}
@@ -1204,6 +1253,56 @@ static void waiter_timeout(uv_timer_t *t)
 static const char *text_of(void *ctx)
 {
 	return ctx;
+}
+
+/* --- event stream (Server-Sent Events) --------------------------------------- */
+
+/* Sends "event: NAME\ndata: JSON\n\n" to every stream; drops the gone. */
+static void sse_broadcast(const char *event, json_t *data)
+{
+	if (!C.nsse)
+		return;
+	char *js = json_dumps(data, JSON_COMPACT | JSON_ENSURE_ASCII);
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b, "event: %s\ndata: %s\n\n", event, js);
+	free(js);
+	size_t w = 0;
+	for (size_t i = 0; i < C.nsse; i++) {
+		struct http_conn *hc = http__conn_lookup(C.sse[i]);
+		if (!hc)
+			continue;
+		conn_write(&hc->conn, b.data, b.len);
+		conn_flush(&hc->conn);
+		C.sse[w++] = C.sse[i];
+	}
+	C.nsse = w;
+	buf_free(&b);
+}
+
+static void sse_keepalive(uv_timer_t *t)
+{
+	json_t *o = json_pack("{s:I}", "Messages", (json_int_t)C.live);
+	sse_broadcast("ping", o);
+	json_decref(o);
+}
+
+static void api_events(struct http_conn *hc)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+				   "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+				   "retry: 1000\n\n";
+	if (C.nsse == C.sse_cap) {
+		C.sse_cap = C.sse_cap ? C.sse_cap * 2 : 8;
+		C.sse = xrealloc(C.sse, C.sse_cap * sizeof(*C.sse));
+	}
+	C.sse[C.nsse++] = hc->id;
+	hc->busy = 1; /* the stream holds the connection until it closes */
+	hc->req.close = 1;
+	conn_write(&hc->conn, head, sizeof(head) - 1);
+	conn_flush(&hc->conn);
+	if (!uv_is_active((uv_handle_t *)&C.sse_timer))
+		uv_timer_start(&C.sse_timer, sse_keepalive, 15000, 15000);
 }
 
 static void waiters_offer(json_t *summary, const char *tag, const char *text)
@@ -1335,6 +1434,56 @@ static int index_replay(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* share/catcher beside the binary (installed: ../share/kumod/catcher; build
+ * tree: the repository's share/catcher), or cfg->ui_dir. */
+static void ui_load(const char *ui_dir)
+{
+	static const struct {
+		const char *name, *type;
+	} files[] = {{"index.html", "text/html; charset=utf-8"},
+		     {"app.js", "text/javascript; charset=utf-8"},
+		     {"style.css", "text/css; charset=utf-8"}};
+	char dir[4096] = "";
+	if (ui_dir) {
+		snprintf(dir, sizeof(dir), "%s", ui_dir);
+	} else {
+		char exe[2048];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		if (n <= 0)
+			return;
+		exe[n] = 0;
+		*strrchr(exe, '/') = 0;
+		static const char *const cand[] = {"/../share/kumod/catcher", "/../share/catcher",
+						   "/../../share/catcher"};
+		for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]) && !dir[0]; i++) {
+			char probe[4096];
+			snprintf(probe, sizeof(probe), "%s%s/index.html", exe, cand[i]);
+			if (access(probe, R_OK) == 0)
+				snprintf(dir, sizeof(dir), "%s%s", exe, cand[i]);
+		}
+	}
+	for (size_t i = 0; dir[0] && i < sizeof(files) / sizeof(files[0]); i++) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i].name);
+		FILE *fp = fopen(path, "rb");
+		if (!fp) {
+			log_warn("kumod::catcher", "UI file %s: %s", path, strerror(errno));
+			continue;
+		}
+		struct cat_file *f = xcalloc(1, sizeof(*f));
+		snprintf(f->name, sizeof(f->name), "%s", files[i].name);
+		f->type = files[i].type;
+		buf_init(&f->body);
+		char chunk[8192];
+		size_t got;
+		while ((got = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+			buf_append(&f->body, chunk, got);
+		fclose(fp);
+		f->next = C.ui;
+		C.ui = f;
+	}
+}
+
 int catcher_start(uv_loop_t *loop, const struct catcher_config *cfg, char *err, size_t errlen)
 {
 	if (C.started) {
@@ -1371,6 +1520,9 @@ int catcher_start(uv_loop_t *loop, const struct catcher_config *cfg, char *err, 
 			 strerror(errno));
 		return -errno;
 	}
+	ui_load(cfg->ui_dir);
+	uv_timer_init(loop, &C.sse_timer);
+	uv_unref((uv_handle_t *)&C.sse_timer);
 	C.task = task_spawn("catcher", cfg->dir, 0);
 	task_set_field(C.task, "dir", cfg->dir);
 	task_set_phase(C.task, "Idle", NULL);
@@ -1531,8 +1683,10 @@ static void api_message(struct http_conn *hc, struct http_request *req, const ch
 		kind = CAT_JOB_RAW;
 	else if (strcmp(sub, "/headers") == 0)
 		kind = CAT_JOB_HEADERS;
+	else if (strcmp(sub, "/html") == 0)
+		kind = CAT_JOB_HTML;
 	else {
-		http__error(hc, 404, "no such endpoint (message/ID, /raw, /headers)");
+		http__error(hc, 404, "no such endpoint (message/ID, /raw, /headers, /html)");
 		return;
 	}
 	struct cat_job *j = job_new(kind, hc->id, 1);
@@ -1680,7 +1834,22 @@ void catcher_http_handle(struct http_conn *hc, struct http_request *req)
 		http__error(hc, 404, "the mail catcher is not started (kumo.start_mail_catcher)");
 		return;
 	}
-	if (strncmp(path, "/api/v1/message/", 16) == 0) {
+	if (strcmp(path, "/") == 0 || strncmp(path, "/ui/", 4) == 0) {
+		const char *name = strcmp(path, "/") == 0 ? "index.html" : path + 4;
+		for (struct cat_file *f = C.ui; f; f = f->next)
+			if (get && strcmp(f->name, name) == 0) {
+				http__respond_extra(hc, 200, f->type,
+						    f->body.data ? f->body.data : "", f->body.len,
+						    CAT_UI_CSP);
+				return;
+			}
+		http__error(hc, 404,
+			    C.ui ? "no such file: %s"
+				 : "the catcher UI files (share/catcher) were not found: %s",
+			    path);
+	} else if (strcmp(path, "/api/v1/events") == 0 && get) {
+		api_events(hc);
+	} else if (strncmp(path, "/api/v1/message/", 16) == 0) {
 		api_message(hc, req, path + 16);
 	} else if (strcmp(path, "/api/v1/messages") == 0 && get) {
 		api_list(hc, req, 0);

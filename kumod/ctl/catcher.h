@@ -24,6 +24,7 @@ struct catcher_config {
 	const char *dir;       /* created if missing: DIR/index.jsonl, DIR/msg/<id>.eml */
 	uint64_t max_messages; /* 0 = unlimited */
 	uint64_t max_bytes;    /* sum of message sizes; 0 = unlimited */
+	const char *ui_dir;    /* NULL: share/catcher beside the binary */
 };
 
 /* Opens (or creates) the store and replays its index, compacting it when
@@ -40,7 +41,8 @@ int catcher_capture(const struct message *m, char *id_out, size_t idlen);
 /* Stored messages, their bytes, and the effective settings line. */
 void catcher_stats(uint64_t *count, uint64_t *bytes);
 
-/* The HTTP API under /api/v1/ (GET, DELETE, PUT): see sink/README.md. */
+/* The HTTP API under /api/v1/ (GET, DELETE), the event stream
+ * /api/v1/events and the UI (/ and /ui/): see sink/README.md. */
 void catcher_http_handle(struct http_conn *hc, struct http_request *req);
 
 #endif

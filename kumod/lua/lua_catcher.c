@@ -23,7 +23,7 @@ static uint64_t check_count(lua_State *L, int idx, const char *what)
 
 static int l_start_mail_catcher(lua_State *L)
 {
-	static const char *const keys[] = {"dir", "max_messages", "max_bytes"};
+	static const char *const keys[] = {"dir", "max_messages", "max_bytes", "ui_dir"};
 	luaL_checktype(L, 1, LUA_TTABLE);
 	struct catcher_config cfg = {.max_messages = 10000, .max_bytes = 1ull << 30};
 	lua_pushnil(L);
@@ -35,6 +35,11 @@ static int l_start_mail_catcher(lua_State *L)
 			if (lua_type(L, -1) != LUA_TSTRING)
 				return luaL_error(L, "start_mail_catcher: dir: expected a string");
 			cfg.dir = lua_tostring(L, -1); /* the table keeps it alive */
+		} else if (strcmp(k, "ui_dir") == 0) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L,
+						  "start_mail_catcher: ui_dir: expected a string");
+			cfg.ui_dir = lua_tostring(L, -1);
 		} else if (strcmp(k, "max_messages") == 0) {
 			cfg.max_messages = check_count(L, -1, "start_mail_catcher: max_messages");
 		} else if (strcmp(k, "max_bytes") == 0) {
