@@ -551,6 +551,9 @@ static json_t *summary_build(const struct message *m, const char *tag, uint64_t 
 	    (json_int_t)json_array_size(b->attachments), "Envelope", env, "Bcc", json_array(),
 	    "_ms", (json_int_t)created_ms);
 	buf_free(&plain);
+	json_t *sess = message_get_meta(m, "smtp_session");
+	if (sess)
+		json_object_set(s, "Session", sess);
 	return s;
 }
 
@@ -879,8 +882,10 @@ static void job_work(uv_work_t *req)
 		json_t *arr = json_array();
 		for (size_t i = 0; i < j->nrefs; i++) {
 			json_t *s = record_read(&j->refs[i]);
-			if (s)
+			if (s) {
+				json_object_del(s, "Session"); /* with the message only */
 				json_array_append_new(arr, s);
+			}
 		}
 		j->out = arr;
 		break;
@@ -895,6 +900,7 @@ static void job_work(uv_work_t *req)
 			struct lazy_text lt = {.id = j->refs[i].id};
 			buf_init(&lt.text);
 			if (query_match(&j->q, s, lazy_text_get, &lt)) {
+				json_object_del(s, "Session");
 				if (matched >= j->start && json_array_size(arr) < j->limit)
 					json_array_append(arr, s);
 				matched++;
@@ -1136,6 +1142,7 @@ static void batch_done(uv_work_t *req, int status)
 			KTRACE(catcher_stored, op->id, (uint64_t)op->size, "stored");
 			waiters_offer(op->summary, op->tag, op->text.data);
 			json_object_del(op->summary, "_ms");
+			json_object_del(op->summary, "Session");
 			sse_broadcast("message", op->summary);
 		}
 		op_free(op);
@@ -1314,6 +1321,7 @@ static void waiters_offer(json_t *summary, const char *tag, const char *text)
 			continue;
 		json_t *s = json_deep_copy(summary);
 		json_object_del(s, "_ms");
+		json_object_del(s, "Session");
 		waiter_finish(w, 200, s);
 	}
 }

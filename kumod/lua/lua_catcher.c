@@ -10,6 +10,7 @@
 #include "ctl/catcher.h"
 #include "io/loop.h"
 #include "lua/lua_int.h"
+#include "smtp/transcript.h"
 
 static uint64_t check_count(lua_State *L, int idx, const char *what)
 {
@@ -55,6 +56,7 @@ static int l_start_mail_catcher(lua_State *L)
 	char err[512] = "";
 	if (catcher_start(kumod_loop(), &cfg, err, sizeof(err)) != 0)
 		return luaL_error(L, "%s", err[0] ? err : "start_mail_catcher: failed");
+	smtp_transcript_enable(); /* each message carries its SMTP conversation */
 	return 0;
 }
 

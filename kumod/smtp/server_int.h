@@ -14,6 +14,7 @@
 #include "proto/smtp_data.h"
 #include "proto/smtp_line.h"
 #include "smtp/server.h"
+#include "smtp/transcript.h"
 
 struct task;
 struct message;
@@ -82,6 +83,7 @@ struct smtp_session {
 	struct peer_entry *client; /* per-client-address counters (listener limits) */
 	size_t rx_accounted;	   /* DATA buffer bytes counted in the memory budget */
 	const char *data_refused;  /* DATA being discarded: "memory" or "allocation" */
+	struct smtp_transcript ts; /* for the mail catcher (off: empty) */
 	struct smtp_session *next, *prev;
 };
 

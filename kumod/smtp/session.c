@@ -96,6 +96,7 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 	}
 	va_end(ap);
 	KTRACE(smtp_reply, s->id, code, text);
+	smtp_transcript_reply(&s->ts, code, enhanced, text);
 	smtp_reply_format(&s->conn.out, code, enhanced, text);
 	if (reply_is_error(code)) {
 		s->errors++;
@@ -1014,6 +1015,9 @@ static void session_message_received(struct smtp_session *s)
 		message_set_meta(m, "reception_protocol", json_string("ESMTP"));
 		message_set_meta(m, "received_from", json_string(s->conn.peer));
 		message_set_meta(m, "received_via", json_string(s->l->addr));
+		json_t *ts = smtp_transcript_json(&s->ts, s->helo, conn_tls_version(&s->conn));
+		if (ts) /* the mail catcher's per-message SMTP conversation */
+			message_set_meta(m, "smtp_session", ts);
 		if (s->authenticated) { /* KumoMTA copies the AUTH identities too */
 			message_set_meta(m, "authn_id",
 					 json_incref(json_object_get(s->meta, "authn_id")));
@@ -1171,6 +1175,7 @@ static int session_handle_line(struct smtp_session *s)
 	buf_consume(in, consumed);
 	if (s->auth_step != AUTH_NONE) {
 		KTRACE(smtp_cmd, s->id, state_names[s->state], "(AUTH response, not shown)");
+		smtp_transcript_add(&s->ts, 'C', "(AUTH response, not shown)", 26);
 		session_auth_continue(s, s->line, n);
 		explicit_bzero(s->line, n);
 		session_restart_idle(s);
@@ -1182,8 +1187,10 @@ static int session_handle_line(struct smtp_session *s)
 		snprintf(shown, sizeof(shown), "AUTH %.*s (initial response not shown)",
 			 (int)strcspn(s->line + 5, " "), s->line + 5);
 		KTRACE(smtp_cmd, s->id, state_names[s->state], shown);
+		smtp_transcript_add(&s->ts, 'C', shown, strlen(shown));
 	} else {
 		KTRACE(smtp_cmd, s->id, state_names[s->state], s->line);
+		smtp_transcript_add(&s->ts, 'C', s->line, n);
 	}
 	session_command(s, s->line, n);
 	explicit_bzero(s->line, n);
@@ -1354,6 +1361,7 @@ static void session_free(struct smtp_session *s)
 	if (s->msg)
 		message_unref(s->msg);
 	json_decref(s->meta);
+	smtp_transcript_free(&s->ts);
 	free(s->helo);
 	session_auth_forget(s);
 	task_close(s->task);

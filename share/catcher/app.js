@@ -84,9 +84,13 @@ async function openMessage(id) {
   $("v-raw").textContent = await (await api("/api/v1/message/" + encodeURIComponent(id) + "/raw")).text();
   const sess = m.Session || {};
   const spairs = [["Client", m.Envelope.Peer || ""]];
-  if (sess.Ehlo !== undefined) spairs.push(["EHLO", sess.Ehlo], ["TLS", sess.Tls || "none"]);
-  for (const t of sess.Transcript || []) spairs.push(["+" + t.Ms + " ms " + t.Dir, t.Line]);
-  if (!sess.Transcript) spairs.push(["Transcript", "not recorded"]);
+  if (sess.Lines) {
+    spairs.push(["EHLO", sess.Ehlo], ["TLS", sess.Tls || "none"]);
+    if (sess.Dropped) spairs.push(["", sess.Dropped + " earlier lines not kept"]);
+    for (const t of sess.Lines) spairs.push(["+" + t.Ms + " ms " + (t.Dir === "C" ? "C:" : "S:"), t.Line]);
+  } else {
+    spairs.push(["Transcript", "not recorded"]);
+  }
   kvRows($("v-session"), spairs);
   const atts = $("v-attachments");
   atts.replaceChildren();

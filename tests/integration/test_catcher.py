@@ -289,3 +289,29 @@ end)
         assert r.status_code == 404 and "kumo.start_mail_catcher" in r.json()["error"]
     finally:
         stop_kumod(k)
+
+
+def test_smtp_session_transcript(catcher):
+    """Each captured message carries the conversation that delivered it, up to its DATA."""
+    c = catcher()
+    with smtplib.SMTP("127.0.0.1", c.smtp_port, local_hostname="client.example",
+                      timeout=10) as s:
+        s.ehlo()
+        assert s.mail("alice@example.com")[0] == 250
+        assert s.rcpt("nobody-permfail@example.com")[0] == 550  # magic: refused, recorded
+        assert s.rcpt("bob@example.com")[0] == 250
+        assert s.data(b"Subject: t\r\n\r\nx\r\n")[0] == 250
+    mid = c.wait_total(1)["messages"][0]["ID"]
+    assert "Session" not in c.get("/api/v1/messages").json()["messages"][0]  # list stays small
+    sess = c.get("/api/v1/message/" + mid).json()["Session"]
+    assert (sess["Ehlo"], sess["Tls"], sess["Dropped"]) == ("client.example", "", 0)
+    lines = [(l["Dir"], l["Line"]) for l in sess["Lines"]]
+    assert lines[0][0] == "S" and lines[0][1].startswith("220 ")
+    assert lines[1] == ("C", "ehlo client.example")  # as smtplib sends it
+    assert [l for l in lines[2:] if l[0] == "C"] == [
+        ("C", "mail FROM:<alice@example.com>"), ("C", "rcpt TO:<nobody-permfail@example.com>"),
+        ("C", "rcpt TO:<bob@example.com>"), ("C", "data")]
+    assert ("S", "550 5.7.1 permfail requested") in lines
+    assert lines[-1][0] == "S" and lines[-1][1].startswith("354 ")
+    ms = [l["Ms"] for l in sess["Lines"]]
+    assert ms == sorted(ms) and ms[-1] < 10000

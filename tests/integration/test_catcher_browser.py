@@ -134,7 +134,10 @@ def test_ui_live_view_html_search_delete(browser, sink):
     assert no_alert(d)
     # session tab: the delivering client
     d.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=session]").click()
-    assert d.find_element(By.ID, "v-session").text.startswith("Client 127.0.0.1:")
+    sess = d.find_element(By.ID, "v-session").text
+    assert sess.startswith("Client 127.0.0.1:"), sess
+    assert "RCPT TO:<victim@example.com>" in sess and "\nTLS none\n" in sess, sess
+    d.save_screenshot(os.path.join(SHOTS, "session.png"))
     # headers tab shows the payload escaped
     d.find_element(By.CSS_SELECTOR, "#tabs button[data-tab=headers]").click()
     assert XSS in d.find_element(By.ID, "v-headers").text
