@@ -2,6 +2,7 @@
 -- The sink: accepts and discards every message, with smart-sink behaviours
 -- for testing senders. Run: build/kumod --policy sink/sink.lua (or `make sink`).
 -- Environment (all optional):
+--   KUMO_SINK_FAULTS          fault plan JSON (sink/README.md "Fault plans")
 --   KUMO_SINK_LISTEN          listen address (default 127.0.0.1:$KUMO_SINK_PORT)
 --   KUMO_SINK_PORT            port (default 2026)
 --   KUMO_SINK_DEFER_PERCENT   random 451 for this share of recipients (0-100)
@@ -36,6 +37,9 @@ local function env_count(name, default)
 	assert(n and n >= 0, name .. ": expected a non-negative integer, got '" .. v .. "'")
 	return n
 end
+-- Deterministic fault plan (JSON, see sink/README.md); also set at run
+-- time with PUT /api/v1/faults when KUMO_SINK_HTTP is set.
+local faults_env = os.getenv("KUMO_SINK_FAULTS")
 local max_messages = env_count("KUMO_SINK_MAX_MESSAGES", 10000)
 local max_bytes = env_count("KUMO_SINK_MAX_BYTES", 1073741824)
 
@@ -54,6 +58,9 @@ kumo.on("init", function()
 		-- needs credentials (http_server_validate_auth_*).
 		kumo.start_http_listener({ listen = http_listen })
 	end
+	if faults_env then
+		kumo.mail_catcher_set_faults(faults_env) -- raises on an invalid plan: fail closed
+	end
 	if capture_dir then
 		-- Operator-supplied path (never envelope data), shell-quoted.
 		local q = "'" .. capture_dir:gsub("'", "'\\''") .. "'"
@@ -63,7 +70,7 @@ kumo.on("init", function()
 	kumo.log_info(
 		string.format(
 			"sink settings: listen=%s defer_percent=%s bounce_percent=%s capture_dir=%s busy_poll=%s "
-				.. "catcher=%s store=%s max_messages=%s max_bytes=%s",
+				.. "catcher=%s store=%s max_messages=%s max_bytes=%s faults=%s",
 			listen,
 			defer_percent,
 			bounce_percent,
@@ -72,7 +79,8 @@ kumo.on("init", function()
 			http_listen and ("http://" .. http_listen .. "/api/v1/messages") or "-",
 			http_listen and store or "-",
 			max_messages,
-			max_bytes
+			max_bytes,
+			faults_env and "KUMO_SINK_FAULTS" or "-"
 		)
 	)
 end)
@@ -105,6 +113,68 @@ local function magic(user)
 	return nil
 end
 
+-- Fault plans: rules {stage, match, code, text, disconnect, first, rate,
+-- window} checked in order at each stage; the first rule that fires
+-- answers. State (counts) restarts with every new plan version.
+local fault_version, fault_rules, fault_counts = -1, {}, {}
+
+local function client_ip(peer)
+	return (peer or ""):match("^%[(.*)%]:%d+$") or (peer or ""):match("^(.*):%d+$") or peer or ""
+end
+
+local function fault_check(stage, ctx)
+	local v, age, plan = kumo.mail_catcher_faults(fault_version)
+	if v ~= fault_version then
+		fault_version, fault_rules, fault_counts = v, plan and plan.rules or {}, {}
+	end
+	for i, r in ipairs(fault_rules) do
+		if r.stage == stage then
+			local m, hit = r.match, true
+			if m then
+				for k, want in pairs(m) do
+					if (ctx[k] or ""):lower() ~= want:lower() then
+						hit = false
+					end
+				end
+			end
+			if hit and r.window then
+				hit = age >= r.window[1] and age < r.window[2]
+			end
+			if hit and r.first then
+				local key = i .. "|" .. (ctx.rcpt or ctx.sender or ctx.client)
+				local n = (fault_counts[key] or 0) + 1
+				fault_counts[key] = n
+				hit = n <= r.first
+			end
+			if hit and r.rate then
+				-- more than `rate` from one client: the excess gets the fault
+				local t = kumo.make_throttle("sink-fault:" .. fault_version .. ":" .. i .. ":" .. ctx.client, r.rate)
+				hit = t:throttle().throttled
+			end
+			if hit then
+				if r.disconnect then
+					kumo.disconnect(r.code, r.text)
+				end
+				kumo.reject(r.code, r.text)
+			end
+		end
+	end
+end
+
+local function addr_ctx(addr, conn_meta, key)
+	local ctx = { client = client_ip(conn_meta:get_meta("received_from")), domain = addr.domain }
+	ctx[key] = tostring(addr)
+	return ctx
+end
+
+kumo.on("smtp_server_connection_accepted", function(conn_meta)
+	fault_check("connect", { client = client_ip(conn_meta:get_meta("received_from")) })
+end)
+
+kumo.on("smtp_server_ehlo", function(domain, conn_meta)
+	fault_check("ehlo", { client = client_ip(conn_meta:get_meta("received_from")), domain = domain })
+end)
+
 local function check(addr)
 	local code, text = magic(addr.user)
 	if code == 421 then
@@ -114,12 +184,14 @@ local function check(addr)
 	end
 end
 
-kumo.on("smtp_server_mail_from", function(sender)
+kumo.on("smtp_server_mail_from", function(sender, conn_meta)
 	check(sender)
+	fault_check("mail", addr_ctx(sender, conn_meta, "sender"))
 end)
 
-kumo.on("smtp_server_rcpt_to", function(recipient)
+kumo.on("smtp_server_rcpt_to", function(recipient, conn_meta)
 	check(recipient)
+	fault_check("rcpt", addr_ctx(recipient, conn_meta, "rcpt"))
 	if bounce_percent > 0 or defer_percent > 0 then
 		local roll = math.random() * 100
 		if roll < bounce_percent then
@@ -143,6 +215,13 @@ kumo.on("smtp_server_message_received", function(msg)
 	if sender.user:find("disconnect-in-data", 1, true) == 1 then
 		kumo.disconnect(451, "disconnecting " .. sender.user)
 	end
+	local rcpt = msg:recipient_list()[1]
+	fault_check("data", {
+		client = client_ip(msg:get_meta("received_from")),
+		sender = tostring(sender),
+		rcpt = tostring(rcpt),
+		domain = rcpt.domain,
+	})
 	if capture_dir then
 		capture(msg)
 	end

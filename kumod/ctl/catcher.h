@@ -12,6 +12,7 @@
 #ifndef KUMOD_CTL_CATCHER_H
 #define KUMOD_CTL_CATCHER_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,14 @@ int catcher_enabled(void);
 int catcher_capture(const struct message *m, char *id_out, size_t idlen);
 /* Stored messages, their bytes, and the effective settings line. */
 void catcher_stats(uint64_t *count, uint64_t *bytes);
+
+/* The sink's fault plan (see sink/README.md): validated, then replaces
+ * the current one (plan stolen on success; NULL clears). Works without
+ * catcher_start. Returns 0 or -EINVAL with the reason in err. */
+int catcher_faults_set(json_t *plan, char *err, size_t errlen);
+/* The current plan (borrowed; NULL when none), its version (changes with
+ * every set) and the seconds since it was set (rules' time windows). */
+json_t *catcher_faults_get(uint64_t *version, double *age_s);
 
 /* The HTTP API under /api/v1/ (GET, DELETE), the event stream
  * /api/v1/events and the UI (/ and /ui/): see sink/README.md. */

@@ -213,6 +213,7 @@ static const struct http_route routes[] = {
     /* the mail catcher (kumo.start_mail_catcher); a trailing '*' matches a prefix */
     {"/api/v1/*", HTTP_GET, 0, catcher_http_handle},
     {"/api/v1/*", HTTP_DELETE, 0, catcher_http_handle},
+    {"/api/v1/faults", HTTP_PUT, 0, catcher_http_handle},
     {"/", HTTP_GET, 0, catcher_http_handle},
     {"/ui/*", HTTP_GET, 0, catcher_http_handle},
 };

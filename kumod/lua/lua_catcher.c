@@ -70,8 +70,51 @@ static int l_mail_catcher_capture(lua_State *L)
 	return 1;
 }
 
+/* kumo.mail_catcher_set_faults(json_text or nil): the sink's fault plan
+ * (validated; raises with the reason). */
+static int l_mail_catcher_set_faults(lua_State *L)
+{
+	json_t *plan = NULL;
+	if (!lua_isnoneornil(L, 1)) {
+		size_t n;
+		const char *text = luaL_checklstring(L, 1, &n);
+		json_error_t je;
+		plan = json_loadb(text, n, 0, &je);
+		if (!plan)
+			return luaL_error(L, "mail_catcher_set_faults: invalid JSON: %s (line %d)",
+					  je.text, je.line);
+	}
+	char err[300];
+	if (catcher_faults_set(plan, err, sizeof(err)) != 0) {
+		json_decref(plan);
+		return luaL_error(L, "mail_catcher_set_faults: %s", err);
+	}
+	return 0;
+}
+
+/* kumo.mail_catcher_faults([known_version]) -> version, seconds since the
+ * plan was set, and the plan table unless it is known_version's (nil when
+ * there is no plan): the sink converts a plan once, not per event. */
+static int l_mail_catcher_faults(lua_State *L)
+{
+	uint64_t version;
+	double age;
+	json_t *plan = catcher_faults_get(&version, &age);
+	lua_Integer known = luaL_optinteger(L, 1, -1);
+	lua_pushinteger(L, (lua_Integer)version);
+	lua_pushnumber(L, age);
+	if (known == (lua_Integer)version)
+		return 2;
+	lua_json__push(L, plan);
+	return 3;
+}
+
 void lua_catcher__register(lua_State *L)
 {
+	lua_pushcfunction(L, l_mail_catcher_set_faults);
+	lua_setfield(L, -2, "mail_catcher_set_faults");
+	lua_pushcfunction(L, l_mail_catcher_faults);
+	lua_setfield(L, -2, "mail_catcher_faults");
 	lua_pushcfunction(L, l_start_mail_catcher);
 	lua_setfield(L, -2, "start_mail_catcher");
 	lua_pushcfunction(L, l_mail_catcher_capture);

@@ -315,3 +315,97 @@ def test_smtp_session_transcript(catcher):
     assert lines[-1][0] == "S" and lines[-1][1].startswith("354 ")
     ms = [l["Ms"] for l in sess["Lines"]]
     assert ms == sorted(ms) and ms[-1] < 10000
+
+
+def smtp_try(port, sender, rcpts, helo="client.test", data=b"Subject: f\r\n\r\nx\r\n"):
+    """One transaction; returns the first non-2xx/3xx (code, text) or (250, ...) of DATA."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname=helo, timeout=10) as s:
+            code, text = s.ehlo()
+            if code != 250:
+                return code, text.decode()
+            code, text = s.mail(sender)
+            if code != 250:
+                return code, text.decode()
+            for r in rcpts:
+                code, text = s.rcpt(r)
+                if code != 250:
+                    return code, text.decode()
+            code, text = s.data(data)
+            return code, text.decode()
+    except smtplib.SMTPConnectError as e:
+        return e.smtp_code, e.smtp_error.decode()
+    except smtplib.SMTPServerDisconnected as e:
+        return 0, str(e)
+
+
+def test_fault_plan_from_env_first_n(catcher):
+    plan = {"rules": [{"stage": "rcpt", "match": {"rcpt": "bob@example.com"}, "first": 2,
+                       "code": 451, "text": "4.7.0 try again"}]}
+    import json
+    c = catcher({"KUMO_SINK_FAULTS": json.dumps(plan)})
+    assert "faults=KUMO_SINK_FAULTS" in c.k.wait_for("sink settings: ")
+    got = [smtp_try(c.smtp_port, "a@example.com", ["bob@example.com"])[0] for _ in range(3)]
+    assert got == [451, 451, 250]
+    assert smtp_try(c.smtp_port, "a@example.com", ["carol@example.com"])[0] == 250
+    assert smtp_try(c.smtp_port, "a@example.com", ["bob@example.com"])[0] == 250
+
+
+def test_fault_plan_runtime_api(catcher):
+    c = catcher()
+    assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"])[0] == 250
+    r = requests.put(c.base + "/api/v1/faults", timeout=5,
+                     json={"rules": [{"stage": "mail", "preset": "server-busy"}]})
+    assert r.status_code == 200 and r.json()["plan"]["rules"][0]["code"] == 451
+    assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"]) == \
+        (451, "4.7.500 Server busy, please try again later")
+    assert c.delete("/api/v1/faults").json() == {"version": 2, "plan": None}
+    assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"])[0] == 250
+    # refused plans name the problem and leave the current plan alone
+    for bad, why in [({"rules": [{"stage": "rcpt", "delay": "5s", "code": 451}]}, "not implemented"),
+                     ({"rules": [{"stage": "helo", "code": 451}]}, "'stage' must be"),
+                     ({"rules": [{"stage": "rcpt", "code": 250}]}, "'code' (400-599)"),
+                     ({"rules": [{"stage": "rcpt", "preset": "nope"}]}, "unknown 'preset'"),
+                     ({"rulez": []}, "unknown key rulez")]:
+        r = requests.put(c.base + "/api/v1/faults", json=bad, timeout=5)
+        assert r.status_code == 422 and why in r.json()["error"], (bad, r.text)
+    r = requests.put(c.base + "/api/v1/faults", data="{}", timeout=5,
+                     headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415  # no cross-site form can switch faults
+    assert c.get("/api/v1/faults").json()["plan"] is None
+
+
+def test_fault_plan_stages_rate_window(catcher):
+    c = catcher()
+    plan = {"rules": [
+        {"stage": "ehlo", "match": {"domain": "bad.client"}, "code": 550, "text": "5.7.1 go away"},
+        {"stage": "data", "match": {"domain": "d.test"}, "code": 554, "text": "5.7.1 no data"},
+        {"stage": "rcpt", "match": {"domain": "rate.test"}, "rate": "3/min", "preset": "rate-limit"},
+    ]}
+    assert requests.put(c.base + "/api/v1/faults", json=plan, timeout=5).status_code == 200
+    assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"], helo="bad.client") == \
+        (550, "5.7.1 go away")
+    assert smtp_try(c.smtp_port, "a@example.com", ["x@d.test"]) == (554, "5.7.1 no data")
+    got = [smtp_try(c.smtp_port, "a@example.com", ["u%d@rate.test" % i])[0] for i in range(5)]
+    assert got == [250, 250, 250, 421, 421], got  # a provider-style throttle, per client
+    # a time window: the first second after the plan is set, connections get 421
+    win = {"rules": [{"stage": "connect", "code": 421, "text": "4.3.2 down for maintenance",
+                      "window": [0, 1]}]}
+    assert requests.put(c.base + "/api/v1/faults", json=win, timeout=5).status_code == 200
+    t0 = time.monotonic()
+    assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"]) == \
+        (421, "4.3.2 down for maintenance")
+    while time.monotonic() - t0 < 1.2:
+        time.sleep(0.05)
+    assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"])[0] == 250
+
+
+def test_fault_plan_invalid_env_fails_closed(tmp_path):
+    import subprocess
+    import conftest
+    env = conftest.kumod_env({"KUMO_SINK_PORT": str(free_port()),
+                              "KUMO_SINK_FAULTS": '{"rules": [{"stage": "rcpt", "hang": true}]}'})
+    r = subprocess.run([conftest.KUMOD_BIN, "--policy", SINK], env=env, cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "mail_catcher_set_faults: rules[0]: 'delay' and 'hang' are not implemented" in r.stderr
