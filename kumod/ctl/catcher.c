@@ -359,7 +359,10 @@ struct bodies {
 
 static void bodies_extract(const char *msg, size_t len, struct bodies *b)
 {
-	struct mime_view *v = xmalloc(sizeof(*v));
+	/* one view per thread (loop and pool workers), reused: it is large */
+	static __thread struct mime_view *v;
+	if (!v)
+		v = xmalloc(sizeof(*v));
 	mime_view_parse(msg, len, v);
 	buf_init(&b->text);
 	buf_init(&b->html);
@@ -396,7 +399,6 @@ static void bodies_extract(const char *msg, size_t len, struct bodies *b)
 		buf_free(&fn);
 	}
 	buf_free(&raw);
-	free(v);
 }
 
 static void bodies_free(struct bodies *b)

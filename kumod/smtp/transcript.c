@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/buf.h"
 #include "base/clock.h"
@@ -32,6 +33,12 @@ void smtp_transcript_add(struct smtp_transcript *t, char dir, const char *text, 
 		t->lines = xcalloc(SMTP_TRANSCRIPT_LINES, sizeof(*t->lines));
 		if (!t->start_ns)
 			t->start_ns = now;
+	}
+	if (dir == 'C' && len >= 4 && strncasecmp(text, "MAIL", 4) == 0) {
+		if (!t->head_n)
+			t->head_n = t->n + 1;
+		else
+			t->n = t->head_n - 1; /* a new transaction: the last one's lines go */
 	}
 	if (t->n == SMTP_TRANSCRIPT_LINES) { /* keep the head, slide the rest */
 		memmove(&t->lines[SMTP_TRANSCRIPT_HEAD], &t->lines[SMTP_TRANSCRIPT_HEAD + 1],

@@ -2,7 +2,9 @@
 /* The SMTP conversation of a server session, kept for the mail catcher:
  * commands and replies with their time since connect, bounded (the first
  * lines and the latest ones), copied into each received message's meta as
- * "smtp_session". Off unless smtp_transcript_enable() was called: then a
+ * "smtp_session": the session's opening (greeting, EHLO, STARTTLS, AUTH)
+ * and the lines of the message's own transaction (each MAIL drops the
+ * previous transaction's lines). Off unless smtp_transcript_enable() was called: then a
  * session pays one branch per line.
  * Owner: embedded in struct smtp_session. Callers: kumod/smtp/session.c;
  * kumod/lua (enable, via kumo.start_mail_catcher). */
@@ -20,6 +22,7 @@
 struct smtp_transcript {
 	uint64_t start_ns;
 	size_t n, dropped;
+	size_t head_n; /* lines before the first MAIL (+1; 0: none yet) */
 	struct smtp_transcript_line {
 		uint32_t ms;
 		char dir; /* 'C' client, 'S' server */
