@@ -152,6 +152,14 @@ local function fault_check(stage, ctx)
 				hit = t:throttle().throttled
 			end
 			if hit then
+				if r.hang then
+					kumo.delay_reply("hang")
+				elseif r.delay then
+					kumo.delay_reply(r.delay)
+				end
+				if not r.code then
+					return -- a delay alone: the usual reply, late
+				end
 				if r.disconnect then
 					kumo.disconnect(r.code, r.text)
 				end

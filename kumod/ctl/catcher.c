@@ -1569,19 +1569,13 @@ static const struct {
 
 static int fault_rule_check(json_t *r, size_t i, char *err, size_t errlen)
 {
-	static const char *const keys[] = {"stage",	 "match", "code", "text",   "preset",
-					   "disconnect", "first", "rate", "window", NULL};
+	static const char *const keys[] = {"stage",  "match",	   "code",  "text",
+					   "preset", "disconnect", "first", "rate",
+					   "window", "delay",	   "hang",  NULL};
 	static const char *const stages[] = {"connect", "ehlo", "mail", "rcpt", "data", NULL};
 	static const char *const mkeys[] = {"rcpt", "domain", "sender", "client", NULL};
 	if (!json_is_object(r)) {
 		snprintf(err, errlen, "rules[%zu]: expected an object", i);
-		return -1;
-	}
-	if (json_object_get(r, "delay") || json_object_get(r, "hang")) {
-		snprintf(err, errlen,
-			 "rules[%zu]: 'delay' and 'hang' are not implemented yet (kumod policy "
-			 "events cannot wait)",
-			 i);
 		return -1;
 	}
 	const char *unknown = http_req_json_unknown_key(r, keys);
@@ -1636,9 +1630,31 @@ static int fault_rule_check(json_t *r, size_t i, char *err, size_t errlen)
 			json_object_set_new(r, "disconnect", json_true());
 		code = json_object_get(r, "code");
 	}
-	if (!json_is_integer(code) || json_integer_value(code) < 400 ||
-	    json_integer_value(code) > 599) {
-		snprintf(err, errlen, "rules[%zu]: 'code' (400-599) or 'preset' is required", i);
+	json_t *delay = json_object_get(r, "delay"), *hang = json_object_get(r, "hang");
+	if ((delay || hang) && strcmp(stage, "ehlo") != 0 && strcmp(stage, "mail") != 0 &&
+	    strcmp(stage, "rcpt") != 0) {
+		snprintf(err, errlen,
+			 "rules[%zu]: 'delay' and 'hang' apply to the ehlo, mail and rcpt stages "
+			 "only (not implemented for connect and data)",
+			 i);
+		return -1;
+	}
+	if ((delay && (!json_is_integer(delay) || json_integer_value(delay) < 0 ||
+		       json_integer_value(delay) > 600000)) ||
+	    (hang && !json_is_true(hang))) {
+		snprintf(err, errlen, "rules[%zu]: 'delay' is milliseconds 0..600000, 'hang' true",
+			 i);
+		return -1;
+	}
+	if (code && (!json_is_integer(code) || json_integer_value(code) < 400 ||
+		     json_integer_value(code) > 599)) {
+		snprintf(err, errlen, "rules[%zu]: 'code' must be 400-599", i);
+		return -1;
+	}
+	if (!code && !delay && !hang) {
+		snprintf(err, errlen,
+			 "rules[%zu]: 'code' (400-599), 'preset', 'delay' or 'hang' is required",
+			 i);
 		return -1;
 	}
 	json_t *text = json_object_get(r, "text"), *disc = json_object_get(r, "disconnect");
@@ -1657,7 +1673,7 @@ static int fault_rule_check(json_t *r, size_t i, char *err, size_t errlen)
 		    i);
 		return -1;
 	}
-	if (!text)
+	if (!text && code)
 		json_object_set_new(r, "text", json_string("fault injected by the sink"));
 	return 0;
 }

@@ -10,6 +10,7 @@
 #include "ctl/catcher.h"
 #include "io/loop.h"
 #include "lua/lua_int.h"
+#include "policy.h"
 #include "smtp/transcript.h"
 
 static uint64_t check_count(lua_State *L, int idx, const char *what)
@@ -109,8 +110,32 @@ static int l_mail_catcher_faults(lua_State *L)
 	return 3;
 }
 
+/* kumo.delay_reply(ms | "hang"): hold the reply of the current
+ * smtp_server_ehlo/mail_from/rcpt_to handler (with or without kumo.reject)
+ * for ms milliseconds (at most 10 minutes), or never answer ("hang": the
+ * session is closed at client_timeout without a reply). */
+static int l_delay_reply(lua_State *L)
+{
+	uint32_t ms;
+	if (lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "hang") == 0) {
+		ms = POLICY_HANG;
+	} else {
+		int isint = 0;
+		lua_Integer v = lua_tointegerx(L, 1, &isint);
+		if (!isint || v < 0 || v > 600000)
+			return luaL_error(L, "delay_reply: expected milliseconds 0..600000 or "
+					     "\"hang\"");
+		ms = (uint32_t)v;
+	}
+	if (lua_engine__delay_reply(L, ms) != 0)
+		return luaL_error(L, "delay_reply: only inside an event handler");
+	return 0;
+}
+
 void lua_catcher__register(lua_State *L)
 {
+	lua_pushcfunction(L, l_delay_reply);
+	lua_setfield(L, -2, "delay_reply");
 	lua_pushcfunction(L, l_mail_catcher_set_faults);
 	lua_setfield(L, -2, "mail_catcher_set_faults");
 	lua_pushcfunction(L, l_mail_catcher_faults);

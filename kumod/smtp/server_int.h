@@ -84,6 +84,7 @@ struct smtp_session {
 	size_t rx_accounted;	   /* DATA buffer bytes counted in the memory budget */
 	const char *data_refused;  /* DATA being discarded: "memory" or "allocation" */
 	struct smtp_transcript ts; /* for the mail catcher (off: empty) */
+	uint32_t hold_ms;	   /* kumo.delay_reply: the held reply's delay */
 	struct smtp_session *next, *prev;
 };
 

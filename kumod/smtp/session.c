@@ -127,6 +127,13 @@ static void session_trace_policy(struct smtp_session *s, const char *event,
 {
 	/* a POLICY_ERROR was already logged once by the engine (lua_error) */
 	KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
+	/* kumo.delay_reply: held like a tarpit, for command replies only */
+	if (r->delay_ms && s->processing && strncmp(event, "smtp_server_", 12) == 0 &&
+	    (!strcmp(event + 12, "ehlo") || !strcmp(event + 12, "mail_from") ||
+	     !strcmp(event + 12, "rcpt_to"))) {
+		s->tarpit = 1;
+		s->hold_ms = r->delay_ms;
+	}
 }
 
 /* The DATA buffer in the memory budget: synced after it grew, released
@@ -1260,7 +1267,11 @@ static void session_process(struct smtp_session *s)
 		/* Hold the reply: the timer flushes it and resumes input. */
 		conn_pause_read(&s->conn);
 		task_set_phase(s->task, state_names[s->state], "tarpit");
-		uv_timer_start(&s->timer, session_timer_cb, SMTP_TARPIT_MS, 0);
+		uv_timer_start(&s->timer, session_timer_cb,
+			       !s->hold_ms		   ? SMTP_TARPIT_MS
+			       : s->hold_ms == POLICY_HANG ? s->l->cfg.client_timeout_ms
+							   : s->hold_ms,
+			       0);
 	} else {
 		conn_flush(&s->conn);
 	}
@@ -1272,8 +1283,13 @@ static void session_timer_cb(uv_timer_t *t)
 	struct smtp_session *s = t->data;
 	struct task *prev = task_enter(s->task);
 	task_wake(s->task);
-	if (s->tarpit) {
+	if (s->tarpit && s->hold_ms == POLICY_HANG) { /* kumo.delay_reply("hang") */
+		buf_reset(&s->conn.out);
+		KTRACE(smtp_limit, s->id, s->conn.peer, "client_timeout");
+		session_close(s, "hang (kumo.delay_reply)");
+	} else if (s->tarpit) {
 		s->tarpit = 0;
+		s->hold_ms = 0;
 		conn_flush(&s->conn);
 		task_set_phase(s->task, state_names[s->state], "peer_read");
 		session_restart_idle(s);

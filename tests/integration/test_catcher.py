@@ -362,9 +362,11 @@ def test_fault_plan_runtime_api(catcher):
     assert c.delete("/api/v1/faults").json() == {"version": 2, "plan": None}
     assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"])[0] == 250
     # refused plans name the problem and leave the current plan alone
-    for bad, why in [({"rules": [{"stage": "rcpt", "delay": "5s", "code": 451}]}, "not implemented"),
+    for bad, why in [({"rules": [{"stage": "data", "delay": 5, "code": 451}]}, "not implemented"),
+                     ({"rules": [{"stage": "rcpt", "delay": "5s"}]}, "'delay' is milliseconds"),
                      ({"rules": [{"stage": "helo", "code": 451}]}, "'stage' must be"),
-                     ({"rules": [{"stage": "rcpt", "code": 250}]}, "'code' (400-599)"),
+                     ({"rules": [{"stage": "rcpt", "code": 250}]}, "'code' must be 400-599"),
+                     ({"rules": [{"stage": "rcpt"}]}, "'code' (400-599), 'preset', 'delay'"),
                      ({"rules": [{"stage": "rcpt", "preset": "nope"}]}, "unknown 'preset'"),
                      ({"rulez": []}, "unknown key rulez")]:
         r = requests.put(c.base + "/api/v1/faults", json=bad, timeout=5)
@@ -404,8 +406,45 @@ def test_fault_plan_invalid_env_fails_closed(tmp_path):
     import subprocess
     import conftest
     env = conftest.kumod_env({"KUMO_SINK_PORT": str(free_port()),
-                              "KUMO_SINK_FAULTS": '{"rules": [{"stage": "rcpt", "hang": true}]}'})
+                              "KUMO_SINK_FAULTS": '{"rules": [{"stage": "data", "hang": true}]}'})
     r = subprocess.run([conftest.KUMOD_BIN, "--policy", SINK], env=env, cwd=str(tmp_path),
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
-    assert "mail_catcher_set_faults: rules[0]: 'delay' and 'hang' are not implemented" in r.stderr
+    assert "mail_catcher_set_faults: rules[0]: 'delay' and 'hang' apply to the ehlo, mail and " \
+        "rcpt stages only (not implemented for connect and data)" in r.stderr, r.stderr
+
+
+def test_fault_plan_delay_and_hang(catcher):
+    """smtplib times the replies: a delayed 250, a delayed 451, and a hang (no reply)."""
+    import socket
+    c = catcher()
+    plan = {"rules": [
+        {"stage": "mail", "match": {"sender": "slow@example.com"}, "delay": 800},
+        {"stage": "rcpt", "match": {"rcpt": "late@example.com"}, "delay": 600, "preset": "greylist"},
+        {"stage": "ehlo", "match": {"domain": "stuck.client"}, "hang": True},
+    ]}
+    assert requests.put(c.base + "/api/v1/faults", json=plan, timeout=5).status_code == 200
+    with smtplib.SMTP("127.0.0.1", c.smtp_port, local_hostname="client.test", timeout=10) as s:
+        s.ehlo()
+        t0 = time.monotonic()
+        assert s.mail("slow@example.com")[0] == 250
+        dt = time.monotonic() - t0
+        assert 0.75 <= dt < 5, dt
+        t0 = time.monotonic()
+        assert s.rcpt("late@example.com") == (451, b"4.7.1 Greylisted, please try again later")
+        dt = time.monotonic() - t0
+        assert 0.55 <= dt < 5, dt
+        t0 = time.monotonic()
+        assert s.rcpt("fast@example.com")[0] == 250
+        assert time.monotonic() - t0 < 0.5
+    with socket.create_connection(("127.0.0.1", c.smtp_port), timeout=5) as sk:
+        f = sk.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        sk.sendall(b"EHLO stuck.client\r\n")
+        sk.settimeout(1.5)
+        t0 = time.monotonic()
+        with pytest.raises((socket.timeout, TimeoutError)):
+            f.readline()  # never answered
+        assert time.monotonic() - t0 >= 1.4
+    # the sink itself is not held up by the hanging session
+    assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"])[0] == 250
