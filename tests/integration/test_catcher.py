@@ -448,3 +448,16 @@ def test_fault_plan_delay_and_hang(catcher):
         assert time.monotonic() - t0 >= 1.4
     # the sink itself is not held up by the hanging session
     assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"])[0] == 250
+
+
+def test_validate_mode_with_catcher(tmp_path):
+    """kumod --validate runs the sink's handlers with the catcher on, without opening a store."""
+    import subprocess
+    import conftest
+    env = conftest.kumod_env({"KUMO_SINK_HTTP": "127.0.0.1:%d" % free_port(),
+                              "KUMO_SINK_STORE": str(tmp_path / "store"),
+                              "KUMO_SINK_FAULTS": '{"rules": [{"stage": "mail", "delay": 10}]}'})
+    r = subprocess.run([conftest.KUMOD_BIN, "--validate", "--policy", SINK], env=env,
+                       cwd=str(tmp_path), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "is valid" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "store").exists()
