@@ -70,12 +70,13 @@ kumo.on("init", function()
 	kumo.log_info(
 		string.format(
 			"sink settings: listen=%s defer_percent=%s bounce_percent=%s capture_dir=%s busy_poll=%s "
-				.. "catcher=%s store=%s max_messages=%s max_bytes=%s faults=%s",
+				.. "ui=%s catcher=%s store=%s max_messages=%s max_bytes=%s faults=%s",
 			listen,
 			defer_percent,
 			bounce_percent,
 			capture_dir or "-",
 			busy_poll,
+			http_listen and ("http://" .. http_listen .. "/") or "-",
 			http_listen and ("http://" .. http_listen .. "/api/v1/messages") or "-",
 			http_listen and store or "-",
 			max_messages,

@@ -71,7 +71,7 @@ def catcher(tmp_path):
 def test_capture_list_get_raw(catcher):
     c = catcher()
     settings = c.k.wait_for("sink settings: ")
-    assert "catcher=%s/api/v1/messages" % c.base in settings, settings
+    assert "ui=%s/ catcher=%s/api/v1/messages" % (c.base, c.base) in settings, settings
     body = "Your code is 482913.\r\nVerify: https://app.test/verify?t=abc&u=1\r\n"
     raw = c.send("Bob <bob@example.com>", subject="=?utf-8?B?aMOpbGxv?= world", body=body)
     lst = c.wait_total(1)

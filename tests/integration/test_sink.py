@@ -65,7 +65,7 @@ def test_sink_says_its_settings_and_each_message(sink, tmp_path):
     settings = k.wait_for("sink settings: ")
     kv = dict(re.findall(r"(\w+)=(\S+)", settings.split("sink settings: ", 1)[1]))
     assert kv == {"listen": "127.0.0.1:%d" % port, "defer_percent": "0", "bounce_percent": "0",
-                  "capture_dir": str(cap), "busy_poll": "0", "catcher": "-", "store": "-",
+                  "capture_dir": str(cap), "busy_poll": "0", "ui": "-", "catcher": "-", "store": "-",
                   "max_messages": "10000", "max_bytes": "1073741824", "faults": "-"}, settings
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as s:
         assert s.sendmail("a@from.test", ["b@to.test", "c@to.test"], b"Subject: x\r\n\r\nx\r\n") == {}
