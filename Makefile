@@ -216,10 +216,11 @@ deps-fuzz:
 PREFIX ?= /usr/local
 install: $(BINS)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/kumod/policy-extras \
-		$(DESTDIR)$(PREFIX)/share/kumod/bounce_classifier
+		$(DESTDIR)$(PREFIX)/share/kumod/bounce_classifier $(DESTDIR)$(PREFIX)/share/kumod/catcher
 	install -m 755 $(BIN)/kumod $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 share/policy-extras/* $(DESTDIR)$(PREFIX)/share/kumod/policy-extras/
 	install -m 644 share/bounce_classifier/* $(DESTDIR)$(PREFIX)/share/kumod/bounce_classifier/
+	install -m 644 share/catcher/* $(DESTDIR)$(PREFIX)/share/kumod/catcher/
 
 clean:
 	rm -rf $(BUILD)

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct message;
@@ -24,7 +25,11 @@ struct policy_result {
 	int code;	 /* for POLICY_REJECT: 400..599 */
 	char text[1536]; /* reply text (may start with an enhanced code) or error message */
 	int disconnect;	 /* kumo.disconnect(): close after the reply */
+	/* kumo.delay_reply() (kumod extension): hold the reply this long;
+	 * POLICY_HANG: never answer (the session closes at client_timeout) */
+	uint32_t delay_ms;
 };
+#define POLICY_HANG UINT32_MAX
 
 /* Loads the policy file, runs pre_init and init. validate: --validate mode
  * (also runs validate_config handlers when defined). On failure returns -1

@@ -88,6 +88,9 @@ need test python3-nacl pyimp nacl
 need test opendkim test -x /usr/sbin/opendkim
 need test postfix test -x /usr/sbin/smtp-sink
 need test time test -x /usr/bin/time
+need test chromium cmd chromium
+need test chromium-driver cmd chromedriver
+need test python3-selenium pyimp selenium
 need test bpftrace cmd bpftrace
 need test rocksdb-tools cmd ldb
 # fmt: C and Lua formatters

@@ -259,6 +259,12 @@ void http__respond(struct http_conn *hc, int status, const char *content_type, c
 	respond_extra(hc, status, content_type, body, len, NULL);
 }
 
+void http__respond_extra(struct http_conn *hc, int status, const char *content_type,
+			 const char *body, size_t len, const char *extra)
+{
+	respond_extra(hc, status, content_type, body, len, extra);
+}
+
 void http__respond_json(struct http_conn *hc, int status, json_t *j)
 {
 	char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);

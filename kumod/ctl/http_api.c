@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/memlimit.h"
 #include "base/metrics.h"
+#include "ctl/catcher.h"
 #include "ctl/http_int.h"
 #include "dispatch/ready.h"
 #include "io/loop.h"
@@ -247,14 +248,29 @@ static const struct http_route routes[] = {
     {"/api/admin/inspect-message/v1", HTTP_GET, 0, http_admin__inspect_message},
     {"/api/admin/trace-smtp-server/v1", HTTP_GET, 0, http_admin__trace_smtp_server},
     {"/api/admin/trace-smtp-client/v1", HTTP_GET, 0, http_admin__trace_smtp_client},
+    /* the mail catcher (kumo.start_mail_catcher); a trailing '*' matches a prefix */
+    {"/api/v1/*", HTTP_GET, 0, catcher_http_handle},
+    {"/api/v1/*", HTTP_DELETE, 0, catcher_http_handle},
+    {"/api/v1/faults", HTTP_PUT, 0, catcher_http_handle},
+    {"/", HTTP_GET, 0, catcher_http_handle},
+    {"/ui/*", HTTP_GET, 0, catcher_http_handle},
 };
+
+/* 1 when path is the route's path, or starts with it up to a trailing '*'. */
+static int route_matches(const char *route, const char *path)
+{
+	size_t n = strlen(route);
+	if (n && route[n - 1] == '*')
+		return strncmp(route, path, n - 1) == 0;
+	return strcmp(route, path) == 0;
+}
 
 const struct http_route *http_api__find(const char *path, const struct http_route **other_method,
 					int method_id)
 {
 	*other_method = NULL;
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		if (strcmp(routes[i].path, path) != 0)
+		if (!route_matches(routes[i].path, path))
 			continue;
 		if (routes[i].method_id == method_id ||
 		    (routes[i].method_id == HTTP_GET && method_id == HTTP_HEAD))

@@ -98,6 +98,9 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req);
  * connection again by id (it may be gone by then). */
 void http__respond(struct http_conn *hc, int status, const char *content_type, const char *body,
 		   size_t len);
+/* As http__respond, with extra header lines ("Name: v\r\n"). */
+void http__respond_extra(struct http_conn *hc, int status, const char *content_type,
+			 const char *body, size_t len, const char *extra);
 /* Answers with the JSON value (reference stolen). */
 void http__respond_json(struct http_conn *hc, int status, json_t *j);
 /* Answers {"error": "<text>"} with extra header lines ("Name: v\r\n"). */

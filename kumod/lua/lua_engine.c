@@ -53,6 +53,7 @@ struct lua_call {
 	uint64_t deadline_ns;
 	uint64_t instructions;
 	int exceeded;
+	uint32_t delay_ms; /* kumo.delay_reply */
 };
 
 static struct {
@@ -256,6 +257,8 @@ static int call_run(const char *event, lua_State *co, int nargs, int handler, ta
 		lua_pushliteral(co, "event handler yielded, but no asynchronous operation is "
 				    "available to resume it");
 	}
+	if (call.delay_ms)
+		r->delay_ms = call.delay_ms;
 	if (st != LUA_OK)
 		call_failed(event, co, r);
 	else if (take)
@@ -272,6 +275,15 @@ static int call_run(const char *event, lua_State *co, int nargs, int handler, ta
 	*call_slot(co) = NULL;
 	*call_slot(eng.L) = prev_main;
 	return stop;
+}
+
+int lua_engine__delay_reply(lua_State *L, uint32_t ms)
+{
+	struct lua_call *c = *call_slot(L);
+	if (!c)
+		return -1;
+	c->delay_ms = ms;
+	return 0;
 }
 
 /* Pushes the event's arguments onto co; returns their count. */

@@ -55,6 +55,15 @@ int lua_dkim__sign(lua_State *L, struct message *m, int idx);
 void lua_message__register(lua_State *L);
 /* Pushes a new Message userdata holding a reference to m. */
 void lua_message__push(lua_State *L, struct message *m);
+/* The message of the Message userdata at idx (raises when it is not one
+ * or is closed). */
+struct message *lua_message__check(lua_State *L, int idx);
+/* lua_engine.c: kumo.delay_reply for the event call running on L; -1
+ * outside an event handler. */
+int lua_engine__delay_reply(lua_State *L, uint32_t ms);
+/* lua_catcher.c: kumo.start_mail_catcher and kumo.mail_catcher_capture
+ * (kumod extensions) into the table on top of the stack. */
+void lua_catcher__register(lua_State *L);
 /* Pushes an address object for "user@domain" ("" for the null sender). */
 void lua_address__push(lua_State *L, const char *email);
 /* Pushes a conn_meta userdata holding a reference to meta (an object). */

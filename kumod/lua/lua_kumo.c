@@ -1730,5 +1730,6 @@ int lua_kumo__open(lua_State *L)
 	luaL_newlib(L, dns_funcs);
 	lua_setfield(L, -2, "dns");
 	lua_dkim__open(L);
+	lua_catcher__register(L);
 	return 1;
 }

@@ -202,6 +202,14 @@ static struct message *check_msg(lua_State *L)
 	return u->m;
 }
 
+struct message *lua_message__check(lua_State *L, int idx)
+{
+	struct lua_message *u = luaL_checkudata(L, idx, LUA_KUMO_MESSAGE_MT);
+	if (!u->m)
+		luaL_error(L, "message object is closed");
+	return u->m;
+}
+
 static int msg_gc(lua_State *L)
 {
 	struct lua_message *u = luaL_checkudata(L, 1, LUA_KUMO_MESSAGE_MT);

@@ -14,6 +14,7 @@
 #include "proto/smtp_data.h"
 #include "proto/smtp_line.h"
 #include "smtp/server.h"
+#include "smtp/transcript.h"
 
 struct task;
 struct message;
@@ -87,6 +88,8 @@ struct smtp_session {
 	struct peer_entry *client; /* per-client-address counters (listener limits) */
 	size_t rx_accounted;	   /* DATA buffer bytes counted in the memory budget */
 	const char *data_refused;  /* DATA being discarded: "memory" or "allocation" */
+	struct smtp_transcript ts; /* for the mail catcher (off: empty) */
+	uint32_t hold_ms;	   /* kumo.delay_reply: the held reply's delay */
 	struct smtp_session *next, *prev;
 };
 

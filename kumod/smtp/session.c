@@ -106,12 +106,23 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 	KTRACE(smtp_reply, s->id, code, text);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_WRITE, .code = code, .enhanced = enhanced,
 		       .text = text);
+	smtp_transcript_reply(&s->ts, code, enhanced, text);
 	smtp_reply_format(&s->conn.out, code, enhanced, text);
 	if (reply_is_error(code)) {
 		s->errors++;
 		if (s->errors > SMTP_SOFT_ERRORS)
 			s->tarpit = 1;
 	}
+}
+
+/* A command line as received (AUTH secrets already replaced): the
+ * tracepoint, the live transcript (kcli trace-smtp-server) and the mail
+ * catcher's per-session transcript. */
+static void session_note_cmd(struct smtp_session *s, const char *text, size_t len)
+{
+	KTRACE(smtp_cmd, s->id, state_names[s->state], text);
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_READ, .text = text, .len = len);
+	smtp_transcript_add(&s->ts, 'C', text, len);
 }
 
 /* A policy rejection or error: one reply; kumo.reject(421, ...) or a
@@ -138,6 +149,13 @@ static void session_trace_policy(struct smtp_session *s, const char *event,
 	KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_POLICY, .name = event,
 		       .text = policy_status_name(r->status), .code = r->code);
+	/* kumo.delay_reply: held like a tarpit, for command replies only */
+	if (r->delay_ms && s->processing && strncmp(event, "smtp_server_", 12) == 0 &&
+	    (!strcmp(event + 12, "ehlo") || !strcmp(event + 12, "mail_from") ||
+	     !strcmp(event + 12, "rcpt_to"))) {
+		s->tarpit = 1;
+		s->hold_ms = r->delay_ms;
+	}
 }
 
 /* The DATA buffer in the memory budget: synced after it grew, released
@@ -1125,6 +1143,9 @@ static void session_message_received(struct smtp_session *s)
 		message_set_meta(m, "reception_protocol", json_string("ESMTP"));
 		message_set_meta(m, "received_from", json_string(s->conn.peer));
 		message_set_meta(m, "received_via", json_string(s->l->addr));
+		json_t *ts = smtp_transcript_json(&s->ts, s->helo, conn_tls_version(&s->conn));
+		if (ts) /* the mail catcher's per-message SMTP conversation */
+			message_set_meta(m, "smtp_session", ts);
 		if (s->authenticated) { /* KumoMTA copies the AUTH identities too */
 			message_set_meta(m, "authn_id",
 					 json_incref(json_object_get(s->meta, "authn_id")));
@@ -1309,8 +1330,7 @@ static int session_handle_line(struct smtp_session *s)
 	s->line[n] = 0;
 	buf_consume(in, consumed);
 	if (s->auth_step != AUTH_NONE) {
-		KTRACE(smtp_cmd, s->id, state_names[s->state], "(AUTH response, not shown)");
-		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_READ, .text = "(AUTH response, not shown)");
+		session_note_cmd(s, "(AUTH response, not shown)", 26);
 		session_auth_continue(s, s->line, n);
 		explicit_bzero(s->line, n);
 		session_restart_idle(s);
@@ -1321,11 +1341,9 @@ static int session_handle_line(struct smtp_session *s)
 		char shown[64];
 		snprintf(shown, sizeof(shown), "AUTH %.*s (initial response not shown)",
 			 (int)strcspn(s->line + 5, " "), s->line + 5);
-		KTRACE(smtp_cmd, s->id, state_names[s->state], shown);
-		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_READ, .text = shown);
+		session_note_cmd(s, shown, strlen(shown));
 	} else {
-		KTRACE(smtp_cmd, s->id, state_names[s->state], s->line);
-		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_READ, .text = s->line, .len = n);
+		session_note_cmd(s, s->line, n);
 	}
 	session_command(s, s->line, n);
 	explicit_bzero(s->line, n);
@@ -1395,7 +1413,11 @@ static void session_process(struct smtp_session *s)
 		/* Hold the reply: the timer flushes it and resumes input. */
 		conn_pause_read(&s->conn);
 		task_set_phase(s->task, state_names[s->state], "tarpit");
-		uv_timer_start(&s->timer, session_timer_cb, SMTP_TARPIT_MS, 0);
+		uv_timer_start(&s->timer, session_timer_cb,
+			       !s->hold_ms		   ? SMTP_TARPIT_MS
+			       : s->hold_ms == POLICY_HANG ? s->l->cfg.client_timeout_ms
+							   : s->hold_ms,
+			       0);
 	} else {
 		conn_flush(&s->conn);
 	}
@@ -1407,8 +1429,13 @@ static void session_timer_cb(uv_timer_t *t)
 	struct smtp_session *s = t->data;
 	struct task *prev = task_enter(s->task);
 	task_wake(s->task);
-	if (s->tarpit) {
+	if (s->tarpit && s->hold_ms == POLICY_HANG) { /* kumo.delay_reply("hang") */
+		buf_reset(&s->conn.out);
+		KTRACE(smtp_limit, s->id, s->conn.peer, "client_timeout");
+		session_close(s, "hang (kumo.delay_reply)");
+	} else if (s->tarpit) {
 		s->tarpit = 0;
+		s->hold_ms = 0;
 		conn_flush(&s->conn);
 		task_set_phase(s->task, state_names[s->state], "peer_read");
 		session_restart_idle(s);
@@ -1498,6 +1525,7 @@ static void session_free(struct smtp_session *s)
 	if (s->msg)
 		message_unref(s->msg);
 	json_decref(s->meta);
+	smtp_transcript_free(&s->ts);
 	free(s->helo);
 	session_auth_forget(s);
 	task_close(s->task);

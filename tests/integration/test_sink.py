@@ -65,14 +65,16 @@ def test_sink_says_its_settings_and_each_message(sink, tmp_path):
     settings = k.wait_for("sink settings: ")
     kv = dict(re.findall(r"(\w+)=(\S+)", settings.split("sink settings: ", 1)[1]))
     assert kv == {"listen": "127.0.0.1:%d" % port, "defer_percent": "0", "bounce_percent": "0",
-                  "capture_dir": str(cap), "busy_poll": "0"}, settings
+                  "capture_dir": str(cap), "busy_poll": "0", "ui": "-", "catcher": "-", "store": "-",
+                  "max_messages": "10000", "max_bytes": "1073741824", "faults": "-"}, settings
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as s:
         assert s.sendmail("a@from.test", ["b@to.test", "c@to.test"], b"Subject: x\r\n\r\nx\r\n") == {}
     k.wait_for("sink message id=")
     got = set()
     deadline = time.monotonic() + 10
     while len(got) < 2 and time.monotonic() < deadline:  # one message per recipient
-        got = {re.search(r"sink message id=([0-9a-f]{32}) from=<(\S*)> to=<(\S*)>$", l).groups()
+        got = {re.search(r"sink message id=([0-9a-f]{32}) from=<(\S*)> to=<(\S*)> size=(\d+) "
+                         r"outcome=accepted$", l).groups()[:3]
                for l in k.lines() if "sink message id=" in l}
         time.sleep(0.05)
     assert sorted((f, t) for _, f, t in got) == [("a@from.test", "b@to.test"),

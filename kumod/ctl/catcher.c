@@ -1,0 +1,1886 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The mail catcher: on-disk store, index replay, retention, the writer and
+ * reader jobs on libuv's thread pool, long-poll waiters and the JSON API
+ * (see catcher.h and sink/README.md). */
+#include "ctl/catcher.h"
+#include "ctl/catcher_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/task.h"
+#include "base/xalloc.h"
+#include "ctl/http_int.h"
+#include "ktrace.h"
+#include "proto/mime_view.h"
+#include "proto/rfc5322.h"
+#include "spool/message.h"
+
+#define CAT_TAG_MAX 48
+#define CAT_SNIPPET_MAX 250
+#define CAT_PAGE_MAX 1000 /* larger pages are refused, never cut */
+#define CAT_WAIT_MAX_S 300
+#define CAT_TERMS_MAX 8
+#define CAT_TERM_MAX 200
+
+/* One stored message: all the loop keeps in memory per message. */
+struct cat_entry {
+	char id[MESSAGE_ID_LEN + 1];
+	char tag[CAT_TAG_MAX];
+	uint64_t created_ms;
+	uint64_t off; /* its record in the index file */
+	uint32_t rec_len;
+	uint32_t size;
+	unsigned char dead, read;
+};
+
+/* A snapshot of an entry handed to a reader job. */
+struct cat_ref {
+	char id[MESSAGE_ID_LEN + 1];
+	uint64_t off;
+	uint32_t rec_len;
+	unsigned char read;
+};
+
+enum cat_field {
+	CAT_ANY,
+	CAT_FROM,
+	CAT_TO,
+	CAT_SUBJECT,
+	CAT_TAG
+};
+
+struct cat_query {
+	size_t nterms;
+	struct {
+		enum cat_field field;
+		char text[CAT_TERM_MAX];
+	} terms[CAT_TERMS_MAX];
+};
+
+enum cat_op_kind {
+	CAT_OP_ADD,
+	CAT_OP_DEL
+};
+
+/* A queued disk change; the writer job applies a batch in order. */
+struct cat_op {
+	enum cat_op_kind kind;
+	uint64_t seq;
+	char id[MESSAGE_ID_LEN + 1];
+	char tag[CAT_TAG_MAX];
+	uint64_t created_ms;
+	uint32_t size;
+	struct buf eml;	 /* ADD: the message */
+	struct buf line; /* the index record with its newline */
+	json_t *summary; /* ADD: for waiters (loop only) */
+	struct buf text; /* ADD: decoded text for waiters (loop only) */
+	uint64_t off;	 /* set by the writer */
+	int err;	 /* errno from the writer */
+	struct cat_op *next;
+};
+
+struct cat_batch {
+	uv_work_t req;
+	struct cat_op *ops;
+	uint64_t base;	   /* index size before the batch */
+	uint64_t new_size; /* after */
+};
+
+enum cat_job_kind {
+	CAT_JOB_PAGE,
+	CAT_JOB_SEARCH,
+	CAT_JOB_GET,
+	CAT_JOB_RAW,
+	CAT_JOB_HEADERS,
+	CAT_JOB_HTML,
+};
+
+struct cat_job {
+	uv_work_t req;
+	enum cat_job_kind kind;
+	uint64_t conn_id;
+	uint64_t waiter_id; /* a wait's scan of stored messages */
+	struct cat_ref *refs;
+	size_t nrefs;
+	struct cat_query q;
+	size_t start, limit, matched, unread;
+	int download;
+	/* results */
+	int status;
+	char err[256];
+	json_t *out;
+	struct buf raw;
+};
+
+struct cat_waiter {
+	uint64_t id;
+	uint64_t conn_id;
+	struct cat_query q;
+	char tag[CAT_TAG_MAX];
+	uv_timer_t timer;
+	int done;
+	struct cat_waiter *next;
+};
+
+struct cat_file {
+	char name[64];
+	const char *type;
+	struct buf body;
+	struct cat_file *next;
+};
+
+/* Everything the UI and HTML previews may load: same-origin files, inline
+ * styles and data: images; never scripts in a mail, never remote loads. */
+#define CAT_UI_CSP                                                                           \
+	"Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; " \
+	"img-src 'self' data:; connect-src 'self'; frame-src 'self'; base-uri 'none'; "      \
+	"form-action 'none'; frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\n"  \
+	"Referrer-Policy: no-referrer\r\n"
+#define CAT_MAIL_CSP                                                                               \
+	"Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; img-src data:; "  \
+	"font-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox\r\n" \
+	"X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+
+static struct {
+	uv_loop_t *loop;
+	char *dir;
+	uint64_t max_messages, max_bytes;
+	int idx_fd;  /* read-only: readers pread records */
+	int idx_wfd; /* O_APPEND: the writer job only */
+	uint64_t idx_size;
+	struct cat_entry *e;
+	size_t n, cap, live, dead;
+	uint64_t bytes;
+	uint32_t *hash; /* entry index + 1, 0 empty; open addressing */
+	size_t hcap;
+	struct cat_op *pending, **pending_tail;
+	int writing;
+	uint64_t seq, clear_seq;
+	struct cat_waiter *waiters;
+	uint64_t next_waiter;
+	struct task *task;
+	int started;
+	struct cat_file *ui; /* share/catcher, read once at start */
+	uint64_t *sse;	     /* connection ids of event streams */
+	size_t nsse, sse_cap;
+	uv_timer_t sse_timer; /* keep-alive comments */
+} C;
+
+/* --- helpers ------------------------------------------------------------------ */
+
+static uint64_t now_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static void format_rfc3339(uint64_t ms, char *out, size_t cap)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	char base[32];
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, cap, "%s.%03uZ", base, (unsigned)(ms % 1000));
+}
+
+static uint32_t id_hash(const char *id)
+{
+	uint32_t h = 2166136261u;
+	for (; *id; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return h;
+}
+
+static void hash_insert(size_t idx)
+{
+	size_t mask = C.hcap - 1;
+	for (size_t i = id_hash(C.e[idx].id) & mask;; i = (i + 1) & mask) {
+		if (!C.hash[i]) {
+			C.hash[i] = (uint32_t)idx + 1;
+			return;
+		}
+	}
+}
+
+static void hash_rebuild(void)
+{
+	size_t want = 1024;
+	while (want < C.n * 2 + 2)
+		want *= 2;
+	free(C.hash);
+	C.hcap = want;
+	C.hash = xcalloc(C.hcap, sizeof(*C.hash));
+	for (size_t i = 0; i < C.n; i++)
+		if (!C.e[i].dead)
+			hash_insert(i);
+}
+
+/* The live entry with that id, or NULL. */
+static struct cat_entry *entry_find(const char *id)
+{
+	if (!C.hcap)
+		return NULL;
+	size_t mask = C.hcap - 1;
+	for (size_t i = id_hash(id) & mask; C.hash[i]; i = (i + 1) & mask) {
+		struct cat_entry *e = &C.e[C.hash[i] - 1];
+		if (!e->dead && strcmp(e->id, id) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+static struct cat_entry *entry_add(const char *id, const char *tag, uint64_t created_ms,
+				   uint32_t size, uint64_t off, uint32_t rec_len)
+{
+	if (C.n == C.cap) {
+		C.cap = C.cap ? C.cap * 2 : 1024;
+		C.e = xrealloc(C.e, C.cap * sizeof(*C.e));
+	}
+	struct cat_entry *e = &C.e[C.n];
+	memset(e, 0, sizeof(*e));
+	snprintf(e->id, sizeof(e->id), "%s", id);
+	snprintf(e->tag, sizeof(e->tag), "%s", tag);
+	e->created_ms = created_ms;
+	e->size = size;
+	e->off = off;
+	e->rec_len = rec_len;
+	C.n++;
+	C.live++;
+	C.bytes += size;
+	if (C.n * 2 + 2 > C.hcap)
+		hash_rebuild();
+	else
+		hash_insert(C.n - 1);
+	return e;
+}
+
+static void entry_kill(struct cat_entry *e)
+{
+	if (e->dead)
+		return;
+	e->dead = 1;
+	C.live--;
+	C.dead++;
+	C.bytes -= e->size;
+}
+
+/* Drops dead entries from the array once they outnumber the live ones. */
+static void entries_compact(void)
+{
+	if (C.dead < 1024 || C.dead < C.live)
+		return;
+	size_t w = 0;
+	for (size_t i = 0; i < C.n; i++)
+		if (!C.e[i].dead)
+			C.e[w++] = C.e[i];
+	C.n = w;
+	C.dead = 0;
+	hash_rebuild();
+}
+
+static void path_of(char *out, size_t cap, const char *dir, const char *id)
+{
+	snprintf(out, cap, "%s/msg/%s.eml", dir, id);
+}
+
+/* --- extraction of what a summary shows ------------------------------------ */
+
+struct addr_ctx {
+	json_t *arr;
+};
+
+static json_t *json_str_lossy(const char *p, size_t n)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_append_utf8_lossy(&b, p, n);
+	json_t *j = json_stringn(b.data ? b.data : "", b.len);
+	buf_free(&b);
+	return j ? j : json_string("");
+}
+
+static void on_address(const char *name, size_t nlen, const char *addr, size_t alen, void *ctx)
+{
+	struct addr_ctx *a = ctx;
+	struct buf nm;
+	buf_init(&nm);
+	mime_view_decode_header(name, nlen, &nm);
+	json_array_append_new(a->arr, json_pack("{s:o, s:o}", "Name",
+						json_str_lossy(nm.data ? nm.data : "", nm.len),
+						"Address", json_str_lossy(addr, alen)));
+	buf_free(&nm);
+}
+
+/* The address list of the first header `name` as [{Name, Address}]. */
+static json_t *header_addresses(const char *msg, size_t hlen, const char *name)
+{
+	struct addr_ctx a = {json_array()};
+	struct buf v;
+	buf_init(&v);
+	if (rfc5322_get_first(msg, hlen, name, &v))
+		mime_view_addresses(v.data ? v.data : "", v.len, on_address, &a);
+	buf_free(&v);
+	return a.arr;
+}
+
+static json_t *header_decoded(const char *msg, size_t hlen, const char *name)
+{
+	struct buf v, d;
+	buf_init(&v);
+	buf_init(&d);
+	if (rfc5322_get_first(msg, hlen, name, &v))
+		mime_view_decode_header(v.data ? v.data : "", v.len, &d);
+	json_t *j = json_str_lossy(d.data ? d.data : "", d.len);
+	buf_free(&v);
+	buf_free(&d);
+	return j;
+}
+
+/* The first text/plain and text/html leaves (decoded, UTF-8) and the
+ * attachment list [{PartID, FileName, ContentType, ContentID, Size}]. */
+struct bodies {
+	struct buf text, html;
+	json_t *attachments, *inlines;
+};
+
+static void bodies_extract(const char *msg, size_t len, struct bodies *b)
+{
+	/* one view per thread (loop and pool workers), reused: it is large */
+	static __thread struct mime_view *v;
+	if (!v)
+		v = xmalloc(sizeof(*v));
+	mime_view_parse(msg, len, v);
+	buf_init(&b->text);
+	buf_init(&b->html);
+	b->attachments = json_array();
+	b->inlines = json_array();
+	int have_text = 0, have_html = 0;
+	struct buf raw;
+	buf_init(&raw);
+	for (size_t i = 0; i < v->nparts; i++) {
+		const struct mime_view_part *p = &v->parts[i];
+		buf_reset(&raw);
+		mime_view_decode(msg + p->off, p->len, p->cte, &raw);
+		if (!p->attachment && !have_text && strcmp(p->type, "text/plain") == 0) {
+			mime_view_to_utf8(raw.data ? raw.data : "", raw.len, p->charset, &b->text);
+			have_text = 1;
+			continue;
+		}
+		if (!p->attachment && !have_html && strcmp(p->type, "text/html") == 0) {
+			mime_view_to_utf8(raw.data ? raw.data : "", raw.len, p->charset, &b->html);
+			have_html = 1;
+			continue;
+		}
+		struct buf fn;
+		buf_init(&fn);
+		mime_view_decode_header(p->filename, strlen(p->filename), &fn);
+		char part_id[24];
+		snprintf(part_id, sizeof(part_id), "%zu", i + 1);
+		json_t *a = json_pack("{s:s, s:o, s:o, s:o, s:I}", "PartID", part_id, "FileName",
+				      json_str_lossy(fn.data ? fn.data : "", fn.len), "ContentType",
+				      json_str_lossy(p->type, strlen(p->type)), "ContentID",
+				      json_str_lossy(p->content_id, strlen(p->content_id)), "Size",
+				      (json_int_t)raw.len);
+		json_array_append_new(p->attachment ? b->attachments : b->inlines, a);
+		buf_free(&fn);
+	}
+	buf_free(&raw);
+}
+
+static void bodies_free(struct bodies *b)
+{
+	buf_free(&b->text);
+	buf_free(&b->html);
+	json_decref(b->attachments);
+	json_decref(b->inlines);
+}
+
+/* Visible text of HTML: tags dropped, a few entities decoded. */
+static void html_to_text(const char *h, size_t n, struct buf *out)
+{
+	int in_tag = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = h[i];
+		if (in_tag) {
+			if (c == '>') {
+				in_tag = 0;
+				buf_appendc(out, ' ');
+			}
+		} else if (c == '<') {
+			in_tag = 1;
+		} else if (c == '&' && n - i >= 4 && strncmp(h + i, "&lt;", 4) == 0) {
+			buf_appendc(out, '<');
+			i += 3;
+		} else if (c == '&' && n - i >= 4 && strncmp(h + i, "&gt;", 4) == 0) {
+			buf_appendc(out, '>');
+			i += 3;
+		} else if (c == '&' && n - i >= 5 && strncmp(h + i, "&amp;", 5) == 0) {
+			buf_appendc(out, '&');
+			i += 4;
+		} else if (c == '&' && n - i >= 6 && strncmp(h + i, "&nbsp;", 6) == 0) {
+			buf_appendc(out, ' ');
+			i += 5;
+		} else {
+			buf_appendc(out, c);
+		}
+	}
+}
+
+/* Whitespace collapsed, at most CAT_SNIPPET_MAX bytes, cut on a UTF-8
+ * character boundary. */
+static json_t *snippet_of(const char *t, size_t n)
+{
+	char s[CAT_SNIPPET_MAX + 1];
+	size_t o = 0;
+	int space = 1;
+	for (size_t i = 0; i < n && o < CAT_SNIPPET_MAX; i++) {
+		char c = t[i];
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+			if (!space)
+				s[o++] = ' ';
+			space = 1;
+			continue;
+		}
+		space = 0;
+		s[o++] = c;
+	}
+	while (o && s[o - 1] == ' ')
+		o--;
+	if (o == CAT_SNIPPET_MAX) /* drop a cut multi-byte character */
+		while (o && ((unsigned char)s[o - 1] & 0xc0) == 0x80)
+			o--, s[o] = 0;
+	if (o && ((unsigned char)s[o - 1] & 0xc0) == 0xc0)
+		o--;
+	return json_str_lossy(s, o);
+}
+
+/* The namespace of a message: the first value of an X-Tags header, else
+ * the sub-address of the first envelope recipient with one (user+TAG@). */
+static void tag_of(const struct message *m, const char *hdr, size_t hlen, char *tag, size_t cap)
+{
+	tag[0] = 0;
+	struct buf v;
+	buf_init(&v);
+	if (rfc5322_get_first(hdr, hlen, "X-Tags", &v) && v.len) {
+		const char *p = v.data;
+		size_t n = strcspn(p, ",");
+		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		while (n && (*p == ' ' || *p == '\t'))
+			p++, n--;
+		if (n >= cap)
+			n = cap - 1;
+		memcpy(tag, p, n);
+		tag[n] = 0;
+	}
+	buf_free(&v);
+	for (size_t i = 0; !tag[0] && i < m->nrecipients; i++) {
+		const char *r = m->recipients[i];
+		const char *at = strrchr(r, '@');
+		const char *plus = strchr(r, '+');
+		if (!plus || (at && plus > at))
+			continue;
+		size_t n = (size_t)((at ? at : r + strlen(r)) - plus - 1);
+		if (n >= cap)
+			n = cap - 1;
+		memcpy(tag, plus + 1, n);
+		tag[n] = 0;
+	}
+	/* a tag is printable ASCII without quotes, so it is safe everywhere */
+	for (char *p = tag; *p; p++)
+		if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e || *p == '"' ||
+		    *p == '\'' || *p == '<' || *p == '>' || *p == '&' || *p == '\\')
+			*p = '_';
+}
+
+/* The summary record (Mailpit's message summary plus Envelope). */
+static json_t *summary_build(const struct message *m, const char *tag, uint64_t created_ms,
+			     struct bodies *b)
+{
+	const char *msg = m->data.data ? m->data.data : "";
+	size_t len = m->data.len;
+	size_t hlen = rfc5322_header_end(msg, len);
+	json_t *from = header_addresses(msg, hlen, "From");
+	json_t *from1 = json_array_size(from)
+			    ? json_incref(json_array_get(from, 0))
+			    : json_pack("{s:s, s:o}", "Name", "", "Address",
+					json_str_lossy(m->sender, strlen(m->sender)));
+	json_decref(from);
+	json_t *mid = header_decoded(msg, hlen, "Message-ID");
+	const char *ms = json_string_value(mid);
+	size_t ml = strlen(ms);
+	if (ml >= 2 && ms[0] == '<' && ms[ml - 1] == '>') {
+		json_t *t = json_stringn(ms + 1, ml - 2);
+		json_decref(mid);
+		mid = t;
+	}
+	json_t *to = json_array();
+	for (size_t i = 0; i < m->nrecipients; i++)
+		json_array_append_new(to,
+				      json_str_lossy(m->recipients[i], strlen(m->recipients[i])));
+	const char *peer = message_get_meta_str(m, "received_from");
+	json_t *env =
+	    json_pack("{s:o, s:o, s:o}", "From", json_str_lossy(m->sender, strlen(m->sender)), "To",
+		      to, "Peer", json_str_lossy(peer ? peer : "", peer ? strlen(peer) : 0));
+	char created[40];
+	format_rfc3339(created_ms, created, sizeof(created));
+	struct buf plain;
+	buf_init(&plain);
+	if (b->text.len)
+		buf_append(&plain, b->text.data, b->text.len);
+	else
+		html_to_text(b->html.data ? b->html.data : "", b->html.len, &plain);
+	json_t *s = json_pack(
+	    "{s:s, s:o, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I, s:o, s:o, s:I}",
+	    "ID", m->id, "MessageID", mid, "Read", 0, "From", from1, "To",
+	    header_addresses(msg, hlen, "To"), "Cc", header_addresses(msg, hlen, "Cc"), "ReplyTo",
+	    header_addresses(msg, hlen, "Reply-To"), "Subject",
+	    header_decoded(msg, hlen, "Subject"), "Snippet",
+	    snippet_of(plain.data ? plain.data : "", plain.len), "Created", created, "Tags",
+	    tag[0] ? json_pack("[s]", tag) : json_array(), "Size", (json_int_t)len, "Attachments",
+	    (json_int_t)json_array_size(b->attachments), "Envelope", env, "Bcc", json_array(),
+	    "_ms", (json_int_t)created_ms);
+	buf_free(&plain);
+	json_t *sess = message_get_meta(m, "smtp_session");
+	if (sess)
+		json_object_set(s, "Session", sess);
+	return s;
+}
+
+/* --- queries ------------------------------------------------------------------ */
+
+/* Parses `from:x to:"a b" subject:y tag:z words`; -1 with err. */
+static int query_parse(const char *s, struct cat_query *q, char *err, size_t errlen)
+{
+	memset(q, 0, sizeof(*q));
+	static const struct {
+		const char *prefix;
+		enum cat_field f;
+	} fields[] = {
+	    {"from:", CAT_FROM}, {"to:", CAT_TO}, {"subject:", CAT_SUBJECT}, {"tag:", CAT_TAG}};
+	while (*s) {
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (!*s)
+			break;
+		if (q->nterms == CAT_TERMS_MAX) {
+			snprintf(err, errlen, "query: at most %d terms", CAT_TERMS_MAX);
+			return -1;
+		}
+		enum cat_field f = CAT_ANY;
+		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+			size_t pl = strlen(fields[i].prefix);
+			if (strncasecmp(s, fields[i].prefix, pl) == 0) {
+				f = fields[i].f;
+				s += pl;
+				break;
+			}
+		}
+		char *t = q->terms[q->nterms].text;
+		size_t o = 0;
+		if (*s == '"') {
+			s++;
+			while (*s && *s != '"') {
+				if (o + 1 >= CAT_TERM_MAX)
+					goto too_long;
+				t[o++] = *s++;
+			}
+			if (*s == '"')
+				s++;
+		} else {
+			while (*s && *s != ' ' && *s != '\t') {
+				if (o + 1 >= CAT_TERM_MAX)
+					goto too_long;
+				t[o++] = *s++;
+			}
+		}
+		t[o] = 0;
+		if (!o)
+			continue;
+		q->terms[q->nterms++].field = f;
+	}
+	return 0;
+too_long:
+	snprintf(err, errlen, "query: a term is longer than %d bytes", CAT_TERM_MAX - 1);
+	return -1;
+}
+
+static int contains(const char *hay, const char *needle)
+{
+	return hay && strcasestr(hay, needle) != NULL;
+}
+
+static int addr_list_contains(json_t *arr, const char *needle)
+{
+	size_t i;
+	json_t *a;
+	json_array_foreach(arr, i, a)
+	{
+		if (json_is_string(a) && contains(json_string_value(a), needle))
+			return 1;
+		if (contains(json_string_value(json_object_get(a, "Name")), needle) ||
+		    contains(json_string_value(json_object_get(a, "Address")), needle))
+			return 1;
+	}
+	return 0;
+}
+
+static int match_from(json_t *s, const char *t)
+{
+	json_t *f = json_object_get(s, "From");
+	return contains(json_string_value(json_object_get(f, "Name")), t) ||
+	       contains(json_string_value(json_object_get(f, "Address")), t) ||
+	       contains(json_string_value(json_object_get(json_object_get(s, "Envelope"), "From")),
+			t);
+}
+
+static int match_to(json_t *s, const char *t)
+{
+	return addr_list_contains(json_object_get(s, "To"), t) ||
+	       addr_list_contains(json_object_get(s, "Cc"), t) ||
+	       addr_list_contains(json_object_get(json_object_get(s, "Envelope"), "To"), t);
+}
+
+static int match_tag(json_t *s, const char *t)
+{
+	size_t i;
+	json_t *a;
+	json_array_foreach(json_object_get(s, "Tags"), i,
+			   a) if (strcasecmp(json_string_value(a), t) == 0) return 1;
+	return 0;
+}
+
+/* text_fn loads the body text on first need (NULL: only the summary). */
+typedef const char *(*cat_text_fn)(void *ctx);
+
+static int query_match(const struct cat_query *q, json_t *s, cat_text_fn text_fn, void *ctx)
+{
+	for (size_t i = 0; i < q->nterms; i++) {
+		const char *t = q->terms[i].text;
+		int ok = 0;
+		switch (q->terms[i].field) {
+		case CAT_FROM:
+			ok = match_from(s, t);
+			break;
+		case CAT_TO:
+			ok = match_to(s, t);
+			break;
+		case CAT_SUBJECT:
+			ok = contains(json_string_value(json_object_get(s, "Subject")), t);
+			break;
+		case CAT_TAG:
+			ok = match_tag(s, t);
+			break;
+		case CAT_ANY:
+			ok = match_from(s, t) || match_to(s, t) ||
+			     contains(json_string_value(json_object_get(s, "Subject")), t) ||
+			     contains(json_string_value(json_object_get(s, "Snippet")), t) ||
+			     (text_fn && contains(text_fn(ctx), t));
+			break;
+		}
+		if (!ok)
+			return 0;
+	}
+	return 1;
+}
+
+/* --- reader jobs (thread pool) ------------------------------------------------ */
+
+/* The summary record at ref (NULL when unreadable: deleted meanwhile). */
+static json_t *record_read(const struct cat_ref *r)
+{
+	if (!r->rec_len)
+		return NULL;
+	char *b = malloc(r->rec_len + 1);
+	if (!b)
+		return NULL;
+	ssize_t got = pread(C.idx_fd, b, r->rec_len, (off_t)r->off);
+	json_t *j = NULL;
+	if (got == (ssize_t)r->rec_len)
+		j = json_loadb(b, r->rec_len, 0, NULL);
+	free(b);
+	if (j && strcmp(json_string_value(json_object_get(j, "ID")) ?: "", r->id) != 0) {
+		json_decref(j);
+		j = NULL;
+	}
+	if (j) {
+		json_object_del(j, "_ms");
+		json_object_set_new(j, "Read", json_boolean(r->read));
+	}
+	return j;
+}
+
+/* Reads the whole message file into out; 0 or -errno. */
+static int eml_read(const char *id, struct buf *out)
+{
+	char path[4096];
+	path_of(path, sizeof(path), C.dir, id);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || buf_try_reserve(out, (size_t)st.st_size + 1) != 0) {
+		close(fd);
+		return -ENOMEM;
+	}
+	for (;;) {
+		ssize_t r = read(fd, out->data + out->len, out->cap - out->len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		out->len += (size_t)r;
+		if (out->len == out->cap)
+			buf_reserve(out, 65536);
+	}
+	close(fd);
+	return 0;
+}
+
+struct lazy_text {
+	const char *id;
+	int loaded;
+	struct buf text;
+};
+
+static const char *lazy_text_get(void *ctx)
+{
+	struct lazy_text *lt = ctx;
+	if (!lt->loaded) {
+		lt->loaded = 1;
+		struct buf eml;
+		buf_init(&eml);
+		if (eml_read(lt->id, &eml) == 0) {
+			struct bodies b;
+			bodies_extract(eml.data ? eml.data : "", eml.len, &b);
+			buf_append(&lt->text, b.text.data ? b.text.data : "", b.text.len);
+			buf_appendc(&lt->text, '\n');
+			html_to_text(b.html.data ? b.html.data : "", b.html.len, &lt->text);
+			bodies_free(&b);
+		}
+		buf_free(&eml);
+		buf_appendc(&lt->text, 0);
+	}
+	return lt->text.data;
+}
+
+static void links_cb(const char *s, size_t n, void *ctx)
+{
+	json_array_append_new(ctx, json_str_lossy(s, n));
+}
+
+static void job_get(struct cat_job *j, const struct cat_ref *r)
+{
+	json_t *s = record_read(r);
+	struct buf eml;
+	buf_init(&eml);
+	if (!s || eml_read(r->id, &eml) != 0) {
+		j->status = 404;
+		snprintf(j->err, sizeof(j->err), "no message %s", r->id);
+		json_decref(s);
+		buf_free(&eml);
+		return;
+	}
+	const char *msg = eml.data ? eml.data : "";
+	struct bodies b;
+	bodies_extract(msg, eml.len, &b);
+	size_t hlen = rfc5322_header_end(msg, eml.len);
+	json_object_set_new(s, "Date", header_decoded(msg, hlen, "Date"));
+	json_object_set_new(s, "Text", json_str_lossy(b.text.data ? b.text.data : "", b.text.len));
+	json_object_set_new(s, "HTML", json_str_lossy(b.html.data ? b.html.data : "", b.html.len));
+	json_object_set(s, "Attachments", b.attachments);
+	json_object_set(s, "Inline", b.inlines);
+	json_t *links = json_array(), *codes = json_array();
+	struct buf plain;
+	buf_init(&plain);
+	buf_append(&plain, b.text.data ? b.text.data : "", b.text.len);
+	buf_appendc(&plain, '\n');
+	mime_view_links(plain.data, plain.len, links_cb, links);
+	mime_view_links(b.html.data ? b.html.data : "", b.html.len, links_cb, links);
+	if (!b.text.len)
+		html_to_text(b.html.data ? b.html.data : "", b.html.len, &plain);
+	mime_view_codes(plain.data, plain.len, links_cb, codes);
+	/* a link seen in both bodies once */
+	json_t *uniq = json_array();
+	size_t i, k;
+	json_t *a, *c;
+	json_array_foreach(links, i, a)
+	{
+		int dup = 0;
+		json_array_foreach(uniq, k, c) dup |= json_equal(a, c);
+		if (!dup)
+			json_array_append(uniq, a);
+	}
+	json_decref(links);
+	json_object_set_new(s, "Links", uniq);
+	json_object_set_new(s, "Codes", codes);
+	buf_free(&plain);
+	bodies_free(&b);
+	buf_free(&eml);
+	j->out = s;
+}
+
+static void job_headers(struct cat_job *j, const struct cat_ref *r)
+{
+	struct buf eml;
+	buf_init(&eml);
+	if (eml_read(r->id, &eml) != 0) {
+		j->status = 404;
+		snprintf(j->err, sizeof(j->err), "no message %s", r->id);
+		return;
+	}
+	const char *msg = eml.data ? eml.data : "";
+	size_t hlen = rfc5322_header_end(msg, eml.len), pos = 0;
+	json_t *o = json_object();
+	struct rfc5322_header h;
+	struct buf v, d;
+	buf_init(&v);
+	buf_init(&d);
+	while (rfc5322_header_next(msg, hlen, &pos, &h)) {
+		buf_reset(&v);
+		buf_reset(&d);
+		rfc5322_unfold(h.raw_value, h.raw_len, &v);
+		mime_view_decode_header(v.data ? v.data : "", v.len, &d);
+		char name[256];
+		size_t nl = h.name_len < sizeof(name) - 1 ? h.name_len : sizeof(name) - 1;
+		memcpy(name, h.name, nl);
+		name[nl] = 0;
+		struct buf nb;
+		buf_init(&nb);
+		buf_append_utf8_lossy(&nb, name, nl);
+		buf_appendc(&nb, 0);
+		json_t *arr = json_object_get(o, nb.data);
+		if (!arr) {
+			arr = json_array();
+			json_object_set_new(o, nb.data, arr);
+		}
+		json_array_append_new(arr, json_str_lossy(d.data ? d.data : "", d.len));
+		buf_free(&nb);
+	}
+	buf_free(&v);
+	buf_free(&d);
+	buf_free(&eml);
+	j->out = o;
+}
+
+static void job_work(uv_work_t *req)
+{
+	struct cat_job *j = req->data;
+	j->status = 200;
+	switch (j->kind) {
+	case CAT_JOB_PAGE: {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < j->nrefs; i++) {
+			json_t *s = record_read(&j->refs[i]);
+			if (s) {
+				json_object_del(s, "Session"); /* with the message only */
+				json_array_append_new(arr, s);
+			}
+		}
+		j->out = arr;
+		break;
+	}
+	case CAT_JOB_SEARCH: {
+		json_t *arr = json_array();
+		size_t matched = 0;
+		for (size_t i = 0; i < j->nrefs; i++) {
+			json_t *s = record_read(&j->refs[i]);
+			if (!s)
+				continue;
+			struct lazy_text lt = {.id = j->refs[i].id};
+			buf_init(&lt.text);
+			if (query_match(&j->q, s, lazy_text_get, &lt)) {
+				json_object_del(s, "Session");
+				if (matched >= j->start && json_array_size(arr) < j->limit)
+					json_array_append(arr, s);
+				matched++;
+			}
+			buf_free(&lt.text);
+			json_decref(s);
+		}
+		j->out = arr;
+		j->matched = matched;
+		break;
+	}
+	case CAT_JOB_GET:
+		job_get(j, &j->refs[0]);
+		break;
+	case CAT_JOB_HEADERS:
+		job_headers(j, &j->refs[0]);
+		break;
+	case CAT_JOB_HTML: {
+		struct buf eml;
+		buf_init(&eml);
+		if (eml_read(j->refs[0].id, &eml) != 0) {
+			j->status = 404;
+			snprintf(j->err, sizeof(j->err), "no message %s", j->refs[0].id);
+		} else {
+			struct bodies b;
+			bodies_extract(eml.data ? eml.data : "", eml.len, &b);
+			buf_append(&j->raw, b.html.data ? b.html.data : "", b.html.len);
+			bodies_free(&b);
+		}
+		buf_free(&eml);
+		break;
+	}
+	case CAT_JOB_RAW:
+		if (eml_read(j->refs[0].id, &j->raw) != 0) {
+			j->status = 404;
+			snprintf(j->err, sizeof(j->err), "no message %s", j->refs[0].id);
+		}
+		break;
+	}
+}
+
+static void waiter_finish(struct cat_waiter *w, int status, json_t *msg);
+static struct cat_waiter *waiter_find(uint64_t id);
+
+static void job_done(uv_work_t *req, int status)
+{
+	struct cat_job *j = req->data;
+	if (j->waiter_id) {
+		struct cat_waiter *w = waiter_find(j->waiter_id);
+		if (w && !w->done && status == 0 && json_array_size(j->out))
+			waiter_finish(w, 200, json_incref(json_array_get(j->out, 0)));
+		goto out;
+	}
+	struct http_conn *hc = http__conn_lookup(j->conn_id);
+	if (!hc)
+		goto out;
+	if (status != 0) {
+		http__error(hc, 500, "catcher job cancelled");
+	} else if (j->status != 200) {
+		http__error(hc, j->status, "%s", j->err);
+	} else if (j->kind == CAT_JOB_RAW) {
+		char extra[160];
+		if (j->download)
+			snprintf(extra, sizeof(extra),
+				 "Content-Disposition: attachment; filename=\"%s.eml\"\r\n"
+				 "X-Content-Type-Options: nosniff\r\n",
+				 j->refs[0].id);
+		else
+			snprintf(extra, sizeof(extra), "X-Content-Type-Options: nosniff\r\n");
+		http__respond_extra(hc, 200,
+				    j->download ? "message/rfc822" : "text/plain; charset=utf-8",
+				    j->raw.data ? j->raw.data : "", j->raw.len, extra);
+	} else if (j->kind == CAT_JOB_HTML) {
+		http__respond_extra(hc, 200, "text/html; charset=utf-8",
+				    j->raw.data ? j->raw.data : "", j->raw.len, CAT_MAIL_CSP);
+	} else if (j->kind == CAT_JOB_PAGE || j->kind == CAT_JOB_SEARCH) {
+		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:O}", "total", (json_int_t)C.live,
+				      "unread", (json_int_t)j->unread, "count",
+				      (json_int_t)json_array_size(j->out), "messages_count",
+				      (json_int_t)j->matched, "start", (json_int_t)j->start,
+				      "messages", j->out);
+		http__respond_json(hc, 200, o);
+	} else {
+		http__respond_json(hc, 200, json_incref(j->out));
+	}
+out:
+	json_decref(j->out);
+	buf_free(&j->raw);
+	free(j->refs);
+	free(j);
+}
+
+static struct cat_job *job_new(enum cat_job_kind kind, uint64_t conn_id, size_t nrefs)
+{
+	struct cat_job *j = xcalloc(1, sizeof(*j));
+	j->kind = kind;
+	j->conn_id = conn_id;
+	j->refs = xcalloc(nrefs ? nrefs : 1, sizeof(*j->refs));
+	buf_init(&j->raw);
+	j->req.data = j;
+	return j;
+}
+
+static void ref_of(struct cat_ref *r, const struct cat_entry *e)
+{
+	memcpy(r->id, e->id, sizeof(r->id));
+	r->off = e->off;
+	r->rec_len = e->rec_len;
+	r->read = e->read;
+}
+
+static void job_submit(struct cat_job *j)
+{
+	uv_queue_work(C.loop, &j->req, job_work, job_done);
+}
+
+/* --- writer ------------------------------------------------------------------- */
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void batch_work(uv_work_t *req)
+{
+	struct cat_batch *b = req->data;
+	struct buf idx;
+	buf_init(&idx);
+	char path[4096];
+	for (struct cat_op *op = b->ops; op; op = op->next) {
+		path_of(path, sizeof(path), C.dir, op->id);
+		if (op->kind == CAT_OP_ADD) {
+			int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			if (fd < 0) {
+				op->err = errno;
+				continue;
+			}
+			int rc = write_all(fd, op->eml.data ? op->eml.data : "", op->eml.len);
+			if (close(fd) != 0 && !rc)
+				rc = -errno;
+			if (rc) {
+				op->err = -rc;
+				unlink(path);
+				continue;
+			}
+		} else {
+			unlink(path);
+		}
+		op->off = b->base + idx.len;
+		buf_append(&idx, op->line.data, op->line.len);
+	}
+	int rc = idx.len ? write_all(C.idx_wfd, idx.data, idx.len) : 0;
+	struct stat st;
+	b->new_size = fstat(C.idx_wfd, &st) == 0 ? (uint64_t)st.st_size : b->base;
+	if (rc)
+		for (struct cat_op *op = b->ops; op; op = op->next)
+			if (!op->err)
+				op->err = -rc;
+	buf_free(&idx);
+}
+
+static void writer_kick(void);
+static void waiters_offer(json_t *summary, const char *tag, const char *text);
+
+static void op_free(struct cat_op *op)
+{
+	buf_free(&op->eml);
+	buf_free(&op->line);
+	buf_free(&op->text);
+	json_decref(op->summary);
+	free(op);
+}
+
+static void op_enqueue(struct cat_op *op)
+{
+	op->seq = ++C.seq;
+	op->next = NULL;
+	*C.pending_tail = op;
+	C.pending_tail = &op->next;
+	writer_kick();
+}
+
+static void sse_broadcast(const char *event, json_t *data);
+
+static void del_enqueue(const char *id, const char *why)
+{
+	json_t *ev = json_pack("{s:s, s:s}", "ID", id, "Reason", why);
+	sse_broadcast("delete", ev);
+	json_decref(ev);
+	struct cat_op *op = xcalloc(1, sizeof(*op));
+	op->kind = CAT_OP_DEL;
+	snprintf(op->id, sizeof(op->id), "%s", id);
+	buf_printf(&op->line, "{\"Deleted\":\"%s\"}\n", id);
+	KTRACE(catcher_dropped, id, why);
+	op_enqueue(op);
+}
+
+/* Oldest first until within the caps. */
+static void retention_apply(void)
+{
+	for (size_t i = 0; i < C.n && C.live; i++) {
+		if ((!C.max_messages || C.live <= C.max_messages) &&
+		    (!C.max_bytes || C.bytes <= C.max_bytes))
+			break;
+		struct cat_entry *e = &C.e[i];
+		if (e->dead)
+			continue;
+		entry_kill(e);
+		del_enqueue(e->id, "retention");
+	}
+}
+
+static void batch_done(uv_work_t *req, int status)
+{
+	struct cat_batch *b = req->data;
+	struct task *prev = task_enter(C.task);
+	C.writing = 0;
+	C.idx_size = b->new_size;
+	for (struct cat_op *op = b->ops, *next; op; op = next) {
+		next = op->next;
+		if (op->kind == CAT_OP_ADD && op->err) {
+			log_warn("kumod::catcher", "%s: cannot store: %s", op->id,
+				 strerror(op->err));
+			KTRACE(catcher_stored, op->id, (uint64_t)op->size, "write_error");
+		} else if (op->kind == CAT_OP_ADD && op->seq < C.clear_seq) {
+			del_enqueue(op->id, "cleared"); /* cleared while being written */
+		} else if (op->kind == CAT_OP_ADD) {
+			entry_add(op->id, op->tag, op->created_ms, op->size, op->off,
+				  (uint32_t)op->line.len - 1);
+			KTRACE(catcher_stored, op->id, (uint64_t)op->size, "stored");
+			waiters_offer(op->summary, op->tag, op->text.data);
+			json_object_del(op->summary, "_ms");
+			json_object_del(op->summary, "Session");
+			sse_broadcast("message", op->summary);
+		}
+		op_free(op);
+	}
+	free(b);
+	retention_apply();
+	entries_compact();
+	task_set_phase(C.task, C.pending ? "Writing" : "Idle", NULL);
+	writer_kick();
+	task_exit(C.task, prev);
+}
+
+static void writer_kick(void)
+{
+	if (C.writing || !C.pending)
+		return;
+	struct cat_batch *b = xcalloc(1, sizeof(*b));
+	b->ops = C.pending;
+	b->base = C.idx_size;
+	b->req.data = b;
+	C.pending = NULL;
+	C.pending_tail = &C.pending;
+	C.writing = 1;
+	task_set_phase(C.task, "Writing", "fs");
+	uv_queue_work(C.loop, &b->req, batch_work, batch_done);
+}
+
+/* --- capture ------------------------------------------------------------------ */
+
+int catcher_capture(const struct message *m, char *id_out, size_t idlen)
+{
+	if (!C.started)
+		return -ENOTCONN;
+	const char *msg = m->data.data ? m->data.data : "";
+	size_t len = m->data.len;
+	struct cat_op *op = xcalloc(1, sizeof(*op));
+	op->kind = CAT_OP_ADD;
+	snprintf(op->id, sizeof(op->id), "%s", m->id);
+	op->created_ms = now_ms();
+	op->size = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
+	tag_of(m, msg, rfc5322_header_end(msg, len), op->tag, sizeof(op->tag));
+	struct bodies b;
+	bodies_extract(msg, len, &b);
+	op->summary = summary_build(m, op->tag, op->created_ms, &b);
+	buf_append(&op->text, b.text.data ? b.text.data : "", b.text.len);
+	buf_appendc(&op->text, '\n');
+	html_to_text(b.html.data ? b.html.data : "", b.html.len, &op->text);
+	buf_appendc(&op->text, 0);
+	bodies_free(&b);
+	char *line = json_dumps(op->summary, JSON_COMPACT | JSON_ENSURE_ASCII);
+	buf_appends(&op->line, line);
+	buf_appendc(&op->line, '\n');
+	free(line);
+	buf_append(&op->eml, msg, len);
+	snprintf(id_out, idlen, "%s", m->id);
+	op_enqueue(op);
+	return 0;
+}
+
+void catcher_stats(uint64_t *count, uint64_t *bytes)
+{
+	*count = C.live;
+	*bytes = C.bytes;
+}
+
+int catcher_enabled(void)
+{
+	return C.started;
+}
+
+/* --- waiters ------------------------------------------------------------------ */
+
+static struct cat_waiter *waiter_find(uint64_t id)
+{
+	for (struct cat_waiter *w = C.waiters; w; w = w->next)
+		if (w->id == id)
+			return w;
+	return NULL;
+}
+
+static void waiter_closed(uv_handle_t *h)
+{
+	struct cat_waiter *w = h->data;
+	for (struct cat_waiter **pp = &C.waiters; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	free(w);
+}
+
+/* Answers the waiting request (msg stolen; NULL: timed out). */
+static void waiter_finish(struct cat_waiter *w, int status, json_t *msg)
+{
+	w->done = 1;
+	struct http_conn *hc = http__conn_lookup(w->conn_id);
+	if (hc && msg)
+		http__respond_json(hc, status, msg);
+	else if (hc)
+		http__error(hc, status, "no matching message arrived in time");
+	else
+		json_decref(msg);
+	uv_timer_stop(&w->timer);
+	uv_close((uv_handle_t *)&w->timer, waiter_closed);
+}
+
+static void waiter_timeout(uv_timer_t *t)
+{
+	struct cat_waiter *w = t->data;
+	if (!w->done)
+		waiter_finish(w, 408, NULL);
+}
+
+static const char *text_of(void *ctx)
+{
+	return ctx;
+}
+
+/* --- event stream (Server-Sent Events) --------------------------------------- */
+
+/* Sends "event: NAME\ndata: JSON\n\n" to every stream; drops the gone. */
+static void sse_broadcast(const char *event, json_t *data)
+{
+	if (!C.nsse)
+		return;
+	char *js = json_dumps(data, JSON_COMPACT | JSON_ENSURE_ASCII);
+	struct buf b;
+	buf_init(&b);
+	buf_printf(&b, "event: %s\ndata: %s\n\n", event, js);
+	free(js);
+	size_t w = 0;
+	for (size_t i = 0; i < C.nsse; i++) {
+		struct http_conn *hc = http__conn_lookup(C.sse[i]);
+		if (!hc)
+			continue;
+		conn_write(&hc->conn, b.data, b.len);
+		conn_flush(&hc->conn);
+		C.sse[w++] = C.sse[i];
+	}
+	C.nsse = w;
+	buf_free(&b);
+}
+
+static void sse_keepalive(uv_timer_t *t)
+{
+	json_t *o = json_pack("{s:I}", "Messages", (json_int_t)C.live);
+	sse_broadcast("ping", o);
+	json_decref(o);
+}
+
+static void api_events(struct http_conn *hc)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+				   "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+				   "retry: 1000\n\n";
+	if (C.nsse == C.sse_cap) {
+		C.sse_cap = C.sse_cap ? C.sse_cap * 2 : 8;
+		C.sse = xrealloc(C.sse, C.sse_cap * sizeof(*C.sse));
+	}
+	C.sse[C.nsse++] = hc->id;
+	hc->busy = 1; /* the stream holds the connection until it closes */
+	hc->req.close = 1;
+	conn_write(&hc->conn, head, sizeof(head) - 1);
+	conn_flush(&hc->conn);
+	if (!uv_is_active((uv_handle_t *)&C.sse_timer))
+		uv_timer_start(&C.sse_timer, sse_keepalive, 15000, 15000);
+}
+
+static void waiters_offer(json_t *summary, const char *tag, const char *text)
+{
+	for (struct cat_waiter *w = C.waiters; w; w = w->next) {
+		if (w->done || (w->tag[0] && strcmp(w->tag, tag) != 0))
+			continue;
+		if (!query_match(&w->q, summary, text_of, (void *)(text ? text : "")))
+			continue;
+		json_t *s = json_deep_copy(summary);
+		json_object_del(s, "_ms");
+		json_object_del(s, "Session");
+		waiter_finish(w, 200, s);
+	}
+}
+
+/* --- start ------------------------------------------------------------------- */
+
+static int mkdir_p(const char *dir)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s", dir);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Replays index.jsonl into memory; rewrites it without dead records when
+ * they are the majority. Runs once at start-up, before any request. */
+static int index_replay(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "start_mail_catcher: %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	uint64_t off = 0;
+	size_t records = 0;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		uint64_t this_off = off;
+		off += (uint64_t)n;
+		records++;
+		json_t *j = json_loadb(line, (size_t)n, 0, NULL);
+		if (!j)
+			continue; /* a torn last line after a crash */
+		const char *del = json_string_value(json_object_get(j, "Deleted"));
+		const char *id = json_string_value(json_object_get(j, "ID"));
+		if (del) {
+			struct cat_entry *e = entry_find(del);
+			if (e)
+				entry_kill(e);
+		} else if (json_is_true(json_object_get(j, "Cleared"))) {
+			for (size_t i = 0; i < C.n; i++)
+				entry_kill(&C.e[i]);
+		} else if (id && message_id_valid(id)) {
+			json_t *tags = json_object_get(j, "Tags");
+			const char *tag = json_string_value(json_array_get(tags, 0));
+			struct cat_entry *e =
+			    entry_add(id, tag ? tag : "",
+				      (uint64_t)json_integer_value(json_object_get(j, "_ms")),
+				      (uint32_t)json_integer_value(json_object_get(j, "Size")),
+				      this_off, (uint32_t)n - 1);
+			e->read = json_is_true(json_object_get(j, "Read"));
+		}
+		json_decref(j);
+	}
+	free(line);
+	fclose(f);
+	C.idx_size = off;
+	if (records < 64 || records <= 2 * C.live)
+		return 0;
+	/* compact: copy the live records, then rename over the index */
+	char tmp[4300];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	int in = open(path, O_RDONLY | O_CLOEXEC);
+	FILE *out = fopen(tmp, "w");
+	if (in < 0 || !out) {
+		if (in >= 0)
+			close(in);
+		if (out)
+			fclose(out);
+		return 0; /* keep the long index: still correct */
+	}
+	uint64_t noff = 0;
+	char *rec = NULL;
+	for (size_t i = 0; i < C.n; i++) {
+		struct cat_entry *e = &C.e[i];
+		if (e->dead)
+			continue;
+		rec = xrealloc(rec, e->rec_len + 1);
+		if (pread(in, rec, e->rec_len, (off_t)e->off) != (ssize_t)e->rec_len)
+			e->rec_len = 0;
+		rec[e->rec_len] = '\n';
+		fwrite(rec, 1, e->rec_len + 1, out);
+		e->off = noff;
+		noff += e->rec_len + 1;
+	}
+	free(rec);
+	close(in);
+	int ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
+	ok &= fclose(out) == 0;
+	if (ok && rename(tmp, path) == 0) {
+		C.idx_size = noff;
+		size_t w = 0;
+		for (size_t i = 0; i < C.n; i++)
+			if (!C.e[i].dead)
+				C.e[w++] = C.e[i];
+		C.n = w;
+		C.dead = 0;
+		hash_rebuild();
+		log_info("kumod::catcher", "index compacted: %zu records to %zu", records, C.live);
+	} else {
+		unlink(tmp);
+		snprintf(err, errlen, "start_mail_catcher: cannot compact %s", path);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* share/catcher beside the binary (installed: ../share/kumod/catcher; build
+ * tree: the repository's share/catcher), or cfg->ui_dir. */
+static void ui_load(const char *ui_dir)
+{
+	static const struct {
+		const char *name, *type;
+	} files[] = {{"index.html", "text/html; charset=utf-8"},
+		     {"app.js", "text/javascript; charset=utf-8"},
+		     {"style.css", "text/css; charset=utf-8"}};
+	char dir[4096] = "";
+	if (ui_dir) {
+		snprintf(dir, sizeof(dir), "%s", ui_dir);
+	} else {
+		char exe[2048];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		if (n <= 0)
+			return;
+		exe[n] = 0;
+		*strrchr(exe, '/') = 0;
+		static const char *const cand[] = {"/../share/kumod/catcher", "/../share/catcher",
+						   "/../../share/catcher"};
+		for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]) && !dir[0]; i++) {
+			char probe[4096];
+			snprintf(probe, sizeof(probe), "%s%s/index.html", exe, cand[i]);
+			if (access(probe, R_OK) == 0)
+				snprintf(dir, sizeof(dir), "%s%s", exe, cand[i]);
+		}
+	}
+	for (size_t i = 0; dir[0] && i < sizeof(files) / sizeof(files[0]); i++) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i].name);
+		FILE *fp = fopen(path, "rb");
+		if (!fp) {
+			log_warn("kumod::catcher", "UI file %s: %s", path, strerror(errno));
+			continue;
+		}
+		struct cat_file *f = xcalloc(1, sizeof(*f));
+		snprintf(f->name, sizeof(f->name), "%s", files[i].name);
+		f->type = files[i].type;
+		buf_init(&f->body);
+		char chunk[8192];
+		size_t got;
+		while ((got = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+			buf_append(&f->body, chunk, got);
+		fclose(fp);
+		f->next = C.ui;
+		C.ui = f;
+	}
+}
+
+int catcher_start(uv_loop_t *loop, const struct catcher_config *cfg, char *err, size_t errlen)
+{
+	if (C.started) {
+		snprintf(err, errlen, "start_mail_catcher: already started (once per process)");
+		return -EALREADY;
+	}
+	if (!cfg->dir || !*cfg->dir) {
+		snprintf(err, errlen, "start_mail_catcher: 'dir' is required");
+		return -EINVAL;
+	}
+	char msgdir[4096];
+	snprintf(msgdir, sizeof(msgdir), "%s/msg", cfg->dir);
+	int rc = mkdir_p(msgdir);
+	if (rc) {
+		snprintf(err, errlen, "start_mail_catcher: cannot create %s: %s", msgdir,
+			 strerror(-rc));
+		return rc;
+	}
+	C.loop = loop;
+	C.dir = xstrdup(cfg->dir);
+	C.max_messages = cfg->max_messages;
+	C.max_bytes = cfg->max_bytes;
+	C.pending_tail = &C.pending;
+	hash_rebuild();
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/index.jsonl", cfg->dir);
+	rc = index_replay(path, err, errlen);
+	if (rc)
+		return rc;
+	C.idx_wfd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	C.idx_fd = C.idx_wfd >= 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (C.idx_wfd < 0 || C.idx_fd < 0) {
+		snprintf(err, errlen, "start_mail_catcher: cannot open %s: %s", path,
+			 strerror(errno));
+		return -errno;
+	}
+	ui_load(cfg->ui_dir);
+	uv_timer_init(loop, &C.sse_timer);
+	uv_unref((uv_handle_t *)&C.sse_timer);
+	C.task = task_spawn("catcher", cfg->dir, 0);
+	task_set_field(C.task, "dir", cfg->dir);
+	task_set_phase(C.task, "Idle", NULL);
+	C.started = 1;
+	KTRACE(catcher_start, cfg->dir, (uint64_t)C.live, C.bytes);
+	retention_apply();
+	return 0;
+}
+
+/* --- HTTP API ----------------------------------------------------------------- */
+
+/* ?name= as a non-negative integer into *out (def when absent); 0 or -1
+ * after answering 400. */
+static int query_size(struct http_conn *hc, struct http_request *req, const char *name, size_t def,
+		      size_t *out)
+{
+	char v[32];
+	int rc = http__query_get(req, name, v, sizeof(v));
+	*out = def;
+	if (rc == 0)
+		return 0;
+	char *end = NULL;
+	unsigned long long x = rc > 0 ? strtoull(v, &end, 10) : 0;
+	if (rc < 0 || !v[0] || *end || v[0] == '-') {
+		http__error(hc, 400, "%s: expected a non-negative integer", name);
+		return -1;
+	}
+	*out = (size_t)x;
+	return 0;
+}
+
+/* ?tag= into tag ("" when absent); 0 or -1 after answering 400. */
+static int query_tag(struct http_conn *hc, struct http_request *req, char *tag)
+{
+	int rc = http__query_get(req, "tag", tag, CAT_TAG_MAX);
+	if (rc < 0) {
+		http__error(hc, 400, "tag: badly encoded or longer than %d bytes", CAT_TAG_MAX - 1);
+		return -1;
+	}
+	if (rc == 0)
+		tag[0] = 0;
+	return 0;
+}
+
+/* start/limit with the explicit cap: 0 or -1 after answering 400. */
+static int query_page(struct http_conn *hc, struct http_request *req, size_t *start, size_t *limit)
+{
+	if (query_size(hc, req, "start", 0, start) || query_size(hc, req, "limit", 50, limit))
+		return -1;
+	if (*limit == 0 || *limit > CAT_PAGE_MAX) {
+		http__error(hc, 400, "limit: between 1 and %d (page with start=)", CAT_PAGE_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+static int entry_in(const struct cat_entry *e, const char *tag)
+{
+	return !e->dead && (!tag[0] || strcmp(e->tag, tag) == 0);
+}
+
+static void api_list(struct http_conn *hc, struct http_request *req, int search)
+{
+	char tag[CAT_TAG_MAX], qs[2048], err[128];
+	size_t start, limit;
+	if (query_tag(hc, req, tag) || query_page(hc, req, &start, &limit))
+		return;
+	struct cat_query q;
+	memset(&q, 0, sizeof(q));
+	if (search) {
+		int rc = http__query_get(req, "query", qs, sizeof(qs));
+		if (rc <= 0) {
+			http__error(hc, 400, "query: %s",
+				    rc ? "badly encoded or too long" : "required");
+			return;
+		}
+		if (query_parse(qs, &q, err, sizeof(err))) {
+			http__error(hc, 400, "%s", err);
+			return;
+		}
+	}
+	size_t matching = 0, unread = 0;
+	for (size_t i = 0; i < C.n; i++)
+		if (entry_in(&C.e[i], tag)) {
+			matching++;
+			unread += !C.e[i].read;
+		}
+	struct cat_job *j;
+	if (search) { /* every candidate, newest first; the job counts and pages */
+		j = job_new(CAT_JOB_SEARCH, hc->id, matching);
+		for (size_t i = C.n; i-- > 0;)
+			if (entry_in(&C.e[i], tag))
+				ref_of(&j->refs[j->nrefs++], &C.e[i]);
+		j->q = q;
+	} else {
+		j = job_new(CAT_JOB_PAGE, hc->id, limit);
+		size_t seen = 0;
+		for (size_t i = C.n; i-- > 0 && j->nrefs < limit;) {
+			if (!entry_in(&C.e[i], tag))
+				continue;
+			if (seen++ >= start)
+				ref_of(&j->refs[j->nrefs++], &C.e[i]);
+		}
+		j->matched = matching;
+	}
+	j->start = start;
+	j->limit = limit;
+	j->unread = unread;
+	hc->busy = 1;
+	job_submit(j);
+}
+
+/* The entry an id names ("latest": the newest, within ?tag=). */
+static struct cat_entry *entry_named(struct http_request *req, const char *id)
+{
+	if (strcmp(id, "latest") != 0)
+		return entry_find(id);
+	char tag[CAT_TAG_MAX];
+	if (http__query_get(req, "tag", tag, sizeof(tag)) <= 0)
+		tag[0] = 0;
+	for (size_t i = C.n; i-- > 0;)
+		if (entry_in(&C.e[i], tag))
+			return &C.e[i];
+	return NULL;
+}
+
+static void api_message(struct http_conn *hc, struct http_request *req, const char *rest)
+{
+	char id[MESSAGE_ID_LEN + 8];
+	size_t n = strcspn(rest, "/");
+	const char *sub = rest + n;
+	if (n >= sizeof(id)) {
+		http__error(hc, 404, "no such message");
+		return;
+	}
+	memcpy(id, rest, n);
+	id[n] = 0;
+	struct cat_entry *e = entry_named(req, id);
+	int method = req->r->method;
+	if (!e) {
+		http__error(hc, 404, "no message %s", message_id_valid(id) ? id : "with that id");
+		return;
+	}
+	if (method == HTTP_DELETE && !*sub) {
+		entry_kill(e);
+		del_enqueue(e->id, "api");
+		http__respond_json(hc, 200, json_pack("{s:i}", "deleted", 1));
+		return;
+	}
+	if (method != HTTP_GET && method != HTTP_HEAD) {
+		http__error_extra(hc, 405, "Allow: GET, DELETE\r\n", "method not allowed here");
+		return;
+	}
+	enum cat_job_kind kind;
+	if (!*sub)
+		kind = CAT_JOB_GET;
+	else if (strcmp(sub, "/raw") == 0)
+		kind = CAT_JOB_RAW;
+	else if (strcmp(sub, "/headers") == 0)
+		kind = CAT_JOB_HEADERS;
+	else if (strcmp(sub, "/html") == 0)
+		kind = CAT_JOB_HTML;
+	else {
+		http__error(hc, 404, "no such endpoint (message/ID, /raw, /headers, /html)");
+		return;
+	}
+	struct cat_job *j = job_new(kind, hc->id, 1);
+	if (kind == CAT_JOB_GET)
+		e->read = 1;
+	ref_of(&j->refs[0], e);
+	j->nrefs = 1;
+	char dl[8];
+	j->download = http__query_get(req, "dl", dl, sizeof(dl)) > 0 && strcmp(dl, "1") == 0;
+	hc->busy = 1;
+	job_submit(j);
+}
+
+static void api_delete_all(struct http_conn *hc, struct http_request *req)
+{
+	char tag[CAT_TAG_MAX];
+	if (query_tag(hc, req, tag))
+		return;
+	size_t deleted = 0;
+	if (req->r->body.len) { /* {"IDs": [...]}: JSON only, so no simple cross-site form */
+		json_t *j = http__json_body(hc, req);
+		if (!j)
+			return;
+		static const char *const keys[] = {"IDs", NULL};
+		const char *unknown = http__json_unknown_key(j, keys);
+		json_t *ids = json_object_get(j, "IDs");
+		if (unknown || !json_is_array(ids)) {
+			http__error(hc, 422,
+				    unknown ? "unknown field '%s' (expected {\"IDs\": [...]})"
+					    : "field 'IDs' must be an array%s",
+				    unknown ? unknown : "");
+			json_decref(j);
+			return;
+		}
+		size_t i;
+		json_t *v;
+		json_array_foreach(ids, i, v)
+		{
+			struct cat_entry *e =
+			    json_is_string(v) ? entry_find(json_string_value(v)) : NULL;
+			if (e && entry_in(e, tag)) {
+				entry_kill(e);
+				del_enqueue(e->id, "api");
+				deleted++;
+			}
+		}
+		json_decref(j);
+	} else if (tag[0]) {
+		for (size_t i = 0; i < C.n; i++)
+			if (entry_in(&C.e[i], tag)) {
+				entry_kill(&C.e[i]);
+				del_enqueue(C.e[i].id, "api");
+				deleted++;
+			}
+	} else {
+		deleted = C.live;
+		for (size_t i = 0; i < C.n; i++)
+			if (!C.e[i].dead) {
+				entry_kill(&C.e[i]);
+				del_enqueue(C.e[i].id, "cleared");
+			}
+		C.clear_seq = C.seq + 1; /* adds being written now are dropped too */
+	}
+	entries_compact();
+	http__respond_json(hc, 200, json_pack("{s:I}", "deleted", (json_int_t)deleted));
+}
+
+static void api_wait(struct http_conn *hc, struct http_request *req)
+{
+	char tag[CAT_TAG_MAX], qs[2048], err[128];
+	size_t timeout;
+	if (query_tag(hc, req, tag) || query_size(hc, req, "timeout", 10, &timeout))
+		return;
+	if (timeout > CAT_WAIT_MAX_S) {
+		http__error(hc, 400, "timeout: at most %d seconds", CAT_WAIT_MAX_S);
+		return;
+	}
+	int rc = http__query_get(req, "query", qs, sizeof(qs));
+	if (rc < 0) {
+		http__error(hc, 400, "query: badly encoded or too long");
+		return;
+	}
+	struct cat_waiter *w = xcalloc(1, sizeof(*w));
+	if (rc > 0 && query_parse(qs, &w->q, err, sizeof(err))) {
+		free(w);
+		http__error(hc, 400, "%s", err);
+		return;
+	}
+	char newonly[8];
+	int only_new =
+	    http__query_get(req, "new", newonly, sizeof(newonly)) > 0 && strcmp(newonly, "1") == 0;
+	snprintf(w->tag, sizeof(w->tag), "%s", tag);
+	w->id = ++C.next_waiter;
+	w->conn_id = hc->id;
+	uv_timer_init(C.loop, &w->timer);
+	uv_unref((uv_handle_t *)&w->timer); /* a waiting client never holds up shutdown */
+	w->timer.data = w;
+	uv_timer_start(&w->timer, waiter_timeout, (uint64_t)timeout * 1000, 0);
+	w->next = C.waiters;
+	C.waiters = w;
+	hc->busy = 1;
+	if (only_new)
+		return;
+	/* the newest stored match answers at once; new captures race it */
+	struct cat_job *j = job_new(CAT_JOB_SEARCH, 0, C.live);
+	for (size_t i = C.n; i-- > 0;)
+		if (entry_in(&C.e[i], tag))
+			ref_of(&j->refs[j->nrefs++], &C.e[i]);
+	j->q = w->q;
+	j->limit = 1;
+	j->waiter_id = w->id;
+	job_submit(j);
+}
+
+static void api_tags(struct http_conn *hc)
+{
+	json_t *o = json_object();
+	for (size_t i = 0; i < C.n; i++) {
+		if (C.e[i].dead || !C.e[i].tag[0])
+			continue;
+		json_t *c = json_object_get(o, C.e[i].tag);
+		json_object_set_new(o, C.e[i].tag, json_integer(c ? json_integer_value(c) + 1 : 1));
+	}
+	http__respond_json(hc, 200, json_pack("{s:o}", "tags", o));
+}
+
+static void api_info(struct http_conn *hc)
+{
+	size_t waiting = 0;
+	for (struct cat_waiter *w = C.waiters; w; w = w->next)
+		waiting += !w->done;
+	http__respond_json(hc, 200,
+			   json_pack("{s:I, s:I, s:s, s:I, s:I, s:I}", "Messages",
+				     (json_int_t)C.live, "Size", (json_int_t)C.bytes, "Dir", C.dir,
+				     "MaxMessages", (json_int_t)C.max_messages, "MaxBytes",
+				     (json_int_t)C.max_bytes, "Waiters", (json_int_t)waiting));
+}
+
+void catcher_http_handle(struct http_conn *hc, struct http_request *req)
+{
+	const char *path = req->r->path.data ? req->r->path.data : "";
+	int m = req->r->method;
+	int get = m == HTTP_GET || m == HTTP_HEAD;
+	if (strcmp(path, "/api/v1/faults") == 0) {
+		catcher_faults__http(hc, req);
+		return;
+	}
+	if (!C.started) {
+		http__error(hc, 404, "the mail catcher is not started (kumo.start_mail_catcher)");
+		return;
+	}
+	if (strcmp(path, "/") == 0 || strncmp(path, "/ui/", 4) == 0) {
+		const char *name = strcmp(path, "/") == 0 ? "index.html" : path + 4;
+		for (struct cat_file *f = C.ui; f; f = f->next)
+			if (get && strcmp(f->name, name) == 0) {
+				http__respond_extra(hc, 200, f->type,
+						    f->body.data ? f->body.data : "", f->body.len,
+						    CAT_UI_CSP);
+				return;
+			}
+		http__error(hc, 404,
+			    C.ui ? "no such file: %s"
+				 : "the catcher UI files (share/catcher) were not found: %s",
+			    path);
+	} else if (strcmp(path, "/api/v1/events") == 0 && get) {
+		api_events(hc);
+	} else if (strncmp(path, "/api/v1/message/", 16) == 0) {
+		api_message(hc, req, path + 16);
+	} else if (strcmp(path, "/api/v1/messages") == 0 && get) {
+		api_list(hc, req, 0);
+	} else if (strcmp(path, "/api/v1/messages") == 0 && m == HTTP_DELETE) {
+		api_delete_all(hc, req);
+	} else if (strcmp(path, "/api/v1/search") == 0 && get) {
+		api_list(hc, req, 1);
+	} else if (strcmp(path, "/api/v1/wait") == 0 && get) {
+		api_wait(hc, req);
+	} else if (strcmp(path, "/api/v1/tags") == 0 && get) {
+		api_tags(hc);
+	} else if (strcmp(path, "/api/v1/info") == 0 && get) {
+		api_info(hc);
+	} else {
+		http__error(hc, 404, "no such endpoint: %s", path);
+	}
+}
