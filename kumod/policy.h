@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct message;
@@ -57,6 +58,17 @@ void policy_smtp_ehlo(const char *domain, json_t *conn_meta, json_t *extensions,
 void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r);
+
+/* Events whose handlers may wait for I/O (kumo.http): the call returns 0
+ * when it completed (r filled; done is never called), or 1 when a handler
+ * waits: the loop runs on and done(arg, r) is called exactly once later,
+ * unless policy_cancel(*id) drops the call first. The call holds its own
+ * references on the message and conn_meta. */
+typedef void (*policy_done_fn)(void *arg, const struct policy_result *r);
+int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,
+				       struct policy_result *r, policy_done_fn done, void *arg,
+				       uint64_t *id);
+void policy_cancel(uint64_t id);
 
 /* smtp_server_auth_plain(authz, authc, password, conn_meta): *ok = 1 when
  * the handler returned true (or a KumoMTA AuthInfo table); 0 without a

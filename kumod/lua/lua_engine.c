@@ -4,6 +4,7 @@
  * coroutine per call, instruction and wall-clock budget, traceback on
  * error, kumo.reject decoded into a reply). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "ktrace.h"
 #include "lua/lua_int.h"
 #include "policy.h"
+#include "spool/message.h"
 
 #define LUA_CALL_MAX_INSTRUCTIONS 100000000ull
 #define LUA_CALL_DEADLINE_NS (2ull * 1000000000ull)
@@ -49,8 +51,13 @@ struct lua_slot {
 struct lua_call {
 	const char *event;
 	uint64_t deadline_ns;
+	uint64_t budget_left_ns; /* wall-clock time the handler may still run */
 	uint64_t instructions;
 	int exceeded;
+	int handler;		 /* counts in eng.in_handler (not the main chunk) */
+	struct lua_async *async; /* set when the call may wait (policy_*_async) */
+	lua_State *co;		 /* the call's own coroutine (waits only from it) */
+	int waiting;		 /* lua_engine__wait was called in this resume */
 };
 
 static struct {
@@ -62,7 +69,11 @@ static struct {
 	int loaded;	  /* load errors go to the caller, later ones to the log */
 	lua_State *spare; /* a finished, reset coroutine kept for the next call */
 	int spare_ref;
+	struct lua_async *asyncs; /* calls whose handler waits (policy_*_async) */
+	uint64_t next_async_id;
 } eng;
+
+static void async_free(struct lua_async *a);
 
 static struct lua_call **call_slot(lua_State *L)
 {
@@ -219,48 +230,76 @@ static void call_failed(const char *event, lua_State *co, struct policy_result *
 
 typedef int (*take_fn)(lua_State *co, int nres, void *ctx, struct policy_result *r);
 
-/* Runs the function and nargs arguments already on co under the budget.
- * Results are handed to take (may be NULL). Returns 1 when take asked to
- * stop (first non-nil wins), 0 otherwise. */
-static int call_run(const char *event, lua_State *co, int nargs, int handler, take_fn take,
-		    void *ctx, struct policy_result *r)
+/* Resumes co (nargs values on its stack) under call's budget. A yield is
+ * kept (LUA_YIELD) only when an asynchronous builtin asked to wait
+ * (lua_engine__wait); any other yield, and an exhausted budget, become
+ * errors with the message on co. The wall-clock budget counts only the time
+ * the handler runs, not the time it waits. */
+static int call_resume(struct lua_call *call, lua_State *co, int nargs, int *nres)
 {
-	struct lua_call call = {
-	    .event = event,
-	    .deadline_ns = clock_mono_ns() + LUA_CALL_DEADLINE_NS,
-	};
+	uint64_t start = clock_mono_ns();
+	call->deadline_ns = start + call->budget_left_ns;
+	call->waiting = 0;
 	struct lua_call *prev_main = *call_slot(eng.L);
 	/* coroutines created by the handler copy the main thread's extra space */
-	*call_slot(eng.L) = &call;
-	*call_slot(co) = &call;
-	eng.in_handler += handler;
+	*call_slot(eng.L) = call;
+	*call_slot(co) = call;
+	eng.in_handler += call->handler;
 	lua_sethook(co, call_hook, LUA_MASKCOUNT, LUA_HOOK_EVERY);
-	int nres = 0, stop = 0;
-	int st = lua_resume(co, eng.L, nargs, &nres);
-	if (st == LUA_OK && call.exceeded) {
+	int st = lua_resume(co, eng.L, nargs, nres);
+	if (st == LUA_OK && call->exceeded) {
 		st = LUA_ERRRUN;
 		lua_pushliteral(co, "policy call exceeded its budget");
-	} else if (st == LUA_YIELD) {
+	} else if (st == LUA_YIELD && !call->waiting) {
 		st = LUA_ERRRUN;
 		lua_pushliteral(co, "event handler yielded, but no asynchronous operation is "
 				    "available to resume it");
 	}
+	lua_sethook(co, NULL, 0, 0);
+	eng.in_handler -= call->handler;
+	*call_slot(co) = st == LUA_YIELD ? call : NULL;
+	*call_slot(eng.L) = prev_main;
+	uint64_t used = clock_mono_ns() - start;
+	call->budget_left_ns = used < call->budget_left_ns ? call->budget_left_ns - used : 1;
+	return st;
+}
+
+/* After a handler finished (st is not LUA_YIELD): hands results to take or
+ * fills r from the error, and leaves co ready for reuse. Returns 1 when take
+ * asked to stop. */
+static int call_complete(const char *event, lua_State *co, int st, int nres, take_fn take,
+			 void *ctx, struct policy_result *r)
+{
+	int stop = 0;
+	*call_slot(co) = NULL;
 	if (st != LUA_OK)
 		call_failed(event, co, r);
 	else if (take)
 		stop = take(co, nres, ctx, r);
 	/* A handler that returned has closed its to-be-closed variables already:
 	 * dropping its results leaves the thread ready for the next call. After
-	 * an error, __close handlers run here, still under the budget. */
+	 * an error, __close handlers run here. */
 	if (st == LUA_OK)
 		lua_settop(co, 0);
 	else
 		lua_resetthread(co);
-	lua_sethook(co, NULL, 0, 0);
-	eng.in_handler -= handler;
-	*call_slot(co) = NULL;
-	*call_slot(eng.L) = prev_main;
 	return stop;
+}
+
+/* Runs the function and nargs arguments already on co under the budget,
+ * without waiting. Results are handed to take (may be NULL). Returns 1 when
+ * take asked to stop (first non-nil wins), 0 otherwise. */
+static int call_run(const char *event, lua_State *co, int nargs, int handler, take_fn take,
+		    void *ctx, struct policy_result *r)
+{
+	struct lua_call call = {
+	    .event = event,
+	    .budget_left_ns = LUA_CALL_DEADLINE_NS,
+	    .handler = handler,
+	};
+	int nres = 0;
+	int st = call_resume(&call, co, nargs, &nres);
+	return call_complete(event, co, st, nres, take, ctx, r);
 }
 
 /* Pushes the event's arguments onto co; returns their count. */
@@ -492,6 +531,8 @@ int policy_load(const char *path, int validate, char *err, size_t errlen)
 
 void policy_close(void)
 {
+	while (eng.asyncs) /* waiting calls are dropped: their callers never hear back */
+		async_free(eng.asyncs);
 	if (eng.L) {
 		lua_close(eng.L); /* __gc drops message and conn_meta references */
 		eng.L = NULL;
@@ -541,6 +582,190 @@ static int push_event_args(lua_State *co, void *ctx)
 		n++;
 	}
 	return n;
+}
+
+/* --- handlers that may wait ------------------------------------------------ */
+
+/* An event call whose handlers may wait for I/O (kumo.http): it lives here
+ * while a handler's coroutine is suspended; the builtin's completion finds
+ * it by id (lua_engine__wake). Holds references on the message and the
+ * connection metadata, so the caller may go away meanwhile. */
+struct lua_async {
+	uint64_t id;
+	const char *event; /* static */
+	struct event_args args;
+	push_fn push;
+	take_fn take;
+	int next;      /* next handler to run (1-based) */
+	lua_State *co; /* the running handler's coroutine, NULL between handlers */
+	int co_ref;
+	struct lua_call call;
+	struct policy_result r;
+	policy_done_fn done;
+	void *arg;
+	struct lua_async *next_async, *prev_async;
+};
+
+static struct lua_async *async_find(uint64_t id)
+{
+	for (struct lua_async *a = eng.asyncs; a; a = a->next_async)
+		if (a->id == id)
+			return a;
+	return NULL;
+}
+
+static void async_free(struct lua_async *a)
+{
+	if (a->prev_async)
+		a->prev_async->next_async = a->next_async;
+	else if (eng.asyncs == a)
+		eng.asyncs = a->next_async;
+	if (a->next_async)
+		a->next_async->prev_async = a->prev_async;
+	if (a->co && eng.L)
+		luaL_unref(eng.L, LUA_REGISTRYINDEX, a->co_ref); /* a suspended thread: collected */
+	json_decref(a->args.conn_meta);
+	if (a->args.msg)
+		message_unref(a->args.msg);
+	free(a);
+}
+
+/* Runs a's handlers from a->next on; when a->co is set, its handler has
+ * just returned from a resume with status st. Returns 1 when a handler
+ * waits, 0 when the call is over (a->r holds the outcome). */
+static int async_run(struct lua_async *a, int st, int nres)
+{
+	for (;;) {
+		if (a->co) {
+			if (st == LUA_YIELD)
+				return 1;
+			int stop =
+			    call_complete(a->event, a->co, st, nres, a->take, &a->args, &a->r);
+			thread_put(a->co, a->co_ref);
+			a->co = NULL;
+			if (stop || a->r.status != POLICY_OK)
+				return 0;
+		}
+		struct lua_slot *s = eng.L ? slot_find(a->event) : NULL;
+		if (!s || a->next > s->count)
+			return 0;
+		a->co = thread_get(&a->co_ref);
+		lua_rawgeti(eng.L, LUA_REGISTRYINDEX, s->ref);
+		lua_rawgeti(eng.L, -1, a->next++);
+		lua_xmove(eng.L, a->co, 1);
+		lua_pop(eng.L, 1);
+		int nargs = a->push ? a->push(a->co, &a->args) : 0;
+		a->call = (struct lua_call){.event = a->event,
+					    .budget_left_ns = LUA_CALL_DEADLINE_NS,
+					    .handler = 1,
+					    .async = a,
+					    .co = a->co};
+		nres = 0;
+		st = call_resume(&a->call, a->co, nargs, &nres);
+	}
+}
+
+/* dispatch() for an event whose handlers may wait: 0 when it completed
+ * (r filled, done never called), 1 when a handler waits (done is called
+ * once later, *id names the call). */
+static int dispatch_async(const char *event, push_fn push, take_fn take,
+			  const struct event_args *args, struct policy_result *r,
+			  policy_done_fn done, void *arg, uint64_t *id)
+{
+	memset(r, 0, sizeof(*r));
+	r->status = POLICY_OK;
+	struct lua_slot *s = eng.L ? slot_find(event) : NULL;
+	if (!s || s->count == 0)
+		return 0;
+	KTRACE(lua_event, event, (int32_t)s->count);
+	struct lua_async *a = xcalloc(1, sizeof(*a));
+	a->id = ++eng.next_async_id;
+	a->event = event;
+	a->args = *args;
+	json_incref(a->args.conn_meta);
+	if (a->args.msg)
+		message_ref(a->args.msg);
+	a->push = push;
+	a->take = take;
+	a->next = 1;
+	a->next_async = eng.asyncs;
+	if (eng.asyncs)
+		eng.asyncs->prev_async = a;
+	eng.asyncs = a;
+	if (async_run(a, LUA_OK, 0)) {
+		a->done = done;
+		a->arg = arg;
+		*id = a->id;
+		KTRACE(lua_wait, event, a->id);
+		return 1;
+	}
+	*r = a->r;
+	async_free(a);
+	return 0;
+}
+
+uint64_t lua_engine__wait_begin(lua_State *L, const char *what)
+{
+	struct lua_call *c = *call_slot(L);
+	if (!c || !c->async) {
+		luaL_error(L,
+			   "%s: cannot wait for I/O in %s%s%s: kumod runs it synchronously (the "
+			   "events that may wait are listed in docs/policy-api.md)",
+			   what, c ? "event '" : "the policy's main chunk", c ? c->event : "",
+			   c ? "'" : "");
+		return 0;
+	}
+	if (L != c->co || !lua_isyieldable(L)) {
+		luaL_error(L,
+			   "%s: cannot wait for I/O inside a coroutine the handler of '%s' "
+			   "created, or inside a metamethod; call it from the handler itself",
+			   what, c->event);
+		return 0;
+	}
+	return c->async->id;
+}
+
+int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k)
+{
+	struct lua_call *c = *call_slot(L);
+	if (!c || !c->async)
+		panic("%s: no lua_engine__wait_begin", __func__);
+	c->waiting = 1;
+	return lua_yieldk(L, 0, ctx, k);
+}
+
+lua_State *lua_engine__thread(uint64_t id)
+{
+	struct lua_async *a = async_find(id);
+	return a && a->co && lua_status(a->co) == LUA_YIELD ? a->co : NULL;
+}
+
+void lua_engine__wake(uint64_t id, int nres)
+{
+	struct lua_async *a = async_find(id);
+	if (!a || !a->co)
+		panic("%s: call %" PRIu64 " is not waiting", __func__, id);
+	KTRACE(lua_wake, a->event, a->id);
+	int n = 0;
+	int st = call_resume(&a->call, a->co, nres, &n);
+	if (async_run(a, st, n))
+		return;
+	if (eng.asyncs == a)
+		eng.asyncs = a->next_async;
+	if (a->prev_async)
+		a->prev_async->next_async = a->next_async;
+	if (a->next_async)
+		a->next_async->prev_async = a->prev_async;
+	a->next_async = a->prev_async = NULL;
+	a->done(a->arg, &a->r);
+	async_free(a);
+}
+
+void policy_cancel(uint64_t id)
+{
+	struct lua_async *a = async_find(id);
+	if (a)
+		async_free(a);
 }
 
 void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)
@@ -635,6 +860,15 @@ void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct
 {
 	struct event_args a = {.msg = msg, .conn_meta = conn_meta};
 	dispatch("smtp_server_message_received", push_event_args, NULL, &a, r);
+}
+
+int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,
+				       struct policy_result *r, policy_done_fn done, void *arg,
+				       uint64_t *id)
+{
+	struct event_args a = {.msg = msg, .conn_meta = conn_meta};
+	return dispatch_async("smtp_server_message_received", push_event_args, NULL, &a, r, done,
+			      arg, id);
 }
 
 struct auth_plain_args {

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <lauxlib.h>
@@ -32,6 +33,18 @@ struct message;
 int lua_engine__register(lua_State *L, const char *event, int fn_index);
 /* 1 in --validate mode: builders check their arguments but start nothing. */
 int lua_engine__validating(void);
+/* Asynchronous builtins (kumo.http). A C function that will wait first
+ * calls lua_engine__wait_begin (raises, naming `what` and the event, when
+ * the running handler cannot wait: a synchronous event, a coroutine the
+ * handler made, a metamethod), starts its operation with the returned id,
+ * then returns lua_engine__wait(L, ctx, k): the handler's coroutine yields
+ * and the loop runs on. On completion the operation pushes its results on
+ * lua_engine__thread(id) (NULL: the call was dropped, push nothing) and
+ * calls lua_engine__wake(id, nres): they become k's results on the stack. */
+uint64_t lua_engine__wait_begin(lua_State *L, const char *what);
+int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k);
+lua_State *lua_engine__thread(uint64_t id);
+void lua_engine__wake(uint64_t id, int nres);
 
 /* lua_kumo.c: opens the `kumo` module (pushes the table). */
 int lua_kumo__open(lua_State *L);
@@ -68,6 +81,9 @@ char *lua_json__encode(lua_State *L, int idx, int pretty);
 /* Registers json_encode, json_encode_pretty, json_parse, json_load into
  * the table on top of the stack. */
 void lua_json__register(lua_State *L);
+
+/* lua_http.c: kumo.http into the kumo table on top of the stack. */
+void lua_http__register(lua_State *L);
 
 /* lua_bounce.c: kumo.configure_bounce_classifier into the table on top. */
 void lua_bounce__register(lua_State *L);

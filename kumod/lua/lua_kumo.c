@@ -1474,5 +1474,6 @@ int lua_kumo__open(lua_State *L)
 	luaL_newlib(L, dns_funcs);
 	lua_setfield(L, -2, "dns");
 	lua_dkim__open(L);
+	lua_http__register(L);
 	return 1;
 }
