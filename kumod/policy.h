@@ -25,6 +25,7 @@ struct policy_result {
 	int code;	 /* for POLICY_REJECT: 400..599 */
 	char text[1536]; /* reply text (may start with an enhanced code) or error message */
 	int disconnect;	 /* kumo.disconnect(): close after the reply */
+	uint64_t handle; /* policy_lua_conn_open: the connection object's id */
 };
 
 /* Loads the policy file, runs pre_init and init. validate: --validate mode
@@ -69,6 +70,22 @@ int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,
 				       struct policy_result *r, policy_done_fn done, void *arg,
 				       uint64_t *id);
 void policy_cancel(uint64_t id);
+
+/* custom_lua delivery (kumod/dispatch/ready.c). policy_lua_conn_open fires
+ * the constructor event (domain, tenant, campaign); on POLICY_OK r->handle
+ * names the connection object it returned (a table with a send method),
+ * kept until policy_lua_conn_close. policy_lua_conn_send calls
+ * conn:send(msg): POLICY_OK with the returned text in r->text,
+ * POLICY_REJECT for kumo.reject(code, text), POLICY_ERROR for any other
+ * error. Both may wait (same contract as the _async events above).
+ * policy_lua_conn_close calls conn:close() when defined (it may not wait;
+ * an error is logged by the engine) and drops the object. */
+int policy_lua_conn_open(const char *constructor, const char *domain, const char *tenant,
+			 const char *campaign, struct policy_result *r, policy_done_fn done,
+			 void *arg, uint64_t *id);
+int policy_lua_conn_send(uint64_t conn, struct message *msg, struct policy_result *r,
+			 policy_done_fn done, void *arg, uint64_t *id);
+void policy_lua_conn_close(uint64_t conn);
 
 /* smtp_server_auth_plain(authz, authc, password, conn_meta): *ok = 1 when
  * the handler returned true (or a KumoMTA AuthInfo table); 0 without a

@@ -774,11 +774,12 @@ int lua_api__event_check(const char *name, char *err, size_t errlen)
 	struct nearest n = {.name = name, .dist = 99};
 	for (size_t i = 0; i < NELEM(kumo_events); i++)
 		nearest_try(&n, kumo_events[i].name);
+	if (!n.best[0])
+		return 0; /* a custom event (a custom_lua constructor, ...) */
 	snprintf(err, errlen,
-		 "kumo.on('%s'): not an event kumod calls%s%s%s; KumoMTA's custom events serve "
-		 "features kumod does not implement yet (custom_lua constructors, log hooks, "
-		 "filter_event)",
-		 name, n.best[0] ? " (did you mean '" : "", n.best, n.best[0] ? "'?)" : "");
+		 "kumo.on('%s'): not an event kumod calls (did you mean '%s'?); a custom event "
+		 "name (custom_lua constructor) must not look like a KumoMTA event",
+		 name, n.best);
 	return -1;
 }
 

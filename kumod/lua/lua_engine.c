@@ -71,6 +71,8 @@ static struct {
 	int spare_ref;
 	struct lua_async *asyncs; /* calls whose handler waits (policy_*_async) */
 	uint64_t next_async_id;
+	int conns_ref; /* custom_lua connection objects by id */
+	uint64_t next_conn_id;
 } eng;
 
 static void async_free(struct lua_async *a);
@@ -537,6 +539,7 @@ void policy_close(void)
 		lua_close(eng.L); /* __gc drops message and conn_meta references */
 		eng.L = NULL;
 		eng.spare = NULL;
+		eng.conns_ref = 0;
 	}
 	for (size_t i = 0; i < eng.nslots; i++)
 		free(eng.slots[i].name);
@@ -561,7 +564,10 @@ struct event_args {
 	const char *mt;	  /* metatable the result must carry */
 	const char *want; /* "kumo.make_queue_config{...}" for the error text */
 	json_t **out;
+	uint64_t conn; /* custom_lua: the connection object's id */
 };
+
+static int push_conn_send(lua_State *co, void *ctx);
 
 static int push_event_args(lua_State *co, void *ctx)
 {
@@ -597,6 +603,7 @@ struct lua_async {
 	push_fn push;
 	take_fn take;
 	int next;      /* next handler to run (1-based) */
+	int direct;    /* one call whose function push() pushes too (conn:send) */
 	lua_State *co; /* the running handler's coroutine, NULL between handlers */
 	int co_ref;
 	struct lua_call call;
@@ -646,14 +653,17 @@ static int async_run(struct lua_async *a, int st, int nres)
 			if (stop || a->r.status != POLICY_OK)
 				return 0;
 		}
-		struct lua_slot *s = eng.L ? slot_find(a->event) : NULL;
-		if (!s || a->next > s->count)
+		struct lua_slot *s = eng.L && !a->direct ? slot_find(a->event) : NULL;
+		if (!eng.L || (a->direct ? a->next > 1 : (!s || a->next > s->count)))
 			return 0;
 		a->co = thread_get(&a->co_ref);
-		lua_rawgeti(eng.L, LUA_REGISTRYINDEX, s->ref);
-		lua_rawgeti(eng.L, -1, a->next++);
-		lua_xmove(eng.L, a->co, 1);
-		lua_pop(eng.L, 1);
+		if (s) {
+			lua_rawgeti(eng.L, LUA_REGISTRYINDEX, s->ref);
+			lua_rawgeti(eng.L, -1, a->next);
+			lua_xmove(eng.L, a->co, 1);
+			lua_pop(eng.L, 1);
+		}
+		a->next++;
 		int nargs = a->push ? a->push(a->co, &a->args) : 0;
 		a->call = (struct lua_call){.event = a->event,
 					    .budget_left_ns = LUA_CALL_DEADLINE_NS,
@@ -674,13 +684,15 @@ static int dispatch_async(const char *event, push_fn push, take_fn take,
 {
 	memset(r, 0, sizeof(*r));
 	r->status = POLICY_OK;
-	struct lua_slot *s = eng.L ? slot_find(event) : NULL;
-	if (!s || s->count == 0)
+	int direct = push == push_conn_send;
+	struct lua_slot *s = eng.L && !direct ? slot_find(event) : NULL;
+	if (!eng.L || (!direct && (!s || s->count == 0)))
 		return 0;
-	KTRACE(lua_event, event, (int32_t)s->count);
+	KTRACE(lua_event, event, (int32_t)(s ? s->count : 1));
 	struct lua_async *a = xcalloc(1, sizeof(*a));
 	a->id = ++eng.next_async_id;
-	a->event = event;
+	a->event = s ? s->name : event; /* lives as long as the policy */
+	a->direct = direct;
 	a->args = *args;
 	json_incref(a->args.conn_meta);
 	if (a->args.msg)
@@ -766,6 +778,137 @@ void policy_cancel(uint64_t id)
 	struct lua_async *a = async_find(id);
 	if (a)
 		async_free(a);
+}
+
+/* --- custom_lua delivery ------------------------------------------------------ */
+
+/* Connection objects live in a registry table, by id. */
+static void conns_push(lua_State *L)
+{
+	if (!eng.conns_ref) {
+		lua_newtable(eng.L);
+		eng.conns_ref = luaL_ref(eng.L, LUA_REGISTRYINDEX);
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, eng.conns_ref);
+}
+
+/* The constructor's result: a table with a send method, kept by id. */
+static int take_conn(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	(void)ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	int ok = nres >= 1 && lua_type(co, idx) == LUA_TTABLE;
+	if (ok) {
+		lua_getfield(co, idx, "send");
+		ok = lua_isfunction(co, -1);
+		lua_pop(co, 1);
+	}
+	if (!ok) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "custom_lua constructor returned %s; expected a table with a send method",
+			 nres >= 1 ? luaL_typename(co, idx) : "nothing");
+		KTRACE(lua_error, "custom_lua", r->text);
+		return 1;
+	}
+	conns_push(co);
+	r->handle = ++eng.next_conn_id;
+	lua_pushvalue(co, idx);
+	lua_rawseti(co, -2, (lua_Integer)r->handle);
+	lua_pop(co, 1);
+	return 1;
+}
+
+static int conn_gone(lua_State *L)
+{
+	return luaL_error(L, "custom_lua: the connection object is gone");
+}
+
+/* conn:send(msg): pushes the method, the object and the message. */
+static int push_conn_send(lua_State *co, void *ctx)
+{
+	struct event_args *a = ctx;
+	conns_push(co);
+	if (lua_rawgeti(co, -1, (lua_Integer)a->conn) != LUA_TTABLE) {
+		lua_pop(co, 2);
+		lua_pushcfunction(co, conn_gone);
+		return 0;
+	}
+	lua_getfield(co, -1, "send"); /* conns, conn, send */
+	lua_rotate(co, -3, 1);	      /* send, conns, conn */
+	lua_remove(co, -2);	      /* send, conn */
+	lua_message__push(co, a->msg);
+	return 2;
+}
+
+/* send's result: a string (the response text logged) or nil. */
+static int take_send(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	(void)ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	if (nres >= 1 && lua_type(co, idx) == LUA_TSTRING) {
+		error_first_line(co, idx, r->text, sizeof(r->text));
+	} else if (nres >= 1 && !lua_isnil(co, idx)) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "custom_lua send returned a %s; expected a string or nil",
+			 luaL_typename(co, idx));
+	}
+	return 1;
+}
+
+int policy_lua_conn_open(const char *constructor, const char *domain, const char *tenant,
+			 const char *campaign, struct policy_result *r, policy_done_fn done,
+			 void *arg, uint64_t *id)
+{
+	struct event_args a = {.str = {domain, tenant, campaign}, .nstr = 3};
+	if (!policy_has_handler(constructor)) {
+		memset(r, 0, sizeof(*r));
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "custom_lua constructor '%s' has no handler (kumo.on('%s', ...))",
+			 constructor, constructor);
+		return 0;
+	}
+	int rc = dispatch_async(constructor, push_event_args, take_conn, &a, r, done, arg, id);
+	if (!rc && r->status == POLICY_OK && !r->handle) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text), "custom_lua constructor '%s' returned nothing",
+			 constructor);
+	}
+	return rc;
+}
+
+int policy_lua_conn_send(uint64_t conn, struct message *msg, struct policy_result *r,
+			 policy_done_fn done, void *arg, uint64_t *id)
+{
+	struct event_args a = {.msg = msg, .conn = conn};
+	return dispatch_async("custom_lua send", push_conn_send, take_send, &a, r, done, arg, id);
+}
+
+void policy_lua_conn_close(uint64_t conn)
+{
+	if (!eng.L || !conn)
+		return;
+	conns_push(eng.L);
+	if (lua_rawgeti(eng.L, -1, (lua_Integer)conn) == LUA_TTABLE &&
+	    lua_getfield(eng.L, -1, "close") == LUA_TFUNCTION) {
+		int ref;
+		lua_State *co = thread_get(&ref);
+		lua_xmove(eng.L, co, 1); /* close */
+		lua_pushvalue(eng.L, -1);
+		lua_xmove(eng.L, co, 1); /* the object */
+		struct policy_result r;
+		memset(&r, 0, sizeof(r));
+		call_run("custom_lua close", co, 1, 1, NULL, NULL, &r);
+		thread_put(co, ref);
+	} else {
+		lua_pop(eng.L, 1);
+	}
+	lua_pop(eng.L, 1);
+	lua_pushnil(eng.L);
+	lua_rawseti(eng.L, -2, (lua_Integer)conn);
+	lua_pop(eng.L, 1);
 }
 
 void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)

@@ -162,8 +162,8 @@ IGNORED_BEFORE = [
      "(the handler would never be called)"),
     ("kumo.on('smtp_server_mesage_received', function() end)",
      "kumo.on('smtp_server_mesage_received'): not an event kumod calls (did you mean "
-     "'smtp_server_message_received'?); KumoMTA's custom events serve features kumod does "
-     "not implement yet (custom_lua constructors, log hooks, filter_event)"),
+     "'smtp_server_message_received'?); a custom event name (custom_lua constructor) must "
+     "not look like a KumoMTA event"),
     ("kumo.on('init', function() kumo.start_esmtp_listener{ listen = '127.0.0.1:0', "
      "deferred_spool = true } end)",
      "start_esmtp_listener: 'deferred_spool' is a KumoMTA option that kumod does not "
