@@ -71,6 +71,12 @@ int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,
 				       uint64_t *id);
 void policy_cancel(uint64_t id);
 
+/* should_enqueue_log_record(msg, hook_name) for a log hook's record
+ * message: *enqueue = 1 when a handler returned true (handlers run in order
+ * until one returns true or false). Synchronous: a handler may not wait. */
+void policy_should_enqueue_log_record(struct message *msg, const char *hook, int *enqueue,
+				      struct policy_result *r);
+
 /* custom_lua delivery (kumod/dispatch/ready.c). policy_lua_conn_open fires
  * the constructor event (domain, tenant, campaign); on POLICY_OK r->handle
  * names the connection object it returned (a table with a send method),

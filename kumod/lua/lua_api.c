@@ -317,7 +317,7 @@ static const struct api_event {
     {"proxy_server_auth_rfc1929", 0},
     {"rebind_message", 0},
     {"requeue_message", 0},
-    {"should_enqueue_log_record", 0},
+    {"should_enqueue_log_record", 1},
     {"shutdown_logging", 0},
     {"smtp_client_rewrite_delivery_status", 0},
     {"smtp_server_auth_plain", 1},
@@ -790,9 +790,6 @@ static int kumo_module_searcher(lua_State *L)
 	static const struct {
 		const char *name, *why;
 	} waiting[] = {
-	    {"policy-extras.log_hooks",
-	     "log hooks (kumo.configure_log_hook, should_enqueue_log_record, custom_lua "
-	     "delivery)"},
 	    {"policy-extras.mail_auth", "SPF/DKIM/DMARC verification (kumo.spf, msg:dkim_verify)"},
 	};
 	for (size_t i = 0; i < NELEM(waiting); i++)

@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/xalloc.h"
+#include "dispatch/loghook.h"
 #include "ktrace.h"
 #include "lua/lua_int.h"
 #include "policy.h"
@@ -549,6 +550,7 @@ void policy_close(void)
 	eng.validating = 0;
 	eng.loaded = 0;
 	lua_throttle__free_all();
+	loghook_free_all();
 }
 
 /* --- SMTP server events -------------------------------------------------- */
@@ -778,6 +780,51 @@ void policy_cancel(uint64_t id)
 	struct lua_async *a = async_find(id);
 	if (a)
 		async_free(a);
+}
+
+/* --- log hooks ----------------------------------------------------------------- */
+
+struct enqueue_args {
+	struct message *msg;
+	const char *hook;
+	int *enqueue;
+};
+
+static int push_enqueue(lua_State *co, void *ctx)
+{
+	struct enqueue_args *a = ctx;
+	lua_message__push(co, a->msg);
+	lua_pushstring(co, a->hook);
+	return 2;
+}
+
+/* nil: the next handler decides; true or false: that is the answer. */
+static int take_enqueue(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct enqueue_args *a = ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	if (nres < 1 || lua_isnil(co, idx))
+		return 0;
+	if (!lua_isboolean(co, idx)) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "should_enqueue_log_record: handler returned a %s; expected true, false "
+			 "or nil",
+			 luaL_typename(co, idx));
+		return 1;
+	}
+	*a->enqueue = lua_toboolean(co, idx);
+	return 1;
+}
+
+void policy_should_enqueue_log_record(struct message *msg, const char *hook, int *enqueue,
+				      struct policy_result *r)
+{
+	struct enqueue_args a = {.msg = msg, .hook = hook, .enqueue = enqueue};
+	*enqueue = 0;
+	dispatch("should_enqueue_log_record", push_enqueue, take_enqueue, &a, r);
+	if (r->status != POLICY_OK)
+		*enqueue = 0;
 }
 
 /* --- custom_lua delivery ------------------------------------------------------ */

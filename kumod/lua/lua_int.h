@@ -84,6 +84,8 @@ void lua_json__register(lua_State *L);
 
 /* lua_http.c: kumo.http into the kumo table on top of the stack. */
 void lua_http__register(lua_State *L);
+/* lua_loghook.c: kumo.configure_log_hook into the kumo table on top. */
+void lua_loghook__register(lua_State *L);
 
 /* lua_bounce.c: kumo.configure_bounce_classifier into the table on top. */
 void lua_bounce__register(lua_State *L);

@@ -1517,5 +1517,6 @@ int lua_kumo__open(lua_State *L)
 	lua_setfield(L, -2, "dns");
 	lua_dkim__open(L);
 	lua_http__register(L);
+	lua_loghook__register(L);
 	return 1;
 }

@@ -625,11 +625,23 @@ static void trace_event(const struct logrec_event *ev)
 	json_decref(q);
 }
 
+static logrec_hook_fn log_hook;
+
+void logrec_set_hook(logrec_hook_fn fn)
+{
+	log_hook = fn;
+}
+
 void logrec_log_event(const struct logrec_event *ev)
 {
 	if (!ev || !ev->type)
 		return;
 	trace_event(ev);
+	if (log_hook) {
+		json_t *hrec = build_record(ev, clock_wall_ns());
+		log_hook(ev, hrec);
+		json_decref(hrec);
+	}
 	if (!lr.configured)
 		return;
 	json_t *rec = build_record(ev, clock_wall_ns());

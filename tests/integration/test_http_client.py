@@ -27,7 +27,7 @@ class Receiver:
     never answers (until stop); /echo answers 200 with the request as JSON;
     anything else uses .handler(req) -> (status, headers, body) if set."""
 
-    def __init__(self, tls_ctx=None):
+    def __init__(self, tls_ctx=None, port=0):
         self.requests = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -75,7 +75,7 @@ class Receiver:
 
             do_GET = do_POST = do_PUT = do_any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), H)
         self.server.daemon_threads = True
         if tls_ctx:
             self.server.socket = tls_ctx.wrap_socket(self.server.socket, server_side=True)

@@ -98,7 +98,7 @@ relay_to = true
 # Configuration" page), with the paths and ports of this test. Left out,
 # each because kumod does not implement it yet:
 #   - policy-extras.dkim_sign (tested on its own: test_dkim_sign_helper.py)
-#   - policy-extras.log_hooks and log_hooks:new_json (log hooks)
+#   - log_hooks:new_json (tested on its own: test_log_hooks.py)
 #   - setup_with_automation's publish/subscribe and TSA (shaping automation)
 #   - msg:check_fix_conformance (conformance checks)
 #   - kumo.configure_bounce_classifier (bounce classification)
@@ -225,7 +225,6 @@ def test_installed_layout_finds_share_kumod(tmp_path):
 
 
 @pytest.mark.parametrize("name,needs", [
-    ("log_hooks", "log hooks"),
     ("mail_auth", "SPF/DKIM/DMARC verification"),
 ])
 def test_helpers_waiting_for_features_say_so(tmp_path, name, needs):
@@ -795,7 +794,7 @@ def kumomta_helpers(tmp_path):
 # Each KumoMTA helper: what its setup needs that kumod lacks (None: works).
 KUMOMTA_MISSING = {
     "queue": "kumo.on('throttle_insert_ready_queue')",
-    "shaping": "kumo.on('kumo.tsa.config.monitor')",
+    "shaping": "kumo.shaping is a KumoMTA module that kumod does not implement yet",
 }
 
 KUMOMTA_SETUP = {
