@@ -1726,8 +1726,8 @@ json_t *ready_inspect(const char *name)
 	return json_pack(
 	    "{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I}, s:o, s:o, s:f}",
 	    "queue_name", rq->name, "site_name", rq->site, "egress_source", rq->source,
-	    "egress_pool", rq->pool, "protocol", "smtp", "mx", mx, "state", state, "path_config",
-	    path, "counters", "delivered", (json_int_t)rq->delivered, "transfail",
-	    (json_int_t)rq->transfail, "failed", (json_int_t)rq->failed, "dispatchers", ds,
-	    "scheduled_queue_names", sched, "now", (double)now_ns / 1e9);
+	    "egress_pool", rq->pool, "protocol", rq->lua_ctor ? "lua" : "smtp", "mx", mx, "state",
+	    state, "path_config", path, "counters", "delivered", (json_int_t)rq->delivered,
+	    "transfail", (json_int_t)rq->transfail, "failed", (json_int_t)rq->failed, "dispatchers",
+	    ds, "scheduled_queue_names", sched, "now", (double)now_ns / 1e9);
 }
