@@ -28,6 +28,7 @@ struct policy_result {
 	/* kumo.delay_reply() (kumod extension): hold the reply this long;
 	 * POLICY_HANG: never answer (the session closes at client_timeout) */
 	uint32_t delay_ms;
+	uint64_t handle; /* policy_lua_conn_open: the connection object's id */
 };
 #define POLICY_HANG UINT32_MAX
 
@@ -62,6 +63,39 @@ void policy_smtp_ehlo(const char *domain, json_t *conn_meta, json_t *extensions,
 void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r);
+
+/* Events whose handlers may wait for I/O (kumo.http): the call returns 0
+ * when it completed (r filled; done is never called), or 1 when a handler
+ * waits: the loop runs on and done(arg, r) is called exactly once later,
+ * unless policy_cancel(*id) drops the call first. The call holds its own
+ * references on the message and conn_meta. */
+typedef void (*policy_done_fn)(void *arg, const struct policy_result *r);
+int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,
+				       struct policy_result *r, policy_done_fn done, void *arg,
+				       uint64_t *id);
+void policy_cancel(uint64_t id);
+
+/* should_enqueue_log_record(msg, hook_name) for a log hook's record
+ * message: *enqueue = 1 when a handler returned true (handlers run in order
+ * until one returns true or false). Synchronous: a handler may not wait. */
+void policy_should_enqueue_log_record(struct message *msg, const char *hook, int *enqueue,
+				      struct policy_result *r);
+
+/* custom_lua delivery (kumod/dispatch/ready.c). policy_lua_conn_open fires
+ * the constructor event (domain, tenant, campaign); on POLICY_OK r->handle
+ * names the connection object it returned (a table with a send method),
+ * kept until policy_lua_conn_close. policy_lua_conn_send calls
+ * conn:send(msg): POLICY_OK with the returned text in r->text,
+ * POLICY_REJECT for kumo.reject(code, text), POLICY_ERROR for any other
+ * error. Both may wait (same contract as the _async events above).
+ * policy_lua_conn_close calls conn:close() when defined (it may not wait;
+ * an error is logged by the engine) and drops the object. */
+int policy_lua_conn_open(const char *constructor, const char *domain, const char *tenant,
+			 const char *campaign, struct policy_result *r, policy_done_fn done,
+			 void *arg, uint64_t *id);
+int policy_lua_conn_send(uint64_t conn, struct message *msg, struct policy_result *r,
+			 policy_done_fn done, void *arg, uint64_t *id);
+void policy_lua_conn_close(uint64_t conn);
 
 /* smtp_server_auth_plain(authz, authc, password, conn_meta): *ok = 1 when
  * the handler returned true (or a KumoMTA AuthInfo table); 0 without a

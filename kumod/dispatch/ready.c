@@ -86,6 +86,10 @@ struct ready_queue {
 	uint64_t delivered, transfail, failed;
 	uint64_t next_dispatcher_id;
 	struct task *task;
+	/* custom_lua: the constructor event and its (domain, tenant, campaign),
+	 * taken from the first scheduled queue routed here (as KumoMTA) */
+	char *lua_ctor;
+	char *lua_args[3];
 	struct ready_queue *next;
 };
 
@@ -104,6 +108,9 @@ struct dispatcher {
 	enum ready_throttle throttled;
 	uint64_t throttled_since_ms;
 	char last_error[512];
+	uint64_t lua_conn;    /* custom_lua: the connection object (0: none) */
+	uint64_t lua_call;    /* custom_lua: the policy call it waits for (0: none) */
+	uint64_t lua_sent_ns; /* when the current send started */
 	struct dispatcher *next, *prev;
 };
 
@@ -301,11 +308,12 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 
 /* --- ready queues ---------------------------------------------------------- */
 
+/* proto: "smtp", or "lua:<constructor>" for custom_lua (KumoMTA's names). */
 static struct ready_queue *ready_get(const char *source, const char *site, const char *pool,
-				     const char *routing_domain)
+				     const char *routing_domain, const char *proto)
 {
 	char name[1200];
-	snprintf(name, sizeof(name), "%s->%s@smtp", source, site);
+	snprintf(name, sizeof(name), "%s->%s@%s", source, site, proto);
 	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
 		if (strcmp(rq->name, name) == 0) {
 			if (now_ms() - rq->path_loaded_ms > rq->path.refresh_ms)
@@ -383,6 +391,7 @@ static void log_outcome_rcpt(const char *type, struct qmsg *qm, const char *reci
 	    .peer = addr ? &peer : NULL,
 	    .queue = queue_name(qm->q),
 	    .site = rq ? rq->name : NULL,
+	    .delivery_protocol = rq && rq->lua_ctor ? "Lua" : NULL,
 	    .egress_pool = rq ? rq->pool : NULL,
 	    .egress_source = rq ? rq->source : NULL,
 	    .tls = *tls.protocol_version ? &tls : NULL,
@@ -567,6 +576,9 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 /* --- dispatchers ------------------------------------------------------------ */
 
 static void dispatcher_next(struct dispatcher *d);
+static void dispatcher_quit(struct dispatcher *d);
+static void lua_open(struct dispatcher *d);
+static void lua_send(struct dispatcher *d);
 static void dispatcher_connect_next(struct dispatcher *d);
 static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a);
 
@@ -585,6 +597,9 @@ static void timer_free_cb(uv_handle_t *h)
 static void dispatcher_free(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
+	if (d->lua_call)
+		policy_cancel(d->lua_call);
+	policy_lua_conn_close(d->lua_conn);
 	if (d->idle_timer)
 		uv_close((uv_handle_t *)d->idle_timer, timer_free_cb);
 	rq->ndispatchers--;
@@ -795,6 +810,128 @@ static const struct smtp_client_ops dispatcher_ops = {
     .on_closed = d_on_closed,
 };
 
+/* --- custom_lua dispatchers ------------------------------------------------------ */
+
+/* The constructor event stands for connecting, conn:send(msg) for a
+ * transaction and conn:close() for QUIT; limits, rates, idle timeout,
+ * phases and outcomes are those of an SMTP dispatcher. */
+
+static void lua_closed(struct dispatcher *d)
+{
+	policy_lua_conn_close(d->lua_conn);
+	d->lua_conn = 0;
+	if (d->rq->count && !R.shutting_down && d->ready && !rq_suspended(d->rq)) {
+		/* more work and the connection ended (limit, 421, error): reconnect */
+		d->ready = 0;
+		d->delivered_here = 0;
+		dispatcher_connect_next(d);
+		return;
+	}
+	dispatcher_phase(d, "Closing");
+	dispatcher_free(d);
+}
+
+static void dispatcher_quit(struct dispatcher *d)
+{
+	if (d->rq->lua_ctor)
+		lua_closed(d);
+	else
+		smtp_client_quit(d->client);
+}
+
+static void lua_open_result(struct dispatcher *d, const struct policy_result *r)
+{
+	struct ready_queue *rq = d->rq;
+	if (r->status != POLICY_OK) {
+		snprintf(d->last_error, sizeof(d->last_error),
+			 "custom_lua constructor '%.80s': %s%.350s", rq->lua_ctor,
+			 r->status == POLICY_REJECT ? "kumo.reject: " : "", r->text);
+		KTRACE(dispatcher_connect_fail, d->task->id, rq->name, d->last_error);
+		dispatcher_fail_queue(d);
+		dispatcher_phase(d, "Closing");
+		dispatcher_free(d);
+		return;
+	}
+	d->lua_conn = r->handle;
+	d->ready = 1;
+	dispatcher_next(d);
+}
+
+static void lua_opened(void *arg, const struct policy_result *r)
+{
+	struct dispatcher *d = arg;
+	struct task *t = d->task, *prev = task_enter(t);
+	d->lua_call = 0;
+	lua_open_result(d, r);
+	task_exit(t, prev);
+}
+
+static void lua_open(struct dispatcher *d)
+{
+	struct ready_queue *rq = d->rq;
+	if (dispatcher_throttle(d, READY_THROTTLE_CONNECTION))
+		return;
+	dispatcher_phase(d, "AttemptingConnection");
+	KTRACE(dispatcher_connect, d->task->id, rq->name, rq->lua_ctor, rq->site);
+	struct policy_result r;
+	if (policy_lua_conn_open(rq->lua_ctor, rq->lua_args[0], rq->lua_args[1], rq->lua_args[2],
+				 &r, lua_opened, d, &d->lua_call))
+		return;
+	lua_open_result(d, &r);
+}
+
+/* send's outcome: its string is the 200 response; kumo.reject 5xx bounces,
+ * 4xx retries (421 also closes), any other error retries and closes. */
+static void lua_send_result(struct dispatcher *d, const struct policy_result *r)
+{
+	struct ready_queue *rq = d->rq;
+	struct qmsg *qm = d->current;
+	d->current = NULL;
+	int usable = 1;
+	if (r->status == POLICY_OK) {
+		struct outcome_reply rep = {200, NULL, r->text, NULL};
+		outcome_delivered(qm, rq, &rep, NULL, NULL, clock_mono_ns() - d->lua_sent_ns, NULL);
+	} else if (r->status == POLICY_REJECT && r->code >= 500) {
+		outcome_bounce(qm, rq, &(struct outcome_reply){r->code, NULL, r->text, NULL}, NULL,
+			       NULL, NULL);
+	} else {
+		int code = r->status == POLICY_REJECT ? r->code : 400;
+		char text[sizeof(r->text) + 64];
+		/* KumoMTA's wording for an error that is not a rejection */
+		snprintf(text, sizeof(text), "%s%s",
+			 r->status == POLICY_REJECT
+			     ? ""
+			     : "KumoMTA internal: error in deliver_message: ",
+			 r->text);
+		usable = r->status == POLICY_REJECT && code != 421;
+		outcome_transient(qm, rq, &(struct outcome_reply){code, NULL, text, NULL}, NULL,
+				  NULL, "LoggedTransientFailure", NULL);
+	}
+	d->delivered_here++;
+	if (usable)
+		dispatcher_next(d);
+	else
+		lua_closed(d);
+}
+
+static void lua_sent(void *arg, const struct policy_result *r)
+{
+	struct dispatcher *d = arg;
+	struct task *t = d->task, *prev = task_enter(t);
+	d->lua_call = 0;
+	lua_send_result(d, r);
+	task_exit(t, prev);
+}
+
+static void lua_send(struct dispatcher *d)
+{
+	struct policy_result r;
+	d->lua_sent_ns = clock_mono_ns();
+	if (policy_lua_conn_send(d->lua_conn, d->current->m, &r, lua_sent, d, &d->lua_call))
+		return;
+	lua_send_result(d, &r);
+}
+
 /* The egress source cannot reach address a (its source_address is of the
  * other family, or the source is unusable): the reason, else NULL. */
 static const char *dispatcher_source_problem(struct dispatcher *d, const struct ready_addr *a)
@@ -821,6 +958,10 @@ static void dispatcher_connect_next(struct dispatcher *d)
 		/* suspended meanwhile: no new connection, and no queue failure */
 		dispatcher_phase(d, "Closing");
 		dispatcher_free(d);
+		return;
+	}
+	if (rq->lua_ctor && !R.shutting_down) {
+		lua_open(d);
 		return;
 	}
 	if (d->addr_idx >= rq->naddrs || R.shutting_down) {
@@ -918,7 +1059,7 @@ static void dispatcher_idle_cb(uv_timer_t *t)
 	struct task *dt = d->task, *prev = task_enter(dt);
 	d->idle = 0;
 	dispatcher_phase(d, "Closing");
-	smtp_client_quit(d->client);
+	dispatcher_quit(d);
 	task_exit(dt, prev);
 }
 
@@ -963,7 +1104,7 @@ static void dispatcher_next(struct dispatcher *d)
 	}
 	if (!may_continue || !rq->head) {
 		dispatcher_phase(d, "Closing");
-		smtp_client_quit(d->client);
+		dispatcher_quit(d);
 		return;
 	}
 	if (dispatcher_throttle(d, READY_THROTTLE_MESSAGE))
@@ -981,6 +1122,12 @@ static void dispatcher_next(struct dispatcher *d)
 	};
 	dispatcher_phase(d, "DeliveringMessage");
 	task_set_field(d->task, "message_id", qm->m->id);
+	if (rq->lua_ctor) {
+		MSG_TIMELINE(qm->m->id, "Attempt", "attempt %d via %s (custom_lua)",
+			     (int)qm->m->attempts + 1, rq->name);
+		lua_send(d);
+		return;
+	}
 	MSG_TIMELINE(qm->m->id, "Attempt", "attempt %d via %s (session %" PRIu64 ")",
 		     (int)qm->m->attempts + 1, rq->name, smtp_client_id(d->client));
 	if (smtp_client_send(d->client, &d->msg) != 0) {
@@ -998,7 +1145,8 @@ static void ready_maybe_dispatch(struct ready_queue *rq)
 	       rq->ndispatchers < rq->count && !rq_suspended(rq)) {
 		struct dispatcher *d = xcalloc(1, sizeof(*d));
 		d->rq = rq;
-		d->task = task_spawn("smtp_dispatcher", rq->name, rq->task->id);
+		d->task = task_spawn(rq->lua_ctor ? "lua_dispatcher" : "smtp_dispatcher", rq->name,
+				     rq->task->id);
 		task_set_field(d->task, "queue", rq->name);
 		rq->ndispatchers++;
 		d->next = rq->dispatchers;
@@ -1064,6 +1212,56 @@ static void route_add_result(struct route *rt, const struct dns_mx_result *r, in
 	}
 }
 
+static void rq_append(struct ready_queue *rq, struct qmsg *qm);
+
+/* The egress source for qm from its queue's egress_pool ("unspecified"
+ * without one); -1 after a transient outcome when the pool cannot give one. */
+static int route_source(struct qmsg *qm, char *source, size_t len)
+{
+	const struct queue_config *cfg = queue_config_of(qm->q);
+	snprintf(source, len, "unspecified");
+	if (!cfg->egress_pool[0])
+		return 0;
+	char err[300];
+	if (egress_pool_select(cfg->egress_pool, mono_ms(), source, len, err, sizeof(err)) >= 0)
+		return 0;
+	KTRACE(route_fail, qm->m->id, queue_name(qm->q), err, 0);
+	outcome_transient(qm, NULL, LOCAL_REPLY(451, "4.4.4", err), NULL, NULL,
+			  "FailedToInsertIntoReadyQueue", NULL);
+	return -1;
+}
+
+/* custom_lua: no DNS; the ready queue is <source>-><routing domain>@lua:<constructor>. */
+static void route_lua(struct qmsg *qm, const struct queue_config *cfg)
+{
+	if (R.shutting_down) {
+		queue_requeue(qm, "ReadyQueueWasReaped", 0, NULL, NULL);
+		return;
+	}
+	char source[128], proto[300];
+	if (route_source(qm, source, sizeof(source)) != 0)
+		return;
+	snprintf(proto, sizeof(proto), "lua:%s", cfg->custom_lua);
+	const char *rdom = queue_routing_domain(qm->q);
+	struct ready_queue *rq = ready_get(
+	    source, rdom, cfg->egress_pool[0] ? cfg->egress_pool : "unspecified", rdom, proto);
+	if (rq->src_error[0]) {
+		KTRACE(route_fail, qm->m->id, queue_name(qm->q), rq->src_error, 0);
+		outcome_transient(qm, rq, LOCAL_REPLY(451, "4.4.4", rq->src_error), NULL, NULL,
+				  "FailedToInsertIntoReadyQueue", NULL);
+		return;
+	}
+	if (!rq->lua_ctor) {
+		const char *tenant = message_get_meta_str(qm->m, "tenant");
+		const char *campaign = message_get_meta_str(qm->m, "campaign");
+		rq->lua_ctor = xstrdup(cfg->custom_lua);
+		rq->lua_args[0] = xstrdup(queue_domain(qm->q));
+		rq->lua_args[1] = xstrdup(tenant ? tenant : "");
+		rq->lua_args[2] = xstrdup(campaign ? campaign : "");
+	}
+	rq_append(rq, qm);
+}
+
 static void route_finish(struct route *rt)
 {
 	struct qmsg *qm = rt->qm;
@@ -1100,7 +1298,7 @@ static void route_finish(struct route *rt)
 		}
 	}
 	const char *site = rt->site ? rt->site : "";
-	struct ready_queue *rq = ready_get(source, site, pool, rdom);
+	struct ready_queue *rq = ready_get(source, site, pool, rdom, "smtp");
 	if (rq->src_error[0]) {
 		/* the path or the source cannot be used: say why, not what its
 		 * defaults would make of the addresses */
@@ -1164,6 +1362,12 @@ static void route_finish(struct route *rt)
 		return;
 	}
 	route_free(rt);
+	rq_append(rq, qm);
+}
+
+/* Appends a routed message to its ready queue and starts dispatchers. */
+static void rq_append(struct ready_queue *rq, struct qmsg *qm)
+{
 	if (rq->count >= rq->path.max_ready) {
 		KTRACE(ready_full, qm->m->id, rq->name, (uint64_t)rq->path.max_ready);
 		queue_requeue(qm, "ReadyQueueWasFull", 0, NULL, NULL);
@@ -1252,6 +1456,11 @@ static void ready_route(struct qmsg *qm)
 	struct route *rt = xcalloc(1, sizeof(*rt));
 	rt->qm = qm;
 	const struct queue_config *cfg = queue_config_of(qm->q);
+	if (cfg->custom_lua) {
+		free(rt);
+		route_lua(qm, cfg);
+		return;
+	}
 	if (cfg->nmx) {
 		char site[512];
 		size_t off = (size_t)snprintf(site, sizeof(site), "mx_list:");
@@ -1323,6 +1532,9 @@ void ready_free_all(void)
 		free(rq->site);
 		free(rq->source);
 		free(rq->pool);
+		free(rq->lua_ctor);
+		for (int i = 0; i < 3; i++)
+			free(rq->lua_args[i]);
 		free(rq);
 	}
 	R.all = NULL;
@@ -1569,8 +1781,8 @@ json_t *ready_inspect(const char *name)
 	return json_pack(
 	    "{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:{s:I, s:I, s:I}, s:o, s:o, s:f}",
 	    "queue_name", rq->name, "site_name", rq->site, "egress_source", rq->source,
-	    "egress_pool", rq->pool, "protocol", "smtp", "mx", mx, "state", state, "path_config",
-	    path, "counters", "delivered", (json_int_t)rq->delivered, "transfail",
-	    (json_int_t)rq->transfail, "failed", (json_int_t)rq->failed, "dispatchers", ds,
-	    "scheduled_queue_names", sched, "now", (double)now_ns / 1e9);
+	    "egress_pool", rq->pool, "protocol", rq->lua_ctor ? "lua" : "smtp", "mx", mx, "state",
+	    state, "path_config", path, "counters", "delivered", (json_int_t)rq->delivered,
+	    "transfail", (json_int_t)rq->transfail, "failed", (json_int_t)rq->failed, "dispatchers",
+	    ds, "scheduled_queue_names", sched, "now", (double)now_ns / 1e9);
 }

@@ -318,7 +318,7 @@ static const struct api_event {
     {"proxy_server_auth_rfc1929", 0},
     {"rebind_message", 0},
     {"requeue_message", 0},
-    {"should_enqueue_log_record", 0},
+    {"should_enqueue_log_record", 1},
     {"shutdown_logging", 0},
     {"smtp_client_rewrite_delivery_status", 0},
     {"smtp_server_auth_plain", 1},
@@ -765,7 +765,6 @@ int lua_api__event_check(const char *name, char *err, size_t errlen)
 	int st = event_status(name);
 	if (st == 1)
 		return 0;
-	int unknown = st < 0 ? -2 : -1;
 	if (st == 0) {
 		snprintf(err, errlen,
 			 "kumo.on('%s'): a KumoMTA event that kumod does not implement yet "
@@ -776,12 +775,14 @@ int lua_api__event_check(const char *name, char *err, size_t errlen)
 	struct nearest n = {.name = name, .dist = 99};
 	for (size_t i = 0; i < NELEM(kumo_events); i++)
 		nearest_try(&n, kumo_events[i].name);
+	if (!n.best[0])
+		return 0; /* a custom event (a custom_lua constructor, ...) */
 	snprintf(err, errlen,
-		 "kumo.on('%s'): not an event kumod calls%s%s%s, and no configure_local_logs "
-		 "names it as filter_event; KumoMTA's other custom events serve features kumod "
-		 "does not implement yet (custom_lua constructors, log hooks)",
-		 name, n.best[0] ? " (did you mean '" : "", n.best, n.best[0] ? "'?)" : "");
-	return unknown;
+		 "kumo.on('%s'): not an event kumod calls (did you mean '%s'?); a custom event "
+		 "name (a filter_event, a custom_lua constructor) must not look like a KumoMTA "
+		 "event",
+		 name, n.best);
+	return -1;
 }
 
 /* package.searchers entry, after Lua's own: names a KumoMTA module. */
@@ -791,9 +792,6 @@ static int kumo_module_searcher(lua_State *L)
 	static const struct {
 		const char *name, *why;
 	} waiting[] = {
-	    {"policy-extras.log_hooks",
-	     "log hooks (kumo.configure_log_hook, should_enqueue_log_record, custom_lua "
-	     "delivery)"},
 	    {"policy-extras.mail_auth", "SPF/DKIM/DMARC verification (kumo.spf, msg:dkim_verify)"},
 	};
 	for (size_t i = 0; i < NELEM(waiting); i++)

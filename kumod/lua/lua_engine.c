@@ -4,6 +4,7 @@
  * coroutine per call, instruction and wall-clock budget, traceback on
  * error, kumo.reject decoded into a reply). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,12 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/xalloc.h"
+#include "dispatch/loghook.h"
 #include "ktrace.h"
 #include "lua/lua_int.h"
 #include "policy.h"
 #include "spool/logrec.h"
+#include "spool/message.h"
 
 #define LUA_CALL_MAX_INSTRUCTIONS 100000000ull
 #define LUA_CALL_DEADLINE_NS (2ull * 1000000000ull)
@@ -41,9 +44,8 @@ static const char *const multi_events[] = {
 struct lua_slot {
 	char *name;
 	int multi;
-	int claimed; /* a custom name that configuration calls (filter_event) */
-	int ref;     /* registry: sequence of handler functions */
-	int count;   /* cached so a missing handler costs no Lua call */
+	int ref;   /* registry: sequence of handler functions */
+	int count; /* cached so a missing handler costs no Lua call */
 };
 
 /* One bounded handler invocation; found by the count hook through the
@@ -51,9 +53,14 @@ struct lua_slot {
 struct lua_call {
 	const char *event;
 	uint64_t deadline_ns;
+	uint64_t budget_left_ns; /* wall-clock time the handler may still run */
 	uint64_t instructions;
 	int exceeded;
-	uint32_t delay_ms; /* kumo.delay_reply */
+	uint32_t delay_ms;	 /* kumo.delay_reply */
+	int handler;		 /* counts in eng.in_handler (not the main chunk) */
+	struct lua_async *async; /* set when the call may wait (policy_*_async) */
+	lua_State *co;		 /* the call's own coroutine (waits only from it) */
+	int waiting;		 /* lua_engine__wait was called in this resume */
 };
 
 static struct {
@@ -65,7 +72,13 @@ static struct {
 	int loaded;	  /* load errors go to the caller, later ones to the log */
 	lua_State *spare; /* a finished, reset coroutine kept for the next call */
 	int spare_ref;
+	struct lua_async *asyncs; /* calls whose handler waits (policy_*_async) */
+	uint64_t next_async_id;
+	int conns_ref; /* custom_lua connection objects by id */
+	uint64_t next_conn_id;
 } eng;
+
+static void async_free(struct lua_async *a);
 
 static struct lua_call **call_slot(lua_State *L)
 {
@@ -99,7 +112,6 @@ static struct lua_slot *slot_create(lua_State *L, const char *event)
 	struct lua_slot *s = &eng.slots[eng.nslots++];
 	s->name = xstrdup(event);
 	s->multi = event_is_multi(event);
-	s->claimed = 0;
 	s->count = 0;
 	lua_newtable(L);
 	s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -133,14 +145,6 @@ int lua_engine__register(lua_State *L, const char *event, int fn_index)
 	lua_rawseti(L, -2, ++s->count);
 	lua_pop(L, 1);
 	return 0;
-}
-
-void lua_engine__claim_event(const char *name)
-{
-	struct lua_slot *s = slot_find(name);
-	if (!s)
-		s = slot_create(eng.L, name);
-	s->claimed = 1;
 }
 
 int lua_engine__validating(void)
@@ -231,49 +235,59 @@ static void call_failed(const char *event, lua_State *co, struct policy_result *
 
 typedef int (*take_fn)(lua_State *co, int nres, void *ctx, struct policy_result *r);
 
-/* Runs the function and nargs arguments already on co under the budget.
- * Results are handed to take (may be NULL). Returns 1 when take asked to
- * stop (first non-nil wins), 0 otherwise. */
-static int call_run(const char *event, lua_State *co, int nargs, int handler, take_fn take,
-		    void *ctx, struct policy_result *r)
+/* Resumes co (nargs values on its stack) under call's budget. A yield is
+ * kept (LUA_YIELD) only when an asynchronous builtin asked to wait
+ * (lua_engine__wait); any other yield, and an exhausted budget, become
+ * errors with the message on co. The wall-clock budget counts only the time
+ * the handler runs, not the time it waits. */
+static int call_resume(struct lua_call *call, lua_State *co, int nargs, int *nres)
 {
-	struct lua_call call = {
-	    .event = event,
-	    .deadline_ns = clock_mono_ns() + LUA_CALL_DEADLINE_NS,
-	};
+	uint64_t start = clock_mono_ns();
+	call->deadline_ns = start + call->budget_left_ns;
+	call->waiting = 0;
 	struct lua_call *prev_main = *call_slot(eng.L);
 	/* coroutines created by the handler copy the main thread's extra space */
-	*call_slot(eng.L) = &call;
-	*call_slot(co) = &call;
-	eng.in_handler += handler;
+	*call_slot(eng.L) = call;
+	*call_slot(co) = call;
+	eng.in_handler += call->handler;
 	lua_sethook(co, call_hook, LUA_MASKCOUNT, LUA_HOOK_EVERY);
-	int nres = 0, stop = 0;
-	int st = lua_resume(co, eng.L, nargs, &nres);
-	if (st == LUA_OK && call.exceeded) {
+	int st = lua_resume(co, eng.L, nargs, nres);
+	if (st == LUA_OK && call->exceeded) {
 		st = LUA_ERRRUN;
 		lua_pushliteral(co, "policy call exceeded its budget");
-	} else if (st == LUA_YIELD) {
+	} else if (st == LUA_YIELD && !call->waiting) {
 		st = LUA_ERRRUN;
 		lua_pushliteral(co, "event handler yielded, but no asynchronous operation is "
 				    "available to resume it");
 	}
-	if (call.delay_ms)
-		r->delay_ms = call.delay_ms;
+	lua_sethook(co, NULL, 0, 0);
+	eng.in_handler -= call->handler;
+	*call_slot(co) = st == LUA_YIELD ? call : NULL;
+	*call_slot(eng.L) = prev_main;
+	uint64_t used = clock_mono_ns() - start;
+	call->budget_left_ns = used < call->budget_left_ns ? call->budget_left_ns - used : 1;
+	return st;
+}
+
+/* After a handler finished (st is not LUA_YIELD): hands results to take or
+ * fills r from the error, and leaves co ready for reuse. Returns 1 when take
+ * asked to stop. */
+static int call_complete(const char *event, lua_State *co, int st, int nres, take_fn take,
+			 void *ctx, struct policy_result *r)
+{
+	int stop = 0;
+	*call_slot(co) = NULL;
 	if (st != LUA_OK)
 		call_failed(event, co, r);
 	else if (take)
 		stop = take(co, nres, ctx, r);
 	/* A handler that returned has closed its to-be-closed variables already:
 	 * dropping its results leaves the thread ready for the next call. After
-	 * an error, __close handlers run here, still under the budget. */
+	 * an error, __close handlers run here. */
 	if (st == LUA_OK)
 		lua_settop(co, 0);
 	else
 		lua_resetthread(co);
-	lua_sethook(co, NULL, 0, 0);
-	eng.in_handler -= handler;
-	*call_slot(co) = NULL;
-	*call_slot(eng.L) = prev_main;
 	return stop;
 }
 
@@ -284,6 +298,25 @@ int lua_engine__delay_reply(lua_State *L, uint32_t ms)
 		return -1;
 	c->delay_ms = ms;
 	return 0;
+}
+
+/* Runs the function and nargs arguments already on co under the budget,
+ * without waiting. Results are handed to take (may be NULL). Returns 1 when
+ * take asked to stop (first non-nil wins), 0 otherwise. */
+static int call_run(const char *event, lua_State *co, int nargs, int handler, take_fn take,
+		    void *ctx, struct policy_result *r)
+{
+	struct lua_call call = {
+	    .event = event,
+	    .budget_left_ns = LUA_CALL_DEADLINE_NS,
+	    .handler = handler,
+	};
+	int nres = 0;
+	int st = call_resume(&call, co, nargs, &nres);
+	int stop = call_complete(event, co, st, nres, take, ctx, r);
+	if (call.delay_ms) /* kumo.delay_reply */
+		r->delay_ms = call.delay_ms;
+	return stop;
 }
 
 /* Pushes the event's arguments onto co; returns their count. */
@@ -491,28 +524,6 @@ void policy_list_api(FILE *out, int markdown)
 	lua_close(L);
 }
 
-/* After init: a handler for a name kumod never calls, and that no
- * configuration claimed, is refused (it would never run). */
-static int check_custom_events(char *err, size_t errlen)
-{
-	for (size_t i = 0; i < eng.nslots; i++) {
-		struct lua_slot *s = &eng.slots[i];
-		char why[512], msg[1024];
-		if (!s->count || s->claimed ||
-		    lua_api__event_check(s->name, why, sizeof(why)) != -2)
-			continue;
-		/* named where the handler is defined, as a load error would be */
-		lua_Debug ar;
-		lua_rawgeti(eng.L, LUA_REGISTRYINDEX, s->ref);
-		lua_rawgeti(eng.L, -1, 1);
-		lua_getinfo(eng.L, ">S", &ar);
-		lua_pop(eng.L, 1);
-		snprintf(msg, sizeof(msg), "%s:%d: %s", ar.short_src, ar.linedefined, why);
-		return load_fail(err, errlen, msg);
-	}
-	return 0;
-}
-
 static int log_filter(const char *event, const struct message *m, const char **why);
 
 int policy_load(const char *path, int validate, char *err, size_t errlen)
@@ -532,8 +543,6 @@ int policy_load(const char *path, int validate, char *err, size_t errlen)
 		return -1;
 	if (validate && run_phase("validate_config", err, errlen) != 0)
 		return -1;
-	if (check_custom_events(err, errlen) != 0)
-		return -1;
 	logrec_set_filter(log_filter);
 	eng.loaded = 1;
 	log_debug("lua", "policy %s loaded: %zu events with handlers", path, eng.nslots);
@@ -542,10 +551,13 @@ int policy_load(const char *path, int validate, char *err, size_t errlen)
 
 void policy_close(void)
 {
+	while (eng.asyncs) /* waiting calls are dropped: their callers never hear back */
+		async_free(eng.asyncs);
 	if (eng.L) {
 		lua_close(eng.L); /* __gc drops message and conn_meta references */
 		eng.L = NULL;
 		eng.spare = NULL;
+		eng.conns_ref = 0;
 	}
 	for (size_t i = 0; i < eng.nslots; i++)
 		free(eng.slots[i].name);
@@ -555,6 +567,7 @@ void policy_close(void)
 	eng.validating = 0;
 	eng.loaded = 0;
 	lua_throttle__free_all();
+	loghook_free_all();
 }
 
 /* --- SMTP server events -------------------------------------------------- */
@@ -570,7 +583,10 @@ struct event_args {
 	const char *mt;	  /* metatable the result must carry */
 	const char *want; /* "kumo.make_queue_config{...}" for the error text */
 	json_t **out;
+	uint64_t conn; /* custom_lua: the connection object's id */
 };
+
+static int push_conn_send(lua_State *co, void *ctx);
 
 static int push_event_args(lua_State *co, void *ctx)
 {
@@ -623,6 +639,374 @@ static int log_filter(const char *event, const struct message *m, const char **w
 	}
 	*why = "filter_event returned false";
 	return f.ok;
+}
+
+/* --- handlers that may wait ------------------------------------------------ */
+
+/* An event call whose handlers may wait for I/O (kumo.http): it lives here
+ * while a handler's coroutine is suspended; the builtin's completion finds
+ * it by id (lua_engine__wake). Holds references on the message and the
+ * connection metadata, so the caller may go away meanwhile. */
+struct lua_async {
+	uint64_t id;
+	const char *event; /* static */
+	struct event_args args;
+	push_fn push;
+	take_fn take;
+	int next;      /* next handler to run (1-based) */
+	int direct;    /* one call whose function push() pushes too (conn:send) */
+	lua_State *co; /* the running handler's coroutine, NULL between handlers */
+	int co_ref;
+	struct lua_call call;
+	struct policy_result r;
+	policy_done_fn done;
+	void *arg;
+	struct lua_async *next_async, *prev_async;
+};
+
+static struct lua_async *async_find(uint64_t id)
+{
+	for (struct lua_async *a = eng.asyncs; a; a = a->next_async)
+		if (a->id == id)
+			return a;
+	return NULL;
+}
+
+static void async_free(struct lua_async *a)
+{
+	if (a->prev_async)
+		a->prev_async->next_async = a->next_async;
+	else if (eng.asyncs == a)
+		eng.asyncs = a->next_async;
+	if (a->next_async)
+		a->next_async->prev_async = a->prev_async;
+	if (a->co && eng.L)
+		luaL_unref(eng.L, LUA_REGISTRYINDEX, a->co_ref); /* a suspended thread: collected */
+	json_decref(a->args.conn_meta);
+	if (a->args.msg)
+		message_unref(a->args.msg);
+	free(a);
+}
+
+/* Runs a's handlers from a->next on; when a->co is set, its handler has
+ * just returned from a resume with status st. Returns 1 when a handler
+ * waits, 0 when the call is over (a->r holds the outcome). */
+static int async_run(struct lua_async *a, int st, int nres)
+{
+	for (;;) {
+		if (a->co) {
+			if (st == LUA_YIELD)
+				return 1;
+			int stop =
+			    call_complete(a->event, a->co, st, nres, a->take, &a->args, &a->r);
+			if (a->call.delay_ms) /* kumo.delay_reply */
+				a->r.delay_ms = a->call.delay_ms;
+			thread_put(a->co, a->co_ref);
+			a->co = NULL;
+			if (stop || a->r.status != POLICY_OK)
+				return 0;
+		}
+		struct lua_slot *s = eng.L && !a->direct ? slot_find(a->event) : NULL;
+		if (!eng.L || (a->direct ? a->next > 1 : (!s || a->next > s->count)))
+			return 0;
+		a->co = thread_get(&a->co_ref);
+		if (s) {
+			lua_rawgeti(eng.L, LUA_REGISTRYINDEX, s->ref);
+			lua_rawgeti(eng.L, -1, a->next);
+			lua_xmove(eng.L, a->co, 1);
+			lua_pop(eng.L, 1);
+		}
+		a->next++;
+		int nargs = a->push ? a->push(a->co, &a->args) : 0;
+		a->call = (struct lua_call){.event = a->event,
+					    .budget_left_ns = LUA_CALL_DEADLINE_NS,
+					    .handler = 1,
+					    .async = a,
+					    .co = a->co};
+		nres = 0;
+		st = call_resume(&a->call, a->co, nargs, &nres);
+	}
+}
+
+/* dispatch() for an event whose handlers may wait: 0 when it completed
+ * (r filled, done never called), 1 when a handler waits (done is called
+ * once later, *id names the call). */
+static int dispatch_async(const char *event, push_fn push, take_fn take,
+			  const struct event_args *args, struct policy_result *r,
+			  policy_done_fn done, void *arg, uint64_t *id)
+{
+	memset(r, 0, sizeof(*r));
+	r->status = POLICY_OK;
+	int direct = push == push_conn_send;
+	struct lua_slot *s = eng.L && !direct ? slot_find(event) : NULL;
+	if (!eng.L || (!direct && (!s || s->count == 0)))
+		return 0;
+	KTRACE(lua_event, event, (int32_t)(s ? s->count : 1));
+	struct lua_async *a = xcalloc(1, sizeof(*a));
+	a->id = ++eng.next_async_id;
+	a->event = s ? s->name : event; /* lives as long as the policy */
+	a->direct = direct;
+	a->args = *args;
+	json_incref(a->args.conn_meta);
+	if (a->args.msg)
+		message_ref(a->args.msg);
+	a->push = push;
+	a->take = take;
+	a->next = 1;
+	a->next_async = eng.asyncs;
+	if (eng.asyncs)
+		eng.asyncs->prev_async = a;
+	eng.asyncs = a;
+	if (async_run(a, LUA_OK, 0)) {
+		a->done = done;
+		a->arg = arg;
+		*id = a->id;
+		KTRACE(lua_wait, event, a->id);
+		return 1;
+	}
+	*r = a->r;
+	async_free(a);
+	return 0;
+}
+
+uint64_t lua_engine__wait_begin(lua_State *L, const char *what)
+{
+	struct lua_call *c = *call_slot(L);
+	if (!c || !c->async) {
+		luaL_error(L,
+			   "%s: cannot wait for I/O in %s%s%s: kumod runs it synchronously (the "
+			   "events that may wait are listed in docs/policy-api.md)",
+			   what, c ? "event '" : "the policy's main chunk", c ? c->event : "",
+			   c ? "'" : "");
+		return 0;
+	}
+	if (L != c->co || !lua_isyieldable(L)) {
+		luaL_error(L,
+			   "%s: cannot wait for I/O inside a coroutine the handler of '%s' "
+			   "created, or inside a metamethod; call it from the handler itself",
+			   what, c->event);
+		return 0;
+	}
+	return c->async->id;
+}
+
+int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k)
+{
+	struct lua_call *c = *call_slot(L);
+	if (!c || !c->async)
+		panic("%s: no lua_engine__wait_begin", __func__);
+	c->waiting = 1;
+	return lua_yieldk(L, 0, ctx, k);
+}
+
+lua_State *lua_engine__thread(uint64_t id)
+{
+	struct lua_async *a = async_find(id);
+	return a && a->co && lua_status(a->co) == LUA_YIELD ? a->co : NULL;
+}
+
+void lua_engine__wake(uint64_t id, int nres)
+{
+	struct lua_async *a = async_find(id);
+	if (!a || !a->co)
+		panic("%s: call %" PRIu64 " is not waiting", __func__, id);
+	KTRACE(lua_wake, a->event, a->id);
+	int n = 0;
+	int st = call_resume(&a->call, a->co, nres, &n);
+	if (async_run(a, st, n))
+		return;
+	if (eng.asyncs == a)
+		eng.asyncs = a->next_async;
+	if (a->prev_async)
+		a->prev_async->next_async = a->next_async;
+	if (a->next_async)
+		a->next_async->prev_async = a->prev_async;
+	a->next_async = a->prev_async = NULL;
+	a->done(a->arg, &a->r);
+	async_free(a);
+}
+
+void policy_cancel(uint64_t id)
+{
+	struct lua_async *a = async_find(id);
+	if (a)
+		async_free(a);
+}
+
+/* --- log hooks ----------------------------------------------------------------- */
+
+struct enqueue_args {
+	struct message *msg;
+	const char *hook;
+	int *enqueue;
+};
+
+static int push_enqueue(lua_State *co, void *ctx)
+{
+	struct enqueue_args *a = ctx;
+	lua_message__push(co, a->msg);
+	lua_pushstring(co, a->hook);
+	return 2;
+}
+
+/* nil: the next handler decides; true or false: that is the answer. */
+static int take_enqueue(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct enqueue_args *a = ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	if (nres < 1 || lua_isnil(co, idx))
+		return 0;
+	if (!lua_isboolean(co, idx)) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "should_enqueue_log_record: handler returned a %s; expected true, false "
+			 "or nil",
+			 luaL_typename(co, idx));
+		return 1;
+	}
+	*a->enqueue = lua_toboolean(co, idx);
+	return 1;
+}
+
+void policy_should_enqueue_log_record(struct message *msg, const char *hook, int *enqueue,
+				      struct policy_result *r)
+{
+	struct enqueue_args a = {.msg = msg, .hook = hook, .enqueue = enqueue};
+	*enqueue = 0;
+	dispatch("should_enqueue_log_record", push_enqueue, take_enqueue, &a, r);
+	if (r->status != POLICY_OK)
+		*enqueue = 0;
+}
+
+/* --- custom_lua delivery ------------------------------------------------------ */
+
+/* Connection objects live in a registry table, by id. */
+static void conns_push(lua_State *L)
+{
+	if (!eng.conns_ref) {
+		lua_newtable(eng.L);
+		eng.conns_ref = luaL_ref(eng.L, LUA_REGISTRYINDEX);
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, eng.conns_ref);
+}
+
+/* The constructor's result: a table with a send method, kept by id. */
+static int take_conn(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	(void)ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	int ok = nres >= 1 && lua_type(co, idx) == LUA_TTABLE;
+	if (ok) {
+		lua_getfield(co, idx, "send");
+		ok = lua_isfunction(co, -1);
+		lua_pop(co, 1);
+	}
+	if (!ok) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "custom_lua constructor returned %s; expected a table with a send method",
+			 nres >= 1 ? luaL_typename(co, idx) : "nothing");
+		KTRACE(lua_error, "custom_lua", r->text);
+		return 1;
+	}
+	conns_push(co);
+	r->handle = ++eng.next_conn_id;
+	lua_pushvalue(co, idx);
+	lua_rawseti(co, -2, (lua_Integer)r->handle);
+	lua_pop(co, 1);
+	return 1;
+}
+
+static int conn_gone(lua_State *L)
+{
+	return luaL_error(L, "custom_lua: the connection object is gone");
+}
+
+/* conn:send(msg): pushes the method, the object and the message. */
+static int push_conn_send(lua_State *co, void *ctx)
+{
+	struct event_args *a = ctx;
+	conns_push(co);
+	if (lua_rawgeti(co, -1, (lua_Integer)a->conn) != LUA_TTABLE) {
+		lua_pop(co, 2);
+		lua_pushcfunction(co, conn_gone);
+		return 0;
+	}
+	lua_getfield(co, -1, "send"); /* conns, conn, send */
+	lua_rotate(co, -3, 1);	      /* send, conns, conn */
+	lua_remove(co, -2);	      /* send, conn */
+	lua_message__push(co, a->msg);
+	return 2;
+}
+
+/* send's result: a string (the response text logged) or nil. */
+static int take_send(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	(void)ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	if (nres >= 1 && lua_type(co, idx) == LUA_TSTRING) {
+		error_first_line(co, idx, r->text, sizeof(r->text));
+	} else if (nres >= 1 && !lua_isnil(co, idx)) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "custom_lua send returned a %s; expected a string or nil",
+			 luaL_typename(co, idx));
+	}
+	return 1;
+}
+
+int policy_lua_conn_open(const char *constructor, const char *domain, const char *tenant,
+			 const char *campaign, struct policy_result *r, policy_done_fn done,
+			 void *arg, uint64_t *id)
+{
+	struct event_args a = {.str = {domain, tenant, campaign}, .nstr = 3};
+	if (!policy_has_handler(constructor)) {
+		memset(r, 0, sizeof(*r));
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "custom_lua constructor '%s' has no handler (kumo.on('%s', ...))",
+			 constructor, constructor);
+		return 0;
+	}
+	int rc = dispatch_async(constructor, push_event_args, take_conn, &a, r, done, arg, id);
+	if (!rc && r->status == POLICY_OK && !r->handle) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text), "custom_lua constructor '%s' returned nothing",
+			 constructor);
+	}
+	return rc;
+}
+
+int policy_lua_conn_send(uint64_t conn, struct message *msg, struct policy_result *r,
+			 policy_done_fn done, void *arg, uint64_t *id)
+{
+	struct event_args a = {.msg = msg, .conn = conn};
+	return dispatch_async("custom_lua send", push_conn_send, take_send, &a, r, done, arg, id);
+}
+
+void policy_lua_conn_close(uint64_t conn)
+{
+	if (!eng.L || !conn)
+		return;
+	conns_push(eng.L);
+	if (lua_rawgeti(eng.L, -1, (lua_Integer)conn) == LUA_TTABLE &&
+	    lua_getfield(eng.L, -1, "close") == LUA_TFUNCTION) {
+		int ref;
+		lua_State *co = thread_get(&ref);
+		lua_xmove(eng.L, co, 1); /* close */
+		lua_pushvalue(eng.L, -1);
+		lua_xmove(eng.L, co, 1); /* the object */
+		struct policy_result r;
+		memset(&r, 0, sizeof(r));
+		call_run("custom_lua close", co, 1, 1, NULL, NULL, &r);
+		thread_put(co, ref);
+	} else {
+		lua_pop(eng.L, 1);
+	}
+	lua_pop(eng.L, 1);
+	lua_pushnil(eng.L);
+	lua_rawseti(eng.L, -2, (lua_Integer)conn);
+	lua_pop(eng.L, 1);
 }
 
 void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)
@@ -717,6 +1101,15 @@ void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct
 {
 	struct event_args a = {.msg = msg, .conn_meta = conn_meta};
 	dispatch("smtp_server_message_received", push_event_args, NULL, &a, r);
+}
+
+int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,
+				       struct policy_result *r, policy_done_fn done, void *arg,
+				       uint64_t *id)
+{
+	struct event_args a = {.msg = msg, .conn_meta = conn_meta};
+	return dispatch_async("smtp_server_message_received", push_event_args, NULL, &a, r, done,
+			      arg, id);
 }
 
 struct auth_plain_args {

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <lauxlib.h>
@@ -32,6 +33,18 @@ struct message;
 int lua_engine__register(lua_State *L, const char *event, int fn_index);
 /* 1 in --validate mode: builders check their arguments but start nothing. */
 int lua_engine__validating(void);
+/* Asynchronous builtins (kumo.http). A C function that will wait first
+ * calls lua_engine__wait_begin (raises, naming `what` and the event, when
+ * the running handler cannot wait: a synchronous event, a coroutine the
+ * handler made, a metamethod), starts its operation with the returned id,
+ * then returns lua_engine__wait(L, ctx, k): the handler's coroutine yields
+ * and the loop runs on. On completion the operation pushes its results on
+ * lua_engine__thread(id) (NULL: the call was dropped, push nothing) and
+ * calls lua_engine__wake(id, nres): they become k's results on the stack. */
+uint64_t lua_engine__wait_begin(lua_State *L, const char *what);
+int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k);
+lua_State *lua_engine__thread(uint64_t id);
+void lua_engine__wake(uint64_t id, int nres);
 
 /* lua_kumo.c: opens the `kumo` module (pushes the table). */
 int lua_kumo__open(lua_State *L);
@@ -79,6 +92,11 @@ char *lua_json__encode(lua_State *L, int idx, int pretty);
 /* Registers json_encode, json_encode_pretty, json_parse, json_load into
  * the table on top of the stack. */
 void lua_json__register(lua_State *L);
+
+/* lua_http.c: kumo.http into the kumo table on top of the stack. */
+void lua_http__register(lua_State *L);
+/* lua_loghook.c: kumo.configure_log_hook into the kumo table on top. */
+void lua_loghook__register(lua_State *L);
 
 /* lua_bounce.c: kumo.configure_bounce_classifier into the table on top. */
 void lua_bounce__register(lua_State *L);
@@ -137,13 +155,11 @@ int lua_api__missing_member(lua_State *L, const char *what, const char *k, int k
  * ours (kumod's own keys, may be NULL). */
 int lua_api__unknown_key(lua_State *L, const char *builder, const char *key,
 			 const char *const *ours, size_t nours);
-/* 0 when kumod calls the event, else why in err and -1 (a KumoMTA event
- * kumod does not call) or -2 (a custom name: allowed only when something,
- * such as configure_local_logs' filter_event, claims it by the end of init). */
+/* 0 when kumod calls the event or it is a custom name (a filter_event, a
+ * custom_lua constructor: known only when configuration calls it), else -1
+ * and why in err: a KumoMTA event kumod does not call, or a name one edit
+ * away from a KumoMTA event (a typo, never silently a custom event). */
 int lua_api__event_check(const char *name, char *err, size_t errlen);
-/* A custom event name some configuration calls (filter_event): kumo.on for
- * it is then accepted. */
-void lua_engine__claim_event(const char *name);
 /* Appends the searcher that names KumoMTA modules to package.searchers. */
 void lua_api__install_searcher(lua_State *L);
 /* kumod --list-api: every KumoMTA name and whether kumod has it. */

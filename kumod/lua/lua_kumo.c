@@ -38,9 +38,8 @@ static int l_on(lua_State *L)
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	char why[512];
 	int st = lua_api__event_check(name, why, sizeof(why));
-	if (st == -1)
+	if (st != 0)
 		return luaL_error(L, "%s", why);
-	/* a custom name (-2) is checked when init has run: it must be claimed */
 	if (lua_engine__register(L, name, 2) != 0)
 		return luaL_error(L, "%s", lua_tostring(L, -1));
 	return 0;
@@ -990,6 +989,83 @@ struct cfg_key {
 	const char *only;
 };
 
+/* protocol = { custom_lua = { constructor = 'event.name' } }: KumoMTA's
+ * batching keys are refused by name (kumod sends one message per call). */
+static void check_custom_lua(lua_State *L, int idx, const char *what)
+{
+	check_table(L, idx, what);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(k, "constructor") == 0) {
+			if (lua_type(L, -1) != LUA_TSTRING || !lua_rawlen(L, -1))
+				luaL_error(L, "%s: custom_lua.constructor must be an event name",
+					   what);
+		} else if (strcmp(k, "batch_size") == 0 || strcmp(k, "max_batch_latency") == 0 ||
+			   strcmp(k, "min_batch_size") == 0) {
+			luaL_error(L,
+				   "%s: custom_lua.%s is a KumoMTA option that kumod does not "
+				   "implement yet (send takes one message)",
+				   what, k);
+		} else {
+			luaL_error(L, "%s: unknown custom_lua key '%s' (expected 'constructor')",
+				   what, k);
+		}
+		lua_pop(L, 1);
+	}
+	lua_getfield(L, idx, "constructor");
+	if (lua_isnil(L, -1))
+		luaL_error(L, "%s: custom_lua needs a constructor (the event to call)", what);
+	lua_pop(L, 1);
+}
+
+static void check_mx_entry(lua_State *L, int idx, const char *what, int i);
+
+/* protocol = { smtp = { mx_list = {...} } } or { custom_lua = {...} }. */
+static void check_smtp_proto(lua_State *L, int idx, const char *what)
+{
+	check_table(L, idx, what);
+	lua_getfield(L, idx, "mx_list");
+	if (!lua_isnil(L, -1)) {
+		check_table(L, -1, what);
+		size_t n = lua_rawlen(L, -1);
+		if (n == 0)
+			luaL_error(L, "%s: smtp.mx_list is empty", what);
+		for (size_t i = 1; i <= n; i++) {
+			lua_rawgeti(L, -1, (lua_Integer)i);
+			if (lua_type(L, -1) == LUA_TTABLE)
+				check_mx_entry(L, lua_gettop(L), what, (int)i);
+			else
+				check_str(L, -1, what);
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+}
+
+static void check_protocol(lua_State *L, int idx, const char *what)
+{
+	check_table(L, idx, what);
+	int n = 0;
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *pk = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(pk, "smtp") == 0)
+			check_smtp_proto(L, lua_gettop(L), what);
+		else if (strcmp(pk, "custom_lua") == 0)
+			check_custom_lua(L, lua_gettop(L), what);
+		else
+			luaL_error(L,
+				   "%s: only the 'smtp' and 'custom_lua' protocols are supported, "
+				   "got '%s'",
+				   what, pk);
+		n++;
+		lua_pop(L, 1);
+	}
+	if (n > 1)
+		luaL_error(L, "%s: give one protocol, 'smtp' or 'custom_lua'", what);
+}
+
 /* The value at idx is one of the '|'-separated texts in only (see cfg_key). */
 static int cfg_value_allowed(lua_State *L, int idx, const struct cfg_key *c)
 {
@@ -1145,44 +1221,9 @@ static int make_tagged(lua_State *L, const char *fname, const struct cfg_key *sp
 				    what, m);
 			break;
 		}
-		case CT_PROTO: {
-			check_table(L, v, what);
-			lua_getfield(L, v, "smtp");
-			if (!lua_isnil(L, -1)) {
-				check_table(L, -1, what);
-				lua_getfield(L, -1, "mx_list");
-				if (!lua_isnil(L, -1)) {
-					check_table(L, -1, what);
-					size_t n = lua_rawlen(L, -1);
-					if (n == 0)
-						return luaL_error(L, "%s: smtp.mx_list is empty",
-								  what);
-					for (size_t i = 1; i <= n; i++) {
-						lua_rawgeti(L, -1, (lua_Integer)i);
-						if (lua_type(L, -1) == LUA_TTABLE)
-							check_mx_entry(L, lua_gettop(L), what,
-								       (int)i);
-						else
-							check_str(L, -1, what);
-						lua_pop(L, 1);
-					}
-				}
-				lua_pop(L, 1);
-			} else {
-				lua_pushnil(L);
-				if (lua_next(L, v)) {
-					const char *pk = lua_type(L, -2) == LUA_TSTRING
-							     ? lua_tostring(L, -2)
-							     : "?";
-					return luaL_error(L,
-							  "%s: only the 'smtp' protocol is "
-							  "supported, got '%s'",
-							  what, pk);
-				}
-			}
-			lua_pop(L, 1);
+		case CT_PROTO:
+			check_protocol(L, v, what);
 			break;
-		}
 		case CT_RATE: {
 			struct rate_spec rs;
 			const char *text = check_str(L, v, what);
@@ -1518,8 +1559,6 @@ static int l_configure_local_logs(lua_State *L)
 	lua_getfield(L, t, "filter_event");
 	c.filter_event = lua_tostring(L, -1); /* kept alive by the table */
 	lua_pop(L, 1);
-	if (c.filter_event)
-		lua_engine__claim_event(c.filter_event);
 	if (lua_engine__validating()) {
 		/* templates are checked when validating too */
 		for (size_t i = 0; i < c.nper_record; i++) {
@@ -1731,5 +1770,7 @@ int lua_kumo__open(lua_State *L)
 	lua_setfield(L, -2, "dns");
 	lua_dkim__open(L);
 	lua_catcher__register(L);
+	lua_http__register(L);
+	lua_loghook__register(L);
 	return 1;
 }

@@ -265,6 +265,7 @@ static void config_free(struct queue_config *c)
 	}
 	free(c->mx_list);
 	free(c->mx_names);
+	free(c->custom_lua);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -314,6 +315,9 @@ static void queue_load_config(struct sched_queue *q)
 	q->cfg.reap_ms = json_ms(o, "reap_interval_ms", QUEUE_REAP_MS);
 	const char *pool = json_string_value(json_object_get(o, "egress_pool"));
 	snprintf(q->cfg.egress_pool, sizeof(q->cfg.egress_pool), "%s", pool ? pool : "");
+	const char *ctor = json_string_value(json_object_get(
+	    json_object_get(json_object_get(o, "protocol"), "custom_lua"), "constructor"));
+	q->cfg.custom_lua = ctor ? xstrdup(ctor) : NULL;
 	json_t *mx =
 	    json_object_get(json_object_get(json_object_get(o, "protocol"), "smtp"), "mx_list");
 	if (json_is_array(mx) && json_array_size(mx)) {

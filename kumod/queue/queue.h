@@ -33,6 +33,7 @@ struct queue_config {
 	char **mx_names;		/* per entry: the MX name of a { name, addr } entry (mx_list
 					 * then holds addr), else NULL */
 	size_t nmx;
+	char *custom_lua; /* protocol.custom_lua.constructor: delivered by Lua, or NULL */
 };
 
 /* One queued message (owned by the queue layer while it exists). */

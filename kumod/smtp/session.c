@@ -958,6 +958,14 @@ struct smtp_rx_txn {
 	char peer_ip[64], helo[256];
 	char tls_version[32], tls_cipher[128]; /* "" without TLS */
 	uint64_t started_ns;
+	/* smtp_server_message_received, group by group (it may wait) */
+	struct message *tx;	   /* the transaction as received */
+	size_t *group;		   /* recipient -> first recipient of its message */
+	size_t next;		   /* next recipient to look at */
+	struct message *cur;	   /* the message whose handler waits */
+	uint64_t policy_call;	   /* the waiting call (policy_cancel) */
+	int code;		   /* 250, or the failing reply code */
+	struct policy_result fail; /* why the transaction failed */
 };
 
 static void session_after_reply(struct smtp_session *s);
@@ -974,6 +982,9 @@ static void rx_txn_free(struct smtp_rx_txn *t)
 		json_decref(t->drep[i].arf);
 		json_decref(t->drep[i].dsn);
 	}
+	if (t->tx)
+		message_unref(t->tx);
+	free(t->group);
 	free(t->msgs);
 	free(t->rep);
 	free(t->dropped);
@@ -1109,6 +1120,213 @@ static int session_report_disposition(struct smtp_session *s, struct message *m,
 	return keep;
 }
 
+/* The message for the recipient group that starts at i, with the metadata
+ * KumoMTA sets before smtp_server_message_received. */
+static struct message *rx_group_message(struct smtp_session *s, struct smtp_rx_txn *t, size_t i)
+{
+	struct message *tx = t->tx;
+	struct message *m = i == 0 && tx->nrecipients == 1 ? message_ref(tx) : message_new();
+	if (m != tx) {
+		message_set_sender(m, tx->sender);
+		for (size_t j = i; j < tx->nrecipients; j++)
+			if (t->group[j] == i)
+				message_add_recipient(m, tx->recipients[j]);
+		message_set_data(m, tx->data.data, tx->data.len);
+	}
+	session_add_trace_headers(s, m);
+	/* KumoMTA copies these into the message meta (log records use them) */
+	message_set_meta(m, "reception_protocol", json_string("ESMTP"));
+	message_set_meta(m, "received_from", json_string(s->conn.peer));
+	message_set_meta(m, "received_via", json_string(s->l->addr));
+	json_t *ts = smtp_transcript_json(&s->ts, s->helo, conn_tls_version(&s->conn));
+	if (ts) /* the mail catcher's per-message SMTP conversation */
+		message_set_meta(m, "smtp_session", ts);
+	if (s->authenticated) { /* KumoMTA copies the AUTH identities too */
+		message_set_meta(m, "authn_id", json_incref(json_object_get(s->meta, "authn_id")));
+		message_set_meta(m, "authz_id", json_incref(json_object_get(s->meta, "authz_id")));
+	}
+	return m;
+}
+
+/* After the policy of the group at i ran: checks the queue config and keeps
+ * m for the spool, or records why the transaction fails. Consumes m. */
+static void rx_group_done(struct smtp_session *s, struct smtp_rx_txn *t, size_t i,
+			  struct message *m, const struct policy_result *r)
+{
+	session_trace_policy(s, "smtp_server_message_received", r);
+	MSG_TIMELINE(m->id, "Policy", "smtp_server_message_received: %s",
+		     r->status == POLICY_OK	  ? "ok"
+		     : r->status == POLICY_REJECT ? "rejected"
+						  : "error");
+	const char *queue = message_get_meta_str(m, "queue");
+	if (r->status != POLICY_OK) {
+		t->fail = *r;
+		t->code = r->status == POLICY_REJECT ? r->code : 451;
+		message_unref(m);
+		return;
+	}
+	session_add_supplemental_header(s, m);
+	char qerr[600];
+	if (!(queue && strcmp(queue, "null") == 0) &&
+	    queue_check_config(m, "ESMTP", s->conn.peer_ip, qerr, sizeof(qerr)) != 0) {
+		/* nothing is acknowledged that is not queued under the policy's config */
+		t->code = 451;
+		t->fail.status = POLICY_REJECT;
+		t->fail.code = 451;
+		snprintf(t->fail.text, sizeof(t->fail.text), "4.3.0 %.500s", qerr);
+		message_unref(m);
+		return;
+	}
+	struct smtp_rx_report rp = {0};
+	struct policy_result lr = {0};
+	int keep = session_report_disposition(s, m, &rp, &lr);
+	if (keep < 0) {
+		t->fail = lr;
+		t->code = lr.status == POLICY_REJECT ? lr.code : 451;
+		message_unref(m);
+		return;
+	}
+	/* a batch shows its first recipient (the Reception record lists all);
+	 * the queue as queue_insert() will name it, not an unset meta */
+	char qname[512];
+	queue_message_name(m, qname, sizeof(qname));
+	KTRACE(smtp_message, s->id, m->id, m->sender, t->tx->recipients[i], qname,
+	       (uint64_t)m->data.len);
+	MSG_TIMELINE(m->id, "Reception", "ESMTP from %s via %s, %zu bytes, queue %s", s->conn.peer,
+		     s->l->addr, m->data.len, qname);
+	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_MESSAGE, .name = m->id, .text = m->sender,
+		       .text2 = qname, .rcpts = (const char *const *)m->recipients,
+		       .nrcpts = m->nrecipients);
+	buf_printf(&t->ids, "%s%s", t->ids.len ? " " : "", m->id);
+	if (queue && strcmp(queue, "null") == 0) {
+		message_unref(m); /* accepted and discarded (KumoMTA null queue) */
+		json_decref(rp.arf);
+		json_decref(rp.dsn);
+	} else if (!keep) {
+		t->drep[t->ndropped] = rp;
+		t->dropped[t->ndropped++] = m;
+	} else {
+		t->rep[t->n] = rp;
+		t->msgs[t->n++] = m;
+	}
+}
+
+static void rx_policy_done(void *arg, const struct policy_result *r);
+
+/* Runs smtp_server_message_received for the groups from t->next on. A
+ * handler may wait (kumo.http): then the session stays paused in Spooling
+ * and rx_policy_done continues. Returns 1 while waiting, 0 when every
+ * group is done. */
+static int rx_policy_step(struct smtp_session *s, struct smtp_rx_txn *t)
+{
+	struct message *tx = t->tx;
+	for (size_t i = t->next; i < tx->nrecipients && t->code == 250; i++) {
+		if (t->group[i] != i)
+			continue; /* in the message of an earlier recipient */
+		struct message *m = rx_group_message(s, t, i);
+		struct policy_result r = {0};
+		if (policy_smtp_message_received_async(m, s->meta, &r, rx_policy_done, t,
+						       &t->policy_call)) {
+			t->cur = m;
+			t->next = i;
+			return 1;
+		}
+		rx_group_done(s, t, i, m, &r);
+	}
+	t->next = tx->nrecipients;
+	return 0;
+}
+
+/* Every group went through the policy: 1 when the transaction ends with a
+ * reply (rx_reply), 0 when what was kept goes to the spool (rx_spool). */
+static int rx_finish(struct smtp_session *s, struct smtp_rx_txn *t)
+{
+	if (t->code == 250 && t->n && !spool_is_open()) {
+		t->code = 451;
+		t->fail.status = POLICY_REJECT;
+		t->fail.code = 451;
+		snprintf(t->fail.text, sizeof(t->fail.text),
+			 "4.3.0 no spool is defined (kumo.define_spool); message not accepted");
+	}
+	if (t->code != 250)
+		return 1;
+	snprintf(t->peer_ip, sizeof(t->peer_ip), "%s", s->conn.peer_ip);
+	snprintf(t->helo, sizeof(t->helo), "%s", s->helo ? s->helo : "");
+	if (s->conn.tls == CONN_TLS_ACTIVE) {
+		snprintf(t->tls_version, sizeof(t->tls_version), "%s", conn_tls_version(&s->conn));
+		snprintf(t->tls_cipher, sizeof(t->tls_cipher), "%s", conn_tls_cipher(&s->conn));
+	}
+	for (size_t i = 0; i < t->ndropped; i++) /* accepted without a spool write */
+		rx_log_reception(t, t->dropped[i], &t->drep[i]);
+	return t->n ? 0 : 1;
+}
+
+static void rx_reply(struct smtp_session *s, struct smtp_rx_txn *t)
+{
+	if (t->code != 250)
+		session_reply_policy(s, &t->fail);
+	else
+		session_reply(s, 250, NULL, "OK ids=%s", buf_cstr(&t->ids));
+}
+
+static void rx_spool(struct smtp_session *s, struct smtp_rx_txn *t)
+{
+	t->pending = t->n;
+	t->started_ns = clock_mono_ns();
+	task_set_phase(s->task, "Spooling", "spool");
+	for (size_t i = 0; i < t->n; i++)
+		spool_store(t->msgs[i], rx_stored_cb, t);
+}
+
+/* The transaction stays attached to the session while it waits for the
+ * policy or the spool: reads paused, no idle timer. */
+static void rx_suspend(struct smtp_session *s, struct smtp_rx_txn *t, const char *phase,
+		       const char *wait)
+{
+	t->s = s;
+	s->txn = t;
+	session_enter_state(s, SMTP_STATE_SPOOLING);
+	task_set_phase(s->task, phase, wait);
+	conn_pause_read(&s->conn);
+	uv_timer_stop(&s->timer);
+}
+
+/* A waiting smtp_server_message_received handler finished. */
+static void rx_policy_done(void *arg, const struct policy_result *r)
+{
+	struct smtp_rx_txn *t = arg;
+	struct smtp_session *s = t->s;
+	struct message *m = t->cur;
+	t->cur = NULL;
+	t->policy_call = 0;
+	if (!s) { /* the client went away: nothing was acknowledged */
+		message_unref(m);
+		rx_txn_free(t);
+		return;
+	}
+	struct task *prev = task_enter(s->task);
+	rx_group_done(s, t, t->next, m, r);
+	t->next++;
+	if (rx_policy_step(s, t)) {
+		task_exit(s->task, prev);
+		return;
+	}
+	if (rx_finish(s, t) == 0) {
+		rx_spool(s, t);
+		task_exit(s->task, prev);
+		return;
+	}
+	s->txn = NULL;
+	session_enter_state(s, SMTP_STATE_READY);
+	rx_reply(s, t);
+	session_after_reply(s);
+	conn_resume_read(&s->conn);
+	session_restart_idle(s);
+	session_process(s);
+	task_exit(s->task, prev);
+	rx_txn_free(t);
+}
+
 /* One message per recipient (BifurcateAlways) or per recipient domain
  * (BatchByDomain), each through smtp_server_message_received. One reply for
  * the whole transaction. */
@@ -1121,131 +1339,22 @@ static void session_message_received(struct smtp_session *s)
 	t->rep = xcalloc(tx->nrecipients, sizeof(*t->rep));
 	t->dropped = xcalloc(tx->nrecipients, sizeof(*t->dropped));
 	t->drep = xcalloc(tx->nrecipients, sizeof(*t->drep));
-	int code = 250;
-	struct policy_result fail = {0};
-	size_t *group = xmalloc(tx->nrecipients * sizeof(*group));
+	t->tx = message_ref(tx);
+	t->code = 250;
+	t->group = xmalloc(tx->nrecipients * sizeof(*t->group));
 	for (size_t i = 0; i < tx->nrecipients; i++)
-		group[i] = batch_group(s, tx, i);
-	for (size_t i = 0; i < tx->nrecipients && code == 250; i++) {
-		if (group[i] != i)
-			continue; /* in the message of an earlier recipient */
-		struct message *m =
-		    i == 0 && tx->nrecipients == 1 ? message_ref(tx) : message_new();
-		if (m != tx) {
-			message_set_sender(m, tx->sender);
-			for (size_t j = i; j < tx->nrecipients; j++)
-				if (group[j] == i)
-					message_add_recipient(m, tx->recipients[j]);
-			message_set_data(m, tx->data.data, tx->data.len);
-		}
-		session_add_trace_headers(s, m);
-		/* KumoMTA copies these into the message meta (log records use them) */
-		message_set_meta(m, "reception_protocol", json_string("ESMTP"));
-		message_set_meta(m, "received_from", json_string(s->conn.peer));
-		message_set_meta(m, "received_via", json_string(s->l->addr));
-		json_t *ts = smtp_transcript_json(&s->ts, s->helo, conn_tls_version(&s->conn));
-		if (ts) /* the mail catcher's per-message SMTP conversation */
-			message_set_meta(m, "smtp_session", ts);
-		if (s->authenticated) { /* KumoMTA copies the AUTH identities too */
-			message_set_meta(m, "authn_id",
-					 json_incref(json_object_get(s->meta, "authn_id")));
-			message_set_meta(m, "authz_id",
-					 json_incref(json_object_get(s->meta, "authz_id")));
-		}
-		struct policy_result r = {0};
-		policy_smtp_message_received(m, s->meta, &r);
-		session_trace_policy(s, "smtp_server_message_received", &r);
-		MSG_TIMELINE(m->id, "Policy", "smtp_server_message_received: %s",
-			     r.status == POLICY_OK	 ? "ok"
-			     : r.status == POLICY_REJECT ? "rejected"
-							 : "error");
-		const char *queue = message_get_meta_str(m, "queue");
-		if (r.status != POLICY_OK) {
-			fail = r;
-			code = r.status == POLICY_REJECT ? r.code : 451;
-			message_unref(m);
-			continue;
-		}
-		session_add_supplemental_header(s, m);
-		char qerr[600];
-		if (!(queue && strcmp(queue, "null") == 0) &&
-		    queue_check_config(m, "ESMTP", s->conn.peer_ip, qerr, sizeof(qerr)) != 0) {
-			/* nothing is acknowledged that is not queued under the policy's config */
-			code = 451;
-			fail.status = POLICY_REJECT;
-			fail.code = 451;
-			snprintf(fail.text, sizeof(fail.text), "4.3.0 %.500s", qerr);
-			message_unref(m);
-			continue;
-		}
-		struct smtp_rx_report rp = {0};
-		int keep = session_report_disposition(s, m, &rp, &r);
-		if (keep < 0) {
-			fail = r;
-			code = r.status == POLICY_REJECT ? r.code : 451;
-			message_unref(m);
-			continue;
-		}
-		/* a batch shows its first recipient (the Reception record lists all);
-		 * the queue as queue_insert() will name it, not an unset meta */
-		char qname[512];
-		queue_message_name(m, qname, sizeof(qname));
-		KTRACE(smtp_message, s->id, m->id, m->sender, tx->recipients[i], qname,
-		       (uint64_t)m->data.len);
-		MSG_TIMELINE(m->id, "Reception", "ESMTP from %s via %s, %zu bytes, queue %s",
-			     s->conn.peer, s->l->addr, m->data.len, qname);
-		SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_MESSAGE, .name = m->id, .text = m->sender,
-			       .text2 = qname, .rcpts = (const char *const *)m->recipients,
-			       .nrcpts = m->nrecipients);
-		buf_printf(&t->ids, "%s%s", t->ids.len ? " " : "", m->id);
-		if (queue && strcmp(queue, "null") == 0) {
-			message_unref(m); /* accepted and discarded (KumoMTA null queue) */
-			json_decref(rp.arf);
-			json_decref(rp.dsn);
-		} else if (!keep) {
-			t->drep[t->ndropped] = rp;
-			t->dropped[t->ndropped++] = m;
-		} else {
-			t->rep[t->n] = rp;
-			t->msgs[t->n++] = m;
-		}
+		t->group[i] = batch_group(s, tx, i);
+	if (rx_policy_step(s, t)) {
+		rx_suspend(s, t, "Policy", "policy");
+		return;
 	}
-	free(group);
-	if (code == 250 && t->n && !spool_is_open()) {
-		code = 451;
-		fail.status = POLICY_REJECT;
-		fail.code = 451;
-		snprintf(fail.text, sizeof(fail.text),
-			 "4.3.0 no spool is defined (kumo.define_spool); message not accepted");
-	}
-	if (code != 250) {
-		session_reply_policy(s, &fail);
+	if (rx_finish(s, t)) {
+		rx_reply(s, t);
 		rx_txn_free(t);
 		return;
 	}
-	snprintf(t->peer_ip, sizeof(t->peer_ip), "%s", s->conn.peer_ip);
-	snprintf(t->helo, sizeof(t->helo), "%s", s->helo ? s->helo : "");
-	if (s->conn.tls == CONN_TLS_ACTIVE) {
-		snprintf(t->tls_version, sizeof(t->tls_version), "%s", conn_tls_version(&s->conn));
-		snprintf(t->tls_cipher, sizeof(t->tls_cipher), "%s", conn_tls_cipher(&s->conn));
-	}
-	for (size_t i = 0; i < t->ndropped; i++) /* accepted without a spool write */
-		rx_log_reception(t, t->dropped[i], &t->drep[i]);
-	if (!t->n) {
-		session_reply(s, 250, NULL, "OK ids=%s", buf_cstr(&t->ids));
-		rx_txn_free(t);
-		return;
-	}
-	t->s = s;
-	s->txn = t;
-	t->pending = t->n;
-	t->started_ns = clock_mono_ns();
-	session_enter_state(s, SMTP_STATE_SPOOLING);
-	task_set_phase(s->task, "Spooling", "spool");
-	conn_pause_read(&s->conn);
-	uv_timer_stop(&s->timer);
-	for (size_t i = 0; i < t->n; i++)
-		spool_store(t->msgs[i], rx_stored_cb, t);
+	rx_suspend(s, t, "Spooling", "spool");
+	rx_spool(s, t);
 }
 
 static void session_end_of_data(struct smtp_session *s)

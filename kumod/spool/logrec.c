@@ -330,8 +330,8 @@ static uint64_t created_ns(const struct message *m, uint64_t now)
 static json_t *jmeta(const struct logger *lg, json_t *meta)
 {
 	json_t *out = json_object();
-	if (!json_is_object(meta))
-		return out;
+	if (!lg || !json_is_object(meta))
+		return out; /* a log hook's record: the hook captures its own */
 	for (size_t i = 0; i < lg->nmeta; i++) {
 		const char *name = lg->meta[i];
 		size_t n = strlen(name);
@@ -390,7 +390,7 @@ static void capture_header(json_t *out, const char *msg, size_t hend, const char
 static json_t *jheaders(const struct logger *lg, const struct message *m)
 {
 	json_t *out = json_object();
-	if (!m || !lg->nheaders || !m->data.len)
+	if (!lg || !m || !lg->nheaders || !m->data.len)
 		return out;
 	const char *msg = m->data.data;
 	size_t hend = rfc5322_header_end(msg, m->data.len);
@@ -737,8 +737,16 @@ static int filtered_in(struct logger *lg, const struct logrec_event *ev)
  * records' own fields). */
 typedef void (*record_edit_fn)(json_t *rec, void *ctx);
 
+static logrec_hook_fn log_hook;
+
+void logrec_set_hook(logrec_hook_fn fn)
+{
+	log_hook = fn;
+}
+
 /* Builds ev's record for every logger that takes it (per_record enable,
- * filter_event), edits it, formats it (template or JSON) and queues it. */
+ * filter_event), edits it, formats it (template or JSON) and queues it;
+ * then hands it to the log hooks (their own meta and headers). */
 static void log_to_loggers(const struct logrec_event *ev, uint64_t when, record_edit_fn edit,
 			   void *ctx)
 {
@@ -768,6 +776,14 @@ static void log_to_loggers(const struct logrec_event *ev, uint64_t when, record_
 		it->len = lr.line.len;
 		memcpy(it->line, lr.line.data, lr.line.len);
 		enqueue(lg, it, ev->type, ev->m ? ev->m->id : "");
+	}
+	if (log_hook) {
+		json_t *hrec =
+		    build_record(NULL, ev, when, classification ? classification : classify(ev));
+		if (edit)
+			edit(hrec, ctx);
+		log_hook(ev, hrec);
+		json_decref(hrec);
 	}
 }
 

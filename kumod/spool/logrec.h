@@ -146,6 +146,12 @@ void logrec_log_event(const struct logrec_event *ev);
  * Last-Attempt-Date (else now), size and num_attempts 0. Borrowed. */
 void logrec_log_report(const struct logrec_event *ev, json_t *arf, json_t *dsn);
 
+/* Log hooks (kumod/dispatch/loghook.c): fn sees every record (the JSON
+ * object, borrowed, built as for the local logs) with its event, whether or
+ * not local logs are configured. NULL removes it. */
+typedef void (*logrec_hook_fn)(const struct logrec_event *ev, json_t *record);
+void logrec_set_hook(logrec_hook_fn fn);
+
 /* Loop side housekeeping: reports what the writer did since the last call
  * (segment open/close traces, write errors to the diagnostic log) and shows
  * its phase (Idle, Writing, Rolling) on the task. Cheap; also done by every

@@ -183,24 +183,24 @@ end)
     assert {r["type"] for r in g} == {"Reception"}
 
 
-def test_custom_event_needs_a_filter_event(kumod, tmp_path):
-    """A handler for a name nothing calls is still refused; naming it as
-    filter_event is what makes it an event."""
+def test_filter_event_custom_name_and_typo(kumod, tmp_path):
+    """A custom event name is a filter_event (or a custom_lua constructor);
+    a name one edit away from a KumoMTA event is refused as a typo."""
     from conftest import KUMOD_BIN, kumod_env
     policy = tmp_path / "p.lua"
     policy.write_text("local kumo = require 'kumo'\n"
-                      "kumo.on('pick_records', function(msg) return true end)\n"
-                      "kumo.on('init', function()\n"
-                      "  kumo.configure_local_logs{ log_dir = '%s/logs' }\n"
-                      "end)\n" % tmp_path)
+                      "kumo.on('smtp_server_mesage_received', function(msg) end)\n")
     out = subprocess.run([KUMOD_BIN, "--policy", str(policy), "--validate"],
                          env=kumod_env(), capture_output=True, text=True, timeout=20)
     assert out.returncode == 1
-    assert ("p.lua:2: kumo.on('pick_records'): not an event kumod calls, and no "
-            "configure_local_logs names it as filter_event") in out.stderr, out.stderr
-    policy.write_text(policy.read_text().replace(
-        "log_dir = '%s/logs'" % tmp_path,
-        "log_dir = '%s/logs', filter_event = 'pick_records'" % tmp_path))
+    assert ("p.lua:2: kumo.on('smtp_server_mesage_received'): not an event kumod calls "
+            "(did you mean 'smtp_server_message_received'?)") in out.stderr, out.stderr
+    policy.write_text("local kumo = require 'kumo'\n"
+                      "kumo.on('pick_records', function(msg) return true end)\n"
+                      "kumo.on('init', function()\n"
+                      "  kumo.configure_local_logs{ log_dir = '%s/logs', "
+                      "filter_event = 'pick_records' }\n"
+                      "end)\n" % tmp_path)
     out = subprocess.run([KUMOD_BIN, "--policy", str(policy), "--validate"],
                          env=kumod_env(), capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stdout + out.stderr

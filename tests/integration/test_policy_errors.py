@@ -70,9 +70,9 @@ def test_shipped_policies_validate(policy):
 
 MISSING = [
     # (handler body, event it runs in, expected text)
-    ("kumo.configure_log_hook{ name = 'x' }",
+    ("kumo.glob('x')",
      "smtp_server_message_received",
-     "kumo.configure_log_hook is a KumoMTA API that kumod does not implement yet"),
+     "kumo.glob is a KumoMTA API that kumod does not implement yet"),
     ("kumo.amqp.basic_publish{}", "smtp_server_message_received",
      "kumo.amqp is a KumoMTA module that kumod does not implement yet"),
     ("kumo.log_infoo('x')", "smtp_server_message_received",
@@ -167,9 +167,8 @@ IGNORED_BEFORE = [
      "(the handler would never be called)"),
     ("kumo.on('smtp_server_mesage_received', function() end)",
      "kumo.on('smtp_server_mesage_received'): not an event kumod calls (did you mean "
-     "'smtp_server_message_received'?), and no configure_local_logs names it as "
-     "filter_event; KumoMTA's other custom events serve features kumod does not implement "
-     "yet (custom_lua constructors, log hooks)"),
+     "'smtp_server_message_received'?); a custom event name (a filter_event, a custom_lua "
+     "constructor) must not look like a KumoMTA event"),
     ("kumo.on('init', function() kumo.start_esmtp_listener{ listen = '127.0.0.1:0', "
      "deferred_spool = true } end)",
      "start_esmtp_listener: 'deferred_spool' is a KumoMTA option that kumod does not "

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Log hooks (kumo.configure_log_hook): every log record becomes a message
+ * (meta log_record, reception_protocol "LogRecord", body the JSON record)
+ * that should_enqueue_log_record may accept; accepted ones are spooled and
+ * queued like any message (delivered by a custom_lua queue, usually), so
+ * webhooks get retries, backoff and durability. Records of LogRecord
+ * messages are never hooked again. Owns the hook list; called by
+ * kumod/lua (configuration) and, through logrec_set_hook, by the log
+ * record emitter. */
+#ifndef KUMOD_DISPATCH_LOGHOOK_H
+#define KUMOD_DISPATCH_LOGHOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct loghook_cfg {
+	const char *name;
+	const char *const *meta; /* meta keys to capture ("*" or "prefix*" too) */
+	size_t nmeta;
+	const char *const *headers; /* header names to capture */
+	size_t nheaders;
+	const char *const *disabled; /* record types not hooked (per_record enable=false) */
+	size_t ndisabled;
+	size_t back_pressure; /* max records waiting for the spool; 0: 128000 */
+};
+
+/* Adds a hook (copied). -1 with err for a duplicate name. */
+int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen);
+/* Drops every hook (policy reload, shutdown). */
+void loghook_free_all(void);
+
+struct loghook_stats {
+	uint64_t queued, declined, dropped, spool_errors;
+	size_t pending;
+};
+void loghook_get_stats(struct loghook_stats *st);
+
+#endif

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kumo.configure_log_hook{ name, meta, headers, per_record, back_pressure,
+ * deferred_spool }: KumoMTA's log hook (kumod/dispatch/loghook.c does the
+ * work). per_record takes { [type] = { enable = false } }; templates are
+ * not implemented yet and are refused naming the hook. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatch/loghook.h"
+#include "lua/lua_int.h"
+
+#define MAX_NAMES 64
+
+/* A list of strings at idx into out (pointers into the Lua state). */
+static size_t check_names(lua_State *L, int idx, const char *what, const char **out)
+{
+	luaL_checktype(L, idx, LUA_TTABLE);
+	size_t n = lua_rawlen(L, idx);
+	if (n > MAX_NAMES)
+		luaL_error(L, "kumo.configure_log_hook: %s: at most %d names", what, MAX_NAMES);
+	for (size_t i = 1; i <= n; i++) {
+		if (lua_rawgeti(L, idx, (lua_Integer)i) != LUA_TSTRING)
+			luaL_error(L, "kumo.configure_log_hook: %s must be a list of strings",
+				   what);
+		out[i - 1] = lua_tostring(L, -1);
+		lua_pop(L, 1); /* the table keeps the string alive */
+	}
+	return n;
+}
+
+/* per_record = { Reception = { enable = false }, ... } */
+static size_t check_per_record(lua_State *L, int idx, const char *name, const char **off)
+{
+	luaL_checktype(L, idx, LUA_TTABLE);
+	size_t n = 0;
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *type = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (!lua_istable(L, -1))
+			luaL_error(L, "kumo.configure_log_hook: per_record.%s must be a table",
+				   type);
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+			if (strcmp(k, "template") == 0)
+				luaL_error(
+				    L,
+				    "kumo.configure_log_hook: hook '%s': per_record.%s.template "
+				    "is not implemented yet in kumod (records are JSON)",
+				    name, type);
+			else if (strcmp(k, "enable") != 0)
+				luaL_error(
+				    L,
+				    "kumo.configure_log_hook: per_record.%s: unknown key '%s' "
+				    "(expected enable)",
+				    type, k);
+			else if (!lua_toboolean(L, -1) && n < MAX_NAMES)
+				off[n++] = type;
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
+	return n;
+}
+
+static int l_configure_log_hook(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	const char *meta[MAX_NAMES], *headers[MAX_NAMES], *off[MAX_NAMES];
+	struct loghook_cfg cfg = {.meta = meta, .headers = headers, .disabled = off};
+	lua_getfield(L, 1, "name");
+	if (lua_type(L, -1) != LUA_TSTRING || !lua_rawlen(L, -1))
+		return luaL_error(L, "kumo.configure_log_hook: name is required (a string)");
+	cfg.name = lua_tostring(L, -1);
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		int v = lua_gettop(L);
+		if (strcmp(k, "name") == 0) {
+		} else if (strcmp(k, "meta") == 0) {
+			cfg.nmeta = check_names(L, v, "meta", meta);
+		} else if (strcmp(k, "headers") == 0) {
+			cfg.nheaders = check_names(L, v, "headers", headers);
+		} else if (strcmp(k, "per_record") == 0) {
+			cfg.ndisabled = check_per_record(L, v, cfg.name, off);
+		} else if (strcmp(k, "back_pressure") == 0) {
+			lua_Integer bp = luaL_checkinteger(L, v);
+			if (bp < 1)
+				return luaL_error(L,
+						  "kumo.configure_log_hook: back_pressure must be "
+						  "positive");
+			cfg.back_pressure = (size_t)bp;
+		} else if (strcmp(k, "deferred_spool") == 0) {
+			if (lua_toboolean(L, v))
+				return luaL_error(
+				    L, "kumo.configure_log_hook: deferred_spool = true is "
+				       "not implemented yet (records are spooled)");
+		} else {
+			return lua_api__unknown_key(L, "configure_log_hook", k, NULL, 0);
+		}
+		lua_pop(L, 1);
+	}
+	/* meta, headers and per_record strings stay referenced by argument 1 */
+	char err[256];
+	if (!lua_engine__validating() && loghook_add(&cfg, err, sizeof(err)) != 0)
+		return luaL_error(L, "kumo.configure_log_hook: %s", err);
+	return 0;
+}
+
+void lua_loghook__register(lua_State *L)
+{
+	lua_pushcfunction(L, l_configure_log_hook);
+	lua_setfield(L, -2, "configure_log_hook");
+}

@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Log hooks: KumoMTA's webhook recipe (policy-extras.log_hooks new_json)
+delivering every log record to a Python HTTP receiver, at least once:
+receiver down then up, 500s then success, kill -9 in the middle.
+
+Mail goes to a custom_lua queue whose send succeeds at once, so each message
+makes exactly two records (Reception, Delivery); the test counts distinct
+(type, id) pairs the receiver got."""
+
+import json
+import os
+import signal
+import smtplib
+import threading
+import time
+
+from conftest import free_port
+from test_http_client import Receiver
+from test_relay import records, wait_until
+
+POLICY = r"""
+local log_hooks = require 'policy-extras.log_hooks'
+log_hooks:new_json {
+  name = 'webhook',
+  url = '{url}',
+  log_parameters = { headers = { 'Subject' } },
+  queue_config = { retry_interval = '1s', max_retry_interval = '1s' },
+}
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '{var}/spool/data' }
+  kumo.define_spool { name = 'meta', path = '{var}/spool/meta' }
+  kumo.configure_local_logs { log_dir = '{var}/logs', max_segment_duration = '1s' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' } }
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config { protocol = { custom_lua = { constructor = 'make.sink' } } }
+end)
+kumo.on('get_egress_path_config', function(domain, source, site)
+  return kumo.make_egress_path { connection_limit = 1 }
+end)
+kumo.on('make.sink', function()
+  return { send = function(self, msg) return 'sunk' end }
+end)
+"""
+
+
+def start(kumod, tmp_path, url):
+    var = tmp_path / "var"
+    text = POLICY.replace("{var}", str(var)).replace("{url}", url)
+    return kumod(text), var
+
+
+def send(port, n, tag):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        for i in range(n):
+            s.sendmail("a@example.com", [f"r{i}@mail.example"],
+                       f"Subject: {tag} {i}\r\n\r\nbody\r\n")
+
+
+def got_records(recv):
+    out = []
+    for q in recv.got():
+        if q["path"] == "/log" and q["method"] == "POST":
+            out.append(json.loads(q["body"]))
+    return out
+
+
+def distinct(recv):
+    return {(r["type"], r["id"]) for r in got_records(recv)}
+
+
+def mail_records(var):
+    """(type, id) of the mail's own Reception and Delivery records."""
+    return {(r["type"], r["id"]) for r in records(var / "logs")
+            if r.get("reception_protocol") == "ESMTP" and r["type"] in ("Reception", "Delivery")}
+
+
+def test_webhook_example_delivers_every_record(kumod, tmp_path):
+    recv = Receiver()
+    try:
+        k, var = start(kumod, tmp_path, f"http://127.0.0.1:{recv.port}/log")
+        send(k.smtp_port, 3, "hello")
+        assert wait_until(lambda: len(distinct(recv)) >= 6, timeout=20), (got_records(recv),
+                                                                          k.stderr())
+        want = wait_until(lambda: len(mail_records(var)) == 6 and mail_records(var))
+        assert distinct(recv) == want
+        recs = got_records(recv)
+        rec = next(r for r in recs if r["type"] == "Reception")
+        assert rec["headers"]["Subject"].startswith("hello ")
+        assert rec["reception_protocol"] == "ESMTP"
+        q = next(q for q in recv.got() if q["path"] == "/log")
+        assert q["headers"]["content-type"] == "application/json"
+        # the hook's own deliveries are logged locally, never hooked again
+        assert wait_until(lambda: len([r for r in records(var / "logs")
+                                       if r.get("reception_protocol") == "LogRecord"
+                                       and r["type"] == "Delivery"]) >= 6)
+        hook_deliveries = [r for r in records(var / "logs")
+                           if r.get("reception_protocol") == "LogRecord"
+                           and r["type"] == "Delivery"]
+        assert hook_deliveries[0]["queue"] == "webhook.log_hook"
+        assert hook_deliveries[0]["response"]["content"].startswith("200 OK: ")
+        assert all(r.get("reception_protocol") != "LogRecord" for r in recs)
+    finally:
+        recv.stop()
+
+
+def test_receiver_down_then_up(kumod, tmp_path):
+    port = free_port()
+    k, var = start(kumod, tmp_path, f"http://127.0.0.1:{port}/log")
+    send(k.smtp_port, 5, "down")
+    # the hook queue fails while nobody listens
+    assert wait_until(lambda: [r for r in records(var / "logs")
+                               if r["type"] == "TransientFailure"
+                               and r.get("queue") == "webhook.log_hook"], timeout=20), k.stderr()
+    recv = Receiver(port=port)
+    try:
+        want = wait_until(lambda: len(mail_records(var)) == 10 and mail_records(var))
+        assert want
+        assert wait_until(lambda: distinct(recv) >= want, timeout=30), \
+            (sorted(want - distinct(recv)), k.stderr())
+    finally:
+        recv.stop()
+
+
+def test_500s_then_success(kumod, tmp_path):
+    recv = Receiver()
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def handler(req):
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        return (500, {}, b"oops") if n <= 8 else (200, {}, b"thanks")
+
+    recv.handler = handler  # /hook is answered by the handler
+    try:
+        k, var = start(kumod, tmp_path, f"http://127.0.0.1:{recv.port}/hook")
+        send(k.smtp_port, 4, "five")
+        want = wait_until(lambda: len(mail_records(var)) == 8 and mail_records(var))
+        assert want
+
+        def ok_records():
+            return {(json.loads(q["body"])["type"], json.loads(q["body"])["id"])
+                    for q in recv.got() if q["path"] == "/hook"}
+        assert wait_until(lambda: ok_records() >= want and calls["n"] >= 16, timeout=40), \
+            (calls, k.stderr())
+        tf = [r for r in records(var / "logs") if r["type"] == "TransientFailure"
+              and r.get("queue") == "webhook.log_hook"]
+        assert len(tf) >= 8 and tf[0]["response"]["code"] == 451
+        assert tf[0]["response"]["content"] == "500 Internal Server Error: oops"
+        assert not [r for r in records(var / "logs") if r["type"] == "Bounce"]
+    finally:
+        recv.stop()
+
+
+def test_kill_9_mid_stream_loses_none(kumod, tmp_path):
+    recv = Receiver()
+    recv.handler = lambda req: (time.sleep(0.25), (200, {}, b"ok"))[1]
+    try:
+        url = f"http://127.0.0.1:{recv.port}/slow-hook"
+        k, var = start(kumod, tmp_path, url)
+        send(k.smtp_port, 8, "kill")
+        want = wait_until(lambda: len(mail_records(var)) == 16 and mail_records(var))
+        assert want
+
+        def spooled():
+            d = var / "spool" / "meta"
+            return sum(len(fs) for _, _, fs in os.walk(d))
+        # every hook record is durable before the kill (one spool file each)
+        assert wait_until(lambda: spooled() >= 16 - len(recv.got()), timeout=10)
+        assert wait_until(lambda: len(recv.got()) >= 3, timeout=20)
+        k.proc.send_signal(signal.SIGKILL)
+        k.proc.wait(10)
+        before = len(recv.got())
+        assert before < 16, "everything arrived before the kill: the test proved nothing"
+
+        def got():
+            return {(json.loads(q["body"])["type"], json.loads(q["body"])["id"])
+                    for q in recv.got() if q["path"] == "/slow-hook"}
+        k2, _ = start(kumod, tmp_path, url)
+        assert wait_until(lambda: got() >= want, timeout=40), sorted(want - got())
+    finally:
+        recv.stop()
