@@ -15,6 +15,7 @@
 #include "base/metrics.h"
 #include "base/xalloc.h"
 #include "ctl/http.h"
+#include "dispatch/loghook.h"
 #include "dispatch/ready.h"
 #include "io/loop.h"
 #include "queue/queue.h"
@@ -202,6 +203,22 @@ static void collect_spool(struct metrics_scrape *sc, void *ctx)
 		metrics_emit(sc, "log_records_queued", METRICS_GAUGE, "logger", "local",
 			     (double)ls.queued);
 	}
+	struct loghook_stats hs;
+	loghook_get_stats(&hs);
+	if (hs.hooks) {
+		const struct {
+			const char *outcome;
+			uint64_t n;
+		} by[] = {{"queued", hs.queued},
+			  {"declined", hs.declined},
+			  {"dropped", hs.dropped},
+			  {"spool_error", hs.spool_errors}};
+		for (size_t i = 0; i < sizeof(by) / sizeof(by[0]); i++)
+			metrics_emit(sc, "log_hook_records_total", METRICS_COUNTER, "outcome",
+				     by[i].outcome, (double)by[i].n);
+		metrics_emit(sc, "log_hook_backlog_count", METRICS_GAUGE, NULL, NULL,
+			     (double)hs.pending);
+	}
 	metrics_emit(sc, "message_count", METRICS_GAUGE, NULL, NULL, (double)queue_total());
 	/* a queued message keeps its data and meta in memory (the spool is its
 	 * durable copy): both resident counts are the message count */
@@ -329,6 +346,12 @@ static const struct metrics_decl decls[] = {
      "free inodes of the spools' file systems (none where the file system has no inode count)"},
     {"disk_free_inodes_percent", METRICS_GAUGE, "name",
      "the same as a percentage of the file system's inodes"},
+    {"log_hook_records_total", METRICS_COUNTER, "outcome",
+     "log records offered to log hooks (`kumo.configure_log_hook`), by outcome: `queued` "
+     "(spooled as a hook message), `declined` (should_enqueue_log_record said no, or failed), "
+     "`dropped` (back_pressure or no spool), `spool_error` (Ours; once a hook is configured)"},
+    {"log_hook_backlog_count", METRICS_GAUGE, NULL,
+     "hook records waiting for the spool (once a hook is configured)"},
     {"log_records_written_total", METRICS_COUNTER, "logger",
      "log records written by `configure_local_logs` (`local`) (Ours)"},
     {"log_submit_full", METRICS_COUNTER, "logger",

@@ -11,6 +11,7 @@
 #include "dispatch/loghook.h"
 #include "ktrace.h"
 #include "policy.h"
+#include "proto/template.h"
 #include "queue/queue.h"
 #include "spool/logrec.h"
 #include "spool/message.h"
@@ -18,10 +19,18 @@
 
 #define LOGHOOK_DEFAULT_BACK_PRESSURE 128000
 
+struct hook_rt {
+	char *type; /* a record type or "Any" */
+	int enable;
+	struct tmpl *tmpl; /* NULL: the JSON record */
+};
+
 struct loghook {
 	char *name;
-	char **meta, **headers, **disabled;
-	size_t nmeta, nheaders, ndisabled;
+	char **meta, **headers;
+	size_t nmeta, nheaders;
+	struct hook_rt *rt;
+	size_t nrt;
 	size_t back_pressure;
 	struct loghook *next;
 };
@@ -84,12 +93,18 @@ static json_t *hook_headers(const struct loghook *h, const struct message *m)
 	return out;
 }
 
-static int type_disabled(const struct loghook *h, const char *type)
+/* The per_record entry for type: its own, else Any's, else NULL (hooked,
+ * as JSON). */
+static const struct hook_rt *hook_resolve(const struct loghook *h, const char *type)
 {
-	for (size_t i = 0; i < h->ndisabled; i++)
-		if (strcmp(h->disabled[i], type) == 0)
-			return 1;
-	return 0;
+	const struct hook_rt *any = NULL;
+	for (size_t i = 0; i < h->nrt; i++) {
+		if (strcmp(h->rt[i].type, type) == 0)
+			return &h->rt[i];
+		if (strcmp(h->rt[i].type, "Any") == 0)
+			any = &h->rt[i];
+	}
+	return any;
 }
 
 static void stored_cb(void *ctx, int err)
@@ -107,8 +122,8 @@ static void stored_cb(void *ctx, int err)
 }
 
 /* The message of one record for hook h. */
-static struct message *record_message(const struct loghook *h, const struct logrec_event *ev,
-				      json_t *record)
+static struct message *record_message(const struct loghook *h, const struct hook_rt *rt,
+				      const struct logrec_event *ev, json_t *record)
 {
 	struct message *m = message_new();
 	const char *sender = json_string_value(json_object_get(record, "sender"));
@@ -124,11 +139,35 @@ static struct message *record_message(const struct loghook *h, const struct logr
 	json_t *rec = json_deep_copy(record);
 	json_object_set_new(rec, "meta", hook_meta(h, ev->m ? ev->m->meta : ev->meta));
 	json_object_set_new(rec, "headers", hook_headers(h, ev->m));
-	char *line = json_dumps(rec, JSON_COMPACT);
-	if (!line)
-		panic("%s: json_dumps failed", __func__);
-	message_set_data(m, line, strlen(line));
-	free(line);
+	int body = 0;
+	if (rt && rt->tmpl) {
+		/* the template sees the record's fields, and log_record: the whole */
+		json_t *ctx = json_copy(rec);
+		json_object_set(ctx, "log_record", rec);
+		struct buf out;
+		buf_init(&out);
+		struct tmpl_error terr;
+		if (tmpl_render(rt->tmpl, ctx, &out, &terr) == 0) {
+			message_set_data(m, out.data ? out.data : "", out.len);
+			body = 1;
+		} else {
+			KTRACE(loghook_record, h->name, ev->type, ev->m ? ev->m->id : "",
+			       "template_error");
+			log_warn("kumod::loghook",
+				 "hook '%s': per_record template for %s: %s; the record is sent "
+				 "as JSON",
+				 h->name, ev->type, terr.msg);
+		}
+		buf_free(&out);
+		json_decref(ctx);
+	}
+	if (!body) {
+		char *line = json_dumps(rec, JSON_COMPACT);
+		if (!line)
+			panic("%s: json_dumps failed", __func__);
+		message_set_data(m, line, strlen(line));
+		free(line);
+	}
 	message_set_meta(m, "log_record", rec); /* takes the reference */
 	message_set_meta(m, "reception_protocol", json_string("LogRecord"));
 	return m;
@@ -138,7 +177,8 @@ static void hook_one(struct loghook *h, const struct logrec_event *ev, json_t *r
 {
 	const char *type = ev->type;
 	const char *id = ev->m ? ev->m->id : "";
-	if (type_disabled(h, type))
+	const struct hook_rt *rt = hook_resolve(h, type);
+	if (rt && !rt->enable)
 		return;
 	if (H.st.pending >= h->back_pressure) {
 		H.st.dropped++;
@@ -149,7 +189,7 @@ static void hook_one(struct loghook *h, const struct logrec_event *ev, json_t *r
 		KTRACE(loghook_record, h->name, type, id, "dropped");
 		return;
 	}
-	struct message *m = record_message(h, ev, record);
+	struct message *m = record_message(h, rt, ev, record);
 	int enqueue = 0;
 	struct policy_result r;
 	policy_should_enqueue_log_record(m, h->name, &enqueue, &r);
@@ -186,6 +226,19 @@ static void on_record(const struct logrec_event *ev, json_t *record)
 		hook_one(h, ev, record);
 }
 
+static void hook_free(struct loghook *h)
+{
+	free(h->name);
+	free_strs(h->meta, h->nmeta);
+	free_strs(h->headers, h->nheaders);
+	for (size_t i = 0; i < h->nrt; i++) {
+		free(h->rt[i].type);
+		tmpl_free(h->rt[i].tmpl);
+	}
+	free(h->rt);
+	free(h);
+}
+
 int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen)
 {
 	for (struct loghook *h = H.head; h; h = h->next)
@@ -200,8 +253,24 @@ int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen)
 	h->nmeta = cfg->nmeta;
 	h->headers = copy_strs(cfg->headers, cfg->nheaders);
 	h->nheaders = cfg->nheaders;
-	h->disabled = copy_strs(cfg->disabled, cfg->ndisabled);
-	h->ndisabled = cfg->ndisabled;
+	h->rt = xcalloc(cfg->nper_record ? cfg->nper_record : 1, sizeof(*h->rt));
+	for (size_t i = 0; i < cfg->nper_record; i++) {
+		const struct loghook_record_cfg *pr = &cfg->per_record[i];
+		struct hook_rt *rt = &h->rt[h->nrt++];
+		rt->type = xstrdup(pr->type);
+		rt->enable = pr->enable;
+		if (!pr->tmpl)
+			continue;
+		struct tmpl_error te;
+		rt->tmpl = tmpl_compile(pr->tmpl, strlen(pr->tmpl), &te);
+		if (!rt->tmpl) {
+			snprintf(err, errlen,
+				 "hook '%s': per_record.%s.template: line %d column %d: %s",
+				 cfg->name, pr->type, te.line, te.column, te.msg);
+			hook_free(h);
+			return -1;
+		}
+	}
 	h->back_pressure = cfg->back_pressure ? cfg->back_pressure : LOGHOOK_DEFAULT_BACK_PRESSURE;
 	if (H.tail)
 		H.tail->next = h;
@@ -217,11 +286,7 @@ void loghook_free_all(void)
 	struct loghook *h = H.head, *next;
 	for (; h; h = next) {
 		next = h->next;
-		free(h->name);
-		free_strs(h->meta, h->nmeta);
-		free_strs(h->headers, h->nheaders);
-		free_strs(h->disabled, h->ndisabled);
-		free(h);
+		hook_free(h);
 	}
 	H.head = H.tail = NULL;
 	logrec_set_hook(NULL);
@@ -230,4 +295,7 @@ void loghook_free_all(void)
 void loghook_get_stats(struct loghook_stats *st)
 {
 	*st = H.st;
+	st->hooks = 0;
+	for (struct loghook *h = H.head; h; h = h->next)
+		st->hooks++;
 }

@@ -13,25 +13,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* per_record of a hook: a record type (or "Any" for the types without an
+ * entry of their own, which a type's entry replaces wholesale). */
+struct loghook_record_cfg {
+	const char *type;
+	int enable;	  /* 0: records of this type are not hooked */
+	const char *tmpl; /* message body template (proto/template.h), or NULL: JSON */
+};
+
 struct loghook_cfg {
 	const char *name;
 	const char *const *meta; /* meta keys to capture ("*" or "prefix*" too) */
 	size_t nmeta;
 	const char *const *headers; /* header names to capture */
 	size_t nheaders;
-	const char *const *disabled; /* record types not hooked (per_record enable=false) */
-	size_t ndisabled;
+	const struct loghook_record_cfg *per_record;
+	size_t nper_record;
 	size_t back_pressure; /* max records waiting for the spool; 0: 128000 */
 };
 
-/* Adds a hook (copied). -1 with err for a duplicate name. */
+/* Adds a hook (copied; templates compiled). -1 with err for a duplicate
+ * name or a template that does not compile (named with its position). */
 int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen);
 /* Drops every hook (policy reload, shutdown). */
 void loghook_free_all(void);
 
 struct loghook_stats {
 	uint64_t queued, declined, dropped, spool_errors;
-	size_t pending;
+	size_t pending; /* records waiting for the spool */
+	size_t hooks;	/* configured hooks */
 };
 void loghook_get_stats(struct loghook_stats *st);
 

@@ -1459,10 +1459,8 @@ static size_t collect_per_record(lua_State *L, int t, struct logrec_per_record *
 			luaL_error(L,
 				   "configure_local_logs: per_record keys are record type names");
 		const char *type = lua_tostring(L, -2);
-		size_t ti = 0;
-		while (logrec_record_types[ti] && strcmp(logrec_record_types[ti], type) != 0)
-			ti++;
-		if (!logrec_record_types[ti])
+		int ti = logrec_record_type_index(type);
+		if (ti < 0)
 			luaL_error(L,
 				   "configure_local_logs: per_record: unknown record type '%s' "
 				   "(Reception, Delivery, Bounce, TransientFailure, Expiration, "

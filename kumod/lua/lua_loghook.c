@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kumo.configure_log_hook{ name, meta, headers, per_record, back_pressure,
  * deferred_spool }: KumoMTA's log hook (kumod/dispatch/loghook.c does the
- * work). per_record takes { [type] = { enable = false } }; templates are
- * not implemented yet and are refused naming the hook. */
+ * work). per_record takes { [type or Any] = { enable, template } }: the
+ * template (proto/template.h, the same engine as configure_local_logs) makes
+ * the message body instead of the JSON record. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "dispatch/loghook.h"
 #include "lua/lua_int.h"
+#include "proto/template.h"
+#include "spool/logrec.h"
 
 #define MAX_NAMES 64
 
@@ -28,34 +31,47 @@ static size_t check_names(lua_State *L, int idx, const char *what, const char **
 	return n;
 }
 
-/* per_record = { Reception = { enable = false }, ... } */
-static size_t check_per_record(lua_State *L, int idx, const char *name, const char **off)
+/* per_record = { Reception = { enable = false }, Any = { template = '...' } }:
+ * the types are the log record types (or Any); keys enable and template. */
+static size_t check_per_record(lua_State *L, int idx, struct loghook_record_cfg *out)
 {
 	luaL_checktype(L, idx, LUA_TTABLE);
 	size_t n = 0;
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		const char *type = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (logrec_record_type_index(type) < 0)
+			luaL_error(L,
+				   "kumo.configure_log_hook: per_record: unknown record type '%s' "
+				   "(Reception, Delivery, ... or Any)",
+				   type);
 		if (!lua_istable(L, -1))
 			luaL_error(L, "kumo.configure_log_hook: per_record.%s must be a table",
 				   type);
+		if (n == MAX_NAMES)
+			luaL_error(L, "kumo.configure_log_hook: per_record: too many entries");
+		struct loghook_record_cfg *pr = &out[n++];
+		*pr = (struct loghook_record_cfg){.type = type, .enable = 1};
 		lua_pushnil(L);
 		while (lua_next(L, -2)) {
 			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-			if (strcmp(k, "template") == 0)
-				luaL_error(
-				    L,
-				    "kumo.configure_log_hook: hook '%s': per_record.%s.template "
-				    "is not implemented yet in kumod (records are JSON)",
-				    name, type);
-			else if (strcmp(k, "enable") != 0)
+			if (strcmp(k, "template") == 0) {
+				if (lua_type(L, -1) != LUA_TSTRING)
+					luaL_error(
+					    L,
+					    "kumo.configure_log_hook: per_record.%s.template "
+					    "must be a string",
+					    type);
+				pr->tmpl = lua_tostring(L, -1); /* kept alive by the table */
+			} else if (strcmp(k, "enable") == 0) {
+				pr->enable = lua_toboolean(L, -1);
+			} else {
 				luaL_error(
 				    L,
 				    "kumo.configure_log_hook: per_record.%s: unknown key '%s' "
-				    "(expected enable)",
+				    "(expected enable or template)",
 				    type, k);
-			else if (!lua_toboolean(L, -1) && n < MAX_NAMES)
-				off[n++] = type;
+			}
 			lua_pop(L, 1);
 		}
 		lua_pop(L, 1);
@@ -66,8 +82,9 @@ static size_t check_per_record(lua_State *L, int idx, const char *name, const ch
 static int l_configure_log_hook(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	const char *meta[MAX_NAMES], *headers[MAX_NAMES], *off[MAX_NAMES];
-	struct loghook_cfg cfg = {.meta = meta, .headers = headers, .disabled = off};
+	const char *meta[MAX_NAMES], *headers[MAX_NAMES];
+	struct loghook_record_cfg pr[MAX_NAMES];
+	struct loghook_cfg cfg = {.meta = meta, .headers = headers, .per_record = pr};
 	lua_getfield(L, 1, "name");
 	if (lua_type(L, -1) != LUA_TSTRING || !lua_rawlen(L, -1))
 		return luaL_error(L, "kumo.configure_log_hook: name is required (a string)");
@@ -82,7 +99,7 @@ static int l_configure_log_hook(lua_State *L)
 		} else if (strcmp(k, "headers") == 0) {
 			cfg.nheaders = check_names(L, v, "headers", headers);
 		} else if (strcmp(k, "per_record") == 0) {
-			cfg.ndisabled = check_per_record(L, v, cfg.name, off);
+			cfg.nper_record = check_per_record(L, v, pr);
 		} else if (strcmp(k, "back_pressure") == 0) {
 			lua_Integer bp = luaL_checkinteger(L, v);
 			if (bp < 1)
@@ -99,6 +116,20 @@ static int l_configure_log_hook(lua_State *L)
 			return lua_api__unknown_key(L, "configure_log_hook", k, NULL, 0);
 		}
 		lua_pop(L, 1);
+	}
+	/* templates are checked when validating too (loghook_add compiles them) */
+	for (size_t i = 0; i < cfg.nper_record; i++) {
+		if (!pr[i].tmpl)
+			continue;
+		struct tmpl_error te;
+		struct tmpl *t = tmpl_compile(pr[i].tmpl, strlen(pr[i].tmpl), &te);
+		if (!t)
+			return luaL_error(
+			    L,
+			    "kumo.configure_log_hook: hook '%s': per_record.%s.template: "
+			    "line %d column %d: %s",
+			    cfg.name, pr[i].type, te.line, te.column, te.msg);
+		tmpl_free(t);
 	}
 	/* meta, headers and per_record strings stay referenced by argument 1 */
 	char err[256];

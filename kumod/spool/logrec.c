@@ -54,6 +54,14 @@ const char *const logrec_record_types[] = {"Reception",
 					   "XferIn",
 					   "Any",
 					   NULL};
+
+int logrec_record_type_index(const char *type)
+{
+	for (int i = 0; logrec_record_types[i]; i++)
+		if (strcmp(logrec_record_types[i], type) == 0)
+			return i;
+	return -1;
+}
 #define NTYPES (sizeof(logrec_record_types) / sizeof(logrec_record_types[0]) - 1)
 #define TYPE_ANY (NTYPES - 1)
 

@@ -35,6 +35,8 @@ struct logrec_per_record {
 
 /* The record types per_record accepts, NULL-terminated ("Any" last). */
 extern const char *const logrec_record_types[];
+/* The index of type in logrec_record_types, or -1. */
+int logrec_record_type_index(const char *type);
 
 struct logrec_config {
 	const char *log_dir;		  /* created (mkdir -p) when missing */
