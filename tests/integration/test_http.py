@@ -639,18 +639,8 @@ def test_inject_outcomes_per_recipient(kumod, tmp_path):
 
 
 def log_records(log_dir):
-    out = []
-    for f in sorted(glob.glob(os.path.join(str(log_dir), "*"))):
-        if os.path.isdir(f):
-            continue
-        r = subprocess.run(["zstd", "-dcq", f], capture_output=True)
-        data = r.stdout if r.stdout else open(f, "rb").read()
-        for line in data.decode("utf-8", "replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
+    from test_relay import records
+    return records(log_dir)
 
 
 def sink_start(kumod, capture):

@@ -80,9 +80,12 @@ def records(log_dir):
         data = r.stdout if r.stdout else open(f, "rb").read()
         for line in data.decode("utf-8", "replace").splitlines():
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
-                pass
+                continue
+            # a record cut short can still parse ("12" of a longer line)
+            if isinstance(rec, dict) and "type" in rec:
+                out.append(rec)
     return out
 
 

@@ -76,9 +76,11 @@ def records(var):
     for f in sorted(glob.glob(str(var / "logs" / "*"))):
         for line in open(f, encoding="utf-8").read().splitlines():
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
-                pass  # a line still being written
+                continue  # a line still being written
+            if isinstance(rec, dict):  # a cut line can parse as a number
+                out.append(rec)
     return out
 
 
