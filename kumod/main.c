@@ -34,6 +34,10 @@
 #include "spool/spool.h"
 
 #define SHUTDOWN_GRACE_MS 10000
+/* Deliveries in flight at shutdown get this long to hear the peer's reply
+ * (a message the peer took but whose 250 kumod never read would be sent
+ * again after the restart). */
+#define SHUTDOWN_DELIVERY_GRACE_MS 2000
 
 static struct {
 	const char *policy;
@@ -49,7 +53,8 @@ static struct {
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t reaper, shutdown_timer;
 	struct task *main_task;
-	uint64_t shutdown_deadline;
+	uint64_t shutdown_deadline, delivery_deadline;
+	int delivery_warned;
 	int exit_code;
 } app;
 
@@ -335,7 +340,18 @@ static void shutdown_tick(uv_timer_t *t)
 {
 	struct task *prev = task_enter(app.main_task);
 	size_t left = smtp_server_session_count();
-	if (left == 0) {
+	size_t inflight = ready_inflight();
+	if (inflight && clock_mono_ns() >= app.delivery_deadline) {
+		if (!app.delivery_warned)
+			log_warn(
+			    "kumod",
+			    "shutdown: %zu deliveries still in flight after %d ms; they stay in "
+			    "the spool and are retried after the restart",
+			    inflight, SHUTDOWN_DELIVERY_GRACE_MS);
+		app.delivery_warned = 1;
+		inflight = 0;
+	}
+	if (left == 0 && inflight == 0) {
 		task_exit(app.main_task, prev);
 		finish_shutdown();
 		return;
@@ -364,7 +380,14 @@ static void on_signal(uv_signal_t *h, int signum)
 		kumod_set_shutting_down();
 		task_set_phase(app.main_task, "ShuttingDown", NULL);
 		smtp_server_shutdown();
+		ready_drain();
+		size_t inflight = ready_inflight();
+		if (inflight)
+			log_info("kumod",
+				 "shutdown: waiting up to %d ms for %zu deliveries in flight",
+				 SHUTDOWN_DELIVERY_GRACE_MS, inflight);
 		app.shutdown_deadline = clock_mono_ns() + SHUTDOWN_GRACE_MS * 1000000ull;
+		app.delivery_deadline = clock_mono_ns() + SHUTDOWN_DELIVERY_GRACE_MS * 1000000ull;
 		uv_timer_start(&app.shutdown_timer, shutdown_tick, 0, 50);
 	}
 	task_exit(app.main_task, prev);

@@ -1496,6 +1496,20 @@ int ready_init(uv_loop_t *loop)
 
 static void ready_suspend_shutdown(void);
 
+void ready_drain(void)
+{
+	R.shutting_down = 1;
+}
+
+size_t ready_inflight(void)
+{
+	size_t n = 0;
+	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
+		for (struct dispatcher *d = rq->dispatchers; d; d = d->next)
+			n += d->current != NULL;
+	return n;
+}
+
 void ready_shutdown(void)
 {
 	R.shutting_down = 1;

@@ -19,9 +19,16 @@
 #include <uv.h>
 
 int ready_init(uv_loop_t *loop);
-/* Aborts dispatchers; in-flight messages stay spooled (a later retry may
- * duplicate one whose reply was lost: never a loss). */
+/* Aborts dispatchers; in-flight messages (those ready_drain's grace did not
+ * finish) stay spooled (a later retry may duplicate one whose reply was
+ * lost: never a loss). */
 void ready_shutdown(void);
+/* Shutdown begins: no message starts a new delivery; the transactions in
+ * flight finish (their outcome is logged and the spool updated), then their
+ * connections QUIT. */
+void ready_drain(void);
+/* Messages in a delivery transaction right now (SMTP or custom_lua). */
+size_t ready_inflight(void);
 /* After the loop ended: frees the ready queues. */
 void ready_free_all(void);
 

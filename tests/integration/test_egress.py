@@ -394,6 +394,9 @@ class PlainSMTP(socketserver.StreamRequestHandler):
                 while self.rfile.readline() not in (b".\r\n", b""):
                     pass
                 self.server.messages += 1
+                if getattr(self.server, "data_delay", None) is not None:
+                    self.server.data_seen.set()  # the message is here, the 250 is not
+                    time.sleep(self.server.data_delay)
                 w(b"250 OK stored\r\n")
             elif verb == b"QUIT":
                 w(b"221 bye\r\n")
@@ -481,3 +484,35 @@ def test_spool_sync_mode_option(kumod, tmp_path):
     kv = dict(re.findall(r"(\w+)=(\S+)", batch))
     assert (kv["file_syncs"], kv["dir_syncs"]) == ("0", "0") and kv["fs_syncs"] != "0", batch
     assert k.stop() == 0
+
+
+@pytest.mark.parametrize("delay,delivered", [(1.0, True), (30, False)])
+def test_shutdown_lets_a_delivery_in_flight_finish(kumod, tmp_path, delay, delivered):
+    """SIGTERM while the peer has the message but kumod waits for its reply:
+    kumod waits (at most 2 s) for the reply. A reply in time: Delivery
+    logged and the message leaves the spool (no duplicate after a restart).
+    No reply in time: a WARN, and the message stays spooled for the retry."""
+    srv, port = plain_server(PlainSMTP)
+    srv.data_delay = delay
+    srv.data_seen = threading.Event()
+    try:
+        var = tmp_path / "var"
+        relay = relay_start(kumod, var, "127.0.0.1:%d" % port,
+                            path="enable_tls = 'Disabled', data_dot_timeout = '60s'")
+        send_many(relay.smtp_port, ["inflight@example.com"])
+        assert srv.data_seen.wait(15), relay.stderr()
+        t0 = time.monotonic()
+        assert relay.stop() == 0
+        took = time.monotonic() - t0
+        relay.wait_for("shutdown: waiting up to 2000 ms for 1 deliveries in flight")
+        types = [r["type"] for r in records(var / "logs")]
+        if delivered:
+            assert types.count("Delivery") == 1, types
+            assert spooled_ids(var) == []
+        else:
+            assert "Delivery" not in types, types
+            assert len(spooled_ids(var)) == 1
+            relay.wait_for("deliveries still in flight after 2000 ms")
+            assert took < 8, took
+    finally:
+        srv.shutdown()
