@@ -601,6 +601,12 @@ def test_tui_queues_view_sorts(tmp_path):
         lines = [l for l in scr.splitlines() if "example.com" in l]
         assert lines[0].split()[0] == "scheduled"  # count 7 first (count, inverted)
         assert "1/32" in lines[1] and "10" in lines[1]
+        # the name column is as wide as the longest name, one space to Count
+        longest = "unspecified->mx.example.com@smtp"
+        head = next(l for l in scr.splitlines() if l.lstrip().startswith("Kind"))
+        assert head.index("Count") + len("Count") == 1 + 9 + 1 + len(longest) + 1 + 8
+        assert lines[1][11:11 + len(longest)] == longest
+        assert lines[1][11 + len(longest):].split()[0] == "3"
         t.keys("i")
         scr = t.wait(lambda x: "sort: count\n" in x or "sort: count " in x and
                      "(inverted)" not in x, "the inverted queue sort")

@@ -453,7 +453,14 @@ static void draw_queues(struct kc_model *m, int y)
 				 : "count",
 		 ui.qinvert ? " (inverted)" : "");
 	mvaddnstr(y++, 0, line, COLS);
-	snprintf(line, sizeof(line), " %-9s %-44s %8s %13s %9s %9s %9s %-10s %s", "Kind", "Name",
+	/* the name column fits the longest name (at least "Name", at most
+	 * TEXT_COL_MAX): short names leave room, long ones are not cut early */
+	int wn = 4;
+	for (size_t i = 0; i < n; i++) {
+		int l = (int)strlen(rows[i]->name);
+		wn = l > wn ? (l > TEXT_COL_MAX ? TEXT_COL_MAX : l) : wn;
+	}
+	snprintf(line, sizeof(line), " %-9s %-*s %8s %13s %9s %9s %9s %-10s %s", "Kind", wn, "Name",
 		 "Count", "Conns/Limit", "Delivered", "Transfail", "Failed", "State", "NextDue");
 	kc_attr(0, A_BOLD | A_UNDERLINE);
 	mvaddnstr(y++, 0, line, COLS);
@@ -461,8 +468,8 @@ static void draw_queues(struct kc_model *m, int y)
 	clamp_sel(&ui.qsel, &ui.qtop, n, LINES - y);
 	for (size_t i = ui.qtop; i < n && y < LINES; i++, y++) {
 		queue_cells(rows[i]->obj, m->now, cells, sizeof(cells));
-		snprintf(line, sizeof(line), " %-9.9s %-44.44s %s", rows[i]->kind, rows[i]->name,
-			 cells);
+		snprintf(line, sizeof(line), " %-9.9s %-*.*s %s", rows[i]->kind, wn, wn,
+			 rows[i]->name, cells);
 		if (i == ui.qsel)
 			kc_attr(PAIR_SEL, A_REVERSE * !ui.colors);
 		put(y, 0, COLS, line);
