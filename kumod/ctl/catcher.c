@@ -37,6 +37,7 @@
 #define CAT_TERM_MAX 200
 #define CAT_SEG_DEFAULT (64u << 20) /* a segment file rolls over beyond this */
 #define CAT_STEXT_BODY 1024	    /* body text kept in the search text */
+#define CAT_SEARCH_WIN (1u << 20)   /* a search reads the index in windows this big */
 
 /* One stored message: all the loop keeps in memory per message. */
 struct cat_entry {
@@ -1049,17 +1050,23 @@ static void job_work(uv_work_t *req)
 	case CAT_JOB_SEARCH: {
 		json_t *arr = json_array();
 		size_t matched = 0;
-		char *st = NULL;
-		size_t stcap = 0;
+		/* newest first is back to front in the index: read it in windows
+		 * of CAT_SEARCH_WIN bytes ending at the text wanted */
+		char *win = xmalloc(CAT_SEARCH_WIN);
+		uint64_t wbase = 0, wlen = 0;
 		for (size_t i = 0; i < j->nrefs; i++) {
 			const struct cat_ref *r = &j->refs[i];
-			if (r->slen > stcap) {
-				stcap = r->slen;
-				st = xrealloc(st, stcap);
+			uint64_t a = r->off + r->hdr, z = a + r->slen;
+			if (r->slen > CAT_SEARCH_WIN)
+				continue; /* cannot be: the text is bounded */
+			if (a < wbase || z > wbase + wlen) {
+				wbase = z > CAT_SEARCH_WIN ? z - CAT_SEARCH_WIN : 0;
+				ssize_t got = pread(C.idx_fd, win, z - wbase, (off_t)wbase);
+				wlen = got > 0 ? (uint64_t)got : 0;
+				if (z > wbase + wlen)
+					continue;
 			}
-			if (pread(C.idx_fd, st, r->slen, (off_t)(r->off + r->hdr)) !=
-				(ssize_t)r->slen ||
-			    !stext_match(&j->q, st, r->slen))
+			if (!stext_match(&j->q, win + (a - wbase), r->slen))
 				continue;
 			if (matched >= j->start && json_array_size(arr) < j->limit) {
 				json_t *s = record_read(r);
@@ -1070,7 +1077,7 @@ static void job_work(uv_work_t *req)
 			}
 			matched++;
 		}
-		free(st);
+		free(win);
 		j->out = arr;
 		j->matched = matched;
 		break;
@@ -1621,68 +1628,94 @@ static int mkdir_p(const char *dir)
 	return 0;
 }
 
-/* One "A" line: `A ID MS SIZE SEG SEGOFF =TAG SLEN JLEN<TAB>STEXT JSON`;
- * 0, or -1 when malformed or torn (a crash mid-append). */
-static int index_line_add(char *line, size_t n, uint64_t off)
+/* The fixed fields of an "A" line, `A ID MS SIZE SEG SEGOFF =TAG SLEN
+ * JLEN<TAB>`, at the start of hb (NUL-terminated): the entry added with its
+ * line length; -1 when malformed. */
+static int index_head_add(char *hb, size_t n, uint64_t off, uint64_t *line_len)
 {
-	char *tab = memchr(line, '\t', n);
-	if (!tab || tab - line > 400)
+	char *tab = memchr(hb, '\t', n);
+	if (!tab)
 		return -1;
 	*tab = 0;
 	char id[MESSAGE_ID_LEN + 2], tag[CAT_TAG_MAX + 2];
 	uint64_t ms, seg_off;
 	uint32_t size, seg;
 	size_t slen, jlen;
-	if (sscanf(line, "A %33s %" SCNu64 " %" SCNu32 " %" SCNu32 " %" SCNu64 " %49s %zu %zu", id,
+	if (sscanf(hb, "A %33s %" SCNu64 " %" SCNu32 " %" SCNu32 " %" SCNu64 " %49s %zu %zu", id,
 		   &ms, &size, &seg, &seg_off, tag, &slen, &jlen) != 8 ||
-	    tag[0] != '=' || strlen(tag) > CAT_TAG_MAX || !message_id_valid(id))
+	    tag[0] != '=' || strlen(tag) > CAT_TAG_MAX || !message_id_valid(id) ||
+	    slen > UINT32_MAX || jlen > UINT32_MAX)
 		return -1;
-	size_t hdr = (size_t)(tab - line) + 1;
-	if (hdr + slen + jlen + 1 != n || line[n - 1] != '\n')
-		return -1;
+	size_t hdr = (size_t)(tab - hb) + 1;
 	struct cat_entry *e = entry_add(id, tag + 1, ms, size, seg, seg_off);
 	e->off = off;
 	e->hdr = (uint16_t)hdr;
 	e->slen = (uint32_t)slen;
-	e->line_len = (uint32_t)(n - 1);
+	e->line_len = (uint32_t)(hdr + slen + jlen);
+	*line_len = e->line_len;
 	return 0;
 }
 
-/* Replays index.v2 into memory (fixed fields only: no JSON is parsed);
- * rewrites it without dead records when they are the majority. Runs once
- * at start-up, before any request. */
+/* Replays index.v2 into memory: per line one small read of its fixed
+ * fields, then a jump over the search text and the JSON (never parsed).
+ * A torn last line (a crash mid-append) is cut off; the index is rewritten
+ * without dead lines when they are the majority. Runs once at start-up,
+ * before any request. */
 static int index_replay(const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "r");
-	if (!f) {
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
 		if (errno == ENOENT)
 			return 0;
 		snprintf(err, errlen, "start_mail_catcher: %s: %s", path, strerror(errno));
 		return -errno;
 	}
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
-	uint64_t off = 0;
+	struct stat st;
+	uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0, off = 0;
 	size_t records = 0, bad = 0;
-	while ((n = getline(&line, &cap, f)) > 0) {
-		uint64_t this_off = off;
-		off += (uint64_t)n;
-		records++;
-		if (n > 2 && line[0] == 'D' && line[1] == ' ') {
-			line[n - 1] = line[n - 1] == '\n' ? 0 : line[n - 1];
-			struct cat_entry *e = entry_find(line + 2);
+	char hb[512];
+	while (off < size) {
+		ssize_t n = pread(fd, hb, sizeof(hb) - 1, (off_t)off);
+		if (n <= 0)
+			break;
+		hb[n] = 0;
+		char *nl = memchr(hb, '\n', (size_t)n);
+		uint64_t len = 0; /* the line without its newline */
+		if (n > 2 && hb[0] == 'D' && hb[1] == ' ' && nl) {
+			*nl = 0;
+			struct cat_entry *e = entry_find(hb + 2);
 			if (e)
 				entry_kill(e);
-		} else if (n > 2 && line[0] == 'A' && line[1] == ' ') {
-			if (index_line_add(line, (size_t)n, this_off))
+			len = (uint64_t)(nl - hb);
+		} else if (n > 2 && hb[0] == 'A' && hb[1] == ' ' &&
+			   index_head_add(hb, (size_t)n, off, &len) == 0) {
+			char c = 0;
+			if (off + len >= size || pread(fd, &c, 1, (off_t)(off + len)) != 1 ||
+			    c != '\n') {
+				entry_kill(&C.e[C.n - 1]); /* torn: the last line */
 				bad++;
-		} else {
+				break;
+			}
+		} else { /* unreadable: skip to the next newline */
 			bad++;
+			uint64_t o = off;
+			while (!nl && o + (uint64_t)n < size) {
+				o += (uint64_t)n;
+				n = pread(fd, hb, sizeof(hb) - 1, (off_t)o);
+				if (n <= 0)
+					break;
+				nl = memchr(hb, '\n', (size_t)n);
+			}
+			if (!nl)
+				break;
+			len = o + (uint64_t)(nl - hb) - off;
 		}
+		records++;
+		off += len + 1;
 	}
-	free(line);
-	fclose(f);
+	if (off < size && ftruncate(fd, (off_t)off) == 0)
+		log_warn("kumod::catcher", "%s: torn last record cut off at %" PRIu64, path, off);
+	close(fd);
 	C.idx_size = off;
 	if (bad)
 		log_warn("kumod::catcher", "%s: %zu unreadable records skipped", path, bad);

@@ -324,6 +324,18 @@ def test_segments_retention_restart_and_search(catcher, tmp_path):
         f.write("A 0123456789abcdef0123456789abcdef 1 2 3")
     c3 = catcher(env, store=store)
     assert c3.get("/api/v1/messages").json()["total"] == 4
+    # ... and cut off, so the next append starts a clean line
+    c3.send("s13@example.com", subject="Seg 13")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = c3.get("/api/v1/messages").json()
+        if r["messages"][0]["Subject"] == "Seg 13":
+            break
+        time.sleep(0.02)
+    stop_kumod(c3.k)
+    c4 = catcher(env, store=store)
+    r = c4.get("/api/v1/messages").json()
+    assert [m["Subject"] for m in r["messages"]] == ["Seg 13", "Seg 12", "Seg 11", "Seg 9"], r
 
 
 def test_catcher_off_and_misuse(catcher, tmp_path):
