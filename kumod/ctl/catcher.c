@@ -1671,14 +1671,24 @@ static int index_replay(const char *path, char *err, size_t errlen)
 		return -errno;
 	}
 	struct stat st;
-	uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0, off = 0;
+	uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0, off = 0, last = 0;
 	size_t records = 0, bad = 0;
-	char hb[512];
+	char buf[512];
+	int check_nl = 0; /* the previous "A" line's newline, read with this line */
 	while (off < size) {
-		ssize_t n = pread(fd, hb, sizeof(hb) - 1, (off_t)off);
+		uint64_t at = check_nl ? off - 1 : off;
+		ssize_t n = pread(fd, buf, sizeof(buf) - 1, (off_t)at);
 		if (n <= 0)
 			break;
-		hb[n] = 0;
+		buf[n] = 0;
+		char *hb = buf;
+		if (check_nl) {
+			if (buf[0] != '\n')
+				break; /* the previous line is torn: cut below */
+			hb++;
+			n--;
+			check_nl = 0;
+		}
 		char *nl = memchr(hb, '\n', (size_t)n);
 		uint64_t len = 0; /* the line without its newline */
 		if (n > 2 && hb[0] == 'D' && hb[1] == ' ' && nl) {
@@ -1689,21 +1699,16 @@ static int index_replay(const char *path, char *err, size_t errlen)
 			len = (uint64_t)(nl - hb);
 		} else if (n > 2 && hb[0] == 'A' && hb[1] == ' ' &&
 			   index_head_add(hb, (size_t)n, off, &len) == 0) {
-			char c = 0;
-			if (off + len >= size || pread(fd, &c, 1, (off_t)(off + len)) != 1 ||
-			    c != '\n') {
-				entry_kill(&C.e[C.n - 1]); /* torn: the last line */
-				bad++;
-				break;
-			}
+			check_nl = 1;
 		} else { /* unreadable: skip to the next newline */
 			bad++;
 			uint64_t o = off;
 			while (!nl && o + (uint64_t)n < size) {
 				o += (uint64_t)n;
-				n = pread(fd, hb, sizeof(hb) - 1, (off_t)o);
+				n = pread(fd, buf, sizeof(buf) - 1, (off_t)o);
 				if (n <= 0)
 					break;
+				hb = buf;
 				nl = memchr(hb, '\n', (size_t)n);
 			}
 			if (!nl)
@@ -1711,7 +1716,16 @@ static int index_replay(const char *path, char *err, size_t errlen)
 			len = o + (uint64_t)(nl - hb) - off;
 		}
 		records++;
+		last = off;
 		off += len + 1;
+	}
+	if (check_nl) { /* the newline of the last "A" line read */
+		char c = 0;
+		if (off > size || pread(fd, &c, 1, (off_t)(off - 1)) != 1 || c != '\n') {
+			entry_kill(&C.e[C.n - 1]);
+			bad++;
+			off = last;
+		}
 	}
 	if (off < size && ftruncate(fd, (off_t)off) == 0)
 		log_warn("kumod::catcher", "%s: torn last record cut off at %" PRIu64, path, off);

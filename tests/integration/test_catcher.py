@@ -321,7 +321,7 @@ def test_segments_retention_restart_and_search(catcher, tmp_path):
     # a torn last index line (a crash mid-append) is skipped at start
     stop_kumod(c2.k)
     with open(os.path.join(store, "index.v2"), "a") as f:
-        f.write("A 0123456789abcdef0123456789abcdef 1 2 3")
+        f.write("A 0123456789abcdef0123456789abcdef 1 2 1 0 = 10 10\tabc")
     c3 = catcher(env, store=store)
     assert c3.get("/api/v1/messages").json()["total"] == 4
     # ... and cut off, so the next append starts a clean line
