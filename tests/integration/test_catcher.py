@@ -338,6 +338,37 @@ def test_segments_retention_restart_and_search(catcher, tmp_path):
     assert [m["Subject"] for m in r["messages"]] == ["Seg 13", "Seg 12", "Seg 11", "Seg 9"], r
 
 
+def test_index_compacted_at_restart(catcher, tmp_path):
+    # 70 messages with a cap of 2: 70 "A" and 68 "D" lines, so the restart
+    # rewrites the index with the 2 live lines, which still point at their bytes
+    store = str(tmp_path / "compact")
+    env = {"KUMO_SINK_MAX_MESSAGES": "2", "KUMO_SINK_SEGMENT_BYTES": "8192"}
+    c = catcher(env, store=store)
+    for i in range(70):
+        c.send("c%d@example.com" % i, subject="C %d" % i, body="cbody %d\r\n" % i)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = c.get("/api/v1/messages").json()
+        if [m["Subject"] for m in r["messages"]] == ["C 69", "C 68"]:
+            break
+        time.sleep(0.02)
+    assert [m["Subject"] for m in r["messages"]] == ["C 69", "C 68"], r
+    stop_kumod(c.k)
+    with open(os.path.join(store, "index.v2")) as f:
+        assert len(f.readlines()) == 70 + 68
+    c2 = catcher(env, store=store)
+    with open(os.path.join(store, "index.v2")) as f:
+        lines = f.readlines()
+    assert [ln.split(" ")[0] for ln in lines] == ["A", "A"]
+    r = c2.get("/api/v1/messages").json()
+    assert [m["Subject"] for m in r["messages"]] == ["C 69", "C 68"], r
+    for m in r["messages"]:
+        n = m["Subject"].split()[1]
+        assert "cbody %s\r\n" % n in c2.get("/api/v1/message/%s/raw" % m["ID"]).text
+    r = c2.get("/api/v1/search", params={"query": "cbody 68"}).json()
+    assert [m["Subject"] for m in r["messages"]] == ["C 68"], r
+
+
 def test_catcher_off_and_misuse(catcher, tmp_path):
     k = spawn_kumod(tmp_path / "plain", policy_text="""
 local kumo = require 'kumo'
