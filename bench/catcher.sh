@@ -58,8 +58,8 @@ HTTP_PORT=$(free_port)
 start_sink() { # name [http] -> sets PID_<name> PORT_<name>
 	local port log=$WORK/$1.log env=()
 	port=$(free_port)
-	[ -n "${2:-}" ] && env=(KUMO_SINK_HTTP=127.0.0.1:$HTTP_PORT KUMO_SINK_STORE=$WORK/store
-		KUMO_SINK_MAX_MESSAGES=$MAX_MESSAGES KUMO_SINK_MAX_BYTES=0)
+	[ -n "${2:-}" ] && env=("KUMO_SINK_HTTP=127.0.0.1:$HTTP_PORT" "KUMO_SINK_STORE=$WORK/store"
+		"KUMO_SINK_MAX_MESSAGES=$MAX_MESSAGES" KUMO_SINK_MAX_BYTES=0)
 	env KUMO_SINK_PORT="$port" KUMO_SINK_BUSY_POLL=0 KUMOD_LOG=kumod=warn,kumo_server_common=info \
 		LTTNG_UST_REGISTER_TIMEOUT=0 "${env[@]}" "${SERVER_PIN[@]}" "$KUMOD" --policy sink/sink.lua \
 		>"$log" 2>&1 &
@@ -70,6 +70,7 @@ start_sink() { # name [http] -> sets PID_<name> PORT_<name>
 	grep -q "initialization complete" "$log" || { cat "$log" >&2; exit 1; }
 	wait_port "$port"
 }
+PID_catcher= # set by start_sink
 start_sink sink
 start_sink catcher http
 PF_PORT=$(free_port)
@@ -77,6 +78,7 @@ PF_USER=()
 [ "$(id -u)" = 0 ] && PF_USER=(-u nobody)
 "${SERVER_PIN[@]}" "$SMTP_SINK" "${PF_USER[@]}" 127.0.0.1:"$PF_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
 PIDS="$PIDS $!"
+# shellcheck disable=SC2034 # read through ${!pid_var} / ${!port_var}
 PID_smtp_sink=$! PORT_smtp_sink=$PF_PORT
 wait_port "$PF_PORT"
 SERVERS=(sink catcher smtp_sink)
