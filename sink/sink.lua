@@ -13,6 +13,7 @@
 --   KUMO_SINK_STORE           catcher store directory (default ./kumo-sink-store)
 --   KUMO_SINK_MAX_MESSAGES    catcher retention by count (default 10000; 0 unlimited)
 --   KUMO_SINK_MAX_BYTES       catcher retention by size in bytes (default 1073741824; 0 unlimited)
+--   KUMO_SINK_SEGMENT_BYTES   catcher segment file size (default 67108864: 64 MiB)
 -- See sink/README.md for the magic local parts.
 local kumo = require("kumo")
 
@@ -42,6 +43,7 @@ end
 local faults_env = os.getenv("KUMO_SINK_FAULTS")
 local max_messages = env_count("KUMO_SINK_MAX_MESSAGES", 10000)
 local max_bytes = env_count("KUMO_SINK_MAX_BYTES", 1073741824)
+local segment_bytes = env_count("KUMO_SINK_SEGMENT_BYTES", 67108864)
 
 kumo.on("init", function()
 	if busy_poll ~= "0" then
@@ -53,7 +55,12 @@ kumo.on("init", function()
 		relay_hosts = { "0.0.0.0/0", "::/0" },
 	})
 	if http_listen then
-		kumo.start_mail_catcher({ dir = store, max_messages = max_messages, max_bytes = max_bytes })
+		kumo.start_mail_catcher({
+			dir = store,
+			max_messages = max_messages,
+			max_bytes = max_bytes,
+			segment_bytes = segment_bytes,
+		})
 		-- trusted_hosts stays loopback-only; a non-loopback address also
 		-- needs credentials (http_server_validate_auth_*).
 		kumo.start_http_listener({ listen = http_listen })

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -34,23 +35,34 @@
 #define CAT_WAIT_MAX_S 300
 #define CAT_TERMS_MAX 8
 #define CAT_TERM_MAX 200
+#define CAT_SEG_DEFAULT (64u << 20) /* a segment file rolls over beyond this */
+#define CAT_STEXT_BODY 1024	    /* body text kept in the search text */
+#define CAT_SEARCH_WIN (1u << 20)   /* a search reads the index in windows this big */
 
 /* One stored message: all the loop keeps in memory per message. */
 struct cat_entry {
 	char id[MESSAGE_ID_LEN + 1];
 	char tag[CAT_TAG_MAX];
 	uint64_t created_ms;
-	uint64_t off; /* its record in the index file */
-	uint32_t rec_len;
-	uint32_t size;
+	uint64_t off;	  /* its line in the index file */
+	uint64_t seg_off; /* its bytes in segment seg */
+	uint32_t line_len, slen, seg, size;
+	uint16_t hdr; /* fixed fields before the search text */
 	unsigned char dead, read;
+};
+
+/* A segment file (seg/NNNNNNNN.seg) and its live messages. */
+struct cat_seg {
+	uint32_t no, live;
 };
 
 /* A snapshot of an entry handed to a reader job. */
 struct cat_ref {
 	char id[MESSAGE_ID_LEN + 1];
-	uint64_t off;
-	uint32_t rec_len;
+	char tag[CAT_TAG_MAX];
+	uint64_t off, seg_off;
+	uint32_t line_len, slen, seg, size;
+	uint16_t hdr;
 	unsigned char read;
 };
 
@@ -72,7 +84,8 @@ struct cat_query {
 
 enum cat_op_kind {
 	CAT_OP_ADD,
-	CAT_OP_DEL
+	CAT_OP_DEL,
+	CAT_OP_DROPSEG
 };
 
 /* A queued disk change; the writer job applies a batch in order. */
@@ -83,12 +96,16 @@ struct cat_op {
 	char tag[CAT_TAG_MAX];
 	uint64_t created_ms;
 	uint32_t size;
-	struct buf eml;	 /* ADD: the message */
-	struct buf line; /* the index record with its newline */
-	json_t *summary; /* ADD: for waiters (loop only) */
-	struct buf text; /* ADD: decoded text for waiters (loop only) */
-	uint64_t off;	 /* set by the writer */
-	int err;	 /* errno from the writer */
+	struct buf eml;	  /* ADD: the message */
+	struct buf line;  /* ADD: the summary JSON; DEL: the index record */
+	struct buf stext; /* ADD: the search text */
+	json_t *summary;  /* ADD: for waiters (loop only) */
+	struct buf text;  /* ADD: decoded text for waiters (loop only) */
+	uint64_t off;	  /* set by the writer: the index line */
+	uint64_t seg_off; /* set by the writer: the message in segment seg */
+	uint32_t seg, line_len;
+	uint16_t hdr;
+	int err; /* errno from the writer */
 	struct cat_op *next;
 };
 
@@ -97,6 +114,8 @@ struct cat_batch {
 	struct cat_op *ops;
 	uint64_t base;	   /* index size before the batch */
 	uint64_t new_size; /* after */
+	int roll;	   /* start a new segment first (after a clear) */
+	uint32_t wseg;	   /* out: segments below this one are never written again */
 };
 
 enum cat_job_kind {
@@ -157,10 +176,17 @@ struct cat_file {
 static struct {
 	uv_loop_t *loop;
 	char *dir;
-	uint64_t max_messages, max_bytes;
+	uint64_t max_messages, max_bytes, seg_max;
 	int idx_fd;  /* read-only: readers pread records */
 	int idx_wfd; /* O_APPEND: the writer job only */
 	uint64_t idx_size;
+	int seg_wfd;	    /* writer job only: the open segment or -1 */
+	uint32_t seg_wno;   /* writer job only: its number (or the last one) */
+	uint64_t seg_wsize; /* writer job only: its size */
+	struct cat_seg *segs;
+	size_t nsegs, segs_cap;
+	uint32_t seg_floor; /* loop: segments below are closed for writing */
+	int roll;	    /* loop: the next batch starts a new segment */
 	struct cat_entry *e;
 	size_t n, cap, live, dead;
 	uint64_t bytes;
@@ -244,8 +270,31 @@ static struct cat_entry *entry_find(const char *id)
 	return NULL;
 }
 
+static struct cat_seg *seg_find(uint32_t no)
+{
+	for (size_t i = C.nsegs; i-- > 0;)
+		if (C.segs[i].no == no)
+			return &C.segs[i];
+	return NULL;
+}
+
+static void seg_count(uint32_t no)
+{
+	struct cat_seg *sg = seg_find(no);
+	if (!sg) {
+		if (C.nsegs == C.segs_cap) {
+			C.segs_cap = C.segs_cap ? C.segs_cap * 2 : 16;
+			C.segs = xrealloc(C.segs, C.segs_cap * sizeof(*C.segs));
+		}
+		sg = &C.segs[C.nsegs++];
+		sg->no = no;
+		sg->live = 0;
+	}
+	sg->live++;
+}
+
 static struct cat_entry *entry_add(const char *id, const char *tag, uint64_t created_ms,
-				   uint32_t size, uint64_t off, uint32_t rec_len)
+				   uint32_t size, uint32_t seg, uint64_t seg_off)
 {
 	if (C.n == C.cap) {
 		C.cap = C.cap ? C.cap * 2 : 1024;
@@ -257,8 +306,9 @@ static struct cat_entry *entry_add(const char *id, const char *tag, uint64_t cre
 	snprintf(e->tag, sizeof(e->tag), "%s", tag);
 	e->created_ms = created_ms;
 	e->size = size;
-	e->off = off;
-	e->rec_len = rec_len;
+	e->seg = seg;
+	e->seg_off = seg_off;
+	seg_count(seg);
 	C.n++;
 	C.live++;
 	C.bytes += size;
@@ -274,6 +324,9 @@ static void entry_kill(struct cat_entry *e)
 	if (e->dead)
 		return;
 	e->dead = 1;
+	struct cat_seg *sg = seg_find(e->seg);
+	if (sg && sg->live)
+		sg->live--;
 	C.live--;
 	C.dead++;
 	C.bytes -= e->size;
@@ -293,9 +346,9 @@ static void entries_compact(void)
 	hash_rebuild();
 }
 
-static void path_of(char *out, size_t cap, const char *dir, const char *id)
+static void seg_path(char *out, size_t cap, uint32_t no)
 {
-	snprintf(out, cap, "%s/msg/%s.eml", dir, id);
+	snprintf(out, cap, "%s/seg/%08" PRIu32 ".seg", C.dir, no);
 }
 
 /* --- extraction of what a summary shows ------------------------------------ */
@@ -564,7 +617,10 @@ static json_t *summary_build(const struct message *m, const char *tag, uint64_t 
 
 /* --- queries ------------------------------------------------------------------ */
 
-/* Parses `from:x to:"a b" subject:y tag:z words`; -1 with err. */
+static void query_lower(struct cat_query *q);
+
+/* Parses `from:x to:"a b" subject:y tag:z words` (terms lowercased); -1
+ * with err. */
 static int query_parse(const char *s, struct cat_query *q, char *err, size_t errlen)
 {
 	memset(q, 0, sizeof(*q));
@@ -614,6 +670,7 @@ static int query_parse(const char *s, struct cat_query *q, char *err, size_t err
 			continue;
 		q->terms[q->nterms++].field = f;
 	}
+	query_lower(q);
 	return 0;
 too_long:
 	snprintf(err, errlen, "query: a term is longer than %d bytes", CAT_TERM_MAX - 1);
@@ -704,15 +761,16 @@ static int query_match(const struct cat_query *q, json_t *s, cat_text_fn text_fn
 /* The summary record at ref (NULL when unreadable: deleted meanwhile). */
 static json_t *record_read(const struct cat_ref *r)
 {
-	if (!r->rec_len)
+	size_t jlen = r->line_len - r->hdr - r->slen;
+	if (!r->line_len || !jlen)
 		return NULL;
-	char *b = malloc(r->rec_len + 1);
+	char *b = malloc(jlen + 1);
 	if (!b)
 		return NULL;
-	ssize_t got = pread(C.idx_fd, b, r->rec_len, (off_t)r->off);
+	ssize_t got = pread(C.idx_fd, b, jlen, (off_t)(r->off + r->hdr + r->slen));
 	json_t *j = NULL;
-	if (got == (ssize_t)r->rec_len)
-		j = json_loadb(b, r->rec_len, 0, NULL);
+	if (got == (ssize_t)jlen)
+		j = json_loadb(b, jlen, 0, NULL);
 	free(b);
 	if (j && strcmp(json_string_value(json_object_get(j, "ID")) ?: "", r->id) != 0) {
 		json_decref(j);
@@ -725,58 +783,152 @@ static json_t *record_read(const struct cat_ref *r)
 	return j;
 }
 
-/* Reads the whole message file into out; 0 or -errno. */
-static int eml_read(const char *id, struct buf *out)
+/* Reads the message's bytes from its segment into out; 0 or -errno (a
+ * segment dropped meanwhile: -ENOENT). */
+static int eml_read(const struct cat_ref *r, struct buf *out)
 {
-	char path[4096];
-	path_of(path, sizeof(path), C.dir, id);
+	char path[4200];
+	seg_path(path, sizeof(path), r->seg);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	struct stat st;
-	if (fstat(fd, &st) != 0 || buf_try_reserve(out, (size_t)st.st_size + 1) != 0) {
+	if (buf_try_reserve(out, (size_t)r->size + 1) != 0) {
 		close(fd);
 		return -ENOMEM;
 	}
-	for (;;) {
-		ssize_t r = read(fd, out->data + out->len, out->cap - out->len);
-		if (r < 0 && errno == EINTR)
+	size_t got = 0;
+	while (got < r->size) {
+		ssize_t n =
+		    pread(fd, out->data + out->len + got, r->size - got, (off_t)(r->seg_off + got));
+		if (n < 0 && errno == EINTR)
 			continue;
-		if (r <= 0)
+		if (n <= 0)
 			break;
-		out->len += (size_t)r;
-		if (out->len == out->cap)
-			buf_reserve(out, 65536);
+		got += (size_t)n;
 	}
 	close(fd);
+	if (got != r->size)
+		return -EIO;
+	out->len += got;
 	return 0;
 }
 
-struct lazy_text {
-	const char *id;
-	int loaded;
-	struct buf text;
+/* The search text of a message: lowercase (ASCII) sections from, to,
+ * subject, tag and the first CAT_STEXT_BODY bytes of its text, separated
+ * by 0x1f, items within a section by 0x1e; written beside the summary in
+ * the index so a search never parses JSON nor reads a message. */
+enum {
+	CAT_S_FROM,
+	CAT_S_TO,
+	CAT_S_SUBJECT,
+	CAT_S_TAG,
+	CAT_S_TEXT,
+	CAT_S_N
 };
 
-static const char *lazy_text_get(void *ctx)
+static void stext_add(struct buf *b, const char *s, size_t n)
 {
-	struct lazy_text *lt = ctx;
-	if (!lt->loaded) {
-		lt->loaded = 1;
-		struct buf eml;
-		buf_init(&eml);
-		if (eml_read(lt->id, &eml) == 0) {
-			struct bodies b;
-			bodies_extract(eml.data ? eml.data : "", eml.len, &b);
-			buf_append(&lt->text, b.text.data ? b.text.data : "", b.text.len);
-			buf_appendc(&lt->text, '\n');
-			html_to_text(b.html.data ? b.html.data : "", b.html.len, &lt->text);
-			bodies_free(&b);
-		}
-		buf_free(&eml);
-		buf_appendc(&lt->text, 0);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f)
+			c = ' ';
+		else if (c >= 'A' && c <= 'Z')
+			c = (unsigned char)(c - 'A' + 'a');
+		buf_appendc(b, (char)c);
 	}
-	return lt->text.data;
+	buf_appendc(b, 0x1e);
+}
+
+static void stext_add_str(struct buf *b, json_t *v)
+{
+	if (json_is_string(v))
+		stext_add(b, json_string_value(v), json_string_length(v));
+}
+
+static void stext_add_addrs(struct buf *b, json_t *arr)
+{
+	size_t i;
+	json_t *a;
+	json_array_foreach(arr, i, a)
+	{
+		stext_add_str(b, a);
+		stext_add_str(b, json_object_get(a, "Name"));
+		stext_add_str(b, json_object_get(a, "Address"));
+	}
+}
+
+static void stext_build(struct buf *b, json_t *s, const char *tag, const char *text)
+{
+	json_t *f = json_object_get(s, "From"), *env = json_object_get(s, "Envelope");
+	stext_add_str(b, json_object_get(f, "Name"));
+	stext_add_str(b, json_object_get(f, "Address"));
+	stext_add_str(b, json_object_get(env, "From"));
+	buf_appendc(b, 0x1f);
+	stext_add_addrs(b, json_object_get(s, "To"));
+	stext_add_addrs(b, json_object_get(s, "Cc"));
+	stext_add_addrs(b, json_object_get(env, "To"));
+	buf_appendc(b, 0x1f);
+	stext_add_str(b, json_object_get(s, "Subject"));
+	buf_appendc(b, 0x1f);
+	stext_add(b, tag, strlen(tag));
+	buf_appendc(b, 0x1f);
+	size_t tl = strlen(text);
+	stext_add(b, text, tl < CAT_STEXT_BODY ? tl : CAT_STEXT_BODY);
+}
+
+static int lower_contains(const char *hay, size_t n, const char *needle)
+{
+	return memmem(hay, n, needle, strlen(needle)) != NULL;
+}
+
+/* query_match over a search text (terms lowercased by query_lower). */
+static int stext_match(const struct cat_query *q, const char *st, size_t n)
+{
+	const char *sec[CAT_S_N] = {0};
+	size_t len[CAT_S_N] = {0};
+	const char *p = st, *end = st + n;
+	for (int i = 0; i < CAT_S_N; i++) {
+		const char *e = i < CAT_S_N - 1 ? memchr(p, 0x1f, (size_t)(end - p)) : NULL;
+		if (!e)
+			e = end;
+		sec[i] = p;
+		len[i] = (size_t)(e - p);
+		p = e < end ? e + 1 : end;
+	}
+	for (size_t i = 0; i < q->nterms; i++) {
+		const char *t = q->terms[i].text;
+		int ok = 0;
+		switch (q->terms[i].field) {
+		case CAT_FROM:
+			ok = lower_contains(sec[CAT_S_FROM], len[CAT_S_FROM], t);
+			break;
+		case CAT_TO:
+			ok = lower_contains(sec[CAT_S_TO], len[CAT_S_TO], t);
+			break;
+		case CAT_SUBJECT:
+			ok = lower_contains(sec[CAT_S_SUBJECT], len[CAT_S_SUBJECT], t);
+			break;
+		case CAT_TAG: {
+			size_t tl = strlen(t);
+			ok = len[CAT_S_TAG] == tl + 1 && memcmp(sec[CAT_S_TAG], t, tl) == 0;
+			break;
+		}
+		case CAT_ANY:
+			ok = lower_contains(st, n, t);
+			break;
+		}
+		if (!ok)
+			return 0;
+	}
+	return 1;
+}
+
+static void query_lower(struct cat_query *q)
+{
+	for (size_t i = 0; i < q->nterms; i++)
+		for (char *c = q->terms[i].text; *c; c++)
+			if (*c >= 'A' && *c <= 'Z')
+				*c = (char)(*c - 'A' + 'a');
 }
 
 static void links_cb(const char *s, size_t n, void *ctx)
@@ -789,7 +941,7 @@ static void job_get(struct cat_job *j, const struct cat_ref *r)
 	json_t *s = record_read(r);
 	struct buf eml;
 	buf_init(&eml);
-	if (!s || eml_read(r->id, &eml) != 0) {
+	if (!s || eml_read(r, &eml) != 0) {
 		j->status = 404;
 		snprintf(j->err, sizeof(j->err), "no message %s", r->id);
 		json_decref(s);
@@ -839,7 +991,7 @@ static void job_headers(struct cat_job *j, const struct cat_ref *r)
 {
 	struct buf eml;
 	buf_init(&eml);
-	if (eml_read(r->id, &eml) != 0) {
+	if (eml_read(r, &eml) != 0) {
 		j->status = 404;
 		snprintf(j->err, sizeof(j->err), "no message %s", r->id);
 		return;
@@ -898,21 +1050,34 @@ static void job_work(uv_work_t *req)
 	case CAT_JOB_SEARCH: {
 		json_t *arr = json_array();
 		size_t matched = 0;
+		/* newest first is back to front in the index: read it in windows
+		 * of CAT_SEARCH_WIN bytes ending at the text wanted */
+		char *win = xmalloc(CAT_SEARCH_WIN);
+		uint64_t wbase = 0, wlen = 0;
 		for (size_t i = 0; i < j->nrefs; i++) {
-			json_t *s = record_read(&j->refs[i]);
-			if (!s)
-				continue;
-			struct lazy_text lt = {.id = j->refs[i].id};
-			buf_init(&lt.text);
-			if (query_match(&j->q, s, lazy_text_get, &lt)) {
-				json_object_del(s, "Session");
-				if (matched >= j->start && json_array_size(arr) < j->limit)
-					json_array_append(arr, s);
-				matched++;
+			const struct cat_ref *r = &j->refs[i];
+			uint64_t a = r->off + r->hdr, z = a + r->slen;
+			if (r->slen > CAT_SEARCH_WIN)
+				continue; /* cannot be: the text is bounded */
+			if (a < wbase || z > wbase + wlen) {
+				wbase = z > CAT_SEARCH_WIN ? z - CAT_SEARCH_WIN : 0;
+				ssize_t got = pread(C.idx_fd, win, z - wbase, (off_t)wbase);
+				wlen = got > 0 ? (uint64_t)got : 0;
+				if (z > wbase + wlen)
+					continue;
 			}
-			buf_free(&lt.text);
-			json_decref(s);
+			if (!stext_match(&j->q, win + (a - wbase), r->slen))
+				continue;
+			if (matched >= j->start && json_array_size(arr) < j->limit) {
+				json_t *s = record_read(r);
+				if (!s)
+					continue; /* deleted meanwhile */
+				json_object_del(s, "Session");
+				json_array_append_new(arr, s);
+			}
+			matched++;
 		}
+		free(win);
 		j->out = arr;
 		j->matched = matched;
 		break;
@@ -926,7 +1091,7 @@ static void job_work(uv_work_t *req)
 	case CAT_JOB_HTML: {
 		struct buf eml;
 		buf_init(&eml);
-		if (eml_read(j->refs[0].id, &eml) != 0) {
+		if (eml_read(&j->refs[0], &eml) != 0) {
 			j->status = 404;
 			snprintf(j->err, sizeof(j->err), "no message %s", j->refs[0].id);
 		} else {
@@ -939,7 +1104,7 @@ static void job_work(uv_work_t *req)
 		break;
 	}
 	case CAT_JOB_RAW:
-		if (eml_read(j->refs[0].id, &j->raw) != 0) {
+		if (eml_read(&j->refs[0], &j->raw) != 0) {
 			j->status = 404;
 			snprintf(j->err, sizeof(j->err), "no message %s", j->refs[0].id);
 		}
@@ -1012,8 +1177,14 @@ static struct cat_job *job_new(enum cat_job_kind kind, uint64_t conn_id, size_t 
 static void ref_of(struct cat_ref *r, const struct cat_entry *e)
 {
 	memcpy(r->id, e->id, sizeof(r->id));
+	memcpy(r->tag, e->tag, sizeof(r->tag));
 	r->off = e->off;
-	r->rec_len = e->rec_len;
+	r->line_len = e->line_len;
+	r->hdr = e->hdr;
+	r->slen = e->slen;
+	r->seg = e->seg;
+	r->seg_off = e->seg_off;
+	r->size = e->size;
 	r->read = e->read;
 }
 
@@ -1038,33 +1209,105 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+/* Writer job: closes the open segment; the next message opens a new one. */
+static void seg_close(void)
+{
+	if (C.seg_wfd >= 0)
+		close(C.seg_wfd);
+	C.seg_wfd = -1;
+	C.seg_wsize = 0;
+}
+
+static int seg_open_next(void)
+{
+	char path[4200];
+	seg_path(path, sizeof(path), C.seg_wno + 1);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	C.seg_wno++;
+	C.seg_wfd = fd;
+	C.seg_wsize = 0;
+	return 0;
+}
+
+/* Writes the buffered messages of ops [from, to) to the open segment;
+ * on failure marks those ops. */
+static void seg_flush(struct buf *data, struct cat_op *from, struct cat_op *to)
+{
+	if (!data->len)
+		return;
+	int rc = write_all(C.seg_wfd, data->data, data->len);
+	if (rc) {
+		for (struct cat_op *op = from; op != to; op = op->next)
+			if (op->kind == CAT_OP_ADD && !op->err)
+				op->err = -rc;
+		seg_close(); /* a partly written segment is never appended to again */
+	} else {
+		C.seg_wsize += data->len;
+	}
+	buf_reset(data);
+}
+
+/* Applies a batch: the messages appended to the open segment (one write
+ * per segment touched), then one append of their index lines; no fsync
+ * (see sink/README.md: a crash of the machine may lose the last seconds). */
 static void batch_work(uv_work_t *req)
 {
 	struct cat_batch *b = req->data;
-	struct buf idx;
+	struct buf idx, data;
 	buf_init(&idx);
-	char path[4096];
+	buf_init(&data);
+	char path[4200];
+	if (b->roll && C.seg_wfd >= 0 && C.seg_wsize)
+		seg_close();
+	struct cat_op *chunk = b->ops;
 	for (struct cat_op *op = b->ops; op; op = op->next) {
-		path_of(path, sizeof(path), C.dir, op->id);
-		if (op->kind == CAT_OP_ADD) {
-			int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-			if (fd < 0) {
+		if (op->kind == CAT_OP_DROPSEG) {
+			seg_path(path, sizeof(path), op->seg);
+			if (unlink(path) != 0 && errno != ENOENT)
 				op->err = errno;
-				continue;
-			}
-			int rc = write_all(fd, op->eml.data ? op->eml.data : "", op->eml.len);
-			if (close(fd) != 0 && !rc)
-				rc = -errno;
+			continue;
+		}
+		if (op->kind != CAT_OP_ADD)
+			continue;
+		if (C.seg_wfd >= 0 && C.seg_wsize + data.len &&
+		    C.seg_wsize + data.len + op->eml.len > C.seg_max) {
+			seg_flush(&data, chunk, op);
+			seg_close();
+		}
+		if (C.seg_wfd < 0) {
+			chunk = op;
+			int rc = seg_open_next();
 			if (rc) {
 				op->err = -rc;
-				unlink(path);
 				continue;
 			}
-		} else {
-			unlink(path);
 		}
+		op->seg = C.seg_wno;
+		op->seg_off = C.seg_wsize + data.len;
+		buf_append(&data, op->eml.data ? op->eml.data : "", op->eml.len);
+	}
+	if (C.seg_wfd >= 0)
+		seg_flush(&data, chunk, NULL);
+	for (struct cat_op *op = b->ops; op; op = op->next) {
+		if (op->err || op->kind == CAT_OP_DROPSEG)
+			continue;
 		op->off = b->base + idx.len;
-		buf_append(&idx, op->line.data, op->line.len);
+		if (op->kind == CAT_OP_DEL) {
+			buf_append(&idx, op->line.data, op->line.len);
+			continue;
+		}
+		size_t h0 = idx.len;
+		buf_printf(&idx,
+			   "A %s %" PRIu64 " %" PRIu32 " %" PRIu32 " %" PRIu64 " =%s %zu %zu\t",
+			   op->id, op->created_ms, op->size, op->seg, op->seg_off, op->tag,
+			   op->stext.len, op->line.len);
+		op->hdr = (uint16_t)(idx.len - h0);
+		buf_append(&idx, op->stext.data ? op->stext.data : "", op->stext.len);
+		buf_append(&idx, op->line.data ? op->line.data : "", op->line.len);
+		op->line_len = (uint32_t)(idx.len - h0);
+		buf_appendc(&idx, '\n');
 	}
 	int rc = idx.len ? write_all(C.idx_wfd, idx.data, idx.len) : 0;
 	struct stat st;
@@ -1073,7 +1316,9 @@ static void batch_work(uv_work_t *req)
 		for (struct cat_op *op = b->ops; op; op = op->next)
 			if (!op->err)
 				op->err = -rc;
+	b->wseg = C.seg_wfd >= 0 ? C.seg_wno : C.seg_wno + 1;
 	buf_free(&idx);
+	buf_free(&data);
 }
 
 static void writer_kick(void);
@@ -1083,6 +1328,7 @@ static void op_free(struct cat_op *op)
 {
 	buf_free(&op->eml);
 	buf_free(&op->line);
+	buf_free(&op->stext);
 	buf_free(&op->text);
 	json_decref(op->summary);
 	free(op);
@@ -1107,9 +1353,28 @@ static void del_enqueue(const char *id, const char *why)
 	struct cat_op *op = xcalloc(1, sizeof(*op));
 	op->kind = CAT_OP_DEL;
 	snprintf(op->id, sizeof(op->id), "%s", id);
-	buf_printf(&op->line, "{\"Deleted\":\"%s\"}\n", id);
+	buf_printf(&op->line, "D %s\n", id);
 	KTRACE(catcher_dropped, id, why);
 	op_enqueue(op);
+}
+
+/* Drops the segments without live messages that are closed for writing. */
+static void segs_sweep(void)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < C.nsegs; i++) {
+		if (C.segs[i].live || C.segs[i].no >= C.seg_floor) {
+			C.segs[w++] = C.segs[i];
+			continue;
+		}
+		struct cat_op *op = xcalloc(1, sizeof(*op));
+		op->kind = CAT_OP_DROPSEG;
+		op->seg = C.segs[i].no;
+		log_debug("kumod::catcher", "segment %" PRIu32 " has no live message: dropped",
+			  op->seg);
+		op_enqueue(op);
+	}
+	C.nsegs = w;
 }
 
 /* Oldest first until within the caps. */
@@ -1133,17 +1398,27 @@ static void batch_done(uv_work_t *req, int status)
 	struct task *prev = task_enter(C.task);
 	C.writing = 0;
 	C.idx_size = b->new_size;
+	if (b->wseg > C.seg_floor)
+		C.seg_floor = b->wseg;
 	for (struct cat_op *op = b->ops, *next; op; op = next) {
 		next = op->next;
-		if (op->kind == CAT_OP_ADD && op->err) {
+		if (op->kind == CAT_OP_DROPSEG) {
+			if (op->err)
+				log_warn("kumod::catcher", "segment %" PRIu32 ": cannot remove: %s",
+					 op->seg, strerror(op->err));
+		} else if (op->kind == CAT_OP_ADD && op->err) {
 			log_warn("kumod::catcher", "%s: cannot store: %s", op->id,
 				 strerror(op->err));
 			KTRACE(catcher_stored, op->id, (uint64_t)op->size, "write_error");
 		} else if (op->kind == CAT_OP_ADD && op->seq < C.clear_seq) {
 			del_enqueue(op->id, "cleared"); /* cleared while being written */
 		} else if (op->kind == CAT_OP_ADD) {
-			entry_add(op->id, op->tag, op->created_ms, op->size, op->off,
-				  (uint32_t)op->line.len - 1);
+			struct cat_entry *e = entry_add(op->id, op->tag, op->created_ms, op->size,
+							op->seg, op->seg_off);
+			e->off = op->off;
+			e->line_len = op->line_len;
+			e->hdr = op->hdr;
+			e->slen = (uint32_t)op->stext.len;
 			KTRACE(catcher_stored, op->id, (uint64_t)op->size, "stored");
 			waiters_offer(op->summary, op->tag, op->text.data);
 			json_object_del(op->summary, "_ms");
@@ -1154,6 +1429,7 @@ static void batch_done(uv_work_t *req, int status)
 	}
 	free(b);
 	retention_apply();
+	segs_sweep();
 	entries_compact();
 	task_set_phase(C.task, C.pending ? "Writing" : "Idle", NULL);
 	writer_kick();
@@ -1167,6 +1443,8 @@ static void writer_kick(void)
 	struct cat_batch *b = xcalloc(1, sizeof(*b));
 	b->ops = C.pending;
 	b->base = C.idx_size;
+	b->roll = C.roll;
+	C.roll = 0;
 	b->req.data = b;
 	C.pending = NULL;
 	C.pending_tail = &C.pending;
@@ -1197,9 +1475,9 @@ int catcher_capture(const struct message *m, char *id_out, size_t idlen)
 	html_to_text(b.html.data ? b.html.data : "", b.html.len, &op->text);
 	buf_appendc(&op->text, 0);
 	bodies_free(&b);
+	stext_build(&op->stext, op->summary, op->tag, op->text.data);
 	char *line = json_dumps(op->summary, JSON_COMPACT | JSON_ENSURE_ASCII);
 	buf_appends(&op->line, line);
-	buf_appendc(&op->line, '\n');
 	free(line);
 	buf_append(&op->eml, msg, len);
 	snprintf(id_out, idlen, "%s", m->id);
@@ -1350,53 +1628,111 @@ static int mkdir_p(const char *dir)
 	return 0;
 }
 
-/* Replays index.jsonl into memory; rewrites it without dead records when
- * they are the majority. Runs once at start-up, before any request. */
+/* The fixed fields of an "A" line, `A ID MS SIZE SEG SEGOFF =TAG SLEN
+ * JLEN<TAB>`, at the start of hb (NUL-terminated): the entry added with its
+ * line length; -1 when malformed. */
+static int index_head_add(char *hb, size_t n, uint64_t off, uint64_t *line_len)
+{
+	char *tab = memchr(hb, '\t', n);
+	if (!tab)
+		return -1;
+	*tab = 0;
+	char id[MESSAGE_ID_LEN + 2], tag[CAT_TAG_MAX + 2];
+	uint64_t ms, seg_off;
+	uint32_t size, seg;
+	size_t slen, jlen;
+	if (sscanf(hb, "A %33s %" SCNu64 " %" SCNu32 " %" SCNu32 " %" SCNu64 " %49s %zu %zu", id,
+		   &ms, &size, &seg, &seg_off, tag, &slen, &jlen) != 8 ||
+	    tag[0] != '=' || strlen(tag) > CAT_TAG_MAX || !message_id_valid(id) ||
+	    slen > UINT32_MAX || jlen > UINT32_MAX)
+		return -1;
+	size_t hdr = (size_t)(tab - hb) + 1;
+	struct cat_entry *e = entry_add(id, tag + 1, ms, size, seg, seg_off);
+	e->off = off;
+	e->hdr = (uint16_t)hdr;
+	e->slen = (uint32_t)slen;
+	e->line_len = (uint32_t)(hdr + slen + jlen);
+	*line_len = e->line_len;
+	return 0;
+}
+
+/* Replays index.v2 into memory: per line one small read of its fixed
+ * fields, then a jump over the search text and the JSON (never parsed).
+ * A torn last line (a crash mid-append) is cut off; the index is rewritten
+ * without dead lines when they are the majority. Runs once at start-up,
+ * before any request. */
 static int index_replay(const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "r");
-	if (!f) {
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
 		if (errno == ENOENT)
 			return 0;
 		snprintf(err, errlen, "start_mail_catcher: %s: %s", path, strerror(errno));
 		return -errno;
 	}
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
-	uint64_t off = 0;
-	size_t records = 0;
-	while ((n = getline(&line, &cap, f)) > 0) {
-		uint64_t this_off = off;
-		off += (uint64_t)n;
-		records++;
-		json_t *j = json_loadb(line, (size_t)n, 0, NULL);
-		if (!j)
-			continue; /* a torn last line after a crash */
-		const char *del = json_string_value(json_object_get(j, "Deleted"));
-		const char *id = json_string_value(json_object_get(j, "ID"));
-		if (del) {
-			struct cat_entry *e = entry_find(del);
+	struct stat st;
+	uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0, off = 0, last = 0;
+	size_t records = 0, bad = 0;
+	char buf[512];
+	int check_nl = 0; /* the previous "A" line's newline, read with this line */
+	while (off < size) {
+		uint64_t at = check_nl ? off - 1 : off;
+		ssize_t n = pread(fd, buf, sizeof(buf) - 1, (off_t)at);
+		if (n <= 0)
+			break;
+		buf[n] = 0;
+		char *hb = buf;
+		if (check_nl) {
+			if (buf[0] != '\n')
+				break; /* the previous line is torn: cut below */
+			hb++;
+			n--;
+			check_nl = 0;
+		}
+		char *nl = memchr(hb, '\n', (size_t)n);
+		uint64_t len = 0; /* the line without its newline */
+		if (n > 2 && hb[0] == 'D' && hb[1] == ' ' && nl) {
+			*nl = 0;
+			struct cat_entry *e = entry_find(hb + 2);
 			if (e)
 				entry_kill(e);
-		} else if (json_is_true(json_object_get(j, "Cleared"))) {
-			for (size_t i = 0; i < C.n; i++)
-				entry_kill(&C.e[i]);
-		} else if (id && message_id_valid(id)) {
-			json_t *tags = json_object_get(j, "Tags");
-			const char *tag = json_string_value(json_array_get(tags, 0));
-			struct cat_entry *e =
-			    entry_add(id, tag ? tag : "",
-				      (uint64_t)json_integer_value(json_object_get(j, "_ms")),
-				      (uint32_t)json_integer_value(json_object_get(j, "Size")),
-				      this_off, (uint32_t)n - 1);
-			e->read = json_is_true(json_object_get(j, "Read"));
+			len = (uint64_t)(nl - hb);
+		} else if (n > 2 && hb[0] == 'A' && hb[1] == ' ' &&
+			   index_head_add(hb, (size_t)n, off, &len) == 0) {
+			check_nl = 1;
+		} else { /* unreadable: skip to the next newline */
+			bad++;
+			uint64_t o = off;
+			while (!nl && o + (uint64_t)n < size) {
+				o += (uint64_t)n;
+				n = pread(fd, buf, sizeof(buf) - 1, (off_t)o);
+				if (n <= 0)
+					break;
+				hb = buf;
+				nl = memchr(hb, '\n', (size_t)n);
+			}
+			if (!nl)
+				break;
+			len = o + (uint64_t)(nl - hb) - off;
 		}
-		json_decref(j);
+		records++;
+		last = off;
+		off += len + 1;
 	}
-	free(line);
-	fclose(f);
+	if (check_nl) { /* the newline of the last "A" line read */
+		char c = 0;
+		if (off > size || pread(fd, &c, 1, (off_t)(off - 1)) != 1 || c != '\n') {
+			entry_kill(&C.e[C.n - 1]);
+			bad++;
+			off = last;
+		}
+	}
+	if (off < size && ftruncate(fd, (off_t)off) == 0)
+		log_warn("kumod::catcher", "%s: torn last record cut off at %" PRIu64, path, off);
+	close(fd);
 	C.idx_size = off;
+	if (bad)
+		log_warn("kumod::catcher", "%s: %zu unreadable records skipped", path, bad);
 	if (records < 64 || records <= 2 * C.live)
 		return 0;
 	/* compact: copy the live records, then rename over the index */
@@ -1417,13 +1753,15 @@ static int index_replay(const char *path, char *err, size_t errlen)
 		struct cat_entry *e = &C.e[i];
 		if (e->dead)
 			continue;
-		rec = xrealloc(rec, e->rec_len + 1);
-		if (pread(in, rec, e->rec_len, (off_t)e->off) != (ssize_t)e->rec_len)
-			e->rec_len = 0;
-		rec[e->rec_len] = '\n';
-		fwrite(rec, 1, e->rec_len + 1, out);
+		rec = xrealloc(rec, e->line_len + 1);
+		if (pread(in, rec, e->line_len, (off_t)e->off) != (ssize_t)e->line_len) {
+			e->line_len = 0; /* unreadable: listed as gone */
+			continue;
+		}
+		rec[e->line_len] = '\n';
+		fwrite(rec, 1, e->line_len + 1, out);
 		e->off = noff;
-		noff += e->rec_len + 1;
+		noff += e->line_len + 1;
 	}
 	free(rec);
 	close(in);
@@ -1445,6 +1783,36 @@ static int index_replay(const char *path, char *err, size_t errlen)
 		return -EIO;
 	}
 	return 0;
+}
+
+/* Removes the segment files no live message is in (left by drops that a
+ * stop interrupted); new messages go to a new segment after the highest. */
+static void segs_start(const char *segdir)
+{
+	DIR *d = opendir(segdir);
+	uint32_t max = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char *end = NULL;
+		unsigned long no = strtoul(de->d_name, &end, 10);
+		if (!end || strcmp(end, ".seg") != 0 || end == de->d_name || no > UINT32_MAX)
+			continue;
+		if (no > max)
+			max = (uint32_t)no;
+		struct cat_seg *sg = seg_find((uint32_t)no);
+		if (!sg || !sg->live) {
+			char path[4400];
+			snprintf(path, sizeof(path), "%s/%s", segdir, de->d_name);
+			unlink(path);
+		}
+	}
+	if (d)
+		closedir(d);
+	for (size_t i = 0; i < C.nsegs; i++)
+		if (C.segs[i].no > max)
+			max = C.segs[i].no; /* a live message in a missing segment: 404 on read */
+	C.seg_wno = max;
+	C.seg_floor = max + 1;
 }
 
 /* share/catcher beside the binary (installed: ../share/kumod/catcher; build
@@ -1507,11 +1875,11 @@ int catcher_start(uv_loop_t *loop, const struct catcher_config *cfg, char *err, 
 		snprintf(err, errlen, "start_mail_catcher: 'dir' is required");
 		return -EINVAL;
 	}
-	char msgdir[4096];
-	snprintf(msgdir, sizeof(msgdir), "%s/msg", cfg->dir);
-	int rc = mkdir_p(msgdir);
+	char segdir[4096];
+	snprintf(segdir, sizeof(segdir), "%s/seg", cfg->dir);
+	int rc = mkdir_p(segdir);
 	if (rc) {
-		snprintf(err, errlen, "start_mail_catcher: cannot create %s: %s", msgdir,
+		snprintf(err, errlen, "start_mail_catcher: cannot create %s: %s", segdir,
 			 strerror(-rc));
 		return rc;
 	}
@@ -1519,13 +1887,22 @@ int catcher_start(uv_loop_t *loop, const struct catcher_config *cfg, char *err, 
 	C.dir = xstrdup(cfg->dir);
 	C.max_messages = cfg->max_messages;
 	C.max_bytes = cfg->max_bytes;
+	C.seg_max = cfg->segment_bytes ? cfg->segment_bytes : CAT_SEG_DEFAULT;
 	C.pending_tail = &C.pending;
 	hash_rebuild();
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/index.jsonl", cfg->dir);
+	if (access(path, F_OK) == 0)
+		log_warn("kumod::catcher",
+			 "%s/index.jsonl and msg/ are an older store format, not read: "
+			 "remove them (messages are now kept in %s/seg/)",
+			 cfg->dir, cfg->dir);
+	snprintf(path, sizeof(path), "%s/index.v2", cfg->dir);
+	C.seg_wfd = -1;
 	rc = index_replay(path, err, errlen);
 	if (rc)
 		return rc;
+	segs_start(segdir);
 	C.idx_wfd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 	C.idx_fd = C.idx_wfd >= 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
 	if (C.idx_wfd < 0 || C.idx_fd < 0) {
@@ -1756,6 +2133,7 @@ static void api_delete_all(struct http_conn *hc, struct http_request *req)
 			}
 	} else {
 		deleted = C.live;
+		C.roll = 1; /* the open segment holds nothing live now */
 		for (size_t i = 0; i < C.n; i++)
 			if (!C.e[i].dead) {
 				entry_kill(&C.e[i]);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The mail catcher (kumod extension, used by sink/sink.lua): captured
- * messages stored on disk, one file per message plus an append-only index
- * that survives restarts, with a retention cap by count and bytes (oldest
+ * messages appended to segment files plus an append-only index of
+ * fixed-field records that survives restarts, with a retention cap by count and bytes (oldest
  * dropped first); served over the HTTP listener as a Mailpit-style JSON API
  * (list, get, raw, delete, search, long-poll wait, per-test tags, link and
  * code extraction). Memory holds one small entry per stored message; the
@@ -22,10 +22,11 @@ struct http_conn;
 struct http_request;
 
 struct catcher_config {
-	const char *dir;       /* created if missing: DIR/index.jsonl, DIR/msg/<id>.eml */
-	uint64_t max_messages; /* 0 = unlimited */
-	uint64_t max_bytes;    /* sum of message sizes; 0 = unlimited */
-	const char *ui_dir;    /* NULL: share/catcher beside the binary */
+	const char *dir;	/* created if missing: DIR/index.v2, DIR/seg/NNNNNNNN.seg */
+	uint64_t max_messages;	/* 0 = unlimited */
+	uint64_t max_bytes;	/* sum of message sizes; 0 = unlimited */
+	const char *ui_dir;	/* NULL: share/catcher beside the binary */
+	uint64_t segment_bytes; /* a segment file rolls beyond this; 0: 64 MiB */
 };
 
 /* Opens (or creates) the store and replays its index, compacting it when

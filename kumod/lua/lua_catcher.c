@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kumod's mail catcher from Lua (a kumod extension, not KumoMTA API):
- * kumo.start_mail_catcher{dir, max_messages, max_bytes} opens the store
+ * kumo.start_mail_catcher{dir, max_messages, max_bytes, ui_dir, segment_bytes}
+ * opens the store
  * served under /api/v1/ by kumo.start_http_listener, and
  * kumo.mail_catcher_capture(msg) stores a received message there (the
  * sink calls it from smtp_server_message_received). */
@@ -26,7 +27,8 @@ static uint64_t check_count(lua_State *L, int idx, const char *what)
 
 static int l_start_mail_catcher(lua_State *L)
 {
-	static const char *const keys[] = {"dir", "max_messages", "max_bytes", "ui_dir"};
+	static const char *const keys[] = {"dir", "max_messages", "max_bytes", "ui_dir",
+					   "segment_bytes"};
 	luaL_checktype(L, 1, LUA_TTABLE);
 	struct catcher_config cfg = {.max_messages = 10000, .max_bytes = 1ull << 30};
 	lua_pushnil(L);
@@ -47,6 +49,11 @@ static int l_start_mail_catcher(lua_State *L)
 			cfg.max_messages = check_count(L, -1, "start_mail_catcher: max_messages");
 		} else if (strcmp(k, "max_bytes") == 0) {
 			cfg.max_bytes = check_count(L, -1, "start_mail_catcher: max_bytes");
+		} else if (strcmp(k, "segment_bytes") == 0) {
+			cfg.segment_bytes = check_count(L, -1, "start_mail_catcher: segment_bytes");
+			if (cfg.segment_bytes < 4096 || cfg.segment_bytes > (1ull << 32))
+				return luaL_error(L, "start_mail_catcher: segment_bytes: expected "
+						     "4096 to 4294967296");
 		} else {
 			return lua_api__unknown_key(L, "start_mail_catcher", k, keys,
 						    sizeof(keys) / sizeof(keys[0]));
