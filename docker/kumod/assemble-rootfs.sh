@@ -1,18 +1,19 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
-# Runs in the builder stage of docker/kumod/Dockerfile: installs the built
-# binaries (stripped) and share/ into ROOT, then copies exactly the shared
+# Runs in the builder stage of docker/kumod/Dockerfile (assemble-rootfs.sh
+# ROOT TOOL...): installs the built kumod, the given tools (stripped) and share/ into ROOT, then copies exactly the shared
 # libraries ldd lists for them (and the dynamic loader), the CA bundle, the
 # sink and the container's default policy, and a passwd/group with the
 # non-root kumod user. The runtime stage is FROM scratch + this tree.
 set -eu
 root="$1"
+shift # the tools to install (built in build/)
 # what `make install` lays out, from the binaries already built (make install
 # would rebuild them with its own flags and the unit tests)
 share="$root/usr/local/share/kumod"
 install -d "$root/usr/local/bin" "$share/policy-extras" "$share/bounce_classifier" "$share/catcher"
-for t in tools/*/; do
-	install -m 755 "build/$(basename "$t")" "$root/usr/local/bin/"
+for t in "$@"; do
+	install -m 755 "build/$t" "$root/usr/local/bin/"
 done
 install -m 755 build/kumod build/kumod-health "$root/usr/local/bin/"
 install -m 644 share/policy-extras/* "$share/policy-extras/"

@@ -3,8 +3,8 @@
 # `make image-test` (after `make image`): checks the image end to end with
 # loopback-only ports and containers it names itself (kumod-it-*-PID):
 #  1. the seed's sink invocation: -p 127.0.0.1:PORT:25, the repo at /config,
-#     KUMO_POLICY=/config/sink/sink.lua; swaks gets 250 and the sink's
-#     catcher API counts the message;
+#     KUMO_POLICY=/config/sink/sink.lua; swaks gets 250 and the sink logs
+#     the message as accepted;
 #  2. a relay container (default policy, spool on a named volume, host
 #     network on loopback) queues 3 messages while the sink is down; it is
 #     stopped (SIGTERM, graceful) with the 3 messages on the volume, started
@@ -18,7 +18,6 @@ top=$(pwd)
 IMAGE=${IMAGE:-kumod-toolkit/kumod:latest}
 MAX_IMAGE_MB=${MAX_IMAGE_MB:-40}
 PS=${IT_SINK_PORT:-12925}  # sink SMTP (mapped)
-PC=${IT_CATCH_PORT:-12980} # sink catcher API (mapped)
 PR=${IT_RELAY_PORT:-12926} # relay SMTP (host network, 127.0.0.1)
 PH=${IT_RELAY_HTTP:-12927} # relay HTTP (liveness)
 sfx=$$
@@ -57,20 +56,23 @@ smtp_code() { # port: the final reply code swaks saw after DATA
 		--header "Subject: image-test $sfx" --timeout 20 2>&1 |
 		awk '/^<-  [0-9][0-9][0-9] / {code=$2} /^ -> \./ {getline; if ($1 == "<-") dot=$2} END {print dot ? dot : code}'
 }
-catcher_count() { curl -fsS "http://127.0.0.1:$PC/api/v1/messages" | jq -r .messages_count; }
-spool_count() { find "$mnt/meta" -type f 2>/dev/null | wc -l | tr -d ' '; }
+# messages the sink accepted: its per-message log line (outcome field)
+sink_count() { $ENGINE logs "$sink" 2>&1 | grep -c 'lua: .*sink message id=[0-9a-f]* .* outcome=accepted$' || true; }
+sink_ready() { $ENGINE logs "$sink" 2>&1 | grep -c 'initialization complete' || true; }
+# queued messages on the relay's volume: meta/<8 hex>/<32 hex id> files
+spool_count() { find "$mnt/meta" -mindepth 2 -maxdepth 2 -type f -name '????????????????????????????????' 2>/dev/null | wc -l | tr -d ' '; }
 start_sink() {
-	eng run -d --rm --name "$sink" -p "127.0.0.1:$PS:25" -p "127.0.0.1:$PC:8025" \
-		-v "$top:/config:ro" --env KUMO_POLICY=/config/sink/sink.lua \
-		--env KUMO_SINK_HTTP=0.0.0.0:8025 "$IMAGE" >/dev/null
-	wait_for 0 catcher_count || bad "sink container did not come up (catcher API on 127.0.0.1:$PC)"
+	$ENGINE rm -f "$sink" >/dev/null 2>&1 || true
+	eng run -d --name "$sink" -p "127.0.0.1:$PS:25" -v "$top:/config:ro" \
+		--env KUMO_POLICY=/config/sink/sink.lua "$IMAGE" >/dev/null
+	wait_for 1 sink_ready || bad "sink container did not come up"
 }
 
 # 1. the sink
 start_sink
 code=$(smtp_code "$PS")
 [ "$code" = 250 ] && ok "sink container: swaks via -p 127.0.0.1:$PS:25 got 250" || bad "sink container: swaks got '$code', want 250"
-wait_for 1 catcher_count && ok "sink catcher counts 1 message" || bad "sink catcher count $(catcher_count), want 1"
+wait_for 1 sink_count && ok "sink logged 1 accepted message" || bad "sink logged $(sink_count) accepted, want 1"
 user=$($ENGINE top "$sink" user pid 2>/dev/null | awk 'NR==2 {print $1 "/" $2}')
 [ "$user" = "kumod/1" ] && ok "sink: kumod is PID 1 as user kumod" || bad "sink: PID 1 user '$user', want kumod/1"
 $ENGINE healthcheck run "$sink" >/dev/null 2>&1 && ok "sink: healthcheck (SMTP 220 fallback) passes" || bad "sink: healthcheck fails"
@@ -105,8 +107,8 @@ $ENGINE logs "$relay" 2>&1 | grep -q 'shutdown complete' && ok "relay logged a g
 # 3. sink up again, relay started again: the queued mail is delivered
 start_sink
 eng start "$relay" >/dev/null
-wait_for 3 catcher_count && ok "after restart the relay delivered the 3 queued messages" ||
-	bad "sink received $(catcher_count) after relay restart, want 3"
+wait_for 3 sink_count && ok "after restart the relay delivered the 3 queued messages" ||
+	bad "sink accepted $(sink_count) after relay restart, want 3"
 wait_for 0 spool_count && ok "relay spool empty after delivery" || bad "relay spool holds $(spool_count) after delivery"
 
 size=$($ENGINE image inspect --format '{{.Size}}' "$IMAGE")
