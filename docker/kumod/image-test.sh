@@ -29,7 +29,7 @@ fails=0
 eng() { $ENGINE "$@" 2>&1 | grep -v 'level=error msg=".*systemd' || true; }
 cleanup() {
 	for c in "$sink" "$relay"; do
-		$ENGINE rm -f -t 10 "$c" >/dev/null 2>&1 || true
+		$ENGINE rm -f -v -t 10 "$c" >/dev/null 2>&1 || true
 	done
 	$ENGINE volume rm -f "$vol" >/dev/null 2>&1 || true
 }
@@ -62,7 +62,7 @@ sink_ready() { $ENGINE logs "$sink" 2>&1 | grep -c 'initialization complete' || 
 # queued messages on the relay's volume: meta/<8 hex>/<32 hex id> files
 spool_count() { find "$mnt/meta" -mindepth 2 -maxdepth 2 -type f -name '????????????????????????????????' 2>/dev/null | wc -l | tr -d ' '; }
 start_sink() {
-	$ENGINE rm -f "$sink" >/dev/null 2>&1 || true
+	$ENGINE rm -f -v "$sink" >/dev/null 2>&1 || true
 	eng run -d --name "$sink" -p "127.0.0.1:$PS:25" -v "$top:/config:ro" \
 		--env KUMO_POLICY=/config/sink/sink.lua "$IMAGE" >/dev/null
 	wait_for 1 sink_ready || bad "sink container did not come up"
