@@ -10,6 +10,7 @@
 #                       Unset: a base is assembled locally with mmdebstrap from
 #                       Debian's archive (DEBIAN_MIRROR, default deb.debian.org)
 #   ENGINE=docker|podman  force the engine
+#   IMAGE_TOOLS="..."   the tools in the image (default: kcli kumo-console kumo-dig)
 set -eu
 cd "$(dirname "$0")/../.."
 top=$(pwd)
@@ -57,5 +58,5 @@ fmt=""
 [ "$ENGINE" = podman ] && fmt="--format docker" # keeps HEALTHCHECK (OCI has none)
 echo "build-docker-image: $ENGINE build -t $IMAGE (builder base $base)"
 # shellcheck disable=SC2086
-$ENGINE build $fmt --build-arg BUILDER_BASE="$base" -t "$IMAGE" -f "$ctx/docker/kumod/Dockerfile" "$ctx"
+$ENGINE build $fmt --build-arg BUILDER_BASE="$base" ${IMAGE_TOOLS:+--build-arg "IMAGE_TOOLS=$IMAGE_TOOLS"} -t "$IMAGE" -f "$ctx/docker/kumod/Dockerfile" "$ctx"
 $ENGINE image ls "${IMAGE%:*}"
