@@ -13,6 +13,7 @@
 #          tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check
 #          fuzz fuzz-run fuzz-smoke fuzz-replay bench clean
 #          deps (every group) deps-test deps-fmt deps-fuzz
+#          image image-test (the container image, docs/container.md)
 #          install (PREFIX=/usr/local DESTDIR=: kumod, tools, share/kumod/{policy-extras,bounce_classifier})
 
 .DEFAULT_GOAL := all
@@ -222,10 +223,18 @@ install: $(BINS)
 	install -m 644 share/bounce_classifier/* $(DESTDIR)$(PREFIX)/share/kumod/bounce_classifier/
 	install -m 644 share/catcher/* $(DESTDIR)$(PREFIX)/share/kumod/catcher/
 
+# --- container image (docs/container.md); kept out of `make test` -------
+image: | deps-image
+	docker/kumod/build-docker-image.sh
+image-test: image
+	docker/kumod/image-test.sh
+deps-image:
+	@scripts/deps.sh --for image
+
 clean:
 	rm -rf $(BUILD)
 
 include fuzz/fuzz.mk
 
-.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check check-layers fmt fmt-check deps deps-test deps-fmt deps-fuzz install clean FORCE
+.PHONY: all run sink unit integration test test-sanitized tracepoints-check metrics-doc metrics-doc-check api-doc api-doc-check check-layers fmt fmt-check deps deps-test deps-fmt deps-fuzz install clean image image-test deps-image FORCE
 FORCE:

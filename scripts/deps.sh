@@ -9,7 +9,9 @@
 #            test: the integration tests' peers and tracers (`make test`)
 #            fmt: clang-format and StyLua (`make fmt`, `make fmt-check`)
 #            fuzz: clang and libFuzzer (`make fuzz`, `fuzz-run`, `fuzz-smoke`)
-#            all: every group (`make deps`); without --for: run
+#            image: podman, runc and mmdebstrap (`make image`, `make image-test`;
+#                   not part of all)
+#            all: every group but image (`make deps`); without --for: run
 #   --check  only report; exit 1 when something is missing
 #   --mk F   also write make variables (detected USE_* defaults) into F
 set -u
@@ -23,9 +25,9 @@ while [ $# -gt 0 ]; do
 	--for)
 		shift
 		case "$1" in
-		run | test | fmt | fuzz) groups="$groups $1" ;;
+		run | test | fmt | fuzz | image) groups="$groups $1" ;;
 		all) groups="$groups run test fmt fuzz" ;;
-		*) echo "deps.sh: unknown group '$1' (run, test, fmt, fuzz, all)" >&2; exit 2 ;;
+		*) echo "deps.sh: unknown group '$1' (run, test, fmt, fuzz, image, all)" >&2; exit 2 ;;
 		esac ;;
 	*) echo "deps.sh: unknown option '$1'" >&2; exit 2 ;;
 	esac
@@ -100,6 +102,11 @@ need fmt npm cmd npm
 # fuzz: libFuzzer targets (the corpus replay in `make test` builds with gcc)
 need fuzz clang cmd clang
 need fuzz libclang-rt-14-dev hdr ../lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
+# image: the container image (docker/kumod/build-docker-image.sh); docker
+# works too when present, but Debian 12's podman is what is installed here
+need image podman cmd podman
+need image runc cmd runc
+need image mmdebstrap cmd mmdebstrap
 
 stylua_ok=1
 wants fmt && [ ! -x node_modules/.bin/stylua ] && stylua_ok=0
