@@ -10,6 +10,8 @@
 #include <sys/time.h>
 
 #include "base/buf.h"
+#include "base/task.h"
+#include "base/xalloc.h"
 #include "ctl/http_int.h"
 #include "ctl/trace_smtp.h"
 #include "dispatch/ready.h"
@@ -17,6 +19,7 @@
 #include "proto/duration.h"
 #include "queue/queue.h"
 #include "spool/message.h"
+#include "spool/spool.h"
 #include "spool/timeline.h"
 
 static double now_unix(void)
@@ -287,9 +290,9 @@ void http_admin__suspend_ready_q_cancel(struct http_conn *hc, struct http_reques
 
 /* --- /api/admin/inspect-message/v1 ------------------------------------------------ */
 
-/* The message as KumoMTA shows it. Everything is in memory: a queued
- * message keeps its envelope, meta and content resident (the spool is its
- * durable copy), so no disk read is needed. */
+/* The message as KumoMTA shows it. A queued message keeps its envelope and
+ * meta in memory; its body may be in the spool only (data_resident false):
+ * with want_body it is read back first (inspect_message below). */
 static json_t *inspect_json(const struct qmsg *qm, int want_body)
 {
 	const struct message *m = qm->m;
@@ -299,6 +302,8 @@ static json_t *inspect_json(const struct qmsg *qm, int want_body)
 	json_t *o = json_pack("{s:s, s:o, s:o, s:I, s:s}", "sender", m->sender, "recipient", rcpts,
 			      "meta", m->meta ? json_incref(m->meta) : json_object(),
 			      "num_attempts", (json_int_t)m->attempts, "queue", queue_name(qm->q));
+	json_object_set_new(o, "data_resident", json_boolean(message_data_resident(m)));
+	json_object_set_new(o, "size", json_integer((json_int_t)message_data_len(m)));
 	if (qm->heap_idx != SIZE_MAX) {
 		char due[40];
 		rfc3339_format_ms(qm->due_ms, due, sizeof(due));
@@ -307,7 +312,7 @@ static json_t *inspect_json(const struct qmsg *qm, int want_body)
 	json_t *sched = json_object_get(m->meta, "scheduling");
 	if (sched)
 		json_object_set(o, "scheduling", sched);
-	if (want_body) {
+	if (want_body && message_data_resident(m)) {
 		struct buf b;
 		buf_init(&b);
 		buf_append_utf8_lossy(&b, m->data.data ? m->data.data : "", m->data.len);
@@ -315,6 +320,35 @@ static json_t *inspect_json(const struct qmsg *qm, int want_body)
 		buf_free(&b);
 	}
 	return o;
+}
+
+static void inspect_answer(struct http_conn *hc, const char *id, const struct qmsg *qm,
+			   int want_body, int want_timeline, const char *load_error);
+
+/* An inspection waiting for a body to come back from the spool. */
+struct inspect_wait {
+	uint64_t conn_id;
+	int want_timeline;
+	struct message *m; /* one reference */
+};
+
+static void inspect_loaded(void *ctx, int err, const char *why)
+{
+	struct inspect_wait *w = ctx;
+	struct http_conn *hc = http__conn_lookup(w->conn_id);
+	if (hc) {
+		int enter = task_current() != hc->task;
+		struct task *t_hc = hc->task, *prev = enter ? task_enter(t_hc) : NULL;
+		const struct qmsg *qm = queue_find_message(w->m->id);
+		char reason[300];
+		snprintf(reason, sizeof(reason), "%s", why ? why : "");
+		inspect_answer(hc, w->m->id, qm && qm->m == w->m ? qm : NULL, 1, w->want_timeline,
+			       err ? reason : NULL);
+		if (enter)
+			task_exit(t_hc, prev);
+	}
+	message_unref(w->m);
+	free(w);
 }
 
 void http_admin__inspect_message(struct http_conn *hc, struct http_request *req)
@@ -349,6 +383,24 @@ void http_admin__inspect_message(struct http_conn *hc, struct http_request *req)
 	}
 	want_timeline = rc == 1 && strcmp(wb, "true") == 0;
 	const struct qmsg *qm = queue_find_message(id);
+	if (qm && want_body && !message_data_resident(qm->m) && spool_is_open()) {
+		/* the body is in the spool only: read it back off the loop */
+		struct inspect_wait *w = xcalloc(1, sizeof(*w));
+		w->conn_id = hc->id;
+		w->want_timeline = want_timeline;
+		w->m = message_ref(qm->m);
+		hc->busy = 1;
+		task_set_phase(hc->task, "LoadingMessage", "spool");
+		uv_timer_stop(&hc->timer);
+		spool_load_data(w->m, inspect_loaded, w);
+		return;
+	}
+	inspect_answer(hc, id, qm, want_body, want_timeline, NULL);
+}
+
+static void inspect_answer(struct http_conn *hc, const char *id, const struct qmsg *qm,
+			   int want_body, int want_timeline, const char *load_error)
+{
 	int finished = 0;
 	uint64_t dropped = 0;
 	json_t *tl = want_timeline ? msg_timeline_json(id, &finished, &dropped) : NULL;
@@ -362,6 +414,8 @@ void http_admin__inspect_message(struct http_conn *hc, struct http_request *req)
 	}
 	json_t *o = json_pack("{s:s, s:o}", "id", id, "message",
 			      qm ? inspect_json(qm, want_body) : json_null());
+	if (load_error) /* the body could not be read back: say why */
+		json_object_set_new(o, "data_error", json_string(load_error));
 	if (want_timeline) {
 		json_object_set_new(o, "timeline", tl ? tl : json_array());
 		json_object_set_new(o, "timeline_finished", json_boolean(finished));

@@ -21,6 +21,7 @@
 #include "queue/queue.h"
 #include "smtp/server.h"
 #include "spool/logrec.h"
+#include "spool/message.h"
 #include "spool/spool.h"
 
 int metrics_collect_service_label(const char *ready_queue, char *out, size_t outlen)
@@ -220,10 +221,11 @@ static void collect_spool(struct metrics_scrape *sc, void *ctx)
 			     (double)hs.pending);
 	}
 	metrics_emit(sc, "message_count", METRICS_GAUGE, NULL, NULL, (double)queue_total());
-	/* a queued message keeps its data and meta in memory (the spool is its
-	 * durable copy): both resident counts are the message count */
+	/* a queued message keeps its meta in memory; its body leaves memory
+	 * while it waits in a scheduled queue (docs/spool.md) */
+	size_t shrunk = message_shrunk_count();
 	metrics_emit(sc, "message_data_resident_count", METRICS_GAUGE, NULL, NULL,
-		     (double)queue_total());
+		     (double)(queue_total() > shrunk ? queue_total() - shrunk : 0));
 	metrics_emit(sc, "message_meta_resident_count", METRICS_GAUGE, NULL, NULL,
 		     (double)queue_total());
 }

@@ -1110,6 +1110,13 @@ static void dispatcher_next(struct dispatcher *d)
 	if (dispatcher_throttle(d, READY_THROTTLE_MESSAGE))
 		return; /* the session stays open and idle; the timer resumes here */
 	struct qmsg *qm = rq_pop(rq);
+	if (!message_data_resident(qm->m)) { /* the queue reads it back when due */
+		outcome_transient(
+		    qm, rq, LOCAL_REPLY(451, "4.3.0", "message data not loaded from the spool"),
+		    NULL, NULL, "DispatcherDrop", NULL);
+		dispatcher_next(d);
+		return;
+	}
 	d->current = qm;
 	d->iov.iov_base = qm->m->data.data;
 	d->iov.iov_len = qm->m->data.len;

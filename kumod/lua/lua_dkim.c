@@ -509,6 +509,7 @@ int lua_dkim__sign(lua_State *L, struct message *m, int idx)
 		base64_encode(&b64, sig, siglen);
 		dkim_sig_finish(&field, b64.data, b64.len);
 		buf_insert(&m->data, m->data.off, field.data, field.len);
+		m->data_stored = 0; /* differs from the spool's copy: keep it resident */
 	}
 	uint64_t ns = clock_mono_ns() - t0;
 	buf_free(&h);

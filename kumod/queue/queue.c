@@ -30,6 +30,9 @@
 /* Due messages handed to the router per timer callback: keeps the loop
  * responsive when a large backlog becomes due at once. */
 #define QUEUE_DUE_BATCH 256
+/* Shrunk bodies being read back at once (due messages wait in the heap
+ * beyond this). */
+#define QUEUE_LOADS_MAX 512
 
 struct sched_queue {
 	char *name, *domain, *tenant, *campaign, *routing_domain;
@@ -64,7 +67,22 @@ static struct {
 	uint64_t suspend_held; /* messages held by a suspension so far */
 	struct qmsg **idx;     /* id index: chained buckets, power of two */
 	size_t idx_nb, idx_n;
+	/* lean queued messages (docs/spool.md, "Resident bodies") */
+	uv_timer_t shrink_timer; /* next loop iteration: release scheduled bodies */
+	struct message **shrink; /* candidates, one reference each */
+	size_t nshrink, capshrink;
+	struct qload *loads; /* bodies being read back */
+	size_t nloads;
 } Q;
+
+/* A due (or admin-bounced) message whose body is being read back from the
+ * spool; qm NULL once the queue layer shut down meanwhile. */
+struct qload {
+	struct qmsg *qm;
+	int bounce; /* admin bounce (reason) instead of the due path */
+	char *reason;
+	struct qload *next, *prev;
+};
 
 struct admin_bounce {
 	uint64_t id;
@@ -456,6 +474,9 @@ static void queue_update_phase(struct sched_queue *q)
 
 static void queue_arm(void);
 static void reap_arm(uint64_t due);
+static void qload_start(struct qmsg *qm, int bounce, const char *reason);
+static void shrink_later(struct message *m);
+static void admin_bounce_reason(struct qmsg *qm, const char *reason);
 static void schedule(struct qmsg *qm, uint64_t due, const char *reason);
 static struct admin_bounce *bounce_for(const struct sched_queue *q);
 static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b);
@@ -478,6 +499,38 @@ static void config_error_hold(struct qmsg *qm, uint64_t now)
 	schedule(qm, now + delay, "QueueConfigError");
 }
 
+/* A due message (body resident): bounced, held or handed to the router. */
+static void due_one(struct qmsg *qm, uint64_t now)
+{
+	struct admin_bounce *b = Q.bounces ? bounce_for(qm->q) : NULL;
+	if (b) {
+		admin_bounce_one(qm, b);
+		return;
+	}
+	const struct suspend_entry *se = suspend_for(qm->q);
+	if (se) {
+		suspend_hold(qm, se, now);
+		return;
+	}
+	qm->held = 0;
+	struct sched_queue *q = qm->q;
+	/* a failed config is asked again at most once a second */
+	if (now - q->cfg_loaded_ms > q->cfg.refresh_ms ||
+	    (q->cfg_error && now - q->cfg_loaded_ms >= 1000))
+		queue_load_config(q);
+	if (q->cfg_error) {
+		config_error_hold(qm, now);
+		return;
+	}
+	if (Q.router) {
+		Q.router(qm);
+	} else {
+		/* nothing can deliver yet: keep it, try again later */
+		qm->due_ms = now + 1000;
+		heap_push(qm);
+	}
+}
+
 static void queue_timer_cb(uv_timer_t *t)
 {
 	struct task *prev = task_enter(Q.task);
@@ -489,33 +542,13 @@ static void queue_timer_cb(uv_timer_t *t)
 		n++;
 		KTRACE(queue_due, qm->m->id, qm->q->name);
 		MSG_TIMELINE(qm->m->id, "Due", "queue %s", qm->q->name);
-		struct admin_bounce *b = Q.bounces ? bounce_for(qm->q) : NULL;
-		if (b) {
-			admin_bounce_one(qm, b);
+		if (!message_data_resident(qm->m)) {
+			qload_start(qm, 0, NULL); /* due_one when the body is back */
+			if (Q.nloads >= QUEUE_LOADS_MAX)
+				break;
 			continue;
 		}
-		const struct suspend_entry *se = suspend_for(qm->q);
-		if (se) {
-			suspend_hold(qm, se, now);
-			continue;
-		}
-		qm->held = 0;
-		struct sched_queue *q = qm->q;
-		/* a failed config is asked again at most once a second */
-		if (now - q->cfg_loaded_ms > q->cfg.refresh_ms ||
-		    (q->cfg_error && now - q->cfg_loaded_ms >= 1000))
-			queue_load_config(q);
-		if (q->cfg_error) {
-			config_error_hold(qm, now);
-			continue;
-		}
-		if (Q.router) {
-			Q.router(qm);
-		} else {
-			/* nothing can deliver yet: keep it, try again later */
-			qm->due_ms = now + 1000;
-			heap_push(qm);
-		}
+		due_one(qm, now);
 	}
 	task_set_phase(Q.task, Q.nheap ? "Waiting" : "Idle", Q.nheap ? "next_due" : NULL);
 	queue_arm();
@@ -526,7 +559,7 @@ static void queue_arm(void)
 {
 	if (!Q.timer_init || Q.shutting_down)
 		return;
-	if (!Q.nheap) {
+	if (!Q.nheap || Q.nloads >= QUEUE_LOADS_MAX) { /* a finished load re-arms */
 		uv_timer_stop(&Q.timer);
 		return;
 	}
@@ -578,17 +611,22 @@ static struct admin_bounce *bounce_for(const struct sched_queue *q)
 	return NULL;
 }
 
-static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b)
+static void admin_bounce_reason(struct qmsg *qm, const char *reason)
 {
 	char text[600];
-	snprintf(text, sizeof(text), "KumoMTA internal: Administrator bounced: %s", b->reason);
+	snprintf(text, sizeof(text), "KumoMTA internal: Administrator bounced: %s", reason);
 	struct logrec_response resp = {.code = 551, .enhanced = "5.6.0", .content = text};
 	logrec_log("AdminBounce", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
-	KTRACE(queue_admin_bounce, qm->m->id, qm->q->name, b->reason);
-	MSG_TIMELINE(qm->m->id, "AdminBounce", "%s", b->reason);
-	b->bounced++;
+	KTRACE(queue_admin_bounce, qm->m->id, qm->q->name, reason);
+	MSG_TIMELINE(qm->m->id, "AdminBounce", "%s", reason);
 	spool_remove(qm->m->id, NULL, NULL);
 	queue_done(qm);
+}
+
+static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b)
+{
+	b->bounced++;
+	admin_bounce_reason(qm, b->reason);
 }
 
 static char *opt_dup(const char *s)
@@ -616,7 +654,12 @@ uint64_t queue_admin_bounce(const struct queue_bounce_match *mt, const char *rea
 		struct qmsg *qm = Q.heap[i];
 		if (bounce_matches(b, qm->q)) {
 			qm->heap_idx = SIZE_MAX;
-			admin_bounce_one(qm, b);
+			if (message_data_resident(qm->m)) {
+				admin_bounce_one(qm, b);
+			} else { /* its record wants the headers: read the body first */
+				b->bounced++;
+				qload_start(qm, 1, b->reason);
+			}
 			n++;
 		} else {
 			Q.heap[keep++] = qm;
@@ -682,6 +725,7 @@ static void suspend_hold(struct qmsg *qm, const struct suspend_entry *e, uint64_
 	qm->due_ms = e->expires_ms;
 	heap_push(qm);
 	queue_update_phase(qm->q);
+	shrink_later(qm->m);
 }
 
 static void suspend_criteria(const struct suspend_entry *e, char *out, size_t outlen)
@@ -854,6 +898,7 @@ int queue_init(uv_loop_t *loop)
 	task_set_phase(Q.task, "Idle", NULL);
 	uv_timer_init(loop, &Q.timer);
 	uv_timer_init(loop, &Q.reap_timer);
+	uv_timer_init(loop, &Q.shrink_timer);
 	Q.timer_init = 1;
 	srandom((unsigned)clock_mono_ns());
 	return 0;
@@ -862,6 +907,115 @@ int queue_init(uv_loop_t *loop)
 void queue_set_router(queue_router_fn fn)
 {
 	Q.router = fn;
+}
+
+/* --- lean queued messages: release bodies, read them back when due --------------- */
+
+/* Releases the bodies of the candidates still waiting in the heap that only
+ * their queue holds (a reception, a Lua value, a dispatcher or a spool
+ * operation holding a reference may still read the body: those stay). */
+static void shrink_cb(uv_timer_t *t)
+{
+	(void)t;
+	struct task *prev = task_enter(Q.task);
+	for (size_t i = 0; i < Q.nshrink; i++) {
+		struct message *m = Q.shrink[i];
+		const struct qmsg *qm = queue_find_message(m->id);
+		if (qm && qm->m == m && qm->heap_idx != SIZE_MAX && m->refs == 2 &&
+		    spool_is_open()) {
+			size_t len = message_data_len(m);
+			if (message_shrink_data(m))
+				KTRACE(queue_shrink, m->id, qm->q->name, (uint64_t)len);
+		}
+		message_unref(m);
+	}
+	Q.nshrink = 0;
+	if (Q.capshrink > 4096) { /* after a burst */
+		free(Q.shrink);
+		Q.shrink = NULL;
+		Q.capshrink = 0;
+	}
+	task_exit(Q.task, prev);
+}
+
+static void shrink_later(struct message *m)
+{
+	if (!m->data_stored || m->data_shrunk || !spool_is_open() || !Q.timer_init ||
+	    Q.shutting_down)
+		return;
+	if (Q.nshrink == Q.capshrink) {
+		Q.capshrink = Q.capshrink ? 2 * Q.capshrink : 64;
+		Q.shrink = xrealloc(Q.shrink, Q.capshrink * sizeof(*Q.shrink));
+	}
+	Q.shrink[Q.nshrink++] = message_ref(m);
+	if (Q.nshrink == 1)
+		uv_timer_start(&Q.shrink_timer, shrink_cb, 0, 0);
+}
+
+static void qload_done(void *ctx, int err, const char *why)
+{
+	struct qload *l = ctx;
+	struct qmsg *qm = l->qm;
+	if (!qm) { /* shut down meanwhile */
+		free(l->reason);
+		free(l);
+		return;
+	}
+	struct task *prev = task_enter(Q.task);
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		Q.loads = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	Q.nloads--;
+	uint64_t now = now_ms();
+	if (!err) {
+		if (l->bounce)
+			admin_bounce_reason(qm, l->reason);
+		else
+			due_one(qm, now);
+	} else {
+		/* the attempt fails before it starts: a TransientFailure record
+		 * names the reason; a quarantined or vanished message leaves the
+		 * queue (its files, if any, are in <path>/quarantine/), a read
+		 * error is retried */
+		int gone = err == -EBADMSG || err == -ENOENT;
+		char text[600];
+		snprintf(text, sizeof(text),
+			 "KumoMTA internal: failed to load message data from the spool: %s%s", why,
+			 err == -EBADMSG  ? " (message quarantined)"
+			 : err == -ENOENT ? " (message no longer in the spool)"
+					  : " (will retry)");
+		struct logrec_response resp = {.code = 451, .enhanced = "4.3.0", .content = text};
+		logrec_log("TransientFailure", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL,
+			   NULL, NULL);
+		MSG_TIMELINE(qm->m->id, "TransientFailure", "%s", text);
+		log_warn("kumod::queue", "message %s: %s", qm->m->id, text);
+		if (gone)
+			queue_done(qm);
+		else
+			schedule(qm, now + 1000 + (uint64_t)(random() % 1000), "LoadFailed");
+	}
+	free(l->reason);
+	free(l);
+	queue_arm();
+	task_exit(Q.task, prev);
+}
+
+/* qm is out of the heap; its body is read back, then it goes on. */
+static void qload_start(struct qmsg *qm, int bounce, const char *reason)
+{
+	struct qload *l = xcalloc(1, sizeof(*l));
+	l->qm = qm;
+	l->bounce = bounce;
+	l->reason = reason ? xstrdup(reason) : NULL;
+	l->next = Q.loads;
+	if (Q.loads)
+		Q.loads->prev = l;
+	Q.loads = l;
+	Q.nloads++;
+	spool_load_data(qm->m, qload_done, l);
 }
 
 static void schedule(struct qmsg *qm, uint64_t due, const char *reason)
@@ -876,6 +1030,7 @@ static void schedule(struct qmsg *qm, uint64_t due, const char *reason)
 	queue_update_phase(qm->q);
 	if (qm->heap_idx == 0)
 		queue_arm();
+	shrink_later(qm->m);
 }
 
 /* Expiration: logged and removed from the spool. */
@@ -1060,8 +1215,21 @@ void queue_shutdown(void)
 		uv_timer_stop(&Q.timer);
 		uv_close((uv_handle_t *)&Q.timer, NULL);
 		uv_close((uv_handle_t *)&Q.reap_timer, NULL);
+		uv_close((uv_handle_t *)&Q.shrink_timer, NULL);
 		Q.timer_init = 0;
 	}
+	/* bodies being read back: the message leaves memory (it stays spooled) */
+	for (struct qload *l = Q.loads; l; l = l->next) {
+		queue_done(l->qm);
+		l->qm = NULL;
+	}
+	Q.loads = NULL;
+	Q.nloads = 0;
+	for (size_t i = 0; i < Q.nshrink; i++)
+		message_unref(Q.shrink[i]);
+	free(Q.shrink);
+	Q.shrink = NULL;
+	Q.nshrink = Q.capshrink = 0;
 	/* Scheduled messages stay in the spool; free the in-memory copies. */
 	while (Q.nheap) {
 		struct qmsg *qm = heap_pop();

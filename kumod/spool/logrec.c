@@ -517,7 +517,7 @@ static json_t *build_record(const struct logger *lg, const struct logrec_event *
 	set(o, "recipient", jrecipient(ev));
 	set(o, "queue", jqueue(ev));
 	set(o, "site", jstr(ev->site));
-	set(o, "size", json_integer(m ? (json_int_t)m->data.len : 0));
+	set(o, "size", json_integer(m ? (json_int_t)message_data_len(m) : 0));
 	set(o, "response", jresponse(ev->resp));
 	set(o, "peer_address", jpeer(ev->peer));
 	set(o, "timestamp", json_integer((json_int_t)(now / 1000000000u)));

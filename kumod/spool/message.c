@@ -120,6 +120,8 @@ struct message *message_ref(struct message *m)
 	return m;
 }
 
+static size_t shrunk_count; /* loop thread only, as shrink and restore */
+
 void message_unref(struct message *m)
 {
 	if (!m)
@@ -134,6 +136,8 @@ void message_unref(struct message *m)
 	free(m->recipients);
 	json_decref(m->meta);
 	buf_free(&m->data);
+	if (m->data_shrunk)
+		shrunk_count--;
 	free(m);
 }
 
@@ -166,6 +170,11 @@ void message_retain_recipients(struct message *m, const unsigned char *keep)
 
 void message_set_data(struct message *m, const char *data, size_t len)
 {
+	m->data_stored = 0;
+	if (m->data_shrunk) { /* a new body replaces the one in the spool */
+		m->data_shrunk = 0;
+		shrunk_count--;
+	}
 	if (data >= m->data.data && data < m->data.data + m->data.len) {
 		/* setting from our own buffer: copy before resetting it */
 		char *copy = xmalloc(len ? len : 1);
@@ -199,24 +208,69 @@ const char *message_get_meta_str(const struct message *m, const char *key)
 
 /* --- headers ------------------------------------------------------------- */
 
+size_t message_data_len(const struct message *m)
+{
+	return m->data_shrunk ? m->data_shrunk_len : m->data.len;
+}
+
+int message_data_resident(const struct message *m)
+{
+	return !m->data_shrunk;
+}
+
+int message_shrink_data(struct message *m)
+{
+	if (m->data_shrunk || !m->data_stored)
+		return 0;
+	m->data_shrunk_len = buf_avail(&m->data);
+	buf_free(&m->data);
+	m->data_shrunk = 1;
+	shrunk_count++;
+	return 1;
+}
+
+int message_restore_data(struct message *m, struct buf *b)
+{
+	if (!m->data_shrunk) {
+		buf_free(b);
+		return 0;
+	}
+	buf_free(&m->data);
+	m->data = *b;
+	memset(b, 0, sizeof(*b));
+	m->data_shrunk = 0;
+	m->data_stored = 1;
+	shrunk_count--;
+	return 1;
+}
+
+size_t message_shrunk_count(void)
+{
+	return shrunk_count;
+}
+
 int message_prepend_header(struct message *m, const char *name, const char *value)
 {
+	m->data_stored = 0;
 	return rfc5322_prepend_header(&m->data, name, value);
 }
 
 int message_prepend_headers(struct message *m, size_t n, const char *const *names,
 			    const char *const *values)
 {
+	m->data_stored = 0;
 	return rfc5322_prepend_headers(&m->data, n, names, values);
 }
 
 int message_append_header(struct message *m, const char *name, const char *value)
 {
+	m->data_stored = 0;
 	return rfc5322_append_header(&m->data, name, value);
 }
 
 size_t message_remove_all_named_headers(struct message *m, const char *name)
 {
+	m->data_stored = 0;
 	return rfc5322_remove_all_named(&m->data, name);
 }
 

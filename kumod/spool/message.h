@@ -27,6 +27,13 @@ struct message {
 	 * time in unix ms (0 = due now). */
 	uint32_t attempts;
 	uint64_t due_ms;
+	/* Lean queued messages (docs/spool.md, "Resident bodies"): data_stored
+	 * is 1 while data holds exactly the spool's data record (set when a
+	 * store completed or recovery loaded it; any content change clears it).
+	 * data_shrunk is 1 while the body lives only in the spool (data empty,
+	 * data_shrunk_len its length); spool_load_data brings it back. */
+	unsigned char data_stored, data_shrunk;
+	size_t data_shrunk_len;
 };
 
 /* New message with a fresh id, one reference. */
@@ -47,6 +54,19 @@ void message_add_recipient(struct message *m, const char *rcpt);
 /* Keeps recipient i when keep[i] (order kept); the others are freed. */
 void message_retain_recipients(struct message *m, const unsigned char *keep);
 void message_set_data(struct message *m, const char *data, size_t len);
+/* Length of the content, resident or not. */
+size_t message_data_len(const struct message *m);
+/* 1 unless the body was released by message_shrink_data. */
+int message_data_resident(const struct message *m);
+/* Releases the body of a message whose data is in the spool (data_stored);
+ * returns 1 when released, 0 when it must stay (not stored, or shrunk). */
+int message_shrink_data(struct message *m);
+/* Gives a shrunk message its body back (b is taken; b holds exactly the
+ * stored record's payload). Returns 1, or 0 and frees b when m was not
+ * shrunk (someone else loaded it first). */
+int message_restore_data(struct message *m, struct buf *b);
+/* Messages alive whose body is not resident (loop thread). */
+size_t message_shrunk_count(void);
 /* Meta: value is stolen (json reference). Returns 0. */
 int message_set_meta(struct message *m, const char *key, json_t *value);
 /* Borrowed reference or NULL. */

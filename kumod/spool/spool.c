@@ -720,9 +720,10 @@ static void complete_write(struct spool_op *op, uint64_t now)
 		S.st.errors++;
 		trace_error(op, opname);
 	} else {
-		if (op->kind == SPOOL_OP_STORE)
+		if (op->kind == SPOOL_OP_STORE) {
 			S.st.stored++;
-		else
+			op->m->data_stored = 1; /* unchanged since submission (checked) */
+		} else
 			S.st.updated++;
 		uint64_t bytes = op->meta_len + op->data_len +
 				 SPOOL_RECORD_OVERHEAD * (op->kind == SPOOL_OP_STORE ? 2 : 1);

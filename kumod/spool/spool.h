@@ -106,6 +106,18 @@ void spool_update_meta(struct message *m, spool_cb cb, void *ctx);
  * existed). cb may be NULL. */
 void spool_remove(const char *id, spool_cb cb, void *ctx);
 
+/* Reads the body of a shrunk message (message_shrink_data) back from the
+ * data spool on the thread pool, either kind. cb(ctx, err, why) runs on the
+ * loop thread: err 0 and m's body restored (or left alone when it was
+ * already resident); -EBADMSG when the data record was missing or corrupt
+ * and the message was quarantined as recovery does (it is no longer in the
+ * spool); -ENOENT when neither file exists any more; another -errno (-EIO,
+ * -EMFILE, ...) for a read that may succeed later (the message stays
+ * spooled). why names the reason. Traced as spool_reload /
+ * spool_reload_failed with the duration. */
+typedef void (*spool_load_cb)(void *ctx, int err, const char *why);
+void spool_load_data(struct message *m, spool_load_cb cb, void *ctx);
+
 /* Enumerates the meta spool on the thread pool and loads each message
  * (meta and data) that validates; for each one fn(m, ctx) runs on the loop
  * thread with a reference the callee must take if it keeps m. Corrupt or

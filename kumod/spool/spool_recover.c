@@ -261,8 +261,115 @@ int spool__load(const char *id, struct message **out, char *why, size_t whylen)
 	b.len = rec.len;
 	buf_free(&m->data);
 	m->data = b;
+	m->data_stored = 1;
 	*out = m;
 	return 0;
+}
+
+/* --- spool_load_data: a shrunk message's body, read back off the loop ----------------- */
+
+struct spool_loader {
+	uv_work_t req;
+	struct message *m; /* one reference */
+	spool_load_cb cb;
+	void *ctx;
+	struct buf b;
+	int rc;	       /* worker: 0, -ENOENT, -EBADMSG (corrupt) or -errno (read) */
+	char why[200]; /* the reason for a failure */
+	uint64_t start_ns;
+};
+
+static void loader_work(uv_work_t *req)
+{
+	struct spool_loader *l = req->data;
+	struct spool_record rec;
+	int rc = spool__fetch(SPOOL_DATA, l->m->id, SPOOL_DATA_MAX, &l->b);
+	if (rc == -ENOENT) {
+		snprintf(l->why, sizeof(l->why), "data file: missing");
+	} else if (rc == -EFBIG) {
+		rc = load_fail(l->why, sizeof(l->why), "data", "too large");
+	} else if (rc < 0) {
+		snprintf(l->why, sizeof(l->why), "data file: %s", strerror(-rc));
+	} else if (spool_record_decode(l->b.data ? l->b.data : "", l->b.len, SPOOL_RECORD_DATA,
+				       &rec) != 0) {
+		rc = load_fail(l->why, sizeof(l->why), "data", rec.error);
+	} else if (strcmp(rec.id, l->m->id) != 0) {
+		rc = load_fail(l->why, sizeof(l->why), "data",
+			       "id in the header does not match the file name");
+	} else {
+		memmove(l->b.data, rec.payload, rec.len);
+		l->b.len = rec.len;
+		buf_shrink(&l->b, 0);
+	}
+	l->rc = rc;
+}
+
+static void loader_finish(struct spool_loader *l, int err)
+{
+	uint64_t us = (clock_mono_ns() - l->start_ns) / 1000;
+	if (!err) {
+		size_t len = l->b.len;
+		message_restore_data(l->m, &l->b);
+		KTRACE(spool_reload, l->m->id, (uint64_t)len, us);
+	} else {
+		KTRACE(spool_reload_failed, l->m->id, err, l->why, us);
+	}
+	buf_free(&l->b);
+	if (l->cb)
+		l->cb(l->ctx, err, l->why);
+	message_unref(l->m);
+	free(l);
+}
+
+/* After the quarantine op of a body that did not read back: 1 when the
+ * message was moved aside. */
+static void loader_quarantined(void *ctx, int moved)
+{
+	struct spool_loader *l = ctx;
+	if (moved == 1)
+		loader_finish(l, -EBADMSG);
+	else if (l->rc == -ENOENT && !spool__exists(SPOOL_META, l->m->id))
+		loader_finish(l, -ENOENT); /* the message is no longer in the spool */
+	else
+		loader_finish(l, l->rc == -EBADMSG ? -EIO : l->rc); /* still valid: retry */
+}
+
+static void loader_after(uv_work_t *req, int status)
+{
+	struct spool_loader *l = req->data;
+	if (status < 0 && !l->rc) {
+		l->rc = status;
+		snprintf(l->why, sizeof(l->why), "data file: read cancelled");
+	}
+	if (l->rc == 0 || (l->rc != -ENOENT && l->rc != -EBADMSG)) {
+		loader_finish(l, l->rc);
+	} else if (!spool_is_open()) {
+		loader_finish(l, -EIO); /* closing: the next start's recovery decides */
+	} else {
+		/* unreadable: revalidate and move aside, as recovery does */
+		struct spool_op *op = spool__op_new(SPOOL_OP_QUARANTINE, l->m->id);
+		op->q->which = SPOOL_META;
+		spool__rel_path(op->q->rel, l->m->id);
+		op->cb = loader_quarantined;
+		op->ctx = l;
+		spool__submit(op);
+	}
+	spool__hold(-1);
+}
+
+void spool_load_data(struct message *m, spool_load_cb cb, void *ctx)
+{
+	if (!spool_is_open())
+		panic("%s: spool is not open", __func__);
+	struct spool_loader *l = xcalloc(1, sizeof(*l));
+	l->req.data = l;
+	l->m = message_ref(m);
+	l->cb = cb;
+	l->ctx = ctx;
+	l->start_ns = clock_mono_ns();
+	buf_init(&l->b);
+	spool__hold(1);
+	uv_queue_work(spool__loop(), &l->req, loader_work, loader_after);
 }
 
 /* --- enumeration (worker side) ------------------------------------------------------ */
@@ -581,6 +688,10 @@ void spool__quarantine_done(struct spool_op *op)
 		for (int w = SPOOL_META; w >= SPOOL_DATA; w--)
 			if (op->q->moved[w])
 				trace_move(op, (enum spool_which)w, rel);
+	}
+	if (op->cb) { /* a failed spool_load_data, not recovery's: 1 = moved aside */
+		op->cb(op->ctx, op->q->moved[SPOOL_DATA] || op->q->moved[SPOOL_META] ? 1 : op->err);
+		return;
 	}
 	struct spool_recovery *r = active;
 	if (!r)
