@@ -31,7 +31,10 @@ CHROMEDRIVER = shutil.which("chromedriver")
 if WHY_NOT is None and not (CHROMIUM and CHROMEDRIVER):
     WHY_NOT = "chromium or chromium-driver is not installed; scripts/deps.sh test installs them"
 
-pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
+# nosan: the catcher's C paths run under ASan in test_catcher*.py; this one
+# drives the browser UI (JavaScript) and needs no second run
+pytestmark = [pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or ""),
+              pytest.mark.nosan]
 
 XSS = '<img src=x onerror="window.__xss=1">"><script>window.__xss=2</script>'
 

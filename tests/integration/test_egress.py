@@ -299,12 +299,11 @@ def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=str(cwd), check=True, capture_output=True)
 
 
-@pytest.fixture
-def pki(tmp_path):
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
     """A CA, a server certificate for IP 127.0.0.1 / localhost and one for another
-    name, all signed by the CA."""
-    d = tmp_path / "pki"
-    d.mkdir()
+    name, all signed by the CA (made once for the module's TLS cases)."""
+    d = tmp_path_factory.mktemp("pki")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
             "-subj", "/CN=kumod test CA", "-addext", "basicConstraints=critical,CA:TRUE",
