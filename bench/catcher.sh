@@ -7,6 +7,9 @@
 #   catcher     the same with KUMO_SINK_HTTP set (every message captured;
 #               no UI open, KUMO_SINK_MAX_MESSAGES=MAX_MESSAGES)
 #   smtp_sink   Postfix's smtp-sink (accepts and discards)
+# Each server's CPU per message is shown for the whole process and for its
+# main thread (kumod's loop; the catcher builds summaries on its writer
+# thread, so the difference is what moved off the loop).
 # Then, on the catcher's store (ROUNDS x COUNT messages, capped at
 # MAX_MESSAGES): the time of the first page (50), a page deep in the store,
 # a search that matches nothing (so it scans every message) and a search
@@ -83,10 +86,19 @@ PID_smtp_sink=$! PORT_smtp_sink=$PF_PORT
 wait_port "$PF_PORT"
 SERVERS=(sink catcher smtp_sink)
 
-declare -A RATE CPU
+declare -A RATE CPU LOOP
+loop_ticks() { # pid -> CPU ticks of its main (loop) thread
+	local stat
+	stat=$(cat "/proc/$1/task/$1/stat")
+	stat=${stat##*) }
+	# shellcheck disable=SC2086
+	set -- $stat
+	echo $((${12} + ${13}))
+}
 run() { # name round
-	local pid_var=PID_$1 port_var=PORT_$1 t0 t1 c0 c1
+	local pid_var=PID_$1 port_var=PORT_$1 t0 t1 c0 c1 l0 l1
 	c0=$(cpu_ticks "${!pid_var}")
+	l0=$(loop_ticks "${!pid_var}")
 	t0=$(date +%s.%N)
 	if ! timeout "$RUN_TIMEOUT" "${CLIENT_PIN[@]}" "$SMTP_SOURCE" -s "$SESSIONS" -m "$COUNT" -l 1024 -d \
 		-S "bench $2" -f sender@bench.test -t rcpt@bench.test -M bench.test 127.0.0.1:"${!port_var}" \
@@ -97,8 +109,10 @@ run() { # name round
 	fi
 	t1=$(date +%s.%N)
 	c1=$(cpu_ticks "${!pid_var}")
+	l1=$(loop_ticks "${!pid_var}")
 	RATE[$1/$2]=$(awk -v n="$COUNT" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
 	CPU[$1/$2]=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v n="$COUNT" 'BEGIN{printf "%.1f", (b-a)/t*1e6/n}')
+	LOOP[$1/$2]=$(awk -v a="$l0" -v b="$l1" -v t="$CLK_TCK" -v n="$COUNT" 'BEGIN{printf "%.1f", (b-a)/t*1e6/n}')
 }
 median() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
@@ -112,16 +126,16 @@ done
 echo "1 KiB messages, $SESSIONS sessions reused, $COUNT per run, medians of $ROUNDS interleaved rounds;"
 echo "CPU pinning: ${SERVER_PIN[*]:-none} (servers), ${CLIENT_PIN[*]:-none} (smtp-source)."
 echo
-echo "| server | messages/s (median) | per round | server CPU us / message |"
-echo "|---|---:|---|---:|"
+echo "| server | messages/s (median) | per round | server CPU us / message | its main thread (kumod: the loop) |"
+echo "|---|---:|---|---:|---:|"
 for s in "${SERVERS[@]}"; do
-	rs=() cs=()
-	for r in $(seq "$ROUNDS"); do rs+=("${RATE[$s/$r]}"); cs+=("${CPU[$s/$r]}"); done
+	rs=() cs=() ls=()
+	for r in $(seq "$ROUNDS"); do rs+=("${RATE[$s/$r]}"); cs+=("${CPU[$s/$r]}"); ls+=("${LOOP[$s/$r]}"); done
 	label=$s
 	[ "$s" = sink ] && label="sink.lua, catcher off"
 	[ "$s" = catcher ] && label="sink.lua, catcher on (UI closed)"
 	[ "$s" = smtp_sink ] && label="Postfix smtp-sink"
-	echo "| $label | $(median "${rs[@]}") | ${rs[*]} | $(median "${cs[@]}") |"
+	echo "| $label | $(median "${rs[@]}") | ${rs[*]} | $(median "${cs[@]}") | $(median "${ls[@]}") |"
 done
 echo
 ratios() { # a b -> per-round ratios

@@ -62,6 +62,9 @@ void policy_smtp_ehlo(const char *domain, json_t *conn_meta, json_t *extensions,
 		      struct policy_result *r);
 void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r);
 void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r);
+/* smtp_server_data_command(conn_meta): kumod extension, at the DATA
+ * command before its 354 (a rejection answers DATA instead). */
+void policy_smtp_data_command(json_t *conn_meta, struct policy_result *r);
 void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r);
 
 /* Events whose handlers may wait for I/O (kumo.http): the call returns 0

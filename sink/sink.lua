@@ -122,19 +122,49 @@ local function magic(user)
 end
 
 -- Fault plans: rules {stage, match, code, text, disconnect, first, rate,
--- window} checked in order at each stage; the first rule that fires
--- answers. State (counts) restarts with every new plan version.
-local fault_version, fault_rules, fault_counts = -1, {}, {}
+-- window, delay, hang} checked in order at each stage; the first rule that
+-- fires answers. State (counts) restarts with every new plan version.
+local fault_version, fault_rules, fault_counts, fault_age = -1, {}, {}, 0
+-- The plan has data_command rules: MAIL and RCPT keep the envelope in
+-- conn_meta for them (the DATA command's event has no message).
+local fault_data_command = false
+
+local function fault_refresh()
+	local v, age, plan = kumo.mail_catcher_faults(fault_version)
+	fault_age = age
+	if v ~= fault_version then
+		fault_version, fault_rules, fault_counts = v, plan and plan.rules or {}, {}
+		fault_data_command = false
+		for _, r in ipairs(fault_rules) do
+			fault_data_command = fault_data_command or r.stage == "data_command"
+		end
+	end
+end
 
 local function client_ip(peer)
 	return (peer or ""):match("^%[(.*)%]:%d+$") or (peer or ""):match("^(.*):%d+$") or peer or ""
 end
 
-local function fault_check(stage, ctx)
-	local v, age, plan = kumo.mail_catcher_faults(fault_version)
-	if v ~= fault_version then
-		fault_version, fault_rules, fault_counts = v, plan and plan.rules or {}, {}
+-- Applies a fault: a delay or a hang holds the reply; a code answers (and
+-- does not return). Returns true when the reply hangs.
+local function fault_apply(delay, hang, code, text, disconnect)
+	if hang then
+		kumo.delay_reply("hang")
+	elseif delay then
+		kumo.delay_reply(delay)
 	end
+	if code and disconnect then
+		kumo.disconnect(code, text)
+	elseif code then
+		kumo.reject(code, text)
+	end
+	return hang
+end
+
+-- Returns true when the reply hangs (the stage's reply is never sent).
+local function fault_check(stage, ctx)
+	fault_refresh()
+	local age = fault_age
 	for i, r in ipairs(fault_rules) do
 		if r.stage == stage then
 			local m, hit = r.match, true
@@ -160,21 +190,43 @@ local function fault_check(stage, ctx)
 				hit = t:throttle().throttled
 			end
 			if hit then
-				if r.hang then
-					kumo.delay_reply("hang")
-				elseif r.delay then
-					kumo.delay_reply(r.delay)
-				end
-				if not r.code then
-					return -- a delay alone: the usual reply, late
-				end
-				if r.disconnect then
-					kumo.disconnect(r.code, r.text)
-				end
-				kumo.reject(r.code, r.text)
+				-- a delay alone: the usual reply, late
+				return fault_apply(r.delay, r.hang, r.code, r.text, r.disconnect)
 			end
 		end
 	end
+	return false
+end
+
+-- Magic senders for the DATA command and the end of data (after the final
+-- dot): ACTION-in-data-command[-ARG] and ACTION-in-data[-ARG], ACTION one
+-- of delay (ARG milliseconds), hang, disconnect, reject (ARG the code).
+local function magic_stage(user)
+	if not user:find("-in-data", 1, true) then
+		return nil
+	end
+	local action, stage, arg = user:match("^(%a+)%-in%-(data%-command)%-?(%d*)")
+	if not action then
+		action, stage, arg = user:match("^(%a+)%-in%-(data)%-?(%d*)")
+	end
+	if stage then
+		return action, stage == "data" and "data" or "data_command", tonumber(arg)
+	end
+	return nil
+end
+
+-- Returns true when the reply hangs.
+local function magic_apply(user, action, arg)
+	if action == "delay" then
+		return fault_apply(math.min(arg or 1000, 600000))
+	elseif action == "hang" then
+		return fault_apply(nil, true)
+	elseif action == "disconnect" then
+		fault_apply(nil, nil, 451, "disconnecting " .. user, true)
+	elseif action == "reject" and arg and arg >= 400 and arg <= 599 then
+		fault_apply(nil, nil, arg, "you said " .. user)
+	end
+	return false
 end
 
 local function addr_ctx(addr, conn_meta, key)
@@ -200,14 +252,36 @@ local function check(addr)
 	end
 end
 
+-- A sender with a DATA command fault, or a plan with data_command rules,
+-- has put keys into conn_meta: a later transaction starts without them.
+local envelope_in_meta = false
+
 kumo.on("smtp_server_mail_from", function(sender, conn_meta)
 	check(sender)
 	fault_check("mail", addr_ctx(sender, conn_meta, "sender"))
+	if envelope_in_meta then
+		conn_meta:set_meta("sink_magic", nil)
+		conn_meta:set_meta("sink_sender", nil)
+		conn_meta:set_meta("sink_rcpt", nil)
+	end
+	local action, stage, arg = magic_stage(sender.user)
+	if stage == "data_command" then
+		envelope_in_meta = true
+		conn_meta:set_meta("sink_magic", action .. ":" .. (arg or "") .. ":" .. sender.user)
+	end
+	if fault_data_command then
+		envelope_in_meta = true
+		conn_meta:set_meta("sink_sender", tostring(sender))
+	end
 end)
 
 kumo.on("smtp_server_rcpt_to", function(recipient, conn_meta)
 	check(recipient)
 	fault_check("rcpt", addr_ctx(recipient, conn_meta, "rcpt"))
+	if fault_data_command and not conn_meta:get_meta("sink_rcpt") then
+		envelope_in_meta = true
+		conn_meta:set_meta("sink_rcpt", tostring(recipient))
+	end
 	if bounce_percent > 0 or defer_percent > 0 then
 		local roll = math.random() * 100
 		if roll < bounce_percent then
@@ -215,6 +289,24 @@ kumo.on("smtp_server_rcpt_to", function(recipient, conn_meta)
 		elseif roll < bounce_percent + defer_percent then
 			kumo.reject(451, "4.7.1 later!")
 		end
+	end
+end)
+
+-- The DATA command (kumod extension event), before its 354.
+kumo.on("smtp_server_data_command", function(conn_meta)
+	local m = envelope_in_meta and conn_meta:get_meta("sink_magic")
+	if m then
+		local action, arg, user = m:match("^(%a+):(%d*):(.*)$")
+		magic_apply(user, action, tonumber(arg))
+	end
+	if fault_data_command then
+		local rcpt = conn_meta:get_meta("sink_rcpt") or ""
+		fault_check("data_command", {
+			client = client_ip(conn_meta:get_meta("received_from")),
+			sender = conn_meta:get_meta("sink_sender"),
+			rcpt = rcpt,
+			domain = rcpt:match("@([^@]*)$"),
+		})
 	end
 end)
 
@@ -228,23 +320,27 @@ end
 
 kumo.on("smtp_server_message_received", function(msg)
 	local sender = msg:sender()
-	if sender.user:find("disconnect-in-data", 1, true) == 1 then
-		kumo.disconnect(451, "disconnecting " .. sender.user)
-	end
+	local action, stage, arg = magic_stage(sender.user)
+	-- a hung reply: the client never hears of the message, nothing is kept
+	local hung = stage == "data" and magic_apply(sender.user, action, arg)
 	local rcpt = msg:recipient_list()[1]
-	fault_check("data", {
+	hung = fault_check("data", {
 		client = client_ip(msg:get_meta("received_from")),
 		sender = tostring(sender),
 		rcpt = tostring(rcpt),
 		domain = rcpt.domain,
-	})
-	if capture_dir then
-		capture(msg)
-	end
+	}) or hung
 	local outcome = "accepted"
-	if http_listen then
-		kumo.mail_catcher_capture(msg)
-		outcome = "captured"
+	if hung then
+		outcome = "hang"
+	else
+		if capture_dir then
+			capture(msg)
+		end
+		if http_listen then
+			kumo.mail_catcher_capture(msg)
+			outcome = "captured"
+		end
 	end
 	-- One line per accepted message (lua=info; `make run` shows them).
 	local rcpts = {}

@@ -38,6 +38,7 @@
 #define CAT_SEG_DEFAULT (64u << 20) /* a segment file rolls over beyond this */
 #define CAT_STEXT_BODY 1024	    /* body text kept in the search text */
 #define CAT_SEARCH_WIN (1u << 20)   /* a search reads the index in windows this big */
+#define CAT_UNBUILT_MAX 20000	    /* beyond, captures build their summary on the loop */
 
 /* One stored message: all the loop keeps in memory per message. */
 struct cat_entry {
@@ -96,10 +97,16 @@ struct cat_op {
 	char tag[CAT_TAG_MAX];
 	uint64_t created_ms;
 	uint32_t size;
-	struct buf eml;	  /* ADD: the message */
+	struct buf eml; /* ADD: the message */
+	/* ADD: what the summary needs of the message, copied on the loop (the
+	 * summary is built on the writer's thread: op_build) */
+	char *sender, *peer;
+	char **rcpts;
+	size_t nrcpts;
+	json_t *session;  /* meta smtp_session (a reference; never changed) */
+	int built;	  /* summary, text, stext and line are set */
 	struct buf line;  /* ADD: the summary JSON; DEL: the index record */
 	struct buf stext; /* ADD: the search text */
-	json_t *summary;  /* ADD: for waiters (loop only) */
 	struct buf text;  /* ADD: decoded text for waiters (loop only) */
 	uint64_t off;	  /* set by the writer: the index line */
 	uint64_t seg_off; /* set by the writer: the message in segment seg */
@@ -116,6 +123,7 @@ struct cat_batch {
 	uint64_t new_size; /* after */
 	int roll;	   /* start a new segment first (after a clear) */
 	uint32_t wseg;	   /* out: segments below this one are never written again */
+	size_t built;	   /* out: ops whose summary batch_work built */
 };
 
 enum cat_job_kind {
@@ -193,6 +201,7 @@ static struct {
 	uint32_t *hash; /* entry index + 1, 0 empty; open addressing */
 	size_t hcap;
 	struct cat_op *pending, **pending_tail;
+	size_t pending_unbuilt; /* ADDs queued or being written without a summary yet */
 	int writing;
 	uint64_t seq, clear_seq;
 	struct cat_waiter *waiters;
@@ -524,7 +533,7 @@ static json_t *snippet_of(const char *t, size_t n)
 
 /* The namespace of a message: the first value of an X-Tags header, else
  * the sub-address of the first envelope recipient with one (user+TAG@). */
-static void tag_of(const struct message *m, const char *hdr, size_t hlen, char *tag, size_t cap)
+static void tag_of(const struct cat_op *op, const char *hdr, size_t hlen, char *tag, size_t cap)
 {
 	tag[0] = 0;
 	struct buf v;
@@ -542,8 +551,8 @@ static void tag_of(const struct message *m, const char *hdr, size_t hlen, char *
 		tag[n] = 0;
 	}
 	buf_free(&v);
-	for (size_t i = 0; !tag[0] && i < m->nrecipients; i++) {
-		const char *r = m->recipients[i];
+	for (size_t i = 0; !tag[0] && i < op->nrcpts; i++) {
+		const char *r = op->rcpts[i];
 		const char *at = strrchr(r, '@');
 		const char *plus = strchr(r, '+');
 		if (!plus || (at && plus > at))
@@ -562,17 +571,17 @@ static void tag_of(const struct message *m, const char *hdr, size_t hlen, char *
 }
 
 /* The summary record (Mailpit's message summary plus Envelope). */
-static json_t *summary_build(const struct message *m, const char *tag, uint64_t created_ms,
-			     struct bodies *b)
+static json_t *summary_build(const struct cat_op *op, struct bodies *b)
 {
-	const char *msg = m->data.data ? m->data.data : "";
-	size_t len = m->data.len;
+	const char *msg = op->eml.data ? op->eml.data : "", *tag = op->tag;
+	size_t len = op->eml.len;
+	uint64_t created_ms = op->created_ms;
 	size_t hlen = rfc5322_header_end(msg, len);
 	json_t *from = header_addresses(msg, hlen, "From");
 	json_t *from1 = json_array_size(from)
 			    ? json_incref(json_array_get(from, 0))
 			    : json_pack("{s:s, s:o}", "Name", "", "Address",
-					json_str_lossy(m->sender, strlen(m->sender)));
+					json_str_lossy(op->sender, strlen(op->sender)));
 	json_decref(from);
 	json_t *mid = header_decoded(msg, hlen, "Message-ID");
 	const char *ms = json_string_value(mid);
@@ -583,13 +592,12 @@ static json_t *summary_build(const struct message *m, const char *tag, uint64_t 
 		mid = t;
 	}
 	json_t *to = json_array();
-	for (size_t i = 0; i < m->nrecipients; i++)
-		json_array_append_new(to,
-				      json_str_lossy(m->recipients[i], strlen(m->recipients[i])));
-	const char *peer = message_get_meta_str(m, "received_from");
+	for (size_t i = 0; i < op->nrcpts; i++)
+		json_array_append_new(to, json_str_lossy(op->rcpts[i], strlen(op->rcpts[i])));
+	const char *peer = op->peer;
 	json_t *env =
-	    json_pack("{s:o, s:o, s:o}", "From", json_str_lossy(m->sender, strlen(m->sender)), "To",
-		      to, "Peer", json_str_lossy(peer ? peer : "", peer ? strlen(peer) : 0));
+	    json_pack("{s:o, s:o, s:o}", "From", json_str_lossy(op->sender, strlen(op->sender)),
+		      "To", to, "Peer", json_str_lossy(peer ? peer : "", peer ? strlen(peer) : 0));
 	char created[40];
 	format_rfc3339(created_ms, created, sizeof(created));
 	struct buf plain;
@@ -600,7 +608,7 @@ static json_t *summary_build(const struct message *m, const char *tag, uint64_t 
 		html_to_text(b->html.data ? b->html.data : "", b->html.len, &plain);
 	json_t *s = json_pack(
 	    "{s:s, s:o, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I, s:o, s:o, s:I}",
-	    "ID", m->id, "MessageID", mid, "Read", 0, "From", from1, "To",
+	    "ID", op->id, "MessageID", mid, "Read", 0, "From", from1, "To",
 	    header_addresses(msg, hlen, "To"), "Cc", header_addresses(msg, hlen, "Cc"), "ReplyTo",
 	    header_addresses(msg, hlen, "Reply-To"), "Subject",
 	    header_decoded(msg, hlen, "Subject"), "Snippet",
@@ -609,9 +617,8 @@ static json_t *summary_build(const struct message *m, const char *tag, uint64_t 
 	    (json_int_t)json_array_size(b->attachments), "Envelope", env, "Bcc", json_array(),
 	    "_ms", (json_int_t)created_ms);
 	buf_free(&plain);
-	json_t *sess = message_get_meta(m, "smtp_session");
-	if (sess)
-		json_object_set(s, "Session", sess);
+	if (op->session)
+		json_object_set(s, "Session", op->session);
 	return s;
 }
 
@@ -828,15 +835,18 @@ enum {
 
 static void stext_add(struct buf *b, const char *s, size_t n)
 {
+	buf_reserve(b, n + 1); /* one reservation: this runs over every body */
+	unsigned char *o = (unsigned char *)b->data + b->len;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c < 0x20 || c == 0x7f)
 			c = ' ';
 		else if (c >= 'A' && c <= 'Z')
 			c = (unsigned char)(c - 'A' + 'a');
-		buf_appendc(b, (char)c);
+		o[i] = c;
 	}
-	buf_appendc(b, 0x1e);
+	o[n] = 0x1e;
+	b->len += n + 1;
 }
 
 static void stext_add_str(struct buf *b, json_t *v)
@@ -1249,9 +1259,110 @@ static void seg_flush(struct buf *data, struct cat_op *from, struct cat_op *to)
 	buf_reset(data);
 }
 
-/* Applies a batch: the messages appended to the open segment (one write
- * per segment touched), then one append of their index lines; no fsync
- * (see sink/README.md: a crash of the machine may lose the last seconds). */
+static void op_build(struct cat_op *op);
+
+/* A JSON string, quoted; UTF-8 passes as is (jansson strings are valid
+ * UTF-8), so only quotes, backslashes and controls are escaped. */
+static void json_out_str(struct buf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	buf_reserve(b, n + 2);
+	b->data[b->len++] = '"';
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		buf_append(b, s + run, i - run);
+		run = i + 1;
+		char e[6] = {'\\', (char)c, 0};
+		size_t en = 2;
+		if (c == '\n')
+			e[1] = 'n';
+		else if (c == '\r')
+			e[1] = 'r';
+		else if (c == '\t')
+			e[1] = 't';
+		else if (c < 0x20) {
+			memcpy(e, "\\u00", 4);
+			e[4] = hex[c >> 4];
+			e[5] = hex[c & 15];
+			en = 6;
+		}
+		buf_append(b, e, en);
+	}
+	buf_append(b, s + run, n - run);
+	buf_appendc(b, '"');
+}
+
+/* Compact JSON of a summary (objects in insertion order, as json_dumps
+ * writes them): several times cheaper than json_dumps, whose per-byte
+ * callbacks were the largest single cost of a capture. */
+static void json_out(struct buf *b, json_t *v)
+{
+	const char *k;
+	json_t *x;
+	size_t i;
+	int first = 1;
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		buf_appendc(b, '{');
+		json_object_foreach(v, k, x)
+		{
+			if (!first)
+				buf_appendc(b, ',');
+			first = 0;
+			json_out_str(b, k, strlen(k));
+			buf_appendc(b, ':');
+			json_out(b, x);
+		}
+		buf_appendc(b, '}');
+		break;
+	case JSON_ARRAY:
+		buf_appendc(b, '[');
+		json_array_foreach(v, i, x)
+		{
+			if (i)
+				buf_appendc(b, ',');
+			json_out(b, x);
+		}
+		buf_appendc(b, ']');
+		break;
+	case JSON_STRING:
+		json_out_str(b, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_INTEGER: { /* no printf: a transcript holds dozens */
+		json_int_t n = json_integer_value(v);
+		unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
+		char d[24];
+		size_t o = sizeof(d);
+		do
+			d[--o] = (char)('0' + u % 10);
+		while (u /= 10);
+		if (n < 0)
+			d[--o] = '-';
+		buf_append(b, d + o, sizeof(d) - o);
+		break;
+	}
+	case JSON_REAL:
+		buf_printf(b, "%.17g", json_real_value(v));
+		break;
+	case JSON_TRUE:
+		buf_appends(b, "true");
+		break;
+	case JSON_FALSE:
+		buf_appends(b, "false");
+		break;
+	case JSON_NULL:
+		buf_appends(b, "null");
+		break;
+	}
+}
+
+/* Applies a batch: the summaries built (op_build, off the loop), the
+ * messages appended to the open segment (one write per segment touched),
+ * then one append of their index lines; no fsync (see sink/README.md: a
+ * crash of the machine may lose the last seconds). */
 static void batch_work(uv_work_t *req)
 {
 	struct cat_batch *b = req->data;
@@ -1259,6 +1370,11 @@ static void batch_work(uv_work_t *req)
 	buf_init(&idx);
 	buf_init(&data);
 	char path[4200];
+	for (struct cat_op *op = b->ops; op; op = op->next)
+		if (op->kind == CAT_OP_ADD && !op->built) {
+			op_build(op);
+			b->built++;
+		}
 	if (b->roll && C.seg_wfd >= 0 && C.seg_wsize)
 		seg_close();
 	struct cat_op *chunk = b->ops;
@@ -1327,10 +1443,15 @@ static void waiters_offer(json_t *summary, const char *tag, const char *text);
 static void op_free(struct cat_op *op)
 {
 	buf_free(&op->eml);
+	free(op->sender);
+	free(op->peer);
+	for (size_t i = 0; i < op->nrcpts; i++)
+		free(op->rcpts[i]);
+	free(op->rcpts);
+	json_decref(op->session);
 	buf_free(&op->line);
 	buf_free(&op->stext);
 	buf_free(&op->text);
-	json_decref(op->summary);
 	free(op);
 }
 
@@ -1392,12 +1513,28 @@ static void retention_apply(void)
 	}
 }
 
+/* A stored message to the waiters and the event streams. */
+static void op_announce(struct cat_op *op)
+{
+	json_t *summary = json_loadb(op->line.data, op->line.len, 0, NULL);
+	if (!summary) { /* stored all the same: listed, searchable, readable */
+		log_warn("kumod::catcher", "%s: its summary does not parse: not announced", op->id);
+		return;
+	}
+	waiters_offer(summary, op->tag, op->text.data);
+	json_object_del(summary, "_ms");
+	json_object_del(summary, "Session");
+	sse_broadcast("message", summary);
+	json_decref(summary);
+}
+
 static void batch_done(uv_work_t *req, int status)
 {
 	struct cat_batch *b = req->data;
 	struct task *prev = task_enter(C.task);
 	C.writing = 0;
 	C.idx_size = b->new_size;
+	C.pending_unbuilt -= b->built;
 	if (b->wseg > C.seg_floor)
 		C.seg_floor = b->wseg;
 	for (struct cat_op *op = b->ops, *next; op; op = next) {
@@ -1420,10 +1557,8 @@ static void batch_done(uv_work_t *req, int status)
 			e->hdr = op->hdr;
 			e->slen = (uint32_t)op->stext.len;
 			KTRACE(catcher_stored, op->id, (uint64_t)op->size, "stored");
-			waiters_offer(op->summary, op->tag, op->text.data);
-			json_object_del(op->summary, "_ms");
-			json_object_del(op->summary, "Session");
-			sse_broadcast("message", op->summary);
+			if (C.waiters || C.nsse)
+				op_announce(op);
 		}
 		op_free(op);
 	}
@@ -1455,6 +1590,33 @@ static void writer_kick(void)
 
 /* --- capture ------------------------------------------------------------------ */
 
+/* The summary, the text for waiters, the search text and the index
+ * line of an ADD: pure work on the op's own copies, so it runs on the
+ * writer's thread (batch_work) or, when the writer lags far behind, on
+ * the loop (catcher_capture). */
+static void op_build(struct cat_op *op)
+{
+	const char *msg = op->eml.data ? op->eml.data : "";
+	size_t len = op->eml.len;
+	tag_of(op, msg, rfc5322_header_end(msg, len), op->tag, sizeof(op->tag));
+	struct bodies b;
+	bodies_extract(msg, len, &b);
+	json_t *summary = summary_build(op, &b);
+	buf_append(&op->text, b.text.data ? b.text.data : "", b.text.len);
+	buf_appendc(&op->text, '\n');
+	html_to_text(b.html.data ? b.html.data : "", b.html.len, &op->text);
+	buf_appendc(&op->text, 0);
+	bodies_free(&b);
+	stext_build(&op->stext, summary, op->tag, op->text.data);
+	json_out(&op->line, summary);
+	/* freed here, off the loop; batch_done parses the line again only
+	 * when a waiter or an event stream wants it */
+	json_decref(summary);
+	json_decref(op->session);
+	op->session = NULL;
+	op->built = 1;
+}
+
 int catcher_capture(const struct message *m, char *id_out, size_t idlen)
 {
 	if (!C.started)
@@ -1466,20 +1628,21 @@ int catcher_capture(const struct message *m, char *id_out, size_t idlen)
 	snprintf(op->id, sizeof(op->id), "%s", m->id);
 	op->created_ms = now_ms();
 	op->size = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
-	tag_of(m, msg, rfc5322_header_end(msg, len), op->tag, sizeof(op->tag));
-	struct bodies b;
-	bodies_extract(msg, len, &b);
-	op->summary = summary_build(m, op->tag, op->created_ms, &b);
-	buf_append(&op->text, b.text.data ? b.text.data : "", b.text.len);
-	buf_appendc(&op->text, '\n');
-	html_to_text(b.html.data ? b.html.data : "", b.html.len, &op->text);
-	buf_appendc(&op->text, 0);
-	bodies_free(&b);
-	stext_build(&op->stext, op->summary, op->tag, op->text.data);
-	char *line = json_dumps(op->summary, JSON_COMPACT | JSON_ENSURE_ASCII);
-	buf_appends(&op->line, line);
-	free(line);
 	buf_append(&op->eml, msg, len);
+	op->sender = xstrdup(m->sender ? m->sender : "");
+	const char *peer = message_get_meta_str(m, "received_from");
+	op->peer = peer ? xstrdup(peer) : NULL;
+	op->nrcpts = m->nrecipients;
+	op->rcpts = xcalloc(m->nrecipients + 1, sizeof(*op->rcpts));
+	for (size_t i = 0; i < m->nrecipients; i++)
+		op->rcpts[i] = xstrdup(m->recipients[i]);
+	op->session = json_incref(message_get_meta(m, "smtp_session"));
+	/* Backpressure: a writer far behind gets no more work handed over, so
+	 * the queue of unbuilt messages (their copies) stays bounded. */
+	if (C.pending_unbuilt >= CAT_UNBUILT_MAX)
+		op_build(op);
+	else
+		C.pending_unbuilt++;
 	snprintf(id_out, idlen, "%s", m->id);
 	op_enqueue(op);
 	return 0;

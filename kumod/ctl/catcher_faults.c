@@ -41,7 +41,8 @@ static int fault_rule_check(json_t *r, size_t i, char *err, size_t errlen)
 	static const char *const keys[] = {"stage",  "match",	   "code",  "text",
 					   "preset", "disconnect", "first", "rate",
 					   "window", "delay",	   "hang",  NULL};
-	static const char *const stages[] = {"connect", "ehlo", "mail", "rcpt", "data", NULL};
+	static const char *const stages[] = {"connect",	     "ehlo", "mail", "rcpt",
+					     "data_command", "data", NULL};
 	static const char *const mkeys[] = {"rcpt", "domain", "sender", "client", NULL};
 	if (!json_is_object(r)) {
 		snprintf(err, errlen, "rules[%zu]: expected an object", i);
@@ -57,10 +58,10 @@ static int fault_rule_check(json_t *r, size_t i, char *err, size_t errlen)
 	for (size_t k = 0; stage && stages[k]; k++)
 		ok |= strcmp(stage, stages[k]) == 0;
 	if (!ok) {
-		snprintf(
-		    err, errlen,
-		    "rules[%zu]: 'stage' must be connect, ehlo, mail, rcpt or data (end of data)",
-		    i);
+		snprintf(err, errlen,
+			 "rules[%zu]: 'stage' must be connect, ehlo, mail, rcpt, data_command (the "
+			 "DATA command) or data (end of data)",
+			 i);
 		return -1;
 	}
 	json_t *m = json_object_get(r, "match");
@@ -100,14 +101,6 @@ static int fault_rule_check(json_t *r, size_t i, char *err, size_t errlen)
 		code = json_object_get(r, "code");
 	}
 	json_t *delay = json_object_get(r, "delay"), *hang = json_object_get(r, "hang");
-	if ((delay || hang) && strcmp(stage, "ehlo") != 0 && strcmp(stage, "mail") != 0 &&
-	    strcmp(stage, "rcpt") != 0) {
-		snprintf(err, errlen,
-			 "rules[%zu]: 'delay' and 'hang' apply to the ehlo, mail and rcpt stages "
-			 "only (not implemented for connect and data)",
-			 i);
-		return -1;
-	}
 	if ((delay && (!json_is_integer(delay) || json_integer_value(delay) < 0 ||
 		       json_integer_value(delay) > 600000)) ||
 	    (hang && !json_is_true(hang))) {
@@ -120,13 +113,24 @@ static int fault_rule_check(json_t *r, size_t i, char *err, size_t errlen)
 		snprintf(err, errlen, "rules[%zu]: 'code' must be 400-599", i);
 		return -1;
 	}
+	json_t *text = json_object_get(r, "text"), *disc = json_object_get(r, "disconnect");
+	if (!code && json_is_true(disc)) { /* a bare disconnect: 421, then close */
+		json_object_set_new(r, "code", json_integer(421));
+		if (!text)
+			json_object_set_new(
+			    r, "text",
+			    json_string("4.3.2 closing connection (fault injected by the sink)"));
+		text = json_object_get(r, "text");
+		code = json_object_get(r, "code");
+	}
 	if (!code && !delay && !hang) {
-		snprintf(err, errlen,
-			 "rules[%zu]: 'code' (400-599), 'preset', 'delay' or 'hang' is required",
-			 i);
+		snprintf(
+		    err, errlen,
+		    "rules[%zu]: 'code' (400-599), 'preset', 'disconnect', 'delay' or 'hang' is "
+		    "required",
+		    i);
 		return -1;
 	}
-	json_t *text = json_object_get(r, "text"), *disc = json_object_get(r, "disconnect");
 	json_t *first = json_object_get(r, "first"), *rate = json_object_get(r, "rate");
 	json_t *win = json_object_get(r, "window");
 	if ((text && !json_is_string(text)) || (disc && !json_is_boolean(disc)) ||

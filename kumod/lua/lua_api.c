@@ -752,8 +752,16 @@ int lua_api__unknown_key(lua_State *L, const char *builder, const char *key,
 }
 
 /* 1 kumod calls it, 0 a KumoMTA event kumod does not, -1 neither. */
+/* Events of kumod's own (not KumoMTA's): accepted, not in the API table. */
+static const char *const kumod_events[] = {
+    "smtp_server_data_command", /* the DATA command, before its 354 */
+};
+
 static int event_status(const char *name)
 {
+	for (size_t i = 0; i < NELEM(kumod_events); i++)
+		if (strcmp(kumod_events[i], name) == 0)
+			return 1;
 	for (size_t i = 0; i < NELEM(kumo_events); i++)
 		if (strcmp(kumo_events[i].name, name) == 0)
 			return kumo_events[i].kumod;

@@ -123,7 +123,8 @@ static int l_mail_catcher_faults(lua_State *L)
 }
 
 /* kumo.delay_reply(ms | "hang"): hold the reply of the current
- * smtp_server_ehlo/mail_from/rcpt_to handler (with or without kumo.reject)
+ * smtp_server_connection_accepted/ehlo/mail_from/rcpt_to/data_command/
+ * message_received handler (with or without kumo.reject)
  * for ms milliseconds (at most 10 minutes), or never answer ("hang": the
  * session is closed at client_timeout without a reply). */
 static int l_delay_reply(lua_State *L)

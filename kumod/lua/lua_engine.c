@@ -1097,6 +1097,12 @@ void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy
 	dispatch("smtp_server_rcpt_to", push_event_args, NULL, &a, r);
 }
 
+void policy_smtp_data_command(json_t *conn_meta, struct policy_result *r)
+{
+	struct event_args a = {.conn_meta = conn_meta};
+	dispatch("smtp_server_data_command", push_event_args, NULL, &a, r);
+}
+
 void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r)
 {
 	struct event_args a = {.msg = msg, .conn_meta = conn_meta};

@@ -156,6 +156,8 @@ int policy_validate_handlers(const char *domain, FILE *out)
 	snprintf(args, sizeof(args), "%s, conn_meta", rcpt);
 	policy_smtp_rcpt_to(rcpt, meta, &r);
 	report(&v, "smtp_server_rcpt_to", args, &r);
+	policy_smtp_data_command(meta, &r);
+	report(&v, "smtp_server_data_command", "conn_meta", &r);
 	struct message *m = sample_message(sender, rcpt);
 	policy_smtp_message_received(m, meta, &r);
 	report(&v, "smtp_server_message_received", "msg, conn_meta", &r);

@@ -90,6 +90,7 @@ struct smtp_session {
 	const char *data_refused;  /* DATA being discarded: "memory" or "allocation" */
 	struct smtp_transcript ts; /* for the mail catcher (off: empty) */
 	uint32_t hold_ms;	   /* kumo.delay_reply: the held reply's delay */
+	int close_after_hold;	   /* kumo.disconnect with a held reply: close once sent */
 	struct smtp_session *next, *prev;
 };
 

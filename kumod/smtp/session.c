@@ -133,8 +133,12 @@ static void session_reply_policy(struct smtp_session *s, const struct policy_res
 		session_reply(s, r->code, NULL, "%s", r->text);
 	else
 		session_reply(s, 451, "4.3.0", "policy error; try again later");
-	if (r->status == POLICY_REJECT && (r->disconnect || r->code == 421))
-		session_close(s, "policy disconnect");
+	if (r->status == POLICY_REJECT && (r->disconnect || r->code == 421)) {
+		if (s->tarpit && s->hold_ms)
+			s->close_after_hold = 1; /* kumo.delay_reply: reply late, then close */
+		else
+			session_close(s, "policy disconnect");
+	}
 }
 
 static const char *policy_status_name(enum policy_status st)
@@ -149,10 +153,15 @@ static void session_trace_policy(struct smtp_session *s, const char *event,
 	KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_POLICY, .name = event,
 		       .text = policy_status_name(r->status), .code = r->code);
-	/* kumo.delay_reply: held like a tarpit, for command replies only */
-	if (r->delay_ms && s->processing && strncmp(event, "smtp_server_", 12) == 0 &&
-	    (!strcmp(event + 12, "ehlo") || !strcmp(event + 12, "mail_from") ||
-	     !strcmp(event + 12, "rcpt_to"))) {
+	/* kumo.delay_reply: held like a tarpit, for replies only; the greeting
+	 * (session_greet) and the end of data (whose reply may come after the
+	 * policy waited: session_process holds it then) need no input loop */
+	if (r->delay_ms && strncmp(event, "smtp_server_", 12) == 0 &&
+	    ((s->processing &&
+	      (!strcmp(event + 12, "ehlo") || !strcmp(event + 12, "mail_from") ||
+	       !strcmp(event + 12, "rcpt_to") || !strcmp(event + 12, "data_command"))) ||
+	     !strcmp(event + 12, "connection_accepted") ||
+	     !strcmp(event + 12, "message_received"))) {
 		s->tarpit = 1;
 		s->hold_ms = r->delay_ms;
 	}
@@ -457,6 +466,13 @@ static void cmd_data(struct smtp_session *s, struct smtp_cmd *cmd)
 		limits.disk_denied++;
 		KTRACE(smtp_limit, s->id, s->conn.peer, "min_free_space");
 		session_reply(s, 452, "4.3.1", "insufficient system storage; try again later");
+		return;
+	}
+	struct policy_result r = {0};
+	policy_smtp_data_command(s->meta, &r);
+	session_trace_policy(s, "smtp_server_data_command", &r);
+	if (r.status != POLICY_OK) {
+		session_reply_policy(s, &r);
 		return;
 	}
 	smtp_data_framer_init(&s->df, cfg->invalid_line_endings, cfg->max_message_size,
@@ -1418,6 +1434,7 @@ static void session_after_reply(struct smtp_session *s)
 
 static void session_restart_idle(struct smtp_session *s);
 static void session_timer_cb(uv_timer_t *t);
+static void session_hold(struct smtp_session *s);
 
 static int session_handle_line(struct smtp_session *s)
 {
@@ -1518,19 +1535,24 @@ static void session_process(struct smtp_session *s)
 		if (!session_handle_line(s))
 			break;
 	}
-	if (s->tarpit && s->state != SMTP_STATE_CLOSING) {
-		/* Hold the reply: the timer flushes it and resumes input. */
-		conn_pause_read(&s->conn);
-		task_set_phase(s->task, state_names[s->state], "tarpit");
-		uv_timer_start(&s->timer, session_timer_cb,
-			       !s->hold_ms		   ? SMTP_TARPIT_MS
-			       : s->hold_ms == POLICY_HANG ? s->l->cfg.client_timeout_ms
-							   : s->hold_ms,
-			       0);
-	} else {
+	/* While spooling, the reply is not written yet: held when it is. */
+	if (s->tarpit && s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_SPOOLING)
+		session_hold(s);
+	else
 		conn_flush(&s->conn);
-	}
 	s->processing = 0;
+}
+
+/* Holds the output: the timer flushes it and resumes input. */
+static void session_hold(struct smtp_session *s)
+{
+	conn_pause_read(&s->conn);
+	task_set_phase(s->task, state_names[s->state], "tarpit");
+	uv_timer_start(&s->timer, session_timer_cb,
+		       !s->hold_ms		   ? SMTP_TARPIT_MS
+		       : s->hold_ms == POLICY_HANG ? s->l->cfg.client_timeout_ms
+						   : s->hold_ms,
+		       0);
 }
 
 static void session_timer_cb(uv_timer_t *t)
@@ -1542,6 +1564,10 @@ static void session_timer_cb(uv_timer_t *t)
 		buf_reset(&s->conn.out);
 		KTRACE(smtp_limit, s->id, s->conn.peer, "client_timeout");
 		session_close(s, "hang (kumo.delay_reply)");
+	} else if (s->tarpit && s->close_after_hold) {
+		s->tarpit = 0;
+		s->hold_ms = 0;
+		session_close(s, "policy disconnect");
 	} else if (s->tarpit) {
 		s->tarpit = 0;
 		s->hold_ms = 0;
@@ -1732,7 +1758,13 @@ static void session_greet(struct smtp_session *s, int rate_hit)
 		session_reply(s, r.code, NULL, "%s", r.text);
 	} else {
 		session_reply_policy(s, &r);
-		session_close(s, "refused by policy");
+		if (!s->close_after_hold) {
+			session_close(s, "refused by policy");
+			return;
+		}
+	}
+	if (s->tarpit) { /* kumo.delay_reply in smtp_server_connection_accepted */
+		session_hold(s);
 		return;
 	}
 	conn_flush(&s->conn);

@@ -461,11 +461,11 @@ def test_fault_plan_runtime_api(catcher):
     assert c.delete("/api/v1/faults").json() == {"version": 2, "plan": None}
     assert smtp_try(c.smtp_port, "a@example.com", ["x@example.com"])[0] == 250
     # refused plans name the problem and leave the current plan alone
-    for bad, why in [({"rules": [{"stage": "data", "delay": 5, "code": 451}]}, "not implemented"),
+    for bad, why in [({"rules": [{"stage": "data", "hang": "yes"}]}, "'hang' true"),
                      ({"rules": [{"stage": "rcpt", "delay": "5s"}]}, "'delay' is milliseconds"),
                      ({"rules": [{"stage": "helo", "code": 451}]}, "'stage' must be"),
                      ({"rules": [{"stage": "rcpt", "code": 250}]}, "'code' must be 400-599"),
-                     ({"rules": [{"stage": "rcpt"}]}, "'code' (400-599), 'preset', 'delay'"),
+                     ({"rules": [{"stage": "rcpt"}]}, "'code' (400-599), 'preset', 'disconnect'"),
                      ({"rules": [{"stage": "rcpt", "preset": "nope"}]}, "unknown 'preset'"),
                      ({"rulez": []}, "unknown key rulez")]:
         r = requests.put(c.base + "/api/v1/faults", json=bad, timeout=5)
@@ -505,12 +505,12 @@ def test_fault_plan_invalid_env_fails_closed(tmp_path):
     import subprocess
     import conftest
     env = conftest.kumod_env({"KUMO_SINK_PORT": str(free_port()),
-                              "KUMO_SINK_FAULTS": '{"rules": [{"stage": "data", "hang": true}]}'})
+                              "KUMO_SINK_FAULTS": '{"rules": [{"stage": "data", "hang": 1}]}'})
     r = subprocess.run([conftest.KUMOD_BIN, "--policy", SINK], env=env, cwd=str(tmp_path),
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
-    assert "mail_catcher_set_faults: rules[0]: 'delay' and 'hang' apply to the ehlo, mail and " \
-        "rcpt stages only (not implemented for connect and data)" in r.stderr, r.stderr
+    assert "mail_catcher_set_faults: rules[0]: 'delay' is milliseconds 0..600000, 'hang' true" \
+        in r.stderr, r.stderr
 
 
 def test_fault_plan_delay_and_hang(catcher):
