@@ -25,6 +25,7 @@
 #include "base/xalloc.h"
 #include "ctl/http_int.h"
 #include "ktrace.h"
+#include "proto/console_proto.h"
 #include "proto/mime_view.h"
 #include "proto/rfc5322.h"
 #include "spool/message.h"
@@ -1261,40 +1262,6 @@ static void seg_flush(struct buf *data, struct cat_op *from, struct cat_op *to)
 
 static void op_build(struct cat_op *op);
 
-/* A JSON string, quoted; UTF-8 passes as is (jansson strings are valid
- * UTF-8), so only quotes, backslashes and controls are escaped. */
-static void json_out_str(struct buf *b, const char *s, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	buf_reserve(b, n + 2);
-	b->data[b->len++] = '"';
-	size_t run = 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		buf_append(b, s + run, i - run);
-		run = i + 1;
-		char e[6] = {'\\', (char)c, 0};
-		size_t en = 2;
-		if (c == '\n')
-			e[1] = 'n';
-		else if (c == '\r')
-			e[1] = 'r';
-		else if (c == '\t')
-			e[1] = 't';
-		else if (c < 0x20) {
-			memcpy(e, "\\u00", 4);
-			e[4] = hex[c >> 4];
-			e[5] = hex[c & 15];
-			en = 6;
-		}
-		buf_append(b, e, en);
-	}
-	buf_append(b, s + run, n - run);
-	buf_appendc(b, '"');
-}
-
 /* Compact JSON of a summary (objects in insertion order, as json_dumps
  * writes them): several times cheaper than json_dumps, whose per-byte
  * callbacks were the largest single cost of a capture. */
@@ -1312,7 +1279,7 @@ static void json_out(struct buf *b, json_t *v)
 			if (!first)
 				buf_appendc(b, ',');
 			first = 0;
-			json_out_str(b, k, strlen(k));
+			console_json_strn(b, k, strlen(k));
 			buf_appendc(b, ':');
 			json_out(b, x);
 		}
@@ -1329,7 +1296,7 @@ static void json_out(struct buf *b, json_t *v)
 		buf_appendc(b, ']');
 		break;
 	case JSON_STRING:
-		json_out_str(b, json_string_value(v), json_string_length(v));
+		console_json_strn(b, json_string_value(v), json_string_length(v));
 		break;
 	case JSON_INTEGER: { /* no printf: a transcript holds dozens */
 		json_int_t n = json_integer_value(v);
