@@ -1035,8 +1035,9 @@ static void lua_batch_fill(struct dispatcher *d)
 /* dispatcher_next for a batched custom_lua queue (KumoMTA's rule): a batch
  * goes once min_batch_size messages are gathered, or max_batch_latency
  * after its first one (bounded by idle_timeout), or at once when the
- * connection may not continue; meanwhile the dispatcher waits in phase
- * AccumulatingBatch and arriving messages wake it. */
+ * connection reached max_deliveries_per_connection; meanwhile the
+ * dispatcher waits in phase AccumulatingBatch and arriving messages wake
+ * it. A suspension or shutdown requeues what was gathered. */
 static void lua_batch_next(struct dispatcher *d, int may_continue)
 {
 	struct ready_queue *rq = d->rq;
@@ -1045,6 +1046,16 @@ static void lua_batch_next(struct dispatcher *d, int may_continue)
 		return; /* one token per batch; the timer resumes here */
 	if (may_continue)
 		lua_batch_fill(d);
+	if (d->nbatch && (R.shutting_down || rq_suspended(rq))) {
+		/* not sent now: back to the scheduled queue, not an attempt */
+		for (size_t i = 0; i < d->nbatch; i++)
+			queue_requeue(d->batch[i],
+				      R.shutting_down ? "ReadyQueueWasReaped"
+						      : "ReadyQueueWasSuspended",
+				      0, NULL, NULL);
+		d->nbatch = 0;
+		d->batch_started_ms = 0;
+	}
 	if (!d->nbatch) {
 		if (may_continue && rq->path.idle_ms) {
 			dispatcher_idle(d);
