@@ -280,7 +280,7 @@ local log_hooks = require 'policy-extras.log_hooks'
 log_hooks:new_json {
   name = 'webhook',
   url = '{url}',
-  batch_size = {batch}, min_batch_size = {batch}, max_batch_latency = '15s',
+  batch_size = {batch}, min_batch_size = {batch}, max_batch_latency = '{latency}',
   queue_config = { retry_interval = '1s', max_retry_interval = '1s' },
 }
 kumo.on('init', function()
@@ -295,10 +295,10 @@ end)
 """
 
 
-def start_batched(kumod, tmp_path, url, batch):
+def start_batched(kumod, tmp_path, url, batch, latency="15s"):
     var = tmp_path / "var"
     text = (BATCH_POLICY.replace("{routing}", ROUTING).replace("{var}", str(var))
-            .replace("{url}", url).replace("{batch}", str(batch)))
+            .replace("{url}", url).replace("{batch}", str(batch)).replace("{latency}", latency))
     return kumod(text), var
 
 
@@ -327,6 +327,25 @@ def test_batches_of_the_configured_size(kumod, tmp_path):
                                      if r.get("queue") == "webhook.log_hook"
                                      and r["type"] == "Delivery"]) == 10, timeout=10)
         assert dl
+    finally:
+        recv.stop()
+
+
+def test_partial_batch_goes_after_max_batch_latency(kumod, tmp_path):
+    """min_batch_size 10 is never reached by one mail's 2 records: they go
+    together as one array once max_batch_latency (2 s) has passed, not
+    before."""
+    recv = Receiver()
+    try:
+        k, var = start_batched(kumod, tmp_path, f"http://127.0.0.1:{recv.port}/log", 10, "2s")
+        t0 = time.monotonic()  # the batch cannot start before the mail's first record
+        send(k.smtp_port, 1, "late")
+        assert wait_until(lambda: batches(recv, "/log"), timeout=10), k.stderr()
+        waited = time.monotonic() - t0
+        want = wait_until(lambda: len(mail_records(var)) == 2 and mail_records(var))
+        assert want
+        assert [{(r["type"], r["id"]) for r in b} for b in batches(recv, "/log")] == [want]
+        assert waited >= 1.9, waited  # held for the latency, not sent at once
     finally:
         recv.stop()
 
