@@ -17,12 +17,19 @@
 # SMTP connection). The receiver is Python's ThreadingHTTPServer (HTTP/1.1
 # keep-alive) counting records per path (one per "nodeid" key); its CPU
 # time is shown, as it shares the 2 cores with kumod.
+# Then, per hooked relay, the hook's ceiling apart from the mail rate: the
+# scheduled queue bench.log_hook is suspended (/api/admin/suspend/v1),
+# $DRAIN_N mails from drain@example.com are relayed, and once their
+# 2 x $DRAIN_N records wait in that queue, another smtp-source of $DRAIN_N
+# mails starts (relaying goes on meanwhile) and the suspension is deleted
+# (the backlog is due at once): drain records/s = 2 x DRAIN_N / time until
+# the receiver has every drain@ record (counted apart by their sender).
 #
 #   bench/log-hooks.sh [N] [SIZE]          (defaults 5000 mails, 1024 bytes)
 #
 # Environment: KUMOD (build/kumod), SESSIONS (10), CONNECTIONS (10: SMTP
 # out), HOOK_CONNECTIONS (32: concurrent hook requests), BATCH (100),
-# ROUNDS (2), DRAIN_TIMEOUT (120), TMPDIR (/tmp). Bounded: each smtp-source
+# ROUNDS (2), DRAIN_N (N), DRAIN_TIMEOUT (120), TMPDIR (/tmp). Bounded: each smtp-source
 # under timeout, every wait under DRAIN_TIMEOUT.
 set -euo pipefail
 
@@ -35,6 +42,7 @@ CONNECTIONS=${CONNECTIONS:-10}
 HOOK_CONNECTIONS=${HOOK_CONNECTIONS:-32}
 BATCH=${BATCH:-100}
 ROUNDS=${ROUNDS:-2}
+DRAIN_N=${DRAIN_N:-$N}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
@@ -81,8 +89,10 @@ class H(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         n = body.count(b'"nodeid":')
+        d = body.count(b'"sender":"drain@example.com"')
         with lock:
             counts[self.path] = counts.get(self.path, 0) + n
+            counts["/drain" + self.path] = counts.get("/drain" + self.path, 0) + d
         self.reply(b"ok")
     def do_GET(self):
         with lock:
@@ -107,9 +117,10 @@ wait_recv() { # path target -> 0 when the receiver counted target records in tim
 	done
 }
 
-start_relay() { # name batch(0: no hook) -> sets PORT_<name>, PID_<name>
-	local name=$1 batch=$2 port dir=$WORK/$1 hook=""
+start_relay() { # name batch(0: no hook) -> sets PORT_<name>, HTTP_<name>, PID_<name>
+	local name=$1 batch=$2 port http dir=$WORK/$1 hook=""
 	port=$(free_port)
+	http=$(free_port)
 	mkdir -p "$dir"
 	if [ "$batch" -gt 1 ]; then
 		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench',
@@ -129,6 +140,7 @@ kumo.on('init', function()
 	kumo.configure_local_logs({ log_dir = '$dir/logs' })
 	kumo.start_esmtp_listener({ listen = '127.0.0.1:$port', hostname = 'localhost',
 		relay_hosts = { '127.0.0.1' } })
+	kumo.start_http_listener({ listen = '127.0.0.1:$http', trusted_hosts = { '127.0.0.1' } })
 end)
 kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
 	return kumo.make_queue_config({ retry_interval = '5s', max_age = '1h',
@@ -148,6 +160,7 @@ EOF
 	grep -q "initialization complete" "$dir/kumod.log" || { cat "$dir/kumod.log" >&2; exit 1; }
 	wait_port "$port"
 	printf -v "PORT_$name" %s "$port"
+	printf -v "HTTP_$name" %s "$http"
 	printf -v "PID_$name" %s "$pid"
 }
 
@@ -201,4 +214,59 @@ for r in $(seq "$ROUNDS"); do
 		[ "$name" = batched ] && label="batched ($BATCH)"
 		echo "| $r | $label | $m | $rec | $cpu | $rcpu |"
 	done
+done
+
+# --- drain: the hook's ceiling ------------------------------------------------
+held() { # http-port -> records waiting in the scheduled queue bench.log_hook
+	curl -s "http://127.0.0.1:$1/api/admin/inspect-sched-q/v1?queue_name=bench.log_hook" |
+		/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin).get("num_scheduled", 0))'
+}
+drain() { # name -> "records/s mail_msgs/s_meanwhile"
+	local name=$1 http port id t0 t1 t2 deadline bg
+	http=HTTP_$name
+	port=PORT_$name
+	id=$(curl -s -X POST -H 'Content-Type: application/json' \
+		-d '{"domain": "bench.log_hook", "reason": "bench drain", "duration": "10m"}' \
+		"http://127.0.0.1:${!http}/api/admin/suspend/v1" |
+		/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+	timeout 300 "$SMTP_SOURCE" -s "$SESSIONS" -m "$DRAIN_N" -l "$SIZE" -d -f drain@example.com \
+		-t rcpt@example.net 127.0.0.1:"${!port}" >/dev/null
+	TOTAL=$((TOTAL + DRAIN_N))
+	wait_sink "$TOTAL"
+	deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+	while [ "$(held "${!http}")" -lt $((2 * DRAIN_N)) ]; do
+		if [ "$(date +%s)" -ge "$deadline" ]; then
+			echo "only $(held "${!http}") of $((2 * DRAIN_N)) records held after ${DRAIN_TIMEOUT}s" >&2
+			return 1
+		fi
+		sleep 0.1
+	done
+	timeout 300 "$SMTP_SOURCE" -s "$SESSIONS" -m "$DRAIN_N" -l "$SIZE" -d -f bench@example.com \
+		-t rcpt@example.net 127.0.0.1:"${!port}" >/dev/null &
+	bg=$!
+	t0=$(now)
+	curl -s -X DELETE -H 'Content-Type: application/json' -d "{\"id\": \"$id\"}" \
+		"http://127.0.0.1:${!http}/api/admin/suspend/v1" >/dev/null
+	wait_recv "drain/$name" "$((2 * DRAIN_N))"
+	t1=$(now)
+	wait "$bg"
+	TOTAL=$((TOTAL + DRAIN_N))
+	wait_sink "$TOTAL"
+	t2=$(now)
+	RECS[$name]=$((RECS[$name] + 4 * DRAIN_N))
+	wait_recv "$name" "${RECS[$name]}"
+	awk -v n="$DRAIN_N" -v t0="$t0" -v t1="$t1" -v t2="$t2" \
+		'BEGIN { printf "%.0f %.0f\n", 2 * n / (t1 - t0), n / (t2 - t0) }'
+}
+
+echo
+echo "## Draining a backlog of $((2 * DRAIN_N)) hook records while relaying $DRAIN_N more mails"
+echo
+echo "| relay | drain records/s | mail msg/s meanwhile |"
+echo "|---|---|---|"
+for name in single batched; do
+	label=$name
+	[ "$name" = batched ] && label="batched ($BATCH)"
+	read -r d m < <(drain "$name")
+	echo "| $label | $d | $m |"
 done
