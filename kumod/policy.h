@@ -83,10 +83,16 @@ void policy_cancel(uint64_t id);
  * until one returns true or false). Synchronous: a handler may not wait. */
 void policy_should_enqueue_log_record(struct message *msg, const char *hook, int *enqueue,
 				      struct policy_result *r);
+/* A disposition hook's event (log_disposition_<name>) with the message and
+ * its log record (as a table); every handler runs, their results are
+ * ignored. Synchronous: a handler may not wait. */
+void policy_log_disposition(const char *event, struct message *msg, json_t *record,
+			    struct policy_result *r);
 
 /* custom_lua delivery (kumod/dispatch/ready.c). policy_lua_conn_open fires
  * the constructor event (domain, tenant, campaign); on POLICY_OK r->handle
- * names the connection object it returned (a table with a send method),
+ * names the connection object it returned (a table with a send or
+ * send_batch method),
  * kept until policy_lua_conn_close. policy_lua_conn_send calls
  * conn:send(msg): POLICY_OK with the returned text in r->text,
  * POLICY_REJECT for kumo.reject(code, text), POLICY_ERROR for any other
@@ -98,6 +104,12 @@ int policy_lua_conn_open(const char *constructor, const char *domain, const char
 			 void *arg, uint64_t *id);
 int policy_lua_conn_send(uint64_t conn, struct message *msg, struct policy_result *r,
 			 policy_done_fn done, void *arg, uint64_t *id);
+/* conn:send_batch(msgs) for a batched queue (custom_lua batch_size > 1):
+ * the n messages as one Lua array; same results as policy_lua_conn_send,
+ * for the whole batch. The call holds its own references on the messages. */
+int policy_lua_conn_send_batch(uint64_t conn, struct message *const *msgs, size_t n,
+			       struct policy_result *r, policy_done_fn done, void *arg,
+			       uint64_t *id);
 void policy_lua_conn_close(uint64_t conn);
 
 /* smtp_server_auth_plain(authz, authc, password, conn_meta): *ok = 1 when

@@ -213,7 +213,9 @@ static void collect_spool(struct metrics_scrape *sc, void *ctx)
 		} by[] = {{"queued", hs.queued},
 			  {"declined", hs.declined},
 			  {"dropped", hs.dropped},
-			  {"spool_error", hs.spool_errors}};
+			  {"spool_error", hs.spool_errors},
+			  {"disposition", hs.dispositions},
+			  {"disposition_error", hs.disposition_errors}};
 		for (size_t i = 0; i < sizeof(by) / sizeof(by[0]); i++)
 			metrics_emit(sc, "log_hook_records_total", METRICS_COUNTER, "outcome",
 				     by[i].outcome, (double)by[i].n);
@@ -351,7 +353,10 @@ static const struct metrics_decl decls[] = {
     {"log_hook_records_total", METRICS_COUNTER, "outcome",
      "log records offered to log hooks (`kumo.configure_log_hook`), by outcome: `queued` "
      "(spooled as a hook message), `declined` (should_enqueue_log_record said no, or failed), "
-     "`dropped` (back_pressure or no spool), `spool_error` (Ours; once a hook is configured)"},
+     "`dropped` (back_pressure or no spool), `spool_error`; `disposition` and "
+     "`disposition_error` count the calls of disposition hooks "
+     "(`kumo.configure_log_disposition_hook`) and those that raised (Ours; once a hook is "
+     "configured)"},
     {"log_hook_backlog_count", METRICS_GAUGE, NULL,
      "hook records waiting for the spool (once a hook is configured)"},
     {"log_records_written_total", METRICS_COUNTER, "logger",

@@ -35,8 +35,17 @@ struct loghook {
 	struct loghook *next;
 };
 
+/* A disposition hook: its event is called at once with every record. */
+struct disphook {
+	char *name, *event; /* event: log_disposition_<name> */
+	struct hook_rt *rt; /* per_record enable (no templates) */
+	size_t nrt;
+	struct disphook *next;
+};
+
 static struct {
 	struct loghook *head, *tail;
+	struct disphook *disp;
 	struct loghook_stats st;
 } H;
 
@@ -95,16 +104,21 @@ static json_t *hook_headers(const struct loghook *h, const struct message *m)
 
 /* The per_record entry for type: its own, else Any's, else NULL (hooked,
  * as JSON). */
-static const struct hook_rt *hook_resolve(const struct loghook *h, const char *type)
+static const struct hook_rt *rt_resolve(const struct hook_rt *rt, size_t nrt, const char *type)
 {
 	const struct hook_rt *any = NULL;
-	for (size_t i = 0; i < h->nrt; i++) {
-		if (strcmp(h->rt[i].type, type) == 0)
-			return &h->rt[i];
-		if (strcmp(h->rt[i].type, "Any") == 0)
-			any = &h->rt[i];
+	for (size_t i = 0; i < nrt; i++) {
+		if (strcmp(rt[i].type, type) == 0)
+			return &rt[i];
+		if (strcmp(rt[i].type, "Any") == 0)
+			any = &rt[i];
 	}
 	return any;
+}
+
+static const struct hook_rt *hook_resolve(const struct loghook *h, const char *type)
+{
+	return rt_resolve(h->rt, h->nrt, type);
 }
 
 static void stored_cb(void *ctx, int err)
@@ -216,12 +230,33 @@ static void hook_one(struct loghook *h, const struct logrec_event *ev, json_t *r
 	spool_store(m, stored_cb, m);
 }
 
+/* A disposition hook sees the record as emitted, with the message (still
+ * in the spool); records without a message (none exists) are skipped. */
+static void disp_one(struct disphook *h, const struct logrec_event *ev, json_t *record)
+{
+	const struct hook_rt *rt = rt_resolve(h->rt, h->nrt, ev->type);
+	if ((rt && !rt->enable) || !ev->m)
+		return;
+	struct policy_result r;
+	H.st.dispositions++;
+	policy_log_disposition(h->event, (struct message *)ev->m, record, &r);
+	if (r.status != POLICY_OK) {
+		H.st.disposition_errors++;
+		log_error("kumod::loghook", "id=%s %s('%s' record): %s", ev->m->id, h->event,
+			  ev->type, r.text);
+	}
+	KTRACE(loghook_record, h->name, ev->type, ev->m->id,
+	       r.status != POLICY_OK ? "error" : "disposition");
+}
+
 /* logrec's hook: records about LogRecord messages are not hooked again. */
 static void on_record(const struct logrec_event *ev, json_t *record)
 {
 	const char *rp = json_string_value(json_object_get(record, "reception_protocol"));
 	if (rp && strcmp(rp, "LogRecord") == 0)
 		return;
+	for (struct disphook *d = H.disp; d; d = d->next)
+		disp_one(d, ev, record);
 	for (struct loghook *h = H.head; h; h = h->next)
 		hook_one(h, ev, record);
 }
@@ -239,14 +274,24 @@ static void hook_free(struct loghook *h)
 	free(h);
 }
 
-int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen)
+/* 1 when a hook (log or disposition) has this name. */
+static int name_taken(const char *name)
 {
 	for (struct loghook *h = H.head; h; h = h->next)
-		if (strcmp(h->name, cfg->name) == 0) {
-			snprintf(err, errlen, "a log hook named '%s' is already configured",
-				 cfg->name);
-			return -1;
-		}
+		if (strcmp(h->name, name) == 0)
+			return 1;
+	for (struct disphook *d = H.disp; d; d = d->next)
+		if (strcmp(d->name, name) == 0)
+			return 1;
+	return 0;
+}
+
+int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen)
+{
+	if (name_taken(cfg->name)) {
+		snprintf(err, errlen, "a log hook named '%s' is already configured", cfg->name);
+		return -1;
+	}
 	struct loghook *h = xcalloc(1, sizeof(*h));
 	h->name = xstrdup(cfg->name);
 	h->meta = copy_strs(cfg->meta, cfg->nmeta);
@@ -281,6 +326,31 @@ int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+int loghook_add_disposition(const struct loghook_cfg *cfg, char *err, size_t errlen)
+{
+	if (name_taken(cfg->name)) {
+		snprintf(err, errlen, "a log hook named '%s' is already configured", cfg->name);
+		return -1;
+	}
+	struct disphook *d = xcalloc(1, sizeof(*d));
+	d->name = xstrdup(cfg->name);
+	size_t n = strlen("log_disposition_") + strlen(cfg->name) + 1;
+	d->event = xmalloc(n);
+	snprintf(d->event, n, "log_disposition_%s", cfg->name);
+	d->rt = xcalloc(cfg->nper_record ? cfg->nper_record : 1, sizeof(*d->rt));
+	for (size_t i = 0; i < cfg->nper_record; i++) {
+		d->rt[i].type = xstrdup(cfg->per_record[i].type);
+		d->rt[i].enable = cfg->per_record[i].enable;
+	}
+	d->nrt = cfg->nper_record;
+	struct disphook **tail = &H.disp; /* in configuration order */
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = d;
+	logrec_set_hook(on_record);
+	return 0;
+}
+
 void loghook_free_all(void)
 {
 	struct loghook *h = H.head, *next;
@@ -289,6 +359,17 @@ void loghook_free_all(void)
 		hook_free(h);
 	}
 	H.head = H.tail = NULL;
+	struct disphook *d = H.disp, *dnext;
+	for (; d; d = dnext) {
+		dnext = d->next;
+		for (size_t i = 0; i < d->nrt; i++)
+			free(d->rt[i].type);
+		free(d->rt);
+		free(d->name);
+		free(d->event);
+		free(d);
+	}
+	H.disp = NULL;
 	logrec_set_hook(NULL);
 }
 
@@ -297,5 +378,7 @@ void loghook_get_stats(struct loghook_stats *st)
 	*st = H.st;
 	st->hooks = 0;
 	for (struct loghook *h = H.head; h; h = h->next)
+		st->hooks++;
+	for (struct disphook *d = H.disp; d; d = d->next)
 		st->hooks++;
 }

@@ -35,13 +35,22 @@ struct loghook_cfg {
 /* Adds a hook (copied; templates compiled). -1 with err for a duplicate
  * name or a template that does not compile (named with its position). */
 int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen);
+/* kumo.configure_log_disposition_hook: the event log_disposition_<name>
+ * is called synchronously (policy_log_disposition) with the message and
+ * each record as it is emitted (meta and headers empty, as KumoMTA), except
+ * records of LogRecord messages and those per_record disables (only its
+ * enable is used; meta, headers, templates and back_pressure are not).
+ * -1 with err for a name any hook already has. */
+int loghook_add_disposition(const struct loghook_cfg *cfg, char *err, size_t errlen);
 /* Drops every hook (policy reload, shutdown). */
 void loghook_free_all(void);
 
 struct loghook_stats {
 	uint64_t queued, declined, dropped, spool_errors;
-	size_t pending; /* records waiting for the spool */
-	size_t hooks;	/* configured hooks */
+	uint64_t dispositions;	     /* disposition hook calls */
+	uint64_t disposition_errors; /* ... that raised */
+	size_t pending;		     /* records waiting for the spool */
+	size_t hooks;		     /* configured hooks */
 };
 void loghook_get_stats(struct loghook_stats *st);
 

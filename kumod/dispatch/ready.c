@@ -90,6 +90,10 @@ struct ready_queue {
 	 * taken from the first scheduled queue routed here (as KumoMTA) */
 	char *lua_ctor;
 	char *lua_args[3];
+	/* custom_lua batching: the routed queue's batch_size, min_batch_size and
+	 * max_batch_latency (batch_size 1: send, one message per call) */
+	size_t lua_batch, lua_min_batch;
+	uint64_t lua_latency_ms;
 	struct ready_queue *next;
 };
 
@@ -111,6 +115,9 @@ struct dispatcher {
 	uint64_t lua_conn;    /* custom_lua: the connection object (0: none) */
 	uint64_t lua_call;    /* custom_lua: the policy call it waits for (0: none) */
 	uint64_t lua_sent_ns; /* when the current send started */
+	struct qmsg **batch;  /* custom_lua send_batch: taken messages (rq->lua_batch slots) */
+	size_t nbatch;
+	uint64_t batch_started_ms; /* the first one was taken (0: no partial batch) */
 	struct dispatcher *next, *prev;
 };
 
@@ -579,6 +586,7 @@ static void dispatcher_next(struct dispatcher *d);
 static void dispatcher_quit(struct dispatcher *d);
 static void lua_open(struct dispatcher *d);
 static void lua_send(struct dispatcher *d);
+static void dispatcher_idle(struct dispatcher *d);
 static void dispatcher_connect_next(struct dispatcher *d);
 static void dispatcher_start_client(struct dispatcher *d, struct ready_addr *a);
 
@@ -600,6 +608,10 @@ static void dispatcher_free(struct dispatcher *d)
 	if (d->lua_call)
 		policy_cancel(d->lua_call);
 	policy_lua_conn_close(d->lua_conn);
+	/* a batch taken but not sent (or its send cancelled): back to its queue */
+	for (size_t i = 0; i < d->nbatch; i++)
+		queue_requeue(d->batch[i], "ReadyQueueWasReaped", 0, NULL, NULL);
+	free(d->batch);
 	if (d->idle_timer)
 		uv_close((uv_handle_t *)d->idle_timer, timer_free_cb);
 	rq->ndispatchers--;
@@ -880,33 +892,38 @@ static void lua_open(struct dispatcher *d)
 	lua_open_result(d, &r);
 }
 
-/* send's outcome: its string is the 200 response; kumo.reject 5xx bounces,
- * 4xx retries (421 also closes), any other error retries and closes. */
-static void lua_send_result(struct dispatcher *d, const struct policy_result *r)
+/* send's outcome for qm: its string is the 200 response; kumo.reject 5xx
+ * bounces, 4xx retries (421 also closes), any other error retries and
+ * closes. Returns 1 when the connection stays usable. */
+static int lua_outcome(struct dispatcher *d, struct qmsg *qm, const struct policy_result *r)
 {
 	struct ready_queue *rq = d->rq;
-	struct qmsg *qm = d->current;
-	d->current = NULL;
-	int usable = 1;
 	if (r->status == POLICY_OK) {
 		struct outcome_reply rep = {200, NULL, r->text, NULL};
 		outcome_delivered(qm, rq, &rep, NULL, NULL, clock_mono_ns() - d->lua_sent_ns, NULL);
-	} else if (r->status == POLICY_REJECT && r->code >= 500) {
+		return 1;
+	}
+	if (r->status == POLICY_REJECT && r->code >= 500) {
 		outcome_bounce(qm, rq, &(struct outcome_reply){r->code, NULL, r->text, NULL}, NULL,
 			       NULL, NULL);
-	} else {
-		int code = r->status == POLICY_REJECT ? r->code : 400;
-		char text[sizeof(r->text) + 64];
-		/* KumoMTA's wording for an error that is not a rejection */
-		snprintf(text, sizeof(text), "%s%s",
-			 r->status == POLICY_REJECT
-			     ? ""
-			     : "KumoMTA internal: error in deliver_message: ",
-			 r->text);
-		usable = r->status == POLICY_REJECT && code != 421;
-		outcome_transient(qm, rq, &(struct outcome_reply){code, NULL, text, NULL}, NULL,
-				  NULL, "LoggedTransientFailure", NULL);
+		return 1;
 	}
+	int code = r->status == POLICY_REJECT ? r->code : 400;
+	char text[sizeof(r->text) + 64];
+	/* KumoMTA's wording for an error that is not a rejection */
+	snprintf(text, sizeof(text), "%s%s",
+		 r->status == POLICY_REJECT ? "" : "KumoMTA internal: error in deliver_message: ",
+		 r->text);
+	outcome_transient(qm, rq, &(struct outcome_reply){code, NULL, text, NULL}, NULL, NULL,
+			  "LoggedTransientFailure", NULL);
+	return r->status == POLICY_REJECT && code != 421;
+}
+
+static void lua_send_result(struct dispatcher *d, const struct policy_result *r)
+{
+	struct qmsg *qm = d->current;
+	d->current = NULL;
+	int usable = lua_outcome(d, qm, r);
 	d->delivered_here++;
 	if (usable)
 		dispatcher_next(d);
@@ -930,6 +947,148 @@ static void lua_send(struct dispatcher *d)
 	if (policy_lua_conn_send(d->lua_conn, d->current->m, &r, lua_sent, d, &d->lua_call))
 		return;
 	lua_send_result(d, &r);
+}
+
+/* --- custom_lua batches ---------------------------------------------------------- */
+
+/* send_batch's outcome is every message's (KumoMTA: one answer for the
+ * batch; a retried batch is requeued message by message, none lost). */
+static void lua_batch_result(struct dispatcher *d, const struct policy_result *r)
+{
+	size_t n = d->nbatch;
+	int usable = 1;
+	d->nbatch = 0;
+	KTRACE(lua_batch_done, d->task->id, d->rq->name, (uint64_t)n,
+	       r->status == POLICY_OK	    ? 200
+	       : r->status == POLICY_REJECT ? r->code
+					    : 400);
+	for (size_t i = 0; i < n; i++)
+		usable &= lua_outcome(d, d->batch[i], r);
+	d->delivered_here += n;
+	if (usable)
+		dispatcher_next(d);
+	else
+		lua_closed(d);
+}
+
+static void lua_batch_sent(void *arg, const struct policy_result *r)
+{
+	struct dispatcher *d = arg;
+	struct task *t = d->task, *prev = task_enter(t);
+	d->lua_call = 0;
+	lua_batch_result(d, r);
+	task_exit(t, prev);
+}
+
+static void lua_send_batch(struct dispatcher *d, const char *why)
+{
+	struct ready_queue *rq = d->rq;
+	struct message **msgs = xcalloc(d->nbatch, sizeof(*msgs));
+	for (size_t i = 0; i < d->nbatch; i++) {
+		msgs[i] = d->batch[i]->m;
+		MSG_TIMELINE(msgs[i]->id, "Attempt",
+			     "attempt %d via %s (custom_lua send_batch of %zu)",
+			     (int)msgs[i]->attempts + 1, rq->name, d->nbatch);
+	}
+	d->batch_started_ms = 0;
+	d->lua_sent_ns = clock_mono_ns();
+	dispatcher_phase(d, "DeliveringMessage");
+	task_set_field(d->task, "message_id", msgs[0]->id);
+	KTRACE(lua_batch_send, d->task->id, rq->name, (uint64_t)d->nbatch, why);
+	struct policy_result r;
+	int waits = policy_lua_conn_send_batch(d->lua_conn, msgs, d->nbatch, &r, lua_batch_sent, d,
+					       &d->lua_call);
+	free(msgs); /* the call holds its own references */
+	if (!waits)
+		lua_batch_result(d, &r);
+}
+
+/* The latency timer (or idle_timeout) ran out: whatever was gathered goes. */
+static void lua_batch_timer_cb(uv_timer_t *t)
+{
+	struct dispatcher *d = t->data;
+	struct task *dt = d->task, *prev = task_enter(dt);
+	d->idle = 0;
+	lua_send_batch(d, "max_batch_latency");
+	task_exit(dt, prev);
+}
+
+/* Takes ready messages into the batch, up to batch_size. */
+static void lua_batch_fill(struct dispatcher *d)
+{
+	struct ready_queue *rq = d->rq;
+	if (!d->batch)
+		d->batch = xcalloc(rq->lua_batch, sizeof(*d->batch));
+	while (d->nbatch < rq->lua_batch && rq->head) {
+		struct qmsg *qm = rq_pop(rq);
+		if (!message_data_resident(qm->m)) { /* the queue reads it back when due */
+			outcome_transient(
+			    qm, rq,
+			    LOCAL_REPLY(451, "4.3.0", "message data not loaded from the spool"),
+			    NULL, NULL, "DispatcherDrop", NULL);
+			continue;
+		}
+		d->batch[d->nbatch++] = qm;
+	}
+}
+
+/* dispatcher_next for a batched custom_lua queue (KumoMTA's rule): a batch
+ * goes once min_batch_size messages are gathered, or max_batch_latency
+ * after its first one (bounded by idle_timeout), or at once when the
+ * connection reached max_deliveries_per_connection; meanwhile the
+ * dispatcher waits in phase AccumulatingBatch and arriving messages wake
+ * it. A suspension or shutdown requeues what was gathered. */
+static void lua_batch_next(struct dispatcher *d, int may_continue)
+{
+	struct ready_queue *rq = d->rq;
+	if (may_continue && !d->nbatch && rq->head &&
+	    dispatcher_throttle(d, READY_THROTTLE_MESSAGE))
+		return; /* one token per batch; the timer resumes here */
+	if (may_continue)
+		lua_batch_fill(d);
+	if (d->nbatch && (R.shutting_down || rq_suspended(rq))) {
+		/* not sent now: back to the scheduled queue, not an attempt */
+		for (size_t i = 0; i < d->nbatch; i++)
+			queue_requeue(d->batch[i],
+				      R.shutting_down ? "ReadyQueueWasReaped"
+						      : "ReadyQueueWasSuspended",
+				      0, NULL, NULL);
+		d->nbatch = 0;
+		d->batch_started_ms = 0;
+	}
+	if (!d->nbatch) {
+		if (may_continue && rq->path.idle_ms) {
+			dispatcher_idle(d);
+			return;
+		}
+		dispatcher_phase(d, "Closing");
+		dispatcher_quit(d);
+		return;
+	}
+	uint64_t now = mono_ms();
+	if (!d->batch_started_ms)
+		d->batch_started_ms = now;
+	uint64_t due = d->batch_started_ms + rq->lua_latency_ms;
+	if (!may_continue || d->nbatch >= rq->lua_min_batch || now >= due) {
+		lua_send_batch(d, !may_continue			   ? "closing"
+				  : d->nbatch >= rq->lua_min_batch ? "min_batch_size"
+								   : "max_batch_latency");
+		return;
+	}
+	uint64_t wait = due - now;
+	if (rq->path.idle_ms && rq->path.idle_ms < wait)
+		wait = rq->path.idle_ms;
+	if (!d->idle_timer) {
+		d->idle_timer = xcalloc(1, sizeof(*d->idle_timer));
+		uv_timer_init(R.loop, d->idle_timer);
+		d->idle_timer->data = d;
+	}
+	d->idle = 1; /* rq_wake_idle brings more messages */
+	char have[48];
+	snprintf(have, sizeof(have), "%zu of %zu", d->nbatch, rq->lua_min_batch);
+	dispatcher_phase(d, "AccumulatingBatch");
+	task_set_field(d->task, "batch", have);
+	uv_timer_start(d->idle_timer, lua_batch_timer_cb, wait, 0);
 }
 
 /* The egress source cannot reach address a (its source_address is of the
@@ -1098,6 +1257,10 @@ static void dispatcher_next(struct dispatcher *d)
 	struct ready_queue *rq = d->rq;
 	int may_continue = !R.shutting_down && !rq_suspended(rq) &&
 			   d->delivered_here < rq->path.max_deliveries_per_connection;
+	if (rq->lua_ctor && rq->lua_batch > 1) {
+		lua_batch_next(d, may_continue);
+		return;
+	}
 	if (may_continue && !rq->head && rq->path.idle_ms) {
 		dispatcher_idle(d);
 		return;
@@ -1265,6 +1428,11 @@ static void route_lua(struct qmsg *qm, const struct queue_config *cfg)
 		rq->lua_args[0] = xstrdup(queue_domain(qm->q));
 		rq->lua_args[1] = xstrdup(tenant ? tenant : "");
 		rq->lua_args[2] = xstrdup(campaign ? campaign : "");
+	}
+	if (!rq->ndispatchers) { /* a dispatcher's batch array is sized by it */
+		rq->lua_batch = cfg->lua_batch_size;
+		rq->lua_min_batch = cfg->lua_min_batch_size;
+		rq->lua_latency_ms = cfg->lua_max_batch_latency_ms;
 	}
 	rq_append(rq, qm);
 }
@@ -1513,7 +1681,7 @@ size_t ready_inflight(void)
 	size_t n = 0;
 	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
 		for (struct dispatcher *d = rq->dispatchers; d; d = d->next)
-			n += d->current != NULL;
+			n += (d->current != NULL) + d->nbatch;
 	return n;
 }
 
@@ -1534,6 +1702,9 @@ void ready_shutdown(void)
 			if (d->current)
 				queue_done(d->current); /* in flight: retried after restart */
 			d->current = NULL;
+			for (size_t i = 0; i < d->nbatch; i++)
+				queue_done(d->batch[i]); /* likewise */
+			d->nbatch = 0;
 			dispatcher_free(d);
 		}
 	}

@@ -771,8 +771,8 @@ static int event_status(const char *name)
 int lua_api__event_check(const char *name, char *err, size_t errlen)
 {
 	int st = event_status(name);
-	if (st == 1)
-		return 0;
+	if (st == 1 || strncmp(name, "log_disposition_", 16) == 0)
+		return 0; /* ... or a disposition hook's (configure_log_disposition_hook) */
 	if (st == 0) {
 		snprintf(err, errlen,
 			 "kumo.on('%s'): a KumoMTA event that kumod does not implement yet "

@@ -583,10 +583,13 @@ struct event_args {
 	const char *mt;	  /* metatable the result must carry */
 	const char *want; /* "kumo.make_queue_config{...}" for the error text */
 	json_t **out;
-	uint64_t conn; /* custom_lua: the connection object's id */
+	uint64_t conn;	       /* custom_lua: the connection object's id */
+	struct message **msgs; /* custom_lua send_batch: the batch */
+	size_t nmsgs;
 };
 
 static int push_conn_send(lua_State *co, void *ctx);
+static int push_conn_send_batch(lua_State *co, void *ctx);
 
 static int push_event_args(lua_State *co, void *ctx)
 {
@@ -685,6 +688,9 @@ static void async_free(struct lua_async *a)
 	json_decref(a->args.conn_meta);
 	if (a->args.msg)
 		message_unref(a->args.msg);
+	for (size_t i = 0; i < a->args.nmsgs; i++)
+		message_unref(a->args.msgs[i]);
+	free(a->args.msgs);
 	free(a);
 }
 
@@ -737,7 +743,7 @@ static int dispatch_async(const char *event, push_fn push, take_fn take,
 {
 	memset(r, 0, sizeof(*r));
 	r->status = POLICY_OK;
-	int direct = push == push_conn_send;
+	int direct = push == push_conn_send || push == push_conn_send_batch;
 	struct lua_slot *s = eng.L && !direct ? slot_find(event) : NULL;
 	if (!eng.L || (!direct && (!s || s->count == 0)))
 		return 0;
@@ -750,6 +756,11 @@ static int dispatch_async(const char *event, push_fn push, take_fn take,
 	json_incref(a->args.conn_meta);
 	if (a->args.msg)
 		message_ref(a->args.msg);
+	if (args->nmsgs) { /* the caller's array may go away meanwhile */
+		a->args.msgs = xcalloc(args->nmsgs, sizeof(*a->args.msgs));
+		for (size_t i = 0; i < args->nmsgs; i++)
+			a->args.msgs[i] = message_ref(args->msgs[i]);
+	}
 	a->push = push;
 	a->take = take;
 	a->next = 1;
@@ -878,6 +889,26 @@ void policy_should_enqueue_log_record(struct message *msg, const char *hook, int
 		*enqueue = 0;
 }
 
+struct disposition_args {
+	struct message *msg;
+	json_t *record;
+};
+
+static int push_disposition(lua_State *co, void *ctx)
+{
+	struct disposition_args *a = ctx;
+	lua_message__push(co, a->msg);
+	lua_json__push(co, a->record);
+	return 2;
+}
+
+void policy_log_disposition(const char *event, struct message *msg, json_t *record,
+			    struct policy_result *r)
+{
+	struct disposition_args a = {.msg = msg, .record = record};
+	dispatch(event, push_disposition, NULL, &a, r);
+}
+
 /* --- custom_lua delivery ------------------------------------------------------ */
 
 /* Connection objects live in a registry table, by id. */
@@ -890,7 +921,8 @@ static void conns_push(lua_State *L)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, eng.conns_ref);
 }
 
-/* The constructor's result: a table with a send method, kept by id. */
+/* The constructor's result: a table with a send (or, for batches,
+ * send_batch) method, kept by id. */
 static int take_conn(lua_State *co, int nres, void *ctx, struct policy_result *r)
 {
 	(void)ctx;
@@ -898,13 +930,15 @@ static int take_conn(lua_State *co, int nres, void *ctx, struct policy_result *r
 	int ok = nres >= 1 && lua_type(co, idx) == LUA_TTABLE;
 	if (ok) {
 		lua_getfield(co, idx, "send");
-		ok = lua_isfunction(co, -1);
-		lua_pop(co, 1);
+		lua_getfield(co, idx, "send_batch");
+		ok = lua_isfunction(co, -2) || lua_isfunction(co, -1);
+		lua_pop(co, 2);
 	}
 	if (!ok) {
 		r->status = POLICY_ERROR;
 		snprintf(r->text, sizeof(r->text),
-			 "custom_lua constructor returned %s; expected a table with a send method",
+			 "custom_lua constructor returned %s; expected a table with a send (or "
+			 "send_batch) method",
 			 nres >= 1 ? luaL_typename(co, idx) : "nothing");
 		KTRACE(lua_error, "custom_lua", r->text);
 		return 1;
@@ -922,20 +956,55 @@ static int conn_gone(lua_State *L)
 	return luaL_error(L, "custom_lua: the connection object is gone");
 }
 
-/* conn:send(msg): pushes the method, the object and the message. */
-static int push_conn_send(lua_State *co, void *ctx)
+static int conn_no_method(lua_State *L)
 {
-	struct event_args *a = ctx;
+	return luaL_error(L, "custom_lua: the connection object has no %s method",
+			  lua_tostring(L, lua_upvalueindex(1)));
+}
+
+/* Pushes conn[method] and conn; 0 (and a function raising the error) when
+ * the object is gone or has no such method. */
+static int push_conn_method(lua_State *co, uint64_t conn, const char *method)
+{
 	conns_push(co);
-	if (lua_rawgeti(co, -1, (lua_Integer)a->conn) != LUA_TTABLE) {
+	if (lua_rawgeti(co, -1, (lua_Integer)conn) != LUA_TTABLE) {
 		lua_pop(co, 2);
 		lua_pushcfunction(co, conn_gone);
 		return 0;
 	}
-	lua_getfield(co, -1, "send"); /* conns, conn, send */
-	lua_rotate(co, -3, 1);	      /* send, conns, conn */
-	lua_remove(co, -2);	      /* send, conn */
+	lua_getfield(co, -1, method); /* conns, conn, method */
+	if (!lua_isfunction(co, -1)) {
+		lua_pop(co, 3);
+		lua_pushstring(co, method);
+		lua_pushcclosure(co, conn_no_method, 1);
+		return 0;
+	}
+	lua_rotate(co, -3, 1); /* method, conns, conn */
+	lua_remove(co, -2);    /* method, conn */
+	return 1;
+}
+
+/* conn:send(msg): pushes the method, the object and the message. */
+static int push_conn_send(lua_State *co, void *ctx)
+{
+	struct event_args *a = ctx;
+	if (!push_conn_method(co, a->conn, "send"))
+		return 0;
 	lua_message__push(co, a->msg);
+	return 2;
+}
+
+/* conn:send_batch(msgs): the messages as an array, in queue order. */
+static int push_conn_send_batch(lua_State *co, void *ctx)
+{
+	struct event_args *a = ctx;
+	if (!push_conn_method(co, a->conn, "send_batch"))
+		return 0;
+	lua_createtable(co, (int)a->nmsgs, 0);
+	for (size_t i = 0; i < a->nmsgs; i++) {
+		lua_message__push(co, a->msgs[i]);
+		lua_rawseti(co, -2, (lua_Integer)i + 1);
+	}
 	return 2;
 }
 
@@ -982,6 +1051,15 @@ int policy_lua_conn_send(uint64_t conn, struct message *msg, struct policy_resul
 {
 	struct event_args a = {.msg = msg, .conn = conn};
 	return dispatch_async("custom_lua send", push_conn_send, take_send, &a, r, done, arg, id);
+}
+
+int policy_lua_conn_send_batch(uint64_t conn, struct message *const *msgs, size_t n,
+			       struct policy_result *r, policy_done_fn done, void *arg,
+			       uint64_t *id)
+{
+	struct event_args a = {.msgs = (struct message **)msgs, .nmsgs = n, .conn = conn};
+	return dispatch_async("custom_lua send_batch", push_conn_send_batch, take_send, &a, r, done,
+			      arg, id);
 }
 
 void policy_lua_conn_close(uint64_t conn)

@@ -989,30 +989,42 @@ struct cfg_key {
 	const char *only;
 };
 
-/* protocol = { custom_lua = { constructor = 'event.name' } }: KumoMTA's
- * batching keys are refused by name (kumod sends one message per call). */
+/* protocol = { custom_lua = { constructor = 'event.name', batch_size,
+ * min_batch_size, max_batch_latency } }: KumoMTA's keys. batch_size > 1
+ * calls the connection's send_batch(msgs) instead of send(msg). */
 static void check_custom_lua(lua_State *L, int idx, const char *what)
 {
+	size_t batch = 1, min_batch = 1;
 	check_table(L, idx, what);
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		char kwhat[160];
+		snprintf(kwhat, sizeof(kwhat), "%s: custom_lua.%s", what, k);
 		if (strcmp(k, "constructor") == 0) {
 			if (lua_type(L, -1) != LUA_TSTRING || !lua_rawlen(L, -1))
 				luaL_error(L, "%s: custom_lua.constructor must be an event name",
 					   what);
-		} else if (strcmp(k, "batch_size") == 0 || strcmp(k, "max_batch_latency") == 0 ||
-			   strcmp(k, "min_batch_size") == 0) {
-			luaL_error(L,
-				   "%s: custom_lua.%s is a KumoMTA option that kumod does not "
-				   "implement yet (send takes one message)",
-				   what, k);
+		} else if (strcmp(k, "batch_size") == 0 || strcmp(k, "min_batch_size") == 0) {
+			size_t n = check_size(L, -1, kwhat);
+			if (n < 1 || n > 100000)
+				luaL_error(L, "%s: must be 1 to 100000", kwhat);
+			*(k[0] == 'b' ? &batch : &min_batch) = n;
+		} else if (strcmp(k, "max_batch_latency") == 0) {
+			(void)check_duration(L, -1, kwhat);
 		} else {
-			luaL_error(L, "%s: unknown custom_lua key '%s' (expected 'constructor')",
+			luaL_error(L,
+				   "%s: unknown custom_lua key '%s' (expected constructor, "
+				   "batch_size, min_batch_size or max_batch_latency)",
 				   what, k);
 		}
 		lua_pop(L, 1);
 	}
+	if (min_batch > batch)
+		luaL_error(L,
+			   "%s: custom_lua.min_batch_size %d is larger than batch_size %d (the "
+			   "most a batch holds)",
+			   what, (int)min_batch, (int)batch);
 	lua_getfield(L, idx, "constructor");
 	if (lua_isnil(L, -1))
 		luaL_error(L, "%s: custom_lua needs a constructor (the event to call)", what);

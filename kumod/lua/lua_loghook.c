@@ -138,8 +138,45 @@ static int l_configure_log_hook(lua_State *L)
 	return 0;
 }
 
+/* kumo.configure_log_disposition_hook{ name, per_record }: KumoMTA's
+ * disposition hook (kumod/dispatch/loghook.c calls log_disposition_<name>);
+ * per_record takes enable only. */
+static int l_configure_log_disposition_hook(lua_State *L)
+{
+	static const char fn[] = "kumo.configure_log_disposition_hook";
+	luaL_checktype(L, 1, LUA_TTABLE);
+	struct loghook_record_cfg pr[MAX_NAMES];
+	struct loghook_cfg cfg = {.per_record = pr};
+	lua_getfield(L, 1, "name");
+	if (lua_type(L, -1) != LUA_TSTRING || !lua_rawlen(L, -1))
+		return luaL_error(L, "%s: name is required (a string)", fn);
+	cfg.name = lua_tostring(L, -1);
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(k, "per_record") == 0)
+			cfg.nper_record = check_per_record(L, lua_gettop(L), pr);
+		else if (strcmp(k, "name") != 0)
+			return luaL_error(L, "%s: unknown key '%s' (expected name or per_record)",
+					  fn, k);
+		lua_pop(L, 1);
+	}
+	for (size_t i = 0; i < cfg.nper_record; i++)
+		if (pr[i].tmpl)
+			return luaL_error(L,
+					  "%s: per_record.%s.template: a disposition hook "
+					  "renders no message (only enable applies)",
+					  fn, pr[i].type);
+	char err[256];
+	if (!lua_engine__validating() && loghook_add_disposition(&cfg, err, sizeof(err)) != 0)
+		return luaL_error(L, "%s: %s", fn, err);
+	return 0;
+}
+
 void lua_loghook__register(lua_State *L)
 {
 	lua_pushcfunction(L, l_configure_log_hook);
 	lua_setfield(L, -2, "configure_log_hook");
+	lua_pushcfunction(L, l_configure_log_disposition_hook);
+	lua_setfield(L, -2, "configure_log_disposition_hook");
 }

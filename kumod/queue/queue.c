@@ -293,6 +293,27 @@ static uint64_t json_ms(json_t *o, const char *key, uint64_t dflt)
 	return json_is_number(v) ? (uint64_t)json_number_value(v) : dflt;
 }
 
+static size_t json_size_or(json_t *o, const char *key, size_t dflt)
+{
+	json_t *v = json_object_get(o, key);
+	return json_is_number(v) && json_number_value(v) >= 1 ? (size_t)json_number_value(v) : dflt;
+}
+
+/* protocol.custom_lua's batching keys (checked by make_queue_config):
+ * KumoMTA's defaults are 1, 1 and 0 s. */
+static void config_lua_batch(struct queue_config *c, json_t *cl)
+{
+	json_t *lat = json_object_get(cl, "max_batch_latency");
+	c->lua_batch_size = json_size_or(cl, "batch_size", 1);
+	c->lua_min_batch_size = json_size_or(cl, "min_batch_size", 1);
+	c->lua_max_batch_latency_ms = 0;
+	if (json_is_number(lat)) /* seconds */
+		c->lua_max_batch_latency_ms = (uint64_t)(json_number_value(lat) * 1000 + 0.5);
+	else if (json_is_string(lat) &&
+		 duration_parse_ms(json_string_value(lat), &c->lua_max_batch_latency_ms) != 0)
+		c->lua_max_batch_latency_ms = 0;
+}
+
 /* Runs get_queue_config. On failure the queue is marked (cfg_error) and
  * routes nothing until a later call succeeds: its messages are held, never
  * sent under defaults the policy did not choose. The retry timing fields
@@ -333,9 +354,10 @@ static void queue_load_config(struct sched_queue *q)
 	q->cfg.reap_ms = json_ms(o, "reap_interval_ms", QUEUE_REAP_MS);
 	const char *pool = json_string_value(json_object_get(o, "egress_pool"));
 	snprintf(q->cfg.egress_pool, sizeof(q->cfg.egress_pool), "%s", pool ? pool : "");
-	const char *ctor = json_string_value(json_object_get(
-	    json_object_get(json_object_get(o, "protocol"), "custom_lua"), "constructor"));
+	json_t *cl = json_object_get(json_object_get(o, "protocol"), "custom_lua");
+	const char *ctor = json_string_value(json_object_get(cl, "constructor"));
 	q->cfg.custom_lua = ctor ? xstrdup(ctor) : NULL;
+	config_lua_batch(&q->cfg, cl);
 	json_t *mx =
 	    json_object_get(json_object_get(json_object_get(o, "protocol"), "smtp"), "mx_list");
 	if (json_is_array(mx) && json_array_size(mx)) {

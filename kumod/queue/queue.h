@@ -34,6 +34,11 @@ struct queue_config {
 					 * then holds addr), else NULL */
 	size_t nmx;
 	char *custom_lua; /* protocol.custom_lua.constructor: delivered by Lua, or NULL */
+	/* custom_lua batching (KumoMTA's keys): up to batch_size messages per
+	 * send_batch call (1: send, one message), sent once min_batch_size are
+	 * ready or max_batch_latency after the first one was taken */
+	size_t lua_batch_size, lua_min_batch_size;
+	uint64_t lua_max_batch_latency_ms;
 };
 
 /* One queued message (owned by the queue layer while it exists). */

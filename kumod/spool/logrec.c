@@ -752,47 +752,69 @@ void logrec_set_hook(logrec_hook_fn fn)
 	log_hook = fn;
 }
 
-/* Builds ev's record for every logger that takes it (per_record enable,
- * filter_event), edits it, formats it (template or JSON) and queues it;
- * then hands it to the log hooks (their own meta and headers). */
+/* 1 when some logger writes ev (per_record enable, filter_event); the
+ * skips are traced. */
+static int logger_takes(struct logger *lg, const struct logrec_event *ev, const struct rtype **rt)
+{
+	*rt = resolve(lg, ev->type);
+	if (!(*rt)->enable) {
+		KTRACE(logrec_skipped, lg->w.log_dir, ev->type, ev->m ? ev->m->id : "",
+		       "disabled by per_record");
+		return 0;
+	}
+	return filtered_in(lg, ev);
+}
+
+/* Builds ev's record once (the logger-independent fields, edited), then
+ * per logger that takes it sets its own meta and headers (and the
+ * timeline), formats it (template or JSON) and queues it; the log hooks
+ * get it with empty meta and headers (they capture their own). Setting a
+ * key keeps its place in the object, so every line is as if built alone. */
 static void log_to_loggers(const struct logrec_event *ev, uint64_t when, record_edit_fn edit,
 			   void *ctx)
 {
-	const char *classification = NULL;
+	const struct rtype *rts[MAX_LOGGERS];
+	int any = 0;
+	for (size_t i = 0; i < lr.n; i++) {
+		if (!logger_takes(lr.loggers[i], ev, &rts[i]))
+			rts[i] = NULL;
+		else
+			any = 1;
+	}
+	if (!any && !log_hook)
+		return;
+	json_t *rec = build_record(NULL, ev, when, classify(ev));
+	if (edit)
+		edit(rec, ctx);
+	json_t *timeline = NULL;
+	json_t *meta = ev->m ? ev->m->meta : ev->meta;
 	for (size_t i = 0; i < lr.n; i++) {
 		struct logger *lg = lr.loggers[i];
-		const struct rtype *rt = resolve(lg, ev->type);
-		if (!rt->enable) {
-			KTRACE(logrec_skipped, lg->w.log_dir, ev->type, ev->m ? ev->m->id : "",
-			       "disabled by per_record");
+		if (!rts[i])
 			continue;
+		set(rec, "meta", jmeta(lg, meta));
+		set(rec, "headers", jheaders(lg, ev->m));
+		if (ev->m && msg_timeline_in_log() && logrec_type_is_final(ev->type)) {
+			if (!timeline)
+				timeline = msg_timeline_json(ev->m->id, NULL, NULL);
+			set(rec, "timeline", json_incref(timeline));
 		}
-		if (!filtered_in(lg, ev))
-			continue;
-		if (!classification)
-			classification = classify(ev);
-		json_t *rec = build_record(lg, ev, when, classification);
-		if (edit)
-			edit(rec, ctx);
-		if (ev->m && msg_timeline_in_log() && logrec_type_is_final(ev->type))
-			set(rec, "timeline", msg_timeline_json(ev->m->id, NULL, NULL));
-		format_record(lg, rt, rec, ev);
-		json_decref(rec);
+		format_record(lg, rts[i], rec, ev);
+		json_object_del(rec, "timeline");
 		struct logrec_item *it = xmalloc(sizeof(*it) + lr.line.len);
 		it->next = NULL;
-		it->file = rt->file;
+		it->file = rts[i]->file;
 		it->len = lr.line.len;
 		memcpy(it->line, lr.line.data, lr.line.len);
 		enqueue(lg, it, ev->type, ev->m ? ev->m->id : "");
 	}
 	if (log_hook) {
-		json_t *hrec =
-		    build_record(NULL, ev, when, classification ? classification : classify(ev));
-		if (edit)
-			edit(hrec, ctx);
-		log_hook(ev, hrec);
-		json_decref(hrec);
+		set(rec, "meta", json_object());
+		set(rec, "headers", json_object());
+		log_hook(ev, rec);
 	}
+	json_decref(timeline);
+	json_decref(rec);
 }
 
 void logrec_log_event(const struct logrec_event *ev)

@@ -173,12 +173,24 @@ def test_lua_error_in_send_is_transient(kumod, tmp_path):
         recv.stop()
 
 
-def test_custom_lua_needs_a_constructor(kumod, tmp_path):
+def test_custom_lua_keys_are_checked(kumod, tmp_path):
     from conftest import run_kumod
     p = tmp_path / "p.lua"
-    p.write_text("kumo.make_queue_config { protocol = { custom_lua = { batch_size = 10, "
-                 "constructor = 'x' } } }\n")
-    out = run_kumod(["--validate", "--policy", str(p)], cwd=str(tmp_path))
-    assert out.returncode != 0
-    assert "custom_lua.batch_size is a KumoMTA option that kumod does not implement yet" in \
-        out.stdout + out.stderr
+
+    def validate(proto):
+        p.write_text("kumo.make_queue_config { protocol = { custom_lua = { %s } } }\n" % proto)
+        out = run_kumod(["--validate", "--policy", str(p)], cwd=str(tmp_path))
+        return out.returncode, out.stdout + out.stderr
+    rc, text = validate("batch_size = 10, min_batch_size = 5, max_batch_latency = '2s', "
+                        "constructor = 'x'")
+    assert rc == 0, text
+    rc, text = validate("batch_size = 10")
+    assert rc != 0 and "custom_lua needs a constructor" in text, text
+    rc, text = validate("batch_size = 2, min_batch_size = 3, constructor = 'x'")
+    assert rc != 0 and "custom_lua.min_batch_size 3 is larger than batch_size 2" in text, text
+    rc, text = validate("batch_size = 0, constructor = 'x'")
+    assert rc != 0 and "custom_lua.batch_size: must be 1 to 100000" in text, text
+    rc, text = validate("max_batch_latency = 'soon', constructor = 'x'")
+    assert rc != 0 and "custom_lua.max_batch_latency: invalid duration 'soon'" in text, text
+    rc, text = validate("batches = 2, constructor = 'x'")
+    assert rc != 0 and "unknown custom_lua key 'batches'" in text, text

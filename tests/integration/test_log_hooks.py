@@ -273,3 +273,183 @@ def test_per_record_template_errors_are_refused(tmp_path):
     assert out.returncode == 1
     assert "per_record: unknown record type 'Bounced'" in out.stderr, out.stderr
     assert validate_hook(tmp_path, "Any = { template = '{{ type }}' }").returncode == 0
+
+
+BATCH_POLICY = r"""
+local log_hooks = require 'policy-extras.log_hooks'
+log_hooks:new_json {
+  name = 'webhook',
+  url = '{url}',
+  batch_size = {batch}, min_batch_size = {batch}, max_batch_latency = '{latency}',
+  queue_config = { retry_interval = '1s', max_retry_interval = '1s' },
+}
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '{var}/spool/data' }
+  kumo.define_spool { name = 'meta', path = '{var}/spool/meta' }
+  kumo.configure_local_logs { log_dir = '{var}/logs', max_segment_duration = '1s' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' } }
+end)
+{routing}kumo.on('make.sink', function()
+  return { send = function(self, msg) return 'sunk' end }
+end)
+"""
+
+
+def start_batched(kumod, tmp_path, url, batch, latency="15s"):
+    var = tmp_path / "var"
+    text = (BATCH_POLICY.replace("{routing}", ROUTING).replace("{var}", str(var))
+            .replace("{url}", url).replace("{batch}", str(batch)).replace("{latency}", latency))
+    return kumod(text), var
+
+
+def batches(recv, path):
+    """The JSON arrays POSTed to path, in arrival order."""
+    return [json.loads(q["body"]) for q in recv.got() if q["path"] == path]
+
+
+def test_batches_of_the_configured_size(kumod, tmp_path):
+    """batch_size = min_batch_size = 5 (latency 15 s, longer than the test
+    waits): 5 mails make 10 records, POSTed as exactly two JSON arrays of 5."""
+    recv = Receiver()
+    try:
+        k, var = start_batched(kumod, tmp_path, f"http://127.0.0.1:{recv.port}/log", 5)
+        send(k.smtp_port, 5, "batch")
+        want = wait_until(lambda: len(mail_records(var)) == 10 and mail_records(var))
+        assert want
+
+        def got():
+            return {(r["type"], r["id"]) for b in batches(recv, "/log") for r in b}
+        assert wait_until(lambda: got() >= want, timeout=15), (batches(recv, "/log"),
+                                                               k.stderr())
+        assert [len(b) for b in batches(recv, "/log")] == [5, 5]
+        # each hook message is delivered once, by its batch's answer
+        dl = wait_until(lambda: len([r for r in records(var / "logs")
+                                     if r.get("queue") == "webhook.log_hook"
+                                     and r["type"] == "Delivery"]) == 10, timeout=10)
+        assert dl
+    finally:
+        recv.stop()
+
+
+def test_partial_batch_goes_after_max_batch_latency(kumod, tmp_path):
+    """min_batch_size 10 is never reached by one mail's 2 records: they go
+    together as one array once max_batch_latency (2 s) has passed, not
+    before."""
+    recv = Receiver()
+    try:
+        k, var = start_batched(kumod, tmp_path, f"http://127.0.0.1:{recv.port}/log", 10, "2s")
+        t0 = time.monotonic()  # the batch cannot start before the mail's first record
+        send(k.smtp_port, 1, "late")
+        assert wait_until(lambda: batches(recv, "/log"), timeout=10), k.stderr()
+        waited = time.monotonic() - t0
+        want = wait_until(lambda: len(mail_records(var)) == 2 and mail_records(var))
+        assert want
+        assert [{(r["type"], r["id"]) for r in b} for b in batches(recv, "/log")] == [want]
+        assert waited >= 1.9, waited  # held for the latency, not sent at once
+    finally:
+        recv.stop()
+
+
+def test_failed_batch_is_retried_whole(kumod, tmp_path):
+    """The receiver answers 500 twice: the batch's 4 records are requeued
+    each time (4 TransientFailures per failed call) and the third POST
+    carries all of them; none is lost or bounced."""
+    recv = Receiver()
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def handler(req):
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        return (500, {}, b"busy") if n <= 2 else (200, {}, b"thanks")
+
+    recv.handler = handler
+    try:
+        k, var = start_batched(kumod, tmp_path, f"http://127.0.0.1:{recv.port}/hook", 4)
+        send(k.smtp_port, 2, "retry")
+        want = wait_until(lambda: len(mail_records(var)) == 4 and mail_records(var))
+        assert want
+        assert wait_until(lambda: calls["n"] >= 3, timeout=15), (calls, k.stderr())
+        sent = batches(recv, "/hook")
+        assert [len(b) for b in sent[:3]] == [4, 4, 4], sent
+        for b in sent[:3]:
+            assert {(r["type"], r["id"]) for r in b} == want
+
+        def hook_records(t):
+            return [r for r in records(var / "logs")
+                    if r.get("queue") == "webhook.log_hook" and r["type"] == t]
+        assert wait_until(lambda: len(hook_records("Delivery")) == 4, timeout=10)
+        tf = hook_records("TransientFailure")
+        assert len(tf) == 8, tf
+        assert {r["response"]["content"] for r in tf} == {"500 Internal Server Error: busy"}
+        assert hook_records("Bounce") == []
+    finally:
+        recv.stop()
+
+
+DISPOSITION_POLICY = r"""
+local log_hooks = require 'policy-extras.log_hooks'
+log_hooks:new_disposition_hook {
+  name = 'disp',
+  hook = function(msg, record)
+    local f = assert(io.open('{var}/disp.txt', 'a'))
+    f:write(record.type, ' ', record.id, ' ', msg:id(), ' ', #msg:get_data(), ' ',
+            tostring(next(record.meta) == nil), '\n')
+    f:close()
+  end,
+}
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '{var}/spool/data' }
+  kumo.define_spool { name = 'meta', path = '{var}/spool/meta' }
+  kumo.configure_local_logs { log_dir = '{var}/logs', max_segment_duration = '1s',
+                              meta = { 'tenant' } }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' } }
+end)
+kumo.on('smtp_server_message_received', function(msg) msg:set_meta('tenant', 't1') end)
+{routing}kumo.on('make.sink', function()
+  return { send = function(self, msg) return 'sunk' end }
+end)
+"""
+
+
+def test_disposition_hook_sees_every_record_with_its_message(kumod, tmp_path):
+    """new_disposition_hook: hook(msg, record) runs for each record as it is
+    emitted, with the message still whole (its data readable at Delivery),
+    and the record's meta empty (a disposition hook captures none)."""
+    var = tmp_path / "var"
+    k = kumod(DISPOSITION_POLICY.replace("{routing}", ROUTING).replace("{var}", str(var)))
+    send(k.smtp_port, 3, "disp")
+    want = wait_until(lambda: len(mail_records(var)) == 6 and mail_records(var))
+    assert want
+    out = var / "disp.txt"
+    lines = [line.split() for line in out.read_text().splitlines()] if out.exists() else []
+    assert {(t, rid) for t, rid, *_ in lines} == want
+    assert len(lines) == 6
+    for t, rid, mid, size, meta_empty in lines:
+        assert mid == rid and int(size) > 0 and meta_empty == "true", (t, rid, mid, size)
+    # the local logger still captures its own meta from the same record
+    assert {r["meta"].get("tenant") for r in records(var / "logs")
+            if r.get("reception_protocol") == "ESMTP"} == {"t1"}
+    assert k.stop() == 0
+
+
+def test_disposition_hook_refusals(tmp_path):
+    from conftest import KUMOD_BIN, kumod_env
+    import subprocess
+
+    def validate(text):
+        p = tmp_path / "p.lua"
+        p.write_text(text)
+        out = subprocess.run([KUMOD_BIN, "--policy", str(p), "--validate"], env=kumod_env(),
+                             capture_output=True, text=True, timeout=20)
+        return out.returncode, out.stdout + out.stderr
+    rc, text = validate("local h = require 'policy-extras.log_hooks'\n"
+                        "h:new_disposition_hook { name = 'a', hook = function() end }\n"
+                        "h:new_disposition_hook { name = 'a', hook = function() end }\n")
+    assert rc == 1 and "a log hook named 'a' is already configured" in text, text
+    rc, text = validate("kumo.on('init', function() kumo.configure_log_disposition_hook {\n"
+                        "  name = 'x', per_record = { Any = { template = '{{ id }}' } } }\n"
+                        "end)\n")
+    assert rc == 1 and "per_record.Any.template: a disposition hook renders no message" \
+        in text, text
