@@ -30,7 +30,8 @@ static void fz_line(const char *p, size_t len)
 		CHECK(cmd.kind >= CONSOLE_CMD_PAUSE && cmd.kind <= CONSOLE_CMD_MESSAGE);
 		CHECK(cmd.kind != CONSOLE_CMD_WATCH_TASK || cmd.id != 0);
 		CHECK(cmd.kind != CONSOLE_CMD_SESSION || cmd.id != 0);
-		CHECK(memchr(cmd.queue, 0, sizeof(cmd.queue)) && memchr(cmd.after, 0, sizeof(cmd.after)) &&
+		CHECK(memchr(cmd.queue, 0, sizeof(cmd.queue)) &&
+		      memchr(cmd.after, 0, sizeof(cmd.after)) &&
 		      memchr(cmd.message_id, 0, sizeof(cmd.message_id)));
 		CHECK(cmd.kind != CONSOLE_CMD_QUEUE_MESSAGES ||
 		      (cmd.queue[0] && cmd.limit >= 1 && cmd.limit <= CONSOLE_LIMIT_MAX));
