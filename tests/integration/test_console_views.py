@@ -310,7 +310,7 @@ def test_tui_session_queue_and_message_views(kumod, tmp_path, mx):
                      "the session view")
         assert "<S 220 " in scr and "C> EHLO tui.views" in scr
         # a multi-line reply stays on one screen line
-        assert "<S 250 mx.views.test Aloha tui.views | 8BITMIME" in scr
+        assert "<S 250 mx.views.test Aloha tui.views | PIPELINING | " in scr
         assert "Envelope: MAIL FROM <a@tui.views>" in scr and "HELO tui.views" in scr
         t.keys("Escape")
         t.wait(lambda x: "Tasks (1)" in x, "back to the tasks")
