@@ -3,7 +3,9 @@
  * The input is a byte stream from a viewer, split into lines exactly as the
  * server does, each line decoded as a command. Invariants: line framing
  * consumes within bounds and never returns a line over the limit; a decoded
- * command has a known kind and a non-zero id for watch_task; every accepted
+ * command has a known kind, a non-zero id for watch_task and session, a
+ * queue name and a limit in range for queue_messages, a message id for
+ * message, and NUL-terminated string members; every accepted
  * command is valid JSON; an error names a position inside the line; an error
  * frame built from the message is itself valid JSON. Byte 0 also drives the
  * duration parser and the JSON string writer (round trip through the
@@ -25,8 +27,15 @@ static void fz_line(const char *p, size_t len)
 	size_t pos = 0;
 	int rc = console_cmd_decode(p, len, &cmd, err, sizeof(err), &pos);
 	if (rc == 0) {
-		CHECK(cmd.kind >= CONSOLE_CMD_PAUSE && cmd.kind <= CONSOLE_CMD_SNAPSHOT);
+		CHECK(cmd.kind >= CONSOLE_CMD_PAUSE && cmd.kind <= CONSOLE_CMD_MESSAGE);
 		CHECK(cmd.kind != CONSOLE_CMD_WATCH_TASK || cmd.id != 0);
+		CHECK(cmd.kind != CONSOLE_CMD_SESSION || cmd.id != 0);
+		CHECK(memchr(cmd.queue, 0, sizeof(cmd.queue)) &&
+		      memchr(cmd.after, 0, sizeof(cmd.after)) &&
+		      memchr(cmd.message_id, 0, sizeof(cmd.message_id)));
+		CHECK(cmd.kind != CONSOLE_CMD_QUEUE_MESSAGES ||
+		      (cmd.queue[0] && cmd.limit >= 1 && cmd.limit <= CONSOLE_LIMIT_MAX));
+		CHECK(cmd.kind != CONSOLE_CMD_MESSAGE || cmd.message_id[0]);
 		CHECK(console_json_validate(p, len, NULL) == 0);
 		return;
 	}

@@ -25,8 +25,10 @@
 #include "base/xalloc.h"
 #include "io/conn.h"
 #include "io/loop.h"
+#include "ctl/introspect_int.h"
 #include "ktrace.h"
 #include "proto/console_proto.h"
+#include "smtp/transcript.h"
 
 /* A viewer with more unsent bytes than this gets no update this tick (the
  * next one covers both: nothing is lost) and no task-details frame (that
@@ -707,6 +709,7 @@ static void icl_send_details(struct iclient *cl, uint64_t now)
 	console_json_kv_u64(&b, "dropped_events", cl->dropped);
 	put_hist(&b, "poll_hist", &t->hists->poll);
 	put_hist(&b, "sched_hist", &t->hists->sched);
+	introspect__session_member(&b, t->id); /* an SMTP session: envelope, transcript */
 	buf_appends(&b, "}\n");
 	icl_sendb(cl, &b);
 	buf_free(&b);
@@ -896,6 +899,22 @@ static void icl_watch(struct iclient *cl, uint64_t id)
 		icl_send_details(cl, clock_wall_ns());
 }
 
+/* The drill-down views: one reply frame each, or an error frame. */
+static void icl_view(struct iclient *cl, const struct console_cmd *cmd, struct buf *b)
+{
+	char err[300] = "";
+	uint64_t now = clock_wall_ns();
+	int rc = cmd->kind == CONSOLE_CMD_SESSION
+		     ? introspect__session_frame(b, cmd->id, now, err, sizeof(err))
+		 : cmd->kind == CONSOLE_CMD_QUEUE_MESSAGES
+		     ? introspect__queue_messages_frame(b, cmd, now, err, sizeof(err))
+		     : introspect__message_frame(b, cmd->message_id, now, err, sizeof(err));
+	if (rc < 0)
+		icl_error(cl, err, 0);
+	else
+		icl_sendb(cl, b);
+}
+
 static void icl_command(struct iclient *cl, const struct console_cmd *cmd)
 {
 	struct buf b;
@@ -923,6 +942,11 @@ static void icl_command(struct iclient *cl, const struct console_cmd *cmd)
 		break;
 	case CONSOLE_CMD_UNWATCH_TASK:
 		icl_unwatch(cl);
+		break;
+	case CONSOLE_CMD_SESSION:
+	case CONSOLE_CMD_QUEUE_MESSAGES:
+	case CONSOLE_CMD_MESSAGE:
+		icl_view(cl, cmd, &b);
 		break;
 	}
 	buf_free(&b);
@@ -1326,6 +1350,10 @@ int introspect_start(uv_loop_t *loop, const struct introspect_config *cfg, char 
 	task_set_field(srv.task, "addr", srv.addr);
 	task_set_phase(srv.task, "Serving", "accept");
 	srv.running = 1;
+	/* the session view's transcript lines: one smtp_trace subscriber */
+	if (smtp_transcript_enable(SMTP_TRANSCRIPT_CONSOLE) != 0)
+		log_warn("kumod::console", "SMTP session transcripts are off: the smtp_trace "
+					   "subscriber list is full");
 	srv.stall_ns =
 	    5 * cfg->publish_ns > ICL_STALL_MIN_NS ? 5 * cfg->publish_ns : ICL_STALL_MIN_NS;
 	task_registry_set_retention(cfg->retention_ns);

@@ -3,8 +3,8 @@
  * framing is proto/ws.c's: a small codec of our own rather than
  * libwebsockets, which brings its own event loop and socket handling where
  * kumod needs frames on a connection its libuv HTTP server already owns.
- * Costs nothing while nobody subscribes: smtp_trace_active stays 0 and
- * every hook is one untaken branch. */
+ * It is one subscriber of the smtp_trace hook, whose sides are those of
+ * its configured websockets: with none, it asks for no events. */
 #include "ctl/trace_smtp.h"
 
 #include <jansson.h>
@@ -58,10 +58,11 @@ struct client_meta {
 };
 
 static struct {
+	int handle; /* smtp_trace subscription, -1 before the first websocket */
 	struct trace_sub *subs;
 	struct client_meta *clients;
 	size_t nclients;
-} T;
+} T = {.handle = -1};
 
 /* --- handshake ------------------------------------------------------------ */
 
@@ -94,13 +95,21 @@ static int header_has_token(const char *v, const char *token)
 	return 0;
 }
 
+static void trace_smtp_sink(const struct smtp_trace_ev *ev, void *arg);
+
 static void recompute_active(void)
 {
 	unsigned bits = 0;
 	for (struct trace_sub *t = T.subs; t; t = t->next)
 		if (t->configured)
 			bits |= (unsigned)t->side;
-	smtp_trace_active = bits;
+	if (T.handle < 0 && bits) {
+		T.handle = smtp_trace_subscribe(bits, trace_smtp_sink, NULL);
+		if (T.handle < 0)
+			panic("%s: smtp_trace subscriber list full", __func__);
+	} else if (T.handle >= 0) {
+		smtp_trace_set_sides(T.handle, bits);
+	}
 	if (!(bits & SMTP_TRACE_CLIENT)) {
 		while (T.clients) {
 			struct client_meta *c = T.clients;
@@ -111,8 +120,6 @@ static void recompute_active(void)
 		T.nclients = 0;
 	}
 }
-
-static void trace_smtp_sink(const struct smtp_trace_ev *ev);
 
 void trace_smtp__upgrade(struct http_conn *hc, struct http_request *req, enum smtp_trace_side side)
 {
@@ -141,7 +148,6 @@ void trace_smtp__upgrade(struct http_conn *hc, struct http_request *req, enum sm
 	t->side = side;
 	t->next = T.subs;
 	T.subs = t;
-	smtp_trace_set_sink(trace_smtp_sink);
 	http__upgrade(hc, extra, t);
 }
 
@@ -492,8 +498,9 @@ static int client_wanted(const struct trace_sub *t, json_t *meta)
 	return 1;
 }
 
-static void trace_smtp_sink(const struct smtp_trace_ev *ev)
+static void trace_smtp_sink(const struct smtp_trace_ev *ev, void *arg)
 {
+	(void)arg;
 	json_t *meta = NULL;
 	if (ev->side == SMTP_TRACE_CLIENT) {
 		meta = client_meta_get(ev);

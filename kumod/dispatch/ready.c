@@ -465,7 +465,10 @@ static void outcome_transient(struct qmsg *qm, struct ready_queue *rq,
 	log_outcome("TransientFailure", qm, rq, rep, addr, host, c);
 	if (rq)
 		rq->transfail++;
-	queue_requeue(qm, reason, 1, NULL, rep->text);
+	char code[32]; /* the queue keeps "code enhanced text" as the last error */
+	snprintf(code, sizeof(code), "%d%s%s", rep->code, rep->enh && *rep->enh ? " " : "",
+		 rep->enh ? rep->enh : "");
+	queue_requeue(qm, reason, 1, code, rep->text);
 }
 
 /* --- per-recipient outcomes of a batch ---------------------------------------- */

@@ -65,7 +65,10 @@ static int l_start_mail_catcher(lua_State *L)
 	char err[512] = "";
 	if (catcher_start(kumod_loop(), &cfg, err, sizeof(err)) != 0)
 		return luaL_error(L, "%s", err[0] ? err : "start_mail_catcher: failed");
-	smtp_transcript_enable(); /* each message carries its SMTP conversation */
+	/* each message carries its SMTP conversation */
+	if (smtp_transcript_enable(SMTP_TRANSCRIPT_CATCHER) != 0)
+		return luaL_error(L, "start_mail_catcher: no room for the SMTP transcript "
+				     "subscriber (smtp_trace list full)");
 	return 0;
 }
 

@@ -285,17 +285,26 @@ int console_json_validate(const char *p, size_t len, size_t *errpos)
 
 /* --- commands -------------------------------------------------------------- */
 
+enum {
+	NEEDS_ID = 1,
+	NEEDS_QUEUE = 2,
+	NEEDS_MESSAGE = 4,
+};
+
 static const struct {
 	const char *name;
 	enum console_cmd_kind kind;
-	int needs_id;
+	int needs;
 } console_cmds[] = {
     {"pause", CONSOLE_CMD_PAUSE, 0},
     {"resume", CONSOLE_CMD_RESUME, 0},
-    {"watch_task", CONSOLE_CMD_WATCH_TASK, 1},
-    {"details", CONSOLE_CMD_WATCH_TASK, 1},
+    {"watch_task", CONSOLE_CMD_WATCH_TASK, NEEDS_ID},
+    {"details", CONSOLE_CMD_WATCH_TASK, NEEDS_ID},
     {"unwatch_task", CONSOLE_CMD_UNWATCH_TASK, 0},
     {"snapshot", CONSOLE_CMD_SNAPSHOT, 0},
+    {"session", CONSOLE_CMD_SESSION, NEEDS_ID},
+    {"queue_messages", CONSOLE_CMD_QUEUE_MESSAGES, NEEDS_QUEUE},
+    {"message", CONSOLE_CMD_MESSAGE, NEEDS_MESSAGE},
 };
 
 const char *console_cmd_name(enum console_cmd_kind k)
@@ -306,6 +315,20 @@ const char *console_cmd_name(enum console_cmd_kind k)
 	return "?";
 }
 
+/* A string member of a command: where it is seen and copied to. */
+struct cj_str_member {
+	int have, trunc;
+	size_t pos;
+};
+
+enum {
+	STR_QUEUE,
+	STR_AFTER,
+	STR_MESSAGE,
+	STR__COUNT
+};
+static const char *const str_member_names[STR__COUNT] = {"queue", "after", "message_id"};
+
 struct cj_cmd_members {
 	char cmd[32];
 	int have_cmd, cmd_trunc;
@@ -313,9 +336,46 @@ struct cj_cmd_members {
 	int have_id, id_ok;
 	uint64_t id;
 	size_t id_pos;
+	int have_limit, limit_ok;
+	uint64_t limit;
+	size_t limit_pos;
+	struct cj_str_member str[STR__COUNT];
+	char *str_out[STR__COUNT];
+	size_t str_cap[STR__COUNT];
 };
 
-/* One member of the top-level object: remembers "cmd" and "id". */
+/* "queue", "after", "message_id": a string copied into the command. */
+static int cj_str_member(struct cj *c, struct cj_cmd_members *m, int k, size_t at)
+{
+	struct cj_str_member *sm = &m->str[k];
+	if (sm->have) {
+		c->i = at;
+		return cj_fail(c, "duplicate member");
+	}
+	if (c->i >= c->len || c->p[c->i] != '"')
+		return cj_fail(c, "expected a string");
+	sm->have = 1;
+	sm->pos = at;
+	return cj_string(c, m->str_out[k], m->str_cap[k], &sm->trunc);
+}
+
+/* "limit": an unsigned integer. */
+static int cj_limit_member(struct cj *c, struct cj_cmd_members *m, size_t at)
+{
+	if (m->have_limit) {
+		c->i = at;
+		return cj_fail(c, "duplicate member \"limit\"");
+	}
+	m->have_limit = 1;
+	m->limit_pos = at;
+	if (c->i < c->len && (c->p[c->i] == '-' || (c->p[c->i] >= '0' && c->p[c->i] <= '9')))
+		return cj_number(c, &m->limit_ok, &m->limit);
+	m->limit_ok = 0;
+	return cj_value(c);
+}
+
+/* One member of the top-level object: remembers "cmd", "id" and the
+ * members of the newer commands. */
 static int cj_cmd_member(struct cj *c, struct cj_cmd_members *m)
 {
 	char key[16];
@@ -330,6 +390,11 @@ static int cj_cmd_member(struct cj *c, struct cj_cmd_members *m)
 	c->i++;
 	cj_ws(c);
 	size_t at = c->i;
+	for (int k = 0; k < STR__COUNT && !trunc; k++)
+		if (strcmp(key, str_member_names[k]) == 0)
+			return cj_str_member(c, m, k, at);
+	if (!trunc && strcmp(key, "limit") == 0)
+		return cj_limit_member(c, m, at);
 	int is_cmd = !trunc && strcmp(key, "cmd") == 0, is_id = !trunc && strcmp(key, "id") == 0;
 	if ((is_cmd && m->have_cmd) || (is_id && m->have_id)) {
 		c->i = at;
@@ -398,11 +463,56 @@ static int cmd_error(char *err, size_t errlen, size_t *errpos, size_t pos, const
 	return -EINVAL;
 }
 
+/* The members a command needs, checked once its name is known. */
+static int cmd_check(const struct cj_cmd_members *m, int needs, struct console_cmd *cmd, char *err,
+		     size_t errlen, size_t *errpos)
+{
+	if (needs & NEEDS_ID) {
+		if (!m->have_id)
+			return cmd_error(err, errlen, errpos, 0, "missing member \"id\"");
+		if (!m->id_ok || m->id == 0)
+			return cmd_error(err, errlen, errpos, m->id_pos,
+					 "\"id\" must be a task id (a positive integer)");
+		cmd->id = m->id;
+	}
+	if (needs & NEEDS_QUEUE) {
+		const struct cj_str_member *q = &m->str[STR_QUEUE], *a = &m->str[STR_AFTER];
+		if (!q->have || !cmd->queue[0])
+			return cmd_error(err, errlen, errpos, q->pos,
+					 "missing member \"queue\" (a queue name)");
+		if (q->trunc)
+			return cmd_error(err, errlen, errpos, q->pos, "\"queue\" is too long");
+		if (a->trunc)
+			return cmd_error(err, errlen, errpos, a->pos,
+					 "\"after\" is too long for a message id");
+		cmd->limit = CONSOLE_LIMIT_DEFAULT;
+		if (m->have_limit) {
+			if (!m->limit_ok || m->limit == 0 || m->limit > CONSOLE_LIMIT_MAX)
+				return cmd_error(err, errlen, errpos, m->limit_pos,
+						 "\"limit\" must be an integer from 1 to 500");
+			cmd->limit = m->limit;
+		}
+	}
+	if (needs & NEEDS_MESSAGE) {
+		const struct cj_str_member *i = &m->str[STR_MESSAGE];
+		if (!i->have || !cmd->message_id[0])
+			return cmd_error(err, errlen, errpos, i->pos,
+					 "missing member \"message_id\"");
+		if (i->trunc)
+			return cmd_error(err, errlen, errpos, i->pos,
+					 "\"message_id\" is too long for a message id");
+	}
+	return 0;
+}
+
 int console_cmd_decode(const char *p, size_t len, struct console_cmd *cmd, char *err, size_t errlen,
 		       size_t *errpos)
 {
 	struct cj c = {.p = p, .len = len};
-	struct cj_cmd_members m = {0};
+	struct cj_cmd_members m = {
+	    .str_out = {cmd->queue, cmd->after, cmd->message_id},
+	    .str_cap = {sizeof(cmd->queue), sizeof(cmd->after), sizeof(cmd->message_id)},
+	};
 	memset(cmd, 0, sizeof(*cmd));
 	if (cj_cmd_object(&c, &m) < 0)
 		return cmd_error(err, errlen, errpos, c.errpos, c.err);
@@ -412,18 +522,11 @@ int console_cmd_decode(const char *p, size_t len, struct console_cmd *cmd, char 
 		if (m.cmd_trunc || strcmp(m.cmd, console_cmds[i].name) != 0)
 			continue;
 		cmd->kind = console_cmds[i].kind;
-		if (!console_cmds[i].needs_id)
-			return 0;
-		if (!m.have_id)
-			return cmd_error(err, errlen, errpos, 0, "missing member \"id\"");
-		if (!m.id_ok || m.id == 0)
-			return cmd_error(err, errlen, errpos, m.id_pos,
-					 "\"id\" must be a task id (a positive integer)");
-		cmd->id = m.id;
-		return 0;
+		return cmd_check(&m, console_cmds[i].needs, cmd, err, errlen, errpos);
 	}
 	return cmd_error(err, errlen, errpos, m.cmd_pos,
-			 "unknown command (pause, resume, watch_task, unwatch_task, snapshot)");
+			 "unknown command (pause, resume, watch_task, unwatch_task, snapshot, "
+			 "session, queue_messages, message)");
 }
 
 /* --- durations ------------------------------------------------------------- */

@@ -34,20 +34,35 @@ int console_line_next(const char *p, size_t len, size_t max, size_t *linelen);
 enum console_cmd_kind {
 	CONSOLE_CMD_PAUSE = 1,
 	CONSOLE_CMD_RESUME,
-	CONSOLE_CMD_WATCH_TASK,	  /* "watch_task" or "details", with "id" */
-	CONSOLE_CMD_UNWATCH_TASK, /* "unwatch_task" */
-	CONSOLE_CMD_SNAPSHOT,	  /* "snapshot": send the full state again */
+	CONSOLE_CMD_WATCH_TASK,	    /* "watch_task" or "details", with "id" */
+	CONSOLE_CMD_UNWATCH_TASK,   /* "unwatch_task" */
+	CONSOLE_CMD_SNAPSHOT,	    /* "snapshot": send the full state again */
+	CONSOLE_CMD_SESSION,	    /* "session" with "id": an smtp_server task */
+	CONSOLE_CMD_QUEUE_MESSAGES, /* "queue_messages" with "queue", "after", "limit" */
+	CONSOLE_CMD_MESSAGE,	    /* "message" with "message_id" */
 };
+
+#define CONSOLE_QUEUE_NAME_MAX 1024 /* bytes of a queue name, NUL included */
+#define CONSOLE_MESSAGE_ID_MAX 64   /* bytes of a message id, NUL included */
+#define CONSOLE_LIMIT_DEFAULT 50    /* queue_messages without "limit" */
+#define CONSOLE_LIMIT_MAX 500	    /* largest "limit" accepted */
 
 struct console_cmd {
 	enum console_cmd_kind kind;
-	uint64_t id; /* watch_task */
+	uint64_t id;				 /* watch_task, session */
+	char queue[CONSOLE_QUEUE_NAME_MAX];	 /* queue_messages */
+	char after[CONSOLE_MESSAGE_ID_MAX];	 /* queue_messages: "" = from the first */
+	uint64_t limit;				 /* queue_messages: 1..CONSOLE_LIMIT_MAX */
+	char message_id[CONSOLE_MESSAGE_ID_MAX]; /* message */
 };
 
 /* Decodes one command line (without its newline): a JSON object with a
- * string member "cmd" and, for watch_task, an unsigned integer "id";
- * other members are ignored. 0 on success; -EINVAL on error with a
- * message in err and the byte offset of the problem in *errpos. */
+ * string member "cmd"; watch_task and session need an unsigned integer
+ * "id", queue_messages a string "queue" (and optionally a string "after",
+ * a message id, and an integer "limit"), message a string "message_id".
+ * Strings are ASCII (other characters become '?'); other members are
+ * ignored. 0 on success; -EINVAL on error with a message in err and the
+ * byte offset of the problem in *errpos. */
 int console_cmd_decode(const char *p, size_t len, struct console_cmd *cmd, char *err, size_t errlen,
 		       size_t *errpos);
 const char *console_cmd_name(enum console_cmd_kind k);

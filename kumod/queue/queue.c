@@ -41,7 +41,8 @@ struct sched_queue {
 	char
 	    *cfg_error; /* why the last get_queue_config failed; NULL = the policy's config holds */
 	size_t count;	/* messages owned by this queue (scheduled or routed) */
-	uint64_t empty_since_ms; /* when count last dropped to 0 (reaping) */
+	struct qmsg *head, *tail; /* those messages, arrival order (queue_walk) */
+	uint64_t empty_since_ms;  /* when count last dropped to 0 (reaping) */
 	struct task *task;
 	uint64_t snap_due_ms; /* queue_foreach's scratch: earliest due_ms in the heap */
 	struct sched_queue *next_hash, *next_all;
@@ -1120,6 +1121,12 @@ void queue_insert(struct message *m, const char *reason)
 	qm->q = q;
 	qm->heap_idx = SIZE_MAX;
 	idx_add(qm);
+	qm->q_prev = q->tail;
+	if (q->tail)
+		q->tail->q_next = qm;
+	else
+		q->head = qm;
+	q->tail = qm;
 	q->count++;
 	Q.total++;
 	uint64_t now = now_ms(), due = now;
@@ -1205,8 +1212,13 @@ void queue_requeue(struct qmsg *qm, const char *reason, int increment, const cha
 		/* not an attempt (ready queue full, routing deferred): short delay */
 		delay = 1000 + (uint64_t)(random() % 1000);
 	}
-	(void)why_code;
-	(void)why_text;
+	if (increment && (why_code || why_text)) {
+		char err[256];
+		snprintf(err, sizeof(err), "%s%s%s", why_code ? why_code : "",
+			 why_code && why_text ? " " : "", why_text ? why_text : "");
+		free(qm->last_error);
+		qm->last_error = xstrdup(err);
+	}
 	uint64_t due = now_ms() + delay;
 	if (has_sched && sched_due(qm, &ss, due, &due)) {
 		queue_expire_scheduled(qm, due, &ss);
@@ -1219,6 +1231,15 @@ void queue_done(struct qmsg *qm)
 {
 	struct sched_queue *q = qm->q;
 	idx_del(qm);
+	if (qm->q_prev)
+		qm->q_prev->q_next = qm->q_next;
+	else
+		q->head = qm->q_next;
+	if (qm->q_next)
+		qm->q_next->q_prev = qm->q_prev;
+	else
+		q->tail = qm->q_prev;
+	free(qm->last_error);
 	q->count--;
 	Q.total--;
 	queue_update_phase(q);
@@ -1322,6 +1343,33 @@ void queue_foreach(void (*fn)(const struct queue_info *qi, void *ctx), void *ctx
 					.suspended = suspend_for(q) != NULL};
 		fn(&qi, ctx);
 	}
+}
+
+int queue_walk(const char *queue, const char *after, size_t limit,
+	       int (*fn)(const struct qmsg *qm, void *ctx), void *ctx, int *more, int *restarted)
+{
+	struct sched_queue *q = queue_lookup(queue);
+	*more = *restarted = 0;
+	if (!q)
+		return -ENOENT;
+	const struct qmsg *qm = q->head;
+	if (after && *after) {
+		const struct qmsg *a = queue_find_message(after);
+		if (a && a->q == q)
+			qm = a->q_next;
+		else
+			*restarted = 1;
+	}
+	for (size_t n = 0; qm && n < limit && fn(qm, ctx) == 0; n++)
+		qm = qm->q_next;
+	*more = qm != NULL;
+	return 0;
+}
+
+long queue_count_of(const char *queue)
+{
+	struct sched_queue *q = queue_lookup(queue);
+	return q ? (long)q->count : -ENOENT;
 }
 
 size_t queue_total(void)

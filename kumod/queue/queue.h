@@ -45,11 +45,13 @@ struct queue_config {
 struct qmsg {
 	struct message *m; /* one reference */
 	struct sched_queue *q;
-	uint64_t due_ms;      /* wall clock ms */
-	size_t heap_idx;      /* SIZE_MAX when not in the heap */
-	struct qmsg *next;    /* ready-queue FIFO link (kumod/dispatch) */
-	struct qmsg *next_id; /* id index chain (queue layer) */
-	int held;	      /* waiting for a suspension to end (due_ms = its expiry) */
+	uint64_t due_ms;	      /* wall clock ms */
+	size_t heap_idx;	      /* SIZE_MAX when not in the heap */
+	struct qmsg *next;	      /* ready-queue FIFO link (kumod/dispatch) */
+	struct qmsg *next_id;	      /* id index chain (queue layer) */
+	struct qmsg *q_prev, *q_next; /* its scheduled queue's list, arrival order */
+	char *last_error;	      /* the last transient failure ("451 4.x.x text"), or NULL */
+	int held;		      /* waiting for a suspension to end (due_ms = its expiry) */
 };
 
 int queue_init(uv_loop_t *loop);
@@ -137,6 +139,21 @@ void queue_admin_suspend_stats(size_t *active, uint64_t *held_total);
  * or NULL. qm->heap_idx != SIZE_MAX means it waits in its scheduled queue
  * until qm->due_ms. O(1). */
 const struct qmsg *queue_find_message(const char *id);
+
+/* Pages through one scheduled queue's messages (scheduled, routed or being
+ * delivered) in arrival order, for the console: fn runs for at most `limit`
+ * messages after the one whose id is `after` (NULL or "": from the first).
+ * Each call costs O(limit), whatever the queue's size, so a viewer paging
+ * through a million messages never stalls the loop. Returns 0 with *more
+ * set when messages follow the last one given (pass its id as the next
+ * `after`) and *restarted set when `after` is no longer in that queue (the
+ * walk then began at the first message); -ENOENT when no queue has that
+ * name. fn returns 0 to go on, or nonzero to stop before that message
+ * (which then counts as following). fn must not change the queue. */
+int queue_walk(const char *queue, const char *after, size_t limit,
+	       int (*fn)(const struct qmsg *qm, void *ctx), void *ctx, int *more, int *restarted);
+/* The scheduled queue's message count, or -ENOENT. */
+long queue_count_of(const char *queue);
 
 /* Snapshot of the scheduled queues for metrics / console. */
 struct queue_info {

@@ -5,6 +5,7 @@
 #ifndef KUMOD_SMTP_SERVER_H
 #define KUMOD_SMTP_SERVER_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,15 @@ struct smtp_limit_stats {
 	uint64_t disk_denied;	/* connections and DATA refused: spool below min_free_* */
 };
 void smtp_server_limit_stats(struct smtp_limit_stats *out);
+/* The live session run by task task_id, for kumo-console's session view
+ * (smtp/session_info.c): {"session_id", "task", "peer", "local", "listener",
+ * "state", "helo", "tls", "authn_id", "messages", "envelope" ({"sender",
+ * "recipients" (the first 20), "rcpt_count"} or null outside a transaction),
+ * "transcript" (the latest `lines` lines [{"ms", "dir", "line"}], AUTH
+ * secrets replaced as in kcli trace-smtp-server), "transcript_dropped",
+ * "transcript_on"}; NULL when no live session has that task. New reference. */
+json_t *smtp_server_session_info(uint64_t task_id, size_t lines);
+
 /* Close every listener handle (after shutdown). */
 void smtp_server_close_all(void);
 

@@ -88,10 +88,15 @@ struct smtp_session {
 	struct peer_entry *client; /* per-client-address counters (listener limits) */
 	size_t rx_accounted;	   /* DATA buffer bytes counted in the memory budget */
 	const char *data_refused;  /* DATA being discarded: "memory" or "allocation" */
-	struct smtp_transcript ts; /* for the mail catcher (off: empty) */
+	struct smtp_transcript ts; /* fed by smtp_trace: catcher, console (off: empty) */
 	uint32_t hold_ms;	   /* kumo.delay_reply: the held reply's delay */
 	int close_after_hold;	   /* kumo.disconnect with a held reply: close once sent */
 	struct smtp_session *next, *prev;
 };
+
+/* The live (not closing) session run by that task, or NULL: a walk over
+ * the open sessions, for the console's session view. */
+struct smtp_session *smtp_session__by_task(uint64_t task_id);
+const char *smtp_session__state_name(const struct smtp_session *s);
 
 #endif

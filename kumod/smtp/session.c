@@ -106,7 +106,6 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 	KTRACE(smtp_reply, s->id, code, text);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_WRITE, .code = code, .enhanced = enhanced,
 		       .text = text);
-	smtp_transcript_reply(&s->ts, code, enhanced, text);
 	smtp_reply_format(&s->conn.out, code, enhanced, text);
 	if (reply_is_error(code)) {
 		s->errors++;
@@ -116,13 +115,13 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 }
 
 /* A command line as received (AUTH secrets already replaced): the
- * tracepoint, the live transcript (kcli trace-smtp-server) and the mail
- * catcher's per-session transcript. */
+ * tracepoint and the smtp_trace hook, whose subscribers are the live
+ * transcript (kcli trace-smtp-server) and the session's transcript ring
+ * (mail catcher, console). */
 static void session_note_cmd(struct smtp_session *s, const char *text, size_t len)
 {
 	KTRACE(smtp_cmd, s->id, state_names[s->state], text);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_READ, .text = text, .len = len);
-	smtp_transcript_add(&s->ts, 'C', text, len);
 }
 
 /* A policy rejection or error: one reply; kumo.reject(421, ...) or a
@@ -1666,6 +1665,19 @@ static void session_free(struct smtp_session *s)
 	task_close(s->task);
 	free(s);
 	smtp_listener__maybe_free(l);
+}
+
+struct smtp_session *smtp_session__by_task(uint64_t task_id)
+{
+	for (struct smtp_session *s = sessions; s; s = s->next)
+		if (s->task && s->task->id == task_id && s->state != SMTP_STATE_CLOSING)
+			return s;
+	return NULL;
+}
+
+const char *smtp_session__state_name(const struct smtp_session *s)
+{
+	return state_names[s->state];
 }
 
 static void session_handle_closed(struct smtp_session *s)

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The SMTP conversation of a server session for the mail catcher (see
- * transcript.h). */
+/* The SMTP conversation of a server session, fed by the smtp_trace hook
+ * (see transcript.h). */
 #include "smtp/transcript.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,38 +12,67 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/xalloc.h"
+#include "smtp/smtp_trace.h"
 
-static int enabled;
+static unsigned users;
+static int handle = -1;
 
-void smtp_transcript_enable(void)
+static void transcript_on_event(const struct smtp_trace_ev *ev, void *arg)
 {
-	enabled = 1;
+	(void)arg;
+	if (!ev->transcript)
+		return;
+	if (ev->kind == SMTP_TRACE_READ)
+		smtp_transcript_add(ev->transcript, 'C', ev->text ? ev->text : "",
+				    ev->len || !ev->text ? ev->len : strlen(ev->text));
+	else if (ev->kind == SMTP_TRACE_WRITE)
+		smtp_transcript_reply(ev->transcript, ev->code, ev->enhanced,
+				      ev->text ? ev->text : "");
 }
 
-int smtp_transcript_enabled(void)
+int smtp_transcript_enable(enum smtp_transcript_user who)
 {
-	return enabled;
+	if (handle < 0) {
+		handle = smtp_trace_subscribe(SMTP_TRACE_SERVER, transcript_on_event, NULL);
+		if (handle < 0)
+			return handle;
+	}
+	users |= (unsigned)who;
+	return 0;
+}
+
+unsigned smtp_transcript_users(void)
+{
+	return users;
+}
+
+static void transcript_alloc(struct smtp_transcript *t, uint64_t now)
+{
+	int catcher = (users & SMTP_TRANSCRIPT_CATCHER) != 0;
+	t->cap = catcher ? SMTP_TRANSCRIPT_LINES : SMTP_TRANSCRIPT_CONSOLE_LINES;
+	t->head = catcher ? SMTP_TRANSCRIPT_HEAD : 0;
+	t->txn_reset = (uint8_t)catcher;
+	t->lines = xcalloc(t->cap, sizeof(*t->lines));
+	if (!t->start_ns)
+		t->start_ns = now;
 }
 
 void smtp_transcript_add(struct smtp_transcript *t, char dir, const char *text, size_t len)
 {
-	if (!enabled)
+	if (!users)
 		return;
 	uint64_t now = clock_mono_ns();
-	if (!t->lines) {
-		t->lines = xcalloc(SMTP_TRANSCRIPT_LINES, sizeof(*t->lines));
-		if (!t->start_ns)
-			t->start_ns = now;
-	}
-	if (dir == 'C' && len >= 4 && strncasecmp(text, "MAIL", 4) == 0) {
+	if (!t->lines)
+		transcript_alloc(t, now);
+	if (t->txn_reset && dir == 'C' && len >= 4 && strncasecmp(text, "MAIL", 4) == 0) {
 		if (!t->head_n)
 			t->head_n = t->n + 1;
 		else
 			t->n = t->head_n - 1; /* a new transaction: the last one's lines go */
 	}
-	if (t->n == SMTP_TRANSCRIPT_LINES) { /* keep the head, slide the rest */
-		memmove(&t->lines[SMTP_TRANSCRIPT_HEAD], &t->lines[SMTP_TRANSCRIPT_HEAD + 1],
-			(SMTP_TRANSCRIPT_LINES - SMTP_TRANSCRIPT_HEAD - 1) * sizeof(*t->lines));
+	if (t->n == t->cap) { /* keep the head, slide the rest */
+		memmove(&t->lines[t->head], &t->lines[t->head + 1],
+			(size_t)(t->cap - t->head - 1) * sizeof(*t->lines));
 		t->n--;
 		t->dropped++;
 	}
@@ -60,7 +90,7 @@ void smtp_transcript_add(struct smtp_transcript *t, char dir, const char *text, 
 void smtp_transcript_reply(struct smtp_transcript *t, int code, const char *enhanced,
 			   const char *text)
 {
-	if (!enabled)
+	if (!users)
 		return;
 	char l[SMTP_TRANSCRIPT_LINE_MAX];
 	int n = snprintf(l, sizeof(l), "%d %s%s%s", code, enhanced ? enhanced : "",
@@ -71,24 +101,44 @@ void smtp_transcript_reply(struct smtp_transcript *t, int code, const char *enha
 						    : sizeof(l) - 1);
 }
 
+static json_t *line_text(struct buf *b, const struct smtp_transcript_line *l)
+{
+	buf_reset(b);
+	buf_append_utf8_lossy(b, l->text, strlen(l->text));
+	return json_stringn(b->data ? b->data : "", b->len);
+}
+
 json_t *smtp_transcript_json(const struct smtp_transcript *t, const char *ehlo, const char *tls)
 {
-	if (!enabled)
+	if (!(users & SMTP_TRANSCRIPT_CATCHER))
 		return NULL;
 	json_t *lines = json_array();
 	struct buf b;
 	buf_init(&b);
 	for (size_t i = 0; i < t->n; i++) {
-		buf_reset(&b);
-		buf_append_utf8_lossy(&b, t->lines[i].text, strlen(t->lines[i].text));
 		char dir[2] = {t->lines[i].dir, 0};
-		json_array_append_new(lines, json_pack("{s:I, s:s, s:s#}", "Ms",
-						       (json_int_t)t->lines[i].ms, "Dir", dir,
-						       "Line", b.data ? b.data : "", b.len));
+		json_array_append_new(lines,
+				      json_pack("{s:I, s:s, s:o}", "Ms", (json_int_t)t->lines[i].ms,
+						"Dir", dir, "Line", line_text(&b, &t->lines[i])));
 	}
 	buf_free(&b);
 	return json_pack("{s:s, s:s, s:o, s:I}", "Ehlo", ehlo ? ehlo : "", "Tls", tls ? tls : "",
 			 "Lines", lines, "Dropped", (json_int_t)t->dropped);
+}
+
+json_t *smtp_transcript_tail_json(const struct smtp_transcript *t, size_t last)
+{
+	json_t *lines = json_array();
+	struct buf b;
+	buf_init(&b);
+	for (size_t i = t->n > last ? t->n - last : 0; i < t->n; i++) {
+		char dir[2] = {t->lines[i].dir, 0};
+		json_array_append_new(lines,
+				      json_pack("{s:I, s:s, s:o}", "ms", (json_int_t)t->lines[i].ms,
+						"dir", dir, "line", line_text(&b, &t->lines[i])));
+	}
+	buf_free(&b);
+	return lines;
 }
 
 void smtp_transcript_free(struct smtp_transcript *t)

@@ -94,6 +94,75 @@ TEST_IMPL(console_cmd_decode_table)
 	}
 }
 
+/* The drill-down views' commands: their string and limit members. */
+TEST_IMPL(console_cmd_decode_views)
+{
+	static const struct {
+		const char *in;
+		int ok;
+		enum console_cmd_kind kind;
+		const char *queue, *after, *message_id;
+		uint64_t id, limit;
+		const char *err; /* substring of the error */
+	} cases[] = {
+	    {"{\"cmd\":\"session\",\"id\":9}", 1, CONSOLE_CMD_SESSION, "", "", "", 9, 0, NULL},
+	    {"{\"cmd\":\"queue_messages\",\"queue\":\"example.com\"}", 1,
+	     CONSOLE_CMD_QUEUE_MESSAGES, "example.com", "", "", 0, CONSOLE_LIMIT_DEFAULT, NULL},
+	    {"{\"limit\":500,\"after\":\"0123abcd\",\"cmd\":\"queue_messages\",\"queue\":\"a@b."
+	     "c\"}",
+	     1, CONSOLE_CMD_QUEUE_MESSAGES, "a@b.c", "0123abcd", "", 0, 500, NULL},
+	    {"{\"cmd\":\"message\",\"message_id\":\"00ff\"}", 1, CONSOLE_CMD_MESSAGE, "", "",
+	     "00ff", 0, 0, NULL},
+	    {"{\"cmd\":\"session\"}", 0, 0, NULL, NULL, NULL, 0, 0, "missing member \"id\""},
+	    {"{\"cmd\":\"queue_messages\"}", 0, 0, NULL, NULL, NULL, 0, 0,
+	     "missing member \"queue\""},
+	    {"{\"cmd\":\"queue_messages\",\"queue\":\"\"}", 0, 0, NULL, NULL, NULL, 0, 0,
+	     "missing member \"queue\""},
+	    {"{\"cmd\":\"queue_messages\",\"queue\":7}", 0, 0, NULL, NULL, NULL, 0, 0,
+	     "expected a string"},
+	    {"{\"cmd\":\"queue_messages\",\"queue\":\"q\",\"limit\":0}", 0, 0, NULL, NULL, NULL, 0,
+	     0, "\"limit\" must be"},
+	    {"{\"cmd\":\"queue_messages\",\"queue\":\"q\",\"limit\":501}", 0, 0, NULL, NULL, NULL,
+	     0, 0, "\"limit\" must be"},
+	    {"{\"cmd\":\"queue_messages\",\"queue\":\"q\",\"limit\":\"5\"}", 0, 0, NULL, NULL, NULL,
+	     0, 0, "\"limit\" must be"},
+	    {"{\"cmd\":\"queue_messages\",\"queue\":\"q\",\"queue\":\"r\"}", 0, 0, NULL, NULL, NULL,
+	     0, 0, "duplicate"},
+	    {"{\"cmd\":\"queue_messages\",\"queue\":\"q\",\"after\":"
+	     "\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
+	     0, 0, NULL, NULL, NULL, 0, 0, "\"after\" is too long"},
+	    {"{\"cmd\":\"message\"}", 0, 0, NULL, NULL, NULL, 0, 0,
+	     "missing member \"message_id\""},
+	    {"{\"cmd\":\"message\",\"message_id\":[]}", 0, 0, NULL, NULL, NULL, 0, 0,
+	     "expected a string"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct console_cmd cmd;
+		char err[128] = "";
+		size_t pos = 0;
+		int rc = console_cmd_decode(cases[i].in, strlen(cases[i].in), &cmd, err,
+					    sizeof(err), &pos);
+		if (!cases[i].ok) {
+			if (rc != -EINVAL)
+				TEST_FAIL("'%s': accepted", cases[i].in);
+			if (!strstr(err, cases[i].err))
+				TEST_FAIL("'%s': error '%s', want '%s'", cases[i].in, err,
+					  cases[i].err);
+			ASSERT_LE(pos, strlen(cases[i].in));
+			continue;
+		}
+		if (rc != 0)
+			TEST_FAIL("'%s': error %s", cases[i].in, err);
+		ASSERT_EQ(cmd.kind, cases[i].kind);
+		ASSERT_EQ(cmd.id, cases[i].id);
+		ASSERT_STR_EQ(cmd.queue, cases[i].queue);
+		ASSERT_STR_EQ(cmd.after, cases[i].after);
+		ASSERT_STR_EQ(cmd.message_id, cases[i].message_id);
+		if (cases[i].kind == CONSOLE_CMD_QUEUE_MESSAGES)
+			ASSERT_EQ(cmd.limit, cases[i].limit);
+	}
+}
+
 TEST_IMPL(console_json_validate_values)
 {
 	static const char *const good[] = {

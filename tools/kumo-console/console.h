@@ -50,6 +50,9 @@ struct kc_model {
 	size_t nqueues, qcap;
 	json_t *loop;
 	json_t *details; /* last task_details frame */
+	json_t *qpage;	 /* last queue_messages frame (a page of a queue's messages) */
+	json_t *message; /* last message frame (metadata and timeline) */
+	json_t *session; /* last session frame */
 	uint64_t now;	 /* server time of the latest frame */
 	uint64_t dropped_events;
 	int paused;	       /* server confirmed pause */
@@ -131,9 +134,10 @@ enum kc_key_result {
 	KC_KEY_PAUSE, /* space */
 	KC_KEY_WATCH, /* details opened: watch kc_tui_watch_id() */
 	KC_KEY_UNWATCH,
-	KC_KEY_STEP,   /* replay: '.' */
-	KC_KEY_FASTER, /* replay: '+' */
-	KC_KEY_SLOWER, /* replay: '-' */
+	KC_KEY_STEP,	/* replay: '.' */
+	KC_KEY_FASTER,	/* replay: '+' */
+	KC_KEY_SLOWER,	/* replay: '-' */
+	KC_KEY_REQUEST, /* a drill-down view wants data: send kc_tui_request() */
 };
 int kc_tui_start(int ascii, int colors);
 void kc_tui_stop(void);
@@ -142,5 +146,9 @@ void kc_tui_draw(struct kc_model *m, const struct kc_tui_status *st);
  * it; KC_KEY_NONE once no key is left. */
 enum kc_key_result kc_tui_keys(struct kc_model *m);
 uint64_t kc_tui_watch_id(void);
+/* The command line (newline included) the current view needs from the
+ * server, refreshed while it is shown: a page of a queue's messages or one
+ * message. 0 when the view needs none. */
+size_t kc_tui_request(char *out, size_t cap);
 
 #endif

@@ -83,6 +83,9 @@ static void usage(FILE *out)
 	    "\n"
 	    "Keys: t tasks, Q queues, L loop, Enter details, Esc back, h/l sort, i invert,\n"
 	    "j/k move, g/G top/bottom, / filter, n/N next/previous, space pause, ? help, q quit.\n"
+	    "Enter on an smtp_server task shows its envelope and latest transcript lines; Enter\n"
+	    "on a scheduled queue lists its messages (] next page, [ first page); Enter on a\n"
+	    "message shows its metadata and timeline; Esc goes back one view.\n"
 	    "Docs: docs/console.md, docs/console-protocol.md\n");
 }
 
@@ -277,6 +280,26 @@ static void write_done(uv_write_t *w, int status)
 	free(w->data);
 }
 
+static void send_line(const char *line, size_t n)
+{
+	if (!kc.connected || !n)
+		return;
+	char *copy = xmalloc(n + sizeof(uv_write_t));
+	uv_write_t *w = (uv_write_t *)copy;
+	memcpy(copy + sizeof(uv_write_t), line, n);
+	uv_buf_t b = uv_buf_init(copy + sizeof(uv_write_t), (unsigned)n);
+	w->data = copy;
+	if (uv_write(w, (uv_stream_t *)&kc.tcp, &b, 1, write_done) < 0)
+		free(copy);
+}
+
+/* The current drill-down view's request (a queue page, a message), if any. */
+static void send_view_request(void)
+{
+	char line[CONSOLE_CMD_MAX];
+	send_line(line, kc_tui_request(line, sizeof(line)));
+}
+
 static void send_cmd(const char *fmt, uint64_t id)
 {
 	if (!kc.connected)
@@ -385,6 +408,8 @@ static void on_connect(uv_connect_t *req, int status)
 	uv_read_start((uv_stream_t *)&kc.tcp, read_alloc, on_read);
 	if (kc_tui_watch_id() && kc.tui)
 		send_cmd("{\"cmd\":\"watch_task\",\"id\":%" PRIu64 "}\n", kc_tui_watch_id());
+	if (kc.tui)
+		send_view_request();
 	draw();
 }
 
@@ -578,6 +603,9 @@ static void live_key(enum kc_key_result r)
 	case KC_KEY_UNWATCH:
 		send_cmd("{\"cmd\":\"unwatch_task\"}\n", 0);
 		break;
+	case KC_KEY_REQUEST:
+		send_view_request();
+		break;
 	default:
 		break;
 	}
@@ -601,6 +629,10 @@ static void on_keys(uv_poll_t *p, int status, int events)
 
 static void on_redraw(uv_timer_t *t)
 {
+	static unsigned ticks;
+	/* a drill-down view is refreshed about once a second */
+	if (!kc.replay_path && ++ticks % (1000 / KC_REDRAW_MS) == 0)
+		send_view_request();
 	update_conn_text();
 	draw();
 }

@@ -79,6 +79,12 @@ void kc_model_reset(struct kc_model *m)
 void kc_model_free(struct kc_model *m)
 {
 	kc_model_reset(m);
+	json_decref(m->qpage);
+	m->qpage = NULL;
+	json_decref(m->message);
+	m->message = NULL;
+	json_decref(m->session);
+	m->session = NULL;
 	free(m->tasks);
 	free(m->queues);
 	json_decref(m->hello);
@@ -288,6 +294,15 @@ static int apply_frame(struct kc_model *m, json_t *f, const char *type)
 		json_decref(m->details);
 		m->details = json_incref(f);
 		m->dropped_events = ju64(f, "dropped_events");
+	} else if (!strcmp(type, "queue_messages")) {
+		json_decref(m->qpage);
+		m->qpage = json_incref(f);
+	} else if (!strcmp(type, "message")) {
+		json_decref(m->message);
+		m->message = json_incref(f);
+	} else if (!strcmp(type, "session")) {
+		json_decref(m->session);
+		m->session = json_incref(f);
 	} else if (!strcmp(type, "dropped")) {
 		m->dropped_events = ju64(f, "dropped_events");
 	} else if (!strcmp(type, "state")) {

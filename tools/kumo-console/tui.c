@@ -9,8 +9,13 @@
 #include <string.h>
 #include <wchar.h>
 
+#include "base/buf.h"
 #include "base/xalloc.h"
 #include "console.h"
+#include "proto/console_proto.h"
+
+/* Messages asked for per page of a queue's listing. */
+#define KC_PAGE_ROWS 100
 
 enum kc_view {
 	KC_VIEW_TASKS = 0,
@@ -18,6 +23,8 @@ enum kc_view {
 	KC_VIEW_QUEUES,
 	KC_VIEW_LOOP,
 	KC_VIEW_HELP,
+	KC_VIEW_QMSGS,	 /* a scheduled queue's messages, a page at a time */
+	KC_VIEW_MESSAGE, /* one message: metadata and timeline */
 };
 
 enum {
@@ -43,6 +50,13 @@ static struct {
 	char filter[128];
 	int editing; /* the / prompt is open */
 	int pending_g;
+	/* drill-down: queue -> its messages -> one message */
+	char qname[1024]; /* the queue whose messages are listed */
+	char qafter[64];  /* the page's cursor ("" = the first page) */
+	unsigned page;	  /* page number shown (1 = first) */
+	size_t msel, mtop;
+	char msg_id[64];
+	enum kc_view msg_back; /* where Esc leaves the message view for */
 } ui = {.sort = KC_COL_ID, .qsort = 2, .qinvert = 1};
 
 int kc_tui_start(int ascii, int colors)
@@ -103,6 +117,8 @@ static void put(int y, int x, int w, const char *s)
 	move(y, x);
 	int used = 0;
 	for (size_t i = 0; i < n; i++) {
+		if (wc[i] < 0x20 || wc[i] == 0x7f)
+			wc[i] = L' '; /* a control character would move the cursor */
 		int cw = wcwidth(wc[i]);
 		if (cw < 0)
 			cw = 1;
@@ -346,6 +362,86 @@ static int draw_hist(int y, const char *title, json_t *h)
 	return y;
 }
 
+static const char *js(json_t *o, const char *k)
+{
+	const char *v = json_string_value(json_object_get(o, k));
+	return v ? v : "";
+}
+
+static uint64_t ju(json_t *o, const char *k)
+{
+	return (uint64_t)json_integer_value(json_object_get(o, k));
+}
+
+/* An SMTP server session's envelope and latest transcript lines (the
+ * task_details frame carries them for smtp_server tasks). */
+static int draw_session(json_t *ss, int y)
+{
+	if (!json_is_object(ss))
+		return y;
+	char line[1024];
+	json_t *env = json_object_get(ss, "envelope");
+	snprintf(line, sizeof(line),
+		 " Session %" PRIu64 "   Peer %s   Listener %s   State %s   HELO %s   TLS %s   "
+		 "AUTH %s   Messages %" PRIu64,
+		 ju(ss, "session_id"), js(ss, "peer"), js(ss, "listener"), js(ss, "state"),
+		 *js(ss, "helo") ? js(ss, "helo") : "-", *js(ss, "tls") ? js(ss, "tls") : "-",
+		 *js(ss, "authn_id") ? js(ss, "authn_id") : "-", ju(ss, "messages"));
+	kc_attr(0, A_BOLD);
+	mvaddnstr(y++, 0, line, COLS);
+	kc_attr(0, 0);
+	if (json_is_object(env)) {
+		json_t *rc = json_object_get(env, "recipients");
+		char rcpts[512] = "";
+		size_t i, n = 0;
+		json_t *v;
+		json_array_foreach(rc, i, v)
+		{
+			int k = snprintf(rcpts + n, sizeof(rcpts) - n, "%s%s", i ? ", " : "",
+					 json_string_value(v) ? json_string_value(v) : "");
+			if (k < 0 || (size_t)k >= sizeof(rcpts) - n)
+				break;
+			n += (size_t)k;
+		}
+		snprintf(line, sizeof(line), " Envelope: MAIL FROM <%s>  RCPT TO (%" PRIu64 ") %s",
+			 js(env, "sender"), ju(env, "rcpt_count"), rcpts);
+	} else {
+		snprintf(line, sizeof(line), " Envelope: (no open transaction)");
+	}
+	mvaddnstr(y++, 0, line, COLS);
+	json_t *tr = json_object_get(ss, "transcript");
+	snprintf(line, sizeof(line), " Transcript (latest %zu lines%s):", json_array_size(tr),
+		 json_is_true(json_object_get(ss, "transcript_on")) ? "" : ", recording off");
+	kc_attr(0, A_BOLD);
+	mvaddnstr(y++, 0, line, COLS);
+	kc_attr(0, 0);
+	size_t i;
+	json_t *l;
+	json_array_foreach(tr, i, l)
+	{
+		if (y >= LINES - 6)
+			break;
+		int client = !strcmp(js(l, "dir"), "C");
+		int k = snprintf(line, sizeof(line), " %7" PRIu64 "ms %s ", ju(l, "ms"),
+				 client ? (ui.ascii ? "C>" : "C\u2192")
+					: (ui.ascii ? "<S" : "\u2190S"));
+		/* a multi-line reply arrives joined with \n: one screen line, | between */
+		for (const char *p = js(l, "line"); *p && k + 4 < (int)sizeof(line); p++) {
+			if (*p == '\n') {
+				memcpy(line + k, " | ", 3);
+				k += 3;
+			} else {
+				line[k++] = *p;
+			}
+		}
+		line[k] = '\0';
+		kc_attr(client ? 0 : PAIR_RUN, 0);
+		put(y++, 0, COLS, line);
+		kc_attr(0, 0);
+	}
+	return y + 1;
+}
+
 static void draw_details(struct kc_model *m, int y)
 {
 	struct kc_task *t = kc_model_task(m, ui.watch_id);
@@ -408,6 +504,7 @@ static void draw_details(struct kc_model *m, int y)
 		mvaddnstr(y, 0, " (waiting for poll and scheduled time histograms)", COLS);
 		return;
 	}
+	y = draw_session(json_object_get(det, "session"), y);
 	y = draw_hist(y, "Poll times", json_object_get(det, "poll_hist"));
 	y++;
 	draw_hist(y, "Scheduled times", json_object_get(det, "sched_hist"));
@@ -531,8 +628,200 @@ static void draw_loop(struct kc_model *m, int y)
 	draw_hist(y, "Callback durations (all tasks)", json_object_get(l, "poll_hist"));
 }
 
+/* --- a queue's messages and one message -------------------------------------- */
+
+/* "+5m" until due, "due", or "-" when not scheduled (routed). */
+static void fmt_due(uint64_t due_ms, uint64_t now, char *out, size_t cap)
+{
+	uint64_t due = due_ms * 1000000ull;
+	if (!due_ms) {
+		snprintf(out, cap, "-");
+	} else if (due > now) {
+		out[0] = '+';
+		kc_fmt_dur(due - now, out + 1, cap - 1);
+	} else {
+		snprintf(out, cap, "due");
+	}
+}
+
+/* The page's rows belong to the queue shown (a late answer for another
+ * queue is ignored). */
+static json_t *qpage_rows(struct kc_model *m)
+{
+	if (!m->qpage || strcmp(js(m->qpage, "queue"), ui.qname) != 0 ||
+	    strcmp(js(m->qpage, "after"), ui.qafter) != 0)
+		return NULL;
+	return json_object_get(m->qpage, "messages");
+}
+
+static int text_w(json_t *rows, const char *key, int min, int cap)
+{
+	size_t i;
+	json_t *r;
+	int w = min;
+	json_array_foreach(rows, i, r)
+	{
+		int l = (int)strlen(js(r, key));
+		w = l > w ? l : w;
+	}
+	return w > cap ? cap : w;
+}
+
+static void draw_qmsgs(struct kc_model *m, int y)
+{
+	char line[1400], due[24], err[300];
+	json_t *rows = qpage_rows(m);
+	size_t n = json_array_size(rows);
+	kc_attr(0, A_BOLD);
+	snprintf(line, sizeof(line),
+		 " Queue %s: %" PRIu64
+		 " messages, page %u%s   [Enter message  ] next page  [ first "
+		 "page  Esc back]",
+		 ui.qname, rows ? ju(m->qpage, "count") : 0, ui.page,
+		 rows && json_is_true(json_object_get(m->qpage, "more")) ? " (more follow)" : "");
+	mvaddnstr(y++, 0, line, COLS);
+	int ws = text_w(rows, "sender", 6, TEXT_COL_MAX), wr = text_w(rows, "recipient", 9, 40);
+	snprintf(line, sizeof(line), " %-32s %-9s %8s %9s %8s %-*s %-*s %s", "ID", "State",
+		 "Attempts", "NextDue", "Size", ws, "Sender", wr + 4, "Recipient", "LastError");
+	kc_attr(0, A_BOLD | A_UNDERLINE);
+	mvaddnstr(y++, 0, line, COLS);
+	kc_attr(0, 0);
+	if (!rows) {
+		mvaddnstr(y, 1, "(waiting for the server; not shown when replaying)", COLS);
+		return;
+	}
+	clamp_sel(&ui.msel, &ui.mtop, n, LINES - y);
+	for (size_t i = ui.mtop; i < n && y < LINES; i++, y++) {
+		json_t *r = json_array_get(rows, i);
+		fmt_due(ju(r, "due_ms"), ju(m->qpage, "now"), due, sizeof(due));
+		char rc[80];
+		uint64_t more = ju(r, "rcpt_count") > 1 ? ju(r, "rcpt_count") - 1 : 0;
+		snprintf(rc, sizeof(rc), more ? "%.*s +%" PRIu64 : "%.*s", wr, js(r, "recipient"),
+			 more);
+		snprintf(err, sizeof(err), "%s", *js(r, "last_error") ? js(r, "last_error") : "-");
+		snprintf(line, sizeof(line),
+			 " %-32.32s %-9s %8" PRIu64 " %9s %8" PRIu64 " %-*.*s %-*s %s", js(r, "id"),
+			 js(r, "state"), ju(r, "attempts"), due, ju(r, "size"), ws, ws,
+			 js(r, "sender"), wr + 4, rc, err);
+		if (i == ui.msel)
+			kc_attr(PAIR_SEL, A_REVERSE * !ui.colors);
+		put(y, 0, COLS, line);
+		kc_attr(0, 0);
+	}
+	if (!n)
+		mvaddnstr(y, 1, "(no messages in this queue)", COLS);
+}
+
+static int draw_meta(json_t *meta, int y, int maxy)
+{
+	const char *k;
+	json_t *v;
+	char line[1024];
+	json_object_foreach(meta, k, v)
+	{
+		if (y >= maxy)
+			break;
+		char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		snprintf(line, sizeof(line), "   %s = %s", k, s ? s : "?");
+		free(s);
+		put(y++, 0, COLS, line);
+	}
+	return y;
+}
+
+static void draw_message(struct kc_model *m, int y)
+{
+	char line[1024], due[24];
+	json_t *f = m->message;
+	kc_attr(0, A_BOLD);
+	snprintf(line, sizeof(line), " Message %s   [Esc back]", ui.msg_id);
+	mvaddnstr(y++, 0, line, COLS);
+	kc_attr(0, 0);
+	if (!f || strcmp(js(f, "message_id"), ui.msg_id) != 0) {
+		mvaddnstr(y, 1, "(waiting for the server; not shown when replaying)", COLS);
+		return;
+	}
+	json_t *msg = json_object_get(f, "message");
+	if (json_is_object(msg)) {
+		fmt_due(ju(msg, "due_ms"), ju(f, "now"), due, sizeof(due));
+		snprintf(
+		    line, sizeof(line),
+		    " Queue %s   State %s   Attempts %" PRIu64 "   Next due %s   Size %" PRIu64
+		    "%s",
+		    js(msg, "queue"), js(msg, "state"), ju(msg, "attempts"), due, ju(msg, "size"),
+		    json_is_true(json_object_get(msg, "data_resident")) ? "" : " (body in spool)");
+		mvaddnstr(y++, 0, line, COLS);
+		json_t *r0 = json_array_get(json_object_get(msg, "recipients"), 0);
+		snprintf(line, sizeof(line), " From <%s>   Recipients (%" PRIu64 "): %s%s",
+			 js(msg, "sender"), ju(msg, "rcpt_count"),
+			 json_string_value(r0) ? json_string_value(r0) : "",
+			 ju(msg, "rcpt_count") > 1 ? " ..." : "");
+		put(y++, 0, COLS, line);
+		snprintf(line, sizeof(line), " Last error: %s",
+			 *js(msg, "last_error") ? js(msg, "last_error") : "-");
+		put(y++, 0, COLS, line);
+		mvaddnstr(y++, 0, " Meta:", COLS);
+		y = draw_meta(json_object_get(msg, "meta"), y, y + 8);
+	} else {
+		mvaddnstr(y++, 0, " (no longer queued: the timeline is what is left)", COLS);
+	}
+	json_t *tl = json_object_get(f, "timeline");
+	snprintf(line, sizeof(line), " Timeline (%zu entries%s%s)", json_array_size(tl),
+		 ju(f, "timeline_dropped") ? ", earliest dropped" : "",
+		 json_is_true(json_object_get(f, "timeline_finished")) ? ", finished" : "");
+	kc_attr(0, A_BOLD);
+	mvaddnstr(++y, 0, line, COLS);
+	kc_attr(0, A_BOLD | A_UNDERLINE);
+	snprintf(line, sizeof(line), " %-27s %10s %10s %-22s %s", "At", "Elapsed", "Delta", "Event",
+		 "Detail");
+	mvaddnstr(++y, 0, line, COLS);
+	kc_attr(0, 0);
+	y++;
+	size_t i;
+	json_t *e;
+	json_array_foreach(tl, i, e)
+	{
+		if (y >= LINES)
+			break;
+		char a[16], b[16];
+		kc_fmt_dur(ju(e, "elapsed_us") * 1000, a, sizeof(a));
+		kc_fmt_dur(ju(e, "delta_us") * 1000, b, sizeof(b));
+		snprintf(line, sizeof(line), " %-27s %10s %10s %-22s %s", js(e, "at"), a, b,
+			 js(e, "event"), js(e, "detail"));
+		put(y++, 0, COLS, line);
+	}
+}
+
+size_t kc_tui_request(char *out, size_t cap)
+{
+	struct buf b;
+	buf_init(&b);
+	if (ui.view == KC_VIEW_QMSGS) {
+		buf_appends(&b, "{\"cmd\":\"queue_messages\"");
+		console_json_kv_str(&b, "queue", ui.qname);
+		if (ui.qafter[0])
+			console_json_kv_str(&b, "after", ui.qafter);
+		console_json_kv_u64(&b, "limit", KC_PAGE_ROWS);
+		buf_appends(&b, "}\n");
+	} else if (ui.view == KC_VIEW_MESSAGE) {
+		buf_appends(&b, "{\"cmd\":\"message\"");
+		console_json_kv_str(&b, "message_id", ui.msg_id);
+		buf_appends(&b, "}\n");
+	}
+	size_t n = b.len < cap ? b.len : 0;
+	if (n)
+		memcpy(out, b.data, n);
+	if (n < cap)
+		out[n] = '\0';
+	buf_free(&b);
+	return n;
+}
+
 static const char *const help_lines[] = {
     "Views:  t tasks   Q queues   L loop   Enter task details   ? help   Esc back   q quit",
+    "        Enter on an smtp_server task: its envelope and latest transcript lines;",
+    "        Enter on a scheduled queue (Q): its messages (next due, attempts, last error),",
+    "          ] next page  [ first page;  Enter on a message: its metadata and timeline",
     "Table:  Left/Right or h/l sort column   i invert   Up/Down or k/j move   g top   G bottom",
     "        / filter (Enter keeps, Esc clears): words match name, kind, phase, state, fields;",
     "          kind:smtp_server  phase:Data  state:idle  wait:peer_read  name:127.0.0.1  id:7",
@@ -577,6 +866,12 @@ void kc_tui_draw(struct kc_model *m, const struct kc_tui_status *st)
 	case KC_VIEW_HELP:
 		draw_help(y);
 		break;
+	case KC_VIEW_QMSGS:
+		draw_qmsgs(m, y);
+		break;
+	case KC_VIEW_MESSAGE:
+		draw_message(m, y);
+		break;
 	}
 	refresh();
 }
@@ -605,7 +900,9 @@ static int filter_key(int ch)
 
 static void move_sel(long d)
 {
-	size_t *sel = ui.view == KC_VIEW_QUEUES ? &ui.qsel : &ui.sel;
+	size_t *sel = ui.view == KC_VIEW_QUEUES	 ? &ui.qsel
+		      : ui.view == KC_VIEW_QMSGS ? &ui.msel
+						 : &ui.sel;
 	if (d < 0 && (size_t)-d > *sel)
 		*sel = 0;
 	else
@@ -621,6 +918,50 @@ static void sort_key(int d)
 		return;
 	}
 	ui.sort = (enum kc_col)((ui.sort + KC_COL__COUNT + d) % KC_COL__COUNT);
+}
+
+/* Enter on a scheduled queue: its first page of messages. */
+static enum kc_key_result open_queue(struct kc_model *m)
+{
+	struct kc_queue **rows;
+	size_t n = kc_model_queue_rows(m, ui.qsort, ui.qinvert, &rows);
+	struct kc_queue *q = ui.qsel < n ? rows[ui.qsel] : NULL;
+	int ok = q && !strcmp(q->kind, "scheduled") && strlen(q->name) < sizeof(ui.qname);
+	if (ok) {
+		snprintf(ui.qname, sizeof(ui.qname), "%s", q->name);
+		ui.qafter[0] = '\0';
+		ui.page = 1;
+		ui.msel = ui.mtop = 0;
+		ui.view = KC_VIEW_QMSGS;
+	}
+	free(rows);
+	/* a ready queue's messages are listed under their scheduled queue */
+	return ok ? KC_KEY_REQUEST : KC_KEY_NONE;
+}
+
+/* Enter on a message of the listing: the message view. */
+static enum kc_key_result open_message(struct kc_model *m)
+{
+	json_t *r = json_array_get(qpage_rows(m), ui.msel);
+	const char *id = json_string_value(json_object_get(r, "id"));
+	if (!id || strlen(id) >= sizeof(ui.msg_id))
+		return KC_KEY_NONE;
+	snprintf(ui.msg_id, sizeof(ui.msg_id), "%s", id);
+	ui.msg_back = KC_VIEW_QMSGS;
+	ui.view = KC_VIEW_MESSAGE;
+	return KC_KEY_REQUEST;
+}
+
+/* ] : the page after the one shown, when more follow. */
+static enum kc_key_result next_page(struct kc_model *m)
+{
+	const char *after = qpage_rows(m) ? js(m->qpage, "next_after") : "";
+	if (!*after || strlen(after) >= sizeof(ui.qafter))
+		return KC_KEY_NONE;
+	snprintf(ui.qafter, sizeof(ui.qafter), "%s", after);
+	ui.page++;
+	ui.msel = ui.mtop = 0;
+	return KC_KEY_REQUEST;
 }
 
 static enum kc_key_result view_key(struct kc_model *m, int ch)
@@ -644,11 +985,27 @@ static enum kc_key_result view_key(struct kc_model *m, int ch)
 			ui.view = KC_VIEW_TASKS;
 			return KC_KEY_UNWATCH;
 		}
-		ui.view = ui.view == KC_VIEW_HELP ? ui.prev_view : KC_VIEW_TASKS;
-		break;
+		ui.view = ui.view == KC_VIEW_HELP      ? ui.prev_view
+			  : ui.view == KC_VIEW_MESSAGE ? ui.msg_back
+			  : ui.view == KC_VIEW_QMSGS   ? KC_VIEW_QUEUES
+						       : KC_VIEW_TASKS;
+		return ui.view == KC_VIEW_QMSGS ? KC_KEY_REQUEST : KC_KEY_NONE;
+	case ']':
+		return ui.view == KC_VIEW_QMSGS ? next_page(m) : KC_KEY_NONE;
+	case '[':
+		if (ui.view != KC_VIEW_QMSGS)
+			return KC_KEY_NONE;
+		ui.qafter[0] = '\0';
+		ui.page = 1;
+		ui.msel = ui.mtop = 0;
+		return KC_KEY_REQUEST;
 	case '\n':
 	case '\r':
 	case KEY_ENTER:
+		if (ui.view == KC_VIEW_QUEUES)
+			return open_queue(m);
+		if (ui.view == KC_VIEW_QMSGS)
+			return open_message(m);
 		if (ui.view == KC_VIEW_TASKS) {
 			struct kc_task **rows;
 			size_t n = kc_model_rows(m, ui.filter, ui.sort, ui.invert, ui.ascii, &rows);
