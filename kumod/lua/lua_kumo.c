@@ -1765,6 +1765,7 @@ int lua_kumo__open(lua_State *L)
 	lua_bounce__register(L);
 	lua_util__register(L);
 	luaL_newlib(L, dns_funcs);
+	lua_dns__register(L);
 	lua_setfield(L, -2, "dns");
 	lua_dkim__open(L);
 	lua_catcher__register(L);

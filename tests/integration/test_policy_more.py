@@ -1,0 +1,257 @@
+# SPDX-License-Identifier: Apache-2.0
+"""More KumoMTA policy API: kumo.dns lookups (lookup_mx, lookup_addr, lookup_txt, lookup_ptr,
+rbl_lookup, ptr_host, reverse_ip) against the loopback DNS server of test_dns.py (dnslib,
+its zone extended here), and the refusals of names kumod does not implement.
+
+The policy's smtp_server_message_received handler (an event that may wait) runs one
+scenario named by the message's Subject and reports its result in the 550 reply text as
+`RESULT <json>` or `ERROR <message>`, which the test parses. Query counts are taken at the
+DNS server, so "cached" means "never reached the server"."""
+
+import ipaddress
+import json
+import smtplib
+
+import pytest
+from dnslib import PTR, QTYPE, RR, TXT
+
+import test_dns
+from test_dns import DnsServer, a
+
+# ::1 under bl.test, as rbl_lookup asks for it
+V6_RBL = ipaddress.ip_address("::1").reverse_pointer.replace(".ip6.arpa", ".bl.test")
+
+test_dns.ZONE.update({
+    "txt.test": [RR("txt.test", QTYPE.TXT, rdata=TXT("v=spf1 -all"), ttl=300),
+                 RR("txt.test", QTYPE.TXT, rdata=TXT(["part one, ", "part two"]), ttl=300)],
+    "1.0.0.127.in-addr.arpa": [RR("1.0.0.127.in-addr.arpa", QTYPE.PTR,
+                                  rdata=PTR("localhost.test"), ttl=300)],
+    "2.0.0.127.bl.test": [a("2.0.0.127.bl.test", "127.0.0.2"),
+                          RR("2.0.0.127.bl.test", QTYPE.TXT,
+                             rdata=TXT("Blocked - see https://bl.test/?127.0.0.2"), ttl=300)],
+    "4.0.0.127.bl.test": [a("4.0.0.127.bl.test", "127.0.0.4")],
+    V6_RBL: [a(V6_RBL, "127.0.0.3")],
+})
+
+
+@pytest.fixture(scope="module")
+def dns():
+    srv = DnsServer()
+    yield srv
+    srv.stop()
+
+
+POLICY = r"""
+kumo.on('init', function()
+  kumo.dns.configure_resolver { name_servers = { os.getenv 'DNS' } }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+end)
+local function flat_mx(mx)
+  -- by_pref has integer keys: report it as a sorted list of {pref, hosts}
+  local prefs = {}
+  for pref, hosts in pairs(mx.by_pref) do
+    table.insert(prefs, { pref = pref, hosts = hosts })
+  end
+  table.sort(prefs, function(x, y) return x.pref < y.pref end)
+  mx.by_pref = prefs
+  return mx
+end
+local function rbl(...)
+  local ip, reason = kumo.dns.rbl_lookup(...)
+  return { ip = ip or 'nil', reason = reason or 'nil' }
+end
+local SCEN = {
+  mx = function() return flat_mx(kumo.dns.lookup_mx 'two.test') end,
+  mx_gmail = function()
+    local mx = kumo.dns.lookup_mx 'GMAIL.test.'
+    return { domain_name = mx.domain_name, hosts = mx.hosts, site_name = mx.site_name }
+  end,
+  mx_implicit = function() return flat_mx(kumo.dns.lookup_mx 'implicit.test') end,
+  mx_null = function() return flat_mx(kumo.dns.lookup_mx 'nullmx.test') end,
+  mx_literal = function() return flat_mx(kumo.dns.lookup_mx '[127.0.0.1]') end,
+  mx_nx = function() return kumo.dns.lookup_mx 'nx.test' end,
+  mx_servfail = function() return kumo.dns.lookup_mx 'servfail.test' end,
+  mx_named = function() return kumo.dns.lookup_mx('two.test', 'my_resolver') end,
+  mx_bad = function() return kumo.dns.lookup_mx 'bad..name' end,
+  addr = function() return kumo.dns.lookup_addr 'mx1.two.test' end,
+  addr_v6 = function() return kumo.dns.lookup_addr('mx1.two.test', nil, 'Ipv6Only') end,
+  addr_v6_then_v4 = function()
+    return kumo.dns.lookup_addr('mx2.two.test', nil, 'Ipv6ThenIpv4')
+  end,
+  addr_literal = function() return kumo.dns.lookup_addr '[IPv6:::1]' end,
+  addr_bad_strategy = function() return kumo.dns.lookup_addr('mx1.two.test', nil, 'V4') end,
+  addr_nx = function() return kumo.dns.lookup_addr 'nx.test' end,
+  txt = function() return kumo.dns.lookup_txt 'txt.test' end,
+  txt_twice = function()
+    return { kumo.dns.lookup_txt 'txt.test', kumo.dns.lookup_txt 'txt.test' }
+  end,
+  txt_nx = function() return { n = #kumo.dns.lookup_txt 'nx.test' } end,
+  txt_servfail = function() return kumo.dns.lookup_txt 'servfail.test' end,
+  ptr = function() return kumo.dns.lookup_ptr '127.0.0.1' end,
+  ptr_none = function() return { n = #kumo.dns.lookup_ptr '127.0.0.9' } end,
+  ptr_bad = function() return kumo.dns.lookup_ptr 'localhost' end,
+  rbl_listed = function() return rbl('127.0.0.2:25', 'bl.test') end,
+  rbl_no_txt = function() return rbl('127.0.0.4', 'bl.test.') end,
+  rbl_v6 = function() return rbl('[::1]:25', 'bl.test') end,
+  rbl_unlisted = function() return rbl('127.0.0.3', 'bl.test') end,
+  rbl_bad = function() return rbl('not-an-ip', 'bl.test') end,
+  pure = function()
+    return {
+      ptr4 = kumo.dns.ptr_host '127.0.0.1',
+      ptr6 = kumo.dns.ptr_host '::1',
+      rev4 = kumo.dns.reverse_ip '192.0.2.10',
+      rev6 = kumo.dns.reverse_ip '2001:db8::1',
+    }
+  end,
+}
+kumo.on('smtp_server_mail_from', function(sender)
+  if sender.user == 'sync' then
+    kumo.dns.lookup_txt 'txt.test'
+  end
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  local what = msg:get_first_named_header_value 'Subject'
+  local ok, res = pcall(SCEN[what])
+  if ok then
+    kumo.reject(550, 'RESULT ' .. kumo.json_encode(res))
+  end
+  kumo.reject(550, 'ERROR ' .. tostring(res))
+end)
+"""
+
+
+def scenario(port, name, timeout=20):
+    """Sends one message with Subject name; returns ('RESULT', value) or ('ERROR', text)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=timeout) as s:
+        s.ehlo("test")
+        try:
+            s.sendmail("a@example.com", ["b@example.com"], f"Subject: {name}\r\n\r\nbody\r\n")
+        except smtplib.SMTPDataError as e:
+            assert e.smtp_code == 550, e
+            text = e.smtp_error.decode().replace("\n", "")  # a long reply is wrapped
+            kind, _, rest = text.partition(" ")
+            return (kind, json.loads(rest) if kind == "RESULT" else rest)
+    return ("ACCEPTED", None)
+
+
+@pytest.fixture
+def k(kumod, dns):
+    return kumod(POLICY, env={"DNS": dns.server})
+
+
+def result(port, name):
+    kind, res = scenario(port, name)
+    assert kind == "RESULT", (name, res)
+    return res
+
+
+def error(port, name):
+    kind, res = scenario(port, name)
+    assert kind == "ERROR", (name, res)
+    return res
+
+
+def test_lookup_mx(k, dns):
+    m = dns.mark()
+    mx = result(k.smtp_port, "mx")
+    assert mx["domain_name"] == "two.test."
+    assert mx["hosts"] == ["mx1.two.test.", "mx2.two.test."]
+    assert mx["by_pref"] == [{"pref": 10, "hosts": ["mx1.two.test."]},
+                             {"pref": 20, "hosts": ["mx2.two.test."]}]
+    assert mx["site_name"] == "(mx1|mx2).two.test."
+    assert mx["is_mx"] is True and mx["is_domain_literal"] is False
+    assert mx["is_secure"] is False and mx["mta_sts"] == "None"
+    # MX records only: KumoMTA's lookup_mx resolves no host addresses
+    assert dns.count(m, "two.test", "MX") == 1
+    assert dns.count(m, "mx1.two.test") == 0
+
+    g = result(k.smtp_port, "mx_gmail")
+    assert g["domain_name"] == "gmail.test."
+    assert g["hosts"] == [h + "." for h in test_dns.GMAIL]
+    assert g["site_name"] == "(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.test."
+
+
+def test_lookup_mx_implicit_null_and_literal(k):
+    imp = result(k.smtp_port, "mx_implicit")
+    assert imp["is_mx"] is False
+    assert imp["hosts"] == ["implicit.test."]
+    assert imp["by_pref"] == [{"pref": 1, "hosts": ["implicit.test."]}]
+
+    null = result(k.smtp_port, "mx_null")  # reported as it is, as KumoMTA does
+    assert null["by_pref"] == [{"pref": 0, "hosts": ["."]}] and null["is_mx"] is True
+
+    lit = result(k.smtp_port, "mx_literal")
+    assert lit["domain_name"] == "[127.0.0.1]"
+    assert lit["hosts"] == ["127.0.0.1"] and lit["site_name"] == "127.0.0.1"
+    assert lit["is_domain_literal"] is True and lit["is_mx"] is False
+    assert lit["by_pref"] == [{"pref": 1, "hosts": ["127.0.0.1"]}]
+
+
+def test_lookup_mx_errors(k):
+    assert "kumo.dns.lookup_mx: nx.test: no such domain (NXDOMAIN)" in error(k.smtp_port,
+                                                                             "mx_nx")
+    assert "kumo.dns.lookup_mx: MX lookup for servfail.test failed" in error(k.smtp_port,
+                                                                            "mx_servfail")
+    assert "named resolvers (kumo.dns.define_resolver) are not implemented" in error(
+        k.smtp_port, "mx_named")
+    assert "kumo.dns.lookup_mx: invalid domain name 'bad..name'" in error(k.smtp_port,
+                                                                          "mx_bad")
+
+
+def test_lookup_addr(k):
+    assert result(k.smtp_port, "addr") == ["127.0.0.11", "::1"]
+    assert result(k.smtp_port, "addr_v6") == ["::1"]
+    assert result(k.smtp_port, "addr_v6_then_v4") == ["127.0.0.12"]
+    assert result(k.smtp_port, "addr_literal") == ["::1"]
+    assert "unknown ip lookup strategy 'V4'" in error(k.smtp_port, "addr_bad_strategy")
+    assert "kumo.dns.lookup_addr: nx.test: no such host (NXDOMAIN)" in error(k.smtp_port,
+                                                                             "addr_nx")
+
+
+def test_lookup_txt_and_cache(k, dns):
+    m = dns.mark()
+    assert result(k.smtp_port, "txt") == ["v=spf1 -all", "part one, part two"]
+    assert result(k.smtp_port, "txt_twice") == [["v=spf1 -all", "part one, part two"]] * 2
+    assert dns.count(m, "txt.test", "TXT") == 1  # the others came from the cache
+    # NXDOMAIN: an empty list, as KumoMTA's resolver returns
+    assert result(k.smtp_port, "txt_nx") == {"n": 0}
+    assert "kumo.dns.lookup_txt: TXT lookup for servfail.test failed" in error(
+        k.smtp_port, "txt_servfail")
+
+
+def test_lookup_ptr(k):
+    assert result(k.smtp_port, "ptr") == ["localhost.test."]
+    assert result(k.smtp_port, "ptr_none") == {"n": 0}
+    assert "kumo.dns.lookup_ptr: 'localhost' is not an IP address" in error(k.smtp_port,
+                                                                            "ptr_bad")
+
+
+def test_rbl_lookup(k, dns):
+    m = dns.mark()
+    listed = result(k.smtp_port, "rbl_listed")
+    assert listed == {"ip": "127.0.0.2", "reason": "Blocked - see https://bl.test/?127.0.0.2"}
+    assert dns.count(m, "2.0.0.127.bl.test", "A") == 1
+    assert dns.count(m, "2.0.0.127.bl.test", "TXT") == 1
+    assert result(k.smtp_port, "rbl_no_txt") == {"ip": "127.0.0.4", "reason": "nil"}
+    assert result(k.smtp_port, "rbl_v6") == {"ip": "127.0.0.3", "reason": "nil"}
+    assert result(k.smtp_port, "rbl_unlisted") == {"ip": "nil", "reason": "nil"}
+    assert "kumo.dns.rbl_lookup: not-an-ip is not a valid IpAddr or SocketAddr" in error(
+        k.smtp_port, "rbl_bad")
+
+
+def test_ptr_host_and_reverse_ip(k):
+    res = result(k.smtp_port, "pure")
+    assert res["ptr4"] == "1.0.0.127.in-addr.arpa"
+    assert res["ptr6"] == ipaddress.ip_address("::1").reverse_pointer
+    assert res["rev4"] == "10.2.0.192"
+    assert res["rev6"] + ".ip6.arpa" == ipaddress.ip_address("2001:db8::1").reverse_pointer
+
+
+def test_lookup_in_synchronous_event_is_refused(k):
+    """smtp_server_mail_from runs synchronously: a lookup there fails the command (451)
+    with the reason naming the function and the event."""
+    with smtplib.SMTP("127.0.0.1", k.smtp_port, timeout=10) as s:
+        s.ehlo("test")
+        code, _ = s.mail("sync@example.com")
+        assert code == 451
+    k.wait_for("kumo.dns.lookup_txt: cannot wait for I/O in event 'smtp_server_mail_from'")
