@@ -32,7 +32,7 @@ enum ip_strategy {
 	IP_V4_THEN_V6,
 };
 
-static const char *const strategy_names[] = {"Ipv4AndIpv6", "Ipv4Only", "Ipv6Only",
+static const char *const strategy_names[] = {"Ipv4AndIpv6",  "Ipv4Only",     "Ipv6Only",
 					     "Ipv6ThenIpv4", "Ipv4ThenIpv6", NULL};
 
 /* One lookup a handler waits for; the completion finds the handler by call id. */
@@ -194,7 +194,8 @@ static int l_lookup_mx(lua_State *L)
 			return luaL_error(L, "kumo.dns.lookup_mx: invalid address literal '%s'",
 					  domain);
 		if (ss.ss_family == AF_INET6)
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip,
+				  sizeof(ip));
 		else
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
 		struct dns_record rec = {.preference = 1, .text = ip, .len = strlen(ip)};
@@ -445,8 +446,9 @@ static int l_reverse_ip(lua_State *L)
 }
 
 static const luaL_Reg dns_lookup_funcs[] = {
-    {"lookup_mx", l_lookup_mx},	  {"lookup_addr", l_lookup_addr}, {"lookup_txt", l_lookup_txt},
-    {"lookup_ptr", l_lookup_ptr}, {"rbl_lookup", l_rbl_lookup},	  {"ptr_host", l_ptr_host},
+    {"lookup_mx", l_lookup_mx},	  {"lookup_addr", l_lookup_addr},
+    {"lookup_txt", l_lookup_txt}, {"lookup_ptr", l_lookup_ptr},
+    {"rbl_lookup", l_rbl_lookup}, {"ptr_host", l_ptr_host},
     {"reverse_ip", l_reverse_ip}, {NULL, NULL},
 };
 

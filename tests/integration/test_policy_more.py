@@ -95,6 +95,21 @@ local SCEN = {
   rbl_v6 = function() return rbl('[::1]:25', 'bl.test') end,
   rbl_unlisted = function() return rbl('127.0.0.3', 'bl.test') end,
   rbl_bad = function() return rbl('not-an-ip', 'bl.test') end,
+  normalize = function()
+    return {
+      gmail = kumo.string.normalize_smtp_response(
+        '550 5.1.1 The email account that you tried to reach does not exist. Please '
+          .. 'try double-checking the recipient\'s email address for typos or unnecessary '
+          .. 'spaces. For more information, go to  '
+          .. 'https://support.google.com/mail/?p=NoSuchUser '
+          .. '41be03b00d2f7-b93bf44f0c0si6882731a12.803 - gsmtp'
+      ),
+      mixed = kumo.string.normalize_smtp_response(
+        '421 4.7.0 [10.0.0.1] rate limited for some.body@gmail.com until '
+          .. '2025-11-06T17:11:34Z retry in 5h 30m id=10aa5da5-3f3b-4176-beb9-32875830f082'
+      ),
+    }
+  end,
   pure = function()
     return {
       ptr4 = kumo.dns.ptr_host '127.0.0.1',
@@ -255,3 +270,23 @@ def test_lookup_in_synchronous_event_is_refused(k):
         code, _ = s.mail("sync@example.com")
         assert code == 451
     k.wait_for("kumo.dns.lookup_txt: cannot wait for I/O in event 'smtp_server_mail_from'")
+
+
+def test_normalize_smtp_response(k):
+    """With Debian's word list (wamerican): KumoMTA's documented example, and one of each
+    token."""
+    res = result(k.smtp_port, "normalize")
+    assert res["gmail"] == (
+        "550 5.1.1 The email account that you tried to reach does not exist. Please try "
+        "double-checking the recipient's email address for typos or unnecessary spaces. For "
+        "more information, go to https://support.google.com/mail/?p=NoSuchUser {hash} - gsmtp")
+    assert res["mixed"] == ("421 4.7.0 {ipaddr} rate limited for {email} until {timestamp} "
+                            "retry in {duration} id={uuid}")
+
+
+def test_normalize_smtp_response_without_word_list(kumod, dns, tmp_path):
+    missing = tmp_path / "no-words"
+    k = kumod(POLICY, env={"DNS": dns.server, "KUMOD_WORDS_FILE": str(missing)})
+    err = error(k.smtp_port, "normalize")
+    assert ("kumo.string.normalize_smtp_response: needs the word list %s (Debian package "
+            "wamerican, or $KUMOD_WORDS_FILE): No such file or directory" % missing) in err
