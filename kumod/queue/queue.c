@@ -499,6 +499,28 @@ static void config_error_hold(struct qmsg *qm, uint64_t now)
 	schedule(qm, now + delay, "QueueConfigError");
 }
 
+/* throttle_insert_ready_queue: 1 when a handler delayed the message or failed (then it
+ * is back in the scheduled queue; an error never lets it through unchecked). */
+static int throttled_by_policy(struct qmsg *qm, uint64_t now)
+{
+	if (!policy_has_handler("throttle_insert_ready_queue"))
+		return 0;
+	uint64_t delay = 0;
+	struct policy_result r;
+	policy_throttle_insert_ready_queue(qm->m, &delay, &r);
+	if (r.status != POLICY_OK) {
+		delay = queue_retry_delay_ms(&qm->q->cfg, qm->m->attempts);
+		KTRACE(queue_throttle_error, qm->m->id, qm->q->name, delay, r.text);
+		schedule(qm, now + delay, "ThrottleInsertReadyQueueError");
+		return 1;
+	}
+	if (!delay)
+		return 0;
+	KTRACE(queue_throttle_delay, qm->m->id, qm->q->name, delay);
+	schedule(qm, now + delay, "ThrottledByPolicy");
+	return 1;
+}
+
 /* A due message (body resident): bounced, held or handed to the router. */
 static void due_one(struct qmsg *qm, uint64_t now)
 {
@@ -522,6 +544,8 @@ static void due_one(struct qmsg *qm, uint64_t now)
 		config_error_hold(qm, now);
 		return;
 	}
+	if (Q.router && throttled_by_policy(qm, now))
+		return;
 	if (Q.router) {
 		Q.router(qm);
 	} else {

@@ -10,6 +10,7 @@ DNS server, so "cached" means "never reached the server"."""
 
 import ipaddress
 import json
+import re
 import smtplib
 
 import pytest
@@ -110,6 +111,16 @@ local SCEN = {
       ),
     }
   end,
+  delay_outside = function(msg)
+    return kumo.make_throttle('outside', '1/h'):delay_message_if_throttled(msg)
+  end,
+  registrars = function()
+    return {
+      received = kumo.get_event_registrars 'smtp_server_message_received',
+      none = kumo.get_event_registrars 'get_egress_pool' == nil,
+      globs = #kumo.eval_config_monitor_globs(),
+    }
+  end,
   pure = function()
     return {
       ptr4 = kumo.dns.ptr_host '127.0.0.1',
@@ -126,7 +137,7 @@ kumo.on('smtp_server_mail_from', function(sender)
 end)
 kumo.on('smtp_server_message_received', function(msg)
   local what = msg:get_first_named_header_value 'Subject'
-  local ok, res = pcall(SCEN[what])
+  local ok, res = pcall(SCEN[what], msg)
   if ok then
     kumo.reject(550, 'RESULT ' .. kumo.json_encode(res))
   end
@@ -254,6 +265,17 @@ def test_rbl_lookup(k, dns):
         k.smtp_port, "rbl_bad")
 
 
+def test_get_event_registrars_and_config_monitor_globs(k):
+    res = result(k.smtp_port, "registrars")
+    line = next(i for i, text in enumerate(POLICY.split("\n"), 1)
+                if text.startswith("kumo.on('smtp_server_message_received'"))
+    assert len(res["received"]) == 1  # one registration, its call stack
+    frame = res["received"][0][0]
+    assert frame.endswith("policy.lua:%d" % line), frame
+    assert res["none"] is True
+    assert res["globs"] == 0  # kumod monitors no configuration file
+
+
 def test_ptr_host_and_reverse_ip(k):
     res = result(k.smtp_port, "pure")
     assert res["ptr4"] == "1.0.0.127.in-addr.arpa"
@@ -290,3 +312,61 @@ def test_normalize_smtp_response_without_word_list(kumod, dns, tmp_path):
     err = error(k.smtp_port, "normalize")
     assert ("kumo.string.normalize_smtp_response: needs the word list %s (Debian package "
             "wamerican, or $KUMOD_WORDS_FILE): No such file or directory" % missing) in err
+
+
+# --- throttle_insert_ready_queue ------------------------------------------------------
+
+THROTTLE_LUA = r"""
+kumo.on('throttle_insert_ready_queue', function(msg)
+  if msg:get_first_named_header_value 'Subject' == 'boom' then
+    error 'throttle check exploded'
+  end
+  local t = kumo.make_throttle('test-tenant-limit', '1/h')
+  if t:delay_message_if_throttled(msg) then
+    return
+  end
+end)
+kumo.on('throttle_insert_ready_queue', function(msg)
+  kumo.log_info('second handler saw ' .. msg:id())
+end)
+"""
+
+DELAY_RE = re.compile(r"id=\"?([0-9a-f]+)\"? queue=\S+ delayed (\d+)ms by throttle_insert_ready_queue")
+
+
+def test_throttle_insert_ready_queue(kumod, tmp_path):
+    """A 1/h throttle in throttle_insert_ready_queue: the first message is delivered, the
+    next two go back to their scheduled queue for about an hour (the second handler never
+    sees them); a handler error holds the message instead of routing it."""
+    from test_relay import RELAY_POLICY, captured, send, sink_start, wait_until
+
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    var = tmp_path / "var"
+    policy = RELAY_POLICY.format(var=var, mx_list="'127.0.0.1:%d'" % sink.smtp_port,
+                                 retry="1s", max_age="2h", flush="true") + THROTTLE_LUA
+    relay = kumod(policy, policy_name="relay.lua",
+                  env={"KUMOD_LOG": "kumod=info,kumod::queue=debug,lua=info,"
+                                     "kumo_server_common=info"})
+    for i in range(3):
+        _, refused = send(relay.smtp_port, ["user%d@example.com" % i], "hello %d\r\n" % i)
+        assert refused == {}
+    delays = wait_until(lambda: DELAY_RE.findall(relay.stderr()) if len(
+        DELAY_RE.findall(relay.stderr())) >= 2 else None)
+    assert delays and len(delays) == 2, relay.stderr()
+    for _, ms in delays:
+        assert 3_500_000 <= int(ms) <= 3_600_000  # the throttle's retry_after: about 1 h
+    assert wait_until(lambda: len(captured(capture)) >= 1), relay.stderr()
+    seen = re.findall(r"second handler saw ([0-9a-f]+)", relay.stderr())
+    assert len(seen) == 1 and seen[0] not in {i for i, _ in delays}
+
+    _, refused = send(relay.smtp_port, ["boom@example.com"], "x\r\n", subject="boom")
+    assert refused == {}
+    relay.wait_for("throttle_insert_ready_queue failed")
+    assert "throttle check exploded" in relay.stderr()
+    assert len(captured(capture)) == 1  # neither the delayed ones nor the failed one
+
+
+def test_delay_message_outside_throttle_event(k):
+    assert ("throttle:delay_message_if_throttled(): kumod can delay a message only in a "
+            "throttle_insert_ready_queue handler") in error(k.smtp_port, "delay_outside")
