@@ -97,6 +97,8 @@ char *lua_json__encode(lua_State *L, int idx, int pretty);
  * the table on top of the stack. */
 void lua_json__register(lua_State *L);
 
+/* lua_invoke.c: kumo.invoke_get_egress_path_config into the kumo table on top. */
+void lua_invoke__register(lua_State *L);
 /* lua_dns.c: kumo.dns lookups into the kumo.dns table on top of the stack. */
 void lua_dns__register(lua_State *L);
 /* lua_http.c: kumo.http into the kumo table on top of the stack. */

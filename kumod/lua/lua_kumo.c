@@ -1822,5 +1822,6 @@ int lua_kumo__open(lua_State *L)
 	lua_catcher__register(L);
 	lua_http__register(L);
 	lua_loghook__register(L);
+	lua_invoke__register(L);
 	return 1;
 }

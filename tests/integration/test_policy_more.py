@@ -121,6 +121,20 @@ local SCEN = {
       globs = #kumo.eval_config_monitor_globs(),
     }
   end,
+  invoke = function()
+    local cfg = kumo.invoke_get_egress_path_config('a.test', 'src1', 'mx.a.test.')
+    kumo.make_egress_path(cfg) -- the result is accepted again as it is
+    return cfg
+  end,
+  invoke_loop = function()
+    local ok, e = pcall(kumo.invoke_get_egress_path_config, 'loop.test', 'src1', 'x')
+    local _, levels = tostring(e):gsub('kumo.invoke_get_egress_path_config: ', '')
+    return { ok = ok, deep = tostring(e):find('nested 8 deep', 1, true) ~= nil,
+             levels = levels }
+  end,
+  invoke_fail = function()
+    return kumo.invoke_get_egress_path_config('fail.test', 'src1', 'x')
+  end,
   pure = function()
     return {
       ptr4 = kumo.dns.ptr_host '127.0.0.1',
@@ -130,6 +144,22 @@ local SCEN = {
     }
   end,
 }
+kumo.on('get_egress_path_config', function(domain, source, site)
+  if domain == 'loop.test' then
+    return kumo.invoke_get_egress_path_config(domain, source, site)
+  end
+  if domain == 'fail.test' then
+    error 'no config for fail.test'
+  end
+  return kumo.make_egress_path {
+    connection_limit = 4,
+    connect_timeout = '2 minutes',
+    data_timeout = '1500ms',
+    enable_tls = 'Disabled',
+    prohibited_hosts = { '127.0.0.0/8' },
+    ehlo_domain = domain .. '.' .. source .. '.' .. site,
+  }
+end)
 kumo.on('smtp_server_mail_from', function(sender)
   if sender.user == 'sync' then
     kumo.dns.lookup_txt 'txt.test'
@@ -274,6 +304,17 @@ def test_get_event_registrars_and_config_monitor_globs(k):
     assert frame.endswith("policy.lua:%d" % line), frame
     assert res["none"] is True
     assert res["globs"] == 0  # kumod monitors no configuration file
+
+
+def test_invoke_get_egress_path_config(k):
+    cfg = result(k.smtp_port, "invoke")
+    assert cfg == {"connection_limit": 4, "connect_timeout": "120s", "data_timeout": "1500ms",
+                   "enable_tls": "Disabled", "prohibited_hosts": ["127.0.0.0/8"],
+                   "ehlo_domain": "a.test.src1.mx.a.test."}
+    # a handler invoking itself: refused at depth 8, each level's error wraps the next
+    assert result(k.smtp_port, "invoke_loop") == {"ok": False, "deep": True, "levels": 9}
+    err = error(k.smtp_port, "invoke_fail")
+    assert "kumo.invoke_get_egress_path_config:" in err and "no config for fail.test" in err
 
 
 def test_ptr_host_and_reverse_ip(k):
