@@ -9,6 +9,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "ktrace.h"
@@ -517,6 +518,16 @@ static int throttled_by_policy(struct qmsg *qm, uint64_t now)
 	if (!delay)
 		return 0;
 	KTRACE(queue_throttle_delay, qm->m->id, qm->q->name, delay);
+	/* as KumoMTA: a Delayed record (not an attempt) and a per-queue counter */
+	char text[400], due[40];
+	duration_format_ms(delay, due, sizeof(due));
+	snprintf(text, sizeof(text),
+		 "KumoMTA internal: %s throttle_insert_ready_queue event throttled message rate, "
+		 "due in %s",
+		 qm->q->name, due);
+	struct logrec_response resp = {.code = 451, .enhanced = "4.4.4", .content = text};
+	logrec_log("Delayed", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
+	metrics_counter_add("delayed_due_to_throttle_insert_ready", "queue", qm->q->name, 1);
 	schedule(qm, now + delay, "ThrottledByPolicy");
 	return 1;
 }

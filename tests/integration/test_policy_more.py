@@ -379,7 +379,7 @@ def test_throttle_insert_ready_queue(kumod, tmp_path):
     """A 1/h throttle in throttle_insert_ready_queue: the first message is delivered, the
     next two go back to their scheduled queue for about an hour (the second handler never
     sees them); a handler error holds the message instead of routing it."""
-    from test_relay import RELAY_POLICY, captured, send, sink_start, wait_until
+    from test_relay import RELAY_POLICY, captured, records, send, sink_start, wait_until
 
     capture = tmp_path / "capture"
     sink = sink_start(kumod, capture)
@@ -398,6 +398,18 @@ def test_throttle_insert_ready_queue(kumod, tmp_path):
     for _, ms in delays:
         assert 3_500_000 <= int(ms) <= 3_600_000  # the throttle's retry_after: about 1 h
     assert wait_until(lambda: len(captured(capture)) >= 1), relay.stderr()
+
+    def delayed():
+        recs = [r for r in records(var / "logs") if r["type"] == "Delayed"]
+        return recs if len(recs) >= 2 else None
+
+    recs = wait_until(delayed) or []
+    assert sorted(r["id"] for r in recs) == sorted(i for i, _ in delays)
+    for r in recs:
+        assert r["response"]["code"] == 451
+        assert r["response"]["enhanced_code"] == {"class": 4, "subject": 4, "detail": 4}
+        assert "throttle_insert_ready_queue event throttled message rate" in \
+            r["response"]["content"]
     seen = re.findall(r"second handler saw ([0-9a-f]+)", relay.stderr())
     assert len(seen) == 1 and seen[0] not in {i for i, _ in delays}
 
