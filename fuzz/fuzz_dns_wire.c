@@ -62,6 +62,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < a.nrr; i++) {
 		CHECK(strlen(a.rr[i].name) < DNS_WIRE_NAME_MAX);
 		CHECK(a.rr[i].ttl >= a.ttl);
+		CHECK(a.rr[i].rdoff + a.rr[i].rdlen <= size);
+		if (a.qtype == DNS_WIRE_T_TXT) {
+			static char txt[65536];
+			CHECK(dns_wire_txt_join(data, &a.rr[i], txt) < a.rr[i].rdlen);
+		}
 	}
 	if (dns_wire_is_null_mx(&a))
 		CHECK(a.qtype == DNS_WIRE_T_MX && a.nrr && !a.rr[0].name[0]);

@@ -156,6 +156,13 @@ void policy_get_egress_path_config(const char *routing_domain, const char *egres
 void policy_get_egress_pool(const char *name, json_t **out, struct policy_result *r);
 void policy_get_egress_source(const char *name, json_t **out, struct policy_result *r);
 
+/* throttle_insert_ready_queue(msg): when a due message is about to go to its ready queue.
+ * Handlers run in order until one delays the message (throttle:delay_message_if_throttled
+ * throttled it): *delay_ms is then how long (0: not delayed). An error leaves r's status
+ * POLICY_ERROR (the caller holds the message). */
+void policy_throttle_insert_ready_queue(struct message *msg, uint64_t *delay_ms,
+					struct policy_result *r);
+
 /* http_message_generated(msg): once per message built by /api/inject/v1;
  * kumo.reject() or an error makes that recipient fail. */
 void policy_http_message_generated(struct message *msg, struct policy_result *r);

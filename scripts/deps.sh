@@ -76,6 +76,8 @@ need run libcurl4-openssl-dev pc libcurl
 need run librocksdb-dev pc rocksdb
 need run jq cmd jq
 need run swaks cmd swaks
+# kumo.string.normalize_smtp_response: its dictionary words (/usr/share/dict/words)
+need run wamerican test -e /usr/share/dict/words
 # test: peers, tracers and Python modules of tests/integration
 need test tmux cmd tmux
 need test python3-dnslib pyimp dnslib

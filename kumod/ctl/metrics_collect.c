@@ -372,6 +372,9 @@ static const struct metrics_decl decls[] = {
     {"busy_poll_tail_seconds_total", METRICS_COUNTER, NULL,
      "time the loop spun after the last input of each busy-poll window: the CPU "
      "busy polling cost beyond useful work (Ours)"},
+    {"delayed_due_to_throttle_insert_ready", METRICS_COUNTER, "queue",
+     "due messages that a throttle_insert_ready_queue handler sent back to their scheduled "
+     "queue (throttle:delay_message_if_throttled), one per Delayed record"},
     {"smtp_server_auth_total", METRICS_COUNTER, "result",
      "SMTP AUTH decisions of smtp_server_auth_plain: `ok`, `denied`, `error` (Ours)"},
     {"suspend_held_total", METRICS_COUNTER, NULL,

@@ -33,9 +33,19 @@
 enum entry_kind {
 	KIND_MX,
 	KIND_HOST,
+	KIND_RR_MX, /* dns_lookup_records(): the records of one type, as they are */
+	KIND_RR_TXT,
+	KIND_RR_PTR,
+	KIND_RR_A,
 };
 
-static const char *const kind_names[] = {"mx", "host"};
+static const char *const kind_names[] = {"mx", "host", "mx_records", "txt", "ptr", "a"};
+static const int rr_qtype[] = {0, 0, DNS_WIRE_T_MX, DNS_WIRE_T_TXT, DNS_WIRE_T_PTR, DNS_WIRE_T_A};
+
+static int kind_is_rr(enum entry_kind k)
+{
+	return k >= KIND_RR_MX;
+}
 
 /* An address without the sockaddr padding: what the cache keeps. */
 struct dns_addr {
@@ -44,7 +54,8 @@ struct dns_addr {
 };
 
 struct dns_hostrec {
-	char *name;
+	char *name; /* record entries: the record's text (namelen bytes, NUL-terminated) */
+	size_t namelen;
 	unsigned preference;
 	enum dns_status status; /* of the host's address lookup */
 	char *error;		/* why it has no address, or NULL */
@@ -97,6 +108,7 @@ struct dns_entry {
  * hosts (cb NULL; found again by id). */
 struct dns_waiter {
 	dns_mx_cb cb;
+	dns_records_cb rcb; /* record lookups: this instead of cb */
 	void *ctx;
 	uint64_t caller; /* task that asked (by id): the callback runs as it */
 	uint64_t owner;
@@ -131,6 +143,7 @@ struct dns_sock {
 struct dns_late {
 	uv_timer_t timer;
 	dns_mx_cb cb;
+	dns_records_cb rcb;
 	void *ctx;
 };
 
@@ -472,7 +485,26 @@ static void shuffle_ties(struct dns_host *h, size_t n)
 	}
 }
 
-static void deliver(struct dns_waiter *w)
+static void deliver_records(const struct dns_waiter *w)
+{
+	const struct dns_entry *e = w->entry;
+	struct dns_records_result r;
+	memset(&r, 0, sizeof(r));
+	r.status = e->status;
+	snprintf(r.error, sizeof(r.error), "%s", e->error);
+	r.ttl = e->in_cache ? ttl_left(e, clock_mono_ns()) : e->ttl;
+	r.n = e->status == DNS_OK ? e->nhosts : 0;
+	struct dns_record *recs = xcalloc(r.n ? r.n : 1, sizeof(*recs));
+	for (size_t i = 0; i < r.n; i++)
+		recs[i] = (struct dns_record){.preference = e->hosts[i].preference,
+					      .text = e->hosts[i].name,
+					      .len = e->hosts[i].namelen};
+	r.records = recs;
+	w->rcb(w->ctx, &r);
+	free(recs);
+}
+
+static void deliver_mx(const struct dns_waiter *w)
 {
 	const struct dns_entry *e = w->entry;
 	struct dns_mx_result r;
@@ -490,16 +522,24 @@ static void deliver(struct dns_waiter *w)
 		host_materialize(&e->hosts[i], &r.hosts[i]);
 	if (e->kind == KIND_MX && !e->implicit)
 		shuffle_ties(r.hosts, r.nhosts);
+	w->cb(w->ctx, &r);
+	free(r.hosts);
+}
+
+static void deliver(struct dns_waiter *w)
+{
 	/* the caller's work (routing, connecting) is its task's, not the
 	 * resolver's: its events carry the caller's span */
 	struct task *caller = w->caller ? task_lookup(w->caller) : NULL;
 	if (caller && caller->state == TASK_DONE)
 		caller = NULL;
 	struct task *prev = caller ? task_enter(caller) : NULL;
-	w->cb(w->ctx, &r);
+	if (w->rcb)
+		deliver_records(w);
+	else
+		deliver_mx(w);
 	if (caller)
 		task_exit(caller, prev);
-	free(r.hosts);
 }
 
 /* Delivers the waiters queued so far; those queued meanwhile wait for the next turn. */
@@ -511,7 +551,7 @@ static void deliver_ready(void)
 	while (w) {
 		struct dns_waiter *next = w->next;
 		struct dns_entry *e = w->entry;
-		if (w->cb)
+		if (w->cb || w->rcb)
 			deliver(w);
 		else
 			mx_on_host(w->owner, w->index, e);
@@ -776,6 +816,7 @@ static int chan_replace(const char *servers, char *err, size_t errlen)
 /* --- queries -------------------------------------------------------------------------- */
 
 struct qres {
+	const unsigned char *msg; /* the answer as received (TXT data is read from it) */
 	enum qkind kind;
 	uint32_t ttl; /* records' TTL, or the negative TTL */
 	const char *status;
@@ -882,6 +923,7 @@ static void classify(int status, const unsigned char *abuf, int alen, struct qre
 
 static void mx_answer(struct dns_entry *e, const struct qres *r);
 static void host_answer(struct dns_entry *e, int fam, const struct qres *r);
+static void rr_answer(struct dns_entry *e, const struct qres *r);
 
 static void q_done(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
@@ -898,6 +940,7 @@ static void q_done(void *arg, int status, int timeouts, unsigned char *abuf, int
 	struct qres r;
 	r.wa = xmalloc(sizeof(*r.wa));
 	r.wa->nrr = 0;
+	r.msg = abuf;
 	classify(status, abuf, alen, &r);
 	char tb[12];
 	struct dns_entry *e = pending_find(q->owner);
@@ -908,6 +951,8 @@ static void q_done(void *arg, int status, int timeouts, unsigned char *abuf, int
 	       (clock_mono_ns() - q->start_ns) / 1000);
 	if (e && e->kind == KIND_MX)
 		mx_answer(e, &r);
+	else if (e && kind_is_rr(e->kind))
+		rr_answer(e, &r);
 	else if (e)
 		host_answer(e, q->fam, &r);
 	if (t)
@@ -1190,6 +1235,67 @@ static void mx_on_host(uint64_t owner, size_t index, const struct dns_entry *he)
 	task_exit(t, prev);
 }
 
+/* --- record lookups ------------------------------------------------------------------- */
+
+/* One kept record as text: MX/PTR names as the parser wrote them, TXT joined, A as text. */
+static void rr_take(struct dns_hostrec *h, enum entry_kind kind, const unsigned char *msg,
+		    const struct dns_wire_rr *rr)
+{
+	char ip[INET_ADDRSTRLEN];
+	h->preference = rr->preference;
+	switch (kind) {
+	case KIND_RR_TXT:
+		h->name = xmalloc((size_t)rr->rdlen + 1);
+		h->namelen = dns_wire_txt_join(msg, rr, h->name);
+		h->name[h->namelen] = 0;
+		return;
+	case KIND_RR_A:
+		inet_ntop(AF_INET, rr->addr, ip, sizeof(ip));
+		h->name = xstrdup(ip);
+		break;
+	default:
+		h->name = xstrdup(rr->name);
+		break;
+	}
+	h->namelen = strlen(h->name);
+}
+
+static void rr_answer(struct dns_entry *e, const struct qres *r)
+{
+	char tb[12];
+	const char *type = dns_wire_type_name((unsigned)rr_qtype[e->kind], tb);
+	switch (r->kind) {
+	case Q_TEMPFAIL:
+		set_error(e, DNS_TEMPFAIL, "%s lookup for %s failed: %s", type, e->name, r->why);
+		break;
+	case Q_NXDOMAIN:
+		e->ttl = r->ttl;
+		set_error(e, DNS_NO_HOST, "%s: no such domain (NXDOMAIN)", e->name);
+		break;
+	case Q_NODATA:
+		e->ttl = r->ttl;
+		e->status = DNS_OK;
+		break;
+	case Q_OK:
+		e->ttl = r->ttl;
+		e->status = DNS_OK;
+		e->hosts = xcalloc(r->wa->nrr, sizeof(*e->hosts));
+		for (size_t i = 0; i < r->wa->nrr; i++)
+			rr_take(&e->hosts[e->nhosts++], e->kind, r->msg, &r->wa->rr[i]);
+		break;
+	}
+	entry_finish(e);
+}
+
+static void rr_start(struct dns_entry *e)
+{
+	entry_task(e, "Querying");
+	struct task *prev = task_enter(e->task);
+	struct task *t = e->task;
+	q_start(e, rr_qtype[e->kind], 0);
+	task_exit(t, prev);
+}
+
 /* --- lookups -------------------------------------------------------------------------- */
 
 static void late_closed(uv_handle_t *h)
@@ -1200,21 +1306,32 @@ static void late_closed(uv_handle_t *h)
 static void late_fire(uv_timer_t *t)
 {
 	struct dns_late *l = (struct dns_late *)t;
-	struct dns_mx_result r;
-	memset(&r, 0, sizeof(r));
-	r.status = DNS_TEMPFAIL;
-	snprintf(r.error, sizeof(r.error), "resolver shut down");
-	l->cb(l->ctx, &r);
+	if (l->rcb) {
+		struct dns_records_result r;
+		memset(&r, 0, sizeof(r));
+		r.status = DNS_TEMPFAIL;
+		snprintf(r.error, sizeof(r.error), "resolver shut down");
+		l->rcb(l->ctx, &r);
+	} else {
+		struct dns_mx_result r;
+		memset(&r, 0, sizeof(r));
+		r.status = DNS_TEMPFAIL;
+		snprintf(r.error, sizeof(r.error), "resolver shut down");
+		l->cb(l->ctx, &r);
+	}
 	uv_close((uv_handle_t *)t, late_closed);
 }
 
-static void late_fail(dns_mx_cb cb, void *ctx)
+/* Takes w (a caller's waiter). */
+static void late_fail(struct dns_waiter *w)
 {
 	if (!D.loop)
 		panic("%s: dns_init() was not called", __func__);
 	struct dns_late *l = xcalloc(1, sizeof(*l));
-	l->cb = cb;
-	l->ctx = ctx;
+	l->cb = w->cb;
+	l->rcb = w->rcb;
+	l->ctx = w->ctx;
+	free(w);
 	uv_timer_init(D.loop, &l->timer);
 	uv_timer_start(&l->timer, late_fire, 0, 0);
 }
@@ -1243,24 +1360,26 @@ static void literal_result(struct dns_entry *e, const char *text, const struct s
 	snprintf(e->site_name, sizeof(e->site_name), "%s", text);
 }
 
-static void lookup(enum entry_kind kind, const char *input, dns_mx_cb cb, void *ctx)
+/* Takes w, a caller's waiter (cb or rcb and ctx set). */
+static void lookup(enum entry_kind kind, const char *input, struct dns_waiter *w)
 {
 	if (!D.initialised) {
-		late_fail(cb, ctx);
+		late_fail(w);
 		return;
 	}
-	struct dns_waiter *w = xcalloc(1, sizeof(*w));
-	w->cb = cb;
-	w->ctx = ctx;
 	w->caller = task_current_id();
 	D.st.lookups++;
 	struct sockaddr_storage ss;
 	char name[256];
 	int lit = dns_literal_parse(input, &ss);
 	int bad = lit < 0 || (lit == 0 && dns_name_normalize(input, name, sizeof(name)) < 0);
+	if (lit == 1 && kind_is_rr(kind))
+		bad = 1; /* records are looked up for names only */
 	if (lit == 1 || bad || D.shutting_down) {
 		struct dns_entry *e = entry_local(kind, input, w);
-		if (lit == 1)
+		if (bad && kind_is_rr(kind))
+			set_error(e, DNS_NO_HOST, "invalid domain name '%s'", input);
+		else if (lit == 1)
 			literal_result(e, input, &ss);
 		else if (bad)
 			set_error(e, DNS_NO_HOST, "invalid %s '%s'",
@@ -1290,6 +1409,8 @@ static void lookup(enum entry_kind kind, const char *input, dns_mx_cb cb, void *
 	waiter_attach(e, w);
 	if (kind == KIND_MX)
 		mx_start(e);
+	else if (kind_is_rr(kind))
+		rr_start(e);
 	else
 		host_start(e);
 	timer_update();
@@ -1318,14 +1439,36 @@ static void host_lookup_internal(struct dns_entry *mx, size_t index)
 	host_start(e);
 }
 
+static struct dns_waiter *waiter_new(dns_mx_cb cb, dns_records_cb rcb, void *ctx)
+{
+	struct dns_waiter *w = xcalloc(1, sizeof(*w));
+	w->cb = cb;
+	w->rcb = rcb;
+	w->ctx = ctx;
+	return w;
+}
+
 void dns_resolve_mx(const char *domain, dns_mx_cb cb, void *ctx)
 {
-	lookup(KIND_MX, domain, cb, ctx);
+	lookup(KIND_MX, domain, waiter_new(cb, NULL, ctx));
 }
 
 void dns_resolve_host(const char *host, dns_mx_cb cb, void *ctx)
 {
-	lookup(KIND_HOST, host, cb, ctx);
+	lookup(KIND_HOST, host, waiter_new(cb, NULL, ctx));
+}
+
+void dns_lookup_records(const char *name, enum dns_rr_type type, dns_records_cb cb, void *ctx)
+{
+	static const enum entry_kind kinds[] = {
+	    [DNS_RR_MX] = KIND_RR_MX,
+	    [DNS_RR_TXT] = KIND_RR_TXT,
+	    [DNS_RR_PTR] = KIND_RR_PTR,
+	    [DNS_RR_A] = KIND_RR_A,
+	};
+	if ((unsigned)type >= sizeof(kinds) / sizeof(kinds[0]))
+		panic("%s: record type %d", __func__, (int)type);
+	lookup(kinds[type], name, waiter_new(NULL, cb, ctx));
 }
 
 void dns_cache_clear(void)

@@ -100,6 +100,36 @@ void dns_resolve_mx(const char *domain, dns_mx_cb cb, void *ctx);
  * entries. The result has one host with preference 0. */
 void dns_resolve_host(const char *host, dns_mx_cb cb, void *ctx);
 
+/* Record lookups (kumo.dns.lookup_mx/lookup_txt/lookup_ptr/rbl_lookup): the records of one
+ * type for a name, as they are: no address resolution, no null-MX or implicit-MX rules.
+ * Cached and coalesced like the other lookups (under their own keys). */
+enum dns_rr_type {
+	DNS_RR_MX,
+	DNS_RR_TXT,
+	DNS_RR_PTR,
+	DNS_RR_A,
+};
+
+struct dns_record {
+	unsigned preference; /* MX */
+	const char *text;    /* MX exchange or PTR target: lower case, no trailing dot, "" for
+				the root; TXT: the strings joined; A: the address as text */
+	size_t len;	     /* of text (TXT data may hold NUL bytes) */
+};
+
+struct dns_records_result {
+	enum dns_status status; /* OK (n may be 0: the name has no record of the type), NO_HOST
+				   (NXDOMAIN, or not a domain name), TEMPFAIL */
+	char error[160];
+	uint32_t ttl;
+	size_t n;
+	const struct dns_record *records; /* in answer order; valid during the callback */
+};
+
+typedef void (*dns_records_cb)(void *ctx, const struct dns_records_result *r);
+/* cb runs exactly once, never inside this call. */
+void dns_lookup_records(const char *name, enum dns_rr_type type, dns_records_cb cb, void *ctx);
+
 /* Forgets every cached result (lookups in flight are kept). */
 void dns_cache_clear(void);
 

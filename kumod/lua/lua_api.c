@@ -333,7 +333,7 @@ static const struct api_event {
     {"smtp_server_rewrite_response", 0},
     {"smtp_server_split_transaction", 0},
     {"spool_message_enumerated", 0},
-    {"throttle_insert_ready_queue", 0},
+    {"throttle_insert_ready_queue", 1},
     {"tsa_init", 0},
     {"tsa_load_shaping_data", 0},
     {"validate_config", 1},

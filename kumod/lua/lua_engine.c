@@ -291,6 +291,21 @@ static int call_complete(const char *event, lua_State *co, int st, int nres, tak
 	return stop;
 }
 
+#define EV_THROTTLE_INSERT "throttle_insert_ready_queue"
+
+/* The delay asked by the throttle_insert_ready_queue handlers now running. */
+static uint64_t msg_delay_ms;
+
+int lua_engine__delay_message(lua_State *L, uint64_t ms)
+{
+	struct lua_call *c = *call_slot(L);
+	if (!c || !c->handler || strcmp(c->event, EV_THROTTLE_INSERT) != 0)
+		return -1;
+	if (ms > msg_delay_ms)
+		msg_delay_ms = ms;
+	return 0;
+}
+
 int lua_engine__delay_reply(lua_State *L, uint32_t ms)
 {
 	struct lua_call *c = *call_slot(L);
@@ -1350,6 +1365,26 @@ void policy_get_egress_source(const char *name, json_t **out, struct policy_resu
 }
 
 /* --- HTTP listener events -------------------------------------------------- */
+
+/* Stops the series once a handler delayed the message. */
+static int take_throttle(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	(void)co;
+	(void)nres;
+	(void)ctx;
+	(void)r;
+	return msg_delay_ms > 0;
+}
+
+void policy_throttle_insert_ready_queue(struct message *msg, uint64_t *delay_ms,
+					struct policy_result *r)
+{
+	struct event_args a = {.msg = msg};
+	msg_delay_ms = 0;
+	dispatch(EV_THROTTLE_INSERT, push_event_args, take_throttle, &a, r);
+	*delay_ms = r->status == POLICY_OK ? msg_delay_ms : 0;
+	msg_delay_ms = 0;
+}
 
 void policy_http_message_generated(struct message *msg, struct policy_result *r)
 {

@@ -74,6 +74,10 @@ struct message *lua_message__check(lua_State *L, int idx);
 /* lua_engine.c: kumo.delay_reply for the event call running on L; -1
  * outside an event handler. */
 int lua_engine__delay_reply(lua_State *L, uint32_t ms);
+/* lua_engine.c: throttle:delay_message_if_throttled in a throttle_insert_ready_queue
+ * handler: the message goes back to its scheduled queue for ms (the longest asked wins);
+ * -1 in any other event or outside one. */
+int lua_engine__delay_message(lua_State *L, uint64_t ms);
 /* lua_catcher.c: kumo.start_mail_catcher and kumo.mail_catcher_capture
  * (kumod extensions) into the table on top of the stack. */
 void lua_catcher__register(lua_State *L);
@@ -93,6 +97,10 @@ char *lua_json__encode(lua_State *L, int idx, int pretty);
  * the table on top of the stack. */
 void lua_json__register(lua_State *L);
 
+/* lua_invoke.c: kumo.invoke_get_egress_path_config into the kumo table on top. */
+void lua_invoke__register(lua_State *L);
+/* lua_dns.c: kumo.dns lookups into the kumo.dns table on top of the stack. */
+void lua_dns__register(lua_State *L);
 /* lua_http.c: kumo.http into the kumo table on top of the stack. */
 void lua_http__register(lua_State *L);
 /* lua_loghook.c: kumo.configure_log_hook into the kumo table on top. */

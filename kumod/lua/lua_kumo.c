@@ -32,6 +32,54 @@
 
 /* --- kumo.on ------------------------------------------------------------- */
 
+#define REGISTRARS_KEY "kumod.event_registrars"
+
+/* KumoMTA's kumo.on bookkeeping for kumo.get_event_registrars: per event, one list per
+ * registration of the "short_src:line" frames that called kumo.on, innermost first. */
+static void record_registrar(lua_State *L, const char *name)
+{
+	if (lua_getfield(L, LUA_REGISTRYINDEX, REGISTRARS_KEY) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, LUA_REGISTRYINDEX, REGISTRARS_KEY);
+	}
+	if (lua_getfield(L, -1, name) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, -3, name);
+	}
+	lua_newtable(L);
+	lua_Debug ar;
+	for (int level = 1; level < 200 && lua_getstack(L, level, &ar); level++) {
+		lua_getinfo(L, "Sl", &ar);
+		lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline > 0 ? ar.currentline : 0);
+		lua_rawseti(L, -2, level);
+	}
+	lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+	lua_pop(L, 2);
+}
+
+/* kumo.eval_config_monitor_globs(): the files the configuration monitor watches. kumod has
+ * no configuration monitor (kumo.set_config_monitor_globs is not implemented, a policy is
+ * loaded once), so it watches none: an empty list, which is what KumoMTA's helpers check. */
+static int l_eval_config_monitor_globs(lua_State *L)
+{
+	lua_newtable(L);
+	return 1;
+}
+
+/* kumo.get_event_registrars(name): those lists, or nil when nothing registered. */
+static int l_get_event_registrars(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	if (lua_getfield(L, LUA_REGISTRYINDEX, REGISTRARS_KEY) != LUA_TTABLE)
+		return 0;
+	lua_getfield(L, -1, name);
+	return 1;
+}
+
 static int l_on(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
@@ -42,6 +90,7 @@ static int l_on(lua_State *L)
 		return luaL_error(L, "%s", why);
 	if (lua_engine__register(L, name, 2) != 0)
 		return luaL_error(L, "%s", lua_tostring(L, -1));
+	record_registrar(L, name);
 	return 0;
 }
 
@@ -1705,6 +1754,8 @@ static int l_start_http_listener(lua_State *L)
 
 static const luaL_Reg kumo_funcs[] = {
     {"on", l_on},
+    {"get_event_registrars", l_get_event_registrars},
+    {"eval_config_monitor_globs", l_eval_config_monitor_globs},
     {"log_error", l_log_error},
     {"log_warn", l_log_warn},
     {"log_info", l_log_info},
@@ -1777,10 +1828,12 @@ int lua_kumo__open(lua_State *L)
 	lua_bounce__register(L);
 	lua_util__register(L);
 	luaL_newlib(L, dns_funcs);
+	lua_dns__register(L);
 	lua_setfield(L, -2, "dns");
 	lua_dkim__open(L);
 	lua_catcher__register(L);
 	lua_http__register(L);
 	lua_loghook__register(L);
+	lua_invoke__register(L);
 	return 1;
 }

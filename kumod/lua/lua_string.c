@@ -5,15 +5,20 @@
  * "b", "c", ""). Whitespace means Unicode White_Space for split_whitespace
  * and trim*, ASCII whitespace (not vertical tab) for split_ascii_whitespace
  * and wrap. eval_template renders proto/template.h's Jinja subset;
- * psl_domain and psl_suffix use libpsl's built-in list. Not implemented:
- * normalize_smtp_response. */
+ * psl_domain and psl_suffix use libpsl's built-in list.
+ * normalize_smtp_response runs proto/smtp_normalize.h with the word list
+ * /usr/share/dict/words (Debian's wamerican; $KUMOD_WORDS_FILE overrides),
+ * read once per process on first use. */
+#include <errno.h>
 #include <libpsl.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/fsutil.h"
 #include "base/xalloc.h"
 #include "lua/lua_int.h"
+#include "proto/smtp_normalize.h"
 #include "proto/template.h"
 
 /* Length of the UTF-8 character at s (1 for a stray byte). */
@@ -456,7 +461,49 @@ static int l_psl_suffix(lua_State *L)
 	return psl_common(L, 0);
 }
 
+#define WORDS_FILE "/usr/share/dict/words"
+#define NORMALIZE_MAX_INPUT (1 << 20) /* an SMTP response is a few hundred bytes */
+
+/* The dictionary of normalize_smtp_response: built once, kept for the process. */
+static struct smtp_norm_dict *norm_dict;
+
+static int l_normalize_smtp_response(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	if (n > NORMALIZE_MAX_INPUT)
+		return luaL_error(
+		    L,
+		    "kumo.string.normalize_smtp_response: text of %zu bytes is over the "
+		    "limit of %d",
+		    n, NORMALIZE_MAX_INPUT);
+	if (!norm_dict) {
+		const char *path = getenv("KUMOD_WORDS_FILE");
+		if (!path || !*path)
+			path = WORDS_FILE;
+		struct buf words;
+		buf_init(&words);
+		int rc = fs_read_file(path, &words);
+		if (rc < 0) {
+			buf_free(&words);
+			return luaL_error(
+			    L,
+			    "kumo.string.normalize_smtp_response: needs the word list "
+			    "%s (Debian package wamerican, or $KUMOD_WORDS_FILE): %s",
+			    path, strerror(-rc));
+		}
+		norm_dict = smtp_norm_dict_new(words.data, words.len);
+		buf_free(&words);
+	}
+	char *out = xmalloc(smtp_normalize_max(n));
+	size_t len = smtp_normalize(s, n, norm_dict, out);
+	lua_pushlstring(L, out, len);
+	free(out);
+	return 1;
+}
+
 static const luaL_Reg string_funcs[] = {
+    {"normalize_smtp_response", l_normalize_smtp_response},
     {"psl_domain", l_psl_domain},
     {"psl_suffix", l_psl_suffix},
     {"eval_template", l_eval_template},

@@ -7,9 +7,10 @@
  * for the life of the process like KumoMTA's, so a per-call
  * kumo.make_throttle(...) in a handler counts against the same cell.
  * Without Redis every throttle is local (kumo.configure_redis_throttles is
- * a KumoMTA API kumod does not implement yet). The methods that wait
- * (sleep_if_throttled, delay_message_if_throttled) need asynchronous
- * handlers and say so when called. */
+ * a KumoMTA API kumod does not implement yet). sleep_if_throttled needs
+ * a handler that waits and says so when called; delay_message_if_throttled
+ * works in throttle_insert_ready_queue (the scheduler reschedules the
+ * message) and says so elsewhere. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +180,30 @@ static int l_throttle_wait(lua_State *L)
 			  lua_tostring(L, lua_upvalueindex(1)));
 }
 
+/* throttle:delay_message_if_throttled(msg): counts one event; when throttled, the message
+ * goes back to its scheduled queue for the retry_after (no jitter, as KumoMTA) and true is
+ * returned. kumod can delay a message only from throttle_insert_ready_queue. */
+static int l_throttle_delay_message(lua_State *L)
+{
+	struct lua_throttle *t = check_throttle(L);
+	lua_message__check(L, 2);
+	uint64_t now_us = clock_mono_ns() / 1000u + 1;
+	struct throttle_cell *cell = cell_get(t->key, now_us);
+	/* checked before counting, so that a refused call leaves the cell as it was */
+	if (lua_engine__delay_message(L, 0) != 0)
+		return luaL_error(
+		    L, "throttle:delay_message_if_throttled(): kumod can delay a message "
+		       "only in a throttle_insert_ready_queue handler; elsewhere use "
+		       "throttle:throttle() and kumo.reject(451, ...)");
+	struct rate_gcra r =
+	    rate_gcra_take(&cell->tat_us, t->limit, t->period_ms, t->burst, now_us);
+	KTRACE(lua_throttle, t->name, r.throttled, r.retry_after_us / 1000u);
+	if (r.throttled)
+		lua_engine__delay_message(L, (r.retry_after_us + 999u) / 1000u);
+	lua_pushboolean(L, r.throttled);
+	return 1;
+}
+
 static int l_throttle_gc(lua_State *L)
 {
 	struct lua_throttle *t = check_throttle(L);
@@ -221,13 +246,11 @@ void lua_throttle__register(lua_State *L)
 		lua_setfield(L, -2, "throttle");
 		lua_pushcfunction(L, l_throttle_explain);
 		lua_setfield(L, -2, "explain");
-		static const char *const waits[] = {"sleep_if_throttled",
-						    "delay_message_if_throttled"};
-		for (size_t i = 0; i < 2; i++) {
-			lua_pushstring(L, waits[i]);
-			lua_pushcclosure(L, l_throttle_wait, 1);
-			lua_setfield(L, -2, waits[i]);
-		}
+		lua_pushstring(L, "sleep_if_throttled");
+		lua_pushcclosure(L, l_throttle_wait, 1);
+		lua_setfield(L, -2, "sleep_if_throttled");
+		lua_pushcfunction(L, l_throttle_delay_message);
+		lua_setfield(L, -2, "delay_message_if_throttled");
 		lua_setfield(L, -2, "__index");
 	}
 	lua_pop(L, 1);

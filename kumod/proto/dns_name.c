@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -61,6 +62,78 @@ static int parse_ip(const char *s, int v6_only, struct sockaddr_storage *ss)
 		s6->sin6_family = AF_INET6;
 		return 1;
 	}
+	return 0;
+}
+
+int dns_reverse_ip(const char *ip, int ptr, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char a[16];
+	char tmp[DNS_REVERSE_MAX];
+	size_t w = 0;
+	if (inet_pton(AF_INET, ip, a) == 1) {
+		for (int i = 3; i >= 0; i--)
+			w += (size_t)snprintf(tmp + w, sizeof(tmp) - w, "%s%u", i < 3 ? "." : "",
+					      a[i]);
+		if (ptr)
+			w += (size_t)snprintf(tmp + w, sizeof(tmp) - w, ".in-addr.arpa");
+	} else if (inet_pton(AF_INET6, ip, a) == 1) {
+		for (int i = 15; i >= 0; i--) {
+			tmp[w++] = hex[a[i] & 15];
+			tmp[w++] = '.';
+			tmp[w++] = hex[a[i] >> 4];
+			if (i)
+				tmp[w++] = '.';
+		}
+		tmp[w] = 0;
+		if (ptr)
+			w += (size_t)snprintf(tmp + w, sizeof(tmp) - w, ".ip6.arpa");
+	} else {
+		return -EINVAL;
+	}
+	if (w >= outlen)
+		return -ENOSPC;
+	memcpy(out, tmp, w + 1);
+	return (int)w;
+}
+
+static int port_digits(const char *p)
+{
+	size_t n = strspn(p, "0123456789");
+	return n >= 1 && n <= 5 && !p[n];
+}
+
+int dns_ip_of_socket(const char *s, char *out, size_t outlen)
+{
+	unsigned char a[16];
+	char ip[64];
+	size_t n = strlen(s);
+	if (n >= sizeof(ip))
+		return -EINVAL;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || (close[1] && (close[1] != ':' || !port_digits(close + 2))))
+			return -EINVAL;
+		n = (size_t)(close - s - 1);
+		memcpy(ip, s + 1, n);
+		ip[n] = 0;
+		if (inet_pton(AF_INET6, ip, a) != 1)
+			return -EINVAL;
+	} else if (inet_pton(AF_INET6, s, a) == 1) {
+		memcpy(ip, s, n + 1);
+	} else {
+		const char *colon = strchr(s, ':');
+		if (colon && !port_digits(colon + 1))
+			return -EINVAL;
+		n = colon ? (size_t)(colon - s) : n;
+		memcpy(ip, s, n);
+		ip[n] = 0;
+		if (inet_pton(AF_INET, ip, a) != 1)
+			return -EINVAL;
+	}
+	if (strlen(ip) >= outlen)
+		return -EINVAL;
+	memcpy(out, ip, strlen(ip) + 1);
 	return 0;
 }
 

@@ -22,6 +22,19 @@ int dns_name_normalize(const char *name, char *out, size_t outlen);
  * bracketed form that does not hold a valid address. */
 int dns_literal_parse(const char *s, struct sockaddr_storage *ss);
 
+/* KumoMTA's reverse_ip / ptr_host: the address ip (IPv4 or IPv6 text, nothing else) with
+ * its octets (IPv4) or hex nibbles (IPv6, lower case) in reverse order, dot-separated,
+ * followed by ".in-addr.arpa" / ".ip6.arpa" when ptr is set: "127.0.0.1" -> "1.0.0.127".
+ * Returns the length written, -EINVAL when ip is not an address, -ENOSPC when out is too
+ * small (DNS_REVERSE_MAX bytes always suffice). */
+#define DNS_REVERSE_MAX 80
+int dns_reverse_ip(const char *ip, int ptr, char *out, size_t outlen);
+
+/* The address part of an IP or socket address as KumoMTA's rbl_lookup takes it: "1.2.3.4",
+ * "1.2.3.4:25", "::1", "[::1]" or "[::1]:25" (a port, when present, must be 1-5 digits).
+ * Writes the bare address into out (INET6_ADDRSTRLEN bytes suffice); returns 0 or -EINVAL. */
+int dns_ip_of_socket(const char *s, char *out, size_t outlen);
+
 /* Fills order[0..n) with the indexes of prefs sorted by ascending preference; indexes of
  * equal preference are shuffled with *rng (RFC 5321 §5.1) or kept in input order when rng is
  * NULL. *rng is any non-zero seed, advanced on use. */

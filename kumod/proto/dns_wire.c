@@ -164,6 +164,28 @@ static int follow_chain(const uint8_t *msg, size_t len, size_t an_off, unsigned 
 	return 0;
 }
 
+/* TXT data is one or more <length, bytes> strings filling the record exactly. */
+static int txt_check(const uint8_t *p, size_t n)
+{
+	if (!n)
+		return -EBADMSG;
+	for (size_t o = 0; o < n; o += 1 + (size_t)p[o])
+		if (o + 1 + p[o] > n)
+			return -EBADMSG;
+	return 0;
+}
+
+size_t dns_wire_txt_join(const uint8_t *msg, const struct dns_wire_rr *r, char *out)
+{
+	const uint8_t *p = msg + r->rdoff;
+	size_t w = 0;
+	for (size_t o = 0; o < r->rdlen; o += 1 + (size_t)p[o]) {
+		memcpy(out + w, p + o + 1, p[o]);
+		w += p[o];
+	}
+	return w;
+}
+
 static int take_rr(const uint8_t *msg, size_t len, const struct rr_hdr *h,
 		   struct dns_wire_answer *a)
 {
@@ -174,6 +196,8 @@ static int take_rr(const uint8_t *msg, size_t len, const struct rr_hdr *h,
 	struct dns_wire_rr *r = &a->rr[a->nrr];
 	memset(r, 0, sizeof(*r));
 	r->ttl = h->ttl;
+	r->rdoff = h->rdoff;
+	r->rdlen = h->rdlen;
 	switch (h->type) {
 	case DNS_WIRE_T_A:
 		if (h->rdlen != 4)
@@ -192,8 +216,13 @@ static int take_rr(const uint8_t *msg, size_t len, const struct rr_hdr *h,
 		if (rdata_name(msg, len, h->rdoff + 2, h->rdoff + h->rdlen, r->name) < 0)
 			return fail(a, "bad MX exchange", h->rdoff + 2);
 		break;
+	case DNS_WIRE_T_TXT:
+		if (txt_check(msg + h->rdoff, h->rdlen) < 0)
+			return fail(a, "TXT character-string overruns the record", h->rdoff);
+		break;
 	case DNS_WIRE_T_CNAME:
 	case DNS_WIRE_T_NS:
+	case DNS_WIRE_T_PTR:
 		if (rdata_name(msg, len, h->rdoff, h->rdoff + h->rdlen, r->name) < 0)
 			return fail(a, "bad name in record", h->rdoff);
 		break;
@@ -312,8 +341,12 @@ const char *dns_wire_type_name(unsigned type, char *buf)
 		return "CNAME";
 	case DNS_WIRE_T_SOA:
 		return "SOA";
+	case DNS_WIRE_T_PTR:
+		return "PTR";
 	case DNS_WIRE_T_MX:
 		return "MX";
+	case DNS_WIRE_T_TXT:
+		return "TXT";
 	case DNS_WIRE_T_AAAA:
 		return "AAAA";
 	default:

@@ -18,7 +18,9 @@ enum dns_wire_type {
 	DNS_WIRE_T_NS = 2,
 	DNS_WIRE_T_CNAME = 5,
 	DNS_WIRE_T_SOA = 6,
+	DNS_WIRE_T_PTR = 12,
 	DNS_WIRE_T_MX = 15,
+	DNS_WIRE_T_TXT = 16,
 	DNS_WIRE_T_AAAA = 28,
 };
 
@@ -44,7 +46,9 @@ struct dns_wire_rr {
 	uint32_t ttl;
 	uint16_t preference;	      /* MX */
 	uint8_t addr[16];	      /* A: 4 bytes, AAAA: 16 */
-	char name[DNS_WIRE_NAME_MAX]; /* MX exchange */
+	char name[DNS_WIRE_NAME_MAX]; /* MX exchange, PTR/CNAME/NS target */
+	size_t rdoff;		      /* the record's data in the message (TXT: checked to be */
+	uint16_t rdlen;		      /* a sequence of character-strings) */
 };
 
 struct dns_wire_answer {
@@ -73,6 +77,11 @@ int dns_wire_parse(const uint8_t *msg, size_t len, struct dns_wire_answer *a);
  * above). Compression pointers must point backwards (no loops). Returns the bytes the name
  * occupies at off (a pointer counts 2), or -EBADMSG. */
 int dns_wire_name(const uint8_t *msg, size_t len, size_t off, char *out);
+
+/* A TXT record's character-strings joined with nothing between them (as KumoMTA's
+ * lookup_txt does) into out, which must hold r->rdlen bytes; msg is the message the record
+ * was parsed from. Returns the length written (the bytes may include NUL). */
+size_t dns_wire_txt_join(const uint8_t *msg, const struct dns_wire_rr *r, char *out);
 
 /* 1 when an MX answer is a null MX (RFC 7505): at least one record and every exchange is
  * the root. */

@@ -9,6 +9,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "ktrace.h"
@@ -522,6 +523,38 @@ static void config_error_hold(struct qmsg *qm, uint64_t now)
 	schedule(qm, now + delay, "QueueConfigError");
 }
 
+/* throttle_insert_ready_queue: 1 when a handler delayed the message or failed (then it
+ * is back in the scheduled queue; an error never lets it through unchecked). */
+static int throttled_by_policy(struct qmsg *qm, uint64_t now)
+{
+	if (!policy_has_handler("throttle_insert_ready_queue"))
+		return 0;
+	uint64_t delay = 0;
+	struct policy_result r;
+	policy_throttle_insert_ready_queue(qm->m, &delay, &r);
+	if (r.status != POLICY_OK) {
+		delay = queue_retry_delay_ms(&qm->q->cfg, qm->m->attempts);
+		KTRACE(queue_throttle_error, qm->m->id, qm->q->name, delay, r.text);
+		schedule(qm, now + delay, "ThrottleInsertReadyQueueError");
+		return 1;
+	}
+	if (!delay)
+		return 0;
+	KTRACE(queue_throttle_delay, qm->m->id, qm->q->name, delay);
+	/* as KumoMTA: a Delayed record (not an attempt) and a per-queue counter */
+	char text[400], due[40];
+	duration_format_ms(delay, due, sizeof(due));
+	snprintf(text, sizeof(text),
+		 "KumoMTA internal: %s throttle_insert_ready_queue event throttled message rate, "
+		 "due in %s",
+		 qm->q->name, due);
+	struct logrec_response resp = {.code = 451, .enhanced = "4.4.4", .content = text};
+	logrec_log("Delayed", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
+	metrics_counter_add("delayed_due_to_throttle_insert_ready", "queue", qm->q->name, 1);
+	schedule(qm, now + delay, "ThrottledByPolicy");
+	return 1;
+}
+
 /* A due message (body resident): bounced, held or handed to the router. */
 static void due_one(struct qmsg *qm, uint64_t now)
 {
@@ -545,6 +578,8 @@ static void due_one(struct qmsg *qm, uint64_t now)
 		config_error_hold(qm, now);
 		return;
 	}
+	if (Q.router && throttled_by_policy(qm, now))
+		return;
 	if (Q.router) {
 		Q.router(qm);
 	} else {

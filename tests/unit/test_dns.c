@@ -371,3 +371,102 @@ TEST_IMPL(dns_shuffle_is_a_permutation)
 		ASSERT_EQ(seen, 0x3ff);
 	}
 }
+
+/* dnslib: two TXT records ("part one, " + "part two" in two strings; one empty string) and a
+ * PTR answer. */
+#define HEX_TXT                                                                                \
+	"1234858000010002000000000374787404746573740000100001c00c001000010000012c00140a706172" \
+	"74206f6e652c2008706172742074776fc00c00100001000000c8000100"
+#define HEX_PTR                                                                                \
+	"1234858000010001000000000131013001300331323707696e2d61646472046172706100000c0001c00c" \
+	"000c00010000012c0010096c6f63616c686f7374047465737400"
+
+TEST_IMPL(dns_wire_txt_and_ptr)
+{
+	static uint8_t msg[1024];
+	size_t n = unhex(HEX_TXT, msg, sizeof(msg));
+	struct dns_wire_answer *a = malloc(sizeof(*a));
+	ASSERT_EQ(dns_wire_parse(msg, n, a), 0);
+	ASSERT_EQ(a->qtype, DNS_WIRE_T_TXT);
+	ASSERT_EQ(a->nrr, 2);
+	ASSERT_EQ(a->ttl, 200);
+	char out[256];
+	size_t len = dns_wire_txt_join(msg, &a->rr[0], out);
+	ASSERT_EQ(len, 18);
+	out[len] = 0;
+	ASSERT_STR_EQ(out, "part one, part two");
+	ASSERT_EQ(dns_wire_txt_join(msg, &a->rr[1], out), 0);
+	/* a string whose length runs past the record: the last TXT's length 0 -> 5 */
+	msg[n - 1] = 5;
+	ASSERT_EQ(dns_wire_parse(msg, n, a), -EBADMSG);
+	ASSERT_STR_EQ(a->error, "TXT character-string overruns the record");
+
+	n = unhex(HEX_PTR, msg, sizeof(msg));
+	ASSERT_EQ(dns_wire_parse(msg, n, a), 0);
+	ASSERT_EQ(a->qtype, DNS_WIRE_T_PTR);
+	ASSERT_EQ(a->nrr, 1);
+	ASSERT_STR_EQ(a->rr[0].name, "localhost.test");
+	free(a);
+}
+
+TEST_IMPL(dns_reverse_ip_table)
+{
+	static const struct {
+		const char *ip;
+		int ptr;
+		const char *want; /* NULL: -EINVAL */
+	} cases[] = {
+	    {"127.0.0.1", 0, "1.0.0.127"},
+	    {"127.0.0.1", 1, "1.0.0.127.in-addr.arpa"},
+	    {"192.0.2.10", 0, "10.2.0.192"},
+	    {"::1", 0, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0"},
+	    {"2001:DB8::1", 1,
+	     "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"},
+	    {"localhost", 0, NULL},
+	    {"1.2.3", 0, NULL},
+	    {"[::1]", 0, NULL},
+	    {"", 1, NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[DNS_REVERSE_MAX];
+		int rc = dns_reverse_ip(cases[i].ip, cases[i].ptr, out, sizeof(out));
+		if (!cases[i].want) {
+			ASSERT_EQ(rc, -EINVAL);
+			continue;
+		}
+		ASSERT_EQ(rc, (int)strlen(cases[i].want));
+		ASSERT_STR_EQ(out, cases[i].want);
+	}
+	char small[8];
+	ASSERT_EQ(dns_reverse_ip("127.0.0.1", 0, small, sizeof(small)), -ENOSPC);
+}
+
+TEST_IMPL(dns_ip_of_socket_table)
+{
+	static const struct {
+		const char *in, *want; /* want NULL: -EINVAL */
+	} cases[] = {
+	    {"127.0.0.2", "127.0.0.2"},
+	    {"127.0.0.2:25", "127.0.0.2"},
+	    {"::1", "::1"},
+	    {"[::1]", "::1"},
+	    {"[::1]:2525", "::1"},
+	    {"[127.0.0.1]", NULL},
+	    {"127.0.0.2:", NULL},
+	    {"127.0.0.2:123456", NULL},
+	    {"[::1]x", NULL},
+	    {"host:25", NULL},
+	    {"", NULL},
+	    {"1.2.3.4:2a", NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[64];
+		int rc = dns_ip_of_socket(cases[i].in, out, sizeof(out));
+		if (!cases[i].want) {
+			ASSERT_EQ(rc, -EINVAL);
+			continue;
+		}
+		ASSERT_EQ(rc, 0);
+		ASSERT_STR_EQ(out, cases[i].want);
+	}
+}
