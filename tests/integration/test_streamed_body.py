@@ -1,0 +1,189 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Streamed DATA (issue 20, docs/spool.md "Streamed bodies"): bodies past the
+listener's data_spill_threshold go to the spool's temporary storage during
+DATA instead of memory. Every reception guarantee holds: 250 only after the
+spool write, dot-unstuffing, the size limit, header policy, body access from
+Lua, byte-identical delivery, and no leftover after a crash mid-DATA."""
+
+import concurrent.futures
+import os
+import random
+import re
+
+from test_limits import MIB, Smtp, start, transaction
+from test_relay import captured, sink_start, wait_until
+
+# 256 KiB threshold: the tests stay small and still stream several chunks
+SMTP = ", data_spill_threshold = 262144, max_message_size = 8388608"
+LOG = {"KUMOD_LOG": "kumod=debug,kumo_server_common=info"}
+
+EXTRA = """
+kumo.on('smtp_server_message_received', function(msg)
+  -- header policy on a streamed message: read one, add one
+  local subject = msg:get_first_named_header_value('Subject') or ''
+  msg:prepend_header('X-Seen-Subject', subject)
+  if subject:find('read%-body') then
+    -- body access reads the streamed body back
+    msg:set_meta('body_len', #msg:get_data())
+    msg:append_header('X-Body-Len', tostring(#msg:get_data()))
+  end
+end)
+"""
+
+
+def body_bytes(size, seed):
+    """size bytes of CRLF lines of varying length, some starting with '.'
+    (dot-stuffing), made from seeded random bytes."""
+    rnd = random.Random(seed)
+    alphabet = b"abcdefghij0123456789 ." * 12  # 264 >= 256 entries
+    raw = rnd.randbytes(size).translate(bytes(alphabet[:256]))
+    out = []
+    pos = n = 0
+    while pos < size:
+        k = rnd.randrange(0, 120)
+        line = raw[pos:pos + k]
+        pos += k
+        out.append((b"." if n % 7 == 0 else b"") + line + b"\r\n")
+        n += 1
+    return b"".join(out)
+
+
+def make_message(size, tag):
+    head = ("From: <a@example.com>\r\nTo: <b@example.com>\r\nSubject: %s\r\n"
+            "Message-ID: <%s@example.com>\r\n\r\n" % (tag, tag)).encode()
+    return head + body_bytes(size, tag)
+
+
+def stuff(data):
+    """The SMTP wire form of data (RFC 5321 4.5.2), ending in CRLF."""
+    return re.sub(rb"(?m)^\.", b"..", data)
+
+
+def delivered(capture_dir):
+    """message tag -> the captured bytes."""
+    out = {}
+    for f in captured(capture_dir):
+        raw = open(f, "rb").read()
+        m = re.search(rb"^Subject: (\S+)\r\n", raw, re.M)
+        if m:
+            out[m.group(1).decode()] = raw
+    return out
+
+
+def split(raw):
+    i = raw.index(b"\r\n\r\n") + 4
+    return raw[:i], raw[i:]
+
+
+def header_values(head, name):
+    return [v.strip() for v in re.findall(rb"(?mi)^" + name.encode() + rb":(.*)\r\n", head)]
+
+
+def test_large_bodies_stream_and_arrive_identical(kumod, tmp_path):
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    k = start(kumod, tmp_path, sink.smtp_port, smtp=SMTP, extra=EXTRA, env=LOG)
+    sizes = [3 * MIB + 17 * i for i in range(8)]
+    tags = ["big%d" % i for i in range(8)]
+    tags[1] = "read-body"
+    msgs = {t: make_message(s, t) for t, s in zip(tags, sizes)}
+    small = make_message(100 * 1024, "small")  # below the threshold: in memory
+
+    def send(tag, data):
+        # stuffed here: transaction() sends the bytes as they are, in 64 KiB pieces
+        return transaction(k.relay_port, stuff(data), chunk=65536)
+
+    with concurrent.futures.ThreadPoolExecutor(len(msgs) + 1) as ex:
+        futs = {t: ex.submit(send, t, d) for t, d in list(msgs.items()) + [("small", small)]}
+        replies = {t: f.result(timeout=60) for t, f in futs.items()}
+    for t, r in replies.items():
+        assert r[0] == 250, (t, r)
+    # the big ones streamed, the small one did not
+    spilled = re.findall(r"session=(\d+) DATA past 262144 bytes: body streams to the spool",
+                         k.stderr())
+    assert len(spilled) == len(msgs), k.stderr()[-3000:]
+    msgs["small"] = small
+    got = wait_until(lambda: len(delivered(capture)) == len(msgs) and delivered(capture),
+                     timeout=40)
+    assert got and set(got) == set(msgs), sorted(got or {})
+    for t, data in msgs.items():
+        head, body = split(got[t])
+        sent_head, sent_body = split(data)
+        assert body == sent_body, "%s: body differs (len %d vs %d)" % (t, len(body),
+                                                                        len(sent_body))
+        # the sent header section is there, below the headers kumod added
+        head = re.sub(rb"X-Body-Len: \d+\r\n", b"", head)
+        assert head.endswith(sent_head), (t, head[-600:])
+        assert header_values(head, "X-Seen-Subject") == [t.encode()], (t, head[:600])
+    read_head, _ = split(got["read-body"])
+    want_len = len(msgs["read-body"]) + len(b"X-Seen-Subject: read-body\r\n")
+    # get_data saw the whole message: trace headers, X-Seen-Subject, body
+    [blen] = header_values(read_head, "X-Body-Len")
+    assert int(blen) > want_len, (blen, want_len)
+    # nothing left in the spool's temporary storage once stored
+    assert wait_until(lambda: os.listdir(tmp_path / "var" / "spool" / "data" / "new") == [])
+
+
+def test_streamed_body_split_by_domain_and_size_limit(kumod, tmp_path):
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    k = start(kumod, tmp_path, sink.smtp_port, smtp=SMTP, extra=EXTRA, env=LOG)
+    data = make_message(2 * MIB, "split")
+    c = Smtp(k.relay_port)
+    try:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.test")[0] == 250
+        assert c.cmd("MAIL FROM:<a@example.com>")[0] == 250
+        for rcpt in ("b@one.example", "c@two.example", "d@three.example"):
+            assert c.cmd("RCPT TO:<%s>" % rcpt)[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.s.sendall(stuff(data) + b".\r\n")
+        r = c.reply()
+        assert r[0] == 250, r
+        ids = r[2].split("ids=", 1)[1].split()
+        assert len(ids) == 3, r  # one message per domain, sharing the streamed body
+        # over max_message_size (8 MiB) while streaming: 552, the session goes on
+        assert c.cmd("MAIL FROM:<a@example.com>")[0] == 250
+        assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.s.sendall(stuff(make_message(9 * MIB, "toobig")) + b".\r\n")
+        r = c.reply()
+        assert (r[0], r[1]) == (552, "5.3.4"), r
+        assert c.cmd("NOOP")[0] == 250
+    finally:
+        c.close()
+    def done():
+        files = [open(f, "rb").read() for f in captured(capture)]
+        return len(files) == 3 and files
+    files = wait_until(done, timeout=30)
+    assert files, captured(capture)
+    for raw in files:
+        assert split(raw)[1] == split(data)[1]
+        assert b"Subject: toobig" not in raw
+
+
+def test_crash_mid_data_leaves_nothing(kumod, tmp_path):
+    """SIGKILL while a streamed body is half received: no file is left that
+    recovery could take for mail, and nothing is delivered."""
+    k = start(kumod, tmp_path, 9, smtp=SMTP, env=LOG)
+    c = Smtp(k.relay_port)
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.test")[0] == 250
+    assert c.cmd("MAIL FROM:<a@example.com>")[0] == 250
+    assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.s.sendall(stuff(make_message(2 * MIB, "crash")))  # no final dot
+    assert wait_until(lambda: "body streams to the spool" in k.stderr(), timeout=10)
+    # the first chunks were written: the file is in use (unnamed)
+    assert wait_until(lambda: any(
+        os.readlink("/proc/%d/fd/%s" % (k.pid, fd)).endswith("(deleted)") or
+        "/spool/data/new/" in os.readlink("/proc/%d/fd/%s" % (k.pid, fd))
+        for fd in os.listdir("/proc/%d/fd" % k.pid)), timeout=10)
+    k.kill()  # SIGKILL
+    c.close()
+    var = tmp_path / "var" / "spool"
+    left = [p for p in (var / "data").rglob("*") if p.is_file() and p.name != "lock"]
+    left += [p for p in (var / "meta").rglob("*") if p.is_file() and p.name != "lock"]
+    assert left == [], left
+    k2 = start(kumod, tmp_path, 9, smtp=SMTP, name="relay2.lua")
+    k2.wait_for("spool recovery complete: 0 messages queued", timeout=15)
