@@ -16,6 +16,26 @@ import pytest
 from test_limits import MIB, Smtp, proc_status, start, transaction
 from test_relay import captured, sink_start, wait_until
 
+@pytest.fixture
+def kumod(kumod):
+    """The conftest factory; every kumod this module starts and does not kill
+    on purpose must stop cleanly (status 0, no sanitizer report)."""
+    started = []
+
+    def start_one(*args, **kwargs):
+        k = kumod(*args, **kwargs)
+        started.append(k)
+        return k
+
+    yield start_one
+    for k in started:
+        if k.proc.returncode == -9:  # test_crash_mid_data_leaves_nothing
+            continue
+        rc = k.stop(timeout=20)
+        assert rc == 0, "kumod exited with %s:\n%s" % (rc, k.stderr()[-3000:])
+        assert "Sanitizer" not in k.stderr(), k.stderr()[-3000:]
+
+
 # 256 KiB threshold: the tests stay small and still stream several chunks
 SMTP = ", data_spill_threshold = 262144, max_message_size = 8388608"
 LOG = {"KUMOD_LOG": "kumod=debug,kumo_server_common=info"}
