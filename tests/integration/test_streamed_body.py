@@ -252,3 +252,38 @@ def test_concurrent_streamed_bodies_memory_bound(kumod, tmp_path):
 # RSS under ASan is its quarantine and shadow memory, not kumod's
 test_concurrent_streamed_bodies_memory_bound = pytest.mark.nosan(
     test_concurrent_streamed_bodies_memory_bound)
+
+
+ROCKS_POLICY = """
+local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool{ name = 'data', path = '%(var)s/spool/data', kind = 'RocksDB', flush = false }
+  kumo.define_spool{ name = 'meta', path = '%(var)s/spool/meta', kind = 'RocksDB', flush = false }
+  kumo.start_esmtp_listener{ listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' },
+                             data_spill_threshold = 262144 }
+end)
+kumo.on('get_queue_config', function()
+  return kumo.make_queue_config{ retry_interval = '1s', max_retry_interval = '1s',
+    protocol = { smtp = { mx_list = { '127.0.0.1:%(port)d' } } } }
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path{ enable_tls = 'Disabled', connect_timeout = '2s',
+                                prohibited_hosts = {} }
+end)
+"""
+
+
+def test_rocksdb_kind_keeps_bodies_in_memory(kumod, tmp_path):
+    """The RocksDB kind does not stream (docs/spool.md): a body past the
+    threshold is received in memory as before and arrives identical."""
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    k = kumod(ROCKS_POLICY % {"var": tmp_path / "var", "port": sink.smtp_port}, env=LOG,
+              policy_name="rocks.lua")
+    port = k.listeners["smtp"][0][1]
+    data = make_message(2 * MIB, "rocks")
+    r = transaction(port, stuff(data), chunk=65536)
+    assert r[0] == 250, r
+    assert "body streams to the spool" not in k.stderr()
+    got = wait_until(lambda: delivered(capture).get("rocks"), timeout=30)
+    assert got and split(got)[1] == split(data)[1]
