@@ -1093,8 +1093,9 @@ static int session_report_disposition(struct smtp_session *s, struct message *m,
 	if (r->status != POLICY_OK)
 		return -1;
 	if (!log_arf && !log_oob)
-		return 1;		/* RCPT decided relaying */
-	int rc = message_load_spill(m); /* a streamed report is parsed whole */
+		return 1; /* RCPT decided relaying */
+	/* a streamed report is parsed whole */
+	int rc = message_load_spill(m);
 	if (rc < 0) {
 		r->status = POLICY_REJECT;
 		r->code = 451;
@@ -1534,8 +1535,10 @@ static void session_spill_written(uv_fs_t *req)
 	free(w);
 	if (!s)
 		return;
-	struct task *prev = task_enter(s->task);
 	s->spill_wr = NULL;
+	if (s->state == SMTP_STATE_CLOSING)
+		return; /* the session is going away: nothing to carry on */
+	struct task *prev = task_enter(s->task);
 	if (err && s->spill) {
 		KTRACE(smtp_limit, s->id, s->conn.peer, "spill_write_failed");
 		log_error("kumod::smtp_server",
