@@ -9,6 +9,7 @@ import concurrent.futures
 import os
 import random
 import re
+import subprocess
 import time
 
 import pytest
@@ -287,3 +288,40 @@ def test_rocksdb_kind_keeps_bodies_in_memory(kumod, tmp_path):
     assert "body streams to the spool" not in k.stderr()
     got = wait_until(lambda: delivered(capture).get("rocks"), timeout=30)
     assert got and split(got)[1] == split(data)[1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_spill_write_failure_answers_451_and_session_goes_on(kumod, tmp_path):
+    """The spool's file system fills up while a body streams: 451 4.3.0 at
+    the final dot, the space comes back with the spill file, and the next
+    message on the same session is accepted."""
+    spool = tmp_path / "var" / "spool"
+    spool.mkdir(parents=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(spool)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
+    try:
+        k = start(kumod, tmp_path, 9, smtp=SMTP, env=LOG)
+        c = Smtp(k.relay_port)
+        try:
+            assert c.reply()[0] == 220
+            assert c.cmd("EHLO client.test")[0] == 250
+            assert c.cmd("MAIL FROM:<a@example.com>")[0] == 250
+            assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+            assert c.cmd("DATA")[0] == 354
+            c.s.sendall(stuff(make_message(3 * MIB, "full")) + b".\r\n")
+            r = c.reply()
+            assert (r[0], r[1]) == (451, "4.3.0"), r
+            assert c.cmd("MAIL FROM:<a@example.com>")[0] == 250
+            assert c.cmd("RCPT TO:<b@example.com>")[0] == 250
+            assert c.cmd("DATA")[0] == 354
+            c.s.sendall(stuff(make_message(20000, "fits")) + b".\r\n")
+            r = c.reply()
+            assert r[0] == 250, r
+        finally:
+            c.close()
+        assert "writing the streamed body failed: No space left on device" in k.stderr()
+        k.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(spool)])
