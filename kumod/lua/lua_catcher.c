@@ -74,7 +74,7 @@ static int l_start_mail_catcher(lua_State *L)
 
 static int l_mail_catcher_capture(lua_State *L)
 {
-	struct message *m = lua_message__check(L, 1);
+	struct message *m = lua_message__body(L, 1, "mail_catcher_capture");
 	if (lua_engine__validating()) { /* --validate: the store is not opened */
 		lua_pushstring(L, m->id);
 		return 1;

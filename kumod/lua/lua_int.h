@@ -71,6 +71,9 @@ void lua_message__push(lua_State *L, struct message *m);
 /* The message of the Message userdata at idx (raises when it is not one
  * or is closed). */
 struct message *lua_message__check(lua_State *L, int idx);
+/* As lua_message__check, a streamed body read back first (method names the
+ * caller in the error). */
+struct message *lua_message__body(lua_State *L, int idx, const char *method);
 /* lua_engine.c: kumo.delay_reply for the event call running on L; -1
  * outside an event handler. */
 int lua_engine__delay_reply(lua_State *L, uint32_t ms);

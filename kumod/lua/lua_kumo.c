@@ -623,6 +623,8 @@ static void listener_key(lua_State *L, const char *k, void *ctx)
 		cfg->connection_rate_period_ms = rs.period_ms;
 	} else if (strcmp(k, "max_received_headers") == 0) {
 		cfg->max_received_headers = check_size(L, -1, what);
+	} else if (strcmp(k, "data_spill_threshold") == 0) {
+		cfg->data_spill_threshold = check_size(L, -1, what);
 	} else if (strcmp(k, "batch_handling") == 0) {
 		const char *s = check_str(L, -1, what);
 		if (strcmp(s, "BifurcateAlways") == 0)

@@ -202,6 +202,28 @@ static struct message *check_msg(lua_State *L)
 	return u->m;
 }
 
+/* A method that reads the body: a body streamed to the spool during
+ * reception (data_spill_threshold) is read back into memory first. */
+static struct message *check_msg_body(lua_State *L, const char *method)
+{
+	struct message *m = check_msg(L);
+	int rc = message_load_spill(m);
+	if (rc < 0)
+		luaL_error(L, "msg:%s: reading the streamed body back failed: %s", method,
+			   strerror(-rc));
+	return m;
+}
+
+struct message *lua_message__body(lua_State *L, int idx, const char *method)
+{
+	struct message *m = lua_message__check(L, idx);
+	int rc = message_load_spill(m);
+	if (rc < 0)
+		luaL_error(L, "%s: reading the streamed body back failed: %s", method,
+			   strerror(-rc));
+	return m;
+}
+
 struct message *lua_message__check(lua_State *L, int idx)
 {
 	struct lua_message *u = luaL_checkudata(L, idx, LUA_KUMO_MESSAGE_MT);
@@ -283,7 +305,7 @@ static int msg_get_meta(lua_State *L)
 
 static int msg_get_data(lua_State *L)
 {
-	struct message *m = check_msg(L);
+	struct message *m = check_msg_body(L, "get_data");
 	lua_pushlstring(L, m->data.data ? m->data.data : "", m->data.len);
 	return 1;
 }
@@ -537,7 +559,7 @@ static int msg_remove_x_headers(lua_State *L)
 
 static int msg_dkim_sign(lua_State *L)
 {
-	return lua_dkim__sign(L, check_msg(L), 2);
+	return lua_dkim__sign(L, check_msg_body(L, "dkim_sign"), 2);
 }
 
 /* --- delivery and feedback reports ---------------------------------------- */
@@ -549,7 +571,7 @@ static int msg_dkim_sign(lua_State *L)
 static int msg_parse_report(lua_State *L, const char *method,
 			    int (*parse)(const char *, size_t, json_t **, char *, size_t))
 {
-	struct message *m = check_msg(L);
+	struct message *m = check_msg_body(L, method);
 	json_t *report = NULL;
 	char err[300];
 	int rc = parse(m->data.data ? m->data.data : "", m->data.len, &report, err, sizeof(err));
@@ -950,7 +972,7 @@ static void cf_list(struct buf *b, unsigned mask)
 
 static int msg_check_fix_conformance(lua_State *L)
 {
-	struct message *m = check_msg(L);
+	struct message *m = check_msg_body(L, "check_fix_conformance");
 	unsigned check = cf_parse(L, 2, "checks"), fix = cf_parse(L, 3, "fixes");
 	const char *msgid = NULL;
 	if (!lua_isnoneornil(L, 4)) {

@@ -122,6 +122,12 @@ void spool_record_trailer(unsigned char tr[SPOOL_RECORD_TRAILER_LEN],
 	memcpy(tr + 4, rec_end, 4);
 }
 
+void spool_record_trailer_crc(unsigned char tr[SPOOL_RECORD_TRAILER_LEN], uint32_t crc)
+{
+	put_le32(tr, crc);
+	memcpy(tr + 4, rec_end, 4);
+}
+
 size_t spool_record_encode(struct buf *out, enum spool_record_kind kind, const char *id,
 			   const void *payload, size_t len)
 {

@@ -62,6 +62,10 @@ void spool_record_trailer(unsigned char tr[SPOOL_RECORD_TRAILER_LEN],
 			  const unsigned char hdr[SPOOL_RECORD_HEADER_LEN], const void *payload,
 			  size_t len);
 
+/* The trailer from a CRC already computed over header and payload (a
+ * payload written in pieces). */
+void spool_record_trailer_crc(unsigned char tr[SPOOL_RECORD_TRAILER_LEN], uint32_t crc);
+
 /* Appends a whole record to out; returns its size. */
 size_t spool_record_encode(struct buf *out, enum spool_record_kind kind, const char *id,
 			   const void *payload, size_t len);

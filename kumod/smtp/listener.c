@@ -51,6 +51,7 @@ void smtp_listener_config_init(struct smtp_listener_config *cfg)
 	cfg->trace_header_name = xstrdup("X-KumoRef");
 	cfg->max_connections_per_client = 50;
 	cfg->max_received_headers = 50;
+	cfg->data_spill_threshold = 1u << 20;
 }
 
 void smtp_listener_config_free(struct smtp_listener_config *cfg)

@@ -43,6 +43,10 @@ struct smtp_listener_config {
 	uint64_t max_connection_rate_per_client; /* connections per period; 0 = unlimited */
 	uint64_t connection_rate_period_ms;
 	size_t max_received_headers; /* mail loop: 50; 0 = unchecked */
+	/* DATA beyond this many bytes streams to the spool's temporary storage
+	 * instead of memory (LocalDisk kind; docs/spool.md "Streamed bodies"):
+	 * 1 MiB; 0 = always in memory. */
+	size_t data_spill_threshold;
 };
 
 /* Fills the KumoMTA defaults (strings allocated). */

@@ -18,6 +18,8 @@
 
 struct task;
 struct message;
+struct message_spill;
+struct smtp_spill_write;
 
 struct smtp_listener {
 	uv_poll_t poll; /* readable listening socket: accepted by listener.c itself */
@@ -87,10 +89,17 @@ struct smtp_session {
 	unsigned auth_failures;
 	struct peer_entry *client; /* per-client-address counters (listener limits) */
 	size_t rx_accounted;	   /* DATA buffer bytes counted in the memory budget */
-	const char *data_refused;  /* DATA being discarded: "memory" or "allocation" */
-	struct smtp_transcript ts; /* fed by smtp_trace: catcher, console (off: empty) */
-	uint32_t hold_ms;	   /* kumo.delay_reply: the held reply's delay */
-	int close_after_hold;	   /* kumo.disconnect with a held reply: close once sent */
+	const char *data_refused;  /* DATA being discarded: "memory", "allocation", "spool" */
+	/* Streamed DATA (data_spill_threshold): msg->data keeps the header
+	 * section; the body goes through spill_buf into the spill file, one
+	 * write in flight at a time (input paused meanwhile). */
+	struct message_spill *spill;
+	struct buf spill_buf;
+	struct smtp_spill_write *spill_wr; /* the write in flight, or NULL */
+	int spill_skip;			   /* this DATA stays in memory */
+	struct smtp_transcript ts;	   /* fed by smtp_trace: catcher, console (off: empty) */
+	uint32_t hold_ms;		   /* kumo.delay_reply: the held reply's delay */
+	int close_after_hold;		   /* kumo.disconnect with a held reply: close once sent */
 	struct smtp_session *next, *prev;
 };
 

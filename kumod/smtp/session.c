@@ -40,6 +40,7 @@
 #define SMTP_DATA_MIN_RATE 500		  /* bytes per second, averaged per client_timeout window */
 #define SMTP_DATA_RESERVE_MAX (64u << 10) /* most a SIZE= claim reserves up front */
 #define SMTP_DATA_MEM_FLOOR (64u << 10)	  /* DATA below this is never cut for memory */
+#define SMTP_SPILL_CHUNK (256u << 10)	  /* streamed DATA is written in pieces of this */
 #define SMTP_SHED_INTERVAL_NS 100000000ull
 /* Sessions closed (and kept from reopening) when accept() runs out of
  * descriptors, so that the rest of kumod gets some back. */
@@ -170,7 +171,7 @@ static void session_trace_policy(struct smtp_session *s, const char *event,
  * when the transaction ends. */
 static void session_account_sync(struct smtp_session *s)
 {
-	size_t cap = s->msg ? s->msg->data.cap : 0;
+	size_t cap = (s->msg ? s->msg->data.cap : 0) + s->spill_buf.cap;
 	memlimit_account((int64_t)cap - (int64_t)s->rx_accounted);
 	s->rx_accounted = cap;
 }
@@ -478,6 +479,7 @@ static void cmd_data(struct smtp_session *s, struct smtp_cmd *cmd)
 			      cfg->line_length_hard_limit);
 	buf_reset(&s->msg->data);
 	s->data_refused = NULL;
+	s->spill_skip = 0;
 	/* One allocation for most messages instead of doubling from 256 bytes:
 	 * the declared SIZE plus room for our trace headers, else 8 KiB; at most
 	 * 64 KiB up front, so a SIZE claim alone cannot make sessions hold much. */
@@ -1107,6 +1109,15 @@ static int session_report_disposition(struct smtp_session *s, struct message *m,
 		return -1;
 	if (!log_arf && !log_oob)
 		return 1; /* RCPT decided relaying */
+	/* a streamed report is parsed whole */
+	int rc = message_load_spill(m);
+	if (rc < 0) {
+		r->status = POLICY_REJECT;
+		r->code = 451;
+		snprintf(r->text, sizeof(r->text), "4.3.0 reading the streamed body failed: %s",
+			 strerror(-rc));
+		return -1;
+	}
 	const char *d = m->data.data ? m->data.data : "";
 	if (log_arf && arf_parse(d, m->data.len, &rep->arf, err, sizeof(err)) == 1) {
 		report = "Feedback";
@@ -1146,7 +1157,7 @@ static struct message *rx_group_message(struct smtp_session *s, struct smtp_rx_t
 		for (size_t j = i; j < tx->nrecipients; j++)
 			if (t->group[j] == i)
 				message_add_recipient(m, tx->recipients[j]);
-		message_set_data(m, tx->data.data, tx->data.len);
+		message_copy_data(m, tx); /* a streamed body is shared, not copied */
 	}
 	session_add_trace_headers(s, m);
 	/* KumoMTA copies these into the message meta (log records use them) */
@@ -1206,9 +1217,9 @@ static void rx_group_done(struct smtp_session *s, struct smtp_rx_txn *t, size_t 
 	char qname[512];
 	queue_message_name(m, qname, sizeof(qname));
 	KTRACE(smtp_message, s->id, m->id, m->sender, t->tx->recipients[i], qname,
-	       (uint64_t)m->data.len);
+	       (uint64_t)message_data_len(m));
 	MSG_TIMELINE(m->id, "Reception", "ESMTP from %s via %s, %zu bytes, queue %s", s->conn.peer,
-		     s->l->addr, m->data.len, qname);
+		     s->l->addr, message_data_len(m), qname);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_MESSAGE, .name = m->id, .text = m->sender,
 		       .text2 = qname, .rcpts = (const char *const *)m->recipients,
 		       .nrcpts = m->nrecipients);
@@ -1383,15 +1394,24 @@ static void session_end_of_data(struct smtp_session *s)
 	session_enter_state(s, SMTP_STATE_READY);
 	s->messages++;
 	s->junk = 0;
+	struct message_spill *spill = s->spill; /* the streamed body, if any */
+	s->spill = NULL;
+	buf_free(&s->spill_buf);
 	size_t received = 0;
 	const size_t max_received = s->l->cfg.max_received_headers;
 	if (s->data_refused) {
+		int spool_err = strcmp(s->data_refused, "spool") == 0;
 		log_info("kumod::smtp_server",
 			 "session=%" PRIu64 " peer=%s message of %zu bytes refused: %s", s->id,
 			 s->conn.peer, df->size,
-			 strcmp(s->data_refused, "memory") == 0 ? "over the memory soft limit"
-								: "allocation failed");
-		session_reply(s, 451, "4.3.1", "insufficient system memory; try again later");
+			 spool_err ? "writing the streamed body failed"
+			 : strcmp(s->data_refused, "memory") == 0 ? "over the memory soft limit"
+								  : "allocation failed");
+		if (spool_err)
+			session_reply(s, 451, "4.3.0", "spool error; try again later");
+		else
+			session_reply(s, 451, "4.3.1",
+				      "insufficient system memory; try again later");
 		s->data_refused = NULL;
 	} else if (df->too_big)
 		session_reply(s, 552, "5.3.4", "message too big");
@@ -1411,8 +1431,11 @@ static void session_end_of_data(struct smtp_session *s)
 	} else {
 		/* a queued message keeps only its bytes, whatever SIZE= claimed */
 		buf_shrink(&s->msg->data, 2048);
+		s->msg->spill = spill; /* data is the header section, the body follows */
+		spill = NULL;
 		session_message_received(s);
 	}
+	message_spill_unref(spill);
 	session_account_release(s);
 	message_unref(s->msg);
 	s->msg = NULL;
@@ -1482,7 +1505,7 @@ static int session_handle_line(struct smtp_session *s)
  * SMTP_DATA_MEM_FLOOR is checked against the soft limit before it happens. */
 static struct buf *session_data_sink(struct smtp_session *s, size_t avail)
 {
-	struct buf *d = &s->msg->data;
+	struct buf *d = s->spill ? &s->spill_buf : &s->msg->data;
 	size_t want = avail * 2; /* invalid_line_endings=Fix may double a chunk */
 	if (!s->data_refused && d->len + want + 1 > d->cap) {
 		if (d->len >= SMTP_DATA_MEM_FLOOR &&
@@ -1502,6 +1525,123 @@ static struct buf *session_data_sink(struct smtp_session *s, size_t avail)
 	return s->data_refused ? &discard : d;
 }
 
+/* --- streamed DATA (data_spill_threshold) -------------------------------- */
+
+/* One write of spill_buf to the spill file. Outlives the session if the
+ * client goes away meanwhile (s is NULLed by session_free). */
+struct smtp_spill_write {
+	uv_fs_t req;
+	struct smtp_session *s;
+	struct message_spill *sp;
+	struct buf b;
+};
+
+static void session_spill_written(uv_fs_t *req)
+{
+	struct smtp_spill_write *w = req->data;
+	struct smtp_session *s = w->s;
+	ssize_t r = req->result;
+	uv_fs_req_cleanup(req);
+	/* a short write to a regular file means the file system is full */
+	int err = r < 0 ? (int)r : (size_t)r != w->b.len ? -ENOSPC : 0;
+	if (!err)
+		w->sp->len += (uint64_t)r;
+	message_spill_unref(w->sp);
+	buf_free(&w->b);
+	free(w);
+	if (!s)
+		return;
+	s->spill_wr = NULL;
+	if (s->state == SMTP_STATE_CLOSING)
+		return; /* the session is going away: nothing to carry on */
+	struct task *prev = task_enter(s->task);
+	if (err && s->spill) {
+		KTRACE(smtp_limit, s->id, s->conn.peer, "spill_write_failed");
+		log_error("kumod::smtp_server",
+			  "session=%" PRIu64 " peer=%s writing the streamed body failed: %s", s->id,
+			  s->conn.peer, strerror(-err));
+		s->data_refused = "spool"; /* the rest is framed into discard: 451 4.3.0 */
+		message_spill_unref(s->spill);
+		s->spill = NULL;
+		buf_free(&s->spill_buf);
+		session_account_sync(s);
+	}
+	task_set_phase(s->task, state_names[s->state], "peer_read");
+	conn_resume_read(&s->conn);
+	if (s->state == SMTP_STATE_DATA && s->df.done)
+		session_end_of_data(s);
+	session_process(s);
+	task_exit(s->task, prev);
+}
+
+/* After DATA bytes were framed: past the threshold the body moves to a
+ * spill file, in SMTP_SPILL_CHUNK writes. Returns 1 when a write went out
+ * (input waits for it; its completion carries on), 0 otherwise. A body
+ * that cannot stream (RocksDB kind, no file, a header section longer than
+ * the threshold) stays in memory under the memory budget as before. */
+static int session_spill(struct smtp_session *s)
+{
+	size_t threshold = s->l->cfg.data_spill_threshold;
+	if (!threshold || s->spill_skip || s->data_refused)
+		return 0;
+	if (!s->spill) {
+		struct buf *d = &s->msg->data;
+		if (d->len < threshold || s->df.done || s->df.too_big)
+			return 0;
+		s->spill_skip = 1; /* decided once per DATA */
+		size_t hend = rfc5322_header_end(d->data, d->len);
+		if (hend >= d->len)
+			return 0; /* no body start within the first threshold bytes */
+		int fd = spool_spill_open();
+		if (fd < 0) {
+			if (fd != -ENOTSUP && fd != -ENOENT)
+				log_warn("kumod::smtp_server",
+					 "session=%" PRIu64
+					 " peer=%s cannot stream the body to the "
+					 "spool (%s): kept in memory",
+					 s->id, s->conn.peer, strerror(-fd));
+			return 0;
+		}
+		s->spill_skip = 0;
+		s->spill = message_spill_new(fd);
+		buf_append(&s->spill_buf, d->data + hend, d->len - hend);
+		d->len = hend;
+		buf_shrink(d, 2048); /* room for the trace headers */
+		session_account_sync(s);
+		KTRACE(smtp_data_spill, s->id, (uint64_t)hend, (uint64_t)threshold);
+	}
+	if (s->df.too_big) /* 552 at the end: nothing more is worth writing */
+		buf_reset(&s->spill_buf);
+	if (!s->spill_buf.len || (s->spill_buf.len < SMTP_SPILL_CHUNK && !s->df.done))
+		return 0;
+	struct smtp_spill_write *w = xcalloc(1, sizeof(*w));
+	w->req.data = w;
+	w->s = s;
+	w->sp = message_spill_ref(s->spill);
+	w->b = s->spill_buf;
+	buf_init(&s->spill_buf);
+	session_account_sync(s);
+	uv_buf_t ub = uv_buf_init(w->b.data, (unsigned)w->b.len);
+	int rc = uv_fs_write(s->l->loop, &w->req, w->sp->fd, &ub, 1, (int64_t)w->sp->len,
+			     session_spill_written);
+	if (rc < 0) { /* never queued: the data ends in 451 4.3.0 as for a failed write */
+		log_error("kumod::smtp_server",
+			  "session=%" PRIu64 " peer=%s writing the streamed body failed: %s", s->id,
+			  s->conn.peer, uv_strerror(rc));
+		message_spill_unref(w->sp);
+		buf_free(&w->b);
+		free(w);
+		s->data_refused = "spool";
+		message_spill_unref(s->spill);
+		s->spill = NULL;
+		return 0;
+	}
+	s->spill_wr = w;
+	conn_pause_read(&s->conn);
+	task_set_phase(s->task, state_names[s->state], "spill_write");
+	return 1;
+}
+
 static void session_process(struct smtp_session *s)
 {
 	if (s->processing)
@@ -1519,6 +1659,8 @@ static void session_process(struct smtp_session *s)
 		if (!buf_avail(in))
 			break;
 		if (s->state == SMTP_STATE_DATA) {
+			if (s->spill_wr)
+				break; /* its completion carries on */
 			struct buf *out = session_data_sink(s, buf_avail(in));
 			size_t n = smtp_data_feed(&s->df, buf_rptr(in), buf_avail(in), out);
 			if (out == &discard)
@@ -1527,6 +1669,8 @@ static void session_process(struct smtp_session *s)
 				session_account_sync(s);
 			buf_consume(in, n);
 			s->data_window_bytes += n;
+			if (out != &discard && session_spill(s))
+				continue; /* the write completion ends the data if done */
 			if (s->df.done)
 				session_end_of_data(s);
 			continue;
@@ -1656,6 +1800,10 @@ static void session_free(struct smtp_session *s)
 	session_account_release(s);
 	if (s->txn)
 		s->txn->s = NULL; /* the spool completes it; what was stored is delivered */
+	if (s->spill_wr)
+		s->spill_wr->s = NULL; /* the write completes on its own */
+	message_spill_unref(s->spill);
+	buf_free(&s->spill_buf);
 	if (s->msg)
 		message_unref(s->msg);
 	json_decref(s->meta);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "base/xalloc.h"
@@ -136,6 +137,7 @@ void message_unref(struct message *m)
 	free(m->recipients);
 	json_decref(m->meta);
 	buf_free(&m->data);
+	message_spill_unref(m->spill);
 	if (m->data_shrunk)
 		shrunk_count--;
 	free(m);
@@ -171,6 +173,8 @@ void message_retain_recipients(struct message *m, const unsigned char *keep)
 void message_set_data(struct message *m, const char *data, size_t len)
 {
 	m->data_stored = 0;
+	message_spill_unref(m->spill); /* a new body replaces the spilled one */
+	m->spill = NULL;
 	if (m->data_shrunk) { /* a new body replaces the one in the spool */
 		m->data_shrunk = 0;
 		shrunk_count--;
@@ -208,22 +212,103 @@ const char *message_get_meta_str(const struct message *m, const char *key)
 
 /* --- headers ------------------------------------------------------------- */
 
+/* --- spilled bodies ------------------------------------------------------ */
+
+struct message_spill *message_spill_new(int fd)
+{
+	struct message_spill *sp = xcalloc(1, sizeof(*sp));
+	sp->refs = 1;
+	sp->fd = fd;
+	return sp;
+}
+
+struct message_spill *message_spill_ref(struct message_spill *sp)
+{
+	assert(sp->refs > 0);
+	sp->refs++;
+	return sp;
+}
+
+void message_spill_unref(struct message_spill *sp)
+{
+	if (!sp)
+		return;
+	assert(sp->refs > 0);
+	if (--sp->refs)
+		return;
+	if (sp->fd >= 0)
+		close(sp->fd);
+	free(sp);
+}
+
+void message_set_spilled_data(struct message *m, const char *head, size_t len,
+			      struct message_spill *sp)
+{
+	struct message_spill *ref = message_spill_ref(sp); /* sp may be m's own */
+	message_set_data(m, head, len);
+	m->spill = ref;
+}
+
+int message_load_spill(struct message *m)
+{
+	struct message_spill *sp = m->spill;
+	if (!sp)
+		return 0;
+	if (sp->len > SIZE_MAX / 2)
+		return -ENOMEM;
+	size_t head = buf_avail(&m->data), n = (size_t)sp->len;
+	struct buf b;
+	buf_init(&b);
+	if (buf_try_reserve(&b, head + n) != 0)
+		return -ENOMEM;
+	buf_append(&b, buf_rptr(&m->data), head);
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = pread(sp->fd, b.data + b.len, n - got, (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			int err = r < 0 ? -errno : -EIO; /* shorter than written */
+			buf_free(&b);
+			return err;
+		}
+		got += (size_t)r;
+		b.len += (size_t)r;
+	}
+	buf_free(&m->data);
+	m->data = b;
+	m->spill = NULL;
+	message_spill_unref(sp);
+	return 0; /* data_stored stays: the content is the same */
+}
+
+void message_copy_data(struct message *dst, const struct message *src)
+{
+	message_set_data(dst, buf_rptr(&src->data), buf_avail(&src->data));
+	if (src->spill)
+		dst->spill = message_spill_ref(src->spill);
+}
+
 size_t message_data_len(const struct message *m)
 {
-	return m->data_shrunk ? m->data_shrunk_len : m->data.len;
+	if (m->data_shrunk)
+		return m->data_shrunk_len;
+	return m->data.len + (m->spill ? (size_t)m->spill->len : 0);
 }
 
 int message_data_resident(const struct message *m)
 {
-	return !m->data_shrunk;
+	return !m->data_shrunk && !m->spill;
 }
 
 int message_shrink_data(struct message *m)
 {
 	if (m->data_shrunk || !m->data_stored)
 		return 0;
-	m->data_shrunk_len = buf_avail(&m->data);
+	m->data_shrunk_len = message_data_len(m);
 	buf_free(&m->data);
+	message_spill_unref(m->spill);
+	m->spill = NULL;
 	m->data_shrunk = 1;
 	shrunk_count++;
 	return 1;
@@ -231,16 +316,26 @@ int message_shrink_data(struct message *m)
 
 int message_restore_data(struct message *m, struct buf *b)
 {
-	if (!m->data_shrunk) {
+	if (!m->data_shrunk && !m->spill) {
 		buf_free(b);
 		return 0;
+	}
+	if (!m->data_shrunk && !m->data_stored) {
+		/* a spilled message edited since its store: the spool's record is
+		 * older than its header section, so the spill is read instead
+		 * (on failure it stays non-resident, and is never sent as is) */
+		buf_free(b);
+		return message_load_spill(m) == 0;
 	}
 	buf_free(&m->data);
 	m->data = *b;
 	memset(b, 0, sizeof(*b));
+	message_spill_unref(m->spill);
+	m->spill = NULL;
+	if (m->data_shrunk)
+		shrunk_count--;
 	m->data_shrunk = 0;
 	m->data_stored = 1;
-	shrunk_count--;
 	return 1;
 }
 

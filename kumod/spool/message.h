@@ -13,6 +13,19 @@
 
 #define MESSAGE_ID_LEN 32
 
+/* A body spilled to the spool's temporary storage during reception
+ * (docs/spool.md, "Streamed bodies"): an unlinked file (fd) holding len
+ * bytes that follow the message's resident header section. Shared by the
+ * messages split from one transaction and by the spool store writing it;
+ * the last unref closes the file, which the kernel then frees. Files are
+ * written only before the spill is attached to a message and read with
+ * pread (worker threads included) afterwards. */
+struct message_spill {
+	unsigned refs;
+	int fd;
+	uint64_t len;
+};
+
 struct message {
 	unsigned refs;
 	char id[MESSAGE_ID_LEN + 1]; /* time-ordered, 32 lowercase hex chars */
@@ -34,6 +47,11 @@ struct message {
 	 * data_shrunk_len its length); spool_load_data brings it back. */
 	unsigned char data_stored, data_shrunk;
 	size_t data_shrunk_len;
+	/* Streamed reception: when set, the content is data (the header
+	 * section, blank line included) followed by the spill's bytes; body
+	 * readers call message_load_spill first. Dropped by the shrink after
+	 * the store, by message_set_data and by message_load_spill. */
+	struct message_spill *spill;
 };
 
 /* New message with a fresh id, one reference. */
@@ -54,16 +72,31 @@ void message_add_recipient(struct message *m, const char *rcpt);
 /* Keeps recipient i when keep[i] (order kept); the others are freed. */
 void message_retain_recipients(struct message *m, const unsigned char *keep);
 void message_set_data(struct message *m, const char *data, size_t len);
+/* A spill of the open file fd (taken), one reference. */
+struct message_spill *message_spill_new(int fd);
+struct message_spill *message_spill_ref(struct message_spill *sp);
+/* NULL-safe; the last unref closes the file. */
+void message_spill_unref(struct message_spill *sp);
+/* Gives m the content head (its header section) followed by sp (a new
+ * reference is taken); the previous content is replaced. */
+void message_set_spilled_data(struct message *m, const char *head, size_t len,
+			      struct message_spill *sp);
+/* Makes a spilled body resident (reads the file on the calling thread:
+ * recently written, so mostly from the page cache). 0, or -ENOMEM / -EIO
+ * (m unchanged). A no-op returning 0 without a spill. */
+int message_load_spill(struct message *m);
+/* Copies the content of src into dst (sharing src's spill, if any). */
+void message_copy_data(struct message *dst, const struct message *src);
 /* Length of the content, resident or not. */
 size_t message_data_len(const struct message *m);
-/* 1 unless the body was released by message_shrink_data. */
+/* 1 unless the body was released by message_shrink_data or is spilled. */
 int message_data_resident(const struct message *m);
 /* Releases the body of a message whose data is in the spool (data_stored);
  * returns 1 when released, 0 when it must stay (not stored, or shrunk). */
 int message_shrink_data(struct message *m);
-/* Gives a shrunk message its body back (b is taken; b holds exactly the
- * stored record's payload). Returns 1, or 0 and frees b when m was not
- * shrunk (someone else loaded it first). */
+/* Gives a shrunk (or spilled) message its body back (b is taken; b holds
+ * exactly the stored record's payload). Returns 1, or 0 and frees b when m
+ * was resident (someone else loaded it first). */
 int message_restore_data(struct message *m, struct buf *b);
 /* Messages alive whose body is not resident (loop thread). */
 size_t message_shrunk_count(void);

@@ -46,8 +46,9 @@
 #include "spool/message.h"
 #include "spool/spool_int.h"
 
-#define SPOOL_BATCH_MAX 4096 /* operations per batch */
-#define SPOOL_SYNC_CHUNK 64  /* temp files open at once while syncing */
+#define SPOOL_BATCH_MAX 4096	      /* operations per batch */
+#define SPOOL_SYNC_CHUNK 64	      /* temp files open at once while syncing */
+#define SPOOL_SPILL_COPY (256u << 10) /* copy buffer for a spilled body */
 
 static const char *const spool_names[2] = {"data", "meta"};
 
@@ -375,6 +376,46 @@ static void shard_fail(struct spool_op *op, enum spool_which w, int err, const c
 	}
 }
 
+/* The data record of a store whose body was spilled during reception:
+ * the resident head, then the spill file copied through a bounded buffer
+ * (the CRC computed on the way), so a large body never has to be in
+ * memory whole. A read error comes back as -EIO. */
+static int write_spilled(struct spool_op *op, int fd)
+{
+	unsigned char hdr[SPOOL_RECORD_HEADER_LEN], tr[SPOOL_RECORD_TRAILER_LEN];
+	uint64_t total = op->data_len + op->spill->len;
+	spool_record_header(hdr, SPOOL_RECORD_DATA, op->id, total);
+	uint32_t crc = spool_record_crc32(0, hdr, sizeof(hdr));
+	crc = spool_record_crc32(crc, op->data, op->data_len);
+	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)op->data, op->data_len}};
+	int rc = write_all(fd, iov, 2);
+	size_t cap = SPOOL_SPILL_COPY;
+	char *chunk = rc == 0 ? malloc(cap) : NULL;
+	if (rc == 0 && !chunk)
+		rc = -ENOMEM;
+	for (uint64_t off = 0; rc == 0 && off < op->spill->len;) {
+		size_t want = op->spill->len - off < cap ? (size_t)(op->spill->len - off) : cap;
+		ssize_t n = pread(op->spill->fd, chunk, want, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = -EIO; /* the spill is shorter than recorded, or unreadable */
+			break;
+		}
+		crc = spool_record_crc32(crc, chunk, (size_t)n);
+		struct iovec c = {chunk, (size_t)n};
+		rc = write_all(fd, &c, 1);
+		off += (uint64_t)n;
+	}
+	free(chunk);
+	if (rc == 0) {
+		spool_record_trailer_crc(tr, crc);
+		struct iovec t = {tr, sizeof(tr)};
+		rc = write_all(fd, &t, 1);
+	}
+	return rc;
+}
+
 static void write_tmp(struct spool_op *op, enum spool_which which, int *fdp)
 {
 	char name[96];
@@ -390,14 +431,22 @@ static void write_tmp(struct spool_op *op, enum spool_which which, int *fdp)
 	}
 	op->tmp[which] = 1;
 	*fdp = fd;
-	spool_record_header(hdr, which == SPOOL_DATA ? SPOOL_RECORD_DATA : SPOOL_RECORD_META,
-			    op->id, len);
-	spool_record_trailer(tr, hdr, payload, len);
-	struct iovec iov[3] = {{hdr, sizeof(hdr)}, {(void *)payload, len}, {tr, sizeof(tr)}};
-	int rc = write_all(fd, iov, 3);
-	if (rc < 0)
-		shard_fail(op, which, rc, "write");
-	else if (S.flush && !S.sync_fs)
+	int rc;
+	if (which == SPOOL_DATA && op->spill) {
+		rc = write_spilled(op, fd);
+		if (rc < 0)
+			shard_fail(op, which, rc, "write (spilled body)");
+	} else {
+		spool_record_header(
+		    hdr, which == SPOOL_DATA ? SPOOL_RECORD_DATA : SPOOL_RECORD_META, op->id, len);
+		spool_record_trailer(tr, hdr, payload, len);
+		struct iovec iov[3] = {
+		    {hdr, sizeof(hdr)}, {(void *)payload, len}, {tr, sizeof(tr)}};
+		rc = write_all(fd, iov, 3);
+		if (rc < 0)
+			shard_fail(op, which, rc, "write");
+	}
+	if (rc == 0 && S.flush && !S.sync_fs)
 		/* start writeback now so that the fdatasync pass finds it under way */
 		sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
@@ -725,7 +774,7 @@ static void complete_write(struct spool_op *op, uint64_t now)
 			op->m->data_stored = 1; /* unchanged since submission (checked) */
 		} else
 			S.st.updated++;
-		uint64_t bytes = op->meta_len + op->data_len +
+		uint64_t bytes = op->meta_len + op->data_len + (op->spill ? op->spill->len : 0) +
 				 SPOOL_RECORD_OVERHEAD * (op->kind == SPOOL_OP_STORE ? 2 : 1);
 		KTRACE(spool_store, op->id, opname, bytes, (now - op->submit_ns) / 1000);
 		if (op->kind == SPOOL_OP_STORE) /* KumoMTA's name: a new message made durable */
@@ -771,6 +820,7 @@ static void complete_op(struct spool_op *op, uint64_t now)
 		break;
 	}
 	message_unref(op->m);
+	message_spill_unref(op->spill);
 	free(op->meta);
 	free(op->q);
 	free(op);
@@ -996,6 +1046,10 @@ static void submit_write(enum spool_op_kind kind, struct message *m, spool_cb cb
 	} else if (kind == SPOOL_OP_STORE) {
 		op->data = m->data.data ? buf_rptr(&m->data) : "";
 		op->data_len = m->data.data ? buf_avail(&m->data) : 0;
+		if (m->spill && spool__kind != SPOOL_KIND_LOCALDISK)
+			op_fail(op, -ENOTSUP, "a spilled body needs the LocalDisk kind");
+		else if (m->spill)
+			op->spill = message_spill_ref(m->spill);
 		if (!S.recovery_done)
 			idset_add(&S.stored, m->id);
 	}
@@ -1249,6 +1303,27 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 		 cleaned);
 	spool_space_check(NULL, 0); /* logs a shortage at once */
 	return 0;
+}
+
+int spool_spill_open(void)
+{
+	if (!S.open)
+		return -ENOENT;
+	if (spool__kind != SPOOL_KIND_LOCALDISK)
+		return -ENOTSUP;
+	int root = spool__root[SPOOL_DATA];
+	int fd = openat(root, "new", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd >= 0 ? fd : -errno;
+	/* no O_TMPFILE here: a named file unlinked at once (a crash in
+	 * between leaves it in new/, which spool_open empties) */
+	char name[64];
+	snprintf(name, sizeof(name), "new/.spill-%016" PRIx64, ++S.next_seq);
+	fd = openat(root, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	unlinkat(root, name, 0);
+	return fd;
 }
 
 int spool_is_open(void)

@@ -106,6 +106,17 @@ void spool_update_meta(struct message *m, spool_cb cb, void *ctx);
  * existed). cb may be NULL. */
 void spool_remove(const char *id, spool_cb cb, void *ctx);
 
+/* A temporary file for a body streamed during reception (docs/spool.md,
+ * "Streamed bodies"): unnamed (O_TMPFILE, else created and unlinked at once)
+ * in the data spool's new/ directory, so it is on the spool's file system
+ * and a crash leaves nothing that recovery could take for mail. Returns an
+ * fd open for reading and writing (the caller owns it; wrap it in a
+ * message_spill), -ENOTSUP for the RocksDB kind (bodies stay in memory),
+ * -ENOENT without a spool, or another -errno (-EMFILE, -ENOSPC). One
+ * openat on the calling (loop) thread. A message carrying a spill is stored
+ * by copying the file into its data record (spool_store). */
+int spool_spill_open(void);
+
 /* Reads the body of a shrunk message (message_shrink_data) back from the
  * data spool on the thread pool, either kind. cb(ctx, err, why) runs on the
  * loop thread: err 0 and m's body restored (or left alone when it was

@@ -49,6 +49,7 @@ struct spool_op {
 	size_t meta_len;
 	const char *data; /* store: view of m->data, unchanged until completion */
 	size_t data_len;
+	struct message_spill *spill; /* store: the body bytes after data (LocalDisk) */
 	spool_cb cb;
 	void *ctx;
 	uint64_t submit_ns;

@@ -190,7 +190,10 @@ def test_memory_budget_holds_under_a_data_flood(kumod, tmp_path):
     sink = sink_start(kumod, capture)
     sink_port = sink.smtp_port
     soft = 64 * MIB
-    k = start(kumod, tmp_path, sink_port, init="kumo.set_memory_soft_limit(%d)" % soft)
+    # bodies in memory (data_spill_threshold = 0): the budget is what holds
+    # here; streamed bodies are test_streamed_body.py's
+    k = start(kumod, tmp_path, sink_port, init="kumo.set_memory_soft_limit(%d)" % soft,
+              smtp=", data_spill_threshold = 0")
     base = proc_status(k.pid, "VmRSS")
     assert base < soft / 2, "kumod starts at %d bytes RSS" % base
     body = message(4 * MIB, "flood")
@@ -243,7 +246,8 @@ def test_data_crossing_the_limit_is_discarded_and_refused(kumod, tmp_path):
     base = proc_status(probe.pid, "VmRSS")
     probe.stop()
     soft = base + 28 * MIB
-    k = start(kumod, tmp_path, 9, init="kumo.set_memory_soft_limit(%d)" % soft)
+    k = start(kumod, tmp_path, 9, init="kumo.set_memory_soft_limit(%d)" % soft,
+              smtp=", data_spill_threshold = 0")  # bodies in memory
     assert transaction(k.relay_port, message(6 * MIB, "fits"))[0] == 250
     r = transaction(k.relay_port, message(18 * MIB, "too-much"), chunk=MIB)
     assert (r[0], r[1]) == (451, "4.3.1"), r

@@ -1100,3 +1100,86 @@ TEST_IMPL(spool_group_commit)
 	}
 	teardown();
 }
+
+/* A body streamed during reception (spool_spill_open, message_spill): the
+ * store copies the spill file into the data record; messages sharing one
+ * spill store the same body; the temp file is never visible in new/;
+ * recovery and message_load_spill give back header section + body. */
+TEST_IMPL(spool_spilled_body_store_and_recover)
+{
+	enum {
+		BODY = 700 * 1024 + 13
+	};
+	struct results r;
+	struct collected c;
+	setup();
+	open_spool(1);
+	int fd = spool_spill_open();
+	ASSERT_GE(fd, 0);
+	char *body = malloc(BODY);
+	for (size_t k = 0; k < BODY; k++)
+		body[k] = (char)((k * 13 + 5) & 0xff);
+	ASSERT_EQ(write(fd, body, BODY), BODY);
+	char p[256];
+	snprintf(p, sizeof(p), "%s/new", data_path);
+	ASSERT_EQ(count_dir(p), 0); /* unnamed */
+	struct message_spill *sp = message_spill_new(fd);
+	sp->len = BODY;
+	const char head[] = "Subject: spilled\r\n\r\n";
+	struct message *m[2];
+	m[0] = make_msg(1, 0);
+	message_set_spilled_data(m[0], head, sizeof(head) - 1, sp);
+	message_spill_unref(sp);
+	m[1] = make_msg(2, 0);
+	message_copy_data(m[1], m[0]);
+	for (int i = 0; i < 2; i++) {
+		ASSERT_EQ(message_data_len(m[i]), sizeof(head) - 1 + BODY);
+		ASSERT_EQ(message_data_resident(m[i]), 0);
+	}
+	store_all(m, 2, &r);
+	ASSERT_EQ(r.err[0], 0);
+	ASSERT_EQ(r.err[1], 0);
+	ASSERT_EQ(m[0]->data_stored, 1);
+	ASSERT_EQ(count_dir(p), 0);
+	/* read back from the spill: the whole content, resident now */
+	ASSERT_EQ(message_load_spill(m[1]), 0);
+	ASSERT_EQ(message_data_resident(m[1]), 1);
+	ASSERT_EQ(m[1]->data.len, sizeof(head) - 1 + BODY);
+	ASSERT(memcmp(m[1]->data.data, head, sizeof(head) - 1) == 0);
+	ASSERT(memcmp(m[1]->data.data + sizeof(head) - 1, body, BODY) == 0);
+	/* stored: the shrink drops header section and spill */
+	ASSERT_EQ(message_shrink_data(m[0]), 1);
+	ASSERT(m[0]->spill == NULL);
+	ASSERT_EQ(message_data_len(m[0]), sizeof(head) - 1 + BODY);
+
+	close_spool(); /* a restart */
+	open_spool(1);
+	recover(&c);
+	ASSERT_EQ(c.loaded, 2);
+	ASSERT_EQ(c.quarantined, 0);
+	for (int i = 0; i < 2; i++) {
+		const struct message *got = find(&c, m[i]->id);
+		ASSERT(got != NULL);
+		ASSERT_EQ(got->data.len, sizeof(head) - 1 + BODY);
+		ASSERT(memcmp(got->data.data, head, sizeof(head) - 1) == 0);
+		ASSERT(memcmp(got->data.data + sizeof(head) - 1, body, BODY) == 0);
+	}
+	collected_free(&c);
+	message_unref(m[0]);
+	message_unref(m[1]);
+	free(body);
+	teardown();
+}
+
+/* The RocksDB kind keeps bodies in memory: no spill file is offered. */
+TEST_IMPL(spool_spill_refused_for_rocksdb)
+{
+	setup();
+	kind_mode = SPOOL_KIND_ROCKSDB;
+	open_spool(0);
+	ASSERT_EQ(spool_spill_open(), -ENOTSUP);
+	close_spool();
+	kind_mode = SPOOL_KIND_LOCALDISK;
+	ASSERT_EQ(uv_loop_close(&loop), 0);
+	rm_rf(dir);
+}
