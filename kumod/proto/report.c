@@ -135,39 +135,6 @@ int report_next_child(const struct report_part *parent, size_t *pos, struct repo
 
 /* --- transfer decoding ------------------------------------------------------------ */
 
-static int b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Lenient: characters outside the alphabet are skipped, '=' ends the data. */
-static void b64_decode(const char *p, size_t n, struct buf *out)
-{
-	unsigned acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n && p[i] != '='; i++) {
-		int v = b64_value(p[i]);
-		if (v < 0)
-			continue;
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf_appendc(out, (char)((acc >> bits) & 0xff));
-		}
-	}
-}
-
 /* Soft line breaks removed, =XX decoded; a malformed escape is kept as is. */
 static void qp_decode(const char *p, size_t n, struct buf *out)
 {
@@ -201,7 +168,7 @@ static void qp_decode(const char *p, size_t n, struct buf *out)
 void report_decode_body(const struct report_part *part, struct buf *out)
 {
 	if (strcmp(part->cte, "base64") == 0)
-		b64_decode(part->body, part->body_len, out);
+		base64_decode_lenient(part->body, part->body_len, out);
 	else if (strcmp(part->cte, "quoted-printable") == 0)
 		qp_decode(part->body, part->body_len, out);
 	else
