@@ -1267,10 +1267,25 @@ void policy_get_egress_source(const char *name, json_t **out, struct policy_resu
 
 /* --- HTTP listener events -------------------------------------------------- */
 
-void policy_http_message_generated(struct message *msg, struct policy_result *r)
+struct generated_args {
+	struct event_args a; /* first: push_event_args reads it */
+	json_t *auth_info;
+};
+
+static int push_generated_args(lua_State *co, void *ctx)
 {
-	struct event_args a = {.msg = msg};
-	dispatch("http_message_generated", push_event_args, NULL, &a, r);
+	struct generated_args *g = ctx;
+	int n = push_event_args(co, &g->a);
+	if (!g->auth_info)
+		return n;
+	lua_json__push(co, g->auth_info);
+	return n + 1;
+}
+
+void policy_http_message_generated(struct message *msg, json_t *auth_info, struct policy_result *r)
+{
+	struct generated_args g = {.a = {.msg = msg}, .auth_info = auth_info};
+	dispatch("http_message_generated", push_generated_args, NULL, &g, r);
 }
 
 /* Arguments of the Basic (user, password) and Bearer (token) checks. */
