@@ -25,6 +25,10 @@ long base64_decode(const char *s, size_t n, unsigned char *out, size_t outlen);
  * last quantum are dropped. Never fails. */
 void base64_decode_lenient(const char *s, size_t n, struct buf *out);
 
+/* As base64_decode_lenient, also taking the URL-safe alphabet's '-' and
+ * '_' (RFC 4648 section 5) for '+' and '/': for what mail readers show. */
+void base64_decode_lenient_any(const char *s, size_t n, struct buf *out);
+
 /* The value of one hexadecimal digit (either case), or -1. */
 int hex_digit_value(int c);
 

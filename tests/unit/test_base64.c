@@ -43,3 +43,20 @@ TEST_IMPL(base64_lenient_binary_round_trip)
 	buf_free(&enc);
 	buf_free(&dec);
 }
+
+TEST_IMPL(base64_lenient_any_takes_url_safe)
+{
+	struct buf a, b;
+	buf_init(&a);
+	buf_init(&b);
+	/* 0xfb 0xff 0xbf: "+/+/" standard, "-_-_" URL-safe */
+	base64_decode_lenient_any("-_-_", 4, &a);
+	base64_decode_lenient_any("+/+/", 4, &b);
+	ASSERT_MEM_EQ(a.data, a.len, "\xfb\xff\xbf", 3);
+	ASSERT_MEM_EQ(b.data, b.len, "\xfb\xff\xbf", 3);
+	buf_reset(&a);
+	base64_decode_lenient("-_-_", 4, &a); /* not in the standard alphabet: skipped */
+	ASSERT_EQ(a.len, 0);
+	buf_free(&a);
+	buf_free(&b);
+}
