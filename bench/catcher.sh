@@ -36,54 +36,30 @@ for bin in "$KUMOD" "$SMTP_SOURCE" "$SMTP_SINK" curl; do
 	command -v "$bin" >/dev/null || { echo "missing $bin (make; apt-get install postfix curl)" >&2; exit 2; }
 done
 
+# free_port, wait_port, cpu_ticks, CLK_TCK, pin_cpus, start_kumod_sink, start_smtp_sink, median
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
 WORK=$(mktemp -d /tmp/catcher-bench.XXXXXX)
-PIDS=
 cleanup() {
-	for pid in $PIDS; do kill "$pid" 2>/dev/null || true; done
-	for pid in $PIDS; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	done
+	# shellcheck disable=SC2086
+	stop_pids $BENCH_PIDS
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
-
-SERVER_PIN=() CLIENT_PIN=()
-if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-	SERVER_PIN=(taskset -c 1)
-	CLIENT_PIN=(taskset -c 0)
-fi
-
+pin_cpus
 HTTP_PORT=$(free_port)
 start_sink() { # name [http] -> sets PID_<name> PORT_<name>
-	local port log=$WORK/$1.log env=()
-	port=$(free_port)
+	local env=()
 	[ -n "${2:-}" ] && env=("KUMO_SINK_HTTP=127.0.0.1:$HTTP_PORT" "KUMO_SINK_STORE=$WORK/store"
 		"KUMO_SINK_MAX_MESSAGES=$MAX_MESSAGES" KUMO_SINK_MAX_BYTES=0)
-	env KUMO_SINK_PORT="$port" KUMO_SINK_BUSY_POLL=0 KUMOD_LOG=kumod=warn,kumo_server_common=info \
-		LTTNG_UST_REGISTER_TIMEOUT=0 "${env[@]}" "${SERVER_PIN[@]}" "$KUMOD" --policy sink/sink.lua \
-		>"$log" 2>&1 &
-	PIDS="$PIDS $!"
-	printf -v "PID_$1" %s $!
-	printf -v "PORT_$1" %s "$port"
-	for _ in $(seq 600); do grep -q "initialization complete" "$log" && break; sleep 0.05; done
-	grep -q "initialization complete" "$log" || { cat "$log" >&2; exit 1; }
-	wait_port "$port"
+	start_kumod_sink "$1" "$WORK/$1.log" KUMO_SINK_BUSY_POLL=0 "${env[@]}"
 }
 PID_catcher= # set by start_sink
 start_sink sink
 start_sink catcher http
-PF_PORT=$(free_port)
-PF_USER=()
-[ "$(id -u)" = 0 ] && PF_USER=(-u nobody)
-"${SERVER_PIN[@]}" "$SMTP_SINK" "${PF_USER[@]}" 127.0.0.1:"$PF_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
-PIDS="$PIDS $!"
-# shellcheck disable=SC2034 # read through ${!pid_var} / ${!port_var}
-PID_smtp_sink=$! PORT_smtp_sink=$PF_PORT
-wait_port "$PF_PORT"
+start_smtp_sink "$WORK/smtp-sink.log"
 SERVERS=(sink catcher smtp_sink)
 
 declare -A RATE CPU LOOP
@@ -113,9 +89,6 @@ run() { # name round
 	RATE[$1/$2]=$(awk -v n="$COUNT" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
 	CPU[$1/$2]=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v n="$COUNT" 'BEGIN{printf "%.1f", (b-a)/t*1e6/n}')
 	LOOP[$1/$2]=$(awk -v a="$l0" -v b="$l1" -v t="$CLK_TCK" -v n="$COUNT" 'BEGIN{printf "%.1f", (b-a)/t*1e6/n}')
-}
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
 }
 for round in $(seq "$ROUNDS"); do
 	for i in 0 1 2; do

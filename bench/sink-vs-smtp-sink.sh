@@ -42,48 +42,24 @@ for bin in "$KUMOD" "$SMTP_SOURCE" "$SMTP_SINK"; do
 	[ -x "$bin" ] || { echo "missing $bin (make; apt-get install postfix)" >&2; exit 2; }
 done
 
+# free_port, wait_port, cpu_ticks, CLK_TCK, pin_cpus, start_kumod_sink, start_smtp_sink, median
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
 WORK=$(mktemp -d /tmp/sink-bench.XXXXXX)
-SINK_PID=
-PF_PID=
 cleanup() {
-	for pid in $SINK_PID $PF_PID; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in $SINK_PID $PF_PID; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	done
+	# shellcheck disable=SC2086
+	stop_pids $BENCH_PIDS
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-# free_port, wait_port, cpu_ticks, CLK_TCK
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
-
-# --- CPU placement -----------------------------------------------------------
-# smtp-source keeps one core busy by itself. Unpinned, the scheduler
-# sometimes puts it on the server's core and run times swing by up to 2x;
-# pinned (default with 2+ CPUs), the client owns CPU 0 and the server under
-# test CPU 1, the same for both servers.
-SERVER_PIN=() CLIENT_PIN=()
-if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-	SERVER_PIN=(taskset -c 1)
-	CLIENT_PIN=(taskset -c 0)
-fi
+# --- CPU placement (see pin_cpus) ----------------------------------------------
+pin_cpus
 
 # --- servers ---------------------------------------------------------------
 start_sink() { # name busy-poll -> sets PID_<name> PORT_<name>
-	local port log=$WORK/$1.log
-	port=$(free_port)
-	KUMO_SINK_PORT=$port KUMO_SINK_BUSY_POLL=$2 KUMOD_LOG=kumod=warn,kumo_server_common=info \
-		LTTNG_UST_REGISTER_TIMEOUT=0 "${SERVER_PIN[@]}" "$KUMOD" --policy sink/sink.lua >"$log" 2>&1 &
-	SINK_PID="$SINK_PID $!"
-	printf -v "PID_$1" %s $!
-	printf -v "PORT_$1" %s "$port"
-	for _ in $(seq 100); do grep -q "initialization complete" "$log" && break; sleep 0.1; done
-	grep -q "initialization complete" "$log" || { cat "$log" >&2; exit 1; }
-	wait_port "$port"
+	start_kumod_sink "$1" "$WORK/$1.log" KUMO_SINK_BUSY_POLL="$2"
 }
 BUSY_POLL=${BUSY_POLL:-50us}
 SINKS=()
@@ -94,13 +70,7 @@ fi
 SINKS+=(sink)
 start_sink sink 0
 
-PF_PORT=$(free_port)
-PF_USER=()
-[ "$(id -u)" = 0 ] && PF_USER=(-u nobody)
-"${SERVER_PIN[@]}" "$SMTP_SINK" "${PF_USER[@]}" 127.0.0.1:"$PF_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
-PF_PID=$!
-PID_smtp_sink=$PF_PID PORT_smtp_sink=$PF_PORT
-wait_port "$PF_PORT"
+start_smtp_sink "$WORK/smtp-sink.log"
 SERVERS=("${SINKS[@]}" smtp_sink)
 
 # --- runs --------------------------------------------------------------------
@@ -126,9 +96,6 @@ run() { # server-name pid port mode size count round
 	RATE[$k]=$(awk -v n="$count" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", n/(b-a)}')
 	CPU[$k]=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
 	ELAPSED[$k]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
-}
-median() { # numbers... -> median (mean of the middle two for an even count)
-	printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
 }
 of() { # array-name server mode size -> the ROUNDS values
 	local -n arr=$1

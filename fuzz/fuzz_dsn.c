@@ -1,40 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target `dsn`: kumod/proto/dsn.c (RFC 3464 delivery status notifications) over
- * kumod/proto/report.c. Input: the whole message. Invariants: the result is 0 (not a report,
- * nothing returned), 1 (an object that serialises to JSON) or -1 with a reason; parsing the same
- * input twice gives the same JSON (no hidden state); a report's JSON never exceeds a bounded
- * multiple of the input. */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "fuzz_check.h"
+ * kumod/proto/report.c. Input and invariants: report_harness.h, shared with `arf`. */
 #include "proto/dsn.h"
+#include "report_harness.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	const char *in = (const char *)data;
-	json_t *a = NULL, *b = NULL;
-	char err[256] = "", err2[256] = "";
-	int rc = dsn_parse(in, size, &a, err, sizeof(err));
-	CHECK(rc == 0 || rc == 1 || rc == -1);
-	CHECK((rc == 1) == (a != NULL));
-	if (rc == -1)
-		CHECK(err[0] != '\0');
-	int rc2 = dsn_parse(in, size, &b, err2, sizeof(err2));
-	CHECK(rc2 == rc);
-	if (rc == 1) {
-		char *ja = json_dumps(a, JSON_COMPACT), *jb = json_dumps(b, JSON_COMPACT);
-		CHECK(ja && jb && strcmp(ja, jb) == 0);
-		/* every byte of output comes from the input, escaped (\\uXXXX at most 6x,
-		 * U+FFFD for a lossy byte) plus fixed keys per field */
-		CHECK(strlen(ja) <= 8 * size + 4096 + 400 * size / 4);
-		free(ja);
-		free(jb);
-	} else {
-		CHECK(strcmp(err, err2) == 0);
-	}
-	json_decref(a);
-	json_decref(b);
-	return 0;
+	return report_harness_run(dsn_parse, data, size);
 }

@@ -163,9 +163,11 @@ void policy_get_egress_source(const char *name, json_t **out, struct policy_resu
 void policy_throttle_insert_ready_queue(struct message *msg, uint64_t *delay_ms,
 					struct policy_result *r);
 
-/* http_message_generated(msg): once per message built by /api/inject/v1;
- * kumo.reject() or an error makes that recipient fail. */
-void policy_http_message_generated(struct message *msg, struct policy_result *r);
+/* http_message_generated(msg, auth_info): once per message built by
+ * /api/inject/v1, with KumoMTA's AuthInfo of the request (a table:
+ * peer_address, identities, groups); kumo.reject() or an error makes that
+ * recipient fail. */
+void policy_http_message_generated(struct message *msg, json_t *auth_info, struct policy_result *r);
 /* http_server_validate_auth_basic(user, password): *ok = 1 when the
  * handler returned true (0 without a handler). POLICY_ERROR: the caller
  * answers 500. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Base64 encoder and strict decoder (RFC 4648 section 4). */
+/* Base64 encoder, strict decoder and lenient decoder (RFC 4648 section 4). */
 #include "base/base64.h"
 
 static const char b64_alphabet[] =
@@ -65,6 +65,34 @@ long base64_decode(const char *s, size_t n, unsigned char *out, size_t outlen)
 			return -1;
 	}
 	return (long)len;
+}
+
+/* url_too: '-' and '_' count as '+' and '/' (RFC 4648 section 5). */
+static void decode_lenient(const char *s, size_t n, int url_too, struct buf *out)
+{
+	unsigned acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < n && s[i] != '='; i++) {
+		int v = url_too && s[i] == '-' ? 62 : url_too && s[i] == '_' ? 63 : b64_value(s[i]);
+		if (v < 0)
+			continue;
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			buf_appendc(out, (char)((acc >> bits) & 0xff));
+		}
+	}
+}
+
+void base64_decode_lenient(const char *s, size_t n, struct buf *out)
+{
+	decode_lenient(s, n, 0, out);
+}
+
+void base64_decode_lenient_any(const char *s, size_t n, struct buf *out)
+{
+	decode_lenient(s, n, 1, out);
 }
 
 int hex_digit_value(int c)

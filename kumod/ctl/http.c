@@ -398,14 +398,31 @@ static int auth_check(struct http_request *req, const struct http_req_auth *a, i
 	*status = pr.status;
 	if (!ok || pr.status != POLICY_OK)
 		return 0;
+	req->auth_scheme = a->scheme;
 	if (a->scheme == HTTP_REQ_AUTH_BEARER) {
 		snprintf(req->identity, sizeof(req->identity), "bearer token");
 		return 1;
 	}
+	snprintf(req->auth_user, sizeof(req->auth_user), "%s", a->user);
 	char user[128];
 	log_escape(user, sizeof(user), a->user, strlen(a->user));
 	snprintf(req->identity, sizeof(req->identity), "user %s", user);
 	return 1;
+}
+
+json_t *http__auth_info(const struct http_conn *hc, const struct http_request *req)
+{
+	json_t *identities = json_array(), *groups = json_array();
+	if (req->auth_scheme == HTTP_REQ_AUTH_BASIC)
+		json_array_append_new(identities, json_pack("{s:s,s:s}", "identity", req->auth_user,
+							    "context", "HttpBasicAuth"));
+	else if (req->auth_scheme == HTTP_REQ_AUTH_BEARER) /* the token is no identity */
+		json_array_append_new(
+		    identities, json_pack("{s:s,s:s}", "identity", "", "context", "BearerToken"));
+	else
+		json_array_append_new(groups, json_string("kumomta:http-listener-trusted-ip"));
+	return json_pack("{s:s,s:o,s:o}", "peer_address", hc->conn.peer_ip, "identities",
+			 identities, "groups", groups);
 }
 
 /* 1: go on; 0: answered. Every decision is traced (http_auth). */

@@ -38,6 +38,7 @@ struct inject_txn {
 	size_t temp_fail; /* failures the client should retry (queue config, spool) */
 	json_t *failed, *errors;
 	char peer_ip[48];
+	json_t *auth_info;   /* KumoMTA's AuthInfo, for http_message_generated */
 	size_t max_received; /* the listener's max_received_headers */
 	struct inject_slot {
 		struct inject_txn *t;
@@ -96,6 +97,7 @@ static void txn_free(struct inject_txn *t)
 	free(t->slots);
 	json_decref(t->failed);
 	json_decref(t->errors);
+	json_decref(t->auth_info);
 	free(t);
 }
 
@@ -157,6 +159,17 @@ static void stored_cb(void *ctx, int err)
 		txn_complete(t);
 }
 
+/* KumoMTA's "http_auth" meta: the Basic user, else the first identity,
+ * else the peer address. */
+static const char *http_auth_summary(json_t *auth_info)
+{
+	json_t *ids = json_object_get(auth_info, "identities");
+	json_t *first = json_array_get(ids, 0);
+	if (first)
+		return json_string_value(json_object_get(first, "identity"));
+	return json_string_value(json_object_get(auth_info, "peer_address"));
+}
+
 /* Runs http_message_generated; returns the message to spool, or NULL when
  * it failed (recorded in t) or went to the null queue (counted a success). */
 static struct message *generate_one(struct inject_txn *t, const struct inject_req *q, size_t i)
@@ -187,8 +200,9 @@ static struct message *generate_one(struct inject_txn *t, const struct inject_re
 		message_unref(m);
 		return NULL;
 	}
+	message_set_meta(m, "http_auth", json_string(http_auth_summary(t->auth_info)));
 	struct policy_result r;
-	policy_http_message_generated(m, &r);
+	policy_http_message_generated(m, t->auth_info, &r);
 	if (r.status != POLICY_OK) {
 		KTRACE(http_inject, t->conn_id, m->id, email,
 		       r.status == POLICY_REJECT ? "rejected" : "error", r.text);
@@ -272,6 +286,7 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req)
 	t->failed = json_array();
 	t->errors = json_array();
 	snprintf(t->peer_ip, sizeof(t->peer_ip), "%s", hc->conn.peer_ip);
+	t->auth_info = http__auth_info(hc, req);
 	for (size_t i = 0; i < nr; i++) {
 		struct message *m = generate_one(t, &q, i);
 		if (m)

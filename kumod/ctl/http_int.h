@@ -39,6 +39,9 @@ struct http_request {
 	int authorized;	    /* access checked from the head, before the body */
 	size_t accounted;   /* Content-Length counted in the memory budget */
 	char identity[160]; /* "trusted 127.0.0.1", "user alice", "bearer token" (audit) */
+	/* how access was granted: 0 trusted host, else enum http_req_auth_scheme */
+	int auth_scheme;
+	char auth_user[HTTP_REQ_MAX_CREDENTIALS + 1]; /* the Basic user name, as sent */
 };
 
 struct http_conn {
@@ -58,6 +61,10 @@ struct http_conn {
 	struct trace_sub *ws;	   /* upgraded to a trace websocket (trace_smtp.c) */
 	struct http_conn *next, *prev;
 };
+
+/* KumoMTA's AuthInfo of req (peer_address, identities, groups), as the
+ * http_message_generated event receives it. */
+json_t *http__auth_info(const struct http_conn *hc, const struct http_request *req);
 
 typedef void (*http_handler_fn)(struct http_conn *hc, struct http_request *req);
 

@@ -1108,20 +1108,27 @@ void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)
 	dispatch("smtp_server_connection_accepted", push_event_args, NULL, &a, r);
 }
 
-struct ehlo_args {
-	struct event_args a;
-	json_t *extensions, **out;
+/* Event arguments followed by one JSON value (as a Lua value), when set:
+ * smtp_server_ehlo's extensions, http_message_generated's auth_info. */
+struct json_tail_args {
+	struct event_args a; /* first: push_event_args reads it */
+	json_t *tail;
 };
 
-static int push_ehlo_args(lua_State *co, void *ctx)
+static int push_json_tail_args(lua_State *co, void *ctx)
 {
-	struct ehlo_args *e = ctx;
-	int n = push_event_args(co, &e->a);
-	if (!e->extensions)
+	struct json_tail_args *t = ctx;
+	int n = push_event_args(co, &t->a);
+	if (!t->tail)
 		return n;
-	lua_json__push(co, e->extensions);
+	lua_json__push(co, t->tail);
 	return n + 1;
 }
+
+struct ehlo_args {
+	struct json_tail_args t; /* first: push_json_tail_args reads it */
+	json_t **out;
+};
 
 /* nil keeps kumod's list; a list of printable ASCII strings replaces it. */
 static int take_ehlo(lua_State *co, int nres, void *ctx, struct policy_result *r)
@@ -1166,12 +1173,12 @@ static int take_ehlo(lua_State *co, int nres, void *ctx, struct policy_result *r
 void policy_smtp_ehlo(const char *domain, json_t *conn_meta, json_t *extensions, json_t **out_ext,
 		      struct policy_result *r)
 {
-	struct ehlo_args e = {.a = {.str = {domain}, .nstr = 1, .conn_meta = conn_meta},
-			      .extensions = extensions,
-			      .out = out_ext};
+	struct ehlo_args e = {
+	    .t = {.a = {.str = {domain}, .nstr = 1, .conn_meta = conn_meta}, .tail = extensions},
+	    .out = out_ext};
 	if (out_ext)
 		*out_ext = NULL;
-	dispatch("smtp_server_ehlo", push_ehlo_args, take_ehlo, &e, r);
+	dispatch("smtp_server_ehlo", push_json_tail_args, take_ehlo, &e, r);
 	if (r->status != POLICY_OK && out_ext && *out_ext) {
 		json_decref(*out_ext);
 		*out_ext = NULL;
@@ -1386,10 +1393,10 @@ void policy_throttle_insert_ready_queue(struct message *msg, uint64_t *delay_ms,
 	msg_delay_ms = 0;
 }
 
-void policy_http_message_generated(struct message *msg, struct policy_result *r)
+void policy_http_message_generated(struct message *msg, json_t *auth_info, struct policy_result *r)
 {
-	struct event_args a = {.msg = msg};
-	dispatch("http_message_generated", push_event_args, NULL, &a, r);
+	struct json_tail_args t = {.a = {.msg = msg}, .tail = auth_info};
+	dispatch("http_message_generated", push_json_tail_args, NULL, &t, r);
 }
 
 /* Arguments of the Basic (user, password) and Bearer (token) checks. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/ascii.h"
 #include "base/buf.h"
 #include "lua/lua_int.h"
 #include "proto/arf.h"
@@ -37,9 +38,8 @@ void lua_address__push(lua_State *L, const char *email)
 	a->at = at ? (size_t)(at - email) : len;
 	/* the domain lower-cased (ASCII), the local part as received: domains
 	 * compare case-insensitively, so policies see one spelling */
-	for (size_t i = a->at + 1; i < len; i++)
-		if (a->email[i] >= 'A' && a->email[i] <= 'Z')
-			a->email[i] = (char)(a->email[i] - 'A' + 'a');
+	if (a->at < len)
+		ascii_lower(a->email + a->at + 1);
 	luaL_setmetatable(L, LUA_KUMO_ADDRESS_MT);
 }
 

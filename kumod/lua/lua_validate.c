@@ -165,8 +165,11 @@ int policy_validate_handlers(const char *domain, FILE *out)
 	message_unref(m);
 	m = sample_message(sender, rcpt);
 	message_set_meta(m, "reception_protocol", json_string("HTTP"));
-	policy_http_message_generated(m, &r);
-	report(&v, "http_message_generated", "msg", &r);
+	json_t *auth_info = json_pack("{s:s,s:[],s:[s]}", "peer_address", "127.0.0.1", "identities",
+				      "groups", "kumomta:http-listener-trusted-ip");
+	policy_http_message_generated(m, auth_info, &r);
+	json_decref(auth_info);
+	report(&v, "http_message_generated", "msg, auth_info", &r);
 	message_unref(m);
 	int ok;
 	policy_http_validate_auth_basic("validate", "validate", &ok, &r);

@@ -7,12 +7,14 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "proto/mime_lex.h"
+
 #define MIME8_MAX_DEPTH 32
-#define MIME8_BOUNDARY_MAX 200 /* RFC 2046 allows 70; be lenient */
-#define MIME8_QP_LINE 76       /* RFC 2045 §6.7 rule 5, soft break included */
+#define MIME8_QP_LINE 76 /* RFC 2045 §6.7 rule 5, soft break included */
 
 int mime8_has_8bit(const char *p, size_t n)
 {
@@ -61,100 +63,24 @@ size_t mime8_header_len(const char *p, size_t n)
 
 struct mime8_entity {
 	char type[32], subtype[64];
-	char boundary[MIME8_BOUNDARY_MAX + 1];
+	char boundary[MIME_LEX_VALUE_MAX + 1];
 	char cte[32]; /* lower case; "" when absent */
 	int has_mime_version;
 };
 
-static void lower_copy(char *dst, size_t cap, const char *s, size_t n)
+static void content_type_param(void *ctx, const char *name, size_t len, const char *val)
 {
-	if (n >= cap)
-		n = cap - 1;
-	for (size_t i = 0; i < n; i++)
-		dst[i] = (char)((s[i] >= 'A' && s[i] <= 'Z') ? s[i] + 32 : s[i]);
-	dst[n] = '\0';
-}
-
-static int is_ws(char ch)
-{
-	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
-}
-
-/* RFC 2045 token characters (no tspecials, no space or controls). */
-static int is_token(char ch)
-{
-	return ch > ' ' && ch < 127 && !strchr("()<>@,;:\\\"/[]?=", ch);
-}
-
-/* Skips white space and (nested) comments. */
-static size_t skip_cfws(const char *v, size_t n, size_t i)
-{
-	int depth = 0;
-	for (; i < n; i++) {
-		if (v[i] == '(')
-			depth++;
-		else if (v[i] == ')' && depth)
-			depth--;
-		else if (v[i] == '\\' && depth && i + 1 < n)
-			i++;
-		else if (!depth && !is_ws(v[i]))
-			break;
-	}
-	return i;
-}
-
-static size_t token(const char *v, size_t n, size_t i)
-{
-	while (i < n && is_token(v[i]))
-		i++;
-	return i;
+	struct mime8_entity *e = ctx;
+	if (len == 8 && strncasecmp(name, "boundary", 8) == 0)
+		snprintf(e->boundary, sizeof(e->boundary), "%s", val);
 }
 
 /* Content-Type: type "/" subtype *(";" attribute "=" value). Only the
  * boundary parameter matters here. */
 static void parse_content_type(struct mime8_entity *e, const char *v, size_t n)
 {
-	size_t i = skip_cfws(v, n, 0), t = token(v, n, i);
-	lower_copy(e->type, sizeof(e->type), v + i, t - i);
-	i = skip_cfws(v, n, t);
-	if (i < n && v[i] == '/') {
-		i = skip_cfws(v, n, i + 1);
-		t = token(v, n, i);
-		lower_copy(e->subtype, sizeof(e->subtype), v + i, t - i);
-		i = t;
-	}
-	for (;;) {
-		i = skip_cfws(v, n, i);
-		if (i >= n || v[i] != ';')
-			return;
-		i = skip_cfws(v, n, i + 1);
-		size_t a = i, ae = token(v, n, i);
-		i = skip_cfws(v, n, ae);
-		if (i >= n || v[i] != '=')
-			return;
-		i = skip_cfws(v, n, i + 1);
-		char val[MIME8_BOUNDARY_MAX + 1];
-		size_t vl = 0;
-		if (i < n && v[i] == '"') {
-			for (i++; i < n && v[i] != '"'; i++) {
-				if (v[i] == '\\' && i + 1 < n)
-					i++;
-				if (v[i] == '\r' || v[i] == '\n')
-					continue; /* folding inside the quotes */
-				if (vl < MIME8_BOUNDARY_MAX)
-					val[vl++] = v[i];
-			}
-			i += i < n;
-		} else {
-			size_t te = token(v, n, i);
-			vl = te - i < MIME8_BOUNDARY_MAX ? te - i : MIME8_BOUNDARY_MAX;
-			memcpy(val, v + i, vl);
-			i = te;
-		}
-		val[vl] = '\0';
-		if (ae - a == 8 && strncasecmp(v + a, "boundary", 8) == 0)
-			memcpy(e->boundary, val, vl + 1);
-	}
+	mime_lex_content_type(v, n, e->type, sizeof(e->type), e->subtype, sizeof(e->subtype),
+			      content_type_param, e);
 }
 
 /* Visits the fields of the header section h[0..n): name and unfolded-by-
@@ -174,8 +100,7 @@ static void parse_headers(struct mime8_entity *e, const char *h, size_t n)
 				parse_content_type(e, v, vn);
 			} else if (nl == 25 &&
 				   strncasecmp(h + i, "Content-Transfer-Encoding", 25) == 0) {
-				size_t a = skip_cfws(v, vn, 0), t = token(v, vn, a);
-				lower_copy(e->cte, sizeof(e->cte), v + a, t - a);
+				mime_lex_first_token(v, vn, e->cte, sizeof(e->cte));
 			} else if (nl == 12 && strncasecmp(h + i, "MIME-Version", 12) == 0) {
 				e->has_mime_version = 1;
 			}

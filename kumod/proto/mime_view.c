@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/base64.h"
 #include "proto/rfc5322.h"
 
 /* --- header parameters ------------------------------------------------------ */
@@ -260,51 +261,6 @@ void mime_view_parse(const char *msg, size_t len, struct mime_view *v)
 
 /* --- decoding ----------------------------------------------------------------- */
 
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '-')
-		return 62;
-	if (c == '/' || c == '_')
-		return 63;
-	return -1;
-}
-
-static void decode_b64(const char *p, size_t n, struct buf *out)
-{
-	unsigned acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '=')
-			break;
-		int d = b64_value((unsigned char)p[i]);
-		if (d < 0)
-			continue;
-		acc = (acc << 6) | (unsigned)d;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf_appendc(out, (char)((acc >> bits) & 0xff));
-		}
-	}
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* Quoted-printable; in_header: '_' is a space (RFC 2047 Q). */
 static void decode_qp(const char *p, size_t n, struct buf *out, int in_header)
 {
@@ -318,8 +274,10 @@ static void decode_qp(const char *p, size_t n, struct buf *out, int in_header)
 			i += 1; /* soft line break */
 		} else if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n') {
 			i += 2;
-		} else if (i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
-			buf_appendc(out, (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2])));
+		} else if (i + 2 < n && hex_digit_value(p[i + 1]) >= 0 &&
+			   hex_digit_value(p[i + 2]) >= 0) {
+			buf_appendc(out, (char)(hex_digit_value(p[i + 1]) * 16 +
+						hex_digit_value(p[i + 2])));
 			i += 2;
 		} else {
 			buf_appendc(out, c);
@@ -330,7 +288,7 @@ static void decode_qp(const char *p, size_t n, struct buf *out, int in_header)
 void mime_view_decode(const char *p, size_t n, enum mime_view_cte cte, struct buf *out)
 {
 	if (cte == MIME_VIEW_CTE_BASE64)
-		decode_b64(p, n, out);
+		base64_decode_lenient_any(p, n, out);
 	else if (cte == MIME_VIEW_CTE_QP)
 		decode_qp(p, n, out, 0);
 	else
@@ -390,7 +348,7 @@ static size_t encoded_word(const char *v, size_t n, size_t i, struct buf *out)
 	struct buf raw;
 	buf_init(&raw);
 	if (enc == 'B')
-		decode_b64(v + t, e - t, &raw);
+		base64_decode_lenient_any(v + t, e - t, &raw);
 	else
 		decode_qp(v + t, e - t, &raw, 1);
 	mime_view_to_utf8(raw.data ? raw.data : "", raw.len, charset, out);

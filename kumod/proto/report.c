@@ -8,110 +8,31 @@
 #include <strings.h>
 #include <time.h>
 
+#include "base/ascii.h"
 #include "base/base64.h"
+#include "proto/mime_lex.h"
 #include "proto/rfc5322.h"
 
 /* --- MIME entity ----------------------------------------------------------------- */
 
-static void lower_copy(char *dst, size_t cap, const char *s, size_t n)
-{
-	if (n >= cap)
-		n = cap - 1;
-	for (size_t i = 0; i < n; i++)
-		dst[i] = (char)tolower((unsigned char)s[i]);
-	dst[n] = '\0';
-}
+_Static_assert(REPORT_BOUNDARY_MAX == MIME_LEX_VALUE_MAX, "a boundary is a whole parameter value");
 
-static int is_ws(char c)
+/* Keeps the parameters a report reader needs. */
+static void content_type_param(void *ctx, const char *name, size_t len, const char *val)
 {
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-/* RFC 2045 token characters. */
-static int is_token(char c)
-{
-	return c > ' ' && c < 127 && !strchr("()<>@,;:\\\"/[]?=", c);
-}
-
-/* Skips white space and (nested) comments. */
-static size_t skip_cfws(const char *v, size_t n, size_t i)
-{
-	int depth = 0;
-	for (; i < n; i++) {
-		if (v[i] == '(')
-			depth++;
-		else if (v[i] == ')' && depth)
-			depth--;
-		else if (v[i] == '\\' && depth && i + 1 < n)
-			i++;
-		else if (!depth && !is_ws(v[i]))
-			break;
-	}
-	return i;
-}
-
-static size_t token_end(const char *v, size_t n, size_t i)
-{
-	while (i < n && is_token(v[i]))
-		i++;
-	return i;
-}
-
-/* A parameter value (token or quoted string) at v[i..n) into val; returns the end. */
-static size_t param_value(const char *v, size_t n, size_t i, char *val, size_t cap)
-{
-	size_t vl = 0;
-	if (i < n && v[i] == '"') {
-		for (i++; i < n && v[i] != '"'; i++) {
-			if (v[i] == '\\' && i + 1 < n)
-				i++;
-			if (v[i] == '\r' || v[i] == '\n')
-				continue; /* folding inside the quotes */
-			if (vl + 1 < cap)
-				val[vl++] = v[i];
-		}
-		i += i < n;
-	} else {
-		size_t te = token_end(v, n, i);
-		for (; i < te; i++)
-			if (vl + 1 < cap)
-				val[vl++] = v[i];
-	}
-	val[vl] = '\0';
-	return i;
+	struct report_part *p = ctx;
+	if (len == 8 && strncasecmp(name, "boundary", 8) == 0)
+		snprintf(p->boundary, sizeof(p->boundary), "%s", val);
+	else if (len == 11 && strncasecmp(name, "report-type", 11) == 0)
+		ascii_lower_copy(p->report_type, sizeof(p->report_type), val, strlen(val));
 }
 
 static void parse_content_type(struct report_part *p, const char *v, size_t n)
 {
-	size_t i = skip_cfws(v, n, 0), t = token_end(v, n, i);
 	char type[48] = "", sub[48] = "";
-	lower_copy(type, sizeof(type), v + i, t - i);
-	i = skip_cfws(v, n, t);
-	if (i < n && v[i] == '/') {
-		i = skip_cfws(v, n, i + 1);
-		t = token_end(v, n, i);
-		lower_copy(sub, sizeof(sub), v + i, t - i);
-		i = t;
-	}
+	mime_lex_content_type(v, n, type, sizeof(type), sub, sizeof(sub), content_type_param, p);
 	if (type[0] && sub[0])
 		snprintf(p->type, sizeof(p->type), "%s/%s", type, sub);
-	for (;;) {
-		i = skip_cfws(v, n, i);
-		if (i >= n || v[i] != ';')
-			return;
-		i = skip_cfws(v, n, i + 1);
-		size_t a = i, ae = token_end(v, n, i);
-		i = skip_cfws(v, n, ae);
-		if (i >= n || v[i] != '=')
-			return;
-		i = skip_cfws(v, n, i + 1);
-		char val[REPORT_BOUNDARY_MAX + 1];
-		i = param_value(v, n, i, val, sizeof(val));
-		if (ae - a == 8 && strncasecmp(v + a, "boundary", 8) == 0)
-			snprintf(p->boundary, sizeof(p->boundary), "%s", val);
-		else if (ae - a == 11 && strncasecmp(v + a, "report-type", 11) == 0)
-			lower_copy(p->report_type, sizeof(p->report_type), val, strlen(val));
-	}
 }
 
 void report_part_parse(const char *p, size_t n, struct report_part *out)
@@ -130,9 +51,7 @@ void report_part_parse(const char *p, size_t n, struct report_part *out)
 			parse_content_type(out, h.raw_value, h.raw_len);
 		} else if (h.name_len == 25 &&
 			   strncasecmp(h.name, "Content-Transfer-Encoding", 25) == 0) {
-			size_t a = skip_cfws(h.raw_value, h.raw_len, 0);
-			size_t t = token_end(h.raw_value, h.raw_len, a);
-			lower_copy(out->cte, sizeof(out->cte), h.raw_value + a, t - a);
+			mime_lex_first_token(h.raw_value, h.raw_len, out->cte, sizeof(out->cte));
 		}
 	}
 	/* the header section ends before its blank line */
@@ -216,39 +135,6 @@ int report_next_child(const struct report_part *parent, size_t *pos, struct repo
 
 /* --- transfer decoding ------------------------------------------------------------ */
 
-static int b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Lenient: characters outside the alphabet are skipped, '=' ends the data. */
-static void b64_decode(const char *p, size_t n, struct buf *out)
-{
-	unsigned acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n && p[i] != '='; i++) {
-		int v = b64_value(p[i]);
-		if (v < 0)
-			continue;
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf_appendc(out, (char)((acc >> bits) & 0xff));
-		}
-	}
-}
-
 /* Soft line breaks removed, =XX decoded; a malformed escape is kept as is. */
 static void qp_decode(const char *p, size_t n, struct buf *out)
 {
@@ -282,7 +168,7 @@ static void qp_decode(const char *p, size_t n, struct buf *out)
 void report_decode_body(const struct report_part *part, struct buf *out)
 {
 	if (strcmp(part->cte, "base64") == 0)
-		b64_decode(part->body, part->body_len, out);
+		base64_decode_lenient(part->body, part->body_len, out);
 	else if (strcmp(part->cte, "quoted-printable") == 0)
 		qp_decode(part->body, part->body_len, out);
 	else
@@ -313,7 +199,7 @@ json_t *report_fields(const char *p, size_t n)
 	buf_init(&v);
 	while (rfc5322_header_next(p, hend, &pos, &h)) {
 		char name[128];
-		lower_copy(name, sizeof(name), h.name, h.name_len);
+		ascii_lower_copy(name, sizeof(name), h.name, h.name_len);
 		buf_reset(&v);
 		rfc5322_unfold(h.raw_value, h.raw_len, &v);
 		json_t *a = json_object_get(o, name);
@@ -368,7 +254,7 @@ static const char *skip_ws(const char *s)
 static const char *skip_cfws_str(const char *s)
 {
 	size_t n = strlen(s);
-	return s + skip_cfws(s, n, 0);
+	return s + mime_lex_skip_cfws(s, n, 0);
 }
 
 static int read_num(const char **s, int min_digits, int max_digits, int *out)
@@ -455,7 +341,7 @@ int report_parse_date(const char *s, char out[21])
 	}
 	s = skip_ws(s);
 	size_t zl = 0;
-	while (s[zl] && !is_ws(s[zl]) && s[zl] != '(')
+	while (s[zl] && !mime_lex_is_ws(s[zl]) && s[zl] != '(')
 		zl++;
 	long off = 0;
 	if (zone_offset(s, zl, &off) != 0)
@@ -481,11 +367,11 @@ int report_parse_date(const char *s, char out[21])
 
 static json_t *trimmed(const char *s, size_t n)
 {
-	while (n && is_ws(*s)) {
+	while (n && mime_lex_is_ws(*s)) {
 		s++;
 		n--;
 	}
-	while (n && is_ws(s[n - 1]))
+	while (n && mime_lex_is_ws(s[n - 1]))
 		n--;
 	return lossy_string(s, n);
 }
@@ -504,11 +390,11 @@ json_t *report_remote_mta(const char *s, char *err, size_t errlen)
 int report_envelope_address(const char *s, struct buf *out, char *err, size_t errlen)
 {
 	size_t n = strlen(s);
-	while (n && is_ws(*s)) {
+	while (n && mime_lex_is_ws(*s)) {
 		s++;
 		n--;
 	}
-	while (n && is_ws(s[n - 1]))
+	while (n && mime_lex_is_ws(s[n - 1]))
 		n--;
 	if (n >= 2 && s[0] == '<' && s[n - 1] == '>') {
 		s++;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/ascii.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -380,13 +381,6 @@ static void queue_load_config(struct sched_queue *q)
 		}
 	}
 	json_decref(o);
-}
-
-static void ascii_lower(char *p)
-{
-	for (; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
 }
 
 /* Splits a queue name into its parts (kumo-compat.md §7); the domains are

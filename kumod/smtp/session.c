@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/ascii.h"
 #include "base/base64.h"
 #include "base/clock.h"
 #include "base/fdlimit.h"
@@ -241,9 +242,7 @@ static const char *domain_of(const char *addr, char *buf, size_t len)
 {
 	const char *at = strrchr(addr, '@');
 	snprintf(buf, len, "%s", at ? at + 1 : "");
-	for (char *p = buf; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
+	ascii_lower(buf);
 	return buf;
 }
 

@@ -10,12 +10,14 @@ real port and the harness reads it from there. Everything a fixture starts is
 stopped at teardown, by pid.
 """
 
+import contextlib
 import os
 import pty
 import re
 import select
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import threading
@@ -106,6 +108,45 @@ def run_kumod(args, env=None, timeout=10, cwd=None):
     require_kumod()
     return subprocess.run([KUMOD_BIN, *args], env=kumod_env(env), cwd=cwd, timeout=timeout,
                           capture_output=True, text=True, errors="replace")
+
+
+@contextlib.contextmanager
+def tmpfs_spool(var, size):
+    """A tmpfs of `size` (mount's size=, e.g. "300k") mounted at var/spool, unmounted when
+    the block ends; skips the test where it cannot be mounted (needs root)."""
+    spool = var / "spool"
+    spool.mkdir(parents=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(spool)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
+    try:
+        yield spool
+    finally:
+        subprocess.run(["umount", "-l", str(spool)])
+
+
+def send_until_full(smtp_port, count, message, what, timeout=10):
+    """Sends message(i) -> (tag, text) to r<i>@example.com, i < count, on one connection
+    until the full spool refuses one: asserts the refusal is 452 4.3.1 (`what` describes the
+    load, for the message when none was refused) and that something fitted first. Returns
+    the tags of the acknowledged messages."""
+    acked, full = [], None
+    with smtplib.SMTP("127.0.0.1", port=smtp_port, timeout=timeout) as c:
+        c.ehlo("full.test")
+        for i in range(count):
+            tag, text = message(i)
+            try:
+                c.sendmail("s@example.com", ["r%d@example.com" % i], text)
+                acked.append(tag)
+            except smtplib.SMTPDataError as e:
+                full = e
+                break
+    assert full is not None, "%s: never refused" % what
+    assert full.smtp_code == 452, full
+    assert b"4.3.1" in full.smtp_error
+    assert acked, "nothing fitted at all"
+    return acked
 
 
 def parse_listeners(lines):

@@ -58,46 +58,16 @@ end)
 """
 
 
+ARF_SAMPLE = os.path.join(os.path.dirname(__file__), "..", "data", "arf_rfc5965_b2.eml")
+
+
 def arf(original, subject="FW: Earn money", extra=""):
-    """RFC 5965 appendix B.2, the original message embedded."""
-    return ("From: <abusedesk@example.com>\r\n"
-            "To: <fbl@fbl.example.com>\r\n"
-            "Subject: %s\r\n"
-            "MIME-Version: 1.0\r\n"
-            "Content-Type: multipart/report; report-type=feedback-report;\r\n"
-            "     boundary=\"part1_13d.2e68ed54_boundary\"\r\n"
-            "\r\n"
-            "--part1_13d.2e68ed54_boundary\r\n"
-            "Content-Type: text/plain; charset=\"US-ASCII\"\r\n"
-            "\r\n"
-            "This is an email abuse report for an email message received from IP\r\n"
-            "192.0.2.1 on Thu, 8 Mar 2005 14:00:00 EDT.\r\n"
-            "\r\n"
-            "--part1_13d.2e68ed54_boundary\r\n"
-            "Content-Type: message/feedback-report\r\n"
-            "\r\n"
-            "Feedback-Type: abuse\r\n"
-            "User-Agent: SomeGenerator/1.0\r\n"
-            "Version: 1\r\n"
-            "Original-Mail-From: <somespammer@example.net>\r\n"
-            "Original-Rcpt-To: <user@example.com>\r\n"
-            "Arrival-Date: Thu, 8 Mar 2005 14:00:00 EDT\r\n"
-            "Reporting-MTA: dns; mail.example.com\r\n"
-            "Source-IP: 192.0.2.1\r\n"
-            "Authentication-Results: mail.example.com;\r\n"
-            "               spf=fail smtp.mail=somespammer@example.com\r\n"
-            "Reported-Domain: example.net\r\n"
-            "Reported-Uri: http://example.net/earn_money.html\r\n"
-            "Reported-Uri: mailto:user@example.com\r\n"
-            "Removal-Recipient: user@example.com\r\n"
-            "%s"
-            "\r\n"
-            "--part1_13d.2e68ed54_boundary\r\n"
-            "Content-Type: message/rfc822\r\n"
-            "Content-Disposition: inline\r\n"
-            "\r\n"
-            "%s"
-            "--part1_13d.2e68ed54_boundary--\r\n" % (subject, extra, original))
+    """RFC 5965 appendix B.2, the original message embedded (tests/data, shared with
+    tests/unit/test_report.c)."""
+    with open(ARF_SAMPLE, newline="") as f:
+        text = f.read().replace("\n", "\r\n")
+    return (text.replace("{to}", "fbl@fbl.example.com").replace("{subject}", subject)
+            .replace("{extra}", extra).replace("{original}", original))
 
 
 def dsn(subject="Returned mail: see transcript", original="[original message goes here]\r\n",

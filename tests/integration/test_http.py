@@ -638,6 +638,44 @@ def test_inject_outcomes_per_recipient(kumod, tmp_path):
     assert k.stop() == 0
 
 
+AUTH_INFO_POLICY = """
+kumo.on('http_message_generated', function(msg, auth_info)
+  local f = assert(io.open('%s', 'a'))
+  f:write(kumo.json_encode{ auth_info = auth_info, http_auth = msg:get_meta('http_auth') } .. '\\n')
+  f:close()
+  msg:set_meta('queue', 'null')
+end)
+"""
+
+
+@needs_spool
+def test_inject_passes_auth_info(kumod, tmp_path):
+    # KumoMTA's AuthInfo as the second argument, and meta http_auth preset
+    out = tmp_path / "auth.jsonl"
+    k = start(kumod, var=tmp_path / "spool", http=", trusted_hosts = { '10.0.0.0/8' }",
+              extra=AUTH_POLICY + AUTH_INFO_POLICY % out)
+    r = req(k.http_port, "POST", "/api/inject/v1", inject_body(),
+            headers=basic("admin", "s3cr:et"))
+    assert r.status == 200 and r.json()["success_count"] == 1, r.body
+    assert k.stop() == 0
+    k = start(kumod, var=tmp_path / "spool", extra=AUTH_INFO_POLICY % out)  # trusted 127.0.0.1
+    r = req(k.http_port, "POST", "/api/inject/v1", inject_body())
+    assert r.status == 200 and r.json()["success_count"] == 1, r.body
+    assert k.stop() == 0
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    for g in got:  # an empty Lua table encodes as {}
+        for key in ("groups", "identities"):
+            g["auth_info"][key] = g["auth_info"][key] or []
+    assert got == [
+        {"http_auth": "admin",
+         "auth_info": {"peer_address": "127.0.0.1", "groups": [],
+                       "identities": [{"identity": "admin", "context": "HttpBasicAuth"}]}},
+        {"http_auth": "127.0.0.1",
+         "auth_info": {"peer_address": "127.0.0.1", "identities": [],
+                       "groups": ["kumomta:http-listener-trusted-ip"]}},
+    ], got
+
+
 def log_records(log_dir):
     from test_relay import records
     return records(log_dir)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import IS_ROOT, REPO
+from conftest import IS_ROOT, REPO, send_until_full, tmpfs_spool
 
 SINK_LUA = os.path.join(REPO, "sink", "sink.lua")
 
@@ -249,13 +249,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(kumod, tmp_path):
 @pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
 def test_full_spool_answers_452_and_loses_nothing(kumod, tmp_path):
     var = tmp_path / "var"
-    spool = var / "spool"
-    spool.mkdir(parents=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(spool)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
-    try:
+    with tmpfs_spool(var, "300k"):
         capture = tmp_path / "capture"
         import socket
         s = socket.socket()
@@ -263,29 +257,14 @@ def test_full_spool_answers_452_and_loses_nothing(kumod, tmp_path):
         port = s.getsockname()[1]
         s.close()
         relay = relay_start(kumod, var, ["127.0.0.1:%d" % port], retry="1s")
-        acked = []
-        full = None
         body = "Subject: big\r\n\r\n" + ("y" * 76 + "\r\n") * 400  # ~31 KiB
-        with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as c:
-            c.ehlo("full.test")
-            for i in range(30):
-                try:
-                    c.sendmail("s@example.com", ["r%d@example.com" % i], body)
-                    acked.append(i)
-                except smtplib.SMTPDataError as e:
-                    full = e
-                    break
-        assert full is not None, "a 300 KiB spool accepted 30 x 31 KiB"
-        assert full.smtp_code == 452, full
-        assert b"4.3.1" in full.smtp_error
-        assert acked, "nothing fitted at all"
+        acked = send_until_full(relay.smtp_port, 30, lambda i: (i, body),
+                                "a 300 KiB spool and 30 x 31 KiB")
         # everything acknowledged is delivered once a sink appears
         sink_start(kumod, capture, env={"KUMO_SINK_LISTEN": "127.0.0.1:%d" % port})
         assert wait_until(lambda: len(captured(capture)) >= len(acked), timeout=30), \
             relay.stderr()
         relay.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(spool)])
 
 
 def test_admin_bounce_over_http(kumod, tmp_path):

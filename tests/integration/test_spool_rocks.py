@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import run_kumod
+from conftest import run_kumod, send_until_full, tmpfs_spool
 from test_console import Client, console_env
 from test_relay import RELAY_POLICY, captured, send, sink_start, wait_until
 
@@ -280,40 +280,19 @@ def test_localdisk_leftover_data_file_removed_not_quarantined(kumod, tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_rocks_full_disk_answers_452_and_loses_nothing(kumod, tmp_path):
     var = tmp_path / "var"
-    spool = var / "spool"
-    spool.mkdir(parents=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(spool)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount tmpfs here: " + r.stderr.strip())
-    try:
+    with tmpfs_spool(var, "3m"):
         capture = tmp_path / "capture"
         port = free_port()
         relay = relay_start(kumod, var, port)
-        acked, full = [], None
         body = "\r\n" + ("y" * 76 + "\r\n") * 1600  # ~125 KiB
-        with smtplib.SMTP("127.0.0.1", port=relay.smtp_port, timeout=20) as c:
-            c.ehlo("full.test")
-            for i in range(60):
-                tag = "tag-%05d" % i
-                try:
-                    c.sendmail("s@example.com", ["r%d@example.com" % i],
-                               "Subject: %s%s" % (tag, body))
-                    acked.append(tag)
-                except smtplib.SMTPDataError as e:
-                    full = e
-                    break
-        assert full is not None, "a 3 MiB spool accepted 60 x 125 KiB"
-        assert full.smtp_code == 452, full
-        assert b"4.3.1" in full.smtp_error
-        assert acked, "nothing fitted at all"
+        acked = send_until_full(
+            relay.smtp_port, 60, lambda i: ("tag-%05d" % i, "Subject: tag-%05d%s" % (i, body)),
+            "a 3 MiB spool and 60 x 125 KiB", timeout=20)
         # every acknowledged message is delivered once a sink appears
         sink_start(kumod, capture, env={"KUMO_SINK_LISTEN": "127.0.0.1:%d" % port})
         assert wait_until(lambda: set(acked) <= set(tags(capture)), timeout=30), \
             relay.stderr()
         relay.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(spool)])
 
 
 def test_rocks_flusher_task_in_the_console(kumod, tmp_path):

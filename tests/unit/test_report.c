@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* RFC 5965 (ARF) and RFC 3464 (DSN) report parsing: examples written from
  * the RFCs, KumoMTA's field names and shapes, and malformed inputs. */
+#include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/buf.h"
@@ -10,52 +13,55 @@
 #include "proto/report.h"
 #include "test.h"
 
-/* RFC 5965 appendix B.2 style, with folding, mixed case and LF endings
- * in the feedback part; the trace header carries {"recipient":"a@b.example"}. */
-static const char arf_full[] =
-    "From: <abusedesk@example.com>\r\n"
-    "To: <abuse@example.net>\r\n"
-    "Subject: FW: Earn money\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/report; report-type=feedback-report;\r\n"
-    "     boundary=\"part1_13d.2e68ed54_boundary\"\r\n"
-    "\r\n"
-    "--part1_13d.2e68ed54_boundary\r\n"
-    "Content-Type: text/plain; charset=\"US-ASCII\"\r\n"
-    "\r\n"
-    "This is an email abuse report for an email message received from IP\r\n"
-    "192.0.2.1 on Thu, 8 Mar 2005 14:00:00 EDT.\r\n"
-    "\r\n"
-    "--part1_13d.2e68ed54_boundary\r\n"
-    "Content-Type: message/feedback-report\r\n"
-    "\r\n"
-    "Feedback-Type: abuse\r\n"
-    "User-Agent: SomeGenerator/1.0\r\n"
-    "Version: 1\r\n"
-    "Original-Mail-From: <somespammer@example.net>\r\n"
-    "Original-Rcpt-To: <user@example.com>\r\n"
-    "Arrival-Date: Thu, 8 Mar 2005 14:00:00 EDT\r\n"
-    "Reporting-MTA: dns; mail.example.com\r\n"
-    "Source-IP: 192.0.2.1\r\n"
-    "Authentication-Results: mail.example.com;\r\n"
-    "               spf=fail smtp.mail=somespammer@example.com\r\n"
-    "Reported-Domain: example.net\r\n"
-    "Reported-Uri: http://example.net/earn_money.html\r\n"
-    "Reported-Uri: mailto:user@example.com\r\n"
-    "Removal-Recipient: user@example.com\r\n"
-    "INCIDENTS: 3\r\n"
-    "\r\n"
-    "--part1_13d.2e68ed54_boundary\r\n"
-    "Content-Type: message/rfc822\r\n"
-    "Content-Disposition: inline\r\n"
-    "\r\n"
-    "From: <somespammer@example.net>\r\n"
-    "X-KumoRef: eyJfQF8iOiJcXF8vIiwicmVjaXBpZW50Ijoi\r\n"
-    "\tYUBiLmV4YW1wbGUifQ==\r\n"
-    "Subject: Earn money\r\n"
-    "\r\n"
-    "Spam Spam Spam\r\n"
-    "--part1_13d.2e68ed54_boundary--\r\n";
+/* tests/data/arf_rfc5965_b2.eml (RFC 5965 appendix B.2, shared with
+ * tests/integration/test_feedback.py) with LF made CRLF and its {to},
+ * {subject}, {extra} and {original} filled in. The caller frees it. */
+static char *arf_sample(const char *to, const char *subject, const char *extra,
+			const char *original)
+{
+	const char *path = "tests/data/arf_rfc5965_b2.eml";
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		TEST_FAIL("%s: %s (run from the repository root)", path, strerror(errno));
+	const struct {
+		const char *name, *value;
+	} fill[] = {
+	    {"{to}", to}, {"{subject}", subject}, {"{extra}", extra}, {"{original}", original}};
+	struct buf b;
+	buf_init(&b);
+	char line[1024];
+	while (fgets(line, sizeof(line), f)) {
+		size_t n = strcspn(line, "\n");
+		for (size_t i = 0; i < n; i++) {
+			size_t k = 0, nf = sizeof(fill) / sizeof(fill[0]);
+			while (k < nf && strncmp(line + i, fill[k].name, strlen(fill[k].name)) != 0)
+				k++;
+			if (k == nf) {
+				buf_appendc(&b, line[i]);
+				continue;
+			}
+			buf_appends(&b, fill[k].value);
+			i += strlen(fill[k].name) - 1;
+		}
+		if (line[n] == '\n')
+			buf_appends(&b, "\r\n");
+	}
+	fclose(f);
+	return b.data;
+}
+
+/* The sample with folding and mixed case in the feedback part; the trace
+ * header of the original carries {"recipient":"a@b.example"}. */
+static char *arf_full(void)
+{
+	return arf_sample("abuse@example.net", "FW: Earn money", "INCIDENTS: 3\r\n",
+			  "From: <somespammer@example.net>\r\n"
+			  "X-KumoRef: eyJfQF8iOiJcXF8vIiwicmVjaXBpZW50Ijoi\r\n"
+			  "\tYUBiLmV4YW1wbGUifQ==\r\n"
+			  "Subject: Earn money\r\n"
+			  "\r\n"
+			  "Spam Spam Spam\r\n");
+}
 
 static json_t *arf_ok(const char *msg)
 {
@@ -75,7 +81,9 @@ static const char *s(json_t *o, const char *path)
 
 TEST_IMPL(arf_full_report)
 {
-	json_t *r = arf_ok(arf_full);
+	char *msg = arf_full();
+	json_t *r = arf_ok(msg);
+	free(msg);
 	ASSERT_STR_EQ(s(r, "feedback_type"), "abuse");
 	ASSERT_STR_EQ(s(r, "user_agent"), "SomeGenerator/1.0");
 	ASSERT_STR_EQ(s(r, "version"), "1");
@@ -149,13 +157,16 @@ static const struct report_case arf_cases[] = {
      1, NULL},
 };
 
-TEST_IMPL(arf_table)
+/* Each case through parse: its rc, its reason when it has one, and an
+ * object exactly when rc is 1. */
+static void run_cases(int (*parse)(const char *, size_t, json_t **, char *, size_t),
+		      const struct report_case *cases, size_t n)
 {
-	for (size_t i = 0; i < sizeof(arf_cases) / sizeof(arf_cases[0]); i++) {
-		const struct report_case *c = &arf_cases[i];
+	for (size_t i = 0; i < n; i++) {
+		const struct report_case *c = &cases[i];
 		json_t *r = NULL;
 		char err[256] = "";
-		int rc = arf_parse(c->msg, strlen(c->msg), &r, err, sizeof(err));
+		int rc = parse(c->msg, strlen(c->msg), &r, err, sizeof(err));
 		if (rc != c->rc)
 			TEST_FAIL("%s: rc %d, want %d (%s)", c->name, rc, c->rc, err);
 		if (c->err)
@@ -163,6 +174,11 @@ TEST_IMPL(arf_table)
 		ASSERT(rc == 1 ? r != NULL : r == NULL);
 		json_decref(r);
 	}
+}
+
+TEST_IMPL(arf_table)
+{
+	run_cases(arf_parse, arf_cases, sizeof(arf_cases) / sizeof(arf_cases[0]));
 }
 
 /* RFC 3464 appendix A.2 (abridged), base64 transfer encoding of the status
@@ -274,18 +290,7 @@ static const struct report_case dsn_cases[] = {
 
 TEST_IMPL(dsn_table)
 {
-	for (size_t i = 0; i < sizeof(dsn_cases) / sizeof(dsn_cases[0]); i++) {
-		const struct report_case *c = &dsn_cases[i];
-		json_t *r = NULL;
-		char err[256] = "";
-		int rc = dsn_parse(c->msg, strlen(c->msg), &r, err, sizeof(err));
-		if (rc != c->rc)
-			TEST_FAIL("%s: rc %d, want %d (%s)", c->name, rc, c->rc, err);
-		if (c->err)
-			ASSERT_STR_EQ(err, c->err);
-		ASSERT(rc == 1 ? r != NULL : r == NULL);
-		json_decref(r);
-	}
+	run_cases(dsn_parse, dsn_cases, sizeof(dsn_cases) / sizeof(dsn_cases[0]));
 }
 
 /* A huge field and many recipients: parsed whole, no truncation. */

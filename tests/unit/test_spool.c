@@ -211,6 +211,34 @@ static const struct message *find(struct collected *c, const char *id)
 	return NULL;
 }
 
+/* m[0..n) = make_msg(i, size). */
+static void make_msgs(struct message **m, unsigned n, size_t size)
+{
+	for (unsigned i = 0; i < n; i++)
+		m[i] = make_msg(i, size);
+}
+
+static void unref_msgs(struct message **m, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		message_unref(m[i]);
+}
+
+/* A restart: close, open again and recover into c. */
+static void reopen_and_recover(int flush, struct collected *c)
+{
+	close_spool();
+	open_spool(flush);
+	recover(c);
+}
+
+/* Every m[0..n) was recovered byte for byte. */
+static void assert_all_recovered(struct message **m, unsigned n, struct collected *c)
+{
+	for (unsigned i = 0; i < n; i++)
+		assert_same(m[i], find(c, m[i]->id));
+}
+
 /* --- tests ------------------------------------------------------------------------- */
 
 TEST_IMPL(spool_store_batches_and_recovers_identical_bytes)
@@ -245,9 +273,7 @@ TEST_IMPL(spool_store_batches_and_recovers_identical_bytes)
 	snprintf(p, sizeof(p), "%s/new", data_path);
 	ASSERT_EQ(count_dir(p), 0);
 
-	close_spool(); /* a restart */
-	open_spool(1);
-	recover(&c);
+	reopen_and_recover(1, &c);
 	ASSERT_EQ(c.loaded, N);
 	ASSERT_EQ(c.quarantined, 0);
 	ASSERT_EQ(c.n, N);
@@ -260,8 +286,7 @@ TEST_IMPL(spool_store_batches_and_recovers_identical_bytes)
 	/* oldest bucket first, and ids are time-ordered within this test */
 	ASSERT(strncmp(c.msgs[0]->id, c.msgs[N - 1]->id, 8) <= 0);
 	collected_free(&c);
-	for (size_t i = 0; i < N; i++)
-		message_unref(m[i]);
+	unref_msgs(m, N);
 	teardown();
 }
 
@@ -272,8 +297,7 @@ TEST_IMPL(spool_recover_twice_is_idempotent)
 	struct collected c;
 	setup();
 	open_spool(1);
-	for (unsigned i = 0; i < 3; i++)
-		m[i] = make_msg(i, 100);
+	make_msgs(m, 3, 100);
 	store_all(m, 3, &r);
 	close_spool();
 	for (int round = 0; round < 2; round++) {
@@ -285,8 +309,7 @@ TEST_IMPL(spool_recover_twice_is_idempotent)
 		close_spool();
 	}
 	open_spool(1);
-	for (unsigned i = 0; i < 3; i++)
-		message_unref(m[i]);
+	unref_msgs(m, 3);
 	teardown();
 }
 
@@ -331,8 +354,7 @@ TEST_IMPL(spool_corrupt_and_orphan_files_are_quarantined)
 	char p[256], q[256], lerr[64];
 	setup();
 	open_spool(1);
-	for (unsigned i = 0; i < N; i++)
-		m[i] = make_msg(i, 300);
+	make_msgs(m, N, 300);
 	store_all(m, N, &r);
 	close_spool();
 
@@ -404,14 +426,11 @@ TEST_IMPL(spool_corrupt_and_orphan_files_are_quarantined)
 	collected_free(&c);
 
 	/* a second recovery finds the same two messages and nothing to move */
-	close_spool();
-	open_spool(1);
-	recover(&c);
+	reopen_and_recover(1, &c);
 	ASSERT_EQ(c.loaded, 2);
 	ASSERT_EQ(c.quarantined, 0);
 	collected_free(&c);
-	for (unsigned i = 0; i < N; i++)
-		message_unref(m[i]);
+	unref_msgs(m, N);
 	teardown();
 }
 
@@ -429,8 +448,7 @@ TEST_IMPL(spool_close_during_recovery)
 	char p[256];
 	setup();
 	open_spool(1);
-	for (unsigned i = 0; i < N; i++)
-		m[i] = make_msg(i, 100);
+	make_msgs(m, N, 100);
 	store_all(m, N, &r);
 	close_spool();
 	for (unsigned i = 0; i < N; i += 2) {
@@ -452,8 +470,7 @@ TEST_IMPL(spool_close_during_recovery)
 	ASSERT_EQ(c.loaded, N / 2);
 	ASSERT_EQ(c.quarantined, 0);
 	collected_free(&c);
-	for (unsigned i = 0; i < N; i++)
-		message_unref(m[i]);
+	unref_msgs(m, N);
 	teardown();
 }
 
@@ -467,23 +484,18 @@ TEST_IMPL(spool_no_flush_skips_fsync)
 	open_spool(0);
 	spool__inject_fault("fdatasync", 1, -EIO); /* would fail if called */
 	spool__inject_fault("fsync_dir", 1, -EIO);
-	for (unsigned i = 0; i < 20; i++)
-		m[i] = make_msg(i, 1000);
+	make_msgs(m, 20, 1000);
 	store_all(m, 20, &r);
 	for (size_t i = 0; i < 20; i++)
 		ASSERT_EQ(r.err[i], 0);
 	spool_get_stats(&st);
 	ASSERT_EQ(st.file_syncs, 0);
 	ASSERT_EQ(st.dir_syncs, 0);
-	close_spool();
-	open_spool(0);
-	recover(&c);
+	reopen_and_recover(0, &c);
 	ASSERT_EQ(c.loaded, 20);
-	for (size_t i = 0; i < 20; i++)
-		assert_same(m[i], find(&c, m[i]->id));
+	assert_all_recovered(m, 20, &c);
 	collected_free(&c);
-	for (unsigned i = 0; i < 20; i++)
-		message_unref(m[i]);
+	unref_msgs(m, 20);
 	teardown();
 }
 
@@ -530,9 +542,7 @@ TEST_IMPL(spool_remove_and_update)
 	spool_get_stats(&st);
 	ASSERT_EQ(st.removed, 1);
 	ASSERT_EQ(st.updated, 1);
-	close_spool();
-	open_spool(1);
-	recover(&c);
+	reopen_and_recover(1, &c);
 	ASSERT_EQ(c.n, 1);
 	assert_same(m[1], c.msgs[0]);
 	ASSERT_STR_EQ(message_get_meta_str(c.msgs[0], "queue"), "retry.example");
@@ -585,8 +595,7 @@ static void fault_case(const char *syscall, unsigned nth, int err, size_t want_f
 	open_spool(1);
 	/* m[0] is stored before the fault is armed; of the next seven, the
 	 * first starts a batch alone and the other six share the next one */
-	for (unsigned i = 0; i < N; i++)
-		m[i] = make_msg(i, 500);
+	make_msgs(m, N, 500);
 	store_all(m, 1, &r);
 	ASSERT_EQ(r.err[0], 0);
 	spool__inject_fault(syscall, nth, err);
@@ -605,8 +614,7 @@ static void fault_case(const char *syscall, unsigned nth, int err, size_t want_f
 		TEST_FAIL("%s fault: %zu stores failed, want %zu", syscall, failed, want_failed);
 	ASSERT_EQ(count_visible(data_path), N - failed);
 	ASSERT_EQ(count_visible(meta_path), N - failed);
-	for (unsigned i = 0; i < N; i++)
-		message_unref(m[i]);
+	unref_msgs(m, N);
 	teardown();
 }
 
@@ -646,8 +654,7 @@ TEST_IMPL(spool_sync_fs_mode)
 	sync_fs_mode = 1;
 	setup();
 	open_spool(1);
-	for (unsigned i = 0; i < 30; i++)
-		m[i] = make_msg(i, 2000);
+	make_msgs(m, 30, 2000);
 	store_all(m, 30, &r);
 	for (size_t i = 0; i < 30; i++)
 		ASSERT_EQ(r.err[i], 0);
@@ -655,15 +662,11 @@ TEST_IMPL(spool_sync_fs_mode)
 	ASSERT_EQ(st.file_syncs, 0);
 	ASSERT_EQ(st.dir_syncs, 0);
 	ASSERT_EQ(st.fs_syncs, st.batches); /* data and meta share /tmp's file system */
-	close_spool();
-	open_spool(1);
-	recover(&c);
+	reopen_and_recover(1, &c);
 	ASSERT_EQ(c.loaded, 30);
-	for (size_t i = 0; i < 30; i++)
-		assert_same(m[i], find(&c, m[i]->id));
+	assert_all_recovered(m, 30, &c);
 	collected_free(&c);
-	for (unsigned i = 0; i < 30; i++)
-		message_unref(m[i]);
+	unref_msgs(m, 30);
 	teardown();
 }
 
@@ -684,8 +687,7 @@ TEST_IMPL(spool_disk_full_tmpfs)
 	open_spool(1);
 	struct message *m[N];
 	struct results r;
-	for (unsigned i = 0; i < N; i++)
-		m[i] = make_msg(i, 40000);
+	make_msgs(m, N, 40000);
 	store_all(m, N, &r);
 	size_t ok = 0, full = 0;
 	for (size_t i = 0; i < N; i++) {
@@ -717,8 +719,7 @@ TEST_IMPL(spool_disk_full_tmpfs)
 		if (r.err[i] == 0)
 			assert_same(m[i], find(&c, m[i]->id));
 	collected_free(&c);
-	for (unsigned i = 0; i < N; i++)
-		message_unref(m[i]);
+	unref_msgs(m, N);
 	close_spool();
 	ASSERT_EQ(uv_loop_close(&loop), 0);
 	umount2(dir, MNT_DETACH);
@@ -827,6 +828,21 @@ static void rocks_test_exit(void)
 	_exit(0);
 }
 
+/* A fresh RocksDB spool in a new directory, open with flush. */
+static void rocks_setup(void)
+{
+	kind_mode = SPOOL_KIND_ROCKSDB;
+	setup();
+	open_spool(1);
+}
+
+/* Closes the spool, removes its directory and ends the test process. */
+static void rocks_teardown(void)
+{
+	teardown();
+	rocks_test_exit();
+}
+
 TEST_IMPL(spool_rocks_params_pure)
 {
 	struct spool_rocks_params p;
@@ -871,9 +887,7 @@ TEST_IMPL(spool_rocks_store_update_remove_recover)
 	struct collected c;
 	struct spool_stats st;
 	char p[256];
-	kind_mode = SPOOL_KIND_ROCKSDB;
-	setup();
-	open_spool(1);
+	rocks_setup();
 	for (unsigned i = 0; i < N; i++)
 		m[i] = make_msg(i, i * 97);
 	store_all(m, N, &r);
@@ -906,9 +920,7 @@ TEST_IMPL(spool_rocks_store_update_remove_recover)
 		uv_run(&loop, UV_RUN_ONCE);
 	ASSERT_EQ(r.err[0], -ENOENT);
 
-	close_spool();
-	open_spool(1);
-	recover(&c);
+	reopen_and_recover(1, &c);
 	ASSERT_EQ(c.loaded, N - 1);
 	ASSERT_EQ(c.quarantined, 0);
 	ASSERT(find(&c, m[0]->id) == NULL);
@@ -921,10 +933,8 @@ TEST_IMPL(spool_rocks_store_update_remove_recover)
 	for (size_t i = 1; i < c.n; i++)
 		ASSERT(strcmp(c.msgs[i - 1]->id, c.msgs[i]->id) < 0);
 	collected_free(&c);
-	for (unsigned i = 0; i < N; i++)
-		message_unref(m[i]);
-	teardown();
-	rocks_test_exit();
+	unref_msgs(m, N);
+	rocks_teardown();
 }
 
 TEST_IMPL(spool_rocks_corrupt_value_quarantined_leftover_removed)
@@ -932,9 +942,7 @@ TEST_IMPL(spool_rocks_corrupt_value_quarantined_leftover_removed)
 	struct message *m[2];
 	struct results r;
 	struct collected c;
-	kind_mode = SPOOL_KIND_ROCKSDB;
-	setup();
-	open_spool(1);
+	rocks_setup();
 	m[0] = make_msg(0, 100);
 	m[1] = make_msg(1, 100);
 	store_all(m, 2, &r);
@@ -949,9 +957,7 @@ TEST_IMPL(spool_rocks_corrupt_value_quarantined_leftover_removed)
 	ASSERT_EQ(c.loaded, 0);	     /* both stored by this process: skipped */
 	ASSERT_EQ(c.quarantined, 2); /* bad (meta and data) and the odd key */
 	collected_free(&c);
-	close_spool();
-	open_spool(1);
-	recover(&c);
+	reopen_and_recover(1, &c);
 	ASSERT_EQ(c.loaded, 2);
 	ASSERT_EQ(c.quarantined, 0); /* nothing new: idempotent */
 	collected_free(&c);
@@ -968,8 +974,7 @@ TEST_IMPL(spool_rocks_corrupt_value_quarantined_leftover_removed)
 	ASSERT(spool__rocks_exists(SPOOL_META, "quarantine/zz-not-an-id", 23));
 	message_unref(m[0]);
 	message_unref(m[1]);
-	teardown();
-	rocks_test_exit();
+	rocks_teardown();
 }
 
 TEST_IMPL(spool_rocks_kind_switch_refused)
@@ -994,8 +999,7 @@ TEST_IMPL(spool_rocks_kind_switch_refused)
 	ASSERT(strstr(err, "holds a RocksDB spool; refusing to open it as kind 'LocalDisk'"));
 	kind_mode = SPOOL_KIND_ROCKSDB;
 	open_spool(1);
-	teardown();
-	rocks_test_exit();
+	rocks_teardown();
 }
 
 /* --- group commit measurement ---------------------------------------------------------- */
