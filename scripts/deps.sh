@@ -76,6 +76,7 @@ need run libcurl4-openssl-dev pc libcurl
 need run librocksdb-dev pc rocksdb
 need run jq cmd jq
 need run swaks cmd swaks
+need run libhiredis-dev pc hiredis
 # test: peers, tracers and Python modules of tests/integration
 need test tmux cmd tmux
 need test python3-dnslib pyimp dnslib
@@ -95,6 +96,7 @@ need test chromium-driver cmd chromedriver
 need test python3-selenium pyimp selenium
 need test bpftrace cmd bpftrace
 need test rocksdb-tools cmd ldb
+need test redis-server cmd redis-server
 # fmt: C and Lua formatters
 need fmt clang-format cmd clang-format
 need fmt nodejs cmd node
