@@ -18,6 +18,7 @@
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "io/loop.h"
+#include "proto/redis_url.h"
 #include "ktrace.h"
 
 #define RECONNECT_MS 1000u
@@ -42,8 +43,7 @@ enum redis_state {
 static struct {
 	int enabled, has_cell, stopping;
 	char url[512];
-	char host[256], user[128], password[256];
-	int port, db;
+	struct redis_url u;
 	uint64_t response_timeout_ms;
 	redisAsyncContext *ac;
 	enum redis_state state;
@@ -87,70 +87,6 @@ int redis_has_cell(void)
 const char *redis_url(void)
 {
 	return RC.url;
-}
-
-int redis_url_parse(const char *url, char *host, size_t hostlen, int *port, char *user,
-		    size_t userlen, char *password, size_t passlen, int *db)
-{
-	const char *p;
-	if (strncmp(url, "redis://", 8) != 0)
-		return -1;
-	p = url + 8;
-	*port = 6379;
-	*db = 0;
-	user[0] = password[0] = host[0] = '\0';
-	const char *slash = strchr(p, '/');
-	const char *end = slash ? slash : p + strlen(p);
-	const char *at = memchr(p, '@', (size_t)(end - p));
-	if (at) {
-		const char *colon = memchr(p, ':', (size_t)(at - p));
-		const char *ue = colon ? colon : at;
-		if ((size_t)(ue - p) >= userlen)
-			return -1;
-		memcpy(user, p, (size_t)(ue - p));
-		user[ue - p] = '\0';
-		if (colon) {
-			if ((size_t)(at - colon - 1) >= passlen)
-				return -1;
-			memcpy(password, colon + 1, (size_t)(at - colon - 1));
-			password[at - colon - 1] = '\0';
-		}
-		p = at + 1;
-	}
-	const char *hs = p, *he;
-	if (*p == '[') { /* [v6]:port */
-		he = memchr(p, ']', (size_t)(end - p));
-		if (!he)
-			return -1;
-		hs = p + 1;
-		p = he + 1;
-	} else {
-		he = memchr(p, ':', (size_t)(end - p));
-		if (!he)
-			he = end;
-		p = he;
-	}
-	if (he == hs || (size_t)(he - hs) >= hostlen)
-		return -1;
-	memcpy(host, hs, (size_t)(he - hs));
-	host[he - hs] = '\0';
-	if (p < end && *p == ':') {
-		char *e;
-		long v = strtol(p + 1, &e, 10);
-		if (e == p + 1 || e != end || v < 1 || v > 65535)
-			return -1;
-		*port = (int)v;
-	} else if (p != end) {
-		return -1;
-	}
-	if (slash && slash[1] && slash[1] != '?') {
-		char *e;
-		long v = strtol(slash + 1, &e, 10);
-		if (e == slash + 1 || (*e && *e != '?') || v < 0 || v > 1000000)
-			return -1;
-		*db = (int)v;
-	}
-	return 0;
 }
 
 static void set_phase(const char *phase, const char *detail)
@@ -262,7 +198,7 @@ static void auth_reply(redisAsyncContext *ac, void *r, void *priv)
 
 static void start_connect(void)
 {
-	redisAsyncContext *ac = redisAsyncConnect(RC.host, RC.port);
+	redisAsyncContext *ac = redisAsyncConnect(RC.u.host, RC.u.port);
 	if (!ac) {
 		went_down("out of memory", "connect");
 		return;
@@ -282,15 +218,15 @@ static void start_connect(void)
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
 	/* queued before any command: they go first on the wire */
-	if (RC.password[0]) {
-		if (RC.user[0])
-			redisAsyncCommand(ac, auth_reply, "AUTH", "AUTH %s %s", RC.user,
-					  RC.password);
+	if (RC.u.password[0]) {
+		if (RC.u.user[0])
+			redisAsyncCommand(ac, auth_reply, "AUTH", "AUTH %s %s", RC.u.user,
+					  RC.u.password);
 		else
-			redisAsyncCommand(ac, auth_reply, "AUTH", "AUTH %s", RC.password);
+			redisAsyncCommand(ac, auth_reply, "AUTH", "AUTH %s", RC.u.password);
 	}
-	if (RC.db)
-		redisAsyncCommand(ac, auth_reply, "SELECT", "SELECT %d", RC.db);
+	if (RC.u.db)
+		redisAsyncCommand(ac, auth_reply, "SELECT", "SELECT %d", RC.u.db);
 }
 
 /* Every WATCHDOG_MS: reconnects when down; drops a connection whose
@@ -326,22 +262,22 @@ int redis_configure(const struct redis_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "redis throttles are already configured (once per process)");
 		return -1;
 	}
-	if (redis_url_parse(cfg->url, RC.host, sizeof(RC.host), &RC.port, RC.user, sizeof(RC.user),
-			    RC.password, sizeof(RC.password), &RC.db) != 0) {
+	if (redis_url_parse(cfg->url, &RC.u) != 0) {
 		snprintf(err, errlen,
 			 "invalid redis URL '%s': expected "
 			 "redis://[user][:password@]host[:port][/db]",
 			 cfg->url);
 		return -1;
 	}
-	snprintf(RC.url, sizeof(RC.url), "redis://%s:%d/", RC.host, RC.port);
+	snprintf(RC.url, sizeof(RC.url), "redis://%s%s%s:%d/", strchr(RC.u.host, ':') ? "[" : "",
+		 RC.u.host, strchr(RC.u.host, ':') ? "]" : "", RC.u.port);
 	uint64_t cto =
 	    cfg->connect_timeout_ms ? cfg->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
 	RC.response_timeout_ms =
 	    cfg->response_timeout_ms ? cfg->response_timeout_ms : DEFAULT_RESPONSE_TIMEOUT_MS;
 	struct timeval tv = {(time_t)(cto / 1000u), (suseconds_t)(cto % 1000u) * 1000};
 	/* KumoMTA checks the server at configure time (init fails when down) */
-	redisContext *c = redisConnectWithTimeout(RC.host, RC.port, tv);
+	redisContext *c = redisConnectWithTimeout(RC.u.host, RC.u.port, tv);
 	if (!c || c->err) {
 		snprintf(err, errlen, "cannot connect to %s: %s", RC.url,
 			 c ? c->errstr : "out of memory");
@@ -351,19 +287,19 @@ int redis_configure(const struct redis_config *cfg, char *err, size_t errlen)
 	}
 	redisSetTimeout(c, tv);
 	redisReply *r = NULL;
-	if (RC.password[0]) {
-		r = RC.user[0] ? redisCommand(c, "AUTH %s %s", RC.user, RC.password)
-			       : redisCommand(c, "AUTH %s", RC.password);
+	if (RC.u.password[0]) {
+		r = RC.u.user[0] ? redisCommand(c, "AUTH %s %s", RC.u.user, RC.u.password)
+				 : redisCommand(c, "AUTH %s", RC.u.password);
 		if (!r || r->type == REDIS_REPLY_ERROR) {
 			snprintf(err, errlen, "%s AUTH: %s", RC.url, r ? r->str : c->errstr);
 			goto fail;
 		}
 		freeReplyObject(r);
 	}
-	if (RC.db) {
-		r = redisCommand(c, "SELECT %d", RC.db);
+	if (RC.u.db) {
+		r = redisCommand(c, "SELECT %d", RC.u.db);
 		if (!r || r->type == REDIS_REPLY_ERROR) {
-			snprintf(err, errlen, "%s SELECT %d: %s", RC.url, RC.db,
+			snprintf(err, errlen, "%s SELECT %d: %s", RC.url, RC.u.db,
 				 r ? r->str : c->errstr);
 			goto fail;
 		}

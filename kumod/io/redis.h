@@ -27,9 +27,6 @@ struct redis_config {
  * redis-cell's CL.THROTTLE exists, then starts the asynchronous
  * connection. 0, or -1 with the reason in err. Once per process. */
 int redis_configure(const struct redis_config *cfg, char *err, size_t errlen);
-/* Parses a redis URL; 0 or -1 (pure, for tests). */
-int redis_url_parse(const char *url, char *host, size_t hostlen, int *port, char *user,
-		    size_t userlen, char *password, size_t passlen, int *db);
 /* Declares the metric families (at start-up, so the catalogue lists them). */
 void redis_declare_metrics(void);
 int redis_enabled(void);

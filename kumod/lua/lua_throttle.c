@@ -27,6 +27,7 @@
 #include "lua/lua_int.h"
 #include "proto/duration.h"
 #include "proto/rate_spec.h"
+#include "proto/redis_url.h"
 #include "queue/shared_throttle.h"
 
 #define THROTTLE_MT "kumod.throttle"
@@ -359,10 +360,8 @@ static int l_configure_redis_throttles(lua_State *L)
 	lua_getfield(L, LUA_REGISTRYINDEX, "kumod.redis_throttles.url");
 	url = lua_tostring(L, -1); /* kept alive by the registry */
 	lua_pop(L, 1);
-	char host[256], user[128], pass[256];
-	int port, db;
-	if (redis_url_parse(url, host, sizeof(host), &port, user, sizeof(user), pass, sizeof(pass),
-			    &db) != 0)
+	struct redis_url u;
+	if (redis_url_parse(url, &u) != 0)
 		return luaL_error(L,
 				  "kumo.configure_redis_throttles: invalid node URL '%s': expected "
 				  "redis://[user][:password@]host[:port][/db]",
