@@ -25,6 +25,10 @@
 #define WATCHDOG_MS 250u
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000u
 #define DEFAULT_RESPONSE_TIMEOUT_MS 10000u
+/* A reconnection attempt not through within this is abandoned and retried:
+ * hiredis 0.14's libuv adapter drops a poll error (a connection reset while
+ * connecting) without telling hiredis, so such an attempt never ends. */
+#define RECONNECT_DEADLINE_MS 2000u
 
 struct redis_op {
 	redis_reply_fn fn;
@@ -227,6 +231,10 @@ static void start_connect(void)
 	}
 	if (RC.u.db)
 		redisAsyncCommand(ac, auth_reply, "SELECT", "SELECT %d", RC.u.db);
+	/* hiredis learns the outcome of a non-blocking connect only once it
+	 * has something to write: without a command queued, a refused attempt
+	 * would sit in Connecting until the watchdog */
+	redisAsyncCommand(ac, auth_reply, "PING", "PING");
 }
 
 /* Every WATCHDOG_MS: reconnects when down; drops a connection whose
@@ -246,7 +254,10 @@ static void timer_cb(uv_timer_t *t)
 		return;
 	}
 	int stalled = RC.head && now - RC.head->start_ns > limit;
-	int slow_connect = RC.state == RS_CONNECTING && now - RC.connecting_since_ns > limit;
+	uint64_t cl = RECONNECT_DEADLINE_MS < RC.response_timeout_ms ? RECONNECT_DEADLINE_MS
+								     : RC.response_timeout_ms;
+	int slow_connect =
+	    RC.state == RS_CONNECTING && now - RC.connecting_since_ns > cl * 1000000u;
 	if (stalled || slow_connect) {
 		redisAsyncContext *ac = RC.ac;
 		went_down(stalled ? "no reply within response_timeout" : "connect timed out",
