@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <uv.h>
 
@@ -25,9 +24,8 @@
 #define WATCHDOG_MS 250u
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000u
 #define DEFAULT_RESPONSE_TIMEOUT_MS 10000u
-/* A reconnection attempt not through within this is abandoned and retried:
- * hiredis 0.14's libuv adapter drops a poll error (a connection reset while
- * connecting) without telling hiredis, so such an attempt never ends. */
+/* A reconnection attempt not through within this is abandoned and retried
+ * (a host that drops packets). */
 #define RECONNECT_DEADLINE_MS 2000u
 
 struct redis_op {
@@ -91,6 +89,106 @@ int redis_has_cell(void)
 const char *redis_url(void)
 {
 	return RC.url;
+}
+
+/* hiredis on libuv. Debian's hiredis 0.14 ships adapters/libuv.h, but its
+ * poll callback drops an error status (a connection reset, seen as
+ * POLLERR, after which libuv stops the poll) without telling hiredis: the
+ * connection then hangs until the reply watchdog. This glue is the same
+ * shape (hiredis's ev hooks on one uv_poll_t) and treats a poll error as
+ * the end of the connection. */
+struct redis_glue {
+	redisAsyncContext *ac;
+	uv_poll_t poll;
+	int events;
+};
+
+static void went_down(const char *why, const char *kind);
+
+static void glue_poll_cb(uv_poll_t *h, int status, int events)
+{
+	struct redis_glue *g = h->data;
+	if (!g->ac)
+		return;
+	if (status < 0) { /* libuv stopped the poll: hiredis reads the socket's error */
+		redisAsyncContext *ac = g->ac;
+		if (!(ac->c.flags & REDIS_CONNECTED))
+			redisAsyncHandleWrite(ac); /* connect's outcome (ECONNREFUSED...) */
+		else
+			redisAsyncHandleRead(ac);
+		if (g->ac) { /* hiredis saw nothing wrong, but nothing watches it now */
+			if (ac == RC.ac)
+				went_down(uv_strerror(status), "lost");
+			redisAsyncFree(ac);
+		}
+		return;
+	}
+	if (events & UV_READABLE)
+		redisAsyncHandleRead(g->ac);
+	if (g->ac && (events & UV_WRITABLE))
+		redisAsyncHandleWrite(g->ac);
+}
+
+static void glue_update(struct redis_glue *g, int add, int ev)
+{
+	if (add)
+		g->events |= ev;
+	else
+		g->events &= ~ev;
+	if (g->events)
+		uv_poll_start(&g->poll, g->events, glue_poll_cb);
+	else
+		uv_poll_stop(&g->poll);
+}
+
+static void glue_add_read(void *p)
+{
+	glue_update(p, 1, UV_READABLE);
+}
+
+static void glue_del_read(void *p)
+{
+	glue_update(p, 0, UV_READABLE);
+}
+
+static void glue_add_write(void *p)
+{
+	glue_update(p, 1, UV_WRITABLE);
+}
+
+static void glue_del_write(void *p)
+{
+	glue_update(p, 0, UV_WRITABLE);
+}
+
+static void glue_close_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void glue_cleanup(void *p)
+{
+	struct redis_glue *g = p;
+	g->ac = NULL;
+	uv_close((uv_handle_t *)&g->poll, glue_close_cb);
+}
+
+static int glue_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+	struct redis_glue *g = xcalloc(1, sizeof(*g));
+	if (uv_poll_init_socket(loop, &g->poll, ac->c.fd) != 0) {
+		free(g);
+		return -1;
+	}
+	g->ac = ac;
+	g->poll.data = g;
+	ac->ev.data = g;
+	ac->ev.addRead = glue_add_read;
+	ac->ev.delRead = glue_del_read;
+	ac->ev.addWrite = glue_add_write;
+	ac->ev.delWrite = glue_del_write;
+	ac->ev.cleanup = glue_cleanup;
+	return 0;
 }
 
 static void set_phase(const char *phase, const char *detail)
@@ -214,11 +312,15 @@ static void start_connect(void)
 		went_down(why, "connect");
 		return;
 	}
+	if (glue_attach(ac, kumod_loop()) != 0) {
+		redisAsyncFree(ac);
+		went_down("cannot watch the socket", "connect");
+		return;
+	}
 	RC.ac = ac;
 	RC.state = RS_CONNECTING;
 	RC.connecting_since_ns = clock_mono_ns();
 	set_phase("Connecting", NULL);
-	redisLibuvAttach(ac, kumod_loop());
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
 	/* queued before any command: they go first on the wire */
@@ -231,9 +333,8 @@ static void start_connect(void)
 	}
 	if (RC.u.db)
 		redisAsyncCommand(ac, auth_reply, "SELECT", "SELECT %d", RC.u.db);
-	/* hiredis learns the outcome of a non-blocking connect only once it
-	 * has something to write: without a command queued, a refused attempt
-	 * would sit in Connecting until the watchdog */
+	/* hiredis learns the outcome of a non-blocking connect once it has
+	 * something to write: a command is always queued */
 	redisAsyncCommand(ac, auth_reply, "PING", "PING");
 }
 
@@ -376,6 +477,11 @@ void redis_op_cancel(struct redis_op *op)
 {
 	if (op)
 		op->fn = NULL;
+}
+
+void *redis_op_ud(const struct redis_op *op)
+{
+	return op->ud;
 }
 
 static void timer_close_cb(uv_handle_t *h)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The one Redis connection of kumo.configure_redis_throttles: hiredis's
- * asynchronous client on the kumod loop (its libuv adapter), never
- * blocking. One task ("redis_throttles") shows its phase: Connecting,
+ * asynchronous client on the kumod loop (own libuv glue: see redis.c),
+ * never blocking. One task ("redis_throttles") shows its phase: Connecting,
  * Ready or Down. Lost or unreachable, it reconnects every second; the
  * outage and the recovery are logged once each (not per command). A reply
  * slower than response_timeout drops the connection (every pending command
@@ -44,6 +44,8 @@ struct redis_op *redis_command(const char *operation, int argc, const char **arg
 			       const size_t *lens, redis_reply_fn fn, void *ud);
 /* fn will not run (its owner went away); the command still completes. */
 void redis_op_cancel(struct redis_op *op);
+/* The ud given to redis_command (callers that cancel at their own level). */
+void *redis_op_ud(const struct redis_op *op);
 const char *redis_last_error(void);
 /* Closes the connection after the pending commands (shutdown). */
 void redis_shutdown(void);

@@ -81,14 +81,19 @@ static void decision(const char *what)
 	metrics_counter_add("redis_throttle_decisions", "decision", what, 1);
 }
 
+/* Every call record starts with this flag: cancelling marks it, and the
+ * reply then frees the record without calling its owner back (an acquired
+ * lease nobody wants any more is released at once). */
 void shared_op_cancel(struct redis_op *op)
 {
-	redis_op_cancel(op);
+	if (op)
+		*(int *)redis_op_ud(op) = 1;
 }
 
 /* --- rates ------------------------------------------------------------------ */
 
 struct rate_call {
+	int cancelled; /* first: see shared_op_cancel */
 	shared_rate_fn fn;
 	void *ud;
 	uint64_t burst;
@@ -120,7 +125,8 @@ static void rate_reply(void *ud, const redisReply *reply, const char *err)
 	if (err) {
 		decision("error");
 		KTRACE(shared_throttle, c->key, -1, 0, 0);
-		c->fn(c->ud, NULL, err);
+		if (!c->cancelled)
+			c->fn(c->ud, NULL, err);
 		free(c);
 		return;
 	}
@@ -145,7 +151,8 @@ static void rate_reply(void *ud, const redisReply *reply, const char *err)
 		r.retry_after_s = 1;
 	decision(r.throttled ? "throttled" : "allowed");
 	KTRACE(shared_throttle, c->key, r.throttled, r.remaining, r.retry_after_s * 1000u);
-	c->fn(c->ud, &r, NULL);
+	if (!c->cancelled)
+		c->fn(c->ud, &r, NULL);
 	free(c);
 }
 
@@ -156,7 +163,7 @@ struct redis_op *shared_rate_take(const char *name, uint64_t limit, uint64_t per
 	snprintf(key, sizeof(key), "%.1300s:%" PRIu64 ":%" PRIu64 ":%" PRIu64, name, limit, burst,
 		 period_s);
 	size_t klen = strlen(key);
-	struct rate_call *c = xmalloc(sizeof(*c) + klen + 1);
+	struct rate_call *c = xcalloc(1, sizeof(*c) + klen + 1);
 	c->fn = fn;
 	c->ud = ud;
 	c->burst = burst;
@@ -185,6 +192,7 @@ struct redis_op *shared_rate_take(const char *name, uint64_t limit, uint64_t per
 /* --- leases ----------------------------------------------------------------- */
 
 struct lease_call {
+	int cancelled; /* first: see shared_op_cancel */
 	shared_lease_fn fn;
 	void *ud;
 	int extend;
@@ -234,7 +242,9 @@ static void lease_reply(void *ud, const redisReply *reply, const char *err)
 		decision(ok ? "lease_acquired" : "lease_full");
 	else if (!ok)
 		decision("lease_lost");
-	if (c->fn)
+	if (c->cancelled && !c->extend && ok)
+		shared_lease_release(c->key, c->uuid); /* its dispatcher is gone */
+	else if (!c->cancelled && c->fn)
 		c->fn(c->ud, err ? 0 : ok, err);
 	free(c);
 }
