@@ -121,7 +121,8 @@ struct dispatcher {
 	enum ready_throttle shared_ok; /* that rate check allowed one (taken once) */
 	char lease[37];		       /* the connection-limit lease held ("" none) */
 	struct redis_op *extend_op;    /* a pending lease extension */
-	int lease_lost;		       /* extension failed: close at the next message */
+	int lease_lost;		       /* extension failed: the session ends */
+	int lease_fresh;	       /* extended for the next message */
 	struct dispatcher *next, *prev;
 };
 
@@ -887,6 +888,9 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 	shared_op_cancel(d->shared_op);	    /* ... or while Redis decided */
 	d->shared_op = NULL;
 	d->shared_ok = READY_THROTTLE_NONE;
+	shared_op_cancel(d->extend_op);
+	d->extend_op = NULL;
+	d->lease_fresh = 0;
 	if (d->idle) {
 		/* the server closed the idle connection first */
 		d->idle = 0;
@@ -1310,24 +1314,41 @@ static void dispatcher_start(struct dispatcher *d)
 static void dispatcher_lease_extended(void *ud, int ok, const char *err)
 {
 	struct dispatcher *d = ud;
+	struct task *t = d->task, *prev = task_enter(t);
 	d->extend_op = NULL;
-	if (!ok)
+	if (ok)
+		d->lease_fresh = 1;
+	else
 		d->lease_lost = 1;
+	dispatcher_next(d);
+	task_exit(t, prev);
 }
 
-/* KumoMTA extends the lease before each message; here the extension runs
- * alongside the message (no wait), and a failed one ends the session
- * before the next message. */
-static void dispatcher_lease_extend(struct dispatcher *d)
+/* KumoMTA extends the lease before each message (phase ExtendingLease);
+ * a lease that cannot be extended (expired, Redis failing) ends the
+ * session. 1 while the extension is pending or the session ends. */
+static int dispatcher_lease_extend(struct dispatcher *d)
 {
-	if (!d->lease[0] || d->extend_op)
-		return;
+	if (!d->lease[0])
+		return 0;
+	if (d->extend_op)
+		return 1;
+	if (d->lease_fresh) {
+		d->lease_fresh = 0;
+		return 0;
+	}
 	char key[1300];
 	lease_key(d->rq, key, sizeof(key));
 	d->extend_op = shared_lease_extend(key, d->lease, lease_duration_ms(&d->rq->path),
 					   dispatcher_lease_extended, d);
-	if (!d->extend_op)
+	if (!d->extend_op) {
 		d->lease_lost = 1;
+		dispatcher_phase(d, "Closing");
+		dispatcher_quit(d);
+		return 1;
+	}
+	dispatcher_phase(d, "ExtendingLease");
+	return 1;
 }
 
 static void dispatcher_next(struct dispatcher *d)
@@ -1349,9 +1370,11 @@ static void dispatcher_next(struct dispatcher *d)
 		dispatcher_quit(d);
 		return;
 	}
+	/* the lease first: a rate token taken is then always used */
+	if (dispatcher_lease_extend(d))
+		return; /* resumes here once extended */
 	if (dispatcher_throttle(d, READY_THROTTLE_MESSAGE))
 		return; /* the session stays open and idle; the timer resumes here */
-	dispatcher_lease_extend(d);
 	struct qmsg *qm = rq_pop(rq);
 	if (!message_data_resident(qm->m)) { /* the queue reads it back when due */
 		outcome_transient(

@@ -49,7 +49,7 @@ static struct {
 	uint64_t response_timeout_ms;
 	redisAsyncContext *ac;
 	enum redis_state state;
-	uint64_t connecting_since_ns, down_since_ns;
+	uint64_t connecting_since_ns, down_since_ns, stop_since_ns;
 	int outage_logged;
 	char last_error[512];
 	struct redis_op *head, *tail; /* pending, oldest first (replies come in order) */
@@ -340,11 +340,23 @@ static void start_connect(void)
 
 /* Every WATCHDOG_MS: reconnects when down; drops a connection whose
  * oldest command (or connect) is older than response_timeout. */
+static void timer_close_cb(uv_handle_t *h);
+
 static void timer_cb(uv_timer_t *t)
 {
 	(void)t;
-	if (RC.stopping)
+	if (RC.stopping) { /* shutdown: the last releases had 1 s to go out */
+		if (RC.ac && clock_mono_ns() - RC.stop_since_ns > 1000000000ull) {
+			redisAsyncContext *ac = RC.ac;
+			RC.ac = NULL;
+			redisAsyncFree(ac);
+		}
+		if (!RC.ac && RC.timer) {
+			uv_close((uv_handle_t *)RC.timer, timer_close_cb);
+			RC.timer = NULL;
+		}
 		return;
+	}
 	uint64_t now = clock_mono_ns(), limit = RC.response_timeout_ms * 1000000u;
 	if (RC.state == RS_DOWN) {
 		static uint64_t last_try;
@@ -494,11 +506,22 @@ void redis_shutdown(void)
 	if (!RC.enabled || RC.stopping)
 		return;
 	RC.stopping = 1;
-	if (RC.timer)
-		uv_close((uv_handle_t *)RC.timer, timer_close_cb);
-	RC.timer = NULL;
-	if (RC.ac)
-		redisAsyncDisconnect(RC.ac); /* after the pending replies (lease releases) */
+	RC.stop_since_ns = clock_mono_ns();
+	if (RC.ac && RC.state == RS_READY) {
+		/* after the pending replies (lease releases), bounded by the timer */
+		redisAsyncDisconnect(RC.ac);
+		if (RC.timer)
+			uv_ref((uv_handle_t *)RC.timer);
+	} else {
+		if (RC.ac) { /* not connected: nothing to flush */
+			redisAsyncContext *ac = RC.ac;
+			RC.ac = NULL;
+			redisAsyncFree(ac);
+		}
+		if (RC.timer)
+			uv_close((uv_handle_t *)RC.timer, timer_close_cb);
+		RC.timer = NULL;
+	}
 	if (RC.task)
 		task_close(RC.task);
 	RC.task = NULL;

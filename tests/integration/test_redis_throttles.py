@@ -412,3 +412,18 @@ def test_lua_throttle_is_shared_across_nodes(kumod, redis):
     assert 400 <= code < 500
     assert "cannot wait for I/O in event 'smtp_server_mail_from'" in a.stderr()
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_shutdown_while_redis_is_down(kumod, tmp_path, redis):
+    rx = Receiver()
+    n = node_start(kumod, tmp_path, "d", rx, redis, "connection_limit = 2")
+    inject(n.smtp_port, "d", 3)
+    assert wait_until(lambda: rx.count() >= 3, timeout=10), rx.count()
+    redis.stop()
+    n.wait_for("is unavailable", timeout=10)
+    inject(n.smtp_port, "d2", 2)  # accepted and kept: no lease can be had
+    t0 = time.monotonic()
+    assert n.stop() == 0
+    assert time.monotonic() - t0 < 5
+    assert rx.count() == 3
+    rx.shutdown()
