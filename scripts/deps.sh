@@ -78,6 +78,7 @@ need run jq cmd jq
 need run swaks cmd swaks
 # kumo.string.normalize_smtp_response: its dictionary words (/usr/share/dict/words)
 need run wamerican test -e /usr/share/dict/words
+need run libhiredis-dev pc hiredis
 # test: peers, tracers and Python modules of tests/integration
 need test tmux cmd tmux
 need test python3-dnslib pyimp dnslib
@@ -97,6 +98,7 @@ need test chromium-driver cmd chromedriver
 need test python3-selenium pyimp selenium
 need test bpftrace cmd bpftrace
 need test rocksdb-tools cmd ldb
+need test redis-server cmd redis-server
 # fmt: C and Lua formatters
 need fmt clang-format cmd clang-format
 need fmt nodejs cmd node

@@ -18,6 +18,7 @@
 #include "dispatch/loghook.h"
 #include "dispatch/ready.h"
 #include "io/loop.h"
+#include "queue/shared_throttle.h"
 #include "queue/queue.h"
 #include "smtp/server.h"
 #include "spool/logrec.h"
@@ -449,6 +450,7 @@ static void collect_busy_poll(struct metrics_scrape *sc, void *ctx)
 void metrics_collect_register(void)
 {
 	metrics_declare(decls, sizeof(decls) / sizeof(decls[0]));
+	shared_throttle_declare_metrics();
 	metrics_register_collector(collect_suspend, NULL);
 	metrics_register_collector(collect_ready, NULL);
 	metrics_register_collector(collect_sched, NULL);

@@ -19,6 +19,7 @@
 #include "dispatch/ready.h"
 #include "dns/resolver.h"
 #include "io/conn.h"
+#include "io/redis.h"
 #include "ktrace.h"
 #include "policy.h"
 #include "io/tls.h"
@@ -28,6 +29,7 @@
 #include "proto/rate_spec.h"
 #include "queue/egress.h"
 #include "queue/queue.h"
+#include "queue/shared_throttle.h"
 #include "queue/suspend.h"
 #include "smtp/client.h"
 #include "spool/logrec.h"
@@ -53,6 +55,7 @@ struct egress_path {
 	char ehlo_domain[256];
 	char tls_ca_file[512];		      /* "" = system trust store */
 	struct rate_spec msg_rate, conn_rate; /* limit 0 = unlimited */
+	int msg_rate_local, conn_rate_local;  /* "local:": never shared through Redis */
 	uint64_t connect_timeout_ms, banner_timeout_ms;
 	uint64_t state_timeout_ms[SMTP_CLIENT_STATE__COUNT]; /* reply timeouts per client state */
 	int no_pipelining;				     /* enable_pipelining = false */
@@ -77,6 +80,8 @@ struct ready_queue {
 	struct egress_gcra msg_gcra, conn_gcra;
 	uv_timer_t *throttle_timer; /* wakes throttled dispatchers; freed in its close cb */
 	uint64_t throttle_due_ms;
+	uv_timer_t *lease_timer; /* shared connection limit full: retry new dispatchers */
+	int lease_wait;		 /* no new dispatcher until lease_timer fires */
 	struct ready_addr addrs[READY_MAX_HOSTS];
 	size_t naddrs;
 	struct qmsg *head, *tail;
@@ -118,6 +123,13 @@ struct dispatcher {
 	struct qmsg **batch;  /* custom_lua send_batch: taken messages (rq->lua_batch slots) */
 	size_t nbatch;
 	uint64_t batch_started_ms; /* the first one was taken (0: no partial batch) */
+	/* Redis-shared throttles (kumo.configure_redis_throttles) */
+	struct redis_op *shared_op;    /* a pending rate check or lease acquisition */
+	enum ready_throttle shared_ok; /* that rate check allowed one (taken once) */
+	char lease[37];		       /* the connection-limit lease held ("" none) */
+	struct redis_op *extend_op;    /* a pending lease extension */
+	int lease_lost;		       /* extension failed: the session ends */
+	int lease_fresh;	       /* extended for the next message */
 	struct dispatcher *next, *prev;
 };
 
@@ -170,6 +182,12 @@ static void path_rate(json_t *o, const char *key, struct rate_spec *out, const c
 	if (spec && rate_spec_parse(spec, out) != 0)
 		log_warn("kumod::smtp_dispatcher", "ready_queue=%s %s '%s' is not a rate; ignored",
 			 rq_name, key, spec);
+}
+
+static int path_rate_local(json_t *o, const char *key)
+{
+	const char *spec = json_string_value(json_object_get(o, key));
+	return spec && strncmp(spec, "local:", 6) == 0;
 }
 
 /* A CIDR list key (validated by make_egress_path) into out: 1 when the key
@@ -252,6 +270,8 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	p->tls = path_tls_mode(json_string_value(json_object_get(o, "enable_tls")));
 	path_rate(o, "max_message_rate", &p->msg_rate, rq->name);
 	path_rate(o, "max_connection_rate", &p->conn_rate, rq->name);
+	p->msg_rate_local = path_rate_local(o, "max_message_rate");
+	p->conn_rate_local = path_rate_local(o, "max_connection_rate");
 	const char *ca = json_string_value(json_object_get(o, "tls_ca_file"));
 	snprintf(p->tls_ca_file, sizeof(p->tls_ca_file), "%s", ca ? ca : "");
 	/* given: its entries ({} from Lua is an empty JSON object); absent: defaults */
@@ -617,6 +637,13 @@ static void dispatcher_free(struct dispatcher *d)
 	free(d->batch);
 	if (d->idle_timer)
 		uv_close((uv_handle_t *)d->idle_timer, timer_free_cb);
+	shared_op_cancel(d->shared_op);
+	shared_op_cancel(d->extend_op);
+	if (d->lease[0]) { /* released on close (KumoMTA: when the dispatcher ends) */
+		char key[1300];
+		snprintf(key, sizeof(key), "kumomta.connection_limit.%s", rq->name);
+		shared_lease_release(key, d->lease);
+	}
 	rq->ndispatchers--;
 	if (d->prev)
 		d->prev->next = d->next;
@@ -636,6 +663,9 @@ static void rq_throttle_close(struct ready_queue *rq)
 	if (rq->throttle_timer)
 		uv_close((uv_handle_t *)rq->throttle_timer, timer_free_cb);
 	rq->throttle_timer = NULL;
+	if (rq->lease_timer)
+		uv_close((uv_handle_t *)rq->lease_timer, timer_free_cb);
+	rq->lease_timer = NULL;
 }
 
 static void dispatcher_unthrottle(struct dispatcher *d);
@@ -676,9 +706,103 @@ static const char *throttle_phase(enum ready_throttle k)
 	return k == READY_THROTTLE_MESSAGE ? "MessageRateThrottled" : "ConnectionRateThrottled";
 }
 
+static void dispatcher_wait_throttled(struct dispatcher *d, enum ready_throttle kind, uint64_t wait)
+{
+	struct ready_queue *rq = d->rq;
+	if (d->throttled != kind)
+		d->throttled_since_ms = mono_ms();
+	d->throttled = kind;
+	dispatcher_phase(d, throttle_phase(kind));
+	KTRACE(throttle_enter, d->task->id, rq->name, throttle_phase(kind), wait);
+	rq_throttle_arm(rq, wait);
+}
+
+/* A shared rate could not be decided (Redis down or failing). KumoMTA's
+ * behaviour: the message in hand gets a TransientFailure ("KumoMTA
+ * internal: error in deliver_message: ...", requeued by its retry
+ * schedule, never bounced) and the session ends; a connection attempt
+ * ends the dispatcher. The queue's other messages wait in the ready queue
+ * until a lease can be had again (RETRY_LEASE_MS). */
+static void rq_lease_backoff(struct ready_queue *rq);
+
+static void dispatcher_shared_error(struct dispatcher *d, enum ready_throttle kind, const char *err)
+{
+	struct ready_queue *rq = d->rq;
+	snprintf(d->last_error, sizeof(d->last_error), "%s", err);
+	rq_lease_backoff(rq);
+	if (kind == READY_THROTTLE_MESSAGE && rq->head) {
+		char text[600];
+		snprintf(text, sizeof(text), "KumoMTA internal: error in deliver_message: %.500s",
+			 err);
+		outcome_transient(rq_pop(rq), rq, LOCAL_REPLY(451, "4.4.3", text), NULL, NULL,
+				  "LoggedTransientFailure", NULL);
+	}
+	if (kind == READY_THROTTLE_MESSAGE && d->ready) {
+		dispatcher_phase(d, "Closing");
+		d->ready = 0; /* the close does not reconnect: the dispatcher ends */
+		dispatcher_quit(d);
+		return;
+	}
+	dispatcher_phase(d, "Closing");
+	dispatcher_free(d);
+}
+
+static void dispatcher_shared_rate_cb(void *ud, const struct shared_rate_result *r, const char *err)
+{
+	struct dispatcher *d = ud;
+	struct task *t = d->task, *prev = task_enter(t);
+	enum ready_throttle kind = d->shared_ok; /* the kind asked, until answered */
+	d->shared_op = NULL;
+	d->shared_ok = READY_THROTTLE_NONE;
+	if (err) {
+		dispatcher_shared_error(d, kind, err);
+	} else if (r->throttled) {
+		dispatcher_wait_throttled(d, kind, r->retry_after_s * 1000u);
+	} else {
+		d->shared_ok = kind;
+		if (kind == READY_THROTTLE_MESSAGE)
+			dispatcher_next(d);
+		else
+			dispatcher_connect_next(d);
+	}
+	task_exit(t, prev);
+}
+
+/* The rate in Redis (KumoMTA's names: kumomta.max_message_rate.<queue>,
+ * <queue>-connection-rate): 1 while the answer is pending or refused. */
+static int dispatcher_shared_throttle(struct dispatcher *d, enum ready_throttle kind,
+				      const struct rate_spec *r)
+{
+	struct ready_queue *rq = d->rq;
+	if (d->shared_op)
+		return 1;
+	if (d->shared_ok == kind) {
+		d->shared_ok = READY_THROTTLE_NONE;
+		return 0;
+	}
+	char name[1300];
+	if (kind == READY_THROTTLE_MESSAGE)
+		snprintf(name, sizeof(name), "kumomta.max_message_rate.%s", rq->name);
+	else
+		snprintf(name, sizeof(name), "%s-connection-rate", rq->name);
+	uint64_t period_s = r->period_ms / 1000u ? r->period_ms / 1000u : 1;
+	d->shared_ok = kind; /* remembered for the callback */
+	d->shared_op =
+	    shared_rate_take(name, r->limit, period_s, r->limit, dispatcher_shared_rate_cb, d);
+	if (!d->shared_op) {
+		d->shared_ok = READY_THROTTLE_NONE;
+		dispatcher_shared_error(d, kind, redis_last_error());
+		return 1;
+	}
+	dispatcher_phase(d, kind == READY_THROTTLE_MESSAGE ? "MessageRateCheck"
+							   : "ConnectionRateCheck");
+	return 1;
+}
+
 /* Takes one token of the ready queue's message or connection rate; when
  * none is left the dispatcher waits (phase *RateThrottled) and 1 is
- * returned: its messages stay in the ready queue. */
+ * returned: its messages stay in the ready queue. With Redis throttles the
+ * decision is asynchronous: 1 while it is pending (phase *RateCheck). */
 static int dispatcher_throttle(struct dispatcher *d, enum ready_throttle kind)
 {
 	struct ready_queue *rq = d->rq;
@@ -686,15 +810,13 @@ static int dispatcher_throttle(struct dispatcher *d, enum ready_throttle kind)
 	const struct rate_spec *r = msg ? &rq->path.msg_rate : &rq->path.conn_rate;
 	if (!r->limit)
 		return 0;
+	if (shared_throttle_enabled() &&
+	    !(msg ? rq->path.msg_rate_local : rq->path.conn_rate_local))
+		return dispatcher_shared_throttle(d, kind, r);
 	uint64_t wait = egress_gcra_take(msg ? &rq->msg_gcra : &rq->conn_gcra, r, mono_ms());
 	if (!wait)
 		return 0;
-	if (d->throttled != kind)
-		d->throttled_since_ms = mono_ms();
-	d->throttled = kind;
-	dispatcher_phase(d, throttle_phase(kind));
-	KTRACE(throttle_enter, d->task->id, rq->name, throttle_phase(kind), wait);
-	rq_throttle_arm(rq, wait);
+	dispatcher_wait_throttled(d, kind, wait);
 	return 1;
 }
 
@@ -778,6 +900,12 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 	smtp_client_free(d->client);
 	d->client = NULL;
 	d->throttled = READY_THROTTLE_NONE; /* an idle session closed while waiting */
+	shared_op_cancel(d->shared_op);	    /* ... or while Redis decided */
+	d->shared_op = NULL;
+	d->shared_ok = READY_THROTTLE_NONE;
+	shared_op_cancel(d->extend_op);
+	d->extend_op = NULL;
+	d->lease_fresh = 0;
 	if (d->idle) {
 		/* the server closed the idle connection first */
 		d->idle = 0;
@@ -805,7 +933,8 @@ static void d_on_closed(struct smtp_client *c, const struct smtp_client_result *
 		task_exit(t, prev);
 		return;
 	}
-	if (d->rq->count && !R.shutting_down && d->ready && !rq_suspended(d->rq)) {
+	if (d->rq->count && !R.shutting_down && d->ready && !rq_suspended(d->rq) &&
+	    !d->rq->lease_wait && !d->lease_lost) {
 		/* more work and the session ended (limit, 421): reconnect */
 		d->ready = 0;
 		d->delivered_here = 0;
@@ -835,7 +964,8 @@ static void lua_closed(struct dispatcher *d)
 {
 	policy_lua_conn_close(d->lua_conn);
 	d->lua_conn = 0;
-	if (d->rq->count && !R.shutting_down && d->ready && !rq_suspended(d->rq)) {
+	if (d->rq->count && !R.shutting_down && d->ready && !rq_suspended(d->rq) &&
+	    !d->rq->lease_wait && !d->lease_lost) {
 		/* more work and the connection ended (limit, 421, error): reconnect */
 		d->ready = 0;
 		d->delivered_here = 0;
@@ -1255,6 +1385,134 @@ static void rq_wake_idle(struct ready_queue *rq)
 	}
 }
 
+/* --- shared connection limits (leases in Redis) ------------------------------ */
+
+#define RETRY_LEASE_MS 3000u /* KumoMTA's wait between lease attempts */
+
+/* KumoMTA's lease duration: the sum of the client timeouts. */
+static uint64_t lease_duration_ms(const struct egress_path *p)
+{
+	static const enum smtp_client_state st[] = {
+	    SMTP_CLIENT_EHLO, SMTP_CLIENT_AUTH, SMTP_CLIENT_MAIL,     SMTP_CLIENT_RCPT,
+	    SMTP_CLIENT_DATA, SMTP_CLIENT_DOT,	SMTP_CLIENT_STARTTLS,
+	};
+	uint64_t ms = p->connect_timeout_ms + p->banner_timeout_ms + p->idle_ms;
+	for (size_t i = 0; i < sizeof(st) / sizeof(st[0]); i++)
+		ms += p->state_timeout_ms[st[i]];
+	return ms ? ms : 1000;
+}
+
+static void lease_key(const struct ready_queue *rq, char *key, size_t len)
+{
+	snprintf(key, len, "kumomta.connection_limit.%s", rq->name);
+}
+
+static void ready_maybe_dispatch(struct ready_queue *rq);
+
+static void rq_lease_timer_cb(uv_timer_t *t)
+{
+	struct ready_queue *rq = t->data;
+	rq->lease_wait = 0;
+	struct task *prev = task_enter(rq->task);
+	ready_maybe_dispatch(rq);
+	task_exit(rq->task, prev);
+}
+
+/* The shared limit is full or Redis failed: no new dispatcher for a while. */
+static void rq_lease_backoff(struct ready_queue *rq)
+{
+	if (rq->lease_wait || R.shutting_down)
+		return;
+	rq->lease_wait = 1;
+	if (!rq->lease_timer) {
+		rq->lease_timer = xcalloc(1, sizeof(*rq->lease_timer));
+		uv_timer_init(R.loop, rq->lease_timer);
+		rq->lease_timer->data = rq;
+	}
+	uv_timer_start(rq->lease_timer, rq_lease_timer_cb, RETRY_LEASE_MS, 0);
+}
+
+static void dispatcher_lease_cb(void *ud, int ok, const char *err)
+{
+	struct dispatcher *d = ud;
+	struct task *t = d->task, *prev = task_enter(t);
+	d->shared_op = NULL;
+	if (ok) {
+		dispatcher_connect_next(d);
+	} else {
+		d->lease[0] = '\0';
+		if (err)
+			snprintf(d->last_error, sizeof(d->last_error), "%s", err);
+		rq_lease_backoff(d->rq);
+		dispatcher_phase(d, "Closing");
+		dispatcher_free(d);
+	}
+	task_exit(t, prev);
+}
+
+/* A new dispatcher: with Redis throttles it first takes a lease of the
+ * shared connection limit (phase AcquiringLease), then connects. */
+static void dispatcher_start(struct dispatcher *d)
+{
+	struct ready_queue *rq = d->rq;
+	if (!shared_throttle_enabled()) {
+		dispatcher_connect_next(d);
+		return;
+	}
+	char key[1300];
+	lease_key(rq, key, sizeof(key));
+	dispatcher_phase(d, "AcquiringLease");
+	d->shared_op =
+	    shared_lease_acquire(key, rq->path.connection_limit, lease_duration_ms(&rq->path),
+				 d->lease, dispatcher_lease_cb, d);
+	if (!d->shared_op) {
+		d->lease[0] = '\0';
+		rq_lease_backoff(rq);
+		dispatcher_phase(d, "Closing");
+		dispatcher_free(d);
+	}
+}
+
+static void dispatcher_lease_extended(void *ud, int ok, const char *err)
+{
+	struct dispatcher *d = ud;
+	struct task *t = d->task, *prev = task_enter(t);
+	d->extend_op = NULL;
+	if (ok)
+		d->lease_fresh = 1;
+	else
+		d->lease_lost = 1;
+	dispatcher_next(d);
+	task_exit(t, prev);
+}
+
+/* KumoMTA extends the lease before each message (phase ExtendingLease);
+ * a lease that cannot be extended (expired, Redis failing) ends the
+ * session. 1 while the extension is pending or the session ends. */
+static int dispatcher_lease_extend(struct dispatcher *d)
+{
+	if (!d->lease[0])
+		return 0;
+	if (d->extend_op)
+		return 1;
+	if (d->lease_fresh) {
+		d->lease_fresh = 0;
+		return 0;
+	}
+	char key[1300];
+	lease_key(d->rq, key, sizeof(key));
+	d->extend_op = shared_lease_extend(key, d->lease, lease_duration_ms(&d->rq->path),
+					   dispatcher_lease_extended, d);
+	if (!d->extend_op) {
+		d->lease_lost = 1;
+		dispatcher_phase(d, "Closing");
+		dispatcher_quit(d);
+		return 1;
+	}
+	dispatcher_phase(d, "ExtendingLease");
+	return 1;
+}
+
 static void dispatcher_next(struct dispatcher *d)
 {
 	struct ready_queue *rq = d->rq;
@@ -1273,6 +1531,14 @@ static void dispatcher_next(struct dispatcher *d)
 		dispatcher_quit(d);
 		return;
 	}
+	if (d->lease_lost) { /* the shared lease expired or Redis failed: end */
+		dispatcher_phase(d, "Closing");
+		dispatcher_quit(d);
+		return;
+	}
+	/* the lease first: a rate token taken is then always used */
+	if (dispatcher_lease_extend(d))
+		return; /* resumes here once extended */
 	if (dispatcher_throttle(d, READY_THROTTLE_MESSAGE))
 		return; /* the session stays open and idle; the timer resumes here */
 	struct qmsg *qm = rq_pop(rq);
@@ -1315,7 +1581,7 @@ static void ready_maybe_dispatch(struct ready_queue *rq)
 {
 	rq_wake_idle(rq);
 	while (!R.shutting_down && rq->ndispatchers < rq->path.connection_limit &&
-	       rq->ndispatchers < rq->count && !rq_suspended(rq)) {
+	       rq->ndispatchers < rq->count && !rq_suspended(rq) && !rq->lease_wait) {
 		struct dispatcher *d = xcalloc(1, sizeof(*d));
 		d->rq = rq;
 		d->task = task_spawn(rq->lua_ctor ? "lua_dispatcher" : "smtp_dispatcher", rq->name,
@@ -1327,7 +1593,7 @@ static void ready_maybe_dispatch(struct ready_queue *rq)
 			d->next->prev = d;
 		rq->dispatchers = d;
 		dispatcher_phase(d, "Starting");
-		dispatcher_connect_next(d);
+		dispatcher_start(d);
 	}
 	rq_phase(rq);
 }
@@ -1711,6 +1977,7 @@ void ready_shutdown(void)
 			dispatcher_free(d);
 		}
 	}
+	redis_shutdown(); /* after the lease releases dispatcher_free sent */
 }
 
 void ready_free_all(void)

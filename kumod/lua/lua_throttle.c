@@ -6,11 +6,14 @@
  * GCRA cell (KumoMTA's key "<name>:<limit>:<burst>:<period_secs>"), kept
  * for the life of the process like KumoMTA's, so a per-call
  * kumo.make_throttle(...) in a handler counts against the same cell.
- * Without Redis every throttle is local (kumo.configure_redis_throttles is
- * a KumoMTA API kumod does not implement yet). sleep_if_throttled needs
- * a handler that waits and says so when called; delay_message_if_throttled
- * works in throttle_insert_ready_queue (the scheduler reschedules the
- * message) and says so elsewhere. */
+ * Without Redis every throttle is local. After
+ * kumo.configure_redis_throttles{...} (below) a throttle without "local:"
+ * is decided in Redis (queue/shared_throttle.h, the same key): :throttle()
+ * then waits for Redis, so it needs an event that may wait (it raises
+ * naming the event otherwise, and raises when Redis fails, as KumoMTA's
+ * does). sleep_if_throttled needs a handler that waits and says so when
+ * called; delay_message_if_throttled works in throttle_insert_ready_queue
+ * (the scheduler reschedules the message) and says so elsewhere. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,9 +22,13 @@
 
 #include "base/clock.h"
 #include "base/xalloc.h"
+#include "io/redis.h"
 #include "ktrace.h"
 #include "lua/lua_int.h"
+#include "proto/duration.h"
 #include "proto/rate_spec.h"
+#include "proto/redis_url.h"
+#include "queue/shared_throttle.h"
 
 #define THROTTLE_MT "kumod.throttle"
 #define CELL_BUCKETS 256
@@ -38,6 +45,7 @@ struct lua_throttle {
 	char *key; /* its cell, looked up per call: idle cells are pruned */
 	char *name;
 	uint64_t limit, burst, period_ms;
+	int local; /* "local:": never shared through Redis */
 };
 
 static uint32_t key_hash(const char *s)
@@ -138,35 +146,80 @@ static struct lua_throttle *check_throttle(lua_State *L)
 	return luaL_checkudata(L, 1, THROTTLE_MT);
 }
 
+static void push_result(lua_State *L, int throttled, uint64_t limit, uint64_t remaining,
+			uint64_t reset_after_us, uint64_t retry_after_us)
+{
+	lua_createtable(L, 0, 5);
+	lua_pushboolean(L, throttled);
+	lua_setfield(L, -2, "throttled");
+	lua_pushinteger(L, (lua_Integer)limit);
+	lua_setfield(L, -2, "limit");
+	lua_pushinteger(L, (lua_Integer)remaining);
+	lua_setfield(L, -2, "remaining");
+	push_duration(L, reset_after_us);
+	lua_setfield(L, -2, "reset_after");
+	if (throttled) {
+		push_duration(L, retry_after_us);
+		lua_setfield(L, -2, "retry_after");
+	}
+}
+
+static int shared_done_k(lua_State *L, int status, lua_KContext ctx)
+{
+	(void)status;
+	(void)ctx;
+	if (lua_isnil(L, -2))
+		return lua_error(L); /* the message on top */
+	lua_pop(L, 1);
+	return 1;
+}
+
+static void shared_done(void *ud, const struct shared_rate_result *r, const char *err)
+{
+	uint64_t call = (uint64_t)(uintptr_t)ud;
+	lua_State *co = lua_engine__thread(call);
+	if (!co)
+		return; /* the event call was dropped */
+	if (err) {
+		lua_pushnil(co);
+		lua_pushfstring(co, "throttle:throttle(): %s", err);
+	} else {
+		push_result(co, r->throttled, r->limit, r->remaining, r->reset_after_s * 1000000u,
+			    r->retry_after_s * 1000000u);
+		lua_pushboolean(co, 1);
+	}
+	lua_engine__wake(call, 2);
+}
+
 static int l_throttle_throttle(lua_State *L)
 {
 	struct lua_throttle *t = check_throttle(L);
+	if (shared_throttle_enabled() && !t->local) {
+		uint64_t call = lua_engine__wait_begin(L, "throttle:throttle (Redis throttles)");
+		char name[500];
+		snprintf(name, sizeof(name), "lua-user-throttle-%.400s", t->name);
+		uint64_t period_s = t->period_ms / 1000u ? t->period_ms / 1000u : 1;
+		if (!shared_rate_take(name, t->limit, period_s, t->burst, shared_done,
+				      (void *)(uintptr_t)call))
+			return luaL_error(L, "throttle:throttle(): %s", redis_last_error());
+		return lua_engine__wait(L, 0, shared_done_k);
+	}
 	uint64_t now_us = clock_mono_ns() / 1000u + 1; /* never 0 */
 	struct throttle_cell *cell = cell_get(t->key, now_us);
 	struct rate_gcra r =
 	    rate_gcra_take(&cell->tat_us, t->limit, t->period_ms, t->burst, now_us);
 	KTRACE(lua_throttle, t->name, r.throttled, r.retry_after_us / 1000u);
-	lua_createtable(L, 0, 5);
-	lua_pushboolean(L, r.throttled);
-	lua_setfield(L, -2, "throttled");
-	lua_pushinteger(L, (lua_Integer)t->burst);
-	lua_setfield(L, -2, "limit");
-	lua_pushinteger(L, (lua_Integer)r.remaining);
-	lua_setfield(L, -2, "remaining");
-	push_duration(L, r.reset_after_us);
-	lua_setfield(L, -2, "reset_after");
-	if (r.throttled) {
-		push_duration(L, r.retry_after_us);
-		lua_setfield(L, -2, "retry_after");
-	}
+	push_result(L, r.throttled, t->burst, r.remaining, r.reset_after_us, r.retry_after_us);
 	return 1;
 }
 
 static int l_throttle_explain(lua_State *L)
 {
 	struct lua_throttle *t = check_throttle(L);
-	lua_pushfstring(L, "throttle '%s': %d per %d ms, max_burst %d (node-local GCRA)", t->name,
-			(int)t->limit, (int)t->period_ms, (int)t->burst);
+	lua_pushfstring(L, "throttle '%s': %d per %d ms, max_burst %d (%s)", t->name, (int)t->limit,
+			(int)t->period_ms, (int)t->burst,
+			shared_throttle_enabled() && !t->local ? "GCRA shared through Redis"
+							       : "node-local GCRA");
 	return 1;
 }
 
@@ -187,6 +240,12 @@ static int l_throttle_delay_message(lua_State *L)
 {
 	struct lua_throttle *t = check_throttle(L);
 	lua_message__check(L, 2);
+	if (shared_throttle_enabled() && !t->local)
+		return luaL_error(
+		    L, "throttle:delay_message_if_throttled(): with kumo.configure_redis_throttles "
+		       "the throttle lives in Redis, and kumod cannot wait for Redis in "
+		       "throttle_insert_ready_queue yet; use a 'local:' throttle there, or "
+		       "throttle:throttle() in an event that may wait");
 	uint64_t now_us = clock_mono_ns() / 1000u + 1;
 	struct throttle_cell *cell = cell_get(t->key, now_us);
 	/* checked before counting, so that a refused call leaves the cell as it was */
@@ -233,7 +292,117 @@ static int l_make_throttle(lua_State *L)
 	t->limit = r.limit;
 	t->burst = burst;
 	t->period_ms = r.period_ms;
+	t->local = strncmp(spec, "local:", 6) == 0;
 	return 1;
+}
+
+/* --- kumo.configure_redis_throttles ----------------------------------------- */
+
+static uint64_t cfg_duration_ms(lua_State *L, int idx, const char *key)
+{
+	uint64_t ms = 0;
+	if (lua_type(L, idx) == LUA_TNUMBER) {
+		double v = lua_tonumber(L, idx);
+		if (!(v >= 0 && v <= 1e9))
+			luaL_error(L, "kumo.configure_redis_throttles: %s: out of range", key);
+		return (uint64_t)(v * 1000 + 0.5);
+	}
+	if (lua_type(L, idx) != LUA_TSTRING || duration_parse_ms(lua_tostring(L, idx), &ms) != 0)
+		luaL_error(L,
+			   "kumo.configure_redis_throttles: %s: expected a duration such as '30s'",
+			   key);
+	return ms;
+}
+
+/* KumoMTA's redis.open parameters. One node only: a Redis cluster (several
+ * nodes, cluster = true) is refused, as are the cluster-only credentials
+ * and replica reads; pool_size, wait_timeout and recycle_timeout are pool
+ * settings of KumoMTA's client with nothing to set in kumod's single
+ * pipelined connection (validated, then unused). */
+static int l_configure_redis_throttles(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	const char *url = NULL;
+	struct redis_config cfg = {0};
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(k, "node") == 0) {
+			if (lua_type(L, -1) == LUA_TTABLE) {
+				if (luaL_len(L, -1) != 1)
+					return luaL_error(
+					    L,
+					    "kumo.configure_redis_throttles: node: a "
+					    "list of %d nodes is a Redis cluster, which "
+					    "kumod does not implement; give one URL",
+					    (int)luaL_len(L, -1));
+				lua_rawgeti(L, -1, 1);
+				lua_replace(L, -2);
+			}
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L,
+						  "kumo.configure_redis_throttles: node: expected "
+						  "a redis:// URL");
+			url = lua_tostring(L, -1);
+			lua_pushvalue(L, -1);
+			lua_setfield(L, LUA_REGISTRYINDEX, "kumod.redis_throttles.url");
+		} else if (strcmp(k, "cluster") == 0) {
+			if (lua_toboolean(L, -1))
+				return luaL_error(
+				    L, "kumo.configure_redis_throttles: cluster = true: a "
+				       "Redis cluster is not implemented in kumod");
+		} else if (strcmp(k, "read_from_replicas") == 0) {
+			if (lua_toboolean(L, -1))
+				return luaL_error(L,
+						  "kumo.configure_redis_throttles: "
+						  "read_from_replicas applies to a Redis cluster, "
+						  "which kumod does not implement");
+		} else if (strcmp(k, "username") == 0 || strcmp(k, "password") == 0) {
+			return luaL_error(L,
+					  "kumo.configure_redis_throttles: %s applies to a Redis "
+					  "cluster only (KumoMTA ignores it for one node), which "
+					  "kumod does not implement; give credentials in the URL "
+					  "(redis://user:password@host/)",
+					  k);
+		} else if (strcmp(k, "pool_size") == 0) {
+			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+				return luaL_error(L, "kumo.configure_redis_throttles: pool_size: "
+						     "expected a positive integer");
+		} else if (strcmp(k, "connect_timeout") == 0) {
+			cfg.connect_timeout_ms = cfg_duration_ms(L, -1, k);
+		} else if (strcmp(k, "response_timeout") == 0) {
+			cfg.response_timeout_ms = cfg_duration_ms(L, -1, k);
+		} else if (strcmp(k, "wait_timeout") == 0 || strcmp(k, "recycle_timeout") == 0) {
+			cfg_duration_ms(L, -1, k);
+		} else {
+			return luaL_error(L,
+					  "kumo.configure_redis_throttles: unknown parameter '%s' "
+					  "(KumoMTA's redis.open parameters: node, cluster, "
+					  "pool_size, connect_timeout, wait_timeout, "
+					  "response_timeout, recycle_timeout, read_from_replicas, "
+					  "username, password)",
+					  k);
+		}
+		lua_pop(L, 1);
+	}
+	if (!url)
+		return luaL_error(L, "kumo.configure_redis_throttles: node is required");
+	lua_getfield(L, LUA_REGISTRYINDEX, "kumod.redis_throttles.url");
+	url = lua_tostring(L, -1); /* kept alive by the registry */
+	lua_pop(L, 1);
+	struct redis_url u;
+	if (redis_url_parse(url, &u) != 0)
+		return luaL_error(L,
+				  "kumo.configure_redis_throttles: invalid node URL '%s': expected "
+				  "redis://[user][:password@]host[:port][/db]",
+				  url);
+	if (lua_engine__validating())
+		return 0; /* --validate: checked, not connected */
+	cfg.url = url;
+	char err[512];
+	if (redis_configure(&cfg, err, sizeof(err)) != 0)
+		return luaL_error(L, "kumo.configure_redis_throttles: %s", err);
+	return 0;
 }
 
 void lua_throttle__register(lua_State *L)
@@ -256,4 +425,6 @@ void lua_throttle__register(lua_State *L)
 	lua_pop(L, 1);
 	lua_pushcfunction(L, l_make_throttle);
 	lua_setfield(L, -2, "make_throttle");
+	lua_pushcfunction(L, l_configure_redis_throttles);
+	lua_setfield(L, -2, "configure_redis_throttles");
 }

@@ -3,8 +3,9 @@
  * "local:50/minute" — a count (digits, optionally grouped with ',' or '_')
  * per period. The period is a unit (s, sec, second, m, min, minute, h, hr,
  * hour, d, day, case-insensitive) or a duration such as "5m" or "90s"
- * (proto/duration.h). The "local:" prefix (KumoMTA: not shared through
- * redis) is accepted; every throttle of ours is local. Pure.
+ * (proto/duration.h). The "local:" prefix (not shared through Redis even
+ * when kumo.configure_redis_throttles is set) is accepted and skipped
+ * here; callers look for it themselves. Pure.
  * Callers: kumod/lua (make_egress_path validation), kumod/dispatch (the
  * rates of a ready queue). */
 #ifndef KUMOD_PROTO_RATE_SPEC_H
