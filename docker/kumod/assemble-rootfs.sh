@@ -32,7 +32,8 @@ done
 chmod 755 "$root"/lib64/ld-linux-x86-64.so.2
 install -D -m 644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 # the word list of kumo.string.normalize_smtp_response (Debian wamerican)
-install -D -m 644 "$(readlink -f /usr/share/dict/words)" "$root/usr/share/dict/words"
+install -d "$root/usr/share/dict"
+zstd -q -19 -c "$(readlink -f /usr/share/dict/words)" >"$root/usr/share/dict/words.zst"
 install -d -m 1777 "$root/tmp"
 install -d -m 755 "$root/etc"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nkumod:x:999:999:kumod:/var/spool/kumod:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$root/etc/passwd"

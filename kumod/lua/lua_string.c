@@ -13,6 +13,7 @@
 #include <libpsl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "base/buf.h"
 #include "base/fsutil.h"
@@ -462,6 +463,7 @@ static int l_psl_suffix(lua_State *L)
 }
 
 #define WORDS_FILE "/usr/share/dict/words"
+#define WORDS_MAX (64 << 20)	      /* a decompressed word list */
 #define NORMALIZE_MAX_INPUT (1 << 20) /* an SMTP response is a few hundred bytes */
 
 /* The dictionary of normalize_smtp_response: built once, kept for the process. */
@@ -492,8 +494,31 @@ static int l_normalize_smtp_response(lua_State *L)
 			    "%s (Debian package wamerican, or $KUMOD_WORDS_FILE): %s",
 			    path, strerror(-rc));
 		}
-		norm_dict = smtp_norm_dict_new(words.data, words.len);
-		buf_free(&words);
+		size_t plen = strlen(path);
+		if (plen > 4 && strcmp(path + plen - 4, ".zst") == 0) {
+			/* the container image ships the list compressed (zstd) */
+			unsigned long long size = ZSTD_getFrameContentSize(words.data, words.len);
+			char *plain = NULL;
+			size_t got = 0;
+			if (size != ZSTD_CONTENTSIZE_ERROR && size != ZSTD_CONTENTSIZE_UNKNOWN &&
+			    size <= WORDS_MAX) {
+				plain = xmalloc(size ? size : 1);
+				got = ZSTD_decompress(plain, size, words.data, words.len);
+			}
+			buf_free(&words);
+			if (!plain || ZSTD_isError(got) || got != size) {
+				free(plain);
+				return luaL_error(L,
+						  "kumo.string.normalize_smtp_response: the word "
+						  "list %s is not a zstd frame of at most %d bytes",
+						  path, WORDS_MAX);
+			}
+			norm_dict = smtp_norm_dict_new(plain, got);
+			free(plain);
+		} else {
+			norm_dict = smtp_norm_dict_new(words.data, words.len);
+			buf_free(&words);
+		}
 	}
 	char *out = xmalloc(smtp_normalize_max(n));
 	size_t len = smtp_normalize(s, n, norm_dict, out);

@@ -9,9 +9,11 @@ scenario named by the message's Subject and reports its result in the 550 reply 
 DNS server, so "cached" means "never reached the server"."""
 
 import ipaddress
+import os
 import json
 import re
 import smtplib
+import subprocess
 
 import pytest
 from dnslib import PTR, QTYPE, RR, TXT
@@ -353,6 +355,26 @@ def test_normalize_smtp_response_without_word_list(kumod, dns, tmp_path):
     err = error(k.smtp_port, "normalize")
     assert ("kumo.string.normalize_smtp_response: needs the word list %s (Debian package "
             "wamerican, or $KUMOD_WORDS_FILE): No such file or directory" % missing) in err
+
+
+def test_normalize_smtp_response_with_compressed_word_list(kumod, dns, tmp_path):
+    """The container image ships the list zstd-compressed (KUMOD_WORDS_FILE=...zst): the
+    same results; a .zst that is not a zstd frame is refused naming the file."""
+    words = tmp_path / "words.zst"
+    subprocess.run(["zstd", "-q", "-19", "-o", str(words), os.path.realpath("/usr/share/dict/words")],
+                   check=True)
+    k = kumod(POLICY, env={"DNS": dns.server, "KUMOD_WORDS_FILE": str(words)})
+    res = result(k.smtp_port, "normalize")
+    assert res["mixed"] == ("421 4.7.0 {ipaddr} rate limited for {email} until {timestamp} "
+                            "retry in {duration} id={uuid}")
+    assert res["gmail"].endswith("https://support.google.com/mail/?p=NoSuchUser {hash} - gsmtp")
+    k.stop()
+    bad = tmp_path / "bad.zst"
+    bad.write_bytes(b"not a zstd frame\n")
+    k = kumod(POLICY, env={"DNS": dns.server, "KUMOD_WORDS_FILE": str(bad)})
+    err = error(k.smtp_port, "normalize")
+    assert ("kumo.string.normalize_smtp_response: the word list %s is not a zstd frame of at "
+            "most %d bytes" % (bad, 64 << 20)) in err
 
 
 # --- throttle_insert_ready_queue ------------------------------------------------------
