@@ -100,6 +100,10 @@ struct smtp_session {
 	struct smtp_transcript ts;	   /* fed by smtp_trace: catcher, console (off: empty) */
 	uint32_t hold_ms;		   /* kumo.delay_reply: the held reply's delay */
 	int close_after_hold;		   /* kumo.disconnect with a held reply: close once sent */
+	/* smtp_server_connection_accepted waiting (kumo.dns, kumo.http): the
+	 * call to cancel if the client goes away, and the greeting's rate check */
+	uint64_t greet_call;
+	int greet_rate_hit;
 	struct smtp_session *next, *prev;
 };
 

@@ -1756,6 +1756,10 @@ static void session_on_data(struct conn *c)
 {
 	struct smtp_session *s = c->owner;
 	task_wake(s->task);
+	if (s->greet_call) { /* kept for the greeting's sync check (session_greet) */
+		conn_pause_read(&s->conn);
+		return;
+	}
 	/* No timer restart here: inside DATA the timer checks the minimum rate
 	 * per client_timeout window (a trickle cannot hold a session forever). */
 	session_process(s);
@@ -1858,6 +1862,10 @@ static void session_close(struct smtp_session *s, const char *reason)
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_CLOSED, .text = reason);
 	session_enter_state(s, SMTP_STATE_CLOSING);
 	task_set_phase(s->task, "Closing", NULL);
+	if (s->greet_call) { /* the waiting handler is abandoned; its lookup ends alone */
+		policy_cancel(s->greet_call);
+		s->greet_call = 0;
+	}
 	uv_timer_stop(&s->timer);
 	uv_close((uv_handle_t *)&s->timer, session_timer_closed);
 	conn_close(&s->conn);
@@ -1890,11 +1898,12 @@ static int session_client_limited(struct smtp_session *s, int rate_hit)
 	return 1;
 }
 
-/* Connection refused at accept time: one reply, then close. */
-static void session_greet(struct smtp_session *s, int rate_hit)
+/* The greeting, once smtp_server_connection_accepted answered r: 220, the
+ * policy's rejection, or a refusal at accept time (one reply, then close). */
+static void session_greet_reply(struct smtp_session *s, int rate_hit,
+				const struct policy_result *pr)
 {
-	struct policy_result r = {0};
-	policy_smtp_connection_accepted(s->meta, &r);
+	struct policy_result r = *pr;
 	session_trace_policy(s, "smtp_server_connection_accepted", &r);
 	if (r.status == POLICY_OK && session_client_limited(s, rate_hit))
 		return;
@@ -1928,6 +1937,42 @@ static void session_greet(struct smtp_session *s, int rate_hit)
 	}
 	conn_flush(&s->conn);
 	session_restart_idle(s);
+	conn_resume_read(&s->conn); /* paused if the client spoke while the handler waited */
+}
+
+/* A waiting smtp_server_connection_accepted handler finished. arg carries
+ * the session id (a closing session cancelled the call: never called then). */
+static void session_greet_done(void *arg, const struct policy_result *r)
+{
+	uint64_t id = (uint64_t)(uintptr_t)arg;
+	struct smtp_session *s = sessions;
+	while (s && s->id != id)
+		s = s->next;
+	if (!s || s->state != SMTP_STATE_GREETING)
+		panic("%s: session %" PRIu64 " is not waiting for its greeting", __func__, id);
+	struct task *prev = task_enter(s->task);
+	task_wake(s->task);
+	s->greet_call = 0;
+	task_set_phase(s->task, "Greeting", NULL);
+	session_greet_reply(s, s->greet_rate_hit, r);
+	task_exit(s->task, prev);
+}
+
+/* smtp_server_connection_accepted; its handler may wait (kumo.dns,
+ * kumo.http): the greeting is sent when it returns. Meanwhile no idle timer
+ * runs (the lookup bounds the wait) and input is not processed: a first
+ * read pauses reading (session_on_data), and it counts as talking before
+ * the greeting. */
+static void session_greet(struct smtp_session *s, int rate_hit)
+{
+	struct policy_result r = {0};
+	if (policy_smtp_connection_accepted_async(s->meta, &r, session_greet_done,
+						  (void *)(uintptr_t)s->id, &s->greet_call)) {
+		s->greet_rate_hit = rate_hit;
+		task_set_phase(s->task, "smtp_server_connection_accepted", "policy");
+		return;
+	}
+	session_greet_reply(s, rate_hit, &r);
 }
 
 void smtp_session__accept(struct smtp_listener *l, int fd)
