@@ -86,6 +86,25 @@ kumo.on('smtp_server_connection_accepted', function(conn_meta)
     kumo.reject(550, '5.7.1 listed: ' .. why)
   end
 end)
+kumo.on('smtp_server_mail_from', function(sender)
+  local user = tostring(sender):match '^(.-)@'
+  if user == 'wait' then
+    kumo.dns.lookup_txt 'held.test'
+  elseif user == 'boom' then
+    kumo.dns.lookup_txt 'held.test'
+    error 'boom in mail_from after the wait'
+  elseif user == 'rejected' then
+    kumo.reject(550, '5.7.1 waited for ' .. kumo.dns.lookup_txt('held.test')[1])
+  end
+end)
+kumo.on('smtp_server_rcpt_to', function(recipient)
+  if tostring(recipient):match '^(.-)@' == 'listed' then
+    kumo.reject(550, '5.1.1 waited for ' .. kumo.dns.lookup_txt('held.test')[1])
+  end
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  msg:set_meta('queue', 'null')
+end)
 """
 
 
@@ -253,3 +272,86 @@ def task_closed(k, peer):
         if t["kind"] == "smtp_server" and t["fields"].get("peer") == peer:
             return t["state"] == "done" or t["phase"] == "Closing"
     return True
+
+
+def ehlo(port, source="127.0.0.1"):
+    c = connect(port, source)
+    assert reply(c)[0] == 220
+    c.sendall(b"EHLO test\r\n")
+    assert reply(c)[0] == 250
+    return c
+
+
+def test_pipelined_commands_wait_behind_mail_from(k, dns):
+    """MAIL's handler waits: RCPT and DATA sent with it stay unanswered (another session
+    is served meanwhile), then all three are answered in order."""
+    with ehlo(k.smtp_port) as c:
+        c.sendall(b"MAIL FROM:<wait@a.test>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        until(lambda: dns.count(0, HELD, "TXT"), "the held query")
+        t = until(lambda: session_task(k, c), "the task")
+        assert (t["phase"], t["wait"]) == ("smtp_server_mail_from", "policy"), t
+        with ehlo(k.smtp_port) as b:
+            b.sendall(b"MAIL FROM:<other@a.test>\r\n")
+            assert reply(b) == (250, ["OK"])
+            b.sendall(b"QUIT\r\n")
+            assert reply(b)[0] == 221
+        assert silent(c)
+        dns.release()
+        assert reply(c) == (250, ["OK"])
+        assert reply(c)[0] == 250
+        assert reply(c)[0] == 354
+        c.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        code, text = reply(c)
+        assert code == 250 and text[0].startswith("OK ids="), (code, text)
+        assert reply(c)[0] == 221
+
+
+def test_mail_from_error_or_rejection_after_wait(k, dns):
+    with ehlo(k.smtp_port) as c:
+        c.sendall(b"MAIL FROM:<boom@a.test>\r\nMAIL FROM:<rejected@a.test>\r\n")
+        until(lambda: dns.count(0, HELD, "TXT"), "the held query")
+        dns.release()
+        assert reply(c) == (451, ["4.3.0 policy error; try again later"])
+        assert reply(c) == (550, ["5.7.1 waited for held answer"])
+    k.wait_for("boom in mail_from after the wait")
+
+
+def test_client_disconnect_during_mail_from_wait(k, dns):
+    """Input is paused while MAIL waits: the handler finishes, its reply finds the
+    connection gone; nothing is used after free (ASan) and kumod serves on."""
+    m = dns.mark()
+    c = ehlo(k.smtp_port)
+    c.sendall(b"MAIL FROM:<wait@a.test>\r\n")
+    until(lambda: dns.count(m, HELD, "TXT"), "the held query")
+    peer = "%s:%d" % c.getsockname()
+    c.close()
+    dns.release()
+    until(lambda: task_closed(k, peer), "the session to close")
+    with ehlo(k.smtp_port) as c2:
+        c2.sendall(b"MAIL FROM:<wait@a.test>\r\n")  # cached now
+        assert reply(c2) == (250, ["OK"])
+        c2.sendall(b"MAIL FROM:<wait@a.test>\r\n")
+        assert reply(c2)[0] == 503  # nested MAIL: the first one was taken
+    assert k.stop() == 0
+    err = k.stderr()
+    assert "AddressSanitizer" not in err and "LeakSanitizer" not in err, err
+
+
+def test_pipelined_rcpt_to_waits_in_order(k, dns):
+    """RCPT's handler waits: the following RCPT and DATA are answered after it, in
+    order."""
+    with ehlo(k.smtp_port) as c:
+        c.sendall(b"MAIL FROM:<a@a.test>\r\nRCPT TO:<listed@example.com>\r\n"
+                  b"RCPT TO:<ok@example.com>\r\nDATA\r\n")
+        assert reply(c) == (250, ["OK"])
+        until(lambda: dns.count(0, HELD, "TXT"), "the held query")
+        t = until(lambda: session_task(k, c), "the task")
+        assert (t["phase"], t["wait"]) == ("smtp_server_rcpt_to", "policy"), t
+        assert silent(c)
+        dns.release()
+        assert reply(c) == (550, ["5.1.1 waited for held answer"])
+        assert reply(c) == (250, ["OK"])
+        assert reply(c)[0] == 354
+        c.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        code, text = reply(c)
+        assert code == 250 and text[0].startswith("OK ids="), (code, text)
