@@ -76,6 +76,16 @@ typedef void (*policy_done_fn)(void *arg, const struct policy_result *r);
 int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,
 				       struct policy_result *r, policy_done_fn done, void *arg,
 				       uint64_t *id);
+/* smtp_server_connection_accepted, for a session whose greeting may wait;
+ * same contract. (policy_smtp_connection_accepted stays for --validate.) */
+int policy_smtp_connection_accepted_async(json_t *conn_meta, struct policy_result *r,
+					  policy_done_fn done, void *arg, uint64_t *id);
+/* smtp_server_mail_from and smtp_server_rcpt_to, same contract; the address
+ * must live until done (or policy_cancel): a later handler gets it too. */
+int policy_smtp_mail_from_async(const char *sender, json_t *conn_meta, struct policy_result *r,
+				policy_done_fn done, void *arg, uint64_t *id);
+int policy_smtp_rcpt_to_async(const char *recipient, json_t *conn_meta, struct policy_result *r,
+			      policy_done_fn done, void *arg, uint64_t *id);
 void policy_cancel(uint64_t id);
 
 /* should_enqueue_log_record(msg, hook_name) for a log hook's record

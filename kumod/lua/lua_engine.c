@@ -1108,6 +1108,14 @@ void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)
 	dispatch("smtp_server_connection_accepted", push_event_args, NULL, &a, r);
 }
 
+int policy_smtp_connection_accepted_async(json_t *conn_meta, struct policy_result *r,
+					  policy_done_fn done, void *arg, uint64_t *id)
+{
+	struct event_args a = {.conn_meta = conn_meta};
+	return dispatch_async("smtp_server_connection_accepted", push_event_args, NULL, &a, r, done,
+			      arg, id);
+}
+
 /* Event arguments followed by one JSON value (as a Lua value), when set:
  * smtp_server_ehlo's extensions, http_message_generated's auth_info. */
 struct json_tail_args {
@@ -1189,6 +1197,20 @@ void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_
 {
 	struct event_args a = {.str = {sender}, .nstr = 1, .address = 1, .conn_meta = conn_meta};
 	dispatch("smtp_server_mail_from", push_event_args, NULL, &a, r);
+}
+
+int policy_smtp_rcpt_to_async(const char *recipient, json_t *conn_meta, struct policy_result *r,
+			      policy_done_fn done, void *arg, uint64_t *id)
+{
+	struct event_args a = {.str = {recipient}, .nstr = 1, .address = 1, .conn_meta = conn_meta};
+	return dispatch_async("smtp_server_rcpt_to", push_event_args, NULL, &a, r, done, arg, id);
+}
+
+int policy_smtp_mail_from_async(const char *sender, json_t *conn_meta, struct policy_result *r,
+				policy_done_fn done, void *arg, uint64_t *id)
+{
+	struct event_args a = {.str = {sender}, .nstr = 1, .address = 1, .conn_meta = conn_meta};
+	return dispatch_async("smtp_server_mail_from", push_event_args, NULL, &a, r, done, arg, id);
 }
 
 void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy_result *r)

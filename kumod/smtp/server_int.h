@@ -100,6 +100,17 @@ struct smtp_session {
 	struct smtp_transcript ts;	   /* fed by smtp_trace: catcher, console (off: empty) */
 	uint32_t hold_ms;		   /* kumo.delay_reply: the held reply's delay */
 	int close_after_hold;		   /* kumo.disconnect with a held reply: close once sent */
+	/* smtp_server_connection_accepted waiting (kumo.dns, kumo.http): the
+	 * call to cancel if the client goes away, and the greeting's rate check */
+	uint64_t greet_call;
+	int greet_rate_hit;
+	/* smtp_server_mail_from or _rcpt_to waiting: the call, and the MAIL or
+	 * RCPT command it answers (input is not processed until it returns) */
+	uint64_t cmd_call;
+	int wait_rcpt; /* 1: RCPT (wait_sender is the recipient), 0: MAIL */
+	char *wait_sender;
+	uint64_t wait_size_hint;
+	int wait_smtputf8;
 	struct smtp_session *next, *prev;
 };
 

@@ -394,6 +394,53 @@ static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 	buf_free(&text);
 }
 
+/* MAIL's reply once smtp_server_mail_from answered r. */
+static void mail_reply(struct smtp_session *s, const struct policy_result *r, const char *sender,
+		       uint64_t size_hint, int smtputf8)
+{
+	session_trace_policy(s, "smtp_server_mail_from", r);
+	if (r->status != POLICY_OK) {
+		session_reply_policy(s, r);
+		return;
+	}
+	s->msg = message_new();
+	message_set_sender(s->msg, sender);
+	s->size_hint = size_hint;
+	s->txn_smtputf8 = smtputf8;
+	session_enter_state(s, SMTP_STATE_MAIL);
+	session_reply(s, 250, NULL, "OK");
+}
+
+static void rcpt_reply(struct smtp_session *s, const struct policy_result *r, const char *rcpt);
+
+/* A waiting smtp_server_mail_from or _rcpt_to handler finished: the reply,
+ * then the input that waited behind it (pipelined commands), in order. */
+static void cmd_policy_done(void *arg, const struct policy_result *r)
+{
+	uint64_t id = (uint64_t)(uintptr_t)arg;
+	struct smtp_session *s = sessions;
+	while (s && s->id != id)
+		s = s->next;
+	if (!s || !s->cmd_call || s->processing)
+		panic("%s: session %" PRIu64 " is not waiting for a command", __func__, id);
+	struct task *prev = task_enter(s->task);
+	task_wake(s->task);
+	s->cmd_call = 0;
+	task_set_phase(s->task, state_names[s->state], "peer_read");
+	s->processing = 1; /* as inside the input loop (kumo.delay_reply holds the reply) */
+	if (s->wait_rcpt)
+		rcpt_reply(s, r, s->wait_sender);
+	else
+		mail_reply(s, r, s->wait_sender, s->wait_size_hint, s->wait_smtputf8);
+	s->processing = 0;
+	free(s->wait_sender);
+	s->wait_sender = NULL;
+	conn_resume_read(&s->conn);
+	session_restart_idle(s);
+	session_process(s);
+	task_exit(s->task, prev);
+}
+
 static void cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 {
 	if (s->messages >= s->l->cfg.max_messages_per_connection) {
@@ -408,18 +455,19 @@ static void cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	char sender[1100];
 	smtp_mailbox_format(&cmd->path, sender, sizeof(sender));
 	struct policy_result r = {0};
-	policy_smtp_mail_from(sender, s->meta, &r);
-	session_trace_policy(s, "smtp_server_mail_from", &r);
-	if (r.status != POLICY_OK) {
-		session_reply_policy(s, &r);
+	char *wait_sender = xstrdup(sender); /* the call may keep it */
+	if (policy_smtp_mail_from_async(wait_sender, s->meta, &r, cmd_policy_done,
+					(void *)(uintptr_t)s->id, &s->cmd_call)) {
+		s->wait_rcpt = 0;
+		s->wait_sender = wait_sender;
+		s->wait_size_hint = cmd->has_size ? cmd->size : 0;
+		s->wait_smtputf8 = cmd->smtputf8;
+		conn_pause_read(&s->conn);
+		task_set_phase(s->task, "smtp_server_mail_from", "policy");
 		return;
 	}
-	s->msg = message_new();
-	message_set_sender(s->msg, sender);
-	s->size_hint = cmd->has_size ? cmd->size : 0;
-	s->txn_smtputf8 = cmd->smtputf8;
-	session_enter_state(s, SMTP_STATE_MAIL);
-	session_reply(s, 250, NULL, "OK");
+	free(wait_sender);
+	mail_reply(s, &r, sender, cmd->has_size ? cmd->size : 0, cmd->smtputf8);
 }
 
 static void cmd_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
@@ -440,10 +488,25 @@ static void cmd_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 				cmd->path.local.len) != 1)
 		return;
 	struct policy_result r = {0};
-	policy_smtp_rcpt_to(rcpt, s->meta, &r);
-	session_trace_policy(s, "smtp_server_rcpt_to", &r);
-	if (r.status != POLICY_OK) {
-		session_reply_policy(s, &r);
+	char *wait_rcpt = xstrdup(rcpt); /* the call may keep it */
+	if (policy_smtp_rcpt_to_async(wait_rcpt, s->meta, &r, cmd_policy_done,
+				      (void *)(uintptr_t)s->id, &s->cmd_call)) {
+		s->wait_rcpt = 1;
+		s->wait_sender = wait_rcpt;
+		conn_pause_read(&s->conn);
+		task_set_phase(s->task, "smtp_server_rcpt_to", "policy");
+		return;
+	}
+	free(wait_rcpt);
+	rcpt_reply(s, &r, rcpt);
+}
+
+/* RCPT's reply once smtp_server_rcpt_to answered r. */
+static void rcpt_reply(struct smtp_session *s, const struct policy_result *r, const char *rcpt)
+{
+	session_trace_policy(s, "smtp_server_rcpt_to", r);
+	if (r->status != POLICY_OK) {
+		session_reply_policy(s, r);
 		return;
 	}
 	message_add_recipient(s->msg, rcpt);
@@ -1648,7 +1711,7 @@ static void session_process(struct smtp_session *s)
 	s->processing = 1;
 	struct buf *in = &s->conn.in;
 	while (s->state != SMTP_STATE_CLOSING && s->state != SMTP_STATE_TLS &&
-	       s->state != SMTP_STATE_SPOOLING && !s->tarpit) {
+	       s->state != SMTP_STATE_SPOOLING && !s->tarpit && !s->cmd_call) {
 		if (s->errors >= SMTP_HARD_ERRORS) {
 			KTRACE(smtp_limit, s->id, s->conn.peer, "hard error limit");
 			session_reply(s, 421, "4.7.0", "%s too many errors", s->l->cfg.hostname);
@@ -1747,6 +1810,10 @@ static void session_restart_idle(struct smtp_session *s)
 {
 	if (s->state == SMTP_STATE_CLOSING || s->tarpit)
 		return;
+	if (s->cmd_call) { /* a waiting handler: its lookup bounds the wait */
+		uv_timer_stop(&s->timer);
+		return;
+	}
 	uv_timer_start(&s->timer, session_timer_cb, s->l->cfg.client_timeout_ms, 0);
 }
 
@@ -1756,6 +1823,10 @@ static void session_on_data(struct conn *c)
 {
 	struct smtp_session *s = c->owner;
 	task_wake(s->task);
+	if (s->greet_call || s->cmd_call) { /* kept: processed once the handler returns */
+		conn_pause_read(&s->conn);
+		return;
+	}
 	/* No timer restart here: inside DATA the timer checks the minimum rate
 	 * per client_timeout window (a trickle cannot hold a session forever). */
 	session_process(s);
@@ -1808,6 +1879,7 @@ static void session_free(struct smtp_session *s)
 	json_decref(s->meta);
 	smtp_transcript_free(&s->ts);
 	free(s->helo);
+	free(s->wait_sender);
 	session_auth_forget(s);
 	task_close(s->task);
 	free(s);
@@ -1858,6 +1930,14 @@ static void session_close(struct smtp_session *s, const char *reason)
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_CLOSED, .text = reason);
 	session_enter_state(s, SMTP_STATE_CLOSING);
 	task_set_phase(s->task, "Closing", NULL);
+	if (s->greet_call) { /* the waiting handler is abandoned; its lookup ends alone */
+		policy_cancel(s->greet_call);
+		s->greet_call = 0;
+	}
+	if (s->cmd_call) {
+		policy_cancel(s->cmd_call);
+		s->cmd_call = 0;
+	}
 	uv_timer_stop(&s->timer);
 	uv_close((uv_handle_t *)&s->timer, session_timer_closed);
 	conn_close(&s->conn);
@@ -1890,11 +1970,12 @@ static int session_client_limited(struct smtp_session *s, int rate_hit)
 	return 1;
 }
 
-/* Connection refused at accept time: one reply, then close. */
-static void session_greet(struct smtp_session *s, int rate_hit)
+/* The greeting, once smtp_server_connection_accepted answered r: 220, the
+ * policy's rejection, or a refusal at accept time (one reply, then close). */
+static void session_greet_reply(struct smtp_session *s, int rate_hit,
+				const struct policy_result *pr)
 {
-	struct policy_result r = {0};
-	policy_smtp_connection_accepted(s->meta, &r);
+	struct policy_result r = *pr;
 	session_trace_policy(s, "smtp_server_connection_accepted", &r);
 	if (r.status == POLICY_OK && session_client_limited(s, rate_hit))
 		return;
@@ -1928,6 +2009,42 @@ static void session_greet(struct smtp_session *s, int rate_hit)
 	}
 	conn_flush(&s->conn);
 	session_restart_idle(s);
+	conn_resume_read(&s->conn); /* paused if the client spoke while the handler waited */
+}
+
+/* A waiting smtp_server_connection_accepted handler finished. arg carries
+ * the session id (a closing session cancelled the call: never called then). */
+static void session_greet_done(void *arg, const struct policy_result *r)
+{
+	uint64_t id = (uint64_t)(uintptr_t)arg;
+	struct smtp_session *s = sessions;
+	while (s && s->id != id)
+		s = s->next;
+	if (!s || s->state != SMTP_STATE_GREETING)
+		panic("%s: session %" PRIu64 " is not waiting for its greeting", __func__, id);
+	struct task *prev = task_enter(s->task);
+	task_wake(s->task);
+	s->greet_call = 0;
+	task_set_phase(s->task, "Greeting", NULL);
+	session_greet_reply(s, s->greet_rate_hit, r);
+	task_exit(s->task, prev);
+}
+
+/* smtp_server_connection_accepted; its handler may wait (kumo.dns,
+ * kumo.http): the greeting is sent when it returns. Meanwhile no idle timer
+ * runs (the lookup bounds the wait) and input is not processed: a first
+ * read pauses reading (session_on_data), and it counts as talking before
+ * the greeting. */
+static void session_greet(struct smtp_session *s, int rate_hit)
+{
+	struct policy_result r = {0};
+	if (policy_smtp_connection_accepted_async(s->meta, &r, session_greet_done,
+						  (void *)(uintptr_t)s->id, &s->greet_call)) {
+		s->greet_rate_hit = rate_hit;
+		task_set_phase(s->task, "smtp_server_connection_accepted", "policy");
+		return;
+	}
+	session_greet_reply(s, rate_hit, &r);
 }
 
 void smtp_session__accept(struct smtp_listener *l, int fd)

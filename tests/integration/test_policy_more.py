@@ -162,8 +162,8 @@ kumo.on('get_egress_path_config', function(domain, source, site)
     ehlo_domain = domain .. '.' .. source .. '.' .. site,
   }
 end)
-kumo.on('smtp_server_mail_from', function(sender)
-  if sender.user == 'sync' then
+kumo.on('smtp_server_ehlo', function(domain)
+  if domain == 'sync.test' then
     kumo.dns.lookup_txt 'txt.test'
   end
 end)
@@ -328,13 +328,12 @@ def test_ptr_host_and_reverse_ip(k):
 
 
 def test_lookup_in_synchronous_event_is_refused(k):
-    """smtp_server_mail_from runs synchronously: a lookup there fails the command (451)
+    """smtp_server_ehlo runs synchronously: a lookup there fails the command (451)
     with the reason naming the function and the event."""
     with smtplib.SMTP("127.0.0.1", k.smtp_port, timeout=10) as s:
-        s.ehlo("test")
-        code, _ = s.mail("sync@example.com")
+        code, _ = s.ehlo("sync.test")
         assert code == 451
-    k.wait_for("kumo.dns.lookup_txt: cannot wait for I/O in event 'smtp_server_mail_from'")
+    k.wait_for("kumo.dns.lookup_txt: cannot wait for I/O in event 'smtp_server_ehlo'")
 
 
 def test_normalize_smtp_response(k):
