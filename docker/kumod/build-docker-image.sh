@@ -10,7 +10,7 @@
 #                       Unset: a base is assembled locally with mmdebstrap from
 #                       Debian's archive (DEBIAN_MIRROR, default deb.debian.org)
 #   ENGINE=docker|podman  force the engine
-#   IMAGE_TOOLS="..."   the tools in the image (default: kcli kumo-console kumo-dig)
+#   IMAGE_TOOLS="..."   the tools in the image (default: kcli kumo-console)
 set -eu
 cd "$(dirname "$0")/../.."
 top=$(pwd)
