@@ -337,11 +337,8 @@ local function append(list, v)
 	return out
 end
 
-local function refused(name)
-	return function()
-		error(string.format("shaping:%s() is a KumoMTA method that kumod does not implement yet", name), 2)
-	end
-end
+-- KumoMTA's methods of the loaded object that kumod lacks.
+local KUMOMTA_METHODS = { hash = true }
 
 local Shaping = {}
 
@@ -405,7 +402,10 @@ local SHAPING_MT = {
 		if m then
 			return m
 		end
-		return refused(tostring(k))
+		if KUMOMTA_METHODS[k] then
+			error(string.format("shaping:%s() is a KumoMTA method that kumod does not implement yet", k), 2)
+		end
+		error(string.format("shaping:%s: unknown method (not a KumoMTA or kumod API)", tostring(k)), 2)
 	end,
 }
 

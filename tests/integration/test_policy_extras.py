@@ -789,8 +789,9 @@ local w = kumo.shaping.load({ 'etc/shaping.toml', 'bad.toml' }, { local_load = '
 local ok, err = pcall(function() return r:get_egress_path_config('a.com', 'ip-1', 'a.com') end)
 local ok2, err2 = pcall(function() return r:match_rules({}) end)
 local ok3, err3 = pcall(function() return r:hash() end)
+local ok4, err4 = pcall(function() return r:get_egress_path() end)
 print(kumo.json_encode {
-  errors = r:get_errors(), warnings = r:get_warnings(), refused = err, rules = err2, hash = err3,
+  errors = r:get_errors(), warnings = r:get_warnings(), refused = err, rules = err2, hash = err3, unknown = err4,
   w_errors = w:get_errors(), w_warnings = w:get_warnings(),
   w_a = w:get_egress_path_config('a.com', 'ip-1', 'a.com'),
 })
@@ -805,10 +806,25 @@ print(kumo.json_encode {
                                  "automation, tsa-daemon) are not implemented by kumod yet")
     assert doc["hash"].endswith("shaping:hash() is a KumoMTA method that kumod does not "
                                 "implement yet")
+    assert doc["unknown"].endswith("shaping:get_egress_path: unknown method (not a KumoMTA or "
+                                   "kumod API)")
     # local_load = 'Warn': the bad file is left out whole, the rest applies
     assert doc["w_errors"] == {} and len(doc["w_warnings"]) == 1
     assert doc["w_warnings"][0] == doc["errors"][0]
     assert doc["w_a"]["connection_limit"] == 2 and "connection_limitt" not in doc["w_a"]
+
+
+def test_kumomta_shaping_validate_reports_bad_file(tmp_path):
+    """KumoMTA's shaping.lua validate_config over kumo.shaping.load: a bad
+    file fails --validate, its error printed naming the file and key."""
+    env = kumomta_helpers(tmp_path)
+    (tmp_path / "bad.toml").write_text('["a.com"]\nconnection_limitt = 3\n')
+    r = validate(tmp_path, "require('policy-extras.shaping'):setup { 'bad.toml' }", env=env)
+    assert r.returncode != 0
+    errors = [ln for ln in r.stdout.splitlines() if ln.startswith("ERROR: ")]
+    assert errors == ["ERROR: shaping helper: bad.toml: ['a.com']: make_egress_path: unknown key "
+                      "'connection_limitt' (did you mean 'connection_limit'?)"], r.stdout
+    assert "Validation failed" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("opts,expect", [
