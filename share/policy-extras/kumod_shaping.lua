@@ -411,7 +411,7 @@ local SHAPING_MT = {
 
 function mod.load(files, validation_options)
 	local opts = check_options(validation_options)
-	local errors, warnings, good = {}, {}, {}
+	local errors, warnings = {}, {}
 	local function report(level, msg)
 		if level == "Error" then
 			table.insert(errors, msg)
@@ -436,11 +436,11 @@ function mod.load(files, validation_options)
 			table.insert(locals, f)
 		end
 	end
-	if pcall(mod.load_data, locals) then
-		good = locals
-	else
+	local all_ok, data = pcall(mod.load_data, locals)
+	if not all_ok then
 		-- each file on top of the good ones so far: a bad file is left out
 		-- whole, never half merged
+		local good = {}
 		for _, f in ipairs(locals) do
 			local ok, err = pcall(mod.load_data, append(good, f))
 			if ok then
@@ -449,8 +449,8 @@ function mod.load(files, validation_options)
 				report(opts.local_load, tostring(err))
 			end
 		end
+		data = mod.load_data(good)
 	end
-	local data = mod.load_data(good)
 	return setmetatable({
 		_data = data,
 		_map = mod.compile(data),
