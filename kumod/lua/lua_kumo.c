@@ -1687,6 +1687,29 @@ static const luaL_Reg dns_funcs[] = {
     {NULL, NULL},
 };
 
+/* --- kumo.shaping ------------------------------------------------------------ */
+
+/* kumo.shaping.load(files, validation_options): the shaping data, loaded and
+ * merged by kumod's own Lua module (share/policy-extras/kumod_shaping.lua,
+ * which kumod's policy-extras.shaping uses too). */
+static int l_shaping_load(lua_State *L)
+{
+	int n = lua_gettop(L);
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "policy-extras.kumod_shaping");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "load");
+	lua_remove(L, -2);
+	lua_insert(L, 1);
+	lua_call(L, n, 1);
+	return 1;
+}
+
+static const luaL_Reg shaping_funcs[] = {
+    {"load", l_shaping_load},
+    {NULL, NULL},
+};
+
 /* --- start_http_listener ---------------------------------------------------- */
 
 #define HTTP_CFG_MT "kumod.http_listener_config"
@@ -1832,6 +1855,8 @@ int lua_kumo__open(lua_State *L)
 	luaL_newlib(L, dns_funcs);
 	lua_dns__register(L);
 	lua_setfield(L, -2, "dns");
+	luaL_newlib(L, shaping_funcs);
+	lua_setfield(L, -2, "shaping");
 	lua_dkim__open(L);
 	lua_catcher__register(L);
 	lua_http__register(L);

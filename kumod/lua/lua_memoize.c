@@ -60,7 +60,9 @@ static struct buf keybuf; /* loop thread only */
  * top-level copy-on-write): a caller may add, change or remove keys without
  * changing what the next caller gets, and the result is a plain table that
  * every builder and encoder reads. Nested tables are the cached ones,
- * shared: changing them changes the cache (see docs/policy-utils.md). */
+ * shared: changing them changes the cache (see docs/policy-utils.md). The
+ * copy keeps the table's metatable, so an object with methods (the result
+ * of kumo.shaping.load) stays one. */
 static void copy_top(lua_State *L, const struct memo_entry *e)
 {
 	if (lua_type(L, -1) != LUA_TTABLE)
@@ -73,6 +75,8 @@ static void copy_top(lua_State *L, const struct memo_entry *e)
 		lua_insert(L, -2);
 		lua_rawset(L, -4);
 	}
+	if (lua_getmetatable(L, src))
+		lua_setmetatable(L, -2);
 	lua_remove(L, src);
 }
 

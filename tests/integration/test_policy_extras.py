@@ -5,6 +5,7 @@ real TOML files and a real receiving server (the sink); KumoMTA's example
 server policy end to end; KumoMTA's own published helper files placed first
 on LUA_PATH (read from the KumoMTA mirror at run time, never committed)."""
 
+import json
 import os
 import smtplib
 import subprocess
@@ -739,6 +740,119 @@ require('policy-extras.shaping'):setup_with_automation {
     assert "publish: traffic shaping automation (tsa-daemon) is not implemented" in r.stderr
 
 
+# --- kumo.shaping.load (KumoMTA's API over the same merging) ----------------
+
+
+def shaping_load(tmp_path, lua):
+    """Runs `lua` (which prints one JSON document) in a validated policy;
+    returns the parsed document."""
+    r = validate(tmp_path, lua)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1, r.stdout
+    return json.loads(lines[0])
+
+
+def test_kumo_shaping_load_resolves(tmp_path):
+    write_etc(tmp_path, 2525)
+    (tmp_path / "more.json").write_text(json.dumps({
+        "example.com": {"connection_limit": 7, "sources": {"ip-9": {"ehlo_domain": "nine.test"}}},
+        "provider": {"big": {"match": [{"DomainSuffix": ".big.test"}],
+                             "max_deliveries_per_connection": 3}},
+    }))
+    doc = shaping_load(tmp_path, """
+local r = kumo.shaping.load({ 'etc/shaping.toml', 'more.json' })
+print(kumo.json_encode {
+  errors = r:get_errors(), warnings = r:get_warnings(),
+  refs = r:get_referenced_sources(),
+  ex2 = r:get_egress_path_config('example.com', 'ip-2', 'example.com'),
+  ex9 = r:get_egress_path_config('example.com', 'ip-9', 'example.com'),
+  big = r:get_egress_path_config('mx.big.test', 'ip-1', 'mx.big.test'),
+})
+""")
+    assert doc["errors"] == {} and doc["warnings"] == {}  # empty Lua tables
+    assert doc["refs"] == {"ip-2": ["domain:example.com"], "ip-9": ["domain:example.com"]}
+    assert doc["ex2"] == {"connection_limit": 7, "enable_tls": "Disabled", "prohibited_hosts": {},
+                          "connect_timeout": "2s", "max_deliveries_per_connection": 50,
+                          "ehlo_domain": "shaped-ip-2.relay.test"}
+    assert doc["ex9"]["ehlo_domain"] == "nine.test" and doc["ex9"]["connection_limit"] == 7
+    assert doc["big"] == {"connection_limit": 2, "enable_tls": "Disabled", "prohibited_hosts": {},
+                          "connect_timeout": "2s", "max_deliveries_per_connection": 3}
+
+
+def test_kumo_shaping_load_errors_name_the_file(tmp_path):
+    write_etc(tmp_path, 2525)
+    (tmp_path / "bad.toml").write_text('["a.com"]\nconnection_limitt = 3\n')
+    doc = shaping_load(tmp_path, """
+local r = kumo.shaping.load({ 'etc/shaping.toml', 'bad.toml', 'missing.toml' })
+local w = kumo.shaping.load({ 'etc/shaping.toml', 'bad.toml' }, { local_load = 'Warn' })
+local ok, err = pcall(function() return r:get_egress_path_config('a.com', 'ip-1', 'a.com') end)
+local ok2, err2 = pcall(function() return r:match_rules({}) end)
+local ok3, err3 = pcall(function() return r:hash() end)
+local ok4, err4 = pcall(function() return r:get_egress_path() end)
+print(kumo.json_encode {
+  errors = r:get_errors(), warnings = r:get_warnings(), refused = err, rules = err2, hash = err3, unknown = err4,
+  w_errors = w:get_errors(), w_warnings = w:get_warnings(),
+  w_a = w:get_egress_path_config('a.com', 'ip-1', 'a.com'),
+})
+""")
+    assert len(doc["errors"]) == 2, doc
+    assert doc["errors"][0].startswith("shaping helper: bad.toml: ['a.com']: "), doc
+    assert "connection_limitt" in doc["errors"][0]
+    assert "missing.toml" in doc["errors"][1]
+    assert doc["refused"].endswith("shaping:get_egress_path_config: the shaping data has errors: "
+                                   + doc["errors"][0])
+    assert doc["rules"].endswith("shaping:match_rules(): automation rules (traffic shaping "
+                                 "automation, tsa-daemon) are not implemented by kumod yet")
+    assert doc["hash"].endswith("shaping:hash() is a KumoMTA method that kumod does not "
+                                "implement yet")
+    assert doc["unknown"].endswith("shaping:get_egress_path: unknown method (not a KumoMTA or "
+                                   "kumod API)")
+    # local_load = 'Warn': the bad file is left out whole, the rest applies
+    assert doc["w_errors"] == {} and len(doc["w_warnings"]) == 1
+    assert doc["w_warnings"][0] == doc["errors"][0]
+    assert doc["w_a"]["connection_limit"] == 2 and "connection_limitt" not in doc["w_a"]
+
+
+def test_kumomta_shaping_validate_reports_bad_file(tmp_path):
+    """KumoMTA's shaping.lua validate_config over kumo.shaping.load: a bad
+    file fails --validate, its error printed naming the file and key."""
+    env = kumomta_helpers(tmp_path)
+    (tmp_path / "bad.toml").write_text('["a.com"]\nconnection_limitt = 3\n')
+    r = validate(tmp_path, "require('policy-extras.shaping'):setup { 'bad.toml' }", env=env)
+    assert r.returncode != 0
+    errors = [ln for ln in r.stdout.splitlines() if ln.startswith("ERROR: ")]
+    assert errors == ["ERROR: shaping helper: bad.toml: ['a.com']: make_egress_path: unknown key "
+                      "'connection_limitt' (did you mean 'connection_limit'?)"], r.stdout
+    assert "Validation failed" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("opts,expect", [
+    ("{ local_lod = 'Error' }", "kumo.shaping.load: unknown validation option 'local_lod'"),
+    ("{ dns_fail = 'Loud' }",
+     "kumo.shaping.load: dns_fail: expected one of 'Ignore', 'Warn' or 'Error', got 'Loud'"),
+    ("{ skip_remote = 'yes' }", "kumo.shaping.load: skip_remote must be a boolean"),
+])
+def test_kumo_shaping_load_bad_options_refused(tmp_path, opts, expect):
+    write_etc(tmp_path, 2525)
+    r = validate(tmp_path, "kumo.shaping.load({ 'etc/shaping.toml' }, %s)" % opts)
+    assert r.returncode != 0
+    assert expect in r.stderr, r.stderr
+
+
+def test_kumo_shaping_load_remote_not_implemented(tmp_path):
+    write_etc(tmp_path, 2525)
+    doc = shaping_load(tmp_path, """
+local url = 'http://127.0.0.1:9/get_config_v1/shaping.toml'
+local r = kumo.shaping.load({ 'etc/shaping.toml', url })
+local s = kumo.shaping.load({ 'etc/shaping.toml', url }, { skip_remote = true })
+print(kumo.json_encode { errors = r:get_errors(), skipped = s:get_errors() })
+""")
+    assert doc["errors"] == ["http://127.0.0.1:9/get_config_v1/shaping.toml: loading shaping "
+                             "data over HTTP is not implemented by kumod yet"]
+    assert doc["skipped"] == {}
+
+
 # --- listener_domains ---------------------------------------------------------
 
 
@@ -813,7 +927,6 @@ KUMOMTA_MISSING = {
     # monitor) that queues.toml is not covered by kumo.eval_config_monitor_globs(), then
     # requires sources.lua inside the handler, whose top-level kumo.on kumod refuses there
     "queue": ("handlers can only be registered while the policy file loads",),
-    "shaping": ("kumo.shaping is a KumoMTA module that kumod does not implement yet",),
 }
 
 KUMOMTA_SETUP = {
@@ -825,7 +938,23 @@ KUMOMTA_SETUP = {
     "listener_domains": "local f = require('policy-extras.listener_domains'):setup "
                         "{ 'etc/listener_domains.toml' }\n"
                         "assert(f('example.com', '127.0.0.1:25', nil))",
-    "shaping": "local f = require('policy-extras.shaping'):setup { 'etc/shaping.toml' }",
+    # KumoMTA's shaping.lua over kumo.shaping.load: the resolved settings of
+    # etc/shaping.toml over the default file (KumoMTA's
+    # /opt/kumomta/share/policy-extras/shaping.toml, for which kumod's shipped
+    # one stands in: max_deliveries_per_connection 100); refresh_strategy
+    # 'Epoch' is added by KumoMTA's file
+    "shaping": "local f = require('policy-extras.shaping'):setup { 'etc/shaping.toml' }\n"
+               "local p = f('example.com', 'ip-2', 'example.com', true)\n"
+               "assert(p.connection_limit == 2 and p.max_deliveries_per_connection == 50\n"
+               "  and p.ehlo_domain == 'shaped-ip-2.relay.test' and p.connect_timeout == '2s'\n"
+               "  and p.refresh_strategy == 'Epoch', kumo.json_encode(p))\n"
+               "local q = f('other.test', 'ip-1', 'other.test', true)\n"
+               "assert(q.connection_limit == 2 and q.max_deliveries_per_connection == 100\n"
+               "  and q.ehlo_domain == nil, kumo.json_encode(q))\n"
+               # making the path: kumod's make_egress_path lacks refresh_strategy
+               "local ok, err = pcall(f, 'example.com', 'ip-2', 'example.com')\n"
+               "assert(not ok and tostring(err):find(\"make_egress_path: 'refresh_strategy' "
+               "is a KumoMTA option that kumod does not implement yet\", 1, true), tostring(err))",
 }
 
 

@@ -219,6 +219,19 @@ def test_memoize_refuses_function_keys(tmp_path):
     assert outs[1].endswith("memoize k: cannot use a function as (part of) a memoize key")
 
 
+def test_memoize_copy_keeps_metatable(tmp_path):
+    outs, _ = run_policy(tmp_path, """
+        local mt = { __index = { hello = function(self) return 'hi ' .. self.n end } }
+        local calls = 0
+        local f = kumo.memoize(function(n) calls = calls + 1; return setmetatable({ n = n }, mt) end,
+                               { name = 'mt', ttl = 60, capacity = 2 })
+        local a, b = f('x'), f('x')
+        out({ a:hello(), b:hello(), calls, rawequal(a, b), getmetatable(b) == mt })
+    """)
+    # the second call is a cached, top-level copy that still has its methods
+    assert outs == [["hi x", "hi x", 1, False, True]]
+
+
 def metric(text, name, cache):
     m = re.search(r'^%s\{cache_name="%s"\} (\S+)$' % (name, cache), text, re.M)
     return float(m.group(1)) if m else None
