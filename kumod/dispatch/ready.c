@@ -308,6 +308,10 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 	json_t *pl = json_object_get(o, "enable_pipelining");
 	p->no_pipelining = json_is_false(pl);
 	p->refresh_ms = json_size(o, "refresh_interval_ms", READY_REFRESH_MS);
+	/* Epoch: kumod's configuration epoch never changes while it runs */
+	const char *strategy = json_string_value(json_object_get(o, "refresh_strategy"));
+	if (strategy && strcmp(strategy, "Epoch") == 0)
+		p->refresh_ms = UINT64_MAX;
 	p->idle_ms = json_size(o, "idle_timeout_ms", 5000);
 	rq->path_loaded_ms = now_ms();
 	char auth_err[600] = "";

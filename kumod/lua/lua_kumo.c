@@ -1336,7 +1336,9 @@ static const struct cfg_key queue_config_keys[] = {
      NULL},
     {"reap_interval", CT_DUR, NULL, NULL},
     {"refresh_interval", CT_DUR, NULL, NULL},
-    {"refresh_strategy", CT_STR, "only time-based refresh is implemented", "Ttl"},
+    /* Epoch: asked again when the configuration epoch changes; kumod's never
+     * changes while it runs (no config monitor), so once per process */
+    {"refresh_strategy", CT_STR, "not a KumoMTA refresh strategy", "Ttl|Epoch"},
     /* KumoMTA's choice of internal timer structure: kumod has one heap for all */
     {"strategy", CT_STR, "not a KumoMTA queue strategy",
      "SingletonTimerWheel|SingletonTimerWheelV2|TimerWheel|SkipList"},
@@ -1390,6 +1392,7 @@ static const struct cfg_key egress_path_keys[] = {
     {"idle_timeout", CT_DUR, NULL, NULL},
     {"starttls_timeout", CT_DUR, NULL, NULL},
     {"refresh_interval", CT_DUR, NULL, NULL},
+    {"refresh_strategy", CT_STR, "not a KumoMTA refresh strategy", "Ttl|Epoch"},
     {"source_selection_rate", CT_STR, "source selection rates are not implemented", NULL},
     {"dispatcher_progress_watchdog_timeout", CT_DUR, "the dispatcher watchdog is not implemented",
      NULL},

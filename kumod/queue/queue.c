@@ -354,6 +354,10 @@ static void queue_load_config(struct sched_queue *q)
 	q->cfg.max_retry_interval_ms = json_ms(o, "max_retry_interval_ms", 0);
 	q->cfg.max_age_ms = json_ms(o, "max_age_ms", QUEUE_DEFAULT_MAX_AGE_MS);
 	q->cfg.refresh_ms = json_ms(o, "refresh_interval_ms", QUEUE_REFRESH_MS);
+	/* Epoch: kumod's configuration epoch never changes while it runs */
+	const char *strategy = json_string_value(json_object_get(o, "refresh_strategy"));
+	if (strategy && strcmp(strategy, "Epoch") == 0)
+		q->cfg.refresh_ms = UINT64_MAX;
 	q->cfg.reap_ms = json_ms(o, "reap_interval_ms", QUEUE_REAP_MS);
 	const char *pool = json_string_value(json_object_get(o, "egress_pool"));
 	snprintf(q->cfg.egress_pool, sizeof(q->cfg.egress_pool), "%s", pool ? pool : "");

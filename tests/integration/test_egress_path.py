@@ -31,7 +31,10 @@ REJECTED = [
      "the dispatcher watchdog is not implemented"),
     ("make_queue_config", "max_message_rate = '10/s'", "make_queue_config: max_message_rate: a "
      "scheduled-queue message rate is not implemented"),
-    ("make_queue_config", "refresh_strategy = 'Epoch'", "(accepted: Ttl)"),
+    ("make_queue_config", "refresh_strategy = 'Sometimes'",
+     "refresh_strategy: not a KumoMTA refresh strategy (accepted: Ttl|Epoch)"),
+    ("make_egress_path", "refresh_strategy = 'Hourly'",
+     "refresh_strategy: not a KumoMTA refresh strategy (accepted: Ttl|Epoch)"),
     ("make_queue_config", "strategy = 'Heap'", "strategy: not a KumoMTA queue strategy"),
     ("make_queue_config", "provider_name = 'big'", "provider grouping is not implemented"),
     ("make_egress_source", "name = 's', socks5_proxy_server = '127.0.0.1:1080'",
@@ -181,6 +184,44 @@ def test_idle_timeout_keeps_the_connection_for_the_next_message(kumod, tmp_path,
             assert wait_until(lambda: len(by_type(var, "Delivery")) == 3, timeout=15)
             assert srv.sessions == 2
         assert relay.stop() == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def counted(path, value):
+    """A Lua expression that appends a line to path each time it is evaluated
+    (each call of the handler building the table) and yields value."""
+    return ("(function() local f = assert(io.open(%r, 'a')) f:write('x\\n') f:close() "
+            "return %s end)()" % (str(path), value))
+
+
+@pytest.mark.parametrize("strategy", ["Ttl", "Epoch"])
+def test_refresh_strategy(kumod, tmp_path, strategy):
+    """refresh_interval = '1s': with 'Ttl' a message 1.5 s later asks
+    get_queue_config and get_egress_path_config again; with 'Epoch' (kumod's
+    configuration epoch never changes while it runs) once per process."""
+    srv, port = plain_server(PlainSMTP)
+    try:
+        var = tmp_path / "var"
+        qcalls, pcalls = tmp_path / "queue-calls", tmp_path / "path-calls"
+        relay = relay_start(
+            kumod, var, "127.0.0.1:%d" % port,
+            pool="refresh_interval = '1s', refresh_strategy = %r, max_age = %s,"
+                 % (strategy, counted(qcalls, "'1d'")),
+            path="enable_tls = 'Disabled', refresh_interval = '1s', refresh_strategy = %r, "
+                 "connection_limit = %s" % (strategy, counted(pcalls, "4")))
+        send_many(relay.smtp_port, ["one@example.com"])
+        assert wait_until(lambda: len(by_type(var, "Delivery")) == 1, timeout=15)
+        time.sleep(1.5)
+        send_many(relay.smtp_port, ["two@example.com"])
+        assert wait_until(lambda: len(by_type(var, "Delivery")) == 2, timeout=15)
+        assert relay.stop() == 0
+        calls = (len(qcalls.read_text().split()), len(pcalls.read_text().split()))
+        if strategy == "Epoch":
+            assert calls == (1, 1), calls
+        else:
+            assert calls[0] >= 2 and calls[1] >= 2, calls
     finally:
         srv.shutdown()
         srv.server_close()
