@@ -179,6 +179,14 @@ static void collect_spool(struct metrics_scrape *sc, void *ctx)
 		metrics_emit(sc, "spool_quarantined_total", METRICS_COUNTER, NULL, NULL,
 			     (double)st.quarantined);
 		metrics_emit(sc, "spool_pending", METRICS_GAUGE, NULL, NULL, (double)st.pending);
+		struct spool_recovery_stats rs;
+		spool_recovery_get_stats(&rs);
+		metrics_emit(sc, "spool_recovery_active", METRICS_GAUGE, NULL, NULL,
+			     (double)rs.active);
+		metrics_emit(sc, "spool_recovery_loaded", METRICS_GAUGE, NULL, NULL,
+			     (double)rs.loaded);
+		metrics_emit(sc, "spool_recovery_quarantined", METRICS_GAUGE, NULL, NULL,
+			     (double)rs.quarantined);
 		for (int w = 0; w < 2; w++) {
 			struct spool_space sp;
 			if (spool_space_get(w, &sp) != 0)
@@ -343,6 +351,13 @@ static const struct metrics_decl decls[] = {
      "corrupt spool files moved aside (Ours; once a spool is defined)"},
     {"spool_pending", METRICS_GAUGE, NULL,
      "spool operations in flight (Ours; once a spool is defined)"},
+    {"spool_recovery_active", METRICS_GAUGE, NULL,
+     "1 while the restart recovery of the spool runs, then 0 (Ours; KumoMTA has no "
+     "equivalent; once a spool is defined)"},
+    {"spool_recovery_loaded", METRICS_GAUGE, NULL,
+     "messages re-queued so far by the running (or the last) spool recovery (Ours)"},
+    {"spool_recovery_quarantined", METRICS_GAUGE, NULL,
+     "records quarantined so far by the running (or the last) spool recovery (Ours)"},
     {"disk_free_bytes", METRICS_GAUGE, "name",
      "free bytes (for unprivileged users) of the file system of the `data spool` and "
      "`meta spool`, checked at most once a second"},

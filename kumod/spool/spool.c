@@ -835,7 +835,7 @@ static void set_phase(void)
 	else if (S.writing || S.wait_sync)
 		task_set_phase(S.task, "Writing", "disk");
 	else
-		task_set_phase(S.task, "Idle", NULL);
+		task_set_phase(S.task, spool__recovery_active() ? "Recovering" : "Idle", NULL);
 }
 
 static void maybe_finish_close(void);
@@ -1085,6 +1085,7 @@ void spool__recovery_finished(void)
 {
 	S.recovery_done = 1;
 	idset_free(&S.stored);
+	set_phase();
 }
 
 uv_loop_t *spool__loop(void)

@@ -169,4 +169,12 @@ struct spool_stats {
 };
 void spool_get_stats(struct spool_stats *st);
 
+/* The current (or last) recovery: active while it runs, then the final
+ * counts and its duration. */
+struct spool_recovery_stats {
+	int active;
+	uint64_t loaded, quarantined, elapsed_ms;
+};
+void spool_recovery_get_stats(struct spool_recovery_stats *st);
+
 #endif

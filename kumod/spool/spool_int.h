@@ -85,6 +85,7 @@ void spool__quarantine_done(struct spool_op *op);
 /* 1 when id was stored by this process since spool_open (recovery skips it). */
 int spool__stored_here(const char *id);
 void spool__recovery_finished(void);
+int spool__recovery_active(void);
 uv_loop_t *spool__loop(void);
 struct task *spool__task(void);
 /* Recovery holds the spool open while it runs; spool_close waits for it. */

@@ -30,7 +30,7 @@
 #define RECOVER_CHUNK_MSGS 256
 #define RECOVER_CHUNK_BYTES (32u << 20)
 #define RECOVER_CHUNK_ENTRIES 4096
-#define RECOVER_PROGRESS_NS (30ull * 1000000000ull)
+#define RECOVER_PROGRESS_NS (5ull * 1000000000ull)
 
 /* --- meta JSON ------------------------------------------------------------------ */
 
@@ -407,10 +407,37 @@ struct spool_recovery {
 	int running, stopping;
 	size_t loaded, quarantined, skipped, outstanding;
 	uint64_t start_ns, last_progress_ns;
+	struct task *task; /* "spool_recovery": phase and counts for the console */
 };
 
 /* One recovery at a time; quarantine completions find it here. */
 static struct spool_recovery *active;
+/* The current (or last) recovery's counts, for the metrics. */
+static struct spool_recovery_stats rstats;
+
+int spool__recovery_active(void)
+{
+	return active != NULL;
+}
+
+void spool_recovery_get_stats(struct spool_recovery_stats *st)
+{
+	*st = rstats;
+}
+
+/* Loop thread: the task's phase names the spool being walked, its fields
+ * and the metrics carry the counts so far. */
+static void report_progress(struct spool_recovery *r, const char *phase)
+{
+	char n[32];
+	rstats.loaded = r->loaded;
+	rstats.quarantined = r->quarantined;
+	task_set_phase(r->task, phase, "disk");
+	snprintf(n, sizeof(n), "%zu", r->loaded);
+	task_set_field(r->task, "loaded", n);
+	snprintf(n, sizeof(n), "%zu", r->quarantined);
+	task_set_field(r->task, "quarantined", n);
+}
 
 static struct recover_item *chunk_item(struct recover_chunk *c, enum spool_op_kind kind,
 				       enum spool_which which)
@@ -644,6 +671,10 @@ static void maybe_complete(struct spool_recovery *r)
 		return;
 	uint64_t ms = (clock_mono_ns() - r->start_ns) / 1000000u;
 	KTRACE(spool_recovered, r->loaded, r->quarantined, r->skipped, ms);
+	report_progress(r, "Done");
+	rstats.active = 0;
+	rstats.elapsed_ms = ms;
+	task_close(r->task);
 	active = NULL;
 	spool__recovery_finished();
 	if (r->dir)
@@ -743,6 +774,7 @@ static void recover_after(uv_work_t *req, int status)
 	struct recover_chunk c = r->chunk;
 	memset(&r->chunk, 0, sizeof(r->chunk));
 	int finished = r->finished;
+	enum spool_which walking = r->walking; /* the worker may move it next */
 	r->running = 0;
 	if (!spool_is_open())
 		r->stopping = 1;
@@ -755,6 +787,7 @@ static void recover_after(uv_work_t *req, int status)
 	deliver(r, c.msgs, c.nmsgs);
 	free(c.msgs);
 	free(c.items);
+	report_progress(r, walking == SPOOL_META ? "Recovering meta" : "Recovering data");
 	uint64_t now = clock_mono_ns();
 	if (now - r->last_progress_ns >= RECOVER_PROGRESS_NS && !finished) {
 		r->last_progress_ns = now;
@@ -780,7 +813,13 @@ void spool_recover(void (*fn)(struct message *m, void *ctx),
 	r->walking = SPOOL_META;
 	r->start_ns = r->last_progress_ns = clock_mono_ns();
 	r->running = 1;
+	r->task = task_spawn("spool_recovery", spool__path[SPOOL_META], spool__task()->id);
+	memset(&rstats, 0, sizeof(rstats));
+	rstats.active = 1;
+	report_progress(r, "Recovering meta");
 	active = r;
+	if (strcmp(spool__task()->phase, "Idle") == 0)
+		task_set_phase(spool__task(), "Recovering", NULL);
 	spool__hold(1);
 	log_info("kumod::spool", "recovery started meta=%s data=%s", spool__path[SPOOL_META],
 		 spool__path[SPOOL_DATA]);
