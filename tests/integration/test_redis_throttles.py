@@ -382,7 +382,16 @@ kumo.on('smtp_server_message_received', function(msg)
   msg:set_meta('queue', 'null')
 end)
 kumo.on('smtp_server_mail_from', function(sender)
-  if sender.email == 'sync@example.com' then
+  if sender.email == 'wait@example.com' then
+    -- MAIL FROM may wait: the reply follows Redis's answer
+    local r = kumo.make_throttle('lt', '3/hour'):throttle()
+    if r.throttled then
+      kumo.reject(451, '4.4.5 mail throttled')
+    end
+  end
+end)
+kumo.on('smtp_server_ehlo', function(domain)
+  if domain == 'sync.test' then
     kumo.make_throttle('lt', '3/hour'):throttle()
   end
 end)
@@ -405,12 +414,15 @@ def test_lua_throttle_is_shared_across_nodes(kumod, redis):
     # KumoMTA's script path reports limit = max_burst + 1
     assert replies[3][1].decode().startswith("4.4.5 throttled limit=4 retry="), replies[3]
     assert redis.cmd("EXISTS", "lua-user-throttle-lt:3:3:3600") == 1
-    # a synchronous event cannot wait for Redis: the handler fails, named
-    with smtplib.SMTP("127.0.0.1", a.smtp_port, timeout=10) as s:
+    # an event that may wait (MAIL FROM) sees the shared state too
+    with smtplib.SMTP("127.0.0.1", b.smtp_port, timeout=10) as s:
         s.ehlo("client.test")
-        code, _ = s.mail("sync@example.com")
+        assert s.mail("wait@example.com") == (451, b"4.4.5 mail throttled")
+    # a synchronous event (EHLO) cannot wait for Redis: the handler fails, named
+    with smtplib.SMTP("127.0.0.1", a.smtp_port, timeout=10) as s:
+        code, _ = s.ehlo("sync.test")
     assert 400 <= code < 500
-    assert "cannot wait for I/O in event 'smtp_server_mail_from'" in a.stderr()
+    assert "cannot wait for I/O in event 'smtp_server_ehlo'" in a.stderr()
     assert a.stop() == 0 and b.stop() == 0
 
 
