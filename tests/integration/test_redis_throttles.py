@@ -437,5 +437,8 @@ def test_shutdown_while_redis_is_down(kumod, tmp_path, redis):
     t0 = time.monotonic()
     assert n.stop() == 0
     assert time.monotonic() - t0 < 5
-    assert rx.count() == 3
+    # a connection whose lease was just extended may still carry a d2 message
+    # before the outage is noticed; the others stay spooled, none bounces
+    assert rx.count() >= 3
+    assert of_type(n, "Bounce") == []
     rx.shutdown()
