@@ -47,6 +47,7 @@ static char *arf_sample(const char *to, const char *subject, const char *extra,
 			buf_appends(&b, "\r\n");
 	}
 	fclose(f);
+	buf_appendc(&b, '\0'); /* a C string */
 	return b.data;
 }
 
