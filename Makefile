@@ -144,7 +144,7 @@ unit: $(BIN)/unit-tests
 	$(BIN)/unit-tests
 
 integration: all | deps-test
-	$(PYTEST) tests/integration $(PYTEST_ARGS)
+	$(PYTEST) tests/integration --durations=15 $(PYTEST_ARGS)
 
 # The whole suite; without SANITIZER it then re-runs the unit and
 # integration tests against an ASan+UBSan build (LeakSanitizer on: a leak
@@ -152,14 +152,14 @@ integration: all | deps-test
 test: all check-layers fmt-check tracepoints-check metrics-doc-check api-doc-check | deps-test
 	$(BIN)/unit-tests
 	$(MAKE) --no-print-directory fuzz-replay
-	$(PYTEST) tests/integration $(PYTEST_ARGS)
+	$(PYTEST) tests/integration --durations=15 $(PYTEST_ARGS)
 ifeq ($(SANITIZER),)
 	$(MAKE) --no-print-directory SANITIZER=address test-sanitized
 endif
 
 test-sanitized: all | deps-test
 	ASAN_OPTIONS=detect_leaks=1 $(BIN)/unit-tests
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 $(PYTEST) tests/integration -m "not nosan" $(PYTEST_ARGS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 $(PYTEST) tests/integration -m "not nosan" --durations=15 $(PYTEST_ARGS)
 
 # The generated catalogue is checked in; fail when it is stale.
 tracepoints-check: docs/tracepoints.md

@@ -26,6 +26,7 @@
 #include "ctl/http_int.h"
 #include "ktrace.h"
 #include "proto/console_proto.h"
+#include "proto/json_compact.h"
 #include "proto/mime_view.h"
 #include "proto/rfc5322.h"
 #include "spool/message.h"
@@ -1262,70 +1263,6 @@ static void seg_flush(struct buf *data, struct cat_op *from, struct cat_op *to)
 
 static void op_build(struct cat_op *op);
 
-/* Compact JSON of a summary (objects in insertion order, as json_dumps
- * writes them): several times cheaper than json_dumps, whose per-byte
- * callbacks were the largest single cost of a capture. */
-static void json_out(struct buf *b, json_t *v)
-{
-	const char *k;
-	json_t *x;
-	size_t i;
-	int first = 1;
-	switch (json_typeof(v)) {
-	case JSON_OBJECT:
-		buf_appendc(b, '{');
-		json_object_foreach(v, k, x)
-		{
-			if (!first)
-				buf_appendc(b, ',');
-			first = 0;
-			console_json_strn(b, k, strlen(k));
-			buf_appendc(b, ':');
-			json_out(b, x);
-		}
-		buf_appendc(b, '}');
-		break;
-	case JSON_ARRAY:
-		buf_appendc(b, '[');
-		json_array_foreach(v, i, x)
-		{
-			if (i)
-				buf_appendc(b, ',');
-			json_out(b, x);
-		}
-		buf_appendc(b, ']');
-		break;
-	case JSON_STRING:
-		console_json_strn(b, json_string_value(v), json_string_length(v));
-		break;
-	case JSON_INTEGER: { /* no printf: a transcript holds dozens */
-		json_int_t n = json_integer_value(v);
-		unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
-		char d[24];
-		size_t o = sizeof(d);
-		do
-			d[--o] = (char)('0' + u % 10);
-		while (u /= 10);
-		if (n < 0)
-			d[--o] = '-';
-		buf_append(b, d + o, sizeof(d) - o);
-		break;
-	}
-	case JSON_REAL:
-		buf_printf(b, "%.17g", json_real_value(v));
-		break;
-	case JSON_TRUE:
-		buf_appends(b, "true");
-		break;
-	case JSON_FALSE:
-		buf_appends(b, "false");
-		break;
-	case JSON_NULL:
-		buf_appends(b, "null");
-		break;
-	}
-}
-
 /* Applies a batch: the summaries built (op_build, off the loop), the
  * messages appended to the open segment (one write per segment touched),
  * then one append of their index lines; no fsync (see sink/README.md: a
@@ -1575,7 +1512,7 @@ static void op_build(struct cat_op *op)
 	buf_appendc(&op->text, 0);
 	bodies_free(&b);
 	stext_build(&op->stext, summary, op->tag, op->text.data);
-	json_out(&op->line, summary);
+	json_compact(&op->line, summary);
 	/* freed here, off the loop; batch_done parses the line again only
 	 * when a waiter or an event stream wants it */
 	json_decref(summary);

@@ -623,7 +623,7 @@ void console_json_sep(struct buf *b)
 
 void console_json_strn(struct buf *b, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
+	static const char hex[] = "0123456789ABCDEF"; /* as jansson writes them */
 	buf_reserve(b, n + 2);
 	buf_appendc(b, '"');
 	size_t i = 0;
@@ -642,9 +642,19 @@ void console_json_strn(struct buf *b, const char *s, size_t n)
 			char e[2] = {'\\', (char)ch};
 			buf_append(b, e, 2);
 			i++;
-		} else if (ch < 0x20) {
-			char e[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
-			buf_append(b, e, 6);
+		} else if (ch < 0x20) { /* jansson's escapes: the short forms where JSON has one */
+			const char *sh = ch == '\n'   ? "\\n"
+					 : ch == '\r' ? "\\r"
+					 : ch == '\t' ? "\\t"
+					 : ch == '\b' ? "\\b"
+					 : ch == '\f' ? "\\f"
+						      : NULL;
+			if (sh) {
+				buf_append(b, sh, 2);
+			} else {
+				char e[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+				buf_append(b, e, 6);
+			}
 			i++;
 		} else {
 			size_t k = cj_utf8_len((const unsigned char *)s + i, n - i);

@@ -23,6 +23,7 @@
 #include "base/xalloc.h"
 #include "ktrace.h"
 #include "proto/bounce.h"
+#include "proto/json_compact.h"
 #include "proto/rfc5322.h"
 #include "proto/template.h"
 #include "spool/logrec.h"
@@ -546,12 +547,6 @@ static json_t *build_record(const struct logger *lg, const struct logrec_event *
 	return o;
 }
 
-static int dump_cb(const char *p, size_t n, void *ctx)
-{
-	buf_append(ctx, p, n);
-	return 0;
-}
-
 /* --- reporting ------------------------------------------------------------------ */
 
 /* Fires the traces for the writer's notes (segment open/close, errors). */
@@ -724,8 +719,7 @@ static void format_record(struct logger *lg, const struct rtype *rt, json_t *rec
 		       terr.msg);
 		buf_reset(&lr.line);
 	}
-	if (json_dump_callback(rec, dump_cb, &lr.line, JSON_COMPACT) != 0)
-		panic("%s: json_dump_callback failed", __func__);
+	json_compact(&lr.line, rec);
 	buf_appendc(&lr.line, '\n');
 }
 

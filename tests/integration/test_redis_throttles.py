@@ -347,7 +347,16 @@ def test_connection_limit_is_shared_and_leases_expire(kumod, tmp_path, redis):
 def test_redis_outage_loses_nothing(kumod, tmp_path, redis):
     rx = Receiver()
     n = node_start(kumod, tmp_path, "o", rx, redis, "max_message_rate = '50/s'")
-    threading.Thread(target=inject, args=(n.smtp_port, "o", 150), daemon=True).start()
+    injected = []
+
+    def inject_and_count():
+        try:
+            inject(n.smtp_port, "o", 150)
+            injected.append("all 150 accepted")
+        except (OSError, smtplib.SMTPException) as e:
+            injected.append("inject failed: %r" % e)
+
+    threading.Thread(target=inject_and_count, daemon=True).start()
     assert wait_until(lambda: rx.count() >= 30, timeout=15), rx.count()
     redis.stop()
     n.wait_for("is unavailable", timeout=10)
@@ -356,7 +365,11 @@ def test_redis_outage_loses_nothing(kumod, tmp_path, redis):
     t_restart = time.monotonic()
     redis.start()
     n.wait_for("is reachable again", timeout=10)
-    assert wait_until(lambda: len(set(rx.ids())) >= 150, timeout=30), (during, rx.count())
+    # on failure: what the injector saw, kumod's log, the last records
+    assert wait_until(lambda: len(set(rx.ids())) >= 150, timeout=30), (
+        during, rx.count(), injected, n.stderr()[-4000:],
+        [(r.get("type"), (r.get("response") or {}).get("content"))
+         for r in records(n.var / "logs")][-30:])
     print("outage: %d delivered before, %d during; all 150 %.1f s after the restart"
           % (during, rx.count() - during, time.monotonic() - t_restart))
     assert sorted(set(rx.ids())) == sorted("o-%d" % i for i in range(150))

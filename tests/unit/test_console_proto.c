@@ -2,10 +2,15 @@
 /* Introspection protocol: framing, command decoding, durations, JSON writers;
  * task registry additions used by the server (hold, watch, loop stats). */
 #include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "base/clock.h"
 #include "base/task.h"
 #include "proto/console_proto.h"
+#include "proto/json_compact.h"
 #include "test.h"
 
 TEST_IMPL(console_line_framing)
@@ -228,7 +233,7 @@ TEST_IMPL(console_json_writers)
 	console_json_sep(&b);
 	console_json_u64(&b, 42);
 	buf_appends(&b, "]}");
-	ASSERT_STR_EQ(buf_cstr(&b), "{\"s\":\"a\\\"b\\\\c\\u000a\\u0001\xEF\xBF\xBD\xc3\xa9\","
+	ASSERT_STR_EQ(buf_cstr(&b), "{\"s\":\"a\\\"b\\\\c\\n\\u0001\xEF\xBF\xBD\xc3\xa9\","
 				    "\"u\":18446744073709551615,\"i\":-9223372036854775808,"
 				    "\"t\":true,\"a\":[0,42]}");
 	ASSERT_EQ(console_json_validate(b.data, b.len, NULL), 0);
@@ -317,4 +322,84 @@ TEST_IMPL(console_registry_retained_max)
 	ASSERT(task_lookup(ids[3]) != NULL);
 	ASSERT_EQ(task_count(NULL), 2);
 	task_registry_clear();
+}
+
+/* json_compact writes what json_dumps(JSON_COMPACT | JSON_ENCODE_ANY) does,
+ * byte for byte, over random trees (strings with every escape, UTF-8,
+ * integers at the limits, reals of every shape) and fixed cases. */
+static unsigned long long jc_seed = 88172645463325252ull;
+
+static unsigned jc_rand(unsigned n)
+{
+	jc_seed ^= jc_seed << 13;
+	jc_seed ^= jc_seed >> 7;
+	jc_seed ^= jc_seed << 17;
+	return (unsigned)(jc_seed % n);
+}
+
+static json_t *jc_string(void)
+{
+	static const char *const parts[] = {
+	    "a",    "\"", "\\",	      "\n",	      "\r",
+	    "\t",   "\b", "\f",	      "\x01",	      "\x1f",
+	    "\x7f", "/",  "\xc3\xa9", "\xe2\x80\xa8", "\xf0\x9f\x98\x80",
+	    " ",    "key"};
+	char s[128] = "";
+	unsigned n = jc_rand(8);
+	for (unsigned i = 0; i < n; i++)
+		strcat(s, parts[jc_rand(ARRAY_SIZE(parts))]);
+	return json_string(s);
+}
+
+static json_t *jc_value(int depth)
+{
+	static const double reals[] = {0.0,  -0.0,    1.0,	  -2.5,	       0.1,	  1e20,
+				       1e-7, 1.5e300, -3.25e-300, 123456789.0, 2.0 / 3.0, 1e16};
+	static const json_int_t ints[] = {0, 1, -1, 42, INT64_MAX, INT64_MIN, 1000000007};
+	switch (jc_rand(depth > 3 ? 6 : 8)) {
+	case 0:
+		return json_null();
+	case 1:
+		return json_boolean(jc_rand(2));
+	case 2:
+		return json_integer(ints[jc_rand(ARRAY_SIZE(ints))]);
+	case 3:
+		return json_real(reals[jc_rand(ARRAY_SIZE(reals))]);
+	case 4:
+	case 5:
+		return jc_string();
+	case 6: {
+		json_t *a = json_array();
+		for (unsigned i = jc_rand(5); i; i--)
+			json_array_append_new(a, jc_value(depth + 1));
+		return a;
+	}
+	default: {
+		json_t *o = json_object();
+		for (unsigned i = jc_rand(5); i; i--) {
+			json_t *k = jc_string();
+			json_object_set_new(o, json_string_value(k), jc_value(depth + 1));
+			json_decref(k);
+		}
+		return o;
+	}
+	}
+}
+
+TEST_IMPL(json_compact_matches_jansson)
+{
+	struct buf b;
+	buf_init(&b);
+	for (int i = 0; i < 3000; i++) {
+		json_t *v = jc_value(0);
+		char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		buf_reset(&b);
+		json_compact(&b, v);
+		if (strcmp(buf_cstr(&b), want) != 0)
+			TEST_FAIL("tree %d: json_compact wrote %s, jansson %s", i, buf_cstr(&b),
+				  want);
+		free(want);
+		json_decref(v);
+	}
+	buf_free(&b);
 }
