@@ -87,8 +87,6 @@ assert r["failed"] == 0 and r["sent"] == int(sys.argv[2]), r
 print("%.0f" % r["rate"]["per_second_exact"])' "$json" "$1"
 }
 
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-
 echo "spool-kinds: $COUNT messages x $SIZE bytes, $SESSIONS sessions, $ROUNDS rounds, destination down"
 echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A rates=([LocalDisk]="" [RocksDB]="")
@@ -102,8 +100,10 @@ for r in $(seq "$ROUNDS"); do
 		rm -rf "$WORK/$kind-$r"
 	done
 done
-ld=$(echo "${rates[LocalDisk]}" | median)
-rk=$(echo "${rates[RocksDB]}" | median)
+# shellcheck disable=SC2086 # one number per word
+ld=$(median ${rates[LocalDisk]})
+# shellcheck disable=SC2086
+rk=$(median ${rates[RocksDB]})
 echo "median: LocalDisk $ld msg/s, RocksDB $rk msg/s, RocksDB/LocalDisk $(awk -v a="$rk" -v b="$ld" 'BEGIN{printf "%.2f", a/b}')"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 

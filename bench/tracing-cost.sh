@@ -174,10 +174,6 @@ run() { # variant round
 	KPID=
 }
 
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
-}
-
 read -r -a VLIST <<<"$VARIANTS"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for r in $(seq "$ROUNDS"); do

@@ -8,19 +8,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/ascii.h"
 #include "base/base64.h"
 #include "proto/rfc5322.h"
 
 /* --- header parameters ------------------------------------------------------ */
-
-static void copy_lower(char *dst, size_t cap, const char *s, size_t n)
-{
-	if (n >= cap)
-		n = cap - 1;
-	for (size_t i = 0; i < n; i++)
-		dst[i] = (char)tolower((unsigned char)s[i]);
-	dst[n] = 0;
-}
 
 static void copy_raw(char *dst, size_t cap, const char *s, size_t n)
 {
@@ -41,7 +33,7 @@ static void value_token(const char *v, size_t n, char *dst, size_t cap, int lowe
 	while (i < n && v[i] != ';' && v[i] != ' ' && v[i] != '\t')
 		i++;
 	if (lower)
-		copy_lower(dst, cap, v + s, i - s);
+		ascii_lower_copy(dst, cap, v + s, i - s);
 	else
 		copy_raw(dst, cap, v + s, i - s);
 }
@@ -134,7 +126,7 @@ static void read_headers(const char *p, size_t hlen, const char *default_type,
 				snprintf(eh->type, sizeof(eh->type), "%s", "text/plain");
 			char cs[40];
 			if (value_param(v, n, "charset", cs, sizeof(cs)))
-				copy_lower(eh->charset, sizeof(eh->charset), cs, strlen(cs));
+				ascii_lower_copy(eh->charset, sizeof(eh->charset), cs, strlen(cs));
 			value_param(v, n, "boundary", eh->boundary, sizeof(eh->boundary));
 			if (!eh->filename[0])
 				value_param(v, n, "name", eh->filename, sizeof(eh->filename));
@@ -305,7 +297,7 @@ static int is_latin1(const char *cs)
 void mime_view_to_utf8(const char *p, size_t n, const char *charset, struct buf *out)
 {
 	char cs[40];
-	copy_lower(cs, sizeof(cs), charset ? charset : "", charset ? strlen(charset) : 0);
+	ascii_lower_copy(cs, sizeof(cs), charset ? charset : "", charset ? strlen(charset) : 0);
 	if (!is_latin1(cs)) {
 		buf_append_utf8_lossy(out, p, n);
 		return;
@@ -341,7 +333,7 @@ static size_t encoded_word(const char *v, size_t n, size_t i, struct buf *out)
 	if (e + 1 >= n || v[e] != '?' || v[e + 1] != '=')
 		return 0;
 	char charset[40];
-	copy_lower(charset, sizeof(charset), v + cs, q1 - cs);
+	ascii_lower_copy(charset, sizeof(charset), v + cs, q1 - cs);
 	char *star = strchr(charset, '*'); /* RFC 2231 language suffix */
 	if (star)
 		*star = 0;
