@@ -101,44 +101,58 @@ void smtp_transcript_reply(struct smtp_transcript *t, int code, const char *enha
 						    : sizeof(l) - 1);
 }
 
+/* A line as a JSON string: valid UTF-8 (invalid bytes become U+FFFD), so
+ * jansson's check is skipped. */
 static json_t *line_text(struct buf *b, const struct smtp_transcript_line *l)
 {
+	size_t n = 0;
+	unsigned char high = 0;
+	for (; l->text[n]; n++)
+		high |= (unsigned char)l->text[n];
+	if (!(high & 0x80)) /* ASCII: as it is */
+		return json_stringn_nocheck(l->text, n);
 	buf_reset(b);
-	buf_append_utf8_lossy(b, l->text, strlen(l->text));
-	return json_stringn(b->data ? b->data : "", b->len);
+	buf_append_utf8_lossy(b, l->text, n);
+	return json_stringn_nocheck(b->data ? b->data : "", b->len);
+}
+
+/* [{ms, dir, line}] for lines [from, t->n), under the given key names:
+ * built with the constructors (json_pack parses its format per call: it was
+ * most of a captured message's transcript cost). */
+static json_t *lines_json(const struct smtp_transcript *t, size_t from, const char *const k[3])
+{
+	json_t *lines = json_array();
+	struct buf b;
+	buf_init(&b);
+	for (size_t i = from; i < t->n; i++) {
+		const struct smtp_transcript_line *l = &t->lines[i];
+		json_t *o = json_object();
+		json_object_set_new_nocheck(o, k[0], json_integer((json_int_t)l->ms));
+		json_object_set_new_nocheck(o, k[1], json_stringn_nocheck(&l->dir, 1));
+		json_object_set_new_nocheck(o, k[2], line_text(&b, l));
+		json_array_append_new(lines, o);
+	}
+	buf_free(&b);
+	return lines;
 }
 
 json_t *smtp_transcript_json(const struct smtp_transcript *t, const char *ehlo, const char *tls)
 {
 	if (!(users & SMTP_TRANSCRIPT_CATCHER))
 		return NULL;
-	json_t *lines = json_array();
-	struct buf b;
-	buf_init(&b);
-	for (size_t i = 0; i < t->n; i++) {
-		char dir[2] = {t->lines[i].dir, 0};
-		json_array_append_new(lines,
-				      json_pack("{s:I, s:s, s:o}", "Ms", (json_int_t)t->lines[i].ms,
-						"Dir", dir, "Line", line_text(&b, &t->lines[i])));
-	}
-	buf_free(&b);
-	return json_pack("{s:s, s:s, s:o, s:I}", "Ehlo", ehlo ? ehlo : "", "Tls", tls ? tls : "",
-			 "Lines", lines, "Dropped", (json_int_t)t->dropped);
+	static const char *const keys[3] = {"Ms", "Dir", "Line"};
+	json_t *o = json_object();
+	json_object_set_new_nocheck(o, "Ehlo", json_string(ehlo ? ehlo : ""));
+	json_object_set_new_nocheck(o, "Tls", json_string(tls ? tls : ""));
+	json_object_set_new_nocheck(o, "Lines", lines_json(t, 0, keys));
+	json_object_set_new_nocheck(o, "Dropped", json_integer((json_int_t)t->dropped));
+	return o;
 }
 
 json_t *smtp_transcript_tail_json(const struct smtp_transcript *t, size_t last)
 {
-	json_t *lines = json_array();
-	struct buf b;
-	buf_init(&b);
-	for (size_t i = t->n > last ? t->n - last : 0; i < t->n; i++) {
-		char dir[2] = {t->lines[i].dir, 0};
-		json_array_append_new(lines,
-				      json_pack("{s:I, s:s, s:o}", "ms", (json_int_t)t->lines[i].ms,
-						"dir", dir, "line", line_text(&b, &t->lines[i])));
-	}
-	buf_free(&b);
-	return lines;
+	static const char *const keys[3] = {"ms", "dir", "line"};
+	return lines_json(t, t->n > last ? t->n - last : 0, keys);
 }
 
 void smtp_transcript_free(struct smtp_transcript *t)

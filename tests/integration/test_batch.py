@@ -80,7 +80,7 @@ def test_batch_mixed_outcomes_per_recipient(kumod, tmp_path):
                                 if m.get("recipient") == "tempfail@example.com"])
     assert len(metas) == 1, spool_meta(var)
     # the split explains itself (batch_split tracepoint, INFO)
-    assert "batch of 4 recipients split: 3 delivered or bounced, 1 requeued" in relay.stderr()
+    relay.wait_for("batch of 4 recipients split: 3 delivered or bounced, 1 requeued")
     assert relay.stop() == 0
     recs = records(var / "logs")
     dl = [r for r in recs if r["type"] == "Delivery"]

@@ -247,7 +247,7 @@ def test_configure_refuses_unsupported_keys(kumod, tmp_path, redis):
         k = kumod("kumo.on('init', function() kumo.configure_redis_throttles{ %s } end)" % params,
                   wait=None)
         k.proc.wait(15)
-        assert k.proc.returncode != 0
+        assert k.stop() != 0  # exited; stop() also reads its stderr to the end
         assert msg in k.stderr(), (params, k.stderr())
 
 
@@ -273,8 +273,12 @@ def rate_run(kumod, tmp_path, redis, window):
     start = times[0] + 1.0
     rate = len([t for t in times if start <= t < start + window]) / window
     print("rate over %.1f s: %.1f/s; all 500 in %.1f s" % (window, rate, times[-1] - times[0]))
-    senders = {a[2].split("-")[0] for a in rx.arrivals if start <= a[0] < start + window}
-    assert senders == {"m0", "m1"}, senders  # both nodes sent during the window
+    # both nodes still had mail to send when the window ended (a shared
+    # limiter need not split the tokens evenly: whichever node asks first
+    # after a refusal gets them, so one may send alone for a while)
+    last = {t: max(a[0] for a in rx.arrivals if a[2].startswith(t + "-")) for t in ("m0", "m1")}
+    assert min(last.values()) >= start + window, (
+        {t: round(v - times[0], 2) for t, v in last.items()}, window)
     assert len(set(rx.ids())) == 500
     for n in nodes:
         assert n.stop() == 0
@@ -435,7 +439,8 @@ def test_lua_throttle_is_shared_across_nodes(kumod, redis):
     with smtplib.SMTP("127.0.0.1", a.smtp_port, timeout=10) as s:
         code, _ = s.ehlo("sync.test")
     assert 400 <= code < 500
-    assert "cannot wait for I/O in event 'smtp_server_ehlo'" in a.stderr()
+    # the line precedes the reply, but stderr is read by another thread
+    a.wait_for("cannot wait for I/O in event 'smtp_server_ehlo'")
     assert a.stop() == 0 and b.stop() == 0
 
 

@@ -321,7 +321,7 @@ def test_spill_write_failure_answers_451_and_session_goes_on(kumod, tmp_path):
             assert r[0] == 250, r
         finally:
             c.close()
-        assert "writing the streamed body failed: No space left on device" in k.stderr()
+        k.wait_for("writing the streamed body failed: No space left on device")
         k.stop()
     finally:
         subprocess.run(["umount", "-l", str(spool)])
