@@ -5,13 +5,16 @@
 #   smtp-source ──▶ kumod relay ──▶ Postfix smtp-sink
 #                      └─ log hook (policy-extras.log_hooks new_json) ──▶ HTTP receiver
 #
-# Three kumod relays with the same policy (spools in a temp dir with the
+# Five kumod relays with the same policy (spools in a temp dir with the
 # default flush = false, local logs, mx_list to the sink, TLS off): "none"
 # has no hook; "single" has log_hooks:new_json posting one record per
 # request; "batched" the same with batch_size = $BATCH, min_batch_size =
-# $BATCH, max_batch_latency = '200ms' (one JSON array per request). Each
-# mail makes two hooked records (Reception, Delivery). Rounds alternate
-# none, single, batched ($ROUNDS each), each smtp-source -s $SESSIONS -m $N
+# $BATCH, max_batch_latency = '200ms' (one JSON array per request);
+# "single_deferred" and "batched_deferred" are those two with
+# log_parameters = { deferred_spool = true } (hook records kept in memory,
+# written to the spool only if they must stay; docs/spool.md section 12).
+# Each mail makes two hooked records (Reception, Delivery). Rounds alternate
+# the relays in $RELAYS order ($ROUNDS each), each smtp-source -s $SESSIONS -m $N
 # -l $SIZE; mail msg/s = N / time until the sink counted them all; records/s
 # = 2N / time until the receiver counted them all (both from the first
 # SMTP connection). The receiver is Python's ThreadingHTTPServer (HTTP/1.1
@@ -27,7 +30,9 @@
 #
 #   bench/log-hooks.sh [N] [SIZE]          (defaults 5000 mails, 1024 bytes)
 #
-# Environment: KUMOD (build/kumod), SESSIONS (10), CONNECTIONS (10: SMTP
+# Environment: KUMOD (build/kumod), RELAYS ("none single batched
+# single_deferred batched_deferred"; none is always started), DRAIN_RELAYS
+# ("single batched"), SESSIONS (10), CONNECTIONS (10: SMTP
 # out), HOOK_CONNECTIONS (32: concurrent hook requests), BATCH (100),
 # ROUNDS (2), DRAIN_N (N), DRAIN_TIMEOUT (120), TMPDIR (/tmp). Bounded: each smtp-source
 # under timeout, every wait under DRAIN_TIMEOUT.
@@ -44,6 +49,8 @@ BATCH=${BATCH:-100}
 ROUNDS=${ROUNDS:-2}
 DRAIN_N=${DRAIN_N:-$N}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
+RELAYS=${RELAYS:-none single batched single_deferred batched_deferred}
+DRAIN_RELAYS=${DRAIN_RELAYS:-single batched}
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 for bin in "$KUMOD" "$SMTP_SOURCE" "$SMTP_SINK" /usr/bin/python3 /usr/bin/curl; do
@@ -117,17 +124,28 @@ wait_recv() { # path target -> 0 when the receiver counted target records in tim
 	done
 }
 
-start_relay() { # name batch(0: no hook) -> sets PORT_<name>, HTTP_<name>, PID_<name>
-	local name=$1 batch=$2 port http dir=$WORK/$1 hook=""
+relay_batch() { # name -> the hook's batch size (0: no hook)
+	case $1 in
+	none) echo 0 ;;
+	single | single_deferred) echo 1 ;;
+	batched | batched_deferred) echo "$BATCH" ;;
+	*) echo "unknown relay '$1' (RELAYS)" >&2; exit 2 ;;
+	esac
+}
+
+start_relay() { # name -> sets PORT_<name>, HTTP_<name>, PID_<name>
+	local name=$1 batch port http dir=$WORK/$1 hook="" params=""
+	batch=$(relay_batch "$name")
 	port=$(free_port)
 	http=$(free_port)
 	mkdir -p "$dir"
+	case $name in *_deferred) params="log_parameters = { deferred_spool = true }," ;; esac
 	if [ "$batch" -gt 1 ]; then
-		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench',
+		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench', $params
 	url = 'http://127.0.0.1:$RECV_PORT/$name', batch_size = $batch, min_batch_size = $batch,
 	max_batch_latency = '200ms' })"
 	elif [ "$batch" = 1 ]; then
-		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench',
+		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench', $params
 	url = 'http://127.0.0.1:$RECV_PORT/$name' })"
 	fi
 	cat >"$dir/policy.lua" <<EOF
@@ -164,14 +182,13 @@ EOF
 	printf -v "PID_$name" %s "$pid"
 }
 
-start_relay none 0
-start_relay single 1
-start_relay batched "$BATCH"
-
-TOTAL=0
+RELAYS="none ${RELAYS//none/}"
 declare -A RECS
-RECS[single]=0
-RECS[batched]=0
+for name in $RELAYS; do
+	start_relay "$name"
+	RECS[$name]=0
+done
+TOTAL=0
 run() { # name count -> "mail_msgs/s records/s kumod_cpu_us_per_mail receiver_cpu_s"
 	local name=$1 n=$2 port pid t0 t1 t2 c0 c1 r0 r1
 	port=PORT_$name
@@ -199,22 +216,27 @@ run() { # name count -> "mail_msgs/s records/s kumod_cpu_us_per_mail receiver_cp
 }
 
 # warm-up (unmeasured): connections, spool files, the hook queues
-for name in none single batched; do
+for name in $RELAYS; do
 	run "$name" $((SESSIONS * 20)) >/dev/null
 done
 
 echo "## Log hooks while relaying: $N mails of $SIZE bytes per round (2 records each), $SESSIONS sessions"
 echo
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores, shared with other jobs)"
+echo
 echo "| round | relay | mail msg/s | hook records/s | kumod CPU µs/mail | receiver CPU s |"
 echo "|---|---|---|---|---|---|"
 for r in $(seq "$ROUNDS"); do
-	for name in none single batched; do
+	for name in $RELAYS; do
 		read -r m rec cpu rcpu < <(run "$name" "$N")
 		label=$name
-		[ "$name" = batched ] && label="batched ($BATCH)"
+		case $name in batched*) label="$name ($BATCH)" ;; esac
 		echo "| $r | $label | $m | $rec | $cpu | $rcpu |"
 	done
 done
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
 
 # --- drain: the hook's ceiling ------------------------------------------------
 held() { # http-port -> records waiting in the scheduled queue bench.log_hook
@@ -264,9 +286,9 @@ echo "## Draining a backlog of $((2 * DRAIN_N)) hook records while relaying $DRA
 echo
 echo "| relay | drain records/s | mail msg/s meanwhile |"
 echo "|---|---|---|"
-for name in single batched; do
+for name in $DRAIN_RELAYS; do
 	label=$name
-	[ "$name" = batched ] && label="batched ($BATCH)"
+	case $name in batched*) label="$name ($BATCH)" ;; esac
 	read -r d m < <(drain "$name")
 	echo "| $label | $d | $m |"
 done

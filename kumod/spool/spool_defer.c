@@ -32,7 +32,7 @@ struct defer_save {
 
 static struct {
 	uv_timer_t timer;
-	int timer_init;
+	int timer_state; /* 0 none, 1 initialized, 2 closing (spool__defer_close) */
 	struct defer_ack *head, *tail;
 } D;
 
@@ -52,12 +52,38 @@ static void ack_cb(uv_timer_t *t)
 /* 0 when the timer can run acknowledgements (not closed by shutdown). */
 static int ack_timer_ready(void)
 {
-	if (!D.timer_init) {
+	if (D.timer_state == 0) {
 		if (uv_timer_init(spool__loop(), &D.timer) != 0)
 			return -1;
-		D.timer_init = 1;
+		D.timer_state = 1;
 	}
-	return uv_is_closing((uv_handle_t *)&D.timer) ? -1 : 0;
+	return D.timer_state == 1 && !uv_is_closing((uv_handle_t *)&D.timer) ? 0 : -1;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	(void)h;
+	D.timer_state = 0;
+}
+
+void spool__defer_close(void)
+{
+	if (D.timer_state != 1)
+		return;
+	if (!uv_is_closing((uv_handle_t *)&D.timer))
+		uv_close((uv_handle_t *)&D.timer, timer_closed);
+	else
+		D.timer_state = 0; /* closed by the owner of the loop (kumod's shutdown walk) */
+	if (D.timer_state == 1)
+		D.timer_state = 2;
+	/* acknowledgements never given: their messages were not acknowledged
+	 * either (the peer saw no 250), so dropping them loses nothing promised */
+	while (D.head) {
+		struct defer_ack *a = D.head;
+		D.head = a->next;
+		free(a);
+	}
+	D.tail = NULL;
 }
 
 void spool_store_deferred(struct message *m, spool_cb cb, void *ctx)
