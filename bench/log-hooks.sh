@@ -12,7 +12,11 @@
 # $BATCH, max_batch_latency = '200ms' (one JSON array per request);
 # "single_deferred" and "batched_deferred" are those two with
 # log_parameters = { deferred_spool = true } (hook records kept in memory,
-# written to the spool only if they must stay; docs/spool.md section 12).
+# written to the spool only if they must stay; docs/spool.md section 12);
+# "all_deferred_none", "all_deferred_single" and "all_deferred_batched"
+# also set deferred_spool = true on the ESMTP listener (the mail itself is
+# kept in memory until its first attempt fails: no spool write at all on
+# the happy path).
 # Each mail makes two hooked records (Reception, Delivery). Rounds alternate
 # the relays in $RELAYS order ($ROUNDS each), each smtp-source -s $SESSIONS -m $N
 # -l $SIZE; mail msg/s = N / time until the sink counted them all; records/s
@@ -31,8 +35,9 @@
 #   bench/log-hooks.sh [N] [SIZE]          (defaults 5000 mails, 1024 bytes)
 #
 # Environment: KUMOD (build/kumod), RELAYS ("none single batched
-# single_deferred batched_deferred"; none is always started), DRAIN_RELAYS
-# ("single batched"), SESSIONS (10), CONNECTIONS (10: SMTP
+# single_deferred batched_deferred all_deferred_none all_deferred_single
+# all_deferred_batched"; none is always started), DRAIN_RELAYS
+# ("single batched"; empty: no drain), SESSIONS (10), CONNECTIONS (10: SMTP
 # out), HOOK_CONNECTIONS (32: concurrent hook requests), BATCH (100),
 # ROUNDS (2), DRAIN_N (N), DRAIN_TIMEOUT (120), TMPDIR (/tmp). Bounded: each smtp-source
 # under timeout, every wait under DRAIN_TIMEOUT.
@@ -49,8 +54,8 @@ BATCH=${BATCH:-100}
 ROUNDS=${ROUNDS:-2}
 DRAIN_N=${DRAIN_N:-$N}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
-RELAYS=${RELAYS:-none single batched single_deferred batched_deferred}
-DRAIN_RELAYS=${DRAIN_RELAYS:-single batched}
+RELAYS=${RELAYS:-none single batched single_deferred batched_deferred all_deferred_none all_deferred_single all_deferred_batched}
+DRAIN_RELAYS=${DRAIN_RELAYS-single batched}
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 for bin in "$KUMOD" "$SMTP_SOURCE" "$SMTP_SINK" /usr/bin/python3 /usr/bin/curl; do
@@ -126,20 +131,21 @@ wait_recv() { # path target -> 0 when the receiver counted target records in tim
 
 relay_batch() { # name -> the hook's batch size (0: no hook)
 	case $1 in
-	none) echo 0 ;;
-	single | single_deferred) echo 1 ;;
-	batched | batched_deferred) echo "$BATCH" ;;
+	none | all_deferred_none) echo 0 ;;
+	single | single_deferred | all_deferred_single) echo 1 ;;
+	batched | batched_deferred | all_deferred_batched) echo "$BATCH" ;;
 	*) echo "unknown relay '$1' (RELAYS)" >&2; exit 2 ;;
 	esac
 }
 
 start_relay() { # name -> sets PORT_<name>, HTTP_<name>, PID_<name>
-	local name=$1 batch port http dir=$WORK/$1 hook="" params=""
+	local name=$1 batch port http dir=$WORK/$1 hook="" params="" listener=""
 	batch=$(relay_batch "$name")
 	port=$(free_port)
 	http=$(free_port)
 	mkdir -p "$dir"
-	case $name in *_deferred) params="log_parameters = { deferred_spool = true }," ;; esac
+	case $name in *_deferred | all_deferred_*) params="log_parameters = { deferred_spool = true }," ;; esac
+	case $name in all_deferred_*) listener="deferred_spool = true," ;; esac
 	if [ "$batch" -gt 1 ]; then
 		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench', $params
 	url = 'http://127.0.0.1:$RECV_PORT/$name', batch_size = $batch, min_batch_size = $batch,
@@ -157,7 +163,7 @@ kumo.on('init', function()
 	kumo.define_spool({ name = 'meta', path = '$dir/spool/meta' })
 	kumo.configure_local_logs({ log_dir = '$dir/logs' })
 	kumo.start_esmtp_listener({ listen = '127.0.0.1:$port', hostname = 'localhost',
-		relay_hosts = { '127.0.0.1' } })
+		relay_hosts = { '127.0.0.1' }, $listener })
 	kumo.start_http_listener({ listen = '127.0.0.1:$http', trusted_hosts = { '127.0.0.1' } })
 end)
 kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
@@ -182,7 +188,9 @@ EOF
 	printf -v "PID_$name" %s "$pid"
 }
 
-RELAYS="none ${RELAYS//none/}"
+list=none
+for name in $RELAYS; do [ "$name" = none ] || list="$list $name"; done
+RELAYS=$list
 declare -A RECS
 for name in $RELAYS; do
 	start_relay "$name"
@@ -202,7 +210,7 @@ run() { # name count -> "mail_msgs/s records/s kumod_cpu_us_per_mail receiver_cp
 	wait_sink "$TOTAL"
 	t1=$(now)
 	t2=$t1
-	if [ "$name" != none ]; then
+	if [ "$(relay_batch "$name")" != 0 ]; then
 		RECS[$name]=$((RECS[$name] + 2 * n))
 		wait_recv "$name" "${RECS[$name]}"
 		t2=$(now)
@@ -210,7 +218,7 @@ run() { # name count -> "mail_msgs/s records/s kumod_cpu_us_per_mail receiver_cp
 	c1=$(cpu_ticks "${!pid}")
 	r1=$(cpu_ticks "$RECV_PID")
 	awk -v n="$n" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v c="$((c1 - c0))" -v r="$((r1 - r0))" \
-		-v hz="$CLK_TCK" -v hooked="$([ "$name" = none ] && echo 0 || echo 1)" \
+		-v hz="$CLK_TCK" -v hooked="$([ "$(relay_batch "$name")" = 0 ] && echo 0 || echo 1)" \
 		'BEGIN { printf "%.0f %s %.0f %.1f\n", n / (t1 - t0), hooked ? sprintf("%.0f", 2 * n / (t2 - t0)) : "-",
 			c / hz / n * 1e6, r / hz }'
 }
@@ -230,7 +238,7 @@ for r in $(seq "$ROUNDS"); do
 	for name in $RELAYS; do
 		read -r m rec cpu rcpu < <(run "$name" "$N")
 		label=$name
-		case $name in batched*) label="$name ($BATCH)" ;; esac
+		case $name in *batched*) label="$name ($BATCH)" ;; esac
 		echo "| $r | $label | $m | $rec | $cpu | $rcpu |"
 	done
 done
