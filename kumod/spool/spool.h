@@ -108,11 +108,13 @@ void spool_remove(const char *id, spool_cb cb, void *ctx);
 
 /* Deferred spooling (KumoMTA's deferred_spool; docs/spool.md, "Deferred
  * spooling"): the caller's explicit choice to acknowledge m without a spool
- * write. m is checked as spool_store would (-EINVAL for an invalid id, no
- * recipient, a non-UTF-8 address; -ENOENT without a spool), marked
- * spool_deferred and cb(ctx, 0) runs on a later loop iteration (never from
- * inside the call). The message then exists only in memory: a crash or
- * kill -9 loses it. Whoever keeps it beyond its first attempt calls
+ * write. The spool must be open, as for spool_store. m is checked as
+ * spool_store would check it (a message it would refuse, -EINVAL for an
+ * invalid id, no recipient or a non-UTF-8 address, goes through spool_store
+ * and fails there); otherwise m is marked spool_deferred and cb(ctx, 0)
+ * runs on a later loop iteration (never from inside the call; at shutdown,
+ * once the loop's handles are closed, m takes the durable path instead). The message then exists
+ * only in memory: a crash or kill -9 loses it. Whoever keeps it beyond its first attempt calls
  * spool_save_deferred; whoever ends it calls spool_discard. */
 void spool_store_deferred(struct message *m, spool_cb cb, void *ctx);
 /* Writes a deferred message to the spool now (data and meta, as
