@@ -5,13 +5,20 @@
 #   smtp-source ──▶ kumod relay ──▶ Postfix smtp-sink
 #                      └─ log hook (policy-extras.log_hooks new_json) ──▶ HTTP receiver
 #
-# Three kumod relays with the same policy (spools in a temp dir with the
+# Five kumod relays with the same policy (spools in a temp dir with the
 # default flush = false, local logs, mx_list to the sink, TLS off): "none"
 # has no hook; "single" has log_hooks:new_json posting one record per
 # request; "batched" the same with batch_size = $BATCH, min_batch_size =
-# $BATCH, max_batch_latency = '200ms' (one JSON array per request). Each
-# mail makes two hooked records (Reception, Delivery). Rounds alternate
-# none, single, batched ($ROUNDS each), each smtp-source -s $SESSIONS -m $N
+# $BATCH, max_batch_latency = '200ms' (one JSON array per request);
+# "single_deferred" and "batched_deferred" are those two with
+# log_parameters = { deferred_spool = true } (hook records kept in memory,
+# written to the spool only if they must stay; docs/spool.md section 12);
+# "all_deferred_none", "all_deferred_single" and "all_deferred_batched"
+# also set deferred_spool = true on the ESMTP listener (the mail itself is
+# kept in memory until its first attempt fails: no spool write at all on
+# the happy path).
+# Each mail makes two hooked records (Reception, Delivery). Rounds alternate
+# the relays in $RELAYS order ($ROUNDS each), each smtp-source -s $SESSIONS -m $N
 # -l $SIZE; mail msg/s = N / time until the sink counted them all; records/s
 # = 2N / time until the receiver counted them all (both from the first
 # SMTP connection). The receiver is Python's ThreadingHTTPServer (HTTP/1.1
@@ -27,7 +34,10 @@
 #
 #   bench/log-hooks.sh [N] [SIZE]          (defaults 5000 mails, 1024 bytes)
 #
-# Environment: KUMOD (build/kumod), SESSIONS (10), CONNECTIONS (10: SMTP
+# Environment: KUMOD (build/kumod), RELAYS ("none single batched
+# single_deferred batched_deferred all_deferred_none all_deferred_single
+# all_deferred_batched"; none is always started), DRAIN_RELAYS
+# ("single batched"; empty: no drain), SESSIONS (10), CONNECTIONS (10: SMTP
 # out), HOOK_CONNECTIONS (32: concurrent hook requests), BATCH (100),
 # ROUNDS (2), DRAIN_N (N), DRAIN_TIMEOUT (120), TMPDIR (/tmp). Bounded: each smtp-source
 # under timeout, every wait under DRAIN_TIMEOUT.
@@ -44,6 +54,8 @@ BATCH=${BATCH:-100}
 ROUNDS=${ROUNDS:-2}
 DRAIN_N=${DRAIN_N:-$N}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
+RELAYS=${RELAYS:-none single batched single_deferred batched_deferred all_deferred_none all_deferred_single all_deferred_batched}
+DRAIN_RELAYS=${DRAIN_RELAYS-single batched}
 SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 for bin in "$KUMOD" "$SMTP_SOURCE" "$SMTP_SINK" /usr/bin/python3 /usr/bin/curl; do
@@ -117,17 +129,29 @@ wait_recv() { # path target -> 0 when the receiver counted target records in tim
 	done
 }
 
-start_relay() { # name batch(0: no hook) -> sets PORT_<name>, HTTP_<name>, PID_<name>
-	local name=$1 batch=$2 port http dir=$WORK/$1 hook=""
+relay_batch() { # name -> the hook's batch size (0: no hook)
+	case $1 in
+	none | all_deferred_none) echo 0 ;;
+	single | single_deferred | all_deferred_single) echo 1 ;;
+	batched | batched_deferred | all_deferred_batched) echo "$BATCH" ;;
+	*) echo "unknown relay '$1' (RELAYS)" >&2; exit 2 ;;
+	esac
+}
+
+start_relay() { # name -> sets PORT_<name>, HTTP_<name>, PID_<name>
+	local name=$1 batch port http dir=$WORK/$1 hook="" params="" listener=""
+	batch=$(relay_batch "$name")
 	port=$(free_port)
 	http=$(free_port)
 	mkdir -p "$dir"
+	case $name in *_deferred | all_deferred_*) params="log_parameters = { deferred_spool = true }," ;; esac
+	case $name in all_deferred_*) listener="deferred_spool = true," ;; esac
 	if [ "$batch" -gt 1 ]; then
-		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench',
+		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench', $params
 	url = 'http://127.0.0.1:$RECV_PORT/$name', batch_size = $batch, min_batch_size = $batch,
 	max_batch_latency = '200ms' })"
 	elif [ "$batch" = 1 ]; then
-		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench',
+		hook="require('policy-extras.log_hooks'):new_json({ name = 'bench', $params
 	url = 'http://127.0.0.1:$RECV_PORT/$name' })"
 	fi
 	cat >"$dir/policy.lua" <<EOF
@@ -139,7 +163,7 @@ kumo.on('init', function()
 	kumo.define_spool({ name = 'meta', path = '$dir/spool/meta' })
 	kumo.configure_local_logs({ log_dir = '$dir/logs' })
 	kumo.start_esmtp_listener({ listen = '127.0.0.1:$port', hostname = 'localhost',
-		relay_hosts = { '127.0.0.1' } })
+		relay_hosts = { '127.0.0.1' }, $listener })
 	kumo.start_http_listener({ listen = '127.0.0.1:$http', trusted_hosts = { '127.0.0.1' } })
 end)
 kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
@@ -164,14 +188,15 @@ EOF
 	printf -v "PID_$name" %s "$pid"
 }
 
-start_relay none 0
-start_relay single 1
-start_relay batched "$BATCH"
-
-TOTAL=0
+list=none
+for name in $RELAYS; do [ "$name" = none ] || list="$list $name"; done
+RELAYS=$list
 declare -A RECS
-RECS[single]=0
-RECS[batched]=0
+for name in $RELAYS; do
+	start_relay "$name"
+	RECS[$name]=0
+done
+TOTAL=0
 run() { # name count -> "mail_msgs/s records/s kumod_cpu_us_per_mail receiver_cpu_s"
 	local name=$1 n=$2 port pid t0 t1 t2 c0 c1 r0 r1
 	port=PORT_$name
@@ -185,7 +210,7 @@ run() { # name count -> "mail_msgs/s records/s kumod_cpu_us_per_mail receiver_cp
 	wait_sink "$TOTAL"
 	t1=$(now)
 	t2=$t1
-	if [ "$name" != none ]; then
+	if [ "$(relay_batch "$name")" != 0 ]; then
 		RECS[$name]=$((RECS[$name] + 2 * n))
 		wait_recv "$name" "${RECS[$name]}"
 		t2=$(now)
@@ -193,28 +218,33 @@ run() { # name count -> "mail_msgs/s records/s kumod_cpu_us_per_mail receiver_cp
 	c1=$(cpu_ticks "${!pid}")
 	r1=$(cpu_ticks "$RECV_PID")
 	awk -v n="$n" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v c="$((c1 - c0))" -v r="$((r1 - r0))" \
-		-v hz="$CLK_TCK" -v hooked="$([ "$name" = none ] && echo 0 || echo 1)" \
+		-v hz="$CLK_TCK" -v hooked="$([ "$(relay_batch "$name")" = 0 ] && echo 0 || echo 1)" \
 		'BEGIN { printf "%.0f %s %.0f %.1f\n", n / (t1 - t0), hooked ? sprintf("%.0f", 2 * n / (t2 - t0)) : "-",
 			c / hz / n * 1e6, r / hz }'
 }
 
 # warm-up (unmeasured): connections, spool files, the hook queues
-for name in none single batched; do
+for name in $RELAYS; do
 	run "$name" $((SESSIONS * 20)) >/dev/null
 done
 
 echo "## Log hooks while relaying: $N mails of $SIZE bytes per round (2 records each), $SESSIONS sessions"
 echo
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores, shared with other jobs)"
+echo
 echo "| round | relay | mail msg/s | hook records/s | kumod CPU µs/mail | receiver CPU s |"
 echo "|---|---|---|---|---|---|"
 for r in $(seq "$ROUNDS"); do
-	for name in none single batched; do
+	for name in $RELAYS; do
 		read -r m rec cpu rcpu < <(run "$name" "$N")
 		label=$name
-		[ "$name" = batched ] && label="batched ($BATCH)"
+		case $name in *batched*) label="$name ($BATCH)" ;; esac
 		echo "| $r | $label | $m | $rec | $cpu | $rcpu |"
 	done
 done
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
 
 # --- drain: the hook's ceiling ------------------------------------------------
 held() { # http-port -> records waiting in the scheduled queue bench.log_hook
@@ -264,9 +294,9 @@ echo "## Draining a backlog of $((2 * DRAIN_N)) hook records while relaying $DRA
 echo
 echo "| relay | drain records/s | mail msg/s meanwhile |"
 echo "|---|---|---|"
-for name in single batched; do
+for name in $DRAIN_RELAYS; do
 	label=$name
-	[ "$name" = batched ] && label="batched ($BATCH)"
+	case $name in batched*) label="$name ($BATCH)" ;; esac
 	read -r d m < <(drain "$name")
 	echo "| $label | $d | $m |"
 done

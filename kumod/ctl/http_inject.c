@@ -292,6 +292,7 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req)
 		if (m)
 			t->msgs[t->n++] = m;
 	}
+	int deferred = q.deferred_spool;
 	inject_req_free(&q);
 	if (!t->n) {
 		txn_answer(t);
@@ -304,7 +305,10 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req)
 	t->pending = t->n + 1; /* held until every store is issued */
 	for (size_t i = 0; i < t->n; i++) {
 		t->slots[i] = (struct inject_slot){t, i};
-		spool_store(t->msgs[i], stored_cb, &t->slots[i]);
+		if (deferred) /* the client's choice: kept in memory until it must stay */
+			spool_store_deferred(t->msgs[i], stored_cb, &t->slots[i]);
+		else
+			spool_store(t->msgs[i], stored_cb, &t->slots[i]);
 	}
 	if (--t->pending == 0)
 		txn_complete(t);

@@ -32,6 +32,7 @@ struct loghook {
 	struct hook_rt *rt;
 	size_t nrt;
 	size_t back_pressure;
+	int deferred_spool;
 	struct loghook *next;
 };
 
@@ -227,7 +228,10 @@ static void hook_one(struct loghook *h, const struct logrec_event *ev, json_t *r
 	H.st.queued++;
 	H.st.pending++;
 	KTRACE(loghook_record, h->name, type, m->id, "queued");
-	spool_store(m, stored_cb, m);
+	if (h->deferred_spool)
+		spool_store_deferred(m, stored_cb, m);
+	else
+		spool_store(m, stored_cb, m);
 }
 
 /* A disposition hook sees the record as emitted, with the message (still
@@ -317,6 +321,7 @@ int loghook_add(const struct loghook_cfg *cfg, char *err, size_t errlen)
 		}
 	}
 	h->back_pressure = cfg->back_pressure ? cfg->back_pressure : LOGHOOK_DEFAULT_BACK_PRESSURE;
+	h->deferred_spool = cfg->deferred_spool;
 	if (H.tail)
 		H.tail->next = h;
 	else

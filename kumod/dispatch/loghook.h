@@ -30,6 +30,8 @@ struct loghook_cfg {
 	const struct loghook_record_cfg *per_record;
 	size_t nper_record;
 	size_t back_pressure; /* max records waiting for the spool; 0: 128000 */
+	int deferred_spool;   /* 1: records kept in memory until they must stay
+			       * (spool_store_deferred) */
 };
 
 /* Adds a hook (copied; templates compiled). -1 with err for a duplicate

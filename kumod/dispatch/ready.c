@@ -463,7 +463,7 @@ static void outcome_delivered(struct qmsg *qm, struct ready_queue *rq,
 				  (double)latency_ns / 1e9);
 	log_outcome("Delivery", qm, rq, rep, addr, host, c);
 	rq->delivered++;
-	spool_remove(qm->m->id, NULL, NULL);
+	spool_discard(qm->m);
 	queue_done(qm);
 }
 
@@ -475,7 +475,7 @@ static void outcome_bounce(struct qmsg *qm, struct ready_queue *rq, const struct
 	log_outcome("Bounce", qm, rq, rep, addr, host, c);
 	if (rq)
 		rq->failed++;
-	spool_remove(qm->m->id, NULL, NULL);
+	spool_discard(qm->m);
 	queue_done(qm);
 }
 
@@ -591,14 +591,15 @@ static int outcome_batch(struct qmsg *qm, struct ready_queue *rq,
 	free(oc);
 	if (!nkeep) {
 		free(keep);
-		spool_remove(m->id, NULL, NULL);
+		spool_discard(m);
 		queue_done(qm);
 		return 1;
 	}
 	KTRACE(batch_split, m->id, rq->name, (uint64_t)n, (uint64_t)(n - nkeep), (uint64_t)nkeep);
 	message_retain_recipients(m, keep);
 	free(keep);
-	spool_update_meta(m, batch_meta_saved, xstrdup(m->id));
+	if (!m->spool_deferred || m->spool_saving) /* else written with the requeue */
+		spool_update_meta(m, batch_meta_saved, xstrdup(m->id));
 	/* r (the client's result) stays valid until on_done returns */
 	struct outcome_reply rep = rcpt_reply(r, kept_first);
 	if (!rep.code)

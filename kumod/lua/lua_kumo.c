@@ -610,6 +610,8 @@ static void listener_key(lua_State *L, const char *k, void *ctx)
 		each_key(L, -1, what, trace_headers_key, cfg);
 	} else if (strcmp(k, "data_buffer_size") == 0) {
 		check_size(L, -1, what); /* accepted; reads are sized by the io layer */
+	} else if (strcmp(k, "deferred_spool") == 0) {
+		cfg->deferred_spool = check_bool(L, -1, what);
 	} else if (strcmp(k, "auth_without_tls") == 0) {
 		cfg->auth_without_tls = check_bool(L, -1, what);
 	} else if (strcmp(k, "max_connections_per_client") == 0) {

@@ -108,10 +108,11 @@ static int l_configure_log_hook(lua_State *L)
 						  "positive");
 			cfg.back_pressure = (size_t)bp;
 		} else if (strcmp(k, "deferred_spool") == 0) {
-			if (lua_toboolean(L, v))
-				return luaL_error(
-				    L, "kumo.configure_log_hook: deferred_spool = true is "
-				       "not implemented yet (records are spooled)");
+			if (!lua_isboolean(L, v))
+				return luaL_error(L,
+						  "kumo.configure_log_hook: deferred_spool must be "
+						  "a boolean");
+			cfg.deferred_spool = lua_toboolean(L, v);
 		} else {
 			return lua_api__unknown_key(L, "configure_log_hook", k, NULL, 0);
 		}

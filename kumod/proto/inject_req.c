@@ -193,6 +193,7 @@ static int check_options(json_t *j, struct inject_req *q, char *err, size_t errl
 	json_t *ds = json_object_get(j, "deferred_spool");
 	if (ds && !json_is_boolean(ds))
 		return bad(err, errlen, "deferred_spool must be a boolean");
+	q->deferred_spool = ds && json_is_true(ds);
 	json_t *th = json_object_get(j, "trace_headers");
 	if (th && !json_is_object(th))
 		return bad(err, errlen, "trace_headers must be an object");

@@ -26,6 +26,7 @@ struct inject_req {
 	json_t *recipients; /* non-empty array of objects with a valid "email" */
 	json_t *subst;	    /* object or NULL */
 	int dialect_static; /* template_dialect "Static": no substitution */
+	int deferred_spool; /* deferred_spool: true (kept in memory until it must stay) */
 };
 
 /* Validates the request object j (takes a new reference on success). 0,

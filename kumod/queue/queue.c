@@ -500,6 +500,7 @@ static void qload_start(struct qmsg *qm, int bounce, const char *reason);
 static void shrink_later(struct message *m);
 static void admin_bounce_reason(struct qmsg *qm, const char *reason);
 static void schedule(struct qmsg *qm, uint64_t due, const char *reason);
+static void defer_save(struct message *m, const char *why);
 static struct admin_bounce *bounce_for(const struct sched_queue *q);
 static void admin_bounce_one(struct qmsg *qm, struct admin_bounce *b);
 static void suspend_hold(struct qmsg *qm, const struct suspend_entry *e, uint64_t now);
@@ -584,6 +585,7 @@ static void due_one(struct qmsg *qm, uint64_t now)
 		/* nothing can deliver yet: keep it, try again later */
 		qm->due_ms = now + 1000;
 		heap_push(qm);
+		defer_save(qm->m, "NoRouter");
 	}
 }
 
@@ -675,7 +677,7 @@ static void admin_bounce_reason(struct qmsg *qm, const char *reason)
 	logrec_log("AdminBounce", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
 	KTRACE(queue_admin_bounce, qm->m->id, qm->q->name, reason);
 	MSG_TIMELINE(qm->m->id, "AdminBounce", "%s", reason);
-	spool_remove(qm->m->id, NULL, NULL);
+	spool_discard(qm->m);
 	queue_done(qm);
 }
 
@@ -781,6 +783,7 @@ static void suspend_hold(struct qmsg *qm, const struct suspend_entry *e, uint64_
 	qm->due_ms = e->expires_ms;
 	heap_push(qm);
 	queue_update_phase(qm->q);
+	defer_save(qm->m, "Suspended");
 	shrink_later(qm->m);
 }
 
@@ -1008,6 +1011,26 @@ static void shrink_later(struct message *m)
 		uv_timer_start(&Q.shrink_timer, shrink_cb, 0, 0);
 }
 
+/* --- deferred spooling (docs/spool.md, "Deferred spooling") ------------------------ */
+
+/* A deferred message was written: its body may now leave memory like any
+ * scheduled message's. */
+static void defer_saved(struct message *m, int err)
+{
+	const struct qmsg *qm = err ? NULL : queue_find_message(m->id);
+	if (qm && qm->m == m && qm->heap_idx != SIZE_MAX)
+		shrink_later(m);
+}
+
+/* m stays queued beyond its first attempt (or beyond this process): a
+ * message accepted with deferred_spool is written to the spool now, as
+ * KumoMTA saves it when it goes to the delayed queue. */
+static void defer_save(struct message *m, const char *why)
+{
+	if (m->spool_deferred)
+		spool_save_deferred(m, why, defer_saved);
+}
+
 static void qload_done(void *ctx, int err, const char *why)
 {
 	struct qload *l = ctx;
@@ -1086,6 +1109,8 @@ static void schedule(struct qmsg *qm, uint64_t due, const char *reason)
 	queue_update_phase(qm->q);
 	if (qm->heap_idx == 0)
 		queue_arm();
+	if (due > now)
+		defer_save(qm->m, reason);
 	shrink_later(qm->m);
 }
 
@@ -1102,7 +1127,7 @@ static void queue_expire(struct qmsg *qm, uint64_t next_delay_ms)
 	logrec_log("Expiration", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
 	KTRACE(queue_expire, qm->m->id, qm->q->name, (int32_t)qm->m->attempts);
 	MSG_TIMELINE(qm->m->id, "Expiration", "after %d attempts", (int)qm->m->attempts);
-	spool_remove(qm->m->id, NULL, NULL);
+	spool_discard(qm->m);
 	queue_done(qm);
 }
 
@@ -1128,7 +1153,7 @@ static void queue_expire_scheduled(struct qmsg *qm, uint64_t due, const struct s
 	struct logrec_response resp = {.code = 551, .enhanced = "5.4.7", .content = text};
 	logrec_log("Expiration", qm->m, NULL, &resp, NULL, qm->q->name, NULL, NULL, NULL, NULL);
 	KTRACE(queue_expire, qm->m->id, qm->q->name, (int32_t)qm->m->attempts);
-	spool_remove(qm->m->id, NULL, NULL);
+	spool_discard(qm->m);
 	queue_done(qm);
 }
 
@@ -1257,12 +1282,18 @@ void queue_requeue(struct qmsg *qm, const char *reason, int increment, const cha
 		queue_expire_scheduled(qm, due, &ss);
 		return;
 	}
+	if (increment)
+		defer_save(qm->m, "TransientFailure");
 	schedule(qm, due, reason);
 }
 
 void queue_done(struct qmsg *qm)
 {
 	struct sched_queue *q = qm->q;
+	/* leaves memory without an outcome (shutdown): a deferred message is
+	 * written first, so it is delivered after the restart */
+	if (qm->m->spool_deferred && !qm->m->spool_gone)
+		spool_save_deferred(qm->m, "Shutdown", NULL);
 	idx_del(qm);
 	if (qm->q_prev)
 		qm->q_prev->q_next = qm->q_next;

@@ -86,7 +86,9 @@ void queue_set_router(queue_router_fn fn);
 void queue_requeue(struct qmsg *qm, const char *reason, int increment, const char *why_code,
 		   const char *why_text);
 /* The message left the system (delivered or bounced): frees qm. The
- * caller already logged and removed it from the spool. */
+ * caller already logged it and called spool_discard. Called without
+ * spool_discard (shutdown: the message stays queued), a message accepted
+ * with deferred_spool and not yet written is written to the spool first. */
 void queue_done(struct qmsg *qm);
 
 const char *queue_name(const struct sched_queue *q);

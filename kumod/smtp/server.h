@@ -35,6 +35,7 @@ struct smtp_listener_config {
 	char **trace_meta_names; /* trace_headers.include_meta_names */
 	size_t ntrace_meta_names;
 	int batch_by_domain;  /* batch_handling: 0 BifurcateAlways, 1 BatchByDomain */
+	int deferred_spool;   /* 1: acknowledge without a spool write (spool_store_deferred) */
 	int auth_without_tls; /* ours: offer AUTH before STARTTLS (loopback testing) */
 	/* Abuse limits (docs/limits.md). Per client IP; relay_hosts are exempt
 	 * unless smtp_server_connection_accepted sets the meta key

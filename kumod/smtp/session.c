@@ -1362,8 +1362,12 @@ static void rx_spool(struct smtp_session *s, struct smtp_rx_txn *t)
 	t->pending = t->n;
 	t->started_ns = clock_mono_ns();
 	task_set_phase(s->task, "Spooling", "spool");
-	for (size_t i = 0; i < t->n; i++)
-		spool_store(t->msgs[i], rx_stored_cb, t);
+	for (size_t i = 0; i < t->n; i++) {
+		if (s->l->cfg.deferred_spool) /* the policy's choice: kept in memory */
+			spool_store_deferred(t->msgs[i], rx_stored_cb, t);
+		else
+			spool_store(t->msgs[i], rx_stored_cb, t);
+	}
 }
 
 /* The transaction stays attached to the session while it waits for the

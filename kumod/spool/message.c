@@ -303,7 +303,7 @@ int message_data_resident(const struct message *m)
 
 int message_shrink_data(struct message *m)
 {
-	if (m->data_shrunk || !m->data_stored)
+	if (m->data_shrunk || !m->data_stored || m->spool_deferred)
 		return 0;
 	m->data_shrunk_len = message_data_len(m);
 	buf_free(&m->data);

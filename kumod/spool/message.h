@@ -52,6 +52,13 @@ struct message {
 	 * readers call message_load_spill first. Dropped by the shrink after
 	 * the store, by message_set_data and by message_load_spill. */
 	struct message_spill *spill;
+	/* Deferred spooling (KumoMTA's deferred_spool; docs/spool.md,
+	 * "Deferred spooling"), loop thread only: spool_deferred is 1 while the
+	 * message was accepted without a spool write and lives only in memory;
+	 * spool_saving while spool_save_deferred's store is in flight;
+	 * spool_gone once the message left the system (spool_discard), so a
+	 * save in flight is followed by the removal and nothing saves it again. */
+	unsigned char spool_deferred, spool_saving, spool_gone;
 };
 
 /* New message with a fresh id, one reference. */

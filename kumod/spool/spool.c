@@ -1353,6 +1353,7 @@ void spool_close(void)
 		return;
 	S.open = 0;
 	S.closing = 1;
+	spool__defer_close();
 	maybe_finish_close();
 }
 

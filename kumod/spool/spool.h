@@ -106,6 +106,31 @@ void spool_update_meta(struct message *m, spool_cb cb, void *ctx);
  * existed). cb may be NULL. */
 void spool_remove(const char *id, spool_cb cb, void *ctx);
 
+/* Deferred spooling (KumoMTA's deferred_spool; docs/spool.md, "Deferred
+ * spooling"): the caller's explicit choice to acknowledge m without a spool
+ * write. The spool must be open, as for spool_store. m is checked as
+ * spool_store would check it (a message it would refuse, -EINVAL for an
+ * invalid id, no recipient or a non-UTF-8 address, goes through spool_store
+ * and fails there); otherwise m is marked spool_deferred and cb(ctx, 0)
+ * runs on a later loop iteration (never from inside the call; at shutdown,
+ * once the loop's handles are closed, m takes the durable path instead). The message then exists
+ * only in memory: a crash or kill -9 loses it. Whoever keeps it beyond its first attempt calls
+ * spool_save_deferred; whoever ends it calls spool_discard. */
+void spool_store_deferred(struct message *m, spool_cb cb, void *ctx);
+/* Writes a deferred message to the spool now (data and meta, as
+ * spool_store) because it must stay: why names the cause for the trace and
+ * the timeline ("TransientFailure", "Shutdown", ...). Returns 1 when a save
+ * started, 0 when m is not deferred or a save is already in flight, -ENOENT
+ * without an open spool (logged: the message stays in memory only). done
+ * (may be NULL) runs on the loop thread after the save, err 0 or -errno;
+ * on error m stays deferred (a later spool_save_deferred tries again). */
+int spool_save_deferred(struct message *m, const char *why,
+			void (*done)(struct message *m, int err));
+/* The message left the system (delivered, bounced, expired): removes its
+ * spool files (spool_remove); nothing for a deferred message never written;
+ * after the save for one whose save is in flight. Marks m spool_gone. */
+void spool_discard(struct message *m);
+
 /* A temporary file for a body streamed during reception (docs/spool.md,
  * "Streamed bodies"): unnamed (O_TMPFILE, else created and unlinked at once)
  * in the data spool's new/ directory, so it is on the spool's file system

@@ -98,6 +98,8 @@ void spool__bucket_now(char out[SPOOL_BUCKET_LEN + 1]);
 
 /* Meta JSON (loop thread): NULL with *why set when m cannot be stored. */
 char *spool__meta_encode(const struct message *m, size_t *len, const char **why);
+/* spool_close: closes the deferred spooling timer (spool_defer.c). */
+void spool__defer_close(void);
 /* Worker threads: reads and validates both files of id. Returns 0 and a new
  * message, or a negative errno with a reason ("meta file: checksum
  * mismatch"); -ENOENT when the meta file does not exist. */

@@ -170,8 +170,8 @@ IGNORED_BEFORE = [
      "'smtp_server_message_received'?); a custom event name (a filter_event, a custom_lua "
      "constructor) must not look like a KumoMTA event"),
     ("kumo.on('init', function() kumo.start_esmtp_listener{ listen = '127.0.0.1:0', "
-     "deferred_spool = true } end)",
-     "start_esmtp_listener: 'deferred_spool' is a KumoMTA option that kumod does not "
+     "deferred_queue = true } end)",
+     "start_esmtp_listener: 'deferred_queue' is a KumoMTA option that kumod does not "
      "implement yet"),
     ("kumo.on('init', function() kumo.make_listener_domain{ log_oob = 'Sometimes' } end)",
      "make_listener_domain: log_oob: expected a boolean value or one of 'Ignore', "

@@ -185,3 +185,23 @@ TEST_IMPL(inject_req_builder)
 	buf_free(&m);
 	inject_req_free(&q);
 }
+
+/* deferred_spool: false unless the request says true. */
+TEST_IMPL(inject_req_deferred_spool)
+{
+	static const struct {
+		const char *in;
+		int want;
+	} cases[] = {
+	    {"{" BASE ",\"content\":\"x\"}", 0},
+	    {"{" BASE ",\"content\":\"x\",\"deferred_spool\":false}", 0},
+	    {"{" BASE ",\"content\":\"x\",\"deferred_spool\":true}", 1},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct inject_req q;
+		char err[INJECT_REQ_MAX_ERROR];
+		ASSERT_EQ(parse(cases[i].in, &q, err, sizeof(err)), 0);
+		ASSERT_EQ(q.deferred_spool, cases[i].want);
+		inject_req_free(&q);
+	}
+}

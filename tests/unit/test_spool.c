@@ -1187,3 +1187,91 @@ TEST_IMPL(spool_spill_refused_for_rocksdb)
 	ASSERT_EQ(uv_loop_close(&loop), 0);
 	rm_rf(dir);
 }
+
+/* --- deferred spooling (spool_defer.c) ------------------------------------------ */
+
+static void on_saved(struct message *m, int err)
+{
+	(void)m;
+	ASSERT_EQ(err, 0);
+}
+
+/* Accepted without a write, acknowledged on a later loop iteration; never
+ * shrunk; discarded without touching the disk, or saved (once) and then
+ * recovered; discarded during its save: removed once the save completed. */
+TEST_IMPL(spool_deferred_lifecycle)
+{
+	setup();
+	open_spool(1);
+	struct message *m[3];
+	make_msgs(m, 3, 300);
+	struct results r = {0};
+	for (int i = 0; i < 3; i++)
+		spool_store_deferred(m[i], on_done, &r);
+	ASSERT_EQ(r.done, 0); /* never from inside the call */
+	while (r.done < 3)
+		uv_run(&loop, UV_RUN_ONCE);
+	for (int i = 0; i < 3; i++) {
+		ASSERT_EQ(r.err[i], 0);
+		ASSERT_EQ(m[i]->spool_deferred, 1);
+		ASSERT_EQ(message_shrink_data(m[i]), 0); /* the only copy of the body */
+	}
+	char p[256];
+	file_path(p, sizeof(p), meta_path, m[0]->id);
+	struct spool_stats st;
+	spool_get_stats(&st);
+	ASSERT_EQ(st.stored, 0);
+
+	spool_discard(m[0]); /* delivered at once: no file, no removal */
+	ASSERT_EQ(m[0]->spool_gone, 1);
+	ASSERT_EQ(spool_save_deferred(m[0], "TransientFailure", on_saved), 0);
+
+	ASSERT_EQ(spool_save_deferred(m[1], "TransientFailure", on_saved), 1);
+	ASSERT_EQ(spool_save_deferred(m[1], "TransientFailure", on_saved), 0); /* in flight */
+	ASSERT_EQ(spool_save_deferred(m[2], "Shutdown", on_saved), 1);
+	spool_discard(m[2]); /* its outcome arrives while the save is in flight */
+	while (m[1]->spool_saving || m[2]->spool_saving)
+		uv_run(&loop, UV_RUN_ONCE);
+	ASSERT_EQ(m[1]->spool_deferred, 0);
+	ASSERT_EQ(m[1]->data_stored, 1);
+	uv_run(&loop, UV_RUN_NOWAIT);
+	spool_get_stats(&st);
+	while (st.removed < 1) { /* m[2]'s removal follows its save */
+		uv_run(&loop, UV_RUN_ONCE);
+		spool_get_stats(&st);
+	}
+	ASSERT_EQ(st.stored, 2);
+	ASSERT_EQ(st.removed, 1);
+	ASSERT(!exists(p));
+	file_path(p, sizeof(p), meta_path, m[2]->id);
+	ASSERT(!exists(p));
+	ASSERT_EQ(message_shrink_data(m[1]), 1); /* stored now: may leave memory */
+
+	close_spool(); /* a restart */
+	open_spool(1);
+	struct collected c;
+	recover(&c);
+	ASSERT_EQ(c.loaded, 1);
+	ASSERT(find(&c, m[1]->id) != NULL);
+	collected_free(&c);
+	unref_msgs(m, 3);
+	teardown();
+}
+
+/* A message the spool could not write later is refused at once. */
+TEST_IMPL(spool_deferred_refuses_what_it_could_not_save)
+{
+	setup();
+	open_spool(1);
+	struct message *m = message_new();
+	message_set_sender(m, "a@example.com");
+	message_set_data(m, "x", 1); /* no recipient */
+	struct results r = {0};
+	spool_store_deferred(m, on_done, &r);
+	while (r.done < 1)
+		uv_run(&loop, UV_RUN_ONCE);
+	ASSERT_EQ(r.err[0], -EINVAL);
+	ASSERT_EQ(m->spool_deferred, 0);
+	message_unref(m);
+	teardown();
+}
