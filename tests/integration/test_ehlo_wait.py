@@ -25,7 +25,7 @@ def dns():
 POLICY = r"""
 kumo.on('init', function()
   kumo.dns.configure_resolver { name_servers = { os.getenv 'DNS' } }
-  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', client_timeout = os.getenv 'CT' or '60s' }
 end)
 kumo.on('smtp_server_ehlo', function(domain, conn_meta, extensions)
   if domain == 'wait.test' then
@@ -138,6 +138,23 @@ def test_commands_sent_while_ehlo_waits_are_answered_after_it(k, dns):
         assert reply(c) == (250, ["OK"])
         c.sendall(b"QUIT\r\n")
         assert reply(c)[0] == 221
+
+
+def test_idle_timeout_does_not_end_a_waiting_ehlo(kumod, dns):
+    """The client waits: with a 1 s client_timeout an idle session is closed, while one
+    whose EHLO handler waits longer than that gets its 250."""
+    k = kumod(POLICY, env=console_env(DNS=dns.server, CT="1s"))
+    with greeted(k.smtp_port) as c:
+        c.sendall(b"EHLO wait.test\r\n")
+        until(lambda: dns.count(0, HELD, "TXT"), "the held query")
+        # idle's timer starts after c's EHLO: had c's run, its 421 would come first
+        with greeted(k.smtp_port) as idle:
+            code, text = reply(idle)  # blocks until kumod's idle timer fires
+            assert (code, text[0].endswith("idle too long")) == (421, True), (code, text)
+        assert silent(c)
+        dns.release()
+        code, lines = reply(c)
+        assert code == 250 and lines[-1] == "X-WAITED held answer", lines
 
 
 def test_helo_waits_too(k, dns):
