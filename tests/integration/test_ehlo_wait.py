@@ -78,7 +78,15 @@ def k(kumod, dns):
     k = kumod(POLICY, env=console_env(DNS=dns.server), args=["--tokio-console"])
     k.wait_for("console listener on")
     k.console_port = k.listeners["console"][0][1]
-    return k
+    yield k
+    # under ASan (KUMOD_BIN=build/address/kumod) every test ends with a clean exit
+    assert k.stop() == 0
+    assert_no_sanitizer_report(k)
+
+
+def assert_no_sanitizer_report(k):
+    err = k.stderr()
+    assert "AddressSanitizer" not in err and "LeakSanitizer" not in err, err
 
 
 def greeted(port):
@@ -155,6 +163,8 @@ def test_idle_timeout_does_not_end_a_waiting_ehlo(kumod, dns):
         dns.release()
         code, lines = reply(c)
         assert code == 250 and lines[-1] == "X-WAITED held answer", lines
+    assert k.stop() == 0
+    assert_no_sanitizer_report(k)
 
 
 def test_helo_waits_too(k, dns):
@@ -249,5 +259,4 @@ def test_client_disconnect_while_ehlo_waits(k, dns):
         until(lambda: dns.count(m, "held2.test", "TXT"), "the second held query")
         assert k.stop() == 0
         assert c3.f.readline().startswith(b"421 ")
-    err = k.stderr()
-    assert "AddressSanitizer" not in err and "LeakSanitizer" not in err, err
+    assert_no_sanitizer_report(k)
