@@ -379,6 +379,17 @@ static void helo_reply(struct smtp_session *s, const struct policy_result *r, co
 
 static void cmd_policy_done(void *arg, const struct policy_result *r);
 
+/* A command's handler waits. Input already buffered behind the command
+ * stops reading (it is answered after it, even if the client then
+ * half-closed); with none, reading goes on, so that a client closing
+ * meanwhile abandons the call (session_on_data stops at the first bytes). */
+static void session_wait_command(struct smtp_session *s, const char *event)
+{
+	if (buf_avail(&s->conn.in))
+		conn_pause_read(&s->conn);
+	task_set_phase(s->task, event, "policy");
+}
+
 /* smtp_server_ehlo; its handler may wait (kumo.dns, kumo.http, a Redis
  * throttle): the reply is sent when it returns, as for MAIL and RCPT. */
 static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
@@ -404,7 +415,7 @@ static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 		s->wait_verb = cmd->verb;
 		s->wait_sender = wait_domain;
 		s->wait_ext = ext;
-		task_set_phase(s->task, "smtp_server_ehlo", "policy");
+		session_wait_command(s, "smtp_server_ehlo");
 		return;
 	}
 	free(wait_domain);
@@ -485,7 +496,7 @@ static void cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 		s->wait_sender = wait_sender;
 		s->wait_size_hint = cmd->has_size ? cmd->size : 0;
 		s->wait_smtputf8 = cmd->smtputf8;
-		task_set_phase(s->task, "smtp_server_mail_from", "policy");
+		session_wait_command(s, "smtp_server_mail_from");
 		return;
 	}
 	free(wait_sender);
@@ -515,7 +526,7 @@ static void cmd_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 				      (void *)(uintptr_t)s->id, &s->cmd_call)) {
 		s->wait_verb = SMTP_VERB_RCPT;
 		s->wait_sender = wait_rcpt;
-		task_set_phase(s->task, "smtp_server_rcpt_to", "policy");
+		session_wait_command(s, "smtp_server_rcpt_to");
 		return;
 	}
 	free(wait_rcpt);

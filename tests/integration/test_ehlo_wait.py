@@ -7,6 +7,7 @@ controls. The EHLO domain chooses what the handler does. (A Redis throttle in EH
 test_redis_throttles.py.)"""
 
 import smtplib
+import socket
 import threading
 
 import pytest
@@ -165,6 +166,22 @@ def test_idle_timeout_does_not_end_a_waiting_ehlo(kumod, dns):
         assert code == 250 and lines[-1] == "X-WAITED held answer", lines
     assert k.stop() == 0
     assert_no_sanitizer_report(k)
+
+
+def test_half_closed_client_gets_its_replies(k, dns):
+    """A client that sends QUIT while EHLO waits and then shuts its side down is still
+    answered, in order: reading stopped at its QUIT, so the end of its input is seen only
+    after the handler returned."""
+    with greeted(k.smtp_port) as c:
+        c.sendall(b"EHLO wait.test\r\n")
+        until(lambda: dns.count(0, HELD, "TXT"), "the held query")
+        c.sendall(b"QUIT\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        assert silent(c)
+        dns.release()
+        code, lines = reply(c)
+        assert code == 250 and lines[-1] == "X-WAITED held answer", lines
+        assert reply(c)[0] == 221
 
 
 def test_helo_waits_too(k, dns):
