@@ -57,7 +57,8 @@ void policy_smtp_connection_accepted(json_t *conn_meta, struct policy_result *r)
  * is the JSON array of the extension lines kumod will advertise (passed as
  * a Lua list); when the handler returns a list, *out_ext gets it (a new
  * reference: each entry a printable ASCII line) and it replaces them. HELO
- * passes NULL for both. */
+ * passes NULL for both. (The session uses policy_smtp_ehlo_async; this
+ * one stays for --validate.) */
 void policy_smtp_ehlo(const char *domain, json_t *conn_meta, json_t *extensions, json_t **out_ext,
 		      struct policy_result *r);
 void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r);
@@ -86,6 +87,13 @@ int policy_smtp_mail_from_async(const char *sender, json_t *conn_meta, struct po
 				policy_done_fn done, void *arg, uint64_t *id);
 int policy_smtp_rcpt_to_async(const char *recipient, json_t *conn_meta, struct policy_result *r,
 			      policy_done_fn done, void *arg, uint64_t *id);
+/* smtp_server_ehlo, same contract: domain must live until done (or
+ * policy_cancel). extensions (EHLO: the array kumod will advertise; HELO:
+ * NULL) is held by the call; when a handler returns a list, the array's
+ * entries are replaced by it (printable ASCII lines) before the call
+ * completes with POLICY_OK, so the caller reads the reply's list there. */
+int policy_smtp_ehlo_async(const char *domain, json_t *conn_meta, json_t *extensions,
+			   struct policy_result *r, policy_done_fn done, void *arg, uint64_t *id);
 void policy_cancel(uint64_t id);
 
 /* should_enqueue_log_record(msg, hook_name) for a log hook's record

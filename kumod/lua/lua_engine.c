@@ -601,6 +601,10 @@ struct event_args {
 	uint64_t conn;	       /* custom_lua: the connection object's id */
 	struct message **msgs; /* custom_lua send_batch: the batch */
 	size_t nmsgs;
+	/* smtp_server_ehlo's extensions (EHLO only): pushed after conn_meta;
+	 * a handler's returned list replaces its entries (ext_set then) */
+	json_t *ext;
+	int ext_set;
 };
 
 static int push_conn_send(lua_State *co, void *ctx);
@@ -622,6 +626,10 @@ static int push_event_args(lua_State *co, void *ctx)
 	}
 	if (a->conn_meta) {
 		lua_conn_meta__push(co, a->conn_meta);
+		n++;
+	}
+	if (a->ext) {
+		lua_json__push(co, a->ext);
 		n++;
 	}
 	return n;
@@ -701,6 +709,7 @@ static void async_free(struct lua_async *a)
 	if (a->co && eng.L)
 		luaL_unref(eng.L, LUA_REGISTRYINDEX, a->co_ref); /* a suspended thread: collected */
 	json_decref(a->args.conn_meta);
+	json_decref(a->args.ext);
 	if (a->args.msg)
 		message_unref(a->args.msg);
 	for (size_t i = 0; i < a->args.nmsgs; i++)
@@ -769,6 +778,7 @@ static int dispatch_async(const char *event, push_fn push, take_fn take,
 	a->direct = direct;
 	a->args = *args;
 	json_incref(a->args.conn_meta);
+	json_incref(a->args.ext);
 	if (a->args.msg)
 		message_ref(a->args.msg);
 	if (args->nmsgs) { /* the caller's array may go away meanwhile */
@@ -1117,7 +1127,7 @@ int policy_smtp_connection_accepted_async(json_t *conn_meta, struct policy_resul
 }
 
 /* Event arguments followed by one JSON value (as a Lua value), when set:
- * smtp_server_ehlo's extensions, http_message_generated's auth_info. */
+ * http_message_generated's auth_info. */
 struct json_tail_args {
 	struct event_args a; /* first: push_event_args reads it */
 	json_t *tail;
@@ -1133,17 +1143,13 @@ static int push_json_tail_args(lua_State *co, void *ctx)
 	return n + 1;
 }
 
-struct ehlo_args {
-	struct json_tail_args t; /* first: push_json_tail_args reads it */
-	json_t **out;
-};
-
-/* nil keeps kumod's list; a list of printable ASCII strings replaces it. */
+/* nil keeps kumod's list; a list of printable ASCII strings replaces the
+ * entries of a->ext (in place: the caller holds the same array). */
 static int take_ehlo(lua_State *co, int nres, void *ctx, struct policy_result *r)
 {
-	struct ehlo_args *e = ctx;
+	struct event_args *a = ctx;
 	int idx = lua_gettop(co) - nres + 1;
-	if (!e->out || nres < 1 || lua_isnil(co, idx))
+	if (!a->ext || nres < 1 || lua_isnil(co, idx))
 		return 0;
 	const char *bad = NULL;
 	if (lua_type(co, idx) != LUA_TTABLE)
@@ -1174,23 +1180,34 @@ static int take_ehlo(lua_State *co, int nres, void *ctx, struct policy_result *r
 		KTRACE(lua_error, "smtp_server_ehlo", r->text);
 		return 1;
 	}
-	*e->out = list;
+	json_array_clear(a->ext);
+	json_array_extend(a->ext, list);
+	json_decref(list);
+	a->ext_set = 1;
 	return 1;
 }
 
 void policy_smtp_ehlo(const char *domain, json_t *conn_meta, json_t *extensions, json_t **out_ext,
 		      struct policy_result *r)
 {
-	struct ehlo_args e = {
-	    .t = {.a = {.str = {domain}, .nstr = 1, .conn_meta = conn_meta}, .tail = extensions},
-	    .out = out_ext};
+	struct event_args a = {.str = {domain},
+			       .nstr = 1,
+			       .conn_meta = conn_meta,
+			       .ext = extensions ? json_copy(extensions) : NULL};
 	if (out_ext)
 		*out_ext = NULL;
-	dispatch("smtp_server_ehlo", push_json_tail_args, take_ehlo, &e, r);
-	if (r->status != POLICY_OK && out_ext && *out_ext) {
-		json_decref(*out_ext);
-		*out_ext = NULL;
-	}
+	dispatch("smtp_server_ehlo", push_event_args, take_ehlo, &a, r);
+	if (r->status == POLICY_OK && out_ext && a.ext_set)
+		*out_ext = json_incref(a.ext);
+	json_decref(a.ext);
+}
+
+int policy_smtp_ehlo_async(const char *domain, json_t *conn_meta, json_t *extensions,
+			   struct policy_result *r, policy_done_fn done, void *arg, uint64_t *id)
+{
+	struct event_args a = {
+	    .str = {domain}, .nstr = 1, .conn_meta = conn_meta, .ext = extensions};
+	return dispatch_async("smtp_server_ehlo", push_event_args, take_ehlo, &a, r, done, arg, id);
 }
 
 void policy_smtp_mail_from(const char *sender, json_t *conn_meta, struct policy_result *r)

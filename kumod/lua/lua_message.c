@@ -16,6 +16,7 @@
 #include "proto/rfc5322.h"
 #include "proto/smtp_cmd.h"
 #include "queue/queue.h"
+#include "queue/tzdb.h"
 #include "proto/addr_list.h"
 #include "proto/sched_spec.h"
 #include "spool/message.h"
@@ -635,7 +636,7 @@ static int sched_store(lua_State *L, struct message *m, json_t *j, const char *f
 {
 	struct sched_spec ss;
 	char err[300];
-	int rc = sched_spec_from_json(j, &ss, err, sizeof(err));
+	int rc = tzdb_sched_spec(j, &ss, err, sizeof(err)); /* the zone must exist */
 	json_decref(j);
 	if (rc != 0)
 		return luaL_error(L, "%s: %s%s", fn, what, err);

@@ -6,6 +6,7 @@
 
 #include "proto/duration.h"
 #include "proto/sched_spec.h"
+#include "proto/tzif.h"
 
 #define DAY_MS 86400000ull
 
@@ -62,6 +63,31 @@ static int utc_zone(const char *tz)
 	return 0;
 }
 
+/* An IANA zone name as a relative path under the zoneinfo directory:
+ * letters, digits, '/', '_', '-', '+' and '.', no empty, "." or ".."
+ * component. */
+static int zone_name_ok(const char *tz)
+{
+	size_t n = strlen(tz);
+	if (!n || n >= 64 || tz[0] == '/' || tz[n - 1] == '/')
+		return 0;
+	for (const char *p = tz; *p; p++)
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		      (*p >= '0' && *p <= '9') || strchr("/_-+.", *p)))
+			return 0;
+	for (const char *c = tz; c; c = strchr(c, '/') ? strchr(c, '/') + 1 : NULL) {
+		size_t len = strcspn(c, "/");
+		if (!len || (c[0] == '.' && (len == 1 || (len == 2 && c[1] == '.'))))
+			return 0;
+	}
+	return 1;
+}
+
+int sched_spec_needs_zone(const struct sched_spec *s)
+{
+	return s->has_window && !utc_zone(s->tz);
+}
+
 int sched_spec_from_json(json_t *obj, struct sched_spec *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof(*out));
@@ -105,11 +131,8 @@ int sched_spec_from_json(json_t *obj, struct sched_spec *out, char *err, size_t 
 			out->dow = (unsigned)mask;
 			have_dow = 1;
 		} else if (!strcmp(k, "tz")) {
-			if (!utc_zone(s)) {
-				snprintf(err, errlen,
-					 "tz: '%.60s': only UTC is implemented (kumod does not "
-					 "implement IANA time zones yet)",
-					 s);
+			if (!utc_zone(s) && !zone_name_ok(s)) {
+				snprintf(err, errlen, "tz: '%.60s' is not a time zone name", s);
 				return -1;
 			}
 			snprintf(out->tz, sizeof(out->tz), "%s", s);
@@ -198,30 +221,52 @@ json_t *sched_spec_to_json(const struct sched_spec *s)
 	return o;
 }
 
-/* 0 Monday .. 6 Sunday for the UTC day containing t_ms (1970-01-01 was a
+/* 0 Monday .. 6 Sunday for the day containing ms since the epoch (1970-01-01 was a
  * Thursday). */
-static unsigned weekday(uint64_t t_ms)
+static unsigned weekday(int64_t ms)
 {
-	return (unsigned)((t_ms / DAY_MS + 3) % 7);
+	int64_t d = ms / (int64_t)DAY_MS - (ms % (int64_t)DAY_MS < 0);
+	return (unsigned)(((d + 3) % 7 + 7) % 7);
+}
+
+/* Local wall-clock ms of zone (NULL: UTC) to the instant, and back. */
+static int64_t to_utc(const struct tzif_zone *z, int64_t local)
+{
+	if (!z)
+		return local;
+	int64_t s = local / 1000 - (local % 1000 < 0), ms = local - s * 1000;
+	return tzif_local_to_utc(z, s) * 1000 + ms;
+}
+
+static int64_t to_local(const struct tzif_zone *z, int64_t t)
+{
+	if (!z)
+		return t;
+	struct tzif_local l;
+	tzif_lookup(z, t / 1000 - (t % 1000 < 0), &l);
+	return t + l.utoff * 1000LL;
 }
 
 uint64_t sched_spec_adjust(const struct sched_spec *s, uint64_t t)
 {
 	if (s->has_first && t < s->first_ms)
 		t = s->first_ms;
-	if (!s->has_window || !s->dow)
+	if (!s->has_window || !s->dow || t > (uint64_t)INT64_MAX / 2)
 		return t;
 	/* as KumoMTA: at most 8 days ahead */
 	for (int i = 0; i < 8; i++) {
-		uint64_t day = t - t % DAY_MS;
-		uint64_t start = day + s->start_s * 1000ull, end = day + s->end_s * 1000ull;
-		if (s->dow & (1u << weekday(t))) {
-			if (t < start)
-				return start;
-			if (t < end)
+		int64_t lt = to_local(s->zone, (int64_t)t);
+		int64_t day = lt - (lt % (int64_t)DAY_MS + (int64_t)DAY_MS) % (int64_t)DAY_MS;
+		int64_t start = to_utc(s->zone, day + s->start_s * 1000LL);
+		int64_t end = to_utc(s->zone, day + s->end_s * 1000LL);
+		if (s->dow & (1u << weekday(day))) {
+			if ((int64_t)t < start)
+				return (uint64_t)start;
+			if ((int64_t)t < end)
 				return t;
 		}
-		t = start + DAY_MS;
+		int64_t next = to_utc(s->zone, day + (int64_t)DAY_MS + s->start_s * 1000LL);
+		t = next > (int64_t)t ? (uint64_t)next : t + 1;
 	}
 	return t;
 }

@@ -19,6 +19,7 @@
 #include "proto/sched_spec.h"
 #include "queue/queue.h"
 #include "queue/suspend.h"
+#include "queue/tzdb.h"
 #include "spool/logrec.h"
 #include "spool/message.h"
 #include "spool/spool.h"
@@ -1134,12 +1135,18 @@ static void queue_expire(struct qmsg *qm, uint64_t next_delay_ms)
 /* --- per-message scheduling (msg:set_scheduling) ---------------------------------- */
 
 /* 1 and the message's scheduling spec, or 0 when it has none (a spec that
- * no longer parses is ignored: it was validated when it was set). */
+ * no longer parses is ignored: it was validated when it was set; a time
+ * zone that can no longer be loaded leaves its window in UTC, logged). */
 static int message_sched(const struct message *m, struct sched_spec *ss)
 {
 	json_t *j = message_get_meta(m, SCHED_SPEC_META_KEY);
-	char err[200];
-	return j && sched_spec_from_json(j, ss, err, sizeof(err)) == 0;
+	char err[300];
+	if (!j || sched_spec_from_json(j, ss, err, sizeof(err)) != 0)
+		return 0;
+	if (sched_spec_needs_zone(ss) && !(ss->zone = tzdb_get(ss->tz, err, sizeof(err))))
+		log_warn("kumod::queue",
+			 "message %s: scheduling tz %s; its window is applied in UTC", m->id, err);
+	return 1;
 }
 
 /* Expiration at the scheduled expiry: logged and removed from the spool. */

@@ -104,11 +104,12 @@ struct smtp_session {
 	 * call to cancel if the client goes away, and the greeting's rate check */
 	uint64_t greet_call;
 	int greet_rate_hit;
-	/* smtp_server_mail_from or _rcpt_to waiting: the call, and the MAIL or
-	 * RCPT command it answers (input is not processed until it returns) */
+	/* smtp_server_ehlo, _mail_from or _rcpt_to waiting: the call, and the
+	 * command it answers (input is not processed until it returns) */
 	uint64_t cmd_call;
-	int wait_rcpt; /* 1: RCPT (wait_sender is the recipient), 0: MAIL */
-	char *wait_sender;
+	enum smtp_verb wait_verb; /* EHLO, HELO, MAIL or RCPT */
+	char *wait_sender;	  /* its argument: domain, sender or recipient */
+	json_t *wait_ext;	  /* EHLO: the extensions (the handler may replace them) */
 	uint64_t wait_size_hint;
 	int wait_smtputf8;
 	struct smtp_session *next, *prev;

@@ -341,34 +341,17 @@ static int session_relay_check(struct smtp_session *s, const char *rcpt, int pos
 
 /* --- commands ------------------------------------------------------------ */
 
-static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
+/* EHLO's or HELO's reply once smtp_server_ehlo answered r; ext is the
+ * extension list to advertise (EHLO), consumed. */
+static void helo_reply(struct smtp_session *s, const struct policy_result *r, const char *domain,
+		       json_t *ext)
 {
-	char domain[300];
-	snprintf(domain, sizeof(domain), "%.*s", (int)cmd->arg.len, cmd->arg.p);
-	int esmtp = cmd->verb == SMTP_VERB_EHLO;
-	/* the extensions, as KumoMTA passes them to smtp_server_ehlo */
-	json_t *ext = NULL, *policy_ext = NULL;
-	if (esmtp) {
-		char size[40];
-		snprintf(size, sizeof(size), "SIZE %zu", s->l->cfg.max_message_size);
-		ext = json_pack("[s, s, s, s, s]", "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
-				"SMTPUTF8", size);
-		if (s->conn.tls == CONN_TLS_NONE && s->l->tls_ctx)
-			json_array_append_new(ext, json_string("STARTTLS"));
-		if (session_auth_offered(s))
-			json_array_append_new(ext, json_string("AUTH PLAIN LOGIN"));
-	}
-	struct policy_result r = {0};
-	policy_smtp_ehlo(domain, s->meta, ext, esmtp ? &policy_ext : NULL, &r);
-	session_trace_policy(s, "smtp_server_ehlo", &r);
-	if (r.status != POLICY_OK) {
+	int esmtp = ext != NULL;
+	session_trace_policy(s, "smtp_server_ehlo", r);
+	if (r->status != POLICY_OK) {
 		json_decref(ext);
-		session_reply_policy(s, &r);
+		session_reply_policy(s, r);
 		return;
-	}
-	if (policy_ext) { /* the handler's list replaces the advertised one */
-		json_decref(ext);
-		ext = policy_ext;
 	}
 	session_reset_transaction(s);
 	free(s->helo);
@@ -394,6 +377,51 @@ static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 	buf_free(&text);
 }
 
+static void cmd_policy_done(void *arg, const struct policy_result *r);
+
+/* A command's handler waits. Input already buffered behind the command
+ * stops reading (it is answered after it, even if the client then
+ * half-closed); with none, reading goes on, so that a client closing
+ * meanwhile abandons the call (session_on_data stops at the first bytes). */
+static void session_wait_command(struct smtp_session *s, const char *event)
+{
+	if (buf_avail(&s->conn.in))
+		conn_pause_read(&s->conn);
+	task_set_phase(s->task, event, "policy");
+}
+
+/* smtp_server_ehlo; its handler may wait (kumo.dns, kumo.http, a Redis
+ * throttle): the reply is sent when it returns, as for MAIL and RCPT. */
+static void cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	char domain[300];
+	snprintf(domain, sizeof(domain), "%.*s", (int)cmd->arg.len, cmd->arg.p);
+	/* the extensions, as KumoMTA passes them to smtp_server_ehlo */
+	json_t *ext = NULL;
+	if (cmd->verb == SMTP_VERB_EHLO) {
+		char size[40];
+		snprintf(size, sizeof(size), "SIZE %zu", s->l->cfg.max_message_size);
+		ext = json_pack("[s, s, s, s, s]", "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
+				"SMTPUTF8", size);
+		if (s->conn.tls == CONN_TLS_NONE && s->l->tls_ctx)
+			json_array_append_new(ext, json_string("STARTTLS"));
+		if (session_auth_offered(s))
+			json_array_append_new(ext, json_string("AUTH PLAIN LOGIN"));
+	}
+	struct policy_result r = {0};
+	char *wait_domain = xstrdup(domain); /* the call may keep it */
+	if (policy_smtp_ehlo_async(wait_domain, s->meta, ext, &r, cmd_policy_done,
+				   (void *)(uintptr_t)s->id, &s->cmd_call)) {
+		s->wait_verb = cmd->verb;
+		s->wait_sender = wait_domain;
+		s->wait_ext = ext;
+		session_wait_command(s, "smtp_server_ehlo");
+		return;
+	}
+	free(wait_domain);
+	helo_reply(s, &r, domain, ext);
+}
+
 /* MAIL's reply once smtp_server_mail_from answered r. */
 static void mail_reply(struct smtp_session *s, const struct policy_result *r, const char *sender,
 		       uint64_t size_hint, int smtputf8)
@@ -413,8 +441,9 @@ static void mail_reply(struct smtp_session *s, const struct policy_result *r, co
 
 static void rcpt_reply(struct smtp_session *s, const struct policy_result *r, const char *rcpt);
 
-/* A waiting smtp_server_mail_from or _rcpt_to handler finished: the reply,
- * then the input that waited behind it (pipelined commands), in order. */
+/* A waiting smtp_server_ehlo, _mail_from or _rcpt_to handler finished: the
+ * reply, then the input that waited behind it (pipelined commands), in
+ * order. */
 static void cmd_policy_done(void *arg, const struct policy_result *r)
 {
 	uint64_t id = (uint64_t)(uintptr_t)arg;
@@ -428,10 +457,15 @@ static void cmd_policy_done(void *arg, const struct policy_result *r)
 	s->cmd_call = 0;
 	task_set_phase(s->task, state_names[s->state], "peer_read");
 	s->processing = 1; /* as inside the input loop (kumo.delay_reply holds the reply) */
-	if (s->wait_rcpt)
+	if (s->wait_verb == SMTP_VERB_EHLO || s->wait_verb == SMTP_VERB_HELO) {
+		json_t *ext = s->wait_ext;
+		s->wait_ext = NULL;
+		helo_reply(s, r, s->wait_sender, ext);
+	} else if (s->wait_verb == SMTP_VERB_RCPT) {
 		rcpt_reply(s, r, s->wait_sender);
-	else
+	} else {
 		mail_reply(s, r, s->wait_sender, s->wait_size_hint, s->wait_smtputf8);
+	}
 	s->processing = 0;
 	free(s->wait_sender);
 	s->wait_sender = NULL;
@@ -458,12 +492,11 @@ static void cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	char *wait_sender = xstrdup(sender); /* the call may keep it */
 	if (policy_smtp_mail_from_async(wait_sender, s->meta, &r, cmd_policy_done,
 					(void *)(uintptr_t)s->id, &s->cmd_call)) {
-		s->wait_rcpt = 0;
+		s->wait_verb = SMTP_VERB_MAIL;
 		s->wait_sender = wait_sender;
 		s->wait_size_hint = cmd->has_size ? cmd->size : 0;
 		s->wait_smtputf8 = cmd->smtputf8;
-		conn_pause_read(&s->conn);
-		task_set_phase(s->task, "smtp_server_mail_from", "policy");
+		session_wait_command(s, "smtp_server_mail_from");
 		return;
 	}
 	free(wait_sender);
@@ -491,10 +524,9 @@ static void cmd_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 	char *wait_rcpt = xstrdup(rcpt); /* the call may keep it */
 	if (policy_smtp_rcpt_to_async(wait_rcpt, s->meta, &r, cmd_policy_done,
 				      (void *)(uintptr_t)s->id, &s->cmd_call)) {
-		s->wait_rcpt = 1;
+		s->wait_verb = SMTP_VERB_RCPT;
 		s->wait_sender = wait_rcpt;
-		conn_pause_read(&s->conn);
-		task_set_phase(s->task, "smtp_server_rcpt_to", "policy");
+		session_wait_command(s, "smtp_server_rcpt_to");
 		return;
 	}
 	free(wait_rcpt);
@@ -1827,7 +1859,10 @@ static void session_on_data(struct conn *c)
 {
 	struct smtp_session *s = c->owner;
 	task_wake(s->task);
-	if (s->greet_call || s->cmd_call) { /* kept: processed once the handler returns */
+	/* A waiting handler: reading goes on until the first bytes (a client that
+	 * closes meanwhile abandons the call); they, and what follows, are kept
+	 * and processed once the handler returns. */
+	if (s->greet_call || s->cmd_call) {
 		conn_pause_read(&s->conn);
 		return;
 	}
@@ -1884,6 +1919,7 @@ static void session_free(struct smtp_session *s)
 	smtp_transcript_free(&s->ts);
 	free(s->helo);
 	free(s->wait_sender);
+	json_decref(s->wait_ext);
 	session_auth_forget(s);
 	task_close(s->task);
 	free(s);

@@ -361,17 +361,20 @@ kumo.on('init', function()
   kumo.start_esmtp_listener {{ listen = '127.0.0.1:0' }}
 end)
 local client = kumo.http.build_client {{}}
-kumo.on('smtp_server_ehlo', function(domain)
+kumo.on('smtp_server_data_command', function(conn_meta)
   local ok, err = pcall(function() return client:get('http://127.0.0.1:{r.port}/echo'):send() end)
   kumo.reject(550, 'ERROR ' .. tostring(err))
 end)
 """
     k = kumod(policy)
     with smtplib.SMTP("127.0.0.1", k.smtp_port, timeout=10) as s:
-        code, msg = s.ehlo("test")
+        s.ehlo("test")
+        assert s.mail("a@example.com")[0] == 250
+        assert s.rcpt("b@example.com")[0] == 250
+        code, msg = s.docmd("DATA")
     assert code == 550
     text = msg.decode()
-    assert "request:send: cannot wait for I/O in event 'smtp_server_ehlo'" in text, text
+    assert "request:send: cannot wait for I/O in event 'smtp_server_data_command'" in text, text
     assert r.got() == []
 
 

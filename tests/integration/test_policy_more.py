@@ -162,8 +162,8 @@ kumo.on('get_egress_path_config', function(domain, source, site)
     ehlo_domain = domain .. '.' .. source .. '.' .. site,
   }
 end)
-kumo.on('smtp_server_ehlo', function(domain)
-  if domain == 'sync.test' then
+kumo.on('smtp_server_data_command', function(conn_meta)
+  if conn_meta:get_meta 'ehlo_domain' == 'sync.test' then
     kumo.dns.lookup_txt 'txt.test'
   end
 end)
@@ -328,12 +328,15 @@ def test_ptr_host_and_reverse_ip(k):
 
 
 def test_lookup_in_synchronous_event_is_refused(k):
-    """smtp_server_ehlo runs synchronously: a lookup there fails the command (451)
-    with the reason naming the function and the event."""
+    """smtp_server_data_command runs synchronously: a lookup there fails the command
+    (451) with the reason naming the function and the event."""
     with smtplib.SMTP("127.0.0.1", k.smtp_port, timeout=10) as s:
-        code, _ = s.ehlo("sync.test")
+        assert s.ehlo("sync.test")[0] == 250
+        assert s.mail("a@example.com")[0] == 250
+        assert s.rcpt("b@example.com")[0] == 250
+        code, _ = s.docmd("DATA")
         assert code == 451
-    k.wait_for("kumo.dns.lookup_txt: cannot wait for I/O in event 'smtp_server_ehlo'")
+    k.wait_for("kumo.dns.lookup_txt: cannot wait for I/O in event 'smtp_server_data_command'")
 
 
 def test_normalize_smtp_response(k):

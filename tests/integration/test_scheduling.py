@@ -144,6 +144,24 @@ def test_restriction_window_delays_the_first_attempt(relay, tmp_path):
     assert ts(d) >= start.replace(tzinfo=None), d["event_time"]
 
 
+def test_restriction_window_in_a_time_zone(relay, tmp_path):
+    """The window's day and hours are Asia/Kolkata's (+05:30): a start 3 s from now in India
+    lets the message go in seconds, where the same hours read as UTC would hold it 5.5 h."""
+    var = tmp_path / "var"
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    local = now + datetime.timedelta(hours=5, minutes=30)
+    start = local + datetime.timedelta(seconds=3)
+    if start.date() != local.date() or (start.hour, start.minute) == (23, 59):
+        pytest.skip("too close to midnight in India for a same-day window")
+    spec = json.dumps({"dow": start.strftime("%a"), "tz": "Asia/Kolkata",
+                       "start": start.strftime("%H:%M:%S"), "end": "23:59:59"})
+    send(relay.smtp_port, "window@example.com", [("X-How", "table"), ("X-Spec", spec)])
+    assert wait_until(lambda: by_type(records(var), "Delivery"), timeout=20), relay.stderr()
+    d = by_type(records(var), "Delivery")[0]
+    assert ts(d) >= (start - datetime.timedelta(hours=5, minutes=30)).replace(tzinfo=None), \
+        d["event_time"]
+
+
 def test_scheduled_expiry_replaces_max_age(relay, tmp_path):
     var = tmp_path / "var"
     expires = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + \
@@ -167,6 +185,10 @@ def test_scheduled_expiry_replaces_max_age(relay, tmp_path):
      "all restriction fields to be present. tz, start, end are missing"),
     ('{"expires":"soon"}', "import_scheduling_header: X-Schedule: expires: 'soon' is not an "
      "RFC 3339 date-time"),
+    ('{"dow":"Mon","tz":"Mars/Olympus_Mons","start":"09:00","end":"10:00"}',
+     "import_scheduling_header: X-Schedule: tz: 'Mars/Olympus_Mons': unknown time zone"),
+    ('{"dow":"Mon","tz":"../zoneinfo/UTC","start":"09:00","end":"10:00"}',
+     "import_scheduling_header: X-Schedule: tz: '../zoneinfo/UTC' is not a time zone name"),
 ])
 def test_bad_scheduling_header_is_refused(relay, tmp_path, header, want):
     with pytest.raises(smtplib.SMTPDataError) as e:

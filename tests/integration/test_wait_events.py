@@ -337,6 +337,19 @@ def test_client_disconnect_during_mail_from_wait(k, dns):
     assert "AddressSanitizer" not in err and "LeakSanitizer" not in err, err
 
 
+def test_half_closed_pipelining_client_gets_its_replies(k, dns):
+    """MAIL waits with QUIT buffered behind it and the client's side already shut: the end
+    of input is not read before the handler returned, so both replies come, in order."""
+    with ehlo(k.smtp_port) as c:
+        c.sendall(b"MAIL FROM:<wait@a.test>\r\nQUIT\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        until(lambda: dns.count(0, HELD, "TXT"), "the held query")
+        assert silent(c)
+        dns.release()
+        assert reply(c) == (250, ["OK"])
+        assert reply(c)[0] == 221
+
+
 def test_pipelined_rcpt_to_waits_in_order(k, dns):
     """RCPT's handler waits: the following RCPT and DATA are answered after it, in
     order."""

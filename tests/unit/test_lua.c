@@ -263,6 +263,39 @@ TEST_IMPL(lua_runtime_error_and_yield)
 	json_decref(meta);
 }
 
+/* policy_smtp_ehlo_async completing without a wait: a returned list
+ * replaces the caller's array in place, nil keeps it, an error leaves it
+ * alone, and HELO (no array) ignores what the handler returns. */
+TEST_IMPL(lua_ehlo_extensions_in_place)
+{
+	load_ok("kumo.on('smtp_server_ehlo', function(domain, meta, ext)\n"
+		"  if domain == 'edit' then table.insert(ext, 'X-ONE'); return ext end\n"
+		"  if domain == 'bad' then return {'A\\r\\nB'} end\n"
+		"  if domain == 'helo' then return {'X-IGNORED'} end\n"
+		"end)\n");
+	json_t *meta = json_object();
+	struct policy_result r;
+	uint64_t id = 0;
+	json_t *ext = json_pack("[s, s]", "PIPELINING", "SIZE 10");
+	ASSERT_EQ(policy_smtp_ehlo_async("keep", meta, ext, &r, NULL, NULL, &id), 0);
+	ASSERT_EQ(r.status, POLICY_OK);
+	ASSERT_EQ(json_array_size(ext), 2);
+	ASSERT_EQ(policy_smtp_ehlo_async("edit", meta, ext, &r, NULL, NULL, &id), 0);
+	ASSERT_EQ(r.status, POLICY_OK);
+	ASSERT_EQ(json_array_size(ext), 3);
+	ASSERT_STR_EQ(json_string_value(json_array_get(ext, 2)), "X-ONE");
+	ASSERT_EQ(policy_smtp_ehlo_async("bad", meta, ext, &r, NULL, NULL, &id), 0);
+	ASSERT_EQ(r.status, POLICY_ERROR);
+	assert_contains(r.text, "printable ASCII");
+	ASSERT_EQ(json_array_size(ext), 3);
+	ASSERT_EQ(policy_smtp_ehlo_async("helo", meta, NULL, &r, NULL, NULL, &id), 0);
+	ASSERT_EQ(r.status, POLICY_OK);
+	ASSERT_EQ(id, 0);
+	json_decref(ext);
+	policy_close();
+	json_decref(meta);
+}
+
 TEST_IMPL(lua_json_round_trip)
 {
 	load_ok(
