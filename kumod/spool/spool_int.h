@@ -87,6 +87,9 @@ int spool__stored_here(const char *id);
 void spool__recovery_finished(void);
 int spool__recovery_active(void);
 uv_loop_t *spool__loop(void);
+/* uv_queue_work on the spool's loop; held back while the spool opens
+ * (after(req, UV_ECANCELED) when the open fails or the spool closed). */
+void spool__queue_work(uv_work_t *req, uv_work_cb work, uv_after_work_cb after);
 struct task *spool__task(void);
 /* Recovery holds the spool open while it runs; spool_close waits for it. */
 void spool__hold(int delta);

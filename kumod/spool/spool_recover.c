@@ -369,7 +369,7 @@ void spool_load_data(struct message *m, spool_load_cb cb, void *ctx)
 	l->start_ns = clock_mono_ns();
 	buf_init(&l->b);
 	spool__hold(1);
-	uv_queue_work(spool__loop(), &l->req, loader_work, loader_after);
+	spool__queue_work(&l->req, loader_work, loader_after);
 }
 
 /* --- enumeration (worker side) ------------------------------------------------------ */
@@ -404,7 +404,7 @@ struct spool_recovery {
 	struct spool_rocks_iter *rit; /* RocksDB: the key cursor instead */
 	struct recover_chunk chunk;   /* filled by the worker */
 	/* loop side */
-	int running, stopping;
+	int running, stopping, cancelled;
 	size_t loaded, quarantined, skipped, outstanding;
 	uint64_t start_ns, last_progress_ns;
 	struct task *task; /* "spool_recovery": phase and counts for the console */
@@ -686,8 +686,11 @@ static void maybe_complete(struct spool_recovery *r)
 	void (*done)(void *, size_t, size_t) = r->done;
 	void *ctx = r->ctx;
 	size_t loaded = r->loaded, quarantined = r->quarantined;
+	int cancelled = r->cancelled;
 	free(r);
-	if (done)
+	if (cancelled)
+		log_warn("kumod::spool", "recovery not run: the spool did not open");
+	else if (done)
 		done(ctx, loaded, quarantined);
 	spool__hold(-1);
 }
@@ -776,13 +779,14 @@ static void recover_after(uv_work_t *req, int status)
 	int finished = r->finished;
 	enum spool_which walking = r->walking; /* the worker may move it next */
 	r->running = 0;
-	if (!spool_is_open())
-		r->stopping = 1;
+	if (!spool_is_open() || status < 0)
+		r->stopping = 1; /* closed, or cancelled: the spool did not open */
+	r->cancelled |= status < 0;
 	submit_items(r, c.items, c.nitems);
 	if (!finished && !r->stopping) {
 		/* read the next chunk while this one is delivered */
 		r->running = 1;
-		uv_queue_work(spool__loop(), &r->req, recover_step, recover_after);
+		spool__queue_work(&r->req, recover_step, recover_after);
 	}
 	deliver(r, c.msgs, c.nmsgs);
 	free(c.msgs);
@@ -816,12 +820,13 @@ void spool_recover(void (*fn)(struct message *m, void *ctx),
 	r->task = task_spawn("spool_recovery", spool__path[SPOOL_META], spool__task()->id);
 	memset(&rstats, 0, sizeof(rstats));
 	rstats.active = 1;
-	report_progress(r, "Recovering meta");
+	/* RocksDB: the walk starts once the databases are open */
+	report_progress(r, spool_opening() ? "Waiting for the spool to open" : "Recovering meta");
 	active = r;
 	if (strcmp(spool__task()->phase, "Idle") == 0)
 		task_set_phase(spool__task(), "Recovering", NULL);
 	spool__hold(1);
-	log_info("kumod::spool", "recovery started meta=%s data=%s", spool__path[SPOOL_META],
-		 spool__path[SPOOL_DATA]);
-	uv_queue_work(spool__loop(), &r->req, recover_step, recover_after);
+	log_info("kumod::spool", "recovery started meta=%s data=%s%s", spool__path[SPOOL_META],
+		 spool__path[SPOOL_DATA], spool_opening() ? " (after the spool opens)" : "");
+	spool__queue_work(&r->req, recover_step, recover_after);
 }
