@@ -1354,6 +1354,19 @@ static void open_done(uv_work_t *req, int status)
 	maybe_finish_close();
 }
 
+static void open_timer_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+/* The loop runs: the policy's init (and with it the listeners' start) is
+ * over, so the open no longer competes with it for the CPU. */
+static void open_start(uv_timer_t *t)
+{
+	uv_close((uv_handle_t *)t, open_timer_closed);
+	uv_queue_work(S.loop, &S.open_req, open_work, open_done);
+}
+
 void spool_on_open_failure(void (*fn)(const char *err))
 {
 	open_failed_hook = fn;
@@ -1430,7 +1443,9 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 		S.opening = 1;
 		S.open_req.data = NULL;
 		task_set_phase(S.task, "Opening", "disk");
-		uv_queue_work(loop, &S.open_req, open_work, open_done);
+		uv_timer_t *t = xcalloc(1, sizeof(*t));
+		uv_timer_init(loop, t);
+		uv_timer_start(t, open_start, 0, 0);
 	} else {
 		task_set_phase(S.task, "Idle", NULL);
 		opened(cleaned);
