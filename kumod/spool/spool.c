@@ -1405,9 +1405,7 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 	for (int w = 0; w < 2 && rc == 0 && cfg->kind == SPOOL_KIND_LOCALDISK; w++)
 		rc = lock_root(w, err, errlen);
 	if (rc < 0) {
-		KTRACE(spool_open_done, kind_names[cfg->kind], rc, err,
-		       (clock_mono_ns() - S.open_start_ns) / 1000000u);
-		release();
+		release(); /* the caller reports err */
 		return rc;
 	}
 	S.loop = loop;
