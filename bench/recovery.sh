@@ -7,17 +7,27 @@
 # (SIGTERM), then started again on the same spool and measured:
 #   accept_ms   exec of kumod -> the SMTP listener accepts a connection
 #               (probed with connect() every millisecond, while recovery runs)
+#   greet_ms    exec -> the 220 greeting read on that first connection
 #   recover_s   exec -> the "spool recovery complete" log line
 #   rss_mib     VmRSS of kumod right after that line
 #   rss_per_msg the same per recovered message
+#   cpu_s       kumod's CPU time (user + system, all threads) at that line
 # The same start on the still empty spool first gives the baseline accept_ms
 # (policy load and listener start without any recovery).
 # Each kind runs in a fresh directory under $TMPDIR; the load average is
 # printed before and after.
 #
+# Before/after comparisons in one run: with BASE=<another kumod binary> each
+# filled spool is recovered ROUNDS times (default 1) by KUMOD and by BASE,
+# alternating (KUMOD first); with RESTORE=1 the filled spool is copied aside
+# once and restored before every measurement, so each binary recovers the
+# same bytes (otherwise each run starts from what the previous one left:
+# first attempts counted, RocksDB's log of those updates).
+#
 # Usage: bench/recovery.sh [COUNT] [KINDS]   (defaults 1000000 "LocalDisk RocksDB")
 # Environment: KUMOD (build/kumod), TG (build/traffic-gen), SESSIONS (50),
-#   SIZE (1024), FILL_TIMEOUT (3600 s), RECOVER_TIMEOUT (600 s).
+#   SIZE (1024), FILL_TIMEOUT (3600 s), RECOVER_TIMEOUT (600 s), BASE (none),
+#   ROUNDS (1), RESTORE (0).
 set -eu
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -30,7 +40,10 @@ SESSIONS=${SESSIONS:-50}
 SIZE=${SIZE:-1024}
 FILL_TIMEOUT=${FILL_TIMEOUT:-3600}
 RECOVER_TIMEOUT=${RECOVER_TIMEOUT:-600}
-for bin in "$KUMOD" "$TG"; do
+BASE=${BASE:-}
+ROUNDS=${ROUNDS:-1}
+RESTORE=${RESTORE:-0}
+for bin in "$KUMOD" "$TG" ${BASE:+"$BASE"}; do
 	[ -x "$bin" ] || { echo "missing $bin (make)" >&2; exit 2; }
 done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/recovery.XXXXXX")
@@ -79,12 +92,15 @@ port, count, timeout = int(port), int(count), float(timeout)
 err = open(log, "wb")
 t0 = time.monotonic()
 p = subprocess.Popen([kumod, "--policy", policy], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-accept = None
+accept = greet = None
 while accept is None and time.monotonic() - t0 < 10:
     s = socket.socket()
     try:
         s.connect(("127.0.0.1", port))
         accept = time.monotonic() - t0
+        s.settimeout(10)
+        if s.recv(512).startswith(b"220"):
+            greet = time.monotonic() - t0
     except OSError:
         time.sleep(0.001)
     finally:
@@ -102,6 +118,8 @@ for line in p.stderr:
         for l in open("/proc/%d/status" % p.pid):
             if l.startswith("VmRSS:"):
                 rss = int(l.split()[1]) * 1024
+        st = open("/proc/%d/stat" % p.pid).read().rsplit(")", 1)[1].split()
+        cpu = (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
         loaded, quarantined = int(m.group(1)), int(m.group(2))
         break
     if time.monotonic() - t0 > timeout:
@@ -110,12 +128,15 @@ p.send_signal(signal.SIGTERM)
 for line in p.stderr:
     err.write(line)
 p.wait(timeout=120)
-if accept is None or done is None:
-    sys.exit("no accept (%r) or no recovery line (%r); see %s" % (accept, done, log))
+if accept is None or greet is None or done is None:
+    sys.exit("no accept (%r), greeting (%r) or recovery line (%r); see %s"
+             % (accept, greet, done, log))
 assert loaded == count and quarantined == 0, (loaded, quarantined)
-print("accept_ms=%.1f recover_s=%.2f loaded=%d rss_mib=%.0f rss_per_msg=%s progress_lines=%d"
-      % (accept * 1000, done, loaded, rss / 2**20,
-         "%.0fB" % (rss / loaded) if loaded else "-", progress))
+print("accept_ms=%.1f greet_ms=%.1f recover_s=%.2f cpu_s=%.2f loaded=%d rss_mib=%.0f "
+      "rss_per_msg=%s progress_lines=%d load=%s"
+      % (accept * 1000, greet * 1000, done, cpu, loaded, rss / 2**20,
+         "%.0fB" % (rss / loaded) if loaded else "-", progress,
+         open("/proc/loadavg").read().split()[0]))
 '
 
 echo "recovery: $COUNT messages x $SIZE bytes, kinds: $KINDS, $SESSIONS sessions to fill"
@@ -125,9 +146,11 @@ for kind in $KINDS; do
 	mkdir -p "$dir"
 	port=$(free_port)
 	policy "$kind" "$dir" "$port" "$(free_port)" >"$dir/policy.lua"
-	printf '  %-9s empty spool: ' "$kind"
-	/usr/bin/python3 -c "$MEASURE" "$KUMOD" "$dir/policy.lua" "$port" 0 "$dir/empty.log" \
-		"$RECOVER_TIMEOUT"
+	for bin in "$KUMOD" ${BASE:+"$BASE"}; do
+		printf '  %-9s empty spool %s: ' "$kind" "$bin"
+		/usr/bin/python3 -c "$MEASURE" "$bin" "$dir/policy.lua" "$port" 0 "$dir/empty.log" \
+			"$RECOVER_TIMEOUT"
+	done
 	"$KUMOD" --policy "$dir/policy.lua" 2>"$dir/fill.log" &
 	KPID=$!
 	wait_port "$port"
@@ -138,9 +161,20 @@ for kind in $KINDS; do
 	KPID=""
 	printf '  %-9s spool on disk: data %s, meta %s\n' "$kind" "$(du -sh "$dir/data" | cut -f1)" \
 		"$(du -sh "$dir/meta" | cut -f1)"
-	printf '  %-9s ' "$kind"
-	/usr/bin/python3 -c "$MEASURE" "$KUMOD" "$dir/policy.lua" "$port" "$COUNT" "$dir/recover.log" \
-		"$RECOVER_TIMEOUT"
-	rm -rf "$dir"
+	if [ "$RESTORE" = 1 ]; then
+		mkdir -p "$dir.snap" && cp -a "$dir/data" "$dir/meta" "$dir.snap/"
+	fi
+	for round in $(seq "$ROUNDS"); do
+		for bin in "$KUMOD" ${BASE:+"$BASE"}; do
+			if [ "$RESTORE" = 1 ]; then
+				rm -rf "$dir/data" "$dir/meta"
+				cp -a "$dir.snap/data" "$dir.snap/meta" "$dir/"
+			fi
+			printf '  %-9s round %s %s: ' "$kind" "$round" "$bin"
+			/usr/bin/python3 -c "$MEASURE" "$bin" "$dir/policy.lua" "$port" "$COUNT" \
+				"$dir/recover.log" "$RECOVER_TIMEOUT"
+		done
+	done
+	rm -rf "$dir" "$dir.snap"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -366,17 +366,11 @@ static void shutdown_tick(uv_timer_t *t)
 	task_exit(app.main_task, prev);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* Stops accepting, drains sessions and deliveries, then ends the loop. */
+static void begin_shutdown(const char *why)
 {
-	struct task *prev = task_enter(app.main_task);
-	if (signum == SIGHUP) {
-		log_info("kumod", "SIGHUP: reopening log files");
-		log_reopen();
-		task_exit(app.main_task, prev);
-		return;
-	}
 	if (!kumod_shutting_down()) {
-		KTRACE(shutdown_begin, strsignal(signum));
+		KTRACE(shutdown_begin, why);
 		kumod_set_shutting_down();
 		task_set_phase(app.main_task, "ShuttingDown", NULL);
 		smtp_server_shutdown();
@@ -390,6 +384,30 @@ static void on_signal(uv_signal_t *h, int signum)
 		app.delivery_deadline = clock_mono_ns() + SHUTDOWN_DELIVERY_GRACE_MS * 1000000ull;
 		uv_timer_start(&app.shutdown_timer, shutdown_tick, 0, 50);
 	}
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct task *prev = task_enter(app.main_task);
+	if (signum == SIGHUP) {
+		log_info("kumod", "SIGHUP: reopening log files");
+		log_reopen();
+		task_exit(app.main_task, prev);
+		return;
+	}
+	begin_shutdown(strsignal(signum));
+	task_exit(app.main_task, prev);
+}
+
+/* The RocksDB spool opens after the listeners started (spool_open); when
+ * that open fails kumod exits with the error, as a failed define_spool
+ * does: sessions waiting for it were answered 451, nothing was accepted. */
+static void spool_open_failed(const char *err)
+{
+	struct task *prev = task_enter(app.main_task);
+	fprintf(stderr, "kumod: policy error: define_spool: %s\n", err);
+	app.exit_code = 1;
+	begin_shutdown("spool open failed");
 	task_exit(app.main_task, prev);
 }
 
@@ -496,6 +514,7 @@ int main(int argc, char **argv)
 	queue_init(loop);
 	ready_init(loop);
 	introspect_register_queue_source(queue_source, NULL);
+	spool_on_open_failure(spool_open_failed);
 	struct task *prev = task_enter(app.main_task);
 	rc = policy_load(app.policy, app.validate, err, sizeof(err));
 	task_exit(app.main_task, prev);

@@ -110,7 +110,29 @@ static struct {
 	int recovery_done;
 	struct spool_idset stored;
 	struct spool_stats st;
+	/* RocksDB: the databases open on the thread pool after spool_open
+	 * returned (the listeners start meanwhile); ops and thread-pool work
+	 * submitted before wait for it. open_failed: -errno once it failed
+	 * (every op then fails with it; the process is told to exit). */
+	int opening, open_failed;
+	uv_work_t open_req;
+	uint64_t open_start_ns;
+	struct spool_rocks_params rocks[2];
+	int has_rocks[2];
+	char *open_gate; /* test hook: the open waits while this file exists */
+	char open_err[512];
+	struct spool_deferred *deferred, **deferred_tail;
 } S = {.lock_fd = {-1, -1}};
+
+/* Thread-pool work (recovery, body reads) queued while the spool opens. */
+struct spool_deferred {
+	struct spool_deferred *next;
+	uv_work_t *req;
+	uv_work_cb work;
+	uv_after_work_cb after;
+};
+
+static void (*open_failed_hook)(const char *err);
 
 /* --- fault injection (unit tests) ------------------------------------------ */
 
@@ -713,7 +735,8 @@ static void commit_step(uv_work_t *req)
 {
 	struct spool_batch *b = req->data;
 	if (spool__kind == SPOOL_KIND_ROCKSDB) {
-		spool__rocks_commit(b->ops, b->n, &b->file_syncs);
+		if (!S.open_failed) /* else every op failed already (rocks_kick) */
+			spool__rocks_commit(b->ops, b->n, &b->file_syncs);
 		return;
 	}
 	for (size_t i = 0; i < b->n; i++) {
@@ -830,7 +853,9 @@ static void set_phase(void)
 {
 	if (!S.task)
 		return;
-	if (S.syncing || S.rocks_inflight)
+	if (S.opening)
+		task_set_phase(S.task, "Opening", "disk");
+	else if (S.syncing || S.rocks_inflight)
 		task_set_phase(S.task, "Syncing", "disk");
 	else if (S.writing || S.wait_sync)
 		task_set_phase(S.task, "Writing", "disk");
@@ -948,6 +973,8 @@ static void batch_take_head(struct spool_batch *b)
  * alone. */
 static void rocks_kick(void)
 {
+	if (S.opening)
+		return; /* open_done kicks */
 	while (S.head && S.rocks_inflight < 2 && !S.rocks_exclusive) {
 		int stores_only = S.rocks_inflight > 0;
 		if (stores_only && S.head->kind != SPOOL_OP_STORE)
@@ -957,6 +984,8 @@ static void rocks_kick(void)
 		       (!stores_only || S.head->kind == SPOOL_OP_STORE)) {
 			S.rocks_exclusive |= S.head->kind >= SPOOL_OP_QUARANTINE;
 			batch_take_head(b);
+			if (S.open_failed)
+				op_fail(b->ops[b->n - 1], S.open_failed, "spool open failed");
 		}
 		S.rocks_inflight++;
 		uv_queue_work(S.loop, &b->req, commit_step, commit_done);
@@ -1239,8 +1268,113 @@ static void release(void)
 	if (S.task)
 		task_close(S.task);
 	idset_free(&S.stored);
+	free(S.open_gate);
 	memset(&S, 0, sizeof(S));
 	S.lock_fd[0] = S.lock_fd[1] = -1;
+}
+
+/* The "spool open" line and trace, once the databases are open (at once
+ * for LocalDisk, after the thread-pool open for RocksDB). */
+static void opened(size_t cleaned)
+{
+	uint64_t ms = (clock_mono_ns() - S.open_start_ns) / 1000000u;
+	KTRACE(spool_open_done, kind_names[spool__kind], 0, "", ms);
+	log_info(
+	    "kumod::spool",
+	    "spool open kind=%s data=%s meta=%s flush=%s removed_temp_files=%zu open_ms=%" PRIu64,
+	    kind_names[spool__kind], S.path[SPOOL_DATA], S.path[SPOOL_META],
+	    !S.flush	? "false"
+	    : S.sync_fs ? "syncfs"
+			: "true",
+	    cleaned, ms);
+}
+
+void spool__queue_work(uv_work_t *req, uv_work_cb work, uv_after_work_cb after)
+{
+	if (!S.opening) {
+		uv_queue_work(S.loop, req, work, after);
+		return;
+	}
+	struct spool_deferred *d = xcalloc(1, sizeof(*d));
+	d->req = req;
+	d->work = work;
+	d->after = after;
+	*S.deferred_tail = d;
+	S.deferred_tail = &d->next;
+}
+
+/* Thread pool: RocksDB's open (replays its write-ahead log: grows with
+ * what the last run left unflushed). */
+static void open_work(uv_work_t *req)
+{
+	const char *paths[2] = {S.path[SPOOL_DATA], S.path[SPOOL_META]};
+	const struct spool_rocks_params *p[2] = {S.has_rocks[0] ? &S.rocks[0] : NULL,
+						 S.has_rocks[1] ? &S.rocks[1] : NULL};
+	/* test hook (docs/spool.md): hold the open while the gate file exists,
+	 * at most 120 s */
+	for (int i = 0; S.open_gate && i < 12000 && access(S.open_gate, F_OK) == 0; i++)
+		usleep(10000);
+	S.open_failed = spool__rocks_open(paths, p, S.flush, S.open_err, sizeof(S.open_err));
+}
+
+static void open_done(uv_work_t *req, int status)
+{
+	struct task *prev = task_enter(S.task);
+	S.opening = 0;
+	if (status < 0 && !S.open_failed) {
+		S.open_failed = status;
+		snprintf(S.open_err, sizeof(S.open_err), "spool open cancelled");
+	}
+	struct spool_deferred *d = S.deferred;
+	S.deferred = NULL;
+	S.deferred_tail = &S.deferred;
+	if (S.open_failed) {
+		uint64_t ms = (clock_mono_ns() - S.open_start_ns) / 1000000u;
+		KTRACE(spool_open_done, kind_names[spool__kind], S.open_failed, S.open_err, ms);
+		log_error("kumod::spool", "%s", S.open_err);
+	} else {
+		opened(0);
+	}
+	/* recovery and body reads: run now, or cancelled when the open failed
+	 * or the spool is closing (recovery then stops, reads fail -EIO) */
+	while (d) {
+		struct spool_deferred *next = d->next;
+		if (S.open_failed || !S.open)
+			d->after(d->req, UV_ECANCELED);
+		else
+			uv_queue_work(S.loop, d->req, d->work, d->after);
+		free(d);
+		d = next;
+	}
+	kick(); /* what waited: stored now, or failed with the open's error */
+	set_phase();
+	if (S.open_failed && S.open && open_failed_hook)
+		open_failed_hook(S.open_err);
+	task_exit(S.task, prev);
+	maybe_finish_close();
+}
+
+static void open_timer_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+/* The loop runs: the policy's init (and with it the listeners' start) is
+ * over, so the open no longer competes with it for the CPU. */
+static void open_start(uv_timer_t *t)
+{
+	uv_close((uv_handle_t *)t, open_timer_closed);
+	uv_queue_work(S.loop, &S.open_req, open_work, open_done);
+}
+
+void spool_on_open_failure(void (*fn)(const char *err))
+{
+	open_failed_hook = fn;
+}
+
+int spool_opening(void)
+{
+	return S.opening;
 }
 
 int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_t errlen)
@@ -1259,6 +1393,8 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 		snprintf(err, errlen, "unknown spool kind %d", (int)cfg->kind);
 		return -EINVAL;
 	}
+	S.open_start_ns = clock_mono_ns();
+	KTRACE(spool_open_begin, kind_names[cfg->kind], paths[0], paths[1]);
 	for (int w = 0; w < 2 && rc == 0; w++)
 		rc = open_root(w, paths[w], cfg->kind, err, errlen);
 	if (rc == 0 && same_dir() == 2) {
@@ -1268,13 +1404,8 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 	}
 	for (int w = 0; w < 2 && rc == 0 && cfg->kind == SPOOL_KIND_LOCALDISK; w++)
 		rc = lock_root(w, err, errlen);
-	if (rc == 0 && cfg->kind == SPOOL_KIND_ROCKSDB) {
-		rc = spool__rocks_open(paths, cfg->rocks, cfg->flush, err, errlen);
-		if (rc == 0)
-			spool__kind = SPOOL_KIND_ROCKSDB;
-	}
 	if (rc < 0) {
-		release();
+		release(); /* the caller reports err */
 		return rc;
 	}
 	S.loop = loop;
@@ -1282,26 +1413,41 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 	S.sync_fs = cfg->sync_fs;
 	S.same_fs = same_dir() == 1;
 	S.open = 1;
+	S.deferred_tail = &S.deferred;
 	spool__space_configure(cfg);
 	size_t cleaned = 0;
-	if (spool__kind == SPOOL_KIND_LOCALDISK)
+	if (cfg->kind == SPOOL_KIND_LOCALDISK)
 		cleaned = clean_new(SPOOL_DATA) + clean_new(SPOOL_META);
 	char name[256];
 	snprintf(name, sizeof(name), "data=%s meta=%s", paths[0], paths[1]);
 	S.task = task_spawn("spool_flusher", name, 0);
-	task_set_field(S.task, "kind", kind_names[spool__kind]);
+	task_set_field(S.task, "kind", kind_names[cfg->kind]);
 	task_set_field(S.task, "flush",
-		       !cfg->flush					     ? "false"
-		       : cfg->sync_fs && spool__kind == SPOOL_KIND_LOCALDISK ? "syncfs"
-									     : "true");
-	task_set_phase(S.task, "Idle", NULL);
-	log_info("kumod::spool",
-		 "spool open kind=%s data=%s meta=%s flush=%s removed_temp_files=%zu",
-		 kind_names[spool__kind], paths[0], paths[1],
-		 !cfg->flush	? "false"
-		 : cfg->sync_fs ? "syncfs"
-				: "true",
-		 cleaned);
+		       !cfg->flush					   ? "false"
+		       : cfg->sync_fs && cfg->kind == SPOOL_KIND_LOCALDISK ? "syncfs"
+									   : "true");
+	if (cfg->kind == SPOOL_KIND_ROCKSDB) {
+		/* the databases open on the thread pool: the caller goes on to
+		 * start its listeners; what needs the spool waits (docs/spool.md,
+		 * "Start-up order") */
+		spool__kind = SPOOL_KIND_ROCKSDB;
+		for (int w = 0; w < 2; w++) {
+			S.has_rocks[w] = cfg->rocks[w] != NULL;
+			if (cfg->rocks[w])
+				S.rocks[w] = *cfg->rocks[w];
+		}
+		const char *gate = getenv("KUMOD_TEST_SPOOL_OPEN_GATE");
+		S.open_gate = gate && gate[0] ? xstrdup(gate) : NULL;
+		S.opening = 1;
+		S.open_req.data = NULL;
+		task_set_phase(S.task, "Opening", "disk");
+		uv_timer_t *t = xcalloc(1, sizeof(*t));
+		uv_timer_init(loop, t);
+		uv_timer_start(t, open_start, 0, 0);
+	} else {
+		task_set_phase(S.task, "Idle", NULL);
+		opened(cleaned);
+	}
 	spool_space_check(NULL, 0); /* logs a shortage at once */
 	return 0;
 }
@@ -1334,8 +1480,8 @@ int spool_is_open(void)
 
 static void maybe_finish_close(void)
 {
-	if (!S.closing || S.completing || S.inflight || S.holds || S.writing || S.wait_sync ||
-	    S.syncing || S.rocks_inflight)
+	if (!S.closing || S.opening || S.completing || S.inflight || S.holds || S.writing ||
+	    S.wait_sync || S.syncing || S.rocks_inflight)
 		return;
 	log_info("kumod::spool",
 		 "spool closed stored=%" PRIu64 " removed=%" PRIu64 " errors=%" PRIu64

@@ -84,9 +84,17 @@ struct spool_config {
 
 /* Opens (creates) both spools; only one spool pair per process. Returns 0
  * or -errno with a one-line reason in err. A path holding a spool of the
- * other kind is refused (-EEXIST, the path named in err). */
+ * other kind is refused (-EEXIST, the path named in err). LocalDisk opens
+ * before returning; RocksDB checks the directories, then opens its
+ * databases on the thread pool (the write-ahead log replay grows with the
+ * spool): spool_is_open() is 1 at once, operations and recovery queue until
+ * the open is done (spool_opening(); the flusher task's phase "Opening"), and
+ * when it fails every queued and later operation fails with its error and
+ * the spool_on_open_failure hook runs once with the reason. */
 int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_t errlen);
 int spool_is_open(void);
+int spool_opening(void);
+void spool_on_open_failure(void (*fn)(const char *err));
 
 /* err: 0, or -errno (-ENOSPC, -EIO, ...) when nothing was made durable. */
 typedef void (*spool_cb)(void *ctx, int err);

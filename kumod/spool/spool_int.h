@@ -87,6 +87,9 @@ int spool__stored_here(const char *id);
 void spool__recovery_finished(void);
 int spool__recovery_active(void);
 uv_loop_t *spool__loop(void);
+/* uv_queue_work on the spool's loop; held back while the spool opens
+ * (after(req, UV_ECANCELED) when the open fails or the spool closed). */
+void spool__queue_work(uv_work_t *req, uv_work_cb work, uv_after_work_cb after);
 struct task *spool__task(void);
 /* Recovery holds the spool open while it runs; spool_close waits for it. */
 void spool__hold(int delta);
@@ -129,6 +132,16 @@ struct spool_rocks_iter;
 struct spool_rocks_iter *spool__rocks_iter_new(enum spool_which which);
 int spool__rocks_iter_next(struct spool_rocks_iter *i, char *key, size_t cap, size_t *klen);
 void spool__rocks_iter_free(struct spool_rocks_iter *i);
+/* The value at the key iter_next returned (valid until the next move). */
+const char *spool__rocks_iter_value(struct spool_rocks_iter *i, size_t *len);
+/* A merge walk (keys in order, quarantined ones skipped; not mixed with
+ * iter_next): 3 with the next key below key (copied like iter_next's;
+ * call again), 1 when the iterator is on key itself (its value readable;
+ * the next call steps past it), 2 when key is not there (the iterator
+ * waits on the next greater key), 0 at the end, <0 on a read error. key
+ * NULL: every remaining key comes out as 3. */
+int spool__rocks_iter_skip_below(struct spool_rocks_iter *i, const char *key, size_t klen,
+				 char *skipped, size_t cap, size_t *sklen);
 /* Tests and `kumod --spool-debug`: raw bytes under key, synced. */
 int spool__rocks_put_raw(enum spool_which which, const char *key, const void *val, size_t len);
 

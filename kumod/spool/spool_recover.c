@@ -214,6 +214,23 @@ static int load_fail(char *why, size_t whylen, const char *file, const char *wha
 	return -EBADMSG;
 }
 
+/* Validates one stored record of id (p, n: the file or value). */
+static int decode_record(enum spool_which which, const char *id, const void *p, size_t n,
+			 struct spool_record *rec, char *why, size_t whylen)
+{
+	const char *file = which == SPOOL_DATA ? "data" : "meta";
+	if (n > (which == SPOOL_DATA ? SPOOL_DATA_MAX : SPOOL_META_MAX))
+		return load_fail(why, whylen, file, "too large");
+	if (spool_record_decode(p ? p : "", n,
+				which == SPOOL_DATA ? SPOOL_RECORD_DATA : SPOOL_RECORD_META,
+				rec) != 0)
+		return load_fail(why, whylen, file, rec->error);
+	if (strcmp(rec->id, id) != 0)
+		return load_fail(why, whylen, file,
+				 "id in the header does not match the file name");
+	return 0;
+}
+
 static int read_record(enum spool_which which, const char *id, struct buf *b,
 		       struct spool_record *rec, char *why, size_t whylen)
 {
@@ -228,13 +245,37 @@ static int read_record(enum spool_which which, const char *id, struct buf *b,
 				 "missing (a meta file without its data file)");
 	if (rc < 0)
 		return load_fail(why, whylen, file, rc == -EFBIG ? "too large" : strerror(-rc));
-	if (spool_record_decode(b->data ? b->data : "", b->len,
-				which == SPOOL_DATA ? SPOOL_RECORD_DATA : SPOOL_RECORD_META,
-				rec) != 0)
-		return load_fail(why, whylen, file, rec->error);
-	if (strcmp(rec->id, id) != 0)
-		return load_fail(why, whylen, file,
-				 "id in the header does not match the file name");
+	return decode_record(which, id, b->data, b->len, rec, why, whylen);
+}
+
+/* spool__load from values already read (RocksDB's recovery walk): data
+ * NULL when the data value is missing. The body is copied once. */
+static int load_values(const char *id, const char *meta, size_t mlen, const char *data, size_t dlen,
+		       struct message **out, char *why, size_t whylen)
+{
+	struct spool_record rec;
+	const char *jwhy = NULL;
+	struct message *m = NULL;
+	int rc = decode_record(SPOOL_META, id, meta, mlen, &rec, why, whylen);
+	if (rc == 0 && !(m = meta_decode(rec.payload, rec.len, id, &jwhy)))
+		rc = load_fail(why, whylen, "meta", jwhy);
+	if (rc == 0 && !data)
+		rc = load_fail(why, whylen, "data", "missing (a meta file without its data file)");
+	if (rc == 0)
+		rc = decode_record(SPOOL_DATA, id, data, dlen, &rec, why, whylen);
+	if (rc < 0) {
+		message_unref(m);
+		return rc;
+	}
+	struct buf b;
+	buf_init(&b);
+	buf_reserve(&b, rec.len + 1);
+	memcpy(b.data, rec.payload, rec.len);
+	b.len = rec.len;
+	buf_free(&m->data);
+	m->data = b;
+	m->data_stored = 1;
+	*out = m;
 	return 0;
 }
 
@@ -369,7 +410,7 @@ void spool_load_data(struct message *m, spool_load_cb cb, void *ctx)
 	l->start_ns = clock_mono_ns();
 	buf_init(&l->b);
 	spool__hold(1);
-	uv_queue_work(spool__loop(), &l->req, loader_work, loader_after);
+	spool__queue_work(&l->req, loader_work, loader_after);
 }
 
 /* --- enumeration (worker side) ------------------------------------------------------ */
@@ -401,10 +442,14 @@ struct spool_recovery {
 	size_t nbuckets, bi;
 	DIR *dir;
 	size_t bucket_live;
-	struct spool_rocks_iter *rit; /* RocksDB: the key cursor instead */
-	struct recover_chunk chunk;   /* filled by the worker */
+	struct spool_rocks_iter *rit; /* RocksDB: the meta key cursor instead */
+	struct spool_rocks_iter *dit; /* and the data key cursor beside it */
+	int dit_failed;		      /* a data read error: point reads from then on */
+	int has_mkey;		      /* the meta key below waits for its data value */
+	char mkey[MESSAGE_ID_LEN + 1];
+	struct recover_chunk chunk; /* filled by the worker */
 	/* loop side */
-	int running, stopping;
+	int running, stopping, cancelled;
 	size_t loaded, quarantined, skipped, outstanding;
 	uint64_t start_ns, last_progress_ns;
 	struct task *task; /* "spool_recovery": phase and counts for the console */
@@ -592,7 +637,8 @@ static void end_bucket(struct spool_recovery *r)
 }
 
 /* A key that is not a message id: quarantined when it can be named. */
-static void visit_rocks_odd_key(struct spool_recovery *r, const char *key, size_t klen)
+static void visit_rocks_odd_key(struct spool_recovery *r, enum spool_which which, const char *key,
+				size_t klen)
 {
 	int printable = klen < SPOOL_NAME_MAX - 16;
 	for (size_t i = 0; printable && i < klen; i++)
@@ -601,43 +647,109 @@ static void visit_rocks_odd_key(struct spool_recovery *r, const char *key, size_
 		log_warn("kumod::spool",
 			 "%s spool: a key of %zu bytes that is not a message id is left in place "
 			 "(not printable or too long to quarantine by name)",
-			 r->walking == SPOOL_META ? "meta" : "data", klen);
+			 which == SPOOL_META ? "meta" : "data", klen);
 		return;
 	}
-	struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_QUARANTINE_FILE, r->walking);
+	struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_QUARANTINE_FILE, which);
 	snprintf(it->rel, sizeof(it->rel), "%s", key);
 	snprintf(it->reason, sizeof(it->reason), "unexpected key in the %s spool",
-		 r->walking == SPOOL_META ? "meta" : "data");
+		 which == SPOOL_META ? "meta" : "data");
 }
 
-/* RocksDB: the meta keys, then the data keys, in key (= id = time) order. */
+/* A data key with no meta key beside it in the walk: a crash leftover
+ * candidate (the lane revalidates it before removing anything). */
+static void visit_rocks_data_only(struct spool_recovery *r, const char *key, size_t klen)
+{
+	if (klen != MESSAGE_ID_LEN || !message_id_valid(key)) {
+		visit_rocks_odd_key(r, SPOOL_DATA, key, klen);
+		return;
+	}
+	struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_QUARANTINE, SPOOL_DATA);
+	memcpy(it->id, key, MESSAGE_ID_LEN + 1);
+	snprintf(it->rel, sizeof(it->rel), "%s", key);
+	snprintf(it->reason, sizeof(it->reason), "data without meta (crash leftover)");
+}
+
+/* The pending meta key r->mkey with the data value the data cursor holds
+ * (found: 1) or without (0): loaded, or a quarantine suspect. */
+static void visit_rocks_message(struct spool_recovery *r, int found)
+{
+	size_t mlen = 0, dlen = 0;
+	const char *meta = spool__rocks_iter_value(r->rit, &mlen);
+	const char *data = found ? spool__rocks_iter_value(r->dit, &dlen) : NULL;
+	struct message *m = NULL;
+	char why[160];
+	if (load_values(r->mkey, meta, mlen, data, dlen, &m, why, sizeof(why)) == 0) {
+		chunk_msg(&r->chunk, m);
+		return;
+	}
+	struct recover_item *it = chunk_item(&r->chunk, SPOOL_OP_QUARANTINE, SPOOL_META);
+	memcpy(it->id, r->mkey, MESSAGE_ID_LEN + 1); /* validated */
+	snprintf(it->rel, sizeof(it->rel), "%s", r->mkey);
+	snprintf(it->reason, sizeof(it->reason), "%s", why);
+}
+
+/* RocksDB: one merge walk over both databases in key (= id = time) order:
+ * the meta cursor gives each message's meta value, the data cursor beside
+ * it the data value (no point read per message); data keys the data cursor
+ * passes without a meta key are leftover suspects; the data keys after the
+ * last meta key are walked last ("Recovering data"). Every suspect is
+ * revalidated in the flusher's lane, as with LocalDisk. */
 static void recover_step_rocks(struct spool_recovery *r)
 {
 	size_t examined = 0;
 	char key[SPOOL_NAME_MAX];
 	while (r->chunk.nmsgs < RECOVER_CHUNK_MSGS && r->chunk.bytes < RECOVER_CHUNK_BYTES &&
 	       examined < RECOVER_CHUNK_ENTRIES && !r->finished) {
-		if (!r->rit)
-			r->rit = spool__rocks_iter_new(r->walking);
 		size_t klen = 0;
-		int rc = spool__rocks_iter_next(r->rit, key, sizeof(key), &klen);
-		if (rc <= 0) {
-			/* a read error ends the walk of that spool: what was not
-			 * read stays stored and is found at the next start */
-			spool__rocks_iter_free(r->rit);
-			r->rit = NULL;
-			if (r->walking == SPOOL_DATA)
+		int rc;
+		if (r->walking == SPOOL_META && !r->rit) {
+			r->rit = spool__rocks_iter_new(SPOOL_META);
+			r->dit = spool__rocks_iter_new(SPOOL_DATA);
+		}
+		if (r->walking == SPOOL_META && !r->has_mkey) {
+			rc = spool__rocks_iter_next(r->rit, key, sizeof(key), &klen);
+			if (rc <= 0) {
+				/* a read error ends the walk of that spool: what was
+				 * not read stays stored and is found at the next start */
+				spool__rocks_iter_free(r->rit);
+				r->rit = NULL;
+				r->walking = SPOOL_DATA;
+				continue;
+			}
+			examined++;
+			if (klen != MESSAGE_ID_LEN || !message_id_valid(key)) {
+				visit_rocks_odd_key(r, SPOOL_META, key, klen);
+				continue;
+			}
+			memcpy(r->mkey, key, MESSAGE_ID_LEN + 1);
+			r->has_mkey = 1;
+		}
+		if (r->dit_failed) {
+			if (r->walking == SPOOL_DATA) {
 				r->finished = 1;
-			r->walking = SPOOL_DATA;
+			} else {
+				visit_meta(r, r->mkey, r->mkey);
+				r->has_mkey = 0;
+			}
 			continue;
 		}
-		examined++;
-		if (klen != MESSAGE_ID_LEN || !message_id_valid(key))
-			visit_rocks_odd_key(r, key, klen);
-		else if (r->walking == SPOOL_META)
-			visit_meta(r, key, key);
-		else
-			visit_data(r, key, key);
+		const char *want = r->walking == SPOOL_META ? r->mkey : NULL;
+		rc = spool__rocks_iter_skip_below(r->dit, want, MESSAGE_ID_LEN, key, sizeof(key),
+						  &klen);
+		if (rc == 3) {
+			examined++;
+			visit_rocks_data_only(r, key, klen);
+		} else if (rc < 0) {
+			spool__rocks_iter_free(r->dit);
+			r->dit = NULL;
+			r->dit_failed = 1;
+		} else if (r->walking == SPOOL_META) {
+			visit_rocks_message(r, rc == 1);
+			r->has_mkey = 0;
+		} else {
+			r->finished = 1; /* rc 0: the data walk is done */
+		}
 	}
 }
 
@@ -680,14 +792,18 @@ static void maybe_complete(struct spool_recovery *r)
 	if (r->dir)
 		closedir(r->dir);
 	spool__rocks_iter_free(r->rit);
+	spool__rocks_iter_free(r->dit);
 	free(r->buckets);
 	free(r->chunk.msgs);
 	free(r->chunk.items);
 	void (*done)(void *, size_t, size_t) = r->done;
 	void *ctx = r->ctx;
 	size_t loaded = r->loaded, quarantined = r->quarantined;
+	int cancelled = r->cancelled;
 	free(r);
-	if (done)
+	if (cancelled)
+		log_warn("kumod::spool", "recovery not run: the spool did not open");
+	else if (done)
 		done(ctx, loaded, quarantined);
 	spool__hold(-1);
 }
@@ -776,13 +892,14 @@ static void recover_after(uv_work_t *req, int status)
 	int finished = r->finished;
 	enum spool_which walking = r->walking; /* the worker may move it next */
 	r->running = 0;
-	if (!spool_is_open())
-		r->stopping = 1;
+	if (!spool_is_open() || status < 0)
+		r->stopping = 1; /* closed, or cancelled: the spool did not open */
+	r->cancelled |= status < 0;
 	submit_items(r, c.items, c.nitems);
 	if (!finished && !r->stopping) {
 		/* read the next chunk while this one is delivered */
 		r->running = 1;
-		uv_queue_work(spool__loop(), &r->req, recover_step, recover_after);
+		spool__queue_work(&r->req, recover_step, recover_after);
 	}
 	deliver(r, c.msgs, c.nmsgs);
 	free(c.msgs);
@@ -816,12 +933,13 @@ void spool_recover(void (*fn)(struct message *m, void *ctx),
 	r->task = task_spawn("spool_recovery", spool__path[SPOOL_META], spool__task()->id);
 	memset(&rstats, 0, sizeof(rstats));
 	rstats.active = 1;
-	report_progress(r, "Recovering meta");
+	/* RocksDB: the walk starts once the databases are open */
+	report_progress(r, spool_opening() ? "Waiting for the spool to open" : "Recovering meta");
 	active = r;
 	if (strcmp(spool__task()->phase, "Idle") == 0)
 		task_set_phase(spool__task(), "Recovering", NULL);
 	spool__hold(1);
-	log_info("kumod::spool", "recovery started meta=%s data=%s", spool__path[SPOOL_META],
-		 spool__path[SPOOL_DATA]);
-	uv_queue_work(spool__loop(), &r->req, recover_step, recover_after);
+	log_info("kumod::spool", "recovery started meta=%s data=%s%s", spool__path[SPOOL_META],
+		 spool__path[SPOOL_DATA], spool_opening() ? " (after the spool opens)" : "");
+	spool__queue_work(&r->req, recover_step, recover_after);
 }

@@ -36,6 +36,7 @@ static struct {
 	rocksdb_options_t *opts[2];
 	rocksdb_writeoptions_t *wsync, *wnosync;
 	rocksdb_readoptions_t *ropts;
+	rocksdb_readoptions_t *rscan; /* recovery's walks: sequential, not cached */
 	int flush;
 } R;
 
@@ -185,6 +186,11 @@ int spool__rocks_open(const char *const paths[2], const struct spool_rocks_param
 	rocksdb_writeoptions_set_sync(R.wsync, (unsigned char)flush);
 	R.wnosync = rocksdb_writeoptions_create();
 	R.ropts = rocksdb_readoptions_create();
+	/* a recovery walk reads every block once, in order: read ahead, and
+	 * leave the block cache to the point reads of the running system */
+	R.rscan = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_fill_cache(R.rscan, 0);
+	rocksdb_readoptions_set_readahead_size(R.rscan, 2u << 20);
 	return 0;
 }
 
@@ -202,6 +208,8 @@ void spool__rocks_close(void)
 		rocksdb_writeoptions_destroy(R.wnosync);
 	if (R.ropts)
 		rocksdb_readoptions_destroy(R.ropts);
+	if (R.rscan)
+		rocksdb_readoptions_destroy(R.rscan);
 	memset(&R, 0, sizeof(R));
 }
 
@@ -245,13 +253,68 @@ int spool__rocks_exists(enum spool_which which, const char *key, size_t klen)
 struct spool_rocks_iter {
 	rocksdb_iterator_t *it;
 	int started;
+	int pending_next; /* skip_below: the current key was handed out */
 };
 
 struct spool_rocks_iter *spool__rocks_iter_new(enum spool_which which)
 {
 	struct spool_rocks_iter *i = xcalloc(1, sizeof(*i));
-	i->it = rocksdb_create_iterator(R.db[which], R.ropts);
+	i->it = rocksdb_create_iterator(R.db[which], R.rscan);
 	return i;
+}
+
+const char *spool__rocks_iter_value(struct spool_rocks_iter *i, size_t *len)
+{
+	return rocksdb_iter_value(i->it, len);
+}
+
+/* Compares the iterator's key with key (memcmp order, as RocksDB's
+ * default comparator). */
+static int iter_cmp(struct spool_rocks_iter *i, const char *key, size_t klen)
+{
+	size_t n = 0;
+	const char *k = rocksdb_iter_key(i->it, &n);
+	int c = memcmp(k, key, n < klen ? n : klen);
+	return c ? c : (n > klen) - (n < klen);
+}
+
+int spool__rocks_iter_skip_below(struct spool_rocks_iter *i, const char *key, size_t klen,
+				 char *skipped, size_t cap, size_t *sklen)
+{
+	if (!i->started) {
+		rocksdb_iter_seek_to_first(i->it);
+		i->started = 1;
+	} else if (i->pending_next) {
+		rocksdb_iter_next(i->it);
+	}
+	i->pending_next = 0;
+	for (;;) {
+		if (!rocksdb_iter_valid(i->it)) {
+			char *e = NULL;
+			rocksdb_iter_get_error(i->it, &e);
+			return e ? rocks_err(e, "iterate", NULL) : 0;
+		}
+		size_t n = 0;
+		const char *k = rocksdb_iter_key(i->it, &n);
+		if (n >= QUARANTINE_PREFIX_LEN &&
+		    memcmp(k, QUARANTINE_PREFIX, QUARANTINE_PREFIX_LEN) == 0) {
+			rocksdb_iter_seek(i->it, "quarantine0", QUARANTINE_PREFIX_LEN);
+			continue;
+		}
+		int c = key ? iter_cmp(i, key, klen) : -1;
+		if (c == 0) {
+			i->pending_next = 1; /* consumed: step past it next time */
+			return 1;
+		}
+		if (c > 0)
+			return 2;
+		*sklen = n;
+		n = n < cap - 1 ? n : cap - 1;
+		memcpy(skipped, k, n);
+		skipped[n] = 0;
+		i->pending_next = 1;
+		return 3;
+	}
 }
 
 /* Keys in order, quarantined ones skipped. 1 with the key (truncated to

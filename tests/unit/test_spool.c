@@ -64,6 +64,8 @@ static void open_spool(int flush)
 	int rc = spool_open(&loop, &cfg, err, sizeof(err));
 	if (rc != 0)
 		TEST_FAIL("spool_open: %d %s", rc, err);
+	while (spool_opening()) /* RocksDB opens on the thread pool */
+		uv_run(&loop, UV_RUN_ONCE);
 }
 
 /* Closes and runs the loop until the spool let go of its files. */
@@ -974,6 +976,125 @@ TEST_IMPL(spool_rocks_corrupt_value_quarantined_leftover_removed)
 	ASSERT(spool__rocks_exists(SPOOL_META, "quarantine/zz-not-an-id", 23));
 	message_unref(m[0]);
 	message_unref(m[1]);
+	rocks_teardown();
+}
+
+/* RocksDB opens after spool_open returned: a store submitted meanwhile
+ * completes once the database is open, durable. */
+TEST_IMPL(spool_rocks_store_waits_for_the_open)
+{
+	struct collected c;
+	char err[256] = "";
+	kind_mode = SPOOL_KIND_ROCKSDB;
+	setup();
+	struct spool_config cfg = {
+	    .data_path = data_path, .meta_path = meta_path, .flush = 1, .kind = SPOOL_KIND_ROCKSDB};
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), 0);
+	ASSERT(spool_is_open() && spool_opening());
+	struct message *m = make_msg(0, 300);
+	struct results r;
+	store_all(&m, 1, &r);
+	ASSERT_EQ(r.err[0], 0);
+	ASSERT(!spool_opening());
+	reopen_and_recover(1, &c);
+	ASSERT_EQ(c.loaded, 1);
+	assert_same(m, find(&c, m->id));
+	collected_free(&c);
+	message_unref(m);
+	rocks_teardown();
+}
+
+static char open_failure[512];
+static int open_failures;
+
+static void on_open_failure(const char *err)
+{
+	snprintf(open_failure, sizeof(open_failure), "%s", err);
+	open_failures++;
+}
+
+/* A database that does not open: what waited fails (never acknowledged),
+ * so does what comes after, and the hook hears the reason once. */
+TEST_IMPL(spool_rocks_open_failure_fails_waiting_ops)
+{
+	char err[256] = "", path[256];
+	rocks_setup();
+	close_spool();
+	snprintf(path, sizeof(path), "%s/CURRENT", data_path);
+	FILE *f = fopen(path, "w");
+	ASSERT(f != NULL);
+	fputs("garbage", f);
+	fclose(f);
+	spool_on_open_failure(on_open_failure);
+	open_failures = 0;
+	struct spool_config cfg = {
+	    .data_path = data_path, .meta_path = meta_path, .flush = 1, .kind = SPOOL_KIND_ROCKSDB};
+	ASSERT_EQ(spool_open(&loop, &cfg, err, sizeof(err)), 0); /* the directories are fine */
+	struct message *m = make_msg(0, 100);
+	struct results r;
+	store_all(&m, 1, &r);
+	ASSERT_EQ(r.err[0], -EIO);
+	ASSERT_EQ(open_failures, 1);
+	char want[256];
+	snprintf(want, sizeof(want), "data spool: cannot open RocksDB at %s: ", data_path);
+	ASSERT(strncmp(open_failure, want, strlen(want)) == 0);
+	memset(&r, 0, sizeof(r));
+	spool_remove(m->id, on_done, &r);
+	while (r.done < 1)
+		uv_run(&loop, UV_RUN_ONCE);
+	ASSERT_EQ(r.err[0], -EIO);
+	spool_on_open_failure(NULL);
+	message_unref(m);
+	rocks_teardown();
+}
+
+/* Recovery's merge walk over both databases: data keys without meta before,
+ * between and after the messages are removed as leftovers, a meta value
+ * without its data value is quarantined, every message loads. */
+TEST_IMPL(spool_rocks_merge_walk_leftovers_and_missing_data)
+{
+	struct message *m[4];
+	struct results r;
+	struct collected c;
+	rocks_setup();
+	make_msgs(m, 4, 200);
+	store_all(m, 4, &r);
+	char left[3][MESSAGE_ID_LEN + 1];
+	snprintf(left[0], sizeof(left[0]), "%032d", 0);
+	snprintf(left[1], sizeof(left[1]), "%s", m[1]->id);
+	left[1][MESSAGE_ID_LEN - 1] = left[1][MESSAGE_ID_LEN - 1] == 'f' ? 'e' : 'f';
+	memset(left[2], 'f', MESSAGE_ID_LEN);
+	left[2][MESSAGE_ID_LEN] = 0;
+	for (int i = 0; i < 3; i++)
+		ASSERT_EQ(spool__rocks_put_raw(SPOOL_DATA, left[i], "KSPL", 4), 0);
+	/* a valid meta record whose data value was never written */
+	struct message *lone = make_msg(9, 10);
+	const char *why = NULL;
+	size_t mlen = 0;
+	char *meta = spool__meta_encode(lone, &mlen, &why);
+	ASSERT(meta != NULL);
+	struct buf rec;
+	buf_init(&rec);
+	spool_record_encode(&rec, SPOOL_RECORD_META, lone->id, meta, mlen);
+	ASSERT_EQ(spool__rocks_put_raw(SPOOL_META, lone->id, rec.data, rec.len), 0);
+	buf_free(&rec);
+	free(meta);
+	reopen_and_recover(1, &c);
+	ASSERT_EQ(c.loaded, 4);
+	ASSERT_EQ(c.quarantined, 1); /* lone; the leftovers are removed, not counted */
+	assert_all_recovered(m, 4, &c);
+	collected_free(&c);
+	struct buf b;
+	buf_init(&b);
+	for (int i = 0; i < 3; i++)
+		ASSERT_EQ(spool__fetch(SPOOL_DATA, left[i], 1 << 20, &b), -ENOENT);
+	ASSERT_EQ(spool__fetch(SPOOL_META, lone->id, 1 << 20, &b), -ENOENT);
+	char q[64];
+	snprintf(q, sizeof(q), "quarantine/%s", lone->id);
+	ASSERT(spool__rocks_exists(SPOOL_META, q, strlen(q)));
+	buf_free(&b);
+	message_unref(lone);
+	unref_msgs(m, 4);
 	rocks_teardown();
 }
 
