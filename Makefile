@@ -117,13 +117,22 @@ $(BIN)/unit-tests: $(UNIT_OBJS) $(LIB_OBJS) $(FLAGS_STAMP)
 	$(qecho) LD $@
 	$(Q)mkdir -p $(@D) && $(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJS) $(LIB_OBJS) $(LIBS)
 
+# The kumod library objects as an archive, for the tools: the linker takes
+# only the objects a tool references, and --as-needed only the shared
+# libraries those use (kumo-toml maps a handful instead of ~50 libraries,
+# which was most of its start-up time).
+LIB_ARCHIVE := $(OBJDIR)/libkumod.a
+$(LIB_ARCHIVE): $(LIB_OBJS)
+	$(qecho) AR $@
+	$(Q)rm -f $@ && $(AR) rcs $@ $(LIB_OBJS)
+
 # Each tools/<name>/ directory builds build/<name> from its own sources
-# plus the kumod library objects it uses (the linker keeps what is referenced).
+# plus the kumod library objects it uses.
 define TOOL_RULE
 $(1)_OBJS := $$(patsubst %.c,$$(OBJDIR)/%.o,$$(sort $$(wildcard tools/$(1)/*.c)))
-$$(BIN)/$(1): $$($(1)_OBJS) $$(LIB_OBJS) $$(FLAGS_STAMP)
+$$(BIN)/$(1): $$($(1)_OBJS) $$(LIB_ARCHIVE) $$(FLAGS_STAMP)
 	$$(qecho) LD $$@
-	$$(Q)mkdir -p $$(@D) && $$(CC) $$(ALL_LDFLAGS) -o $$@ $$($(1)_OBJS) $$(LIB_OBJS) $$(LIBS) $$(TOOL_LIBS_$(1))
+	$$(Q)mkdir -p $$(@D) && $$(CC) $$(ALL_LDFLAGS) -o $$@ $$($(1)_OBJS) $$(LIB_ARCHIVE) -Wl,--as-needed $$(LIBS) $$(TOOL_LIBS_$(1)) -Wl,--no-as-needed
 endef
 TOOL_LIBS_kumo-console := -lncursesw
 TOOL_LIBS_kcli := -lcurl

@@ -390,11 +390,17 @@ def test_next_due_of_a_delayed_message(kumod, tmp_path):
     out = kcli(port, "inspect-sched-q")
     rows = [l.split() for l in out.stdout.splitlines()]
     assert rows == [["SCHEDULED", "QUEUE", "COUNT"], ["due.test", "1"]], out.stdout
-    r = subprocess.run([os.path.join(TOOLS_BIN, "kumo-console"), "--once", "--json",
-                        "127.0.0.1:%d" % console_port], capture_output=True, text=True,
-                       timeout=20)
-    assert r.returncode == 0, r.stderr
-    q = {(x["kind"], x["name"]): x for x in json.loads(r.stdout)["queues"]}
+    def console_queues():
+        # a snapshot holds the queues of the last publish tick (100 ms here):
+        # one taken right after the retry was scheduled may predate it
+        r = subprocess.run([os.path.join(TOOLS_BIN, "kumo-console"), "--once", "--json",
+                            "127.0.0.1:%d" % console_port], capture_output=True, text=True,
+                           timeout=20)
+        assert r.returncode == 0, r.stderr
+        q = {(x["kind"], x["name"]): x for x in json.loads(r.stdout)["queues"]}
+        return q if ("scheduled", "due.test") in q else None
+    q = wait_until(console_queues, timeout=10)
+    assert q, "the console never listed the scheduled queue due.test"
     nd = q[("scheduled", "due.test")]["next_due_ms"]
     assert abs(nd / 1000.0 - d["next_due"]) < 1.0, (nd, d)
     relay.stop()
