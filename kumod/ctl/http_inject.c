@@ -263,8 +263,9 @@ static int pump(struct inject_txn *t)
 		struct message *m = NULL;
 		if (kumod_shutting_down() || !spool_is_open()) {
 			/* began before the shutdown: the rest is for the client to retry */
-			txn_fail(t, inject_req_rcpt_email(&t->q, i),
-				 "451 4.3.2 shutting down; try again later");
+			const char *email = inject_req_rcpt_email(&t->q, i);
+			KTRACE(http_inject, t->conn_id, "", email, "shutting_down", "");
+			txn_fail(t, email, "451 4.3.2 shutting down; try again later");
 			t->temp_fail++;
 		} else {
 			m = generate_one(t, &t->q, i);
