@@ -2,7 +2,13 @@
 /* POST /api/inject/v1: KumoMTA's injection request, validated and built
  * by proto/inject_req. One message per recipient goes through
  * http_message_generated, then the spool; the answer waits until every
- * message is durable (or failed), exactly like the 250 after SMTP DATA. */
+ * message is durable (or failed), exactly like the 250 after SMTP DATA.
+ * Messages are made a window at a time (INJECT_STORE_WINDOW stores in
+ * flight): each is generated when a store slot is free, queued as soon as
+ * it is durable (its body then leaves memory) and its part of the request
+ * is freed once built, so a request with many recipients holds the
+ * long-lived part of each message (envelope, meta) rather than every body,
+ * spool record and request object at once (docs/limits.md). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,22 +34,28 @@
 #include "spool/timeline.h"
 #include "spool/spool.h"
 
+#define INJECT_STORE_WINDOW 256 /* spool stores in flight per request */
+
 /* Messages being made durable; outlives the connection if the client goes. */
 struct inject_txn {
 	uint64_t conn_id;
-	struct message **msgs;
-	int *errs;
-	size_t n, pending;
+	struct inject_req q; /* recipients not yet generated are read from here */
+	size_t nr, next;     /* recipients in the request, the next to generate */
+	size_t inflight;     /* stores issued, not yet completed */
+	int pumping;
 	size_t success, fail;
 	size_t temp_fail; /* failures the client should retry (queue config, spool) */
 	json_t *failed, *errors;
 	char peer_ip[48];
 	json_t *auth_info;   /* KumoMTA's AuthInfo, for http_message_generated */
+	json_t *http_auth;   /* the "http_auth" meta value, one string shared by all */
 	size_t max_received; /* the listener's max_received_headers */
-	struct inject_slot {
-		struct inject_txn *t;
-		size_t i;
-	} * slots;
+};
+
+/* One store in flight. */
+struct inject_store {
+	struct inject_txn *t;
+	struct message *m;
 };
 
 /* Builds recipient i's message (NULL with err when that recipient fails). */
@@ -90,14 +102,11 @@ static void txn_fail(struct inject_txn *t, const char *email, const char *fmt, .
 
 static void txn_free(struct inject_txn *t)
 {
-	for (size_t i = 0; i < t->n; i++)
-		message_unref(t->msgs[i]);
-	free(t->msgs);
-	free(t->errs);
-	free(t->slots);
+	inject_req_free(&t->q);
 	json_decref(t->failed);
 	json_decref(t->errors);
 	json_decref(t->auth_info);
+	json_decref(t->http_auth);
 	free(t);
 }
 
@@ -124,39 +133,50 @@ static void txn_answer(struct inject_txn *t)
 		task_exit(t_hc, prev);
 }
 
-static void txn_complete(struct inject_txn *t)
+/* One store completed: the message is queued (its body may leave memory
+ * from here) or removed and reported. */
+static void store_done(struct inject_txn *t, struct message *m, int err)
 {
-	for (size_t i = 0; i < t->n; i++) {
-		struct message *m = t->msgs[i];
-		const char *rcpt = m->recipients[0];
-		if (t->errs[i]) {
-			spool_remove(m->id, NULL, NULL);
-			KTRACE(http_inject, t->conn_id, m->id, rcpt, "spool_error",
-			       strerror(-t->errs[i]));
-			txn_fail(t, rcpt, "spool error: %s", strerror(-t->errs[i]));
-			t->temp_fail++;
-			continue;
-		}
-		struct logrec_response resp = {.code = 250, .content = "OK"};
-		struct logrec_peer peer = {.addr = t->peer_ip};
-		logrec_log("Reception", m, NULL, &resp, &peer, NULL, NULL, NULL, NULL, "HTTP");
-		queue_insert(m, "Received");
-		KTRACE(http_inject, t->conn_id, m->id, rcpt, "ok", "");
-		MSG_TIMELINE(m->id, "Reception", "HTTP inject for %s", rcpt);
-		metrics_counter_add("total_messages_received", "service", "http_listener", 1);
-		t->success++;
+	const char *rcpt = m->recipients[0];
+	if (err) {
+		spool_remove(m->id, NULL, NULL);
+		KTRACE(http_inject, t->conn_id, m->id, rcpt, "spool_error", strerror(-err));
+		txn_fail(t, rcpt, "spool error: %s", strerror(-err));
+		t->temp_fail++;
+		return;
 	}
-	txn_answer(t);
-	txn_free(t);
+	struct logrec_response resp = {.code = 250, .content = "OK"};
+	struct logrec_peer peer = {.addr = t->peer_ip};
+	logrec_log("Reception", m, NULL, &resp, &peer, NULL, NULL, NULL, NULL, "HTTP");
+	queue_insert(m, "Received");
+	KTRACE(http_inject, t->conn_id, m->id, rcpt, "ok", "");
+	MSG_TIMELINE(m->id, "Reception", "HTTP inject for %s", rcpt);
+	metrics_counter_add("total_messages_received", "service", "http_listener", 1);
+	t->success++;
 }
+
+static int pump(struct inject_txn *t);
 
 static void stored_cb(void *ctx, int err)
 {
-	struct inject_slot *s = ctx;
+	struct inject_store *s = ctx;
 	struct inject_txn *t = s->t;
-	t->errs[s->i] = err;
-	if (--t->pending == 0)
-		txn_complete(t);
+	store_done(t, s->m, err);
+	message_unref(s->m);
+	free(s);
+	t->inflight--;
+	if (t->pumping)
+		return;
+	/* the next messages are generated (policy included) as the connection's
+	 * work, as they were inside the request */
+	struct http_conn *hc = http__conn_lookup(t->conn_id);
+	struct task *t_hc = hc ? hc->task : NULL, *prev = NULL;
+	int enter = t_hc && task_current() != t_hc;
+	if (enter)
+		prev = task_enter(t_hc);
+	pump(t);
+	if (enter)
+		task_exit(t_hc, prev);
 }
 
 /* KumoMTA's "http_auth" meta: the Basic user, else the first identity,
@@ -200,7 +220,7 @@ static struct message *generate_one(struct inject_txn *t, const struct inject_re
 		message_unref(m);
 		return NULL;
 	}
-	message_set_meta(m, "http_auth", json_string(http_auth_summary(t->auth_info)));
+	message_set_meta(m, "http_auth", json_incref(t->http_auth));
 	struct policy_result r;
 	policy_http_message_generated(m, t->auth_info, &r);
 	if (r.status != POLICY_OK) {
@@ -233,6 +253,42 @@ static struct message *generate_one(struct inject_txn *t, const struct inject_re
 	return m;
 }
 
+/* Generates and stores recipients while the window has room; answers
+ * and frees t once every recipient is done (returns 1 then, else 0). */
+static int pump(struct inject_txn *t)
+{
+	t->pumping = 1;
+	while (t->inflight < INJECT_STORE_WINDOW && t->next < t->nr) {
+		size_t i = t->next++;
+		struct message *m = NULL;
+		if (kumod_shutting_down() || !spool_is_open()) {
+			/* began before the shutdown: the rest is for the client to retry */
+			const char *email = inject_req_rcpt_email(&t->q, i);
+			KTRACE(http_inject, t->conn_id, "", email, "shutting_down", "");
+			txn_fail(t, email, "451 4.3.2 shutting down; try again later");
+			t->temp_fail++;
+		} else {
+			m = generate_one(t, &t->q, i);
+		}
+		inject_req_release_rcpt(&t->q, i); /* its memory serves the next ones */
+		if (!m)
+			continue;
+		struct inject_store *s = xmalloc(sizeof(*s));
+		*s = (struct inject_store){t, m};
+		t->inflight++;
+		if (t->q.deferred_spool) /* the client's choice: in memory until it must stay */
+			spool_store_deferred(m, stored_cb, s);
+		else
+			spool_store(m, stored_cb, s);
+	}
+	t->pumping = 0;
+	if (t->inflight || t->next < t->nr)
+		return 0;
+	txn_answer(t);
+	txn_free(t);
+	return 1;
+}
+
 void http_inject__handle(struct http_conn *hc, struct http_request *req)
 {
 	json_t *j = http__json_body(hc, req);
@@ -242,6 +298,9 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req)
 	char err[INJECT_REQ_MAX_ERROR];
 	int st = inject_req_parse(j, &q, err, sizeof(err));
 	json_decref(j);
+	/* the text is parsed: only the tree is read from here on */
+	buf_free(&req->r->body);
+	buf_init(&req->r->body);
 	if (st) {
 		http__error(hc, st, "%s", err);
 		return;
@@ -280,36 +339,16 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req)
 	struct inject_txn *t = xcalloc(1, sizeof(*t));
 	t->max_received = http__config(hc)->max_received_headers;
 	t->conn_id = hc->id;
-	t->msgs = xcalloc(nr, sizeof(*t->msgs));
-	t->errs = xcalloc(nr, sizeof(*t->errs));
-	t->slots = xcalloc(nr, sizeof(*t->slots));
+	t->q = q;
+	t->nr = nr;
 	t->failed = json_array();
 	t->errors = json_array();
 	snprintf(t->peer_ip, sizeof(t->peer_ip), "%s", hc->conn.peer_ip);
 	t->auth_info = http__auth_info(hc, req);
-	for (size_t i = 0; i < nr; i++) {
-		struct message *m = generate_one(t, &q, i);
-		if (m)
-			t->msgs[t->n++] = m;
-	}
-	int deferred = q.deferred_spool;
-	inject_req_free(&q);
-	if (!t->n) {
-		txn_answer(t);
-		txn_free(t);
-		return;
-	}
-	hc->busy = 1;
+	t->http_auth = json_string(http_auth_summary(t->auth_info));
+	if (pump(t))
+		return; /* nothing was stored: answered at once */
+	hc->busy = 1;	/* answered from a store completion */
 	task_set_phase(hc->task, "Spooling", "spool");
 	uv_timer_stop(&hc->timer);
-	t->pending = t->n + 1; /* held until every store is issued */
-	for (size_t i = 0; i < t->n; i++) {
-		t->slots[i] = (struct inject_slot){t, i};
-		if (deferred) /* the client's choice: kept in memory until it must stay */
-			spool_store_deferred(t->msgs[i], stored_cb, &t->slots[i]);
-		else
-			spool_store(t->msgs[i], stored_cb, &t->slots[i]);
-	}
-	if (--t->pending == 0)
-		txn_complete(t);
 }

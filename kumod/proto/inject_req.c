@@ -396,6 +396,12 @@ json_t *inject_req_rcpt_metadata(const struct inject_req *q, size_t i)
 	return json_object_get(json_array_get(q->recipients, i), "metadata");
 }
 
+void inject_req_release_rcpt(struct inject_req *q, size_t i)
+{
+	if (i < json_array_size(q->recipients))
+		json_array_set_new(q->recipients, i, json_null());
+}
+
 /* --- building messages ---------------------------------------------------------------- */
 
 /* Appends s with every line ending made CRLF. */

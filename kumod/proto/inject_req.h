@@ -39,6 +39,13 @@ const char *inject_req_rcpt_email(const struct inject_req *q, size_t i);
 /* Recipient i's metadata object (borrowed) or NULL. */
 json_t *inject_req_rcpt_metadata(const struct inject_req *q, size_t i);
 
+/* Frees recipient i's part of the request (its object; a metadata object
+ * another holder took a reference on lives on) once its message is built:
+ * the memory is reused by the next recipients' messages instead of being
+ * held until the whole request is done. Recipient i must not be read
+ * afterwards (inject_req_rcpt_email returns NULL). */
+void inject_req_release_rcpt(struct inject_req *q, size_t i);
+
 /* Appends recipient i's message to out: substitutions applied, line
  * endings CRLF, header values free of CR/LF/NUL. id names the message
  * (Message-ID <id@kumod.http>, MIME boundary) and date is the Date value.

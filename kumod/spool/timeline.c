@@ -13,23 +13,102 @@
 #include "base/xalloc.h"
 
 #define TL_BUCKETS 65536
-#define TL_DETAIL_MAX 240
+#define TL_DETAIL_MAX 240 /* bytes, NUL included: a length fits one byte */
+#define TL_EVENTS_MAX 255 /* distinct event names; index 255 is "?" */
+#define TL_ID_MAX 32	  /* message ids are 32 characters */
 
-struct tl_entry {
-	uint64_t wall_ns, mono_ns;
-	const char *event;
-	char *detail;
-};
-
+/* A queued message keeps its story while it waits (days, for a slow
+ * destination), so the story is packed into one allocation: per entry the
+ * time since the previous entry in microseconds (LEB128 varint, usually 1-3
+ * bytes), the event (an index into a table of names), the detail length
+ * and the detail bytes (no NUL); oldest first. Wall times are the first
+ * entry's plus the monotonic time elapsed since. */
 struct timeline {
-	char id[40];
-	struct tl_entry *e; /* ring of cap entries, n used, oldest at start */
-	size_t cap, n, start;
-	uint64_t dropped;
-	int finished;
 	struct timeline *next_hash;
 	struct timeline *next_done; /* FIFO of finished ones */
+	unsigned char *log;	    /* n packed entries in used of cap bytes */
+	uint64_t wall0_ns;	    /* the first entry's wall time */
+	uint64_t last_mono_ns;	    /* the newest entry's monotonic time */
+	uint32_t used, cap, dropped;
+	uint16_t n;
+	uint8_t finished;
+	char id[TL_ID_MAX + 1];
 };
+
+/* One decoded entry (detail points into the log, len bytes). */
+struct tl_entry {
+	uint64_t delta_us;
+	const char *event;
+	const char *detail;
+	size_t len;
+};
+
+static const char *tl_events[TL_EVENTS_MAX];
+static size_t tl_nevents;
+
+/* The index of a (static) event name, added on first use. */
+static unsigned char event_index(const char *event)
+{
+	for (size_t i = 0; i < tl_nevents; i++)
+		if (tl_events[i] == event || strcmp(tl_events[i], event) == 0)
+			return (unsigned char)i;
+	if (tl_nevents == TL_EVENTS_MAX)
+		return TL_EVENTS_MAX;
+	tl_events[tl_nevents] = event;
+	return (unsigned char)tl_nevents++;
+}
+
+static size_t varint_put(unsigned char *p, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		p[n] = (unsigned char)(v & 0x7f) | (v > 0x7f ? 0x80 : 0);
+		v >>= 7;
+		n++;
+	} while (v);
+	return n;
+}
+
+static size_t varint_get(const unsigned char *p, uint64_t *v)
+{
+	size_t n = 0;
+	*v = 0;
+	do {
+		*v |= (uint64_t)(p[n] & 0x7f) << (7 * n);
+	} while (p[n++] & 0x80);
+	return n;
+}
+
+/* Decodes the entry at offset off; returns the offset of the next one. */
+static size_t entry_at(const struct timeline *t, size_t off, struct tl_entry *e)
+{
+	const unsigned char *p = t->log + off;
+	size_t v = varint_get(p, &e->delta_us);
+	e->event = p[v] < tl_nevents ? tl_events[p[v]] : "?";
+	e->len = p[v + 1];
+	e->detail = (const char *)p + v + 2;
+	return off + v + 2 + e->len;
+}
+
+/* Drops the oldest entry: the second becomes the first (its delta, now
+ * folded into the first entry's times, is rewritten as 0). */
+static void drop_oldest(struct timeline *t)
+{
+	struct tl_entry e;
+	size_t second = entry_at(t, 0, &e);
+	t->n--;
+	t->dropped++;
+	if (!t->n) {
+		t->used = 0;
+		return;
+	}
+	uint64_t d;
+	size_t v = varint_get(t->log + second, &d);
+	t->wall0_ns += d * 1000u;
+	t->log[0] = 0;
+	memmove(t->log + 1, t->log + second + v, t->used - second - v);
+	t->used -= (uint32_t)(second + v - 1);
+}
 
 int msg_timeline_size = -1;
 static int in_log;
@@ -78,9 +157,7 @@ static struct timeline *find(const char *id, struct timeline ***slot)
 
 static void tl_free(struct timeline *t)
 {
-	for (size_t i = 0; i < t->n; i++)
-		free(t->e[(t->start + i) % t->cap].detail);
-	free(t->e);
+	free(t->log);
 	free(t);
 }
 
@@ -88,7 +165,7 @@ void msg_timeline__note(const char *id, const char *event, const char *fmt, ...)
 {
 	if (msg_timeline_size < 0)
 		settings();
-	if (!msg_timeline_size || !id || !*id)
+	if (!msg_timeline_size || !id || !*id || strlen(id) > TL_ID_MAX)
 		return;
 	struct timeline **slot, *t = find(id, &slot);
 	if (!t) {
@@ -99,30 +176,35 @@ void msg_timeline__note(const char *id, const char *event, const char *fmt, ...)
 		*slot = t;
 		TL.live++;
 	}
-	if (t->n == t->cap && t->cap < (size_t)msg_timeline_size) {
-		/* grow (the ring has not wrapped yet: start is 0) */
-		size_t cap = t->cap ? t->cap * 2 : 8;
-		t->cap = cap < (size_t)msg_timeline_size ? cap : (size_t)msg_timeline_size;
-		t->e = xrealloc(t->e, t->cap * sizeof(*t->e));
-	}
-	struct tl_entry *e;
-	if (t->n == t->cap) { /* full: the oldest entry goes */
-		e = &t->e[t->start];
-		free(e->detail);
-		t->start = (t->start + 1) % t->cap;
-		t->dropped++;
-	} else {
-		e = &t->e[(t->start + t->n++) % t->cap];
-	}
 	char d[TL_DETAIL_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(d, sizeof(d), fmt, ap);
+	int dn = vsnprintf(d, sizeof(d), fmt, ap);
 	va_end(ap);
-	e->wall_ns = clock_wall_ns();
-	e->mono_ns = clock_mono_ns();
-	e->event = event;
-	e->detail = xstrdup(d);
+	size_t len = dn < 0 ? 0 : (size_t)dn < sizeof(d) ? (size_t)dn : sizeof(d) - 1;
+	if (t->n >= (size_t)msg_timeline_size) /* full: the oldest entry goes */
+		drop_oldest(t);
+	uint64_t mono = clock_mono_ns(), delta_us = 0;
+	if (t->n == 0) {
+		t->wall0_ns = clock_wall_ns();
+		t->last_mono_ns = mono;
+	} else if (mono > t->last_mono_ns) {
+		delta_us = (mono - t->last_mono_ns) / 1000u;
+		t->last_mono_ns += delta_us * 1000u; /* no drift from the rounding */
+	}
+	unsigned char head[12];
+	size_t hn = varint_put(head, delta_us);
+	head[hn++] = event_index(event);
+	head[hn++] = (unsigned char)len;
+	size_t need = t->used + hn + len;
+	if (need > t->cap) { /* grown in 32-byte steps: little slack per message */
+		t->cap = (uint32_t)((need + 31) & ~(size_t)31);
+		t->log = xrealloc(t->log, t->cap);
+	}
+	memcpy(t->log + t->used, head, hn);
+	memcpy(t->log + t->used + hn, d, len);
+	t->used = (uint32_t)need;
+	t->n++;
 }
 
 void msg_timeline_end(const char *id)
@@ -168,16 +250,19 @@ json_t *msg_timeline_json(const char *id, int *finished, uint64_t *dropped)
 	if (!t)
 		return NULL;
 	json_t *a = json_array();
-	uint64_t first = t->n ? t->e[t->start].mono_ns : 0, prev = first;
+	uint64_t elapsed_us = 0;
+	size_t off = 0;
 	for (size_t i = 0; i < t->n; i++) {
-		const struct tl_entry *e = &t->e[(t->start + i) % t->cap];
-		json_t *d = json_string(e->detail);
+		struct tl_entry e;
+		off = entry_at(t, off, &e);
+		uint64_t delta_us = i ? e.delta_us : 0;
+		elapsed_us += delta_us;
+		json_t *d = json_stringn(e.detail, e.len);
 		json_array_append_new(
-		    a, json_pack("{s:o, s:s, s:o, s:I, s:I}", "at", when_json(e->wall_ns), "event",
-				 e->event, "detail", d ? d : json_string("(not UTF-8)"),
-				 "elapsed_us", (json_int_t)((e->mono_ns - first) / 1000u),
-				 "delta_us", (json_int_t)((e->mono_ns - prev) / 1000u)));
-		prev = e->mono_ns;
+		    a, json_pack("{s:o, s:s, s:o, s:I, s:I}", "at",
+				 when_json(t->wall0_ns + elapsed_us * 1000u), "event", e.event,
+				 "detail", d ? d : json_string("(not UTF-8)"), "elapsed_us",
+				 (json_int_t)elapsed_us, "delta_us", (json_int_t)delta_us));
 	}
 	if (finished)
 		*finished = t->finished;

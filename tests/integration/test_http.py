@@ -638,6 +638,31 @@ def test_inject_outcomes_per_recipient(kumod, tmp_path):
     assert k.stop() == 0
 
 
+@needs_spool
+def test_inject_many_recipients_across_store_windows(kumod, tmp_path):
+    """A request larger than the window of stores in flight (256, see
+    kumod/ctl/http_inject.c): every recipient gets its outcome, in request
+    order for the failures, and exactly the accepted ones are queued."""
+    k = start(kumod, var=tmp_path / "spool",
+              extra=INJECT_POLICY + QUEUE_POLICY.format(port=closed_port()),
+              http=", request_body_limit = 8000000")
+    n = 1000
+    rcpts = [{"email": "reject@example.com" if i % 7 == 3 else "u%d@example.com" % i}
+             for i in range(n)]
+    rejected = sum(1 for r in rcpts if r["email"] == "reject@example.com")
+    r = req(k.http_port, "POST", "/api/inject/v1", inject_body(recipients=rcpts))
+    assert r.status == 200, r.body
+    j = r.json()
+    assert (j["success_count"], j["fail_count"]) == (n - rejected, rejected), \
+        (j["success_count"], j["fail_count"], j["errors"][:3])
+    assert j["failed_recipients"] == ["reject@example.com"] * rejected
+    assert j["errors"] == ["reject@example.com: 550 5.7.1 not this one"] * rejected
+    fams = families(req(k.http_port, "GET", "/metrics").body.decode())
+    rx = {s.labels["service"]: s.value for s in fams["total_messages_received"].samples}
+    assert rx["http_listener"] == n - rejected
+    assert k.stop() == 0
+
+
 AUTH_INFO_POLICY = """
 kumo.on('http_message_generated', function(msg, auth_info)
   local f = assert(io.open('%s', 'a'))

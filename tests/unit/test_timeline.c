@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Per-message timelines (spool/timeline.c): the ring, finished stories. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "spool/timeline.h"
 #include "test.h"
@@ -56,4 +57,44 @@ TEST_IMPL(timeline_off)
 	MSG_TIMELINE("aaaa", "Step", "x");
 	ASSERT(msg_timeline_json("aaaa", NULL, NULL) == NULL);
 	ASSERT_EQ(msg_timeline_size, 0);
+}
+
+/* The packed story: times survive the oldest entries being dropped (the
+ * first kept one's wall time moves forward), long and empty details keep
+ * their length, and the elapsed times never go backwards. */
+TEST_IMPL(timeline_packed_entries)
+{
+	setenv("KUMOD_MESSAGE_TIMELINE", "3", 1);
+	char longd[300];
+	memset(longd, 'x', sizeof(longd) - 1);
+	longd[sizeof(longd) - 1] = 0;
+	MSG_TIMELINE("pppp", "First", "%s", "");
+	MSG_TIMELINE("pppp", "Second", "%s", longd);
+	MSG_TIMELINE("pppp", "Third", "t");
+	MSG_TIMELINE("pppp", "Fourth", "four");
+	uint64_t dropped = 0;
+	json_t *a = msg_timeline_json("pppp", NULL, &dropped);
+	ASSERT(a != NULL);
+	ASSERT_EQ(json_array_size(a), 3);
+	ASSERT_EQ(dropped, 1);
+	json_t *e0 = json_array_get(a, 0), *e2 = json_array_get(a, 2);
+	ASSERT_STR_EQ(json_string_value(json_object_get(e0, "event")), "Second");
+	ASSERT_EQ(strlen(json_string_value(json_object_get(e0, "detail"))), 239);
+	ASSERT_EQ(json_integer_value(json_object_get(e0, "elapsed_us")), 0);
+	ASSERT_EQ(json_integer_value(json_object_get(e0, "delta_us")), 0);
+	ASSERT_STR_EQ(json_string_value(json_object_get(e2, "event")), "Fourth");
+	ASSERT_STR_EQ(json_string_value(json_object_get(e2, "detail")), "four");
+	json_int_t prev = 0;
+	for (size_t i = 0; i < 3; i++) {
+		json_int_t el =
+		    json_integer_value(json_object_get(json_array_get(a, i), "elapsed_us"));
+		ASSERT(el >= prev);
+		ASSERT_EQ(el - prev,
+			  json_integer_value(json_object_get(json_array_get(a, i), "delta_us")));
+		prev = el;
+	}
+	json_decref(a);
+	/* an id longer than a message id gets no story rather than a wrong one */
+	MSG_TIMELINE("0123456789abcdef0123456789abcdef0", "Step", "x");
+	ASSERT(msg_timeline_json("0123456789abcdef0123456789abcdef0", NULL, NULL) == NULL);
 }
