@@ -1526,6 +1526,15 @@ int dns_set_options(const struct dns_options *o, char *err, size_t errlen)
 	return 0;
 }
 
+void dns_set_negative_ttl(uint32_t secs)
+{
+	if (!D.opt_set) {
+		dns_options_default(&D.opt);
+		D.opt_set = 1;
+	}
+	D.opt.negative_ttl = secs;
+}
+
 int dns_set_servers(const char *servers, char *err, size_t errlen)
 {
 	if (!D.initialised || D.shutting_down) {

@@ -64,6 +64,10 @@ void dns_options_default(struct dns_options *o);
  * on a new c-ares channel. Returns 0 or -1 with err. */
 int dns_set_options(const struct dns_options *o, char *err, size_t errlen);
 
+/* Only dns_options.negative_ttl (kumo.dns.set_mx_negative_cache_ttl): applies to results
+ * cached from now on; no channel is replaced. */
+void dns_set_negative_ttl(uint32_t secs);
+
 /* "OK", "NULL_MX", "NO_HOST", "TEMPFAIL". */
 const char *dns_status_name(enum dns_status s);
 
