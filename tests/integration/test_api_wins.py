@@ -79,7 +79,8 @@ out.fs_open = err(function() return kumo.fs.open end)
 out.neg_bad = err(kumo.dns.set_mx_negative_cache_ttl, 'soon')
 out.neg_type = err(kumo.dns.set_mx_negative_cache_ttl, {})
 out.neg_ok = err(kumo.dns.set_mx_negative_cache_ttl, '10m')
-out.mx_timeout = err(function() return kumo.dns.set_mx_timeout(5) end)
+out.mx_timeout_bad = err(kumo.dns.set_mx_timeout, -1)
+out.mx_timeout_ok = err(kumo.dns.set_mx_timeout, '5s')
 out.mx_concurrency = err(function() return kumo.dns.set_mx_concurrency_limit(128) end)
 out.sleep_main = err(kumo.sleep, 0.01)
 out.time_sleep_main = err(kumo.time.sleep, 0.01)
@@ -182,8 +183,9 @@ def test_dns_knob_arguments_and_refusals(fs_result):
     assert r["neg_type"].endswith(
         "kumo.dns.set_mx_negative_cache_ttl: expected a duration (seconds or text like "
         "\"5m\"), got table")
-    assert r["mx_timeout"].endswith(
-        "kumo.dns.set_mx_timeout is a KumoMTA API that kumod does not implement yet")
+    assert r["mx_timeout_ok"] == "no error"
+    assert r["mx_timeout_bad"].endswith(
+        "kumo.dns.set_mx_timeout: duration must be between 0 and 4e9 seconds")
     assert r["mx_concurrency"].endswith(
         "kumo.dns.set_mx_concurrency_limit is a KumoMTA API that kumod does not implement yet")
 
@@ -234,6 +236,39 @@ def test_negative_cache_ttl_controls_caching(kumod, dns, neg_ttl, queries):
     assert (code, text) == (550, b"5.7.1 looked up twice")
     # NXDOMAIN (SOA minimum 45 s): cached unless the negative TTL is 0
     assert dns.count(m, "nx.test", "MX") == queries
+
+
+MX_TIMEOUT_POLICY = """
+local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.dns.configure_resolver { name_servers = { os.getenv 'DNS' } }
+  kumo.dns.set_mx_timeout '1s'
+  kumo.define_spool{ name = 'data', path = '%(var)s/spool/data' }
+  kumo.define_spool{ name = 'meta', path = '%(var)s/spool/meta' }
+  kumo.configure_local_logs{ log_dir = '%(var)s/logs', compression_level = 'none' }
+  kumo.start_esmtp_listener{ listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' } }
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config{ retry_interval = '1h', max_age = '2h' }
+end)
+kumo.on('get_egress_path_config', function(domain, source, site)
+  return kumo.make_egress_path{ enable_tls = 'Disabled' }
+end)
+"""
+
+
+def test_mx_timeout_limits_the_mx_query(kumod, dns, tmp_path):
+    # blackhole.test is never answered: c-ares alone would retry for ~14 s (2 + 4 + 8)
+    var = tmp_path / "var"
+    k = kumod(MX_TIMEOUT_POLICY % {"var": var}, env={"DNS": dns.server})
+    t0 = time.monotonic()
+    with smtplib.SMTP("127.0.0.1", k.smtp_port, timeout=15) as s:
+        s.sendmail("s@example.com", ["u@blackhole.test"], b"Subject: t\r\n\r\nbody\r\n")
+    assert wait_until(lambda: by_type(records(var), "TransientFailure"), timeout=20), k.stderr()
+    assert time.monotonic() - t0 >= 1.0
+    rec = by_type(records(var), "TransientFailure")[0]
+    assert "MX lookup for blackhole.test timed out after 1000ms (set_mx_timeout)" in \
+        rec["response"]["content"], rec["response"]
 
 
 # --- kumo.sleep / kumo.time.sleep in an event that may wait -------------------------------
