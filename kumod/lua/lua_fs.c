@@ -74,6 +74,10 @@ static char **do_glob(lua_State *L, const char *fn, const char *pattern, const c
 	memset(&g, 0, sizeof(g));
 	int rc = glob(full, GLOB_BRACE, NULL, &g);
 	free(full);
+	if (rc == GLOB_NOSPACE) {
+		globfree(&g);
+		luaL_error(L, "%s: '%s': out of memory", fn, pattern);
+	}
 	char **out = xcalloc(rc == 0 ? g.gl_pathc + 1 : 1, sizeof(*out));
 	size_t n = 0;
 	for (size_t i = 0; rc == 0 && i < g.gl_pathc; i++) {
