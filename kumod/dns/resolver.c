@@ -195,6 +195,7 @@ void dns_options_default(struct dns_options *o)
 	o->negative_ttl = 300;
 	o->tempfail_ttl = 0;
 	o->use_hosts_file = 1;
+	o->mx_timeout_ms = 0;
 }
 
 void dns_get_stats(struct dns_stats *st)
@@ -1204,11 +1205,51 @@ static void mx_answer(struct dns_entry *e, const struct qres *r)
 	mx_start_hosts(e);
 }
 
+/* kumo.dns.set_mx_timeout: a timer per MX entry, finding it by id when it fires (an
+ * entry finished meanwhile is not found, or has its MX records: nothing to do). */
+struct mx_deadline {
+	uv_timer_t timer; /* freed in its close callback */
+	uint64_t id;
+};
+
+static void mx_deadline_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void mx_deadline_fire(uv_timer_t *t)
+{
+	struct mx_deadline *d = t->data;
+	struct dns_entry *e = pending_find(d->id);
+	uv_close((uv_handle_t *)t, mx_deadline_closed);
+	if (!e || e->kind != KIND_MX || e->done || e->nhosts)
+		return; /* answered; the hosts' addresses are not under this limit */
+	struct task *tk = e->task;
+	struct task *prev = tk ? task_enter(tk) : NULL;
+	set_error(e, DNS_TEMPFAIL, "MX lookup for %s timed out after %ums (set_mx_timeout)",
+		  e->name, D.opt.mx_timeout_ms);
+	entry_finish(e); /* the query's late answer finds no pending entry */
+	if (tk)
+		task_exit(tk, prev);
+}
+
+static void mx_deadline_start(struct dns_entry *e)
+{
+	struct mx_deadline *d = xcalloc(1, sizeof(*d));
+	d->id = e->id;
+	uv_timer_init(D.loop, &d->timer);
+	d->timer.data = d;
+	uv_timer_start(&d->timer, mx_deadline_fire, D.opt.mx_timeout_ms, 0);
+	uv_unref((uv_handle_t *)&d->timer); /* never what keeps the loop running */
+}
+
 static void mx_start(struct dns_entry *e)
 {
 	entry_task(e, "QueryingMX");
 	struct task *prev = task_enter(e->task);
 	struct task *t = e->task;
+	if (D.opt.mx_timeout_ms)
+		mx_deadline_start(e);
 	q_start(e, DNS_WIRE_T_MX, 0);
 	task_exit(t, prev);
 }
@@ -1524,6 +1565,24 @@ int dns_set_options(const struct dns_options *o, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+void dns_set_negative_ttl(uint32_t secs)
+{
+	if (!D.opt_set) {
+		dns_options_default(&D.opt);
+		D.opt_set = 1;
+	}
+	D.opt.negative_ttl = secs;
+}
+
+void dns_set_mx_timeout(unsigned ms)
+{
+	if (!D.opt_set) {
+		dns_options_default(&D.opt);
+		D.opt_set = 1;
+	}
+	D.opt.mx_timeout_ms = ms;
 }
 
 int dns_set_servers(const char *servers, char *err, size_t errlen)

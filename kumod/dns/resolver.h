@@ -49,20 +49,28 @@ struct dns_mx_result {
 
 /* Resolver tuning; dns_options_default() gives the values in brackets. */
 struct dns_options {
-	unsigned timeout_ms;   /* c-ares timeout of a first try [2000]; later tries double */
-	unsigned tries;	       /* tries per name server [3] */
-	uint32_t max_ttl;      /* cache cap for answers, seconds [3600] */
-	uint32_t negative_ttl; /* NXDOMAIN / no MX / no address: cap on the SOA's negative
-				  TTL and the value without one, seconds [300] */
-	uint32_t tempfail_ttl; /* how long a TEMPFAIL is cached, seconds [0 = never] */
-	int use_hosts_file;    /* host names are looked up in /etc/hosts (or CARES_HOSTS)
-				  before DNS, as KumoMTA's resolver does [1] */
+	unsigned timeout_ms;	/* c-ares timeout of a first try [2000]; later tries double */
+	unsigned tries;		/* tries per name server [3] */
+	uint32_t max_ttl;	/* cache cap for answers, seconds [3600] */
+	uint32_t negative_ttl;	/* NXDOMAIN / no MX / no address: cap on the SOA's negative
+				   TTL and the value without one, seconds [300] */
+	uint32_t tempfail_ttl;	/* how long a TEMPFAIL is cached, seconds [0 = never] */
+	int use_hosts_file;	/* host names are looked up in /etc/hosts (or CARES_HOSTS)
+				   before DNS, as KumoMTA's resolver does [1] */
+	unsigned mx_timeout_ms; /* overall limit on a delivery MX record query (not its hosts'
+				   addresses): TEMPFAIL when it passes [0 = none] */
 };
 
 void dns_options_default(struct dns_options *o);
 /* Applies options; before dns_init() they are kept for it. Lookups in flight are re-sent
  * on a new c-ares channel. Returns 0 or -1 with err. */
 int dns_set_options(const struct dns_options *o, char *err, size_t errlen);
+
+/* Only dns_options.negative_ttl (kumo.dns.set_mx_negative_cache_ttl): applies to results
+ * cached from now on; no channel is replaced. */
+void dns_set_negative_ttl(uint32_t secs);
+/* Only dns_options.mx_timeout_ms (kumo.dns.set_mx_timeout): lookups started from now on. */
+void dns_set_mx_timeout(unsigned ms);
 
 /* "OK", "NULL_MX", "NO_HOST", "TEMPFAIL". */
 const char *dns_status_name(enum dns_status s);

@@ -14,6 +14,7 @@
 #include "dns/resolver.h"
 #include "lua/lua_int.h"
 #include "proto/dns_name.h"
+#include "proto/duration.h"
 
 enum dns_op {
 	OP_MX,
@@ -445,11 +446,65 @@ static int l_reverse_ip(lua_State *L)
 	return reverse(L, 0, "kumo.dns.reverse_ip");
 }
 
+/* --- MX resolution knobs ---------------------------------------------------------- */
+
+/* A KumoMTA duration at index 1 (seconds, fractional allowed, or text like "5m") in
+ * milliseconds; raises naming fn. */
+static uint64_t check_duration_ms(lua_State *L, const char *fn)
+{
+	uint64_t ms = 0;
+	if (lua_type(L, 1) == LUA_TNUMBER) {
+		lua_Number s = lua_tonumber(L, 1);
+		if (!(s >= 0 && s < 4e9))
+			luaL_error(L, "%s: duration must be between 0 and 4e9 seconds", fn);
+		ms = (uint64_t)(s * 1000.0);
+	} else if (lua_type(L, 1) == LUA_TSTRING) {
+		if (duration_parse_ms(lua_tostring(L, 1), &ms) != 0)
+			luaL_error(L, "%s: invalid duration '%s'", fn, lua_tostring(L, 1));
+	} else {
+		luaL_error(L, "%s: expected a duration (seconds or text like \"5m\"), got %s", fn,
+			   luaL_typename(L, 1));
+	}
+	if (ms / 1000 > UINT32_MAX)
+		luaL_error(L, "%s: duration is too large", fn);
+	return ms;
+}
+
+/* set_mx_negative_cache_ttl(duration): how long a negative MX resolution
+ * (NXDOMAIN, no address: DNS_NO_HOST) stays cached, at most; a zone's SOA
+ * negative TTL still caps it, and TEMPFAIL is never cached here (whole
+ * seconds: "1500ms" is 1 s). */
+static int l_set_mx_negative_cache_ttl(lua_State *L)
+{
+	uint64_t ms = check_duration_ms(L, "kumo.dns.set_mx_negative_cache_ttl");
+	dns_set_negative_ttl((uint32_t)(ms / 1000));
+	return 0;
+}
+
+/* set_mx_timeout(duration): the limit on a delivery MX record query, as KumoMTA's
+ * (the hosts' address lookups are not under it); 0 removes it. kumod's default is
+ * no limit beyond the resolver's own per-query timeouts (KumoMTA's is 5 s).
+ * set_mx_concurrency_limit stays refused by name: there is no MX lookup queue. */
+static int l_set_mx_timeout(lua_State *L)
+{
+	uint64_t ms = check_duration_ms(L, "kumo.dns.set_mx_timeout");
+	if (ms > UINT32_MAX)
+		return luaL_error(L, "kumo.dns.set_mx_timeout: duration is too large");
+	dns_set_mx_timeout((unsigned)ms);
+	return 0;
+}
+
 static const luaL_Reg dns_lookup_funcs[] = {
-    {"lookup_mx", l_lookup_mx},	  {"lookup_addr", l_lookup_addr},
-    {"lookup_txt", l_lookup_txt}, {"lookup_ptr", l_lookup_ptr},
-    {"rbl_lookup", l_rbl_lookup}, {"ptr_host", l_ptr_host},
-    {"reverse_ip", l_reverse_ip}, {NULL, NULL},
+    {"set_mx_negative_cache_ttl", l_set_mx_negative_cache_ttl},
+    {"set_mx_timeout", l_set_mx_timeout},
+    {"lookup_mx", l_lookup_mx},
+    {"lookup_addr", l_lookup_addr},
+    {"lookup_txt", l_lookup_txt},
+    {"lookup_ptr", l_lookup_ptr},
+    {"rbl_lookup", l_rbl_lookup},
+    {"ptr_host", l_ptr_host},
+    {"reverse_ip", l_reverse_ip},
+    {NULL, NULL},
 };
 
 void lua_dns__register(lua_State *L)

@@ -841,6 +841,12 @@ lua_State *lua_engine__thread(uint64_t id)
 	return a && a->co && lua_status(a->co) == LUA_YIELD ? a->co : NULL;
 }
 
+const char *lua_engine__event(lua_State *L)
+{
+	struct lua_call *c = *call_slot(L);
+	return c ? c->event : NULL;
+}
+
 void lua_engine__wake(uint64_t id, int nres)
 {
 	struct lua_async *a = async_find(id);

@@ -45,6 +45,8 @@ uint64_t lua_engine__wait_begin(lua_State *L, const char *what);
 int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k);
 lua_State *lua_engine__thread(uint64_t id);
 void lua_engine__wake(uint64_t id, int nres);
+/* The event whose handler runs on L, or NULL (the policy's main chunk). */
+const char *lua_engine__event(lua_State *L);
 
 /* lua_kumo.c: opens the `kumo` module (pushes the table). */
 int lua_kumo__open(lua_State *L);
@@ -148,6 +150,12 @@ void *lua_regex__compile(lua_State *L, const char *what, const char *pat, size_t
 void lua_string__register(lua_State *L);
 void lua_time__register(lua_State *L);
 void lua_crypto__register(lua_State *L);
+/* lua_time.c: pushes a kumo.time Time for ns since the Unix epoch (UTC). */
+void lua_time__push(lua_State *L, int64_t ns);
+/* lua_fs.c: kumo.fs, kumo.glob/read_dir, kumo.version, kumo.sleep and
+ * kumo.time.sleep, and require 'kumo.string' / 'kumo.regex' (after
+ * lua_string/lua_regex/lua_time__register). */
+void lua_fs__register(lua_State *L);
 
 /* lua_api.c: KumoMTA's API by name (see the file's header). */
 /* Sets a metatable on the table at idx whose __index raises for a missing

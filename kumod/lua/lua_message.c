@@ -13,6 +13,7 @@
 #include "lua/lua_int.h"
 #include "proto/arf.h"
 #include "proto/dsn.h"
+#include "proto/duration.h"
 #include "proto/rfc5322.h"
 #include "proto/smtp_cmd.h"
 #include "queue/queue.h"
@@ -689,6 +690,34 @@ static int msg_import_scheduling_header(lua_State *L)
 	return 1;
 }
 
+/* msg:set_due(nil | "RFC 3339 time"): the first delivery attempt's time, read
+ * by the scheduled queue when the received message is inserted (KumoMTA
+ * allows it at reception only; elsewhere it would have no effect here, so it
+ * is refused by name). A message's scheduling (set_scheduling) still
+ * applies on top. */
+static int msg_set_due(lua_State *L)
+{
+	struct message *m = check_msg(L);
+	const char *ev = lua_engine__event(L);
+	if (!ev || (strcmp(ev, "smtp_server_message_received") != 0 &&
+		    strcmp(ev, "http_message_generated") != 0))
+		return luaL_error(L,
+				  "msg:set_due: only in smtp_server_message_received or "
+				  "http_message_generated in kumod (called in %s)",
+				  ev ? ev : "the policy's main chunk");
+	if (lua_isnoneornil(L, 2)) {
+		m->due_ms = 0;
+		return 0;
+	}
+	const char *s = lua_tostring(L, 2);
+	uint64_t ms;
+	if (lua_type(L, 2) != LUA_TSTRING || rfc3339_parse_ms(s, &ms) != 0)
+		return luaL_error(L, "msg:set_due: expected nil or an RFC 3339 time, got %s",
+				  s ? s : luaL_typename(L, 2));
+	m->due_ms = ms;
+	return 0;
+}
+
 /* --- address headers: msg:from_header, msg:to_header, msg:get_address_header ---------
  * An AddressHeader is a table { list = { {name, email, user, domain}, ... } }
  * whose metatable answers name/email/user/domain for a single plain mailbox
@@ -1047,6 +1076,7 @@ static int msg_check_fix_conformance(lua_State *L)
 static const luaL_Reg msg_sched_methods[] = {
     {"check_fix_conformance", msg_check_fix_conformance},
     {"set_scheduling", msg_set_scheduling},
+    {"set_due", msg_set_due},
     {"import_scheduling_header", msg_import_scheduling_header},
     {"from_header", msg_from_header},
     {"to_header", msg_to_header},

@@ -5,8 +5,7 @@
  * tostring "YYYY-MM-DD HH:MM:SS UTC", ==, < , + and - a TimeDelta, t - t.
  * TimeDelta: seconds milliseconds microseconds nanoseconds human, ==, <, +, -.
  * start_timer(label) -> :done() (seconds; observes user_lua_latency{label};
- * <close>-able). Not implemented: kumo.time.sleep (a handler may not block
- * the event loop, and cannot yield yet). */
+ * <close>-able). kumo.time.sleep is in lua_fs.c (it waits on the loop). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -53,6 +52,11 @@ static void push_delta(lua_State *L, int64_t ns)
 	struct kdelta *d = lua_newuserdatauv(L, sizeof(*d), 0);
 	d->ns = ns;
 	luaL_setmetatable(L, DELTA_MT);
+}
+
+void lua_time__push(lua_State *L, int64_t ns)
+{
+	push_time(L, ns);
 }
 
 static void to_tm(int64_t ns, struct tm *tm)

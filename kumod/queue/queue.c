@@ -1195,6 +1195,8 @@ void queue_insert(struct message *m, const char *reason)
 	q->count++;
 	Q.total++;
 	uint64_t now = now_ms(), due = now;
+	if (strcmp(reason, "Received") == 0 && m->due_ms > now)
+		due = m->due_ms; /* msg:set_due at reception */
 	if (strcmp(reason, "Enumerated") == 0) {
 		/* attempts inferred from age and the retry schedule (KumoMTA) */
 		uint64_t created = message_created_ms(m), t = created;
@@ -1215,7 +1217,7 @@ void queue_insert(struct message *m, const char *reason)
 		}
 	}
 	struct sched_spec ss;
-	if (message_sched(m, &ss) && sched_due(qm, &ss, now, &due)) {
+	if (message_sched(m, &ss) && sched_due(qm, &ss, due, &due)) {
 		queue_expire_scheduled(qm, due, &ss);
 		return;
 	}
