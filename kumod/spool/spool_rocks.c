@@ -278,6 +278,34 @@ static int iter_cmp(struct spool_rocks_iter *i, const char *key, size_t klen)
 	return c ? c : (n > klen) - (n < klen);
 }
 
+/* The iterator's current key, past quarantined ones: 1 with it in *k and *n,
+ * 0 at the end, <0 on a read error. */
+static int iter_current(struct spool_rocks_iter *i, const char **k, size_t *n)
+{
+	for (;;) {
+		if (!rocksdb_iter_valid(i->it)) {
+			char *e = NULL;
+			rocksdb_iter_get_error(i->it, &e);
+			return e ? rocks_err(e, "iterate", NULL) : 0;
+		}
+		*k = rocksdb_iter_key(i->it, n);
+		if (*n >= QUARANTINE_PREFIX_LEN &&
+		    memcmp(*k, QUARANTINE_PREFIX, QUARANTINE_PREFIX_LEN) == 0) {
+			/* '/' + 1 == '0': the first key after every quarantine key */
+			rocksdb_iter_seek(i->it, "quarantine0", QUARANTINE_PREFIX_LEN);
+			continue;
+		}
+		return 1;
+	}
+}
+
+static void copy_key(const char *k, size_t n, char *out, size_t cap)
+{
+	n = n < cap - 1 ? n : cap - 1;
+	memcpy(out, k, n);
+	out[n] = 0;
+}
+
 int spool__rocks_iter_skip_below(struct spool_rocks_iter *i, const char *key, size_t klen,
 				 char *skipped, size_t cap, size_t *sklen)
 {
@@ -288,33 +316,22 @@ int spool__rocks_iter_skip_below(struct spool_rocks_iter *i, const char *key, si
 		rocksdb_iter_next(i->it);
 	}
 	i->pending_next = 0;
-	for (;;) {
-		if (!rocksdb_iter_valid(i->it)) {
-			char *e = NULL;
-			rocksdb_iter_get_error(i->it, &e);
-			return e ? rocks_err(e, "iterate", NULL) : 0;
-		}
-		size_t n = 0;
-		const char *k = rocksdb_iter_key(i->it, &n);
-		if (n >= QUARANTINE_PREFIX_LEN &&
-		    memcmp(k, QUARANTINE_PREFIX, QUARANTINE_PREFIX_LEN) == 0) {
-			rocksdb_iter_seek(i->it, "quarantine0", QUARANTINE_PREFIX_LEN);
-			continue;
-		}
-		int c = key ? iter_cmp(i, key, klen) : -1;
-		if (c == 0) {
-			i->pending_next = 1; /* consumed: step past it next time */
-			return 1;
-		}
-		if (c > 0)
-			return 2;
-		*sklen = n;
-		n = n < cap - 1 ? n : cap - 1;
-		memcpy(skipped, k, n);
-		skipped[n] = 0;
-		i->pending_next = 1;
-		return 3;
+	const char *k;
+	size_t n = 0;
+	int rc = iter_current(i, &k, &n);
+	if (rc <= 0)
+		return rc;
+	int c = key ? iter_cmp(i, key, klen) : -1;
+	if (c == 0) {
+		i->pending_next = 1; /* consumed: step past it next time */
+		return 1;
 	}
+	if (c > 0)
+		return 2;
+	*sklen = n;
+	copy_key(k, n, skipped, cap);
+	i->pending_next = 1;
+	return 3;
 }
 
 /* Keys in order, quarantined ones skipped. 1 with the key (truncated to
@@ -327,26 +344,14 @@ int spool__rocks_iter_next(struct spool_rocks_iter *i, char *key, size_t cap, si
 	else
 		rocksdb_iter_next(i->it);
 	i->started = 1;
-	for (;;) {
-		if (!rocksdb_iter_valid(i->it)) {
-			char *e = NULL;
-			rocksdb_iter_get_error(i->it, &e);
-			return e ? rocks_err(e, "iterate", NULL) : 0;
-		}
-		size_t n = 0;
-		const char *k = rocksdb_iter_key(i->it, &n);
-		if (n >= QUARANTINE_PREFIX_LEN &&
-		    memcmp(k, QUARANTINE_PREFIX, QUARANTINE_PREFIX_LEN) == 0) {
-			/* '/' + 1 == '0': the first key after every quarantine key */
-			rocksdb_iter_seek(i->it, "quarantine0", QUARANTINE_PREFIX_LEN);
-			continue;
-		}
-		*klen = n;
-		n = n < cap - 1 ? n : cap - 1;
-		memcpy(key, k, n);
-		key[n] = 0;
-		return 1;
-	}
+	const char *k;
+	size_t n = 0;
+	int rc = iter_current(i, &k, &n);
+	if (rc <= 0)
+		return rc;
+	*klen = n;
+	copy_key(k, n, key, cap);
+	return 1;
 }
 
 void spool__rocks_iter_free(struct spool_rocks_iter *i)

@@ -5,6 +5,7 @@
 #include "proto/sched_spec.h"
 #include "proto/tzif.h"
 #include "test.h"
+#include "tz_zone.h"
 
 static uint64_t at(const char *s)
 {
@@ -87,23 +88,6 @@ TEST_IMPL(sched_spec_adjust_windows)
 	ASSERT_EQ(sched_spec_adjust(&s, at("2026-12-07T10:00:00Z")), at("2026-12-14T09:00:00Z"));
 }
 
-static struct tzif_zone *zone(const char *name)
-{
-	char path[200];
-	snprintf(path, sizeof(path), "/usr/share/zoneinfo/%s", name);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		TEST_FAIL("cannot open %s", path);
-	static unsigned char buf[1 << 16];
-	size_t n = fread(buf, 1, sizeof(buf), f);
-	fclose(f);
-	struct tzif_zone *z;
-	char err[200];
-	if (tzif_parse(buf, n, &z, err, sizeof(err)) != 0)
-		TEST_FAIL("%s: %s", name, err);
-	return z;
-}
-
 /* Windows in local time: the days and hours of the zone, across a DST
  * change, and a local day that is another UTC day. */
 TEST_IMPL(sched_spec_adjust_in_time_zone)
@@ -115,7 +99,7 @@ TEST_IMPL(sched_spec_adjust_in_time_zone)
 	ASSERT_EQ(sched_spec_parse(text, strlen(text), &s, err, sizeof(err)), 0);
 	ASSERT(sched_spec_needs_zone(&s));
 	ASSERT_STR_EQ(s.tz, "America/New_York");
-	struct tzif_zone *ny = zone("America/New_York");
+	struct tzif_zone *ny = test_tz_zone("America/New_York");
 	s.zone = ny;
 	/* Monday 2026-03-02, EST (-5): 07:00 local waits until 09:00 = 14:00Z */
 	ASSERT_EQ(sched_spec_adjust(&s, at("2026-03-02T12:00:00Z")), at("2026-03-02T14:00:00Z"));
@@ -129,7 +113,7 @@ TEST_IMPL(sched_spec_adjust_in_time_zone)
 
 	text = "{\"dow\":\"Mon\",\"tz\":\"Asia/Kolkata\",\"start\":\"00:00\",\"end\":\"01:00\"}";
 	ASSERT_EQ(sched_spec_parse(text, strlen(text), &s, err, sizeof(err)), 0);
-	struct tzif_zone *in = zone("Asia/Kolkata");
+	struct tzif_zone *in = test_tz_zone("Asia/Kolkata");
 	s.zone = in;
 	/* Sunday 18:45Z is Monday 00:15 in India: permitted */
 	ASSERT(sched_spec_permits(&s, at("2026-03-08T18:45:00Z")));
@@ -142,7 +126,7 @@ TEST_IMPL(sched_spec_adjust_in_time_zone)
 	text = "{\"dow\":\"Sun\",\"tz\":\"America/New_York\",\"start\":\"02:30\","
 	       "\"end\":\"05:00\"}";
 	ASSERT_EQ(sched_spec_parse(text, strlen(text), &s, err, sizeof(err)), 0);
-	s.zone = ny = zone("America/New_York");
+	s.zone = ny = test_tz_zone("America/New_York");
 	ASSERT_EQ(sched_spec_adjust(&s, at("2026-03-08T05:00:00Z")), at("2026-03-08T07:30:00Z"));
 	tzif_free(ny);
 }

@@ -10,8 +10,9 @@
 
 #include "proto/tzif.h"
 #include "test.h"
+#include "tz_zone.h"
 
-static struct tzif_zone *load_zone(const char *name)
+struct tzif_zone *test_tz_zone(const char *name)
 {
 	char path[256];
 	snprintf(path, sizeof(path), "/usr/share/zoneinfo/%s", name);
@@ -65,7 +66,7 @@ static void compare_zone(const char *name, size_t min_changes)
 	snprintf(tz, sizeof(tz), ":%s", name);
 	setenv("TZ", tz, 1);
 	tzset();
-	struct tzif_zone *z = load_zone(name);
+	struct tzif_zone *z = test_tz_zone(name);
 	const struct {
 		int64_t from, to, step;
 	} spans[] = {
@@ -120,10 +121,10 @@ TEST_IMPL(tzif_kolkata_matches_glibc)
 
 TEST_IMPL(tzif_utc)
 {
-	struct tzif_zone *z = load_zone("UTC");
+	struct tzif_zone *z = test_tz_zone("UTC");
 	ASSERT(tzif_is_utc(z));
 	tzif_free(z);
-	z = load_zone("Asia/Kolkata");
+	z = test_tz_zone("Asia/Kolkata");
 	ASSERT(!tzif_is_utc(z));
 	tzif_free(z);
 }
