@@ -10,7 +10,7 @@
  * the line and column (1-based). Encoding goes through lua_json's converter
  * (so sequences, key rules and errors are json_encode's) and emits block
  * style with sorted keys; strings that would read back as another type are
- * single-quoted. */
+ * single-quoted, text of several lines is a literal block. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -369,11 +369,15 @@ static int emit_json(struct yemit *w, lua_State *L, json_t *v)
 		const char *s = json_string_value(v);
 		size_t n = json_string_length(v);
 		int top = lua_gettop(L);
-		/* quote what would read back as null, a boolean or a number */
+		/* quote what would read back as null, a boolean or a number; text of
+		 * several lines as a literal block (libyaml falls back to quoting when
+		 * a block cannot hold it, e.g. trailing spaces) */
 		int plain_other = push_plain(L, s, n);
 		lua_settop(L, top);
-		return emit_scalar(
-		    w, s, n, plain_other ? YAML_SINGLE_QUOTED_SCALAR_STYLE : YAML_ANY_SCALAR_STYLE);
+		yaml_scalar_style_t style = plain_other		 ? YAML_SINGLE_QUOTED_SCALAR_STYLE
+					    : memchr(s, '\n', n) ? YAML_LITERAL_SCALAR_STYLE
+								 : YAML_ANY_SCALAR_STYLE;
+		return emit_scalar(w, s, n, style);
 	}
 	case JSON_INTEGER:
 		snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));

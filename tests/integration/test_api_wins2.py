@@ -69,6 +69,11 @@ local value = {
 out.encoded = kumo.serde.yaml_encode(value)
 out.roundtrip = kumo.serde.yaml_parse(out.encoded)
 out.encode_scalar = kumo.serde.yaml_encode 'plain'
+out.encode_misc = {
+  kumo.serde.yaml_encode { ml = 'two\nlines\n', u = 'caf\u{e9} \u{65e5}', lead = ' sp' },
+  kumo.serde.yaml_encode(math.huge), kumo.serde.yaml_encode(nil), kumo.serde.yaml_encode {},
+}
+out.misc_back = kumo.serde.yaml_parse(out.encode_misc[1])
 out.encode_fn = err(kumo.serde.yaml_encode, { f = print })
 
 -- charsets
@@ -209,6 +214,10 @@ def test_yaml_encode(r):
         "nested": {"empty": {}, "deep": {"k": "v"}},
     }
     assert r["encode_scalar"] == "plain\n"
+    # several lines as a literal block, UTF-8 kept as it is, a leading space quoted
+    assert r["encode_misc"] == [
+        "lead: ' sp'\nml: |\n  two\n  lines\nu: caf\u00e9 \u65e5\n", ".inf\n", "null\n", "{}\n"]
+    assert r["misc_back"] == {"ml": "two\nlines\n", "u": "caf\u00e9 \u65e5", "lead": " sp"}
     assert r["encode_fn"].endswith("yaml_encode: cannot encode a function value")
 
 
