@@ -18,13 +18,18 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "base/buf.h"
 #include "lua/lua_int.h"
 
 #define LUA_YAML_MAX_DEPTH 128
+#define LUA_YAML_PARSER_MT "kumod.yaml_parser"
 
+/* A Lua userdata, so that a Lua error anywhere in the walk (a syntax error,
+ * out of memory) still frees libyaml's parser and event: its __gc does. */
 struct yparse {
 	lua_State *L;
 	yaml_parser_t p;
+	int have_p;
 	yaml_event_t ev; /* the current event (owned while have_ev) */
 	int have_ev;
 	int anchors; /* stack index of the anchor -> value table */
@@ -32,14 +37,24 @@ struct yparse {
 	const char *where; /* "" or the file name */
 };
 
+static void yfree(struct yparse *y)
+{
+	if (y->have_ev)
+		yaml_event_delete(&y->ev);
+	if (y->have_p)
+		yaml_parser_delete(&y->p);
+	y->have_ev = y->have_p = 0;
+}
+
+static int yparse_gc(lua_State *L)
+{
+	yfree(luaL_checkudata(L, 1, LUA_YAML_PARSER_MT));
+	return 0;
+}
+
 static int yraise(struct yparse *y, const char *msg, size_t line, size_t col)
 {
 	lua_State *L = y->L;
-	if (y->have_ev) {
-		yaml_event_delete(&y->ev);
-		y->have_ev = 0;
-	}
-	yaml_parser_delete(&y->p);
 	return luaL_error(L, "%s: %s%s%s at line %d column %d", y->what, y->where,
 			  y->where[0] ? ": " : "", msg, (int)line + 1, (int)col + 1);
 }
@@ -250,27 +265,36 @@ static void push_node(struct yparse *y, int depth)
 /* Parses len bytes at s; pushes the value (nil for an empty stream). */
 static int parse_text(lua_State *L, const char *what, const char *where, const char *s, size_t len)
 {
-	struct yparse y = {.L = L, .what = what, .where = where};
+	struct yparse *y = lua_newuserdatauv(L, sizeof(*y), 0);
+	memset(y, 0, sizeof(*y));
+	if (luaL_newmetatable(L, LUA_YAML_PARSER_MT)) {
+		lua_pushcfunction(L, yparse_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	y->L = L;
+	y->what = what;
+	y->where = where;
 	lua_newtable(L);
-	y.anchors = lua_gettop(L);
-	if (!yaml_parser_initialize(&y.p))
+	y->anchors = lua_gettop(L);
+	if (!yaml_parser_initialize(&y->p))
 		return luaL_error(L, "%s: out of memory", what);
-	yaml_parser_set_input_string(&y.p, (const unsigned char *)s, len);
-	ynext(&y); /* STREAM_START */
-	ynext(&y);
-	if (y.ev.type == YAML_STREAM_END_EVENT) {
+	y->have_p = 1;
+	yaml_parser_set_input_string(&y->p, (const unsigned char *)s, len);
+	ynext(y); /* STREAM_START */
+	ynext(y);
+	if (y->ev.type == YAML_STREAM_END_EVENT) {
 		lua_pushnil(L);
 	} else {
-		ynext(&y); /* past DOCUMENT_START */
-		push_node(&y, 0);
-		ynext(&y); /* DOCUMENT_END */
-		ynext(&y);
-		if (y.ev.type != YAML_STREAM_END_EVENT)
-			yraise(&y, "more than one YAML document is not supported",
-			       y.ev.start_mark.line, y.ev.start_mark.column);
+		ynext(y); /* past DOCUMENT_START */
+		push_node(y, 0);
+		ynext(y); /* DOCUMENT_END */
+		ynext(y);
+		if (y->ev.type != YAML_STREAM_END_EVENT)
+			yraise(y, "more than one YAML document is not supported",
+			       y->ev.start_mark.line, y->ev.start_mark.column);
 	}
-	yaml_event_delete(&y.ev);
-	yaml_parser_delete(&y.p);
+	yfree(y);
 	return 1;
 }
 
@@ -292,15 +316,17 @@ static int l_yaml_load(lua_State *L)
 
 /* --- encoding ------------------------------------------------------------ */
 
+/* Emission raises no Lua error (out of memory in struct buf aborts, as
+ * internal bookkeeping does), so the emitter and the JSON value are always
+ * freed; the Lua stack is only touched by push_plain's balanced probes. */
 struct yemit {
 	yaml_emitter_t e;
-	luaL_Buffer *b;
 	const char *fail;
 };
 
 static int write_out(void *ctx, unsigned char *data, size_t size)
 {
-	luaL_addlstring((luaL_Buffer *)ctx, (const char *)data, size);
+	buf_append(ctx, data, size);
 	return 1;
 }
 
@@ -415,15 +441,16 @@ static int l_yaml_encode(lua_State *L)
 	json_t *v = lua_json__to_json(L, 1, err, sizeof(err));
 	if (!v)
 		return luaL_error(L, "yaml_encode: %s", err);
-	luaL_Buffer b;
-	luaL_buffinit(L, &b);
-	struct yemit w = {.b = &b};
+	luaL_checkstack(L, 4, "yaml_encode");
+	struct buf out;
+	buf_init(&out);
+	struct yemit w = {0};
 	yaml_event_t ev;
 	if (!yaml_emitter_initialize(&w.e)) {
 		json_decref(v);
 		return luaL_error(L, "yaml_encode: out of memory");
 	}
-	yaml_emitter_set_output(&w.e, write_out, &b);
+	yaml_emitter_set_output(&w.e, write_out, &out);
 	yaml_emitter_set_unicode(&w.e, 1);
 	yaml_emitter_set_width(&w.e, -1);
 	yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING);
@@ -437,9 +464,12 @@ static int l_yaml_encode(lua_State *L)
 	json_decref(v);
 	const char *fail = w.fail;
 	yaml_emitter_delete(&w.e);
-	if (!ok)
+	if (!ok) {
+		buf_free(&out);
 		return luaL_error(L, "yaml_encode: %s", fail ? fail : "emitter error");
-	luaL_pushresult(&b);
+	}
+	lua_pushlstring(L, out.data ? out.data : "", out.len);
+	buf_free(&out);
 	return 1;
 }
 
