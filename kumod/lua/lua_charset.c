@@ -4,11 +4,16 @@
  * iconv(3). As KumoMTA: an unknown charset raises "unknown charset NAME";
  * bytes that do not decode raise; encoding takes UTF-8 text (anything else
  * raises) and, unless ignore_errors is false, leaves out the characters the
- * charset cannot represent (a partial encoding) instead of raising. */
+ * charset cannot represent (a partial encoding) instead of raising.
+ * KumoMTA's converter knows the WHATWG Encoding Standard's charsets, where the
+ * labels latin1, ISO-8859-1, US-ASCII and their aliases all mean windows-1252
+ * (what mail labelled so really holds); those labels are mapped to iconv's
+ * WINDOWS-1252 here, other names go to iconv as they are. */
 #include <errno.h>
 #include <iconv.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lua/lua_int.h"
 
@@ -91,6 +96,21 @@ static int convert(struct conv *c, const char *in, size_t inlen, int skip_bad, s
 	}
 }
 
+/* The WHATWG labels of windows-1252, or name itself. */
+static const char *iconv_name(const char *name)
+{
+	static const char *const cp1252[] = {
+	    "ansi_x3.4-1968", "ascii",		 "cp1252",     "cp819",	    "csisolatin1",
+	    "ibm819",	      "iso-8859-1",	 "iso-ir-100", "iso8859-1", "iso88591",
+	    "iso_8859-1",     "iso_8859-1:1987", "l1",	       "latin1",    "us-ascii",
+	    "windows-1252",   "x-cp1252",
+	};
+	for (size_t i = 0; i < sizeof(cp1252) / sizeof(cp1252[0]); i++)
+		if (strcasecmp(name, cp1252[i]) == 0)
+			return "WINDOWS-1252";
+	return name;
+}
+
 static iconv_t open_or_raise(lua_State *L, const char *to, const char *from, const char *name)
 {
 	iconv_t cd = iconv_open(to, from);
@@ -112,7 +132,7 @@ static int l_charset_decode(lua_State *L)
 	const char *charset = luaL_checkstring(L, 1);
 	size_t len, at = 0;
 	const char *in = luaL_checklstring(L, 2, &len);
-	struct conv c = {.cd = open_or_raise(L, "UTF-8", charset, charset)};
+	struct conv c = {.cd = open_or_raise(L, "UTF-8", iconv_name(charset), charset)};
 	int e = convert(&c, in, len, 0, &at);
 	if (e) {
 		iconv_close(c.cd);
@@ -141,7 +161,7 @@ static int l_charset_encode(lua_State *L)
 					  (int)i);
 		i += n;
 	}
-	struct conv c = {.cd = open_or_raise(L, charset, "UTF-8", charset)};
+	struct conv c = {.cd = open_or_raise(L, iconv_name(charset), "UTF-8", charset)};
 	int e = convert(&c, in, len, ignore, &at);
 	if (e) {
 		iconv_close(c.cd);

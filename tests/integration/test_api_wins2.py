@@ -82,6 +82,10 @@ out.latin1_hex = hex(latin1)
 out.latin1_back = kumo.encode.charset_decode('latin1', latin1)
 out.sjis_hex = hex(kumo.encode.charset_encode('Shift_JIS', '\u{65e5}\u{672c}\u{8a9e}'))
 out.sjis_back = kumo.encode.charset_decode('Shift_JIS', '\x93\xfa\x96\x7b\x8c\xea')
+-- WHATWG labels, as KumoMTA: latin1 and ISO-8859-1 mean windows-1252
+out.latin1_80 = kumo.encode.charset_decode('ISO-8859-1', '\x80\xe9')
+out.ascii_80 = kumo.encode.charset_decode('us-ascii', '\x80')
+out.euro_hex = hex(kumo.encode.charset_encode('latin1', '\u{20ac}'))
 out.koi8_back = kumo.encode.charset_decode('KOI8-R', '\xf0\xd2\xc9\xd7\xc5\xd4')
 out.partial_hex = hex(kumo.encode.charset_encode('ISO-8859-1', 'a\u{65e5}b'))
 out.partial_default_hex = hex(kumo.encode.charset_encode('ISO-8859-1', 'a\u{65e5}b', true))
@@ -226,6 +230,9 @@ def test_charset_round_trips_match_python(r):
     assert r["latin1_back"] == "caf\u00e9 na\u00efve"
     assert bytes.fromhex(r["sjis_hex"]) == "\u65e5\u672c\u8a9e".encode("shift_jis")
     assert r["sjis_back"] == codecs.decode(b"\x93\xfa\x96\x7b\x8c\xea", "shift_jis")
+    assert r["latin1_80"] == b"\x80\xe9".decode("cp1252") == "\u20ac\u00e9"
+    assert r["ascii_80"] == "\u20ac"
+    assert bytes.fromhex(r["euro_hex"]) == b"\x80"
     assert r["koi8_back"] == codecs.decode(b"\xf0\xd2\xc9\xd7\xc5\xd4", "koi8_r")
 
 
