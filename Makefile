@@ -50,7 +50,7 @@ endif
 OBJDIR := $(BUILD)/obj$(if $(SANITIZER),-$(SANITIZER))
 # Sanitizer builds keep their binaries apart: build/address/kumod ...
 BIN := $(BUILD)$(if $(SANITIZER),/$(SANITIZER))
-PKGS := libuv lua5.4 openssl jansson libcares libzstd zlib libpcre2-8 rocksdb libpsl libcurl hiredis
+PKGS := libuv lua5.4 openssl jansson libcares libzstd zlib libpcre2-8 rocksdb libpsl libcurl hiredis yaml-0.1
 ifeq ($(USE_LTTNG),1)
 PKGS += lttng-ust
 endif

@@ -79,6 +79,8 @@ need run swaks cmd swaks
 # kumo.string.normalize_smtp_response: its dictionary words (/usr/share/dict/words)
 need run wamerican test -e /usr/share/dict/words
 need run libhiredis-dev pc hiredis
+# kumo.serde.yaml_* (kumod/lua/lua_yaml.c)
+need run libyaml-dev pc yaml-0.1
 # IANA time zones of scheduling windows (msg:set_scheduling's tz; unit tests compare them)
 need run tzdata test -e /usr/share/zoneinfo/America/New_York
 # test: peers, tracers and Python modules of tests/integration

@@ -9,7 +9,7 @@
  *        has fields hex bytes base32[_nopad] base32hex[_nopad] base64[_nopad]
  *        base64url[_nopad] (tostring: hex; crc32: 4 big-endian bytes).
  *  encode: {base32,base32hex,base64,base64url}[_nopad]_{encode,decode},
- *        hex_encode/hex_decode. Not implemented: charset_encode/decode. */
+ *        hex_encode/hex_decode; charset_encode/decode (lua_charset.c). */
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -497,6 +497,7 @@ void lua_crypto__register(lua_State *L)
 	lua_setfield(L, -2, "hex_encode");
 	lua_pushcfunction(L, l_hex_decode);
 	lua_setfield(L, -2, "hex_decode");
+	lua_charset__register(L);
 	lua_setfield(L, -2, "encode");
 
 	/* kumo.uuid */

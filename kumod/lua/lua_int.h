@@ -135,6 +135,8 @@ void lua_util__keysource(lua_State *L, int idx, const char *what, const char **p
 			 const char **data, size_t *dlen);
 /* lua_toml.c: toml_* functions and kumo.serde. */
 void lua_toml__register(lua_State *L);
+/* lua_yaml.c: yaml_parse, yaml_load, yaml_encode into the kumo.serde table on top. */
+void lua_yaml__register(lua_State *L);
 /* lua_memoize.c: kumo.memoize. */
 void lua_memoize__register(lua_State *L);
 /* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */
@@ -150,6 +152,8 @@ void *lua_regex__compile(lua_State *L, const char *what, const char *pat, size_t
 void lua_string__register(lua_State *L);
 void lua_time__register(lua_State *L);
 void lua_crypto__register(lua_State *L);
+/* lua_charset.c: charset_decode and charset_encode into the kumo.encode table on top. */
+void lua_charset__register(lua_State *L);
 /* lua_time.c: pushes a kumo.time Time for ns since the Unix epoch (UTC). */
 void lua_time__push(lua_State *L, int64_t ns);
 /* lua_fs.c: kumo.fs, kumo.glob/read_dir, kumo.version, kumo.sleep and

@@ -312,11 +312,12 @@ static const luaL_Reg toml_funcs[] = {
 void lua_toml__register(lua_State *L)
 {
 	luaL_setfuncs(L, toml_funcs, 0);
-	/* kumo.serde: the same functions (+ toml_encode_pretty_compact); YAML is not built */
+	/* kumo.serde: the same functions (+ toml_encode_pretty_compact), JSON and YAML */
 	lua_newtable(L);
 	luaL_setfuncs(L, toml_funcs, 0);
 	lua_pushcfunction(L, l_toml_encode_pretty);
 	lua_setfield(L, -2, "toml_encode_pretty_compact");
 	lua_json__register(L);
+	lua_yaml__register(L);
 	lua_setfield(L, -2, "serde");
 }
