@@ -16,6 +16,7 @@
 #define TL_DETAIL_MAX 240 /* bytes, NUL included: a length fits one byte */
 #define TL_EVENTS_MAX 255 /* distinct event names; index 255 is "?" */
 #define TL_ID_MAX 32	  /* message ids are 32 characters */
+#define TL_HEAD 4	  /* first entries always kept: reception, policy, spool */
 
 /* A queued message keeps its story while it waits (days, for a slow
  * destination), so the story is packed into one allocation: per entry the
@@ -110,7 +111,60 @@ static void drop_oldest(struct timeline *t)
 	t->used -= (uint32_t)(second + v - 1);
 }
 
+/* Drops entry k (k > 0, the first after the kept head): its delta is
+ * folded into the next entry's (or, when it was the newest, the newest
+ * time goes back to the entry before it), so every later time stays right. */
+static void drop_after_head(struct timeline *t, size_t k)
+{
+	struct tl_entry e;
+	size_t off = 0;
+	for (size_t i = 0; i < k; i++)
+		off = entry_at(t, off, &e);
+	size_t next = entry_at(t, off, &e);
+	t->n--;
+	t->dropped++;
+	if (next >= t->used) { /* it was the newest */
+		t->last_mono_ns -= e.delta_us * 1000u;
+		t->used = (uint32_t)off;
+		return;
+	}
+	uint64_t d;
+	size_t v = varint_get(t->log + next, &d);
+	unsigned char head[10];
+	size_t hn = varint_put(head, d + e.delta_us); /* fits: hn <= (next - off) + v */
+	memmove(t->log + off + hn, t->log + next + v, t->used - next - v);
+	memcpy(t->log + off, head, hn);
+	t->used -= (uint32_t)(next + v - off - hn);
+}
+
+/* Entries kept at the start when the story is over its budget. */
+static size_t head_entries(void)
+{
+	return msg_timeline_size > TL_HEAD ? TL_HEAD : msg_timeline_size - 1;
+}
+
+/* Makes room for the newest entries: the first after the head goes. */
+static void drop_one(struct timeline *t)
+{
+	size_t h = head_entries();
+	if (h && t->n > h)
+		drop_after_head(t, h);
+	else
+		drop_oldest(t);
+}
+
+/* Bytes of the first k entries. */
+static size_t prefix_bytes(const struct timeline *t, size_t k)
+{
+	struct tl_entry e;
+	size_t off = 0;
+	for (size_t i = 0; i < k && i < t->n; i++)
+		off = entry_at(t, off, &e);
+	return off;
+}
+
 int msg_timeline_size = -1;
+static size_t tl_budget; /* bytes of packed entries per message; 0: no limit */
 static int in_log;
 static struct {
 	struct timeline **bucket;
@@ -123,6 +177,9 @@ static void settings(void)
 	const char *s = getenv("KUMOD_MESSAGE_TIMELINE");
 	long n = s && *s ? strtol(s, NULL, 10) : 32;
 	msg_timeline_size = n < 0 ? 0 : n > 1024 ? 1024 : (int)n;
+	const char *b = getenv("KUMOD_MESSAGE_TIMELINE_BYTES");
+	long nb = b && *b ? strtol(b, NULL, 10) : MSG_TIMELINE_BYTES;
+	tl_budget = nb <= 0 ? 0 : nb < 128 ? 128 : nb > 65536 ? 65536 : (size_t)nb;
 	const char *l = getenv("KUMOD_MESSAGE_TIMELINE_LOG");
 	in_log = l && strcmp(l, "1") == 0 && msg_timeline_size > 0;
 	if (msg_timeline_size)
@@ -182,8 +239,24 @@ void msg_timeline__note(const char *id, const char *event, const char *fmt, ...)
 	int dn = vsnprintf(d, sizeof(d), fmt, ap);
 	va_end(ap);
 	size_t len = dn < 0 ? 0 : (size_t)dn < sizeof(d) ? (size_t)dn : sizeof(d) - 1;
-	if (t->n >= (size_t)msg_timeline_size) /* full: the oldest entry goes */
-		drop_oldest(t);
+	if (t->n >= (size_t)msg_timeline_size) /* full: one entry goes */
+		drop_one(t);
+	size_t h = head_entries();
+	if (tl_budget) {
+		/* a head entry takes at most a fifth of the budget; a later one
+		 * what the head leaves (12 bytes: the largest time, event, length) */
+		size_t p = prefix_bytes(t, h);
+		size_t room = t->n < h		   ? tl_budget / 5 - 12
+			      : p + 12 < tl_budget ? tl_budget - p - 12
+						   : 0;
+		if (len > room) { /* cut on a UTF-8 character's start */
+			len = room;
+			while (len && ((unsigned char)d[len] & 0xc0) == 0x80)
+				len--;
+		}
+		while (t->n && t->used + 12 + len > tl_budget)
+			drop_one(t);
+	}
 	uint64_t mono = clock_mono_ns(), delta_us = 0;
 	if (t->n == 0) {
 		t->wall0_ns = clock_wall_ns();
@@ -199,6 +272,8 @@ void msg_timeline__note(const char *id, const char *event, const char *fmt, ...)
 	size_t need = t->used + hn + len;
 	if (need > t->cap) { /* grown in 32-byte steps: little slack per message */
 		t->cap = (uint32_t)((need + 31) & ~(size_t)31);
+		if (tl_budget && need <= tl_budget && t->cap > tl_budget)
+			t->cap = (uint32_t)tl_budget;
 		t->log = xrealloc(t->log, t->cap);
 	}
 	memcpy(t->log + t->used, head, hn);
@@ -251,8 +326,18 @@ json_t *msg_timeline_json(const char *id, int *finished, uint64_t *dropped)
 		return NULL;
 	json_t *a = json_array();
 	uint64_t elapsed_us = 0;
-	size_t off = 0;
+	size_t off = 0, h = head_entries();
 	for (size_t i = 0; i < t->n; i++) {
+		if (i == h && t->dropped) { /* where the dropped ones were */
+			char m[64];
+			snprintf(m, sizeof(m), "\u2026 %u earlier events dropped",
+				 (unsigned)t->dropped);
+			json_array_append_new(
+			    a, json_pack("{s:o, s:s, s:s, s:I, s:I}", "at",
+					 when_json(t->wall0_ns + elapsed_us * 1000u), "event",
+					 "Dropped", "detail", m, "elapsed_us",
+					 (json_int_t)elapsed_us, "delta_us", (json_int_t)0));
+		}
 		struct tl_entry e;
 		off = entry_at(t, off, &e);
 		uint64_t delta_us = i ? e.delta_us : 0;

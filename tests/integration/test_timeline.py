@@ -2,7 +2,9 @@
 """A message's whole story: `kcli inspect-message ID --timeline` for a
 message deferred once (the peer answers 451 to RCPT) and then delivered
 shows both attempts, in order, with times; with KUMOD_MESSAGE_TIMELINE_LOG=1
-the Delivery record carries the same timeline."""
+the Delivery record carries the same timeline. Under the default byte budget
+(KUMOD_MESSAGE_TIMELINE_BYTES=512) the same story keeps its start and its end,
+with a "Dropped" entry counting the middle ones."""
 
 import json
 import os
@@ -92,7 +94,8 @@ def test_timeline_deferred_once_then_delivered(kumod, tmp_path):
     mx = DeferOnceMx()
     try:
         k = kumod(POLICY % {"var": tmp_path / "var", "mx": mx.port},
-                  env={"KUMOD_MESSAGE_TIMELINE_LOG": "1"})
+                  env={"KUMOD_MESSAGE_TIMELINE_LOG": "1",
+                       "KUMOD_MESSAGE_TIMELINE_BYTES": "4096"})  # the whole story
         mid = send(k.smtp_port)
         assert len(mid) == 32
 
@@ -123,6 +126,44 @@ def test_timeline_deferred_once_then_delivered(kumod, tmp_path):
         check_story(recs[0]["timeline"])
         tfs = [r for r in records(tmp_path / "var" / "logs") if r["type"] == "TransientFailure"]
         assert tfs and all("timeline" not in r for r in tfs)  # only the final record
+        assert k.stop() == 0
+    finally:
+        mx.close()
+
+
+def test_timeline_over_the_default_budget(kumod, tmp_path):
+    mx = DeferOnceMx()
+    try:
+        k = kumod(POLICY % {"var": tmp_path / "var", "mx": mx.port})
+        mid = send(k.smtp_port)
+
+        def finished():
+            r = kcli(k, "inspect-message", mid, "--timeline", "--json")
+            j = json.loads(r.stdout) if r.returncode == 0 else None
+            return j if j and j["timeline_finished"] and \
+                j["timeline"][-1]["detail"].startswith("removed") else None
+        j = wait_until(finished, timeout=30)
+        assert j, kcli(k, "inspect-message", mid, "--timeline", "--json").stdout
+        tl = j["timeline"]
+        events = [(e["event"], e["detail"]) for e in tl]
+        names = [e for e, _ in events]
+        # the start (4 entries), then what was dropped, then the newest whole
+        assert names[:3] == ["Policy", "Reception", "Spool"], events
+        assert names[4] == "Dropped" and names.count("Dropped") == 1, events
+        assert j["timeline_dropped"] >= 1
+        assert events[4][1] == "\u2026 %d earlier events dropped" % j["timeline_dropped"]
+        assert "Delivery" in names[5:], events
+        dl = names.index("Delivery")
+        assert events[dl][1].startswith("250 2.0.0 queued as 42")
+        el = [e["elapsed_us"] for e in tl]
+        assert el == sorted(el)
+        assert tl[dl]["elapsed_us"] >= 500000  # the retry's wait is still counted
+        # packed bytes (time, event, length, detail) within the budget
+        assert sum(3 + len(d.encode()) for n, d in events if n != "Dropped") <= 512, events
+        r = kcli(k, "inspect-message", mid, "--timeline")
+        rows = [line.split(None, 4) for line in r.stdout.splitlines() if line.startswith("  20")]
+        assert [row[3] for row in rows] == names
+        assert rows[4][4] == events[4][1]
         assert k.stop() == 0
     finally:
         mx.close()

@@ -916,11 +916,9 @@ static void fmt_us(long long us, char *out, size_t n)
 static void timeline_print(json_t *r)
 {
 	json_t *tl = json_object_get(r, "timeline");
-	long long dropped = json_integer_value(json_object_get(r, "timeline_dropped"));
+	/* dropped entries show as a "Dropped" row where they were */
 	printf("\ntimeline%s:\n",
 	       json_is_true(json_object_get(r, "timeline_finished")) ? " (message finished)" : "");
-	if (dropped)
-		printf("  (%lld earlier events dropped: ring full)\n", dropped);
 	printf("  %-27s %9s %9s  %-16s %s\n", "AT (UTC)", "ELAPSED", "+DELTA", "EVENT", "DETAIL");
 	size_t i;
 	json_t *e;
