@@ -2165,12 +2165,23 @@ void smtp_session__accept(struct smtp_listener *l, int fd)
 }
 
 /* Idle sessions get 421 now; sessions inside a transaction finish it and
- * get 421 after its reply (session_end_of_data). */
+ * get 421 after its reply (session_end_of_data). A session held by a hang
+ * (kumo.delay_reply("hang"), the catcher's hang faults) would never reply:
+ * it is closed now without one, as its client_timeout would (nothing in it
+ * was acknowledged), instead of holding the shutdown that long. */
 void smtp_session__shutdown_all(void)
 {
 	struct smtp_session *s = sessions, *next;
 	for (; s; s = next) {
 		next = s->next;
+		if (s->tarpit && s->hold_ms == POLICY_HANG && s->state != SMTP_STATE_CLOSING &&
+		    s->state != SMTP_STATE_SPOOLING) {
+			struct task *prev = task_enter(s->task);
+			buf_reset(&s->conn.out);
+			session_close(s, "shutdown (hang)");
+			task_exit(s->task, prev);
+			continue;
+		}
 		if (s->state == SMTP_STATE_CLOSING || s->state == SMTP_STATE_DATA ||
 		    s->state == SMTP_STATE_SPOOLING)
 			continue;

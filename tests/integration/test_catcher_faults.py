@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from smtpraw import stop_kumod
 from test_catcher import catcher, smtp_try  # noqa: F401 (a fixture)
 
 MSG = b"Subject: f\r\n\r\nx\r\n"
@@ -208,3 +209,23 @@ def test_magic_senders_data_stages(catcher):
             s.getreply()
     c.wait_total(3)
     assert sorted(subjects(c)) == ["m1", "m2", "m3"]
+
+
+def test_shutdown_closes_a_hung_session_without_a_reply(catcher):
+    """A session held by a hang never gets a reply: a shutdown closes it at
+    once (as its client_timeout would) instead of waiting for it, and kumod
+    exits cleanly (stop_kumod SIGKILLs after 10 s and returns -9)."""
+    c = catcher()
+    put_plan(c, {"stage": "data_command", "match": {"domain": "stuck.test"}, "hang": True})
+    s = connect(c)
+    try:
+        to_data_command(s, rcpt="u@stuck.test")
+        s.sock.sendall(b"DATA\r\n")
+        s.sock.settimeout(2)
+        with pytest.raises((socket.timeout, TimeoutError)):
+            s.sock.recv(100)  # no reply: the session hangs
+        assert stop_kumod(c.k) == 0
+        s.sock.settimeout(5)
+        assert s.sock.recv(100) == b""  # closed, with no reply
+    finally:
+        s.sock.close()
