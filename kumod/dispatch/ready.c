@@ -1483,10 +1483,15 @@ static void dispatcher_lease_extended(void *ud, int ok, const char *err)
 	struct dispatcher *d = ud;
 	struct task *t = d->task, *prev = task_enter(t);
 	d->extend_op = NULL;
-	if (ok)
+	if (ok) {
 		d->lease_fresh = 1;
-	else
+	} else {
+		/* the session ends; the queue's other messages get a new
+		 * dispatcher after the backoff (without it a queue whose every
+		 * dispatcher lost its lease at once would wait forever) */
 		d->lease_lost = 1;
+		rq_lease_backoff(d->rq);
+	}
 	dispatcher_next(d);
 	task_exit(t, prev);
 }
@@ -1510,6 +1515,7 @@ static int dispatcher_lease_extend(struct dispatcher *d)
 					   dispatcher_lease_extended, d);
 	if (!d->extend_op) {
 		d->lease_lost = 1;
+		rq_lease_backoff(d->rq); /* as above: the queue dispatches again */
 		dispatcher_phase(d, "Closing");
 		dispatcher_quit(d);
 		return 1;

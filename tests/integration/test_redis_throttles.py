@@ -386,6 +386,31 @@ def test_redis_outage_loses_nothing(kumod, tmp_path, redis):
     rx.shutdown()
 
 
+@pytest.mark.nosan
+def test_a_queue_whose_leases_are_lost_dispatches_again(kumod, tmp_path, redis):
+    """Every dispatcher of a queue loses its lease at once (the lease set is
+    deleted, as when Redis loses its data): each session ends at its next
+    extension, and the queue gets a new dispatcher after the lease backoff
+    instead of waiting forever with its messages (seen in CI after a Redis
+    outage: nothing delivered once Redis was back)."""
+    rx = Receiver()
+    n = node_start(kumod, tmp_path, "l", rx, redis,
+                   "max_message_rate = '2/s', connection_limit = 1")
+    inject(n.smtp_port, "l", 6)
+    key = "kumomta.connection_limit.unspecified->mx_list:127.0.0.1:%d@smtp" % rx.port
+    assert wait_until(lambda: rx.count() >= 1, timeout=15), rx.count()
+    # for 3 s every extension fails: the dispatcher must extend before its
+    # next message within that time (at most 1 s apart at 2/s)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        redis.cmd("DEL", key)
+        time.sleep(0.05)
+    assert wait_until(lambda: len(set(rx.ids())) == 6, timeout=30), (
+        rx.count(), n.stderr()[-3000:])
+    assert n.stop() == 0
+    assert of_type(n, "Bounce") == []
+
+
 LUA_THROTTLE_POLICY = """
 kumo.on('init', function()
   kumo.start_esmtp_listener{ listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' } }
