@@ -149,11 +149,21 @@ sink: $(BIN)/kumod
 
 # --- tests ---------------------------------------------------------------
 PYTEST = KUMOD_BIN=$(abspath $(BIN)/kumod) TOOLS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -p no:cacheprovider
+# The integration tests run on PYTEST_JOBS pytest-xdist workers (a file's
+# tests stay together on one worker; each worker takes its own class of free
+# ports: tests/integration/conftest.py), then the timing-sensitive `nosan`
+# tests (rates, reply timings, kill -9 under load) alone, one at a time.
+# PYTEST_JOBS: nproc, at least 2 and at most 4 (PYTEST_JOBS=1: no workers).
+PYTEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; [ $$n -lt 2 ] && n=2; echo $$n)
+PYTEST_PAR = $(if $(filter 1,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --dist loadfile)
+# pytest's exit status 5 is "no test selected" (PYTEST_ARGS chose none of them)
+PYTEST_SERIAL_NOSAN = $(PYTEST) tests/integration -m nosan --durations=5 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 unit: $(BIN)/unit-tests
 	$(BIN)/unit-tests
 
 integration: all | deps-test
-	$(PYTEST) tests/integration --durations=15 $(PYTEST_ARGS)
+	$(PYTEST) tests/integration -m "not nosan" $(PYTEST_PAR) --durations=15 $(PYTEST_ARGS)
+	$(PYTEST_SERIAL_NOSAN)
 
 # The whole suite; without SANITIZER it then re-runs the unit and
 # integration tests against an ASan+UBSan build (LeakSanitizer on: a leak
@@ -161,14 +171,15 @@ integration: all | deps-test
 test: all check-layers fmt-check tracepoints-check metrics-doc-check api-doc-check | deps-test
 	$(BIN)/unit-tests
 	$(MAKE) --no-print-directory fuzz-replay
-	$(PYTEST) tests/integration --durations=15 $(PYTEST_ARGS)
+	$(PYTEST) tests/integration -m "not nosan" $(PYTEST_PAR) --durations=15 $(PYTEST_ARGS)
+	$(PYTEST_SERIAL_NOSAN)
 ifeq ($(SANITIZER),)
 	$(MAKE) --no-print-directory SANITIZER=address test-sanitized
 endif
 
 test-sanitized: all | deps-test
 	ASAN_OPTIONS=detect_leaks=1 $(BIN)/unit-tests
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 $(PYTEST) tests/integration -m "not nosan" --durations=15 $(PYTEST_ARGS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 $(PYTEST) tests/integration -m "not nosan" $(PYTEST_PAR) --durations=15 $(PYTEST_ARGS)
 
 # The generated catalogue is checked in; fail when it is stale.
 tracepoints-check: docs/tracepoints.md

@@ -92,6 +92,7 @@ need test babeltrace2 cmd babeltrace2
 need test libnet-ssleay-perl perl -MNet::SSLeay -e1
 need test libio-socket-ssl-perl perl -MIO::Socket::SSL -e1
 need test python3-pytest pyimp pytest
+need test python3-pytest-xdist pyimp xdist
 need test python3-dkim pyimp dkim
 need test python3-nacl pyimp nacl
 need test opendkim test -x /usr/sbin/opendkim

@@ -53,11 +53,24 @@ def require_kumod():
         pytest.fail(f"{KUMOD_BIN} is missing: run `make` first (or set KUMOD_BIN)")
 
 
-def free_port(host="127.0.0.1"):
+# Under pytest-xdist (`make test` runs the ASan pass with two workers) each
+# worker only takes ports of its own class (port / 2 modulo the workers: the
+# kernel hands out odd ports for bind(0)), so two workers can never
+# pick the same port between free_port() and the bind that follows.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+_WORKER_NO = int(_WORKER[2:]) if _WORKER.startswith("gw") and _WORKER[2:].isdigit() else 0
+
+
+def free_port(host="127.0.0.1", kind=socket.SOCK_STREAM):
     """A port that was free a moment ago (prefer binding port 0 in policies)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if _WORKERS <= 1 or (port >> 1) % _WORKERS == _WORKER_NO:
+            return port
+    raise RuntimeError("free_port: no free port of this worker's class in 1000 tries")
 
 
 def kumod_env(env=None):

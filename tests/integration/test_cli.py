@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import IS_ROOT, KUMOD_BIN, kumod_env, run_kumod, run_on_pty
+from conftest import IS_ROOT, KUMOD_BIN, free_port, kumod_env, run_kumod, run_on_pty
 
 IDLE_POLICY = "kumo.on('init', function() end)\n"
 FLAGS = ["--policy", "--validate", "--user", "--pid-file", "--diag-format", "--diag-log-dir",
@@ -137,9 +137,7 @@ def test_startup_errors_are_one_line(tmp_path):
 
 def test_unknown_user_refused_before_the_policy_runs(tmp_path):
     marker = tmp_path / "ran"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     path = write(tmp_path, "local kumo = require 'kumo'\nkumo.on('init', function()\n"
                  "  io.open('%s', 'w'):close()\n"
                  "  kumo.start_esmtp_listener{ listen = '127.0.0.1:%d' }\nend)\n"

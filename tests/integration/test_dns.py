@@ -16,7 +16,7 @@ import time
 import pytest
 from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, SOA, A, DNSRecord
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 TOOLS_BIN = os.environ.get("TOOLS_BIN") or os.path.join(REPO, "build")
 KUMO_DIG = os.path.join(TOOLS_BIN, "kumo-dig")
@@ -450,9 +450,7 @@ def test_switching_servers_clears_the_cache(dns):
 def test_lookups_in_flight_move_to_new_servers(dns):
     """Started against a dead server, then kumo.dns.configure_resolver-style switch: the
     queries in flight are re-sent to the new server and succeed."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        dead = "127.0.0.1:%d" % s.getsockname()[1]
+    dead = "127.0.0.1:%d" % free_port(kind=socket.SOCK_DGRAM)
     m = dns.mark()
     rc, res, err = dig(dns, "--parallel", "mx", "two.test", "host", "mx2.two.test",
                        "servers", dns.server, server=False, extra=["--server", dead])

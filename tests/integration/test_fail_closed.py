@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from conftest import free_port
 from test_relay import captured, records, sink_start, wait_until
 
 BROKEN = {
@@ -141,11 +142,7 @@ def test_queued_message_is_kept_after_restart(kumod, tmp_path, case):
     sink = sink_start(kumod, capture)
     var = tmp_path / "var"
     # first life: routed to a port nobody listens on, retried only in an hour
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead = s.getsockname()[1]
-    s.close()
+    dead = free_port()
     good = ("return kumo.make_queue_config{ retry_interval = '1h', "
             "protocol = { smtp = { mx_list = { '127.0.0.1:%d' } } } }" % dead)
     k = start(kumod, var, sink.smtp_port, good, name="good.lua")

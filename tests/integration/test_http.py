@@ -20,7 +20,7 @@ import zlib
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import KUMOD_BIN, REPO, run_kumod
+from conftest import KUMOD_BIN, REPO, free_port, run_kumod
 
 TOOLS_BIN = os.environ.get("TOOLS_BIN") or os.path.dirname(KUMOD_BIN)
 KCLI = os.path.join(TOOLS_BIN, "kcli")
@@ -215,11 +215,7 @@ end)
 
 
 def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return free_port()
 
 
 def inject(port, rcpt, metadata=None):

@@ -20,12 +20,12 @@ import http.client
 import json
 import os
 import re
-import socket
 import smtplib
 import time
 
 import pytest
 
+from conftest import free_port
 from test_limits import metrics, proc_status
 from test_relay import captured, sink_start, wait_until
 
@@ -56,11 +56,7 @@ end)
 
 
 def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return free_port()
 
 
 def relay(kumod, var, port, retry, kind="", name="relay.lua"):

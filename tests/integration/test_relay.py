@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import IS_ROOT, REPO, send_until_full, tmpfs_spool
+from conftest import IS_ROOT, REPO, free_port, send_until_full, tmpfs_spool
 
 SINK_LUA = os.path.join(REPO, "sink", "sink.lua")
 
@@ -166,11 +166,7 @@ def test_tempfail_and_permfail_records(kumod, tmp_path):
 def test_mx_fallback_to_second_host(kumod, tmp_path):
     capture = tmp_path / "capture"
     sink = sink_start(kumod, capture)
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead = s.getsockname()[1]
-    s.close()  # nothing listens there: connection refused
+    dead = free_port()  # nothing listens there: connection refused
     relay = relay_start(kumod, tmp_path / "var",
                         ["127.0.0.1:%d" % dead, "127.0.0.1:%d" % sink.smtp_port])
     send(relay.smtp_port, ["someone@example.com"], "via the second host\r\n")
@@ -179,11 +175,7 @@ def test_mx_fallback_to_second_host(kumod, tmp_path):
 
 def test_restart_delivers_queued_mail(kumod, tmp_path):
     capture = tmp_path / "capture"
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     var = tmp_path / "var"
     relay = relay_start(kumod, var, ["127.0.0.1:%d" % port], retry="1s")
     for i in range(5):
@@ -201,11 +193,7 @@ def test_restart_delivers_queued_mail(kumod, tmp_path):
 
 def test_kill_9_under_load_loses_nothing_acknowledged(kumod, tmp_path):
     capture = tmp_path / "capture"
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     var = tmp_path / "var"
     sink = sink_start(kumod, capture, env={"KUMO_SINK_LISTEN": "127.0.0.1:%d" % port})
     relay = relay_start(kumod, var, ["127.0.0.1:%d" % port], retry="1s")
@@ -251,11 +239,7 @@ def test_full_spool_answers_452_and_loses_nothing(kumod, tmp_path):
     var = tmp_path / "var"
     with tmpfs_spool(var, "300k"):
         capture = tmp_path / "capture"
-        import socket
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         relay = relay_start(kumod, var, ["127.0.0.1:%d" % port], retry="1s")
         body = "Subject: big\r\n\r\n" + ("y" * 76 + "\r\n") * 400  # ~31 KiB
         acked = send_until_full(relay.smtp_port, 30, lambda i: (i, body),
@@ -269,11 +253,7 @@ def test_full_spool_answers_452_and_loses_nothing(kumod, tmp_path):
 
 def test_admin_bounce_over_http(kumod, tmp_path):
     import http.client
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead = s.getsockname()[1]
-    s.close()
+    dead = free_port()  # nothing listens there: connection refused
     var = tmp_path / "var"
     text = RELAY_POLICY.format(var=var, mx_list="'127.0.0.1:%d'" % dead, retry="1h",
                                max_age="1d", flush="true")

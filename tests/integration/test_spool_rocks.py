@@ -9,13 +9,12 @@ import os
 import re
 import shutil
 import smtplib
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import run_kumod, send_until_full, tmpfs_spool
+from conftest import free_port, run_kumod, send_until_full, tmpfs_spool
 from test_console import Client, console_env
 from test_relay import RELAY_POLICY, captured, send, sink_start, wait_until
 
@@ -24,12 +23,6 @@ ROCKS_POLICY = RELAY_POLICY.replace("flush = {flush} }}", "flush = {flush}, kind
 assert ROCKS_POLICY.count("kind = 'RocksDB'") == 2
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def relay_start(kumod, var, port, name="relay.lua", kind="RocksDB", env=None, args=None):
