@@ -29,6 +29,7 @@ struct policy_result {
 	 * POLICY_HANG: never answer (the session closes at client_timeout) */
 	uint32_t delay_ms;
 	uint64_t handle; /* policy_lua_conn_open: the connection object's id */
+	int handlers;	 /* Lua handlers that ran for the event (0: none defined) */
 };
 #define POLICY_HANG UINT32_MAX
 

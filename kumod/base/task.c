@@ -122,7 +122,11 @@ void task_wake(struct task *t)
 	}
 	t->last_wake_ns = clock_wall_ns();
 	task_touch(t);
-	TASK_TRACE(task_wake, t->id, t->wakes, t->state == TASK_RUNNING);
+	/* A wake while running (input read inside the poll it started, a
+	 * completion handled in place) is counted (self_wakes) but not traced:
+	 * the task_poll of that poll follows and carries the count. */
+	if (t->state != TASK_RUNNING)
+		TASK_TRACE(task_wake, t->id, t->wakes);
 }
 
 struct task *task_enter(struct task *t)
@@ -164,7 +168,7 @@ void task_exit(struct task *t, struct task *prev)
 		t->state = TASK_IDLE;
 	reg.current = prev;
 	task_touch(t);
-	TASK_TRACE(task_poll, t->id, t->polls, d);
+	TASK_TRACE(task_poll, t->id, t->polls, t->wakes, d);
 }
 
 void task_close(struct task *t)

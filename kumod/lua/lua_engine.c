@@ -386,6 +386,7 @@ static void dispatch(const char *event, push_fn push, take_fn take, void *ctx,
 		if (stop || r->status != POLICY_OK)
 			break;
 	}
+	r->handlers = s->count;
 }
 
 /* --- loading ------------------------------------------------------------- */
@@ -680,6 +681,7 @@ struct lua_async {
 	push_fn push;
 	take_fn take;
 	int next;      /* next handler to run (1-based) */
+	int handlers;  /* handlers defined for the event (1 for direct calls) */
 	int direct;    /* one call whose function push() pushes too (conn:send) */
 	lua_State *co; /* the running handler's coroutine, NULL between handlers */
 	int co_ref;
@@ -789,6 +791,7 @@ static int dispatch_async(const char *event, push_fn push, take_fn take,
 	a->push = push;
 	a->take = take;
 	a->next = 1;
+	a->handlers = s ? s->count : 1;
 	a->next_async = eng.asyncs;
 	if (eng.asyncs)
 		eng.asyncs->prev_async = a;
@@ -801,6 +804,7 @@ static int dispatch_async(const char *event, push_fn push, take_fn take,
 		return 1;
 	}
 	*r = a->r;
+	r->handlers = a->handlers;
 	async_free(a);
 	return 0;
 }
@@ -864,6 +868,7 @@ void lua_engine__wake(uint64_t id, int nres)
 	if (a->next_async)
 		a->next_async->prev_async = a->prev_async;
 	a->next_async = a->prev_async = NULL;
+	a->r.handlers = a->handlers;
 	a->done(a->arg, &a->r);
 	async_free(a);
 }

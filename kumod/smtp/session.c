@@ -150,8 +150,11 @@ static const char *policy_status_name(enum policy_status st)
 static void session_trace_policy(struct smtp_session *s, const char *event,
 				 const struct policy_result *r)
 {
-	/* a POLICY_ERROR was already logged once by the engine (lua_error) */
-	KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
+	/* a POLICY_ERROR was already logged once by the engine (lua_error); an
+	 * event without a handler that let the session go on decided nothing
+	 * (the transcript still shows the step) */
+	if (r->handlers || r->status != POLICY_OK)
+		KTRACE(smtp_policy, s->id, event, policy_status_name(r->status), r->code);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_POLICY, .name = event,
 		       .text = policy_status_name(r->status), .code = r->code);
 	/* kumo.delay_reply: held like a tarpit, for replies only; the greeting
