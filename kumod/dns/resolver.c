@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "base/task.h"
 #include "base/xalloc.h"
+#include "io/loop.h"
 #include "ktrace.h"
 #include "proto/dns_name.h"
 #include "proto/dns_wire.h"
@@ -1207,21 +1208,9 @@ static void mx_answer(struct dns_entry *e, const struct qres *r)
 
 /* kumo.dns.set_mx_timeout: a timer per MX entry, finding it by id when it fires (an
  * entry finished meanwhile is not found, or has its MX records: nothing to do). */
-struct mx_deadline {
-	uv_timer_t timer; /* freed in its close callback */
-	uint64_t id;
-};
-
-static void mx_deadline_closed(uv_handle_t *h)
+static void mx_deadline_fire(uint64_t id)
 {
-	free(h->data);
-}
-
-static void mx_deadline_fire(uv_timer_t *t)
-{
-	struct mx_deadline *d = t->data;
-	struct dns_entry *e = pending_find(d->id);
-	uv_close((uv_handle_t *)t, mx_deadline_closed);
+	struct dns_entry *e = pending_find(id);
 	if (!e || e->kind != KIND_MX || e->done || e->nhosts)
 		return; /* answered; the hosts' addresses are not under this limit */
 	struct task *tk = e->task;
@@ -1235,12 +1224,7 @@ static void mx_deadline_fire(uv_timer_t *t)
 
 static void mx_deadline_start(struct dns_entry *e)
 {
-	struct mx_deadline *d = xcalloc(1, sizeof(*d));
-	d->id = e->id;
-	uv_timer_init(D.loop, &d->timer);
-	d->timer.data = d;
-	uv_timer_start(&d->timer, mx_deadline_fire, D.opt.mx_timeout_ms, 0);
-	uv_unref((uv_handle_t *)&d->timer); /* never what keeps the loop running */
+	kumod_loop_after(D.loop, D.opt.mx_timeout_ms, mx_deadline_fire, e->id);
 }
 
 static void mx_start(struct dns_entry *e)

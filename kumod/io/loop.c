@@ -3,6 +3,9 @@
  * bounded busy poll (kumo.set_busy_poll). */
 #include "io/loop.h"
 
+#include <stdlib.h>
+
+#include "base/xalloc.h"
 #include "ktrace.h"
 
 static struct {
@@ -20,6 +23,37 @@ static struct {
 	int spinning;
 	struct kumod_busy_poll_stats stats;
 } ctx;
+
+struct loop_after {
+	uv_timer_t timer; /* freed in its close callback */
+	void (*fn)(uint64_t id);
+	uint64_t id;
+};
+
+static void loop_after_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void loop_after_fire(uv_timer_t *t)
+{
+	struct loop_after *a = t->data;
+	void (*fn)(uint64_t) = a->fn;
+	uint64_t id = a->id;
+	uv_close((uv_handle_t *)t, loop_after_closed);
+	fn(id);
+}
+
+void kumod_loop_after(uv_loop_t *loop, uint64_t ms, void (*fn)(uint64_t id), uint64_t id)
+{
+	struct loop_after *a = xcalloc(1, sizeof(*a));
+	a->fn = fn;
+	a->id = id;
+	uv_timer_init(loop, &a->timer);
+	a->timer.data = a;
+	uv_timer_start(&a->timer, loop_after_fire, ms, 0);
+	uv_unref((uv_handle_t *)&a->timer);
+}
 
 uv_loop_t *kumod_loop(void)
 {

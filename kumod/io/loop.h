@@ -22,6 +22,12 @@ int kumod_loop_close(void);
 /* Also ends busy polling for good. */
 void kumod_set_shutting_down(void);
 
+/* A one-shot timer carrying an id: after ms, fn(id) runs once on loop and
+ * the timer frees itself. It never keeps the loop running (a shutdown does
+ * not wait for it): fn must look the id up and do nothing when what it
+ * names is gone. */
+void kumod_loop_after(uv_loop_t *loop, uint64_t ms, void (*fn)(uint64_t id), uint64_t id);
+
 /* 0 disables (the default). */
 void kumod_loop_set_busy_poll(uint64_t usec);
 uint64_t kumod_loop_busy_poll_us(void);

@@ -271,21 +271,8 @@ static int l_symlink_metadata_for_path(lua_State *L)
 
 /* --- sleep ------------------------------------------------------------------------- */
 
-struct sleep_wait {
-	uv_timer_t timer; /* freed in its close callback */
-	uint64_t call;
-};
-
-static void sleep_closed(uv_handle_t *h)
+static void sleep_fire(uint64_t call)
 {
-	free(h->data);
-}
-
-static void sleep_fire(uv_timer_t *t)
-{
-	struct sleep_wait *w = t->data;
-	uint64_t call = w->call;
-	uv_close((uv_handle_t *)t, sleep_closed);
 	if (lua_engine__thread(call)) /* NULL: the call was dropped meanwhile */
 		lua_engine__wake(call, 0);
 }
@@ -302,13 +289,8 @@ static int do_sleep(lua_State *L, const char *fn)
 	if (!(s >= 0 && s <= 86400.0 * 365))
 		return luaL_error(L, "%s: seconds must be between 0 and one year", fn);
 	uint64_t call = lua_engine__wait_begin(L, fn); /* raises where it cannot wait */
-	struct sleep_wait *w = xcalloc(1, sizeof(*w));
-	w->call = call;
-	uv_timer_init(kumod_loop(), &w->timer);
-	w->timer.data = w;
-	uv_timer_start(&w->timer, sleep_fire, (uint64_t)(s * 1000.0 + 0.5), 0);
 	/* a sleeping handler does not hold the daemon up at shutdown */
-	uv_unref((uv_handle_t *)&w->timer);
+	kumod_loop_after(kumod_loop(), (uint64_t)(s * 1000.0 + 0.5), sleep_fire, call);
 	return lua_engine__wait(L, 0, sleep_k);
 }
 

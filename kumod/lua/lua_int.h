@@ -128,6 +128,13 @@ void lua_util__class(lua_State *L, const char *mt, const luaL_Reg *methods, cons
 		     lua_CFunction fn);
 /* Pushes the contents of the file at path, or raises "what: path: reason". */
 void lua_util__push_file(lua_State *L, const char *what, const char *path);
+/* A text format's parser: pushes the value of s (len bytes) or raises
+ * "what: where: ..." (where: the file, "" for text). */
+typedef int (*lua_text_parser)(lua_State *L, const char *what, const char *where, const char *s,
+			       size_t len);
+/* kumo.X_parse(text) and kumo.X_load(path) on top of one parser. */
+int lua_util__parse_text(lua_State *L, const char *what, lua_text_parser parse);
+int lua_util__parse_file(lua_State *L, const char *what, lua_text_parser parse);
 /* Checks the KumoMTA KeySource at idx: sets *path (a file path; not read here)
  * or data and dlen ({ key_data = ... }); raises "what: ..." naming anything
  * else (vault and event sources are refused by name). */

@@ -271,18 +271,12 @@ static int parse_commented(lua_State *L, const char *what, const char *where, co
 
 static int l_json_parse(lua_State *L)
 {
-	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
-	return parse_commented(L, "json_parse", "", s, len);
+	return lua_util__parse_text(L, "json_parse", parse_commented);
 }
 
 static int l_json_load(lua_State *L)
 {
-	const char *path = luaL_checkstring(L, 1);
-	lua_util__push_file(L, "json_load", path);
-	size_t len;
-	const char *s = lua_tolstring(L, -1, &len);
-	return parse_commented(L, "json_load", path, s, len);
+	return lua_util__parse_file(L, "json_load", parse_commented);
 }
 
 static const luaL_Reg json_funcs[] = {

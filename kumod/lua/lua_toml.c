@@ -83,19 +83,12 @@ static int parse_and_push(lua_State *L, const char *what, const char *where, con
 
 static int l_toml_parse(lua_State *L)
 {
-	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
-	return parse_and_push(L, "toml_parse", "", s, len);
+	return lua_util__parse_text(L, "toml_parse", parse_and_push);
 }
 
 static int l_toml_load(lua_State *L)
 {
-	const char *path = luaL_checkstring(L, 1);
-	lua_util__push_file(L, "toml_load",
-			    path); /* a Lua string: nothing leaks if parsing raises */
-	size_t len;
-	const char *s = lua_tolstring(L, -1, &len);
-	return parse_and_push(L, "toml_load", path, s, len);
+	return lua_util__parse_file(L, "toml_load", parse_and_push);
 }
 
 /* --- Lua -> TOML ---------------------------------------------------------------- */

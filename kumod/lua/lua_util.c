@@ -39,6 +39,22 @@ void lua_util__push_file(lua_State *L, const char *what, const char *path)
 	buf_free(&b);
 }
 
+int lua_util__parse_text(lua_State *L, const char *what, lua_text_parser parse)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	return parse(L, what, "", s, len);
+}
+
+int lua_util__parse_file(lua_State *L, const char *what, lua_text_parser parse)
+{
+	const char *path = luaL_checkstring(L, 1);
+	lua_util__push_file(L, what, path); /* a Lua string: nothing leaks if parsing raises */
+	size_t len;
+	const char *s = lua_tolstring(L, -1, &len);
+	return parse(L, what, path, s, len);
+}
+
 int policy_validation_failed(void)
 {
 	return validation_failed;

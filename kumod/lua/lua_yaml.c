@@ -300,18 +300,12 @@ static int parse_text(lua_State *L, const char *what, const char *where, const c
 
 static int l_yaml_parse(lua_State *L)
 {
-	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
-	return parse_text(L, "yaml_parse", "", s, len);
+	return lua_util__parse_text(L, "yaml_parse", parse_text);
 }
 
 static int l_yaml_load(lua_State *L)
 {
-	const char *path = luaL_checkstring(L, 1);
-	lua_util__push_file(L, "yaml_load", path);
-	size_t len;
-	const char *s = lua_tolstring(L, -1, &len);
-	return parse_text(L, "yaml_load", path, s, len);
+	return lua_util__parse_file(L, "yaml_load", parse_text);
 }
 
 /* --- encoding ------------------------------------------------------------ */
