@@ -1250,7 +1250,7 @@ static int same_dir(void)
 	return a.st_ino == b.st_ino ? 2 : 1;
 }
 
-static void release(void)
+static void release(int flush_memtables)
 {
 	for (int w = 0; w < 2; w++) {
 		if (S.lock_fd[w] >= 0)
@@ -1262,7 +1262,7 @@ static void release(void)
 		xfree(S.path[w]);
 	}
 	if (spool__kind == SPOOL_KIND_ROCKSDB)
-		spool__rocks_close();
+		spool__rocks_close(flush_memtables);
 	spool__kind = SPOOL_KIND_LOCALDISK;
 	memset(known_bucket, 0, sizeof(known_bucket));
 	if (S.task)
@@ -1405,7 +1405,7 @@ int spool_open(uv_loop_t *loop, const struct spool_config *cfg, char *err, size_
 	for (int w = 0; w < 2 && rc == 0 && cfg->kind == SPOOL_KIND_LOCALDISK; w++)
 		rc = lock_root(w, err, errlen);
 	if (rc < 0) {
-		release(); /* the caller reports err */
+		release(0); /* the caller reports err */
 		return rc;
 	}
 	S.loop = loop;
@@ -1487,7 +1487,7 @@ static void maybe_finish_close(void)
 		 "spool closed stored=%" PRIu64 " removed=%" PRIu64 " errors=%" PRIu64
 		 " batches=%" PRIu64,
 		 S.st.stored, S.st.removed, S.st.errors, S.st.batches);
-	release();
+	release(1);
 }
 
 /* Returns at once: queued and in-flight operations still complete (their

@@ -120,7 +120,7 @@ int spool__op_fail(struct spool_op *op, int err, const char *what);
  * the rest on the flusher's lane or recovery's worker. */
 int spool__rocks_open(const char *const paths[2], const struct spool_rocks_params *const p[2],
 		      int flush, char *err, size_t errlen);
-void spool__rocks_close(void);
+void spool__rocks_close(int flush_memtables);
 /* One batch, every op kind: data puts (one synced write), meta puts and
  * deletes (one synced write), data deletes (unsynced), then quarantine
  * moves. *syncs counts the synced writes (WAL syncs). */

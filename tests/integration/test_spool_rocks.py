@@ -92,6 +92,12 @@ def test_rocks_restart_delivers_queued_mail(kumod, tmp_path):
     acked = send_tagged(relay.smtp_port, 0, 25)
     assert relay.stop() == 0
     assert captured(capture) == []
+    # a clean close wrote the memtables out: the next start replays no write-ahead log
+    for which in ("data", "meta"):
+        db = var / "spool" / which
+        assert list(db.glob("*.sst")), sorted(p.name for p in db.iterdir())
+        assert sum(p.stat().st_size for p in db.glob("*.log")) == 0, \
+            [(p.name, p.stat().st_size) for p in db.glob("*.log")]
     if LDB:
         assert len(ldb_keys(var / "spool" / "meta")) == 25
     sink_start(kumod, capture, env={"KUMO_SINK_LISTEN": "127.0.0.1:%d" % port})
