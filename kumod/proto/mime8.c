@@ -190,24 +190,6 @@ static int fail(struct mime8_result *res, const char *why)
 	return -EINVAL;
 }
 
-/* "--boundary" or "--boundary--" followed by optional white space. Returns
- * 1 for a delimiter, 2 for the close delimiter, 0 otherwise. */
-static int delimiter(const char *l, size_t n, const char *bd, size_t bl)
-{
-	if (n < bl + 2 || l[0] != '-' || l[1] != '-' || memcmp(l + 2, bd, bl) != 0)
-		return 0;
-	size_t i = bl + 2;
-	int close = 0;
-	if (n - i >= 2 && l[i] == '-' && l[i + 1] == '-') {
-		close = 1;
-		i += 2;
-	}
-	for (; i < n; i++)
-		if (l[i] != ' ' && l[i] != '\t')
-			return 0;
-	return close ? 2 : 1;
-}
-
 static int convert_multipart(const struct mime8_entity *e, const char *b, size_t n, struct buf *out,
 			     struct mime8_result *res, int depth)
 {
@@ -218,7 +200,9 @@ static int convert_multipart(const struct mime8_entity *e, const char *b, size_t
 	int in_part = 0, closed = 0;
 	for (size_t i = 0; i < n;) {
 		size_t end = line_end(b, n, i);
-		int d = closed ? 0 : delimiter(b + i, line_content(b, i, end), e->boundary, bl);
+		int d = closed
+			    ? 0
+			    : mime_lex_delimiter(b + i, line_content(b, i, end), e->boundary, bl);
 		if (d) {
 			if (in_part) {
 				if (convert_entity(b + part, i - part, out, res, depth + 1, 0) < 0)

@@ -99,3 +99,19 @@ void mime_lex_content_type(
 			param(ctx, v + a, ae - a, val);
 	}
 }
+
+int mime_lex_delimiter(const char *l, size_t n, const char *bd, size_t bl)
+{
+	if (n < bl + 2 || l[0] != '-' || l[1] != '-' || memcmp(l + 2, bd, bl) != 0)
+		return 0;
+	size_t i = bl + 2;
+	int close = 0;
+	if (n - i >= 2 && l[i] == '-' && l[i + 1] == '-') {
+		close = 1;
+		i += 2;
+	}
+	for (; i < n; i++)
+		if (l[i] != ' ' && l[i] != '\t')
+			return 0;
+	return close ? 2 : 1;
+}

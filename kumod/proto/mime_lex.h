@@ -14,6 +14,10 @@
 #define MIME_LEX_VALUE_MAX 200
 
 /* 1 for space, tab, CR and LF (folding included). */
+/* A body line l (n bytes, without its line end) against boundary bd (bl
+ * bytes): 1 for "--bd", 2 for the close delimiter "--bd--", each with
+ * optional trailing white space (transport padding), 0 otherwise. */
+int mime_lex_delimiter(const char *l, size_t n, const char *bd, size_t bl);
 int mime_lex_is_ws(char c);
 
 /* The first offset at or after i that is neither white space nor inside a

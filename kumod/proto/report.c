@@ -76,23 +76,6 @@ static size_t line_end(const char *p, size_t n, size_t i, size_t *ce)
 	return lf ? e + 1 : n;
 }
 
-/* 1 delimiter, 2 close delimiter, 0 neither (transport padding allowed). */
-static int delimiter(const char *l, size_t n, const char *bd, size_t bl)
-{
-	if (n < bl + 2 || l[0] != '-' || l[1] != '-' || memcmp(l + 2, bd, bl) != 0)
-		return 0;
-	size_t i = bl + 2;
-	int close = 0;
-	if (n - i >= 2 && l[i] == '-' && l[i + 1] == '-') {
-		close = 1;
-		i += 2;
-	}
-	for (; i < n; i++)
-		if (l[i] != ' ' && l[i] != '\t')
-			return 0;
-	return close ? 2 : 1;
-}
-
 int report_next_child(const struct report_part *parent, size_t *pos, struct report_part *child)
 {
 	const char *b = parent->body;
@@ -104,7 +87,7 @@ int report_next_child(const struct report_part *parent, size_t *pos, struct repo
 		if (i >= n)
 			return 0;
 		size_t e = line_end(b, n, i, &ce);
-		int d = delimiter(b + i, ce - i, parent->boundary, bl);
+		int d = mime_lex_delimiter(b + i, ce - i, parent->boundary, bl);
 		i = e;
 		if (d == 2) {
 			*pos = n;
@@ -121,7 +104,7 @@ int report_next_child(const struct report_part *parent, size_t *pos, struct repo
 			return 1;
 		}
 		size_t e = line_end(b, n, i, &ce);
-		if (delimiter(b + i, ce - i, parent->boundary, bl)) {
+		if (mime_lex_delimiter(b + i, ce - i, parent->boundary, bl)) {
 			/* RFC 2046 gives the line break before a delimiter to the
 			 * delimiter; KumoMTA keeps it in the part, and so do we
 			 * (original_message ends with it, as in its records) */
