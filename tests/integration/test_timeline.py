@@ -105,8 +105,15 @@ def test_timeline_deferred_once_then_delivered(kumod, tmp_path):
                 return None
             j = json.loads(r.stdout)
             names = [e["event"] for e in j["timeline"]]
-            return j if j["timeline_finished"] and "Delivery" in names and \
-                "Logged" in names[names.index("Delivery"):] else None
+            if not (j["timeline_finished"] and "Delivery" in names):
+                return None
+            after = j["timeline"][names.index("Delivery"):]
+            # the story ends with the spool removal, which may complete after the
+            # message object is gone: wait for it, so the views below compare
+            # the same, final story
+            return j if any(e["event"] == "Logged" for e in after) and any(
+                e["event"] == "Spool" and e["detail"].startswith("removed") for e in after) \
+                else None
         j = wait_until(finished, timeout=30)
         assert j, kcli(k, "inspect-message", mid, "--timeline", "--json").stdout
         assert j["message"] is None and j["id"] == mid
