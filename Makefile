@@ -168,16 +168,22 @@ integration: all | deps-test
 # The whole suite; without SANITIZER it then re-runs the unit and
 # integration tests against an ASan+UBSan build (LeakSanitizer on: a leak
 # at kumod's exit makes its exit status non-zero and the test fail).
-test: all check-layers fmt-check tracepoints-check metrics-doc-check api-doc-check | deps-test
+# The builds use every core (NPROC jobs) whatever -j was given; the deps
+# step runs first, alone (two apt-get runs cannot share dpkg's lock).
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+test: | deps-test
+	$(MAKE) --no-print-directory -j$(NPROC) all
+	$(MAKE) --no-print-directory check-layers fmt-check tracepoints-check metrics-doc-check api-doc-check
 	$(BIN)/unit-tests
-	$(MAKE) --no-print-directory fuzz-replay
+	$(MAKE) --no-print-directory -j$(NPROC) fuzz-replay
 	$(PYTEST) tests/integration -m "not nosan" $(PYTEST_PAR) --durations=15 $(PYTEST_ARGS)
 	$(PYTEST_SERIAL_NOSAN)
 ifeq ($(SANITIZER),)
 	$(MAKE) --no-print-directory SANITIZER=address test-sanitized
 endif
 
-test-sanitized: all | deps-test
+test-sanitized: | deps-test
+	$(MAKE) --no-print-directory -j$(NPROC) all
 	ASAN_OPTIONS=detect_leaks=1 $(BIN)/unit-tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 $(PYTEST) tests/integration -m "not nosan" $(PYTEST_PAR) --durations=15 $(PYTEST_ARGS)
 
