@@ -68,13 +68,14 @@ connect_timeout = "2s"
 """
 
 
-def start(kumod, tmp_path, shaping_toml, faults=RATE_LIMIT_ONCE):
+def start(kumod, tmp_path, shaping_toml, faults=RATE_LIMIT_ONCE, extra=""):
     capture = tmp_path / "capture"
     sink = sink_start(kumod, capture, env={"KUMO_SINK_FAULTS": faults})
     etc, var = tmp_path / "etc", tmp_path / "var"
     etc.mkdir()
     (etc / "shaping.toml").write_text(BASE_TOML + shaping_toml)
-    relay = kumod(POLICY.format(etc=etc, var=var, port=sink.smtp_port), policy_name="relay.lua")
+    relay = kumod(POLICY.format(etc=etc, var=var, port=sink.smtp_port) + extra,
+                  policy_name="relay.lua")
     port = relay.listeners["http"][0][1]
     rq = "unspecified->mx_list:127.0.0.1:%d@smtp" % sink.smtp_port
     return relay, port, rq, capture, var
@@ -194,3 +195,221 @@ trigger = { Threshold = "3/hour" }
     assert metric(port, 'shaping_automation_fired_total{action="Suspend"}') == 1
     time.sleep(1.5)  # its retry is held: r3 is not delivered
     assert len(captured(capture)) == 2
+
+
+def test_suspend_tenant_holds_the_tenant_scheduled_queue(kumod, tmp_path):
+    relay, port, rq, capture, var = start(kumod, tmp_path, """
+[["default".automation]]
+regex = "4\\\\.7\\\\.28"
+action = "SuspendTenant"
+duration = "3s"
+""", extra="""
+kumo.on('smtp_server_message_received', function(msg) msg:set_meta('tenant', 'acme') end)
+""")
+    send(relay, "a@auto.test")
+    lst = wait_until(lambda: json.loads(kcli(port, "suspend-list", "--json")), timeout=15)
+    assert [(e["domain"], e["tenant"], e["campaign"]) for e in lst] == \
+        [("auto.test", "acme", None)], lst
+    assert lst[0]["reason"] == "automation rule: 4\\.7\\.28", lst
+    while json.loads(kcli(port, "suspend-list", "--json")):
+        assert captured(capture) == [], "delivered during the suspension"
+        time.sleep(0.2)
+    assert wait_until(lambda: len(captured(capture)) == 1, timeout=15), relay.stderr()
+    # the suspension's own TransientFailure ("KumoMTA internal: ...") is not matched
+    # (match_internal = false): one firing only
+    tf = [r for r in records(var / "logs") if r["type"] == "TransientFailure"]
+    assert any(r["response"]["content"].startswith("KumoMTA internal: scheduled queue is "
+                                                   "suspended") for r in tf), tf
+    assert metric(port, 'shaping_automation_fired_total{action="SuspendTenant"}') == 1
+    assert metric(port, "shaping_automation_repeat_total") == 0
+
+
+def test_bounce_rule_bounces_the_domain_for_its_duration(kumod, tmp_path):
+    relay, port, rq, capture, var = start(kumod, tmp_path, """
+["auto.test"]
+mx_rollup = false
+[["auto.test".automation]]
+regex = "4\\\\.7\\\\.28"
+action = "Bounce"
+duration = "1h"
+""")
+    send(relay, "a@auto.test")
+    # the failed message is bounced when it comes back for its retry
+    assert wait_until(lambda: [r for r in records(var / "logs") if r["type"] == "AdminBounce"],
+                      timeout=15), relay.stderr()
+    lst = get(port, "/api/admin/bounce/v1")
+    assert [(b["domain"], b["reason"]) for b in lst] == [("auto.test", "automation rule: 4\\.7\\.28")], lst
+    # and so is a new message for the domain while the entry lives; other domains are not
+    send(relay, "b@auto.test")
+    send(relay, "c@other.test")
+    assert wait_until(lambda: len([r for r in records(var / "logs")
+                                   if r["type"] == "AdminBounce"]) == 2, timeout=15)
+    assert wait_until(lambda: len(captured(capture)) == 1, timeout=15), relay.stderr()
+    assert metric(port, 'shaping_automation_fired_total{action="Bounce"}') == 1
+
+
+SHAPING_RULES = r"""
+local r = kumo.shaping.load({ 'rules.toml' })
+local function rec(rcpt, site, text)
+  return { type = 'TransientFailure', recipient = rcpt, egress_source = 'src',
+           site = 'src->' .. site .. '@smtp', queue = 'auto.test',
+           response = { code = 421, enhanced_code = { class = 4, subject = 7, detail = 28 },
+                        content = text } }
+end
+local out = {}
+for name, rc in pairs {
+  plain = rec('x@auto.test', 'mx.auto.test.', 'rate limited'),
+  internal = rec('x@auto.test', 'mx.auto.test.', 'KumoMTA internal: rate limited'),
+  provider = rec('x@p.big.test', 'mx.big.test.', 'rate limited'),
+  other = rec('x@else.test', 'mx.else.test.', 'all fine'),
+} do
+  out[name] = r:match_rules(rc)
+end
+print(kumo.json_encode(out))
+"""
+
+RULES_TOML = """
+[["default".automation]]
+regex = "^421 4\\\\.7\\\\.28 rate"
+action = "Suspend"
+duration = "1h"
+
+["auto.test"]
+mx_rollup = false
+[["auto.test".automation]]
+regex = ["nomatch", "rate limited"]
+action = [{SetConfig = {name = "connection_limit", value = 2}}, "SuspendTenant"]
+trigger = {Threshold = "10/hr"}
+duration = "90m"
+match_internal = true
+
+[provider."big"]
+match = [{DomainSuffix = ".big.test"}]
+[[provider."big".automation]]
+regex = "rate"
+action = "Bounce"
+duration = "10m"
+"""
+
+
+def test_match_rules_order_and_fields(tmp_path):
+    """shaping:match_rules (kumo.shaping.load): KumoMTA's order (default, providers,
+    site, domain), was_rollup, match_internal, the rule's fields as written."""
+    (tmp_path / "rules.toml").write_text(RULES_TOML)
+    (tmp_path / "check.lua").write_text("local kumo = require 'kumo'\n" + SHAPING_RULES)
+    r = subprocess.run([os.environ.get("KUMOD_BIN") or os.path.join(REPO, "build", "kumod"),
+                        "--policy", "check.lua", "--validate"], cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][0])
+    plain = doc["plain"]
+    assert [(m["regex"], m["was_rollup"]) for m in plain] == [
+        (["^421 4\\.7\\.28 rate"], True), (["nomatch", "rate limited"], False)], plain
+    assert plain[1]["action"] == [{"SetConfig": {"name": "connection_limit", "value": 2}},
+                                  "SuspendTenant"]
+    assert plain[1]["trigger"] == {"Threshold": "10/hr"} and plain[1]["duration"] == 5400
+    assert plain[0]["trigger"] == "Immediate" and plain[0]["match_internal"] is False
+    # an internal response: only the rule with match_internal = true
+    assert [m["regex"] for m in doc["internal"]] == [["nomatch", "rate limited"]]
+    assert [(m["action"], m["was_rollup"]) for m in doc["provider"]] == [
+        (["Suspend"], True), (["Bounce"], False)]
+    assert doc["other"] == {} or doc["other"] == []
+
+
+# --- MX rollup and MX-based provider rules -------------------------------------------
+
+import test_dns  # noqa: E402
+from test_dns import DnsServer, a, mx  # noqa: E402
+
+test_dns.ZONE.update({
+    # a and b: the same MX hosts (one site); c and d: another site
+    "a.roll.test": [mx("a.roll.test", 10, "mx1.shared.test"), mx("a.roll.test", 20, "mx2.shared.test")],
+    "b.roll.test": [mx("b.roll.test", 5, "mx1.shared.test"), mx("b.roll.test", 9, "mx2.shared.test")],
+    "c.roll.test": [mx("c.roll.test", 10, "mx.other.test")],
+    "d.roll.test": [mx("d.roll.test", 10, "mx.other.test")],
+    # y: every MX host under .yahoodns.test; mixed: one is not
+    "y.roll.test": [mx("y.roll.test", 1, "mta5.am0.yahoodns.test"),
+                    mx("y.roll.test", 1, "mta6.am0.yahoodns.test")],
+    "mixed.roll.test": [mx("mixed.roll.test", 1, "mta7.am0.yahoodns.test"),
+                        mx("mixed.roll.test", 2, "mx.other.test")],
+    "mx1.shared.test": [a("mx1.shared.test", "127.0.0.1")],
+    "mx2.shared.test": [a("mx2.shared.test", "127.0.0.1")],
+    "mx.other.test": [a("mx.other.test", "127.0.0.1")],
+    "mta5.am0.yahoodns.test": [a("mta5.am0.yahoodns.test", "127.0.0.1")],
+    "mta6.am0.yahoodns.test": [a("mta6.am0.yahoodns.test", "127.0.0.1")],
+    "mta7.am0.yahoodns.test": [a("mta7.am0.yahoodns.test", "127.0.0.1")],
+})
+
+ROLLUP_POLICY = r"""
+local kumo = require 'kumo'
+local shaper = require('policy-extras.shaping'):setup_with_automation {
+  no_default_files = true, extra_files = { 'shaping.toml' } }
+kumo.on('init', function()
+  kumo.dns.configure_resolver { name_servers = { os.getenv 'DNS' } }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+end)
+-- answers, for RCPT TO:<x@domain>, the shaping of domain at its MX site
+kumo.on('smtp_server_rcpt_to', function(rcpt)
+  local domain = tostring(rcpt):match('@(.+)$')
+  local site = kumo.shaping.kumod_mx(domain) or ''
+  local p = shaper.get_egress_path_config(domain, 'src', site, true)
+  kumo.reject(550, kumo.json_encode {
+    site = site, limit = p.connection_limit or 0, ehlo = p.ehlo_domain or '',
+    mdpc = p.max_deliveries_per_connection or 0 })
+end)
+"""
+
+ROLLUP_TOML = """
+["default"]
+connection_limit = 10
+
+["a.roll.test"]
+connection_limit = 4
+ehlo_domain = "rolled.a.test"
+
+["c.roll.test"]
+mx_rollup = false
+connection_limit = 6
+
+[provider."yahoo"]
+match = [{MXSuffix = ".yahoodns.test"}]
+max_deliveries_per_connection = 7
+"""
+
+
+@pytest.fixture(scope="module")
+def dns():
+    srv = DnsServer()
+    yield srv
+    srv.stop()
+
+
+def test_mx_rollup_and_mx_provider_rules(kumod, tmp_path, dns):
+    (tmp_path / "shaping.toml").write_text(ROLLUP_TOML)
+    k = kumod(ROLLUP_POLICY, env={"DNS": dns.server})
+
+    def shaping_of(domain):
+        with smtplib.SMTP("127.0.0.1", k.smtp_port, timeout=15) as s:
+            s.ehlo("client.test")
+            s.mail("s@sender.test")
+            code, text = s.rcpt("x@" + domain)
+        assert code == 550, (code, text)
+        return json.loads(text.decode())
+
+    # the MX answers come in the background: poll until b.roll.test shows a's block
+    assert wait_until(lambda: shaping_of("b.roll.test")["limit"] == 4, timeout=20), k.stderr()
+    # a domain's own MX (provider rules) likewise: known once its lookup answered
+    for d in ["c.roll.test", "d.roll.test", "y.roll.test", "mixed.roll.test"]:
+        assert wait_until(lambda: shaping_of(d)["site"] != "", timeout=20), d
+    got = {d: shaping_of(d) for d in ["a.roll.test", "b.roll.test", "c.roll.test",
+                                      "d.roll.test", "y.roll.test", "mixed.roll.test"]}
+    assert got["a.roll.test"]["site"] == got["b.roll.test"]["site"] != ""
+    assert got["c.roll.test"]["site"] == got["d.roll.test"]["site"] != got["a.roll.test"]["site"]
+    # b shares a's site: a's block (rolled up) applies to it
+    assert (got["b.roll.test"]["limit"], got["b.roll.test"]["ehlo"]) == (4, "rolled.a.test")
+    assert (got["a.roll.test"]["limit"], got["a.roll.test"]["ehlo"]) == (4, "rolled.a.test")
+    # c's block does not roll up: d, on the same site, keeps the default
+    assert got["c.roll.test"]["limit"] == 6 and got["d.roll.test"]["limit"] == 10
+    # MXSuffix: every MX host must match; one foreign host and the provider is out
+    assert got["y.roll.test"]["mdpc"] == 7 and got["mixed.roll.test"]["mdpc"] == 0
+    assert got["y.roll.test"]["limit"] == 10
