@@ -280,10 +280,14 @@ size_t shaping_auto_threshold(const char *key, size_t limit, uint64_t period_ms)
 static void overrides_of(json_t **out, const char *domain, const char *source, const char *site,
 			 int by_domain, uint64_t now, uint64_t *left_ms)
 {
-	/* oldest first, so that a newer override of the same key wins */
-	struct effect *v[256];
+	/* newest first in the list: applied oldest first, so that a newer
+	 * override of the same key wins */
 	size_t n = 0;
-	for (struct effect *e = SA.head; e && n < 256; e = e->next)
+	for (struct effect *e = SA.head; e; e = e->next)
+		n++;
+	struct effect **v = xcalloc(n ? n : 1, sizeof(*v));
+	n = 0;
+	for (struct effect *e = SA.head; e; e = e->next)
 		if (e->name && e->expires_ms > now && strcmp(e->source, source) == 0 &&
 		    (by_domain ? e->domain && strcasecmp(e->domain, domain) == 0
 			       : !e->domain && strcmp(e->site, site) == 0))
@@ -296,6 +300,7 @@ static void overrides_of(json_t **out, const char *domain, const char *source, c
 		if (!*left_ms || left < *left_ms)
 			*left_ms = left;
 	}
+	free(v);
 }
 
 json_t *shaping_auto_overrides(const char *domain, const char *source, const char *site,
