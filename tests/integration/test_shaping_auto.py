@@ -6,6 +6,7 @@ reply suspends the path (seen over kcli and HTTP) or lowers its settings (seen i
 inspect-ready-q), and the effect ends by itself. MX rollup against a DNS server on
 loopback (dnslib): two domains sharing an MX site share one shaping block."""
 
+import datetime
 import json
 import os
 import smtplib
@@ -100,6 +101,12 @@ def kcli(port, *args):
     return r.stdout
 
 
+def live_for(entry):
+    """Seconds left of a listed suspension (its RFC 3339 expires)."""
+    exp = datetime.datetime.fromisoformat(entry["expires"].replace("Z", "+00:00"))
+    return exp.timestamp() - time.time()
+
+
 def metric(port, line_prefix):
     for line in get(port, "/metrics").splitlines():
         if line.startswith(line_prefix + " "):
@@ -124,9 +131,10 @@ duration = "4s"
     # a message queued meanwhile is not attempted while the suspension lives
     send(relay, "b@auto.test")
     held = 0
-    while json.loads(kcli(port, "suspend-ready-q-list", "--json")):
-        assert captured(capture) == [], "delivered during the suspension"
+    while (lst := json.loads(kcli(port, "suspend-ready-q-list", "--json"))) and \
+            live_for(lst[0]) > 0.5:  # (well before its end: no race with the expiry)
         st = get(port, "/api/admin/ready-q-states/v1")["states_by_ready_queue"].get(rq) or {}
+        assert captured(capture) == [], "delivered during the suspension"
         held += bool(st.get("suspended"))
         time.sleep(0.2)
     assert held > 0
@@ -161,6 +169,11 @@ duration = "4s"
     assert p["connection_limit"] == 1, p
     assert p["max_message_rate"] == {"limit": 30, "period_ms": 60000}, p
     assert metric(port, 'shaping_automation_fired_total{action="SetConfig"}') == 2
+    effects = get(port, "/api/admin/shaping-automation/v1")
+    site = rq.split("->")[1].split("@")[0]
+    assert sorted((e["action"], e["scope"], e["effect"]) for e in effects) == [
+        ("SetConfig", "source=unspecified site=" + site, "connection_limit=1"),
+        ("SetConfig", "source=unspecified site=" + site, 'max_message_rate="30/min"')], effects
     relay.wait_for("automation SetConfig source=unspecified site=mx_list:127.0.0.1:")
     # expiry: both overrides end; the path loads its file settings again on next use
     relay.wait_for('expired: "max_message_rate=\\"30/min\\""', timeout=10)
@@ -211,7 +224,7 @@ kumo.on('smtp_server_message_received', function(msg) msg:set_meta('tenant', 'ac
     assert [(e["domain"], e["tenant"], e["campaign"]) for e in lst] == \
         [("auto.test", "acme", None)], lst
     assert lst[0]["reason"] == "automation rule: 4\\.7\\.28", lst
-    while json.loads(kcli(port, "suspend-list", "--json")):
+    while (lst := json.loads(kcli(port, "suspend-list", "--json"))) and live_for(lst[0]) > 0.5:
         assert captured(capture) == [], "delivered during the suspension"
         time.sleep(0.2)
     assert wait_until(lambda: len(captured(capture)) == 1, timeout=15), relay.stderr()
