@@ -174,6 +174,10 @@ duration = "4s"
     assert sorted((e["action"], e["scope"], e["effect"]) for e in effects) == [
         ("SetConfig", "source=unspecified site=" + site, "connection_limit=1"),
         ("SetConfig", "source=unspecified site=" + site, 'max_message_rate="30/min"')], effects
+    assert json.loads(kcli(port, "shaping-automation", "--json")) == effects
+    rows = kcli(port, "shaping-automation").splitlines()
+    assert rows[0].split() == ["ACTION", "SCOPE", "EXPIRES", "EFFECT", "RULE"]
+    assert sorted(r.split()[0] for r in rows[1:]) == ["SetConfig", "SetConfig"], rows
     relay.wait_for("automation SetConfig source=unspecified site=mx_list:127.0.0.1:")
     # expiry: both overrides end; the path loads its file settings again on next use
     relay.wait_for('expired: "max_message_rate=\\"30/min\\""', timeout=10)
