@@ -31,7 +31,8 @@ struct effect {
 	char *key;   /* action|scope|rule|name: identifies a live effect */
 	char *scope; /* "ready_queue=...", "domain=... tenant=...", "source=... site=..." */
 	char *rule;
-	char *effect; /* suspension id, bounce id or "name=value" */
+	char *effect;	/* suspension id, bounce id or "name=value" */
+	char *admin_id; /* the admin entry it created (suspension UUID, bounce id) */
 	/* config overrides: where they apply */
 	char *source, *site, *domain, *name;
 	json_t *value;
@@ -73,6 +74,7 @@ static void effect_free(struct effect *e)
 	free(e->scope);
 	free(e->rule);
 	free(e->effect);
+	free(e->admin_id);
 	free(e->source);
 	free(e->site);
 	free(e->domain);
@@ -136,13 +138,68 @@ static void arm(void)
 		uv_timer_start(&SA.timer, timer_cb, next > now ? next - now : 0, 0);
 }
 
-static const struct effect *live(const char *key)
+static struct effect *live(const char *key)
 {
 	uint64_t now = now_ms();
-	for (const struct effect *e = SA.head; e; e = e->next)
+	for (struct effect *e = SA.head; e; e = e->next)
 		if (e->expires_ms > now && strcmp(e->key, key) == 0)
 			return e;
 	return NULL;
+}
+
+/* 1 while the admin entry an effect created is still listed (an operator
+ * may have cancelled it: kcli suspend-ready-q-cancel, ...). */
+static int admin_entry_listed(const struct effect *e)
+{
+	json_t *l;
+	switch (e->action) {
+	case SA_SUSPEND:
+		l = ready_admin_suspend_list();
+		break;
+	case SA_SUSPEND_TENANT:
+	case SA_SUSPEND_CAMPAIGN:
+		l = queue_admin_suspend_list();
+		break;
+	case SA_BOUNCE:
+	case SA_BOUNCE_TENANT:
+	case SA_BOUNCE_CAMPAIGN:
+		l = queue_admin_bounce_list();
+		break;
+	default:
+		return 1; /* a path override: ours alone */
+	}
+	int found = 0;
+	size_t i;
+	json_t *x;
+	json_array_foreach(l, i, x)
+	{
+		json_t *id = json_object_get(x, "id");
+		char num[32];
+		const char *s = json_string_value(id);
+		if (!s && json_is_integer(id)) {
+			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(id));
+			s = num;
+		}
+		if (s && e->admin_id && strcasecmp(s, e->admin_id) == 0)
+			found = 1;
+	}
+	json_decref(l);
+	return found;
+}
+
+/* Drops an effect whose admin entry was cancelled: the rule may fire again. */
+static void forget_cancelled(struct effect *gone)
+{
+	for (struct effect **pp = &SA.head; *pp; pp = &(*pp)->next)
+		if (*pp == gone) {
+			*pp = gone->next;
+			SA.count--;
+			SA.st.expired++;
+			KTRACE(shaping_auto_expire, shaping_auto_action_name(gone->action),
+			       gone->scope, "cancelled by an operator");
+			effect_free(gone);
+			return;
+		}
 }
 
 int shaping_auto_fire(const struct shaping_auto_req *q, char *err, size_t errlen)
@@ -201,7 +258,12 @@ int shaping_auto_fire(const struct shaping_auto_req *q, char *err, size_t errlen
 	    strlen(an) + strlen(scope) + strlen(rule) + (q->name ? strlen(q->name) : 0) + 4;
 	char *key = xmalloc(klen);
 	snprintf(key, klen, "%s|%s|%s|%s", an, scope, rule, q->name ? q->name : "");
-	if (live(key)) {
+	struct effect *same = live(key);
+	if (same && !admin_entry_listed(same)) {
+		forget_cancelled(same);
+		same = NULL;
+	}
+	if (same) {
 		SA.st.live_repeats++;
 		KTRACE(shaping_auto_live, an, scope, rule);
 		free(key);
@@ -220,13 +282,14 @@ int shaping_auto_fire(const struct shaping_auto_req *q, char *err, size_t errlen
 	char text[1400];
 	switch (q->action) {
 	case SA_SUSPEND:
-		snprintf(text, sizeof(text), "ready-queue suspension %s",
-			 ready_admin_suspend(q->ready_queue, reason, expires));
+		e->admin_id = xstrdup(ready_admin_suspend(q->ready_queue, reason, expires));
+		snprintf(text, sizeof(text), "ready-queue suspension %s", e->admin_id);
 		break;
 	case SA_SUSPEND_TENANT:
 	case SA_SUSPEND_CAMPAIGN:
-		snprintf(text, sizeof(text), "suspension %s",
-			 queue_admin_suspend(domain, tenant, campaign, reason, expires));
+		e->admin_id =
+		    xstrdup(queue_admin_suspend(domain, tenant, campaign, reason, expires));
+		snprintf(text, sizeof(text), "suspension %s", e->admin_id);
 		break;
 	case SA_BOUNCE:
 	case SA_BOUNCE_TENANT:
@@ -235,6 +298,8 @@ int shaping_auto_fire(const struct shaping_auto_req *q, char *err, size_t errlen
 		    .domain = domain, .tenant = tenant, .campaign = campaign};
 		size_t bounced = 0;
 		uint64_t id = queue_admin_bounce(&mt, reason, q->duration_ms, &bounced);
+		snprintf(text, sizeof(text), "%llu", (unsigned long long)id);
+		e->admin_id = xstrdup(text);
 		snprintf(text, sizeof(text), "bounce %llu (%zu bounced now)",
 			 (unsigned long long)id, bounced);
 		break;
@@ -323,8 +388,8 @@ json_t *shaping_auto_list(void)
 	json_t *a = json_array();
 	uint64_t now = now_ms();
 	for (const struct effect *e = SA.head; e; e = e->next) {
-		if (e->expires_ms <= now)
-			continue;
+		if (e->expires_ms <= now || !admin_entry_listed(e))
+			continue; /* ended, or its suspension or bounce was cancelled */
 		char expires[40];
 		rfc3339_format_ms(e->expires_ms, expires, sizeof(expires));
 		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:s}", "action",

@@ -148,6 +148,33 @@ duration = "4s"
     assert [r["response"]["code"] for r in tf] == [421], tf
 
 
+def test_a_cancelled_suspension_lets_the_rule_fire_again(kumod, tmp_path):
+    faults = json.dumps({"rules": [{"stage": "rcpt", "match": {"domain": "auto.test"},
+                                    "first": 1, "preset": "rate-limit"}]})
+    relay, port, rq, capture, var = start(kumod, tmp_path, """
+[["default".automation]]
+regex = "4\\\\.7\\\\.28"
+action = "Suspend"
+duration = "1h"
+""", faults=faults)
+    send(relay, "r1@auto.test")
+    first = wait_until(lambda: json.loads(kcli(port, "suspend-ready-q-list", "--json")),
+                       timeout=15)
+    assert [e["name"] for e in first] == [rq], first
+    kcli(port, "suspend-ready-q-cancel", "--id", first[0]["id"])
+    assert wait_until(lambda: len(captured(capture)) == 1, timeout=15), relay.stderr()
+    assert get(port, "/api/admin/shaping-automation/v1") == []
+    # the next rate-limited reply suspends again (the cancelled one does not count as live)
+    send(relay, "r2@auto.test")
+    again = wait_until(lambda: json.loads(kcli(port, "suspend-ready-q-list", "--json")),
+                       timeout=15)
+    assert [e["name"] for e in again] == [rq] and again[0]["id"] != first[0]["id"], again
+    assert metric(port, 'shaping_automation_fired_total{action="Suspend"}') == 2
+    assert metric(port, "shaping_automation_repeat_total") == 0
+    time.sleep(1.5)  # r2's retry stays held
+    assert len(captured(capture)) == 1
+
+
 def test_set_config_lowers_the_path_until_it_expires(kumod, tmp_path):
     relay, port, rq, capture, var = start(kumod, tmp_path, """
 [["default".automation]]
