@@ -14,6 +14,7 @@
 #include "ctl/catcher.h"
 #include "ctl/http_int.h"
 #include "dispatch/ready.h"
+#include "dispatch/shaping_auto.h"
 #include "io/loop.h"
 #include "ktrace.h"
 #include "queue/queue.h"
@@ -227,6 +228,13 @@ static void api_inspect_ready_q(struct http_conn *hc, struct http_request *req)
 	http__respond_json(hc, 200, o);
 }
 
+/* kumod's own: the live effects of traffic shaping automation rules. */
+static void api_shaping_automation(struct http_conn *hc, struct http_request *req)
+{
+	(void)req;
+	http__respond_json(hc, 200, shaping_auto_list());
+}
+
 static const struct http_route routes[] = {
     {"/metrics", HTTP_GET, 0, api_metrics},
     {"/metrics.json", HTTP_GET, 0, api_metrics_json},
@@ -246,6 +254,7 @@ static const struct http_route routes[] = {
     {"/api/admin/suspend-ready-q/v1", HTTP_GET, 0, http_admin__suspend_ready_q_list},
     {"/api/admin/suspend-ready-q/v1", HTTP_DELETE, 0, http_admin__suspend_ready_q_cancel},
     {"/api/admin/inspect-message/v1", HTTP_GET, 0, http_admin__inspect_message},
+    {"/api/admin/shaping-automation/v1", HTTP_GET, 0, api_shaping_automation},
     {"/api/admin/trace-smtp-server/v1", HTTP_GET, 0, http_admin__trace_smtp_server},
     {"/api/admin/trace-smtp-client/v1", HTTP_GET, 0, http_admin__trace_smtp_client},
     /* the mail catcher (kumo.start_mail_catcher); a trailing '*' matches a prefix */

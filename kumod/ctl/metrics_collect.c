@@ -17,6 +17,7 @@
 #include "ctl/http.h"
 #include "dispatch/loghook.h"
 #include "dispatch/ready.h"
+#include "dispatch/shaping_auto.h"
 #include "io/loop.h"
 #include "queue/shared_throttle.h"
 #include "queue/queue.h"
@@ -383,6 +384,16 @@ static const struct metrics_decl decls[] = {
     {"suspension_count", METRICS_GAUGE, "kind",
      "live admin suspensions: `scheduled` (`/api/admin/suspend/v1`) and `ready_queue` "
      "(`/api/admin/suspend-ready-q/v1`) (Ours)"},
+    {"shaping_automation_fired_total", METRICS_COUNTER, "action",
+     "traffic shaping automation rules that fired, by action (`Suspend`, `SetConfig`, ...): "
+     "effects created in-process by policy-extras.shaping (Ours; once one fired)"},
+    {"shaping_automation_repeat_total", METRICS_COUNTER, NULL,
+     "automation rule matches whose effect was still live (not stacked) (Ours; once one "
+     "fired)"},
+    {"shaping_automation_expired_total", METRICS_COUNTER, NULL,
+     "traffic shaping automation effects that ended (Ours; once one fired)"},
+    {"shaping_automation_active_count", METRICS_GAUGE, NULL,
+     "live traffic shaping automation effects (Ours; once one fired)"},
     {"busy_poll_windows_total", METRICS_COUNTER, NULL,
      "busy-poll windows that ended (once `kumo.set_busy_poll` is on) (Ours)"},
     {"busy_poll_tail_seconds_total", METRICS_COUNTER, NULL,
@@ -448,6 +459,30 @@ static void collect_suspend(struct metrics_scrape *sc, void *ctx)
 	metrics_emit(sc, "suspend_held_total", METRICS_COUNTER, NULL, NULL, (double)held);
 }
 
+/* --- traffic shaping automation ----------------------------------------------------- */
+
+static void collect_shaping_auto(struct metrics_scrape *sc, void *ctx)
+{
+	(void)ctx;
+	struct shaping_auto_stats st;
+	shaping_auto_get_stats(&st);
+	uint64_t any = st.expired + st.live_repeats;
+	for (int i = 0; i < SA__COUNT; i++)
+		any += st.fired[i];
+	if (!any)
+		return; /* nothing ever fired: no families */
+	for (int i = 0; i < SA__COUNT; i++)
+		metrics_emit(sc, "shaping_automation_fired_total", METRICS_COUNTER, "action",
+			     shaping_auto_action_name((enum shaping_auto_action)i),
+			     (double)st.fired[i]);
+	metrics_emit(sc, "shaping_automation_repeat_total", METRICS_COUNTER, NULL, NULL,
+		     (double)st.live_repeats);
+	metrics_emit(sc, "shaping_automation_expired_total", METRICS_COUNTER, NULL, NULL,
+		     (double)st.expired);
+	metrics_emit(sc, "shaping_automation_active_count", METRICS_GAUGE, NULL, NULL,
+		     (double)st.active);
+}
+
 /* --- event loop busy poll --------------------------------------------------------- */
 
 static void collect_busy_poll(struct metrics_scrape *sc, void *ctx)
@@ -472,4 +507,5 @@ void metrics_collect_register(void)
 	metrics_register_collector(collect_spool, NULL);
 	metrics_register_collector(collect_memory, NULL);
 	metrics_register_collector(collect_busy_poll, NULL);
+	metrics_register_collector(collect_shaping_auto, NULL);
 }

@@ -17,6 +17,7 @@
 #include "base/task.h"
 #include "base/xalloc.h"
 #include "dispatch/ready.h"
+#include "dispatch/shaping_auto.h"
 #include "dns/resolver.h"
 #include "io/conn.h"
 #include "io/redis.h"
@@ -77,6 +78,7 @@ struct ready_queue {
 	struct egress_source_cfg src;
 	char src_error[512]; /* path or source unusable: every attempt fails with this */
 	uint64_t path_loaded_ms;
+	int path_stale; /* ready_path_refresh: load again when next used */
 	struct egress_gcra msg_gcra, conn_gcra;
 	uv_timer_t *throttle_timer; /* wakes throttled dispatchers; freed in its close cb */
 	uint64_t throttle_due_ms;
@@ -314,6 +316,7 @@ static void path_load(struct ready_queue *rq, const char *routing_domain)
 		p->refresh_ms = UINT64_MAX;
 	p->idle_ms = json_size(o, "idle_timeout_ms", 5000);
 	rq->path_loaded_ms = now_ms();
+	rq->path_stale = 0;
 	char auth_err[600] = "";
 	const char *user = json_string_value(json_object_get(o, "smtp_auth_plain_username"));
 	if (user && *user) {
@@ -347,7 +350,7 @@ static struct ready_queue *ready_get(const char *source, const char *site, const
 	snprintf(name, sizeof(name), "%s->%s@%s", source, site, proto);
 	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
 		if (strcmp(rq->name, name) == 0) {
-			if (now_ms() - rq->path_loaded_ms > rq->path.refresh_ms)
+			if (rq->path_stale || now_ms() - rq->path_loaded_ms > rq->path.refresh_ms)
 				path_load(rq, routing_domain);
 			return rq;
 		}
@@ -1969,6 +1972,7 @@ void ready_shutdown(void)
 {
 	R.shutting_down = 1;
 	ready_suspend_shutdown();
+	shaping_auto_shutdown();
 	queue_set_router(NULL);
 	for (struct ready_queue *rq = R.all; rq; rq = rq->next) {
 		struct qmsg *qm;
@@ -2012,6 +2016,15 @@ void ready_free_all(void)
 	}
 	R.all = NULL;
 	egress_pools_free();
+	shaping_auto_free_all();
+}
+
+void ready_path_refresh(const char *source, const char *site)
+{
+	for (struct ready_queue *rq = R.all; rq; rq = rq->next)
+		if ((!source || strcmp(rq->source, source) == 0) &&
+		    (!site || strcmp(rq->site, site) == 0))
+			rq->path_stale = 1;
 }
 
 void ready_foreach(void (*fn)(const struct ready_info *ri, void *ctx), void *ctx)

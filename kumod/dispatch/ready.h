@@ -65,4 +65,9 @@ int ready_admin_suspend_cancel(const char *id);
 json_t *ready_admin_suspend_list(void);
 size_t ready_admin_suspend_count(void);
 
+/* The ready queues of source (NULL: any) towards site (NULL: any) load
+ * their egress path configuration again when next used (a traffic shaping
+ * automation override started or ended: dispatch/shaping_auto.c). */
+void ready_path_refresh(const char *source, const char *site);
+
 #endif

@@ -106,6 +106,8 @@ void lua_json__register(lua_State *L);
 void lua_invoke__register(lua_State *L);
 /* lua_dns.c: kumo.dns lookups into the kumo.dns table on top of the stack. */
 void lua_dns__register(lua_State *L);
+/* lua_shaping.c: kumod's own members of the kumo.shaping table at -1. */
+void lua_shaping__register(lua_State *L);
 /* lua_http.c: kumo.http into the kumo table on top of the stack. */
 void lua_http__register(lua_State *L);
 /* lua_loghook.c: kumo.configure_log_hook into the kumo table on top. */

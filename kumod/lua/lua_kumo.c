@@ -1861,6 +1861,7 @@ int lua_kumo__open(lua_State *L)
 	lua_dns__register(L);
 	lua_setfield(L, -2, "dns");
 	luaL_newlib(L, shaping_funcs);
+	lua_shaping__register(L);
 	lua_setfield(L, -2, "shaping");
 	lua_dkim__open(L);
 	lua_catcher__register(L);

@@ -100,7 +100,6 @@ relay_to = true
 # each because kumod does not implement it yet:
 #   - policy-extras.dkim_sign (tested on its own: test_dkim_sign_helper.py)
 #   - log_hooks:new_json (tested on its own: test_log_hooks.py)
-#   - setup_with_automation's publish/subscribe and TSA (shaping automation)
 #   - msg:check_fix_conformance: the example asks for fixes that need a MIME
 #     rebuild (LINE_TOO_LONG, NEEDS_TRANSFER_ENCODING...), which kumod refuses
 #   - kumo.configure_bounce_classifier (bounce classification)
@@ -117,7 +116,11 @@ local sources = require 'policy-extras.sources'
 
 sources:setup {{ '{etc}/sources.toml' }}
 
+-- publish/subscribe name KumoMTA's TSA address on loopback, which kumod
+-- serves in-process (test_shaping_auto.py)
 local shaper = shaping:setup_with_automation {{
+  publish = {{ 'http://127.0.0.1:8008' }},
+  subscribe = {{ 'http://127.0.0.1:8008' }},
   extra_files = {{ '{etc}/shaping.toml' }},
 }}
 
@@ -712,11 +715,20 @@ end)
 
 @pytest.mark.parametrize("toml,expect", [
     ('["a.com"]\nconection_limit = 3\n', "unknown key 'conection_limit'"),
-    ('[["a.com".automation]]\nregex = "x"\naction = "Suspend"\nduration = "1h"\n',
-     "automation rules (traffic shaping automation, tsa-daemon) are not implemented"),
-    ('["a.com"]\nmx_rollup = true\n', "mx_rollup = true (rolling up by MX site) is not implemented"),
-    ('[provider.p]\nmatch = [{MXSuffix = ".x.com"}]\n',
-     "MXSuffix needs the MX host names (kumo.dns.lookup_mx)"),
+    ('[["a.com".automation]]\nregex = "x"\naction = "Suspnd"\nduration = "1h"\n',
+     "automation rule 1: action 1: unknown action 'Suspnd'"),
+    ('[["a.com".automation]]\nregex = "x("\naction = "Suspend"\nduration = "1h"\n',
+     "automation rule 1: regex 1: "),
+    ('[["a.com".automation]]\nregex = "x"\naction = "Suspend"\n', "duration is required"),
+    ('[["a.com".automation]]\nregex = "x"\naction = "Bounce"\nduration = "1h"\n'
+     'trigger = {Threshold = "often"}\n', "trigger: Threshold 'often' is not a rate"),
+    ('[["a.com".automation]]\nregex = "x"\nduration = "1h"\n'
+     'action = {SetConfig = {name = "conection_limit", value = 1}}\n',
+     "SetConfig: make_egress_path: unknown key 'conection_limit'"),
+    ('[["a.com".automation]]\nregex = "x"\naction = "Suspend"\nduration = "1h"\nwhen = 1\n',
+     "unknown key 'when'"),
+    ('["a.com"]\nmx_rollup = "yes"\n', "mx_rollup must be a boolean"),
+    ('[provider.p]\nmatch = [{MXSuffix = 3}]\n', "match rule 1: MXSuffix must be a string"),
     ('[provider.p]\nmatch = [{Domain = "x.com"}]\n', "unknown rule 'Domain'"),
     ('[provider.p]\nmatch = [{DomainSuffix = "x.com"}]\nprovider_connection_limit = 3\n',
      "provider_connection_limit (becomes additional_connection_limits)"),
@@ -732,12 +744,35 @@ shaper('a.com', 'unspecified', 'site', true)
 
 
 def test_shaping_automation_options_refused(tmp_path):
+    # a TSA daemon elsewhere is refused by name: kumod runs automation in-process
     r = validate(tmp_path, """
 require('policy-extras.shaping'):setup_with_automation {
-  publish = { 'http://127.0.0.1:8008' }, extra_files = {} }
+  publish = { 'http://tsa.example.net:8008' }, extra_files = {} }
 """)
     assert r.returncode != 0
-    assert "publish: traffic shaping automation (tsa-daemon) is not implemented" in r.stderr
+    assert ("publish: 'http://tsa.example.net:8008': kumod runs traffic shaping automation "
+            "in-process and does not talk to a tsa-daemon") in r.stderr
+    r = validate(tmp_path, """
+require('policy-extras.shaping'):setup_with_automation {
+  subscribe = { 'http://10.0.0.1:8008' }, extra_files = {} }
+""")
+    assert r.returncode != 0 and "subscribe: 'http://10.0.0.1:8008'" in r.stderr
+    # loopback (KumoMTA's default address) names kumod itself
+    r = validate(tmp_path, """
+require('policy-extras.shaping'):setup_with_automation {
+  publish = { 'http://127.0.0.1:8008' }, subscribe = { 'http://[::1]:8008' }, extra_files = {} }
+""")
+    assert r.returncode == 0, r.stderr
+    # set up inside a handler, data with rules is refused (the hook cannot be installed)
+    (tmp_path / "s.toml").write_text(
+        '[["default".automation]]\nregex = "x"\naction = "Suspend"\nduration = "1h"\n')
+    r = validate(tmp_path, """
+kumo.on('pre_init', function()
+  require('policy-extras.shaping'):setup { 's.toml' }
+end)
+""", init=False)
+    assert r.returncode != 0
+    assert "the shaping data has automation rules, but setup_with_automation ran inside" in r.stderr
 
 
 # --- kumo.shaping.load (KumoMTA's API over the same merging) ----------------
@@ -788,6 +823,7 @@ local r = kumo.shaping.load({ 'etc/shaping.toml', 'bad.toml', 'missing.toml' })
 local w = kumo.shaping.load({ 'etc/shaping.toml', 'bad.toml' }, { local_load = 'Warn' })
 local ok, err = pcall(function() return r:get_egress_path_config('a.com', 'ip-1', 'a.com') end)
 local ok2, err2 = pcall(function() return r:match_rules({}) end)
+err2 = ok2 and #err2 or err2
 local ok3, err3 = pcall(function() return r:hash() end)
 local ok4, err4 = pcall(function() return r:get_egress_path() end)
 print(kumo.json_encode {
@@ -802,8 +838,7 @@ print(kumo.json_encode {
     assert "missing.toml" in doc["errors"][1]
     assert doc["refused"].endswith("shaping:get_egress_path_config: the shaping data has errors: "
                                    + doc["errors"][0])
-    assert doc["rules"].endswith("shaping:match_rules(): automation rules (traffic shaping "
-                                 "automation, tsa-daemon) are not implemented by kumod yet")
+    assert doc["rules"] == 0  # a record without recipients matches nothing
     assert doc["hash"].endswith("shaping:hash() is a KumoMTA method that kumod does not "
                                 "implement yet")
     assert doc["unknown"].endswith("shaping:get_egress_path: unknown method (not a KumoMTA or "

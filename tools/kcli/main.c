@@ -862,6 +862,38 @@ static int cmd_suspend_ready_q_list(int argc, char **argv)
 	return suspend_list(argc, argv, "/api/admin/suspend-ready-q/v1", keys);
 }
 
+/* kumod's own: the live effects of traffic shaping automation rules. */
+static int cmd_shaping_automation(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, 'j'}, {0}};
+	int json = 0;
+	while (sub_getopt(argc, argv, opts, &json) != -1)
+		;
+	if (optind != argc)
+		die("%s: unexpected argument '%s'", current->name, argv[optind]);
+	json_t *r = api_json("GET", "/api/admin/shaping-automation/v1", NULL);
+	if (json) {
+		print_json(r);
+		json_decref(r);
+		return 0;
+	}
+	size_t i;
+	json_t *e;
+	printf("%-16s %-44s %-24s %-40s %s\n", "ACTION", "SCOPE", "EXPIRES", "EFFECT", "RULE");
+	json_array_foreach(r, i, e)
+	{
+		printf("%-16s %-44s %-24s %-40s %s\n",
+		       json_string_value(json_object_get(e, "action")),
+		       json_string_value(json_object_get(e, "scope")),
+		       json_string_value(json_object_get(e, "expires")),
+		       json_string_value(json_object_get(e, "effect")),
+		       json_string_value(json_object_get(e, "rule")));
+	}
+	json_decref(r);
+	return 0;
+}
+
 /* DELETE {id} at path; --id ID or a lone ID argument. */
 static int suspend_cancel(int argc, char **argv, const char *path)
 {
@@ -1080,6 +1112,10 @@ static const struct command commands[] = {
      "Lists the live ready-queue suspensions.", cmd_suspend_ready_q_list},
     {"suspend-ready-q-cancel", "cancel a ready-queue suspension", "--id ID [--json]",
      "Cancels a ready-queue suspension; delivery resumes at once.", cmd_suspend_ready_q_cancel},
+    {"shaping-automation", "list the live effects of shaping automation rules", "[--json]",
+     "Lists the live effects of traffic shaping automation rules (kumod's own, in-process: "
+     "policy-extras.shaping): action, scope, expiry, effect, rule.",
+     cmd_shaping_automation},
     {"inspect-message", "show a queued message (envelope, meta, body, timeline)",
      "ID [--want-body] [--timeline] [--json]",
      "Shows a queued message: envelope, meta, attempts, due time; --want-body adds\n"
