@@ -487,9 +487,10 @@ static void key_done(void *ctx, const struct dns_records_result *r)
 	} else {
 		EVP_PKEY *pkey = key_of(v, r->records[0].text, r->records[0].len);
 		if (pkey) {
-			if (!v->bh_ok)
-				set_result(v, "fail", "%s",
-					   v->reason[0] ? v->reason : "body hash did not verify");
+			if (!v->bh_ok && v->reason[0]) /* body shorter than l= (set by prepare) */
+				v->result = "fail";
+			else if (!v->bh_ok)
+				set_result(v, "fail", "body hash did not verify");
 			else if (!verify_sig(v, pkey))
 				set_result(v, "fail", "signature did not verify");
 			else

@@ -416,6 +416,12 @@ def test_dkim_length_tag_honoured(relay):
                 tamper=lambda m: m + b"appended by a list\r\n")
     (d,) = dkim_of(f)
     assert d["result"] == "pass", d
+    # a body cut below l= fails
+    f = deliver(relay, {}, body="hello\r\nsecond line\r\n", sign=("rsa", {"length": True}),
+                tamper=lambda m: m.replace(b"second line\r\n", b""))
+    (d,) = dkim_of(f)
+    assert d["result"] == "fail", d
+    assert d["reason"].startswith("body shorter than l="), d
 
 
 def test_dkim_key_missing_revoked_and_temperror(relay):
