@@ -63,6 +63,12 @@ ZONE = {
     "1.0.0.127.in-addr.arpa": [RR("1.0.0.127.in-addr.arpa", QTYPE.PTR,
                                   rdata=PTR("client.auth.test"), ttl=60)],
     "client.auth.test": [a("client.auth.test", "127.0.0.1")],
+    "auth.test": txt("auth.test", "v=spf1 ptr -all"),
+    "other.test": txt("other.test", "v=spf1 ptr -all"),
+    "v6.test": txt("v6.test", "v=spf1 ip6:2001:db8::/32 exists:%{ir}.%{v}.v6ok.test -all"),
+    ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.3.ip6.v6ok.test"):
+        [a("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.3.ip6.v6ok.test",
+           "127.0.0.2")],
 }
 SERVFAIL = {"servfail.test", "sf._domainkey.sign.test"}
 
@@ -143,6 +149,15 @@ kumo.on('get_egress_path_config', function()
   return kumo.make_egress_path{{ prohibited_hosts = {{}}, enable_tls = 'Disabled',
                                  smtp_port = {sink_port}, connect_timeout = '2s' }}
 end)
+kumo.on('smtp_server_ehlo', function(domain, conn_meta)
+  if domain:match('^spf%-') then
+    -- KumoMTA's example: the HELO identity checked with the connection's address
+    local r = kumo.spf.check_host(domain:sub(5), conn_meta)
+    if r.disposition ~= 'pass' then
+      kumo.reject(550, 'spf ' .. r.disposition .. ': ' .. r.result.reason)
+    end
+  end
+end)
 kumo.on('smtp_server_message_received', function(msg, conn_meta)
   if msg:get_first_named_header_value('X-Mail-Auth') then
     local mail_auth = require 'policy-extras.mail_auth'
@@ -210,12 +225,15 @@ def relay(dns, tmp_path_factory):
                   {"KUMOD_LOG": "kumod=info,kumod::spf=debug,kumod::dkim=debug,lua=info,"
                                 "kumo_server_common=info", "KUMOD_MESSAGE_TIMELINE_LOG": "1"})
     yield {"relay": relay, "capture": capture, "rsa": rsa, "ed": ed, "tmp": tmp}
+    status = {}
     for k in started:
         try:
-            k.stop(timeout=10)
+            status[k] = k.stop(timeout=10)
         except pytest.fail.Exception:
             pass
         k.kill()
+    # a clean exit: under SANITIZER=address a leak or memory error makes it non-zero
+    assert status.get(relay) == 0, relay.stderr()[-4000:]
 
 
 def deliver(relay, headers, body="hello\r\n", sign=None, tamper=None, sender="alice@pass.test"):
@@ -325,6 +343,12 @@ SPF_CASES = [
     ("twice.test", "192.0.2.7", "permerror", None),
     ("bad.test", "192.0.2.7", "permerror", None),
     ("servfail.test", "192.0.2.7", "temperror", None),
+    ("auth.test", "127.0.0.1", "pass", "matched 'ptr' directive"),
+    ("other.test", "127.0.0.1", "fail", "matched '-all' directive"),
+    ("v6.test", "2001:db8::5", "pass", "matched 'ip6:2001:db8::/32' directive"),
+    ("v6.test", "3001:db8::1", "pass", "matched 'exists:%{ir}.%{v}.v6ok.test' directive"),
+    ("v6.test", "3001:db8::2", "fail", "matched '-all' directive"),
+    ("v6.test", "192.0.2.7", "fail", "matched '-all' directive"),
     ("tempinc.test", "192.0.2.7", "temperror", None),
 ]
 
@@ -503,3 +527,16 @@ def test_checks_are_traced_and_on_the_timeline(relay):
     lines = relay["relay"].stderr()
     assert "checked id=%s domain=local.test ip=127.0.0.1 result=pass" % recs[0]["id"] in lines
     assert "verified id=%s d=sign.test s=rsa result=pass" % recs[0]["id"] in lines
+
+
+def test_spf_check_host_with_conn_meta_at_ehlo(relay):
+    """kumo.spf.check_host(domain, conn_meta) in smtp_server_ehlo, as KumoMTA's reference
+    shows it: the client (127.0.0.1) passes for local.test and fails for pass.test."""
+    port = relay["relay"].smtp_port
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+        code, text = s.ehlo("spf-local.test")
+        assert code == 250, text
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+        code, text = s.ehlo("spf-pass.test")
+        assert code == 550
+        assert text.decode() == "spf fail: matched '-all' directive"
