@@ -28,6 +28,7 @@
 #include "base/base64.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/task.h"
 #include "base/xalloc.h"
 #include "dns/resolver.h"
 #include "ktrace.h"
@@ -56,6 +57,7 @@ struct vsig {
 
 struct verify_op {
 	uint64_t call;
+	struct task *task; /* "dkim_verify": phase "key", the name looked up in a field */
 	char msg_id[MESSAGE_ID_LEN + 1];
 	size_t n, next;
 	struct vsig v[DKIM_VERIFY_MAX];
@@ -63,6 +65,10 @@ struct verify_op {
 
 static void op_free(struct verify_op *op)
 {
+	if (op->task) {
+		task_set_phase(op->task, "Done", NULL);
+		task_close(op->task);
+	}
 	for (size_t i = 0; i < op->n; i++) {
 		free(op->v[i].b);
 		buf_free(&op->v[i].sig);
@@ -465,6 +471,10 @@ static int next_key(struct verify_op *op)
 		op->next++;
 	if (op->next >= op->n)
 		return 0;
+	if (!op->task)
+		op->task = task_spawn("dkim_verify", op->msg_id, task_current_id());
+	task_set_field(op->task, "key", op->v[op->next].key_name);
+	task_set_phase(op->task, "key", "dns");
 	dns_lookup_records(op->v[op->next].key_name, DNS_RR_TXT, key_done, op);
 	return 1;
 }

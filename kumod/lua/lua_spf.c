@@ -14,6 +14,7 @@
 
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/task.h"
 #include "base/xalloc.h"
 #include "dns/resolver.h"
 #include "ktrace.h"
@@ -53,10 +54,15 @@ struct spf_eval {
 	enum spf_result result;
 	char reason[400];
 	uint64_t t0;
+	struct task *task; /* "spf_check": its phase names the lookup waited for */
 };
 
 static void eval_free(struct spf_eval *e)
 {
+	if (e->task) {
+		task_set_phase(e->task, "Done", NULL);
+		task_close(e->task);
+	}
 	for (size_t i = 0; i < SPF_MAX_DEPTH; i++)
 		spf_record_free(&e->frames[i].rec);
 	for (size_t i = 0; i < e->nnames; i++)
@@ -442,6 +448,7 @@ static void look_up_record(struct spf_eval *e)
 		return;
 	}
 	snprintf(f->domain, sizeof(f->domain), "%s", norm);
+	task_set_phase(e->task, "record", "dns");
 	dns_lookup_records(f->domain, DNS_RR_TXT, txt_done, e);
 }
 
@@ -452,6 +459,7 @@ static void run_term(struct spf_eval *e, const struct spf_term *t)
 		return;
 	KTRACE(spf_term, e->msg_id, top(e)->domain, spf_mech_name(t->mech), e->target,
 	       (uint64_t)e->dns_terms);
+	task_set_phase(e->task, spf_mech_name(t->mech), "dns");
 	char norm[256];
 	int valid =
 	    spf_domain_valid(e->target) && dns_name_normalize(e->target, norm, sizeof(norm)) == 0;
@@ -600,6 +608,9 @@ static int start(lua_State *L, const char *fn, const char *domain, const char *i
 	e->t0 = clock_mono_ns();
 	snprintf(e->msg_id, sizeof(e->msg_id), "%s", msg_id ? msg_id : "");
 	snprintf(e->ip_text, sizeof(e->ip_text), "%s", bare);
+	char tname[300];
+	snprintf(tname, sizeof(tname), "%s %s", domain, bare);
+	e->task = task_spawn("spf_check", tname, task_current_id());
 	e->sender = dup_or_null(sender);
 	e->helo = dup_or_null(helo);
 	e->receiver = dup_or_null(receiver);

@@ -223,7 +223,7 @@ def relay(dns, tmp_path_factory):
     relay = start(POLICY.format(dns=dns.server, var=tmp / "var", sink_port=sink.smtp_port,
                                 rsa=rsa, ed=ed), "relay.lua",
                   {"KUMOD_LOG": "kumod=info,kumod::spf=debug,kumod::dkim=debug,lua=info,"
-                                "kumo_server_common=info", "KUMOD_MESSAGE_TIMELINE_LOG": "1"})
+                                "kumo_server_common=info,runtime::task=debug", "KUMOD_MESSAGE_TIMELINE_LOG": "1"})
     yield {"relay": relay, "capture": capture, "rsa": rsa, "ed": ed, "tmp": tmp}
     status = {}
     for k in started:
@@ -527,6 +527,10 @@ def test_checks_are_traced_and_on_the_timeline(relay):
     lines = relay["relay"].stderr()
     assert "checked id=%s domain=local.test ip=127.0.0.1 result=pass" % recs[0]["id"] in lines
     assert "verified id=%s d=sign.test s=rsa result=pass" % recs[0]["id"] in lines
+    # each evaluation is a task whose phase names the lookup it waits for
+    assert re.search(r'phase id=\d+ kind="spf_check" phase="record" wait="dns"', lines)
+    assert re.search(r'phase id=\d+ kind="spf_check" phase="Done" wait=""', lines)
+    assert re.search(r'phase id=\d+ kind="dkim_verify" phase="key" wait="dns"', lines)
 
 
 def test_spf_check_host_with_conn_meta_at_ehlo(relay):
