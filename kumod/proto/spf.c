@@ -577,16 +577,21 @@ int spf_domain_valid(const char *d)
 	if (n == 0 || n > SPF_DOMAIN_MAX)
 		return 0;
 	size_t labels = 0, run = 0;
+	int digits_only = 1; /* of the current label */
 	for (size_t i = 0; i <= n; i++) {
 		if (i == n || d[i] == '.') {
 			if (run == 0 || run > 63)
 				return 0;
 			labels++;
+			if (i == n && digits_only)
+				return 0; /* "192.0.2.1": an address, not a name (no toplabel) */
 			run = 0;
+			digits_only = 1;
 			continue;
 		}
 		if ((unsigned char)d[i] <= ' ' || (unsigned char)d[i] >= 127)
 			return 0;
+		digits_only &= is_digit(d[i]);
 		run++;
 	}
 	return labels >= 2;

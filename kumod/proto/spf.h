@@ -94,7 +94,8 @@ int spf_ip_match(int v6, const unsigned char *ip, int net_v6, const unsigned cha
 
 /* A domain name usable as a DNS query: labels of 1..63 octets (a final empty
  * label, i.e. a trailing dot, allowed), at most 253 octets without that dot,
- * at least two labels (RFC 7208 4.3). */
+ * at least two labels (RFC 7208 4.3), the last not all digits (so an
+ * address expanded from a macro is never resolved as a literal). */
 int spf_domain_valid(const char *d);
 
 #endif

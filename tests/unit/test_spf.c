@@ -222,6 +222,9 @@ TEST_IMPL(spf_ip_match_and_names)
 	ASSERT_EQ(spf_domain_valid("com"), 0);
 	ASSERT_EQ(spf_domain_valid("a..com"), 0);
 	ASSERT_EQ(spf_domain_valid(""), 0);
+	ASSERT_EQ(spf_domain_valid("192.0.2.1"), 0);
+	ASSERT_EQ(spf_domain_valid("2.1.example.123"), 0);
+	ASSERT_EQ(spf_domain_valid("1.0.192.in-addr.arpa"), 1);
 	ASSERT_STR_EQ(spf_result_name(SPF_SOFTFAIL), "softfail");
 	ASSERT_STR_EQ(spf_result_name(SPF_PERMERROR), "permerror");
 }
