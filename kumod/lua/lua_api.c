@@ -797,19 +797,6 @@ int lua_api__event_check(const char *name, char *err, size_t errlen)
 static int kumo_module_searcher(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	static const struct {
-		const char *name, *why;
-	} waiting[] = {
-	    {"policy-extras.mail_auth", "SPF/DKIM/DMARC verification (kumo.spf, msg:dkim_verify)"},
-	};
-	for (size_t i = 0; i < NELEM(waiting); i++)
-		if (strcmp(name, waiting[i].name) == 0) {
-			lua_pushfstring(L,
-					"\n\t'%s' is a KumoMTA helper that needs %s, which kumod "
-					"does not implement yet",
-					name, waiting[i].why);
-			return 1;
-		}
 	if (in_list(kumo_require_modules, NELEM(kumo_require_modules), name) ||
 	    strncmp(name, "policy-extras.", 14) == 0)
 		lua_pushfstring(L, "\n\t'%s' is a KumoMTA module that kumod does not provide yet",

@@ -66,6 +66,13 @@ void lua_kumo__listener_domain_logs(lua_State *L, int idx, int *log_arf, int *lo
 void lua_dkim__open(lua_State *L);
 int lua_dkim__sign(lua_State *L, struct message *m, int idx);
 
+/* lua_spf.c: sets kumo.spf in the table on top of the stack. */
+void lua_spf__open(lua_State *L);
+/* lua_dkim_verify.c: msg:dkim_verify() and msg:add_authentication_results()
+ * for the message at index 1 (methods of the Message class). */
+int lua_dkim__verify(lua_State *L, struct message *m);
+int lua_dkim__add_auth_results(lua_State *L, struct message *m);
+
 /* lua_message.c: classes. Registering creates the metatables. */
 void lua_message__register(lua_State *L);
 /* Pushes a new Message userdata holding a reference to m. */

@@ -1864,6 +1864,7 @@ int lua_kumo__open(lua_State *L)
 	lua_shaping__register(L);
 	lua_setfield(L, -2, "shaping");
 	lua_dkim__open(L);
+	lua_spf__open(L);
 	lua_catcher__register(L);
 	lua_http__register(L);
 	lua_loghook__register(L);

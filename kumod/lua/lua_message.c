@@ -564,6 +564,16 @@ static int msg_dkim_sign(lua_State *L)
 	return lua_dkim__sign(L, check_msg_body(L, "dkim_sign"), 2);
 }
 
+static int msg_dkim_verify(lua_State *L)
+{
+	return lua_dkim__verify(L, check_msg_body(L, "dkim_verify"));
+}
+
+static int msg_add_authentication_results(lua_State *L)
+{
+	return lua_dkim__add_auth_results(L, check_msg_body(L, "add_authentication_results"));
+}
+
 /* --- delivery and feedback reports ---------------------------------------- */
 
 /* msg:parse_rfc3464() / msg:parse_rfc5965(): nil when the message is not a
@@ -621,6 +631,8 @@ static const luaL_Reg msg_methods[] = {
     {"remove_all_named_headers", msg_remove_all_named_headers},
     {"import_x_headers", msg_import_x_headers},
     {"dkim_sign", msg_dkim_sign},
+    {"dkim_verify", msg_dkim_verify},
+    {"add_authentication_results", msg_add_authentication_results},
     {"parse_rfc3464", msg_parse_rfc3464},
     {"parse_rfc5965", msg_parse_rfc5965},
     {NULL, NULL},

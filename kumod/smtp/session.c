@@ -1261,6 +1261,12 @@ static struct message *rx_group_message(struct smtp_session *s, struct smtp_rx_t
 	message_set_meta(m, "reception_protocol", json_string("ESMTP"));
 	message_set_meta(m, "received_from", json_string(s->conn.peer));
 	message_set_meta(m, "received_via", json_string(s->l->addr));
+	/* KumoMTA's message meta starts as a copy of the conn meta, listener hostname and
+	 * EHLO name included: kumo.spf.check_msg and Authentication-Results read them */
+	message_set_meta(m, "hostname", json_string(s->l->cfg.hostname));
+	json_t *ehlo = json_object_get(s->meta, "ehlo_domain");
+	if (ehlo)
+		message_set_meta(m, "ehlo_domain", json_incref(ehlo));
 	json_t *ts = smtp_transcript_json(&s->ts, s->helo, conn_tls_version(&s->conn));
 	if (ts) /* the mail catcher's per-message SMTP conversation */
 		message_set_meta(m, "smtp_session", ts);

@@ -575,10 +575,10 @@ def test_policy_extras_refused_and_user_path_first(tmp_path):
     (tmp_path / "policy-extras" / "policy_utils.lua").write_text("return { mine = true }\n")
     outs, _ = run_policy(tmp_path, """
         out({ mine = require('policy-extras.policy_utils').mine == true })
-        out(raises(require, 'policy-extras.mail_auth'))
+        out(raises(require, 'policy-extras.typing'))
     """)
     assert outs[0] == {"mine": True}  # the policy's own directory (package.path) wins
-    assert ("'policy-extras.mail_auth' is a KumoMTA helper that needs SPF/DKIM/DMARC"
+    assert ("'policy-extras.typing' is a KumoMTA module that kumod does not provide yet"
             in outs[1]), outs[1]
 
 
