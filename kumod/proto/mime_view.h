@@ -6,7 +6,8 @@
  * in header values, and the extraction helpers a test suite wants (links
  * and one-time codes in a text).
  * Owner: pure; the caller owns the message bytes, the view and every
- * output buffer. Callers: kumod/ctl/catcher.c, tests/unit, fuzz/fuzz_mime_view.c. */
+ * output buffer. Callers: kumod/ctl/catcher.c, kumod/proto/mime_build.c, tests/unit,
+ * fuzz/fuzz_mime_view.c and fuzz/fuzz_mime_build.c. */
 #ifndef KUMOD_PROTO_MIME_VIEW_H
 #define KUMOD_PROTO_MIME_VIEW_H
 
