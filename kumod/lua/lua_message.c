@@ -1151,6 +1151,7 @@ void lua_message__register(lua_State *L)
 	luaL_getmetatable(L, LUA_KUMO_MESSAGE_MT);
 	lua_getfield(L, -1, "__index");
 	luaL_setfuncs(L, msg_sched_methods, 0);
+	lua_mime__register_msg(L, lua_gettop(L));
 	lua_pop(L, 2);
 	register_addr_header(L);
 	create_class(L, LUA_KUMO_ADDRESS_MT, address_meta, NULL);

@@ -174,6 +174,30 @@ static size_t base64_len(size_t n)
 	return l + (l ? (l - 1) / 76 * 2 : 0);
 }
 
+const char *mime_build_encode(struct buf *out, const char *p, size_t n, int text)
+{
+	if (!text) {
+		mime_build_base64(out, p, n);
+		return "base64";
+	}
+	struct buf t;
+	buf_init(&t);
+	canonical_text(&t, p, n);
+	size_t mark = out->len;
+	const char *cte = "quoted-printable";
+	mime_build_qp(out, t.data ? t.data : "", t.len);
+	size_t ql = out->len - mark;
+	if (ql == t.len && (!ql || memcmp(out->data + mark, t.data, ql) == 0)) {
+		cte = "7bit";
+	} else if (ql > base64_len(t.len)) {
+		out->len = mark;
+		mime_build_base64(out, t.data ? t.data : "", t.len);
+		cte = "base64";
+	}
+	buf_free(&t);
+	return cte;
+}
+
 /* --- header fields --------------------------------------------------------------- */
 
 /* Fields whose value is free text (RFC 5322 §3.6.5, RFC 2045 §8, X- fields):
@@ -445,9 +469,8 @@ static int build_leaf(const char *p, size_t hl, const char *b, size_t bn,
 		      const struct mime_view_entity *e, struct buf *out,
 		      struct mime_build_result *res, int is_msg)
 {
-	struct buf raw, text, enc;
+	struct buf raw, enc;
 	buf_init(&raw);
-	buf_init(&text);
 	buf_init(&enc);
 	mime_view_decode(b, bn, e->cte, &raw);
 	const char *cte = "base64";
@@ -466,20 +489,10 @@ static int build_leaf(const char *p, size_t hl, const char *b, size_t bn,
 				res->lossy++;
 			}
 		}
-		canonical_text(&text, d, dn);
+		cte = mime_build_encode(&enc, d, dn, 1);
 		buf_free(&lossy);
-		mime_build_qp(&enc, text.data ? text.data : "", text.len);
-		if (enc.len == text.len &&
-		    (!enc.len || memcmp(enc.data, text.data, enc.len) == 0)) {
-			cte = "7bit";
-		} else if (enc.len <= base64_len(text.len)) {
-			cte = "quoted-printable";
-		} else {
-			buf_reset(&enc);
-			mime_build_base64(&enc, text.data ? text.data : "", text.len);
-		}
 	} else {
-		mime_build_base64(&enc, raw.data ? raw.data : "", raw.len);
+		cte = mime_build_encode(&enc, raw.data ? raw.data : "", raw.len, 0);
 	}
 	int rc = build_headers(p, hl, out, res, &o);
 	if (rc == 0) {
@@ -492,7 +505,6 @@ static int build_leaf(const char *p, size_t hl, const char *b, size_t bn,
 		res->reencoded++;
 	}
 	buf_free(&raw);
-	buf_free(&text);
 	buf_free(&enc);
 	return rc;
 }

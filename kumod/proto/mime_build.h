@@ -14,7 +14,8 @@
  * with its line breaks as CRLF; undeclared, invalid UTF-8 text as UTF-8 with
  * U+FFFD, as KumoMTA does).
  * Owner: pure; the caller owns in and out.
- * Callers: kumod/lua/lua_message.c, tests/unit, fuzz/fuzz_mime_build.c. */
+ * Callers: kumod/lua/lua_message.c, kumod/lua/lua_mime.c, tests/unit,
+ * fuzz/fuzz_mime_build.c. */
 #ifndef KUMOD_PROTO_MIME_BUILD_H
 #define KUMOD_PROTO_MIME_BUILD_H
 
@@ -59,6 +60,12 @@ int mime_build_is_clean(const char *p, size_t n);
  * octets with soft breaks, "=", controls, 8-bit octets and white space
  * before a break encoded. */
 void mime_build_qp(struct buf *out, const char *text, size_t n);
+
+/* Appends p[0..n) transfer-encoded as a rebuilt leaf is and returns the
+ * Content-Transfer-Encoding name: text (line breaks made CRLF) as "7bit"
+ * when its quoted-printable form equals it, else "quoted-printable" unless
+ * "base64" is shorter; anything else "base64". For kumo.mimepart too. */
+const char *mime_build_encode(struct buf *out, const char *p, size_t n, int text);
 
 /* Appends the base64 of p[0..n) in lines of 76 characters joined by CRLF
  * (no line break after the last). */
