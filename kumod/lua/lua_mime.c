@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -17,11 +18,13 @@
 #include "base/base64.h"
 #include "base/buf.h"
 #include "base/uuid.h"
+#include "ktrace.h"
 #include "lua/lua_int.h"
 #include "proto/mime_build.h"
 #include "proto/mime_view.h"
 #include "proto/rfc5322.h"
 #include "spool/message.h"
+#include "spool/timeline.h"
 
 #define MIMEPART_MT "kumo.MimePart"
 #define HEADERMAP_MT "kumo.HeaderMap"
@@ -226,7 +229,7 @@ static int has_8bit(const char *s, size_t n)
 /* Sets a leaf's body to content, transfer-encoded for its Content-Type
  * (text types as text, anything else base64), replacing its
  * Content-Transfer-Encoding field. */
-static void set_body(lua_State *L, struct mimepart *p, const char *content, size_t n)
+static const char *set_body(lua_State *L, struct mimepart *p, const char *content, size_t n)
 {
 	if (p->boundary[0])
 		luaL_error(L, "MimePart.body: a multipart part has no body of its own");
@@ -241,6 +244,7 @@ static void set_body(lua_State *L, struct mimepart *p, const char *content, size
 	buf_reset(&p->body);
 	buf_append(&p->body, cstr(&enc), enc.len);
 	buf_free(&enc);
+	return cte;
 }
 
 static int part_index(lua_State *L)
@@ -757,7 +761,184 @@ static int mp_new_multipart(lua_State *L)
 	return 1;
 }
 
+/* --- kumo.mimepart.builder() ----------------------------------------------------------
+ * A userdata whose user value holds {text, html, amp (parts), attachments,
+ * stable, built}. */
+
+#define BUILDER_MT "kumo.MimeBuilder"
+
+static int builder_state(lua_State *L, const char *method)
+{
+	luaL_checkudata(L, 1, BUILDER_MT);
+	lua_getiuservalue(L, 1, 1);
+	if (lua_getfield(L, -1, "built") != LUA_TNIL)
+		luaL_error(L, "builder:%s: the builder was already built", method);
+	lua_pop(L, 1);
+	return lua_gettop(L);
+}
+
+/* Calls fn with the arguments from index 2 on; the part is stored as key. */
+static int builder_set(lua_State *L, lua_CFunction fn, const char *key, const char *method)
+{
+	int st = builder_state(L, method);
+	lua_pushcfunction(L, fn);
+	lua_pushvalue(L, 2);
+	lua_call(L, 1, 1);
+	lua_setfield(L, st, key);
+	return 0;
+}
+
+static int b_text_plain(lua_State *L)
+{
+	return builder_set(L, mp_new_text_plain, "text", "text_plain");
+}
+
+static int b_text_html(lua_State *L)
+{
+	return builder_set(L, mp_new_html, "html", "text_html");
+}
+
+static int amp_part(lua_State *L)
+{
+	size_t n;
+	const char *s = luaL_checklstring(L, 1, &n);
+	push_text(L, "text/x-amp-html", s, n);
+	return 1;
+}
+
+static int b_text_amp_html(lua_State *L)
+{
+	return builder_set(L, amp_part, "amp", "text_amp_html");
+}
+
+static void builder_add_attachment(lua_State *L, int st)
+{
+	lua_getfield(L, st, "attachments");
+	lua_insert(L, -2);
+	lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+	lua_pop(L, 1);
+}
+
+static int b_attach(lua_State *L)
+{
+	int st = builder_state(L, "attach");
+	lua_pushcfunction(L, mp_new_binary);
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 3);
+	lua_pushvalue(L, 4);
+	lua_call(L, 3, 1);
+	builder_add_attachment(L, st);
+	return 0;
+}
+
+static int b_attach_part(lua_State *L)
+{
+	int st = builder_state(L, "attach_part");
+	check_part(L, 2);
+	lua_pushvalue(L, 2);
+	builder_add_attachment(L, st);
+	return 0;
+}
+
+static int b_set_stable_content(lua_State *L)
+{
+	int st = builder_state(L, "set_stable_content");
+	lua_pushboolean(L, lua_toboolean(L, 2));
+	lua_setfield(L, st, "stable");
+	return 0;
+}
+
+/* Pushes new_multipart(ct, parts at index list, boundary or a random one). */
+static void builder_multipart(lua_State *L, const char *ct, int list, int stable,
+			      const char *stable_boundary)
+{
+	lua_pushcfunction(L, mp_new_multipart);
+	lua_pushstring(L, ct);
+	lua_pushvalue(L, list);
+	if (stable)
+		lua_pushstring(L, stable_boundary);
+	else
+		lua_pushnil(L);
+	lua_call(L, 3, 1);
+}
+
+static int b_build(lua_State *L)
+{
+	int st = builder_state(L, "build");
+	lua_getfield(L, st, "stable");
+	int stable = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	/* text, AMP, HTML: the order of RFC 2046 alternatives (least to most
+	 * preferred) that the AMP email spec asks for */
+	lua_newtable(L);
+	int alt = lua_gettop(L);
+	static const char *const keys[] = {"text", "amp", "html"};
+	for (size_t i = 0; i < 3; i++) {
+		if (lua_getfield(L, st, keys[i]) == LUA_TNIL)
+			lua_pop(L, 1);
+		else
+			lua_rawseti(L, alt, (lua_Integer)luaL_len(L, alt) + 1);
+	}
+	lua_getfield(L, st, "attachments");
+	int att = lua_gettop(L);
+	lua_Integer nalt = luaL_len(L, alt), natt = luaL_len(L, att);
+	if (nalt + natt == 0)
+		return luaL_error(L, "builder:build: no text, html or attachment was added");
+	if (nalt == 1)
+		lua_rawgeti(L, alt, 1);
+	else if (nalt > 1)
+		builder_multipart(L, "multipart/alternative", alt, stable, "ma-boundary");
+	if (natt) {
+		lua_newtable(L);
+		int mixed = lua_gettop(L);
+		if (nalt) {
+			lua_pushvalue(L, mixed - 1);
+			lua_rawseti(L, mixed, 1);
+		}
+		for (lua_Integer i = 1; i <= natt; i++) {
+			lua_rawgeti(L, att, i);
+			lua_rawseti(L, mixed, (lua_Integer)luaL_len(L, mixed) + 1);
+		}
+		builder_multipart(L, "multipart/mixed", mixed, stable, "mm-boundary");
+	}
+	struct mimepart *root = check_part(L, -1);
+	char date[64];
+	if (stable)
+		snprintf(date, sizeof(date), "%s", "Tue, 1 Jul 2003 10:52:37 +0200");
+	else
+		rfc5322_format_date(time(NULL), date, sizeof(date));
+	if (rfc5322_append_header(&root->hdr, "Mime-Version", "1.0") != 0 ||
+	    rfc5322_append_header(&root->hdr, "Date", date) != 0)
+		return luaL_error(L, "builder:build: cannot add the root headers");
+	lua_pushboolean(L, 1);
+	lua_setfield(L, st, "built");
+	return 1;
+}
+
+static const luaL_Reg builder_methods[] = {
+    {"text_plain", b_text_plain},
+    {"text_html", b_text_html},
+    {"text_amp_html", b_text_amp_html},
+    {"attach", b_attach},
+    {"attach_part", b_attach_part},
+    {"set_stable_content", b_set_stable_content},
+    {"build", b_build},
+    {NULL, NULL},
+};
+
+static int mp_builder(lua_State *L)
+{
+	lua_newuserdatauv(L, 0, 1);
+	lua_createtable(L, 0, 6);
+	lua_newtable(L);
+	lua_setfield(L, -2, "attachments");
+	lua_setiuservalue(L, -2, 1);
+	luaL_setmetatable(L, BUILDER_MT);
+	return 1;
+}
+
 static const luaL_Reg mimepart_funcs[] = {
+    {"builder", mp_builder},
     {"parse", mp_parse},
     {"new_text", mp_new_text},
     {"new_text_plain", mp_new_text_plain},
@@ -810,11 +991,14 @@ static int append_text(lua_State *L, const char *field, const char *method)
 		rfc5322_append_header(&p->hdr, "Content-Type", buf_cstr(&v));
 		buf_free(&v);
 	}
-	set_body(L, p, body, bn);
+	const char *cte = set_body(L, p, body, bn);
 	struct buf out;
 	buf_init(&out);
 	write_part(L, root, &out, 0);
 	message_set_data(m, cstr(&out), out.len);
+	KTRACE(mime_text_appended, m->id, e.type, (uint64_t)n, (uint64_t)out.len, cte);
+	MSG_TIMELINE(m->id, "TextAppended", "%s: %zu bytes appended to its %s part (now %s)",
+		     method, n, e.type, cte);
 	buf_free(&out);
 	lua_pushboolean(L, 1);
 	return 1;
@@ -865,6 +1049,10 @@ void lua_mime__register(lua_State *L)
 	lua_setfield(L, -2, "__index");
 	luaL_newlib(L, headermap_methods);
 	lua_setfield(L, -2, "methods");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, BUILDER_MT);
+	luaL_newlib(L, builder_methods);
+	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 	luaL_newlib(L, mimepart_funcs);
 	lua_setfield(L, -2, "mimepart");

@@ -83,6 +83,29 @@ kumo.on('smtp_server_message_received', function(msg)
   assert(st.attachments[1].file_name == 'p.png')
   ok, e = pcall(kumo.mimepart.new_multipart, 'multipart/mixed', {}, 'bad\nboundary')
   assert(not ok and e:find('invalid boundary', 1, true), e)
+  -- the builder: alternative inside mixed, root headers, stable boundaries
+  local bl = kumo.mimepart.builder()
+  bl:text_plain('Hello there!')
+  bl:text_html('<b>Hello</b>')
+  bl:attach('application/octet-stream', '\xaa\xbb', { file_name = 'binary.dat' })
+  bl:set_stable_content(true)
+  local root = bl:build()
+  local rt = tostring(root)
+  assert(rt:sub(1, 207) == 'Content-Type: multipart/mixed; boundary="mm-boundary"\r\n'
+    .. 'Mime-Version: 1.0\r\nDate: Tue, 1 Jul 2003 10:52:37 +0200\r\n\r\n--mm-boundary\r\n'
+    .. 'Content-Type: multipart/alternative; boundary="ma-boundary"\r\n\r\n--ma-boundary\r\n', rt)
+  local rs = kumo.mimepart.parse(rt):get_simple_structure()
+  assert(rs.text_part.body == 'Hello there!' and rs.html_part.body == '<b>Hello</b>')
+  assert(#rs.attachments == 1 and rs.attachments[1].file_name == 'binary.dat')
+  assert(rs.attachments[1].part.body == '\xaa\xbb')
+  ok, e = pcall(bl.build, bl)
+  assert(not ok and e:find('builder:build: the builder was already built', 1, true), e)
+  local empty = kumo.mimepart.builder()
+  ok, e = pcall(empty.build, empty)
+  assert(not ok and e:find('no text, html or attachment', 1, true), e)
+  local one = kumo.mimepart.builder()
+  one:text_plain('only')
+  assert(one:build().body == 'only')
   -- rebuild: as check_fix_conformance's fix, on a new part
   local lf = kumo.mimepart.parse('Subject: a\n\nbare\n')
   local rb = lf:rebuild()
@@ -125,6 +148,15 @@ kumo.on('smtp_server_message_received', function(msg)
     b.headers:append('Subject', 'built')
     b.headers:append('MIME-Version', '1.0')
     msg:set_data(tostring(b))
+  elseif subject == 'builder' then
+    local bl = kumo.mimepart.builder()
+    bl:text_plain('plain \\xc3\\xa9\\r\\n')
+    bl:text_html('<i>html</i>\\r\\n')
+    bl:attach('text/csv', 'a,b\\r\\n1,2\\r\\n', { file_name = 'r.csv' })
+    local root = bl:build()
+    root.headers:append('From', '<sender@example.com>')
+    root.headers:append('Subject', 'from builder')
+    msg:set_data(tostring(root))
   else
     msg:append_text_plain('appended \\xc3\\xa9\\r\\n')
   end
@@ -141,16 +173,18 @@ def test_built_and_appended_messages_delivered(kumod, tmp_path):
         s.ehlo("client.test")
         s.sendmail("sender@example.com", ["b@example.com"],
                    b"From: <sender@example.com>\r\nSubject: build\r\n\r\nx\r\n")
+        s.sendmail("sender@example.com", ["c@example.com"],
+                   b"From: <sender@example.com>\r\nSubject: builder\r\n\r\nx\r\n")
         s.sendmail("sender@example.com", ["a@example.com"],
                    b"From: <sender@example.com>\r\nSubject: append\r\n"
                    b"Content-Type: text/plain\r\n\r\nfirst line\r\n")
-    files = wait_until(lambda: len(captured(capture)) >= 2 and captured(capture))
-    assert files and len(files) == 2, relay.stderr()
+    files = wait_until(lambda: len(captured(capture)) >= 3 and captured(capture))
+    assert files and len(files) == 3, relay.stderr()
     got = {}
     for f in files:
         m = email.message_from_bytes(open(f, "rb").read(), policy=email.policy.default)
         got[str(m["Subject"])] = m
-    assert set(got) == {"built", "append"}
+    assert set(got) == {"built", "append", "from builder"}
     b = got["built"]
     assert b.get_content_type() == "multipart/mixed"
     text = b.get_body(preferencelist=("plain",))
@@ -161,6 +195,17 @@ def test_built_and_appended_messages_delivered(kumod, tmp_path):
     atts = list(b.iter_attachments())
     assert len(atts) == 1 and atts[0].get_filename() == "data.bin"
     assert atts[0].get_content() == b"\0\1\2\xff"
+    bb = got["from builder"]
+    assert bb.get_content_type() == "multipart/mixed" and bb["MIME-Version"] == "1.0"
+    assert bb["Date"] is not None
+    alt = next(bb.iter_parts())
+    assert alt.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in alt.iter_parts()] == ["text/plain", "text/html"]
+    assert (bb.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n")
+            == "plain \u00e9\n")
+    csv = list(bb.iter_attachments())
+    assert len(csv) == 1 and csv[0].get_filename() == "r.csv"
+    assert csv[0].get_payload(decode=True) == b"a,b\r\n1,2\r\n"
     a = got["append"]
     assert a.get_content_charset() == "utf-8"
     assert a.get_content().replace("\r\n", "\n") == "first line\nappended \u00e9\n"
