@@ -70,6 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf out;
 	struct mime_build_result res;
 	buf_init(&out);
+	(void)mime_build_invalid_headers(in, size); /* memory safety only */
 	int rc = mime_build_rebuild(in, size, &out, &res);
 	if (rc != 0) {
 		CHECK(rc == -EINVAL && res.why && *res.why);

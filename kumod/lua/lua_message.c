@@ -879,13 +879,14 @@ static void register_addr_header(lua_State *L)
 }
 
 /* --- msg:check_fix_conformance(checks, fixes[, settings]) -------------------------------
- * KumoMTA's flags, detected on the top-level message: issues named in checks
+ * KumoMTA's flags, detected on the top-level message (INVALID_MIME_HEADERS on
+ * every MIME entity): issues named in checks
  * (and not in fixes) are returned as "Message has conformance issues: A | B";
  * the missing Date, Message-ID and MIME-Version headers are added; line
  * endings, long lines, 8-bit content and header names ending with space are
  * fixed by a MIME rebuild (kumod/proto/mime_build.c), which raises when it
- * cannot be done without losing content. Fixing MISSING_COLON_VALUE, and
- * INVALID_MIME_HEADERS, are refused by name. */
+ * cannot be done without losing content. Fixing MISSING_COLON_VALUE or
+ * INVALID_MIME_HEADERS is refused by name. */
 
 enum {
 	CF_MISSING_COLON_VALUE = 1 << 0,
@@ -1001,6 +1002,8 @@ static unsigned cf_detect(const struct message *m)
 		c |= CF_MISSING_MESSAGE_ID_HEADER;
 	if (!header_ok(m, "MIME-Version", mime_10))
 		c |= CF_MISSING_MIME_VERSION;
+	if (mime_build_invalid_headers(d, len))
+		c |= CF_INVALID_MIME_HEADERS;
 	return c;
 }
 
@@ -1033,15 +1036,15 @@ static int msg_check_fix_conformance(lua_State *L)
 			lua_pop(L, 1);
 		}
 	}
-	unsigned refused = (fix & ~CF_FIXABLE) | ((check | fix) & CF_INVALID_MIME_HEADERS);
+	unsigned refused = fix & ~CF_FIXABLE;
 	if (refused) {
 		struct buf b;
 		buf_init(&b);
 		cf_list(&b, refused);
 		lua_pushfstring(L,
-				"msg:check_fix_conformance: %s: not implemented in kumod (a header "
-				"line without a colon is not rebuilt; INVALID_MIME_HEADERS needs a "
-				"deep MIME check)",
+				"msg:check_fix_conformance: fixing %s is not implemented in kumod "
+				"(a header line without a colon, or a MIME field that does not "
+				"parse, is not rebuilt)",
 				buf_cstr(&b));
 		buf_free(&b);
 		return lua_error(L);

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "base/base64.h"
+#include "proto/mime_lex.h"
 #include "proto/mime_view.h"
 #include "proto/rfc5322.h"
 
@@ -549,6 +550,113 @@ static int build_entity(const char *p, size_t n, struct buf *out, struct mime_bu
 	if (strncmp(e.type, "message/", 8) == 0)
 		return fail(res, "a message/* part other than rfc822 that needs encoding");
 	return build_leaf(p, hl, b, bn, &e, out, res, is_msg);
+}
+
+/* --- INVALID_MIME_HEADERS -------------------------------------------------------------- */
+
+/* 1 when v[0..n) is token ["/" token] *(";" attribute "=" (token |
+ * quoted-string)) with CFWS around the pieces (RFC 2045 §5.1, §6.1; RFC 2183
+ * §2); a trailing ";" is tolerated, as mail writers leave one. */
+static int structured_ok(const char *v, size_t n, int slash)
+{
+	size_t i = mime_lex_skip_cfws(v, n, 0), t = mime_lex_token_end(v, n, i);
+	if (t == i)
+		return 0;
+	i = mime_lex_skip_cfws(v, n, t);
+	if (slash) {
+		if (i >= n || v[i] != '/')
+			return 0;
+		i = mime_lex_skip_cfws(v, n, i + 1);
+		t = mime_lex_token_end(v, n, i);
+		if (t == i)
+			return 0;
+		i = mime_lex_skip_cfws(v, n, t);
+	}
+	while (i < n) {
+		if (v[i] != ';')
+			return 0;
+		i = mime_lex_skip_cfws(v, n, i + 1);
+		if (i >= n)
+			return 1;
+		t = mime_lex_token_end(v, n, i);
+		if (t == i)
+			return 0;
+		i = mime_lex_skip_cfws(v, n, t);
+		if (i >= n || v[i] != '=')
+			return 0;
+		i = mime_lex_skip_cfws(v, n, i + 1);
+		if (i < n && v[i] == '"') {
+			for (i++; i < n && v[i] != '"'; i++)
+				if (v[i] == '\\')
+					i++;
+			if (i >= n)
+				return 0; /* unterminated quoted string */
+			i++;
+		} else {
+			t = mime_lex_token_end(v, n, i);
+			if (t == i)
+				return 0;
+			i = t;
+		}
+		i = mime_lex_skip_cfws(v, n, i);
+	}
+	return 1;
+}
+
+static int entity_headers_ok(const char *p, size_t hl)
+{
+	struct buf v;
+	buf_init(&v);
+	size_t pos = 0;
+	struct rfc5322_header h;
+	int ok = 1;
+	while (ok && rfc5322_header_next(p, hl, &pos, &h)) {
+		int slash = h.name_len == 12 && strncasecmp(h.name, "Content-Type", 12) == 0;
+		if (!slash &&
+		    !(h.name_len == 25 && strncasecmp(h.name, "Content-Transfer-Encoding", 25) == 0) &&
+		    !(h.name_len == 19 && strncasecmp(h.name, "Content-Disposition", 19) == 0))
+			continue;
+		buf_reset(&v);
+		rfc5322_unfold(h.raw_value, h.raw_len, &v);
+		ok = structured_ok(v.data ? v.data : "", v.len, slash);
+	}
+	buf_free(&v);
+	return ok;
+}
+
+static int tree_headers_ok(const char *p, size_t n, const char *default_type, int depth)
+{
+	size_t hl = rfc5322_header_end(p, n);
+	if (!entity_headers_ok(p, hl))
+		return 0;
+	struct mime_view_entity e;
+	mime_view_read_entity(p, hl, default_type, &e);
+	if (strncmp(e.type, "multipart/", 10) != 0 || !e.boundary[0] ||
+	    depth >= MIME_VIEW_MAX_DEPTH)
+		return 1;
+	const char *child_default =
+	    strcmp(e.type, "multipart/digest") == 0 ? "message/rfc822" : "text/plain";
+	size_t bl = strlen(e.boundary);
+	const char *b = p + hl, *end = p + n, *part = NULL;
+	for (const char *q = b; q < end;) {
+		const char *nl = next_line(q, end);
+		int k = mime_view_delimiter(q, end, e.boundary, bl);
+		if (k) {
+			if (part && !tree_headers_ok(part, (size_t)(strip_line_end(part, q) - part),
+						     child_default, depth + 1))
+				return 0;
+			part = k == 1 ? nl : NULL;
+			if (k == 2)
+				return 1;
+		}
+		q = nl;
+	}
+	return !part || tree_headers_ok(part, (size_t)(end - part), child_default, depth + 1);
+}
+
+int mime_build_invalid_headers(const char *in, size_t len)
+{
+	return !tree_headers_ok(in, len, "text/plain", 0);
 }
 
 int mime_build_rebuild(const char *in, size_t len, struct buf *out, struct mime_build_result *res)

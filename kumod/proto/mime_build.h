@@ -45,6 +45,12 @@ struct mime_build_result {
  * CRLF (the last may have no line break) and has at most 998 octets. */
 int mime_build_rebuild(const char *in, size_t len, struct buf *out, struct mime_build_result *res);
 
+/* KumoMTA's INVALID_MIME_HEADERS: 1 when a Content-Type (type/subtype and
+ * parameters), Content-Transfer-Encoding or Content-Disposition field of
+ * any entity of the message (multipart parts included, as mime_view reads
+ * the tree) does not parse as RFC 2045/2183 structured text. */
+int mime_build_invalid_headers(const char *in, size_t len);
+
 /* 1 when every line of p[0..n) ends with CRLF (the last may have none) and
  * holds no other CR, no 8-bit octet and at most MIME_BUILD_LINE octets: a
  * leaf body that is copied as it is. */

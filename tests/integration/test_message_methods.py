@@ -149,7 +149,9 @@ kumo.on('smtp_server_message_received', function(msg)
   local ok, e = pcall(msg.check_fix_conformance, msg, 'MISSING_DATE', '')
   assert(not ok and e:find("checks: unknown flag 'MISSING_DATE'", 1, true), e)
   ok, e = pcall(msg.check_fix_conformance, msg, '', 'MISSING_COLON_VALUE|MISSING_DATE_HEADER')
-  assert(not ok and e:find('MISSING_COLON_VALUE: not implemented in kumod', 1, true), e)
+  assert(not ok and e:find('fixing MISSING_COLON_VALUE is not implemented in kumod', 1, true), e)
+  ok, e = pcall(msg.check_fix_conformance, msg, '', 'INVALID_MIME_HEADERS')
+  assert(not ok and e:find('fixing INVALID_MIME_HEADERS is not implemented in kumod', 1, true), e)
   -- a rebuild that would lose a field raises; the body is unchanged
   local before = msg:get_data()
   ok, e = pcall(msg.check_fix_conformance, msg, '', 'LINE_TOO_LONG|MISSING_DATE_HEADER')
@@ -173,6 +175,18 @@ kumo.on('smtp_server_message_received', function(msg)
     .. 'LINE_TOO_LONG|NEEDS_TRANSFER_ENCODING', '') == nil)
   ok, e = pcall(msg.check_fix_conformance, msg, '', '', { detect_encoding = true })
   assert(not ok and e:find('settings.detect_encoding is not implemented', 1, true), e)
+  -- INVALID_MIME_HEADERS: a MIME field of any part that does not parse
+  local mp = 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n'
+    .. '--b\r\nContent-Type: text/plain; charset="utf-8"\r\n\r\nok\r\n'
+    .. '--b\r\nContent-Disposition: attachment; filename=%s\r\n\r\nx\r\n--b--\r\n'
+  msg:set_data(string.format(mp, '"a.txt"'))
+  assert(msg:check_fix_conformance('INVALID_MIME_HEADERS', '') == nil)
+  msg:set_data(string.format(mp, '@'))
+  r = msg:check_fix_conformance('INVALID_MIME_HEADERS', '')
+  assert(r == 'Message has conformance issues: INVALID_MIME_HEADERS', r)
+  msg:set_data('Content-Type: text\r\n\r\nx\r\n')
+  r = msg:check_fix_conformance('INVALID_MIME_HEADERS', '')
+  assert(r == 'Message has conformance issues: INVALID_MIME_HEADERS', r)
   kumo.log_info('CONFORMANCE-DONE')
 end)
 """

@@ -164,3 +164,29 @@ TEST_IMPL(mime_build_encoders)
 	ASSERT(!mime_build_is_clean("A: b\n\r\nc", 8));
 	ASSERT(!mime_build_is_clean("A: b\r\n\r\nc\rd", 11));
 }
+
+TEST_IMPL(mime_build_invalid_headers)
+{
+	static const struct {
+		const char *in;
+		int invalid;
+	} cases[] = {
+	    {"Subject: a\r\n\r\nb\r\n", 0},
+	    {"Content-Type: text/plain; charset=\"utf-8\" (c)\r\n\r\nb", 0},
+	    {"Content-Type: text/plain;\r\n\tformat=flowed;\r\n\r\nb", 0},
+	    {"Content-Type: text\r\n\r\nb", 1},
+	    {"Content-Type: text/plain; charset\r\n\r\nb", 1},
+	    {"Content-Type: text/plain; name=\"open\r\n\r\nb", 1},
+	    {"Content-Transfer-Encoding: base 64\r\n\r\nb", 1},
+	    {"Content-Disposition: attachment; filename=@\r\n\r\nb", 1},
+	    {"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: a/b; x=\"y\"\r\n"
+	     "\r\nz\r\n--q--\r\n",
+	     0},
+	    {"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: a/b; x=\r\n"
+	     "\r\nz\r\n--q--\r\n",
+	     1},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (mime_build_invalid_headers(cases[i].in, strlen(cases[i].in)) != cases[i].invalid)
+			TEST_FAIL("case %zu: %s", i, cases[i].in);
+}
