@@ -95,6 +95,10 @@ int mime_build_is_clean(const char *p, size_t n)
 static void qp_line(struct buf *out, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
+	/* worst case: every octet encoded (3n) and a soft break (3) per 25
+	 * octets or fewer */
+	buf_reserve(out, n * 3 + (n / 24 + 2) * 3);
+	char *w = out->data + out->len;
 	size_t col = 0;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
@@ -106,7 +110,8 @@ static void qp_line(struct buf *out, const char *s, size_t n)
 		size_t tl = lit ? 1 : 3;
 		/* room for the token and, unless it ends the line, a soft break */
 		if (col + tl > MIME_BUILD_LINE - (last ? 0 : 1)) {
-			buf_append(out, "=\r\n", 3);
+			memcpy(w, "=\r\n", 3);
+			w += 3;
 			col = 0;
 			if (ch == '-' && i + 1 < n && s[i + 1] == '-' && lit) {
 				lit = 0;
@@ -114,13 +119,16 @@ static void qp_line(struct buf *out, const char *s, size_t n)
 			}
 		}
 		if (lit) {
-			buf_appendc(out, (char)ch);
+			*w++ = (char)ch;
 		} else {
-			char t[3] = {'=', hex[ch >> 4], hex[ch & 15]};
-			buf_append(out, t, 3);
+			w[0] = '=';
+			w[1] = hex[ch >> 4];
+			w[2] = hex[ch & 15];
+			w += 3;
 		}
 		col += tl;
 	}
+	out->len = (size_t)(w - out->data);
 }
 
 void mime_build_qp(struct buf *out, const char *s, size_t n)
@@ -158,15 +166,19 @@ void mime_build_base64(struct buf *out, const void *p, size_t n)
 /* Text with every CRLF, lone LF and lone CR as CRLF. */
 static void canonical_text(struct buf *out, const char *s, size_t n)
 {
+	buf_reserve(out, n * 2);
+	char *w = out->data + out->len;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '\r' || s[i] == '\n') {
-			buf_append(out, "\r\n", 2);
+			*w++ = '\r';
+			*w++ = '\n';
 			if (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n')
 				i++;
 		} else {
-			buf_appendc(out, s[i]);
+			*w++ = s[i];
 		}
 	}
+	out->len = (size_t)(w - out->data);
 }
 
 static size_t base64_len(size_t n)
@@ -613,7 +625,8 @@ static int entity_headers_ok(const char *p, size_t hl)
 	while (ok && rfc5322_header_next(p, hl, &pos, &h)) {
 		int slash = h.name_len == 12 && strncasecmp(h.name, "Content-Type", 12) == 0;
 		if (!slash &&
-		    !(h.name_len == 25 && strncasecmp(h.name, "Content-Transfer-Encoding", 25) == 0) &&
+		    !(h.name_len == 25 &&
+		      strncasecmp(h.name, "Content-Transfer-Encoding", 25) == 0) &&
 		    !(h.name_len == 19 && strncasecmp(h.name, "Content-Disposition", 19) == 0))
 			continue;
 		buf_reset(&v);
