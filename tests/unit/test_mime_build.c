@@ -179,7 +179,8 @@ TEST_IMPL(mime_build_invalid_headers)
 	    {"Content-Type: text/plain; name=\"open\r\n\r\nb", 1},
 	    {"Content-Transfer-Encoding: base 64\r\n\r\nb", 1},
 	    {"Content-Disposition: attachment; filename=@\r\n\r\nb", 1},
-	    {"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: a/b; x=\"y\"\r\n"
+	    {"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: a/b; "
+	     "x=\"y\"\r\n"
 	     "\r\nz\r\n--q--\r\n",
 	     0},
 	    {"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: a/b; x=\r\n"
@@ -187,6 +188,7 @@ TEST_IMPL(mime_build_invalid_headers)
 	     1},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		if (mime_build_invalid_headers(cases[i].in, strlen(cases[i].in)) != cases[i].invalid)
+		if (mime_build_invalid_headers(cases[i].in, strlen(cases[i].in)) !=
+		    cases[i].invalid)
 			TEST_FAIL("case %zu: %s", i, cases[i].in);
 }
