@@ -153,6 +153,11 @@ void lua_util__keysource(lua_State *L, int idx, const char *what, const char **p
 void lua_toml__register(lua_State *L);
 /* lua_yaml.c: yaml_parse, yaml_load, yaml_encode into the kumo.serde table on top. */
 void lua_yaml__register(lua_State *L);
+/* lua_mime.c: kumo.mimepart into the kumo table on top; msg:parse_mime,
+ * append_text_plain and append_text_html into the message methods table at
+ * index methods. */
+void lua_mime__register(lua_State *L);
+void lua_mime__register_msg(lua_State *L, int methods);
 /* lua_memoize.c: kumo.memoize. */
 void lua_memoize__register(lua_State *L);
 /* lua_maps.c: kumo.domain_map, kumo.cidr, kumo.regex_set_map. */

@@ -10,10 +10,12 @@
 
 #include "base/ascii.h"
 #include "base/buf.h"
+#include "ktrace.h"
 #include "lua/lua_int.h"
 #include "proto/arf.h"
 #include "proto/dsn.h"
 #include "proto/duration.h"
+#include "proto/mime_build.h"
 #include "proto/rfc5322.h"
 #include "proto/smtp_cmd.h"
 #include "queue/queue.h"
@@ -21,6 +23,7 @@
 #include "proto/addr_list.h"
 #include "proto/sched_spec.h"
 #include "spool/message.h"
+#include "spool/timeline.h"
 
 /* --- address ------------------------------------------------------------- */
 
@@ -888,10 +891,14 @@ static void register_addr_header(lua_State *L)
 }
 
 /* --- msg:check_fix_conformance(checks, fixes[, settings]) -------------------------------
- * KumoMTA's flags, detected on the top-level message: issues named in checks
+ * KumoMTA's flags, detected on the top-level message (INVALID_MIME_HEADERS on
+ * every MIME entity): issues named in checks
  * (and not in fixes) are returned as "Message has conformance issues: A | B";
- * the missing Date, Message-ID and MIME-Version headers can be fixed. Fixes
- * that need a MIME rebuild, and INVALID_MIME_HEADERS, are refused by name. */
+ * the missing Date, Message-ID and MIME-Version headers are added; line
+ * endings, long lines, 8-bit content and header names ending with space are
+ * fixed by a MIME rebuild (kumod/proto/mime_build.c), which raises when it
+ * cannot be done without losing content. Fixing MISSING_COLON_VALUE or
+ * INVALID_MIME_HEADERS is refused by name. */
 
 enum {
 	CF_MISSING_COLON_VALUE = 1 << 0,
@@ -910,7 +917,12 @@ static const char *const cf_names[] = {"MISSING_COLON_VALUE",	    "NON_CANONICAL
 				       "MISSING_MESSAGE_ID_HEADER", "MISSING_MIME_VERSION",
 				       "INVALID_MIME_HEADERS"};
 #define CF_N (sizeof(cf_names) / sizeof(cf_names[0]))
-#define CF_FIXABLE (CF_MISSING_DATE_HEADER | CF_MISSING_MESSAGE_ID_HEADER | CF_MISSING_MIME_VERSION)
+#define CF_REBUILD                                                                    \
+	(CF_NON_CANONICAL_LINE_ENDINGS | CF_NAME_ENDS_WITH_SPACE | CF_LINE_TOO_LONG | \
+	 CF_NEEDS_TRANSFER_ENCODING)
+#define CF_FIXABLE                                                                         \
+	(CF_MISSING_DATE_HEADER | CF_MISSING_MESSAGE_ID_HEADER | CF_MISSING_MIME_VERSION | \
+	 CF_REBUILD)
 
 /* "A|B" (spaces allowed, empty = none) to a mask; raises on an unknown name. */
 static unsigned cf_parse(lua_State *L, int idx, const char *what)
@@ -1002,6 +1014,8 @@ static unsigned cf_detect(const struct message *m)
 		c |= CF_MISSING_MESSAGE_ID_HEADER;
 	if (!header_ok(m, "MIME-Version", mime_10))
 		c |= CF_MISSING_MIME_VERSION;
+	if (mime_build_invalid_headers(d, len))
+		c |= CF_INVALID_MIME_HEADERS;
 	return c;
 }
 
@@ -1034,17 +1048,16 @@ static int msg_check_fix_conformance(lua_State *L)
 			lua_pop(L, 1);
 		}
 	}
-	unsigned refused = (fix & ~CF_FIXABLE) | ((check | fix) & CF_INVALID_MIME_HEADERS);
+	unsigned refused = fix & ~CF_FIXABLE;
 	if (refused) {
 		struct buf b;
 		buf_init(&b);
 		cf_list(&b, refused);
-		lua_pushfstring(
-		    L,
-		    "msg:check_fix_conformance: %s: not implemented in kumod (fixing "
-		    "these needs a MIME rebuild; INVALID_MIME_HEADERS needs a deep MIME "
-		    "check)",
-		    buf_cstr(&b));
+		lua_pushfstring(L,
+				"msg:check_fix_conformance: fixing %s is not implemented in kumod "
+				"(a header line without a colon, or a MIME field that does not "
+				"parse, is not rebuilt)",
+				buf_cstr(&b));
 		buf_free(&b);
 		return lua_error(L);
 	}
@@ -1059,6 +1072,35 @@ static int msg_check_fix_conformance(lua_State *L)
 		return 1;
 	}
 	unsigned to_fix = found & fix;
+	if (to_fix & CF_REBUILD) {
+		struct buf out, names;
+		struct mime_build_result res;
+		buf_init(&out);
+		buf_init(&names);
+		cf_list(&names, to_fix & CF_REBUILD);
+		size_t in_len = m->data.len;
+		if (mime_build_rebuild(m->data.data ? m->data.data : "", in_len, &out, &res) != 0) {
+			KTRACE(mime_rebuild_refused, m->id, buf_cstr(&names), res.why);
+			lua_pushfstring(
+			    L,
+			    "msg:check_fix_conformance: cannot rebuild the message to fix "
+			    "%s: %s",
+			    buf_cstr(&names), res.why);
+			buf_free(&out);
+			buf_free(&names);
+			return lua_error(L);
+		}
+		KTRACE(mime_rebuilt, m->id, buf_cstr(&names), (uint64_t)in_len, (uint64_t)out.len,
+		       (uint64_t)res.reencoded, (uint64_t)res.headers);
+		MSG_TIMELINE(m->id, "Rebuilt",
+			     "check_fix_conformance %s: %zu -> %zu bytes, %zu parts re-encoded, "
+			     "%zu header fields rewritten, %zu lossy, %zu dropped",
+			     buf_cstr(&names), in_len, out.len, res.reencoded, res.headers,
+			     res.lossy, res.dropped);
+		message_set_data(m, out.data ? out.data : "", out.len);
+		buf_free(&out);
+		buf_free(&names);
+	}
 	if (to_fix & CF_MISSING_DATE_HEADER) {
 		char date[64];
 		rfc5322_format_date(time(NULL), date, sizeof(date));
@@ -1124,6 +1166,7 @@ void lua_message__register(lua_State *L)
 	luaL_getmetatable(L, LUA_KUMO_MESSAGE_MT);
 	lua_getfield(L, -1, "__index");
 	luaL_setfuncs(L, msg_sched_methods, 0);
+	lua_mime__register_msg(L, lua_gettop(L));
 	lua_pop(L, 2);
 	register_addr_header(L);
 	create_class(L, LUA_KUMO_ADDRESS_MT, address_meta, NULL);

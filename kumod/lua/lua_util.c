@@ -195,6 +195,7 @@ void lua_util__register(lua_State *L)
 	lua_time__register(L);
 	lua_crypto__register(L);
 	lua_fs__register(L);
+	lua_mime__register(L);
 	lua_pushcfunction(L, l_validation_failed);
 	lua_setfield(L, -2, "validation_failed");
 	lua_pushcfunction(L, l_traceback);

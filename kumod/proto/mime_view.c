@@ -101,13 +101,8 @@ static int value_param(const char *v, size_t n, const char *name, char *dst, siz
 
 /* --- structure ---------------------------------------------------------------- */
 
-struct entity_headers {
-	char type[96], charset[40], boundary[160], filename[200], content_id[200], disp[32];
-	enum mime_view_cte cte;
-};
-
-static void read_headers(const char *p, size_t hlen, const char *default_type,
-			 struct entity_headers *eh)
+void mime_view_read_entity(const char *p, size_t hlen, const char *default_type,
+			   struct mime_view_entity *eh)
 {
 	memset(eh, 0, sizeof(*eh));
 	snprintf(eh->type, sizeof(eh->type), "%s", default_type);
@@ -150,7 +145,7 @@ static void read_headers(const char *p, size_t hlen, const char *default_type,
 
 /* Where the line starting at p (within [p, end)) is a delimiter of
  * boundary b: 1 delimiter, 2 close delimiter, 0 not one. */
-static int delimiter_kind(const char *p, const char *end, const char *b, size_t bl)
+int mime_view_delimiter(const char *p, const char *end, const char *b, size_t bl)
 {
 	if ((size_t)(end - p) < 2 + bl || p[0] != '-' || p[1] != '-' || memcmp(p + 2, b, bl) != 0)
 		return 0;
@@ -183,7 +178,7 @@ static const char *strip_line_end(const char *start, const char *line)
 	return line;
 }
 
-static void add_leaf(struct mime_view *v, const char *msg, const struct entity_headers *eh,
+static void add_leaf(struct mime_view *v, const char *msg, const struct mime_view_entity *eh,
 		     const char *body, const char *end)
 {
 	if (v->nparts >= MIME_VIEW_MAX_PARTS) {
@@ -209,8 +204,8 @@ static void parse_entity(struct mime_view *v, const char *msg, const char *start
 			 int depth, const char *default_type)
 {
 	size_t hlen = rfc5322_header_end(start, (size_t)(end - start));
-	struct entity_headers eh;
-	read_headers(start, hlen, default_type, &eh);
+	struct mime_view_entity eh;
+	mime_view_read_entity(start, hlen, default_type, &eh);
 	const char *body = start + hlen;
 	if (depth == 0)
 		v->header_len = hlen;
@@ -228,7 +223,7 @@ static void parse_entity(struct mime_view *v, const char *msg, const char *start
 	const char *part = NULL; /* start of the current part's headers */
 	for (const char *p = body; p < end;) {
 		const char *nl = next_line(p, end);
-		int k = delimiter_kind(p, end, eh.boundary, bl);
+		int k = mime_view_delimiter(p, end, eh.boundary, bl);
 		if (k) {
 			if (part)
 				parse_entity(v, msg, part, strip_line_end(part, p), depth + 1,

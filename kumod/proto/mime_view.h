@@ -6,7 +6,8 @@
  * in header values, and the extraction helpers a test suite wants (links
  * and one-time codes in a text).
  * Owner: pure; the caller owns the message bytes, the view and every
- * output buffer. Callers: kumod/ctl/catcher.c, tests/unit, fuzz/fuzz_mime_view.c. */
+ * output buffer. Callers: kumod/ctl/catcher.c, kumod/proto/mime_build.c, tests/unit,
+ * fuzz/fuzz_mime_view.c and fuzz/fuzz_mime_build.c. */
 #ifndef KUMOD_PROTO_MIME_VIEW_H
 #define KUMOD_PROTO_MIME_VIEW_H
 
@@ -39,6 +40,23 @@ struct mime_view {
 	size_t header_len; /* the top-level header section incl. its blank line */
 	struct mime_view_part parts[MIME_VIEW_MAX_PARTS];
 };
+
+/* The MIME fields of one entity's header section p[0..hlen), as
+ * mime_view_parse reads them (also for kumod/proto/mime_build.c, which must
+ * see the same structure): type lowercase ("text/plain" when the value has
+ * no "/"; default_type when there is no Content-Type), charset lowercase,
+ * boundary, file name, Content-ID, disposition and transfer encoding; a
+ * later field wins. */
+struct mime_view_entity {
+	char type[96], charset[40], boundary[160], filename[200], content_id[200], disp[32];
+	enum mime_view_cte cte;
+};
+void mime_view_read_entity(const char *p, size_t hlen, const char *default_type,
+			   struct mime_view_entity *eh);
+
+/* Whether the line starting at p (within [p, end)) is a delimiter of
+ * boundary b[0..bl): 1 delimiter, 2 close delimiter, 0 not one. */
+int mime_view_delimiter(const char *p, const char *end, const char *b, size_t bl);
 
 /* Fills v with the leaf parts of msg[0..len) in document order. Never
  * fails: anything unparseable is a text/plain leaf (a missing closing

@@ -5,6 +5,8 @@ real TOML files and a real receiving server (the sink); KumoMTA's example
 server policy end to end; KumoMTA's own published helper files placed first
 on LUA_PATH (read from the KumoMTA mirror at run time, never committed)."""
 
+import email
+import email.policy
 import json
 import os
 import smtplib
@@ -100,8 +102,6 @@ relay_to = true
 # each because kumod does not implement it yet:
 #   - policy-extras.dkim_sign (tested on its own: test_dkim_sign_helper.py)
 #   - log_hooks:new_json (tested on its own: test_log_hooks.py)
-#   - msg:check_fix_conformance: the example asks for fixes that need a MIME
-#     rebuild (LINE_TOO_LONG, NEEDS_TRANSFER_ENCODING...), which kumod refuses
 #   - kumo.configure_bounce_classifier (bounce classification)
 #   - the RocksDB spool kind (LocalDisk used), the TLS HTTP listener, the
 #     IPv6 listener and the 0.0.0.0 listen addresses (loopback only here)
@@ -155,6 +155,16 @@ kumo.on(
 kumo.on('get_egress_path_config', shaper.get_egress_path_config)
 
 kumo.on('smtp_server_message_received', function(msg)
+  -- Protect against SMTP Smuggling (https://sec-consult.com/blog/detail/smtp-smuggling-spoofing-e-mails-worldwide/)
+  local failed = msg:check_fix_conformance(
+    -- check for and reject messages with these issues:
+    'NON_CANONICAL_LINE_ENDINGS',
+    -- fix messages with these issues:
+    ''
+  )
+  if failed then
+    kumo.reject(552, string.format('5.6.0 %s', failed))
+  end
   queue_helper:apply(msg)
 end)
 
@@ -281,10 +291,10 @@ print('views ok')
 # --- the example server policy end to end ---------------------------------
 
 
-def start_example(kumod, tmp_path, sink_port):
+def start_example(kumod, tmp_path, sink_port, policy=None):
     etc = write_etc(tmp_path, sink_port)
     var = tmp_path / "var"
-    policy = EXAMPLE_POLICY.format(etc=etc, var=var)
+    policy = (policy or EXAMPLE_POLICY).format(etc=etc, var=var)
     return kumod(policy, env=no_lua_path(), policy_name="init.lua"), var
 
 
@@ -351,6 +361,138 @@ def test_example_server_policy_end_to_end(kumod, tmp_path):
         assert r["site"].endswith("mx_list:127.0.0.1:%d@smtp" % sink.smtp_port), r["site"]
     # the refused tenants were never received
     assert sorted(r["type"] for r in recs) == ["Delivery"] * 3 + ["Reception"] * 3, recs
+
+
+# The example's check, and the fixing example of KumoMTA's
+# check_fix_conformance reference page in its place; the listener lets the
+# broken messages reach the policy (bare LF, lines over 998 octets).
+EXAMPLE_CHECK = """  local failed = msg:check_fix_conformance(
+    -- check for and reject messages with these issues:
+    'NON_CANONICAL_LINE_ENDINGS',
+    -- fix messages with these issues:
+    ''
+  )
+"""
+REFERENCE_FIXING_CHECK = """  local failed = msg:check_fix_conformance(
+    -- check for and reject messages with these issues:
+    'MISSING_COLON_VALUE',
+    -- fix messages with these issues:
+    'LINE_TOO_LONG|NAME_ENDS_WITH_SPACE|NEEDS_TRANSFER_ENCODING|NON_CANONICAL_LINE_ENDINGS|MISSING_DATE_HEADER|MISSING_MESSAGE_ID_HEADER|MISSING_MIME_VERSION'
+  )
+"""
+LENIENT_LISTENER = """    hostname = 'mail.example.com',
+    invalid_line_endings = 'Allow',
+    line_length_hard_limit = 10000,
+"""
+
+
+def raw_send(port, rcpt, data):
+    """One message as these bytes (no line-ending conversion, unlike
+    smtplib.sendmail); returns the DATA reply (code, text)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=15) as s:
+        s.ehlo("client.test")
+        assert s.mail("sender@example.com")[0] == 250
+        assert s.rcpt(rcpt)[0] == 250
+        assert s.docmd("DATA")[0] == 354
+        s.send(data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"))
+        return s.getreply()
+
+
+def delivered_by_subject(capture, n):
+    files = wait_until(lambda: len(captured(capture)) >= n and captured(capture))
+    assert files and len(files) == n, files
+    out = {}
+    for f in files:
+        raw = open(f, "rb").read()
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        out[str(msg["Subject"])] = (raw, msg)
+    return out
+
+
+def decoded_text(msg):
+    """The decoded text, its CRLF line breaks as LF (Python's parser keeps
+    the CRLFs of a message read from bytes)."""
+    return msg.get_content().replace("\r\n", "\n")
+
+
+def assert_canonical(raw):
+    """CRLF only; no line over 998 octets; below the sink's Received header
+    (the first field), no line over 76."""
+    assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+    lines = raw.split(b"\r\n")
+    assert max(len(x) for x in lines) <= 998
+    k = 1
+    while lines[k][:1] in (b" ", b"\t"):
+        k += 1  # the Received header's continuation lines
+    assert max(len(x) for x in lines[k:]) <= 76, [x for x in lines[k:] if len(x) > 76]
+
+
+def test_example_server_policy_conformance_fixes(kumod, tmp_path):
+    """The example's check_fix_conformance call replaced by the fixing
+    example of KumoMTA's reference page: a bare-LF message, a 2000-octet line
+    and an 8-bit body without transfer encoding are rebuilt and delivered;
+    the delivered messages, parsed by Python's email package, have CRLF
+    lines within 76 octets, a transfer encoding, and the original text."""
+    assert EXAMPLE_CHECK in EXAMPLE_POLICY
+    policy = EXAMPLE_POLICY.replace(EXAMPLE_CHECK, REFERENCE_FIXING_CHECK).replace(
+        "    hostname = 'mail.example.com',\n", LENIENT_LISTENER)
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    relay, var = start_example(kumod, tmp_path, sink.smtp_port, policy)
+    hdr = b"From: <sender@example.com>\r\nTo: <%s@example.com>\r\nSubject: %s\r\n"
+    long_line = bytes(ord("a") + i % 26 for i in range(2000))
+    sent = {
+        "bare LF": (hdr % (b"lf", b"bare LF")).replace(b"\r\n", b"\n")
+        + b"X-Spaced : yes\n\nline one\nline two",
+        "long line": hdr % (b"long", b"long line") + b"\r\n" + long_line + b"\r\nend\r\n",
+        "eight bit": hdr % (b"eight", b"eight bit")
+        + b"\r\nMerci pour votre commande: un caf\xc3\xa9 et une cr\xc3\xa8me "
+        b"br\xc3\xbbl\xc3\xa9e, livraison demain matin.\r\n",
+    }
+    for subject, data in sent.items():
+        code, text = raw_send(relay.smtp_port, subject.split()[0] + "@example.com", data)
+        assert code == 250, (subject, code, text)
+    # what the check names is refused with KumoMTA's wording
+    code, text = raw_send(relay.smtp_port, "colon@example.com",
+                          hdr % (b"colon", b"no colon") + b"NoColonHere\r\n\r\nbody\r\n")
+    assert (code, text) == (552, b"5.6.0 Message has conformance issues: MISSING_COLON_VALUE")
+    got = delivered_by_subject(capture, 3)
+    assert set(got) == set(sent)
+    for subject, (raw, msg) in got.items():
+        assert_canonical(raw)
+        # the missing headers were added
+        assert msg["MIME-Version"] == "1.0" and msg["Date"] and msg["Message-ID"], subject
+        assert msg.get_content_type() == "text/plain"
+    raw, msg = got["bare LF"]
+    assert msg["X-Spaced"] == "yes" and b"X-Spaced: yes\r\n" in raw
+    assert msg["Content-Transfer-Encoding"] == "7bit"
+    assert decoded_text(msg) == "line one\nline two\n"
+    raw, msg = got["long line"]
+    assert msg["Content-Transfer-Encoding"] == "quoted-printable"
+    assert decoded_text(msg) == long_line.decode() + "\nend\n"
+    raw, msg = got["eight bit"]
+    assert msg["Content-Transfer-Encoding"] == "quoted-printable"
+    assert msg.get_content_charset() == "utf-8"
+    assert decoded_text(msg) == ("Merci pour votre commande: un caf\u00e9 et une cr\u00e8me "
+                                 "br\u00fbl\u00e9e, livraison demain matin.\n")
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    assert sorted(r["type"] for r in recs) == ["Delivery"] * 3 + ["Reception"] * 3, recs
+
+
+def test_example_server_policy_refuses_bare_lf(kumod, tmp_path):
+    """The example's own call (check NON_CANONICAL_LINE_ENDINGS, fix
+    nothing) rejects a bare-LF message that a lenient listener let through,
+    with KumoMTA's wording; the default listener refuses it itself."""
+    policy = EXAMPLE_POLICY.replace("    hostname = 'mail.example.com',\n", LENIENT_LISTENER)
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    relay, var = start_example(kumod, tmp_path, sink.smtp_port, policy)
+    data = b"From: <sender@example.com>\nTo: <lf@example.com>\nSubject: lf\n\nbody"
+    code, text = raw_send(relay.smtp_port, "lf@example.com", data)
+    assert (code, text) == (552, b"5.6.0 Message has conformance issues: "
+                                 b"NON_CANONICAL_LINE_ENDINGS")
+    assert relay.stop() == 0
 
 
 def test_example_server_policy_validates(tmp_path):
