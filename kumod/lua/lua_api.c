@@ -511,6 +511,14 @@ static const char *const no_effect[] = {
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
+/* KumoMTA functions kumod refuses for good, with what to use instead. */
+static const struct {
+	const char *name, *instead;
+} refused[] = {
+    {"kumo.dns.configure_unbound_resolver",
+     "kumod has no unbound resolver; use kumo.dns.configure_resolver { name_servers = {...} }"},
+};
+
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -632,6 +640,11 @@ static int guard_index(lua_State *L)
 	const char *k = lua_tostring(L, 2);
 	char full[200], msg[400];
 	snprintf(full, sizeof(full), "%s.%s", path, k);
+	for (size_t i = 0; i < NELEM(refused); i++)
+		if (!strcmp(refused[i].name, full)) {
+			snprintf(msg, sizeof(msg), "%s: %s", full, refused[i].instead);
+			return raise_at_caller(L, msg);
+		}
 	if (in_list(kumo_functions, NELEM(kumo_functions), full)) {
 		snprintf(msg, sizeof(msg), "%s is a KumoMTA API that kumod does not implement yet",
 			 full);

@@ -106,6 +106,9 @@ void lua_json__register(lua_State *L);
 void lua_invoke__register(lua_State *L);
 /* lua_dns.c: kumo.dns lookups into the kumo.dns table on top of the stack. */
 void lua_dns__register(lua_State *L);
+/* lua_dns_config.c: define_resolver, load_resolv_conf, set_mx_concurrency_limit,
+ * set_mta_sts_enabled into the kumo.dns table on top. */
+void lua_dns_config__register(lua_State *L);
 /* lua_http.c: kumo.http into the kumo table on top of the stack. */
 void lua_http__register(lua_State *L);
 /* lua_loghook.c: kumo.configure_log_hook into the kumo table on top. */
