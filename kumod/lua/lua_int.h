@@ -111,6 +111,8 @@ void lua_dns__register(lua_State *L);
 void lua_dns_config__register(lua_State *L);
 /* lua_http.c: kumo.http into the kumo table on top of the stack. */
 void lua_http__register(lua_State *L);
+/* lua_http_url.c: kumo.http.build_url into the table on top. */
+void lua_http_url__register(lua_State *L);
 /* lua_loghook.c: kumo.configure_log_hook into the kumo table on top. */
 void lua_loghook__register(lua_State *L);
 

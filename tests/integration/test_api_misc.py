@@ -584,3 +584,60 @@ def test_sigv4_refusals(cr):
     assert cr["no_region"].endswith(fn + "missing field region (a string)")
     assert cr["unknown_field"].endswith(fn + "unknown field 'body'")
     assert "not an RFC 3339 date-time" in cr["bad_time"]
+
+
+# --- kumo.http.build_url ------------------------------------------------------------
+
+URL_POLICY = r"""
+local kumo = require 'kumo'
+local out = {}
+local function err(f, ...)
+  local ok, e = pcall(f, ...)
+  return ok and 'no error' or tostring(e)
+end
+local b = kumo.http.build_url
+out.doc = b('https://example.com/?existing=value', { a = 1, b = 2 })
+out.encoded = b('https://example.com/api', { [os.getenv 'K'] = os.getenv 'V', n = 1.5 })
+out.normalised = b('HTTPS://Example.COM:443', { x = 'y' })
+out.port_kept = b('http://u:P@Host:8080/p?q#frag', { k = 'v' })
+out.empty = b('https://example.com', {})
+out.v6 = b('http://[::1]:80/x', { a = 'b' })
+out.relative = err(b, '/relative', {})
+out.no_host = err(b, 'http:///path', {})
+out.bad_port = err(b, 'http://h:8x/', {})
+out.bad_value = err(b, 'http://h/', { t = {} })
+local o = assert(io.open(os.getenv 'OUT', 'w'))
+o:write(kumo.json_encode(out))
+o:close()
+kumo.on('init', function()
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+end)
+"""
+
+
+def form_urlencode(s):
+    """application/x-www-form-urlencoded as the WHATWG URL standard defines it."""
+    keep = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._"
+    return "".join(chr(c) if c in keep else "+" if c == 32 else "%%%02X" % c
+                   for c in s.encode())
+
+
+def test_build_url(kumod, tmp_path):
+    key, val = "sp ace&=", "x/y&z=\u00e9~+%"
+    out = tmp_path / "out.json"
+    k = kumod(URL_POLICY, env={"OUT": str(out), "K": key, "V": val})
+    k.stop()
+    r = json.loads(out.read_text())
+    assert r["doc"] == "https://example.com/?existing=value&a=1&b=2"  # KumoMTA's example
+    assert r["encoded"] == "https://example.com/api?n=1.5&%s=%s" % (form_urlencode(key),
+                                                                   form_urlencode(val))
+    assert r["encoded"].endswith("sp+ace%26%3D=x%2Fy%26z%3D%C3%A9%7E%2B%25")
+    assert r["normalised"] == "https://example.com/?x=y"
+    assert r["port_kept"] == "http://u:P@host:8080/p?q&k=v#frag"
+    assert r["empty"] == "https://example.com/?"
+    assert r["v6"] == "http://[::1]/x?a=b"
+    fn = "kumo.http.build_url: "
+    assert r["relative"].endswith(fn + "'/relative' is not an absolute URL")
+    assert r["no_host"].endswith(fn + "'http:///path' is not an absolute URL")
+    assert r["bad_port"].endswith(fn + "'http://h:8x/' is not an absolute URL")
+    assert r["bad_value"].endswith(fn + "parameter 't' must be a string or a number, got table")
