@@ -43,6 +43,8 @@ int lua_engine__validating(void);
  * calls lua_engine__wake(id, nres): they become k's results on the stack. */
 uint64_t lua_engine__wait_begin(lua_State *L, const char *what);
 int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k);
+/* 1 when lua_engine__wait_begin would succeed here (the handler may wait), else 0. */
+int lua_engine__can_wait(lua_State *L);
 lua_State *lua_engine__thread(uint64_t id);
 void lua_engine__wake(uint64_t id, int nres);
 /* The event whose handler runs on L, or NULL (the policy's main chunk). */
@@ -169,6 +171,8 @@ void lua_time__push(lua_State *L, int64_t ns);
  * kumo.time.sleep, and require 'kumo.string' / 'kumo.regex' (after
  * lua_string/lua_regex/lua_time__register). */
 void lua_fs__register(lua_State *L);
+/* lua_fs_file.c: kumo.fs.open (the async-file object) into the kumo.fs table on top. */
+void lua_fs_file__register(lua_State *L);
 
 /* lua_api.c: KumoMTA's API by name (see the file's header). */
 /* Sets a metatable on the table at idx whose __index raises for a missing

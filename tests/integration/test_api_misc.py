@@ -641,3 +641,100 @@ def test_build_url(kumod, tmp_path):
     assert r["no_host"].endswith(fn + "'http:///path' is not an absolute URL")
     assert r["bad_port"].endswith(fn + "'http://h:8x/' is not an absolute URL")
     assert r["bad_value"].endswith(fn + "parameter 't' must be a string or a number, got table")
+
+
+# --- kumo.fs.open ---------------------------------------------------------------------
+
+FS_POLICY = r"""
+local kumo = require 'kumo'
+local d = os.getenv 'FS_DIR'
+local function err(f, ...)
+  local ok, e = pcall(f, ...)
+  return ok and 'no error' or tostring(e)
+end
+local function exercise(path)
+  local r = {}
+  local f = kumo.fs.open(path, 'w+')
+  f:write 'hello there'
+  f:write ''
+  r.set = f:seek 'set'
+  r.all = f:read()
+  r.at6 = f:seek('set', 6)
+  r.three = f:read(3)
+  r.rest = f:read(100)
+  r.eof = f:read(5)
+  r.size = f:seek 'end'
+  r.back = f:seek('cur', -5)
+  r.tail = f:read()
+  f:flush()
+  f:close()
+  f:close()
+  r.closed = err(f.read, f)
+  local a = kumo.fs.open(path, 'ab')
+  a:write '!'
+  a:close()
+  r.appended = kumo.fs.open(path):read()
+  r.ro_write = err(function() local g = kumo.fs.open(path, 'r'); g:write 'x' end)
+  local big = kumo.fs.open(d .. '/big.bin', 'rb')
+  local data = big:read()
+  big:close()
+  r.big_len = #data
+  r.big_sum = kumo.digest.sha256(data).hex
+  return r
+end
+local out = exercise(d .. '/sync.txt')
+out.missing = err(kumo.fs.open, d .. '/no/such')
+out.bad_mode = err(kumo.fs.open, d .. '/x', 'rw')
+out.r_plus_creates = err(function() kumo.fs.open(d .. '/created', 'r+'):close() end)
+out.bad_seek = err(function() kumo.fs.open(d .. '/sync.txt'):seek('middle') end)
+out.bad_size = err(function() kumo.fs.open(d .. '/sync.txt'):read(0) end)
+local o = assert(io.open(os.getenv 'OUT', 'w'))
+o:write(kumo.json_encode(out))
+o:close()
+kumo.on('init', function()
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  local ok, res = pcall(exercise, d .. '/async.txt')
+  if ok then
+    kumo.reject(550, 'RESULT ' .. kumo.json_encode(res))
+  end
+  kumo.reject(550, 'ERROR ' .. tostring(res))
+end)
+"""
+
+
+def test_fs_open(kumod, tmp_path):
+    import hashlib
+    import os
+    import re
+    d = tmp_path / "fs"
+    d.mkdir()
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    (d / "big.bin").write_bytes(big)
+    out = tmp_path / "out.json"
+    k = kumod(FS_POLICY, env={"FS_DIR": str(d), "OUT": str(out),
+                              "KUMOD_LOG": "kumod=info,kumod::lua=debug,lua=info,"
+                                           "kumo_server_common=info"})
+    want = {"set": 0, "all": "hello there", "at6": 6, "three": "the", "rest": "re",
+            "eof": "", "size": 11, "back": 6, "tail": "there",
+            "closed": "file:read: the file is closed", "appended": "hello there!",
+            "big_len": len(big), "big_sum": hashlib.sha256(big).hexdigest()}
+    r = json.loads(out.read_text())
+    assert r["ro_write"].endswith("file:write: Bad file descriptor")
+    assert {k_: r[k_] for k_ in want} == want  # in place, at load time
+    fn = "kumo.fs.open: "
+    assert r["missing"].endswith(fn + str(d / "no/such") + ": No such file or directory")
+    assert r["bad_mode"].endswith(fn + "unknown mode 'rw' (r, w, a, r+, w+, a+, each with an "
+                                  "optional b)")
+    assert r["r_plus_creates"] == "no error" and (d / "created").exists()
+    assert "bad argument #1 to 'seek' (invalid option 'middle')" in r["bad_seek"]
+    assert r["bad_size"].endswith("file:read: size must be between 1 and 1073741824")
+    kind, res = scenario(k.smtp_port, "fs")  # on the thread pool, the handler waiting
+    assert kind == "RESULT", res
+    assert res["ro_write"].endswith("file:write: Bad file descriptor")
+    assert {k_: res[k_] for k_ in want} == want
+    assert (d / "async.txt").read_bytes() == b"hello there!"
+    # each open/read/write/seek suspended the handler once (trace lua_wait, then resumes)
+    resumes = re.findall(r"event smtp_server_message_received call=\d+ resumes", k.stderr())
+    assert len(resumes) >= 19, k.stderr()[-2000:]
