@@ -738,3 +738,79 @@ def test_fs_open(kumod, tmp_path):
     # each open/read/write/seek suspended the handler once (trace lua_wait, then resumes)
     resumes = re.findall(r"event smtp_server_message_received call=\d+ resumes", k.stderr())
     assert len(resumes) >= 19, k.stderr()[-2000:]
+
+
+# --- kumo.counter_series ------------------------------------------------------------
+
+SERIES_POLICY = r"""
+local kumo = require 'kumo'
+local out = {}
+local function err(f, ...)
+  local ok, e = pcall(f, ...)
+  return ok and 'no error' or tostring(e)
+end
+local cs = kumo.counter_series
+local a = cs.define { name = 'deliveries.ok', num_buckets = 5, bucket_size = '1m',
+                      initial_value = 10 }
+a:increment(3)
+-- the same name and shape: the same series (initial_value ignored)
+local b = cs.define { name = 'deliveries.ok', num_buckets = 5, bucket_size = 60,
+                      initial_value = 99 }
+b:increment(2)
+out.same = { a = a:sum(), b = b:sum() }
+-- another shape replaces it; the old handle keeps the old series
+local c = cs.define { name = 'deliveries.ok', num_buckets = 2, bucket_size = '1m' }
+c:increment(1)
+a:increment(100)
+out.replaced = { old = a:sum(), new = c:sum(),
+                 again = cs.define { name = 'deliveries.ok', num_buckets = 2,
+                                     bucket_size = '60s' }:sum() }
+local g = cs.define { name = 'inflight', num_buckets = 1, bucket_size = '500ms' }
+g:delta(2)
+g:delta(-5)
+out.delta_floor = g:sum()
+g:delta(7)
+g:observe(4)
+out.observed = g:sum()
+out.sum_over = { g:sum_over(0), g:sum_over('30s'), g:sum_over(3600) }
+local m = cs.define { name = 'max', num_buckets = 3, bucket_size = 1,
+                      initial_value = math.maxinteger }
+m:increment(math.maxinteger)
+out.big = m:sum()
+out.no_name = err(cs.define, { num_buckets = 1, bucket_size = 1 })
+out.zero_buckets = err(cs.define, { name = 'z', num_buckets = 0, bucket_size = 1 })
+out.many_buckets = err(cs.define, { name = 'z', num_buckets = 256, bucket_size = 1 })
+out.zero_size = err(cs.define, { name = 'z', num_buckets = 1, bucket_size = 0 })
+out.bad_size = err(cs.define, { name = 'z', num_buckets = 1, bucket_size = 'soon' })
+out.unknown = err(cs.define, { name = 'z', num_buckets = 1, bucket_size = 1, ttl = 2 })
+out.negative = err(g.increment, g, -1)
+out.float = err(g.observe, g, 1.5)
+local o = assert(io.open(os.getenv 'OUT', 'w'))
+o:write(kumo.json_encode(out))
+o:close()
+kumo.on('init', function()
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+end)
+"""
+
+
+def test_counter_series(kumod, tmp_path):
+    out = tmp_path / "out.json"
+    kumod(SERIES_POLICY, env={"OUT": str(out)}).stop()
+    r = json.loads(out.read_text())
+    assert r["same"] == {"a": 15, "b": 15}
+    assert r["replaced"] == {"old": 115, "new": 1, "again": 1}
+    assert r["delta_floor"] == 0
+    assert r["observed"] == 4
+    assert r["sum_over"] == [4, 4, 4]
+    assert r["big"] == float(2 ** 64 - 1)  # saturated; beyond a Lua integer: a float
+    fn = "kumo.counter_series.define: "
+    assert r["no_name"].endswith(fn + "name (a string) is required")
+    assert r["zero_buckets"].endswith(fn + "num_buckets must be >= 1")
+    assert r["many_buckets"].endswith(fn + "num_buckets must be an integer from 1 to 255")
+    assert r["zero_size"].endswith(fn + "bucket_size must be >= 1 second")
+    assert r["bad_size"].endswith(fn + "invalid duration 'soon'")
+    assert r["unknown"].endswith(fn + "unknown field 'ttl'")
+    assert r["negative"].endswith("counter_series:increment: expected an integer >= 0, got a "
+                                  "negative number")
+    assert r["float"].endswith("counter_series:observe: expected an integer >= 0, got number")
