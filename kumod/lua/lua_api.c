@@ -501,12 +501,21 @@ static const char *const kumo_require_modules[] = {
 };
 
 /* Accepted for compatibility with no effect here (kumod runs one loop
- * thread; it keeps no accounting database). */
+ * thread and one Lua state; it keeps no accounting database; lua_knobs.c). */
 static const char *const no_effect[] = {
-    "kumo.configure_accounting_db_path", "kumo.dkim.set_signing_threads",
-    "kumo.set_httpinject_threads",	 "kumo.set_logging_threads",
-    "kumo.set_qmaint_threads",		 "kumo.set_readyq_threads",
-    "kumo.set_smtpsrv_threads",		 "kumo.set_spoolin_threads",
+    "kumo.configure_accounting_db_path",
+    "kumo.dkim.set_signing_threads",
+    "kumo.set_httpinject_threads",
+    "kumo.set_logging_threads",
+    "kumo.set_lruttl_cache_capacity",
+    "kumo.set_max_lua_context_age",
+    "kumo.set_max_lua_context_use_count",
+    "kumo.set_max_spare_lua_contexts",
+    "kumo.set_qmaint_threads",
+    "kumo.set_ready_qmaint_threads",
+    "kumo.set_readyq_threads",
+    "kumo.set_smtpsrv_threads",
+    "kumo.set_spoolin_threads",
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))

@@ -814,3 +814,60 @@ def test_counter_series(kumod, tmp_path):
     assert r["negative"].endswith("counter_series:increment: expected an integer >= 0, got a "
                                   "negative number")
     assert r["float"].endswith("counter_series:observe: expected an integer >= 0, got number")
+
+
+# --- tuning knobs kumod has no machinery for --------------------------------------------
+
+KNOBS_POLICY = r"""
+local kumo = require 'kumo'
+local out = {}
+local function err(f, ...)
+  local ok, e = pcall(f, ...)
+  return ok and 'no error' or tostring(e)
+end
+kumo.on('pre_init', function()
+  kumo.set_max_lua_context_age(300)
+  kumo.set_max_lua_context_use_count(1024)
+  kumo.set_max_spare_lua_contexts(8)
+  kumo.set_lruttl_cache_capacity('dns_resolver_mx', 128000)
+  kumo.set_ready_qmaint_threads(4)
+  out.negative = err(kumo.set_max_lua_context_age, -1)
+  out.no_name = err(kumo.set_lruttl_cache_capacity, 5)
+  out.epoch = err(function() return kumo.bump_config_epoch end)
+  out.monitor = err(function() return kumo.set_config_monitor_globs end)
+  out.inject_rate = err(function() return kumo.set_httpinject_recipient_rate_limit end)
+  local o = assert(io.open(os.getenv 'OUT', 'w'))
+  o:write(kumo.json_encode(out))
+  o:close()
+end)
+kumo.on('init', function()
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+end)
+"""
+
+
+def test_no_effect_knobs_log_once(kumod, tmp_path):
+    import re
+    out = tmp_path / "out.json"
+    k = kumod(KNOBS_POLICY, env={"OUT": str(out)})
+    k.stop()
+    r = json.loads(out.read_text())
+    lines = re.findall(r" INFO .*kumod::lua: kumo\.(\w+)\((.*?)\) has no effect: (.*)$",
+                       k.stderr(), re.M)
+    assert sorted(lines) == sorted([
+        ("set_max_lua_context_age", "300", "kumod runs one Lua state, not a pool of contexts"),
+        ("set_max_lua_context_use_count", "1024",
+         "kumod runs one Lua state, not a pool of contexts"),
+        ("set_max_spare_lua_contexts", "8", "kumod runs one Lua state, not a pool of contexts"),
+        ("set_lruttl_cache_capacity", "'dns_resolver_mx', 128000",
+         "kumod has no KumoMTA-named LRU caches; its caches are bounded by their own rules"),
+        ("set_ready_qmaint_threads", "4", "kumod runs ready queues on its one loop thread"),
+    ])
+    assert r["negative"].endswith("kumo.set_max_lua_context_age: the value must not be negative")
+    assert r["no_name"].endswith("bad argument #2 to 'kumo.set_lruttl_cache_capacity' (number "
+                                 "expected, got no value)")
+    # these would change what happens (reloads, injection rate): still refused by name
+    for key, name in (("epoch", "bump_config_epoch"), ("monitor", "set_config_monitor_globs"),
+                      ("inject_rate", "set_httpinject_recipient_rate_limit")):
+        assert r[key].endswith("kumo.%s is a KumoMTA API that kumod does not implement yet"
+                               % name), r[key]
