@@ -167,6 +167,8 @@ void lua_crypto_aws__register(lua_State *L);
 void lua_counter_series__register(lua_State *L);
 /* lua_knobs.c: KumoMTA tuning calls accepted without effect, into the kumo table on top. */
 void lua_knobs__register(lua_State *L);
+/* lua_jsonl.c: kumo.jsonl (new_writer) into the kumo table on top. */
+void lua_jsonl__register(lua_State *L);
 /* lua_charset.c: charset_decode and charset_encode into the kumo.encode table on top. */
 void lua_charset__register(lua_State *L);
 /* lua_time.c: pushes a kumo.time Time for ns since the Unix epoch (UTC). */

@@ -181,6 +181,7 @@ void lua_util__register(lua_State *L)
 	lua_crypto_aws__register(L);
 	lua_counter_series__register(L);
 	lua_knobs__register(L);
+	lua_jsonl__register(L);
 	lua_fs__register(L);
 	lua_pushcfunction(L, l_validation_failed);
 	lua_setfield(L, -2, "validation_failed");

@@ -871,3 +871,98 @@ def test_no_effect_knobs_log_once(kumod, tmp_path):
                       ("inject_rate", "set_httpinject_recipient_rate_limit")):
         assert r[key].endswith("kumo.%s is a KumoMTA API that kumod does not implement yet"
                                % name), r[key]
+
+
+# --- kumo.jsonl.new_writer -------------------------------------------------------------
+
+JSONL_POLICY = r"""
+local kumo = require 'kumo'
+local out = {}
+local d = os.getenv 'JDIR'
+local function err(f, ...)
+  local ok, e = pcall(f, ...)
+  return ok and 'no error' or tostring(e)
+end
+local w = kumo.jsonl.new_writer { log_dir = d .. '/a', suffix = '.zst' }
+w:write_record { event = 'Delivery', id = 'abc123', n = 1 }
+w:write_line '{"event":"Bounce","id":"def456"}\n'
+w:write_line 'not json at all'
+w:close()
+w:close()
+out.after_close = err(w.write_line, w, 'x')
+-- rolls on size: every segment ends after the record that reached 60 bytes
+local s = kumo.jsonl.new_writer { log_dir = d .. '/b', max_file_size = 60, compression_level = 19 }
+for i = 1, 10 do
+  s:write_record { i = i, pad = string.rep('x', 20) }
+end
+s:close()
+do
+  local t <close> = kumo.jsonl.new_writer { log_dir = d .. '/c', tz = 'America/New_York',
+                                            compression_level = 0 }
+  t:write_line 'zoned'
+end
+out.unknown = err(kumo.jsonl.new_writer, { log_dir = d, rotate = true })
+out.no_dir = err(kumo.jsonl.new_writer, {})
+out.bad_level = err(kumo.jsonl.new_writer, { log_dir = d, compression_level = 22 })
+out.bad_tz = err(kumo.jsonl.new_writer, { log_dir = d, tz = 'Mars/Olympus' })
+out.bad_duration = err(kumo.jsonl.new_writer, { log_dir = d, max_segment_duration = 'later' })
+out.bad_suffix = err(kumo.jsonl.new_writer, { log_dir = d, suffix = '/x' })
+out.tailer = err(function() return kumo.jsonl.new_tailer end)
+local o = assert(io.open(os.getenv 'OUT', 'w'))
+o:write(kumo.json_encode(out))
+o:close()
+kumo.on('init', function()
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+end)
+"""
+
+
+def test_jsonl_writer(kumod, tmp_path):
+    import datetime
+    import os
+    import re
+    import stat
+    import subprocess
+    import zoneinfo
+    d = tmp_path / "j"
+    out = tmp_path / "out.json"
+    kumod(JSONL_POLICY, env={"JDIR": str(d), "OUT": str(out)}).stop()
+    r = json.loads(out.read_text())
+
+    def segments(sub):
+        files = sorted(os.listdir(d / sub))
+        for f in files:
+            st = os.stat(d / sub / f)
+            assert st.st_mode & 0o222 == 0, (f, oct(st.st_mode))  # done: read-only
+        return files
+
+    def lines(sub, f):
+        p = subprocess.run(["zstd", "-dcq", str(d / sub / f)], capture_output=True, check=True)
+        return p.stdout.decode().splitlines(keepends=True)
+
+    a = segments("a")
+    assert len(a) == 1 and re.fullmatch(r"\d{8}-\d{6}\.\d{9}\.zst", a[0]), a
+    assert lines("a", a[0]) == ['{"event":"Delivery","id":"abc123","n":1}\n',
+                                '{"event":"Bounce","id":"def456"}\n', "not json at all\n"]
+    assert r["after_close"].endswith("writer:write_line: writer has been closed")
+    b = segments("b")
+    recs = [json.loads(x) for f in b for x in lines("b", f)]
+    assert [x["i"] for x in recs] == list(range(1, 11))
+    per = [len(lines("b", f)) for f in b]
+    line_len = len('{"i":1,"pad":"xxxxxxxxxxxxxxxxxxxx"}\n')  # 37 bytes (38 for i=10)
+    assert line_len == 37
+    assert per == [2, 2, 2, 2, 2], per  # 74 >= 60 after the second record of each
+    c = segments("c")
+    assert len(c) == 1 and lines("c", c[0]) == ["zoned\n"]
+    stamp = datetime.datetime.strptime(c[0][:15], "%Y%m%d-%H%M%S")
+    ny = datetime.datetime.now(zoneinfo.ZoneInfo("America/New_York")).replace(tzinfo=None)
+    assert abs((ny - stamp).total_seconds()) < 120, (c[0], ny)
+    fn = "kumo.jsonl.new_writer: "
+    assert r["unknown"].endswith(fn + "unknown field 'rotate'")
+    assert r["no_dir"].endswith(fn + "log_dir (a string) is required")
+    assert r["bad_level"].endswith(fn + "compression_level must be 0 (zstd's default) or 1 to 21")
+    assert (fn + "tz: ") in r["bad_tz"] and "Mars/Olympus" in r["bad_tz"], r["bad_tz"]
+    assert r["bad_duration"].endswith(fn + "invalid max_segment_duration 'later'")
+    assert r["bad_suffix"].endswith(fn + "suffix must be a string without '/'")
+    assert r["tailer"].endswith(
+        "kumo.jsonl.new_tailer is a KumoMTA API that kumod does not implement yet")
