@@ -103,6 +103,8 @@ struct dns_entry {
 	char site_name[256];
 	size_t nhosts;
 	struct dns_hostrec *hosts;
+	unsigned rsv; /* 0: the default resolver, else a named one (dns_define_resolver) */
+	int mx_slot, mx_queued; /* MX: holds a set_mx_concurrency_limit slot / waits for one */
 };
 
 /* Someone waiting for an entry: a caller (cb set) or an MX entry waiting for one of its
@@ -123,6 +125,7 @@ struct dns_query {
 	uint64_t id, owner;
 	int type;
 	int fam; /* host queries: 0 AAAA, 1 A */
+	unsigned rsv;
 	char *name;
 	uint64_t start_ns;
 	struct dns_query *next;
@@ -148,6 +151,13 @@ struct dns_late {
 	void *ctx;
 };
 
+/* A resolver defined by name (kumo.dns.define_resolver): its own c-ares channel. */
+struct dns_named {
+	char *name;
+	char *servers; /* NULL: resolv.conf */
+	struct dns_chan *chan;
+};
+
 /* The resolver of this loop. */
 static struct {
 	uv_loop_t *loop;
@@ -167,11 +177,17 @@ static struct {
 	size_t cache_buckets, sweep_at;
 	struct dns_waiter *ready, **ready_tail;
 	struct dns_stats st;
-} D;
+	struct dns_named named[DNS_MAX_NAMED];
+	size_t nnamed;
+	unsigned mx_limit; /* MX resolutions at once [DNS_MX_CONCURRENCY_DEFAULT] */
+	uint64_t *mxq;	   /* ids of MX entries waiting for a slot, FIFO from mxq_head */
+	size_t mxq_head, mxq_len, mxq_cap;
+} D = {.mx_limit = DNS_MX_CONCURRENCY_DEFAULT};
 
 static void timer_update(void);
 static void idle_cb(uv_idle_t *h);
 static void mx_on_host(uint64_t owner, size_t index, const struct dns_entry *he);
+static void mx_next(void);
 
 const char *dns_status_name(enum dns_status s)
 {
@@ -262,9 +278,9 @@ static void pending_remove(struct dns_entry *e)
 
 /* --- entries and the cache -------------------------------------------------------- */
 
-static size_t name_hash(enum entry_kind kind, const char *name)
+static size_t name_hash(enum entry_kind kind, unsigned rsv, const char *name)
 {
-	uint64_t h = 1469598103934665603ull ^ (uint64_t)kind;
+	uint64_t h = 1469598103934665603ull ^ (uint64_t)kind ^ ((uint64_t)rsv << 8);
 	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
 		h = (h ^ *p) * 1099511628211ull;
 	return (size_t)h;
@@ -293,20 +309,20 @@ static void entry_unref(struct dns_entry *e)
 		entry_free(e);
 }
 
-static struct dns_entry *cache_find(enum entry_kind kind, const char *name)
+static struct dns_entry *cache_find(enum entry_kind kind, unsigned rsv, const char *name)
 {
 	if (!D.cache_buckets)
 		return NULL;
-	size_t b = name_hash(kind, name) & (D.cache_buckets - 1);
+	size_t b = name_hash(kind, rsv, name) & (D.cache_buckets - 1);
 	for (struct dns_entry *e = D.cache[b]; e; e = e->next_name)
-		if (e->kind == kind && !strcmp(e->name, name))
+		if (e->kind == kind && e->rsv == rsv && !strcmp(e->name, name))
 			return e;
 	return NULL;
 }
 
 static void cache_unlink(struct dns_entry *e)
 {
-	size_t b = name_hash(e->kind, e->name) & (D.cache_buckets - 1);
+	size_t b = name_hash(e->kind, e->rsv, e->name) & (D.cache_buckets - 1);
 	for (struct dns_entry **pp = &D.cache[b]; *pp; pp = &(*pp)->next_name) {
 		if (*pp == e) {
 			*pp = e->next_name;
@@ -326,7 +342,7 @@ static void cache_grow(void)
 		while (D.cache[i]) {
 			struct dns_entry *e = D.cache[i];
 			D.cache[i] = e->next_name;
-			size_t b = name_hash(e->kind, e->name) & (nb - 1);
+			size_t b = name_hash(e->kind, e->rsv, e->name) & (nb - 1);
 			e->next_name = nc[b];
 			nc[b] = e;
 		}
@@ -359,7 +375,7 @@ static void cache_insert(struct dns_entry *e)
 	}
 	if (D.st.cached >= D.cache_buckets * 2)
 		cache_grow();
-	size_t b = name_hash(e->kind, e->name) & (D.cache_buckets - 1);
+	size_t b = name_hash(e->kind, e->rsv, e->name) & (D.cache_buckets - 1);
 	e->next_name = D.cache[b];
 	D.cache[b] = e;
 	e->in_cache = 1;
@@ -368,11 +384,12 @@ static void cache_insert(struct dns_entry *e)
 }
 
 /* A new pending entry; cached ones are found by later identical lookups. */
-static struct dns_entry *entry_new(enum entry_kind kind, const char *name, int cache)
+static struct dns_entry *entry_new(enum entry_kind kind, unsigned rsv, const char *name, int cache)
 {
 	struct dns_entry *e = xcalloc(1, sizeof(*e));
 	e->id = ++D.next_id;
 	e->kind = kind;
+	e->rsv = rsv;
 	e->name = xstrdup(name);
 	e->refs = 1; /* the lookup in progress */
 	e->waiters_tail = &e->waiters;
@@ -594,6 +611,15 @@ static void entry_finish(struct dns_entry *e)
 		life = 0;
 	e->done = 1;
 	pending_remove(e);
+	int freed_slot = e->mx_slot;
+	if (e->mx_slot) {
+		e->mx_slot = 0;
+		D.st.mx_active--;
+	}
+	if (e->mx_queued) {
+		e->mx_queued = 0;
+		D.st.mx_waiting--;
+	}
 	if (e->in_cache && !life)
 		cache_unlink(e);
 	else if (e->in_cache)
@@ -614,6 +640,8 @@ static void entry_finish(struct dns_entry *e)
 	}
 	e->waiters_tail = &e->waiters;
 	entry_unref(e);
+	if (freed_slot)
+		mx_next();
 }
 
 /* --- c-ares plumbing ------------------------------------------------------------------ */
@@ -680,6 +708,8 @@ static void timer_cb(uv_timer_t *t)
 	struct task *prev = task_enter(D.task);
 	if (D.chan)
 		ares_process_fd(D.chan->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+	for (size_t i = 0; i < D.nnamed; i++)
+		ares_process_fd(D.named[i].chan->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 	timer_update();
 	task_exit(D.task, prev);
 }
@@ -690,6 +720,13 @@ static void timer_update(void)
 	if (!D.initialised || !D.chan)
 		return;
 	struct timeval tv, *tvp = ares_timeout(D.chan->ch, NULL, &tv);
+	for (size_t i = 0; i < D.nnamed; i++) {
+		struct timeval ntv, *n = ares_timeout(D.named[i].chan->ch, tvp, &ntv);
+		if (n) {
+			tv = *n;
+			tvp = &tv;
+		}
+	}
 	if (!tvp) {
 		uv_timer_stop(&D.timer);
 		return;
@@ -796,15 +833,15 @@ fail:
 	return NULL;
 }
 
-/* Swaps in a new channel; queries in flight on the old one are re-sent (q_done sees
- * ARES_EDESTRUCTION with D.moving set). */
-static int chan_replace(const char *servers, char *err, size_t errlen)
+/* Swaps in a new channel at *slot (D.chan or a named resolver's); queries in flight on the
+ * old one are re-sent (q_done sees ARES_EDESTRUCTION with D.moving set). */
+static int chan_replace(struct dns_chan **slot, const char *servers, char *err, size_t errlen)
 {
 	struct dns_chan *nc = chan_new(servers, err, errlen);
 	if (!nc)
 		return -1;
-	struct dns_chan *old = D.chan;
-	D.chan = nc;
+	struct dns_chan *old = *slot;
+	*slot = nc;
 	if (old) {
 		D.moving = 1;
 		ares_destroy(old->ch);
@@ -828,12 +865,19 @@ struct qres {
 
 static void q_done(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
 
+/* The channel of resolver rsv (0: the default). */
+static struct dns_chan *chan_of(unsigned rsv)
+{
+	return rsv ? D.named[rsv - 1].chan : D.chan;
+}
+
 static void q_send(struct dns_query *q)
 {
 	char tb[12];
 	KTRACE(dns_query, q->name, dns_wire_type_name((unsigned)q->type, tb));
 	D.st.queries++;
-	ares_query(D.chan->ch, q->name, DNS_CLASS_IN, q->type, q_done, (void *)(uintptr_t)q->id);
+	ares_query(chan_of(q->rsv)->ch, q->name, DNS_CLASS_IN, q->type, q_done,
+		   (void *)(uintptr_t)q->id);
 }
 
 static void q_start(struct dns_entry *e, int type, int fam)
@@ -843,6 +887,7 @@ static void q_start(struct dns_entry *e, int type, int fam)
 	q->owner = e->id;
 	q->type = type;
 	q->fam = fam;
+	q->rsv = e->rsv;
 	q->name = xstrdup(e->name);
 	q->start_ns = clock_mono_ns();
 	query_put(q);
@@ -1227,15 +1272,64 @@ static void mx_deadline_start(struct dns_entry *e)
 	kumod_loop_after(D.loop, D.opt.mx_timeout_ms, mx_deadline_fire, e->id);
 }
 
-static void mx_start(struct dns_entry *e)
+/* The MX query of e, holding one of the set_mx_concurrency_limit slots until e finishes. */
+static void mx_begin(struct dns_entry *e)
 {
+	e->mx_slot = 1;
+	D.st.mx_active++;
 	entry_task(e, "QueryingMX");
 	struct task *prev = task_enter(e->task);
 	struct task *t = e->task;
-	if (D.opt.mx_timeout_ms)
-		mx_deadline_start(e);
 	q_start(e, DNS_WIRE_T_MX, 0);
 	task_exit(t, prev);
+}
+
+/* Starts waiting MX entries (oldest first) while slots are free. */
+static void mx_next(void)
+{
+	while (!D.shutting_down && D.mxq_len && D.st.mx_active < D.mx_limit) {
+		uint64_t id = D.mxq[D.mxq_head];
+		D.mxq_head = (D.mxq_head + 1) % D.mxq_cap;
+		D.mxq_len--;
+		struct dns_entry *e = pending_find(id);
+		if (!e || !e->mx_queued)
+			continue; /* finished while it waited (set_mx_timeout) */
+		e->mx_queued = 0;
+		D.st.mx_waiting--;
+		mx_begin(e);
+	}
+}
+
+static void mx_start(struct dns_entry *e)
+{
+	if (D.opt.mx_timeout_ms)
+		mx_deadline_start(e); /* the wait for a slot counts too */
+	if (D.st.mx_active < D.mx_limit) {
+		mx_begin(e);
+		return;
+	}
+	if (D.mxq_len == D.mxq_cap) {
+		size_t nc = D.mxq_cap ? D.mxq_cap * 2 : 64;
+		uint64_t *q = xcalloc(nc, sizeof(*q));
+		for (size_t i = 0; i < D.mxq_len; i++)
+			q[i] = D.mxq[(D.mxq_head + i) % D.mxq_cap];
+		free(D.mxq);
+		D.mxq = q;
+		D.mxq_cap = nc;
+		D.mxq_head = 0;
+	}
+	D.mxq[(D.mxq_head + D.mxq_len++) % D.mxq_cap] = e->id;
+	e->mx_queued = 1;
+	D.st.mx_waiting++;
+	entry_task(e, "WaitingForMxSlot");
+	KTRACE(dns_mx_wait, e->name, (uint32_t)D.st.mx_active, (uint32_t)D.st.mx_waiting);
+}
+
+void dns_set_mx_concurrency_limit(unsigned n)
+{
+	D.mx_limit = n ? n : 1;
+	if (D.initialised)
+		mx_next();
 }
 
 /* One MX host's address lookup finished (delivered through the ready list). */
@@ -1364,7 +1458,7 @@ static void late_fail(struct dns_waiter *w)
 /* An entry answered without DNS (literal, invalid name, shutting down). */
 static struct dns_entry *entry_local(enum entry_kind kind, const char *name, struct dns_waiter *w)
 {
-	struct dns_entry *e = entry_new(kind, name, 0);
+	struct dns_entry *e = entry_new(kind, 0, name, 0);
 	waiter_attach(e, w);
 	return e;
 }
@@ -1386,7 +1480,7 @@ static void literal_result(struct dns_entry *e, const char *text, const struct s
 }
 
 /* Takes w, a caller's waiter (cb or rcb and ctx set). */
-static void lookup(enum entry_kind kind, const char *input, struct dns_waiter *w)
+static void lookup(enum entry_kind kind, unsigned rsv, const char *input, struct dns_waiter *w)
 {
 	if (!D.initialised) {
 		late_fail(w);
@@ -1414,7 +1508,7 @@ static void lookup(enum entry_kind kind, const char *input, struct dns_waiter *w
 		entry_finish(e);
 		return;
 	}
-	struct dns_entry *e = cache_find(kind, name);
+	struct dns_entry *e = cache_find(kind, rsv, name);
 	uint64_t now = clock_mono_ns();
 	if (e && e->done && now >= e->expires_ns) {
 		cache_unlink(e);
@@ -1430,7 +1524,7 @@ static void lookup(enum entry_kind kind, const char *input, struct dns_waiter *w
 		waiter_attach(e, w);
 		return;
 	}
-	e = entry_new(kind, name, 1);
+	e = entry_new(kind, rsv, name, 1);
 	waiter_attach(e, w);
 	if (kind == KIND_MX)
 		mx_start(e);
@@ -1447,7 +1541,7 @@ static void host_lookup_internal(struct dns_entry *mx, size_t index)
 	w->owner = mx->id;
 	w->index = index;
 	const char *name = mx->hosts[index].name;
-	struct dns_entry *e = cache_find(KIND_HOST, name);
+	struct dns_entry *e = cache_find(KIND_HOST, mx->rsv, name);
 	uint64_t now = clock_mono_ns();
 	if (e && e->done && now >= e->expires_ns) {
 		cache_unlink(e);
@@ -1459,7 +1553,7 @@ static void host_lookup_internal(struct dns_entry *mx, size_t index)
 		waiter_attach(e, w);
 		return;
 	}
-	e = entry_new(KIND_HOST, name, 1);
+	e = entry_new(KIND_HOST, mx->rsv, name, 1);
 	waiter_attach(e, w);
 	host_start(e);
 }
@@ -1475,15 +1569,28 @@ static struct dns_waiter *waiter_new(dns_mx_cb cb, dns_records_cb rcb, void *ctx
 
 void dns_resolve_mx(const char *domain, dns_mx_cb cb, void *ctx)
 {
-	lookup(KIND_MX, domain, waiter_new(cb, NULL, ctx));
+	lookup(KIND_MX, 0, domain, waiter_new(cb, NULL, ctx));
 }
 
 void dns_resolve_host(const char *host, dns_mx_cb cb, void *ctx)
 {
-	lookup(KIND_HOST, host, waiter_new(cb, NULL, ctx));
+	dns_resolve_host_via(0, host, cb, ctx);
+}
+
+void dns_resolve_host_via(unsigned rsv, const char *host, dns_mx_cb cb, void *ctx)
+{
+	if (rsv > D.nnamed)
+		panic("%s: resolver %u", __func__, rsv);
+	lookup(KIND_HOST, rsv, host, waiter_new(cb, NULL, ctx));
 }
 
 void dns_lookup_records(const char *name, enum dns_rr_type type, dns_records_cb cb, void *ctx)
+{
+	dns_lookup_records_via(0, name, type, cb, ctx);
+}
+
+void dns_lookup_records_via(unsigned rsv, const char *name, enum dns_rr_type type,
+			    dns_records_cb cb, void *ctx)
 {
 	static const enum entry_kind kinds[] = {
 	    [DNS_RR_MX] = KIND_RR_MX,
@@ -1493,7 +1600,9 @@ void dns_lookup_records(const char *name, enum dns_rr_type type, dns_records_cb 
 	};
 	if ((unsigned)type >= sizeof(kinds) / sizeof(kinds[0]))
 		panic("%s: record type %d", __func__, (int)type);
-	lookup(kinds[type], name, waiter_new(NULL, cb, ctx));
+	if (rsv > D.nnamed)
+		panic("%s: resolver %u", __func__, rsv);
+	lookup(kinds[type], rsv, name, waiter_new(NULL, cb, ctx));
 }
 
 void dns_cache_clear(void)
@@ -1544,7 +1653,8 @@ int dns_set_options(const struct dns_options *o, char *err, size_t errlen)
 	struct dns_options old = D.opt;
 	D.opt = *o;
 	D.opt_set = 1;
-	if (D.initialised && !D.shutting_down && chan_replace(D.servers, err, errlen) < 0) {
+	if (D.initialised && !D.shutting_down &&
+	    chan_replace(&D.chan, D.servers, err, errlen) < 0) {
 		D.opt = old;
 		return -1;
 	}
@@ -1579,7 +1689,7 @@ int dns_set_servers(const char *servers, char *err, size_t errlen)
 		snprintf(err, errlen, "no name servers given");
 		return -1;
 	}
-	if (chan_replace(servers, err, errlen) < 0)
+	if (chan_replace(&D.chan, servers, err, errlen) < 0)
 		return -1;
 	free(D.servers);
 	D.servers = xstrdup(servers);
@@ -1588,15 +1698,71 @@ int dns_set_servers(const char *servers, char *err, size_t errlen)
 	return 0;
 }
 
+int dns_define_resolver(const char *name, const char *servers, char *err, size_t errlen)
+{
+	if (!D.initialised || D.shutting_down) {
+		snprintf(err, errlen, "resolver not running");
+		return -1;
+	}
+	size_t i = 0;
+	while (i < D.nnamed && strcmp(D.named[i].name, name))
+		i++;
+	if (i == D.nnamed && D.nnamed == DNS_MAX_NAMED) {
+		snprintf(err, errlen, "too many named resolvers (at most %d)", DNS_MAX_NAMED);
+		return -1;
+	}
+	struct dns_named *n = &D.named[i];
+	if (i < D.nnamed) { /* defined again (a new configuration epoch): new servers */
+		if (chan_replace(&n->chan, servers, err, errlen) < 0)
+			return -1;
+		free(n->servers);
+		dns_cache_clear();
+	} else {
+		if (!(n->chan = chan_new(servers, err, errlen)))
+			return -1;
+		n->name = xstrdup(name);
+		D.nnamed++;
+	}
+	n->servers = servers ? xstrdup(servers) : NULL;
+	return 0;
+}
+
+int dns_resolver_find(const char *name)
+{
+	for (size_t i = 0; i < D.nnamed; i++)
+		if (!strcmp(D.named[i].name, name))
+			return (int)i + 1;
+	return -1;
+}
+
 void dns_shutdown(void)
 {
 	if (!D.initialised || D.shutting_down)
 		return;
 	D.shutting_down = 1;
 	struct task *prev = task_enter(D.task);
+	/* MX lookups waiting for a slot have no query: they fail here. */
+	while (D.mxq_len) {
+		struct dns_entry *e = pending_find(D.mxq[D.mxq_head]);
+		D.mxq_head = (D.mxq_head + 1) % D.mxq_cap;
+		D.mxq_len--;
+		if (e && e->mx_queued) {
+			set_error(e, DNS_TEMPFAIL, "resolver shut down");
+			entry_finish(e);
+		}
+	}
+	xfree(D.mxq);
+	D.mxq_cap = D.mxq_head = 0;
 	/* Queries in flight end with ARES_EDESTRUCTION: every pending entry completes. */
 	ares_destroy(D.chan->ch);
 	xfree(D.chan);
+	for (size_t i = 0; i < D.nnamed; i++) {
+		ares_destroy(D.named[i].chan->ch);
+		xfree(D.named[i].chan);
+		xfree(D.named[i].name);
+		xfree(D.named[i].servers);
+	}
+	D.nnamed = 0;
 	for (int rounds = 0; D.ready; rounds++) {
 		if (rounds > 1000)
 			panic("%s: lookups keep starting during shutdown", __func__);

@@ -83,6 +83,8 @@ struct dns_stats {
 	uint64_t answers;    /* DNS queries finished, whatever the outcome */
 	size_t cached;	     /* results in the cache */
 	size_t inflight;     /* queries outstanding */
+	size_t mx_active;    /* MX resolutions holding a concurrency slot */
+	size_t mx_waiting;   /* MX resolutions waiting for one */
 };
 void dns_get_stats(struct dns_stats *st);
 
@@ -137,6 +139,26 @@ struct dns_records_result {
 typedef void (*dns_records_cb)(void *ctx, const struct dns_records_result *r);
 /* cb runs exactly once, never inside this call. */
 void dns_lookup_records(const char *name, enum dns_rr_type type, dns_records_cb cb, void *ctx);
+
+/* Named resolvers (kumo.dns.define_resolver), for record and host lookups only (delivery
+ * uses the default resolver): servers as for dns_init (NULL: /etc/resolv.conf); the
+ * channel takes the options in force now. Defining a name again replaces its servers
+ * (lookups in flight are re-sent; the cache is cleared). 0 or -1 with err. */
+#define DNS_MAX_NAMED 16
+int dns_define_resolver(const char *name, const char *servers, char *err, size_t errlen);
+/* The resolver id for dns_*_via (1..), or -1 when no resolver has that name. */
+int dns_resolver_find(const char *name);
+/* As dns_lookup_records / dns_resolve_host, on resolver rsv (0: the default). Results are
+ * cached per resolver. */
+void dns_lookup_records_via(unsigned rsv, const char *name, enum dns_rr_type type,
+			    dns_records_cb cb, void *ctx);
+void dns_resolve_host_via(unsigned rsv, const char *host, dns_mx_cb cb, void *ctx);
+
+/* kumo.dns.set_mx_concurrency_limit: at most n delivery MX resolutions (dns_resolve_mx,
+ * from the MX query to the last host address) run at once; the rest wait in FIFO order
+ * (task phase WaitingForMxSlot, trace dns_mx_wait, dns_stats.mx_waiting). 0 means 1. */
+#define DNS_MX_CONCURRENCY_DEFAULT 128
+void dns_set_mx_concurrency_limit(unsigned n);
 
 /* Forgets every cached result (lookups in flight are kept). */
 void dns_cache_clear(void);

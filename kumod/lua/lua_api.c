@@ -501,15 +501,32 @@ static const char *const kumo_require_modules[] = {
 };
 
 /* Accepted for compatibility with no effect here (kumod runs one loop
- * thread; it keeps no accounting database). */
+ * thread and one Lua state; it keeps no accounting database; lua_knobs.c). */
 static const char *const no_effect[] = {
-    "kumo.configure_accounting_db_path", "kumo.dkim.set_signing_threads",
-    "kumo.set_httpinject_threads",	 "kumo.set_logging_threads",
-    "kumo.set_qmaint_threads",		 "kumo.set_readyq_threads",
-    "kumo.set_smtpsrv_threads",		 "kumo.set_spoolin_threads",
+    "kumo.configure_accounting_db_path",
+    "kumo.dkim.set_signing_threads",
+    "kumo.set_httpinject_threads",
+    "kumo.set_logging_threads",
+    "kumo.set_lruttl_cache_capacity",
+    "kumo.set_max_lua_context_age",
+    "kumo.set_max_lua_context_use_count",
+    "kumo.set_max_spare_lua_contexts",
+    "kumo.set_qmaint_threads",
+    "kumo.set_ready_qmaint_threads",
+    "kumo.set_readyq_threads",
+    "kumo.set_smtpsrv_threads",
+    "kumo.set_spoolin_threads",
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* KumoMTA functions kumod refuses for good, with what to use instead. */
+static const struct {
+	const char *name, *instead;
+} refused[] = {
+    {"kumo.dns.configure_unbound_resolver",
+     "kumod has no unbound resolver; use kumo.dns.configure_resolver { name_servers = {...} }"},
+};
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -632,6 +649,11 @@ static int guard_index(lua_State *L)
 	const char *k = lua_tostring(L, 2);
 	char full[200], msg[400];
 	snprintf(full, sizeof(full), "%s.%s", path, k);
+	for (size_t i = 0; i < NELEM(refused); i++)
+		if (!strcmp(refused[i].name, full)) {
+			snprintf(msg, sizeof(msg), "%s: %s", full, refused[i].instead);
+			return raise_at_caller(L, msg);
+		}
 	if (in_list(kumo_functions, NELEM(kumo_functions), full)) {
 		snprintf(msg, sizeof(msg), "%s is a KumoMTA API that kumod does not implement yet",
 			 full);

@@ -180,15 +180,20 @@ static int l_hex_decode(lua_State *L)
 /* A digest result: the raw bytes in a userdata. */
 struct digest {
 	size_t len;
-	unsigned char b[64];
+	unsigned char b[]; /* len bytes (kumo.crypto's results may be any length) */
 };
 
 static void push_digest(lua_State *L, const unsigned char *p, size_t n)
 {
-	struct digest *d = lua_newuserdatauv(L, sizeof(*d), 0);
+	struct digest *d = lua_newuserdatauv(L, sizeof(*d) + n, 0);
 	d->len = n;
 	memcpy(d->b, p, n);
 	luaL_setmetatable(L, DIGEST_MT);
+}
+
+void lua_crypto__push_binary(lua_State *L, const void *p, size_t n)
+{
+	push_digest(L, p, n);
 }
 
 static int digest_index(lua_State *L)

@@ -2,8 +2,8 @@
 /* kumo.dns lookups (KumoMTA's mod-dns-resolver): lookup_mx, lookup_addr, lookup_txt,
  * lookup_ptr and rbl_lookup wait for kumod/dns/resolver.c on the loop (the handler's
  * coroutine is suspended through lua_engine__wait, like kumo.http's request:send, so they
- * work where an event may wait); ptr_host and reverse_ip are string functions. Named
- * resolvers (define_resolver) do not exist here: passing a resolver name is refused. */
+ * work where an event may wait); ptr_host and reverse_ip are string functions. The optional
+ * resolver name selects a resolver of kumo.dns.define_resolver (lua_dns_config.c). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdint.h>
@@ -44,16 +44,21 @@ struct dns_wait {
 	char fn[32];	/* "kumo.dns.lookup_mx", for messages */
 	char name[300]; /* what was asked (normalised domain, PTR or RBL name) */
 	char rbl_ip[INET_ADDRSTRLEN];
+	unsigned rsv; /* resolver: 0 the default, else a named one */
 };
 
-static void no_named_resolver(lua_State *L, const char *fn, int idx)
+/* The resolver named at idx (none or nil: the default, 0); raises for an unknown name. */
+static unsigned named_resolver(lua_State *L, const char *fn, int idx)
 {
-	if (!lua_isnoneornil(L, idx))
+	if (lua_isnoneornil(L, idx))
+		return 0;
+	const char *name = luaL_checkstring(L, idx);
+	int id = dns_resolver_find(name);
+	if (id < 0)
 		luaL_error(L,
-			   "%s: named resolvers (kumo.dns.define_resolver) are not implemented in "
-			   "kumod; omit the resolver name to use the resolver of "
-			   "kumo.dns.configure_resolver",
-			   fn);
+			   "%s: no resolver named '%s' (define it with kumo.dns.define_resolver)",
+			   fn, name);
+	return (unsigned)id;
 }
 
 /* Continuation: the completion pushed (error or nil, values...); ctx is how many values. */
@@ -69,7 +74,7 @@ static int wait_k(lua_State *L, int status, lua_KContext nvals)
 }
 
 static int wait_start(lua_State *L, const char *fn, enum dns_op op, const char *name,
-		      enum dns_rr_type t, int nvals);
+		      enum dns_rr_type t, int nvals, unsigned rsv);
 
 /* The handler's thread for w, or NULL (then w is freed: the call was dropped). */
 static lua_State *wait_thread(struct dns_wait *w)
@@ -187,7 +192,7 @@ static void mx_done(void *ctx, const struct dns_records_result *r)
 static int l_lookup_mx(lua_State *L)
 {
 	const char *domain = luaL_checkstring(L, 1);
-	no_named_resolver(L, "kumo.dns.lookup_mx", 2);
+	unsigned rsv = named_resolver(L, "kumo.dns.lookup_mx", 2);
 	if (domain[0] == '[') { /* an address literal: no DNS, as in KumoMTA */
 		struct sockaddr_storage ss;
 		char ip[INET6_ADDRSTRLEN];
@@ -203,7 +208,7 @@ static int l_lookup_mx(lua_State *L)
 		push_mx_table(L, domain, &rec, 1, 0, 1);
 		return 1;
 	}
-	return wait_start(L, "kumo.dns.lookup_mx", OP_MX, domain, DNS_RR_MX, 1);
+	return wait_start(L, "kumo.dns.lookup_mx", OP_MX, domain, DNS_RR_MX, 1, rsv);
 }
 
 /* --- lookup_txt, lookup_ptr, rbl_lookup ---------------------------------------- */
@@ -273,31 +278,31 @@ static void rbl_a_done(void *ctx, const struct dns_records_result *r)
 		return;
 	}
 	snprintf(w->rbl_ip, sizeof(w->rbl_ip), "%s", r->records[0].text);
-	dns_lookup_records(w->name, DNS_RR_TXT, rbl_txt_done, w);
+	dns_lookup_records_via(w->rsv, w->name, DNS_RR_TXT, rbl_txt_done, w);
 }
 
 static int l_lookup_txt(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	no_named_resolver(L, "kumo.dns.lookup_txt", 2);
-	return wait_start(L, "kumo.dns.lookup_txt", OP_TXT, name, DNS_RR_TXT, 1);
+	unsigned rsv = named_resolver(L, "kumo.dns.lookup_txt", 2);
+	return wait_start(L, "kumo.dns.lookup_txt", OP_TXT, name, DNS_RR_TXT, 1, rsv);
 }
 
 static int l_lookup_ptr(lua_State *L)
 {
 	const char *ip = luaL_checkstring(L, 1);
-	no_named_resolver(L, "kumo.dns.lookup_ptr", 2);
+	unsigned rsv = named_resolver(L, "kumo.dns.lookup_ptr", 2);
 	char name[DNS_REVERSE_MAX];
 	if (dns_reverse_ip(ip, 1, name, sizeof(name)) < 0)
 		return luaL_error(L, "kumo.dns.lookup_ptr: '%s' is not an IP address", ip);
-	return wait_start(L, "kumo.dns.lookup_ptr", OP_PTR, name, DNS_RR_PTR, 1);
+	return wait_start(L, "kumo.dns.lookup_ptr", OP_PTR, name, DNS_RR_PTR, 1, rsv);
 }
 
 static int l_rbl_lookup(lua_State *L)
 {
 	const char *s = luaL_checkstring(L, 1);
 	const char *base = luaL_checkstring(L, 2);
-	no_named_resolver(L, "kumo.dns.rbl_lookup", 3);
+	unsigned rsv = named_resolver(L, "kumo.dns.rbl_lookup", 3);
 	char ip[INET6_ADDRSTRLEN], rev[DNS_REVERSE_MAX], name[600];
 	if (dns_ip_of_socket(s, ip, sizeof(ip)) < 0 || dns_reverse_ip(ip, 0, rev, sizeof(rev)) < 0)
 		return luaL_error(L, "kumo.dns.rbl_lookup: %s is not a valid IpAddr or SocketAddr",
@@ -305,7 +310,7 @@ static int l_rbl_lookup(lua_State *L)
 	size_t bl = strlen(base);
 	snprintf(name, sizeof(name), "%s.%.*s", rev, (int)(bl && base[bl - 1] == '.' ? bl - 1 : bl),
 		 base);
-	return wait_start(L, "kumo.dns.rbl_lookup", OP_RBL, name, DNS_RR_A, 2);
+	return wait_start(L, "kumo.dns.rbl_lookup", OP_RBL, name, DNS_RR_A, 2, rsv);
 }
 
 /* --- lookup_addr --------------------------------------------------------------- */
@@ -378,7 +383,7 @@ static void addr_done(void *ctx, const struct dns_mx_result *r)
 static int l_lookup_addr(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	no_named_resolver(L, "kumo.dns.lookup_addr", 2);
+	unsigned rsv = named_resolver(L, "kumo.dns.lookup_addr", 2);
 	int strategy = IP_V4_AND_V6;
 	if (!lua_isnoneornil(L, 3)) {
 		const char *s = luaL_checkstring(L, 3);
@@ -399,7 +404,7 @@ static int l_lookup_addr(lua_State *L)
 	w->op = OP_ADDR;
 	w->strategy = (enum ip_strategy)strategy;
 	w->call = call;
-	dns_resolve_host(name, addr_done, w);
+	dns_resolve_host_via(rsv, name, addr_done, w);
 	return lua_engine__wait(L, 1, wait_k);
 }
 
@@ -407,7 +412,7 @@ static int l_lookup_addr(lua_State *L)
 
 /* Checks name, then suspends the handler until the lookup of its records completes. */
 static int wait_start(lua_State *L, const char *fn, enum dns_op op, const char *name,
-		      enum dns_rr_type t, int nvals)
+		      enum dns_rr_type t, int nvals, unsigned rsv)
 {
 	char norm[256];
 	if (dns_name_normalize(name, norm, sizeof(norm)) < 0)
@@ -419,8 +424,9 @@ static int wait_start(lua_State *L, const char *fn, enum dns_op op, const char *
 	snprintf(w->name, sizeof(w->name), "%s", norm);
 	w->op = op;
 	w->call = call;
+	w->rsv = rsv;
 	dns_records_cb cb = op == OP_MX ? mx_done : op == OP_RBL ? rbl_a_done : list_done;
-	dns_lookup_records(w->name, t, cb, w);
+	dns_lookup_records_via(rsv, w->name, t, cb, w);
 	return lua_engine__wait(L, nvals, wait_k);
 }
 
@@ -484,7 +490,7 @@ static int l_set_mx_negative_cache_ttl(lua_State *L)
 /* set_mx_timeout(duration): the limit on a delivery MX record query, as KumoMTA's
  * (the hosts' address lookups are not under it); 0 removes it. kumod's default is
  * no limit beyond the resolver's own per-query timeouts (KumoMTA's is 5 s).
- * set_mx_concurrency_limit stays refused by name: there is no MX lookup queue. */
+ */
 static int l_set_mx_timeout(lua_State *L)
 {
 	uint64_t ms = check_duration_ms(L, "kumo.dns.set_mx_timeout");

@@ -342,6 +342,7 @@ void lua_fs__register(lua_State *L)
 	};
 	int kumo = lua_gettop(L);
 	luaL_newlib(L, fs_funcs);
+	lua_fs_file__register(L);
 	lua_setfield(L, kumo, "fs");
 	luaL_setfuncs(L, kumo_funcs, 0);
 	lua_pushliteral(L, KUMOD_VERSION);

@@ -690,5 +690,6 @@ void lua_http__register(lua_State *L)
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 	luaL_newlib(L, http_funcs);
+	lua_http_url__register(L);
 	lua_setfield(L, -2, "http");
 }

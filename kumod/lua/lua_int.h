@@ -43,6 +43,8 @@ int lua_engine__validating(void);
  * calls lua_engine__wake(id, nres): they become k's results on the stack. */
 uint64_t lua_engine__wait_begin(lua_State *L, const char *what);
 int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k);
+/* 1 when lua_engine__wait_begin would succeed here (the handler may wait), else 0. */
+int lua_engine__can_wait(lua_State *L);
 lua_State *lua_engine__thread(uint64_t id);
 void lua_engine__wake(uint64_t id, int nres);
 /* The event whose handler runs on L, or NULL (the policy's main chunk). */
@@ -115,8 +117,13 @@ void lua_invoke__register(lua_State *L);
 void lua_dns__register(lua_State *L);
 /* lua_shaping.c: kumod's own members of the kumo.shaping table at -1. */
 void lua_shaping__register(lua_State *L);
+/* lua_dns_config.c: define_resolver, load_resolv_conf, set_mx_concurrency_limit,
+ * set_mta_sts_enabled into the kumo.dns table on top. */
+void lua_dns_config__register(lua_State *L);
 /* lua_http.c: kumo.http into the kumo table on top of the stack. */
 void lua_http__register(lua_State *L);
+/* lua_http_url.c: kumo.http.build_url into the table on top. */
+void lua_http_url__register(lua_State *L);
 /* lua_loghook.c: kumo.configure_log_hook into the kumo table on top. */
 void lua_loghook__register(lua_State *L);
 
@@ -173,6 +180,16 @@ void *lua_regex__compile(lua_State *L, const char *what, const char *pat, size_t
 void lua_string__register(lua_State *L);
 void lua_time__register(lua_State *L);
 void lua_crypto__register(lua_State *L);
+/* lua_crypto.c: pushes KumoMTA's BinaryResult (the kumo.digest result object) for n bytes. */
+void lua_crypto__push_binary(lua_State *L, const void *p, size_t n);
+/* lua_crypto_aws.c: kumo.crypto (aes_encrypt_block, aes_decrypt_block, aws_sign_v4). */
+void lua_crypto_aws__register(lua_State *L);
+/* lua_counter_series.c: kumo.counter_series into the kumo table on top. */
+void lua_counter_series__register(lua_State *L);
+/* lua_knobs.c: KumoMTA tuning calls accepted without effect, into the kumo table on top. */
+void lua_knobs__register(lua_State *L);
+/* lua_jsonl.c: kumo.jsonl (new_writer) into the kumo table on top. */
+void lua_jsonl__register(lua_State *L);
 /* lua_charset.c: charset_decode and charset_encode into the kumo.encode table on top. */
 void lua_charset__register(lua_State *L);
 /* lua_time.c: pushes a kumo.time Time for ns since the Unix epoch (UTC). */
@@ -181,6 +198,8 @@ void lua_time__push(lua_State *L, int64_t ns);
  * kumo.time.sleep, and require 'kumo.string' / 'kumo.regex' (after
  * lua_string/lua_regex/lua_time__register). */
 void lua_fs__register(lua_State *L);
+/* lua_fs_file.c: kumo.fs.open (the async-file object) into the kumo.fs table on top. */
+void lua_fs_file__register(lua_State *L);
 
 /* lua_api.c: KumoMTA's API by name (see the file's header). */
 /* Sets a metatable on the table at idx whose __index raises for a missing

@@ -1859,6 +1859,7 @@ int lua_kumo__open(lua_State *L)
 	lua_util__register(L);
 	luaL_newlib(L, dns_funcs);
 	lua_dns__register(L);
+	lua_dns_config__register(L);
 	lua_setfield(L, -2, "dns");
 	luaL_newlib(L, shaping_funcs);
 	lua_shaping__register(L);

@@ -194,6 +194,10 @@ void lua_util__register(lua_State *L)
 	lua_string__register(L);
 	lua_time__register(L);
 	lua_crypto__register(L);
+	lua_crypto_aws__register(L);
+	lua_counter_series__register(L);
+	lua_knobs__register(L);
+	lua_jsonl__register(L);
 	lua_fs__register(L);
 	lua_mime__register(L);
 	lua_pushcfunction(L, l_validation_failed);

@@ -250,8 +250,8 @@ def test_lookup_mx_errors(k):
                                                                              "mx_nx")
     assert "kumo.dns.lookup_mx: MX lookup for servfail.test failed" in error(k.smtp_port,
                                                                             "mx_servfail")
-    assert "named resolvers (kumo.dns.define_resolver) are not implemented" in error(
-        k.smtp_port, "mx_named")
+    assert ("kumo.dns.lookup_mx: no resolver named 'my_resolver' (define it with "
+            "kumo.dns.define_resolver)") in error(k.smtp_port, "mx_named")
     assert "kumo.dns.lookup_mx: invalid domain name 'bad..name'" in error(k.smtp_port,
                                                                           "mx_bad")
 
