@@ -826,6 +826,12 @@ uint64_t lua_engine__wait_begin(lua_State *L, const char *what)
 	return c->async->id;
 }
 
+int lua_engine__can_wait(lua_State *L)
+{
+	struct lua_call *c = *call_slot(L);
+	return c && c->async && L == c->co && lua_isyieldable(L);
+}
+
 int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k)
 {
 	struct lua_call *c = *call_slot(L);

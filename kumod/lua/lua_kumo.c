@@ -1867,5 +1867,6 @@ int lua_kumo__open(lua_State *L)
 	lua_http__register(L);
 	lua_loghook__register(L);
 	lua_invoke__register(L);
+	lua_inject__register(L);
 	return 1;
 }

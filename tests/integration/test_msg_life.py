@@ -1,0 +1,223 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Messages made by policy (issues 16/18, KumoMTA's message lifecycle API):
+kumo.make_message + kumo.inject_message and kumo.api.inject.inject_v1, driven by a real
+relay kumod delivering to the sink. Asserts on the delivered messages, the relay's log
+records (parsed) and the policy's own JSON results, including the refusals: an injection
+that cannot be accepted raises, and a handler that lets it raise answers 4xx so the
+client keeps its message."""
+
+import email
+import json
+import os
+import smtplib
+
+import pytest
+
+from test_relay import captured, records, sink_start, wait_until
+
+POLICY = r"""
+local kumo = require 'kumo'
+local OUT = '{out}'
+local function write(name, value)
+  local f = assert(io.open(OUT .. '/' .. name .. '.json', 'w'))
+  f:write(kumo.json_encode(value))
+  f:close()
+end
+local function err(f, ...)
+  local ok, e = pcall(f, ...)
+  return ok and 'no error' or tostring(e)
+end
+
+kumo.on('pre_init', function()
+  kumo.configure_log_disposition_hook {{ name = 'receipt' }}
+end)
+kumo.on('init', function()
+  kumo.define_spool {{ name = 'data', path = '{var}/spool/data' }}
+  kumo.define_spool {{ name = 'meta', path = '{var}/spool/meta' }}
+  kumo.configure_local_logs {{ log_dir = '{var}/logs', headers = {{ 'Subject' }},
+                               meta = {{ 'tenant' }} }}
+  kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', hostname = 'relay.test',
+                               relay_hosts = {{ '127.0.0.1' }} }}
+end)
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  if domain == 'broken.example' then
+    error('no configuration for broken.example')
+  end
+  return kumo.make_queue_config {{
+    retry_interval = '1s', max_age = '1h',
+    protocol = {{ smtp = {{ mx_list = {{ '127.0.0.1:{sink_port}' }} }} }},
+  }}
+end)
+kumo.on('get_egress_path_config', function(domain, source, site)
+  return kumo.make_egress_path {{ prohibited_hosts = {{}}, enable_tls = 'Disabled' }}
+end)
+
+local function made(rcpt, subject)
+  return kumo.make_message('notify@example.com', rcpt,
+    'From: <notify@example.com>\r\nTo: <' .. rcpt .. '>\r\nSubject: ' .. subject
+      .. '\r\n\r\nmade by policy\r\n')
+end
+
+kumo.on('smtp_server_message_received', function(msg)
+  local subject = msg:get_first_named_header_value 'Subject'
+  if subject == 'make' then
+    local m = made('copy@example.net', 'generated')
+    m:set_meta('tenant', 'gen')
+    local out = {{ id = m:id(), sender = m:sender().email,
+                  recipient = m:recipient().email, tenant = m:get_meta 'tenant' }}
+    out.returned = kumo.inject_message(m)
+    -- once injected the message belongs to kumod: a second injection is refused
+    out.again = err(kumo.inject_message, m)
+    out.bad_sender = err(kumo.make_message, 'not an address', 'a@example.com', 'x')
+    out.bad_recipient = err(kumo.make_message, 'a@example.com', '', 'x')
+    msg:set_meta('want_receipt', true)
+    write('make', out)
+  elseif subject == 'v1' then
+    local r = kumo.api.inject.inject_v1 {{
+      envelope_sender = msg:sender().email,
+      content = msg:get_data(),
+      recipients = {{ {{ email = 'archive@example.org' }}, {{ email = 'nobody@broken.example' }} }},
+    }}
+    r.malformed = err(kumo.api.inject.inject_v1, {{ envelope_sender = 'a@example.com' }})
+    write('v1_bad', err(kumo.api.inject.inject_v1, {{ envelope_sender = 'a@example.com',
+      content = 'x', recipients = {{ {{ email = 'bad address' }} }} }}))
+    write('v1', r)
+  elseif subject == 'self' then
+    kumo.inject_message(msg) -- a received message: refused, the handler fails
+  elseif subject == 'badq' then
+    local m = made('x@broken.example', 'never')
+    write('badq', {{ error = err(kumo.inject_message, m) }})
+    kumo.inject_message(m) -- unhandled: the received message is refused too
+  end
+end)
+
+-- a synchronous event: the store completes after the call returns
+kumo.on('log_disposition_receipt', function(msg, record)
+  if record.type == 'Delivery' and msg:get_meta 'want_receipt' then
+    kumo.inject_message(made('receipt@example.com', 'receipt'))
+  end
+end)
+"""
+
+
+def start(kumod, tmp_path):
+    capture = tmp_path / "capture"
+    sink = sink_start(kumod, capture)
+    out = tmp_path / "out"
+    out.mkdir()
+    var = tmp_path / "var"
+    relay = kumod(POLICY.format(out=out, var=var, sink_port=sink.smtp_port),
+                  policy_name="relay.lua")
+    return relay, capture, out, var
+
+
+def send(port, subject, rcpt="user@example.com"):
+    msg = ("From: <sender@example.com>\r\nTo: <%s>\r\nSubject: %s\r\n\r\nbody\r\n"
+           % (rcpt, subject))
+    with smtplib.SMTP("127.0.0.1", port, timeout=15) as s:
+        s.ehlo("client.test")
+        s.sendmail("sender@example.com", [rcpt], msg.encode())
+
+
+def delivered_subjects(capture):
+    return sorted(email.message_from_bytes(open(f, "rb").read())["Subject"]
+                  for f in captured(capture))
+
+
+def by_subject(recs, type_, subject):
+    return [r for r in recs if r["type"] == type_
+            and (r.get("headers") or {}).get("Subject") == subject]
+
+
+def test_make_and_inject_message(kumod, tmp_path):
+    relay, capture, out, var = start(kumod, tmp_path)
+    send(relay.smtp_port, "make")
+    # the original, the generated copy and the receipt injected from the
+    # synchronous disposition hook once the original was delivered
+    want = ["generated", "make", "receipt"]
+    got = wait_until(lambda: delivered_subjects(capture) == want and want)
+    assert delivered_subjects(capture) == want, relay.stderr()
+    res = json.loads((out / "make.json").read_text())
+    assert res["sender"] == "notify@example.com"
+    assert res["recipient"] == "copy@example.net"
+    assert res["tenant"] == "gen"
+    assert "returned" not in res  # inject_message returns nothing
+    assert "already injected" in res["again"], res["again"]
+    assert "'not an address' is not a valid envelope address" in res["bad_sender"]
+    assert "recipient '' is not a valid envelope address" in res["bad_recipient"]
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    rec = by_subject(recs, "Reception", "generated")
+    assert len(rec) == 1, recs
+    r = rec[0]
+    assert r["id"] == res["id"]
+    assert r["sender"] == "notify@example.com"
+    assert r["recipient"] == "copy@example.net"
+    assert r["reception_protocol"] == "Lua"
+    assert r["meta"].get("tenant") == "gen"
+    d = by_subject(recs, "Delivery", "generated")
+    assert len(d) == 1 and d[0]["id"] == res["id"] and d[0]["response"]["code"] == 250
+    assert d[0]["queue"] == "gen@example.net"
+    rr = by_subject(recs, "Reception", "receipt")
+    assert len(rr) == 1 and rr[0]["recipient"] == "receipt@example.com"
+    assert len(by_subject(recs, "Delivery", "receipt")) == 1
+    orig = by_subject(recs, "Reception", "make")
+    assert len(orig) == 1 and orig[0]["reception_protocol"] == "ESMTP"
+
+
+def test_inject_v1_from_policy(kumod, tmp_path):
+    relay, capture, out, var = start(kumod, tmp_path)
+    send(relay.smtp_port, "v1")
+    want = ["v1", "v1"]  # the original and its archive copy
+    wait_until(lambda: delivered_subjects(capture) == want and want)
+    assert delivered_subjects(capture) == want, relay.stderr()
+    res = json.loads((out / "v1.json").read_text())
+    assert res["success_count"] == 1
+    assert res["fail_count"] == 1
+    assert res["failed_recipients"] == ["nobody@broken.example"]
+    assert len(res["errors"]) == 1, res
+    assert res["errors"][0].startswith("nobody@broken.example: 451 4.3.0 failed to obtain queue "
+                                       "config for broken.example: "), res
+    assert res["errors"][0].endswith(": no configuration for broken.example"), res
+    bad = json.loads((out / "v1_bad.json").read_text())
+    assert bad.startswith("kumo.api.inject.inject_v1: recipients[0].email: "), bad
+    assert res["malformed"].startswith("kumo.api.inject.inject_v1: "), res["malformed"]
+    assert res["malformed"] == "kumo.api.inject.inject_v1: content: missing", res["malformed"]
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    arch = [r for r in recs if r["type"] == "Reception" and r["recipient"] == "archive@example.org"]
+    assert len(arch) == 1, recs
+    assert arch[0]["reception_protocol"] == "HTTP"
+    assert arch[0]["sender"] == "sender@example.com"
+    dl = [r for r in recs if r["type"] == "Delivery" and r["recipient"] == "archive@example.org"]
+    assert len(dl) == 1 and dl[0]["response"]["code"] == 250
+
+
+@pytest.mark.parametrize("subject", ["self", "badq"])
+def test_refused_injection_fails_closed(kumod, tmp_path, subject):
+    relay, capture, out, var = start(kumod, tmp_path)
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(relay.smtp_port, subject)
+    assert 400 <= e.value.smtp_code < 500, e.value
+    if subject == "self":
+        relay.wait_for("not a message made by kumo.make_message")
+    else:
+        res = json.loads((out / "badq.json").read_text())
+        assert res["error"].startswith("kumo.inject_message: message "), res
+        assert "failed to obtain queue config for broken.example: " in res["error"]
+        assert "no configuration for broken.example" in res["error"]
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    # nothing was accepted: no Reception, nothing delivered
+    assert [r for r in recs if r["type"] in ("Reception", "Delivery")] == [], recs
+    assert captured(capture) == []
+    if subject == "badq":
+        # each refused attempt (the pcall'd one and the unhandled one) is
+        # logged as reception logs a refused queue insertion
+        b = [r for r in recs if r["type"] == "Bounce"]
+        assert len(b) == 2 and b[0]["id"] == b[1]["id"], b
+        assert all(r["recipient"] == "x@broken.example" for r in b)
+        assert all(r["response"]["code"] == 500 for r in b)
+    spooled = [f for f in (var / "spool").rglob("*") if f.is_file()
+               and len(f.name) == 32]
+    assert spooled == []
