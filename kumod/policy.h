@@ -67,6 +67,11 @@ void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy
  * command before its 354 (a rejection answers DATA instead). */
 void policy_smtp_data_command(json_t *conn_meta, struct policy_result *r);
 void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r);
+/* smtp_server_data(msg, conn_meta): once per transaction after the data
+ * arrived, before any split and before smtp_server_message_received; msg is
+ * the whole transaction (every recipient, no trace header yet). Handlers
+ * run synchronously (a wait raises). */
+void policy_smtp_data(struct message *msg, json_t *conn_meta, struct policy_result *r);
 
 /* Events whose handlers may wait for I/O (kumo.http): the call returns 0
  * when it completed (r filled; done is never called), or 1 when a handler

@@ -323,7 +323,7 @@ static const struct api_event {
     {"smtp_client_rewrite_delivery_status", 0},
     {"smtp_server_auth_plain", 1},
     {"smtp_server_connection_accepted", 1},
-    {"smtp_server_data", 0},
+    {"smtp_server_data", 1},
     {"smtp_server_ehlo", 1},
     {"smtp_server_get_dynamic_parameters", 0},
     {"smtp_server_mail_from", 1},

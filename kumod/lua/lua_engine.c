@@ -1260,6 +1260,12 @@ void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct
 	dispatch("smtp_server_message_received", push_event_args, NULL, &a, r);
 }
 
+void policy_smtp_data(struct message *msg, json_t *conn_meta, struct policy_result *r)
+{
+	struct event_args a = {.msg = msg, .conn_meta = conn_meta};
+	dispatch("smtp_server_data", push_event_args, NULL, &a, r);
+}
+
 int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,
 				       struct policy_result *r, policy_done_fn done, void *arg,
 				       uint64_t *id)

@@ -159,6 +159,8 @@ int policy_validate_handlers(const char *domain, FILE *out)
 	policy_smtp_data_command(meta, &r);
 	report(&v, "smtp_server_data_command", "conn_meta", &r);
 	struct message *m = sample_message(sender, rcpt);
+	policy_smtp_data(m, meta, &r);
+	report(&v, "smtp_server_data", "msg, conn_meta", &r);
 	policy_smtp_message_received(m, meta, &r);
 	report(&v, "smtp_server_message_received", "msg, conn_meta", &r);
 	validate_queue(&v, m, domain); /* with what meta the handler set, even if it failed */

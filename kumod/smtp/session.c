@@ -161,7 +161,7 @@ static void session_trace_policy(struct smtp_session *s, const char *event,
 	    ((s->processing &&
 	      (!strcmp(event + 12, "ehlo") || !strcmp(event + 12, "mail_from") ||
 	       !strcmp(event + 12, "rcpt_to") || !strcmp(event + 12, "data_command"))) ||
-	     !strcmp(event + 12, "connection_accepted") ||
+	     !strcmp(event + 12, "connection_accepted") || !strcmp(event + 12, "data") ||
 	     !strcmp(event + 12, "message_received"))) {
 		s->tarpit = 1;
 		s->hold_ms = r->delay_ms;
@@ -1251,7 +1251,9 @@ static struct message *rx_group_message(struct smtp_session *s, struct smtp_rx_t
 		for (size_t j = i; j < tx->nrecipients; j++)
 			if (t->group[j] == i)
 				message_add_recipient(m, tx->recipients[j]);
-		message_copy_data(m, tx); /* a streamed body is shared, not copied */
+		message_copy_data(m, tx);	/* a streamed body is shared, not copied */
+		if (json_object_size(tx->meta)) /* set by smtp_server_data */
+			json_object_update_new(m->meta, json_deep_copy(tx->meta));
 	}
 	session_add_trace_headers(s, m);
 	/* KumoMTA copies these into the message meta (log records use them) */
@@ -1457,6 +1459,17 @@ static void rx_policy_done(void *arg, const struct policy_result *r)
 static void session_message_received(struct smtp_session *s)
 {
 	struct message *tx = s->msg;
+	/* smtp_server_data: the whole transaction, before it is split; the
+	 * handler may change recipients and content, or refuse it all */
+	struct policy_result r = {0};
+	policy_smtp_data(tx, s->meta, &r);
+	session_trace_policy(s, "smtp_server_data", &r);
+	if (r.status != POLICY_OK || !tx->nrecipients) {
+		MSG_TIMELINE(tx->id, "Policy", "smtp_server_data: %s",
+			     r.status == POLICY_REJECT ? "rejected" : "error");
+		session_reply_policy(s, &r);
+		return;
+	}
 	struct smtp_rx_txn *t = xcalloc(1, sizeof(*t));
 	buf_init(&t->ids);
 	t->msgs = xcalloc(tx->nrecipients, sizeof(*t->msgs));

@@ -35,7 +35,7 @@ kumo.on('init', function()
   kumo.define_spool {{ name = 'data', path = '{var}/spool/data' }}
   kumo.define_spool {{ name = 'meta', path = '{var}/spool/meta' }}
   kumo.configure_local_logs {{ log_dir = '{var}/logs', headers = {{ 'Subject' }},
-                               meta = {{ 'tenant' }} }}
+                               meta = {{ 'tenant', 'saw_data_header' }} }}
   kumo.start_esmtp_listener {{ listen = '127.0.0.1:0', hostname = 'relay.test',
                                relay_hosts = {{ '127.0.0.1' }} }}
 end)
@@ -60,6 +60,9 @@ end
 
 kumo.on('smtp_server_message_received', function(msg)
   local subject = msg:get_first_named_header_value 'Subject'
+  if subject == 'alias' then
+    msg:set_meta('saw_data_header', msg:get_first_named_header_value 'X-Data-Seen')
+  end
   if subject == 'make' then
     local m = made('copy@example.net', 'generated')
     m:set_meta('tenant', 'gen')
@@ -88,6 +91,26 @@ kumo.on('smtp_server_message_received', function(msg)
     local m = made('x@broken.example', 'never')
     write('badq', {{ error = err(kumo.inject_message, m) }})
     kumo.inject_message(m) -- unhandled: the received message is refused too
+  end
+end)
+
+kumo.on('smtp_server_data', function(msg, conn_meta)
+  local subject = msg:get_first_named_header_value 'Subject'
+  if subject == 'alias' then
+    local seen = {{ recipients = {{}} }}
+    for _, r in ipairs(msg:recipient_list()) do
+      table.insert(seen.recipients, r.email)
+    end
+    -- exactly the data the client sent: no trace header yet
+    seen.has_received = msg:get_first_named_header_value 'Received' ~= nil
+    write('data', seen)
+    msg:set_recipient {{ msg:recipient().email, 'legal@example.org' }}
+    msg:prepend_header('X-Data-Seen', 'yes')
+    msg:set_meta('tenant', 'aliased')
+  elseif subject == 'data-reject' then
+    kumo.reject(550, '5.7.1 content refused by data policy')
+  elseif subject == 'data-error' then
+    error('data handler failed')
   end
 end)
 
@@ -221,3 +244,34 @@ def test_refused_injection_fails_closed(kumod, tmp_path, subject):
     spooled = [f for f in (var / "spool").rglob("*") if f.is_file()
                and len(f.name) == 32]
     assert spooled == []
+
+
+def test_smtp_server_data(kumod, tmp_path):
+    relay, capture, out, var = start(kumod, tmp_path)
+    send(relay.smtp_port, "alias")
+    # the handler added a recipient in another domain: two messages (BatchByDomain)
+    files = wait_until(lambda: len(captured(capture)) == 2 and captured(capture))
+    assert files and len(files) == 2, relay.stderr()
+    for f in files:
+        m = email.message_from_bytes(open(f, "rb").read())
+        assert m["X-Data-Seen"] == "yes"
+        # the header went in before kumod's Received header was added on top
+        keys = [k.lower() for k in m.keys()]
+        assert keys.index("received") < keys.index("x-data-seen"), keys
+    seen = json.loads((out / "data.json").read_text())
+    assert seen == {"recipients": ["user@example.com"], "has_received": False}
+    for subject, code, text in (("data-reject", 550, b"5.7.1 content refused by data policy"),
+                                ("data-error", 451, b"4.3.0 policy error; try again later")):
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            send(relay.smtp_port, subject)
+        assert (e.value.smtp_code, e.value.smtp_error) == (code, text)
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    # smtp_server_message_received ran after smtp_server_data (it saw the header), once
+    # per split message, with the meta set on the whole transaction; refused: no record
+    rec = sorted((r["recipient"], r["meta"].get("tenant"), r["meta"].get("saw_data_header"))
+                 for r in recs if r["type"] == "Reception")
+    assert rec == [("legal@example.org", "aliased", "yes"),
+                   ("user@example.com", "aliased", "yes")], recs
+    assert sorted(r["recipient"] for r in recs if r["type"] == "Delivery") == [
+        "legal@example.org", "user@example.com"]
