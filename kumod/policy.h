@@ -112,6 +112,16 @@ void policy_should_enqueue_log_record(struct message *msg, const char *hook, int
 void policy_log_disposition(const char *event, struct message *msg, json_t *record,
 			    struct policy_result *r);
 
+/* smtp_client_rewrite_delivery_status(response, domain, tenant, campaign,
+ * routing_domain) for a non-2xx reply of a delivery attempt (response is
+ * "code enhanced text" on one line; tenant and campaign may be NULL): *code
+ * is the handler's replacement code, or 0 to keep the reply's (no handler,
+ * nil, or an error: r says which). */
+void policy_smtp_client_rewrite_delivery_status(const char *response, const char *domain,
+						const char *tenant, const char *campaign,
+						const char *routing_domain, int *code,
+						struct policy_result *r);
+
 /* custom_lua delivery (kumod/dispatch/ready.c). policy_lua_conn_open fires
  * the constructor event (domain, tenant, campaign); on POLICY_OK r->handle
  * names the connection object it returned (a table with a send or

@@ -320,7 +320,7 @@ static const struct api_event {
     {"requeue_message", 0},
     {"should_enqueue_log_record", 1},
     {"shutdown_logging", 0},
-    {"smtp_client_rewrite_delivery_status", 0},
+    {"smtp_client_rewrite_delivery_status", 1},
     {"smtp_server_auth_plain", 1},
     {"smtp_server_connection_accepted", 1},
     {"smtp_server_data", 1},

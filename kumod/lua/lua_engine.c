@@ -916,6 +916,56 @@ static int take_enqueue(lua_State *co, int nres, void *ctx, struct policy_result
 	return 1;
 }
 
+/* smtp_client_rewrite_delivery_status(response, domain, tenant, campaign,
+ * routing_domain): nil keeps the code; an integer 200..599 replaces it. */
+struct rewrite_args {
+	const char *s[5];
+	int *code;
+};
+
+static int push_rewrite(lua_State *co, void *ctx)
+{
+	struct rewrite_args *a = ctx;
+	for (int i = 0; i < 5; i++)
+		if (a->s[i])
+			lua_pushstring(co, a->s[i]);
+		else
+			lua_pushnil(co);
+	return 5;
+}
+
+static int take_rewrite(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct rewrite_args *a = ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	if (nres < 1 || lua_isnil(co, idx))
+		return 0;
+	lua_Integer c = lua_isinteger(co, idx) ? lua_tointeger(co, idx) : 0;
+	if (c < 200 || c > 599) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "smtp_client_rewrite_delivery_status: handler returned %s; expected an "
+			 "SMTP status code (200..599) or nil",
+			 lua_isinteger(co, idx) ? "an out-of-range integer"
+						: luaL_typename(co, idx));
+		return 1;
+	}
+	*a->code = (int)c;
+	return 1;
+}
+
+void policy_smtp_client_rewrite_delivery_status(const char *response, const char *domain,
+						const char *tenant, const char *campaign,
+						const char *routing_domain, int *code,
+						struct policy_result *r)
+{
+	struct rewrite_args a = {{response, domain, tenant, campaign, routing_domain}, code};
+	*code = 0;
+	dispatch("smtp_client_rewrite_delivery_status", push_rewrite, take_rewrite, &a, r);
+	if (r->status != POLICY_OK)
+		*code = 0;
+}
+
 void policy_should_enqueue_log_record(struct message *msg, const char *hook, int *enqueue,
 				      struct policy_result *r)
 {

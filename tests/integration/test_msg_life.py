@@ -114,6 +114,21 @@ kumo.on('smtp_server_data', function(msg, conn_meta)
   end
 end)
 
+kumo.on('smtp_client_rewrite_delivery_status',
+  function(response, domain, tenant, campaign, routing_domain)
+    local f = assert(io.open(OUT .. '/rewrite.jsonl', 'a'))
+    f:write(kumo.json_encode {{ response = response, domain = domain, tenant = tenant,
+                               campaign = campaign, routing_domain = routing_domain }} .. '\n')
+    f:close()
+    if response:find 'tempfail requested' then
+      return 550 -- a 4xx made permanent: bounced
+    elseif response:find 'permfail requested' then
+      return 451 -- a 5xx made transient: kept
+    elseif response:find 'you said 553' then
+      error 'rewrite handler failed'
+    end
+  end)
+
 -- a synchronous event: the store completes after the call returns
 kumo.on('log_disposition_receipt', function(msg, record)
   if record.type == 'Delivery' and msg:get_meta 'want_receipt' then
@@ -275,3 +290,42 @@ def test_smtp_server_data(kumod, tmp_path):
                    ("user@example.com", "aliased", "yes")], recs
     assert sorted(r["recipient"] for r in recs if r["type"] == "Delivery") == [
         "legal@example.org", "user@example.com"]
+
+
+def test_smtp_client_rewrite_delivery_status(kumod, tmp_path):
+    relay, capture, out, var = start(kumod, tmp_path)
+    rcpts = ["tempfail@example.com", "permfail@example.com", "553-nope@example.com"]
+    for r in rcpts:
+        send(relay.smtp_port, "rewrite", rcpt=r)
+    calls_file = out / "rewrite.jsonl"
+
+    def calls():
+        if not calls_file.exists():
+            return []
+        return [json.loads(line) for line in calls_file.read_text().splitlines()]
+    # each reply is offered once per attempt (the kept ones are retried later)
+    wait_until(lambda: {c["response"].split(" ")[0] for c in calls()} >= {"451", "550", "553"})
+    got = calls()
+    first = {}
+    for c in got:
+        first.setdefault(c["response"].split(" ")[0], c)
+    assert first["451"] == {"response": "451 4.7.1 tempfail requested", "domain": "example.com",
+                            "routing_domain": "example.com"}, got
+    assert first["550"]["response"] == "550 5.7.1 permfail requested"
+    assert first["553"]["response"] == "553 you said 553-nope"
+    relay.wait_for("rewrite handler failed")
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+
+    def outcome(rcpt):
+        return [(r["type"], r["response"]["code"], r["response"]["content"]) for r in recs
+                if r["recipient"] == rcpt and r["type"] != "Reception"][0]
+    assert outcome("tempfail@example.com") == (
+        "Bounce", 550, "tempfail requested (kumomta: status was rewritten from 451 -> 550)")
+    assert outcome("permfail@example.com") == (
+        "TransientFailure", 451,
+        "permfail requested (kumomta: status was rewritten from 550 -> 451)")
+    # the handler failed on a 5xx: the message stays queued instead of bouncing
+    assert outcome("553-nope@example.com") == (
+        "TransientFailure", 451, "you said 553-nope (kumomta: status was rewritten from 553 -> 451)")
+    assert not [r for r in recs if r["type"] == "Bounce" and r["recipient"] != rcpts[0]]
