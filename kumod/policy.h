@@ -112,6 +112,13 @@ void policy_should_enqueue_log_record(struct message *msg, const char *hook, int
 void policy_log_disposition(const char *event, struct message *msg, json_t *record,
 			    struct policy_result *r);
 
+/* requeue_message(msg, smtp_response, insert_context, increment_attempts,
+ * delay) before a message goes back to a scheduled queue: every handler
+ * runs in order; the caller compares the queue name before and after.
+ * insert_context is {reason}; delay is nil. */
+void policy_requeue_message(struct message *msg, const char *response, const char *reason,
+			    int increment, struct policy_result *r);
+
 /* smtp_client_rewrite_delivery_status(response, domain, tenant, campaign,
  * routing_domain) for a non-2xx reply of a delivery attempt (response is
  * "code enhanced text" on one line; tenant and campaign may be NULL): *code

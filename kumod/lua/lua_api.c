@@ -317,7 +317,7 @@ static const struct api_event {
     {"proxy_init", 0},
     {"proxy_server_auth_rfc1929", 0},
     {"rebind_message", 0},
-    {"requeue_message", 0},
+    {"requeue_message", 1},
     {"should_enqueue_log_record", 1},
     {"shutdown_logging", 0},
     {"smtp_client_rewrite_delivery_status", 1},

@@ -916,6 +916,33 @@ static int take_enqueue(lua_State *co, int nres, void *ctx, struct policy_result
 	return 1;
 }
 
+/* requeue_message(msg, smtp_response, insert_context, increment_attempts, delay) */
+struct requeue_args {
+	struct message *msg;
+	const char *response, *reason;
+	int increment;
+};
+
+static int push_requeue(lua_State *co, void *ctx)
+{
+	struct requeue_args *a = ctx;
+	lua_message__push(co, a->msg);
+	lua_pushstring(co, a->response);
+	lua_createtable(co, 1, 0);
+	lua_pushstring(co, a->reason);
+	lua_rawseti(co, -2, 1);
+	lua_pushboolean(co, a->increment);
+	lua_pushnil(co); /* delay: the queue's own retry schedule applies */
+	return 5;
+}
+
+void policy_requeue_message(struct message *msg, const char *response, const char *reason,
+			    int increment, struct policy_result *r)
+{
+	struct requeue_args a = {msg, response, reason, increment};
+	dispatch("requeue_message", push_requeue, NULL, &a, r);
+}
+
 /* smtp_client_rewrite_delivery_status(response, domain, tenant, campaign,
  * routing_domain): nil keeps the code; an integer 200..599 replaces it. */
 struct rewrite_args {

@@ -13,6 +13,7 @@ import smtplib
 
 import pytest
 
+from conftest import free_port
 from test_relay import captured, records, sink_start, wait_until
 
 POLICY = r"""
@@ -42,6 +43,13 @@ end)
 kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
   if domain == 'broken.example' then
     error('no configuration for broken.example')
+  end
+  if domain == 'dead.example' and routing_domain ~= 'smart.example' then
+    -- nothing listens there: every attempt fails transiently
+    return kumo.make_queue_config {{
+      retry_interval = '1s', max_age = '1h',
+      protocol = {{ smtp = {{ mx_list = {{ '127.0.0.1:{dead_port}' }} }} }},
+    }}
   end
   return kumo.make_queue_config {{
     retry_interval = '1s', max_age = '1h',
@@ -129,6 +137,22 @@ kumo.on('smtp_client_rewrite_delivery_status',
     end
   end)
 
+kumo.on('requeue_message', function(msg, response, context, increment, delay)
+  local rcpt = msg:recipient().email
+  local f = assert(io.open(OUT .. '/requeue.jsonl', 'a'))
+  f:write(kumo.json_encode {{ rcpt = rcpt, response = response, context = context,
+    increment = increment, delay_is_nil = delay == nil, attempts = msg:num_attempts(),
+    queue = msg:queue_name() }} .. '\n')
+  f:close()
+  if rcpt == 'smart@dead.example' then
+    msg:set_meta('routing_domain', 'smart.example') -- via another queue
+  elseif rcpt == 'bounceme@dead.example' then
+    kumo.reject(550, 'requeue says no')
+  elseif rcpt == 'err@dead.example' then
+    error 'requeue handler failed'
+  end
+end)
+
 -- a synchronous event: the store completes after the call returns
 kumo.on('log_disposition_receipt', function(msg, record)
   if record.type == 'Delivery' and msg:get_meta 'want_receipt' then
@@ -144,7 +168,8 @@ def start(kumod, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     var = tmp_path / "var"
-    relay = kumod(POLICY.format(out=out, var=var, sink_port=sink.smtp_port),
+    relay = kumod(POLICY.format(out=out, var=var, sink_port=sink.smtp_port,
+                                dead_port=free_port()),
                   policy_name="relay.lua")
     return relay, capture, out, var
 
@@ -329,3 +354,42 @@ def test_smtp_client_rewrite_delivery_status(kumod, tmp_path):
     assert outcome("553-nope@example.com") == (
         "TransientFailure", 451, "you said 553-nope (kumomta: status was rewritten from 553 -> 451)")
     assert not [r for r in recs if r["type"] == "Bounce" and r["recipient"] != rcpts[0]]
+
+
+def test_requeue_message(kumod, tmp_path):
+    relay, capture, out, var = start(kumod, tmp_path)
+    for r in ("smart@dead.example", "bounceme@dead.example", "err@dead.example"):
+        send(relay.smtp_port, "requeue", rcpt=r)
+    calls_file = out / "requeue.jsonl"
+
+    def calls(rcpt):
+        if not calls_file.exists():
+            return []
+        return [c for c in map(json.loads, calls_file.read_text().splitlines())
+                if c["rcpt"] == rcpt]
+    # rebound to the smart host's queue and delivered there
+    assert wait_until(lambda: len(captured(capture)) == 1), relay.stderr()
+    # the failing handler: the message stays in its queue and is retried
+    assert wait_until(lambda: len(calls("err@dead.example")) >= 2), relay.stderr()
+    relay.wait_for("requeue handler failed")
+    assert relay.stop() == 0
+    smart = calls("smart@dead.example")
+    assert len(smart) == 1, smart
+    c = smart[0]
+    assert c["queue"] == "dead.example" and c["attempts"] == 0
+    assert c["increment"] is True and c["delay_is_nil"] is True
+    assert isinstance(c["context"], list) and len(c["context"]) == 1
+    assert c["response"].split(" ")[0].isdigit(), c
+    assert len(calls("bounceme@dead.example")) == 1
+    recs = records(var / "logs")
+
+    def of(rcpt, type_):
+        return [r for r in recs if r["recipient"] == rcpt and r["type"] == type_]
+    d = of("smart@dead.example", "Delivery")
+    assert len(d) == 1 and d[0]["queue"] == "dead.example!smart.example", d
+    assert d[0]["num_attempts"] == 1  # the failed attempt still counts
+    b = of("bounceme@dead.example", "Bounce")
+    assert len(b) == 1 and (b[0]["response"]["code"], b[0]["response"]["content"]) == (
+        550, "requeue says no"), b
+    assert of("err@dead.example", "Bounce") == [] and of("err@dead.example", "Delivery") == []
+    assert len(of("err@dead.example", "TransientFailure")) >= 2
