@@ -112,6 +112,10 @@ void policy_should_enqueue_log_record(struct message *msg, const char *hook, int
 void policy_log_disposition(const char *event, struct message *msg, json_t *record,
 			    struct policy_result *r);
 
+/* spool_message_enumerated(msg) for each message spool recovery loads,
+ * before it is queued (the handler may change its queue meta). */
+void policy_spool_message_enumerated(struct message *msg, struct policy_result *r);
+
 /* requeue_message(msg, smtp_response, insert_context, increment_attempts,
  * delay) before a message goes back to a scheduled queue: every handler
  * runs in order; the caller compares the queue name before and after.

@@ -916,6 +916,12 @@ static int take_enqueue(lua_State *co, int nres, void *ctx, struct policy_result
 	return 1;
 }
 
+void policy_spool_message_enumerated(struct message *msg, struct policy_result *r)
+{
+	struct event_args a = {.msg = msg};
+	dispatch("spool_message_enumerated", push_event_args, NULL, &a, r);
+}
+
 /* requeue_message(msg, smtp_response, insert_context, increment_attempts, delay) */
 struct requeue_args {
 	struct message *msg;

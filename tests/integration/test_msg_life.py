@@ -153,6 +153,16 @@ kumo.on('requeue_message', function(msg, response, context, increment, delay)
   end
 end)
 
+local enum_mode = os.getenv 'ENUM_MODE'
+if enum_mode then
+  kumo.on('spool_message_enumerated', function(msg)
+    if enum_mode == 'error' then
+      error 'enumeration handler failed'
+    end
+    msg:set_meta('routing_domain', 'smart.example')
+  end)
+end
+
 -- a synchronous event: the store completes after the call returns
 kumo.on('log_disposition_receipt', function(msg, record)
   if record.type == 'Delivery' and msg:get_meta 'want_receipt' then
@@ -162,16 +172,15 @@ end)
 """
 
 
-def start(kumod, tmp_path):
+def start(kumod, tmp_path, env=None):
     capture = tmp_path / "capture"
     sink = sink_start(kumod, capture)
     out = tmp_path / "out"
     out.mkdir()
     var = tmp_path / "var"
-    relay = kumod(POLICY.format(out=out, var=var, sink_port=sink.smtp_port,
-                                dead_port=free_port()),
-                  policy_name="relay.lua")
-    return relay, capture, out, var
+    text = POLICY.format(out=out, var=var, sink_port=sink.smtp_port, dead_port=free_port())
+    relay = kumod(text, policy_name="relay.lua", env=env)
+    return relay, capture, out, var, text
 
 
 def send(port, subject, rcpt="user@example.com"):
@@ -193,7 +202,7 @@ def by_subject(recs, type_, subject):
 
 
 def test_make_and_inject_message(kumod, tmp_path):
-    relay, capture, out, var = start(kumod, tmp_path)
+    relay, capture, out, var, _ = start(kumod, tmp_path)
     send(relay.smtp_port, "make")
     # the original, the generated copy and the receipt injected from the
     # synchronous disposition hook once the original was delivered
@@ -229,7 +238,7 @@ def test_make_and_inject_message(kumod, tmp_path):
 
 
 def test_inject_v1_from_policy(kumod, tmp_path):
-    relay, capture, out, var = start(kumod, tmp_path)
+    relay, capture, out, var, _ = start(kumod, tmp_path)
     send(relay.smtp_port, "v1")
     want = ["v1", "v1"]  # the original and its archive copy
     wait_until(lambda: delivered_subjects(capture) == want and want)
@@ -258,7 +267,7 @@ def test_inject_v1_from_policy(kumod, tmp_path):
 
 @pytest.mark.parametrize("subject", ["self", "badq"])
 def test_refused_injection_fails_closed(kumod, tmp_path, subject):
-    relay, capture, out, var = start(kumod, tmp_path)
+    relay, capture, out, var, _ = start(kumod, tmp_path)
     with pytest.raises(smtplib.SMTPDataError) as e:
         send(relay.smtp_port, subject)
     assert 400 <= e.value.smtp_code < 500, e.value
@@ -287,7 +296,7 @@ def test_refused_injection_fails_closed(kumod, tmp_path, subject):
 
 
 def test_smtp_server_data(kumod, tmp_path):
-    relay, capture, out, var = start(kumod, tmp_path)
+    relay, capture, out, var, _ = start(kumod, tmp_path)
     send(relay.smtp_port, "alias")
     # the handler added a recipient in another domain: two messages (BatchByDomain)
     files = wait_until(lambda: len(captured(capture)) == 2 and captured(capture))
@@ -318,7 +327,7 @@ def test_smtp_server_data(kumod, tmp_path):
 
 
 def test_smtp_client_rewrite_delivery_status(kumod, tmp_path):
-    relay, capture, out, var = start(kumod, tmp_path)
+    relay, capture, out, var, _ = start(kumod, tmp_path)
     rcpts = ["tempfail@example.com", "permfail@example.com", "553-nope@example.com"]
     for r in rcpts:
         send(relay.smtp_port, "rewrite", rcpt=r)
@@ -357,7 +366,7 @@ def test_smtp_client_rewrite_delivery_status(kumod, tmp_path):
 
 
 def test_requeue_message(kumod, tmp_path):
-    relay, capture, out, var = start(kumod, tmp_path)
+    relay, capture, out, var, _ = start(kumod, tmp_path)
     for r in ("smart@dead.example", "bounceme@dead.example", "err@dead.example"):
         send(relay.smtp_port, "requeue", rcpt=r)
     calls_file = out / "requeue.jsonl"
@@ -393,3 +402,30 @@ def test_requeue_message(kumod, tmp_path):
         550, "requeue says no"), b
     assert of("err@dead.example", "Bounce") == [] and of("err@dead.example", "Delivery") == []
     assert len(of("err@dead.example", "TransientFailure")) >= 2
+
+
+def test_spool_message_enumerated(kumod, tmp_path):
+    relay, capture, out, var, text = start(kumod, tmp_path)
+    send(relay.smtp_port, "enumerated", rcpt="stuck@dead.example")
+    assert relay.stop() == 0  # spooled, undeliverable in its queue
+
+    def spooled():
+        return sorted(f.name for f in (var / "spool").rglob("*")
+                      if f.is_file() and len(f.name) == 32)
+    before = spooled()
+    assert before, "the message is not in the spool"
+    # a failing handler stops kumod; the message stays in the spool untouched
+    failing = kumod(text, policy_name="relay.lua", env={"ENUM_MODE": "error"})
+    assert failing.proc.wait(15) == 1
+    failing.wait_for("spool_message_enumerated failed for message ")
+    assert "enumeration handler failed" in failing.stderr()
+    assert spooled() == before
+    # a handler re-assigning the queue: delivered through the smart host's queue
+    relay = kumod(text, policy_name="relay.lua", env={"ENUM_MODE": "rebind"})
+    assert wait_until(lambda: len(captured(capture)) == 1), relay.stderr()
+    assert relay.stop() == 0
+    recs = records(var / "logs")
+    d = [r for r in recs if r["type"] == "Delivery"]
+    assert len(d) == 1 and d[0]["recipient"] == "stuck@dead.example", d
+    assert d[0]["queue"] == "dead.example!smart.example"
+    assert spooled() == []
