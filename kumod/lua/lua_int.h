@@ -117,6 +117,8 @@ void lua_loghook__register(lua_State *L);
 /* lua_inject.c: kumo.make_message, kumo.inject_message and
  * kumo.api.inject.inject_v1 into the kumo table on top of the stack. */
 void lua_inject__register(lua_State *L);
+/* lua_trace_header.c: kumo.apply_supplemental_trace_header into the kumo table on top. */
+void lua_trace_header__register(lua_State *L);
 
 /* lua_bounce.c: kumo.configure_bounce_classifier into the table on top. */
 void lua_bounce__register(lua_State *L);

@@ -1868,5 +1868,6 @@ int lua_kumo__open(lua_State *L)
 	lua_loghook__register(L);
 	lua_invoke__register(L);
 	lua_inject__register(L);
+	lua_trace_header__register(L);
 	return 1;
 }

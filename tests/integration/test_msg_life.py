@@ -6,6 +6,7 @@ records (parsed) and the policy's own JSON results, including the refusals: an i
 that cannot be accepted raises, and a handler that lets it raise answers 4xx so the
 client keeps its message."""
 
+import base64
 import email
 import json
 import os
@@ -76,6 +77,10 @@ kumo.on('smtp_server_message_received', function(msg)
     m:set_meta('tenant', 'gen')
     local out = {{ id = m:id(), sender = m:sender().email,
                   recipient = m:recipient().email, tenant = m:get_meta 'tenant' }}
+    kumo.apply_supplemental_trace_header(m, {{ include_meta_names = {{ 'tenant', 'absent' }} }})
+    out.sup_bad_key = err(kumo.apply_supplemental_trace_header, m, {{ header_nam = 'X-A' }})
+    out.sup_bad_name = err(kumo.apply_supplemental_trace_header, m, {{ header_name = 'a b' }})
+    kumo.apply_supplemental_trace_header(m, {{ supplemental_header = false }}) -- adds nothing
     out.returned = kumo.inject_message(m)
     -- once injected the message belongs to kumod: a second injection is refused
     out.again = err(kumo.inject_message, m)
@@ -210,6 +215,17 @@ def test_make_and_inject_message(kumod, tmp_path):
     got = wait_until(lambda: delivered_subjects(capture) == want and want)
     assert delivered_subjects(capture) == want, relay.stderr()
     res = json.loads((out / "make.json").read_text())
+    gen = [email.message_from_bytes(open(f, "rb").read()) for f in captured(capture)]
+    gen = [m for m in gen if m["Subject"] == "generated"][0]
+    # the sink's listener prepends its own above ours
+    refs = gen.get_all("X-KumoRef")
+    assert len(refs) == 2, refs
+    ref = json.loads(base64.b64decode("".join(refs[1].split())))
+    assert ref == {"_@_": "\\_/", "recipient": "copy@example.net", "tenant": "gen"}, ref
+    assert list(ref) == ["_@_", "recipient", "tenant"]
+    assert "unknown key 'header_nam' (did you mean 'header_name'?)" in res["sup_bad_key"]
+    assert res["sup_bad_name"].endswith(
+        "kumo.apply_supplemental_trace_header: header_name: expected a header field name")
     assert res["sender"] == "notify@example.com"
     assert res["recipient"] == "copy@example.net"
     assert res["tenant"] == "gen"
