@@ -72,6 +72,13 @@ void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct
  * the whole transaction (every recipient, no trace header yet). Handlers
  * run synchronously (a wait raises). */
 void policy_smtp_data(struct message *msg, json_t *conn_meta, struct policy_result *r);
+/* smtp_server_rewrite_response(status, response, command, conn_meta) before
+ * a reply is sent: *code the new status (0: keep), and when *has_text the
+ * new text in text (textlen bytes, printable, LF separating lines).
+ * command may be NULL. */
+void policy_smtp_rewrite_response(int status, const char *response, const char *command,
+				  json_t *conn_meta, int *code, char *text, size_t textlen,
+				  int *has_text, struct policy_result *r);
 
 /* Events whose handlers may wait for I/O (kumo.http): the call returns 0
  * when it completed (r filled; done is never called), or 1 when a handler

@@ -330,7 +330,7 @@ static const struct api_event {
     {"smtp_server_message_deferred_inject", 0},
     {"smtp_server_message_received", 1},
     {"smtp_server_rcpt_to", 1},
-    {"smtp_server_rewrite_response", 0},
+    {"smtp_server_rewrite_response", 1},
     {"smtp_server_split_transaction", 0},
     {"spool_message_enumerated", 1},
     {"throttle_insert_ready_queue", 1},

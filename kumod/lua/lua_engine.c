@@ -922,6 +922,75 @@ void policy_spool_message_enumerated(struct message *msg, struct policy_result *
 	dispatch("spool_message_enumerated", push_event_args, NULL, &a, r);
 }
 
+/* smtp_server_rewrite_response(status, response, command, conn_meta) */
+struct rewrite_resp_args {
+	int status;
+	const char *response, *command;
+	json_t *conn_meta;
+	int *code, *has_text;
+	char *text;
+	size_t textlen;
+};
+
+static int push_rewrite_resp(lua_State *co, void *ctx)
+{
+	struct rewrite_resp_args *a = ctx;
+	lua_pushinteger(co, a->status);
+	lua_pushstring(co, a->response);
+	if (a->command)
+		lua_pushstring(co, a->command);
+	else
+		lua_pushnil(co);
+	lua_conn_meta__push(co, a->conn_meta);
+	return 4;
+}
+
+static int take_rewrite_resp(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct rewrite_resp_args *a = ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	const char *bad = NULL;
+	if (nres >= 1 && !lua_isnil(co, idx)) {
+		lua_Integer c = lua_isinteger(co, idx) ? lua_tointeger(co, idx) : 0;
+		if (c < 200 || c > 599)
+			bad = "the status must be an SMTP code (200..599) or nil";
+		else
+			*a->code = (int)c;
+	}
+	if (!bad && nres >= 2 && !lua_isnil(co, idx + 1)) {
+		size_t n;
+		const char *s =
+		    lua_type(co, idx + 1) == LUA_TSTRING ? lua_tolstring(co, idx + 1, &n) : NULL;
+		if (!s || n >= a->textlen || memchr(s, '\0', n) || memchr(s, '\r', n))
+			bad =
+			    "the response must be a string (LF between lines, no CR or NUL) or nil";
+		else {
+			memcpy(a->text, s, n + 1);
+			*a->has_text = 1;
+		}
+	}
+	if (bad) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text), "smtp_server_rewrite_response: %s", bad);
+	}
+	return 1;
+}
+
+void policy_smtp_rewrite_response(int status, const char *response, const char *command,
+				  json_t *conn_meta, int *code, char *text, size_t textlen,
+				  int *has_text, struct policy_result *r)
+{
+	struct rewrite_resp_args a = {status, response, command, conn_meta,
+				      code,   has_text, text,	 textlen};
+	*code = 0;
+	*has_text = 0;
+	dispatch("smtp_server_rewrite_response", push_rewrite_resp, take_rewrite_resp, &a, r);
+	if (r->status != POLICY_OK) {
+		*code = 0;
+		*has_text = 0;
+	}
+}
+
 /* requeue_message(msg, smtp_response, insert_context, increment_attempts, delay) */
 struct requeue_args {
 	struct message *msg;

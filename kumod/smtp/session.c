@@ -87,6 +87,40 @@ static int reply_is_error(int code)
 	       code == 555;
 }
 
+/* smtp_server_rewrite_response: the handler may replace the code and the
+ * text (enhanced code included; LF separates lines). An error or
+ * kumo.reject keeps the reply (logged by the engine), as does a change to
+ * or from 421, whose connection close kumod does not make on a rewrite. */
+static void session_rewrite_response(struct smtp_session *s, int *code, const char **enhanced,
+				     char *text, size_t textlen)
+{
+	char full[700], out[600];
+	snprintf(full, sizeof(full), "%s%s%s", *enhanced ? *enhanced : "", *enhanced ? " " : "",
+		 text);
+	int new_code = 0, new_text = 0;
+	struct policy_result r;
+	s->rewriting = 1;
+	policy_smtp_rewrite_response(*code, full, s->reply_cmd, s->meta, &new_code, out,
+				     sizeof(out), &new_text, &r);
+	s->rewriting = 0;
+	if (r.status != POLICY_OK || (new_code && (new_code == 421) != (*code == 421))) {
+		if (r.status == POLICY_OK)
+			log_warn("kumod::smtp_server",
+				 "session=%" PRIu64
+				 " smtp_server_rewrite_response: changing a reply "
+				 "to or from 421 is not supported; %d kept",
+				 s->id, *code);
+		return;
+	}
+	KTRACE(smtp_reply_rewrite, s->id, *code, new_code ? new_code : *code);
+	if (new_code)
+		*code = new_code;
+	if (new_text) {
+		snprintf(text, textlen, "%s", out);
+		*enhanced = NULL; /* the new text carries its own, if any */
+	}
+}
+
 /* Queues one reply. Protocol errors count towards the error limits; past
  * the soft limit the reply is held back (tarpit). */
 static void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt,
@@ -105,6 +139,8 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 		vsnprintf(text, sizeof(text), fmt, ap);
 	}
 	va_end(ap);
+	if (s->rewrite_response && !s->rewriting)
+		session_rewrite_response(s, &code, &enhanced, text, sizeof(text));
 	KTRACE(smtp_reply, s->id, code, text);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_WRITE, .code = code, .enhanced = enhanced,
 		       .text = text);
@@ -885,6 +921,7 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
 	memset(&cmd, 0, sizeof(cmd));
 	int rc = smtp_cmd_parse(line, len, &cmd, &err);
 	const struct smtp_command *c = cmd.verb ? &commands[cmd.verb] : NULL;
+	s->reply_cmd = cmd.verb == SMTP_VERB_AUTH ? "AUTH" : s->line;
 	if (session_sync_violation(s, c, cmd.verb))
 		return;
 	if (c && c->proceed && !(c->states & (1u << s->state))) {
@@ -1497,6 +1534,7 @@ static void session_message_received(struct smtp_session *s)
 static void session_end_of_data(struct smtp_session *s)
 {
 	struct smtp_data_framer *df = &s->df;
+	s->reply_cmd = "DATA"; /* every reply from here answers the data */
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_DATA, .text = s->msg ? s->msg->data.data : NULL,
 		       .len = s->msg ? s->msg->data.len : 0, .code = (int)df->size);
 	KTRACE(smtp_data_end, s->id, (uint64_t)df->size, df->bare_eol, df->line_too_long,
@@ -2117,6 +2155,7 @@ void smtp_session__accept(struct smtp_listener *l, int fd)
 	s->timer.data = s;
 	s->open_handles = 2;
 	s->meta = json_object();
+	s->rewrite_response = policy_has_handler("smtp_server_rewrite_response");
 	free(s->task->name);
 	s->task->name = xstrdup(s->conn.peer);
 	task_set_field(s->task, "peer", s->conn.peer);

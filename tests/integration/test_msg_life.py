@@ -158,6 +158,23 @@ kumo.on('requeue_message', function(msg, response, context, increment, delay)
   end
 end)
 
+if os.getenv 'REWRITE' then
+  kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
+    local f = assert(io.open(OUT .. '/replies.jsonl', 'a'))
+    f:write(kumo.json_encode {{ status = status, response = response, command = command }} .. '\n')
+    f:close()
+    if command == 'DATA' and status == 250 then
+      return 250, 'super fantastic!\n' .. response
+    elseif command and command:upper() == 'NOOP' then
+      error 'rewrite handler failed'
+    elseif command == 'HELP' then
+      return 421 -- refused: kumod does not close on a rewrite
+    elseif command == 'VRFY x' then
+      return 252, '2.1.5 cannot verify, will accept'
+    end
+  end)
+end
+
 local enum_mode = os.getenv 'ENUM_MODE'
 if enum_mode then
   kumo.on('spool_message_enumerated', function(msg)
@@ -445,3 +462,32 @@ def test_spool_message_enumerated(kumod, tmp_path):
     assert len(d) == 1 and d[0]["recipient"] == "stuck@dead.example", d
     assert d[0]["queue"] == "dead.example!smart.example"
     assert spooled() == []
+
+
+def test_smtp_server_rewrite_response(kumod, tmp_path):
+    relay, capture, out, var, _ = start(kumod, tmp_path, env={"REWRITE": "1"})
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=15) as s:
+        s.ehlo("client.test")
+        noop = s.noop()
+        vrfy = s.docmd("VRFY", "x")
+        helpr = s.docmd("HELP")
+        s.mail("sender@example.com")
+        s.rcpt("user@example.com")
+        data = s.data(b"Subject: rw\r\n\r\nbody\r\n")
+    assert noop[0] == 250  # the handler failed: the reply is kept
+    assert vrfy == (252, b"2.1.5 cannot verify, will accept")
+    assert helpr[0] != 421
+    lines = data[1].split(b"\n")
+    assert data[0] == 250 and lines[0] == b"super fantastic!" and lines[1].startswith(b"OK ids=")
+    relay.wait_for("rewrite handler failed")
+    relay.wait_for("changing a reply to or from 421 is not supported")
+    assert relay.stop() == 0
+    calls = [json.loads(x) for x in (out / "replies.jsonl").read_text().splitlines()]
+    assert calls[0]["status"] == 220 and "command" not in calls[0]  # the greeting
+    by_cmd = {c.get("command"): c for c in calls}
+    assert by_cmd["mail FROM:<sender@example.com>"]["status"] == 250
+    assert by_cmd["rcpt TO:<user@example.com>"]["status"] == 250
+    assert by_cmd["data"]["status"] == 354  # the DATA command itself, as sent
+    d = by_cmd["DATA"]  # the reply after the data
+    assert d["status"] == 250 and d["response"].startswith("OK ids=")
+    assert len(captured(capture)) <= 1
