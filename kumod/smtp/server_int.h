@@ -68,6 +68,7 @@ struct smtp_session {
 	 * answered (s->line, "AUTH" without its credentials, "DATA" for the end
 	 * of data, NULL before the first command) */
 	int rewrite_response, rewriting;
+	int data_event; /* an smtp_server_data handler is defined (checked once per session) */
 	const char *reply_cmd;
 	char *helo;
 	int esmtp;

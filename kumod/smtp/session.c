@@ -1499,8 +1499,10 @@ static void session_message_received(struct smtp_session *s)
 	/* smtp_server_data: the whole transaction, before it is split; the
 	 * handler may change recipients and content, or refuse it all */
 	struct policy_result r = {0};
-	policy_smtp_data(tx, s->meta, &r);
-	session_trace_policy(s, "smtp_server_data", &r);
+	if (s->data_event) {
+		policy_smtp_data(tx, s->meta, &r);
+		session_trace_policy(s, "smtp_server_data", &r);
+	}
 	if (r.status != POLICY_OK || !tx->nrecipients) {
 		MSG_TIMELINE(tx->id, "Policy", "smtp_server_data: %s",
 			     r.status == POLICY_REJECT ? "rejected" : "error");
@@ -2156,6 +2158,7 @@ void smtp_session__accept(struct smtp_listener *l, int fd)
 	s->open_handles = 2;
 	s->meta = json_object();
 	s->rewrite_response = policy_has_handler("smtp_server_rewrite_response");
+	s->data_event = policy_has_handler("smtp_server_data");
 	free(s->task->name);
 	s->task->name = xstrdup(s->conn.peer);
 	task_set_field(s->task, "peer", s->conn.peer);
