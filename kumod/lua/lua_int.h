@@ -119,6 +119,8 @@ void lua_loghook__register(lua_State *L);
 void lua_inject__register(lua_State *L);
 /* lua_trace_header.c: kumo.apply_supplemental_trace_header into the kumo table on top. */
 void lua_trace_header__register(lua_State *L);
+/* lua_rfc3464.c: kumo.generate_rfc3464_message into the kumo table on top. */
+void lua_rfc3464__register(lua_State *L);
 
 /* lua_bounce.c: kumo.configure_bounce_classifier into the table on top. */
 void lua_bounce__register(lua_State *L);

@@ -1869,5 +1869,6 @@ int lua_kumo__open(lua_State *L)
 	lua_invoke__register(L);
 	lua_inject__register(L);
 	lua_trace_header__register(L);
+	lua_rfc3464__register(L);
 	return 1;
 }

@@ -81,6 +81,16 @@ kumo.on('smtp_server_message_received', function(msg)
     out.sup_bad_key = err(kumo.apply_supplemental_trace_header, m, {{ header_nam = 'X-A' }})
     out.sup_bad_name = err(kumo.apply_supplemental_trace_header, m, {{ header_name = 'a b' }})
     kumo.apply_supplemental_trace_header(m, {{ supplemental_header = false }}) -- adds nothing
+    local params = {{ include_original_message = 'No', enable_bounce = true,
+                     reporting_mta = {{ mta_type = 'dns', name = 'mta1.example.com' }} }}
+    out.ndr_for_delivery = kumo.generate_rfc3464_message(params, nil,
+      {{ type = 'Delivery', sender = 'a@example.com', recipient = 'b@example.com' }}) == nil
+    out.ndr_null_sender = kumo.generate_rfc3464_message(params, nil,
+      {{ type = 'Bounce', delivery_protocol = 'ESMTP', sender = '', recipient = 'b@example.com' }}) == nil
+    out.ndr_bad_key = err(kumo.generate_rfc3464_message, {{ bogus = 1 }}, nil, {{}})
+    out.ndr_no_orig = err(kumo.generate_rfc3464_message, {{ include_original_message = 'FullContent',
+      enable_expiration = true, reporting_mta = params.reporting_mta }}, nil,
+      {{ type = 'Expiration', sender = 'a@example.com', recipient = 'b@example.com' }})
     out.returned = kumo.inject_message(m)
     -- once injected the message belongs to kumod: a second injection is refused
     out.again = err(kumo.inject_message, m)
@@ -187,6 +197,13 @@ end
 
 -- a synchronous event: the store completes after the call returns
 kumo.on('log_disposition_receipt', function(msg, record)
+  if record.type == 'Bounce' and record.recipient == '554-ndr@example.com' then
+    local ndr = kumo.generate_rfc3464_message({{
+      include_original_message = 'FullContent', enable_bounce = true,
+      reporting_mta = {{ mta_type = 'dns', name = 'mta1.example.com' }},
+    }}, msg, record)
+    kumo.inject_message(ndr)
+  end
   if record.type == 'Delivery' and msg:get_meta 'want_receipt' then
     kumo.inject_message(made('receipt@example.com', 'receipt'))
   end
@@ -248,6 +265,9 @@ def test_make_and_inject_message(kumod, tmp_path):
     assert res["tenant"] == "gen"
     assert "returned" not in res  # inject_message returns nothing
     assert "already injected" in res["again"], res["again"]
+    assert res["ndr_for_delivery"] is True and res["ndr_null_sender"] is True
+    assert res["ndr_bad_key"].endswith("kumo.generate_rfc3464_message: params: unknown key 'bogus'")
+    assert "pass the original message" in res["ndr_no_orig"]
     assert "'not an address' is not a valid envelope address" in res["bad_sender"]
     assert "recipient '' is not a valid envelope address" in res["bad_recipient"]
     assert relay.stop() == 0
@@ -491,3 +511,41 @@ def test_smtp_server_rewrite_response(kumod, tmp_path):
     d = by_cmd["DATA"]  # the reply after the data
     assert d["status"] == 250 and d["response"].startswith("OK ids=")
     assert len(captured(capture)) <= 1
+
+
+def test_generate_rfc3464_message(kumod, tmp_path):
+    relay, capture, out, var, _ = start(kumod, tmp_path)
+    send(relay.smtp_port, "ndr", rcpt="554-ndr@example.com")
+
+    def ndr():
+        for f in captured(capture):
+            m = email.message_from_bytes(open(f, "rb").read())
+            if m["Subject"] == "Returned mail":
+                return m
+    m = wait_until(ndr)
+    assert m is not None, relay.stderr()
+    assert relay.stop() == 0
+    assert m.get_content_type() == "multipart/report"
+    assert m.get_param("report-type") == "delivery-status"
+    assert m["To"] == "sender@example.com"
+    assert m["From"] == "Mail Delivery Subsystem <mailer-daemon@mta1.example.com>"
+    text, status, orig = m.get_payload()
+    assert text.get_content_type() == "text/plain"
+    assert "Response: 554 you said 554-ndr" in text.get_payload()
+    assert status.get_content_type() == "message/delivery-status"
+    fields = {}
+    for block in status.get_payload():  # email parses the blocks as header sets
+        for k, v in block.items():
+            fields.setdefault(k, v)
+    assert fields["Reporting-MTA"] == "dns; mta1.example.com"
+    assert fields["Final-Recipient"] == "rfc822;554-ndr@example.com"
+    assert fields["Action"] == "failed"
+    assert fields["Status"] == "5.0.0 you said 554-ndr"
+    assert fields["Diagnostic-Code"] == "smtp; 554 you said 554-ndr"
+    assert fields["Remote-MTA"].startswith("dns; ")
+    assert orig.get_content_type() == "message/rfc822"
+    assert orig.get_payload()[0]["Subject"] == "ndr"
+    recs = records(var / "logs")
+    rec = [r for r in recs if r["type"] == "Reception" and r["sender"] == ""]
+    assert len(rec) == 1 and rec[0]["recipient"] == "sender@example.com"
+    assert rec[0]["reception_protocol"] == "Lua"
