@@ -443,8 +443,24 @@ static void queue_source(struct introspect_queues *qs, void *ctx)
 	ready_foreach(ready_q_cb, qs);
 }
 
+/* spool_message_enumerated may re-assign the queue first; an error stops
+ * kumod as it stops KumoMTA's start-up: that message and the ones not yet
+ * enumerated stay in the spool untouched. */
 static void recovered_cb(struct message *m, void *ctx)
 {
+	if (kumod_shutting_down())
+		return; /* stays spooled: recovered at the next start */
+	struct policy_result r;
+	policy_spool_message_enumerated(m, &r);
+	if (r.status != POLICY_OK) {
+		fprintf(stderr,
+			"kumod: policy error: spool_message_enumerated failed for message %s: %s "
+			"(it stays in the spool; stopping)\n",
+			m->id, r.text);
+		app.exit_code = 1;
+		begin_shutdown("spool_message_enumerated failed");
+		return;
+	}
 	queue_insert(m, "Enumerated");
 }
 

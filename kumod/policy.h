@@ -68,6 +68,18 @@ void policy_smtp_rcpt_to(const char *recipient, json_t *conn_meta, struct policy
  * command before its 354 (a rejection answers DATA instead). */
 void policy_smtp_data_command(json_t *conn_meta, struct policy_result *r);
 void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct policy_result *r);
+/* smtp_server_data(msg, conn_meta): once per transaction after the data
+ * arrived, before any split and before smtp_server_message_received; msg is
+ * the whole transaction (every recipient, no trace header yet). Handlers
+ * run synchronously (a wait raises). */
+void policy_smtp_data(struct message *msg, json_t *conn_meta, struct policy_result *r);
+/* smtp_server_rewrite_response(status, response, command, conn_meta) before
+ * a reply is sent: *code the new status (0: keep), and when *has_text the
+ * new text in text (textlen bytes, printable, LF separating lines).
+ * command may be NULL. */
+void policy_smtp_rewrite_response(int status, const char *response, const char *command,
+				  json_t *conn_meta, int *code, char *text, size_t textlen,
+				  int *has_text, struct policy_result *r);
 
 /* Events whose handlers may wait for I/O (kumo.http): the call returns 0
  * when it completed (r filled; done is never called), or 1 when a handler
@@ -107,6 +119,27 @@ void policy_should_enqueue_log_record(struct message *msg, const char *hook, int
  * ignored. Synchronous: a handler may not wait. */
 void policy_log_disposition(const char *event, struct message *msg, json_t *record,
 			    struct policy_result *r);
+
+/* spool_message_enumerated(msg) for each message spool recovery loads,
+ * before it is queued (the handler may change its queue meta). */
+void policy_spool_message_enumerated(struct message *msg, struct policy_result *r);
+
+/* requeue_message(msg, smtp_response, insert_context, increment_attempts,
+ * delay) before a message goes back to a scheduled queue: every handler
+ * runs in order; the caller compares the queue name before and after.
+ * insert_context is {reason}; delay is nil. */
+void policy_requeue_message(struct message *msg, const char *response, const char *reason,
+			    int increment, struct policy_result *r);
+
+/* smtp_client_rewrite_delivery_status(response, domain, tenant, campaign,
+ * routing_domain) for a non-2xx reply of a delivery attempt (response is
+ * "code enhanced text" on one line; tenant and campaign may be NULL): *code
+ * is the handler's replacement code, or 0 to keep the reply's (no handler,
+ * nil, or an error: r says which). */
+void policy_smtp_client_rewrite_delivery_status(const char *response, const char *domain,
+						const char *tenant, const char *campaign,
+						const char *routing_domain, int *code,
+						struct policy_result *r);
 
 /* custom_lua delivery (kumod/dispatch/ready.c). policy_lua_conn_open fires
  * the constructor event (domain, tenant, campaign); on POLICY_OK r->handle

@@ -22,6 +22,7 @@
 #include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
+#include "ctl/http_inject.h"
 #include "ctl/http_int.h"
 #include "io/loop.h"
 #include "ktrace.h"
@@ -50,6 +51,9 @@ struct inject_txn {
 	json_t *auth_info;   /* KumoMTA's AuthInfo, for http_message_generated */
 	json_t *http_auth;   /* the "http_auth" meta value, one string shared by all */
 	size_t max_received; /* the listener's max_received_headers */
+	/* kumo.api.inject.inject_v1 (no connection): the answer goes here */
+	http_inject_local_fn local_done;
+	void *local_arg;
 };
 
 /* One store in flight. */
@@ -112,6 +116,14 @@ static void txn_free(struct inject_txn *t)
 
 static void txn_answer(struct inject_txn *t)
 {
+	if (t->local_done) {
+		json_t *j = json_pack("{s:I, s:I, s:O, s:O}", "success_count",
+				      (json_int_t)t->success, "fail_count", (json_int_t)t->fail,
+				      "failed_recipients", t->failed, "errors", t->errors);
+		t->local_done(t->local_arg, j);
+		json_decref(j);
+		return;
+	}
 	struct http_conn *hc = http__conn_lookup(t->conn_id);
 	if (!hc)
 		return; /* the client left; what was spooled is delivered all the same */
@@ -351,4 +363,49 @@ void http_inject__handle(struct http_conn *hc, struct http_request *req)
 	hc->busy = 1;	/* answered from a store completion */
 	task_set_phase(hc->task, "Spooling", "spool");
 	uv_timer_stop(&hc->timer);
+}
+
+/* KumoMTA's local-system AuthInfo: the request comes from loopback. */
+static json_t *local_auth_info(void)
+{
+	return json_pack("{s:s,s:[{s:s,s:s}],s:[]}", "peer_address", "127.0.0.1", "identities",
+			 "identity", "kumod", "context", "LocalSystem", "groups");
+}
+
+int http_inject_local(json_t *request, size_t max_received, http_inject_local_fn done, void *arg,
+		      char *err, size_t errlen)
+{
+	struct inject_req q;
+	char why[INJECT_REQ_MAX_ERROR];
+	if (inject_req_parse(request, &q, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "%s", why);
+		return -EINVAL;
+	}
+	if (kumod_shutting_down() || !spool_is_open()) {
+		snprintf(err, errlen, "%s",
+			 kumod_shutting_down()
+			     ? "shutting down"
+			     : "no spool is defined (kumo.define_spool); message not accepted");
+		inject_req_free(&q);
+		return -EAGAIN;
+	}
+	if (spool_space_check(why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "disk is too full: %s", why);
+		inject_req_free(&q);
+		return -ENOSPC;
+	}
+	struct inject_txn *t = xcalloc(1, sizeof(*t));
+	t->max_received = max_received;
+	t->q = q;
+	t->nr = inject_req_count(&q);
+	t->failed = json_array();
+	t->errors = json_array();
+	snprintf(t->peer_ip, sizeof(t->peer_ip), "127.0.0.1");
+	t->auth_info = local_auth_info();
+	t->http_auth = json_string(http_auth_summary(t->auth_info));
+	t->local_done = done;
+	t->local_arg = arg;
+	if (pump(t))
+		return 0; /* answered (done called) already */
+	return 1;
 }

@@ -16,6 +16,7 @@
 #include "base/metrics.h"
 #include "base/task.h"
 #include "base/xalloc.h"
+#include "dispatch/rewrite.h"
 #include "dispatch/ready.h"
 #include "dispatch/shaping_auto.h"
 #include "dns/resolver.h"
@@ -874,6 +875,11 @@ static void d_on_done(struct smtp_client *c, const struct smtp_client_result *r,
 	struct task *prev = task_enter(t);
 	struct qmsg *qm = d->current;
 	d->current = NULL;
+	const struct smtp_client_result *r0 = r;
+	struct rewrite_result rw;
+	if (qm) /* smtp_client_rewrite_delivery_status may change the codes */
+		r = rewrite_delivery_status(r, qm->m, queue_domain(qm->q),
+					    queue_routing_domain(qm->q), &rw);
 	struct ready_addr *a = &d->rq->addrs[d->addr_idx < d->rq->naddrs ? d->addr_idx : 0];
 	if (qm && outcome_batch(qm, d->rq, r, a->addr, a->host, c)) {
 		/* a batch with mixed outcomes: handled per recipient */
@@ -895,7 +901,9 @@ static void d_on_done(struct smtp_client *c, const struct smtp_client_result *r,
 		}
 	}
 	d->delivered_here++;
-	if (r->session_usable)
+	if (r != r0)
+		rewrite_result_free(&rw);
+	if (r0->session_usable)
 		dispatcher_next(d);
 	task_exit(t, prev);
 }

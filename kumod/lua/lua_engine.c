@@ -921,6 +921,158 @@ static int take_enqueue(lua_State *co, int nres, void *ctx, struct policy_result
 	return 1;
 }
 
+void policy_spool_message_enumerated(struct message *msg, struct policy_result *r)
+{
+	struct event_args a = {.msg = msg};
+	dispatch("spool_message_enumerated", push_event_args, NULL, &a, r);
+}
+
+/* smtp_server_rewrite_response(status, response, command, conn_meta) */
+struct rewrite_resp_args {
+	int status;
+	const char *response, *command;
+	json_t *conn_meta;
+	int *code, *has_text;
+	char *text;
+	size_t textlen;
+};
+
+static int push_rewrite_resp(lua_State *co, void *ctx)
+{
+	struct rewrite_resp_args *a = ctx;
+	lua_pushinteger(co, a->status);
+	lua_pushstring(co, a->response);
+	if (a->command)
+		lua_pushstring(co, a->command);
+	else
+		lua_pushnil(co);
+	lua_conn_meta__push(co, a->conn_meta);
+	return 4;
+}
+
+static int take_rewrite_resp(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct rewrite_resp_args *a = ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	const char *bad = NULL;
+	if (nres >= 1 && !lua_isnil(co, idx)) {
+		lua_Integer c = lua_isinteger(co, idx) ? lua_tointeger(co, idx) : 0;
+		if (c < 200 || c > 599)
+			bad = "the status must be an SMTP code (200..599) or nil";
+		else
+			*a->code = (int)c;
+	}
+	if (!bad && nres >= 2 && !lua_isnil(co, idx + 1)) {
+		size_t n;
+		const char *s =
+		    lua_type(co, idx + 1) == LUA_TSTRING ? lua_tolstring(co, idx + 1, &n) : NULL;
+		if (!s || n >= a->textlen || memchr(s, '\0', n) || memchr(s, '\r', n))
+			bad =
+			    "the response must be a string (LF between lines, no CR or NUL) or nil";
+		else {
+			memcpy(a->text, s, n + 1);
+			*a->has_text = 1;
+		}
+	}
+	if (bad) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text), "smtp_server_rewrite_response: %s", bad);
+	}
+	return 1;
+}
+
+void policy_smtp_rewrite_response(int status, const char *response, const char *command,
+				  json_t *conn_meta, int *code, char *text, size_t textlen,
+				  int *has_text, struct policy_result *r)
+{
+	struct rewrite_resp_args a = {status, response, command, conn_meta,
+				      code,   has_text, text,	 textlen};
+	*code = 0;
+	*has_text = 0;
+	dispatch("smtp_server_rewrite_response", push_rewrite_resp, take_rewrite_resp, &a, r);
+	if (r->status != POLICY_OK) {
+		*code = 0;
+		*has_text = 0;
+	}
+}
+
+/* requeue_message(msg, smtp_response, insert_context, increment_attempts, delay) */
+struct requeue_args {
+	struct message *msg;
+	const char *response, *reason;
+	int increment;
+};
+
+static int push_requeue(lua_State *co, void *ctx)
+{
+	struct requeue_args *a = ctx;
+	lua_message__push(co, a->msg);
+	lua_pushstring(co, a->response);
+	lua_createtable(co, 1, 0);
+	lua_pushstring(co, a->reason);
+	lua_rawseti(co, -2, 1);
+	lua_pushboolean(co, a->increment);
+	lua_pushnil(co); /* delay: the queue's own retry schedule applies */
+	return 5;
+}
+
+void policy_requeue_message(struct message *msg, const char *response, const char *reason,
+			    int increment, struct policy_result *r)
+{
+	struct requeue_args a = {msg, response, reason, increment};
+	dispatch("requeue_message", push_requeue, NULL, &a, r);
+}
+
+/* smtp_client_rewrite_delivery_status(response, domain, tenant, campaign,
+ * routing_domain): nil keeps the code; an integer 200..599 replaces it. */
+struct rewrite_args {
+	const char *s[5];
+	int *code;
+};
+
+static int push_rewrite(lua_State *co, void *ctx)
+{
+	struct rewrite_args *a = ctx;
+	for (int i = 0; i < 5; i++)
+		if (a->s[i])
+			lua_pushstring(co, a->s[i]);
+		else
+			lua_pushnil(co);
+	return 5;
+}
+
+static int take_rewrite(lua_State *co, int nres, void *ctx, struct policy_result *r)
+{
+	struct rewrite_args *a = ctx;
+	int idx = lua_gettop(co) - nres + 1;
+	if (nres < 1 || lua_isnil(co, idx))
+		return 0;
+	lua_Integer c = lua_isinteger(co, idx) ? lua_tointeger(co, idx) : 0;
+	if (c < 200 || c > 599) {
+		r->status = POLICY_ERROR;
+		snprintf(r->text, sizeof(r->text),
+			 "smtp_client_rewrite_delivery_status: handler returned %s; expected an "
+			 "SMTP status code (200..599) or nil",
+			 lua_isinteger(co, idx) ? "an out-of-range integer"
+						: luaL_typename(co, idx));
+		return 1;
+	}
+	*a->code = (int)c;
+	return 1;
+}
+
+void policy_smtp_client_rewrite_delivery_status(const char *response, const char *domain,
+						const char *tenant, const char *campaign,
+						const char *routing_domain, int *code,
+						struct policy_result *r)
+{
+	struct rewrite_args a = {{response, domain, tenant, campaign, routing_domain}, code};
+	*code = 0;
+	dispatch("smtp_client_rewrite_delivery_status", push_rewrite, take_rewrite, &a, r);
+	if (r->status != POLICY_OK)
+		*code = 0;
+}
+
 void policy_should_enqueue_log_record(struct message *msg, const char *hook, int *enqueue,
 				      struct policy_result *r)
 {
@@ -1263,6 +1415,12 @@ void policy_smtp_message_received(struct message *msg, json_t *conn_meta, struct
 {
 	struct event_args a = {.msg = msg, .conn_meta = conn_meta};
 	dispatch("smtp_server_message_received", push_event_args, NULL, &a, r);
+}
+
+void policy_smtp_data(struct message *msg, json_t *conn_meta, struct policy_result *r)
+{
+	struct event_args a = {.msg = msg, .conn_meta = conn_meta};
+	dispatch("smtp_server_data", push_event_args, NULL, &a, r);
 }
 
 int policy_smtp_message_received_async(struct message *msg, json_t *conn_meta,

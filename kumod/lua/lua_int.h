@@ -43,7 +43,8 @@ int lua_engine__validating(void);
  * calls lua_engine__wake(id, nres): they become k's results on the stack. */
 uint64_t lua_engine__wait_begin(lua_State *L, const char *what);
 int lua_engine__wait(lua_State *L, lua_KContext ctx, lua_KFunction k);
-/* 1 when lua_engine__wait_begin would succeed here (the handler may wait), else 0. */
+/* 1 when lua_engine__wait_begin would succeed on L (an asynchronous event's
+ * handler itself), 0 where it would raise. */
 int lua_engine__can_wait(lua_State *L);
 lua_State *lua_engine__thread(uint64_t id);
 void lua_engine__wake(uint64_t id, int nres);
@@ -126,6 +127,14 @@ void lua_http__register(lua_State *L);
 void lua_http_url__register(lua_State *L);
 /* lua_loghook.c: kumo.configure_log_hook into the kumo table on top. */
 void lua_loghook__register(lua_State *L);
+
+/* lua_inject.c: kumo.make_message, kumo.inject_message and
+ * kumo.api.inject.inject_v1 into the kumo table on top of the stack. */
+void lua_inject__register(lua_State *L);
+/* lua_trace_header.c: kumo.apply_supplemental_trace_header into the kumo table on top. */
+void lua_trace_header__register(lua_State *L);
+/* lua_rfc3464.c: kumo.generate_rfc3464_message into the kumo table on top. */
+void lua_rfc3464__register(lua_State *L);
 
 /* lua_bounce.c: kumo.configure_bounce_classifier into the table on top. */
 void lua_bounce__register(lua_State *L);

@@ -1870,5 +1870,8 @@ int lua_kumo__open(lua_State *L)
 	lua_http__register(L);
 	lua_loghook__register(L);
 	lua_invoke__register(L);
+	lua_inject__register(L);
+	lua_trace_header__register(L);
+	lua_rfc3464__register(L);
 	return 1;
 }

@@ -159,10 +159,17 @@ int policy_validate_handlers(const char *domain, FILE *out)
 	policy_smtp_data_command(meta, &r);
 	report(&v, "smtp_server_data_command", "conn_meta", &r);
 	struct message *m = sample_message(sender, rcpt);
+	policy_smtp_data(m, meta, &r);
+	report(&v, "smtp_server_data", "msg, conn_meta", &r);
 	policy_smtp_message_received(m, meta, &r);
 	report(&v, "smtp_server_message_received", "msg, conn_meta", &r);
 	validate_queue(&v, m, domain); /* with what meta the handler set, even if it failed */
 	message_unref(m);
+	int new_code;
+	policy_smtp_client_rewrite_delivery_status("550 5.1.1 validate", domain, NULL, NULL, domain,
+						   &new_code, &r);
+	snprintf(args, sizeof(args), "'550 5.1.1 validate', %s, nil, nil, %s", domain, domain);
+	report(&v, "smtp_client_rewrite_delivery_status", args, &r);
 	m = sample_message(sender, rcpt);
 	message_set_meta(m, "reception_protocol", json_string("HTTP"));
 	json_t *auth_info = json_pack("{s:s,s:[],s:[s]}", "peer_address", "127.0.0.1", "identities",

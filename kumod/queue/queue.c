@@ -1255,9 +1255,95 @@ int queue_check_config(const struct message *m, const char *protocol, const char
 	return -1;
 }
 
+static void rebind_saved(void *ctx, int err)
+{
+	char *id = ctx;
+	if (err && err != -ENOENT)
+		log_warn("kumod::queue",
+			 "message %s: saving its new queue after requeue_message failed (%s); "
+			 "after a restart it returns to the queue it was in",
+			 id, strerror(-err));
+	free(id);
+}
+
+/* requeue_message (KumoMTA's): the handlers may rebind the message to
+ * another queue (meta queue, tenant, campaign, routing_domain). Returns 1
+ * when the message was dealt with here: bounced by kumo.reject (a Bounce
+ * record, removed from the spool), or moved to its new queue, due now
+ * (the attempt still counted). 0: requeue as usual, in the queue it was in
+ * (also after a handler error: logged by the engine). */
+static int requeue_event(struct qmsg *qm, const char *reason, int increment, const char *why_code,
+			 const char *why_text)
+{
+	if (!policy_has_handler("requeue_message"))
+		return 0;
+	char resp[600], before[1024], after[1024];
+	if (why_code || why_text)
+		snprintf(resp, sizeof(resp), "%s%s%s", why_code ? why_code : "",
+			 why_code && why_text ? " " : "", why_text ? why_text : "");
+	else
+		snprintf(resp, sizeof(resp), "451 KumoMTA internal: %s", reason);
+	queue_message_name(qm->m, before, sizeof(before));
+	struct policy_result r;
+	policy_requeue_message(qm->m, resp, reason, increment, &r);
+	if (r.status == POLICY_REJECT) {
+		struct logrec_response lr = {.code = r.code, .content = r.text};
+		logrec_log("Bounce", qm->m, NULL, &lr, NULL, qm->q->name, NULL, NULL, NULL, NULL);
+		KTRACE(queue_requeue_event, qm->m->id, qm->q->name, "", "bounced");
+		MSG_TIMELINE(qm->m->id, "Bounce", "requeue_message: kumo.reject(%d)", r.code);
+		spool_discard(qm->m);
+		queue_done(qm);
+		return 1;
+	}
+	queue_message_name(qm->m, after, sizeof(after));
+	if (r.status != POLICY_OK || strcmp(before, after) == 0 ||
+	    strcmp(after, qm->q->name) == 0) {
+		KTRACE(queue_requeue_event, qm->m->id, qm->q->name, "",
+		       r.status == POLICY_OK ? "kept" : "error");
+		return 0;
+	}
+	/* rebound: out of this queue's list, into the new one's, due now */
+	struct sched_queue *from = qm->q, *to = queue_get(after);
+	if (qm->q_prev)
+		qm->q_prev->q_next = qm->q_next;
+	else
+		from->head = qm->q_next;
+	if (qm->q_next)
+		qm->q_next->q_prev = qm->q_prev;
+	else
+		from->tail = qm->q_prev;
+	from->count--;
+	queue_update_phase(from);
+	if (!from->count) {
+		from->empty_since_ms = now_ms();
+		reap_arm(from->empty_since_ms + from->cfg.reap_ms);
+	}
+	qm->q = to;
+	qm->q_next = NULL;
+	qm->q_prev = to->tail;
+	if (to->tail)
+		to->tail->q_next = qm;
+	else
+		to->head = qm;
+	to->tail = qm;
+	to->count++;
+	if (increment)
+		qm->m->attempts++;
+	KTRACE(queue_requeue_event, qm->m->id, from->name, to->name, "rebound");
+	MSG_TIMELINE(qm->m->id, "Rebind", "requeue_message: %s -> %s", from->name, to->name);
+	if (qm->m->spool_deferred)
+		defer_save(qm->m, "TransientFailure");
+	else /* the new meta survives a restart */
+		spool_update_meta(qm->m, rebind_saved, xstrdup(qm->m->id));
+	schedule(qm, now_ms(), reason);
+	return 1;
+}
+
 void queue_requeue(struct qmsg *qm, const char *reason, int increment, const char *why_code,
 		   const char *why_text)
 {
+	if (requeue_event(qm, reason, increment, why_code, why_text))
+		return;
 	struct sched_queue *q = qm->q;
 	uint64_t delay;
 	struct sched_spec ss;

@@ -63,6 +63,13 @@ struct smtp_session {
 	struct smtp_line_reader lr;
 	struct smtp_data_framer df;
 	char line[1024];
+	/* smtp_server_rewrite_response: a handler is defined (checked once per
+	 * session), a call is running (no nesting), and the command being
+	 * answered (s->line, "AUTH" without its credentials, "DATA" for the end
+	 * of data, NULL before the first command) */
+	int rewrite_response, rewriting;
+	int data_event; /* an smtp_server_data handler is defined (checked once per session) */
+	const char *reply_cmd;
 	char *helo;
 	int esmtp;
 	int relay_peer;

@@ -87,6 +87,40 @@ static int reply_is_error(int code)
 	       code == 555;
 }
 
+/* smtp_server_rewrite_response: the handler may replace the code and the
+ * text (enhanced code included; LF separates lines). An error or
+ * kumo.reject keeps the reply (logged by the engine), as does a change to
+ * or from 421, whose connection close kumod does not make on a rewrite. */
+static void session_rewrite_response(struct smtp_session *s, int *code, const char **enhanced,
+				     char *text, size_t textlen)
+{
+	char full[700], out[600];
+	snprintf(full, sizeof(full), "%s%s%s", *enhanced ? *enhanced : "", *enhanced ? " " : "",
+		 text);
+	int new_code = 0, new_text = 0;
+	struct policy_result r;
+	s->rewriting = 1;
+	policy_smtp_rewrite_response(*code, full, s->reply_cmd, s->meta, &new_code, out,
+				     sizeof(out), &new_text, &r);
+	s->rewriting = 0;
+	if (r.status != POLICY_OK || (new_code && (new_code == 421) != (*code == 421))) {
+		if (r.status == POLICY_OK)
+			log_warn("kumod::smtp_server",
+				 "session=%" PRIu64
+				 " smtp_server_rewrite_response: changing a reply "
+				 "to or from 421 is not supported; %d kept",
+				 s->id, *code);
+		return;
+	}
+	KTRACE(smtp_reply_rewrite, s->id, *code, new_code ? new_code : *code);
+	if (new_code)
+		*code = new_code;
+	if (new_text) {
+		snprintf(text, textlen, "%s", out);
+		*enhanced = NULL; /* the new text carries its own, if any */
+	}
+}
+
 /* Queues one reply. Protocol errors count towards the error limits; past
  * the soft limit the reply is held back (tarpit). */
 static void session_reply(struct smtp_session *s, int code, const char *enhanced, const char *fmt,
@@ -105,6 +139,8 @@ static void session_reply(struct smtp_session *s, int code, const char *enhanced
 		vsnprintf(text, sizeof(text), fmt, ap);
 	}
 	va_end(ap);
+	if (s->rewrite_response && !s->rewriting)
+		session_rewrite_response(s, &code, &enhanced, text, sizeof(text));
 	KTRACE(smtp_reply, s->id, code, text);
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_WRITE, .code = code, .enhanced = enhanced,
 		       .text = text);
@@ -164,7 +200,7 @@ static void session_trace_policy(struct smtp_session *s, const char *event,
 	    ((s->processing &&
 	      (!strcmp(event + 12, "ehlo") || !strcmp(event + 12, "mail_from") ||
 	       !strcmp(event + 12, "rcpt_to") || !strcmp(event + 12, "data_command"))) ||
-	     !strcmp(event + 12, "connection_accepted") ||
+	     !strcmp(event + 12, "connection_accepted") || !strcmp(event + 12, "data") ||
 	     !strcmp(event + 12, "message_received"))) {
 		s->tarpit = 1;
 		s->hold_ms = r->delay_ms;
@@ -888,6 +924,7 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
 	memset(&cmd, 0, sizeof(cmd));
 	int rc = smtp_cmd_parse(line, len, &cmd, &err);
 	const struct smtp_command *c = cmd.verb ? &commands[cmd.verb] : NULL;
+	s->reply_cmd = cmd.verb == SMTP_VERB_AUTH ? "AUTH" : s->line;
 	if (session_sync_violation(s, c, cmd.verb))
 		return;
 	if (c && c->proceed && !(c->states & (1u << s->state))) {
@@ -1254,7 +1291,9 @@ static struct message *rx_group_message(struct smtp_session *s, struct smtp_rx_t
 		for (size_t j = i; j < tx->nrecipients; j++)
 			if (t->group[j] == i)
 				message_add_recipient(m, tx->recipients[j]);
-		message_copy_data(m, tx); /* a streamed body is shared, not copied */
+		message_copy_data(m, tx);	/* a streamed body is shared, not copied */
+		if (json_object_size(tx->meta)) /* set by smtp_server_data */
+			json_object_update_new(m->meta, json_deep_copy(tx->meta));
 	}
 	session_add_trace_headers(s, m);
 	/* KumoMTA copies these into the message meta (log records use them) */
@@ -1466,6 +1505,19 @@ static void rx_policy_done(void *arg, const struct policy_result *r)
 static void session_message_received(struct smtp_session *s)
 {
 	struct message *tx = s->msg;
+	/* smtp_server_data: the whole transaction, before it is split; the
+	 * handler may change recipients and content, or refuse it all */
+	struct policy_result r = {0};
+	if (s->data_event) {
+		policy_smtp_data(tx, s->meta, &r);
+		session_trace_policy(s, "smtp_server_data", &r);
+	}
+	if (r.status != POLICY_OK || !tx->nrecipients) {
+		MSG_TIMELINE(tx->id, "Policy", "smtp_server_data: %s",
+			     r.status == POLICY_REJECT ? "rejected" : "error");
+		session_reply_policy(s, &r);
+		return;
+	}
 	struct smtp_rx_txn *t = xcalloc(1, sizeof(*t));
 	buf_init(&t->ids);
 	t->msgs = xcalloc(tx->nrecipients, sizeof(*t->msgs));
@@ -1493,6 +1545,7 @@ static void session_message_received(struct smtp_session *s)
 static void session_end_of_data(struct smtp_session *s)
 {
 	struct smtp_data_framer *df = &s->df;
+	s->reply_cmd = "DATA"; /* every reply from here answers the data */
 	SMTP_TRACE_SRV(s, .kind = SMTP_TRACE_DATA, .text = s->msg ? s->msg->data.data : NULL,
 		       .len = s->msg ? s->msg->data.len : 0, .code = (int)df->size);
 	KTRACE(smtp_data_end, s->id, (uint64_t)df->size, df->bare_eol, df->line_too_long,
@@ -2113,6 +2166,8 @@ void smtp_session__accept(struct smtp_listener *l, int fd)
 	s->timer.data = s;
 	s->open_handles = 2;
 	s->meta = json_object();
+	s->rewrite_response = policy_has_handler("smtp_server_rewrite_response");
+	s->data_event = policy_has_handler("smtp_server_data");
 	free(s->task->name);
 	s->task->name = xstrdup(s->conn.peer);
 	task_set_field(s->task, "peer", s->conn.peer);

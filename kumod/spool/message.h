@@ -59,6 +59,10 @@ struct message {
 	 * spool_gone once the message left the system (spool_discard), so a
 	 * save in flight is followed by the removal and nothing saves it again. */
 	unsigned char spool_deferred, spool_saving, spool_gone;
+	/* Made by kumo.make_message and not yet given to kumo.inject_message:
+	 * the only messages inject_message takes (any other is already owned
+	 * by reception or a queue: injecting it would deliver it twice). */
+	unsigned char policy_made;
 };
 
 /* New message with a fresh id, one reference. */

@@ -162,8 +162,8 @@ IGNORED_BEFORE = [
     ("kumo.on('init', function() kumo.start_esmtp_listener{ listen = '127.0.0.1:0', "
      "trace_headers = { include_meta_names = { 1 } } } end)",
      "start_esmtp_listener: trace_headers.include_meta_names: expected a string, got number"),
-    ("kumo.on('smtp_server_data', function() end)",
-     "kumo.on('smtp_server_data'): a KumoMTA event that kumod does not implement yet "
+    ("kumo.on('tsa_init', function() end)",
+     "kumo.on('tsa_init'): a KumoMTA event that kumod does not implement yet "
      "(the handler would never be called)"),
     ("kumo.on('smtp_server_mesage_received', function() end)",
      "kumo.on('smtp_server_mesage_received'): not an event kumod calls (did you mean "

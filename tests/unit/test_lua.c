@@ -114,7 +114,7 @@ TEST_IMPL(lua_on_rules)
 	ASSERT_EQ(
 	    load("kumo.on('smtp_server_mesage_received', function() end)\n", err, sizeof(err)), -1);
 	assert_contains(err, "not an event kumod calls (did you mean");
-	ASSERT_EQ(load("kumo.on('smtp_server_data', function() end)\n", err, sizeof(err)), -1);
+	ASSERT_EQ(load("kumo.on('tsa_init', function() end)\n", err, sizeof(err)), -1);
 	assert_contains(err, "a KumoMTA event that kumod does not implement yet");
 	ASSERT(!policy_has_handler("smtp_server_ehlo"));
 	/* kumo.on from inside a handler is refused */
