@@ -77,21 +77,6 @@ static const char *cstr(const struct buf *b)
 
 /* --- parsing ------------------------------------------------------------------------ */
 
-static const char *next_line(const char *p, const char *end)
-{
-	const char *nl = memchr(p, '\n', (size_t)(end - p));
-	return nl ? nl + 1 : end;
-}
-
-static const char *strip_line_end(const char *start, const char *line)
-{
-	if (line > start && line[-1] == '\n')
-		line--;
-	if (line > start && line[-1] == '\r')
-		line--;
-	return line;
-}
-
 /* Pushes the part parsed from s[0..n). */
 static void parse_part(lua_State *L, const char *s, size_t n, const char *default_type, int depth,
 		       int *next_id)
@@ -118,20 +103,21 @@ static void parse_part(lua_State *L, const char *s, size_t n, const char *defaul
 		int count = 0;
 		lua_getiuservalue(L, -1, 1);
 		for (const char *q = b; q < end;) {
-			const char *nl = next_line(q, end);
+			const char *nl = mime_view_next_line(q, end);
 			int k = mime_view_delimiter(q, end, e.boundary, bl);
 			if (k) {
 				if (!first)
 					first = q;
 				if (part) {
-					parse_part(L, part,
-						   (size_t)(strip_line_end(part, q) - part),
-						   child_default, depth + 1, next_id);
+					parse_part(
+					    L, part,
+					    (size_t)(mime_view_strip_line_end(part, q) - part),
+					    child_default, depth + 1, next_id);
 					lua_rawseti(L, -2, ++count);
 				}
 				part = k == 1 ? nl : NULL;
 				if (k == 2) {
-					const char *ce = strip_line_end(q, nl);
+					const char *ce = mime_view_strip_line_end(q, nl);
 					snprintf(p->close_eol, sizeof(p->close_eol), "%.*s",
 						 (int)(nl - ce), ce);
 					buf_append(&p->epilogue, nl, (size_t)(end - nl));

@@ -399,21 +399,6 @@ static void extra_text(const char *p, size_t n, struct buf *out, struct mime_bui
 		res->dropped++;
 }
 
-static const char *next_line(const char *p, const char *end)
-{
-	const char *nl = memchr(p, '\n', (size_t)(end - p));
-	return nl ? nl + 1 : end;
-}
-
-static const char *strip_line_end(const char *start, const char *line)
-{
-	if (line > start && line[-1] == '\n')
-		line--;
-	if (line > start && line[-1] == '\r')
-		line--;
-	return line;
-}
-
 static void delimiter_line(struct buf *out, const char *boundary, int close)
 {
 	buf_append(out, "--", 2);
@@ -432,11 +417,11 @@ static int build_multipart(const struct mime_view_entity *e, const char *b, size
 	const char *end = b + bn, *part = NULL;
 	int seen = 0;
 	for (const char *q = b; q < end;) {
-		const char *nl = next_line(q, end);
+		const char *nl = mime_view_next_line(q, end);
 		int k = mime_view_delimiter(q, end, e->boundary, bl);
 		if (k) {
 			if (part) {
-				const char *pe = strip_line_end(part, q);
+				const char *pe = mime_view_strip_line_end(part, q);
 				if (build_entity(part, (size_t)(pe - part), out, res, depth + 1, 0,
 						 child_default) != 0)
 					return -EINVAL;
@@ -652,11 +637,12 @@ static int tree_headers_ok(const char *p, size_t n, const char *default_type, in
 	size_t bl = strlen(e.boundary);
 	const char *b = p + hl, *end = p + n, *part = NULL;
 	for (const char *q = b; q < end;) {
-		const char *nl = next_line(q, end);
+		const char *nl = mime_view_next_line(q, end);
 		int k = mime_view_delimiter(q, end, e.boundary, bl);
 		if (k) {
-			if (part && !tree_headers_ok(part, (size_t)(strip_line_end(part, q) - part),
-						     child_default, depth + 1))
+			if (part && !tree_headers_ok(
+					part, (size_t)(mime_view_strip_line_end(part, q) - part),
+					child_default, depth + 1))
 				return 0;
 			part = k == 1 ? nl : NULL;
 			if (k == 2)

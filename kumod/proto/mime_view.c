@@ -162,14 +162,13 @@ int mime_view_delimiter(const char *p, const char *end, const char *b, size_t bl
 	return close ? 2 : 1;
 }
 
-static const char *next_line(const char *p, const char *end)
+const char *mime_view_next_line(const char *p, const char *end)
 {
 	const char *nl = memchr(p, '\n', (size_t)(end - p));
 	return nl ? nl + 1 : end;
 }
 
-/* The start of the line ending just before `line` (drops CRLF or LF). */
-static const char *strip_line_end(const char *start, const char *line)
+const char *mime_view_strip_line_end(const char *start, const char *line)
 {
 	if (line > start && line[-1] == '\n')
 		line--;
@@ -222,12 +221,12 @@ static void parse_entity(struct mime_view *v, const char *msg, const char *start
 	size_t bl = strlen(eh.boundary);
 	const char *part = NULL; /* start of the current part's headers */
 	for (const char *p = body; p < end;) {
-		const char *nl = next_line(p, end);
+		const char *nl = mime_view_next_line(p, end);
 		int k = mime_view_delimiter(p, end, eh.boundary, bl);
 		if (k) {
 			if (part)
-				parse_entity(v, msg, part, strip_line_end(part, p), depth + 1,
-					     child_default);
+				parse_entity(v, msg, part, mime_view_strip_line_end(part, p),
+					     depth + 1, child_default);
 			part = k == 1 ? nl : NULL;
 			if (k == 2)
 				return;

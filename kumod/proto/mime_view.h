@@ -54,6 +54,12 @@ struct mime_view_entity {
 void mime_view_read_entity(const char *p, size_t hlen, const char *default_type,
 			   struct mime_view_entity *eh);
 
+/* The start of the line after the one at p (after its LF), or end. */
+const char *mime_view_next_line(const char *p, const char *end);
+/* The end of the content of the line that ends just before `line` (its CRLF
+ * or LF dropped), never before start. */
+const char *mime_view_strip_line_end(const char *start, const char *line);
+
 /* Whether the line starting at p (within [p, end)) is a delimiter of
  * boundary b[0..bl): 1 delimiter, 2 close delimiter, 0 not one. */
 int mime_view_delimiter(const char *p, const char *end, const char *b, size_t bl);
