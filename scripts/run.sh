@@ -6,6 +6,9 @@
 set -u
 bin=${1:-build}
 export LTTNG_UST_REGISTER_TIMEOUT=${LTTNG_UST_REGISTER_TIMEOUT:-0}
+# liblttng-ust's constructor would realpath and open every loaded library
+# (~60) for its base-address statedump: ~14 ms of each start (docs/tracing.md)
+export LTTNG_UST_WITHOUT_BADDR_STATEDUMP=${LTTNG_UST_WITHOUT_BADDR_STATEDUMP-1}
 mkdir -p var/run
 # var/run/{sink,kumod}.pid pick one of the two for a tracer:
 #   bpftrace -p $(cat var/run/kumod.pid) ...   (pidof kumod returns both)
