@@ -29,6 +29,7 @@
 #include "proto/json_compact.h"
 #include "proto/mime_view.h"
 #include "proto/rfc5322.h"
+#include "smtp/transcript.h"
 #include "spool/message.h"
 
 #define CAT_TAG_MAX 48
@@ -106,8 +107,9 @@ struct cat_op {
 	char *sender, *peer;
 	char **rcpts;
 	size_t nrcpts;
-	json_t *session;  /* meta smtp_session (a reference; never changed) */
-	int built;	  /* summary, text, stext and line are set */
+	json_t *session; /* meta smtp_session (a reference; never changed) */
+	struct smtp_transcript_snap *session_snap; /* or the lines, made JSON by op_build */
+	int built;				   /* summary, text, stext and line are set */
 	struct buf line;  /* ADD: the summary JSON; DEL: the index record */
 	struct buf stext; /* ADD: the search text */
 	struct buf text;  /* ADD: decoded text for waiters (loop only) */
@@ -1361,6 +1363,7 @@ static void op_free(struct cat_op *op)
 		free(op->rcpts[i]);
 	free(op->rcpts);
 	json_decref(op->session);
+	smtp_transcript_snap_free(op->session_snap);
 	buf_free(&op->line);
 	buf_free(&op->stext);
 	buf_free(&op->text);
@@ -1508,6 +1511,11 @@ static void writer_kick(void)
  * the loop (catcher_capture). */
 static void op_build(struct cat_op *op)
 {
+	if (op->session_snap) {
+		op->session = smtp_transcript_snap_json(op->session_snap);
+		smtp_transcript_snap_free(op->session_snap);
+		op->session_snap = NULL;
+	}
 	const char *msg = op->eml.data ? op->eml.data : "";
 	size_t len = op->eml.len;
 	tag_of(op, msg, rfc5322_header_end(msg, len), op->tag, sizeof(op->tag));
@@ -1548,7 +1556,13 @@ int catcher_capture(const struct message *m, char *id_out, size_t idlen)
 	op->rcpts = xcalloc(m->nrecipients + 1, sizeof(*op->rcpts));
 	for (size_t i = 0; i < m->nrecipients; i++)
 		op->rcpts[i] = xstrdup(m->recipients[i]);
-	op->session = json_incref(message_get_meta(m, "smtp_session"));
+	/* the transcript as lines (made JSON on the writer's thread) unless a
+	 * policy already read or replaced it */
+	const struct smtp_transcript_snap *snap = message_lazy_obj(m, "smtp_session");
+	if (snap)
+		op->session_snap = smtp_transcript_snap_dup(snap);
+	else
+		op->session = json_incref(message_get_meta(m, "smtp_session"));
 	/* Backpressure: a writer far behind gets no more work handed over, so
 	 * the queue of unbuilt messages (their copies) stays bounded. */
 	if (C.pending_unbuilt >= CAT_UNBUILT_MAX)

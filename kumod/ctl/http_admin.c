@@ -299,6 +299,7 @@ static json_t *inspect_json(const struct qmsg *qm, int want_body)
 	json_t *rcpts = json_array();
 	for (size_t i = 0; i < m->nrecipients; i++)
 		json_array_append_new(rcpts, json_string(m->recipients[i]));
+	message_meta_build_for(m, "*"); /* the whole meta, lazy values included */
 	json_t *o = json_pack("{s:s, s:o, s:o, s:I, s:s}", "sender", m->sender, "recipient", rcpts,
 			      "meta", m->meta ? json_incref(m->meta) : json_object(),
 			      "num_attempts", (json_int_t)m->attempts, "queue", queue_name(qm->q));

@@ -179,6 +179,7 @@ static void put_message(struct buf *b, const struct qmsg *qm)
 		console_json_str(b, qm->last_error);
 	else
 		buf_appends(b, "null");
+	message_meta_build_for(m, "*"); /* the whole meta, lazy values included */
 	char *meta = m->meta ? json_dumps(m->meta, JSON_COMPACT) : NULL;
 	console_json_key(b, "meta");
 	if (meta && strlen(meta) <= VIEW_META_BYTES)

@@ -66,7 +66,7 @@ static void free_strs(char **v, size_t n)
 }
 
 /* meta as the hook captures it: the listed keys ("prefix*" matches). */
-static json_t *hook_meta(const struct loghook *h, json_t *meta)
+static json_t *hook_meta(const struct loghook *h, json_t *meta, const struct message *m)
 {
 	json_t *out = json_object();
 	if (!json_is_object(meta))
@@ -74,6 +74,8 @@ static json_t *hook_meta(const struct loghook *h, json_t *meta)
 	for (size_t i = 0; i < h->nmeta; i++) {
 		const char *name = h->meta[i];
 		size_t n = strlen(name);
+		if (m) /* a value built on first read (the catcher's smtp_session) */
+			message_meta_build_for(m, name);
 		const char *key;
 		json_t *v;
 		json_object_foreach(meta, key, v)
@@ -152,7 +154,7 @@ static struct message *record_message(const struct loghook *h, const struct hook
 		message_add_recipient(m, json_string_value(rc) ? json_string_value(rc) : "");
 	}
 	json_t *rec = json_deep_copy(record);
-	json_object_set_new(rec, "meta", hook_meta(h, ev->m ? ev->m->meta : ev->meta));
+	json_object_set_new(rec, "meta", hook_meta(h, ev->m ? ev->m->meta : ev->meta, ev->m));
 	json_object_set_new(rec, "headers", hook_headers(h, ev->m));
 	int body = 0;
 	if (rt && rt->tmpl) {

@@ -1280,6 +1280,16 @@ static int session_report_disposition(struct smtp_session *s, struct message *m,
 	return keep;
 }
 
+static json_t *transcript_snap_build(const void *obj)
+{
+	return smtp_transcript_snap_json(obj);
+}
+
+static void transcript_snap_release(void *obj)
+{
+	smtp_transcript_snap_free(obj);
+}
+
 /* The message for the recipient group that starts at i, with the metadata
  * KumoMTA sets before smtp_server_message_received. */
 static struct message *rx_group_message(struct smtp_session *s, struct smtp_rx_txn *t, size_t i)
@@ -1306,9 +1316,14 @@ static struct message *rx_group_message(struct smtp_session *s, struct smtp_rx_t
 	json_t *ehlo = json_object_get(s->meta, "ehlo_domain");
 	if (ehlo)
 		message_set_meta(m, "ehlo_domain", json_incref(ehlo));
-	json_t *ts = smtp_transcript_json(&s->ts, s->helo, conn_tls_version(&s->conn));
-	if (ts) /* the mail catcher's per-message SMTP conversation */
-		message_set_meta(m, "smtp_session", ts);
+	/* the mail catcher's per-message SMTP conversation: a copy of the
+	 * lines, made JSON only when read (the catcher's writer thread builds
+	 * its own from a copy; a policy's msg:get_meta builds it on the loop) */
+	struct smtp_transcript_snap *ts =
+	    smtp_transcript_snap(&s->ts, s->helo, conn_tls_version(&s->conn));
+	if (ts)
+		message_set_meta_lazy(m, "smtp_session", ts, transcript_snap_build,
+				      transcript_snap_release);
 	if (s->authenticated) { /* KumoMTA copies the AUTH identities too */
 		message_set_meta(m, "authn_id", json_incref(json_object_get(s->meta, "authn_id")));
 		message_set_meta(m, "authz_id", json_incref(json_object_get(s->meta, "authz_id")));

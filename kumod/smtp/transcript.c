@@ -103,16 +103,16 @@ void smtp_transcript_reply(struct smtp_transcript *t, int code, const char *enha
 
 /* A line as a JSON string: valid UTF-8 (invalid bytes become U+FFFD), so
  * jansson's check is skipped. */
-static json_t *line_text(struct buf *b, const struct smtp_transcript_line *l)
+static json_t *line_text(struct buf *b, const char *text)
 {
 	size_t n = 0;
 	unsigned char high = 0;
-	for (; l->text[n]; n++)
-		high |= (unsigned char)l->text[n];
+	for (; text[n]; n++)
+		high |= (unsigned char)text[n];
 	if (!(high & 0x80)) /* ASCII: as it is */
-		return json_stringn_nocheck(l->text, n);
+		return json_stringn_nocheck(text, n);
 	buf_reset(b);
-	buf_append_utf8_lossy(b, l->text, n);
+	buf_append_utf8_lossy(b, text, n);
 	return json_stringn_nocheck(b->data ? b->data : "", b->len);
 }
 
@@ -129,23 +129,92 @@ static json_t *lines_json(const struct smtp_transcript *t, size_t from, const ch
 		json_t *o = json_object();
 		json_object_set_new_nocheck(o, k[0], json_integer((json_int_t)l->ms));
 		json_object_set_new_nocheck(o, k[1], json_stringn_nocheck(&l->dir, 1));
-		json_object_set_new_nocheck(o, k[2], line_text(&b, l));
+		json_object_set_new_nocheck(o, k[2], line_text(&b, l->text));
 		json_array_append_new(lines, o);
 	}
 	buf_free(&b);
 	return lines;
 }
 
-json_t *smtp_transcript_json(const struct smtp_transcript *t, const char *ehlo, const char *tls)
+/* Packed: the header, then n line records, then the texts (NUL-ended). */
+struct smtp_transcript_snap {
+	size_t size; /* of the whole allocation */
+	uint64_t dropped;
+	uint32_t n, ehlo, tls; /* offsets of the texts from text[] */
+	struct snap_line {
+		uint32_t ms, off;
+		char dir;
+	} line[];
+};
+
+static const char *snap_text(const struct smtp_transcript_snap *s, uint32_t off)
+{
+	return (const char *)&s->line[s->n] + off;
+}
+
+struct smtp_transcript_snap *smtp_transcript_snap(const struct smtp_transcript *t, const char *ehlo,
+						  const char *tls)
 {
 	if (!(users & SMTP_TRANSCRIPT_CATCHER))
 		return NULL;
-	static const char *const keys[3] = {"Ms", "Dir", "Line"};
+	ehlo = ehlo ? ehlo : "";
+	tls = tls ? tls : "";
+	size_t le = strlen(ehlo) + 1, lt = strlen(tls) + 1, texts = le + lt;
+	for (size_t i = 0; i < t->n; i++)
+		texts += strlen(t->lines[i].text) + 1;
+	size_t size = sizeof(struct smtp_transcript_snap) + t->n * sizeof(struct snap_line) + texts;
+	struct smtp_transcript_snap *s = xmalloc(size);
+	s->size = size;
+	s->dropped = t->dropped;
+	s->n = (uint32_t)t->n;
+	char *base = (char *)&s->line[s->n], *p = base;
+	memcpy(p, ehlo, le);
+	s->ehlo = 0;
+	p += le;
+	memcpy(p, tls, lt);
+	s->tls = (uint32_t)le;
+	p += lt;
+	for (size_t i = 0; i < t->n; i++) {
+		size_t n = strlen(t->lines[i].text) + 1;
+		s->line[i].ms = t->lines[i].ms;
+		s->line[i].dir = t->lines[i].dir;
+		s->line[i].off = (uint32_t)(p - base);
+		memcpy(p, t->lines[i].text, n);
+		p += n;
+	}
+	return s;
+}
+
+struct smtp_transcript_snap *smtp_transcript_snap_dup(const struct smtp_transcript_snap *s)
+{
+	struct smtp_transcript_snap *d = xmalloc(s->size);
+	memcpy(d, s, s->size);
+	return d;
+}
+
+void smtp_transcript_snap_free(struct smtp_transcript_snap *s)
+{
+	free(s);
+}
+
+json_t *smtp_transcript_snap_json(const struct smtp_transcript_snap *s)
+{
 	json_t *o = json_object();
-	json_object_set_new_nocheck(o, "Ehlo", json_string(ehlo ? ehlo : ""));
-	json_object_set_new_nocheck(o, "Tls", json_string(tls ? tls : ""));
-	json_object_set_new_nocheck(o, "Lines", lines_json(t, 0, keys));
-	json_object_set_new_nocheck(o, "Dropped", json_integer((json_int_t)t->dropped));
+	json_object_set_new_nocheck(o, "Ehlo", json_string(snap_text(s, s->ehlo)));
+	json_object_set_new_nocheck(o, "Tls", json_string(snap_text(s, s->tls)));
+	json_t *lines = json_array();
+	struct buf b;
+	buf_init(&b);
+	for (uint32_t i = 0; i < s->n; i++) {
+		json_t *l = json_object();
+		json_object_set_new_nocheck(l, "Ms", json_integer((json_int_t)s->line[i].ms));
+		json_object_set_new_nocheck(l, "Dir", json_stringn_nocheck(&s->line[i].dir, 1));
+		json_object_set_new_nocheck(l, "Line", line_text(&b, snap_text(s, s->line[i].off)));
+		json_array_append_new(lines, l);
+	}
+	buf_free(&b);
+	json_object_set_new_nocheck(o, "Lines", lines);
+	json_object_set_new_nocheck(o, "Dropped", json_integer((json_int_t)s->dropped));
 	return o;
 }
 

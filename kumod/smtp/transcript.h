@@ -55,9 +55,18 @@ void smtp_transcript_add(struct smtp_transcript *t, char dir, const char *text, 
 /* Records a reply "code enhanced text". */
 void smtp_transcript_reply(struct smtp_transcript *t, int code, const char *enhanced,
 			   const char *text);
-/* The catcher's {"Ehlo", "Tls", "Lines": [{"Ms", "Dir", "Line"}], "Dropped"};
- * NULL unless the catcher enabled it. New reference. */
-json_t *smtp_transcript_json(const struct smtp_transcript *t, const char *ehlo, const char *tls);
+/* A copy of what the catcher keeps of a transcript (one allocation), so
+ * its JSON can be built later, on any thread, or never: received messages
+ * carry one (meta "smtp_session", built when first read). NULL unless the
+ * catcher enabled recording. */
+struct smtp_transcript_snap;
+struct smtp_transcript_snap *smtp_transcript_snap(const struct smtp_transcript *t, const char *ehlo,
+						  const char *tls);
+struct smtp_transcript_snap *smtp_transcript_snap_dup(const struct smtp_transcript_snap *s);
+/* The catcher's {"Ehlo", "Tls", "Lines": [{"Ms", "Dir", "Line"}],
+ * "Dropped"}. New reference; s is not changed (thread-safe on a copy). */
+json_t *smtp_transcript_snap_json(const struct smtp_transcript_snap *s);
+void smtp_transcript_snap_free(struct smtp_transcript_snap *s);
 /* The latest `last` lines as [{"ms", "dir", "line"}] (new reference). */
 json_t *smtp_transcript_tail_json(const struct smtp_transcript *t, size_t last);
 void smtp_transcript_free(struct smtp_transcript *t);

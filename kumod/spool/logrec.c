@@ -336,7 +336,7 @@ static uint64_t created_ns(const struct message *m, uint64_t now)
 
 /* The meta keys listed in the config ("name", "prefix*", "*"); null values
  * are left out, as KumoMTA does. */
-static json_t *jmeta(const struct logger *lg, json_t *meta)
+static json_t *jmeta(const struct logger *lg, json_t *meta, const struct message *m)
 {
 	json_t *out = json_object();
 	if (!lg || !json_is_object(meta))
@@ -344,6 +344,8 @@ static json_t *jmeta(const struct logger *lg, json_t *meta)
 	for (size_t i = 0; i < lg->nmeta; i++) {
 		const char *name = lg->meta[i];
 		size_t n = strlen(name);
+		if (m) /* a value built on first read (the catcher's smtp_session) */
+			message_meta_build_for(m, name);
 		if (n && name[n - 1] == '*') {
 			const char *key;
 			json_t *v;
@@ -534,7 +536,7 @@ static json_t *build_record(const struct logger *lg, const struct logrec_event *
 					   "protocol", "server")
 			       : json_null());
 	set(o, "feedback_report", json_null());
-	set(o, "meta", jmeta(lg, meta));
+	set(o, "meta", jmeta(lg, meta, m));
 	set(o, "headers", jheaders(lg, m));
 	set(o, "delivery_protocol", jstr_or_null(dp));
 	set(o, "reception_protocol", jstr_or_null(rp));
@@ -786,7 +788,7 @@ static void log_to_loggers(const struct logrec_event *ev, uint64_t when, record_
 		struct logger *lg = lr.loggers[i];
 		if (!rts[i])
 			continue;
-		set(rec, "meta", jmeta(lg, meta));
+		set(rec, "meta", jmeta(lg, meta, ev->m));
 		set(rec, "headers", jheaders(lg, ev->m));
 		if (ev->m && msg_timeline_in_log() && logrec_type_is_final(ev->type)) {
 			if (!timeline)

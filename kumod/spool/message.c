@@ -122,6 +122,7 @@ struct message *message_ref(struct message *m)
 }
 
 static size_t shrunk_count; /* loop thread only, as shrink and restore */
+static void lazy_free(struct message *m);
 
 void message_unref(struct message *m)
 {
@@ -136,6 +137,7 @@ void message_unref(struct message *m)
 		free(m->recipients[i]);
 	free(m->recipients);
 	json_decref(m->meta);
+	lazy_free(m);
 	buf_free(&m->data);
 	message_spill_unref(m->spill);
 	if (m->data_shrunk)
@@ -192,17 +194,73 @@ void message_set_data(struct message *m, const char *data, size_t len)
 	buf_append(&m->data, data, len);
 }
 
+struct message_lazy_meta {
+	char *key;
+	void *obj;
+	json_t *(*build)(const void *obj);
+	void (*release)(void *obj);
+};
+
+static void lazy_free(struct message *m)
+{
+	if (!m->lazy)
+		return;
+	m->lazy->release(m->lazy->obj);
+	free(m->lazy->key);
+	free(m->lazy);
+	m->lazy = NULL;
+}
+
 int message_set_meta(struct message *m, const char *key, json_t *value)
 {
 	if (!value)
 		return -EINVAL;
+	if (m->lazy && strcmp(m->lazy->key, key) == 0)
+		lazy_free(m); /* set explicitly: the pending value is stale */
 	/* json_object_set_new consumes value even when it fails */
 	return json_object_set_new(m->meta, key, value) == 0 ? 0 : -EINVAL;
 }
 
+void message_set_meta_lazy(struct message *m, const char *key, void *obj,
+			   json_t *(*build)(const void *obj), void (*release)(void *obj))
+{
+	lazy_free(m);
+	json_object_del(m->meta, key);
+	m->lazy = xcalloc(1, sizeof(*m->lazy));
+	m->lazy->key = xstrdup(key);
+	m->lazy->obj = obj;
+	m->lazy->build = build;
+	m->lazy->release = release;
+}
+
+void message_meta_build_for(const struct message *m, const char *name)
+{
+	if (!m->lazy)
+		return;
+	size_t n = strlen(name);
+	const char *key = m->lazy->key;
+	if (n && name[n - 1] == '*' ? strncmp(key, name, n - 1) == 0 : strcmp(key, name) == 0)
+		message_get_meta(m, key);
+}
+
+const void *message_lazy_obj(const struct message *m, const char *key)
+{
+	return m->lazy && strcmp(m->lazy->key, key) == 0 ? m->lazy->obj : NULL;
+}
+
 json_t *message_get_meta(const struct message *m, const char *key)
 {
-	return json_object_get(m->meta, key);
+	json_t *v = json_object_get(m->meta, key);
+	if (v || !m->lazy || strcmp(m->lazy->key, key) != 0)
+		return v;
+	/* built once, on the first read: a cache, so the const is kept for
+	 * the callers (the message's observable meta does not change) */
+	struct message *w = (struct message *)m;
+	v = w->lazy->build(w->lazy->obj);
+	/* key may be the lazy entry's own copy: stored before that is freed */
+	int rc = v ? json_object_set_new(w->meta, key, v) : -1;
+	lazy_free(w);
+	return rc == 0 ? v : NULL;
 }
 
 const char *message_get_meta_str(const struct message *m, const char *key)

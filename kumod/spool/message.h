@@ -63,6 +63,10 @@ struct message {
 	 * the only messages inject_message takes (any other is already owned
 	 * by reception or a queue: injecting it would deliver it twice). */
 	unsigned char policy_made;
+	/* One meta value built only when first read (message_get_meta): the
+	 * SMTP transcript of the receiving session ("smtp_session"), which
+	 * only the mail catcher and the odd policy read. NULL: none pending. */
+	struct message_lazy_meta *lazy;
 };
 
 /* New message with a fresh id, one reference. */
@@ -113,8 +117,21 @@ int message_restore_data(struct message *m, struct buf *b);
 size_t message_shrunk_count(void);
 /* Meta: value is stolen (json reference). Returns 0. */
 int message_set_meta(struct message *m, const char *key, json_t *value);
-/* Borrowed reference or NULL. */
+/* Borrowed reference or NULL. A lazy value (message_set_meta_lazy) is
+ * built and stored on this first read (loop thread). */
 json_t *message_get_meta(const struct message *m, const char *key);
+/* Meta key whose value is built by build(obj) when first read; obj is
+ * freed with release (after the build, when the key is set meanwhile, or
+ * with the message). One lazy key per message: a second replaces it. */
+void message_set_meta_lazy(struct message *m, const char *key, void *obj,
+			   json_t *(*build)(const void *obj), void (*release)(void *obj));
+/* Builds the pending lazy value when its key matches name (a key, or a
+ * prefix ending in '*'; "*" builds any): for readers that walk m->meta
+ * (log records' and hooks' meta lists, the admin views). */
+void message_meta_build_for(const struct message *m, const char *name);
+/* The object of the pending lazy value of key, or NULL (for a reader that
+ * builds its own copy elsewhere, e.g. on another thread). */
+const void *message_lazy_obj(const struct message *m, const char *key);
 /* Convenience: string meta value or NULL. */
 const char *message_get_meta_str(const struct message *m, const char *key);
 

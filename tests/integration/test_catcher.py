@@ -416,6 +416,71 @@ def test_smtp_session_transcript(catcher):
     assert ms == sorted(ms) and ms[-1] < 10000
 
 
+SESSION_READER = """
+local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.start_esmtp_listener{ listen = '127.0.0.1:%(smtp)d', relay_hosts = { '127.0.0.1' } }
+  kumo.start_mail_catcher{ dir = '%(store)s' }
+  kumo.start_http_listener{ listen = '127.0.0.1:%(http)d' }
+  kumo.configure_local_logs{ log_dir = '%(logs)s', meta = { 'smtp_session' },
+                             max_segment_duration = '100ms' }
+  kumo.define_spool{ name = 'data', path = '%(spool)s/data' }
+  kumo.define_spool{ name = 'meta', path = '%(spool)s/meta' }
+end)
+kumo.on('get_queue_config', function()
+  return kumo.make_queue_config{ retry_interval = '1h',
+    protocol = { smtp = { mx_list = { '127.0.0.1:%(dead)d' } } } }
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  if msg:recipient_list()[1].user == 'reader' then
+    local s = msg:get_meta('smtp_session')
+    msg:prepend_header('X-Lines-Seen', tostring(#s.Lines) .. ' ' .. s.Ehlo)
+  end
+  kumo.mail_catcher_capture(msg)
+end)
+"""
+
+
+def test_smtp_session_is_the_same_however_it_is_read(tmp_path):
+    """meta smtp_session is built only when read: by a policy (msg:get_meta), by a
+    logger that lists it, or by the catcher's writer from its own copy; each reader
+    sees the same conversation."""
+    from test_relay import records, wait_until
+    smtp, http = free_port(), free_port()
+    logs = tmp_path / "logs"
+    k = spawn_kumod(tmp_path / "k", SESSION_READER % {
+        "smtp": smtp, "http": http, "store": tmp_path / "store", "logs": logs,
+        "spool": tmp_path / "spool", "dead": free_port()},
+        env={"KUMOD_LOG": "kumod=info,kumo_server_common=info"})
+    try:
+        c = Catcher(k, smtp, http, str(tmp_path / "store"))
+        for rcpt in ("reader@example.com", "plain@example.com"):
+            with smtplib.SMTP("127.0.0.1", smtp, local_hostname="client.example",
+                              timeout=10) as s:
+                s.sendmail("alice@example.com", [rcpt],
+                           "To: <%s>\r\nSubject: %s\r\n\r\nx\r\n" % (rcpt, rcpt))
+        msgs = c.wait_total(2)["messages"]
+        sess = {}
+        for m in msgs:
+            full = c.get("/api/v1/message/" + m["ID"]).json()
+            sess[full["To"][0]["Address"]] = (full["Session"], full["ID"])
+        for rcpt, (s, _) in sess.items():
+            assert s["Ehlo"] == "client.example", (rcpt, s)
+            dirs = [(l["Dir"], l["Line"].split(" ")[0].lower()) for l in s["Lines"]]
+            assert ("C", "mail") in dirs and ("C", "rcpt") in dirs and dirs[-1][0] == "S", dirs
+        # the policy's read saw what the catcher stored
+        reader, rid = sess["reader@example.com"]
+        raw = c.get("/api/v1/message/%s/raw" % rid).text
+        assert "X-Lines-Seen: %d client.example" % len(reader["Lines"]) in raw.splitlines()
+        # the logger built it for the message no policy read
+        plain, pid = sess["plain@example.com"]
+        recs = wait_until(lambda: [r for r in records(logs)
+                                   if r["type"] == "Reception" and r["id"] == pid], timeout=10)
+        assert recs and recs[0]["meta"]["smtp_session"] == plain, recs
+    finally:
+        stop_kumod(k)
+
+
 def smtp_try(port, sender, rcpts, helo="client.test", data=b"Subject: f\r\n\r\nx\r\n"):
     """One transaction; returns the first non-2xx/3xx (code, text) or (250, ...) of DATA."""
     try:
