@@ -412,11 +412,13 @@ static int l_aws_sign_v4(lua_State *L)
 		q.a[i].k = ek;
 		q.a[i].v = ev;
 	}
-	qsort(q.a, q.n, sizeof(*q.a), kv_cmp);
+	if (q.n)
+		qsort(q.a, q.n, sizeof(*q.a), kv_cmp);
 	for (size_t i = 0; i < q.n; i++)
 		buf_printf(&creq, "%s%s=%s", i ? "&" : "", q.a[i].k, q.a[i].v);
 	buf_appendc(&creq, '\n');
-	qsort(h.a, h.n, sizeof(*h.a), kv_cmp);
+	if (h.n)
+		qsort(h.a, h.n, sizeof(*h.a), kv_cmp);
 	for (size_t i = 0; i < h.n; i++) {
 		buf_printf(&creq, "%s:", h.a[i].k);
 		trimall(&creq, h.a[i].v);

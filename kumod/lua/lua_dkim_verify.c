@@ -624,8 +624,9 @@ static void emit_result(lua_State *L, int idx, struct buf *out)
 		size_t np = 0;
 		const char *keys[64];
 		lua_pushnil(L);
-		while (lua_next(L, pt) && np < 64) {
-			if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
+		while (lua_next(L, pt)) { /* walked to the end: lua_next pops the last key */
+			if (np < 64 && lua_type(L, -2) == LUA_TSTRING &&
+			    lua_type(L, -1) == LUA_TSTRING)
 				keys[np++] = lua_tostring(L, -2);
 			lua_pop(L, 1);
 		}
