@@ -31,28 +31,11 @@ int mime8_has_8bit(const char *p, size_t n)
 	return 0;
 }
 
-/* End of the line starting at p[i] (after its LF, or n). */
-static size_t line_end(const char *p, size_t n, size_t i)
-{
-	const char *lf = memchr(p + i, '\n', n - i);
-	return lf ? (size_t)(lf - p) + 1 : n;
-}
-
-/* Length of the line's content (without CRLF or LF). */
-static size_t line_content(const char *p, size_t start, size_t end)
-{
-	if (end > start && p[end - 1] == '\n')
-		end--;
-	if (end > start && p[end - 1] == '\r')
-		end--;
-	return end - start;
-}
-
 size_t mime8_header_len(const char *p, size_t n)
 {
 	for (size_t i = 0; i < n;) {
-		size_t e = line_end(p, n, i);
-		if (line_content(p, i, e) == 0 && e > i && p[e - 1] == '\n')
+		size_t e = mime_lex_line_end(p, n, i);
+		if (mime_lex_content_end(p, i, e) == i && e > i && p[e - 1] == '\n')
 			return e;
 		i = e;
 	}
@@ -88,9 +71,9 @@ static void parse_content_type(struct mime8_entity *e, const char *v, size_t n)
 static void parse_headers(struct mime8_entity *e, const char *h, size_t n)
 {
 	for (size_t i = 0; i < n;) {
-		size_t end = line_end(h, n, i);
+		size_t end = mime_lex_line_end(h, n, i);
 		while (end < n && (h[end] == ' ' || h[end] == '\t'))
-			end = line_end(h, n, end); /* folded continuation */
+			end = mime_lex_line_end(h, n, end); /* folded continuation */
 		const char *colon = memchr(h + i, ':', end - i);
 		if (colon) {
 			size_t nl = (size_t)(colon - (h + i));
@@ -114,10 +97,10 @@ static void parse_headers(struct mime8_entity *e, const char *h, size_t n)
 static void copy_headers_but_cte(struct buf *out, const char *h, size_t n)
 {
 	for (size_t i = 0; i < n;) {
-		size_t end = line_end(h, n, i);
+		size_t end = mime_lex_line_end(h, n, i);
 		while (end < n && (h[end] == ' ' || h[end] == '\t'))
-			end = line_end(h, n, end);
-		int blank = line_content(h, i, end) == 0;
+			end = mime_lex_line_end(h, n, end);
+		int blank = mime_lex_content_end(h, i, end) == i;
 		int cte = end - i > 26 && strncasecmp(h + i, "Content-Transfer-Encoding:", 26) == 0;
 		if (!blank && !cte) {
 			buf_append(out, h + i, end - i);
@@ -173,8 +156,8 @@ static void qp_line(struct buf *out, const char *s, size_t n, int had_break)
 static void qp_body(struct buf *out, const char *b, size_t n)
 {
 	for (size_t i = 0; i < n;) {
-		size_t end = line_end(b, n, i);
-		qp_line(out, b + i, line_content(b, i, end), b[end - 1] == '\n');
+		size_t end = mime_lex_line_end(b, n, i);
+		qp_line(out, b + i, mime_lex_content_end(b, i, end) - i, b[end - 1] == '\n');
 		i = end;
 	}
 }
@@ -199,10 +182,10 @@ static int convert_multipart(const struct mime8_entity *e, const char *b, size_t
 	size_t part = 0;
 	int in_part = 0, closed = 0;
 	for (size_t i = 0; i < n;) {
-		size_t end = line_end(b, n, i);
-		int d = closed
-			    ? 0
-			    : mime_lex_delimiter(b + i, line_content(b, i, end), e->boundary, bl);
+		size_t end = mime_lex_line_end(b, n, i);
+		int d = closed ? 0
+			       : mime_lex_delimiter(b + i, mime_lex_content_end(b, i, end) - i,
+						    e->boundary, bl);
 		if (d) {
 			if (in_part) {
 				if (convert_entity(b + part, i - part, out, res, depth + 1, 0) < 0)

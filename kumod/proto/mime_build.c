@@ -27,23 +27,6 @@ static int fail(struct mime_build_result *res, const char *why)
 	return -EINVAL;
 }
 
-/* End of the line starting at p[i]: after its LF, or n. */
-static size_t line_end(const char *p, size_t n, size_t i)
-{
-	const char *lf = memchr(p + i, '\n', n - i);
-	return lf ? (size_t)(lf - p) + 1 : n;
-}
-
-/* Where the content of the line [i, e) ends: before its CRLF or LF. */
-static size_t content_end(const char *p, size_t i, size_t e)
-{
-	if (e > i && p[e - 1] == '\n')
-		e--;
-	if (e > i && p[e - 1] == '\r')
-		e--;
-	return e;
-}
-
 static int has_8bit(const char *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -55,7 +38,7 @@ static int has_8bit(const char *p, size_t n)
 int mime_build_lines_clean(const char *p, size_t n)
 {
 	for (size_t i = 0; i < n;) {
-		size_t e = line_end(p, n, i), ce = e;
+		size_t e = mime_lex_line_end(p, n, i), ce = e;
 		if (ce > i && p[ce - 1] == '\n') {
 			ce--;
 			if (ce == i || p[ce - 1] != '\r')
@@ -78,7 +61,7 @@ int mime_build_is_clean(const char *p, size_t n)
 		return 0;
 	size_t hl = rfc5322_header_end(p, n);
 	for (size_t i = 0; i < hl;) {
-		size_t e = line_end(p, hl, i), ce = content_end(p, i, e);
+		size_t e = mime_lex_line_end(p, hl, i), ce = mime_lex_content_end(p, i, e);
 		const char *colon = ce > i && !is_wsp(p[i]) ? memchr(p + i, ':', ce - i) : NULL;
 		if (colon && colon > p + i && is_wsp(colon[-1]))
 			return 0;
@@ -296,7 +279,7 @@ static int build_headers(const char *h, size_t hl, struct buf *out, struct mime_
 	buf_init(&val);
 	int rc = 0;
 	for (size_t i = 0; i < hl && rc == 0;) {
-		size_t e = line_end(h, hl, i), ce = content_end(h, i, e);
+		size_t e = mime_lex_line_end(h, hl, i), ce = mime_lex_content_end(h, i, e);
 		if (ce == i)
 			break; /* the blank line */
 		if (is_wsp(h[i])) {
@@ -305,7 +288,7 @@ static int build_headers(const char *h, size_t hl, struct buf *out, struct mime_
 		}
 		size_t f_end = e;
 		while (f_end < hl && is_wsp(h[f_end]))
-			f_end = line_end(h, hl, f_end);
+			f_end = mime_lex_line_end(h, hl, f_end);
 		const char *colon = memchr(h + i, ':', ce - i);
 		if (!colon) {
 			rc = fail(res, "a header line without a colon (MISSING_COLON_VALUE)");
@@ -334,8 +317,8 @@ static int build_headers(const char *h, size_t hl, struct buf *out, struct mime_
 			/* the unfolded value, white space at both ends trimmed */
 			buf_reset(&val);
 			for (size_t k = (size_t)(colon + 1 - h); k < f_end;) {
-				size_t ke = line_end(h, f_end, k);
-				buf_append(&val, h + k, content_end(h, k, ke) - k);
+				size_t ke = mime_lex_line_end(h, f_end, k);
+				buf_append(&val, h + k, mime_lex_content_end(h, k, ke) - k);
 				k = ke;
 			}
 			size_t b = 0, n = val.len;
@@ -352,7 +335,8 @@ static int build_headers(const char *h, size_t hl, struct buf *out, struct mime_
 			encoded_words(out, name, nl, line.data, line.len);
 		} else {
 			for (size_t k = i; k < f_end && rc == 0;) {
-				size_t ke = line_end(h, f_end, k), kce = content_end(h, k, ke);
+				size_t ke = mime_lex_line_end(h, f_end, k),
+				       kce = mime_lex_content_end(h, k, ke);
 				buf_reset(&line);
 				size_t lead = 0;
 				if (k == i) {

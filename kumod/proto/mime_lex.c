@@ -115,3 +115,18 @@ int mime_lex_delimiter(const char *l, size_t n, const char *bd, size_t bl)
 			return 0;
 	return close ? 2 : 1;
 }
+
+size_t mime_lex_line_end(const char *p, size_t n, size_t i)
+{
+	const char *lf = memchr(p + i, '\n', n - i);
+	return lf ? (size_t)(lf - p) + 1 : n;
+}
+
+size_t mime_lex_content_end(const char *p, size_t i, size_t e)
+{
+	if (e > i && p[e - 1] == '\n')
+		e--;
+	if (e > i && p[e - 1] == '\r')
+		e--;
+	return e;
+}

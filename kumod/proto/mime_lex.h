@@ -14,6 +14,12 @@
 #define MIME_LEX_VALUE_MAX 200
 
 /* 1 for space, tab, CR and LF (folding included). */
+/* End of the line starting at p[i]: after its LF, or n. */
+size_t mime_lex_line_end(const char *p, size_t n, size_t i);
+/* Where the content of the line [i, e) ends: before its CRLF or LF (a
+ * last line without LF loses a trailing CR too). */
+size_t mime_lex_content_end(const char *p, size_t i, size_t e);
+
 /* A body line l (n bytes, without its line end) against boundary bd (bl
  * bytes): 1 for "--bd", 2 for the close delimiter "--bd--", each with
  * optional trailing white space (transport padding), 0 otherwise. */

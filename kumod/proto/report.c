@@ -70,10 +70,9 @@ void report_part_parse(const char *p, size_t n, struct report_part *out)
 /* End of the line at i (after its LF, or n) and, in *ce, where its content ends. */
 static size_t line_end(const char *p, size_t n, size_t i, size_t *ce)
 {
-	const char *lf = memchr(p + i, '\n', n - i);
-	size_t e = lf ? (size_t)(lf - p) : n;
-	*ce = e > i && p[e - 1] == '\r' ? e - 1 : e;
-	return lf ? e + 1 : n;
+	size_t e = mime_lex_line_end(p, n, i);
+	*ce = mime_lex_content_end(p, i, e);
+	return e;
 }
 
 int report_next_child(const struct report_part *parent, size_t *pos, struct report_part *child)

@@ -116,24 +116,17 @@ static json_t *line_text(struct buf *b, const char *text)
 	return json_stringn_nocheck(b->data ? b->data : "", b->len);
 }
 
-/* [{ms, dir, line}] for lines [from, t->n), under the given key names:
- * built with the constructors (json_pack parses its format per call: it was
- * most of a captured message's transcript cost). */
-static json_t *lines_json(const struct smtp_transcript *t, size_t from, const char *const k[3])
+/* {ms, dir, line} under the given key names: built with the constructors
+ * (json_pack parses its format per call: it was most of a captured
+ * message's transcript cost). */
+static json_t *line_json(const char *const k[3], uint32_t ms, const char *dir, const char *text,
+			 struct buf *b)
 {
-	json_t *lines = json_array();
-	struct buf b;
-	buf_init(&b);
-	for (size_t i = from; i < t->n; i++) {
-		const struct smtp_transcript_line *l = &t->lines[i];
-		json_t *o = json_object();
-		json_object_set_new_nocheck(o, k[0], json_integer((json_int_t)l->ms));
-		json_object_set_new_nocheck(o, k[1], json_stringn_nocheck(&l->dir, 1));
-		json_object_set_new_nocheck(o, k[2], line_text(&b, l->text));
-		json_array_append_new(lines, o);
-	}
-	buf_free(&b);
-	return lines;
+	json_t *o = json_object();
+	json_object_set_new_nocheck(o, k[0], json_integer((json_int_t)ms));
+	json_object_set_new_nocheck(o, k[1], json_stringn_nocheck(dir, 1));
+	json_object_set_new_nocheck(o, k[2], line_text(b, text));
+	return o;
 }
 
 /* Packed: the header, then n line records, then the texts (NUL-ended). */
@@ -202,16 +195,13 @@ json_t *smtp_transcript_snap_json(const struct smtp_transcript_snap *s)
 	json_t *o = json_object();
 	json_object_set_new_nocheck(o, "Ehlo", json_string(snap_text(s, s->ehlo)));
 	json_object_set_new_nocheck(o, "Tls", json_string(snap_text(s, s->tls)));
+	static const char *const keys[3] = {"Ms", "Dir", "Line"};
 	json_t *lines = json_array();
 	struct buf b;
 	buf_init(&b);
-	for (uint32_t i = 0; i < s->n; i++) {
-		json_t *l = json_object();
-		json_object_set_new_nocheck(l, "Ms", json_integer((json_int_t)s->line[i].ms));
-		json_object_set_new_nocheck(l, "Dir", json_stringn_nocheck(&s->line[i].dir, 1));
-		json_object_set_new_nocheck(l, "Line", line_text(&b, snap_text(s, s->line[i].off)));
-		json_array_append_new(lines, l);
-	}
+	for (uint32_t i = 0; i < s->n; i++)
+		json_array_append_new(lines, line_json(keys, s->line[i].ms, &s->line[i].dir,
+						       snap_text(s, s->line[i].off), &b));
 	buf_free(&b);
 	json_object_set_new_nocheck(o, "Lines", lines);
 	json_object_set_new_nocheck(o, "Dropped", json_integer((json_int_t)s->dropped));
@@ -221,7 +211,14 @@ json_t *smtp_transcript_snap_json(const struct smtp_transcript_snap *s)
 json_t *smtp_transcript_tail_json(const struct smtp_transcript *t, size_t last)
 {
 	static const char *const keys[3] = {"ms", "dir", "line"};
-	return lines_json(t, t->n > last ? t->n - last : 0, keys);
+	json_t *lines = json_array();
+	struct buf b;
+	buf_init(&b);
+	for (size_t i = t->n > last ? t->n - last : 0; i < t->n; i++)
+		json_array_append_new(
+		    lines, line_json(keys, t->lines[i].ms, &t->lines[i].dir, t->lines[i].text, &b));
+	buf_free(&b);
+	return lines;
 }
 
 void smtp_transcript_free(struct smtp_transcript *t)
